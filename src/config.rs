@@ -1,0 +1,331 @@
+//! Configuration: a TOML file (see `streampay.example.toml`) overridden by `STREAMPAY_*`
+//! environment variables, plus the deployments file written by `anvil/deploy.sh`.
+//!
+//! Precedence, lowest first: built-in defaults, the file, the environment. Secrets (sponsor keys,
+//! the database URL with its password) are wrapped in [`Secret`] so they never reach a log line.
+
+use std::{fmt, net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+
+use alloy::primitives::Address;
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A value that must not be printed: `Debug` shows `"<redacted>"`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// The resolved configuration of one relayer process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `server.listen` / `STREAMPAY_LISTEN`.
+    pub listen: SocketAddr,
+    /// `database.url` / `STREAMPAY_DATABASE_URL` (falls back to `DATABASE_URL`).
+    pub database_url: Option<Secret>,
+    /// `database.max_connections` / `STREAMPAY_DATABASE_MAX_CONNECTIONS`.
+    pub database_max_connections: u32,
+    /// `chain.rpc_url` / `STREAMPAY_RPC_URL`; when unset, the deployments file's `rpcUrl`.
+    pub rpc_url: Option<String>,
+    /// `chain.deployments_file` / `STREAMPAY_DEPLOYMENTS_FILE`.
+    pub deployments_file: PathBuf,
+    /// `chain.meta_deadline_secs` / `STREAMPAY_META_DEADLINE_SECS`: lifetime of a built
+    /// meta-transaction, counted from the chain's latest block time.
+    pub meta_deadline_secs: u64,
+    /// `chain.receipt_timeout_secs` / `STREAMPAY_RECEIPT_TIMEOUT_SECS`: how long `execute` waits
+    /// for a receipt before answering 202 with the hash.
+    pub receipt_timeout_secs: u64,
+    /// `sponsors.private_keys` / `STREAMPAY_SPONSOR_KEYS` (comma-separated). Secrets.
+    pub sponsor_keys: Vec<Secret>,
+    /// `log.format` / `STREAMPAY_LOG_FORMAT`: `json` (default) or `text`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            database_max_connections: 10,
+            rpc_url: None,
+            deployments_file: PathBuf::from("anvil/deployment.json"),
+            meta_deadline_secs: 3600,
+            receipt_timeout_secs: 60,
+            sponsor_keys: Vec::new(),
+            log_format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    server: FileServer,
+    database: FileDatabase,
+    chain: FileChain,
+    sponsors: FileSponsors,
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileServer {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileDatabase {
+    url: Option<Secret>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileChain {
+    rpc_url: Option<String>,
+    deployments_file: Option<PathBuf>,
+    meta_deadline_secs: Option<u64>,
+    receipt_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileSponsors {
+    private_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileLog {
+    format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads `path` (if given, it must exist; otherwise `streampay.toml` is used when present)
+    /// and applies the process environment on top.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = Self::default();
+        let default_path = Path::new("streampay.toml");
+        let file = match path {
+            Some(p) => Some(p),
+            None if default_path.exists() => Some(default_path),
+            None => None,
+        };
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("Failed to read config file {}", file.display()))?;
+            config.apply_file(&text).with_context(|| format!("Invalid config file {}", file.display()))?;
+        }
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, text: &str) -> anyhow::Result<()> {
+        let f: FileConfig = toml::from_str(text).context("Failed to parse TOML")?;
+        if let Some(v) = f.server.listen {
+            self.listen = v;
+        }
+        if let Some(v) = f.database.url {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = f.database.max_connections {
+            self.database_max_connections = v;
+        }
+        if let Some(v) = f.chain.rpc_url {
+            self.rpc_url = Some(v);
+        }
+        if let Some(v) = f.chain.deployments_file {
+            self.deployments_file = v;
+        }
+        if let Some(v) = f.chain.meta_deadline_secs {
+            self.meta_deadline_secs = v;
+        }
+        if let Some(v) = f.chain.receipt_timeout_secs {
+            self.receipt_timeout_secs = v;
+        }
+        if !f.sponsors.private_keys.is_empty() {
+            self.sponsor_keys = f.sponsors.private_keys;
+        }
+        if let Some(v) = f.log.format {
+            self.log_format = v;
+        }
+        Ok(())
+    }
+
+    /// Applies `STREAMPAY_*` overrides read through `get` (injectable so tests need not touch
+    /// the process environment).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let parse = |name: &str| -> Option<String> { get(name).filter(|v| !v.trim().is_empty()) };
+        if let Some(v) = parse("STREAMPAY_LISTEN") {
+            self.listen = v.parse().with_context(|| format!("STREAMPAY_LISTEN={v} is not host:port"))?;
+        }
+        if let Some(v) = parse("STREAMPAY_DATABASE_URL").or_else(|| parse("DATABASE_URL")) {
+            self.database_url = Some(Secret::new(v));
+        }
+        if let Some(v) = parse("STREAMPAY_DATABASE_MAX_CONNECTIONS") {
+            self.database_max_connections =
+                v.parse().context("STREAMPAY_DATABASE_MAX_CONNECTIONS is not a number")?;
+        }
+        if let Some(v) = parse("STREAMPAY_RPC_URL") {
+            self.rpc_url = Some(v);
+        }
+        if let Some(v) = parse("STREAMPAY_DEPLOYMENTS_FILE") {
+            self.deployments_file = PathBuf::from(v);
+        }
+        if let Some(v) = parse("STREAMPAY_META_DEADLINE_SECS") {
+            self.meta_deadline_secs = v.parse().context("STREAMPAY_META_DEADLINE_SECS is not a number")?;
+        }
+        if let Some(v) = parse("STREAMPAY_RECEIPT_TIMEOUT_SECS") {
+            self.receipt_timeout_secs = v.parse().context("STREAMPAY_RECEIPT_TIMEOUT_SECS is not a number")?;
+        }
+        if let Some(v) = parse("STREAMPAY_SPONSOR_KEYS") {
+            self.sponsor_keys =
+                v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect();
+        }
+        if let Some(v) = parse("STREAMPAY_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                other => bail!("STREAMPAY_LOG_FORMAT={other}: expected json or text"),
+            };
+        }
+        Ok(())
+    }
+
+    pub fn receipt_timeout(&self) -> Duration {
+        Duration::from_secs(self.receipt_timeout_secs)
+    }
+
+    pub fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_ref()
+            .map(Secret::expose)
+            .context("No database URL: set database.url or STREAMPAY_DATABASE_URL")
+    }
+}
+
+/// The deployments file (`anvil/deployment.json` locally): which StreamPay contracts to serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentsFile {
+    pub chain_id: u64,
+    #[serde(default)]
+    pub rpc_url: Option<String>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// One StreamPay deployment; `name` is the `{contract}` path segment of the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub name: String,
+    pub address: Address,
+    pub token: Address,
+    pub token_decimals: u8,
+    #[serde(default)]
+    pub start_block: u64,
+}
+
+impl DeploymentsFile {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("Failed to read deployments file {}", path.display()))?;
+        let file: Self = serde_json::from_str(&text)
+            .with_context(|| format!("Invalid deployments file {}", path.display()))?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.deployments.is_empty() {
+            bail!("the deployments file lists no deployments");
+        }
+        for (i, d) in self.deployments.iter().enumerate() {
+            if d.token_decimals > 18 {
+                bail!("deployment {} has tokenDecimals {} > 18", d.name, d.token_decimals);
+            }
+            // Names are matched case-insensitively in URLs, so they must be unique that way.
+            if self.deployments[..i].iter().any(|o| o.name.eq_ignore_ascii_case(&d.name)) {
+                bail!("deployment name {} appears twice", d.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::default();
+        c.apply_file(
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            [chain]
+            rpc_url = "http://file:8545"
+            [sponsors]
+            private_keys = ["0x01"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        c.apply_env(|k| match k {
+            "STREAMPAY_RPC_URL" => Some("http://env:8545".into()),
+            "STREAMPAY_SPONSOR_KEYS" => Some("0x02, 0x03".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.rpc_url.as_deref(), Some("http://env:8545"));
+        assert_eq!(c.sponsor_keys, vec![Secret::new("0x02"), Secret::new("0x03")]);
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::default().apply_file("[server]\nlisten_addr = \"x\"").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut c = Config::default();
+        c.sponsor_keys = vec![Secret::new("0xdeadbeef")];
+        assert!(!format!("{c:?}").contains("deadbeef"));
+    }
+
+    #[test]
+    fn deployments_file_parses_the_anvil_format() {
+        let f: DeploymentsFile = serde_json::from_str(
+            r#"{"chainId":31337,"rpcUrl":"http://127.0.0.1:8545","deployments":[{"name":"USDC",
+            "address":"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512","token":"0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "tokenDecimals":6,"startBlock":1}]}"#,
+        )
+        .unwrap();
+        f.validate().unwrap();
+        assert_eq!(f.deployments[0].token_decimals, 6);
+    }
+}

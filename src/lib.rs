@@ -1,0 +1,29 @@
+//! StreamPay Relayer: builds, verifies and relays gasless meta-transactions for `StreamPay.sol`.
+//!
+//! Dapps call the REST API to *build* a meta-transaction (calldata + EIP-712 typed data), the user
+//! signs it, and `POST /meta/execute` verifies, simulates and submits it from a sponsor account
+//! that pays the gas.
+//!
+//! # Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`config`] | configuration: a TOML file plus `STREAMPAY_*` environment overrides; the deployments file |
+//! | [`amount`] | exact decimal amounts and monthly rates parsed at the edge into on-chain integers |
+//! | [`api`] | the axum router (`api::app`), one module per resource, one error type ([`api::AppError`]) |
+//! | [`chain`] | contract bindings from `abi/`, EIP-712 documents and digests, `bySig` traits, signature checks, revert decoding |
+//! | [`pipeline`] | per-sponsor transaction sending with locally managed nonces and receipt tracking |
+//! | [`store`] | Postgres queries (sqlx, checked at runtime): API keys, meta-transaction nonces, transactions |
+//! | [`dev`] | `streampay dev`: a whole local stack (Anvil + contracts, Postgres, key, demo funds) |
+//! | [`cli`] | the `streampay` command line (`serve`, `migrate`, `keys create`, `dev`) |
+//! | [`server`] | wiring for `serve`: state from config, tracing, graceful shutdown |
+
+pub mod amount;
+pub mod api;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod pipeline;
+pub mod server;
+pub mod store;

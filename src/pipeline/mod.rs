@@ -1,0 +1,1 @@
+//! Sponsor transaction sending.

@@ -1,0 +1,1 @@
+//! Postgres state (sqlx, queries checked at runtime).
