@@ -1,1 +1,92 @@
-//! server
+//! Wiring for `streampay serve`: tracing, state from config, graceful shutdown.
+
+use alloy::providers::Provider;
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::{
+    api::{self, AppState, Contract, Inner, Settings},
+    chain,
+    config::{Config, DeploymentsFile, LogFormat},
+    pipeline::Sponsors,
+    store::Store,
+};
+
+/// Structured logs to stdout; `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = fmt().with_env_filter(filter);
+    // try_init: a second call (tests, `dev` after `serve` setup) is harmless.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.compact().try_init(),
+    };
+}
+
+/// Connects everything the API needs, checking the chain matches the deployments file.
+pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
+    let deployments = DeploymentsFile::load(&config.deployments_file)?;
+    let rpc_url = config
+        .rpc_url
+        .clone()
+        .or_else(|| deployments.rpc_url.clone())
+        .context("No RPC URL: set chain.rpc_url / STREAMPAY_RPC_URL or rpcUrl in the deployments file")?;
+    let provider = chain::connect(&rpc_url)?;
+    let chain_id = provider.get_chain_id().await.with_context(|| format!("Failed to reach the RPC node at {rpc_url}"))?;
+    if chain_id != deployments.chain_id {
+        bail!("the RPC node is on chain {chain_id} but the deployments file is for chain {}", deployments.chain_id);
+    }
+    if config.sponsor_keys.is_empty() {
+        bail!("No sponsor keys: set sponsors.private_keys or STREAMPAY_SPONSOR_KEYS");
+    }
+    let sponsors = Sponsors::from_keys(&config.sponsor_keys, chain_id)?;
+    let store = Store::connect(config.database_url()?, config.database_max_connections).await?;
+    store.migrate().await?;
+    Ok(AppState::new(Inner {
+        store,
+        provider,
+        chain_id,
+        contracts: deployments.deployments.iter().map(Contract::from).collect(),
+        sponsors,
+        settings: Settings {
+            meta_deadline_secs: config.meta_deadline_secs,
+            receipt_timeout: config.receipt_timeout(),
+            ..Settings::default()
+        },
+    }))
+}
+
+/// Serves the API on `listener` until SIGINT/SIGTERM, letting in-flight requests finish.
+pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
+}
+
+/// `streampay serve`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = state_from_config(&config).await?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("Failed to listen on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, sponsors = ?state.sponsors.addresses(), "serving");
+    serve_on(listener, state).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

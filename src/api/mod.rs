@@ -1,1 +1,134 @@
-//! HTTP API.
+//! The relay API (SPEC §3; paths, fields and response keys follow the AzothPay reference).
+//!
+//! - [`info`]: `GET /`, `GET /health`, `GET /api/v1/contracts`
+//! - [`subscriptions`], [`payments`], [`batch`]: endpoints that *build* a meta-transaction
+//!   ([`build`] assembles the `Transaction` object every one of them returns)
+//! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute`
+//! - [`extract`]: authentication and edge parsing; [`error`]: the one error type
+
+mod batch;
+mod build;
+mod error;
+mod extract;
+mod info;
+mod meta;
+mod payments;
+mod subscriptions;
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use alloy::{primitives::Address, providers::DynProvider};
+use axum::{
+    Router,
+    http::{HeaderValue, Request},
+    routing::{MethodRouter, get, post},
+};
+use tower_http::{
+    set_header::SetResponseHeaderLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+
+pub use error::AppError;
+pub use extract::parse_address;
+
+use crate::{config::Deployment, pipeline::Sponsors, store::Store};
+
+/// Dated version of this API, sent as `X-Api-Version` on every response.
+pub const API_VERSION: &str = "2026-11-21";
+
+/// One StreamPay deployment the API serves.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub name: String,
+    pub address: Address,
+    pub token: Address,
+    pub token_decimals: u8,
+}
+
+impl From<&Deployment> for Contract {
+    fn from(d: &Deployment) -> Self {
+        Self { name: d.name.clone(), address: d.address, token: d.token, token_decimals: d.token_decimals }
+    }
+}
+
+/// Tunables of request handling.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lifetime of a built meta-transaction in seconds of chain time.
+    pub meta_deadline_secs: u64,
+    /// How long `execute` waits for the receipt before answering 202.
+    pub receipt_timeout: Duration,
+    pub receipt_poll: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { meta_deadline_secs: 3600, receipt_timeout: Duration::from_secs(60), receipt_poll: Duration::from_millis(250) }
+    }
+}
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub provider: DynProvider,
+    pub chain_id: u64,
+    pub contracts: Vec<Contract>,
+    pub sponsors: Sponsors,
+    pub settings: Settings,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Registers `path` with and without a trailing slash (the reference uses both spellings).
+fn both<S: Clone + Send + Sync + 'static>(router: Router<S>, path: &str, method: MethodRouter<S>) -> Router<S> {
+    let trimmed = path.trim_end_matches('/');
+    router.route(trimmed, method.clone()).route(&format!("{trimmed}/"), method)
+}
+
+/// The whole HTTP API, ready to serve (tests call it directly).
+pub fn app(state: AppState) -> Router {
+    let mut v1 = Router::new();
+    v1 = both(v1, "/contracts", get(info::contracts));
+    v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
+    v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
+    v1 = both(v1, "/{contract}/payments", post(payments::pay));
+    v1 = both(v1, "/{contract}/payments/deposit", post(payments::deposit));
+    v1 = both(v1, "/{contract}/payments/withdraw", post(payments::withdraw));
+    v1 = both(v1, "/{contract}/payments/balance/{address}", get(payments::balance));
+    v1 = both(v1, "/{contract}/meta/nonce/{account}", get(meta::nonce));
+    v1 = both(v1, "/{contract}/meta/execute", post(meta::execute));
+    v1 = both(v1, "/{contract}/batch/subscriptions", post(batch::subscriptions));
+    v1 = both(v1, "/{contract}/batch/payments", post(batch::payments));
+
+    Router::new()
+        .route("/", get(info::root))
+        .route("/health", get(info::health))
+        .nest("/api/v1", v1)
+        .fallback(info::not_found)
+        .layer(SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("x-api-version"),
+            HeaderValue::from_static(API_VERSION),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .with_state(state)
+}

@@ -1,1 +1,55 @@
-//! Postgres state (sqlx, queries checked at runtime).
+//! Postgres state. Queries are plain `sqlx::query` checked at runtime, so building the crate
+//! needs no database. Addresses and hashes are stored as raw bytes.
+//!
+//! - [`keys`]: API keys (hashed) and the sponsors each may use.
+//! - [`nonces`]: bySig account nonces handed out or in flight.
+//! - [`transactions`]: what the sponsors sent and how it ended.
+
+mod keys;
+mod nonces;
+mod transactions;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+pub use keys::{ApiKeyRecord, NewApiKey, hash_api_key};
+pub use nonces::{Claim, NonceScope, NonceStatus};
+pub use transactions::{NewTransaction, TxStatus};
+
+/// Handle to the relayer's database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .context("Failed to connect to Postgres")?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/` (embedded at build time).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations").run(&self.pool).await.context("Failed to run migrations")
+    }
+
+    /// Whether the database answers, for `/health`.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}

@@ -1,0 +1,168 @@
+//! Batches: many subscriptions or payments as one atomic `multicall`, signed once.
+
+use alloy::{
+    primitives::{Bytes, U256},
+    sol_types::SolCall,
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    AppError, AppState,
+    build::{self, BuildRequest},
+    extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
+    subscriptions::Subscribe,
+};
+use crate::{
+    amount::{self, INTERNAL_DECIMALS, format_units},
+    chain::{StreamPay, calls::MAX_BATCH},
+};
+
+fn check_size(field: &str, len: usize) -> Result<(), AppError> {
+    if len == 0 {
+        return Err(AppError::bad_request("empty_batch", format!("{field} must hold at least one item")));
+    }
+    if len > MAX_BATCH {
+        return Err(AppError::bad_request(
+            "batch_too_large",
+            format!("{field} holds {len} items; at most {MAX_BATCH} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn multicall(items: Vec<Bytes>) -> Bytes {
+    StreamPay::multicallCall { data: items }.abi_encode().into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchSubscriptions {
+    #[serde(alias = "from")]
+    from: Option<String>,
+    #[serde(alias = "subscriptions")]
+    subscriptions: Option<Vec<SubscriptionItem>>,
+    #[serde(alias = "sponsor")]
+    sponsor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubscriptionItem {
+    #[serde(alias = "author")]
+    author: Option<String>,
+    #[serde(alias = "subscription_rate")]
+    subscription_rate: Option<String>,
+    #[serde(alias = "project_id")]
+    project_id: Option<String>,
+}
+
+/// `POST /{contract}/batch/subscriptions`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn subscriptions(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<BatchSubscriptions>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let from = parse_address("From", required("From", &body.from)?)?;
+    let items = body.subscriptions.as_deref().ok_or_else(|| AppError::missing("Subscriptions"))?;
+    check_size("Subscriptions", items.len())?;
+    let subs = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            Subscribe::parse(&format!("Subscriptions[{i}]."), from, &item.author, &item.subscription_rate, &item.project_id)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let mut extras = Map::new();
+    extras.insert("Subscriptions".into(), Value::Array(subs.iter().map(Subscribe::details).collect()));
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data: multicall(subs.iter().map(Subscribe::calldata).collect()),
+            permit_value: None,
+            summary: format!("Create {} subscriptions from {from} in one transaction", subs.len()),
+            extras,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchPayments {
+    #[serde(alias = "from")]
+    from: Option<String>,
+    #[serde(alias = "payments")]
+    payments: Option<Vec<PaymentItem>>,
+    #[serde(alias = "sponsor")]
+    sponsor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PaymentItem {
+    #[serde(alias = "to")]
+    to: Option<String>,
+    #[serde(alias = "amount")]
+    amount: Option<String>,
+}
+
+/// `POST /{contract}/batch/payments`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn payments(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<BatchPayments>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let from = parse_address("From", required("From", &body.from)?)?;
+    let items = body.payments.as_deref().ok_or_else(|| AppError::missing("Payments"))?;
+    check_size("Payments", items.len())?;
+    let mut calls = Vec::with_capacity(items.len());
+    let mut details = Vec::with_capacity(items.len());
+    let mut total = U256::ZERO;
+    for (i, item) in items.iter().enumerate() {
+        let to_field = format!("Payments[{i}].To");
+        let amount_field = format!("Payments[{i}].Amount");
+        let to = parse_recipient(&to_field, required(&to_field, &item.to)?)?;
+        let amount = amount::parse_amount(required(&amount_field, &item.amount)?, INTERNAL_DECIMALS)
+            .map_err(|e| AppError::amount(&amount_field, e))?;
+        total += amount.base_units;
+        calls.push(StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into());
+        details.push(json!({"To": to, "Amount": amount.units.to_string(), "AmountRaw": amount.base_units.to_string()}));
+    }
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let mut extras = Map::new();
+    extras.insert("Payments".into(), Value::Array(details));
+    extras.insert("Total".into(), json!(format_units(total, INTERNAL_DECIMALS)));
+    extras.insert("TotalRaw".into(), json!(total.to_string()));
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data: multicall(calls),
+            permit_value: None,
+            summary: format!(
+                "Pay {} in {} payments from {from} in one transaction",
+                format_units(total, INTERNAL_DECIMALS),
+                items.len()
+            ),
+            extras,
+        },
+    )
+    .await
+}

@@ -1,0 +1,156 @@
+//! Request extraction and edge parsing: API-key authentication, JSON and query bodies whose
+//! rejections become [`AppError`]s, and the parsers for addresses, hex, numbers and sponsors.
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, Bytes};
+use axum::{
+    extract::{FromRequest, FromRequestParts, Query, Request, rejection::JsonRejection},
+    http::request::Parts,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{AppError, AppState, Contract};
+use crate::{pipeline::Sponsor, store::ApiKeyRecord};
+
+/// The authenticated API key of a request (`X-API-Key`).
+#[derive(Debug, Clone)]
+pub struct ApiKey(pub ApiKeyRecord);
+
+impl FromRequestParts<AppState> for ApiKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get("x-api-key")
+            .ok_or_else(|| AppError::unauthorized("missing_api_key", "send your API key in the X-API-Key header"))?
+            .to_str()
+            .map_err(|_| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
+        let record = state
+            .store
+            .find_api_key(presented.trim())
+            .await?
+            .ok_or_else(|| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
+        Ok(Self(record))
+    }
+}
+
+/// `Json<T>` whose rejections are typed 400s instead of axum's plain-text ones.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(AppError::bad_request("invalid_json", "send the body as JSON with Content-Type: application/json"))
+            }
+            Err(e) => Err(AppError::bad_request("invalid_json", e.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` with typed 400 rejections.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| AppError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+impl AppState {
+    /// Resolves the `{contract}` path segment (a deployment name, any case).
+    pub fn contract(&self, name: &str) -> Result<&Contract, AppError> {
+        self.contracts.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
+            let known: Vec<&str> = self.contracts.iter().map(|c| c.name.as_str()).collect();
+            AppError::bad_request("unknown_contract", format!("no contract named {name:?}; known: {}", known.join(", ")))
+        })
+    }
+
+    /// The sponsor a request will use: the one it names (which its key must allow) or the key's
+    /// default.
+    pub fn sponsor_for(&self, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
+        let requested = requested.map(str::trim).filter(|s| !s.is_empty());
+        let address = match requested {
+            Some(s) => {
+                let a = parse_address("Sponsor", s)?;
+                if !key.0.sponsors.contains(&a) {
+                    return Err(AppError::forbidden("sponsor_not_allowed", format!("this API key may not use sponsor {a}")));
+                }
+                a
+            }
+            None => *key.0.sponsors.first().ok_or_else(|| {
+                AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor")
+            })?,
+        };
+        self.sponsors.get(&address).ok_or_else(|| {
+            AppError::unprocessable(
+                "sponsor_unavailable",
+                format!("sponsor {address} is allowed for this key but not configured on this relayer"),
+            )
+        })
+    }
+}
+
+/// A required string field.
+pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, AppError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(AppError::missing(field)),
+    }
+}
+
+/// Parses a hex address. Mixed-case input must carry a valid EIP-55 checksum: a typo in a
+/// checksummed address is caught instead of sending money to a wrong account.
+pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
+    let invalid = || AppError::bad_request("invalid_address", format!("{field}: {value:?} is not a valid address"));
+    let hex = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).ok_or_else(invalid)?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
+    }
+    let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed {
+        return Address::parse_checksummed(format!("0x{hex}"), None).map_err(|_| {
+            AppError::bad_request("invalid_address", format!("{field}: {value:?} has an invalid EIP-55 checksum"))
+        });
+    }
+    hex.parse().map_err(|_| invalid())
+}
+
+/// Like [`parse_address`], also refusing the zero address (money sent there is burnt).
+pub fn parse_recipient(field: &str, value: &str) -> Result<Address, AppError> {
+    let a = parse_address(field, value)?;
+    if a.is_zero() {
+        return Err(AppError::bad_request("invalid_address", format!("{field}: the zero address cannot receive funds")));
+    }
+    Ok(a)
+}
+
+pub fn parse_hex(field: &str, value: &str, code: &'static str) -> Result<Bytes, AppError> {
+    value
+        .parse::<Bytes>()
+        .ok()
+        .filter(|_| value.starts_with("0x"))
+        .ok_or_else(|| AppError::bad_request(code, format!("{field}: expected 0x-prefixed hex")))
+}
+
+/// A non-negative integer given as a JSON number or a decimal string.
+pub fn parse_u64(field: &str, value: &Option<Value>) -> Result<u64, AppError> {
+    let bad = || AppError::bad_request("invalid_number", format!("{field}: expected a non-negative integer"));
+    match value {
+        None | Some(Value::Null) => Err(AppError::missing(field)),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(bad),
+        Some(Value::String(s)) => crate::amount::parse_uint(s.trim()).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad),
+        Some(_) => Err(bad()),
+    }
+}

@@ -1,0 +1,355 @@
+//! Meta-transactions: the nonce a signer should use next, and `execute`, which checks a signed
+//! call, simulates it and has a sponsor submit it.
+//!
+//! `execute` checks everything that would make the sponsor pay for a failure before sending:
+//! the call is a StreamPay user operation, the deadline has not passed, the nonce is the next
+//! one, the signature is the signer's (ECDSA or ERC-1271), the optional permit is the signer's,
+//! and an `eth_call` of the exact transaction succeeds. Only then is a nonce claimed (so two
+//! concurrent executes of one call cannot both send) and the transaction broadcast.
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{Address, B256, Bytes, U256},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    sol_types::{SolCall, SolValue},
+    transports::{RpcError, TransportError},
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppError, AppState, Contract,
+    build::permit_domain_and_nonce,
+    extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
+};
+use crate::{
+    chain::{
+        self, StreamPay,
+        bindings::IStreamPay,
+        calls::{self, CallError},
+        eip712::{self, Domain, PermitValues},
+        revert::decode_revert,
+        signature::{self, SignatureError},
+        traits::{MAX_DEADLINE, NonceType, Traits},
+    },
+    pipeline::wait_for_receipt,
+    store::{Claim, NewTransaction, NonceScope, NonceStatus, TxStatus},
+};
+
+/// `GET /{contract}/meta/nonce/{account}`: the nonce to sign next, counting calls already built
+/// or in flight (so it can be ahead of the chain's `bySigAccountNonces`).
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn nonce(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    Path((contract, account)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let account = parse_address("account", &account)?;
+    let chain_nonce = chain_nonce(&state, contract, account).await?;
+    let now = chain::chain_time(&state.provider).await.map_err(AppError::chain)?;
+    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: account };
+    let next = state.store.peek_nonce(scope, chain_nonce, now).await?;
+    Ok(Json(json!({"Account": account, "Nonce": next, "ChainNonce": chain_nonce})))
+}
+
+async fn chain_nonce(state: &AppState, contract: &Contract, account: Address) -> Result<u64, AppError> {
+    let n = StreamPay::new(contract.address, &state.provider)
+        .bySigAccountNonces(account)
+        .call()
+        .await
+        .map_err(AppError::chain)?;
+    u64::try_from(n).map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecuteRequest {
+    #[serde(alias = "from")]
+    from: Option<String>,
+    #[serde(alias = "signature")]
+    signature: Option<String>,
+    #[serde(alias = "data")]
+    data: Option<String>,
+    #[serde(alias = "nonce")]
+    nonce: Option<Value>,
+    #[serde(alias = "sponsor")]
+    sponsor: Option<String>,
+    #[serde(alias = "deadline")]
+    deadline: Option<Value>,
+    /// Optional: the exact `Traits` from the build response. Without it the traits are rebuilt
+    /// from Nonce, Deadline and the sponsor (or "any relayer").
+    #[serde(alias = "traits")]
+    traits: Option<String>,
+    #[serde(alias = "permit")]
+    permit: Option<PermitRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PermitRequest {
+    /// Token base units, exactly as in `PermitTypedData.message.value`.
+    #[serde(alias = "value")]
+    value: Option<Value>,
+    #[serde(alias = "deadline")]
+    deadline: Option<Value>,
+    #[serde(alias = "signature")]
+    signature: Option<String>,
+}
+
+/// `POST /{contract}/meta/execute`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn execute(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<ExecuteRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let contract = state.contract(&contract)?;
+    let provider = &state.provider;
+
+    // --- shape of the request
+    let from = parse_address("From", required("From", &body.from)?)?;
+    let signature = parse_hex("Signature", required("Signature", &body.signature)?, "invalid_signature")?;
+    let data = parse_hex("Data", required("Data", &body.data)?, "invalid_data")?;
+    let nonce = parse_u64("Nonce", &body.nonce)?;
+    let deadline = parse_u64("Deadline", &body.deadline)?;
+    if deadline > MAX_DEADLINE {
+        return Err(AppError::bad_request("invalid_deadline", "Deadline does not fit the 40-bit traits field"));
+    }
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let checked = calls::check_user_call(&data).map_err(|e| match e {
+        CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
+        CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
+        CallError::Malformed | CallError::NotAllowed(_) => AppError::bad_request("call_not_allowed", e.to_string()),
+    })?;
+    let candidates = traits_candidates(&body, nonce, deadline, sponsor.address())?;
+
+    // --- time and nonce, against the chain
+    let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
+    if deadline < now {
+        return Err(AppError::unprocessable(
+            "deadline_expired",
+            format!("the call's deadline {deadline} has passed (chain time {now}); build it again"),
+        ));
+    }
+    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: from };
+    let expected = chain_nonce(&state, contract, from).await?;
+    if nonce < expected {
+        return Err(AppError::conflict(
+            "nonce_already_used",
+            format!("nonce {nonce} of {from} is already used; the next is {expected}"),
+        ));
+    }
+    if nonce > expected {
+        let in_flight = state.store.in_flight_nonces(scope, expected, nonce).await?;
+        let detail = if in_flight.is_empty() {
+            format!("nonce {expected} must be executed first")
+        } else {
+            format!("nonces {in_flight:?} are still in flight; retry once they are mined")
+        };
+        return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
+    }
+
+    // --- signature over the SignedCall
+    let domain = Domain::streampay(state.chain_id, contract.address);
+    let mut verified = None;
+    let mut mismatch = None;
+    for traits in &candidates {
+        let digest = eip712::signed_call_digest(&domain, *traits, &data);
+        match signature::verify(provider, from, digest, &signature).await {
+            Ok(sig) => {
+                verified = Some((*traits, sig));
+                break;
+            }
+            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
+            Err(e @ SignatureError::Mismatch { .. }) => mismatch = Some(e),
+            Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
+        }
+    }
+    let Some((traits, on_chain_signature)) = verified else {
+        let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
+        return Err(AppError::unprocessable(
+            "signature_mismatch",
+            format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
+        ));
+    };
+
+    // --- optional EIP-2612 permit, applied in the same transaction
+    let permit = match &body.permit {
+        Some(p) => Some(permit_bytes(&state, contract, from, p, now).await?),
+        None => None,
+    };
+
+    // --- the transaction the sponsor will send
+    let by_sig: Bytes = StreamPay::bySigCall {
+        signer: from,
+        sig: IStreamPay::SignedCall { traits, data: data.clone() },
+        signature: on_chain_signature,
+    }
+    .abi_encode()
+    .into();
+    let outer: Bytes = match permit {
+        Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
+        None => by_sig,
+    };
+    let request = TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
+    provider.call(request.clone()).await.map_err(simulation_error)?;
+    let gas = provider.estimate_gas(request).await.map_err(simulation_error)?;
+    // Headroom for state moving between the estimate and inclusion (streams settle per second).
+    let gas_limit = gas + gas / 4 + 10_000;
+
+    // --- claim the nonce, send, wait
+    if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
+        return Err(AppError::conflict("nonce_in_flight", format!("nonce {nonce} of {from} is already being executed")));
+    }
+    let sent = match sponsor.send(provider, contract.address, outer.clone(), gas_limit).await {
+        Ok(sent) => sent,
+        Err(e) => {
+            state.store.release_nonce(scope, nonce).await?;
+            return Err(AppError::chain(e));
+        }
+    };
+    tracing::info!(%from, nonce, sponsor = %sponsor.address(), tx = %sent.hash, ops = ?checked.operations, "relayed");
+    let tx_id = state
+        .store
+        .record_transaction(&NewTransaction {
+            chain_id: state.chain_id,
+            contract: contract.address,
+            api_key_id: key.0.id,
+            signer: from,
+            meta_nonce: nonce,
+            sponsor: sponsor.address(),
+            sponsor_nonce: sent.nonce,
+            tx_hash: sent.hash,
+            calldata: outer,
+        })
+        .await?;
+
+    let receipt = wait_for_receipt(provider, sent.hash, state.settings.receipt_timeout, state.settings.receipt_poll)
+        .await
+        .map_err(AppError::chain)?;
+    let Some(receipt) = receipt else {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "Message": "Submitted; not mined yet. Poll the transaction hash.",
+                "From": from,
+                "TransactionHash": sent.hash,
+                "GasUsed": null,
+                "TransactionId": tx_id,
+            })),
+        ));
+    };
+    let gas_used = receipt.gas_used;
+    if !receipt.status() {
+        state.store.finish_nonce(scope, nonce, NonceStatus::Failed).await?;
+        state.store.finish_transaction(tx_id, TxStatus::Reverted, gas_used, receipt.block_number).await?;
+        return Err(AppError::unprocessable(
+            "transaction_reverted",
+            format!("transaction {} reverted on-chain after a successful simulation; nothing was executed", sent.hash),
+        ));
+    }
+    state.store.finish_nonce(scope, nonce, NonceStatus::Mined).await?;
+    state.store.finish_transaction(tx_id, TxStatus::Mined, gas_used, receipt.block_number).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "Message": format!("Executed {} in block {}", checked.operations.join(", "), receipt.block_number.unwrap_or_default()),
+            "From": from,
+            "TransactionHash": sent.hash,
+            "GasUsed": gas_used,
+            "BlockNumber": receipt.block_number,
+            "Sponsor": sponsor.address(),
+            "TransactionId": tx_id,
+        })),
+    ))
+}
+
+/// The traits the signature may cover. Build responses bind the sponsor; a client that built
+/// its own call may have allowed any relayer instead. Both are tried against the signature.
+fn traits_candidates(body: &ExecuteRequest, nonce: u64, deadline: u64, sponsor: Address) -> Result<Vec<U256>, AppError> {
+    if let Some(raw) = body.traits.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let word = crate::amount::parse_uint(raw)
+            .or_else(|| raw.strip_prefix("0x").and_then(|h| U256::from_str_radix(h, 16).ok()))
+            .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: expected a uint256"))?;
+        let t = Traits::decode(word).ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: unknown nonce type"))?;
+        if t.nonce_type != NonceType::Account || t.nonce != u128::from(nonce) || t.deadline != deadline {
+            return Err(AppError::bad_request(
+                "invalid_traits",
+                "Traits must be an account-nonce traits word matching Nonce and Deadline",
+            ));
+        }
+        if !t.allows_relayer(sponsor) {
+            return Err(AppError::unprocessable(
+                "sponsor_mismatch",
+                format!("the signed call may only be relayed by another relayer, not sponsor {sponsor}"),
+            ));
+        }
+        return Ok(vec![word]);
+    }
+    Ok(vec![Traits::account(nonce, deadline, Some(sponsor)).encode(), Traits::account(nonce, deadline, None).encode()])
+}
+
+/// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
+/// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
+async fn permit_bytes(
+    state: &AppState,
+    contract: &Contract,
+    owner: Address,
+    p: &PermitRequest,
+    now: u64,
+) -> Result<Bytes, AppError> {
+    let value = match &p.value {
+        Some(Value::String(s)) => crate::amount::parse_uint(s.trim()),
+        Some(Value::Number(n)) => n.as_u64().map(U256::from),
+        _ => None,
+    }
+    .ok_or_else(|| AppError::bad_request("invalid_amount", "Permit.Value: expected token base units as an integer string"))?;
+    let deadline = parse_u64("Permit.Deadline", &p.deadline)?;
+    if deadline < now {
+        return Err(AppError::unprocessable("deadline_expired", format!("the permit's deadline {deadline} has passed")));
+    }
+    let sig_hex = required("Permit.Signature", &p.signature)?;
+    let raw = parse_hex("Permit.Signature", sig_hex, "invalid_signature")?;
+    let sig = signature::parse_ecdsa(&raw).map_err(|e| AppError::bad_request("invalid_signature", format!("Permit.Signature: {e}")))?;
+    let (domain, token_nonce) = permit_domain_and_nonce(state, contract, owner).await?;
+    let values = PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
+    let digest = eip712::permit_digest(&domain, &values);
+    let recovered = signature::recover(digest, &sig).map_err(|e| AppError::bad_request("invalid_signature", e.to_string()))?;
+    if recovered != owner {
+        return Err(AppError::unprocessable(
+            "permit_signature_mismatch",
+            format!("the permit is not {owner}'s signature of Permit(value {value}, nonce {token_nonce}, deadline {deadline})"),
+        ));
+    }
+    let v = U256::from(if sig.v() { 28u8 } else { 27u8 });
+    let args = (owner, contract.address, value, U256::from(deadline), v, B256::from(sig.r()), B256::from(sig.s())).abi_encode_params();
+    let mut out = contract.token.to_vec();
+    out.extend_from_slice(&args);
+    Ok(out.into())
+}
+
+/// A failed `eth_call`/`eth_estimateGas`: a revert is the client's (422, decoded into the
+/// contract's custom error); anything else is the node's.
+fn simulation_error(err: TransportError) -> AppError {
+    if let RpcError::ErrorResp(payload) = &err {
+        if let Some(data) = payload.as_revert_data() {
+            let decoded = decode_revert(&data);
+            return AppError::unprocessable(
+                "simulation_reverted",
+                format!("the call would revert with {}", decoded.display),
+            );
+        }
+        if payload.message.to_lowercase().contains("revert") {
+            return AppError::unprocessable("simulation_reverted", format!("the call would revert: {}", payload.message));
+        }
+    }
+    AppError::chain(err)
+}

@@ -1,0 +1,198 @@
+//! Payments: one-time payment, deposit, withdraw, balance.
+//!
+//! Units: `deposit` takes token units (converted to the token's base units); `pay` and
+//! `withdraw` move internal 18-decimal units. A withdrawal only ever moves whole token base
+//! units, so its amount may not have more decimals than the token: the relayer refuses rather
+//! than let the contract silently keep a remainder.
+
+use alloy::{primitives::Bytes, sol_types::SolCall};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    AppError, AppState,
+    build::{self, BuildRequest},
+    extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
+};
+use crate::{
+    amount::{self, INTERNAL_DECIMALS, format_units},
+    chain::StreamPay,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PayRequest {
+    #[serde(alias = "from")]
+    from: Option<String>,
+    #[serde(alias = "to")]
+    to: Option<String>,
+    #[serde(alias = "amount")]
+    amount: Option<String>,
+    #[serde(alias = "sponsor")]
+    sponsor: Option<String>,
+}
+
+/// `POST /{contract}/payments/`: builds `pay(to, amount)`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn pay(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<PayRequest>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let from = parse_address("From", required("From", &body.from)?)?;
+    let to = parse_recipient("To", required("To", &body.to)?)?;
+    let amount = amount::parse_amount(required("Amount", &body.amount)?, INTERNAL_DECIMALS)
+        .map_err(|e| AppError::amount("Amount", e))?;
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let data: Bytes = StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into();
+    let mut extras = Map::new();
+    extras.insert("Amount".into(), json!(amount.units.to_string()));
+    extras.insert("AmountRaw".into(), json!(amount.base_units.to_string()));
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data,
+            permit_value: None,
+            summary: format!("Pay {} from {from} to {to}", amount.units),
+            extras,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DepositRequest {
+    #[serde(alias = "from")]
+    from: Option<String>,
+    #[serde(alias = "amount")]
+    amount: Option<String>,
+    #[serde(alias = "isPermit2")]
+    is_permit2: Option<bool>,
+    #[serde(alias = "sponsor")]
+    sponsor: Option<String>,
+}
+
+/// `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus, for plain
+/// ERC-20 pulls, the EIP-2612 permit that lets a wallet without native coin approve it.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn deposit(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<DepositRequest>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let from = parse_address("From", required("From", &body.from)?)?;
+    let amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
+        .map_err(|e| AppError::amount("Amount", e))?;
+    let is_permit2 = body.is_permit2.unwrap_or(false);
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let data: Bytes = StreamPay::depositCall { amount: amount.base_units, isPermit2: is_permit2 }.abi_encode().into();
+    let mut extras = Map::new();
+    extras.insert("Amount".into(), json!(amount.units.to_string()));
+    extras.insert("AmountRaw".into(), json!(amount.base_units.to_string()));
+    extras.insert("IsPermit2".into(), json!(is_permit2));
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data,
+            // A Permit2 allowance is signed against Permit2's own domain; only EIP-2612 here.
+            permit_value: (!is_permit2).then_some(amount.base_units),
+            summary: format!("Deposit {} tokens from {from}", amount.units),
+            extras,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WithdrawRequest {
+    #[serde(alias = "from")]
+    from: Option<String>,
+    #[serde(alias = "amount")]
+    amount: Option<String>,
+    #[serde(alias = "to")]
+    to: Option<String>,
+    #[serde(alias = "sponsor")]
+    sponsor: Option<String>,
+}
+
+/// `POST /{contract}/payments/withdraw`: builds `withdraw(amount)` or `withdrawTo(to, amount)`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<WithdrawRequest>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let from = parse_address("From", required("From", &body.from)?)?;
+    let token_amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
+        .map_err(|e| AppError::amount("Amount", e))?;
+    let internal = amount::parse_amount(&token_amount.units.to_string(), INTERNAL_DECIMALS)
+        .map_err(|e| AppError::amount("Amount", e))?;
+    let to = match body.to.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) => Some(parse_recipient("To", t)?),
+    };
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let data: Bytes = match to {
+        Some(to) if to != from => StreamPay::withdrawToCall { to, amount: internal.base_units }.abi_encode().into(),
+        _ => StreamPay::withdrawCall { amount: internal.base_units }.abi_encode().into(),
+    };
+    let receiver = to.unwrap_or(from);
+    let mut extras = Map::new();
+    extras.insert("Amount".into(), json!(internal.units.to_string()));
+    extras.insert("AmountRaw".into(), json!(internal.base_units.to_string()));
+    extras.insert("TokenAmountRaw".into(), json!(token_amount.base_units.to_string()));
+    extras.insert("To".into(), json!(receiver));
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data,
+            permit_value: None,
+            summary: format!("Withdraw {} tokens from {from}'s balance to {receiver}", internal.units),
+            extras,
+        },
+    )
+    .await
+}
+
+/// `GET /{contract}/payments/balance/{address}`: the live balance (floored at zero).
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn balance(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    Path((contract, address)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let address = parse_address("address", &address)?;
+    let raw = StreamPay::new(contract.address, &state.provider)
+        .balanceOf(address)
+        .call()
+        .await
+        .map_err(AppError::chain)?;
+    Ok(Json(json!({
+        "Address": address,
+        "Balance": format_units(raw, INTERNAL_DECIMALS),
+        "BalanceRaw": raw.to_string(),
+        "Decimals": INTERNAL_DECIMALS,
+    })))
+}

@@ -1,0 +1,194 @@
+//! Subscriptions (payment streams): create, list, cancel.
+
+use alloy::{
+    primitives::{Address, Bytes, U256, Uint},
+    sol_types::SolCall,
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    AppError, AppState,
+    build::{self, BuildRequest},
+    extract::{ApiJson, ApiKey, ApiQuery, parse_address, parse_recipient, required},
+};
+use crate::{
+    amount::{self, MonthlyRate},
+    chain::StreamPay,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct CreateSubscription {
+    #[serde(alias = "From")]
+    from: Option<String>,
+    #[serde(alias = "Author")]
+    author: Option<String>,
+    #[serde(alias = "SubscriptionRate")]
+    subscription_rate: Option<String>,
+    #[serde(alias = "ProjectId")]
+    project_id: Option<String>,
+    #[serde(alias = "Sponsor")]
+    sponsor: Option<String>,
+}
+
+/// One validated `subscribe` call.
+pub struct Subscribe {
+    pub author: Address,
+    pub rate: MonthlyRate,
+    pub project_id: U256,
+}
+
+impl Subscribe {
+    pub fn parse(
+        prefix: &str,
+        from: Address,
+        author: &Option<String>,
+        rate: &Option<String>,
+        project_id: &Option<String>,
+    ) -> Result<Self, AppError> {
+        let author_field = format!("{prefix}author");
+        let author = parse_recipient(&author_field, required(&author_field, author)?)?;
+        if author == from {
+            return Err(AppError::bad_request("invalid_address", format!("{author_field}: cannot subscribe to yourself")));
+        }
+        let rate_field = format!("{prefix}subscription_rate");
+        let rate =
+            amount::parse_monthly_rate(required(&rate_field, rate)?).map_err(|e| AppError::amount(&rate_field, e))?;
+        let project_id = match project_id.as_deref().map(str::trim) {
+            None | Some("") => U256::ZERO,
+            Some(p) => amount::parse_uint(p).ok_or_else(|| {
+                AppError::bad_request("invalid_project_id", format!("{prefix}project_id: {p:?} is not a non-negative integer"))
+            })?,
+        };
+        Ok(Self { author, rate, project_id })
+    }
+
+    pub fn calldata(&self) -> Bytes {
+        StreamPay::subscribeCall {
+            author: self.author,
+            subscriptionRate: Uint::<96, 2>::from(self.rate.per_second),
+            projectId: self.project_id,
+        }
+        .abi_encode()
+        .into()
+    }
+
+    /// Exact figures for the response.
+    pub fn details(&self) -> Value {
+        json!({
+            "Author": self.author,
+            "SubscriptionRate": self.rate.monthly.to_string(),
+            "RatePerSecond": self.rate.per_second.to_string(),
+            "EffectiveMonthlyRate": self.rate.effective_monthly,
+            "ProjectId": self.project_id.to_string(),
+        })
+    }
+}
+
+/// `POST /{contract}/subscriptions/`: builds `subscribe(author, ratePerSecond, projectId)`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn create(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiJson(body): ApiJson<CreateSubscription>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let from = parse_address("from", required("from", &body.from)?)?;
+    let sub = Subscribe::parse("", from, &body.author, &body.subscription_rate, &body.project_id)?;
+    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let mut extras = Map::new();
+    if let Value::Object(d) = sub.details() {
+        extras.extend(d);
+    }
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data: sub.calldata(),
+            permit_value: None,
+            summary: format!(
+                "Subscribe {from} to {} at {} per month ({} base units per second)",
+                sub.author, sub.rate.monthly, sub.rate.per_second
+            ),
+            extras,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CancelQuery {
+    #[serde(rename = "From", alias = "from")]
+    from: Option<String>,
+    #[serde(rename = "Sponsor", alias = "sponsor")]
+    sponsor: Option<String>,
+}
+
+/// `DELETE /{contract}/subscriptions/{author}?From=&Sponsor=`: builds `unsubscribe(author)`.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path((contract, author)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<CancelQuery>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let author = parse_address("author", &author)?;
+    let from = parse_address("From", required("From", &query.from)?)?;
+    let sponsor = state.sponsor_for(&key, query.sponsor.as_deref())?;
+    let data = StreamPay::unsubscribeCall { author }.abi_encode().into();
+    let mut extras = Map::new();
+    extras.insert("Author".into(), json!(author));
+    build::build(
+        &state,
+        BuildRequest {
+            contract,
+            from,
+            sponsor,
+            data,
+            permit_value: None,
+            summary: format!("Cancel {from}'s subscription to {author}"),
+            extras,
+        },
+    )
+    .await
+}
+
+/// `GET /{contract}/subscriptions/{address}`: the address's outgoing streams.
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn list(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    Path((contract, address)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let address = parse_address("address", &address)?;
+    let subs = StreamPay::new(contract.address, &state.provider)
+        .allSubscriptions(address)
+        .call()
+        .await
+        .map_err(AppError::chain)?;
+    let mask96 = (U256::from(1) << 96usize) - U256::from(1);
+    let subscriptions: Vec<Value> = subs
+        .authors
+        .iter()
+        .zip(&subs.rates)
+        .map(|(to, encoded)| {
+            json!({
+                "To": to,
+                "EncodedRates": encoded.to_string(),
+                "IncomeRate": (*encoded & mask96).to_string(),
+                "OutgoingRate": ((*encoded >> 96usize) & mask96).to_string(),
+                "ProjectId": (*encoded >> 192usize).to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"Address": address, "Subscriptions": subscriptions})))
+}

@@ -1,0 +1,167 @@
+//! A private, throwaway-or-persistent Postgres cluster for `streampay dev` and the tests.
+//!
+//! `initdb` refuses to run as root, and these machines run everything as root, so when the
+//! effective user is root every server command runs as the `postgres` user (`runuser`) in a
+//! directory that user owns. The server listens on 127.0.0.1 only, with trust authentication:
+//! it is for one developer's machine or one test run, never for production.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+
+/// A running cluster; [`PgCluster::stop`] (or dropping an ephemeral one) shuts it down.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: PathBuf,
+    port: u16,
+    /// Delete the directory when dropped (tests); a dev cluster keeps its data.
+    ephemeral: bool,
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Finds a PostgreSQL server binary on PATH or in Debian's versioned directories.
+fn pg_bin(name: &str) -> PathBuf {
+    let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    debian.sort();
+    debian.reverse(); // newest major version first
+    path_dirs
+        .into_iter()
+        .chain(debian)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs a server binary, as `postgres` when we are root.
+fn pg_command(name: &str) -> Command {
+    let bin = pg_bin(name);
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("Failed to run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("Failed to find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl PgCluster {
+    /// Initialises (if needed) and starts a cluster in `dir` on `port`. With `ephemeral`, the
+    /// server trades durability for speed (no fsync) and the directory is removed on drop.
+    pub fn start(dir: &Path, port: u16, ephemeral: bool) -> anyhow::Result<Self> {
+        let data = dir.join("data");
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock).with_context(|| format!("Failed to create {}", sock.display()))?;
+        if running_as_root() {
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["-R", "postgres:postgres"]).arg(dir);
+                    c
+                },
+                "chown of the Postgres directory",
+            )?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            let mut initdb = pg_command("initdb");
+            initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+            run(initdb, "initdb")?;
+        }
+        let cluster = Self { dir: dir.to_path_buf(), port, ephemeral };
+        if cluster.is_running() {
+            return Ok(cluster);
+        }
+        let mut options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", sock.display());
+        if ephemeral {
+            options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        let mut pg_ctl = pg_command("pg_ctl");
+        pg_ctl
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(options)
+            .arg("-l")
+            .arg(dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "start"]);
+        run(pg_ctl, "pg_ctl start")
+            .with_context(|| format!("see {} for the server log", dir.join("postgres.log").display()))?;
+        Ok(cluster)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connection URL of database `db` (superuser `postgres`, trust auth on 127.0.0.1).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        let mut c = pg_command("pg_ctl");
+        c.arg("-D").arg(self.dir.join("data")).arg("status");
+        c.output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    /// Stops the server (fast shutdown for kept clusters, immediate for throwaway ones).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let mut c = pg_command("pg_ctl");
+        c.arg("-D").arg(self.dir.join("data")).args(["-m", if self.ephemeral { "immediate" } else { "fast" }, "-w", "stop"]);
+        run(c, "pg_ctl stop")
+    }
+
+    /// Creates database `name` unless it exists.
+    pub async fn ensure_database(&self, name: &str) -> anyhow::Result<()> {
+        use sqlx::{Connection, Executor, PgConnection};
+        anyhow::ensure!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "bad database name {name}");
+        let mut conn = PgConnection::connect(&self.url("postgres")).await.context("Failed to connect to the cluster")?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(&mut conn)
+            .await
+            .context("Failed to list databases")?;
+        if exists.is_none() {
+            conn.execute(format!("CREATE DATABASE {name}").as_str()).await.context("Failed to create the database")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.ephemeral {
+            let _ = self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

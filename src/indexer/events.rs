@@ -1,0 +1,258 @@
+//! StreamPay's events, decoded from raw logs, and their row form in `idx_events`.
+//!
+//! Every event maps to the same handful of columns (`kind`, two addresses, two numbers, a
+//! selector) so one table holds them all and a COPY stays a flat row; [`Event::from_columns`]
+//! inverts the mapping, which lets the derived tables be rebuilt from the stored events alone.
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    sol_types::SolEvent,
+};
+use anyhow::{Context, bail};
+
+use super::source::RawLog;
+use crate::chain::StreamPay;
+
+/// A decoded StreamPay event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Transfer { from: Address, to: Address, value: U256 },
+    StreamCreated { user: Address, author: Address, encoded: U256 },
+    StreamRevoked { user: Address, author: Address, encoded: U256 },
+    Liquidated { account: Address, liquidator: Address, reward: U256, streams: U256 },
+    ProjectIdClaimed { project_id: U256, owner: Address },
+    DefaultSettingsSet { project_id: U256, fee: u16 },
+    UserSettingsSet { project_id: U256, user: Address, fee: u16 },
+    NonceUsed { signer: Address, nonce_type: u8, selector: [u8; 4], nonce: U256 },
+    SponsoredCallCharged { signer: Address, relayer: Address, amount: U256 },
+}
+
+/// An event with its position in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedEvent {
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub block_timestamp: u64,
+    pub tx_hash: B256,
+    pub tx_index: u64,
+    pub log_index: u64,
+    pub event: Event,
+}
+
+/// The flat row of an event in `idx_events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
+    pub kind: i16,
+    pub a1: Option<Address>,
+    pub a2: Option<Address>,
+    pub v1: Option<U256>,
+    pub v2: Option<U256>,
+    pub selector: Option<[u8; 4]>,
+}
+
+/// The three bit fields of `encodedRates`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    /// Author's income per second (bits 0–95).
+    pub income: U256,
+    /// Subscriber's outgoing rate per second (bits 96–191).
+    pub outgoing: U256,
+    /// Project id (bits 192+).
+    pub project_id: U256,
+}
+
+impl Rates {
+    pub fn decode(encoded: U256) -> Self {
+        let mask = (U256::from(1u8) << 96) - U256::from(1u8);
+        Self { income: encoded & mask, outgoing: (encoded >> 96) & mask, project_id: encoded >> 192 }
+    }
+
+    pub fn encode(&self) -> U256 {
+        self.income | (self.outgoing << 96) | (self.project_id << 192)
+    }
+
+    /// What streams to the project owner: outgoing − income.
+    pub fn fee(&self) -> U256 {
+        self.outgoing - self.income
+    }
+}
+
+impl Event {
+    /// Decodes a StreamPay log; `Ok(None)` for a topic this indexer does not track.
+    pub fn decode(log: &RawLog) -> anyhow::Result<Option<Self>> {
+        use StreamPay as C;
+        let Some(topic0) = log.topics.first() else { return Ok(None) };
+        let topics = log.topics.iter().copied();
+        let data = &log.data;
+        let event = match *topic0 {
+            C::Transfer::SIGNATURE_HASH => {
+                let e = C::Transfer::decode_raw_log(topics, data).context("bad Transfer log")?;
+                Self::Transfer { from: e.from, to: e.to, value: e.value }
+            }
+            C::StreamCreated::SIGNATURE_HASH => {
+                let e = C::StreamCreated::decode_raw_log(topics, data).context("bad StreamCreated log")?;
+                Self::StreamCreated { user: e.user, author: e.author, encoded: e.encodedRates }
+            }
+            C::StreamRevoked::SIGNATURE_HASH => {
+                let e = C::StreamRevoked::decode_raw_log(topics, data).context("bad StreamRevoked log")?;
+                Self::StreamRevoked { user: e.user, author: e.author, encoded: e.encodedRates }
+            }
+            C::Liquidated::SIGNATURE_HASH => {
+                let e = C::Liquidated::decode_raw_log(topics, data).context("bad Liquidated log")?;
+                Self::Liquidated { account: e.account, liquidator: e.liquidator, reward: e.reward, streams: e.streamsStopped }
+            }
+            C::ProjectIdClaimed::SIGNATURE_HASH => {
+                let e = C::ProjectIdClaimed::decode_raw_log(topics, data).context("bad ProjectIdClaimed log")?;
+                Self::ProjectIdClaimed { project_id: e.projectId, owner: e.owner }
+            }
+            C::DefaultSettingsSet::SIGNATURE_HASH => {
+                let e = C::DefaultSettingsSet::decode_raw_log(topics, data).context("bad DefaultSettingsSet log")?;
+                Self::DefaultSettingsSet { project_id: e.projectId, fee: e.projectFee }
+            }
+            C::UserSettingsSet::SIGNATURE_HASH => {
+                let e = C::UserSettingsSet::decode_raw_log(topics, data).context("bad UserSettingsSet log")?;
+                Self::UserSettingsSet { project_id: e.projectId, user: e.user, fee: e.projectFee }
+            }
+            C::NonceUsed::SIGNATURE_HASH => {
+                let e = C::NonceUsed::decode_raw_log(topics, data).context("bad NonceUsed log")?;
+                Self::NonceUsed { signer: e.signer, nonce_type: e.nonceType, selector: e.selector.0, nonce: e.nonce }
+            }
+            C::SponsoredCallCharged::SIGNATURE_HASH => {
+                let e = C::SponsoredCallCharged::decode_raw_log(topics, data).context("bad SponsoredCallCharged log")?;
+                Self::SponsoredCallCharged { signer: e.signer, relayer: e.relayer, amount: e.amount }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(event))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Transfer { .. } => "Transfer",
+            Self::StreamCreated { .. } => "StreamCreated",
+            Self::StreamRevoked { .. } => "StreamRevoked",
+            Self::Liquidated { .. } => "Liquidated",
+            Self::ProjectIdClaimed { .. } => "ProjectIdClaimed",
+            Self::DefaultSettingsSet { .. } => "DefaultSettingsSet",
+            Self::UserSettingsSet { .. } => "UserSettingsSet",
+            Self::NonceUsed { .. } => "NonceUsed",
+            Self::SponsoredCallCharged { .. } => "SponsoredCallCharged",
+        }
+    }
+
+    pub fn columns(&self) -> Columns {
+        let c = Columns::default();
+        match *self {
+            Self::Transfer { from, to, value } => Columns { kind: 1, a1: Some(from), a2: Some(to), v1: Some(value), ..c },
+            Self::StreamCreated { user, author, encoded } => {
+                Columns { kind: 2, a1: Some(user), a2: Some(author), v1: Some(encoded), ..c }
+            }
+            Self::StreamRevoked { user, author, encoded } => {
+                Columns { kind: 3, a1: Some(user), a2: Some(author), v1: Some(encoded), ..c }
+            }
+            Self::Liquidated { account, liquidator, reward, streams } => {
+                Columns { kind: 4, a1: Some(account), a2: Some(liquidator), v1: Some(reward), v2: Some(streams), ..c }
+            }
+            Self::ProjectIdClaimed { project_id, owner } => Columns { kind: 5, a1: Some(owner), v1: Some(project_id), ..c },
+            Self::DefaultSettingsSet { project_id, fee } => {
+                Columns { kind: 6, v1: Some(project_id), v2: Some(U256::from(fee)), ..c }
+            }
+            Self::UserSettingsSet { project_id, user, fee } => {
+                Columns { kind: 7, a1: Some(user), v1: Some(project_id), v2: Some(U256::from(fee)), ..c }
+            }
+            Self::NonceUsed { signer, nonce_type, selector, nonce } => Columns {
+                kind: 8,
+                a1: Some(signer),
+                v1: Some(nonce),
+                v2: Some(U256::from(nonce_type)),
+                selector: Some(selector),
+                ..c
+            },
+            Self::SponsoredCallCharged { signer, relayer, amount } => {
+                Columns { kind: 9, a1: Some(signer), a2: Some(relayer), v1: Some(amount), ..c }
+            }
+        }
+    }
+
+    /// Inverse of [`Event::columns`].
+    pub fn from_columns(c: &Columns) -> anyhow::Result<Self> {
+        let a1 = || c.a1.context("missing a1");
+        let a2 = || c.a2.context("missing a2");
+        let v1 = || c.v1.context("missing v1");
+        let v2 = || c.v2.context("missing v2");
+        let small = |v: U256| -> anyhow::Result<u16> { u16::try_from(v).context("value out of range") };
+        Ok(match c.kind {
+            1 => Self::Transfer { from: a1()?, to: a2()?, value: v1()? },
+            2 => Self::StreamCreated { user: a1()?, author: a2()?, encoded: v1()? },
+            3 => Self::StreamRevoked { user: a1()?, author: a2()?, encoded: v1()? },
+            4 => Self::Liquidated { account: a1()?, liquidator: a2()?, reward: v1()?, streams: v2()? },
+            5 => Self::ProjectIdClaimed { project_id: v1()?, owner: a1()? },
+            6 => Self::DefaultSettingsSet { project_id: v1()?, fee: small(v2()?)? },
+            7 => Self::UserSettingsSet { project_id: v1()?, user: a1()?, fee: small(v2()?)? },
+            8 => Self::NonceUsed {
+                signer: a1()?,
+                nonce_type: u8::try_from(v2()?).context("nonce type out of range")?,
+                selector: c.selector.unwrap_or_default(),
+                nonce: v1()?,
+            },
+            9 => Self::SponsoredCallCharged { signer: a1()?, relayer: a2()?, amount: v1()? },
+            other => bail!("unknown event kind {other}"),
+        })
+    }
+}
+
+/// Decodes the logs of one range, skipping topics the indexer does not track. `timestamp`
+/// supplies the block time of logs whose node left `blockTimestamp` out.
+pub fn decode_logs(logs: &[RawLog], timestamp: impl Fn(u64) -> Option<u64>) -> anyhow::Result<Vec<IndexedEvent>> {
+    let mut out = Vec::with_capacity(logs.len());
+    for log in logs {
+        let Some(event) = Event::decode(log)? else { continue };
+        let block_timestamp = log
+            .block_timestamp
+            .or_else(|| timestamp(log.block_number))
+            .with_context(|| format!("no timestamp for block {}", log.block_number))?;
+        out.push(IndexedEvent {
+            block_number: log.block_number,
+            block_hash: log.block_hash,
+            block_timestamp,
+            tx_hash: log.tx_hash,
+            tx_index: log.tx_index,
+            log_index: log.log_index,
+            event,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_round_trip_through_the_encoding() {
+        let r = Rates { income: U256::from(900u64), outgoing: U256::from(1000u64), project_id: U256::from(7u64) };
+        assert_eq!(Rates::decode(r.encode()), r);
+        assert_eq!(r.fee(), U256::from(100u64));
+    }
+
+    #[test]
+    fn columns_round_trip_for_every_kind() {
+        let a = Address::repeat_byte(1);
+        let b = Address::repeat_byte(2);
+        let v = U256::from(12345u64);
+        let all = [
+            Event::Transfer { from: a, to: b, value: v },
+            Event::StreamCreated { user: a, author: b, encoded: v },
+            Event::StreamRevoked { user: a, author: b, encoded: v },
+            Event::Liquidated { account: a, liquidator: b, reward: v, streams: U256::from(3u8) },
+            Event::ProjectIdClaimed { project_id: v, owner: a },
+            Event::DefaultSettingsSet { project_id: v, fee: 2000 },
+            Event::UserSettingsSet { project_id: v, user: a, fee: 1 },
+            Event::NonceUsed { signer: a, nonce_type: 1, selector: [1, 2, 3, 4], nonce: v },
+            Event::SponsoredCallCharged { signer: a, relayer: b, amount: v },
+        ];
+        for e in all {
+            assert_eq!(Event::from_columns(&e.columns()).unwrap(), e);
+        }
+    }
+}

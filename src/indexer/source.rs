@@ -1,0 +1,118 @@
+//! Where logs and block headers come from: the [`LogSource`] trait, so the sync loop can be
+//! driven by any provider (or a stub in unit tests), and [`RpcLogSource`], its JSON-RPC
+//! implementation over alloy.
+
+use std::future::Future;
+
+use alloy::{
+    eips::BlockNumberOrTag,
+    primitives::{Address, B256, Bytes},
+    providers::{DynProvider, Provider},
+    rpc::types::Filter,
+};
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt, stream};
+
+/// What the indexer needs of a block: enough to chain blocks together and to settle streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub number: u64,
+    pub hash: B256,
+    pub parent_hash: B256,
+    pub timestamp: u64,
+}
+
+/// One log as the node returned it, before decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLog {
+    pub block_number: u64,
+    pub block_hash: B256,
+    /// Filled by nodes that implement the `blockTimestamp` log field (Anvil, recent geth/reth);
+    /// otherwise the sync loop fetches the header.
+    pub block_timestamp: Option<u64>,
+    pub tx_hash: B256,
+    pub tx_index: u64,
+    pub log_index: u64,
+    pub topics: Vec<B256>,
+    pub data: Bytes,
+}
+
+/// Read access to a chain, as the indexer uses it.
+pub trait LogSource: Send + Sync + 'static {
+    /// Number of the latest block.
+    fn head(&self) -> impl Future<Output = anyhow::Result<u64>> + Send;
+    /// Header of block `number`, `None` if the chain is shorter.
+    fn header(&self, number: u64) -> impl Future<Output = anyhow::Result<Option<BlockHeader>>> + Send;
+    /// Logs of `address` in `from..=to`, in chain order. Errors when the provider refuses the
+    /// range (too many results, timeout); the caller shrinks the range and retries.
+    fn logs(&self, address: Address, from: u64, to: u64) -> impl Future<Output = anyhow::Result<Vec<RawLog>>> + Send;
+
+    /// Headers of `from..=to`, in order; stops early (shorter result) where the chain ends.
+    fn headers(&self, from: u64, to: u64) -> impl Future<Output = anyhow::Result<Vec<BlockHeader>>> + Send {
+        async move {
+            let all: Vec<Option<BlockHeader>> =
+                stream::iter(from..=to).map(|n| self.header(n)).buffered(16).try_collect().await?;
+            Ok(all.into_iter().map_while(|h| h).collect())
+        }
+    }
+}
+
+/// [`LogSource`] over an alloy provider (HTTP or WebSocket JSON-RPC).
+#[derive(Clone)]
+pub struct RpcLogSource {
+    provider: DynProvider,
+}
+
+impl RpcLogSource {
+    pub fn new(provider: DynProvider) -> Self {
+        Self { provider }
+    }
+
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+}
+
+impl LogSource for RpcLogSource {
+    async fn head(&self) -> anyhow::Result<u64> {
+        self.provider.get_block_number().await.context("eth_blockNumber failed")
+    }
+
+    async fn header(&self, number: u64) -> anyhow::Result<Option<BlockHeader>> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .with_context(|| format!("eth_getBlockByNumber({number}) failed"))?;
+        Ok(block.map(|b| BlockHeader {
+            number: b.header.number,
+            hash: b.header.hash,
+            parent_hash: b.header.parent_hash,
+            timestamp: b.header.timestamp,
+        }))
+    }
+
+    async fn logs(&self, address: Address, from: u64, to: u64) -> anyhow::Result<Vec<RawLog>> {
+        let filter = Filter::new().address(address).from_block(from).to_block(to);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .with_context(|| format!("eth_getLogs({from}..={to}) failed"))?;
+        logs.into_iter()
+            .filter(|l| !l.removed)
+            .map(|l| {
+                Ok(RawLog {
+                    block_number: l.block_number.context("log without blockNumber")?,
+                    block_hash: l.block_hash.context("log without blockHash")?,
+                    block_timestamp: l.block_timestamp,
+                    tx_hash: l.transaction_hash.unwrap_or_default(),
+                    tx_index: l.transaction_index.unwrap_or_default(),
+                    log_index: l.log_index.context("log without logIndex")?,
+                    topics: l.inner.data.topics().to_vec(),
+                    data: l.inner.data.data.clone(),
+                })
+            })
+            .collect()
+    }
+}
