@@ -1,0 +1,74 @@
+//! API keys (401) and the sponsors a key may use (403).
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{assert_error, spawn_app, wallet};
+
+#[tokio::test]
+async fn requests_without_a_key_are_401_missing_api_key() {
+    let app = spawn_app().await;
+    assert_error(&app.get_with_key("/api/v1/contracts", None).await, StatusCode::UNAUTHORIZED, "missing_api_key");
+    let body = json!({"From": wallet().address(), "Amount": "1"});
+    assert_error(
+        &app.post_with_key("/api/v1/USDC/payments/deposit", None, &body).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_api_key",
+    );
+}
+
+#[tokio::test]
+async fn unknown_keys_are_401_invalid_api_key() {
+    let app = spawn_app().await;
+    let forged = format!("sp_test_{}", "0".repeat(64));
+    assert_error(&app.get_with_key("/api/v1/contracts", Some(&forged)).await, StatusCode::UNAUTHORIZED, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn revoked_keys_are_401_invalid_api_key() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/api/v1/contracts").await.0, StatusCode::OK);
+    assert!(app.store.revoke_api_key(app.api_key_id).await.unwrap());
+    assert_error(&app.get("/api/v1/contracts").await, StatusCode::UNAUTHORIZED, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn keys_are_stored_only_as_hashes() {
+    let app = spawn_app().await;
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT key_hash FROM api_keys").fetch_all(app.store.pool()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, streampay_relayer::store::hash_api_key(&app.api_key).to_vec());
+    let dump: Vec<(String,)> =
+        sqlx::query_as("SELECT row_to_json(k)::text FROM api_keys k").fetch_all(app.store.pool()).await.unwrap();
+    assert!(!dump[0].0.contains(&app.api_key[8..]), "the secret part of the key must not be stored");
+}
+
+#[tokio::test]
+async fn a_sponsor_the_key_may_not_use_is_403_sponsor_not_allowed() {
+    let app = spawn_app().await;
+    let body = json!({"From": wallet().address(), "Amount": "1", "Sponsor": app.other_sponsor});
+    assert_error(&app.post("/api/v1/USDC/payments/deposit", &body).await, StatusCode::FORBIDDEN, "sponsor_not_allowed");
+    let exec = json!({"From": wallet().address(), "Signature": "0x00", "Data": "0x00", "Nonce": 0, "Deadline": 1,
+                      "Sponsor": app.other_sponsor});
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &exec).await, StatusCode::FORBIDDEN, "sponsor_not_allowed");
+}
+
+#[tokio::test]
+async fn a_sponsor_allowed_but_not_configured_is_422_sponsor_unavailable() {
+    let app = spawn_app().await;
+    let stranger = wallet().address();
+    let key = app.store.create_api_key("elsewhere", &[stranger], true).await.unwrap();
+    let body = json!({"From": wallet().address(), "Amount": "1"});
+    assert_error(
+        &app.post_with_key("/api/v1/USDC/payments/deposit", Some(&key.key), &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "sponsor_unavailable",
+    );
+}
+
+#[tokio::test]
+async fn the_default_sponsor_is_the_keys_first() {
+    let app = spawn_app().await;
+    let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": wallet().address(), "Amount": "1"})).await;
+    assert_eq!(built["Sponsor"], json!(app.sponsor));
+}

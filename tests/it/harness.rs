@@ -1,0 +1,320 @@
+//! `spawn_app()`: a real Anvil with freshly deployed contracts, a fresh database in a real
+//! Postgres cluster, and the API served on a random port, plus typed helpers to drive them.
+//!
+//! One Postgres cluster per test process (nextest runs each test in its own process; `cargo
+//! test` threads share it), stopped and deleted when the last test holding it finishes. Each
+//! test gets its own database and its own Anvil, so tests never see each other's state.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use alloy::{
+    dyn_abi::TypedData,
+    node_bindings::{Anvil, AnvilInstance},
+    primitives::{Address, U256, address},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::{Signer, local::PrivateKeySigner},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use streampay_relayer::{
+    api::{self, AppState, Contract, Inner, Settings},
+    chain::{self, MockToken, StreamPay},
+    dev::postgres::{PgCluster, free_port},
+    pipeline::Sponsors,
+    store::Store,
+};
+
+/// Seconds of net outflow an account must cover (the dev deployment's value).
+pub const LIQUIDATION_WINDOW: u64 = 86_400;
+pub const TOKEN_DECIMALS: u8 = 6;
+const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
+
+static CLUSTER: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
+
+fn cluster() -> Arc<PgCluster> {
+    let mut slot = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = slot.upgrade() {
+        return c;
+    }
+    let dir = std::env::temp_dir().join(format!("streampay-it-pg-{}-{}", std::process::id(), rand_suffix()));
+    let port = free_port().expect("free port");
+    let c = Arc::new(PgCluster::start(&dir, port, true).expect("start the test Postgres cluster"));
+    *slot = Arc::downgrade(&c);
+    c
+}
+
+fn rand_suffix() -> String {
+    let signer = PrivateKeySigner::random();
+    alloy::hex::encode(&signer.address()[..6])
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub api_key: String,
+    pub api_key_id: i64,
+    /// The key's only (default) sponsor.
+    pub sponsor: Address,
+    /// Configured on the relayer but not allowed for `api_key`.
+    pub other_sponsor: Address,
+    pub contract: Address,
+    pub token: Address,
+    pub chain_id: u64,
+    /// Read-only provider for checking the chain's own view functions.
+    pub provider: DynProvider,
+    /// Provider signing as Anvil's account #0 (the deployer), for test setup only.
+    pub admin: DynProvider,
+    pub store: Store,
+    pub state: AppState,
+    _anvil: AnvilInstance,
+    _cluster: Arc<PgCluster>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Settings {
+        meta_deadline_secs: 3600,
+        receipt_timeout: Duration::from_secs(30),
+        receipt_poll: Duration::from_millis(20),
+    })
+    .await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let anvil = Anvil::new().path(repo_root().join(".tools/bin/anvil")).try_spawn().expect(
+        "spawn anvil from .tools/bin (run scripts/bootstrap.sh first)",
+    );
+    let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
+    let admin = ProviderBuilder::new().wallet(deployer).connect_http(anvil.endpoint_url()).erased();
+    let token = MockToken::deploy(&admin, "Mock USD Coin".into(), "mUSDC".into()).await.expect("deploy token");
+    let token = *token.address();
+    let sp = StreamPay::deploy(&admin, token, PERMIT2, U256::from(LIQUIDATION_WINDOW)).await.expect("deploy StreamPay");
+    let contract = *sp.address();
+    let chain_id = anvil.chain_id();
+
+    let cluster = tokio::task::spawn_blocking(cluster).await.expect("cluster");
+    let db = format!("test_{}", rand_suffix());
+    cluster.ensure_database(&db).await.expect("create test database");
+    let store = Store::connect(&cluster.url(&db), 5).await.expect("connect to the test database");
+    store.migrate().await.expect("migrate");
+
+    let sponsor_signer: PrivateKeySigner = anvil.keys()[1].clone().into();
+    let other_signer: PrivateKeySigner = anvil.keys()[2].clone().into();
+    let sponsor = sponsor_signer.address();
+    let other_sponsor = other_signer.address();
+    let key = store.create_api_key("test", &[sponsor], true).await.expect("create API key");
+
+    let provider = chain::connect(&anvil.endpoint()).expect("provider");
+    let state = AppState::new(Inner {
+        store: store.clone(),
+        provider: provider.clone(),
+        chain_id,
+        contracts: vec![Contract { name: "USDC".into(), address: contract, token, token_decimals: TOKEN_DECIMALS }],
+        sponsors: Sponsors::from_signers(vec![sponsor_signer, other_signer], chain_id),
+        settings,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let app = api::app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        api_key: key.key,
+        api_key_id: key.id,
+        sponsor,
+        other_sponsor,
+        contract,
+        token,
+        chain_id,
+        provider,
+        admin,
+        store,
+        state,
+        _anvil: anvil,
+        _cluster: cluster,
+    }
+}
+
+/// A user wallet: a fresh key that never held native coin.
+pub fn wallet() -> PrivateKeySigner {
+    PrivateKeySigner::random()
+}
+
+/// `n` whole tokens in token base units.
+pub fn tokens(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(TOKEN_DECIMALS))
+}
+
+/// `n` whole tokens in StreamPay's 18-decimal internal units.
+pub fn internal(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18))
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(self.url(path)).header("X-API-Key", &self.api_key)).await
+    }
+
+    pub async fn get_with_key(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+        let mut r = self.http.get(self.url(path));
+        if let Some(k) = key {
+            r = r.header("X-API-Key", k);
+        }
+        self.send(r).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url(path)).header("X-API-Key", &self.api_key).json(body)).await
+    }
+
+    pub async fn post_with_key(&self, path: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut r = self.http.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            r = r.header("X-API-Key", k);
+        }
+        self.send(r).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("X-API-Key", &self.api_key)
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.delete(self.url(path)).header("X-API-Key", &self.api_key)).await
+    }
+
+    /// POSTs a build request and asserts it succeeded.
+    pub async fn build(&self, path: &str, body: &Value) -> Value {
+        let (status, resp) = self.post(path, body).await;
+        assert_eq!(status, StatusCode::OK, "build {path} failed: {resp}");
+        resp
+    }
+
+    /// Signs a build response's TypedData as `signer` (exactly the document served, like
+    /// eth_signTypedData_v4) and the execute body to relay it.
+    pub async fn signed_execute_body(&self, signer: &PrivateKeySigner, built: &Value) -> Value {
+        let t = &built["Transaction"];
+        let signature = sign_document(signer, &t["TypedData"]).await;
+        let mut body = json!({
+            "From": t["From"],
+            "Signature": signature,
+            "Data": t["Data"],
+            "Nonce": t["Nonce"],
+            "Sponsor": built["Sponsor"],
+            "Deadline": t["Deadline"],
+        });
+        if t.get("PermitTypedData").is_some() {
+            let p = &t["PermitTypedData"];
+            body["Permit"] = json!({
+                "Value": p["message"]["value"],
+                "Deadline": p["message"]["deadline"],
+                "Signature": sign_document(signer, p).await,
+            });
+        }
+        body
+    }
+
+    /// Signs and executes a built meta-transaction; returns the execute response.
+    pub async fn execute(&self, signer: &PrivateKeySigner, built: &Value) -> (StatusCode, Value) {
+        let body = self.signed_execute_body(signer, built).await;
+        self.post("/api/v1/USDC/meta/execute", &body).await
+    }
+
+    /// Signs and executes, asserting success.
+    pub async fn execute_ok(&self, signer: &PrivateKeySigner, built: &Value) -> Value {
+        let (status, resp) = self.execute(signer, built).await;
+        assert_eq!(status, StatusCode::OK, "execute failed: {resp}");
+        resp
+    }
+
+    // ---- chain helpers (the chain's own view functions are the source of truth in tests)
+
+    pub fn streampay(&self) -> StreamPay::StreamPayInstance<&DynProvider> {
+        StreamPay::new(self.contract, &self.provider)
+    }
+
+    pub async fn balance_of(&self, who: Address) -> U256 {
+        self.streampay().balanceOf(who).call().await.expect("balanceOf")
+    }
+
+    pub async fn token_balance(&self, who: Address) -> U256 {
+        MockToken::new(self.token, &self.provider).balanceOf(who).call().await.expect("token balanceOf")
+    }
+
+    pub async fn mint(&self, to: Address, amount: U256) {
+        MockToken::new(self.token, &self.admin)
+            .mint(to, amount)
+            .send()
+            .await
+            .expect("mint")
+            .get_receipt()
+            .await
+            .expect("mint receipt");
+    }
+
+    /// Mints `n` tokens to `user` and deposits them through the API (gasless, with permit).
+    pub async fn fund(&self, user: &PrivateKeySigner, n: u64) {
+        self.mint(user.address(), tokens(n)).await;
+        let built = self
+            .build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": n.to_string()}))
+            .await;
+        self.execute_ok(user, &built).await;
+    }
+
+    pub async fn chain_time(&self) -> u64 {
+        chain::chain_time(&self.provider).await.expect("chain time")
+    }
+
+    /// Moves the chain's clock forward and mines a block at the new time.
+    pub async fn advance(&self, secs: u64) {
+        let _: Value = self.provider.raw_request("evm_increaseTime".into(), (secs,)).await.expect("evm_increaseTime");
+        let _: Value = self.provider.raw_request("evm_mine".into(), ()).await.expect("evm_mine");
+    }
+
+    pub async fn native_balance(&self, who: Address) -> U256 {
+        self.provider.get_balance(who).await.expect("eth balance")
+    }
+}
+
+pub async fn sign_document(signer: &PrivateKeySigner, doc: &Value) -> String {
+    let typed: TypedData = serde_json::from_value(doc.clone()).expect("served TypedData parses as EIP-712");
+    let sig = signer.sign_dynamic_typed_data(&typed).await.expect("sign");
+    format!("0x{}", alloy::hex::encode(sig.as_bytes()))
+}
+
+/// Asserts an error response's status and stable code.
+#[track_caller]
+pub fn assert_error(resp: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(resp.0, status, "unexpected status, body: {}", resp.1);
+    assert_eq!(resp.1["error"]["code"], code, "unexpected error body: {}", resp.1);
+    assert!(resp.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {}", resp.1);
+}
