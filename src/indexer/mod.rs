@@ -1,0 +1,141 @@
+//! Event indexer (SPEC §6): mirrors every StreamPay event into Postgres and keeps the state the
+//! API reads (balances, streams, nonces, projects) derived from them, reorg-safe.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`source`] | the [`LogSource`] trait in front of the RPC, and its alloy implementation |
+//! | [`events`] | decoding logs into [`Event`]s and their flat row in `idx_events` |
+//! | [`derive`] | the contract's accounting re-computed from events, with an undo journal |
+//! | [`store`] | one transaction per batch: COPY of events, derived rows, block hashes, checkpoint; rollback |
+//! | [`sync`] | the loop: adaptive-range backfill, head following, reorg detection |
+//! | [`read`] | the read model the API serves: balance, subscriptions, incoming streams, nonce, lag |
+//!
+//! Flow: far behind the head (more than `reorg_window` blocks) ranges are final, so the
+//! backfill fetches `eth_getLogs` over adaptive ranges ahead of the writer and commits each
+//! range without undo data. Near the head every block's header is fetched and chained to the
+//! checkpoint by parent hash; changes are journaled per block so that a reorg — detected as a
+//! parent-hash mismatch, or a head hash that changed — walks back to the common ancestor, restores
+//! the derived rows from the journal, deletes the orphaned events and re-ingests.
+
+pub mod derive;
+pub mod events;
+pub mod read;
+pub mod source;
+pub mod store;
+pub mod sync;
+
+use std::{sync::Arc, time::Duration, time::SystemTime};
+
+use alloy::primitives::Address;
+use anyhow::Context;
+use sqlx::PgPool;
+
+pub use events::{Event, IndexedEvent, Rates};
+pub use read::{AccountView, IncomingStreams, IndexReader, IndexedHead, Lag, StreamView, Subscriptions};
+pub use source::{BlockHeader, LogSource, RawLog, RpcLogSource};
+pub use sync::{Indexer, Step};
+
+/// Tunables of the indexer. Every field has a `STREAMPAY_INDEXER_*` environment override
+/// (see [`IndexerConfig::from_env`]).
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// `STREAMPAY_INDEXER_POLL_MS`: how often to poll the head when caught up (default 500 ms).
+    pub poll_interval: Duration,
+    /// `STREAMPAY_INDEXER_REORG_WINDOW`: blocks below the head that may still be reorganised:
+    /// their hashes and undo entries are kept, and the backfill treats only older blocks as
+    /// final. Set it above the chain's confirmation depth (default 128).
+    pub reorg_window: u64,
+    /// `STREAMPAY_INDEXER_INITIAL_RANGE`: first `eth_getLogs` range in blocks (default 1,000).
+    pub initial_range: u64,
+    /// `STREAMPAY_INDEXER_MAX_RANGE`: largest range the adaptive backfill grows to (default 100,000).
+    pub max_range: u64,
+    /// `STREAMPAY_INDEXER_TARGET_LOGS`: logs per request the range adapts towards (default 10,000).
+    pub target_logs: usize,
+    /// `STREAMPAY_INDEXER_FOLLOW_RANGE`: most blocks fetched per step near the head (default 100).
+    pub max_follow_range: u64,
+    /// `STREAMPAY_INDEXER_PIPELINE`: ranges fetched ahead of the writer (default 4).
+    pub pipeline_depth: usize,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            reorg_window: 128,
+            initial_range: 1_000,
+            max_range: 100_000,
+            target_logs: 10_000,
+            max_follow_range: 100,
+            pipeline_depth: 4,
+        }
+    }
+}
+
+impl IndexerConfig {
+    /// Defaults overridden by `STREAMPAY_INDEXER_*` variables read through `get`.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut c = Self::default();
+        let num = |name: &str| -> anyhow::Result<Option<u64>> {
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number")))
+                .transpose()
+        };
+        if let Some(v) = num("STREAMPAY_INDEXER_POLL_MS")? {
+            c.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_REORG_WINDOW")? {
+            c.reorg_window = v;
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_INITIAL_RANGE")? {
+            c.initial_range = v.max(1);
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_MAX_RANGE")? {
+            c.max_range = v.max(1);
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_TARGET_LOGS")? {
+            c.target_logs = v.max(1) as usize;
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_FOLLOW_RANGE")? {
+            c.max_follow_range = v.max(1);
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_PIPELINE")? {
+            c.pipeline_depth = v.max(1) as usize;
+        }
+        Ok(c)
+    }
+}
+
+/// Progress of one deployment's indexer, published after every step (for `/health` and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexerStatus {
+    pub chain_id: u64,
+    pub contract: Address,
+    pub indexed_block: u64,
+    pub indexed_timestamp: u64,
+    pub chain_head: u64,
+    pub lag_blocks: u64,
+    pub updated_at: Option<SystemTime>,
+}
+
+/// Starts one indexer task per deployment; each stops when `shutdown` fires.
+pub fn spawn_all(
+    source: RpcLogSource,
+    pool: PgPool,
+    chain_id: u64,
+    deployments: &[crate::config::Deployment],
+    cfg: IndexerConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let source = Arc::new(source);
+    deployments
+        .iter()
+        .map(|d| {
+            let indexer = Indexer::new(source.clone(), pool.clone(), chain_id, d.address, d.start_block, cfg.clone());
+            let mut stop = shutdown.clone();
+            tokio::spawn(indexer.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        })
+        .collect()
+}

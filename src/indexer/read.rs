@@ -1,0 +1,259 @@
+//! The read model: what the API serves from the index. Every answer is computed at the chain
+//! time of the indexed head and carries that block, so a caller can compare it with the chain's
+//! own view functions at the same block. Each read is a single statement, hence one snapshot:
+//! the checkpoint and the rows always belong to the same commit.
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, I256, U256};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use super::{
+    derive::AccountState,
+    store::{address, i256, u256},
+};
+
+/// The indexed head of one deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IndexedHead {
+    pub block_number: u64,
+    pub block_timestamp: u64,
+}
+
+/// An account as `balanceOf`, `signedBalanceOf` and `accountInfo` show it at `head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountView {
+    pub account: Address,
+    /// `balanceOf`: live balance floored at zero.
+    pub balance: U256,
+    /// `signedBalanceOf`.
+    pub signed_balance: I256,
+    /// `accountInfo`: stored balance, rates, last settlement.
+    pub stored_balance: I256,
+    pub income_rate: U256,
+    pub outgoing_rate: U256,
+    pub updated: u64,
+    pub head: IndexedHead,
+}
+
+/// One stream as `allSubscriptions` / `subscriptions(from, to)` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamView {
+    pub subscriber: Address,
+    pub author: Address,
+    pub encoded_rates: U256,
+    /// What the author receives per second.
+    pub income_rate: U256,
+    /// What the subscriber pays per second (income + project fee).
+    pub outgoing_rate: U256,
+    pub project_id: u64,
+    pub since_block: u64,
+    pub since_timestamp: u64,
+}
+
+/// A subscriber's outgoing streams, in `allSubscriptions` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscriptions {
+    pub streams: Vec<StreamView>,
+    pub head: IndexedHead,
+}
+
+/// An author's incoming streams (the creators' view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncomingStreams {
+    pub author: Address,
+    pub streams: Vec<StreamView>,
+    /// Sum of the streams' income rates.
+    pub streams_income_rate: U256,
+    /// The account's whole income rate (`accountInfo().incomeRate`): streams plus project fees
+    /// it receives as a project owner.
+    pub income_rate: U256,
+    pub head: IndexedHead,
+}
+
+/// How far the index trails the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Lag {
+    pub indexed_block: u64,
+    pub chain_head: u64,
+    pub blocks: u64,
+    /// Time since the indexer last wrote its checkpoint (a stalled indexer shows here).
+    pub since_update: Duration,
+}
+
+/// Queries over the index of one chain; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IndexReader {
+    pool: PgPool,
+    chain_id: u64,
+}
+
+impl IndexReader {
+    pub fn new(pool: PgPool, chain_id: u64) -> Self {
+        Self { pool, chain_id }
+    }
+
+    fn chain(&self) -> i64 {
+        self.chain_id as i64
+    }
+
+    /// The indexed head, `None` before the first checkpoint.
+    pub async fn head(&self, contract: Address) -> anyhow::Result<Option<IndexedHead>> {
+        let row = sqlx::query("SELECT block_number, block_timestamp FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2")
+            .bind(self.chain())
+            .bind(contract.as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| IndexedHead { block_number: r.get::<i64, _>(0) as u64, block_timestamp: r.get::<i64, _>(1) as u64 }))
+    }
+
+    /// `balanceOf` / `signedBalanceOf` / `accountInfo` of `account` at the indexed head.
+    /// `None` while the deployment has no checkpoint yet.
+    pub async fn balance(&self, contract: Address, account: Address) -> anyhow::Result<Option<AccountView>> {
+        let row = sqlx::query(
+            "SELECT c.block_number, c.block_timestamp, a.balance::text, a.income_rate::text, a.outgoing_rate::text, a.updated \
+             FROM idx_checkpoints c LEFT JOIN idx_accounts a \
+               ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3 \
+             WHERE c.chain_id = $1 AND c.contract = $2",
+        )
+        .bind(self.chain())
+        .bind(contract.as_slice())
+        .bind(account.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let head = IndexedHead { block_number: r.get::<i64, _>(0) as u64, block_timestamp: r.get::<i64, _>(1) as u64 };
+        let state = match r.get::<Option<&str>, _>(2) {
+            Some(balance) => AccountState {
+                balance: i256(balance)?,
+                income_rate: u256(r.get(3))?,
+                outgoing_rate: u256(r.get(4))?,
+                updated: r.get::<i64, _>(5) as u64,
+            },
+            None => AccountState::default(),
+        };
+        let live = state.live_balance(head.block_timestamp);
+        Ok(Some(AccountView {
+            account,
+            balance: if live.is_positive() { live.into_raw() } else { U256::ZERO },
+            signed_balance: live,
+            stored_balance: state.balance,
+            income_rate: state.income_rate,
+            outgoing_rate: state.outgoing_rate,
+            updated: state.updated,
+            head,
+        }))
+    }
+
+    /// `allSubscriptions(subscriber)`, in the contract's order.
+    pub async fn subscriptions(&self, contract: Address, subscriber: Address) -> anyhow::Result<Option<Subscriptions>> {
+        let (streams, head, _) = self.streams(contract, "subscriber", subscriber, "s.position").await?;
+        Ok(head.map(|head| Subscriptions { streams, head }))
+    }
+
+    /// Streams paying `author`, oldest first, with the per-stream and total income rates.
+    pub async fn incoming_streams(&self, contract: Address, author: Address) -> anyhow::Result<Option<IncomingStreams>> {
+        let (streams, head, income_rate) = self.streams(contract, "author", author, "s.since_block, s.subscriber").await?;
+        let Some(head) = head else { return Ok(None) };
+        let streams_income_rate = streams.iter().map(|s| s.income_rate).fold(U256::ZERO, |a, b| a + b);
+        Ok(Some(IncomingStreams { author, streams, streams_income_rate, income_rate, head }))
+    }
+
+    /// `bySigAccountNonces(account)`: the next account nonce.
+    pub async fn nonce(&self, contract: Address, account: Address) -> anyhow::Result<U256> {
+        let n: Option<String> = sqlx::query_scalar(
+            "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
+             AND nonce_type = 0 AND selector = '\\x00000000'::bytea",
+        )
+        .bind(self.chain())
+        .bind(contract.as_slice())
+        .bind(account.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        n.as_deref().map(u256).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// `bySigSelectorNonces(account, selector)`.
+    pub async fn selector_nonce(&self, contract: Address, account: Address, selector: [u8; 4]) -> anyhow::Result<U256> {
+        let n: Option<String> = sqlx::query_scalar(
+            "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
+             AND nonce_type = 1 AND selector = $4",
+        )
+        .bind(self.chain())
+        .bind(contract.as_slice())
+        .bind(account.as_slice())
+        .bind(selector.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        n.as_deref().map(u256).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// Indexed head vs the chain head last seen by the indexer; `None` before the first run.
+    pub async fn lag(&self, contract: Address) -> anyhow::Result<Option<Lag>> {
+        let row = sqlx::query(
+            "SELECT block_number, chain_head, EXTRACT(EPOCH FROM (now() - updated_at))::float8 FROM idx_checkpoints \
+             WHERE chain_id = $1 AND contract = $2",
+        )
+        .bind(self.chain())
+        .bind(contract.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let (indexed, head) = (r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64);
+            Lag {
+                indexed_block: indexed,
+                chain_head: head.max(indexed),
+                blocks: head.saturating_sub(indexed),
+                since_update: Duration::from_secs_f64(r.get::<f64, _>(2).max(0.0)),
+            }
+        }))
+    }
+
+    /// One statement (one snapshot): the checkpoint, the account's income rate, and the streams
+    /// where `column` is `who` (a row of NULL stream columns when there are none).
+    async fn streams(
+        &self,
+        contract: Address,
+        column: &str,
+        who: Address,
+        order: &str,
+    ) -> anyhow::Result<(Vec<StreamView>, Option<IndexedHead>, U256)> {
+        let sql = format!(
+            "SELECT c.block_number, c.block_timestamp, a.income_rate::text, s.subscriber, s.author, s.encoded_rates::text, \
+             s.income_rate::text, s.outgoing_rate::text, s.project_id, s.since_block, s.since_timestamp \
+             FROM idx_checkpoints c \
+             LEFT JOIN idx_accounts a ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3 \
+             LEFT JOIN idx_streams s ON s.chain_id = c.chain_id AND s.contract = c.contract AND s.{column} = $3 \
+             WHERE c.chain_id = $1 AND c.contract = $2 ORDER BY {order}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.chain())
+            .bind(contract.as_slice())
+            .bind(who.as_slice())
+            .fetch_all(&self.pool)
+            .await?;
+        let Some(first) = rows.first() else { return Ok((Vec::new(), None, U256::ZERO)) };
+        let head = IndexedHead { block_number: first.get::<i64, _>(0) as u64, block_timestamp: first.get::<i64, _>(1) as u64 };
+        let income = first.get::<Option<&str>, _>(2).map(u256).transpose()?.unwrap_or_default();
+        let streams = rows
+            .iter()
+            .filter(|r| r.get::<Option<&[u8]>, _>(3).is_some())
+            .map(stream_view)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((streams, Some(head), income))
+    }
+}
+
+fn stream_view(r: &sqlx::postgres::PgRow) -> anyhow::Result<StreamView> {
+    Ok(StreamView {
+        subscriber: address(r.get(3))?,
+        author: address(r.get(4))?,
+        encoded_rates: u256(r.get(5))?,
+        income_rate: u256(r.get(6))?,
+        outgoing_rate: u256(r.get(7))?,
+        project_id: r.get::<i64, _>(8) as u64,
+        since_block: r.get::<i64, _>(9) as u64,
+        since_timestamp: r.get::<i64, _>(10) as u64,
+    })
+}

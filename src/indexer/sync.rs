@@ -1,0 +1,353 @@
+//! The sync loop: backfill far behind the head with adaptive `eth_getLogs` ranges (fetching
+//! ahead while the previous range is written), then follow the head block by block, detecting
+//! reorgs by parent hash and rolling back to the common ancestor.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::Address;
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    IndexerConfig, IndexerStatus,
+    events::decode_logs,
+    source::{BlockHeader, LogSource},
+    store::{self, Batch, CommitError, Scope},
+};
+
+/// What one call of [`Indexer::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing new: the index is at the chain head.
+    Idle,
+    /// Indexed blocks up to `to`.
+    Advanced { to: u64, events: usize },
+    /// Rolled back `depth` blocks to the common ancestor `ancestor`.
+    Reorg { ancestor: u64, depth: u64 },
+    /// The chain moved while fetching (a reorg in flight); try again.
+    Retry,
+}
+
+/// Indexes one StreamPay deployment into Postgres.
+pub struct Indexer<S: LogSource> {
+    source: Arc<S>,
+    pool: PgPool,
+    scope: Scope,
+    start_block: u64,
+    cfg: IndexerConfig,
+    /// Current `eth_getLogs` range in blocks, adapted to the provider.
+    range: AtomicU64,
+    status: watch::Sender<IndexerStatus>,
+}
+
+impl<S: LogSource> Indexer<S> {
+    pub fn new(source: Arc<S>, pool: PgPool, chain_id: u64, contract: Address, start_block: u64, cfg: IndexerConfig) -> Self {
+        let range = AtomicU64::new(cfg.initial_range.max(1));
+        let status = watch::Sender::new(IndexerStatus { chain_id, contract, ..Default::default() });
+        Self { source, pool, scope: Scope { chain_id, contract }, start_block, cfg, range, status }
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// Indexed head vs chain head, updated after every step.
+    pub fn status(&self) -> watch::Receiver<IndexerStatus> {
+        self.status.subscribe()
+    }
+
+    /// Current adaptive `eth_getLogs` range.
+    pub fn range(&self) -> u64 {
+        self.range.load(Ordering::Relaxed)
+    }
+
+    /// Creates the checkpoint below the start block on first run.
+    async fn checkpoint(&self) -> anyhow::Result<store::Checkpoint> {
+        let mut conn = self.pool.acquire().await?;
+        if let Some(cp) = store::load_checkpoint(&mut conn, self.scope, false).await? {
+            return Ok(cp);
+        }
+        drop(conn);
+        let below = match self.start_block.checked_sub(1) {
+            Some(n) => self.source.header(n).await?.with_context(|| format!("block {n} not found"))?,
+            None => BlockHeader { number: 0, hash: Default::default(), parent_hash: Default::default(), timestamp: 0 },
+        };
+        // A start block of 0 is modelled as "checkpoint at block 0 with no events", so block 0's
+        // own logs (none for a contract deployed later) are not indexed.
+        store::init_checkpoint(&self.pool, self.scope, below).await?;
+        let mut conn = self.pool.acquire().await?;
+        store::load_checkpoint(&mut conn, self.scope, false).await?.context("checkpoint vanished")
+    }
+
+    /// One iteration: backfill, follow, or roll back.
+    pub async fn step(&self) -> anyhow::Result<Step> {
+        let cp = self.checkpoint().await?;
+        let head = self.source.head().await?;
+        let step = if head > cp.block_number + self.cfg.reorg_window {
+            self.backfill(cp, head - self.cfg.reorg_window, head).await?
+        } else if head <= cp.block_number {
+            let probe = self.source.header(head).await?.context("no header at the head")?;
+            let stored = store::stored_blocks(&self.pool, self.scope, head, head).await?;
+            if head == cp.block_number && probe.hash == cp.block_hash {
+                if cp.chain_head != head {
+                    store::touch_head(&self.pool, self.scope, head).await?;
+                }
+                Step::Idle
+            } else if head < cp.block_number && stored.first().is_some_and(|(_, h)| *h == probe.hash) {
+                // The chain got shorter (a rollback) but kept our block at its new head.
+                self.roll_back(cp.block_number, head).await?
+            } else {
+                self.reorg(cp, head).await?
+            }
+        } else {
+            self.follow(cp, head).await?
+        };
+        self.publish(head).await;
+        Ok(step)
+    }
+
+    /// Steps until the index reaches the chain head (for tests and one-shot runs).
+    pub async fn sync_to_head(&self) -> anyhow::Result<()> {
+        let mut retries = 0;
+        loop {
+            match self.step().await? {
+                Step::Idle => return Ok(()),
+                Step::Retry => {
+                    retries += 1;
+                    anyhow::ensure!(retries < 50, "the chain kept moving under the indexer");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves, holding a Postgres advisory lock so that of several
+    /// relayer replicas exactly one writes this deployment's index (the others stand by).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut lock_conn = self.pool.acquire().await?.detach();
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.scope.lock_key())
+                .fetch_one(&mut lock_conn)
+                .await?;
+            if got {
+                break;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(self.cfg.poll_interval * 10) => {}
+            }
+        }
+        tracing::info!(contract = %self.scope.contract, "indexer started");
+        let mut failures = 0u32;
+        let mut last_log = Instant::now();
+        loop {
+            let step = tokio::select! {
+                _ = &mut shutdown => break,
+                s = self.step() => s,
+            };
+            let pause = match step {
+                Ok(Step::Idle) | Ok(Step::Retry) => {
+                    failures = 0;
+                    self.cfg.poll_interval
+                }
+                Ok(Step::Advanced { .. }) => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Ok(Step::Reorg { ancestor, depth }) => {
+                    failures = 0;
+                    tracing::warn!(contract = %self.scope.contract, ancestor, depth, "chain reorganised; rolled back");
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    failures += 1;
+                    let backoff = self.cfg.poll_interval * 2u32.saturating_pow(failures.min(6));
+                    tracing::error!(contract = %self.scope.contract, error = format!("{e:#}"), "indexer step failed");
+                    backoff
+                }
+            };
+            if last_log.elapsed() >= Duration::from_secs(30) {
+                let s = self.status.borrow().clone();
+                tracing::info!(contract = %self.scope.contract, indexed = s.indexed_block, head = s.chain_head, lag = s.lag_blocks, "indexer lag");
+                last_log = Instant::now();
+            }
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut lock_conn).await;
+        Ok(())
+    }
+
+    async fn publish(&self, head: u64) {
+        let Ok(mut conn) = self.pool.acquire().await else { return };
+        if let Ok(Some(cp)) = store::load_checkpoint(&mut conn, self.scope, false).await {
+            self.status.send_modify(|s| {
+                s.indexed_block = cp.block_number;
+                s.indexed_timestamp = cp.block_timestamp;
+                s.chain_head = head.max(cp.block_number);
+                s.lag_blocks = head.saturating_sub(cp.block_number);
+                s.updated_at = Some(std::time::SystemTime::now());
+            });
+        }
+    }
+
+    /// Commits, retrying once through the de-duplicating insert when the COPY met logs that are
+    /// already stored (so a re-ingest never double-applies an event).
+    async fn commit(&self, batch: &Batch) -> anyhow::Result<store::CommitStats> {
+        match store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, false).await {
+            Err(e) if is_unique_violation(&e) => {
+                tracing::warn!(from = batch.from, "logs already stored; re-ingesting without duplicates");
+                store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, true).await
+            }
+            other => other,
+        }
+    }
+
+    /// Indexes `(cp, until]`, blocks far enough behind the head to be final. A fetcher runs
+    /// ahead of the writer through a bounded channel so RPC and database work overlap.
+    async fn backfill(&self, cp: store::Checkpoint, until: u64, head: u64) -> anyhow::Result<Step> {
+        let (tx, mut rx) = mpsc::channel::<Batch>(self.cfg.pipeline_depth.max(1));
+        let fetcher = async move {
+            let mut from = cp.block_number + 1;
+            let mut failures = 0u32;
+            while from <= until {
+                let range = self.range();
+                let to = until.min(from.saturating_add(range - 1));
+                match self.fetch_final(from, to, head).await {
+                    Ok(batch) => {
+                        failures = 0;
+                        self.adapt(batch.events.len(), range);
+                        if tx.send(batch).await.is_err() {
+                            break; // the writer failed; its error is reported
+                        }
+                        from = to + 1;
+                    }
+                    Err(e) => {
+                        // Shrink and retry: providers refuse large ranges (too many results,
+                        // timeouts). At one block there is nothing left to shrink; back off.
+                        failures += 1;
+                        self.range.store((range / 2).max(1), Ordering::Relaxed);
+                        tracing::warn!(from, to, range, error = format!("{e:#}"), "eth_getLogs failed; shrinking the range");
+                        if range == 1 {
+                            anyhow::ensure!(failures < 8, "eth_getLogs keeps failing at block {from}: {e:#}");
+                            tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(())
+        };
+        let writer = async {
+            let (mut to, mut events) = (cp.block_number, 0);
+            while let Some(batch) = rx.recv().await {
+                let stats = self.commit(&batch).await?;
+                to = batch.to.number;
+                events += stats.events;
+            }
+            anyhow::Ok((to, events))
+        };
+        let ((), (to, events)) = tokio::try_join!(fetcher, writer)?;
+        Ok(Step::Advanced { to, events })
+    }
+
+    fn adapt(&self, logs: usize, range: u64) {
+        let target = self.cfg.target_logs.max(1);
+        let next = if logs > target {
+            (range / 2).max(1)
+        } else if logs < target / 2 {
+            range.saturating_mul(2).min(self.cfg.max_range.max(1))
+        } else {
+            range
+        };
+        self.range.store(next, Ordering::Relaxed);
+    }
+
+    async fn fetch_final(&self, from: u64, to: u64, head: u64) -> anyhow::Result<Batch> {
+        let (logs, header) = tokio::try_join!(self.source.logs(self.scope.contract, from, to), self.source.header(to))?;
+        let header = header.with_context(|| format!("block {to} not found"))?;
+        // Nodes that do not put `blockTimestamp` in logs: fetch the headers of those blocks.
+        let mut missing: Vec<u64> = logs.iter().filter(|l| l.block_timestamp.is_none()).map(|l| l.block_number).collect();
+        missing.dedup();
+        let mut times = std::collections::HashMap::new();
+        for n in missing {
+            let h = self.source.header(n).await?.with_context(|| format!("block {n} not found"))?;
+            times.insert(n, h.timestamp);
+        }
+        let events = decode_logs(&logs, |n| times.get(&n).copied())?;
+        Ok(Batch { from, to: header, headers: vec![header], events, reorgable: false, chain_head: head })
+    }
+
+    /// Indexes `(cp, head]` near the head: every header is fetched and chained to the
+    /// checkpoint, and every log must belong to one of those headers.
+    async fn follow(&self, cp: store::Checkpoint, head: u64) -> anyhow::Result<Step> {
+        let to = head.min(cp.block_number + self.cfg.max_follow_range.max(1));
+        let headers = self.source.headers(cp.block_number + 1, to).await?;
+        let Some(first) = headers.first() else { return Ok(Step::Retry) };
+        if first.parent_hash != cp.block_hash {
+            return self.reorg(cp, cp.block_number).await;
+        }
+        if headers.windows(2).any(|w| w[1].parent_hash != w[0].hash) {
+            return Ok(Step::Retry);
+        }
+        let last = *headers.last().expect("not empty");
+        let logs = self.source.logs(self.scope.contract, first.number, last.number).await?;
+        let base = first.number;
+        for l in &logs {
+            let idx = l.block_number.checked_sub(base).map(|i| i as usize);
+            if idx.and_then(|i| headers.get(i)).is_none_or(|h| h.hash != l.block_hash) {
+                return Ok(Step::Retry); // the logs come from another fork than the headers
+            }
+        }
+        let events = decode_logs(&logs, |n| headers.get((n - base) as usize).map(|h| h.timestamp))?;
+        let batch = Batch { from: base, to: last, headers, events, reorgable: true, chain_head: head };
+        match self.commit(&batch).await {
+            Ok(stats) => Ok(Step::Advanced { to: last.number, events: stats.events }),
+            Err(e) if matches!(e.downcast_ref::<CommitError>(), Some(CommitError::ParentMismatch { .. })) => Ok(Step::Retry),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Walks back from `top` to the highest stored block the chain still has, then rolls back.
+    async fn reorg(&self, cp: store::Checkpoint, top: u64) -> anyhow::Result<Step> {
+        let top = top.min(cp.block_number);
+        for (number, hash) in store::stored_blocks(&self.pool, self.scope, cp.final_block, top).await? {
+            if let Some(h) = self.source.header(number).await? {
+                if h.hash == hash {
+                    return self.roll_back(cp.block_number, number).await;
+                }
+            }
+        }
+        anyhow::bail!(
+            "reorg deeper than the reorg window: no block between {} and {top} is still canonical",
+            cp.final_block
+        )
+    }
+
+    async fn roll_back(&self, from: u64, ancestor: u64) -> anyhow::Result<Step> {
+        let removed = store::rollback(&self.pool, self.scope, ancestor).await?;
+        tracing::warn!(contract = %self.scope.contract, ancestor, depth = from - ancestor, removed, "rolled back orphaned blocks");
+        Ok(Step::Reorg { ancestor, depth: from - ancestor })
+    }
+}
+
+fn is_unique_violation(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|d| d.code().as_deref() == Some("23505"))
+    })
+}
