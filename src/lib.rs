@@ -24,6 +24,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod indexer;
 pub mod pipeline;
 pub mod server;
 pub mod store;
