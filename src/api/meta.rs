@@ -38,7 +38,7 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
-    pipeline::wait_for_receipt,
+    pipeline::{Sent, Sponsor, wait_for_receipt},
     store::{Claim, NewTransaction, NonceScope, NonceStatus, TxStatus},
 };
 
@@ -169,7 +169,10 @@ pub async fn execute(
                 break;
             }
             Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
-            Err(e @ SignatureError::Mismatch { .. }) => mismatch = Some(e),
+            // Report the first candidate's signer: it is the traits the build endpoints hand out.
+            Err(e @ SignatureError::Mismatch { .. }) => {
+                mismatch.get_or_insert(e);
+            }
             Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
         }
     }
@@ -199,21 +202,19 @@ pub async fn execute(
         Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
         None => by_sig,
     };
-    let request = TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
-    provider.call(request.clone()).await.map_err(simulation_error)?;
-    let gas = provider.estimate_gas(request).await.map_err(simulation_error)?;
-    // Headroom for state moving between the estimate and inclusion (streams settle per second).
-    let gas_limit = gas + gas / 4 + 10_000;
 
-    // --- claim the nonce, send, wait
+    // --- claim the nonce first, so a concurrent execute of the same call gets a clean 409
+    // instead of racing this one through simulation.
     if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
         return Err(AppError::conflict("nonce_in_flight", format!("nonce {nonce} of {from} is already being executed")));
     }
-    let sent = match sponsor.send(provider, contract.address, outer.clone(), gas_limit).await {
+    let request = TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
+    let sent = match simulate_and_send(&state, &sponsor, contract.address, request, outer.clone()).await {
         Ok(sent) => sent,
         Err(e) => {
+            // Nothing was broadcast: the signed call may be retried.
             state.store.release_nonce(scope, nonce).await?;
-            return Err(AppError::chain(e));
+            return Err(e);
         }
     };
     tracing::info!(%from, nonce, sponsor = %sponsor.address(), tx = %sent.hash, ops = ?checked.operations, "relayed");
@@ -270,6 +271,22 @@ pub async fn execute(
             "TransactionId": tx_id,
         })),
     ))
+}
+
+/// `eth_call` then `eth_estimateGas` of the exact transaction, then broadcast from `sponsor`.
+async fn simulate_and_send(
+    state: &AppState,
+    sponsor: &Sponsor,
+    to: Address,
+    request: TransactionRequest,
+    input: Bytes,
+) -> Result<Sent, AppError> {
+    let provider = &state.provider;
+    provider.call(request.clone()).await.map_err(simulation_error)?;
+    let gas = provider.estimate_gas(request).await.map_err(simulation_error)?;
+    // Headroom for state moving between the estimate and inclusion (streams settle per second).
+    let gas_limit = gas + gas / 4 + 10_000;
+    sponsor.send(provider, to, input, gas_limit).await.map_err(AppError::chain)
 }
 
 /// The traits the signature may cover. Build responses bind the sponsor; a client that built

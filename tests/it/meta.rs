@@ -1,1 +1,288 @@
-//! meta
+//! Nonces and `execute`: every check before a sponsor spends gas, and what reaches the chain.
+
+use alloy::{
+    primitives::{Address, Bytes, U256},
+    sol_types::SolCall,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use streampay_relayer::chain::{
+    StreamPay,
+    eip712::{self, Domain},
+    traits::Traits,
+};
+
+use crate::harness::{TestApp, assert_error, internal, sign_document, spawn_app, wallet};
+
+fn pay_body(from: Address, to: Address, amount: &str) -> Value {
+    json!({"From": from, "To": to, "Amount": amount})
+}
+
+async fn nonce_of(app: &TestApp, who: Address) -> Value {
+    let (status, body) = app.get(&format!("/api/v1/USDC/meta/nonce/{who}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn nonce_counts_calls_built_but_not_yet_executed() {
+    let app = spawn_app().await;
+    let user = wallet();
+    assert_eq!(nonce_of(&app, user.address()).await, json!({"Account": user.address(), "Nonce": 0, "ChainNonce": 0}));
+    let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    assert_eq!(first["Transaction"]["Nonce"], 0);
+    assert_eq!(second["Transaction"]["Nonce"], 1);
+    assert_eq!(nonce_of(&app, user.address()).await["Nonce"], 2);
+    assert_eq!(app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(), U256::ZERO);
+}
+
+#[tokio::test]
+async fn typed_data_and_digest_match_the_contracts_hash() {
+    let app = spawn_app().await;
+    let user = wallet();
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let t = &built["Transaction"];
+    let traits: U256 = t["Traits"].as_str().unwrap().parse().unwrap();
+    let data: Bytes = t["Data"].as_str().unwrap().parse().unwrap();
+    let on_chain = app
+        .streampay()
+        .hashBySig(streampay_relayer::chain::bindings::IStreamPay::SignedCall { traits, data: data.clone() })
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(t["Digest"], on_chain.to_string());
+    let typed: alloy::dyn_abi::TypedData = serde_json::from_value(t["TypedData"].clone()).unwrap();
+    assert_eq!(typed.eip712_signing_hash().unwrap(), on_chain);
+    assert_eq!(t["TypedData"]["primaryType"], "SignedCall");
+    assert!(t["TypedData"]["types"]["EIP712Domain"].is_array());
+    assert_eq!(t["TypedData"]["domain"]["name"], "StreamPay");
+    assert_eq!(t["To"], json!(app.contract));
+    assert_eq!(t["ChainId"], app.chain_id);
+    // The traits bind the call to the sponsor and carry nonce and deadline.
+    let decoded = Traits::decode(traits).unwrap();
+    assert!(decoded.allows_relayer(app.sponsor) && !decoded.allows_relayer(app.other_sponsor));
+    assert_eq!(decoded.deadline, t["Deadline"].as_u64().unwrap());
+    assert_eq!(decoded.nonce, 0);
+}
+
+#[tokio::test]
+async fn two_calls_built_in_a_row_both_execute() {
+    let app = spawn_app().await;
+    let (user, a, b) = (wallet(), wallet().address(), wallet().address());
+    app.fund(&user, 10).await;
+    let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), a, "1")).await;
+    let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), b, "2")).await;
+    app.execute_ok(&user, &first).await;
+    app.execute_ok(&user, &second).await;
+    assert_eq!(app.balance_of(a).await, internal(1));
+    assert_eq!(app.balance_of(b).await, internal(2));
+}
+
+#[tokio::test]
+async fn execute_out_of_order_is_409_nonce_gap_then_succeeds_in_order() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&user, &second).await, StatusCode::CONFLICT, "nonce_gap");
+    app.execute_ok(&user, &first).await;
+    app.execute_ok(&user, &second).await;
+}
+
+#[tokio::test]
+async fn execute_rejects_a_reused_nonce_with_409() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let body = app.signed_execute_body(&user, &built).await;
+    assert_eq!(app.post("/api/v1/USDC/meta/execute", &body).await.0, StatusCode::OK);
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::CONFLICT, "nonce_already_used");
+    assert_eq!(app.balance_of(user.address()).await, internal(9), "paid once");
+}
+
+#[tokio::test]
+async fn concurrent_executes_of_one_call_send_it_once() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let body = app.signed_execute_body(&user, &built).await;
+    let (r1, r2) = tokio::join!(app.post("/api/v1/USDC/meta/execute", &body), app.post("/api/v1/USDC/meta/execute", &body));
+    let statuses = [r1.0, r2.0];
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{} / {}", r1.1, r2.1);
+    let loser = if r1.0 == StatusCode::OK { &r2 } else { &r1 };
+    assert_eq!(loser.0, StatusCode::CONFLICT, "{}", loser.1);
+    let code = loser.1["error"]["code"].as_str().unwrap();
+    assert!(code == "nonce_in_flight" || code == "nonce_already_used", "{code}");
+    assert_eq!(app.balance_of(user.address()).await, internal(9));
+}
+
+#[tokio::test]
+async fn execute_rejects_a_signature_by_someone_else_with_422() {
+    let app = spawn_app().await;
+    let (user, mallory) = (wallet(), wallet());
+    app.fund(&user, 10).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), mallory.address(), "5")).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Signature"] = json!(sign_document(&mallory, &built["Transaction"]["TypedData"]).await);
+    let resp = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+    assert!(resp.1["error"]["message"].as_str().unwrap().contains(&mallory.address().to_string()), "{}", resp.1);
+    assert!(app.balance_of(mallory.address()).await.is_zero());
+}
+
+#[tokio::test]
+async fn execute_rejects_data_changed_after_signing_with_422() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let thief = wallet().address();
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    let tampered: Bytes = StreamPay::payCall { receiver: thief, amount: internal(10) }.abi_encode().into();
+    body["Data"] = json!(tampered);
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+    // A different deadline than signed is the same mismatch.
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Deadline"] = json!(body["Deadline"].as_u64().unwrap() + 1);
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+}
+
+#[tokio::test]
+async fn execute_rejects_malformed_signatures_with_400() {
+    let app = spawn_app().await;
+    let user = wallet();
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    for bad in ["0x1234", "nothex", "0x"] {
+        body["Signature"] = json!(bad);
+        assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_signature");
+    }
+}
+
+#[tokio::test]
+async fn execute_rejects_an_expired_deadline_with_422() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    app.advance(3601).await;
+    assert_error(&app.execute(&user, &built).await, StatusCode::UNPROCESSABLE_ENTITY, "deadline_expired");
+    // The expired build no longer holds its nonce: the next build reuses it and goes through.
+    let again = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    assert_eq!(again["Transaction"]["Nonce"], built["Transaction"]["Nonce"]);
+    app.execute_ok(&user, &again).await;
+}
+
+#[tokio::test]
+async fn execute_refuses_calls_that_are_not_user_operations_with_400() {
+    let app = spawn_app().await;
+    let user = wallet();
+    let now = app.chain_time().await;
+    let domain = Domain::streampay(app.chain_id, app.contract);
+    let calls: Vec<Bytes> = vec![
+        StreamPay::liquidateCall { account: wallet().address() }.abi_encode().into(),
+        StreamPay::claimProjectIdCall {}.abi_encode().into(),
+        StreamPay::useBySigAccountNonceCall { advance: 5 }.abi_encode().into(),
+        Bytes::from(vec![0xde, 0xad, 0xbe, 0xef]),
+    ];
+    for data in calls {
+        let traits = Traits::account(0, now + 600, Some(app.sponsor)).encode();
+        let doc = eip712::signed_call_typed_data(&domain, traits, &data);
+        let body = json!({"From": user.address(), "Signature": sign_document(&user, &doc).await, "Data": data,
+                          "Nonce": 0, "Deadline": now + 600});
+        assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "call_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn execute_refuses_a_batch_over_100_calls_with_400() {
+    let app = spawn_app().await;
+    let user = wallet();
+    let now = app.chain_time().await;
+    let pay: Bytes = StreamPay::payCall { receiver: wallet().address(), amount: U256::from(1) }.abi_encode().into();
+    let data: Bytes = StreamPay::multicallCall { data: vec![pay; 101] }.abi_encode().into();
+    let body = json!({"From": user.address(), "Signature": format!("0x{}", "11".repeat(65)), "Data": data,
+                      "Nonce": 0, "Deadline": now + 600});
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "batch_too_large");
+}
+
+#[tokio::test]
+async fn execute_decodes_a_revert_into_the_contracts_custom_error() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 1).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "2")).await;
+    let resp = app.execute(&user, &built).await;
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
+    let message = resp.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("StreamPayInsufficientBalance") && message.contains(&user.address().to_checksum(None)), "{message}");
+}
+
+#[tokio::test]
+async fn execute_accepts_a_call_signed_for_any_relayer() {
+    // A dapp that builds its own call may leave the relayer bits zero; execute tries them too.
+    let app = spawn_app().await;
+    let (user, to) = (wallet(), wallet().address());
+    app.fund(&user, 3).await;
+    let nonce = nonce_of(&app, user.address()).await["Nonce"].as_u64().unwrap();
+    let deadline = app.chain_time().await + 600;
+    let data: Bytes = StreamPay::payCall { receiver: to, amount: internal(1) }.abi_encode().into();
+    let traits = Traits::account(nonce, deadline, None).encode();
+    let doc = eip712::signed_call_typed_data(&Domain::streampay(app.chain_id, app.contract), traits, &data);
+    let body = json!({"From": user.address(), "Signature": sign_document(&user, &doc).await, "Data": data,
+                      "Nonce": nonce, "Deadline": deadline});
+    let (status, resp) = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(app.balance_of(to).await, internal(1));
+}
+
+#[tokio::test]
+async fn execute_answers_hash_and_gas_and_records_the_transaction() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let done = app.execute_ok(&user, &built).await;
+    assert_eq!(done["From"], json!(user.address()));
+    let hash = done["TransactionHash"].as_str().unwrap();
+    let row: (String, i64, Vec<u8>) = sqlx::query_as(
+        "SELECT status, gas_used, sponsor FROM relay_transactions WHERE tx_hash = decode($1, 'hex')",
+    )
+    .bind(&hash[2..])
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.0, "mined");
+    assert_eq!(row.1 as u64, done["GasUsed"].as_u64().unwrap());
+    assert_eq!(row.2, app.sponsor.to_vec());
+}
+
+#[tokio::test]
+async fn execute_with_a_number_that_is_not_one_is_400() {
+    let app = spawn_app().await;
+    let body = json!({"From": wallet().address(), "Signature": "0x00", "Data": "0x00", "Nonce": "-1", "Deadline": 5});
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_number");
+    let body = json!({"From": wallet().address(), "Signature": "0x00", "Data": "0x00", "Nonce": 0, "Deadline": 1u64 << 41});
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_deadline");
+}
+
+#[tokio::test]
+async fn a_permit_signed_by_someone_else_is_422_permit_signature_mismatch() {
+    let app = spawn_app().await;
+    let (user, mallory) = (wallet(), wallet());
+    app.mint(user.address(), crate::harness::tokens(10)).await;
+    let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "5"})).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Permit"]["Signature"] = json!(sign_document(&mallory, &built["Transaction"]["PermitTypedData"]).await);
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "permit_signature_mismatch");
+    // Without any permit the deposit has no allowance: the token's own error comes back decoded.
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body.as_object_mut().unwrap().remove("Permit");
+    let resp = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
+    assert!(resp.1["error"]["message"].as_str().unwrap().contains("ERC20InsufficientAllowance"), "{}", resp.1);
+}
