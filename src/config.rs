@@ -312,8 +312,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_debug() {
-        let mut c = Config::default();
-        c.sponsor_keys = vec![Secret::new("0xdeadbeef")];
+        let c = Config { sponsor_keys: vec![Secret::new("0xdeadbeef")], ..Config::default() };
         assert!(!format!("{c:?}").contains("deadbeef"));
     }
 

@@ -34,15 +34,15 @@ pub fn decode_revert(data: &[u8]) -> DecodedRevert {
         return DecodedRevert { name: "unknown".into(), display: "reverted without a reason".into() };
     }
     let selector: [u8; 4] = data[..4].try_into().expect("length checked");
-    if selector == Revert::SELECTOR {
-        if let Ok(r) = Revert::abi_decode(data) {
-            return DecodedRevert { name: "Error".into(), display: format!("Error({:?})", r.reason) };
-        }
+    if selector == Revert::SELECTOR
+        && let Ok(r) = Revert::abi_decode(data)
+    {
+        return DecodedRevert { name: "Error".into(), display: format!("Error({:?})", r.reason) };
     }
-    if selector == Panic::SELECTOR {
-        if let Ok(p) = Panic::abi_decode(data) {
-            return DecodedRevert { name: "Panic".into(), display: format!("Panic({})", p.code) };
-        }
+    if selector == Panic::SELECTOR
+        && let Ok(p) = Panic::abi_decode(data)
+    {
+        return DecodedRevert { name: "Panic".into(), display: format!("Panic({})", p.code) };
     }
     for error in ERRORS.iter().filter(|e| e.selector() == selector) {
         if let Ok(values) = error.abi_decode_input(&data[4..]) {
