@@ -151,9 +151,7 @@ fn is_plain_decimal(s: &str) -> bool {
 fn to_base_units(units: Decimal, decimals: u32) -> Result<U256, AmountError> {
     let mantissa = u128::try_from(units.mantissa()).map_err(|_| AmountError::Negative)?;
     let shift = decimals - units.scale();
-    U256::from(mantissa)
-        .checked_mul(U256::from(10u8).pow(U256::from(shift)))
-        .ok_or(AmountError::TooLarge)
+    U256::from(mantissa).checked_mul(U256::from(10u8).pow(U256::from(shift))).ok_or(AmountError::TooLarge)
 }
 
 impl FromStr for Amount {

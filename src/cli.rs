@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use alloy::{dyn_abi::TypedData, signers::{Signer, local::PrivateKeySigner}};
+use alloy::{
+    dyn_abi::TypedData,
+    signers::{Signer, local::PrivateKeySigner},
+};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 

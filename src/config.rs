@@ -4,7 +4,12 @@
 //! Precedence, lowest first: built-in defaults, the file, the environment. Secrets (sponsor keys,
 //! the database URL with its password) are wrapped in [`Secret`] so they never reach a log line.
 
-use std::{fmt, net::SocketAddr, path::{Path, PathBuf}, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use alloy::primitives::Address;
 use anyhow::{Context, bail};
@@ -185,8 +190,7 @@ impl Config {
             self.database_url = Some(Secret::new(v));
         }
         if let Some(v) = parse("STREAMPAY_DATABASE_MAX_CONNECTIONS") {
-            self.database_max_connections =
-                v.parse().context("STREAMPAY_DATABASE_MAX_CONNECTIONS is not a number")?;
+            self.database_max_connections = v.parse().context("STREAMPAY_DATABASE_MAX_CONNECTIONS is not a number")?;
         }
         if let Some(v) = parse("STREAMPAY_RPC_URL") {
             self.rpc_url = Some(v);
@@ -201,8 +205,7 @@ impl Config {
             self.receipt_timeout_secs = v.parse().context("STREAMPAY_RECEIPT_TIMEOUT_SECS is not a number")?;
         }
         if let Some(v) = parse("STREAMPAY_SPONSOR_KEYS") {
-            self.sponsor_keys =
-                v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect();
+            self.sponsor_keys = v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect();
         }
         if let Some(v) = parse("STREAMPAY_LOG_FORMAT") {
             self.log_format = match v.as_str() {
@@ -252,8 +255,8 @@ impl DeploymentsFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("Failed to read deployments file {}", path.display()))?;
-        let file: Self = serde_json::from_str(&text)
-            .with_context(|| format!("Invalid deployments file {}", path.display()))?;
+        let file: Self =
+            serde_json::from_str(&text).with_context(|| format!("Invalid deployments file {}", path.display()))?;
         file.validate()?;
         Ok(file)
     }

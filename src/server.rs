@@ -33,7 +33,8 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         .or_else(|| deployments.rpc_url.clone())
         .context("No RPC URL: set chain.rpc_url / STREAMPAY_RPC_URL or rpcUrl in the deployments file")?;
     let provider = chain::connect(&rpc_url)?;
-    let chain_id = provider.get_chain_id().await.with_context(|| format!("Failed to reach the RPC node at {rpc_url}"))?;
+    let chain_id =
+        provider.get_chain_id().await.with_context(|| format!("Failed to reach the RPC node at {rpc_url}"))?;
     if chain_id != deployments.chain_id {
         bail!("the RPC node is on chain {chain_id} but the deployments file is for chain {}", deployments.chain_id);
     }

@@ -77,7 +77,13 @@ pub async fn subscriptions(
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            Subscribe::parse(&format!("Subscriptions[{i}]."), from, &item.author, &item.subscription_rate, &item.project_id)
+            Subscribe::parse(
+                &format!("Subscriptions[{i}]."),
+                from,
+                &item.author,
+                &item.subscription_rate,
+                &item.project_id,
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
     let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;

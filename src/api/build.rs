@@ -90,7 +90,8 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
         typed_data,
         permit_typed_data,
     };
-    let signatures = if transaction.permit_typed_data.is_some() { "TypedData and PermitTypedData" } else { "TypedData" };
+    let signatures =
+        if transaction.permit_typed_data.is_some() { "TypedData and PermitTypedData" } else { "TypedData" };
     let mut body = Map::new();
     body.insert(
         "Message".into(),

@@ -73,7 +73,10 @@ impl AppState {
     pub fn contract(&self, name: &str) -> Result<&Contract, AppError> {
         self.contracts.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
             let known: Vec<&str> = self.contracts.iter().map(|c| c.name.as_str()).collect();
-            AppError::bad_request("unknown_contract", format!("no contract named {name:?}; known: {}", known.join(", ")))
+            AppError::bad_request(
+                "unknown_contract",
+                format!("no contract named {name:?}; known: {}", known.join(", ")),
+            )
         })
     }
 
@@ -81,18 +84,22 @@ impl AppState {
     /// default.
     pub fn sponsor_for(&self, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
         let requested = requested.map(str::trim).filter(|s| !s.is_empty());
-        let address = match requested {
-            Some(s) => {
-                let a = parse_address("Sponsor", s)?;
-                if !key.0.sponsors.contains(&a) {
-                    return Err(AppError::forbidden("sponsor_not_allowed", format!("this API key may not use sponsor {a}")));
+        let address =
+            match requested {
+                Some(s) => {
+                    let a = parse_address("Sponsor", s)?;
+                    if !key.0.sponsors.contains(&a) {
+                        return Err(AppError::forbidden(
+                            "sponsor_not_allowed",
+                            format!("this API key may not use sponsor {a}"),
+                        ));
+                    }
+                    a
                 }
-                a
-            }
-            None => *key.0.sponsors.first().ok_or_else(|| {
-                AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor")
-            })?,
-        };
+                None => *key.0.sponsors.first().ok_or_else(|| {
+                    AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor")
+                })?,
+            };
         self.sponsors.get(&address).ok_or_else(|| {
             AppError::unprocessable(
                 "sponsor_unavailable",
@@ -131,7 +138,10 @@ pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
 pub fn parse_recipient(field: &str, value: &str) -> Result<Address, AppError> {
     let a = parse_address(field, value)?;
     if a.is_zero() {
-        return Err(AppError::bad_request("invalid_address", format!("{field}: the zero address cannot receive funds")));
+        return Err(AppError::bad_request(
+            "invalid_address",
+            format!("{field}: the zero address cannot receive funds"),
+        ));
     }
     Ok(a)
 }
@@ -150,7 +160,9 @@ pub fn parse_u64(field: &str, value: &Option<Value>) -> Result<u64, AppError> {
     match value {
         None | Some(Value::Null) => Err(AppError::missing(field)),
         Some(Value::Number(n)) => n.as_u64().ok_or_else(bad),
-        Some(Value::String(s)) => crate::amount::parse_uint(s.trim()).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad),
+        Some(Value::String(s)) => {
+            crate::amount::parse_uint(s.trim()).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad)
+        }
         Some(_) => Err(bad()),
     }
 }

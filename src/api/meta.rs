@@ -206,9 +206,13 @@ pub async fn execute(
     // --- claim the nonce first, so a concurrent execute of the same call gets a clean 409
     // instead of racing this one through simulation.
     if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
-        return Err(AppError::conflict("nonce_in_flight", format!("nonce {nonce} of {from} is already being executed")));
+        return Err(AppError::conflict(
+            "nonce_in_flight",
+            format!("nonce {nonce} of {from} is already being executed"),
+        ));
     }
-    let request = TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
+    let request =
+        TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
     let sent = match simulate_and_send(&state, &sponsor, contract.address, request, outer.clone()).await {
         Ok(sent) => sent,
         Err(e) => {
@@ -291,12 +295,18 @@ async fn simulate_and_send(
 
 /// The traits the signature may cover. Build responses bind the sponsor; a client that built
 /// its own call may have allowed any relayer instead. Both are tried against the signature.
-fn traits_candidates(body: &ExecuteRequest, nonce: u64, deadline: u64, sponsor: Address) -> Result<Vec<U256>, AppError> {
+fn traits_candidates(
+    body: &ExecuteRequest,
+    nonce: u64,
+    deadline: u64,
+    sponsor: Address,
+) -> Result<Vec<U256>, AppError> {
     if let Some(raw) = body.traits.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         let word = crate::amount::parse_uint(raw)
             .or_else(|| raw.strip_prefix("0x").and_then(|h| U256::from_str_radix(h, 16).ok()))
             .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: expected a uint256"))?;
-        let t = Traits::decode(word).ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: unknown nonce type"))?;
+        let t = Traits::decode(word)
+            .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: unknown nonce type"))?;
         if t.nonce_type != NonceType::Account || t.nonce != u128::from(nonce) || t.deadline != deadline {
             return Err(AppError::bad_request(
                 "invalid_traits",
@@ -328,26 +338,37 @@ async fn permit_bytes(
         Some(Value::Number(n)) => n.as_u64().map(U256::from),
         _ => None,
     }
-    .ok_or_else(|| AppError::bad_request("invalid_amount", "Permit.Value: expected token base units as an integer string"))?;
+    .ok_or_else(|| {
+        AppError::bad_request("invalid_amount", "Permit.Value: expected token base units as an integer string")
+    })?;
     let deadline = parse_u64("Permit.Deadline", &p.deadline)?;
     if deadline < now {
-        return Err(AppError::unprocessable("deadline_expired", format!("the permit's deadline {deadline} has passed")));
+        return Err(AppError::unprocessable(
+            "deadline_expired",
+            format!("the permit's deadline {deadline} has passed"),
+        ));
     }
     let sig_hex = required("Permit.Signature", &p.signature)?;
     let raw = parse_hex("Permit.Signature", sig_hex, "invalid_signature")?;
-    let sig = signature::parse_ecdsa(&raw).map_err(|e| AppError::bad_request("invalid_signature", format!("Permit.Signature: {e}")))?;
+    let sig = signature::parse_ecdsa(&raw)
+        .map_err(|e| AppError::bad_request("invalid_signature", format!("Permit.Signature: {e}")))?;
     let (domain, token_nonce) = permit_domain_and_nonce(state, contract, owner).await?;
-    let values = PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
+    let values =
+        PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
     let digest = eip712::permit_digest(&domain, &values);
-    let recovered = signature::recover(digest, &sig).map_err(|e| AppError::bad_request("invalid_signature", e.to_string()))?;
+    let recovered =
+        signature::recover(digest, &sig).map_err(|e| AppError::bad_request("invalid_signature", e.to_string()))?;
     if recovered != owner {
         return Err(AppError::unprocessable(
             "permit_signature_mismatch",
-            format!("the permit is not {owner}'s signature of Permit(value {value}, nonce {token_nonce}, deadline {deadline})"),
+            format!(
+                "the permit is not {owner}'s signature of Permit(value {value}, nonce {token_nonce}, deadline {deadline})"
+            ),
         ));
     }
     let v = U256::from(if sig.v() { 28u8 } else { 27u8 });
-    let args = (owner, contract.address, value, U256::from(deadline), v, B256::from(sig.r()), B256::from(sig.s())).abi_encode_params();
+    let args = (owner, contract.address, value, U256::from(deadline), v, B256::from(sig.r()), B256::from(sig.s()))
+        .abi_encode_params();
     let mut out = contract.token.to_vec();
     out.extend_from_slice(&args);
     Ok(out.into())
@@ -365,7 +386,10 @@ fn simulation_error(err: TransportError) -> AppError {
             );
         }
         if payload.message.to_lowercase().contains("revert") {
-            return AppError::unprocessable("simulation_reverted", format!("the call would revert: {}", payload.message));
+            return AppError::unprocessable(
+                "simulation_reverted",
+                format!("the call would revert: {}", payload.message),
+            );
         }
     }
     AppError::chain(err)

@@ -63,7 +63,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { meta_deadline_secs: 3600, receipt_timeout: Duration::from_secs(60), receipt_poll: Duration::from_millis(250) }
+        Self {
+            meta_deadline_secs: 3600,
+            receipt_timeout: Duration::from_secs(60),
+            receipt_poll: Duration::from_millis(250),
+        }
     }
 }
 
@@ -125,9 +129,9 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-                })
+                .make_span_with(
+                    |req: &Request<_>| tracing::info_span!("http", method = %req.method(), path = %req.uri().path()),
+                )
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .with_state(state)

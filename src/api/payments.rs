@@ -184,11 +184,8 @@ pub async fn balance(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
-    let raw = StreamPay::new(contract.address, &state.provider)
-        .balanceOf(address)
-        .call()
-        .await
-        .map_err(AppError::chain)?;
+    let raw =
+        StreamPay::new(contract.address, &state.provider).balanceOf(address).call().await.map_err(AppError::chain)?;
     Ok(Json(json!({
         "Address": address,
         "Balance": format_units(raw, INTERNAL_DECIMALS),

@@ -53,7 +53,10 @@ impl Subscribe {
         let author_field = format!("{prefix}author");
         let author = parse_recipient(&author_field, required(&author_field, author)?)?;
         if author == from {
-            return Err(AppError::bad_request("invalid_address", format!("{author_field}: cannot subscribe to yourself")));
+            return Err(AppError::bad_request(
+                "invalid_address",
+                format!("{author_field}: cannot subscribe to yourself"),
+            ));
         }
         let rate_field = format!("{prefix}subscription_rate");
         let rate =
@@ -61,7 +64,10 @@ impl Subscribe {
         let project_id = match project_id.as_deref().map(str::trim) {
             None | Some("") => U256::ZERO,
             Some(p) => amount::parse_uint(p).ok_or_else(|| {
-                AppError::bad_request("invalid_project_id", format!("{prefix}project_id: {p:?} is not a non-negative integer"))
+                AppError::bad_request(
+                    "invalid_project_id",
+                    format!("{prefix}project_id: {p:?} is not a non-negative integer"),
+                )
             })?,
         };
         Ok(Self { author, rate, project_id })

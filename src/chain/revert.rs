@@ -46,21 +46,19 @@ pub fn decode_revert(data: &[u8]) -> DecodedRevert {
     }
     for error in ERRORS.iter().filter(|e| e.selector() == selector) {
         if let Ok(values) = error.abi_decode_input(&data[4..]) {
-            let args: Vec<String> = error
-                .inputs
-                .iter()
-                .zip(&values)
-                .map(|(param, value)| {
-                    if param.name.is_empty() { render(value) } else { format!("{}: {}", param.name, render(value)) }
-                })
-                .collect();
+            let args: Vec<String> =
+                error
+                    .inputs
+                    .iter()
+                    .zip(&values)
+                    .map(|(param, value)| {
+                        if param.name.is_empty() { render(value) } else { format!("{}: {}", param.name, render(value)) }
+                    })
+                    .collect();
             return DecodedRevert { name: error.name.clone(), display: format!("{}({})", error.name, args.join(", ")) };
         }
     }
-    DecodedRevert {
-        name: "unknown".into(),
-        display: format!("unknown error 0x{}", alloy::hex::encode(data)),
-    }
+    DecodedRevert { name: "unknown".into(), display: format!("unknown error 0x{}", alloy::hex::encode(data)) }
 }
 
 fn render(value: &DynSolValue) -> String {
@@ -87,7 +85,8 @@ mod tests {
 
     #[test]
     fn decodes_streampay_custom_errors_with_arguments() {
-        let err = StreamPay::StreamPayWrongNonce { signer: Address::repeat_byte(0x11), nonceType: 0, nonce: U256::from(3) };
+        let err =
+            StreamPay::StreamPayWrongNonce { signer: Address::repeat_byte(0x11), nonceType: 0, nonce: U256::from(3) };
         let d = decode_revert(&err.abi_encode());
         assert_eq!(d.name, "StreamPayWrongNonce");
         assert!(d.display.contains("nonce: 3"), "{}", d.display);

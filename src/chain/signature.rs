@@ -51,10 +51,7 @@ pub async fn verify(
     digest: B256,
     signature: &[u8],
 ) -> Result<Bytes, SignatureError> {
-    let code = provider
-        .get_code_at(signer)
-        .await
-        .with_context(|| format!("Failed to read the code of {signer}"))?;
+    let code = provider.get_code_at(signer).await.with_context(|| format!("Failed to read the code of {signer}"))?;
     if !code.is_empty() {
         let wallet = IERC1271::new(signer, provider);
         // A reverting or non-conforming wallet is a refusal, as in SignatureChecker.

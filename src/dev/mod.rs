@@ -192,7 +192,8 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
     if args.no_serve {
         return Ok(());
     }
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("Failed to listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("Failed to listen on {}", config.listen))?;
     println!("Serving on {base}; Ctrl-C stops the API, Anvil and Postgres.");
     server::serve_on(listener, state).await
 }

@@ -136,7 +136,12 @@ impl PgCluster {
     /// Stops the server (fast shutdown for kept clusters, immediate for throwaway ones).
     pub fn stop(&self) -> anyhow::Result<()> {
         let mut c = pg_command("pg_ctl");
-        c.arg("-D").arg(self.dir.join("data")).args(["-m", if self.ephemeral { "immediate" } else { "fast" }, "-w", "stop"]);
+        c.arg("-D").arg(self.dir.join("data")).args([
+            "-m",
+            if self.ephemeral { "immediate" } else { "fast" },
+            "-w",
+            "stop",
+        ]);
         run(c, "pg_ctl stop")
     }
 
@@ -144,7 +149,8 @@ impl PgCluster {
     pub async fn ensure_database(&self, name: &str) -> anyhow::Result<()> {
         use sqlx::{Connection, Executor, PgConnection};
         anyhow::ensure!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "bad database name {name}");
-        let mut conn = PgConnection::connect(&self.url("postgres")).await.context("Failed to connect to the cluster")?;
+        let mut conn =
+            PgConnection::connect(&self.url("postgres")).await.context("Failed to connect to the cluster")?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(name)
             .fetch_optional(&mut conn)

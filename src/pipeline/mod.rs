@@ -39,12 +39,7 @@ pub struct Sent {
 
 impl Sponsor {
     pub fn new(signer: PrivateKeySigner, chain_id: u64) -> Self {
-        Self {
-            address: signer.address(),
-            wallet: EthereumWallet::from(signer),
-            chain_id,
-            next_nonce: Mutex::new(None),
-        }
+        Self { address: signer.address(), wallet: EthereumWallet::from(signer), chain_id, next_nonce: Mutex::new(None) }
     }
 
     pub fn address(&self) -> Address {
@@ -111,7 +106,10 @@ impl Sponsors {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                k.expose().trim().parse::<PrivateKeySigner>().with_context(|| format!("Sponsor key #{i} is not a private key"))
+                k.expose()
+                    .trim()
+                    .parse::<PrivateKeySigner>()
+                    .with_context(|| format!("Sponsor key #{i} is not a private key"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self::from_signers(signers, chain_id))
@@ -146,8 +144,10 @@ pub async fn wait_for_receipt(
 ) -> anyhow::Result<Option<TransactionReceipt>> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(receipt) =
-            provider.get_transaction_receipt(hash).await.with_context(|| format!("Failed to fetch the receipt of {hash}"))?
+        if let Some(receipt) = provider
+            .get_transaction_receipt(hash)
+            .await
+            .with_context(|| format!("Failed to fetch the receipt of {hash}"))?
         {
             return Ok(Some(receipt));
         }

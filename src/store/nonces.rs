@@ -116,10 +116,14 @@ impl Store {
     /// Records how the execute of `nonce` ended. A reverted transaction consumed no nonce, so
     /// `Failed` frees it again.
     pub async fn finish_nonce(&self, scope: NonceScope, nonce: u64, status: NonceStatus) -> anyhow::Result<()> {
-        self.set_nonce_status(scope, nonce, match status {
-            NonceStatus::Mined => "mined",
-            NonceStatus::Failed => "failed",
-        })
+        self.set_nonce_status(
+            scope,
+            nonce,
+            match status {
+                NonceStatus::Mined => "mined",
+                NonceStatus::Failed => "failed",
+            },
+        )
         .await
     }
 

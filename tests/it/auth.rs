@@ -21,7 +21,11 @@ async fn requests_without_a_key_are_401_missing_api_key() {
 async fn unknown_keys_are_401_invalid_api_key() {
     let app = spawn_app().await;
     let forged = format!("sp_test_{}", "0".repeat(64));
-    assert_error(&app.get_with_key("/api/v1/contracts", Some(&forged)).await, StatusCode::UNAUTHORIZED, "invalid_api_key");
+    assert_error(
+        &app.get_with_key("/api/v1/contracts", Some(&forged)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    );
 }
 
 #[tokio::test]
@@ -35,7 +39,8 @@ async fn revoked_keys_are_401_invalid_api_key() {
 #[tokio::test]
 async fn keys_are_stored_only_as_hashes() {
     let app = spawn_app().await;
-    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT key_hash FROM api_keys").fetch_all(app.store.pool()).await.unwrap();
+    let rows: Vec<(Vec<u8>,)> =
+        sqlx::query_as("SELECT key_hash FROM api_keys").fetch_all(app.store.pool()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, streampay_relayer::store::hash_api_key(&app.api_key).to_vec());
     let dump: Vec<(String,)> =

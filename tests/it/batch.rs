@@ -40,10 +40,13 @@ async fn batch_subscriptions_create_every_stream() {
     let authors: Vec<_> = (0..2).map(|_| wallet().address()).collect();
     app.fund(&user, 100).await;
     let built = app
-        .build("/api/v1/USDC/batch/subscriptions", &json!({"From": user.address(), "Subscriptions": [
-            {"Author": authors[0], "SubscriptionRate": "5", "ProjectId": "0"},
-            {"Author": authors[1], "SubscriptionRate": "7.5"},
-        ]}))
+        .build(
+            "/api/v1/USDC/batch/subscriptions",
+            &json!({"From": user.address(), "Subscriptions": [
+                {"Author": authors[0], "SubscriptionRate": "5", "ProjectId": "0"},
+                {"Author": authors[1], "SubscriptionRate": "7.5"},
+            ]}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
     let subs = app.streampay().allSubscriptions(user.address()).call().await.unwrap();
@@ -61,14 +64,17 @@ async fn batches_over_100_items_are_400_batch_too_large() {
     let app = spawn_app().await;
     let to = wallet().address();
     let payments: Vec<Value> = (0..101).map(|_| json!({"To": to, "Amount": "1"})).collect();
-    let resp = app.post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": payments})).await;
+    let resp =
+        app.post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": payments})).await;
     assert_error(&resp, StatusCode::BAD_REQUEST, "batch_too_large");
     let subs: Vec<Value> = (0..101).map(|_| json!({"Author": to, "SubscriptionRate": "1"})).collect();
-    let resp = app.post("/api/v1/USDC/batch/subscriptions", &json!({"From": wallet().address(), "Subscriptions": subs})).await;
+    let resp =
+        app.post("/api/v1/USDC/batch/subscriptions", &json!({"From": wallet().address(), "Subscriptions": subs})).await;
     assert_error(&resp, StatusCode::BAD_REQUEST, "batch_too_large");
     // Exactly 100 is fine.
     let payments: Vec<Value> = (0..100).map(|_| json!({"To": to, "Amount": "1"})).collect();
-    let resp = app.post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": payments})).await;
+    let resp =
+        app.post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": payments})).await;
     assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
 }
 
@@ -84,9 +90,12 @@ async fn a_bad_item_is_named_in_the_error() {
     let app = spawn_app().await;
     let to = wallet().address();
     let resp = app
-        .post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": [
-            {"To": to, "Amount": "1"}, {"To": to, "Amount": "-2"},
-        ]}))
+        .post(
+            "/api/v1/USDC/batch/payments",
+            &json!({"From": wallet().address(), "Payments": [
+                {"To": to, "Amount": "1"}, {"To": to, "Amount": "-2"},
+            ]}),
+        )
         .await;
     assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
     assert!(resp.1["error"]["message"].as_str().unwrap().starts_with("Payments[1].Amount"), "{}", resp.1);
@@ -98,9 +107,12 @@ async fn a_batch_with_one_failing_item_changes_nothing() {
     let (user, a, b) = (wallet(), wallet().address(), wallet().address());
     app.fund(&user, 5).await;
     let built = app
-        .build("/api/v1/USDC/batch/payments", &json!({"From": user.address(), "Payments": [
-            {"To": a, "Amount": "3"}, {"To": b, "Amount": "3"},
-        ]}))
+        .build(
+            "/api/v1/USDC/batch/payments",
+            &json!({"From": user.address(), "Payments": [
+                {"To": a, "Amount": "3"}, {"To": b, "Amount": "3"},
+            ]}),
+        )
         .await;
     let resp = app.execute(&user, &built).await;
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");

@@ -89,9 +89,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let anvil = Anvil::new().path(repo_root().join(".tools/bin/anvil")).try_spawn().expect(
-        "spawn anvil from .tools/bin (run scripts/bootstrap.sh first)",
-    );
+    let anvil = Anvil::new()
+        .path(repo_root().join(".tools/bin/anvil"))
+        .try_spawn()
+        .expect("spawn anvil from .tools/bin (run scripts/bootstrap.sh first)");
     let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
     let admin = ProviderBuilder::new().wallet(deployer).connect_http(anvil.endpoint_url()).erased();
     let token = MockToken::deploy(&admin, "Mock USD Coin".into(), "mUSDC".into()).await.expect("deploy token");

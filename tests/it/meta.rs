@@ -110,7 +110,8 @@ async fn concurrent_executes_of_one_call_send_it_once() {
     app.fund(&user, 10).await;
     let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let body = app.signed_execute_body(&user, &built).await;
-    let (r1, r2) = tokio::join!(app.post("/api/v1/USDC/meta/execute", &body), app.post("/api/v1/USDC/meta/execute", &body));
+    let (r1, r2) =
+        tokio::join!(app.post("/api/v1/USDC/meta/execute", &body), app.post("/api/v1/USDC/meta/execute", &body));
     let statuses = [r1.0, r2.0];
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{} / {}", r1.1, r2.1);
     let loser = if r1.0 == StatusCode::OK { &r2 } else { &r1 };
@@ -144,11 +145,19 @@ async fn execute_rejects_data_changed_after_signing_with_422() {
     let mut body = app.signed_execute_body(&user, &built).await;
     let tampered: Bytes = StreamPay::payCall { receiver: thief, amount: internal(10) }.abi_encode().into();
     body["Data"] = json!(tampered);
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "signature_mismatch",
+    );
     // A different deadline than signed is the same mismatch.
     let mut body = app.signed_execute_body(&user, &built).await;
     body["Deadline"] = json!(body["Deadline"].as_u64().unwrap() + 1);
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "signature_mismatch",
+    );
 }
 
 #[tokio::test]
@@ -219,7 +228,10 @@ async fn execute_decodes_a_revert_into_the_contracts_custom_error() {
     let resp = app.execute(&user, &built).await;
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
     let message = resp.1["error"]["message"].as_str().unwrap();
-    assert!(message.contains("StreamPayInsufficientBalance") && message.contains(&user.address().to_checksum(None)), "{message}");
+    assert!(
+        message.contains("StreamPayInsufficientBalance") && message.contains(&user.address().to_checksum(None)),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -249,13 +261,12 @@ async fn execute_answers_hash_and_gas_and_records_the_transaction() {
     let done = app.execute_ok(&user, &built).await;
     assert_eq!(done["From"], json!(user.address()));
     let hash = done["TransactionHash"].as_str().unwrap();
-    let row: (String, i64, Vec<u8>) = sqlx::query_as(
-        "SELECT status, gas_used, sponsor FROM relay_transactions WHERE tx_hash = decode($1, 'hex')",
-    )
-    .bind(&hash[2..])
-    .fetch_one(app.store.pool())
-    .await
-    .unwrap();
+    let row: (String, i64, Vec<u8>) =
+        sqlx::query_as("SELECT status, gas_used, sponsor FROM relay_transactions WHERE tx_hash = decode($1, 'hex')")
+            .bind(&hash[2..])
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(row.0, "mined");
     assert_eq!(row.1 as u64, done["GasUsed"].as_u64().unwrap());
     assert_eq!(row.2, app.sponsor.to_vec());
@@ -266,7 +277,8 @@ async fn execute_with_a_number_that_is_not_one_is_400() {
     let app = spawn_app().await;
     let body = json!({"From": wallet().address(), "Signature": "0x00", "Data": "0x00", "Nonce": "-1", "Deadline": 5});
     assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_number");
-    let body = json!({"From": wallet().address(), "Signature": "0x00", "Data": "0x00", "Nonce": 0, "Deadline": 1u64 << 41});
+    let body =
+        json!({"From": wallet().address(), "Signature": "0x00", "Data": "0x00", "Nonce": 0, "Deadline": 1u64 << 41});
     assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_deadline");
 }
 
@@ -278,7 +290,11 @@ async fn a_permit_signed_by_someone_else_is_422_permit_signature_mismatch() {
     let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "5"})).await;
     let mut body = app.signed_execute_body(&user, &built).await;
     body["Permit"]["Signature"] = json!(sign_document(&mallory, &built["Transaction"]["PermitTypedData"]).await);
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "permit_signature_mismatch");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "permit_signature_mismatch",
+    );
     // Without any permit the deposit has no allowance: the token's own error comes back decoded.
     let mut body = app.signed_execute_body(&user, &built).await;
     body.as_object_mut().unwrap().remove("Permit");

@@ -14,7 +14,10 @@ async fn deposit_with_permit_is_gasless_for_the_user() {
     app.mint(user.address(), tokens(100)).await;
 
     let built = app
-        .build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "12.5", "Sponsor": app.sponsor}))
+        .build(
+            "/api/v1/USDC/payments/deposit",
+            &json!({"From": user.address(), "Amount": "12.5", "Sponsor": app.sponsor}),
+        )
         .await;
     let t = &built["Transaction"];
     assert_eq!(built["AmountRaw"], "12500000");
@@ -36,7 +39,10 @@ async fn pay_moves_exact_internal_units_between_balances() {
     let (alice, bob) = (wallet(), wallet());
     app.fund(&alice, 50).await;
     let built = app
-        .build("/api/v1/USDC/payments/", &json!({"From": alice.address(), "To": bob.address(), "Amount": "12.345678901234567891"}))
+        .build(
+            "/api/v1/USDC/payments/",
+            &json!({"From": alice.address(), "To": bob.address(), "Amount": "12.345678901234567891"}),
+        )
         .await;
     assert_eq!(built["AmountRaw"], "12345678901234567891");
     app.execute_ok(&alice, &built).await;
@@ -57,7 +63,10 @@ async fn trailing_slash_is_optional() {
     let body = json!({"From": wallet().address(), "To": wallet().address(), "Amount": "1"});
     assert_eq!(app.post("/api/v1/USDC/payments", &body).await.0, StatusCode::OK);
     assert_eq!(app.post("/api/v1/USDC/payments/", &body).await.0, StatusCode::OK);
-    assert_eq!(app.post("/api/v1/USDC/payments/deposit/", &json!({"From": wallet().address(), "Amount": "1"})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post("/api/v1/USDC/payments/deposit/", &json!({"From": wallet().address(), "Amount": "1"})).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -89,26 +98,42 @@ async fn bad_addresses_are_400_invalid_address() {
     // Flip the case of one letter: a checksum typo.
     let idx = good.char_indices().skip(2).find(|(_, c)| c.is_ascii_alphabetic()).unwrap().0;
     let mut typo: Vec<char> = good.chars().collect();
-    typo[idx] = if typo[idx].is_ascii_uppercase() { typo[idx].to_ascii_lowercase() } else { typo[idx].to_ascii_uppercase() };
+    typo[idx] =
+        if typo[idx].is_ascii_uppercase() { typo[idx].to_ascii_lowercase() } else { typo[idx].to_ascii_uppercase() };
     let typo: String = typo.into_iter().collect();
-    for to in ["0x1234", "not an address", "0xZZ00000000000000000000000000000000000000", typo.as_str(),
-               "0x0000000000000000000000000000000000000000"] {
+    for to in [
+        "0x1234",
+        "not an address",
+        "0xZZ00000000000000000000000000000000000000",
+        typo.as_str(),
+        "0x0000000000000000000000000000000000000000",
+    ] {
         let resp = app.post("/api/v1/USDC/payments/", &json!({"From": from, "To": to, "Amount": "1"})).await;
         assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_address");
     }
     assert_error(&app.get("/api/v1/USDC/payments/balance/0x12").await, StatusCode::BAD_REQUEST, "invalid_address");
     // All-lowercase addresses carry no checksum and are fine.
     let lower = good.to_lowercase();
-    assert_eq!(app.post("/api/v1/USDC/payments/", &json!({"From": from, "To": lower, "Amount": "1"})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post("/api/v1/USDC/payments/", &json!({"From": from, "To": lower, "Amount": "1"})).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn missing_fields_are_400_missing_field_and_bad_json_is_400_invalid_json() {
     let app = spawn_app().await;
-    assert_error(&app.post("/api/v1/USDC/payments/", &json!({"To": wallet().address(), "Amount": "1"})).await,
-        StatusCode::BAD_REQUEST, "missing_field");
+    assert_error(
+        &app.post("/api/v1/USDC/payments/", &json!({"To": wallet().address(), "Amount": "1"})).await,
+        StatusCode::BAD_REQUEST,
+        "missing_field",
+    );
     assert_error(&app.post_raw("/api/v1/USDC/payments/", "{not json").await, StatusCode::BAD_REQUEST, "invalid_json");
-    assert_error(&app.post_raw("/api/v1/USDC/payments/", r#"{"From": 5}"#).await, StatusCode::BAD_REQUEST, "invalid_json");
+    assert_error(
+        &app.post_raw("/api/v1/USDC/payments/", r#"{"From": 5}"#).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
 }
 
 #[tokio::test]
@@ -125,7 +150,10 @@ async fn withdraw_sends_whole_tokens_to_the_wallet_or_another_address() {
     assert_eq!(app.balance_of(user.address()).await, internal(40) - U256::from(10_500_000_000_000_000_000u128));
 
     let built = app
-        .build("/api/v1/USDC/payments/withdraw", &json!({"From": user.address(), "Amount": "4", "To": friend.address()}))
+        .build(
+            "/api/v1/USDC/payments/withdraw",
+            &json!({"From": user.address(), "Amount": "4", "To": friend.address()}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
     assert_eq!(app.token_balance(friend.address()).await, tokens(4));

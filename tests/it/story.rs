@@ -38,7 +38,8 @@ async fn assert_balance(app: &TestApp, who: Address, expected: U256) {
 async fn full_story_from_gasless_deposit_to_withdrawal() {
     let app = spawn_app().await;
     let user = wallet();
-    let (author, author2, author3, friend) = (wallet().address(), wallet().address(), wallet().address(), wallet().address());
+    let (author, author2, author3, friend) =
+        (wallet().address(), wallet().address(), wallet().address(), wallet().address());
 
     // 1. Mint to a wallet that holds no ETH.
     app.mint(user.address(), tokens(1_000)).await;
@@ -53,7 +54,10 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
 
     // 3. Subscribe at 30 per month.
     let built = app
-        .build("/api/v1/USDC/subscriptions/", &json!({"from": user.address(), "author": author, "subscription_rate": "30"}))
+        .build(
+            "/api/v1/USDC/subscriptions/",
+            &json!({"from": user.address(), "author": author, "subscription_rate": "30"}),
+        )
         .await;
     assert_eq!(built["RatePerSecond"], THIRTY_PER_MONTH.to_string());
     let executed = app.execute_ok(&user, &built).await;
@@ -72,7 +76,8 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
     assert_balance(&app, user.address(), internal(100) - streamed(t1)).await;
 
     // 6. A one-time payment.
-    let built = app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": author2, "Amount": "5"})).await;
+    let built =
+        app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": author2, "Amount": "5"})).await;
     app.execute_ok(&user, &built).await;
     let mut paid = internal(5);
     assert_balance(&app, author2, internal(5)).await;
@@ -81,8 +86,11 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
 
     // 7. Batch payment.
     let built = app
-        .build("/api/v1/USDC/batch/payments", &json!({"From": user.address(), "Payments": [
-            {"To": author2, "Amount": "1.5"}, {"To": author3, "Amount": "2.25"}]}))
+        .build(
+            "/api/v1/USDC/batch/payments",
+            &json!({"From": user.address(), "Payments": [
+            {"To": author2, "Amount": "1.5"}, {"To": author3, "Amount": "2.25"}]}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
     paid += U256::from(3_750_000_000_000_000_000u128);
@@ -91,9 +99,12 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
 
     // 8. Batch subscribe.
     let built = app
-        .build("/api/v1/USDC/batch/subscriptions", &json!({"From": user.address(), "Subscriptions": [
+        .build(
+            "/api/v1/USDC/batch/subscriptions",
+            &json!({"From": user.address(), "Subscriptions": [
             {"Author": author2, "SubscriptionRate": "5", "ProjectId": "0"},
-            {"Author": author3, "SubscriptionRate": "7.5", "ProjectId": "0"}]}))
+            {"Author": author3, "SubscriptionRate": "7.5", "ProjectId": "0"}]}),
+        )
         .await;
     let executed = app.execute_ok(&user, &built).await;
     let t2 = block_time_of(&app, &executed).await;
@@ -103,14 +114,20 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
     assert_eq!(subs.rates[1], r2 | (r2 << 96usize));
     assert_eq!(subs.rates[2], r3 | (r3 << 96usize));
     let (_, listed) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
-    let listed_rates: Vec<String> =
-        listed["Subscriptions"].as_array().unwrap().iter().map(|s| s["EncodedRates"].as_str().unwrap().to_string()).collect();
+    let listed_rates: Vec<String> = listed["Subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["EncodedRates"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(listed_rates, subs.rates.iter().map(U256::to_string).collect::<Vec<_>>());
 
     // 9. Two calls built before either is executed both go through.
     let nonce_before = app.streampay().bySigAccountNonces(user.address()).call().await.unwrap();
-    let first = app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend, "Amount": "1"})).await;
-    let second = app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend, "Amount": "2"})).await;
+    let first =
+        app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend, "Amount": "1"})).await;
+    let second =
+        app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend, "Amount": "2"})).await;
     assert_ne!(first["Transaction"]["Nonce"], second["Transaction"]["Nonce"]);
     app.execute_ok(&user, &first).await;
     app.execute_ok(&user, &second).await;
@@ -119,7 +136,9 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
     assert_eq!(app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(), nonce_before + U256::from(2));
 
     // 10. Unsubscribe from the first author: their income stops growing.
-    let (status, built) = app.delete(&format!("/api/v1/USDC/subscriptions/{author}?From={}&Sponsor={}", user.address(), app.sponsor)).await;
+    let (status, built) = app
+        .delete(&format!("/api/v1/USDC/subscriptions/{author}?From={}&Sponsor={}", user.address(), app.sponsor))
+        .await;
     assert_eq!(status, StatusCode::OK, "{built}");
     let executed = app.execute_ok(&user, &built).await;
     let t3 = block_time_of(&app, &executed).await;

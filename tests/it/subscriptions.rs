@@ -24,7 +24,8 @@ async fn subscribe_streams_the_per_second_rate_to_the_author() {
     assert_eq!(built["EffectiveMonthlyRate"], "9.999999999999936");
     app.execute_ok(&user, &built).await;
 
-    let (active, encoded) = app.streampay().subscriptions(user.address(), author.address()).call().await.unwrap().into();
+    let (active, encoded) =
+        app.streampay().subscriptions(user.address(), author.address()).call().await.unwrap().into();
     assert!(active);
     let rate = U256::from(TEN_PER_MONTH);
     assert_eq!(encoded, rate | (rate << 96usize), "income == outgoing without a project fee");
@@ -32,10 +33,13 @@ async fn subscribe_streams_the_per_second_rate_to_the_author() {
     let (status, list) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["Address"], json!(user.address()));
-    assert_eq!(list["Subscriptions"], json!([{
-        "To": author.address(), "EncodedRates": encoded.to_string(),
-        "IncomeRate": TEN_PER_MONTH.to_string(), "OutgoingRate": TEN_PER_MONTH.to_string(), "ProjectId": "0",
-    }]));
+    assert_eq!(
+        list["Subscriptions"],
+        json!([{
+            "To": author.address(), "EncodedRates": encoded.to_string(),
+            "IncomeRate": TEN_PER_MONTH.to_string(), "OutgoingRate": TEN_PER_MONTH.to_string(), "ProjectId": "0",
+        }])
+    );
 }
 
 #[tokio::test]
@@ -44,13 +48,18 @@ async fn cancel_builds_unsubscribe_and_stops_the_stream() {
     let (user, author) = (wallet(), wallet());
     app.fund(&user, 100).await;
     let built = app
-        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "10"}))
+        .build(
+            "/api/v1/USDC/subscriptions",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "10"}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
-    let (status, built) = app.delete(&format!("/api/v1/USDC/subscriptions/{}?From={}", author.address(), user.address())).await;
+    let (status, built) =
+        app.delete(&format!("/api/v1/USDC/subscriptions/{}?From={}", author.address(), user.address())).await;
     assert_eq!(status, StatusCode::OK, "{built}");
     app.execute_ok(&user, &built).await;
-    let (active, encoded) = app.streampay().subscriptions(user.address(), author.address()).call().await.unwrap().into();
+    let (active, encoded) =
+        app.streampay().subscriptions(user.address(), author.address()).call().await.unwrap().into();
     assert!(!active);
     assert!(encoded.is_zero());
     let (_, list) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
@@ -103,7 +112,10 @@ async fn subscribing_beyond_the_balance_is_422_with_the_contracts_error() {
     app.fund(&user, 1).await;
     // 1000/month needs ~33 tokens to cover the one-day liquidation window.
     let built = app
-        .build("/api/v1/USDC/subscriptions/", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "1000"}))
+        .build(
+            "/api/v1/USDC/subscriptions/",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "1000"}),
+        )
         .await;
     let resp = app.execute(&user, &built).await;
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
