@@ -309,6 +309,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let mut c = Config::default();
+        c.apply_file(include_str!("../streampay.example.toml")).unwrap();
+        assert_eq!(c.meta_deadline_secs, 3600);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(Config::default().apply_file("[server]\nlisten_addr = \"x\"").is_err());
     }
