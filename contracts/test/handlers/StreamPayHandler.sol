@@ -1,0 +1,684 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.30;
+
+import {StreamPay} from "../../src/StreamPay.sol";
+import {IStreamPay} from "../../src/IStreamPay.sol";
+import {MockToken} from "../../src/MockToken.sol";
+import {MockPermit2} from "../utils/MockPermit2.sol";
+import {Vm} from "../utils/Vm.sol";
+import {SigUtils} from "./SigUtils.sol";
+
+/// @title StreamPayHandler
+/// @notice The target of the invariant fuzzer. Every action is bounded so that it is expected to
+/// succeed (or, where stated, expected to fail with one exact error); its effects are checked on
+/// the spot against an independent model, and the model and ghost sums are checked by the
+/// invariants after every call.
+///
+/// The handler never reverts: with `fail_on_revert = false` a reverting handler call is silently
+/// discarded, state and ghosts included, so a violation found inside an action is recorded in
+/// `violations`/`firstViolation` instead and the invariant `invariant_handlerSawNoViolation` fails.
+///
+/// Keeper assumption: before every time warp (bounded to at most `liquidationWindow`) the handler
+/// acts as a timely keeper and liquidates every account `isLiquidatable` reports, until none is
+/// left. This is the protocol's design (SPEC §2: an account is liquidatable once it cannot cover
+/// `liquidationWindow` seconds of net outflow) and the solvency invariants (no negative balance,
+/// token held >= Σ positive balances) rely on it; without keepers a stream can overdraw its payer.
+contract StreamPayHandler {
+    Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+    uint256 internal constant SCALE = 1e12;
+    uint256 internal constant BPS = 10_000;
+    uint16 internal constant MAX_FEE = 2000;
+    uint256 internal constant MAX_DEPOSIT = 1_000_000e6; // token units per deposit
+    uint256 internal constant MAX_RATE = 1e18; // 18-dec units per second (one token a second)
+    uint256 internal constant INITIAL_DEPOSIT = 1_000e6; // token units each account starts with
+    uint256 internal constant MAX_RECORDED_SIGS = 64;
+    bytes32 internal constant NONCE_USED_TOPIC = keccak256("NonceUsed(address,uint8,bytes4,uint256)");
+
+    StreamPay public immutable sp;
+    MockToken public immutable token;
+    MockPermit2 public immutable permit2;
+    uint256 public immutable window;
+    /// @notice Sends every meta-transaction and liquidation; an account like the others.
+    address public immutable keeper;
+
+    address[] internal _accounts;
+    uint256[] internal _keys; // signing key of _accounts[i] (an ERC-1271 wallet's is its owner's)
+    uint256[] internal _projects;
+
+    // ---------------------------------------------------------------- model
+    mapping(uint256 => address) public modelProjectOwner;
+    mapping(uint256 => uint16) public modelDefaultFee;
+    mapping(uint256 => mapping(address => bool)) public modelUserFeeSet;
+    mapping(uint256 => mapping(address => uint16)) public modelUserFee;
+    /// @notice Expected encodedRates of the stream from => to (0: no stream).
+    mapping(address => mapping(address => uint256)) public modelStream;
+    mapping(address => uint256) public modelAccountNonce;
+    mapping(address => mapping(bytes4 => uint256)) public modelSelectorNonce;
+    mapping(address => mapping(uint256 => bool)) public modelUniqueUsed;
+
+    // ---------------------------------------------------------------- ghosts
+    uint256 public ghostDeposited; // 18-dec
+    uint256 public ghostWithdrawn; // 18-dec
+    uint256 public ghostLiquidations;
+    uint256 public ghostMetaCalls;
+    uint256 public ghostReplaysRejected;
+    uint256 public violations;
+    string public firstViolation;
+    mapping(string => uint256) public calls;
+
+    struct UsedSig {
+        address signer;
+        uint256 traits;
+        bytes data;
+        bytes signature;
+    }
+
+    UsedSig[] internal _usedSigs;
+
+    constructor(
+        StreamPay sp_,
+        MockToken token_,
+        MockPermit2 permit2_,
+        address keeper_,
+        address[] memory accounts_,
+        uint256[] memory keys_
+    ) {
+        sp = sp_;
+        token = token_;
+        permit2 = permit2_;
+        window = sp_.liquidationWindow();
+        keeper = keeper_;
+        require(accounts_.length == keys_.length && accounts_.length >= 3, "handler: accounts");
+        for (uint256 i; i < accounts_.length; ++i) {
+            _accounts.push(accounts_[i]);
+            _keys.push(keys_[i]);
+        }
+        // every account starts with a balance, so that most actions have something to move
+        for (uint256 i; i < accounts_.length; ++i) {
+            token_.mint(accounts_[i], INITIAL_DEPOSIT);
+            vm.prank(accounts_[i]);
+            token_.approve(address(sp_), type(uint256).max);
+            vm.prank(accounts_[i]);
+            sp_.deposit(INITIAL_DEPOSIT, false);
+            ghostDeposited += INITIAL_DEPOSIT * SCALE;
+        }
+        // two projects: one with a 5% default fee, one with the maximum 20% and a per-author override
+        _claim(accounts_[2], 500);
+        _claim(accounts_[3], MAX_FEE);
+        uint256 p2 = _projects[1];
+        vm.prank(accounts_[3]);
+        sp_.setSettingsForUser(accounts_[0], IStreamPay.Settings(1234), p2);
+        modelUserFeeSet[p2][accounts_[0]] = true;
+        modelUserFee[p2][accounts_[0]] = 1234;
+    }
+
+    function _claim(address owner, uint16 fee) internal {
+        vm.prank(owner);
+        uint256 id = sp.claimProjectId();
+        vm.prank(owner);
+        sp.setDefaultSettings(IStreamPay.Settings(fee), id);
+        _projects.push(id);
+        modelProjectOwner[id] = owner;
+        modelDefaultFee[id] = fee;
+    }
+
+    // =====================================================================================
+    // views for the invariants
+    // =====================================================================================
+
+    function accounts() external view returns (address[] memory) {
+        return _accounts;
+    }
+
+    function projects() external view returns (uint256[] memory) {
+        return _projects;
+    }
+
+    function usedSigCount() external view returns (uint256) {
+        return _usedSigs.length;
+    }
+
+    function usedSig(uint256 i) external view returns (address, IStreamPay.SignedCall memory, bytes memory) {
+        UsedSig storage u = _usedSigs[i];
+        return (u.signer, IStreamPay.SignedCall(u.traits, u.data), u.signature);
+    }
+
+    // =====================================================================================
+    // actions
+    // =====================================================================================
+
+    /// @notice Deposit (self or for another account; transferFrom or Permit2), direct or via bySig.
+    function deposit(uint256 fromSeed, uint256 toSeed, uint256 amount, uint256 mode, uint256 via) external {
+        address from = _account(fromSeed);
+        address to = mode % 3 == 1 ? _account(toSeed) : from;
+        bool isPermit2 = mode % 3 == 2;
+        amount = _bound(amount, 1, MAX_DEPOSIT);
+        token.mint(from, amount);
+        vm.prank(from);
+        token.approve(isPermit2 ? address(permit2) : address(sp), type(uint256).max);
+        if (isPermit2) {
+            vm.prank(from);
+            permit2.approve(address(token), address(sp), uint160(amount), uint48(block.timestamp + 1));
+        }
+        bytes memory data = to == from
+            ? abi.encodeCall(IStreamPay.deposit, (amount, isPermit2))
+            : abi.encodeCall(IStreamPay.depositFor, (amount, to, isPermit2));
+
+        int256[] memory expected = _balances();
+        expected[_idx(to)] += int256(amount * SCALE);
+        uint256 supply = sp.totalSupply();
+        uint256 held = token.balanceOf(address(sp));
+        uint256 fromTokens = token.balanceOf(from);
+        if (!_send(from, data, via, "deposit")) return;
+        ghostDeposited += amount * SCALE;
+        calls["deposit"]++;
+        _checkBalances(expected, "deposit");
+        _check(sp.totalSupply() == supply + amount * SCALE, "deposit: totalSupply");
+        _check(token.balanceOf(address(sp)) == held + amount, "deposit: tokens held");
+        _check(token.balanceOf(from) == fromTokens - amount, "deposit: tokens pulled from the payer");
+    }
+
+    /// @notice Withdraw up to what the account can spend while staying solvent.
+    function withdraw(uint256 fromSeed, uint256 toSeed, uint256 amount, bool toOther, uint256 via) external {
+        address from = _account(fromSeed);
+        uint256 available = _spendable(from);
+        if (available < SCALE) return;
+        amount = _bound(amount, SCALE, available);
+        address to = toOther ? _account(toSeed) : from;
+        uint256 burned = (amount / SCALE) * SCALE;
+        bytes memory data = toOther
+            ? abi.encodeCall(IStreamPay.withdrawTo, (to, amount))
+            : abi.encodeCall(IStreamPay.withdraw, (amount));
+
+        int256[] memory expected = _balances();
+        expected[_idx(from)] -= int256(burned);
+        uint256 toTokens = token.balanceOf(to);
+        uint256 supply = sp.totalSupply();
+        if (!_send(from, data, via, "withdraw")) return;
+        ghostWithdrawn += burned;
+        calls["withdraw"]++;
+        _checkBalances(expected, "withdraw");
+        _check(token.balanceOf(to) == toTokens + amount / SCALE, "withdraw: tokens received");
+        _check(sp.totalSupply() == supply - burned, "withdraw: totalSupply");
+    }
+
+    /// @notice Pay any account (itself included) up to what the payer can spend.
+    function pay(uint256 fromSeed, uint256 toSeed, uint256 amount, uint256 via) external {
+        address from = _account(fromSeed);
+        address to = _account(toSeed);
+        uint256 available = _spendable(from);
+        if (available == 0) return;
+        amount = _bound(amount, 1, available);
+        int256[] memory expected = _balances();
+        expected[_idx(from)] -= int256(amount);
+        expected[_idx(to)] += int256(amount);
+        if (!_send(from, abi.encodeCall(IStreamPay.pay, (to, amount)), via, "pay")) return;
+        calls["pay"]++;
+        _checkBalances(expected, "pay");
+    }
+
+    /// @notice Subscribe (or re-subscribe) with or without a project, at a rate the subscriber
+    /// can cover for the liquidation window.
+    function subscribe(uint256 fromSeed, uint256 toSeed, uint256 rate, uint256 projectSeed, uint256 via) external {
+        address from = _account(fromSeed);
+        address author = _account(toSeed);
+        if (author == from) author = _account(_idx(from) + 1);
+        uint256 projectId = projectSeed % 3 == 0 ? 0 : _projects[projectSeed % 3 - 1];
+
+        uint256 maxRate = _maxRate(from, author);
+        if (maxRate == 0) return;
+        rate = _bound(rate, 1, maxRate);
+
+        uint256 fee = rate * _fee(projectId, author) / BPS;
+        uint256 encoded = (rate - fee) | (rate << 96) | (projectId << 192);
+        int256[] memory expected = _balances();
+        if (!_send(from, abi.encodeCall(IStreamPay.subscribe, (author, uint96(rate), projectId)), via, "subscribe")) {
+            return;
+        }
+        calls[projectId == 0 ? "subscribe" : "subscribeWithProject"]++;
+        modelStream[from][author] = encoded;
+        _checkBalances(expected, "subscribe moves no balance");
+        (bool active, uint256 rates) = sp.subscriptions(from, author);
+        _check(active && rates == encoded, "subscribe: encoded rates");
+    }
+
+    function unsubscribe(uint256 fromSeed, uint256 index, uint256 via) external {
+        address from = _account(fromSeed);
+        (address[] memory authors,) = sp.allSubscriptions(from);
+        if (authors.length == 0) return;
+        address author = authors[index % authors.length];
+        int256[] memory expected = _balances();
+        if (!_send(from, abi.encodeCall(IStreamPay.unsubscribe, (author)), via, "unsubscribe")) return;
+        calls["unsubscribe"]++;
+        delete modelStream[from][author];
+        _checkBalances(expected, "unsubscribe moves no balance");
+        (bool active, uint256 rates) = sp.subscriptions(from, author);
+        _check(!active && rates == 0, "unsubscribe: stream gone");
+    }
+
+    /// @notice Liquidates `account` if it is liquidatable, else checks that liquidation reverts.
+    function liquidate(uint256 accountSeed) external {
+        address account = _account(accountSeed);
+        bool expected = _expectLiquidatable(account);
+        _check(sp.isLiquidatable(account) == expected, "isLiquidatable disagrees with the model");
+        if (expected) {
+            _liquidate(account);
+        } else {
+            vm.prank(keeper);
+            (bool ok, bytes memory err) = address(sp).call(abi.encodeCall(IStreamPay.liquidate, (account)));
+            _check(
+                !ok
+                    && keccak256(err)
+                        == keccak256(abi.encodeWithSelector(IStreamPay.StreamPayNotLiquidatable.selector, account)),
+                "liquidate of a solvent account did not revert with StreamPayNotLiquidatable"
+            );
+            calls["liquidateRejected"]++;
+        }
+    }
+
+    /// @notice Timely keeper, then time passes (at most one liquidation window).
+    function warp(uint256 secs) external {
+        _keep();
+        secs = _bound(secs, 1, window);
+        vm.warp(block.timestamp + secs);
+        vm.roll(block.number + 1);
+        calls["warp"]++;
+    }
+
+    /// @notice A signed payment whose signer also pays the relayer a fee (sponsoredCall in bySig).
+    function sponsoredPay(uint256 fromSeed, uint256 toSeed, uint256 amount, uint256 fee, uint256 nonceSeed) external {
+        address from = _account(fromSeed);
+        address to = _account(toSeed);
+        uint256 available = _spendable(from);
+        if (available < 2) return;
+        amount = _bound(amount, 1, available - 1);
+        fee = _bound(fee, 1, available - amount);
+        bytes memory inner = abi.encodeCall(IStreamPay.pay, (to, amount));
+        bytes memory data = abi.encodeCall(IStreamPay.sponsoredCall, (address(sp), fee, inner, ""));
+        int256[] memory expected = _balances();
+        expected[_idx(from)] -= int256(amount);
+        expected[_idx(to)] += int256(amount);
+        if (from != keeper) {
+            // the relayer (the transaction's sender) earns the fee; a self-relayed call charges nothing
+            expected[_idx(from)] -= int256(fee);
+            expected[_idx(keeper)] += int256(fee);
+        }
+        if (!_bySig(from, data, nonceSeed % 3, nonceSeed, "sponsoredPay")) return;
+        calls["sponsoredPay"]++;
+        _checkBalances(expected, "sponsoredPay");
+    }
+
+    /// @notice bySig(multicall([pay, pay, ...])). With `overdraw`, the last payment exceeds what is
+    /// left: the whole batch must revert and change nothing (no balance, no nonce).
+    function metaBatch(uint256 fromSeed, uint256 n, uint256 seed, bool overdraw, uint256 nonceSeed) external {
+        address from = _account(fromSeed);
+        uint256 available = _spendable(from);
+        n = _bound(n, 1, 5);
+        if (available < n) return;
+        (bytes[] memory items, int256[] memory expected) = _batch(from, n, seed, overdraw, available);
+        bytes memory data = abi.encodeCall(IStreamPay.multicall, (items));
+        if (overdraw) {
+            int256[] memory before = _balances();
+            (uint256 traits, bytes memory sig) = _signFor(from, data, nonceSeed % 3, nonceSeed);
+            vm.prank(keeper);
+            (bool ok, bytes memory err) =
+                address(sp).call(abi.encodeCall(IStreamPay.bySig, (from, IStreamPay.SignedCall(traits, data), sig)));
+            _check(!ok && bytes4(err) == IStreamPay.StreamPayInsufficientBalance.selector, "overdrawing batch");
+            _checkBalances(before, "a failed batch changed balances");
+            calls["metaBatchReverted"]++;
+            return; // the nonce model is untouched: invariant_nonceViewsMatchModel proves nothing was consumed
+        }
+        if (!_bySig(from, data, nonceSeed % 3, nonceSeed, "metaBatch")) return;
+        calls["metaBatch"]++;
+        _checkBalances(expected, "metaBatch");
+    }
+
+    /// @dev n payments from `from` to other accounts, summing to at most `available` (or, with
+    /// `overdraw`, exactly `available + 1`), and the balances they should leave.
+    function _batch(address from, uint256 n, uint256 seed, bool overdraw, uint256 available)
+        internal
+        view
+        returns (bytes[] memory items, int256[] memory expected)
+    {
+        items = new bytes[](n);
+        expected = _balances();
+        uint256 left = available;
+        for (uint256 i; i < n; ++i) {
+            // never to itself: a self-payment gives back what it takes, which would blur `left`
+            address to = _account(uint256(keccak256(abi.encode(seed, i))));
+            if (to == from) to = _account(_idx(from) + 1);
+            uint256 amount = overdraw && i == n - 1
+                ? left + 1
+                : _bound(uint256(keccak256(abi.encode(seed, i, "amount"))), 1, left - (n - 1 - i));
+            left -= overdraw && i == n - 1 ? left : amount;
+            items[i] = abi.encodeCall(IStreamPay.pay, (to, amount));
+            expected[_idx(from)] -= int256(amount);
+            expected[_idx(to)] += int256(amount);
+        }
+    }
+
+    /// @notice The signer cancels `advance` account nonces (directly or by a signed call).
+    function cancelNonces(uint256 fromSeed, uint256 advance, bool signed, uint256 nonceSeed) external {
+        address from = _account(fromSeed);
+        advance = _bound(advance, 1, 3);
+        bytes memory data = abi.encodeCall(IStreamPay.useBySigAccountNonce, (uint32(advance)));
+        if (signed) {
+            // with an account nonce, the signed call consumes one itself before skipping `advance`
+            if (!_bySig(from, data, nonceSeed % 3, nonceSeed, "cancelNonces")) return;
+        } else {
+            vm.prank(from);
+            (bool ok, bytes memory err) = address(sp).call(data);
+            if (!ok) return _violation("cancelNonces", err);
+        }
+        modelAccountNonce[from] += advance;
+        calls["cancelNonces"]++;
+    }
+
+    /// @notice A project owner changes a fee (existing streams must keep their rates).
+    function setFee(uint256 projectSeed, uint256 authorSeed, uint256 fee, bool perAuthor) external {
+        uint256 projectId = _projects[projectSeed % _projects.length];
+        address owner = modelProjectOwner[projectId];
+        address author = _account(authorSeed);
+        fee = _bound(fee, 0, MAX_FEE + 500);
+        bytes memory data = perAuthor
+            ? abi.encodeCall(IStreamPay.setSettingsForUser, (author, IStreamPay.Settings(uint16(fee)), projectId))
+            : abi.encodeCall(IStreamPay.setDefaultSettings, (IStreamPay.Settings(uint16(fee)), projectId));
+        vm.prank(owner);
+        (bool ok, bytes memory err) = address(sp).call(data);
+        if (fee > MAX_FEE) {
+            _check(
+                !ok
+                    && keccak256(err)
+                        == keccak256(
+                            abi.encodeWithSelector(IStreamPay.StreamPayFeeTooHigh.selector, uint16(fee), MAX_FEE)
+                        ),
+                "setFee above the maximum"
+            );
+            return;
+        }
+        if (!ok) return _violation("setFee", err);
+        if (perAuthor) {
+            modelUserFeeSet[projectId][author] = true;
+            modelUserFee[projectId][author] = uint16(fee);
+        } else {
+            modelDefaultFee[projectId] = uint16(fee);
+        }
+        _check(sp.projectFeeFor(projectId, author) == _fee(projectId, author), "projectFeeFor");
+        calls["setFee"]++;
+    }
+
+    // =====================================================================================
+    // keeper
+    // =====================================================================================
+
+    /// @dev Liquidates every liquidatable account until none is left (a liquidation removes its
+    /// victim's streams, which can make their authors or project owners liquidatable in turn).
+    function _keep() internal {
+        for (uint256 pass; pass <= _accounts.length; ++pass) {
+            bool any;
+            for (uint256 i; i < _accounts.length; ++i) {
+                address a = _accounts[i];
+                bool expected = _expectLiquidatable(a);
+                _check(sp.isLiquidatable(a) == expected, "keeper: isLiquidatable disagrees with the model");
+                if (expected) {
+                    _liquidate(a);
+                    any = true;
+                }
+            }
+            if (!any) return;
+        }
+        _check(false, "keeper: liquidations did not converge");
+    }
+
+    function _liquidate(address account) internal {
+        int256 live = sp.signedBalanceOf(account);
+        uint256 reward = live > 0 ? uint256(live) : 0;
+        int256[] memory expected = _balances();
+        expected[_idx(account)] -= int256(reward);
+        expected[_idx(keeper)] += int256(reward);
+        vm.prank(keeper);
+        (bool ok, bytes memory err) = address(sp).call(abi.encodeCall(IStreamPay.liquidate, (account)));
+        if (!ok) return _violation("liquidate", err);
+        ghostLiquidations++;
+        calls["liquidate"]++;
+        for (uint256 i; i < _accounts.length; ++i) {
+            delete modelStream[account][_accounts[i]];
+        }
+        _checkBalances(expected, "liquidate: reward moves the positive balance to the keeper");
+        (address[] memory authors,) = sp.allSubscriptions(account);
+        (,, uint256 out,) = sp.accountInfo(account);
+        _check(authors.length == 0 && out == 0, "liquidate: every stream stopped");
+        _check(!sp.isLiquidatable(account), "liquidate: still liquidatable");
+    }
+
+    /// @dev Independent solvency rule: an account with streams whose live balance cannot cover
+    /// `window` seconds of net outflow (or is negative).
+    function _expectLiquidatable(address account) internal view returns (bool) {
+        if (_modelStreamCount(account) == 0) return false;
+        int256 live = sp.signedBalanceOf(account);
+        return live < int256(_required(account));
+    }
+
+    // =====================================================================================
+    // sending (direct or signed)
+    // =====================================================================================
+
+    /// @dev via % 4: 0 direct; 1 bySig(data); 2 bySig(multicall([data])); 3 bySig(sponsoredCall(sp, 0, data)).
+    function _send(address from, bytes memory data, uint256 via, string memory what) internal returns (bool) {
+        uint256 mode = via % 4;
+        if (mode == 0) {
+            vm.prank(from);
+            (bool ok, bytes memory err) = address(sp).call(data);
+            if (!ok) _violation(what, err);
+            return ok;
+        }
+        bytes memory signed = data;
+        if (mode == 2) {
+            bytes[] memory items = new bytes[](1);
+            items[0] = data;
+            signed = abi.encodeCall(IStreamPay.multicall, (items));
+        } else if (mode == 3) {
+            signed = abi.encodeCall(IStreamPay.sponsoredCall, (address(sp), 0, data, ""));
+        }
+        return _bySig(from, signed, (via >> 2) % 3, via >> 4, what);
+    }
+
+    /// @dev Signs `data` for `signer` with a nonce of type `nonceType_` chosen from `nonceSeed` (bit 2
+    /// restricts the relayer to the keeper), sends it from the keeper, checks the NonceUsed event,
+    /// updates the nonce model, records the signature, and proves an immediate replay is rejected.
+    function _bySig(address signer, bytes memory data, uint256 nonceType_, uint256 nonceSeed, string memory what)
+        internal
+        returns (bool)
+    {
+        (uint256 traits, bytes memory sig) = _signFor(signer, data, nonceType_, nonceSeed);
+        bytes memory call = abi.encodeCall(IStreamPay.bySig, (signer, IStreamPay.SignedCall(traits, data), sig));
+        if ((traits >> 128) & (2 ** 80 - 1) != 0) _checkOtherRelayerRejected(call);
+        vm.recordLogs();
+        vm.prank(keeper);
+        (bool ok, bytes memory err) = address(sp).call(call);
+        if (!ok) {
+            _violation(string.concat("bySig ", what), err);
+            return false;
+        }
+        _afterSigned(signer, traits, data, sig, call);
+        return true;
+    }
+
+    function _afterSigned(address signer, uint256 traits, bytes memory data, bytes memory sig, bytes memory call)
+        internal
+    {
+        ghostMetaCalls++;
+        uint8 nonceType = uint8(traits >> 254);
+        uint256 nonce = traits & type(uint128).max;
+        bytes4 selector = nonceType == 1 ? bytes4(data) : bytes4(0);
+        _checkNonceUsed(vm.getRecordedLogs(), signer, nonceType, selector, nonce);
+        if (nonceType == 0) modelAccountNonce[signer]++;
+        else if (nonceType == 1) modelSelectorNonce[signer][selector]++;
+        else modelUniqueUsed[signer][nonce] = true;
+        if (_usedSigs.length < MAX_RECORDED_SIGS) _usedSigs.push(UsedSig(signer, traits, data, sig));
+        _checkReplayRejected(
+            call, abi.encodeWithSelector(IStreamPay.StreamPayWrongNonce.selector, signer, nonceType, nonce)
+        );
+    }
+
+    /// @dev A call restricted to the keeper, sent by another account first: StreamPayWrongRelayer.
+    function _checkOtherRelayerRejected(bytes memory call) internal {
+        address other = _accounts[0] == keeper ? _accounts[1] : _accounts[0];
+        vm.prank(other);
+        (bool ok, bytes memory err) = address(sp).call(call);
+        _check(
+            !ok
+                && keccak256(err)
+                    == keccak256(abi.encodeWithSelector(IStreamPay.StreamPayWrongRelayer.selector, other)),
+            "a call restricted to the keeper was not rejected from another relayer"
+        );
+        calls["wrongRelayerRejected"]++;
+    }
+
+    function _checkReplayRejected(bytes memory call, bytes memory expectedError) internal {
+        vm.prank(keeper);
+        (bool replayed, bytes memory err) = address(sp).call(call);
+        _check(
+            !replayed && keccak256(err) == keccak256(expectedError),
+            "an immediate replay was not rejected with StreamPayWrongNonce"
+        );
+        ghostReplaysRejected++;
+    }
+
+    function _signFor(address signer, bytes memory data, uint256 nonceType, uint256 nonceSeed)
+        internal
+        view
+        returns (uint256 traits, bytes memory sig)
+    {
+        uint256 nonce;
+        if (nonceType == 0) {
+            nonce = modelAccountNonce[signer];
+        } else if (nonceType == 1) {
+            nonce = modelSelectorNonce[signer][bytes4(data)];
+        } else {
+            // small nonces collide often (exercising the "used" bitmap), hashed ones spread over words
+            nonce = (nonceSeed >> 3) & 1 == 0
+                ? (nonceSeed >> 8) % 600
+                : uint256(keccak256(abi.encode(nonceSeed))) & type(uint128).max;
+            while (modelUniqueUsed[signer][nonce]) nonce = (nonce + 1) & type(uint128).max;
+        }
+        address allowed = (nonceSeed >> 2) & 1 == 1 ? keeper : address(0);
+        traits = SigUtils.traits(nonceType, block.timestamp + 1 hours, allowed, nonce);
+        sig = SigUtils.signCall(_keys[_idx(signer)], address(sp), traits, data);
+    }
+
+    function _checkNonceUsed(Vm.Log[] memory logs, address signer, uint8 nonceType, bytes4 selector, uint256 nonce)
+        internal
+    {
+        uint256 found;
+        bool exact;
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].emitter != address(sp) || logs[i].topics.length == 0) continue;
+            if (logs[i].topics[0] != NONCE_USED_TOPIC) continue;
+            found++;
+            if (
+                logs[i].topics.length == 2 && logs[i].topics[1] == bytes32(uint256(uint160(signer)))
+                    && keccak256(logs[i].data) == keccak256(abi.encode(nonceType, selector, nonce))
+            ) exact = true;
+        }
+        _check(found >= 1 && exact, "NonceUsed(signer, nonceType, selector, nonce) not emitted as expected");
+    }
+
+    // =====================================================================================
+    // helpers
+    // =====================================================================================
+
+    function _account(uint256 seed) internal view returns (address) {
+        return _accounts[seed % _accounts.length];
+    }
+
+    function _idx(address a) internal view returns (uint256) {
+        for (uint256 i; i < _accounts.length; ++i) {
+            if (_accounts[i] == a) return i;
+        }
+        revert("handler: unknown account");
+    }
+
+    function _modelStreamCount(address from) internal view returns (uint256 n) {
+        for (uint256 i; i < _accounts.length; ++i) {
+            if (modelStream[from][_accounts[i]] != 0) ++n;
+        }
+    }
+
+    function _fee(uint256 projectId, address author) internal view returns (uint256) {
+        if (projectId == 0) return 0;
+        return modelUserFeeSet[projectId][author] ? modelUserFee[projectId][author] : modelDefaultFee[projectId];
+    }
+
+    /// @dev Highest rate `from` can stream to `author` (replacing any current stream to it) and
+    /// still cover `window` seconds of its net outflow; capped at MAX_RATE; 0 if none.
+    function _maxRate(address from, address author) internal view returns (uint256) {
+        (, uint256 inc, uint256 out,) = sp.accountInfo(from);
+        int256 live = sp.signedBalanceOf(from);
+        if (live < 0) return 0;
+        uint256 old = modelStream[from][author];
+        uint256 oldOut = (old >> 96) & type(uint96).max;
+        // removing the old stream takes its fee away from `from` if `from` owns its project
+        if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
+        uint256 ceiling = inc + uint256(live) / window + oldOut;
+        if (ceiling <= out) return 0;
+        uint256 maxRate = ceiling - out;
+        return maxRate > MAX_RATE ? MAX_RATE : maxRate;
+    }
+
+    /// @dev Live balance the account must keep: `window` seconds of its net outflow.
+    function _required(address a) internal view returns (uint256) {
+        (, uint256 inc, uint256 out,) = sp.accountInfo(a);
+        return out > inc ? (out - inc) * window : 0;
+    }
+
+    /// @dev What `a` can pay or withdraw now and stay solvent.
+    function _spendable(address a) internal view returns (uint256) {
+        int256 live = sp.signedBalanceOf(a);
+        int256 req = int256(_required(a));
+        return live > req ? uint256(live - req) : 0;
+    }
+
+    function _balances() internal view returns (int256[] memory b) {
+        b = new int256[](_accounts.length);
+        for (uint256 i; i < b.length; ++i) {
+            b[i] = sp.signedBalanceOf(_accounts[i]);
+        }
+    }
+
+    function _checkBalances(int256[] memory expected, string memory what) internal {
+        for (uint256 i; i < expected.length; ++i) {
+            int256 actual = sp.signedBalanceOf(_accounts[i]);
+            if (actual != expected[i]) {
+                return _check(
+                    false,
+                    string.concat(
+                        what,
+                        ": balance of ",
+                        vm.toString(_accounts[i]),
+                        " is ",
+                        vm.toString(actual),
+                        ", expected ",
+                        vm.toString(expected[i])
+                    )
+                );
+            }
+        }
+    }
+
+    function _bound(uint256 x, uint256 lo, uint256 hi) internal pure returns (uint256) {
+        if (x >= lo && x <= hi) return x;
+        return lo + x % (hi - lo + 1);
+    }
+
+    function _check(bool ok, string memory what) internal {
+        if (ok) return;
+        if (violations == 0) firstViolation = what;
+        violations++;
+    }
+
+    function _violation(string memory what, bytes memory err) internal {
+        _check(false, string.concat("unexpected revert in ", what, ": ", vm.toString(err)));
+    }
+}
