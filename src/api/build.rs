@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppError, AppState, Contract};
+use super::{AppError, AppState, Contract, checksum};
 use crate::{
     chain::{
         self, IPermitToken, StreamPay,
@@ -25,8 +25,10 @@ use crate::{
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MetaTransaction {
+    #[serde(serialize_with = "ser_checksum")]
     pub to: Address,
     pub chain_id: u64,
+    #[serde(serialize_with = "ser_checksum")]
     pub from: Address,
     pub nonce: u64,
     pub deadline: u64,
@@ -37,6 +39,10 @@ pub struct MetaTransaction {
     pub typed_data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permit_typed_data: Option<Value>,
+}
+
+fn ser_checksum<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&checksum(*a))
 }
 
 /// What a build endpoint wants signed.
@@ -105,7 +111,7 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
         )),
     );
     body.insert("Transaction".into(), serde_json::to_value(&transaction).map_err(anyhow::Error::from)?);
-    body.insert("Sponsor".into(), json!(req.sponsor.address()));
+    body.insert("Sponsor".into(), json!(checksum(req.sponsor.address())));
     body.extend(req.extras);
     Ok(Json(Value::Object(body)))
 }

@@ -4,7 +4,7 @@ use alloy::providers::Provider;
 use axum::{Json, extract::State, http::Uri};
 use serde_json::{Map, Value, json};
 
-use super::{API_VERSION, AppError, AppState, extract::ApiKey};
+use super::{API_VERSION, AppError, AppState, checksum, extract::ApiKey};
 
 /// `GET /`: what this is and whether each contract is reachable and deployed.
 pub async fn root(State(state): State<AppState>) -> Json<Value> {
@@ -18,8 +18,8 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
         contracts.insert(
             c.name.clone(),
             json!({
-                "Address": c.address,
-                "Token": c.token,
+                "Address": checksum(c.address),
+                "Token": checksum(c.token),
                 "TokenDecimals": c.token_decimals,
                 "ChainId": state.chain_id,
                 "Status": status,
@@ -53,7 +53,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 
 /// `GET /api/v1/contracts`.
 pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
-    Json(Value::Array(state.contracts.iter().map(|c| json!({"Name": c.name, "Address": c.address})).collect()))
+    Json(Value::Array(state.contracts.iter().map(|c| json!({"Name": c.name, "Address": checksum(c.address)})).collect()))
 }
 
 pub async fn not_found(uri: Uri) -> AppError {

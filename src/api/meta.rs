@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppError, AppState, Contract,
+    AppError, AppState, Contract, checksum,
     build::permit_domain_and_nonce,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
 };
@@ -56,7 +56,7 @@ pub async fn nonce(
     let now = chain::chain_time(&state.provider).await.map_err(AppError::chain)?;
     let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: account };
     let next = state.store.peek_nonce(scope, chain_nonce, now).await?;
-    Ok(Json(json!({"Account": account, "Nonce": next, "ChainNonce": chain_nonce})))
+    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": chain_nonce})))
 }
 
 async fn chain_nonce(state: &AppState, contract: &Contract, account: Address) -> Result<u64, AppError> {
@@ -245,7 +245,7 @@ pub async fn execute(
             StatusCode::ACCEPTED,
             Json(json!({
                 "Message": "Submitted; not mined yet. Poll the transaction hash.",
-                "From": from,
+                "From": checksum(from),
                 "TransactionHash": sent.hash,
                 "GasUsed": null,
                 "TransactionId": tx_id,
@@ -267,11 +267,11 @@ pub async fn execute(
         StatusCode::OK,
         Json(json!({
             "Message": format!("Executed {} in block {}", checked.operations.join(", "), receipt.block_number.unwrap_or_default()),
-            "From": from,
+            "From": checksum(from),
             "TransactionHash": sent.hash,
             "GasUsed": gas_used,
             "BlockNumber": receipt.block_number,
-            "Sponsor": sponsor.address(),
+            "Sponsor": checksum(sponsor.address()),
             "TransactionId": tx_id,
         })),
     ))

@@ -33,6 +33,11 @@ pub use extract::parse_address;
 
 use crate::{config::Deployment, pipeline::Sponsors, store::Store};
 
+/// Addresses leave the API EIP-55 checksummed, as wallets and ethers/viem print them.
+pub(crate) fn checksum(a: Address) -> String {
+    a.to_checksum(None)
+}
+
 /// Dated version of this API, sent as `X-Api-Version` on every response.
 pub const API_VERSION: &str = "2026-11-21";
 

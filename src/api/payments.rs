@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AppError, AppState,
+    AppError, AppState, checksum,
     build::{self, BuildRequest},
     extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
 };
@@ -159,7 +159,7 @@ pub async fn withdraw(
     extras.insert("Amount".into(), json!(internal.units.to_string()));
     extras.insert("AmountRaw".into(), json!(internal.base_units.to_string()));
     extras.insert("TokenAmountRaw".into(), json!(token_amount.base_units.to_string()));
-    extras.insert("To".into(), json!(receiver));
+    extras.insert("To".into(), json!(checksum(receiver)));
     build::build(
         &state,
         BuildRequest {
@@ -187,7 +187,7 @@ pub async fn balance(
     let raw =
         StreamPay::new(contract.address, &state.provider).balanceOf(address).call().await.map_err(AppError::chain)?;
     Ok(Json(json!({
-        "Address": address,
+        "Address": checksum(address),
         "Balance": format_units(raw, INTERNAL_DECIMALS),
         "BalanceRaw": raw.to_string(),
         "Decimals": INTERNAL_DECIMALS,

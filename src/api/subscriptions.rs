@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AppError, AppState,
+    AppError, AppState, checksum,
     build::{self, BuildRequest},
     extract::{ApiJson, ApiKey, ApiQuery, parse_address, parse_recipient, required},
 };
@@ -86,7 +86,7 @@ impl Subscribe {
     /// Exact figures for the response.
     pub fn details(&self) -> Value {
         json!({
-            "Author": self.author,
+            "Author": checksum(self.author),
             "SubscriptionRate": self.rate.monthly.to_string(),
             "RatePerSecond": self.rate.per_second.to_string(),
             "EffectiveMonthlyRate": self.rate.effective_monthly,
@@ -151,7 +151,7 @@ pub async fn cancel(
     let sponsor = state.sponsor_for(&key, query.sponsor.as_deref())?;
     let data = StreamPay::unsubscribeCall { author }.abi_encode().into();
     let mut extras = Map::new();
-    extras.insert("Author".into(), json!(author));
+    extras.insert("Author".into(), json!(checksum(author)));
     build::build(
         &state,
         BuildRequest {
@@ -188,7 +188,7 @@ pub async fn list(
         .zip(&subs.rates)
         .map(|(to, encoded)| {
             json!({
-                "To": to,
+                "To": checksum(*to),
                 "EncodedRates": encoded.to_string(),
                 "IncomeRate": (*encoded & mask96).to_string(),
                 "OutgoingRate": ((*encoded >> 96usize) & mask96).to_string(),
@@ -196,5 +196,5 @@ pub async fn list(
             })
         })
         .collect();
-    Ok(Json(json!({"Address": address, "Subscriptions": subscriptions})))
+    Ok(Json(json!({"Address": checksum(address), "Subscriptions": subscriptions})))
 }

@@ -13,7 +13,7 @@ async fn root_reports_each_contract_and_needs_no_key() {
     assert!(resp.headers().get("x-api-version").is_some(), "every response carries X-Api-Version");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body["Message"].as_str().is_some());
-    assert_eq!(body["Contracts"]["USDC"]["Address"], json!(app.contract));
+    assert_eq!(body["Contracts"]["USDC"]["Address"], json!(app.contract.to_checksum(None)));
     assert_eq!(body["Contracts"]["USDC"]["Status"], "ok");
 }
 
@@ -31,7 +31,7 @@ async fn contracts_lists_every_deployment_by_name_and_address() {
     let app = spawn_app().await;
     let (status, body) = app.get("/api/v1/contracts").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!([{"Name": "USDC", "Address": app.contract}]));
+    assert_eq!(body, json!([{"Name": "USDC", "Address": app.contract.to_checksum(None)}]));
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ async fn nonce_of(app: &TestApp, who: Address) -> Value {
 async fn nonce_counts_calls_built_but_not_yet_executed() {
     let app = spawn_app().await;
     let user = wallet();
-    assert_eq!(nonce_of(&app, user.address()).await, json!({"Account": user.address(), "Nonce": 0, "ChainNonce": 0}));
+    assert_eq!(nonce_of(&app, user.address()).await, json!({"Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0}));
     let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     assert_eq!(first["Transaction"]["Nonce"], 0);
@@ -57,7 +57,7 @@ async fn typed_data_and_digest_match_the_contracts_hash() {
     assert_eq!(t["TypedData"]["primaryType"], "SignedCall");
     assert!(t["TypedData"]["types"]["EIP712Domain"].is_array());
     assert_eq!(t["TypedData"]["domain"]["name"], "StreamPay");
-    assert_eq!(t["To"], json!(app.contract));
+    assert_eq!(t["To"], json!(app.contract.to_checksum(None)));
     assert_eq!(t["ChainId"], app.chain_id);
     // The traits bind the call to the sponsor and carry nonce and deadline.
     let decoded = Traits::decode(traits).unwrap();
@@ -259,7 +259,7 @@ async fn execute_answers_hash_and_gas_and_records_the_transaction() {
     app.fund(&user, 5).await;
     let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let done = app.execute_ok(&user, &built).await;
-    assert_eq!(done["From"], json!(user.address()));
+    assert_eq!(done["From"], json!(user.address().to_checksum(None)));
     let hash = done["TransactionHash"].as_str().unwrap();
     let row: (String, i64, Vec<u8>) =
         sqlx::query_as("SELECT status, gas_used, sponsor FROM relay_transactions WHERE tx_hash = decode($1, 'hex')")

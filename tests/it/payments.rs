@@ -52,7 +52,7 @@ async fn pay_moves_exact_internal_units_between_balances() {
 
     let (status, body) = app.get(&format!("/api/v1/USDC/payments/balance/{}", bob.address())).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["Address"], json!(bob.address()));
+    assert_eq!(body["Address"], json!(bob.address().to_checksum(None)));
     assert_eq!(body["Balance"], "12.345678901234567891");
     assert_eq!(body["BalanceRaw"], paid.to_string());
 }

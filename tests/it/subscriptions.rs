@@ -32,11 +32,11 @@ async fn subscribe_streams_the_per_second_rate_to_the_author() {
 
     let (status, list) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list["Address"], json!(user.address()));
+    assert_eq!(list["Address"], json!(user.address().to_checksum(None)));
     assert_eq!(
         list["Subscriptions"],
         json!([{
-            "To": author.address(), "EncodedRates": encoded.to_string(),
+            "To": author.address().to_checksum(None), "EncodedRates": encoded.to_string(),
             "IncomeRate": TEN_PER_MONTH.to_string(), "OutgoingRate": TEN_PER_MONTH.to_string(), "ProjectId": "0",
         }])
     );
