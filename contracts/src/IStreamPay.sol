@@ -34,7 +34,7 @@ interface IStreamPay {
     error StreamPayZeroAmount();
     error StreamPayZeroAddress();
     error StreamPaySelfStream(address account);
-    /// @notice The operation would leave `account` unable to cover `liquidationWindow` seconds of its
+    /// @notice The operation would leave `account` unable to cover two `liquidationWindow`s of its
     /// net outflow (or, without streams, with a negative balance). `needed` is how much more balance
     /// it would take for the operation to pass; `available` is the live balance the operation would
     /// leave (floored at 0).

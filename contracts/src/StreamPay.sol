@@ -21,10 +21,11 @@ import {IStreamPay} from "./IStreamPay.sol";
 /// balance adds the same constant to the live balance at every later time.
 ///
 /// Solvency model: an account is liquidatable once its live balance can no longer cover
-/// `liquidationWindow` seconds of its net outflow. No operation of the account itself may leave it
-/// liquidatable, so balances stay non-negative as long as keepers liquidate within the window; a
-/// late liquidation leaves the deficit as a negative balance (a debt the owner must repay before
-/// spending again).
+/// `liquidationWindow` seconds of its net outflow. Its own operations (subscribe, pay, withdraw,
+/// a sponsored fee) must leave it covering twice that, so every stream runs at least one window
+/// before it can be liquidated and nobody is liquidated the second after subscribing. Balances stay
+/// non-negative as long as keepers liquidate within the window; a late liquidation leaves the
+/// deficit as a negative balance (a debt the owner must repay before spending again).
 contract StreamPay is IStreamPay, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -35,6 +36,8 @@ contract StreamPay is IStreamPay, EIP712 {
     uint16 internal constant _MAX_PROJECT_FEE = 2000; // 20% in basis points
     uint256 internal constant _BPS = 10_000;
     uint256 internal constant _MAX_STREAMS = type(uint16).max;
+    /// @dev Windows of net outflow an account's own operations must leave it able to cover.
+    uint256 internal constant _OPERATING_WINDOWS = 2;
     bytes32 internal constant _SIGNED_CALL_TYPEHASH = keccak256("SignedCall(uint256 traits,bytes data)");
 
     // traits layout, identical to 1inch BySigTraits
@@ -544,7 +547,7 @@ contract StreamPay is IStreamPay, EIP712 {
         uint256 income = a.incomeRate;
         uint256 outgoing = a.outgoingRate;
         int256 live = a.balance + (int256(income) - int256(outgoing)) * int256(block.timestamp - a.updated);
-        uint256 required = outgoing > income ? (outgoing - income) * _liquidationWindow : 0;
+        uint256 required = outgoing > income ? (outgoing - income) * _OPERATING_WINDOWS * _liquidationWindow : 0;
         if (live < int256(required)) {
             revert StreamPayInsufficientBalance(account, uint256(int256(required) - live), live > 0 ? uint256(live) : 0);
         }
