@@ -145,6 +145,8 @@ impl Store {
 
     /// Nonces in `[from, to)` that are in flight right now.
     pub async fn in_flight_nonces(&self, scope: NonceScope, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
+        // A client may send any u64 as a nonce; nothing beyond i64 is ever stored.
+        let to = to.min(i64::MAX as u64);
         let rows = sqlx::query(
             "SELECT nonce FROM meta_nonces
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce >= $4 AND nonce < $5

@@ -302,3 +302,57 @@ async fn a_permit_signed_by_someone_else_is_422_permit_signature_mismatch() {
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
     assert!(resp.1["error"]["message"].as_str().unwrap().contains("ERC20InsufficientAllowance"), "{}", resp.1);
 }
+
+#[tokio::test]
+async fn a_nonce_far_ahead_is_409_nonce_gap_not_a_server_error() {
+    let app = spawn_app().await;
+    let user = wallet();
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Nonce"] = json!(u64::MAX);
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::CONFLICT, "nonce_gap");
+}
+
+/// Runtime code of a minimal ERC-1271 wallet whose `isValidSignature` always answers `magic`.
+fn erc1271_wallet_code(magic: [u8; 4]) -> Bytes {
+    // PUSH4 magic; PUSH1 0xe0; SHL; PUSH1 0; MSTORE; PUSH1 0x20; PUSH1 0; RETURN
+    let mut code = vec![0x63];
+    code.extend_from_slice(&magic);
+    code.extend_from_slice(&[0x60, 0xe0, 0x1b, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+    code.into()
+}
+
+async fn set_code(app: &TestApp, at: Address, code: Bytes) {
+    use alloy::providers::Provider;
+    let _: Value = app.provider.raw_request("anvil_setCode".into(), (at, code)).await.unwrap();
+}
+
+#[tokio::test]
+async fn contract_wallets_sign_through_erc1271() {
+    let app = spawn_app().await;
+    let (user, to) = (wallet(), wallet().address());
+    let (approving, refusing) = (wallet().address(), wallet().address());
+    set_code(&app, approving, erc1271_wallet_code([0x16, 0x26, 0xba, 0x7e])).await;
+    set_code(&app, refusing, erc1271_wallet_code([0xff, 0xff, 0xff, 0xff])).await;
+    app.fund(&user, 10).await;
+    for wallet_addr in [approving, refusing] {
+        let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet_addr, "2")).await;
+        app.execute_ok(&user, &built).await;
+    }
+
+    // The wallet's own signature scheme decides; the relayer forwards the bytes untouched.
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(approving, to, "1.5")).await;
+    let t = &built["Transaction"];
+    let body = json!({"From": approving, "Signature": "0xc0ffee", "Data": t["Data"], "Nonce": t["Nonce"],
+                      "Deadline": t["Deadline"]});
+    let (status, resp) = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(app.balance_of(to).await, internal(3) / U256::from(2));
+
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(refusing, to, "1")).await;
+    let t = &built["Transaction"];
+    let body = json!({"From": refusing, "Signature": "0xc0ffee", "Data": t["Data"], "Nonce": t["Nonce"],
+                      "Deadline": t["Deadline"]});
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+    assert_eq!(app.balance_of(refusing).await, internal(2));
+}
