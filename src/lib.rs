@@ -14,8 +14,9 @@
 //! | [`chain`] | contract bindings from `abi/`, EIP-712 documents and digests, `bySig` traits, signature checks, revert decoding |
 //! | [`pipeline`] | per-sponsor transaction sending with locally managed nonces and receipt tracking |
 //! | [`store`] | Postgres queries (sqlx, checked at runtime): API keys, meta-transaction nonces, transactions |
+//! | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback) |
 //! | [`dev`] | `streampay dev`: a whole local stack (Anvil + contracts, Postgres, key, demo funds) |
-//! | [`cli`] | the `streampay` command line (`serve`, `migrate`, `keys create`, `dev`) |
+//! | [`cli`] | the `streampay` command line (`serve`, `migrate`, `keys create`, `dev`, `sign`) |
 //! | [`server`] | wiring for `serve`: state from config, tracing, graceful shutdown |
 
 pub mod amount;

@@ -52,7 +52,8 @@ pub struct DevArgs {
     /// Start from a fresh chain (drops the dumped Anvil state).
     #[arg(long)]
     pub fresh: bool,
-    /// Set everything up, print the banner, and exit instead of serving (for scripts and CI).
+    /// Set everything up, print the banner, then stop everything instead of serving (a smoke
+    /// test of the stack for scripts and CI).
     #[arg(long)]
     pub no_serve: bool,
 }
@@ -134,8 +135,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Err(e) = cluster.stop() {
         eprintln!("could not stop Postgres: {e:#}");
     }
-    if !args.no_serve {
-        let _ = bash(&root, "anvil/stop.sh", &[]);
+    // anvil/stop.sh dumps the chain state, so the next `streampay dev` resumes it.
+    if let Err(e) = bash(&root, "anvil/stop.sh", &[]) {
+        eprintln!("could not stop Anvil: {e:#}");
     }
     result
 }

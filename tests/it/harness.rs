@@ -89,7 +89,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let anvil = Anvil::new()
+    spawn_app_on(Anvil::new(), settings).await
+}
+
+/// Anvil mining a block every `secs` seconds instead of one per transaction, so several
+/// transactions can be pending at once.
+pub async fn spawn_app_with_block_time(secs: u64) -> TestApp {
+    let anvil = Anvil::new().args(["--block-time", &secs.to_string()]);
+    let settings = Settings {
+        receipt_timeout: Duration::from_secs(30),
+        receipt_poll: Duration::from_millis(50),
+        ..Settings::default()
+    };
+    spawn_app_on(anvil, settings).await
+}
+
+async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
+    let anvil = anvil
         .path(repo_root().join(".tools/bin/anvil"))
         .try_spawn()
         .expect("spawn anvil from .tools/bin (run scripts/bootstrap.sh first)");
@@ -280,6 +296,19 @@ impl TestApp {
             .get_receipt()
             .await
             .expect("mint receipt");
+    }
+
+    /// Mints to several accounts: sent one after another (the admin provider reads its nonce
+    /// from the pending pool), mined together.
+    pub async fn mint_many(&self, to: &[Address], amount: U256) {
+        let token = MockToken::new(self.token, &self.admin);
+        let mut pending = Vec::new();
+        for who in to {
+            pending.push(token.mint(*who, amount).send().await.expect("mint"));
+        }
+        for p in pending {
+            p.get_receipt().await.expect("mint receipt");
+        }
     }
 
     /// Mints `n` tokens to `user` and deposits them through the API (gasless, with permit).

@@ -6,5 +6,6 @@ mod harness;
 mod info;
 mod meta;
 mod payments;
+mod pipeline;
 mod story;
 mod subscriptions;

@@ -1,0 +1,48 @@
+//! The sponsor pipeline: many transactions in flight per sponsor, none waiting for another's
+//! receipt.
+
+use alloy::{primitives::U256, providers::Provider};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::{internal, spawn_app_with_block_time, tokens, wallet};
+
+#[tokio::test]
+async fn one_sponsor_has_many_transactions_in_flight_at_once() {
+    // With a block every second, executes that waited for each other's receipts would land in
+    // different blocks; in flight together, they share one block with consecutive nonces.
+    let app = spawn_app_with_block_time(1).await;
+    let users: Vec<_> = (0..4).map(|_| wallet()).collect();
+    app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(10)).await;
+    let mut built = Vec::new();
+    for user in &users {
+        built.push(app.build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "10"})).await);
+    }
+    let mut bodies = Vec::new();
+    for (user, b) in users.iter().zip(&built) {
+        bodies.push(app.signed_execute_body(user, b).await);
+    }
+    let results =
+        futures::future::join_all(bodies.iter().map(|body| app.post("/api/v1/USDC/meta/execute", body))).await;
+    let mut blocks = Vec::new();
+    let mut sponsor_nonces = Vec::new();
+    for (status, resp) in &results {
+        assert_eq!(*status, StatusCode::OK, "{resp}");
+        blocks.push(resp["BlockNumber"].as_u64().unwrap());
+        let tx = app
+            .provider
+            .get_transaction_by_hash(resp["TransactionHash"].as_str().unwrap().parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        sponsor_nonces.push(alloy::consensus::Transaction::nonce(&tx));
+    }
+    blocks.dedup();
+    assert_eq!(blocks.len(), 1, "all four mined in one block: {blocks:?}");
+    sponsor_nonces.sort();
+    assert!(sponsor_nonces.windows(2).all(|w| w[1] == w[0] + 1), "consecutive sponsor nonces: {sponsor_nonces:?}");
+    for user in &users {
+        assert_eq!(app.balance_of(user.address()).await, internal(10));
+    }
+    assert!(app.native_balance(users[0].address()).await == U256::ZERO);
+}
