@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AppError, AppState, checksum,
+    AppError, AppState,
     build::{self, BuildRequest},
+    checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
     subscriptions::Subscribe,
 };
@@ -147,7 +148,9 @@ pub async fn payments(
             .map_err(|e| AppError::amount(&amount_field, e))?;
         total += amount.base_units;
         calls.push(StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into());
-        details.push(json!({"To": checksum(to), "Amount": amount.units.to_string(), "AmountRaw": amount.base_units.to_string()}));
+        details.push(
+            json!({"To": checksum(to), "Amount": amount.units.to_string(), "AmountRaw": amount.base_units.to_string()}),
+        );
     }
     let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
     let mut extras = Map::new();

@@ -53,7 +53,9 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 
 /// `GET /api/v1/contracts`.
 pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
-    Json(Value::Array(state.contracts.iter().map(|c| json!({"Name": c.name, "Address": checksum(c.address)})).collect()))
+    Json(Value::Array(
+        state.contracts.iter().map(|c| json!({"Name": c.name, "Address": checksum(c.address)})).collect(),
+    ))
 }
 
 pub async fn not_found(uri: Uri) -> AppError {

@@ -7,25 +7,29 @@
 //! and an `eth_call` of the exact transaction succeeds. Only then is a nonce claimed (so two
 //! concurrent executes of one call cannot both send) and the transaction broadcast.
 
+use std::time::Duration;
+
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
     providers::Provider,
-    rpc::types::TransactionRequest,
+    rpc::types::{TransactionReceipt, TransactionRequest},
     sol_types::{SolCall, SolValue},
     transports::{RpcError, TransportError},
 };
 use axum::{
     Json,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, HeaderName, StatusCode},
+    response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppError, AppState, Contract, checksum,
+    AppError, AppState, Contract,
     build::permit_domain_and_nonce,
+    checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
 };
 use crate::{
@@ -109,9 +113,11 @@ pub async fn execute(
     State(state): State<AppState>,
     key: ApiKey,
     Path(contract): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ExecuteRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<Response, AppError> {
     let contract = state.contract(&contract)?;
+    let respond_async = wants_async(&headers);
     let provider = &state.provider;
 
     // --- shape of the request
@@ -237,44 +243,90 @@ pub async fn execute(
         })
         .await?;
 
+    let accepted = |message: &str| {
+        let body = json!({
+            "Message": message,
+            "From": checksum(from),
+            "TransactionHash": sent.hash,
+            "GasUsed": null,
+            "TransactionId": tx_id,
+            "Status": format!("/api/v1/transactions/{tx_id}"),
+        });
+        (StatusCode::ACCEPTED, [(PREFERENCE_APPLIED, "respond-async")], Json(body)).into_response()
+    };
+    if respond_async {
+        track_in_background(state.clone(), scope, nonce, tx_id, sent.hash);
+        return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome."));
+    }
     let receipt = wait_for_receipt(provider, sent.hash, state.settings.receipt_timeout, state.settings.receipt_poll)
         .await
         .map_err(AppError::chain)?;
     let Some(receipt) = receipt else {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "Message": "Submitted; not mined yet. Poll the transaction hash.",
-                "From": checksum(from),
-                "TransactionHash": sent.hash,
-                "GasUsed": null,
-                "TransactionId": tx_id,
-            })),
-        ));
+        track_in_background(state.clone(), scope, nonce, tx_id, sent.hash);
+        return Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome."));
     };
-    let gas_used = receipt.gas_used;
-    if !receipt.status() {
-        state.store.finish_nonce(scope, nonce, NonceStatus::Failed).await?;
-        state.store.finish_transaction(tx_id, TxStatus::Reverted, gas_used, receipt.block_number).await?;
+    if !record_outcome(&state, scope, nonce, tx_id, &receipt).await? {
         return Err(AppError::unprocessable(
             "transaction_reverted",
             format!("transaction {} reverted on-chain after a successful simulation; nothing was executed", sent.hash),
         ));
     }
-    state.store.finish_nonce(scope, nonce, NonceStatus::Mined).await?;
-    state.store.finish_transaction(tx_id, TxStatus::Mined, gas_used, receipt.block_number).await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({
-            "Message": format!("Executed {} in block {}", checked.operations.join(", "), receipt.block_number.unwrap_or_default()),
-            "From": checksum(from),
-            "TransactionHash": sent.hash,
-            "GasUsed": gas_used,
-            "BlockNumber": receipt.block_number,
-            "Sponsor": checksum(sponsor.address()),
-            "TransactionId": tx_id,
-        })),
-    ))
+    Ok(Json(json!({
+        "Message": format!("Executed {} in block {}", checked.operations.join(", "), receipt.block_number.unwrap_or_default()),
+        "From": checksum(from),
+        "TransactionHash": sent.hash,
+        "GasUsed": receipt.gas_used,
+        "BlockNumber": receipt.block_number,
+        "Sponsor": checksum(sponsor.address()),
+        "TransactionId": tx_id,
+    }))
+    .into_response())
+}
+
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+
+/// How long a background tracker waits for a receipt before leaving the transaction to the
+/// pipeline's recovery (a later issue).
+const BACKGROUND_RECEIPT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Whether the client asked for `Prefer: respond-async` (RFC 7240).
+fn wants_async(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|p| p.trim().split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async")))
+    })
+}
+
+/// Records a receipt; returns whether the transaction succeeded. A reverted transaction consumed
+/// no bySig nonce, so its nonce is freed.
+async fn record_outcome(
+    state: &AppState,
+    scope: NonceScope,
+    nonce: u64,
+    tx_id: i64,
+    receipt: &TransactionReceipt,
+) -> anyhow::Result<bool> {
+    let ok = receipt.status();
+    let (nonce_status, tx_status) =
+        if ok { (NonceStatus::Mined, TxStatus::Mined) } else { (NonceStatus::Failed, TxStatus::Reverted) };
+    state.store.finish_nonce(scope, nonce, nonce_status).await?;
+    state.store.finish_transaction(tx_id, tx_status, receipt.gas_used, receipt.block_number).await?;
+    Ok(ok)
+}
+
+/// Follows a transaction whose answer was already sent, so its row and nonce still settle.
+fn track_in_background(state: AppState, scope: NonceScope, nonce: u64, tx_id: i64, hash: B256) {
+    tokio::spawn(async move {
+        let poll = state.settings.receipt_poll;
+        match wait_for_receipt(&state.provider, hash, BACKGROUND_RECEIPT_TIMEOUT, poll).await {
+            Ok(Some(receipt)) => {
+                if let Err(e) = record_outcome(&state, scope, nonce, tx_id, &receipt).await {
+                    tracing::error!(%hash, error = format!("{e:#}"), "failed to record a receipt");
+                }
+            }
+            Ok(None) => tracing::warn!(%hash, "no receipt yet; left in flight"),
+            Err(e) => tracing::warn!(%hash, error = format!("{e:#}"), "receipt tracking failed"),
+        }
+    });
 }
 
 /// `eth_call` then `eth_estimateGas` of the exact transaction, then broadcast from `sponsor`.

@@ -3,7 +3,8 @@
 //! - [`info`]: `GET /`, `GET /health`, `GET /api/v1/contracts`
 //! - [`subscriptions`], [`payments`], [`batch`]: endpoints that *build* a meta-transaction
 //!   ([`build`] assembles the `Transaction` object every one of them returns)
-//! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute`
+//! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute` (`Prefer: respond-async` → 202)
+//! - [`transactions`]: `GET /api/v1/transactions/{id}`, the outcome of an execute
 //! - [`extract`]: authentication and edge parsing; [`error`]: the one error type
 
 mod batch;
@@ -14,6 +15,7 @@ mod info;
 mod meta;
 mod payments;
 mod subscriptions;
+mod transactions;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -112,6 +114,7 @@ fn both<S: Clone + Send + Sync + 'static>(router: Router<S>, path: &str, method:
 pub fn app(state: AppState) -> Router {
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
+    v1 = both(v1, "/transactions/{id}", get(transactions::get));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
     v1 = both(v1, "/{contract}/payments", post(payments::pay));

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AppError, AppState, checksum,
+    AppError, AppState,
     build::{self, BuildRequest},
+    checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
 };
 use crate::{

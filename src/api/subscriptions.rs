@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AppError, AppState, checksum,
+    AppError, AppState,
     build::{self, BuildRequest},
+    checksum,
     extract::{ApiJson, ApiKey, ApiQuery, parse_address, parse_recipient, required},
 };
 use crate::{

@@ -16,7 +16,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use keys::{ApiKeyRecord, NewApiKey, hash_api_key};
 pub use nonces::{Claim, NonceScope, NonceStatus};
-pub use transactions::{NewTransaction, TxStatus};
+pub use transactions::{NewTransaction, TransactionRecord, TxStatus};
 
 /// Handle to the relayer's database; cheap to clone.
 #[derive(Clone, Debug)]

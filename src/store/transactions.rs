@@ -71,3 +71,45 @@ impl Store {
         Ok(())
     }
 }
+
+/// A relayed transaction as `GET /api/v1/transactions/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionRecord {
+    pub id: i64,
+    pub chain_id: u64,
+    pub contract: Address,
+    pub signer: Address,
+    pub meta_nonce: u64,
+    pub sponsor: Address,
+    pub tx_hash: B256,
+    pub status: String,
+    pub gas_used: Option<u64>,
+    pub block_number: Option<u64>,
+}
+
+impl Store {
+    /// The transaction `id`, if the key `api_key_id` relayed it (keys never see each other's).
+    pub async fn get_transaction(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<TransactionRecord>> {
+        let row = sqlx::query(
+            "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number
+             FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
+        )
+        .bind(id)
+        .bind(api_key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the transaction")?;
+        Ok(row.map(|r| TransactionRecord {
+            id: r.get("id"),
+            chain_id: r.get::<i64, _>("chain_id") as u64,
+            contract: Address::from_slice(&r.get::<Vec<u8>, _>("contract")),
+            signer: Address::from_slice(&r.get::<Vec<u8>, _>("signer")),
+            meta_nonce: r.get::<i64, _>("meta_nonce") as u64,
+            sponsor: Address::from_slice(&r.get::<Vec<u8>, _>("sponsor")),
+            tx_hash: B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")),
+            status: r.get("status"),
+            gas_used: r.get::<Option<i64>, _>("gas_used").map(|g| g as u64),
+            block_number: r.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+        }))
+    }
+}

@@ -28,7 +28,10 @@ async fn nonce_of(app: &TestApp, who: Address) -> Value {
 async fn nonce_counts_calls_built_but_not_yet_executed() {
     let app = spawn_app().await;
     let user = wallet();
-    assert_eq!(nonce_of(&app, user.address()).await, json!({"Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0}));
+    assert_eq!(
+        nonce_of(&app, user.address()).await,
+        json!({"Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0})
+    );
     let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     assert_eq!(first["Transaction"]["Nonce"], 0);
@@ -353,6 +356,60 @@ async fn contract_wallets_sign_through_erc1271() {
     let t = &built["Transaction"];
     let body = json!({"From": refusing, "Signature": "0xc0ffee", "Data": t["Data"], "Nonce": t["Nonce"],
                       "Deadline": t["Deadline"]});
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "signature_mismatch");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "signature_mismatch",
+    );
     assert_eq!(app.balance_of(refusing).await, internal(2));
+}
+
+#[tokio::test]
+async fn prefer_respond_async_answers_202_and_the_transaction_can_be_polled() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let body = app.signed_execute_body(&user, &built).await;
+    let resp = app
+        .http
+        .post(app.url("/api/v1/USDC/meta/execute"))
+        .header("X-API-Key", &app.api_key)
+        .header("Prefer", "respond-async")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(resp.headers()["preference-applied"], "respond-async");
+    let accepted: Value = resp.json().await.unwrap();
+    let status_path = accepted["Status"].as_str().unwrap().to_string();
+    let mut polled = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = app.get(&status_path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        polled = body;
+        if polled["Status"] != "submitted" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(polled["Status"], "mined", "{polled}");
+    assert_eq!(polled["TransactionHash"], accepted["TransactionHash"]);
+    assert!(polled["GasUsed"].as_u64().unwrap() > 0);
+    assert_eq!(app.balance_of(user.address()).await, internal(4));
+}
+
+#[tokio::test]
+async fn another_keys_or_an_unknown_transaction_is_404() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 1).await;
+    let (_, listed) = app.get("/api/v1/transactions/1").await;
+    assert_eq!(listed["Status"], "mined", "{listed}");
+    let other = app.store.create_api_key("other", &[app.sponsor], true).await.unwrap();
+    let resp = app.get_with_key("/api/v1/transactions/1", Some(&other.key)).await;
+    assert_error(&resp, StatusCode::NOT_FOUND, "transaction_not_found");
+    assert_error(&app.get("/api/v1/transactions/999").await, StatusCode::NOT_FOUND, "transaction_not_found");
+    assert_error(&app.get("/api/v1/transactions/abc").await, StatusCode::NOT_FOUND, "transaction_not_found");
 }

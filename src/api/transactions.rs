@@ -1,0 +1,29 @@
+//! `GET /api/v1/transactions/{id}`: the outcome of an execute, e.g. after a 202.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde_json::{Value, json};
+
+use super::{AppError, AppState, checksum, extract::ApiKey};
+
+#[tracing::instrument(skip_all)]
+pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+    let not_found = || AppError::not_found("transaction_not_found", format!("no transaction {id:?} for this API key"));
+    let numeric: i64 = id.parse().map_err(|_| not_found())?;
+    let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
+    let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
+    Ok(Json(json!({
+        "Id": t.id,
+        "Status": t.status,
+        "Contract": contract,
+        "ChainId": t.chain_id,
+        "From": checksum(t.signer),
+        "Nonce": t.meta_nonce,
+        "Sponsor": checksum(t.sponsor),
+        "TransactionHash": t.tx_hash,
+        "GasUsed": t.gas_used,
+        "BlockNumber": t.block_number,
+    })))
+}
