@@ -413,3 +413,54 @@ async fn another_keys_or_an_unknown_transaction_is_404() {
     assert_error(&app.get("/api/v1/transactions/999").await, StatusCode::NOT_FOUND, "transaction_not_found");
     assert_error(&app.get("/api/v1/transactions/abc").await, StatusCode::NOT_FOUND, "transaction_not_found");
 }
+
+#[tokio::test]
+async fn a_nonce_already_being_executed_is_409_nonce_in_flight() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    // Another relayer process has claimed this nonce and not finished yet.
+    let scope =
+        streampay_relayer::store::NonceScope { chain_id: app.chain_id, contract: app.contract, signer: user.address() };
+    let nonce = built["Transaction"]["Nonce"].as_u64().unwrap();
+    let deadline = built["Transaction"]["Deadline"].as_u64().unwrap();
+    assert_eq!(app.store.claim_nonce(scope, nonce, deadline).await.unwrap(), streampay_relayer::store::Claim::Claimed);
+    assert_error(&app.execute(&user, &built).await, StatusCode::CONFLICT, "nonce_in_flight");
+    assert_eq!(app.balance_of(user.address()).await, internal(5), "nothing sent");
+}
+
+#[tokio::test]
+async fn malformed_data_is_400_invalid_data() {
+    let app = spawn_app().await;
+    let body = json!({"From": wallet().address(), "Signature": "0x00", "Data": "0xabc", "Nonce": 0, "Deadline": 5});
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_data");
+}
+
+#[tokio::test]
+async fn traits_must_match_the_request_and_allow_the_sponsor() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Traits"] = json!("not a number");
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_traits");
+    // Traits of another nonce than the request's.
+    let other = Traits::account(7, body["Deadline"].as_u64().unwrap(), Some(app.sponsor)).encode();
+    body["Traits"] = json!(other.to_string());
+    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "invalid_traits");
+    // A call bound to another relayer cannot be relayed by this sponsor.
+    let bound =
+        Traits::account(body["Nonce"].as_u64().unwrap(), body["Deadline"].as_u64().unwrap(), Some(app.other_sponsor))
+            .encode();
+    body["Traits"] = json!(bound.to_string());
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "sponsor_mismatch",
+    );
+    // The exact traits from the build response work.
+    body["Traits"] = built["Transaction"]["Traits"].clone();
+    assert_eq!(app.post("/api/v1/USDC/meta/execute", &body).await.0, StatusCode::OK);
+}

@@ -124,3 +124,11 @@ async fn subscribing_beyond_the_balance_is_422_with_the_contracts_error() {
     let (_, nonce) = app.get(&format!("/api/v1/USDC/meta/nonce/{}", user.address())).await;
     assert_eq!(nonce["ChainNonce"], 1, "only the deposit consumed a nonce");
 }
+
+#[tokio::test]
+async fn a_malformed_query_is_400_invalid_query() {
+    let app = spawn_app().await;
+    let (a, b) = (wallet().address(), wallet().address());
+    let resp = app.delete(&format!("/api/v1/USDC/subscriptions/{}?From={a}&From={b}", wallet().address())).await;
+    assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_query");
+}
