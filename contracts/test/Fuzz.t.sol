@@ -7,14 +7,17 @@ import {Base} from "./utils/Base.sol";
 /// @title FuzzTest
 /// @notice Property tests with bounded inputs. Every expectation is the closed form computed here
 /// from the inputs (balance = deposit + (income - outgoing) * elapsed, fee = rate * bps / 10_000).
+/// Solvency rule under test: an account's own operations must leave its live balance covering
+/// OPERATING_WINDOWS (2) liquidation windows of net outflow; it is liquidatable below ONE window.
 contract FuzzTest is Base {
     uint256 internal constant MAX_TOKENS = 1e18; // 1e12 USDC: far beyond any real deposit
     uint256 internal constant MAX_ELAPSED = 10 * 365 days;
 
-    /// @dev Bounds a deposit in token units and a rate the deposit can sustain for the window.
+    /// @dev Bounds a deposit in token units and a rate the deposit can sustain for the two windows a
+    /// subscribe must leave covered.
     function _boundDepositAndRate(uint256 tokens, uint256 rate) internal pure returns (uint256, uint96) {
         tokens = bound(tokens, 1, MAX_TOKENS);
-        uint256 maxRate = tokens * SCALE / LIQUIDATION_WINDOW; // >= 11_574_074 for one token unit
+        uint256 maxRate = tokens * SCALE / (OPERATING_WINDOWS * LIQUIDATION_WINDOW); // >= 5_787_037 for one unit
         return (tokens, uint96(bound(rate, 1, maxRate)));
     }
 
@@ -24,7 +27,7 @@ contract FuzzTest is Base {
         tokens = bound(tokens, 1, MAX_TOKENS);
         uint256 d = tokens * SCALE;
         uint256 minRate = d / (LIQUIDATION_WINDOW + MAX_ELAPSED) + 1;
-        return (tokens, uint96(bound(rate, minRate, d / LIQUIDATION_WINDOW)));
+        return (tokens, uint96(bound(rate, minRate, d / (OPERATING_WINDOWS * LIQUIDATION_WINDOW))));
     }
 
     // ---------------------------------------------------------------- deposits and withdrawals
@@ -128,12 +131,14 @@ contract FuzzTest is Base {
     ) public {
         (uint256 tokens_, uint96 r1) = _boundDepositAndRate(tokens, r1_);
         uint256 d = tokens_ * 1e12;
-        // stay solvent up to t1 so the re-subscribe is the account's own choice
+        // not liquidatable up to t1 so the re-subscribe is the account's own choice
         uint256 lastSolvent = (d - uint256(r1) * LIQUIDATION_WINDOW) / r1;
         t1 = bound(t1, 0, lastSolvent < MAX_ELAPSED ? lastSolvent : MAX_ELAPSED);
         uint256 live1 = d - uint256(r1) * t1;
-        vm.assume(live1 / LIQUIDATION_WINDOW >= 1);
-        uint96 r2 = uint96(bound(r2_, 1, live1 / LIQUIDATION_WINDOW));
+        // the new rate must leave two windows covered
+        uint256 maxR2 = live1 / (OPERATING_WINDOWS * LIQUIDATION_WINDOW);
+        vm.assume(maxR2 >= 1);
+        uint96 r2 = uint96(bound(r2_, 1, maxR2));
         t2 = bound(t2, 0, MAX_ELAPSED);
 
         _deposit(alice, tokens_);
@@ -156,7 +161,7 @@ contract FuzzTest is Base {
         uint256 total;
         uint256[] memory rates = new uint256[](n);
         for (uint256 i; i < n; ++i) {
-            // each rate up to 1e18 / 86400: the total needs at most 8e18 of the 1e24 deposit
+            // each rate up to 1e18 / 86400: the total needs at most 2 * 8e18 of the 1e24 deposit
             rates[i] = bound(uint256(keccak256(abi.encode(seed, i))), 1, 1e18 / LIQUIDATION_WINDOW);
             total += rates[i];
             _subscribe(alice, vm.addr(100 + i), uint96(rates[i]), 0);
@@ -183,12 +188,12 @@ contract FuzzTest is Base {
         assertEq(sp.balanceOf(bob), uint256(rate) * t1);
     }
 
-    function testFuzz_subscribe_revertsIffBalanceCannotCoverWindow(uint256 tokens, uint96 rate) public {
+    function testFuzz_subscribe_revertsIffBalanceCannotCoverTwoWindows(uint256 tokens, uint96 rate) public {
         tokens = bound(tokens, 1, MAX_TOKENS);
         rate = uint96(bound(rate, 1, type(uint96).max));
         _deposit(alice, tokens);
         uint256 d = tokens * 1e12;
-        uint256 required = uint256(rate) * LIQUIDATION_WINDOW;
+        uint256 required = uint256(rate) * 2 * LIQUIDATION_WINDOW;
         if (required > d) {
             vm.expectRevert(
                 abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, required - d, d)
@@ -197,6 +202,95 @@ contract FuzzTest is Base {
         _subscribe(alice, bob, rate, 0);
         (bool active,) = sp.subscriptions(alice, bob);
         assertEq(active, required <= d);
+        if (!active) return;
+        // every accepted stream runs a full window before it can be liquidated
+        assertFalse(sp.isLiquidatable(alice));
+        vm.warp(START + LIQUIDATION_WINDOW);
+        assertEq(sp.signedBalanceOf(alice), int256(d - uint256(rate) * LIQUIDATION_WINDOW));
+        assertFalse(sp.isLiquidatable(alice));
+    }
+
+    /// @dev The highest rate a deposit allows runs at least one full window, and the account
+    /// becomes liquidatable exactly when its balance drops below one window of outflow.
+    function testFuzz_subscribe_atHighestRateIsLiquidatableOnlyAfterOneWindow(uint256 tokens) public {
+        tokens = bound(tokens, 1, MAX_TOKENS);
+        uint256 d = tokens * 1e12;
+        uint256 rate = d / (2 * LIQUIDATION_WINDOW);
+        _deposit(alice, tokens);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, (rate + 1) * 2 * LIQUIDATION_WINDOW - d, d
+            )
+        );
+        _subscribe(alice, bob, uint96(rate + 1), 0);
+        _subscribe(alice, bob, uint96(rate), 0);
+        // first second t with d - rate * t < rate * window
+        uint256 firstLiquidatable = (d - rate * LIQUIDATION_WINDOW) / rate + 1;
+        assertGt(firstLiquidatable, LIQUIDATION_WINDOW);
+        vm.warp(START + 1);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.warp(START + LIQUIDATION_WINDOW);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.warp(START + firstLiquidatable - 1);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.expectRevert(abi.encodeWithSelector(IStreamPay.StreamPayNotLiquidatable.selector, alice));
+        vm.prank(dave);
+        sp.liquidate(alice);
+        vm.warp(START + firstLiquidatable);
+        assertTrue(sp.isLiquidatable(alice));
+        uint256 reward = d - rate * firstLiquidatable;
+        vm.expectEmit(true, true, true, true, address(sp));
+        emit Liquidated(alice, dave, reward, 1);
+        vm.prank(dave);
+        sp.liquidate(alice);
+        assertEq(sp.balanceOf(dave), reward);
+    }
+
+    /// @dev A payment from a streaming account reverts iff it leaves less than two windows of
+    /// cover (exact error), and the largest allowed payment leaves the account liquidatable exactly
+    /// one window and one second later.
+    function testFuzz_pay_revertsIffItLeavesLessThanTwoWindows(
+        uint256 tokens,
+        uint256 rate_,
+        uint256 elapsed,
+        uint256 amount
+    ) public {
+        (uint256 tokens_, uint96 rate) = _boundDepositAndRate(tokens, rate_);
+        uint256 d = tokens_ * 1e12;
+        uint256 required = uint256(rate) * 2 * LIQUIDATION_WINDOW;
+        // any time (realistic) at which alice still covers two windows
+        uint256 lastCovered = (d - required) / rate;
+        elapsed = bound(elapsed, 0, lastCovered < MAX_ELAPSED ? lastCovered : MAX_ELAPSED);
+        uint256 live = d - uint256(rate) * elapsed;
+        uint256 spendable = live - required;
+        amount = bound(amount, 1, live + 1e18);
+        _deposit(alice, tokens_);
+        _subscribe(alice, bob, rate, 0);
+        vm.warp(START + elapsed);
+
+        if (amount > spendable) {
+            uint256 left = live > amount ? live - amount : 0;
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    IStreamPay.StreamPayInsufficientBalance.selector, alice, required + amount - live, left
+                )
+            );
+            vm.prank(alice);
+            sp.pay(carol, amount);
+            amount = spendable;
+            if (amount == 0) return;
+        }
+        vm.prank(alice);
+        sp.pay(carol, amount);
+        assertEq(sp.signedBalanceOf(alice), int256(live - amount));
+        assertEq(sp.balanceOf(carol), amount);
+        assertFalse(sp.isLiquidatable(alice));
+        if (amount != spendable) return;
+        // exactly two windows left
+        vm.warp(START + elapsed + LIQUIDATION_WINDOW);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.warp(START + elapsed + LIQUIDATION_WINDOW + 1);
+        assertTrue(sp.isLiquidatable(alice));
     }
 
     // ---------------------------------------------------------------- fees
@@ -204,7 +298,7 @@ contract FuzzTest is Base {
     function testFuzz_fee_incomePlusFeeEqualsOutgoing(uint256 rate_, uint256 fee_, uint256 elapsed) public {
         uint16 fee = uint16(bound(fee_, 0, MAX_FEE));
         uint256 tokens = MAX_TOKENS;
-        uint96 rate = uint96(bound(rate_, 1, tokens * SCALE / LIQUIDATION_WINDOW));
+        uint96 rate = uint96(bound(rate_, 1, tokens * SCALE / (OPERATING_WINDOWS * LIQUIDATION_WINDOW)));
         elapsed = bound(elapsed, 0, MAX_ELAPSED);
         uint256 pid = _claimProject(carol, fee);
         _deposit(alice, tokens);
@@ -290,6 +384,8 @@ contract FuzzTest is Base {
         uint256 d = tokens_ * 1e12;
         // first second at which d - rate * t < rate * window
         uint256 firstLiquidatable = (d - uint256(rate) * LIQUIDATION_WINDOW) / rate + 1;
+        // the subscribe left two windows covered, so that is more than one window after it
+        assertGt(firstLiquidatable, LIQUIDATION_WINDOW);
         elapsed = bound(elapsed, firstLiquidatable, firstLiquidatable + MAX_ELAPSED);
         _deposit(alice, tokens_);
         _subscribe(alice, bob, rate, 0);

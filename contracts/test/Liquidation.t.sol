@@ -15,10 +15,12 @@ contract RevertsOnEverything {
 
 /// @title LiquidationTest
 /// @notice Solvency, liquidation, and the guarantee that unsubscribe and liquidate never depend on
-/// a third party's state. Fixture: LIQUIDATION_WINDOW = 86_400 s.
+/// a third party's state. Fixture: LIQUIDATION_WINDOW = 86_400 s. An account's own operations must
+/// leave it covering two windows of net outflow; it is liquidatable once it covers less than one.
 contract LiquidationTest is Base {
-    // alice deposits 1 USDC (1e18) and streams 1e12/s to bob: the window needs 8.64e16, so she
-    // stays solvent while 1e18 - 1e12 * t >= 8.64e16, i.e. up to t = 913_600 s.
+    // alice deposits 1 USDC (1e18) and streams 1e12/s to bob: subscribing needs 2 windows (1.728e17);
+    // liquidation needs one window, 8.64e16, so she is not liquidatable while
+    // 1e18 - 1e12 * t >= 8.64e16, i.e. up to t = 913_600 s.
     uint256 internal constant D = 1e18;
     uint96 internal constant R = 1e12;
     uint256 internal constant LAST_SOLVENT = 913_600;
@@ -90,6 +92,88 @@ contract LiquidationTest is Base {
         assertEq(sp.balanceOf(alice), 0);
         vm.expectRevert(abi.encodeWithSelector(IStreamPay.StreamPayNotLiquidatable.selector, alice));
         sp.liquidate(alice);
+    }
+
+    // ---------------------------------------------------------------- own operations leave two windows
+
+    /// @dev The point of the two-window rule: subscribing at the highest rate the balance allows
+    /// leaves the account safe from liquidation for one full window (with one window of cover it
+    /// would have been liquidatable, and lost its balance to the liquidator, a second later).
+    function test_subscribe_atHighestAffordableRate_notLiquidatableUntilOneFullWindowHasPassed() public {
+        _deposit(alice, 1e6); // D = 1e18
+        // highest rate with rate * 2 * 86_400 <= 1e18: floor(1e18 / 172_800) = 5_787_037_037_037
+        uint96 maxRate = 5_787_037_037_037;
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(166_400), uint256(D)
+            )
+        );
+        _subscribe(alice, bob, maxRate + 1, 0); // (maxRate + 1) * 172_800 = 1e18 + 166_400
+        _subscribe(alice, bob, maxRate, 0); // maxRate * 172_800 = 1e18 - 6_400
+        assertFalse(sp.isLiquidatable(alice));
+
+        // one second later: nowhere near liquidatable
+        vm.warp(START + 1);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.expectRevert(abi.encodeWithSelector(IStreamPay.StreamPayNotLiquidatable.selector, alice));
+        vm.prank(dave);
+        sp.liquidate(alice);
+
+        // a full window later: live = 1e18 - maxRate * 86_400 = 500_000_000_000_003_200, still at
+        // least one window (maxRate * 86_400 = 499_999_999_999_996_800)
+        vm.warp(START + LIQUIDATION_WINDOW);
+        assertEq(sp.balanceOf(alice), 500_000_000_000_003_200);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.expectRevert(abi.encodeWithSelector(IStreamPay.StreamPayNotLiquidatable.selector, alice));
+        vm.prank(dave);
+        sp.liquidate(alice);
+
+        // the next second the balance, 1e18 - maxRate * 86_401 = 499_994_212_962_966_163, falls
+        // below one window: liquidatable, and the liquidator takes what is left
+        vm.warp(START + LIQUIDATION_WINDOW + 1);
+        assertTrue(sp.isLiquidatable(alice));
+        uint256 reward = 499_994_212_962_966_163;
+        vm.expectEmit(true, true, true, true, address(sp));
+        emit Liquidated(alice, dave, reward, 1);
+        vm.prank(dave);
+        sp.liquidate(alice);
+        assertEq(sp.balanceOf(dave), reward);
+        assertEq(sp.balanceOf(bob), uint256(maxRate) * (LIQUIDATION_WINDOW + 1));
+        assertEq(sp.signedBalanceOf(alice), int256(0));
+    }
+
+    /// @dev The two boundaries side by side on one account: an own operation may leave exactly two
+    /// windows of cover but not one wei less, while liquidation needs less than one window.
+    function test_ownOperationsNeedTwoWindows_liquidationNeedsLessThanOne() public {
+        _openAliceToBob(); // needs 2 * 86_400 * 1e12 = 1.728e17 for own operations
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1), uint256(1.728e17 - 1)
+            )
+        );
+        vm.prank(alice);
+        sp.pay(carol, D - 1.728e17 + 1);
+        vm.prank(alice);
+        sp.pay(carol, D - 1.728e17);
+        assertEq(sp.balanceOf(alice), 1.728e17);
+        assertFalse(sp.isLiquidatable(alice));
+        // 86_400 s later exactly one window (8.64e16) is left: not liquidatable, but no own spending
+        vm.warp(START + 86_400);
+        assertEq(sp.balanceOf(alice), 8.64e16);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(8.64e16 + 1), uint256(8.64e16 - 1)
+            )
+        );
+        vm.prank(alice);
+        sp.pay(carol, 1);
+        // one second more: below one window, liquidatable
+        vm.warp(START + 86_401);
+        assertTrue(sp.isLiquidatable(alice));
+        vm.prank(dave);
+        sp.liquidate(alice);
+        assertEq(sp.balanceOf(dave), 8.64e16 - 1e12);
     }
 
     // ---------------------------------------------------------------- liquidation effects
@@ -214,8 +298,9 @@ contract LiquidationTest is Base {
         );
         vm.prank(alice);
         sp.pay(carol, 1);
+        // a 1/s stream needs 2 * 86_400 of cover on top of repaying the debt
         vm.expectRevert(
-            abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1e18 + 86_400), uint256(0))
+            abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1e18 + 172_800), uint256(0))
         );
         _subscribe(alice, carol, 1, 0);
 
@@ -395,13 +480,13 @@ contract LiquidationTest is Base {
     function test_liquidate_notBlockedByProjectOwnerInDebt() public {
         // carol owns the project and is herself deep in debt from her own stream
         uint256 pid = _claimProject(carol, 2000);
-        _deposit(carol, 1e6);
+        _deposit(carol, 2e6); // 2e18 covers the 2 * 86_400 * 1e13 = 1.728e18 her subscribe needs
         _subscribe(carol, dave, 1e13, 0);
         _openAliceToBob();
         _subscribe(alice, bob, R, pid); // re-subscribe under the project: bob 0.8e12, carol 0.2e12
         vm.warp(START + LAST_SOLVENT + 1);
-        // carol: 1e18 + (0.2e12 - 1e13) * 913_601 < 0
-        int256 carolLive = 1e18 + (0.2e12 - 1e13) * int256(LAST_SOLVENT + 1);
+        // carol: 2e18 + (0.2e12 - 1e13) * 913_601 < 0
+        int256 carolLive = 2e18 + (0.2e12 - 1e13) * int256(LAST_SOLVENT + 1);
         assertEq(sp.signedBalanceOf(carol), carolLive);
         assertLt(carolLive, int256(0));
         vm.prank(relayer);

@@ -802,6 +802,47 @@ contract MetaTxTest is Base {
         assertEq(sp.bySigAccountNonces(alice), 0);
     }
 
+    /// @dev The fee is an own operation of the signer: with a stream running, payment plus fee must
+    /// leave two windows of its outflow covered (2 * 86_400 * 1e12 = 172.8e15), not one wei less.
+    function test_sponsoredCall_feeMustLeaveTwoWindowsOfCover() public {
+        _deposit(alice, 100e6);
+        vm.prank(alice);
+        sp.subscribe(carol, 1e12, 0);
+        uint256 cover = 2 * 1e12 * 1 days;
+        uint256 fee = 1 * ONE;
+        uint256 payment = 100 * ONE - cover - fee;
+
+        bytes memory inner = abi.encodeCall(IStreamPay.pay, (bob, payment));
+        // one wei more of fee: the fee's debit fails, and the payment is undone with it
+        bytes memory data = abi.encodeCall(IStreamPay.sponsoredCall, (address(sp), fee + 1, inner, ""));
+        (IStreamPay.SignedCall memory c, bytes memory sig) = _signed(ALICE_PK, 0, data);
+        _relayExpectRevert(
+            alice, c, sig, abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, 1, cover - 1)
+        );
+        assertEq(_bal(alice), _i(100 * ONE));
+        assertEq(_bal(bob), 0);
+        assertEq(sp.bySigAccountNonces(alice), 0);
+
+        // only one window of cover left after the fee: still an insufficient balance
+        data = abi.encodeCall(IStreamPay.sponsoredCall, (address(sp), fee + cover / 2, inner, ""));
+        (c, sig) = _signed(ALICE_PK, 0, data);
+        _relayExpectRevert(
+            alice,
+            c,
+            sig,
+            abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, cover / 2, cover / 2)
+        );
+
+        // exactly two windows left: charged
+        data = abi.encodeCall(IStreamPay.sponsoredCall, (address(sp), fee, inner, ""));
+        (c, sig) = _signed(ALICE_PK, 0, data);
+        _relay(alice, c, sig);
+        assertEq(_bal(alice), _i(cover));
+        assertEq(_bal(bob), _i(payment));
+        assertEq(_bal(relayer), _i(fee));
+        assertFalse(sp.isLiquidatable(alice));
+    }
+
     /// @dev Called directly, nobody is sponsored: the caller is not charged for paying itself.
     function test_sponsoredCall_direct_chargesNothing() public {
         _deposit(alice, 100e6);
@@ -876,7 +917,7 @@ contract MetaTxTest is Base {
     function test_multicall_viaBySig_failureUndoesSubscribeToo() public {
         _deposit(alice, 100e6);
         bytes[] memory items = new bytes[](2);
-        items[0] = abi.encodeCall(IStreamPay.subscribe, (bob, 1e12, 0)); // needs 1e12 * 1 day = 86.4e15
+        items[0] = abi.encodeCall(IStreamPay.subscribe, (bob, 1e12, 0)); // needs 2 * 1e12 * 1 day = 172.8e15
         items[1] = abi.encodeCall(IStreamPay.pay, (carol, 100 * ONE)); // leaves nothing to cover it
         (IStreamPay.SignedCall memory c, bytes memory sig) =
             _signed(ALICE_PK, 0, abi.encodeCall(IStreamPay.multicall, (items)));
@@ -884,7 +925,7 @@ contract MetaTxTest is Base {
             alice,
             c,
             sig,
-            abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, 1e12 * 1 days, 0)
+            abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, 2 * 1e12 * 1 days, 0)
         );
         (bool active,) = sp.subscriptions(alice, bob);
         assertFalse(active, "subscribe undone");

@@ -244,21 +244,30 @@ contract StreamPayTest is Base {
         sp.withdraw(2e18);
     }
 
-    function test_withdraw_revertsWhenItWouldLeaveAccountLiquidatable() public {
+    function test_withdraw_revertsWhenItWouldLeaveLessThanTwoWindows() public {
         _deposit(alice, 100e6);
         _subscribe(alice, bob, 1e12, 0);
-        // required = 1e12 * 86400 = 8.64e16; leaving 8e16 lacks 0.64e16
+        // own operations must leave 2 windows: required = 2 * 86400 * 1e12 = 1.728e17
+        // leaving one window's worth (8.64e16, not liquidatable) lacks another 8.64e16
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(0.64e16), uint256(8e16)
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(8.64e16), uint256(8.64e16)
             )
         );
         vm.prank(alice);
-        sp.withdraw(100e18 - 8e16);
-        // leaving exactly the window's worth is allowed
-        vm.prank(alice);
         sp.withdraw(100e18 - 8.64e16);
-        assertEq(sp.balanceOf(alice), 8.64e16);
+        // one token unit (1e12, the smallest withdrawable step) below the two windows lacks exactly 1e12
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1e12), uint256(1.728e17 - 1e12)
+            )
+        );
+        vm.prank(alice);
+        sp.withdraw(100e18 - 1.728e17 + 1e12);
+        // leaving exactly two windows' worth is allowed
+        vm.prank(alice);
+        sp.withdraw(100e18 - 1.728e17);
+        assertEq(sp.balanceOf(alice), 1.728e17);
         assertFalse(sp.isLiquidatable(alice));
     }
 
@@ -266,11 +275,19 @@ contract StreamPayTest is Base {
         _deposit(alice, 100e6);
         _subscribe(alice, bob, 1e12, 0);
         vm.warp(START + 1000);
-        // live = 100e18 - 1e15; required 8.64e16; the maximum withdrawable is live - required
-        uint256 maxOut = 100e18 - 1e15 - 8.64e16;
+        // live = 100e18 - 1e15; required 2 * 86400 * 1e12 = 1.728e17; the maximum withdrawable is
+        // live - required (a whole number of token units here)
+        uint256 maxOut = 100e18 - 1e15 - 1.728e17;
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1e12), uint256(1.728e17 - 1e12)
+            )
+        );
+        vm.prank(alice);
+        sp.withdraw(maxOut + 1e12);
         vm.prank(alice);
         sp.withdraw(maxOut);
-        assertEq(sp.balanceOf(alice), 8.64e16);
+        assertEq(sp.balanceOf(alice), 1.728e17);
         // bob withdraws his streamed income
         vm.prank(bob);
         sp.withdraw(1e15);
@@ -341,23 +358,37 @@ contract StreamPayTest is Base {
         sp.pay(bob, 10e18 + 1);
     }
 
-    function test_pay_revertsWhenItWouldLeaveAccountLiquidatable() public {
+    function test_pay_revertsWhenItWouldLeaveLessThanTwoWindows() public {
         _deposit(alice, 1e6); // 1e18
-        _subscribe(alice, bob, 1e10, 0); // requires 8.64e14
+        _subscribe(alice, bob, 1e10, 0); // own operations require 2 * 86400 * 1e10 = 1.728e15
         vm.warp(START + 100); // live = 1e18 - 1e12
         uint256 live = 1e18 - 1e12;
-        uint256 payable_ = live - 8.64e14;
+        uint256 payable_ = live - 1.728e15;
+        // leaving one window (8.64e14: not liquidatable) is not enough for an own operation
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1), uint256(8.64e14 - 1)
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(8.64e14), uint256(8.64e14)
+            )
+        );
+        vm.prank(alice);
+        sp.pay(carol, live - 8.64e14);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(1), uint256(1.728e15 - 1)
             )
         );
         vm.prank(alice);
         sp.pay(carol, payable_ + 1);
         vm.prank(alice);
         sp.pay(carol, payable_);
-        assertEq(sp.balanceOf(alice), 8.64e14);
+        assertEq(sp.balanceOf(alice), 1.728e15);
         assertEq(sp.balanceOf(carol), payable_);
+        // two windows left: still not liquidatable one full window later, liquidatable the second after
+        vm.warp(START + 100 + 86_400);
+        assertEq(sp.balanceOf(alice), 8.64e14);
+        assertFalse(sp.isLiquidatable(alice));
+        vm.warp(START + 100 + 86_401);
+        assertTrue(sp.isLiquidatable(alice));
     }
 
     // ---------------------------------------------------------------- subscribe
@@ -427,25 +458,36 @@ contract StreamPayTest is Base {
         _subscribe(alice, bob, 1e13, 2);
     }
 
-    function test_subscribe_revertsWhenBalanceCannotCoverWindow() public {
+    function test_subscribe_revertsWhenBalanceCannotCoverTwoWindows() public {
         _deposit(alice, 1e6); // 1e18
-        uint96 rate = 11_574_074_074_075; // floor(1e18 / 86400) + 1
-        // required = rate * 86400 = 1_000_000_000_000_080_000
+        // the highest rate one window allows, floor(1e18 / 86400), no longer fits:
+        // required = 11_574_074_074_074 * 2 * 86400 = 1_999_999_999_999_987_200
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(80_000), uint256(1e18)
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(999_999_999_999_987_200), uint256(1e18)
+            )
+        );
+        _subscribe(alice, bob, 11_574_074_074_074, 0);
+        uint96 rate = 5_787_037_037_038; // floor(1e18 / 172800) + 1
+        // required = rate * 2 * 86400 = 1_000_000_000_000_166_400
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(166_400), uint256(1e18)
             )
         );
         _subscribe(alice, bob, rate, 0);
-        // one less per second fits
+        // one less per second fits: 5_787_037_037_037 * 172800 = 1e18 - 6_400
         _subscribe(alice, bob, rate - 1, 0);
+        (,, uint256 outgoing,) = sp.accountInfo(alice);
+        assertEq(outgoing, rate - 1);
         assertFalse(sp.isLiquidatable(alice));
     }
 
     function test_subscribe_revertsWithoutAnyBalance() public {
+        // required = 1 * 2 * 86400
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(86_400), uint256(0)
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(172_800), uint256(0)
             )
         );
         _subscribe(alice, bob, 1, 0);
@@ -513,12 +555,26 @@ contract StreamPayTest is Base {
         _subscribe(alice, bob, 1e10, 0);
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(86_400 * 2e13 - 1e18), uint256(1e18)
+                IStreamPay.StreamPayInsufficientBalance.selector,
+                alice,
+                uint256(2 * 86_400 * 2e13 - 1e18),
+                uint256(1e18)
             )
         );
         _subscribe(alice, bob, 2e13, 0);
         (, uint256 enc) = sp.subscriptions(alice, bob);
         assertEq(enc, _encodeRates(1e10, 1e10, 0), "old stream intact after the revert");
+        // the replaced rate does not count: the boundary is two windows of the new rate alone,
+        // floor(1e18 / 172800) = 5_787_037_037_037 fits, one more per second lacks 166_400
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(166_400), uint256(1e18)
+            )
+        );
+        _subscribe(alice, bob, 5_787_037_037_038, 0);
+        _subscribe(alice, bob, 5_787_037_037_037, 0);
+        (, enc) = sp.subscriptions(alice, bob);
+        assertEq(enc, _encodeRates(5_787_037_037_037, 5_787_037_037_037, 0));
     }
 
     function test_subscribe_incomeOffsetsRequiredWindow() public {
@@ -528,9 +584,10 @@ contract StreamPayTest is Base {
         _subscribe(alice, carol, 2e13, 0);
         (,, uint256 outgoing,) = sp.accountInfo(alice);
         assertEq(outgoing, 2e13);
+        // one more wei per second of net outflow needs 2 * 86400 of balance she does not have
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(86_400), uint256(0)
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(172_800), uint256(0)
             )
         );
         _subscribe(alice, dave, 1, 0);
@@ -751,7 +808,7 @@ contract StreamPayTest is Base {
 
     function test_subscribe_feeIsCarvedFromRateAndStreamedToProjectOwner() public {
         uint256 pid = _claimProject(carol, 250); // 2.5%
-        _deposit(alice, 100e6);
+        _deposit(alice, 200e6); // rate 1e15 needs 2 * 86400 * 1e15 = 1.728e20 of cover
         // rate 1e15: fee 2.5e13, author income 9.75e14
         vm.expectEmit(true, true, true, true, address(sp));
         emit StreamCreated(alice, bob, _encodeRates(9.75e14, 1e15, pid));
@@ -771,7 +828,7 @@ contract StreamPayTest is Base {
         vm.warp(START + 1000);
         assertEq(sp.balanceOf(bob), 9.75e17);
         assertEq(sp.balanceOf(carol), 2.5e16);
-        assertEq(sp.balanceOf(alice), 100e18 - 1e18);
+        assertEq(sp.balanceOf(alice), 200e18 - 1e18);
     }
 
     function test_subscribe_feeRoundsDownAndIncomePlusFeeEqualsOutgoing() public {

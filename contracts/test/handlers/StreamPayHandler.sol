@@ -18,6 +18,11 @@ import {SigUtils} from "./SigUtils.sol";
 /// discarded, state and ghosts included, so a violation found inside an action is recorded in
 /// `violations`/`firstViolation` instead and the invariant `invariant_handlerSawNoViolation` fails.
 ///
+/// Solvency model (independent of the contract): an account's own operations (subscribe, pay,
+/// withdraw, a sponsored fee) must leave its live balance covering OPERATING_WINDOWS (2) windows of
+/// its net outflow (a non-negative balance without net outflow); an account with streams is
+/// liquidatable once its live balance covers less than ONE window.
+///
 /// Keeper assumption: before every time warp (bounded to at most `liquidationWindow`) the handler
 /// acts as a timely keeper and liquidates every account `isLiquidatable` reports, until none is
 /// left. This is the protocol's design (SPEC §2: an account is liquidatable once it cannot cover
@@ -32,6 +37,8 @@ contract StreamPayHandler {
     uint256 internal constant MAX_DEPOSIT = 1_000_000e6; // token units per deposit
     uint256 internal constant MAX_RATE = 1e18; // 18-dec units per second (one token a second)
     uint256 internal constant INITIAL_DEPOSIT = 1_000e6; // token units each account starts with
+    /// @dev Windows of net outflow an account's own operations must leave covered.
+    uint256 internal constant OPERATING_WINDOWS = 2;
     uint256 internal constant MAX_RECORDED_SIGS = 64;
     bytes32 internal constant NONCE_USED_TOPIC = keccak256("NonceUsed(address,uint8,bytes4,uint256)");
 
@@ -219,7 +226,8 @@ contract StreamPayHandler {
     }
 
     /// @notice Subscribe (or re-subscribe) with or without a project, at a rate the subscriber
-    /// can cover for the liquidation window.
+    /// can cover for two liquidation windows. When the model's maximum rate is not capped, one more
+    /// per second must first be rejected with the exact StreamPayInsufficientBalance.
     function subscribe(uint256 fromSeed, uint256 toSeed, uint256 rate, uint256 projectSeed, uint256 via) external {
         address from = _account(fromSeed);
         address author = _account(toSeed);
@@ -227,6 +235,7 @@ contract StreamPayHandler {
         uint256 projectId = projectSeed % 3 == 0 ? 0 : _projects[projectSeed % 3 - 1];
 
         uint256 maxRate = _maxRate(from, author);
+        _checkRateAboveMaxRejected(from, author, maxRate, projectId);
         if (maxRate == 0) return;
         rate = _bound(rate, 1, maxRate);
 
@@ -324,7 +333,18 @@ contract StreamPayHandler {
             vm.prank(keeper);
             (bool ok, bytes memory err) =
                 address(sp).call(abi.encodeCall(IStreamPay.bySig, (from, IStreamPay.SignedCall(traits, data), sig)));
-            _check(!ok && bytes4(err) == IStreamPay.StreamPayInsufficientBalance.selector, "overdrawing batch");
+            // the last payment leaves one wei less than the two windows of cover (`_spendable`)
+            uint256 cover = _operatingCover(from);
+            _check(
+                !ok
+                    && keccak256(err)
+                        == keccak256(
+                            abi.encodeWithSelector(
+                                IStreamPay.StreamPayInsufficientBalance.selector, from, 1, cover > 0 ? cover - 1 : 0
+                            )
+                        ),
+                "overdrawing batch: not StreamPayInsufficientBalance(from, 1, cover - 1)"
+            );
             _checkBalances(before, "a failed batch changed balances");
             calls["metaBatchReverted"]++;
             return; // the nonce model is untouched: invariant_nonceViewsMatchModel proves nothing was consumed
@@ -452,12 +472,44 @@ contract StreamPayHandler {
         _check(!sp.isLiquidatable(account), "liquidate: still liquidatable");
     }
 
-    /// @dev Independent solvency rule: an account with streams whose live balance cannot cover
-    /// `window` seconds of net outflow (or is negative).
+    /// @dev Independent liquidation rule: an account with streams whose live balance cannot cover
+    /// ONE `window` of net outflow (or is negative).
     function _expectLiquidatable(address account) internal view returns (bool) {
         if (_modelStreamCount(account) == 0) return false;
         int256 live = sp.signedBalanceOf(account);
-        return live < int256(_required(account));
+        return live < int256(_liquidationCover(account));
+    }
+
+    /// @dev Subscribing at `maxRate + 1` (when the model's maximum is not the MAX_RATE cap) must
+    /// revert with StreamPayInsufficientBalance(from, needed, live): the new net outflow is then
+    /// floor(live / (2 * window)) + 1, so needed = that * 2 * window - live. With maxRate == 0 (no
+    /// rate fits) this checks that a rate of 1 fails. Skipped when `from` owns the project (its
+    /// own fee would come back to it as income) and when `from` is in debt.
+    function _checkRateAboveMaxRejected(address from, address author, uint256 maxRate, uint256 projectId) internal {
+        if (maxRate >= MAX_RATE || (projectId != 0 && modelProjectOwner[projectId] == from)) return;
+        int256 live = sp.signedBalanceOf(from);
+        if (live < 0) return;
+        (, uint256 inc, uint256 out,) = sp.accountInfo(from);
+        uint256 old = modelStream[from][author];
+        uint256 oldOut = (old >> 96) & type(uint96).max;
+        if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
+        uint256 newOut = out - oldOut + maxRate + 1;
+        if (newOut <= inc) return _check(false, "subscribe: model maximum rate leaves no net outflow");
+        uint256 needed = (newOut - inc) * OPERATING_WINDOWS * window - uint256(live);
+        vm.prank(from);
+        (bool ok, bytes memory err) =
+            address(sp).call(abi.encodeCall(IStreamPay.subscribe, (author, uint96(maxRate + 1), projectId)));
+        _check(
+            !ok
+                && keccak256(err)
+                    == keccak256(
+                        abi.encodeWithSelector(
+                            IStreamPay.StreamPayInsufficientBalance.selector, from, needed, uint256(live)
+                        )
+                    ),
+            "subscribe above the model's maximum rate was not rejected with the exact error"
+        );
+        calls["subscribeAboveMaxRejected"]++;
     }
 
     // =====================================================================================
@@ -612,7 +664,7 @@ contract StreamPayHandler {
     }
 
     /// @dev Highest rate `from` can stream to `author` (replacing any current stream to it) and
-    /// still cover `window` seconds of its net outflow; capped at MAX_RATE; 0 if none.
+    /// still cover OPERATING_WINDOWS windows of its net outflow; capped at MAX_RATE; 0 if none.
     function _maxRate(address from, address author) internal view returns (uint256) {
         (, uint256 inc, uint256 out,) = sp.accountInfo(from);
         int256 live = sp.signedBalanceOf(from);
@@ -621,22 +673,28 @@ contract StreamPayHandler {
         uint256 oldOut = (old >> 96) & type(uint96).max;
         // removing the old stream takes its fee away from `from` if `from` owns its project
         if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
-        uint256 ceiling = inc + uint256(live) / window + oldOut;
+        uint256 ceiling = inc + uint256(live) / (OPERATING_WINDOWS * window) + oldOut;
         if (ceiling <= out) return 0;
         uint256 maxRate = ceiling - out;
         return maxRate > MAX_RATE ? MAX_RATE : maxRate;
     }
 
-    /// @dev Live balance the account must keep: `window` seconds of its net outflow.
-    function _required(address a) internal view returns (uint256) {
+    /// @dev Live balance below which the account is liquidatable: ONE `window` of its net outflow.
+    function _liquidationCover(address a) internal view returns (uint256) {
         (, uint256 inc, uint256 out,) = sp.accountInfo(a);
         return out > inc ? (out - inc) * window : 0;
     }
 
-    /// @dev What `a` can pay or withdraw now and stay solvent.
+    /// @dev Live balance the account's own operations must leave: OPERATING_WINDOWS windows of its
+    /// net outflow.
+    function _operatingCover(address a) internal view returns (uint256) {
+        return OPERATING_WINDOWS * _liquidationCover(a);
+    }
+
+    /// @dev What `a` can pay or withdraw now and still cover two windows.
     function _spendable(address a) internal view returns (uint256) {
         int256 live = sp.signedBalanceOf(a);
-        int256 req = int256(_required(a));
+        int256 req = int256(_operatingCover(a));
         return live > req ? uint256(live - req) : 0;
     }
 

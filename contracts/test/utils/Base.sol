@@ -20,6 +20,9 @@ abstract contract Base {
     // ---------------------------------------------------------------- fixture constants
     /// @dev Seconds of net outflow an account must cover (the StreamPay constructor argument).
     uint256 internal constant LIQUIDATION_WINDOW = 1 days;
+    /// @dev Windows of net outflow an account's OWN operations (subscribe, pay, withdraw, a
+    /// sponsored fee) must leave it able to cover; it becomes liquidatable only below ONE window.
+    uint256 internal constant OPERATING_WINDOWS = 2;
     /// @dev 18 - 6: internal units per token unit of the 6-decimal mock token.
     uint256 internal constant SCALE = 1e12;
     /// @dev Timestamp every test starts at (so `updated` values are realistic, never 0 or 1).
