@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::{
     IndexerConfig, IndexerStatus,
     events::decode_logs,
-    source::{BlockHeader, LogSource},
+    source::LogSource,
     store::{self, Batch, CommitError, Scope},
 };
 
@@ -44,6 +44,10 @@ pub struct Indexer<S: LogSource> {
     cfg: IndexerConfig,
     /// Current `eth_getLogs` range in blocks, adapted to the provider.
     range: AtomicU64,
+    /// Largest range not known to fail: set below a refused range, doubled back towards
+    /// `max_range` after a run of successes (a limit may have been a transient timeout).
+    ceiling: AtomicU64,
+    successes: AtomicU64,
     status: watch::Sender<IndexerStatus>,
 }
 
@@ -51,7 +55,8 @@ impl<S: LogSource> Indexer<S> {
     pub fn new(source: Arc<S>, pool: PgPool, chain_id: u64, contract: Address, start_block: u64, cfg: IndexerConfig) -> Self {
         let range = AtomicU64::new(cfg.initial_range.max(1));
         let status = watch::Sender::new(IndexerStatus { chain_id, contract, ..Default::default() });
-        Self { source, pool, scope: Scope { chain_id, contract }, start_block, cfg, range, status }
+        let ceiling = AtomicU64::new(cfg.max_range.max(1));
+        Self { source, pool, scope: Scope { chain_id, contract }, start_block, cfg, range, ceiling, successes: AtomicU64::new(0), status }
     }
 
     pub fn scope(&self) -> Scope {
@@ -75,12 +80,10 @@ impl<S: LogSource> Indexer<S> {
             return Ok(cp);
         }
         drop(conn);
-        let below = match self.start_block.checked_sub(1) {
-            Some(n) => self.source.header(n).await?.with_context(|| format!("block {n} not found"))?,
-            None => BlockHeader { number: 0, hash: Default::default(), parent_hash: Default::default(), timestamp: 0 },
-        };
-        // A start block of 0 is modelled as "checkpoint at block 0 with no events", so block 0's
-        // own logs (none for a contract deployed later) are not indexed.
+        // With a start block of 0 the checkpoint starts at genesis, whose logs are not read: no
+        // contract emits events in the genesis block.
+        let n = self.start_block.saturating_sub(1);
+        let below = self.source.header(n).await?.with_context(|| format!("block {n} not found"))?;
         store::init_checkpoint(&self.pool, self.scope, below).await?;
         let mut conn = self.pool.acquire().await?;
         store::load_checkpoint(&mut conn, self.scope, false).await?.context("checkpoint vanished")
@@ -241,6 +244,8 @@ impl<S: LogSource> Indexer<S> {
                         // timeouts). At one block there is nothing left to shrink; back off.
                         failures += 1;
                         self.range.store((range / 2).max(1), Ordering::Relaxed);
+                        self.ceiling.store(range.saturating_sub(1).max(1), Ordering::Relaxed);
+                        self.successes.store(0, Ordering::Relaxed);
                         tracing::warn!(from, to, range, error = format!("{e:#}"), "eth_getLogs failed; shrinking the range");
                         if range == 1 {
                             anyhow::ensure!(failures < 8, "eth_getLogs keeps failing at block {from}: {e:#}");
@@ -265,11 +270,18 @@ impl<S: LogSource> Indexer<S> {
     }
 
     fn adapt(&self, logs: usize, range: u64) {
+        let max = self.cfg.max_range.max(1);
+        if self.successes.fetch_add(1, Ordering::Relaxed) >= 32 {
+            self.successes.store(0, Ordering::Relaxed);
+            let c = self.ceiling.load(Ordering::Relaxed);
+            self.ceiling.store(c.saturating_mul(2).min(max), Ordering::Relaxed);
+        }
+        let ceiling = self.ceiling.load(Ordering::Relaxed);
         let target = self.cfg.target_logs.max(1);
         let next = if logs > target {
             (range / 2).max(1)
         } else if logs < target / 2 {
-            range.saturating_mul(2).min(self.cfg.max_range.max(1))
+            range.saturating_mul(2).min(ceiling)
         } else {
             range
         };

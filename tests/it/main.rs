@@ -9,3 +9,4 @@ mod payments;
 mod pipeline;
 mod story;
 mod subscriptions;
+mod indexer;

@@ -1,0 +1,568 @@
+//! The event indexer against a real Anvil and a real Postgres: every read it serves must equal
+//! the chain's own view functions at the indexed block, through backfill, head following,
+//! reorgs of several depths, restarts and re-ingests.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use alloy::{
+    eips::BlockId,
+    eips::Encodable2718,
+    network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
+    primitives::{Address, Bytes, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::types::{Filter, TransactionRequest},
+    signers::local::PrivateKeySigner,
+    sol_types::SolCall,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use streampay_relayer::{
+    chain::{MockToken, StreamPay},
+    indexer::{IndexReader, Indexer, IndexerConfig, LogSource, RawLog, RpcLogSource, Step},
+};
+
+use crate::harness::{TestApp, internal, spawn_app, tokens, wallet};
+
+// ------------------------------------------------------------------------------------ helpers
+
+fn test_config() -> IndexerConfig {
+    IndexerConfig { poll_interval: Duration::from_millis(20), reorg_window: 64, ..IndexerConfig::default() }
+}
+
+fn indexer_with<S: LogSource>(app: &TestApp, source: S, cfg: IndexerConfig) -> Indexer<S> {
+    Indexer::new(Arc::new(source), app.store.pool().clone(), app.chain_id, app.contract, 0, cfg)
+}
+
+fn indexer(app: &TestApp, cfg: IndexerConfig) -> Indexer<RpcLogSource> {
+    indexer_with(app, RpcLogSource::new(app.provider.clone()), cfg)
+}
+
+fn reader(app: &TestApp) -> IndexReader {
+    IndexReader::new(app.store.pool().clone(), app.chain_id)
+}
+
+/// A provider that signs as `signer`, given native coin by `anvil_setBalance`.
+async fn funded_wallet(app: &TestApp) -> (PrivateKeySigner, DynProvider) {
+    let signer = wallet();
+    let _: Value = app
+        .provider
+        .raw_request("anvil_setBalance".into(), (signer.address(), U256::from(10u64).pow(U256::from(21))))
+        .await
+        .expect("anvil_setBalance");
+    let p = ProviderBuilder::new().wallet(signer.clone()).connect_provider(app.provider.clone()).erased();
+    (signer, p)
+}
+
+/// Mints `n` tokens to the provider's account and deposits them with plain transactions.
+async fn deposit_direct(app: &TestApp, p: &DynProvider, who: Address, n: u64) {
+    app.mint(who, tokens(n)).await;
+    MockToken::new(app.token, p).approve(app.contract, U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+    let sp = StreamPay::new(app.contract, p);
+    let deposit = sp.deposit(tokens(n), false);
+    if let Err(e) = deposit.call().await {
+        panic!("deposit would revert: {e}");
+    }
+    let r = deposit.send().await.unwrap().get_receipt().await.unwrap();
+    assert!(r.status());
+}
+
+async fn send_ok<P: Provider, C: SolCall>(call: alloy::contract::CallBuilder<P, std::marker::PhantomData<C>>) {
+    let pending = call.send().await.expect("send");
+    let r = tokio::time::timeout(Duration::from_secs(20), pending.get_receipt())
+        .await
+        .expect("no receipt within 20 s")
+        .expect("receipt");
+    assert!(r.status(), "transaction reverted");
+}
+
+/// A fresh signing provider: no nonce cached from before a rollback.
+fn signing(app: &TestApp, signer: &PrivateKeySigner) -> DynProvider {
+    ProviderBuilder::new().wallet(signer.clone()).connect_provider(app.provider.clone()).erased()
+}
+
+/// Every account the index knows plus `extra`.
+async fn all_accounts(app: &TestApp, extra: &[Address]) -> BTreeSet<Address> {
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT account FROM idx_accounts WHERE contract = $1")
+        .bind(app.contract.as_slice())
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    rows.iter().map(|r| Address::from_slice(r)).chain(extra.iter().copied()).collect()
+}
+
+/// Asserts that, for every account, the index equals the chain's views at the indexed block:
+/// `balanceOf`, `signedBalanceOf`, `accountInfo`, `allSubscriptions` (same order),
+/// `bySigAccountNonces`, and the incoming streams against `subscriptions(from, to)`.
+async fn assert_index_matches_chain(app: &TestApp, extra: &[Address]) -> u64 {
+    let r = reader(app);
+    let head = r.head(app.contract).await.unwrap().expect("indexed");
+    let block = BlockId::number(head.block_number);
+    let chain_block = app.provider.get_block_by_number(head.block_number.into()).await.unwrap().unwrap();
+    assert_eq!(chain_block.header.timestamp, head.block_timestamp, "indexed head timestamp");
+    let sp = app.streampay();
+    for a in all_accounts(app, extra).await {
+        let at = format!("account {a} at block {}", head.block_number);
+        let view = r.balance(app.contract, a).await.unwrap().unwrap();
+        assert_eq!(view.head, head);
+        assert_eq!(view.balance, sp.balanceOf(a).block(block).call().await.unwrap(), "balanceOf, {at}");
+        assert_eq!(view.signed_balance, sp.signedBalanceOf(a).block(block).call().await.unwrap(), "signedBalanceOf, {at}");
+        let info = sp.accountInfo(a).block(block).call().await.unwrap();
+        assert_eq!(view.stored_balance, info.balance, "accountInfo.balance, {at}");
+        assert_eq!(view.income_rate, info.incomeRate, "accountInfo.incomeRate, {at}");
+        assert_eq!(view.outgoing_rate, info.outgoingRate, "accountInfo.outgoingRate, {at}");
+        assert_eq!(U256::from(view.updated), info.updated, "accountInfo.updated, {at}");
+
+        let subs = sp.allSubscriptions(a).block(block).call().await.unwrap();
+        let indexed = r.subscriptions(app.contract, a).await.unwrap().unwrap();
+        assert_eq!(indexed.streams.iter().map(|s| s.author).collect::<Vec<_>>(), subs.authors, "allSubscriptions authors, {at}");
+        assert_eq!(
+            indexed.streams.iter().map(|s| s.encoded_rates).collect::<Vec<_>>(),
+            subs.rates,
+            "allSubscriptions rates, {at}"
+        );
+        assert_eq!(
+            r.nonce(app.contract, a).await.unwrap(),
+            sp.bySigAccountNonces(a).block(block).call().await.unwrap(),
+            "bySigAccountNonces, {at}"
+        );
+
+        let incoming = r.incoming_streams(app.contract, a).await.unwrap().unwrap();
+        assert_eq!(incoming.income_rate, info.incomeRate, "incoming income rate, {at}");
+        for s in &incoming.streams {
+            let (active, encoded) = sp.subscriptions(s.subscriber, a).block(block).call().await.unwrap().into();
+            assert!(active, "indexed stream {} -> {a} not active on chain", s.subscriber);
+            assert_eq!(encoded, s.encoded_rates, "incoming stream {} -> {a}", s.subscriber);
+        }
+    }
+    head.block_number
+}
+
+/// Every StreamPay log on the chain must be stored exactly once.
+async fn assert_events_complete(app: &TestApp) {
+    let head = reader(app).head(app.contract).await.unwrap().unwrap().block_number;
+    let logs = app.provider.get_logs(&Filter::new().address(app.contract).from_block(0).to_block(head)).await.unwrap();
+    let rows: Vec<(Vec<u8>, i32)> =
+        sqlx::query_as("SELECT block_hash, log_index FROM idx_events WHERE contract = $1 ORDER BY block_number, log_index")
+            .bind(app.contract.as_slice())
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    let chain: Vec<(Vec<u8>, i32)> =
+        logs.iter().map(|l| (l.block_hash.unwrap().to_vec(), l.log_index.unwrap() as i32)).collect();
+    assert_eq!(rows.len(), chain.len(), "stored events vs chain logs");
+    assert_eq!(rows, chain, "stored events are exactly the chain's logs");
+}
+
+async fn raw(app: &TestApp, method: &str, params: Value) -> Value {
+    app.provider.raw_request(method.to_string().into(), params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+/// A `pay` transaction signed locally, as raw bytes for `anvil_reorg` (which can only sign for
+/// its own dev accounts).
+async fn signed_pay(app: &TestApp, signer: &PrivateKeySigner, to: Address, amount: U256, nonce: u64) -> Bytes {
+    let tx = TransactionRequest::default()
+        .with_from(signer.address())
+        .with_to(app.contract)
+        .with_input(pay_call(to, amount))
+        .with_nonce(nonce)
+        .with_chain_id(app.chain_id)
+        .with_gas_limit(200_000)
+        .with_max_fee_per_gas(100_000_000_000)
+        .with_max_priority_fee_per_gas(1_000_000_000);
+    let envelope = tx.build(&EthereumWallet::from(signer.clone())).await.expect("sign");
+    envelope.encoded_2718().into()
+}
+
+fn pay_call(to: Address, amount: U256) -> Bytes {
+    StreamPay::payCall { receiver: to, amount }.abi_encode().into()
+}
+
+// ------------------------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn index_serves_balances_streams_and_nonces_equal_to_the_chain() {
+    let app = spawn_app().await;
+    let (user, author) = (wallet(), wallet());
+    app.fund(&user, 100).await;
+    let built = app
+        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}))
+        .await;
+    app.execute_ok(&user, &built).await;
+    app.advance(3_600).await;
+
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    assert_index_matches_chain(&app, &[user.address(), author.address()]).await;
+    assert_events_complete(&app).await;
+
+    let r = reader(&app);
+    let incoming = r.incoming_streams(app.contract, author.address()).await.unwrap().unwrap();
+    assert_eq!(incoming.streams.len(), 1);
+    assert_eq!(incoming.streams[0].subscriber, user.address());
+    assert_eq!(incoming.streams_income_rate, incoming.income_rate);
+    assert!(!incoming.income_rate.is_zero());
+    assert_eq!(r.nonce(app.contract, user.address()).await.unwrap(), U256::from(2u8), "deposit + subscribe");
+    let author_balance = r.balance(app.contract, author.address()).await.unwrap().unwrap();
+    assert!(author_balance.balance > U256::ZERO, "the author's balance grows with time");
+}
+
+#[tokio::test]
+async fn lag_is_reported_against_the_chain_head() {
+    let app = spawn_app().await;
+    let cfg = IndexerConfig { max_follow_range: 1, ..test_config() };
+    let ix = indexer(&app, cfg);
+    ix.sync_to_head().await.unwrap();
+    let status = ix.status();
+    assert_eq!(status.borrow().lag_blocks, 0);
+    for _ in 0..3 {
+        let _ = raw(&app, "evm_mine", json!([])).await;
+    }
+    assert!(matches!(ix.step().await.unwrap(), Step::Advanced { .. }));
+    assert_eq!(status.borrow().lag_blocks, 2, "one block per step, two still to go");
+    let lag = reader(&app).lag(app.contract).await.unwrap().unwrap();
+    assert_eq!((lag.blocks, lag.chain_head - lag.indexed_block), (2, 2));
+    ix.sync_to_head().await.unwrap();
+    assert_eq!(status.borrow().lag_blocks, 0);
+    assert_eq!(reader(&app).lag(app.contract).await.unwrap().unwrap().blocks, 0);
+}
+
+#[tokio::test]
+async fn reorg_that_removes_a_subscription_rolls_the_stream_back() {
+    let app = spawn_app().await;
+    let (user, author) = (wallet(), wallet());
+    app.fund(&user, 100).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+
+    let built = app
+        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}))
+        .await;
+    app.execute_ok(&user, &built).await;
+    app.advance(600).await;
+    ix.sync_to_head().await.unwrap();
+    let r = reader(&app);
+    assert_eq!(r.subscriptions(app.contract, user.address()).await.unwrap().unwrap().streams.len(), 1);
+
+    // Replace the subscribe block and the block after it by two empty blocks: same height,
+    // other hashes, no stream.
+    let _ = raw(&app, "anvil_reorg", json!([2, []])).await;
+    let (active, _) = app.streampay().subscriptions(user.address(), author.address()).call().await.unwrap().into();
+    assert!(!active, "the reorg removed the subscription on chain");
+    ix.sync_to_head().await.unwrap();
+    assert!(r.subscriptions(app.contract, user.address()).await.unwrap().unwrap().streams.is_empty());
+    assert!(r.incoming_streams(app.contract, author.address()).await.unwrap().unwrap().streams.is_empty());
+    assert_index_matches_chain(&app, &[user.address(), author.address()]).await;
+    assert_events_complete(&app).await;
+    let undo: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_undo").fetch_one(app.store.pool()).await.unwrap();
+    assert!(undo > 0, "blocks inside the window keep undo entries");
+}
+
+#[tokio::test]
+async fn reorg_that_reorders_payments_applies_the_new_order() {
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    let (bob, carol) = (wallet().address(), wallet().address());
+    deposit_direct(&app, &p, alice.address(), 25).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+
+    // Alice holds 25: paying bob 10 then carol 20 leaves the second payment reverted.
+    let sp = StreamPay::new(app.contract, &p);
+    send_ok(sp.pay(bob, internal(10))).await;
+    let second = sp.pay(carol, internal(20)).gas(200_000).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(!second.status());
+    ix.sync_to_head().await.unwrap();
+    assert_eq!(reader(&app).balance(app.contract, bob).await.unwrap().unwrap().balance, internal(10));
+
+    // The reorged chain mines carol's payment first: now bob's is the one that fails.
+    let nonce = p.get_transaction_count(alice.address()).await.unwrap();
+    let first = signed_pay(&app, &alice, carol, internal(20), nonce - 2).await;
+    let then = signed_pay(&app, &alice, bob, internal(10), nonce - 1).await;
+    let _ = raw(&app, "anvil_reorg", json!([2, [[first, 0], [then, 1]]])).await;
+    ix.sync_to_head().await.unwrap();
+    let r = reader(&app);
+    assert_eq!(r.balance(app.contract, carol).await.unwrap().unwrap().balance, app.balance_of(carol).await);
+    assert_eq!(r.balance(app.contract, carol).await.unwrap().unwrap().balance, internal(20));
+    assert_eq!(r.balance(app.contract, bob).await.unwrap().unwrap().balance, U256::ZERO);
+    assert_index_matches_chain(&app, &[alice.address(), bob, carol]).await;
+    assert_events_complete(&app).await;
+}
+
+#[tokio::test]
+async fn rollbacks_and_reorgs_at_several_depths_keep_the_index_equal_to_the_chain() {
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 1_000).await;
+    let authors: Vec<Address> = (0..4).map(|_| wallet().address()).collect();
+    let ix = indexer(&app, test_config());
+    let mut accounts = vec![alice.address()];
+    accounts.extend(&authors);
+
+    for (round, depth) in [1u64, 3, 7].into_iter().enumerate() {
+        // `depth` blocks of activity: subscribe, pay, unsubscribe, time passing.
+        for i in 0..depth {
+            let author = authors[(round + i as usize) % authors.len()];
+            match i % 3 {
+                0 => send_ok(StreamPay::new(app.contract, signing(&app, &alice)).subscribe(author, alloy::primitives::Uint::from(1_000_000_000u64 * (i + 1)), U256::ZERO)).await,
+                1 => send_ok(StreamPay::new(app.contract, signing(&app, &alice)).pay(author, internal(1))).await,
+                _ => {
+                    let _ = raw(&app, "evm_increaseTime", json!([120])).await;
+                    let _ = raw(&app, "evm_mine", json!([])).await;
+                }
+            }
+        }
+        ix.sync_to_head().await.unwrap();
+        assert_index_matches_chain(&app, &accounts).await;
+
+        // anvil_rollback: the chain gets shorter, then grows again on another branch.
+        let _ = raw(&app, "anvil_rollback", json!([depth])).await;
+        ix.sync_to_head().await.unwrap();
+        assert_index_matches_chain(&app, &accounts).await;
+        send_ok(StreamPay::new(app.contract, signing(&app, &alice)).pay(authors[round], internal(2))).await;
+        let _ = raw(&app, "evm_increaseTime", json!([60])).await;
+        let _ = raw(&app, "evm_mine", json!([])).await;
+        ix.sync_to_head().await.unwrap();
+        assert_index_matches_chain(&app, &accounts).await;
+
+        // anvil_reorg: same height, `depth` blocks replaced by one carrying another payment.
+        // The replaced blocks' transactions are dropped, so alice's nonce is counted before them.
+        let replaced = depth.min(2);
+        let head = app.provider.get_block_number().await.unwrap();
+        let nonce = p.get_transaction_count(alice.address()).block_id(BlockId::number(head - replaced)).await.unwrap();
+        let tx = signed_pay(&app, &alice, authors[3 - round], internal(3), nonce).await;
+        let _ = raw(&app, "anvil_reorg", json!([replaced, [[tx, 0]]])).await;
+        ix.sync_to_head().await.unwrap();
+        assert_index_matches_chain(&app, &accounts).await;
+        assert_events_complete(&app).await;
+    }
+}
+
+#[tokio::test]
+async fn restart_mid_backfill_leaves_no_gap_and_no_duplicate() {
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 10_000).await;
+    let sp = StreamPay::new(app.contract, &p);
+    let receivers: Vec<Address> = (0..20).map(|_| wallet().address()).collect();
+    for i in 0..40u64 {
+        let calls: Vec<Bytes> = (0..25).map(|j| pay_call(receivers[(i as usize + j) % 20], U256::from(1_000 + i))).collect();
+        send_ok(sp.multicall(calls)).await;
+        if i % 7 == 0 {
+            send_ok(sp.subscribe(receivers[i as usize % 20], alloy::primitives::Uint::from(1_000u64 + i), U256::ZERO)).await;
+        }
+    }
+    // A small window and tiny ranges: most of the chain is backfilled, in many commits.
+    let cfg = IndexerConfig { reorg_window: 4, initial_range: 1, max_range: 2, target_logs: 30, ..test_config() };
+    let head = app.provider.get_block_number().await.unwrap();
+    let first = indexer(&app, cfg.clone());
+    let status = first.status();
+    let task = tokio::spawn(first.run(std::future::pending()));
+    let checkpoint = || async {
+        sqlx::query_scalar::<_, i64>("SELECT block_number FROM idx_checkpoints").fetch_optional(app.store.pool()).await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let at = checkpoint().await.unwrap_or(0) as u64;
+        if at >= head / 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the indexer made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort(); // killed mid-backfill, possibly inside a transaction
+    let _ = task.await;
+    let stopped_at = checkpoint().await.unwrap() as u64;
+    assert!(stopped_at < head - cfg.reorg_window, "stopped before the end of the backfill ({stopped_at} of {head})");
+    drop(status);
+
+    let second = indexer(&app, cfg);
+    second.sync_to_head().await.unwrap();
+    assert_events_complete(&app).await;
+    let mut accounts = receivers.clone();
+    accounts.push(alice.address());
+    assert_index_matches_chain(&app, &accounts).await;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(app.store.pool()).await.unwrap();
+    assert!(total >= 1_000, "the chain had {total} events");
+}
+
+#[tokio::test]
+async fn reingesting_stored_blocks_changes_nothing() {
+    let app = spawn_app().await;
+    let (user, friend) = (wallet(), wallet());
+    app.fund(&user, 50).await;
+    let built = app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "5"})).await;
+    app.execute_ok(&user, &built).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(app.store.pool()).await.unwrap();
+
+    // Move the checkpoint back over stored events (as a crash between two writers could):
+    // the COPY meets the unique key, the batch is redone with ON CONFLICT and applies nothing twice.
+    sqlx::query(
+        "UPDATE idx_checkpoints c SET block_number = b.number, block_hash = b.hash, block_timestamp = b.timestamp \
+         FROM idx_blocks b WHERE b.number = 0 AND b.contract = c.contract",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM idx_undo").execute(app.store.pool()).await.unwrap();
+    ix.sync_to_head().await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(before, after);
+    assert_index_matches_chain(&app, &[user.address(), friend.address()]).await;
+}
+
+/// A real node behind a provider limit: ranges wider than `max_blocks` fail like a provider's
+/// "query exceeds limit" error.
+struct LimitedSource {
+    inner: RpcLogSource,
+    max_blocks: u64,
+}
+
+impl LogSource for LimitedSource {
+    async fn head(&self) -> anyhow::Result<u64> {
+        self.inner.head().await
+    }
+    async fn header(&self, n: u64) -> anyhow::Result<Option<streampay_relayer::indexer::BlockHeader>> {
+        self.inner.header(n).await
+    }
+    async fn logs(&self, address: Address, from: u64, to: u64) -> anyhow::Result<Vec<RawLog>> {
+        anyhow::ensure!(to - from < self.max_blocks, "query exceeds the limit of {} blocks", self.max_blocks);
+        self.inner.logs(address, from, to).await
+    }
+}
+
+#[tokio::test]
+async fn backfill_shrinks_ranges_the_provider_refuses_and_still_completes() {
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 100).await;
+    for _ in 0..12 {
+        send_ok(StreamPay::new(app.contract, &p).pay(wallet().address(), internal(1))).await;
+    }
+    let cfg = IndexerConfig { reorg_window: 2, initial_range: 64, ..test_config() };
+    let ix = indexer_with(&app, LimitedSource { inner: RpcLogSource::new(app.provider.clone()), max_blocks: 3 }, cfg);
+    ix.sync_to_head().await.unwrap();
+    assert!(ix.range() <= 3, "range adapted to the provider: {}", ix.range());
+    assert_events_complete(&app).await;
+    assert_index_matches_chain(&app, &[alice.address()]).await;
+}
+
+// ------------------------------------------------------------------ consistency property
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Deposit,
+    Pay,
+    Subscribe,
+    Unsubscribe,
+    Withdraw,
+    TimeJump,
+    Liquidate,
+}
+
+/// Random operations through the API (plus time jumps and liquidations sent directly); after
+/// each one, every account's indexed balance, streams and nonce equal the chain's views at the
+/// same block, exactly.
+#[tokio::test]
+async fn random_operations_keep_the_index_equal_to_the_chain() {
+    let seed: u64 = std::env::var("INDEXER_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026);
+    let steps: usize = std::env::var("INDEXER_PROPTEST_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let app = spawn_app().await;
+    let (keeper, keeper_p) = funded_wallet(&app).await;
+    let users: Vec<PrivateKeySigner> = (0..4).map(|_| wallet()).collect();
+    for u in &users[..3] {
+        app.fund(u, 200).await;
+    }
+    let mut known: Vec<Address> = users.iter().map(|u| u.address()).collect();
+    known.push(keeper.address());
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let sp = app.streampay();
+    let ops = [
+        Op::Deposit, Op::Pay, Op::Pay, Op::Subscribe, Op::Subscribe, Op::Subscribe, Op::Unsubscribe, Op::Unsubscribe,
+        Op::Withdraw, Op::TimeJump, Op::Liquidate,
+    ];
+
+    for step in 0..steps {
+        let op = ops[rng.random_range(0..ops.len())];
+        let u = &users[rng.random_range(0..users.len())];
+        let other = users.iter().filter(|o| o.address() != u.address()).nth(rng.random_range(0..users.len() - 1)).unwrap();
+        let what = format!("seed {seed} step {step}: {op:?} by {}", u.address());
+        let outcome = match op {
+            Op::Deposit => {
+                let n: u64 = rng.random_range(1..50);
+                app.mint(u.address(), tokens(n)).await;
+                exec(&app, u, "/api/v1/USDC/payments/deposit", &json!({"From": u.address(), "Amount": n.to_string()})).await
+            }
+            Op::Pay => {
+                let amount = format!("{}.{:03}", rng.random_range(0..20), rng.random_range(1..1000));
+                let body = json!({"From": u.address(), "To": other.address(), "Amount": amount});
+                exec(&app, u, "/api/v1/USDC/payments/", &body).await
+            }
+            Op::Subscribe => {
+                let rate = rng.random_range(30..3_000).to_string();
+                let body = json!({"from": u.address(), "author": other.address(), "subscription_rate": rate});
+                exec(&app, u, "/api/v1/USDC/subscriptions", &body).await
+            }
+            Op::Unsubscribe => {
+                let authors = sp.allSubscriptions(u.address()).call().await.unwrap().authors;
+                if authors.is_empty() {
+                    continue;
+                }
+                let author = authors[rng.random_range(0..authors.len())];
+                let (status, built) = app.delete(&format!("/api/v1/USDC/subscriptions/{author}?From={}", u.address())).await;
+                if status == StatusCode::OK { execute_or_expire(&app, u, &built).await } else { status }
+            }
+            Op::Withdraw => {
+                let body = json!({"From": u.address(), "Amount": rng.random_range(1..30).to_string()});
+                exec(&app, u, "/api/v1/USDC/payments/withdraw", &body).await
+            }
+            Op::TimeJump => {
+                app.advance(rng.random_range(60..3 * 86_400)).await;
+                StatusCode::OK
+            }
+            Op::Liquidate => {
+                let mut any = StatusCode::NO_CONTENT;
+                for v in &users {
+                    if sp.isLiquidatable(v.address()).call().await.unwrap() {
+                        send_ok(StreamPay::new(app.contract, &keeper_p).liquidate(v.address())).await;
+                        any = StatusCode::OK;
+                    }
+                }
+                any
+            }
+        };
+        assert!(!outcome.is_server_error(), "{what}: server error");
+        ix.sync_to_head().await.unwrap_or_else(|e| panic!("{what}: sync failed: {e:#}"));
+        let block = assert_index_matches_chain(&app, &known).await;
+        eprintln!("{what} -> {outcome} (indexed block {block})");
+    }
+    assert_events_complete(&app).await;
+    let kinds: Vec<i16> = sqlx::query_scalar("SELECT DISTINCT kind FROM idx_events ORDER BY kind").fetch_all(app.store.pool()).await.unwrap();
+    assert!(kinds.contains(&2) && kinds.contains(&3) && kinds.contains(&8), "the run exercised streams and nonces: {kinds:?}");
+}
+
+/// Builds and executes; returns the status of whichever failed first (a revert is a valid
+/// outcome of a random operation, e.g. a payment larger than the balance).
+async fn exec(app: &TestApp, signer: &PrivateKeySigner, path: &str, body: &Value) -> StatusCode {
+    let (status, built) = app.post(path, body).await;
+    if status != StatusCode::OK {
+        return status;
+    }
+    execute_or_expire(app, signer, &built).await
+}
+
+/// Executes a built meta-transaction. When execution is refused (e.g. the simulation reverts),
+/// the relayer keeps the built nonce reserved until its deadline, and later builds for the
+/// signer would get 409 `nonce_gap`; moving the clock past the deadline frees it (a time jump
+/// is one of the random operations anyway).
+async fn execute_or_expire(app: &TestApp, signer: &PrivateKeySigner, built: &Value) -> StatusCode {
+    let status = app.execute(signer, built).await.0;
+    if status != StatusCode::OK {
+        app.advance(3_601).await;
+    }
+    status
+}
