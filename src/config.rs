@@ -65,6 +65,8 @@ pub struct Config {
     pub sponsor_keys: Vec<Secret>,
     /// `log.format` / `STREAMPAY_LOG_FORMAT`: `json` (default) or `text`.
     pub log_format: LogFormat,
+    /// `[pipeline]` / `STREAMPAY_PIPELINE_*`: the sponsor transaction queue's tunables.
+    pub pipeline: crate::pipeline::PipelineSettings,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             receipt_timeout_secs: 60,
             sponsor_keys: Vec::new(),
             log_format: LogFormat::Json,
+            pipeline: crate::pipeline::PipelineSettings::default(),
         }
     }
 }
@@ -91,6 +94,7 @@ struct FileConfig {
     chain: FileChain,
     sponsors: FileSponsors,
     log: FileLog,
+    pipeline: FilePipeline,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +123,17 @@ struct FileChain {
 #[serde(default, deny_unknown_fields)]
 struct FileSponsors {
     private_keys: Vec<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FilePipeline {
+    poll_interval_ms: Option<u64>,
+    confirmations: Option<u64>,
+    rebroadcast_after_secs: Option<u64>,
+    bump_after_secs: Option<u64>,
+    max_fee_cap_wei: Option<u64>,
+    lease_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +191,25 @@ impl Config {
         if let Some(v) = f.log.format {
             self.log_format = v;
         }
+        let (p, fp) = (&mut self.pipeline, &f.pipeline);
+        if let Some(v) = fp.poll_interval_ms {
+            p.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fp.confirmations {
+            p.confirmations = v;
+        }
+        if let Some(v) = fp.rebroadcast_after_secs {
+            p.rebroadcast_after = Duration::from_secs(v);
+        }
+        if let Some(v) = fp.bump_after_secs {
+            p.bump_after = Duration::from_secs(v);
+        }
+        if let Some(v) = fp.max_fee_cap_wei {
+            p.max_fee_cap = (v > 0).then_some(u128::from(v));
+        }
+        if let Some(v) = fp.lease_ttl_secs {
+            p.lease_ttl = Duration::from_secs(v.max(1));
+        }
         Ok(())
     }
 
@@ -213,6 +247,27 @@ impl Config {
                 "text" => LogFormat::Text,
                 other => bail!("STREAMPAY_LOG_FORMAT={other}: expected json or text"),
             };
+        }
+        let number = |name: &str| -> anyhow::Result<Option<u64>> {
+            parse(name).map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number"))).transpose()
+        };
+        if let Some(v) = number("STREAMPAY_PIPELINE_POLL_INTERVAL_MS")? {
+            self.pipeline.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = number("STREAMPAY_PIPELINE_CONFIRMATIONS")? {
+            self.pipeline.confirmations = v;
+        }
+        if let Some(v) = number("STREAMPAY_PIPELINE_REBROADCAST_AFTER_SECS")? {
+            self.pipeline.rebroadcast_after = Duration::from_secs(v);
+        }
+        if let Some(v) = number("STREAMPAY_PIPELINE_BUMP_AFTER_SECS")? {
+            self.pipeline.bump_after = Duration::from_secs(v);
+        }
+        if let Some(v) = number("STREAMPAY_PIPELINE_MAX_FEE_CAP_WEI")? {
+            self.pipeline.max_fee_cap = (v > 0).then_some(u128::from(v));
+        }
+        if let Some(v) = number("STREAMPAY_PIPELINE_LEASE_TTL_SECS")? {
+            self.pipeline.lease_ttl = Duration::from_secs(v.max(1));
         }
         Ok(())
     }

@@ -12,7 +12,7 @@
 //! | [`amount`] | exact decimal amounts and monthly rates parsed at the edge into on-chain integers |
 //! | [`api`] | the axum router (`api::app`), one module per resource, one error type ([`api::AppError`]) |
 //! | [`chain`] | contract bindings from `abi/`, EIP-712 documents and digests, `bySig` traits, signature checks, revert decoding |
-//! | [`pipeline`] | per-sponsor transaction sending with locally managed nonces and receipt tracking |
+//! | [`pipeline`] | the persistent per-sponsor queue: nonces allocated in Postgres, one worker per sponsor that broadcasts, tracks receipts, bumps fees and repairs nonce drift; fault table |
 //! | [`store`] | Postgres queries (sqlx, checked at runtime): API keys, meta-transaction nonces, transactions |
 //! | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback) |
 //! | [`dev`] | `streampay dev`: a whole local stack (Anvil + contracts, Postgres, key, demo funds) |

@@ -41,7 +41,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
     if config.sponsor_keys.is_empty() {
         bail!("No sponsor keys: set sponsors.private_keys or STREAMPAY_SPONSOR_KEYS");
     }
-    let sponsors = Sponsors::from_keys(&config.sponsor_keys, chain_id)?;
+    let sponsors = Sponsors::from_keys(&config.sponsor_keys, chain_id)?.with_settings(config.pipeline.clone());
     let store = Store::connect(config.database_url()?, config.database_max_connections).await?;
     store.migrate().await?;
     Ok(AppState::new(Inner {
@@ -60,6 +60,8 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
 
 /// Serves the API on `listener` until SIGINT/SIGTERM, letting in-flight requests finish.
 pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
+    // Resume queued transactions (after a crash, say) without waiting for a request.
+    state.sponsors.pipeline(&state.store, &state.provider);
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
 }
 

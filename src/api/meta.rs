@@ -5,15 +5,16 @@
 //! the call is a StreamPay user operation, the deadline has not passed, the nonce is the next
 //! one, the signature is the signer's (ECDSA or ERC-1271), the optional permit is the signer's,
 //! and an `eth_call` of the exact transaction succeeds. Only then is a nonce claimed (so two
-//! concurrent executes of one call cannot both send) and the transaction broadcast.
-
-use std::time::Duration;
+//! concurrent executes of one call cannot both send) and the transaction queued: its sponsor
+//! nonce allocated and the transaction signed in one database transaction (see [`crate::pipeline`]).
+//! The answer waits for the sponsor's worker to see it mined, or is a 202 with the queued
+//! transaction's id (`Prefer: respond-async`, or no receipt within the timeout).
 
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
     providers::Provider,
-    rpc::types::{TransactionReceipt, TransactionRequest},
+    rpc::types::TransactionRequest,
     sol_types::{SolCall, SolValue},
     transports::{RpcError, TransportError},
 };
@@ -42,8 +43,7 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
-    pipeline::{Sent, Sponsor, wait_for_receipt},
-    store::{Claim, NewTransaction, NonceScope, NonceStatus, TxStatus},
+    store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
 /// `GET /{contract}/meta/nonce/{account}`: the nonce to sign next, counting calls already built
@@ -219,35 +219,40 @@ pub async fn execute(
     }
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
-    let sent = match simulate_and_send(&state, &sponsor, contract.address, request, outer.clone()).await {
-        Ok(sent) => sent,
+    let pipeline = state.sponsors.pipeline(&state.store, provider);
+    let queued = match simulate(&state, request).await {
+        Ok(gas_limit) => pipeline
+            .enqueue(NewTransaction {
+                chain_id: state.chain_id,
+                contract: contract.address,
+                api_key_id: key.0.id,
+                signer: from,
+                meta_nonce: nonce,
+                deadline,
+                sponsor: sponsor.address(),
+                calldata: outer,
+                gas_limit,
+            })
+            .await
+            .map_err(AppError::chain),
+        Err(e) => Err(e),
+    };
+    let queued = match queued {
+        Ok(q) => q,
         Err(e) => {
-            // Nothing was broadcast: the signed call may be retried.
+            // Nothing was queued: the signed call may be retried.
             state.store.release_nonce(scope, nonce).await?;
             return Err(e);
         }
     };
-    tracing::info!(%from, nonce, sponsor = %sponsor.address(), tx = %sent.hash, ops = ?checked.operations, "relayed");
-    let tx_id = state
-        .store
-        .record_transaction(&NewTransaction {
-            chain_id: state.chain_id,
-            contract: contract.address,
-            api_key_id: key.0.id,
-            signer: from,
-            meta_nonce: nonce,
-            sponsor: sponsor.address(),
-            sponsor_nonce: sent.nonce,
-            tx_hash: sent.hash,
-            calldata: outer,
-        })
-        .await?;
+    let tx_id = queued.id;
+    tracing::info!(%from, nonce, sponsor = %sponsor.address(), sponsor_nonce = queued.sponsor_nonce, tx = %queued.hash, id = tx_id, ops = ?checked.operations, "queued");
 
-    let accepted = |message: &str| {
+    let accepted = |message: &str, hash: B256| {
         let body = json!({
             "Message": message,
             "From": checksum(from),
-            "TransactionHash": sent.hash,
+            "TransactionHash": hash,
             "GasUsed": null,
             "TransactionId": tx_id,
             "Status": format!("/api/v1/transactions/{tx_id}"),
@@ -255,39 +260,56 @@ pub async fn execute(
         (StatusCode::ACCEPTED, [(PREFERENCE_APPLIED, "respond-async")], Json(body)).into_response()
     };
     if respond_async {
-        track_in_background(state.clone(), scope, nonce, tx_id, sent.hash);
-        return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome."));
+        return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
     }
-    let receipt = wait_for_receipt(provider, sent.hash, state.settings.receipt_timeout, state.settings.receipt_poll)
+    let status = pipeline
+        .wait_settled(tx_id, state.settings.receipt_timeout, state.settings.receipt_poll)
         .await
-        .map_err(AppError::chain)?;
-    let Some(receipt) = receipt else {
-        track_in_background(state.clone(), scope, nonce, tx_id, sent.hash);
-        return Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome."));
-    };
-    if !record_outcome(&state, scope, nonce, tx_id, &receipt).await? {
-        return Err(AppError::unprocessable(
+        .map_err(AppError::Internal)?;
+    let record = state
+        .store
+        .get_transaction(tx_id, key.0.id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished")))?;
+    match status {
+        Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
+            "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),
+            "From": checksum(from),
+            "TransactionHash": record.tx_hash,
+            "GasUsed": record.gas_used,
+            "BlockNumber": record.block_number,
+            "Sponsor": checksum(sponsor.address()),
+            "TransactionId": tx_id,
+        }))
+        .into_response()),
+        Some(TxStatus::Failed) if record.failure.as_deref() == Some("reverted") => Err(AppError::unprocessable(
             "transaction_reverted",
-            format!("transaction {} reverted on-chain after a successful simulation; nothing was executed", sent.hash),
-        ));
+            format!(
+                "transaction {} reverted on-chain after a successful simulation ({}); nothing was executed",
+                record.tx_hash,
+                record.revert_reason.as_deref().unwrap_or("no reason")
+            ),
+        )),
+        Some(TxStatus::Failed) => Err(AppError::unprocessable(
+            "transaction_failed",
+            format!(
+                "the node refused the transaction ({}); nothing was executed",
+                record.revert_reason.as_deref().or(record.last_error.as_deref()).unwrap_or("no reason")
+            ),
+        )),
+        Some(TxStatus::Expired) => Err(AppError::unprocessable(
+            "deadline_expired",
+            "the call's deadline passed before it could be mined; nothing was executed; build it again",
+        )),
+        Some(TxStatus::Replaced) => Err(AppError::conflict(
+            "nonce_already_used",
+            format!("nonce {nonce} of {from} was used by another transaction"),
+        )),
+        _ => Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.", record.tx_hash)),
     }
-    Ok(Json(json!({
-        "Message": format!("Executed {} in block {}", checked.operations.join(", "), receipt.block_number.unwrap_or_default()),
-        "From": checksum(from),
-        "TransactionHash": sent.hash,
-        "GasUsed": receipt.gas_used,
-        "BlockNumber": receipt.block_number,
-        "Sponsor": checksum(sponsor.address()),
-        "TransactionId": tx_id,
-    }))
-    .into_response())
 }
 
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
-
-/// How long a background tracker waits for a receipt before leaving the transaction to the
-/// pipeline's recovery (a later issue).
-const BACKGROUND_RECEIPT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Whether the client asked for `Prefer: respond-async` (RFC 7240).
 fn wants_async(headers: &HeaderMap) -> bool {
@@ -296,53 +318,13 @@ fn wants_async(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Records a receipt; returns whether the transaction succeeded. A reverted transaction consumed
-/// no bySig nonce, so its nonce is freed.
-async fn record_outcome(
-    state: &AppState,
-    scope: NonceScope,
-    nonce: u64,
-    tx_id: i64,
-    receipt: &TransactionReceipt,
-) -> anyhow::Result<bool> {
-    let ok = receipt.status();
-    let (nonce_status, tx_status) =
-        if ok { (NonceStatus::Mined, TxStatus::Mined) } else { (NonceStatus::Failed, TxStatus::Reverted) };
-    state.store.finish_nonce(scope, nonce, nonce_status).await?;
-    state.store.finish_transaction(tx_id, tx_status, receipt.gas_used, receipt.block_number).await?;
-    Ok(ok)
-}
-
-/// Follows a transaction whose answer was already sent, so its row and nonce still settle.
-fn track_in_background(state: AppState, scope: NonceScope, nonce: u64, tx_id: i64, hash: B256) {
-    tokio::spawn(async move {
-        let poll = state.settings.receipt_poll;
-        match wait_for_receipt(&state.provider, hash, BACKGROUND_RECEIPT_TIMEOUT, poll).await {
-            Ok(Some(receipt)) => {
-                if let Err(e) = record_outcome(&state, scope, nonce, tx_id, &receipt).await {
-                    tracing::error!(%hash, error = format!("{e:#}"), "failed to record a receipt");
-                }
-            }
-            Ok(None) => tracing::warn!(%hash, "no receipt yet; left in flight"),
-            Err(e) => tracing::warn!(%hash, error = format!("{e:#}"), "receipt tracking failed"),
-        }
-    });
-}
-
-/// `eth_call` then `eth_estimateGas` of the exact transaction, then broadcast from `sponsor`.
-async fn simulate_and_send(
-    state: &AppState,
-    sponsor: &Sponsor,
-    to: Address,
-    request: TransactionRequest,
-    input: Bytes,
-) -> Result<Sent, AppError> {
+/// `eth_call` then `eth_estimateGas` of the exact transaction; answers the gas limit to sign.
+async fn simulate(state: &AppState, request: TransactionRequest) -> Result<u64, AppError> {
     let provider = &state.provider;
     provider.call(request.clone()).await.map_err(simulation_error)?;
     let gas = provider.estimate_gas(request).await.map_err(simulation_error)?;
     // Headroom for state moving between the estimate and inclusion (streams settle per second).
-    let gas_limit = gas + gas / 4 + 10_000;
-    sponsor.send(provider, to, input, gas_limit).await.map_err(AppError::chain)
+    Ok(gas + gas / 4 + 10_000)
 }
 
 /// The traits the signature may cover. Build responses bind the sponsor; a client that built

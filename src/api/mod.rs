@@ -11,6 +11,7 @@ mod batch;
 mod build;
 mod error;
 mod extract;
+mod idempotency;
 mod info;
 mod meta;
 mod payments;
@@ -131,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(info::health))
         .nest("/api/v1", v1)
         .fallback(info::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::HeaderName::from_static("x-api-version"),
             HeaderValue::from_static(API_VERSION),

@@ -16,7 +16,8 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
     let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
     Ok(Json(json!({
         "Id": t.id,
-        "Status": t.status,
+        "Status": t.legacy_status(),
+        "State": t.status,
         "Contract": contract,
         "ChainId": t.chain_id,
         "From": checksum(t.signer),
@@ -25,5 +26,10 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
         "TransactionHash": t.tx_hash,
         "GasUsed": t.gas_used,
         "BlockNumber": t.block_number,
+        "SponsorNonce": t.sponsor_nonce,
+        "Hashes": t.hashes,
+        "Failure": t.failure,
+        "RevertReason": t.revert_reason,
+        "LastError": t.last_error,
     })))
 }

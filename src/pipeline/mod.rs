@@ -1,103 +1,156 @@
-//! Sponsor accounts and the transactions they send.
+//! Sponsor accounts and the persistent queue of transactions they send (SPEC §5).
 //!
-//! Each sponsor keeps its next transaction nonce in memory (seeded from the node's pending count)
-//! behind a mutex held only while signing and broadcasting, never while waiting for a receipt:
-//! many relayed calls are in flight per sponsor at once. If a broadcast fails the local nonce is
-//! dropped and re-read from the node before the next send, so a failed send cannot leave a gap.
-//! (Persistent queueing, fee bumps and replacement detection come with the pipeline issue.)
+//! - [`Sponsor`]: one gas-paying key; signs calls and cancellations.
+//! - [`Sponsors`]: the configured keys and, once started, the [`Pipeline`].
+//! - [`Pipeline`]: `enqueue` (the API's side) and one worker task per sponsor
+//!   ([`worker`]) that broadcasts, tracks receipts, bumps fees and repairs nonces.
+//! - [`fault`]: the table that classifies a node's refusal; [`fees`]: EIP-1559 pricing and bumps.
+//!
+//! The queue lives in Postgres (`relay_transactions`, `tx_attempts`, `sponsor_accounts`). An
+//! accepted call is a row with its sponsor nonce allocated and its transaction signed in one
+//! database transaction, so a crash at any point loses nothing: on start the worker finds the
+//! row and sends the same bytes, or finds a receipt for one of its recorded hashes. Only the
+//! process holding a sponsor's lease broadcasts for it; any process may enqueue.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+pub mod fault;
+pub mod fees;
+mod worker;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use alloy::{
-    network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
-    primitives::{Address, B256, Bytes},
+    consensus::{SignableTransaction, TxEip1559, TxEnvelope},
+    eips::eip2718::Encodable2718,
+    network::TxSignerSync,
+    primitives::{Address, Bytes, TxKind, U256},
     providers::{DynProvider, Provider},
-    rpc::types::{TransactionReceipt, TransactionRequest},
     signers::local::PrivateKeySigner,
 };
 use anyhow::Context;
-use tokio::sync::Mutex;
+use tokio::sync::{Notify, oneshot};
 
-use crate::config::Secret;
+use crate::{
+    config::Secret,
+    store::{AttemptKind, NewTransaction, SignedAttempt, Store, TxStatus},
+};
+pub use fees::Fees;
+
+/// Gas of a plain transfer: what a cancellation (0 value to the sponsor itself) needs.
+const CANCEL_GAS: u64 = 21_000;
 
 /// One account that pays gas for relayed calls.
 #[derive(Debug)]
 pub struct Sponsor {
     address: Address,
-    wallet: EthereumWallet,
+    signer: PrivateKeySigner,
     chain_id: u64,
-    /// Next nonce to use; `None` means "ask the node" (at start and after a failed send).
-    next_nonce: Mutex<Option<u64>>,
-}
-
-/// A transaction accepted by the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    pub hash: B256,
-    pub nonce: u64,
 }
 
 impl Sponsor {
     pub fn new(signer: PrivateKeySigner, chain_id: u64) -> Self {
-        Self { address: signer.address(), wallet: EthereumWallet::from(signer), chain_id, next_nonce: Mutex::new(None) }
+        Self { address: signer.address(), signer, chain_id }
     }
 
     pub fn address(&self) -> Address {
         self.address
     }
 
-    /// Signs and broadcasts a call to `to`, returning as soon as the node accepted it.
-    pub async fn send(&self, provider: &DynProvider, to: Address, data: Bytes, gas_limit: u64) -> anyhow::Result<Sent> {
-        // Fees are read outside the nonce lock: it guards only sign + broadcast.
-        let fees = provider.estimate_eip1559_fees().await.context("Failed to estimate fees")?;
-        let mut next = self.next_nonce.lock().await;
-        let mut retried = false;
-        loop {
-            let nonce = match *next {
-                Some(n) => n,
-                None => provider
-                    .get_transaction_count(self.address)
-                    .pending()
-                    .await
-                    .context("Failed to read the sponsor's nonce")?,
-            };
-            let tx = TransactionRequest::default()
-                .with_from(self.address)
-                .with_to(to)
-                .with_input(data.clone())
-                .with_nonce(nonce)
-                .with_chain_id(self.chain_id)
-                .with_gas_limit(gas_limit)
-                .with_max_fee_per_gas(fees.max_fee_per_gas)
-                .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-            let envelope = tx.build(&self.wallet).await.context("Failed to sign the transaction")?;
-            match provider.send_tx_envelope(envelope).await {
-                Ok(pending) => {
-                    *next = Some(nonce + 1);
-                    return Ok(Sent { hash: *pending.tx_hash(), nonce });
-                }
-                Err(err) => {
-                    // Whatever happened, the local nonce may be wrong now: re-read it next time.
-                    *next = None;
-                    // Someone else (another process, a manual send) used this nonce: one
-                    // retry with the node's count is safe because this transaction was refused.
-                    let nonce_too_low = err.to_string().to_lowercase().contains("nonce too low");
-                    if nonce_too_low && !retried {
-                        retried = true;
-                        continue;
-                    }
-                    return Err(anyhow::Error::new(err).context("The node refused the transaction"));
-                }
-            }
+    fn sign(
+        &self,
+        nonce: u64,
+        to: Address,
+        input: Bytes,
+        gas_limit: u64,
+        fees: Fees,
+        kind: AttemptKind,
+    ) -> anyhow::Result<SignedAttempt> {
+        let mut tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input,
+        };
+        let signature = self.signer.sign_transaction_sync(&mut tx).context("Failed to sign the transaction")?;
+        let envelope = TxEnvelope::from(tx.into_signed(signature));
+        Ok(SignedAttempt {
+            hash: *envelope.tx_hash(),
+            raw: envelope.encoded_2718().into(),
+            kind,
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+        })
+    }
+
+    /// Signs the relayed call `input` to `to` at `nonce`.
+    pub fn sign_call(
+        &self,
+        nonce: u64,
+        to: Address,
+        input: Bytes,
+        gas_limit: u64,
+        fees: Fees,
+    ) -> anyhow::Result<SignedAttempt> {
+        self.sign(nonce, to, input, gas_limit, fees, AttemptKind::Call)
+    }
+
+    /// Signs a cancellation: a 0-value transfer to itself that fills `nonce`.
+    pub fn sign_cancel(&self, nonce: u64, fees: Fees) -> anyhow::Result<SignedAttempt> {
+        self.sign(nonce, self.address, Bytes::new(), CANCEL_GAS, fees, AttemptKind::Cancel)
+    }
+}
+
+/// Tunables of the sending pipeline (config section `[pipeline]`).
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// How often each sponsor's worker looks at the chain (nonce, receipts).
+    pub poll_interval: Duration,
+    /// Blocks a receipt must be under (the including block counts as 1) before a row is
+    /// `confirmed`.
+    pub confirmations: u64,
+    /// A submitted transaction is sent again (same bytes) after this long without a receipt, in
+    /// case the node dropped it.
+    pub rebroadcast_after: Duration,
+    /// A transaction not mined after this long is replaced at the same nonce with higher fees.
+    pub bump_after: Duration,
+    /// Highest max fee per gas (wei) a send chases the market to; never blocks a replacement
+    /// that unjams the queue. `None`: no cap.
+    pub max_fee_cap: Option<u128>,
+    /// How long a process's lease on a sponsor's queue lasts without renewal.
+    pub lease_ttl: Duration,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(100),
+            confirmations: 1,
+            rebroadcast_after: Duration::from_secs(3),
+            bump_after: Duration::from_secs(30),
+            max_fee_cap: None,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
 
-/// The configured sponsors, by address.
+/// The configured sponsors, by address, and the pipeline sending for them once started.
 #[derive(Debug, Clone, Default)]
 pub struct Sponsors {
     by_address: HashMap<Address, Arc<Sponsor>>,
     order: Vec<Address>,
+    settings: PipelineSettings,
+    pipeline: Arc<OnceLock<Arc<Pipeline>>>,
 }
 
 impl Sponsors {
@@ -126,6 +179,12 @@ impl Sponsors {
         s
     }
 
+    /// Sets the pipeline's tunables (before it starts).
+    pub fn with_settings(mut self, settings: PipelineSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
     pub fn get(&self, address: &Address) -> Option<Arc<Sponsor>> {
         self.by_address.get(address).cloned()
     }
@@ -133,27 +192,159 @@ impl Sponsors {
     pub fn addresses(&self) -> &[Address] {
         &self.order
     }
+
+    /// The pipeline, started on first use: one worker task per sponsor. `serve` starts it at
+    /// boot so queued rows from before a crash are resumed without waiting for a request.
+    pub fn pipeline(&self, store: &Store, provider: &DynProvider) -> Arc<Pipeline> {
+        self.pipeline
+            .get_or_init(|| {
+                Pipeline::start(self.by_address.clone(), self.settings.clone(), store.clone(), provider.clone())
+            })
+            .clone()
+    }
+
+    /// The pipeline if it has been started.
+    pub fn running_pipeline(&self) -> Option<Arc<Pipeline>> {
+        self.pipeline.get().cloned()
+    }
 }
 
-/// Polls for a receipt until `timeout`; `None` if the transaction is not mined by then.
-pub async fn wait_for_receipt(
-    provider: &DynProvider,
-    hash: B256,
-    timeout: Duration,
-    poll: Duration,
-) -> anyhow::Result<Option<TransactionReceipt>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(receipt) = provider
-            .get_transaction_receipt(hash)
-            .await
-            .with_context(|| format!("Failed to fetch the receipt of {hash}"))?
+/// Per-sponsor state shared by the API side and the worker.
+#[derive(Debug)]
+struct Lane {
+    sponsor: Arc<Sponsor>,
+    /// Wakes the worker: something was queued.
+    wake: Notify,
+    /// The chain's latest transaction count as last seen (+1; 0 = unknown).
+    chain_nonce: AtomicU64,
+}
+
+/// A queued transaction, as `enqueue` answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Queued {
+    pub id: i64,
+    pub sponsor_nonce: u64,
+    pub hash: alloy::primitives::B256,
+}
+
+/// The running pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    store: Store,
+    provider: DynProvider,
+    settings: PipelineSettings,
+    lanes: HashMap<Address, Arc<Lane>>,
+    /// Identifies this process's leases.
+    owner: String,
+    fee_cache: Mutex<Option<(Instant, Fees)>>,
+    waiters: Mutex<HashMap<i64, Vec<oneshot::Sender<()>>>>,
+}
+
+impl Pipeline {
+    fn start(
+        sponsors: HashMap<Address, Arc<Sponsor>>,
+        settings: PipelineSettings,
+        store: Store,
+        provider: DynProvider,
+    ) -> Arc<Self> {
+        let owner = format!(
+            "{}:{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            alloy::hex::encode(rand::random::<[u8; 6]>())
+        );
+        let lanes = sponsors
+            .into_iter()
+            .map(|(a, sponsor)| (a, Arc::new(Lane { sponsor, wake: Notify::new(), chain_nonce: AtomicU64::new(0) })))
+            .collect();
+        let pipeline = Arc::new(Self {
+            store,
+            provider,
+            settings,
+            lanes,
+            owner,
+            fee_cache: Mutex::new(None),
+            waiters: Mutex::default(),
+        });
+        for lane in pipeline.lanes.values() {
+            tokio::spawn(worker::run(Arc::downgrade(&pipeline), lane.clone()));
+        }
+        pipeline
+    }
+
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    /// Current EIP-1559 fees, cached for a second (every execute needs them).
+    async fn estimate_fees(&self) -> anyhow::Result<Fees> {
+        if let Some((at, fees)) = *self.fee_cache.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < Duration::from_secs(1)
         {
-            return Ok(Some(receipt));
+            return Ok(fees);
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(None);
+        let est = self.provider.estimate_eip1559_fees().await.context("Failed to estimate fees")?;
+        let fees =
+            Fees { max_fee_per_gas: est.max_fee_per_gas, max_priority_fee_per_gas: est.max_priority_fee_per_gas };
+        *self.fee_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), fees));
+        Ok(fees)
+    }
+
+    /// The chain's count of the sponsor's mined transactions: the floor of its next nonce.
+    async fn chain_nonce(&self, lane: &Lane) -> anyhow::Result<u64> {
+        match lane.chain_nonce.load(Ordering::Relaxed) {
+            0 => {
+                let n = self
+                    .provider
+                    .get_transaction_count(lane.sponsor.address)
+                    .latest()
+                    .await
+                    .context("Failed to read the sponsor's nonce")?;
+                lane.chain_nonce.fetch_max(n + 1, Ordering::Relaxed);
+                Ok(n)
+            }
+            n => Ok(n - 1),
         }
-        tokio::time::sleep(poll).await;
+    }
+
+    /// Queues `t` (its sponsor nonce allocated and its transaction signed in the same database
+    /// transaction) and wakes the sponsor's worker. Once this returns, the call will be sent.
+    pub async fn enqueue(&self, t: NewTransaction) -> anyhow::Result<Queued> {
+        let lane = self.lanes.get(&t.sponsor).context("sponsor not configured")?.clone();
+        let fees = fees::initial(self.estimate_fees().await?, self.settings.max_fee_cap);
+        let chain_nonce = self.chain_nonce(&lane).await?;
+        let (id, sponsor_nonce, signed) = self
+            .store
+            .enqueue_transaction(&t, chain_nonce, |nonce| {
+                lane.sponsor.sign_call(nonce, t.contract, t.calldata.clone(), t.gas_limit, fees)
+            })
+            .await?;
+        lane.wake.notify_one();
+        Ok(Queued { id, sponsor_nonce, hash: signed.hash })
+    }
+
+    /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
+    /// answers the last status seen. Woken at once by this process's worker, and polls the
+    /// database every `poll` for rows another replica is sending.
+    pub async fn wait_settled(&self, id: i64, timeout: Duration, poll: Duration) -> anyhow::Result<Option<TxStatus>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
+            let status = self.store.transaction_status(id).await?;
+            if status.is_none_or(TxStatus::is_settled) || tokio::time::Instant::now() >= deadline {
+                return Ok(status);
+            }
+            let wait = poll.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let _ = tokio::time::timeout(wait, rx).await;
+        }
+    }
+
+    fn notify_settled(&self, id: i64) {
+        if let Some(waiters) = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+            for w in waiters {
+                let _ = w.send(());
+            }
+        }
     }
 }

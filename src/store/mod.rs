@@ -3,8 +3,11 @@
 //!
 //! - [`keys`]: API keys (hashed) and the sponsors each may use.
 //! - [`nonces`]: bySig account nonces handed out or in flight.
-//! - [`transactions`]: what the sponsors sent and how it ended.
+//! - [`transactions`]: the per-sponsor transaction queue: rows, every signed attempt, sponsor nonces
+//!   and leases.
+//! - [`idempotency`]: first answers to `Idempotency-Key` requests, for replay.
 
+mod idempotency;
 mod keys;
 mod nonces;
 mod transactions;
@@ -16,7 +19,8 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use keys::{ApiKeyRecord, NewApiKey, hash_api_key};
 pub use nonces::{Claim, NonceScope, NonceStatus};
-pub use transactions::{NewTransaction, TransactionRecord, TxStatus};
+pub use idempotency::{IdempotencyBegin, StoredResponse};
+pub use transactions::{AttemptKind, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus};
 
 /// Handle to the relayer's database; cheap to clone.
 #[derive(Clone, Debug)]

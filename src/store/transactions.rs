@@ -1,11 +1,18 @@
-//! Transactions the sponsors sent, written when broadcast and updated from the receipt.
+//! The per-sponsor transaction queue (`relay_transactions` + `tx_attempts` + `sponsor_accounts`).
+//!
+//! A row is written with its sponsor nonce and its first signed transaction in one database
+//! transaction, under a `FOR UPDATE` lock of the sponsor's `next_nonce`: two relayer processes can
+//! never hand out one nonce, and a nonce is never handed out without a row that will fill it.
+//! Every signed transaction is committed to `tx_attempts` *before* it is broadcast, so after a
+//! crash at any point the hashes to look for are on record and the exact bytes can be re-sent.
 
 use alloy::primitives::{Address, B256, Bytes};
 use anyhow::Context;
-use sqlx::Row;
+use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
 
 use super::Store;
 
+/// What to queue: everything but the sponsor nonce, which the queue allocates.
 #[derive(Debug, Clone)]
 pub struct NewTransaction {
     pub chain_id: u64,
@@ -13,62 +20,559 @@ pub struct NewTransaction {
     pub api_key_id: i64,
     pub signer: Address,
     pub meta_nonce: u64,
+    /// The signed call's deadline (chain time).
+    pub deadline: u64,
     pub sponsor: Address,
-    pub sponsor_nonce: u64,
-    pub tx_hash: B256,
     pub calldata: Bytes,
+    pub gas_limit: u64,
+}
+
+/// A signed transaction, ready to broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAttempt {
+    pub hash: B256,
+    pub raw: Bytes,
+    pub kind: AttemptKind,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The relayed call.
+    Call,
+    /// A 0-value transfer to the sponsor itself that fills the nonce of a call that cannot go.
+    Cancel,
+}
+
+impl AttemptKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Cancel => "cancel",
+        }
+    }
+}
+
+/// Where a queued transaction is (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxStatus {
+    Pending,
+    Submitted,
     Mined,
-    Reverted,
+    Confirmed,
+    Failed,
+    Replaced,
+    Expired,
+}
+
+impl TxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Submitted => "submitted",
+            Self::Mined => "mined",
+            Self::Confirmed => "confirmed",
+            Self::Failed => "failed",
+            Self::Replaced => "replaced",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => Self::Pending,
+            "submitted" => Self::Submitted,
+            "mined" => Self::Mined,
+            "confirmed" => Self::Confirmed,
+            "replaced" => Self::Replaced,
+            "expired" => Self::Expired,
+            // 'reverted' rows predate migration 0003.
+            _ => Self::Failed,
+        }
+    }
+
+    /// Whether the outcome is known (a mined row may still be reorged out, but the client has
+    /// its answer).
+    pub fn is_settled(self) -> bool {
+        !matches!(self, Self::Pending | Self::Submitted)
+    }
+}
+
+/// A queued row as the pipeline works on it.
+#[derive(Debug, Clone)]
+pub struct QueuedTx {
+    pub id: i64,
+    pub contract: Address,
+    pub signer: Address,
+    pub meta_nonce: u64,
+    pub deadline: u64,
+    pub sponsor_nonce: u64,
+    pub status: TxStatus,
+    pub calldata: Bytes,
+    pub gas_limit: u64,
+    pub block_number: Option<u64>,
+    pub block_hash: Option<B256>,
+    /// The row's current hash: the mined one once mined.
+    pub tx_hash: B256,
+    /// Seconds since the latest attempt was signed, and since it was last broadcast.
+    pub attempt_age_secs: f64,
+    pub sent_age_secs: Option<f64>,
+    /// The latest signed transaction.
+    pub latest: SignedAttempt,
+}
+
+/// How a row ended, as the pipeline records it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Mined {
+        hash: B256,
+        gas_used: u64,
+        block_number: u64,
+        block_hash: B256,
+    },
+    Reverted {
+        hash: B256,
+        gas_used: u64,
+        block_number: u64,
+        block_hash: B256,
+        reason: String,
+    },
+    /// The nonce was filled by our cancellation: the node refused the call for good, or its
+    /// deadline passed first (`expired`).
+    Cancelled {
+        hash: B256,
+        gas_used: u64,
+        block_number: u64,
+        block_hash: B256,
+        error: String,
+        expired: bool,
+    },
+    /// Nothing of ours was mined and the call cannot go any more.
+    Rejected {
+        error: String,
+    },
+    Replaced,
+    Expired,
+}
+
+fn i64_of(v: u64) -> anyhow::Result<i64> {
+    i64::try_from(v).context("value beyond the database's BIGINT range")
+}
+
+fn addr(row: &PgRow, col: &str) -> Address {
+    Address::from_slice(&row.get::<Vec<u8>, _>(col))
+}
+
+fn attempt_from(row: &PgRow) -> SignedAttempt {
+    SignedAttempt {
+        hash: B256::from_slice(&row.get::<Vec<u8>, _>("a_hash")),
+        raw: row.get::<Vec<u8>, _>("a_raw").into(),
+        kind: if row.get::<String, _>("a_kind") == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call },
+        max_fee_per_gas: row.get::<i64, _>("a_max_fee") as u128,
+        max_priority_fee_per_gas: row.get::<i64, _>("a_prio_fee") as u128,
+    }
+}
+
+/// Columns of a queued row joined with its latest attempt.
+const QUEUED_SELECT: &str = "
+    SELECT t.id, t.contract, t.signer, t.meta_nonce, coalesce(t.deadline, 0) AS deadline, t.sponsor_nonce,
+           t.status, t.calldata, coalesce(t.gas_limit, 0) AS gas_limit, t.block_number, t.block_hash, t.tx_hash,
+           extract(epoch FROM now() - a.created_at)::float8 AS attempt_age,
+           extract(epoch FROM now() - t.last_sent_at)::float8 AS sent_age,
+           a.tx_hash AS a_hash, a.raw_tx AS a_raw, a.kind AS a_kind,
+           a.max_fee_per_gas AS a_max_fee, a.max_priority_fee_per_gas AS a_prio_fee
+    FROM relay_transactions t
+    JOIN LATERAL (SELECT * FROM tx_attempts WHERE transaction_id = t.id ORDER BY id DESC LIMIT 1) a ON true";
+
+fn queued_from(row: &PgRow) -> QueuedTx {
+    QueuedTx {
+        id: row.get("id"),
+        contract: addr(row, "contract"),
+        signer: addr(row, "signer"),
+        meta_nonce: row.get::<i64, _>("meta_nonce") as u64,
+        deadline: row.get::<i64, _>("deadline") as u64,
+        sponsor_nonce: row.get::<i64, _>("sponsor_nonce") as u64,
+        status: TxStatus::parse(row.get::<&str, _>("status")),
+        calldata: row.get::<Vec<u8>, _>("calldata").into(),
+        gas_limit: row.get::<i64, _>("gas_limit") as u64,
+        block_number: row.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+        block_hash: row.get::<Option<Vec<u8>>, _>("block_hash").map(|h| B256::from_slice(&h)),
+        tx_hash: B256::from_slice(&row.get::<Vec<u8>, _>("tx_hash")),
+        attempt_age_secs: row.get::<Option<f64>, _>("attempt_age").unwrap_or_default(),
+        sent_age_secs: row.get("sent_age"),
+        latest: attempt_from(row),
+    }
+}
+
+async fn insert_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    nonce: u64,
+    a: &SignedAttempt,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO tx_attempts
+            (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas, max_priority_fee_per_gas)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(i64_of(nonce)?)
+    .bind(a.hash.as_slice())
+    .bind(a.raw.as_ref())
+    .bind(a.kind.as_str())
+    .bind(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?)
+    .bind(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?)
+    .execute(&mut **tx)
+    .await
+    .context("Failed to record the signed transaction")?;
+    sqlx::query("UPDATE relay_transactions SET tx_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(a.hash.as_slice())
+        .execute(&mut **tx)
+        .await
+        .context("Failed to point the row at its latest transaction")?;
+    Ok(())
+}
+
+/// Locks the sponsor's nonce counter and returns the next nonce (not yet advanced).
+async fn lock_next_nonce(
+    tx: &mut Transaction<'_, Postgres>,
+    chain_id: u64,
+    sponsor: Address,
+    chain_nonce: u64,
+) -> anyhow::Result<u64> {
+    // The counter never goes below what the chain has already used (someone else may have
+    // used the key: the nonces up to the chain's count are gone).
+    let row = sqlx::query(
+        "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3)
+         ON CONFLICT (chain_id, address) DO UPDATE
+            SET next_nonce = GREATEST(sponsor_accounts.next_nonce, EXCLUDED.next_nonce)
+         RETURNING next_nonce",
+    )
+    .bind(i64_of(chain_id)?)
+    .bind(sponsor.as_slice())
+    .bind(i64_of(chain_nonce)?)
+    .fetch_one(&mut **tx)
+    .await
+    .context("Failed to lock the sponsor's nonce")?;
+    Ok(row.get::<i64, _>(0) as u64)
+}
+
+async fn advance_nonce(tx: &mut Transaction<'_, Postgres>, chain_id: u64, sponsor: Address) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE sponsor_accounts SET next_nonce = next_nonce + 1, updated_at = now()
+         WHERE chain_id = $1 AND address = $2",
+    )
+    .bind(i64_of(chain_id)?)
+    .bind(sponsor.as_slice())
+    .execute(&mut **tx)
+    .await
+    .context("Failed to advance the sponsor's nonce")?;
+    Ok(())
 }
 
 impl Store {
-    pub async fn record_transaction(&self, t: &NewTransaction) -> anyhow::Result<i64> {
-        let row = sqlx::query(
+    /// Queues `t`: allocates the sponsor's next nonce (at least `chain_nonce`), has `sign` sign
+    /// the transaction at that nonce, and writes row and attempt, all in one transaction.
+    /// Returns the row id and the nonce.
+    pub async fn enqueue_transaction(
+        &self,
+        t: &NewTransaction,
+        chain_nonce: u64,
+        sign: impl FnOnce(u64) -> anyhow::Result<SignedAttempt>,
+    ) -> anyhow::Result<(i64, u64, SignedAttempt)> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        // The upsert takes the row lock that serialises every allocation for this sponsor
+        // until commit.
+        let nonce = lock_next_nonce(&mut tx, t.chain_id, t.sponsor, chain_nonce).await?;
+        let signed = sign(nonce)?;
+        let id: i64 = sqlx::query(
             "INSERT INTO relay_transactions
-                (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'submitted') RETURNING id",
+                (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
+                 status, gas_limit, deadline)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11) RETURNING id",
         )
-        .bind(t.chain_id as i64)
+        .bind(i64_of(t.chain_id)?)
         .bind(t.contract.as_slice())
         .bind(t.api_key_id)
         .bind(t.signer.as_slice())
-        .bind(t.meta_nonce as i64)
+        .bind(i64_of(t.meta_nonce)?)
         .bind(t.sponsor.as_slice())
-        .bind(t.sponsor_nonce as i64)
-        .bind(t.tx_hash.as_slice())
+        .bind(i64_of(nonce)?)
+        .bind(signed.hash.as_slice())
         .bind(t.calldata.as_ref())
-        .fetch_one(&self.pool)
+        .bind(i64_of(t.gas_limit)?)
+        .bind(i64_of(t.deadline)?)
+        .fetch_one(&mut *tx)
         .await
-        .context("Failed to record the transaction")?;
-        Ok(row.get(0))
+        .context("Failed to queue the transaction")?
+        .get(0);
+        insert_attempt(&mut tx, id, nonce, &signed).await?;
+        advance_nonce(&mut tx, t.chain_id, t.sponsor).await?;
+        tx.commit().await.context("Failed to commit the queued transaction")?;
+        Ok((id, nonce, signed))
     }
 
-    pub async fn finish_transaction(
+    /// Moves row `id`, whose nonce another transaction used, to the sponsor's next nonce with a
+    /// freshly signed transaction (status pending again).
+    pub async fn requeue_transaction(
         &self,
+        chain_id: u64,
+        sponsor: Address,
         id: i64,
-        status: TxStatus,
-        gas_used: u64,
-        block_number: Option<u64>,
+        chain_nonce: u64,
+        sign: impl FnOnce(u64) -> anyhow::Result<SignedAttempt>,
+    ) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        let nonce = lock_next_nonce(&mut tx, chain_id, sponsor, chain_nonce).await?;
+        let signed = sign(nonce)?;
+        sqlx::query(
+            "UPDATE relay_transactions SET sponsor_nonce = $2, status = 'pending', last_sent_at = NULL,
+                block_number = NULL, block_hash = NULL, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(i64_of(nonce)?)
+        .execute(&mut *tx)
+        .await
+        .context("Failed to move the transaction to a new nonce")?;
+        insert_attempt(&mut tx, id, nonce, &signed).await?;
+        advance_nonce(&mut tx, chain_id, sponsor).await?;
+        tx.commit().await.context("Failed to commit the requeue")?;
+        Ok(nonce)
+    }
+
+    /// Records a new signed transaction (fee bump or cancellation) at the row's nonce.
+    pub async fn add_attempt(&self, id: i64, nonce: u64, a: &SignedAttempt) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        insert_attempt(&mut tx, id, nonce, a).await?;
+        tx.commit().await.context("Failed to commit the attempt")?;
+        Ok(())
+    }
+
+    /// Raises the sponsor's counter to the chain's count (the key was used elsewhere).
+    pub async fn raise_sponsor_nonce(&self, chain_id: u64, sponsor: Address, chain_nonce: u64) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sponsor_accounts SET next_nonce = $3, updated_at = now()
+             WHERE chain_id = $1 AND address = $2 AND next_nonce < $3",
+        )
+        .bind(i64_of(chain_id)?)
+        .bind(sponsor.as_slice())
+        .bind(i64_of(chain_nonce)?)
+        .execute(&self.pool)
+        .await
+        .context("Failed to raise the sponsor's nonce")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Creates the sponsor's account row (first run) with the chain's count as its next nonce.
+    pub async fn ensure_sponsor_account(
+        &self,
+        chain_id: u64,
+        sponsor: Address,
+        chain_nonce: u64,
     ) -> anyhow::Result<()> {
         sqlx::query(
-            "UPDATE relay_transactions SET status = $2, gas_used = $3, block_number = $4, updated_at = now()
+            "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(i64_of(chain_id)?)
+        .bind(sponsor.as_slice())
+        .bind(i64_of(chain_nonce)?)
+        .execute(&self.pool)
+        .await
+        .context("Failed to create the sponsor account row")?;
+        Ok(())
+    }
+
+    /// Takes (or renews) the lease on a sponsor's queue for `ttl_ms`; false if another process
+    /// holds it.
+    pub async fn acquire_sponsor_lease(
+        &self,
+        chain_id: u64,
+        sponsor: Address,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> anyhow::Result<bool> {
+        let row = sqlx::query(
+            "UPDATE sponsor_accounts
+             SET lease_owner = $3, lease_until = now() + make_interval(secs => $4::float8 / 1000)
+             WHERE chain_id = $1 AND address = $2
+               AND (lease_owner = $3 OR lease_until IS NULL OR lease_until < now())
+             RETURNING 1",
+        )
+        .bind(i64_of(chain_id)?)
+        .bind(sponsor.as_slice())
+        .bind(owner)
+        .bind(ttl_ms as f64)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to take the sponsor lease")?;
+        Ok(row.is_some())
+    }
+
+    /// Gives the lease up (clean shutdown), so another process takes over at once.
+    pub async fn release_sponsor_lease(&self, chain_id: u64, sponsor: Address, owner: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE sponsor_accounts SET lease_owner = NULL, lease_until = NULL
+             WHERE chain_id = $1 AND address = $2 AND lease_owner = $3",
+        )
+        .bind(i64_of(chain_id)?)
+        .bind(sponsor.as_slice())
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .context("Failed to release the sponsor lease")?;
+        Ok(())
+    }
+
+    /// The sponsor's rows still pending, submitted or mined-but-unconfirmed, by nonce.
+    pub async fn open_transactions(&self, chain_id: u64, sponsor: Address) -> anyhow::Result<Vec<QueuedTx>> {
+        let rows = sqlx::query(&format!(
+            "{QUEUED_SELECT}
+             WHERE t.chain_id = $1 AND t.sponsor = $2 AND t.status IN ('pending', 'submitted', 'mined')
+             ORDER BY t.sponsor_nonce"
+        ))
+        .bind(i64_of(chain_id)?)
+        .bind(sponsor.as_slice())
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to read the sponsor's queue")?;
+        Ok(rows.iter().map(queued_from).collect())
+    }
+
+    /// Every transaction hash ever signed for row `id`, newest first, with its kind.
+    pub async fn attempt_hashes(&self, id: i64) -> anyhow::Result<Vec<(B256, AttemptKind)>> {
+        let rows = sqlx::query("SELECT tx_hash, kind FROM tx_attempts WHERE transaction_id = $1 ORDER BY id DESC")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to read the transaction's hashes")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let kind = if r.get::<&str, _>("kind") == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call };
+                (B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")), kind)
+            })
+            .collect())
+    }
+
+    /// The node accepted the row's latest transaction.
+    pub async fn mark_submitted(&self, id: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE relay_transactions SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
+                last_sent_at = now(), last_error = NULL, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
-        .bind(match status {
-            TxStatus::Mined => "mined",
-            TxStatus::Reverted => "reverted",
-        })
-        .bind(gas_used as i64)
-        .bind(block_number.map(|b| b as i64))
         .execute(&self.pool)
         .await
-        .context("Failed to update the transaction")?;
+        .context("Failed to mark the transaction submitted")?;
         Ok(())
+    }
+
+    /// Remembers why the last broadcast failed (shown by `GET /transactions/{id}`).
+    pub async fn note_error(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE relay_transactions SET last_error = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .context("Failed to note the error")?;
+        Ok(())
+    }
+
+    /// Records how row `id` ended.
+    pub async fn settle_transaction(&self, id: i64, outcome: &Outcome) -> anyhow::Result<()> {
+        let (status, hash, gas, block, block_hash, failure, reason): (
+            &str,
+            Option<B256>,
+            Option<u64>,
+            Option<u64>,
+            Option<B256>,
+            Option<&str>,
+            Option<&str>,
+        ) = match outcome {
+            Outcome::Mined { hash, gas_used, block_number, block_hash } => {
+                ("mined", Some(*hash), Some(*gas_used), Some(*block_number), Some(*block_hash), None, None)
+            }
+            Outcome::Reverted { hash, gas_used, block_number, block_hash, reason } => (
+                "failed",
+                Some(*hash),
+                Some(*gas_used),
+                Some(*block_number),
+                Some(*block_hash),
+                Some("reverted"),
+                Some(reason),
+            ),
+            Outcome::Cancelled { hash, gas_used, block_number, block_hash, error, expired } => (
+                if *expired { "expired" } else { "failed" },
+                Some(*hash),
+                Some(*gas_used),
+                Some(*block_number),
+                Some(*block_hash),
+                Some(if *expired { "expired" } else { "rejected" }),
+                Some(error),
+            ),
+            Outcome::Rejected { error } => ("failed", None, None, None, None, Some("rejected"), Some(error.as_str())),
+            Outcome::Replaced => ("replaced", None, None, None, None, Some("replaced"), None),
+            Outcome::Expired => ("expired", None, None, None, None, Some("expired"), None),
+        };
+        sqlx::query(
+            "UPDATE relay_transactions SET status = $2, tx_hash = coalesce($3, tx_hash), gas_used = $4,
+                block_number = $5, block_hash = $6, failure = $7, revert_reason = $8,
+                mined_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() END, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(hash.map(|h| h.to_vec()))
+        .bind(gas.map(|g| g as i64))
+        .bind(block.map(|b| b as i64))
+        .bind(block_hash.map(|h| h.to_vec()))
+        .bind(failure)
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .context("Failed to record the outcome")?;
+        Ok(())
+    }
+
+    /// A mined row is `confirmations` deep.
+    pub async fn mark_confirmed(&self, id: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE relay_transactions SET status = 'confirmed', updated_at = now() WHERE id = $1 AND status = 'mined'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .context("Failed to mark the transaction confirmed")?;
+        Ok(())
+    }
+
+    /// A mined row's block was reorged away: back to submitted (its transaction is re-sent).
+    pub async fn unmine(&self, id: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE relay_transactions SET status = 'submitted', gas_used = NULL, block_number = NULL,
+                block_hash = NULL, failure = NULL, revert_reason = NULL, mined_at = NULL, last_sent_at = NULL,
+                updated_at = now()
+             WHERE id = $1 AND status = 'mined'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .context("Failed to reopen the transaction")?;
+        Ok(())
+    }
+
+    /// Status of row `id` (for waiters).
+    pub async fn transaction_status(&self, id: i64) -> anyhow::Result<Option<TxStatus>> {
+        let row = sqlx::query("SELECT status FROM relay_transactions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("Failed to read the transaction status")?;
+        Ok(row.map(|r| TxStatus::parse(r.get::<&str, _>(0))))
     }
 }
 
@@ -81,17 +585,36 @@ pub struct TransactionRecord {
     pub signer: Address,
     pub meta_nonce: u64,
     pub sponsor: Address,
+    pub sponsor_nonce: u64,
     pub tx_hash: B256,
+    /// The raw `status` column (`reverted` only on rows older than migration 0003).
     pub status: String,
     pub gas_used: Option<u64>,
     pub block_number: Option<u64>,
+    pub failure: Option<String>,
+    pub revert_reason: Option<String>,
+    pub last_error: Option<String>,
+    /// Every hash signed for it, oldest first.
+    pub hashes: Vec<B256>,
+}
+
+impl TransactionRecord {
+    /// The status vocabulary of the first API version: `submitted`, `mined` or `reverted`.
+    pub fn legacy_status(&self) -> &'static str {
+        match self.status.as_str() {
+            "pending" | "submitted" => "submitted",
+            "mined" | "confirmed" => "mined",
+            _ => "reverted",
+        }
+    }
 }
 
 impl Store {
     /// The transaction `id`, if the key `api_key_id` relayed it (keys never see each other's).
     pub async fn get_transaction(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<TransactionRecord>> {
         let row = sqlx::query(
-            "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number
+            "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
+                    block_number, failure, revert_reason, last_error
              FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
         )
         .bind(id)
@@ -99,17 +622,31 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the transaction")?;
-        Ok(row.map(|r| TransactionRecord {
+        let Some(r) = row else { return Ok(None) };
+        let hashes = sqlx::query("SELECT tx_hash FROM tx_attempts WHERE transaction_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to read the transaction's hashes")?
+            .iter()
+            .map(|h| B256::from_slice(&h.get::<Vec<u8>, _>(0)))
+            .collect();
+        Ok(Some(TransactionRecord {
             id: r.get("id"),
             chain_id: r.get::<i64, _>("chain_id") as u64,
-            contract: Address::from_slice(&r.get::<Vec<u8>, _>("contract")),
-            signer: Address::from_slice(&r.get::<Vec<u8>, _>("signer")),
+            contract: addr(&r, "contract"),
+            signer: addr(&r, "signer"),
             meta_nonce: r.get::<i64, _>("meta_nonce") as u64,
-            sponsor: Address::from_slice(&r.get::<Vec<u8>, _>("sponsor")),
+            sponsor: addr(&r, "sponsor"),
+            sponsor_nonce: r.get::<i64, _>("sponsor_nonce") as u64,
             tx_hash: B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")),
             status: r.get("status"),
             gas_used: r.get::<Option<i64>, _>("gas_used").map(|g| g as u64),
             block_number: r.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+            failure: r.get("failure"),
+            revert_reason: r.get("revert_reason"),
+            last_error: r.get("last_error"),
+            hashes,
         }))
     }
 }
