@@ -45,7 +45,8 @@ pub struct IndexerConfig {
     /// their hashes and undo entries are kept, and the backfill treats only older blocks as
     /// final. Set it above the chain's confirmation depth (default 128).
     pub reorg_window: u64,
-    /// `STREAMPAY_INDEXER_INITIAL_RANGE`: first `eth_getLogs` range in blocks (default 1,000).
+    /// `STREAMPAY_INDEXER_INITIAL_RANGE`: first `eth_getLogs` range in blocks (default 100; it
+    /// doubles while ranges return less than half of `target_logs`).
     pub initial_range: u64,
     /// `STREAMPAY_INDEXER_MAX_RANGE`: largest range the adaptive backfill grows to (default 100,000).
     pub max_range: u64,
@@ -55,6 +56,9 @@ pub struct IndexerConfig {
     pub max_follow_range: u64,
     /// `STREAMPAY_INDEXER_PIPELINE`: ranges fetched ahead of the writer (default 4).
     pub pipeline_depth: usize,
+    /// `STREAMPAY_INDEXER_FETCH_CONCURRENCY`: `eth_getLogs` requests in flight during the
+    /// backfill (default 2).
+    pub fetch_concurrency: usize,
 }
 
 impl Default for IndexerConfig {
@@ -62,11 +66,12 @@ impl Default for IndexerConfig {
         Self {
             poll_interval: Duration::from_millis(500),
             reorg_window: 128,
-            initial_range: 1_000,
+            initial_range: 100,
             max_range: 100_000,
             target_logs: 10_000,
             max_follow_range: 100,
             pipeline_depth: 4,
+            fetch_concurrency: 2,
         }
     }
 }
@@ -101,6 +106,9 @@ impl IndexerConfig {
         }
         if let Some(v) = num("STREAMPAY_INDEXER_PIPELINE")? {
             c.pipeline_depth = v.max(1) as usize;
+        }
+        if let Some(v) = num("STREAMPAY_INDEXER_FETCH_CONCURRENCY")? {
+            c.fetch_concurrency = v.max(1) as usize;
         }
         Ok(c)
     }

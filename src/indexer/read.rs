@@ -2,8 +2,22 @@
 //! time of the indexed head and carries that block, so a caller can compare it with the chain's
 //! own view functions at the same block. Each read is a single statement, hence one snapshot:
 //! the checkpoint and the rows always belong to the same commit.
+//!
+//! [`IndexReader::with_cache`] adds a per-process cache in front of Postgres: the indexer's
+//! commits and rollbacks `NOTIFY` [`NOTIFY_CHANNEL`] in their transaction, and every
+//! notification (or a lost listener connection) invalidates the whole cache. An answer is
+//! cached only if no notification arrived while it was read, so the cache never serves data
+//! older than the latest commit it was told about; without a live listener it is bypassed.
+//! Between blocks every replica answers repeated reads from memory.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use alloy::primitives::{Address, I256, U256};
 use serde::Serialize;
@@ -82,16 +96,139 @@ pub struct Lag {
     pub since_update: Duration,
 }
 
+/// Channel the indexer notifies after each commit or rollback (payload `chain:contract:block`).
+pub const NOTIFY_CHANNEL: &str = "streampay_index";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Balance(Address, Address),
+    Subscriptions(Address, Address),
+    Incoming(Address, Address),
+    Nonce(Address, Address),
+}
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Balance(AccountView),
+    Subscriptions(Subscriptions),
+    Incoming(IncomingStreams),
+    Nonce(U256),
+}
+
+/// Answers valid until the next notification; see the module docs.
+#[derive(Debug, Default)]
+struct ReadCache {
+    generation: AtomicU64,
+    healthy: AtomicBool,
+    entries: RwLock<HashMap<CacheKey, (u64, Cached)>>,
+}
+
+const CACHE_MAX_ENTRIES: usize = 200_000;
+
+impl ReadCache {
+    fn get(&self, key: &CacheKey) -> Option<Cached> {
+        if !self.healthy.load(Ordering::Acquire) {
+            return None;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        map.get(key).filter(|(g, _)| *g == generation).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: CacheKey, read_at: u64, value: Cached) {
+        if !self.healthy.load(Ordering::Acquire) || self.generation.load(Ordering::Acquire) != read_at {
+            return; // something was committed while we read: the answer may already be stale
+        }
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, (read_at, value));
+    }
+
+    fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Keeps the cache's listener alive while a reader holds it.
+async fn listen(pool: PgPool, cache: Weak<ReadCache>) {
+    loop {
+        let Some(c) = cache.upgrade() else { return };
+        c.healthy.store(false, Ordering::Release);
+        c.invalidate();
+        drop(c);
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "index cache listener cannot connect; reads bypass the cache");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if listener.listen(NOTIFY_CHANNEL).await.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        match cache.upgrade() {
+            Some(c) => {
+                c.invalidate();
+                c.healthy.store(true, Ordering::Release);
+            }
+            None => return,
+        }
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await;
+            let Some(c) = cache.upgrade() else { return };
+            match next {
+                Err(_) => continue, // quiet chain; check that the reader still exists
+                Ok(Ok(Some(_))) => c.invalidate(),
+                // Connection lost: notifications may have been missed.
+                Ok(Ok(None)) | Ok(Err(_)) => break,
+            }
+        }
+    }
+}
+
 /// Queries over the index of one chain; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct IndexReader {
     pool: PgPool,
     chain_id: u64,
+    cache: Option<Arc<ReadCache>>,
 }
 
 impl IndexReader {
+    /// A reader that queries Postgres on every call.
     pub fn new(pool: PgPool, chain_id: u64) -> Self {
-        Self { pool, chain_id }
+        Self { pool, chain_id, cache: None }
+    }
+
+    /// A reader with the notification-invalidated cache (spawns its listener task; must be
+    /// called inside a Tokio runtime).
+    pub fn with_cache(pool: PgPool, chain_id: u64) -> Self {
+        let cache = Arc::new(ReadCache::default());
+        tokio::spawn(listen(pool.clone(), Arc::downgrade(&cache)));
+        Self { pool, chain_id, cache: Some(cache) }
+    }
+
+    /// Whether the cache is active (its listener is connected).
+    pub fn cache_active(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.healthy.load(Ordering::Acquire))
+    }
+
+    fn lookup(&self, key: &CacheKey) -> (Option<Cached>, u64) {
+        match &self.cache {
+            Some(c) => (c.get(key), c.generation.load(Ordering::Acquire)),
+            None => (None, 0),
+        }
+    }
+
+    fn store(&self, key: CacheKey, read_at: u64, value: Cached) {
+        if let Some(c) = &self.cache {
+            c.put(key, read_at, value);
+        }
     }
 
     fn chain(&self) -> i64 {
@@ -111,6 +248,19 @@ impl IndexReader {
     /// `balanceOf` / `signedBalanceOf` / `accountInfo` of `account` at the indexed head.
     /// `None` while the deployment has no checkpoint yet.
     pub async fn balance(&self, contract: Address, account: Address) -> anyhow::Result<Option<AccountView>> {
+        let key = CacheKey::Balance(contract, account);
+        let (hit, read_at) = self.lookup(&key);
+        if let Some(Cached::Balance(v)) = hit {
+            return Ok(Some(v));
+        }
+        let v = self.balance_db(contract, account).await?;
+        if let Some(v) = &v {
+            self.store(key, read_at, Cached::Balance(v.clone()));
+        }
+        Ok(v)
+    }
+
+    async fn balance_db(&self, contract: Address, account: Address) -> anyhow::Result<Option<AccountView>> {
         let row = sqlx::query(
             "SELECT c.block_number, c.block_timestamp, a.balance::text, a.income_rate::text, a.outgoing_rate::text, a.updated \
              FROM idx_checkpoints c LEFT JOIN idx_accounts a \
@@ -148,20 +298,41 @@ impl IndexReader {
 
     /// `allSubscriptions(subscriber)`, in the contract's order.
     pub async fn subscriptions(&self, contract: Address, subscriber: Address) -> anyhow::Result<Option<Subscriptions>> {
+        let key = CacheKey::Subscriptions(contract, subscriber);
+        let (hit, read_at) = self.lookup(&key);
+        if let Some(Cached::Subscriptions(v)) = hit {
+            return Ok(Some(v));
+        }
         let (streams, head, _) = self.streams(contract, "subscriber", subscriber, "s.position").await?;
-        Ok(head.map(|head| Subscriptions { streams, head }))
+        let v = head.map(|head| Subscriptions { streams, head });
+        if let Some(v) = &v {
+            self.store(key, read_at, Cached::Subscriptions(v.clone()));
+        }
+        Ok(v)
     }
 
     /// Streams paying `author`, oldest first, with the per-stream and total income rates.
     pub async fn incoming_streams(&self, contract: Address, author: Address) -> anyhow::Result<Option<IncomingStreams>> {
+        let key = CacheKey::Incoming(contract, author);
+        let (hit, read_at) = self.lookup(&key);
+        if let Some(Cached::Incoming(v)) = hit {
+            return Ok(Some(v));
+        }
         let (streams, head, income_rate) = self.streams(contract, "author", author, "s.since_block, s.subscriber").await?;
         let Some(head) = head else { return Ok(None) };
         let streams_income_rate = streams.iter().map(|s| s.income_rate).fold(U256::ZERO, |a, b| a + b);
-        Ok(Some(IncomingStreams { author, streams, streams_income_rate, income_rate, head }))
+        let v = IncomingStreams { author, streams, streams_income_rate, income_rate, head };
+        self.store(key, read_at, Cached::Incoming(v.clone()));
+        Ok(Some(v))
     }
 
     /// `bySigAccountNonces(account)`: the next account nonce.
     pub async fn nonce(&self, contract: Address, account: Address) -> anyhow::Result<U256> {
+        let key = CacheKey::Nonce(contract, account);
+        let (hit, read_at) = self.lookup(&key);
+        if let Some(Cached::Nonce(v)) = hit {
+            return Ok(v);
+        }
         let n: Option<String> = sqlx::query_scalar(
             "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
              AND nonce_type = 0 AND selector = '\\x00000000'::bytea",
@@ -171,7 +342,9 @@ impl IndexReader {
         .bind(account.as_slice())
         .fetch_optional(&self.pool)
         .await?;
-        n.as_deref().map(u256).transpose().map(Option::unwrap_or_default)
+        let v = n.as_deref().map(u256).transpose()?.unwrap_or_default();
+        self.store(key, read_at, Cached::Nonce(v));
+        Ok(v)
     }
 
     /// `bySigSelectorNonces(account, selector)`.

@@ -58,6 +58,8 @@ pub struct Batch {
     /// backfill far behind it).
     pub headers: Vec<BlockHeader>,
     pub events: Vec<IndexedEvent>,
+    /// [`copy_text`] of `events`, when built ahead (by the backfill's fetch tasks).
+    pub copy: Option<String>,
     /// Near the head: journal changes so a reorg can undo them. Far behind: the blocks are final.
     pub reorgable: bool,
     pub chain_head: u64,
@@ -170,6 +172,7 @@ pub struct CommitStats {
 /// NOTHING` and only the newly stored ones are applied to the derived tables: the slow path
 /// taken when the COPY met an already-stored log.
 pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, dedup: bool) -> anyhow::Result<CommitStats> {
+    let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     let cp = load_checkpoint(&mut tx, scope, true).await?.context("no checkpoint: call init_checkpoint first")?;
     if cp.block_number + 1 != batch.from {
@@ -181,15 +184,21 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
         }
     }
 
+    let t_events = std::time::Instant::now();
     let fresh: Vec<IndexedEvent>;
     let events: &[IndexedEvent] = if dedup {
         fresh = insert_events_dedup(&mut tx, scope, &batch.events).await?;
         &fresh
     } else {
-        copy_events(&mut tx, scope, &batch.events).await?;
+        match &batch.copy {
+            Some(text) => copy_raw(&mut tx, text.clone().into_bytes()).await?,
+            None => copy_events(&mut tx, scope, &batch.events).await?,
+        }
         &batch.events
     };
 
+    let events_ms = t_events.elapsed().as_secs_f64() * 1e3;
+    let t_derive = std::time::Instant::now();
     let mut cache = StateCache::new(if batch.reorgable { batch.from } else { u64::MAX });
     let keys = StateCache::event_keys(events)?;
     load_keys(&mut tx, scope, &keys, &mut cache).await?;
@@ -198,9 +207,13 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
     cache.apply(events)?;
     let dirty = cache.take_dirty();
     let journal = cache.take_journal();
+    let load_ms = t_derive.elapsed().as_secs_f64() * 1e3;
     write_values(&mut tx, scope, &dirty).await?;
+    let values_ms = t_derive.elapsed().as_secs_f64() * 1e3 - load_ms;
     write_undo(&mut tx, scope, &journal).await?;
     insert_blocks(&mut tx, scope, &batch.headers).await?;
+    tracing::trace!(load_ms, values_ms, "derived state written");
+    let derive_ms = t_derive.elapsed().as_secs_f64() * 1e3;
 
     // Blocks further than the window below the head can no longer be reorged: forget their
     // undo entries and hashes, keeping the hash of the new floor itself.
@@ -234,7 +247,19 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
     .bind(batch.chain_head as i64)
     .execute(&mut *tx)
     .await?;
+    notify(&mut tx, scope, to).await?;
     tx.commit().await?;
+    tracing::debug!(
+        from = batch.from,
+        to,
+        events = events.len(),
+        derived = dirty.len(),
+        undo = journal.len(),
+        events_ms,
+        derive_ms,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "committed batch"
+    );
     Ok(CommitStats { events: events.len(), derived_rows: dirty.len(), undo_entries: journal.len() })
 }
 
@@ -307,8 +332,19 @@ pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Res
     .bind(timestamp)
     .execute(&mut *tx)
     .await?;
+    notify(&mut tx, scope, ancestor).await?;
     tx.commit().await?;
     Ok(removed)
+}
+
+/// Tells readers' caches (delivered at commit) that the index moved.
+async fn notify(tx: &mut Transaction<'_, Postgres>, scope: Scope, block: u64) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::read::NOTIFY_CHANNEL)
+        .bind(format!("{}:{}:{block}", scope.chain_id, scope.contract))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------ events
@@ -366,9 +402,15 @@ pub async fn copy_events(conn: &mut PgConnection, scope: Scope, events: &[Indexe
     if events.is_empty() {
         return Ok(());
     }
-    let text = copy_text(scope, events);
+    copy_raw(conn, copy_text(scope, events).into_bytes()).await
+}
+
+async fn copy_raw(conn: &mut PgConnection, text: Vec<u8>) -> anyhow::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
     let mut copy = conn.copy_in_raw(&format!("COPY idx_events ({EVENT_COLUMNS}) FROM STDIN")).await?;
-    copy.send(text.into_bytes()).await?;
+    copy.send(text).await?;
     copy.finish().await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::{
 use alloy::primitives::Address;
 use anyhow::Context;
 use sqlx::PgPool;
+use futures::{StreamExt, stream::FuturesOrdered};
 use tokio::sync::{mpsc, watch};
 
 use super::{
@@ -225,23 +226,36 @@ impl<S: LogSource> Indexer<S> {
     async fn backfill(&self, cp: store::Checkpoint, until: u64, head: u64) -> anyhow::Result<Step> {
         let (tx, mut rx) = mpsc::channel::<Batch>(self.cfg.pipeline_depth.max(1));
         let fetcher = async move {
-            let mut from = cp.block_number + 1;
+            let mut next = cp.block_number + 1;
             let mut failures = 0u32;
-            while from <= until {
-                let range = self.range();
-                let to = until.min(from.saturating_add(range - 1));
-                match self.fetch_final(from, to, head).await {
+            // Ranges in flight, in block order. Each is fetched and decoded on its own task, so
+            // JSON parsing, decoding and COPY-text building use the other core while the writer
+            // waits on Postgres.
+            let mut inflight: FuturesOrdered<_> = FuturesOrdered::new();
+            loop {
+                while next <= until && inflight.len() < self.cfg.fetch_concurrency.max(1) {
+                    let range = self.range();
+                    let to = until.min(next.saturating_add(range - 1));
+                    let (source, scope) = (self.source.clone(), self.scope);
+                    let task = tokio::spawn(fetch_final(source, scope, next, to, head));
+                    inflight.push_back(async move { (next, to, range, task.await) });
+                    next = to + 1;
+                }
+                let Some((from, to, range, result)) = inflight.next().await else { break };
+                match result.map_err(anyhow::Error::from).and_then(|r| r) {
                     Ok(batch) => {
                         failures = 0;
                         self.adapt(batch.events.len(), range);
                         if tx.send(batch).await.is_err() {
                             break; // the writer failed; its error is reported
                         }
-                        from = to + 1;
                     }
                     Err(e) => {
-                        // Shrink and retry: providers refuse large ranges (too many results,
-                        // timeouts). At one block there is nothing left to shrink; back off.
+                        // Shrink and retry from the failed range (ranges after it are dropped):
+                        // providers refuse large ranges (too many results, timeouts). At one
+                        // block there is nothing left to shrink; back off.
+                        inflight = FuturesOrdered::new();
+                        next = from;
                         failures += 1;
                         self.range.store((range / 2).max(1), Ordering::Relaxed);
                         self.ceiling.store(range.saturating_sub(1).max(1), Ordering::Relaxed);
@@ -288,26 +302,13 @@ impl<S: LogSource> Indexer<S> {
         self.range.store(next, Ordering::Relaxed);
     }
 
-    async fn fetch_final(&self, from: u64, to: u64, head: u64) -> anyhow::Result<Batch> {
-        let (logs, header) = tokio::try_join!(self.source.logs(self.scope.contract, from, to), self.source.header(to))?;
-        let header = header.with_context(|| format!("block {to} not found"))?;
-        // Nodes that do not put `blockTimestamp` in logs: fetch the headers of those blocks.
-        let mut missing: Vec<u64> = logs.iter().filter(|l| l.block_timestamp.is_none()).map(|l| l.block_number).collect();
-        missing.dedup();
-        let mut times = std::collections::HashMap::new();
-        for n in missing {
-            let h = self.source.header(n).await?.with_context(|| format!("block {n} not found"))?;
-            times.insert(n, h.timestamp);
-        }
-        let events = decode_logs(&logs, |n| times.get(&n).copied())?;
-        Ok(Batch { from, to: header, headers: vec![header], events, reorgable: false, chain_head: head })
-    }
-
     /// Indexes `(cp, head]` near the head: every header is fetched and chained to the
     /// checkpoint, and every log must belong to one of those headers.
     async fn follow(&self, cp: store::Checkpoint, head: u64) -> anyhow::Result<Step> {
         let to = head.min(cp.block_number + self.cfg.max_follow_range.max(1));
+        let started = Instant::now();
         let headers = self.source.headers(cp.block_number + 1, to).await?;
+        tracing::debug!(from = cp.block_number + 1, to, ms = started.elapsed().as_secs_f64() * 1e3, "fetched headers");
         let Some(first) = headers.first() else { return Ok(Step::Retry) };
         if first.parent_hash != cp.block_hash {
             return self.reorg(cp, cp.block_number).await;
@@ -325,7 +326,7 @@ impl<S: LogSource> Indexer<S> {
             }
         }
         let events = decode_logs(&logs, |n| headers.get((n - base) as usize).map(|h| h.timestamp))?;
-        let batch = Batch { from: base, to: last, headers, events, reorgable: true, chain_head: head };
+        let batch = Batch { from: base, to: last, headers, events, copy: None, reorgable: true, chain_head: head };
         match self.commit(&batch).await {
             Ok(stats) => Ok(Step::Advanced { to: last.number, events: stats.events }),
             Err(e) if matches!(e.downcast_ref::<CommitError>(), Some(CommitError::ParentMismatch { .. })) => Ok(Step::Retry),
@@ -354,6 +355,26 @@ impl<S: LogSource> Indexer<S> {
         tracing::warn!(contract = %self.scope.contract, ancestor, depth = from - ancestor, removed, "rolled back orphaned blocks");
         Ok(Step::Reorg { ancestor, depth: from - ancestor })
     }
+}
+
+/// Fetches and decodes one final range: its logs, the header of its last block (the new
+/// checkpoint), and the COPY text of its events.
+async fn fetch_final<S: LogSource>(source: Arc<S>, scope: Scope, from: u64, to: u64, head: u64) -> anyhow::Result<Batch> {
+    let started = Instant::now();
+    let (logs, header) = tokio::try_join!(source.logs(scope.contract, from, to), source.header(to))?;
+    let header = header.with_context(|| format!("block {to} not found"))?;
+    // Nodes that do not put `blockTimestamp` in logs: fetch the headers of those blocks.
+    let mut missing: Vec<u64> = logs.iter().filter(|l| l.block_timestamp.is_none()).map(|l| l.block_number).collect();
+    missing.dedup();
+    let mut times = std::collections::HashMap::new();
+    for n in missing {
+        let h = source.header(n).await?.with_context(|| format!("block {n} not found"))?;
+        times.insert(n, h.timestamp);
+    }
+    let events = decode_logs(&logs, |n| times.get(&n).copied())?;
+    let copy = Some(store::copy_text(scope, &events));
+    tracing::debug!(from, to, logs = logs.len(), ms = started.elapsed().as_secs_f64() * 1e3, "fetched range");
+    Ok(Batch { from, to: header, headers: vec![header], events, copy, reorgable: false, chain_head: head })
 }
 
 fn is_unique_violation(e: &anyhow::Error) -> bool {
