@@ -2,11 +2,14 @@
 
 mod auth;
 mod batch;
+mod faults;
 mod harness;
+mod idempotency;
 mod info;
 mod meta;
 mod payments;
 mod pipeline;
+mod pipeline_stack;
 mod story;
 mod subscriptions;
 mod indexer;

@@ -1,0 +1,195 @@
+//! Fault tests of the sponsor pipeline against real processes: each ends with every accepted
+//! request executed exactly once and the sponsor's nonces gap-free
+//! ([`Stack::assert_exactly_once`]).
+
+use std::time::Duration;
+
+use alloy::{
+    network::{EthereumWallet, TransactionBuilder},
+    primitives::U256,
+    providers::{Provider, ProviderBuilder},
+    rpc::types::TransactionRequest,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use streampay_relayer::pipeline::PipelineSettings;
+
+use crate::pipeline_stack::{Stack, fast_settings};
+
+const EXECUTE: &str = "/api/v1/USDC/meta/execute";
+const ASYNC: &[(&str, &str)] = &[("Prefer", "respond-async")];
+
+#[tokio::test]
+async fn transactions_dropped_by_the_node_are_sent_again_and_mined_once() {
+    let stack = Stack::start(&["--no-mining"]).await;
+    let relayer = stack.replica(fast_settings()).await;
+    let users = stack.users(6);
+    stack.fund_wallets(&users, 10, false).await;
+    for u in &users {
+        let body = stack.signed_deposit(&relayer.base, u, 10).await;
+        let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, ASYNC).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+    }
+    // Wait until the node holds all six, then make it forget them.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
+        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _: Value = stack.provider.raw_request("anvil_dropAllTransactions".into(), ()).await.unwrap();
+    stack.mine().await;
+    assert_eq!(stack.sponsor_chain_nonce().await, 0, "dropped: nothing mined");
+    stack.settle(true, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+}
+
+#[tokio::test]
+async fn a_sponsor_nonce_used_outside_the_relayer_is_detected_and_the_call_moved() {
+    let stack = Stack::start(&["--no-mining"]).await;
+    let relayer = stack.replica(fast_settings()).await;
+    let users = stack.users(3);
+    stack.fund_wallets(&users, 10, false).await;
+    for u in &users {
+        let body = stack.signed_deposit(&relayer.base, u, 10).await;
+        assert_eq!(stack.post(&relayer.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
+        assert!(tokio::time::Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Someone with the sponsor key sends their own transaction at nonce 0, outbidding ours.
+    let outsider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(stack.sponsor_signer.clone()))
+        .connect_http(stack.anvil.endpoint_url());
+    let fees = stack.provider.estimate_eip1559_fees().await.unwrap();
+    let tx = TransactionRequest::default()
+        .with_to(stack.sponsor())
+        .with_value(U256::from(1))
+        .with_nonce(0)
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(fees.max_fee_per_gas * 10)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas * 10);
+    let pending = outsider.send_transaction(tx).await.expect("outside transaction");
+    stack.mine().await;
+    pending.get_receipt().await.unwrap();
+    stack.settle(true, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 1).await;
+    let nonces: Vec<u64> = stack.rows().await.iter().map(|(_, n)| *n).collect();
+    assert!(!nonces.contains(&0), "the call at nonce 0 moved: {nonces:?}");
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_database_never_share_a_nonce_or_send_twice() {
+    // 60 concurrent executes, split across two replicas, in well under a minute on 2 cores.
+    const N: usize = 60;
+    let stack = Stack::start(&[]).await;
+    let (a, b) = (stack.replica(fast_settings()).await, stack.replica(fast_settings()).await);
+    let users = stack.users(N);
+    stack.fund_wallets(&users, 10, true).await;
+    let mut bodies = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        bodies.push((base.clone(), stack.signed_deposit(base, u, 10).await));
+    }
+    let results =
+        futures::future::join_all(bodies.iter().map(|(base, body)| stack.post(base, EXECUTE, body, &[]))).await;
+    for (status, resp) in &results {
+        assert_eq!(*status, StatusCode::OK, "{resp}");
+    }
+    stack.settle(false, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+}
+
+#[tokio::test]
+async fn a_relayer_killed_mid_flight_resumes_without_losing_or_doubling() {
+    let stack = Stack::start(&["--no-mining"]).await;
+    let users = stack.users(6);
+    stack.fund_wallets(&users, 10, false).await;
+
+    // Killed between broadcast and receipt: three calls submitted, then SIGKILL.
+    let mut first = stack.spawn_serve(&[]).await;
+    for u in &users[..3] {
+        let body = stack.signed_deposit(&first.base, u, 10).await;
+        assert_eq!(stack.post(&first.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
+        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    stack.mine().await;
+
+    // Killed between nonce allocation and broadcast: while another (ghost) process holds the
+    // sponsor's lease, a relayer queues three calls (nonce allocated, transaction signed, row
+    // committed) and is SIGKILLed before anything is broadcast.
+    ghost_lease(&stack, "now() + interval '1 hour'").await;
+    let mut second = stack.spawn_serve(&[]).await;
+    for u in &users[3..] {
+        let body = stack.signed_deposit(&second.base, u, 10).await;
+        assert_eq!(stack.post(&second.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
+    }
+    assert_eq!(stack.rows().await.iter().filter(|(s, _)| s == "pending").count(), 3);
+    second.kill();
+    ghost_lease(&stack, "now()").await;
+
+    let _third = stack.spawn_serve(&[]).await;
+    stack.settle(true, Duration::from_secs(40)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+}
+
+async fn ghost_lease(stack: &Stack, until: &str) {
+    sqlx::query(&format!("UPDATE sponsor_accounts SET lease_owner = 'ghost', lease_until = {until}"))
+        .execute(stack.store.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_base_fee_spike_is_outbid_with_a_replacement_at_the_same_nonce() {
+    let stack = Stack::start(&["--no-mining"]).await;
+    let settings = PipelineSettings { bump_after: Duration::from_secs(1), ..fast_settings() };
+    let relayer = stack.replica(settings).await;
+    let users = stack.users(2);
+    stack.fund_wallets(&users, 10, false).await;
+    let mut ids = Vec::new();
+    for u in &users {
+        let body = stack.signed_deposit(&relayer.base, u, 10).await;
+        let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, ASYNC).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+        ids.push(resp["TransactionId"].as_i64().unwrap());
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
+        assert!(tokio::time::Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signed_fee: i64 =
+        sqlx::query_scalar("SELECT max(max_fee_per_gas) FROM tx_attempts").fetch_one(stack.store.pool()).await.unwrap();
+    // The next block's base fee jumps to 4× what the transactions offer: they cannot be included.
+    let spike = U256::from(signed_fee as u128 * 4);
+    let _: Value = stack.provider.raw_request("anvil_setNextBlockBaseFeePerGas".into(), (spike,)).await.unwrap();
+    stack.mine().await;
+    assert_eq!(stack.sponsor_chain_nonce().await, 0, "priced out of the spiked block");
+    stack.settle(true, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+    // The replacements are on record beside the originals, each ≥ 12.5% above the one before.
+    for id in ids {
+        let fees: Vec<i64> =
+            sqlx::query_scalar("SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(stack.store.pool())
+                .await
+                .unwrap();
+        assert!(fees.len() >= 2, "replaced: {fees:?}");
+        assert!(fees.windows(2).all(|w| w[1] as i128 * 1000 >= w[0] as i128 * 1125), "{fees:?}");
+        let (status, tx) = stack.get(&relayer.base, &format!("/api/v1/transactions/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{tx}");
+        assert_eq!(tx["Status"], "mined");
+        assert!(tx["State"] == "mined" || tx["State"] == "confirmed", "{tx}");
+        assert_eq!(tx["Hashes"].as_array().unwrap().len(), fees.len(), "{tx}");
+        assert!(tx["Hashes"].as_array().unwrap().contains(&tx["TransactionHash"]), "{tx}");
+    }
+}

@@ -1,0 +1,343 @@
+//! A stack for pipeline and fault tests: one Anvil (any flags), one Postgres cluster and
+//! database, and any number of relayer replicas on them, in-process (`replica`) or as real
+//! `streampay serve` child processes (`spawn_serve`), so a replica can be SIGKILLed.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use alloy::{
+    node_bindings::{Anvil, AnvilInstance},
+    primitives::{Address, U256, address},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use streampay_relayer::{
+    api::{self, AppState, Contract, Inner, Settings},
+    chain::{self, MockToken, StreamPay},
+    dev::postgres::{PgCluster, free_port},
+    pipeline::{PipelineSettings, Sponsors},
+    store::Store,
+};
+
+use crate::harness::{sign_document, tokens};
+
+const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
+
+pub struct Stack {
+    pub anvil: AnvilInstance,
+    pub chain_id: u64,
+    pub contract: Address,
+    pub token: Address,
+    pub provider: DynProvider,
+    pub admin: DynProvider,
+    pub store: Store,
+    pub db_url: String,
+    pub api_key: String,
+    pub sponsor_signer: PrivateKeySigner,
+    pub http: reqwest::Client,
+    dir: PathBuf,
+    _cluster: Arc<PgCluster>,
+}
+
+pub struct Replica {
+    pub base: String,
+}
+
+/// A relayer process started from the built `streampay` binary.
+pub struct ServeProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl ServeProcess {
+    pub fn kill(&mut self) {
+        // SIGKILL: no shutdown code runs, exactly like a crash.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Settings for tests: fast polling, short leases.
+pub fn fast_settings() -> PipelineSettings {
+    PipelineSettings {
+        poll_interval: Duration::from_millis(20),
+        lease_ttl: Duration::from_secs(2),
+        rebroadcast_after: Duration::from_millis(500),
+        ..PipelineSettings::default()
+    }
+}
+
+impl Stack {
+    pub async fn start(anvil_args: &[&str]) -> Self {
+        let anvil = Anvil::new()
+            .path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil"))
+            .args(anvil_args.iter().copied())
+            .try_spawn()
+            .expect("spawn anvil");
+        let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
+        let admin = ProviderBuilder::new().wallet(deployer).connect_http(anvil.endpoint_url()).erased();
+        let provider = chain::connect(&anvil.endpoint()).expect("provider");
+        let automine = !anvil_args.contains(&"--no-mining");
+        let token_deploy = MockToken::deploy_builder(&admin, "Mock USD Coin".into(), "mUSDC".into());
+        let token = deploy(&provider, token_deploy.send().await.expect("deploy token"), automine).await;
+        let sp_deploy = StreamPay::deploy_builder(&admin, token, PERMIT2, U256::from(86_400u64));
+        let contract = deploy(&provider, sp_deploy.send().await.expect("deploy StreamPay"), automine).await;
+        let chain_id = anvil.chain_id();
+
+        let dir = std::env::temp_dir().join(format!("streampay-pipe-{}-{}", std::process::id(), free_port().unwrap()));
+        let port = free_port().expect("port");
+        let pg_dir = dir.join("pg");
+        let cluster = Arc::new(
+            tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, port, true)).await.unwrap().expect("pg"),
+        );
+        cluster.ensure_database("relay").await.expect("db");
+        let db_url = cluster.url("relay");
+        let store = Store::connect(&db_url, 10).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let sponsor_signer: PrivateKeySigner = anvil.keys()[1].clone().into();
+        let key = store.create_api_key("test", &[sponsor_signer.address()], true).await.expect("key");
+        Self {
+            anvil,
+            chain_id,
+            contract,
+            token,
+            provider,
+            admin,
+            store,
+            db_url,
+            api_key: key.key,
+            sponsor_signer,
+            http: reqwest::Client::new(),
+            dir,
+            _cluster: cluster,
+        }
+    }
+
+    pub fn sponsor(&self) -> Address {
+        self.sponsor_signer.address()
+    }
+
+    /// A relayer replica in this process on the shared database and chain.
+    pub async fn replica(&self, settings: PipelineSettings) -> Replica {
+        let store = Store::connect(&self.db_url, 10).await.expect("connect");
+        let state = AppState::new(Inner {
+            store,
+            provider: self.provider.clone(),
+            chain_id: self.chain_id,
+            contracts: vec![Contract {
+                name: "USDC".into(),
+                address: self.contract,
+                token: self.token,
+                token_decimals: 6,
+            }],
+            sponsors: Sponsors::from_signers(vec![self.sponsor_signer.clone()], self.chain_id).with_settings(settings),
+            settings: Settings {
+                receipt_timeout: Duration::from_secs(60),
+                receipt_poll: Duration::from_millis(20),
+                ..Settings::default()
+            },
+        });
+        state.sponsors.pipeline(&state.store, &state.provider);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = api::app(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Replica { base: format!("http://{addr}") }
+    }
+
+    /// `streampay serve` as a child process on this stack.
+    pub async fn spawn_serve(&self, extra_env: &[(&str, &str)]) -> ServeProcess {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let deployments = self.dir.join("deployment.json");
+        std::fs::write(
+            &deployments,
+            json!({"chainId": self.chain_id, "rpcUrl": self.anvil.endpoint(), "deployments": [{
+                "name": "USDC", "address": self.contract, "token": self.token, "tokenDecimals": 6, "startBlock": 0
+            }]})
+            .to_string(),
+        )
+        .unwrap();
+        let port = free_port().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streampay"));
+        cmd.arg("serve")
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STREAMPAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("STREAMPAY_DATABASE_URL", &self.db_url)
+            .env("STREAMPAY_DEPLOYMENTS_FILE", &deployments)
+            .env("STREAMPAY_SPONSOR_KEYS", format!("0x{}", alloy::hex::encode(self.sponsor_signer.to_bytes())))
+            .env("STREAMPAY_PIPELINE_POLL_INTERVAL_MS", "20")
+            .env("STREAMPAY_PIPELINE_LEASE_TTL_SECS", "1")
+            .env("STREAMPAY_PIPELINE_REBROADCAST_AFTER_SECS", "1")
+            .env("STREAMPAY_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn streampay serve");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if self.http.get(format!("{base}/health")).send().await.is_ok() {
+                return ServeProcess { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("streampay serve did not come up");
+    }
+
+    pub async fn mine(&self) {
+        let _: Value = self.provider.raw_request("evm_mine".into(), ()).await.expect("evm_mine");
+    }
+
+    /// Mints `amount` to each of `to` (mining if automine is off).
+    pub async fn mint_many(&self, to: &[Address], amount: U256, automine: bool) {
+        let token = MockToken::new(self.token, &self.admin);
+        let mut pending = Vec::new();
+        for who in to {
+            pending.push(token.mint(*who, amount).send().await.expect("mint"));
+        }
+        if !automine {
+            self.mine().await;
+        }
+        for p in pending {
+            p.get_receipt().await.expect("mint receipt");
+        }
+    }
+
+    pub async fn post(&self, base: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut r = self.http.post(format!("{base}{path}")).header("X-API-Key", &self.api_key).json(body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON ({status}): {text}")))
+    }
+
+    pub async fn get(&self, base: &str, path: &str) -> (StatusCode, Value) {
+        let resp = self.http.get(format!("{base}{path}")).header("X-API-Key", &self.api_key).send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// Builds a gasless deposit of `n` tokens for `user` and signs it (call + permit).
+    pub async fn signed_deposit(&self, base: &str, user: &PrivateKeySigner, n: u64) -> Value {
+        let (status, built) = self
+            .post(base, "/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": n.to_string()}), &[])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{built}");
+        let t = &built["Transaction"];
+        let p = &t["PermitTypedData"];
+        json!({
+            "From": t["From"],
+            "Signature": sign_document(user, &t["TypedData"]).await,
+            "Data": t["Data"],
+            "Nonce": t["Nonce"],
+            "Sponsor": built["Sponsor"],
+            "Deadline": t["Deadline"],
+            "Permit": {
+                "Value": p["message"]["value"],
+                "Deadline": p["message"]["deadline"],
+                "Signature": sign_document(user, p).await,
+            },
+        })
+    }
+
+    pub async fn balance_of(&self, who: Address) -> U256 {
+        StreamPay::new(self.contract, &self.provider).balanceOf(who).call().await.expect("balanceOf")
+    }
+
+    pub async fn sponsor_chain_nonce(&self) -> u64 {
+        self.provider.get_transaction_count(self.sponsor()).latest().await.unwrap()
+    }
+
+    /// `(status, sponsor_nonce)` of every queued row, by id.
+    pub async fn rows(&self) -> Vec<(String, u64)> {
+        sqlx::query_as::<_, (String, i64)>("SELECT status, sponsor_nonce FROM relay_transactions ORDER BY id")
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(s, n)| (s, n as u64))
+            .collect()
+    }
+
+    /// Waits until no row is pending or submitted, mining a block per round if asked.
+    pub async fn settle(&self, mine: bool, timeout: Duration) {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            let open = self.rows().await.iter().filter(|(s, _)| s == "pending" || s == "submitted").count();
+            if open == 0 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < end, "rows still open: {:?}", self.rows().await);
+            if mine {
+                self.mine().await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The invariants every fault test ends with: each accepted request's call executed exactly
+    /// once (`users` deposited `n` each), every row mined, and the sponsor's nonces on chain
+    /// gap-free: the chain's count is exactly our rows plus `outside` transactions.
+    pub async fn assert_exactly_once(&self, users: &[PrivateKeySigner], n: u64, outside: u64) {
+        for u in users {
+            assert_eq!(self.balance_of(u.address()).await, U256::from(n) * U256::from(10u64).pow(U256::from(18)));
+        }
+        let rows = self.rows().await;
+        assert_eq!(rows.len(), users.len(), "one row per accepted request: {rows:?}");
+        assert!(rows.iter().all(|(s, _)| s == "mined" || s == "confirmed"), "{rows:?}");
+        let mut nonces: Vec<u64> = rows.iter().map(|(_, n)| *n).collect();
+        nonces.sort();
+        nonces.dedup();
+        assert_eq!(nonces.len(), rows.len(), "no nonce used twice: {rows:?}");
+        assert_eq!(self.sponsor_chain_nonce().await, rows.len() as u64 + outside, "no transaction sent twice, no gap");
+        // Every row's mined hash is on chain from the sponsor at its nonce.
+        let hashes: Vec<(Vec<u8>, i64)> = sqlx::query_as("SELECT tx_hash, sponsor_nonce FROM relay_transactions")
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap();
+        for (h, nonce) in hashes {
+            let tx =
+                self.provider.get_transaction_by_hash(alloy::primitives::B256::from_slice(&h)).await.unwrap().unwrap();
+            assert_eq!(alloy::consensus::Transaction::nonce(&tx) as i64, nonce);
+        }
+    }
+
+    pub fn users(&self, n: usize) -> Vec<PrivateKeySigner> {
+        (0..n).map(|_| PrivateKeySigner::random()).collect()
+    }
+
+    pub async fn fund_wallets(&self, users: &[PrivateKeySigner], n: u64, automine: bool) {
+        self.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(n), automine).await;
+    }
+}
+
+async fn deploy(
+    provider: &DynProvider,
+    pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+    automine: bool,
+) -> Address {
+    if !automine {
+        let _: Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    }
+    pending.get_receipt().await.expect("deploy receipt").contract_address.expect("contract address")
+}
