@@ -566,3 +566,50 @@ async fn execute_or_expire(app: &TestApp, signer: &PrivateKeySigner, built: &Val
     }
     status
 }
+
+#[tokio::test]
+async fn cached_reader_never_serves_a_balance_older_than_the_last_commit() {
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 100).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let cached = IndexReader::with_cache(app.store.pool().clone(), app.chain_id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cached.cache_active() {
+        assert!(tokio::time::Instant::now() < deadline, "cache listener never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let bob = wallet().address();
+    assert_eq!(cached.balance(app.contract, bob).await.unwrap().unwrap().balance, U256::ZERO);
+    assert_eq!(cached.balance(app.contract, bob).await.unwrap().unwrap().balance, U256::ZERO, "served from the cache");
+
+    for i in 1..=3u64 {
+        send_ok(StreamPay::new(app.contract, &p).pay(bob, internal(1))).await;
+        ix.sync_to_head().await.unwrap();
+        // The commit's NOTIFY reaches the listener asynchronously: the new balance must show up
+        // promptly, and once it has, the old one must never come back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = cached.balance(app.contract, bob).await.unwrap().unwrap();
+            if seen.balance == internal(i) {
+                break;
+            }
+            assert_eq!(seen.balance, internal(i - 1), "only the previous value may be seen meanwhile");
+            assert!(tokio::time::Instant::now() < deadline, "cache kept serving block {}", seen.head.block_number);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for _ in 0..20 {
+            assert_eq!(cached.balance(app.contract, bob).await.unwrap().unwrap().balance, internal(i));
+        }
+    }
+    // A rollback notifies too.
+    let _ = raw(&app, "anvil_rollback", json!([1])).await;
+    ix.sync_to_head().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cached.balance(app.contract, bob).await.unwrap().unwrap().balance != internal(2) {
+        assert!(tokio::time::Instant::now() < deadline, "cache kept the rolled-back balance");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.balance_of(bob).await, internal(2));
+}
