@@ -48,10 +48,11 @@ struct Args {
     lag_blocks: usize,
     concurrency: usize,
     reads: usize,
+    rounds: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { events: 100_000, block_ms: 250, lag_blocks: 40, concurrency: 32, reads: 20_000 };
+    let mut a = Args { events: 100_000, block_ms: 250, lag_blocks: 40, concurrency: 32, reads: 20_000, rounds: 3 };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for w in argv.chunks(2) {
         let v = w.get(1).map(String::as_str).unwrap_or_default();
@@ -61,6 +62,7 @@ fn args() -> Args {
             "--lag-blocks" => a.lag_blocks = v.parse().expect("--lag-blocks N"),
             "--concurrency" => a.concurrency = v.parse().expect("--concurrency N"),
             "--reads" => a.reads = v.parse().expect("--reads N"),
+            "--rounds" => a.rounds = v.parse::<usize>().expect("--rounds N").max(1),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -97,36 +99,55 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("streampay-bench-{}", std::process::id()));
     let cluster = PgCluster::start(&dir, free_port()?, true)?;
 
-    // ---------------------------------------------------------------- baseline: one COPY
-    cluster.ensure_database("baseline").await?;
-    let baseline_pool = pool(&cluster, "baseline").await?;
+    // ------------------------------------------- baseline (one COPY) and cold backfill, alternated
+    // The machine is shared (2 cores), so each side runs `--rounds` times into a fresh database,
+    // alternating, and the medians are compared.
     let source_logs: Vec<_> = {
         use streampay_relayer::indexer::LogSource;
         logs.logs(contract, 0, head).await?
     };
     let events = decode_logs(&source_logs, |_| None)?;
     let scope = Scope { chain_id, contract };
-    let text = copy_text(scope, &events);
-    let mut conn = baseline_pool.acquire().await?;
-    let t = Instant::now();
-    let mut tx = conn.begin().await?;
-    let mut copy = tx.copy_in_raw(&format!("COPY idx_events ({EVENT_COLUMNS}) FROM STDIN")).await?;
-    copy.send(text.into_bytes()).await?;
-    let copied = copy.finish().await?;
-    tx.commit().await?;
-    let copy_secs = t.elapsed().as_secs_f64();
-    drop(conn);
-
-    // ---------------------------------------------------------------- cold backfill
-    cluster.ensure_database("index").await?;
-    let index_pool = pool(&cluster, "index").await?;
     let cfg = IndexerConfig::default();
-    let indexer = Indexer::new(Arc::new(logs.clone()), index_pool.clone(), chain_id, contract, 0, cfg.clone());
-    let t = Instant::now();
-    indexer.sync_to_head().await?;
-    let backfill_secs = t.elapsed().as_secs_f64();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(&index_pool).await?;
-    anyhow::ensure!(stored as u64 == copied, "backfill stored {stored} events, COPY {copied}");
+    let mut copy_runs = Vec::new();
+    let mut backfill_runs = Vec::new();
+    let mut index_pool = None;
+    for round in 0..args.rounds {
+        let db = format!("baseline{round}");
+        cluster.ensure_database(&db).await?;
+        let baseline_pool = pool(&cluster, &db).await?;
+        let text = copy_text(scope, &events);
+        let mut conn = baseline_pool.acquire().await?;
+        let t = Instant::now();
+        let mut tx = conn.begin().await?;
+        let mut copy = tx.copy_in_raw(&format!("COPY idx_events ({EVENT_COLUMNS}) FROM STDIN")).await?;
+        copy.send(text.into_bytes()).await?;
+        let copied = copy.finish().await?;
+        tx.commit().await?;
+        copy_runs.push(t.elapsed().as_secs_f64());
+        drop(conn);
+        baseline_pool.close().await;
+
+        let db = format!("index{round}");
+        cluster.ensure_database(&db).await?;
+        let p = pool(&cluster, &db).await?;
+        let indexer = Indexer::new(Arc::new(logs.clone()), p.clone(), chain_id, contract, 0, cfg.clone());
+        let t = Instant::now();
+        indexer.sync_to_head().await?;
+        backfill_runs.push(t.elapsed().as_secs_f64());
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(&p).await?;
+        anyhow::ensure!(stored as u64 == copied, "backfill stored {stored} events, COPY {copied}");
+        eprintln!("round {round}: COPY {:.2} s, backfill {:.2} s", copy_runs[round], backfill_runs[round]);
+        if let Some(old) = index_pool.replace(p) {
+            old.close().await;
+        }
+    }
+    let index_pool = index_pool.context("at least one round")?;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (copy_secs, backfill_secs) = (median(&mut copy_runs.clone()), median(&mut backfill_runs.clone()));
 
     // ---------------------------------------------------------------- live lag
     let follower = Indexer::new(
@@ -177,6 +198,10 @@ async fn main() -> anyhow::Result<()> {
     let mut accounts: Vec<Address> = users.clone();
     accounts.extend(&authors);
     let view = StreamPay::new(contract, plain.clone());
+    // The read model behind HTTP/JSON, like the API's read endpoints, so that both sides of
+    // the comparison pay for an HTTP round trip and JSON.
+    let http_base = serve_reads(cached_reader.clone(), contract).await?;
+    let http = alloy::transports::http::reqwest::Client::new();
     let mut read_rows = Vec::new();
     for kind in ["balance", "subscriptions", "incoming streams"] {
         let mut results = Vec::new();
@@ -196,6 +221,23 @@ async fn main() -> anyhow::Result<()> {
             run(args.reads / 10).await?; // warm-up: connections, prepared statements
             results.push(run(args.reads).await?);
         }
+        let path = match kind {
+            "balance" => "balance",
+            "subscriptions" => "subscriptions",
+            _ => "incoming",
+        };
+        let run = |total| {
+            load(total, args.concurrency, &accounts, |a| {
+                let (http, url) = (http.clone(), format!("{http_base}/{path}/{a}"));
+                async move {
+                    let body = http.get(url).send().await?.error_for_status()?.bytes().await?;
+                    anyhow::ensure!(!body.is_empty());
+                    anyhow::Ok(())
+                }
+            })
+        };
+        run(args.reads / 10).await?;
+        let over_http = run(args.reads).await?;
         let run = |total| {
             load(total, args.concurrency, &accounts, |a| {
                 let view = view.clone();
@@ -220,7 +262,7 @@ async fn main() -> anyhow::Result<()> {
         let rpc = run(args.reads).await?;
         let plain_db = results.pop().expect("two runs");
         let cached = results.pop().expect("two runs");
-        read_rows.push((kind, cached, plain_db, rpc));
+        read_rows.push((kind, over_http, cached, plain_db, rpc));
     }
 
     // ---------------------------------------------------------------- report
@@ -231,11 +273,13 @@ async fn main() -> anyhow::Result<()> {
     let n = events.len() as f64;
     println!("Machine: {} cores ({cpu}); Anvil {} blocks; PostgreSQL 15 (fsync off, local socket).", num_cpus(), head);
     println!();
-    println!("| backfill of {} events | seconds | events/s |", events.len());
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    println!("| backfill of {} events, median of {} rounds | seconds (each round) | events/s (median) |", events.len(), args.rounds);
     println!("|---|---:|---:|");
-    println!("| baseline: one plain `COPY` of the same rows | {copy_secs:.2} | {:.0} |", n / copy_secs);
+    println!("| baseline: one plain `COPY` of the same rows | {} | {:.0} |", fmt(&copy_runs), n / copy_secs);
     println!(
-        "| indexer cold backfill (eth_getLogs + decode + COPY + derived state + checkpoint) | {backfill_secs:.2} | {:.0} |",
+        "| indexer cold backfill (eth_getLogs + decode + COPY + derived state + checkpoint) | {} | {:.0} |",
+        fmt(&backfill_runs),
         n / backfill_secs
     );
     println!("| ratio indexer / COPY | | {:.2} |", copy_secs / backfill_secs);
@@ -259,8 +303,13 @@ async fn main() -> anyhow::Result<()> {
         args.reads, args.concurrency
     );
     println!("|---|---:|---:|---:|---:|");
-    for (kind, cached, db, rpc) in read_rows {
-        for (label, r) in [("index, cached reader", &cached), ("index, Postgres every call", &db), ("direct `eth_call` to Anvil", &rpc)] {
+    for (kind, http, cached, db, rpc) in read_rows {
+        for (label, r) in [
+            ("index over HTTP/JSON (cached reader)", &http),
+            ("index, in-process cached reader", &cached),
+            ("index, in-process, Postgres every call", &db),
+            ("direct `eth_call` to Anvil (HTTP JSON-RPC)", &rpc),
+        ] {
             println!("| {kind}: {label} | {:.2} | {:.2} | {:.0} | {:.1}× |", r.p50, r.p99, r.rps, r.rps / rpc.rps);
         }
     }
@@ -270,6 +319,37 @@ async fn main() -> anyhow::Result<()> {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Serves `/balance/{a}`, `/subscriptions/{a}`, `/incoming/{a}` from `reader` on a free port.
+async fn serve_reads(reader: IndexReader, contract: Address) -> anyhow::Result<String> {
+    use axum::{Json, Router, extract::{Path, State}, http::StatusCode, routing::get};
+    type St = State<(IndexReader, Address)>;
+    fn fail(e: anyhow::Error) -> StatusCode {
+        eprintln!("read failed: {e:#}");
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    async fn balance(State((r, c)): St, Path(a): Path<Address>) -> Result<Json<serde_json::Value>, StatusCode> {
+        let v = r.balance(c, a).await.map_err(fail)?.ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        Ok(Json(serde_json::json!({"Address": a, "Balance": v.balance.to_string(), "Block": v.head.block_number})))
+    }
+    async fn subscriptions(State((r, c)): St, Path(a): Path<Address>) -> Result<Json<serde_json::Value>, StatusCode> {
+        let v = r.subscriptions(c, a).await.map_err(fail)?.ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        Ok(Json(serde_json::to_value(v).map_err(|e| fail(e.into()))?))
+    }
+    async fn incoming(State((r, c)): St, Path(a): Path<Address>) -> Result<Json<serde_json::Value>, StatusCode> {
+        let v = r.incoming_streams(c, a).await.map_err(fail)?.ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        Ok(Json(serde_json::to_value(v).map_err(|e| fail(e.into()))?))
+    }
+    let app = Router::new()
+        .route("/balance/{a}", get(balance))
+        .route("/subscriptions/{a}", get(subscriptions))
+        .route("/incoming/{a}", get(incoming))
+        .with_state((reader, contract));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(base)
 }
 
 fn num_cpus() -> usize {
