@@ -2,7 +2,7 @@
 //! driven by any provider (or a stub in unit tests), and [`RpcLogSource`], its JSON-RPC
 //! implementation over alloy.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use alloy::{
     eips::BlockNumberOrTag,
@@ -47,6 +47,12 @@ pub trait LogSource: Send + Sync + 'static {
     /// range (too many results, timeout); the caller shrinks the range and retries.
     fn logs(&self, address: Address, from: u64, to: u64) -> impl Future<Output = anyhow::Result<Vec<RawLog>>> + Send;
 
+    /// Resolves when a new block may be there: after `poll` by default; sooner for sources that
+    /// are told about new heads (a websocket subscription).
+    fn wait_for_block(&self, poll: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(poll)
+    }
+
     /// Headers of `from..=to`, in order; stops early (shorter result) where the chain ends.
     fn headers(&self, from: u64, to: u64) -> impl Future<Output = anyhow::Result<Vec<BlockHeader>>> + Send {
         async move {
@@ -61,11 +67,42 @@ pub trait LogSource: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct RpcLogSource {
     provider: DynProvider,
+    /// Numbers of new heads pushed by an `eth_subscribe("newHeads")` subscription.
+    heads: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl RpcLogSource {
+    /// Polls `provider` for new blocks.
     pub fn new(provider: DynProvider) -> Self {
-        Self { provider }
+        Self { provider, heads: None }
+    }
+
+    /// Connects to `url`. For `ws://` / `wss://` URLs it also subscribes to new heads, so the
+    /// indexer wakes as soon as a block arrives instead of at its next poll (polling stays as the
+    /// fallback if the subscription drops).
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        use alloy::providers::{ProviderBuilder, WsConnect};
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Ok(Self::new(crate::chain::connect(url)?));
+        }
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_ws(WsConnect::new(url))
+            .await
+            .with_context(|| format!("Failed to connect to {url}"))?
+            .erased();
+        let sub = provider.subscribe_blocks().await.context("eth_subscribe(newHeads) failed")?;
+        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut stream = sub.into_stream();
+            while let Some(header) = stream.next().await {
+                if tx.send(header.number).is_err() {
+                    break; // every source clone is gone
+                }
+            }
+            tracing::warn!("newHeads subscription ended; the indexer falls back to polling");
+        });
+        Ok(Self { provider, heads: Some(rx) })
     }
 
     pub fn provider(&self) -> &DynProvider {
@@ -74,6 +111,17 @@ impl RpcLogSource {
 }
 
 impl LogSource for RpcLogSource {
+    async fn wait_for_block(&self, poll: Duration) {
+        match &self.heads {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                rx.mark_unchanged();
+                let _ = tokio::time::timeout(poll, rx.changed()).await;
+            }
+            None => tokio::time::sleep(poll).await,
+        }
+    }
+
     async fn head(&self) -> anyhow::Result<u64> {
         self.provider.get_block_number().await.context("eth_blockNumber failed")
     }

@@ -186,9 +186,17 @@ impl<S: LogSource> Indexer<S> {
                 last_log = Instant::now();
             }
             if !pause.is_zero() {
+                // Idle: a websocket source wakes us on the next head; errors back off fully.
+                let wait = async {
+                    if failures == 0 {
+                        self.source.wait_for_block(pause).await
+                    } else {
+                        tokio::time::sleep(pause).await
+                    }
+                };
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = wait => {}
                 }
             }
         }

@@ -613,3 +613,48 @@ async fn cached_reader_never_serves_a_balance_older_than_the_last_commit() {
     }
     assert_eq!(app.balance_of(bob).await, internal(2));
 }
+
+#[tokio::test]
+async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
+    let app = spawn_app().await;
+    // A chain of our own, reached over a websocket; the database is the test's.
+    let anvil = alloy::node_bindings::Anvil::new()
+        .path(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil"))
+        .try_spawn()
+        .unwrap();
+    let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
+    let admin = ProviderBuilder::new().wallet(deployer.clone()).connect_http(anvil.endpoint_url()).erased();
+    let token = *MockToken::deploy(&admin, "T".into(), "T".into()).await.unwrap().address();
+    let permit2 = alloy::primitives::address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
+    let contract = *StreamPay::deploy(&admin, token, permit2, U256::from(86_400u64)).await.unwrap().address();
+    send_ok(MockToken::new(token, &admin).mint(deployer.address(), tokens(10))).await;
+    send_ok(MockToken::new(token, &admin).approve(contract, U256::MAX)).await;
+
+    let source = RpcLogSource::connect(&anvil.ws_endpoint()).await.unwrap();
+    // A 30 s poll: only the subscription can make the index follow within the deadline below.
+    let cfg = IndexerConfig { poll_interval: Duration::from_secs(30), ..test_config() };
+    let ix = Indexer::new(Arc::new(source), app.store.pool().clone(), anvil.chain_id(), contract, 0, cfg);
+    let status = ix.status();
+    let task = tokio::spawn(ix.run(std::future::pending()));
+    let r = IndexReader::new(app.store.pool().clone(), anvil.chain_id());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while status.borrow().indexed_block < admin.get_block_number().await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "initial sync");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // now idle, waiting on the subscription
+
+    send_ok(StreamPay::new(contract, &admin).deposit(tokens(3), false)).await;
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = r.balance(contract, deployer.address()).await.unwrap().unwrap();
+        if v.balance == internal(3) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the new block was not indexed before the next poll");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    task.abort();
+}
