@@ -178,10 +178,10 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
     if cp.block_number + 1 != batch.from {
         return Err(CommitError::NotContiguous { found: cp.block_number, from: batch.from }.into());
     }
-    if let Some(first) = batch.headers.first().filter(|h| h.number == batch.from) {
-        if first.parent_hash != cp.block_hash {
-            return Err(CommitError::ParentMismatch { number: first.number }.into());
-        }
+    if let Some(first) = batch.headers.first().filter(|h| h.number == batch.from)
+        && first.parent_hash != cp.block_hash
+    {
+        return Err(CommitError::ParentMismatch { number: first.number }.into());
     }
 
     let t_events = std::time::Instant::now();
@@ -416,6 +416,8 @@ async fn copy_raw(conn: &mut PgConnection, text: Vec<u8>) -> anyhow::Result<()> 
 }
 
 /// Multi-row insert that skips logs already stored; returns the events actually inserted.
+// One vector per column, bound as arrays for UNNEST.
+#[allow(clippy::type_complexity)]
 async fn insert_events_dedup(
     tx: &mut Transaction<'_, Postgres>,
     scope: Scope,
@@ -683,6 +685,8 @@ async fn load_keys(
 
 /// Sets each key's row to the given value: deletes the keys' rows, then inserts the values
 /// present. Used both for forward writes and for restoring undo entries.
+// One vector per column, bound as arrays for UNNEST.
+#[allow(clippy::type_complexity)]
 async fn write_values(
     tx: &mut Transaction<'_, Postgres>,
     scope: Scope,

@@ -346,10 +346,10 @@ impl<S: LogSource> Indexer<S> {
     async fn reorg(&self, cp: store::Checkpoint, top: u64) -> anyhow::Result<Step> {
         let top = top.min(cp.block_number);
         for (number, hash) in store::stored_blocks(&self.pool, self.scope, cp.final_block, top).await? {
-            if let Some(h) = self.source.header(number).await? {
-                if h.hash == hash {
-                    return self.roll_back(cp.block_number, number).await;
-                }
+            if let Some(h) = self.source.header(number).await?
+                && h.hash == hash
+            {
+                return self.roll_back(cp.block_number, number).await;
             }
         }
         anyhow::bail!(
