@@ -65,6 +65,12 @@ pub struct Config {
     pub sponsor_keys: Vec<Secret>,
     /// `log.format` / `STREAMPAY_LOG_FORMAT`: `json` (default) or `text`.
     pub log_format: LogFormat,
+    /// `health.max_indexer_lag_blocks` / `STREAMPAY_HEALTH_MAX_INDEXER_LAG_BLOCKS`: `/health`
+    /// reports `indexer_lag` beyond this many blocks behind the head.
+    pub health_max_indexer_lag_blocks: u64,
+    /// `health.sponsor_min_balance` / `STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE`: native coin (e.g.
+    /// "0.1"); `/health` reports `sponsor_balance_low` for a sponsor holding less (in wei here).
+    pub health_sponsor_min_balance_wei: alloy::primitives::U256,
     /// `[pipeline]` / `STREAMPAY_PIPELINE_*`: the sponsor transaction queue's tunables.
     pub pipeline: crate::pipeline::PipelineSettings,
 }
@@ -81,6 +87,8 @@ impl Default for Config {
             receipt_timeout_secs: 60,
             sponsor_keys: Vec::new(),
             log_format: LogFormat::Json,
+            health_max_indexer_lag_blocks: crate::api::health::HealthSettings::default().max_indexer_lag_blocks,
+            health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
         }
     }
@@ -94,6 +102,7 @@ struct FileConfig {
     chain: FileChain,
     sponsors: FileSponsors,
     log: FileLog,
+    health: FileHealth,
     pipeline: FilePipeline,
 }
 
@@ -134,6 +143,19 @@ struct FilePipeline {
     bump_after_secs: Option<u64>,
     max_fee_cap_wei: Option<u64>,
     lease_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileHealth {
+    max_indexer_lag_blocks: Option<u64>,
+    sponsor_min_balance: Option<String>,
+}
+
+/// Native coin as a decimal string ("0.1") to wei.
+fn parse_native(name: &str, v: &str) -> anyhow::Result<alloy::primitives::U256> {
+    alloy::primitives::utils::parse_ether(v.trim())
+        .with_context(|| format!("{name}={v} is not an amount of native coin like \"0.1\""))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +213,12 @@ impl Config {
         if let Some(v) = f.log.format {
             self.log_format = v;
         }
+        if let Some(v) = f.health.max_indexer_lag_blocks {
+            self.health_max_indexer_lag_blocks = v;
+        }
+        if let Some(v) = f.health.sponsor_min_balance {
+            self.health_sponsor_min_balance_wei = parse_native("health.sponsor_min_balance", &v)?;
+        }
         let (p, fp) = (&mut self.pipeline, &f.pipeline);
         if let Some(v) = fp.poll_interval_ms {
             p.poll_interval = Duration::from_millis(v.max(1));
@@ -247,6 +275,13 @@ impl Config {
                 "text" => LogFormat::Text,
                 other => bail!("STREAMPAY_LOG_FORMAT={other}: expected json or text"),
             };
+        }
+        if let Some(v) = parse("STREAMPAY_HEALTH_MAX_INDEXER_LAG_BLOCKS") {
+            self.health_max_indexer_lag_blocks =
+                v.parse().context("STREAMPAY_HEALTH_MAX_INDEXER_LAG_BLOCKS is not a number")?;
+        }
+        if let Some(v) = parse("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE") {
+            self.health_sponsor_min_balance_wei = parse_native("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE", &v)?;
         }
         let number = |name: &str| -> anyhow::Result<Option<u64>> {
             parse(name).map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number"))).transpose()

@@ -53,6 +53,11 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         settings: Settings {
             meta_deadline_secs: config.meta_deadline_secs,
             receipt_timeout: config.receipt_timeout(),
+            health: api::health::HealthSettings {
+                max_indexer_lag_blocks: config.health_max_indexer_lag_blocks,
+                sponsor_min_balance_wei: config.health_sponsor_min_balance_wei,
+                ..Default::default()
+            },
             ..Settings::default()
         },
     }))

@@ -40,7 +40,7 @@ fn multicall(items: Vec<Bytes>) -> Bytes {
     StreamPay::multicallCall { data: items }.abi_encode().into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct BatchSubscriptions {
     #[serde(alias = "from")]
@@ -51,7 +51,7 @@ pub struct BatchSubscriptions {
     sponsor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct SubscriptionItem {
     #[serde(alias = "author")]
@@ -63,6 +63,18 @@ pub struct SubscriptionItem {
 }
 
 /// `POST /{contract}/batch/subscriptions`.
+#[utoipa::path(post, path = "/api/v1/{contract}/batch/subscriptions", tag = "Batch",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
+    request_body = BatchSubscriptions,
+    responses(
+        (status = 200, description = "Built multicall of up to 100 subscribe calls to sign once", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn subscriptions(
     State(state): State<AppState>,
@@ -105,7 +117,7 @@ pub async fn subscriptions(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct BatchPayments {
     #[serde(alias = "from")]
@@ -116,7 +128,7 @@ pub struct BatchPayments {
     sponsor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct PaymentItem {
     #[serde(alias = "to")]
@@ -126,6 +138,18 @@ pub struct PaymentItem {
 }
 
 /// `POST /{contract}/batch/payments`.
+#[utoipa::path(post, path = "/api/v1/{contract}/batch/payments", tag = "Batch",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
+    request_body = BatchPayments,
+    responses(
+        (status = 200, description = "Built multicall of up to 100 pay calls to sign once", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn payments(
     State(state): State<AppState>,

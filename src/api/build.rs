@@ -22,22 +22,28 @@ use crate::{
 };
 
 /// The `Transaction` object of a build response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct MetaTransaction {
     #[serde(serialize_with = "ser_checksum")]
+    #[schema(value_type = String)]
     pub to: Address,
     pub chain_id: u64,
     #[serde(serialize_with = "ser_checksum")]
+    #[schema(value_type = String)]
     pub from: Address,
     pub nonce: u64,
     pub deadline: u64,
     /// uint256 as a decimal string.
     pub traits: String,
+    #[schema(value_type = String)]
     pub data: Bytes,
     pub digest: String,
+    /// EIP-712 document for eth_signTypedData_v4 (primaryType "SignedCall").
+    #[schema(value_type = Object)]
     pub typed_data: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub permit_typed_data: Option<Value>,
 }
 

@@ -1,4 +1,5 @@
-//! Service information: `GET /`, `GET /health`, `GET /api/v1/contracts`, and the JSON 404.
+//! Service information: `GET /`, `GET /api/v1/contracts`, and the JSON 404 (`GET /health` is
+//! in [`super::health`]).
 
 use alloy::providers::Provider;
 use axum::{Json, extract::State, http::Uri};
@@ -7,6 +8,8 @@ use serde_json::{Map, Value, json};
 use super::{API_VERSION, AppError, AppState, checksum, extract::ApiKey};
 
 /// `GET /`: what this is and whether each contract is reachable and deployed.
+#[utoipa::path(get, path = "/", tag = "Status",
+    responses((status = 200, description = "Service information and per-contract status", body = crate::api::discovery::ApiInfo)))]
 pub async fn root(State(state): State<AppState>) -> Json<Value> {
     let mut contracts = Map::new();
     for c in &state.contracts {
@@ -33,25 +36,13 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// `GET /health`: always 200 while the process serves; `status` says whether dependencies are.
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    let mut degraded = Vec::new();
-    if !state.store.ping().await {
-        degraded.push("database");
-    }
-    match state.provider.get_chain_id().await {
-        Ok(id) if id == state.chain_id => {}
-        _ => degraded.push("rpc"),
-    }
-    Json(json!({
-        "status": if degraded.is_empty() { "ok" } else { "degraded" },
-        "degraded_subsystems": degraded,
-        "chain_id": state.chain_id,
-        "api_version": API_VERSION,
-    }))
-}
-
 /// `GET /api/v1/contracts`.
+#[utoipa::path(get, path = "/api/v1/contracts", tag = "Contracts",
+    responses(
+        (status = 200, description = "Every deployment by name", body = Vec<crate::api::discovery::ContractSummary>),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
     Json(Value::Array(
         state.contracts.iter().map(|c| json!({"Name": c.name, "Address": checksum(c.address)})).collect(),

@@ -1,6 +1,7 @@
 //! The relay API (SPEC §3; paths, fields and response keys follow the AzothPay reference).
 //!
-//! - [`info`]: `GET /`, `GET /health`, `GET /api/v1/contracts`
+//! - [`info`]: `GET /`, `GET /api/v1/contracts`; [`health`]: `GET /health`
+//! - [`discovery`]: `GET /api/v1/meta`, `GET /openapi.json`, `GET /docs`, `GET /changelog`
 //! - [`subscriptions`], [`payments`], [`batch`]: endpoints that *build* a meta-transaction
 //!   ([`build`] assembles the `Transaction` object every one of them returns)
 //! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute` (`Prefer: respond-async` → 202)
@@ -9,9 +10,11 @@
 
 mod batch;
 mod build;
+pub mod discovery;
 mod error;
 mod extract;
 mod idempotency;
+pub mod health;
 mod info;
 mod meta;
 mod payments;
@@ -67,6 +70,8 @@ pub struct Settings {
     /// How long `execute` waits for the receipt before answering 202.
     pub receipt_timeout: Duration,
     pub receipt_poll: Duration,
+    /// Thresholds of `GET /health`.
+    pub health: health::HealthSettings,
 }
 
 impl Default for Settings {
@@ -75,6 +80,7 @@ impl Default for Settings {
             meta_deadline_secs: 3600,
             receipt_timeout: Duration::from_secs(60),
             receipt_poll: Duration::from_millis(250),
+            health: health::HealthSettings::default(),
         }
     }
 }
@@ -115,6 +121,7 @@ fn both<S: Clone + Send + Sync + 'static>(router: Router<S>, path: &str, method:
 pub fn app(state: AppState) -> Router {
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
+    v1 = both(v1, "/meta", get(discovery::meta));
     v1 = both(v1, "/transactions/{id}", get(transactions::get));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
@@ -129,10 +136,14 @@ pub fn app(state: AppState) -> Router {
 
     Router::new()
         .route("/", get(info::root))
-        .route("/health", get(info::health))
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(discovery::openapi_json))
+        .route("/docs", get(discovery::docs))
+        .route("/changelog", get(discovery::changelog))
         .nest("/api/v1", v1)
         .fallback(info::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .method_not_allowed_fallback(discovery::method_not_allowed)
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::HeaderName::from_static("x-api-version"),
             HeaderValue::from_static(API_VERSION),

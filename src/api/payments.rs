@@ -24,7 +24,7 @@ use crate::{
     chain::StreamPay,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct PayRequest {
     #[serde(alias = "from")]
@@ -38,6 +38,18 @@ pub struct PayRequest {
 }
 
 /// `POST /{contract}/payments/`: builds `pay(to, amount)`.
+#[utoipa::path(post, path = "/api/v1/{contract}/payments/", tag = "Payments",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
+    request_body = PayRequest,
+    responses(
+        (status = 200, description = "Built pay(to, amount) to sign", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn pay(
     State(state): State<AppState>,
@@ -70,7 +82,7 @@ pub async fn pay(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct DepositRequest {
     #[serde(alias = "from")]
@@ -85,6 +97,18 @@ pub struct DepositRequest {
 
 /// `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus, for plain
 /// ERC-20 pulls, the EIP-2612 permit that lets a wallet without native coin approve it.
+#[utoipa::path(post, path = "/api/v1/{contract}/payments/deposit", tag = "Payments",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
+    request_body = DepositRequest,
+    responses(
+        (status = 200, description = "Built deposit(amount, isPermit2) plus PermitTypedData to sign", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn deposit(
     State(state): State<AppState>,
@@ -119,7 +143,7 @@ pub async fn deposit(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct WithdrawRequest {
     #[serde(alias = "from")]
@@ -133,6 +157,18 @@ pub struct WithdrawRequest {
 }
 
 /// `POST /{contract}/payments/withdraw`: builds `withdraw(amount)` or `withdrawTo(to, amount)`.
+#[utoipa::path(post, path = "/api/v1/{contract}/payments/withdraw", tag = "Payments",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
+    request_body = WithdrawRequest,
+    responses(
+        (status = 200, description = "Built withdraw(amount) or withdrawTo(to, amount) to sign", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn withdraw(
     State(state): State<AppState>,
@@ -177,6 +213,15 @@ pub async fn withdraw(
 }
 
 /// `GET /{contract}/payments/balance/{address}`: the live balance (floored at zero).
+#[utoipa::path(get, path = "/api/v1/{contract}/payments/balance/{address}", tag = "Payments",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Account address")),
+    responses(
+        (status = 200, description = "Live balance", body = crate::api::discovery::BalanceView),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn balance(
     State(state): State<AppState>,

@@ -22,7 +22,7 @@ use crate::{
     chain::StreamPay,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateSubscription {
     #[serde(alias = "From")]
     from: Option<String>,
@@ -97,6 +97,18 @@ impl Subscribe {
 }
 
 /// `POST /{contract}/subscriptions/`: builds `subscribe(author, ratePerSecond, projectId)`.
+#[utoipa::path(post, path = "/api/v1/{contract}/subscriptions/", tag = "Subscriptions",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
+    request_body = CreateSubscription,
+    responses(
+        (status = 200, description = "Built subscribe(author, ratePerSecond, projectId) to sign", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn create(
     State(state): State<AppState>,
@@ -139,6 +151,17 @@ pub struct CancelQuery {
 }
 
 /// `DELETE /{contract}/subscriptions/{author}?From=&Sponsor=`: builds `unsubscribe(author)`.
+#[utoipa::path(delete, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "The author to stop paying"), ("From" = String, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (default: the key's first)")),
+    responses(
+        (status = 200, description = "Built unsubscribe(author) to sign", body = crate::api::discovery::BuildResponse),
+        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -169,6 +192,15 @@ pub async fn cancel(
 }
 
 /// `GET /{contract}/subscriptions/{address}`: the address's outgoing streams.
+#[utoipa::path(get, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Subscriber address")),
+    responses(
+        (status = 200, description = "The address's outgoing streams", body = crate::api::discovery::SubscriptionList),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn list(
     State(state): State<AppState>,

@@ -75,7 +75,8 @@ pub struct TestApp {
     pub admin: DynProvider,
     pub store: Store,
     pub state: AppState,
-    _anvil: AnvilInstance,
+    /// `None` once [`TestApp::stop_chain`] stopped it.
+    anvil: Option<AnvilInstance>,
     _cluster: Arc<PgCluster>,
 }
 
@@ -84,6 +85,7 @@ pub async fn spawn_app() -> TestApp {
         meta_deadline_secs: 3600,
         receipt_timeout: Duration::from_secs(30),
         receipt_poll: Duration::from_millis(20),
+        ..Settings::default()
     })
     .await
 }
@@ -157,7 +159,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         admin,
         store,
         state,
-        _anvil: anvil,
+        anvil: Some(anvil),
         _cluster: cluster,
     }
 }
@@ -178,6 +180,11 @@ pub fn internal(n: u64) -> U256 {
 }
 
 impl TestApp {
+    /// Stops the Anvil node (the API keeps running against a dead RPC).
+    pub fn stop_chain(&mut self) {
+        self.anvil.take();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -9,6 +9,8 @@ mod info;
 mod meta;
 mod payments;
 mod pipeline;
+mod platform_discovery;
+mod platform_health;
 mod pipeline_stack;
 mod story;
 mod subscriptions;

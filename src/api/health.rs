@@ -1,0 +1,263 @@
+//! `GET /health`: `ok | degraded | down` with the subsystems at fault.
+//!
+//! - `down` (503): the relayer cannot serve its core job. The database (keys, nonces, queue) or
+//!   the RPC node (building, simulating, sending) does not answer, or the node is on another chain.
+//! - `degraded` (200): it serves, but something needs an operator: the index trails the chain by
+//!   more than `health.max_indexer_lag_blocks`, or a sponsor's native balance is below
+//!   `health.sponsor_min_balance` (it will soon fail to pay gas).
+//!
+//! Every check runs concurrently under [`HealthSettings::check_timeout`], so a dependency that
+//! hangs (a stopped database behind a pool, a black-holed RPC) makes `/health` answer `down`
+//! quickly instead of hanging the load balancer's probe.
+
+use std::{
+    future::{Future, IntoFuture},
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::{Address, U256},
+    providers::Provider,
+};
+use axum::{Json, extract::State, http::StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{API_VERSION, AppState, checksum};
+use crate::{
+    amount::{INTERNAL_DECIMALS, format_units},
+    indexer::IndexReader,
+};
+
+/// Thresholds of `/health`.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// Blocks the index may trail the chain head before `indexer_lag` is reported.
+    pub max_indexer_lag_blocks: u64,
+    /// Native balance (wei) under which a sponsor is reported as `sponsor_balance_low`.
+    pub sponsor_min_balance_wei: U256,
+    /// Longest any single check may take.
+    pub check_timeout: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            max_indexer_lag_blocks: 100,
+            // 0.1 native coin: a few hundred relayed calls at typical L2 prices, a handful on L1.
+            sponsor_min_balance_wei: U256::from(100_000_000_000_000_000u64),
+            check_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Degraded,
+    Down,
+}
+
+/// A subsystem at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Subsystem {
+    Database,
+    Rpc,
+    IndexerLag,
+    SponsorBalanceLow,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: Status,
+    /// Empty when `status` is `ok`.
+    pub degraded_subsystems: Vec<Subsystem>,
+    pub chain_id: u64,
+    #[schema(example = "2026-11-21")]
+    pub api_version: &'static str,
+    pub checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    pub database: Probe,
+    pub rpc: RpcProbe,
+    /// One entry per deployment.
+    pub indexer: Vec<IndexerCheck>,
+    pub sponsors: Vec<SponsorCheck>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    pub ok: bool,
+    pub latency_ms: u64,
+    /// Why it failed (no secrets: connection strings are never included).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RpcProbe {
+    pub ok: bool,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    /// The chain head, when the node answered.
+    pub block_number: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexerCheck {
+    pub contract: String,
+    /// `ok`, `lagging`, `not_started` (no checkpoint yet) or `unknown` (database or RPC down).
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    pub indexed_block: Option<u64>,
+    pub chain_head: Option<u64>,
+    pub lag_blocks: Option<u64>,
+    pub max_lag_blocks: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SponsorCheck {
+    pub address: String,
+    /// Native balance in wei; null when the node did not answer.
+    pub balance_wei: Option<String>,
+    /// The same in whole native coin.
+    pub balance: Option<String>,
+    pub min_balance_wei: String,
+    pub low: bool,
+}
+
+/// Runs `f` under `timeout`, timing it; a timeout is an error like any other.
+async fn timed<T, E: std::fmt::Display>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, E>>,
+) -> (Result<T, String>, u64) {
+    let started = Instant::now();
+    let out = match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    };
+    (out, started.elapsed().as_millis() as u64)
+}
+
+/// `GET /health`. Public.
+#[utoipa::path(get, path = "/health", tag = "Status",
+    responses(
+        (status = 200, description = "`ok` or `degraded`: the relayer serves", body = Health),
+        (status = 503, description = "`down`: the database or the RPC node does not answer", body = Health),
+    ))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let settings = &state.settings.health;
+    let t = settings.check_timeout;
+
+    let database = timed(t, async {
+        sqlx::query("SELECT 1").execute(state.store.pool()).await.map(|_| ())
+    });
+    let rpc = timed(t, async {
+        let (id, head) = tokio::try_join!(state.provider.get_chain_id(), state.provider.get_block_number())?;
+        Ok::<_, alloy::transports::TransportError>((id, head))
+    });
+    let sponsors = futures::future::join_all(state.sponsors.addresses().iter().map(|a| {
+        let provider = state.provider.clone();
+        let a = *a;
+        async move { (a, timed(t, provider.get_balance(a).into_future()).await.0.ok()) }
+    }));
+    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
+    let lags = futures::future::join_all(
+        state.contracts.iter().map(|c| {
+            let reader = &reader;
+            async move { (c, timed(t, reader.lag(c.address)).await.0) }
+        }),
+    );
+    let ((db, db_ms), (rpc, rpc_ms), sponsors, lags) = tokio::join!(database, rpc, sponsors, lags);
+
+    let mut degraded = Vec::new();
+    if db.is_err() {
+        degraded.push(Subsystem::Database);
+    }
+    let mut rpc_error = rpc.as_ref().err().cloned();
+    let head = match rpc {
+        Ok((id, head)) if id == state.chain_id => Some(head),
+        Ok((id, _)) => {
+            rpc_error = Some(format!("the node is on chain {id}, not {}", state.chain_id));
+            None
+        }
+        Err(_) => None,
+    };
+    if head.is_none() {
+        degraded.push(Subsystem::Rpc);
+    }
+
+    let mut indexer = Vec::new();
+    for (contract, lag) in lags {
+        let mut check = IndexerCheck {
+            contract: contract.name.clone(),
+            status: "unknown",
+            indexed_block: None,
+            chain_head: None,
+            lag_blocks: None,
+            max_lag_blocks: settings.max_indexer_lag_blocks,
+        };
+        match lag {
+            // TODO(indexer): `serve` does not run the indexer yet. Once it does, a deployment
+            // still without a checkpoint some time after start should count as lag too.
+            Ok(None) => check.status = "not_started",
+            Ok(Some(lag)) => {
+                // Measured against the node's head, not the head the indexer last saw: a stalled
+                // indexer stops updating the latter.
+                let chain_head = head.unwrap_or(lag.chain_head).max(lag.chain_head);
+                let blocks = chain_head.saturating_sub(lag.indexed_block);
+                check.indexed_block = Some(lag.indexed_block);
+                check.chain_head = Some(chain_head);
+                check.lag_blocks = Some(blocks);
+                check.status = if blocks > settings.max_indexer_lag_blocks { "lagging" } else { "ok" };
+            }
+            Err(_) => {}
+        }
+        if check.status == "lagging" && !degraded.contains(&Subsystem::IndexerLag) {
+            degraded.push(Subsystem::IndexerLag);
+        }
+        indexer.push(check);
+    }
+
+    let min = settings.sponsor_min_balance_wei;
+    let sponsors: Vec<SponsorCheck> = sponsors
+        .into_iter()
+        .map(|(address, balance): (Address, Option<U256>)| SponsorCheck {
+            address: checksum(address),
+            balance_wei: balance.map(|b| b.to_string()),
+            balance: balance.map(|b| format_units(b, INTERNAL_DECIMALS)),
+            min_balance_wei: min.to_string(),
+            low: balance.is_some_and(|b| b < min),
+        })
+        .collect();
+    if sponsors.iter().any(|s| s.low) {
+        degraded.push(Subsystem::SponsorBalanceLow);
+    }
+
+    let down = degraded.iter().any(|s| matches!(s, Subsystem::Database | Subsystem::Rpc));
+    let status = if down {
+        Status::Down
+    } else if degraded.is_empty() {
+        Status::Ok
+    } else {
+        Status::Degraded
+    };
+    let body = Health {
+        status,
+        degraded_subsystems: degraded,
+        chain_id: state.chain_id,
+        api_version: API_VERSION,
+        checks: Checks {
+            database: Probe { ok: db.is_ok(), latency_ms: db_ms, error: db.err() },
+            rpc: RpcProbe { ok: head.is_some(), latency_ms: rpc_ms, error: rpc_error, block_number: head },
+            indexer,
+            sponsors,
+        },
+    };
+    let code = if down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body))
+}
