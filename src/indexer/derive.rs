@@ -129,12 +129,20 @@ pub struct StateCache {
     journaled: HashSet<(u64, Key)>,
     /// Blocks at or above this get undo entries; blocks below are final.
     journal_from: u64,
+    /// Journal once per key for the whole batch (tagged `journal_from`) instead of per block.
+    per_batch: bool,
 }
 
 impl StateCache {
     /// A cache that journals changes made by blocks `>= journal_from` (`u64::MAX`: none).
     pub fn new(journal_from: u64) -> Self {
         Self { journal_from, ..Default::default() }
+    }
+
+    /// A cache whose undo entries hold, per key, the value before block `from` (the start of
+    /// the batch): rolling back into the batch then means rolling back the whole batch.
+    pub fn per_batch(from: u64) -> Self {
+        Self { journal_from: from, per_batch: true, ..Default::default() }
     }
 
     /// Keys the events need that can be named without reading state. Project owners of
@@ -236,8 +244,9 @@ impl StateCache {
     /// Sets `key` to `value` during block `block`, journaling the previous value.
     fn put(&mut self, block: u64, key: Key, value: Option<Value>) -> anyhow::Result<()> {
         let prev = self.get(&key)?.clone();
-        if block >= self.journal_from && self.journaled.insert((block, key.clone())) {
-            self.journal.push(UndoEntry { block, key: key.clone(), prev });
+        let tag = if self.per_batch { self.journal_from } else { block };
+        if block >= self.journal_from && self.journaled.insert((tag, key.clone())) {
+            self.journal.push(UndoEntry { block: tag, key: key.clone(), prev });
         }
         self.dirty.insert(key.clone());
         self.values.insert(key, value);
@@ -509,6 +518,17 @@ mod tests {
         assert_eq!(j[0].block, 2);
         let Some(Value::Account(prev)) = &j[0].prev else { panic!() };
         assert_eq!(prev.balance, I256::try_from(11).unwrap());
+    }
+
+    #[test]
+    fn per_batch_journal_holds_the_value_before_the_batch() {
+        let u = Address::repeat_byte(1);
+        let mint = |b, v: u64| ev(b, b * 10, 0, b as u8, Event::Transfer { from: Address::ZERO, to: u, value: U256::from(v) });
+        let mut c = StateCache::per_batch(3);
+        c.insert_loaded(Key::Account(u), None);
+        c.apply(&[mint(3, 5), mint(4, 6), mint(5, 7)]).unwrap();
+        let j = c.take_journal();
+        assert_eq!(j, vec![UndoEntry { block: 3, key: Key::Account(u), prev: None }]);
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
 
     let events_ms = t_events.elapsed().as_secs_f64() * 1e3;
     let t_derive = std::time::Instant::now();
-    let mut cache = StateCache::new(if batch.reorgable { batch.from } else { u64::MAX });
+    let mut cache = if batch.reorgable { StateCache::per_batch(batch.from) } else { StateCache::new(u64::MAX) };
     let keys = StateCache::event_keys(events)?;
     load_keys(&mut tx, scope, &keys, &mut cache).await?;
     let owners: BTreeSet<Key> = cache.owner_keys(events)?.into_iter().filter(|k| !cache.contains(k)).collect();
@@ -210,7 +210,7 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
     let load_ms = t_derive.elapsed().as_secs_f64() * 1e3;
     write_values(&mut tx, scope, &dirty).await?;
     let values_ms = t_derive.elapsed().as_secs_f64() * 1e3 - load_ms;
-    write_undo(&mut tx, scope, &journal).await?;
+    write_undo(&mut tx, scope, &journal, batch.to.number).await?;
     insert_blocks(&mut tx, scope, &batch.headers).await?;
     tracing::trace!(load_ms, values_ms, "derived state written");
     let derive_ms = t_derive.elapsed().as_secs_f64() * 1e3;
@@ -218,8 +218,22 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
     // Blocks further than the window below the head can no longer be reorged: forget their
     // undo entries and hashes, keeping the hash of the new floor itself.
     let to = batch.to.number;
-    let final_block =
-        if batch.reorgable { cp.final_block.max(to.saturating_sub(window)) } else { to };
+    let final_block = if batch.reorgable {
+        // Never inside a journaled batch: its entries are needed until all its blocks are final.
+        let candidate = to.saturating_sub(window);
+        let spanning: Option<i64> = sqlx::query_scalar(
+            "SELECT min(block_number) - 1 FROM idx_undo WHERE chain_id = $1 AND contract = $2 \
+             AND block_number <= $3 AND batch_to > $3",
+        )
+        .bind(scope.chain())
+        .bind(scope.addr())
+        .bind(candidate as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        cp.final_block.max(spanning.map_or(candidate, |s| candidate.min(s as u64)))
+    } else {
+        to
+    };
     if final_block > cp.final_block {
         sqlx::query("DELETE FROM idx_undo WHERE chain_id = $1 AND contract = $2 AND block_number <= $3")
             .bind(scope.chain())
@@ -265,10 +279,22 @@ pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, ded
 
 /// Undoes every block above `ancestor`: restores the derived rows from the undo journal,
 /// deletes the orphaned events, hashes and journal entries, and moves the checkpoint back.
-/// Returns the number of events removed.
-pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Result<u64> {
+/// Returns the block actually rolled back to (at or below `ancestor`) and the events removed.
+pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Result<(u64, u64)> {
     let mut tx = pool.begin().await?;
     let cp = load_checkpoint(&mut tx, scope, true).await?.context("no checkpoint")?;
+    // Undo entries cover whole batches: an ancestor inside a batch means rolling back to just
+    // before that batch (still a common ancestor) and re-ingesting the rest.
+    let spanning: Option<i64> = sqlx::query_scalar(
+        "SELECT min(block_number) - 1 FROM idx_undo WHERE chain_id = $1 AND contract = $2 \
+         AND block_number <= $3 AND batch_to > $3",
+    )
+    .bind(scope.chain())
+    .bind(scope.addr())
+    .bind(ancestor as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    let ancestor = spanning.map_or(ancestor, |s| ancestor.min(s as u64));
     if ancestor < cp.final_block {
         bail!("reorg below block {} (the end of the reorg window); rebuild the index", cp.final_block);
     }
@@ -334,7 +360,7 @@ pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Res
     .await?;
     notify(&mut tx, scope, ancestor).await?;
     tx.commit().await?;
-    Ok(removed)
+    Ok((ancestor, removed))
 }
 
 /// Tells readers' caches (delivered at commit) that the index moved.
@@ -496,7 +522,12 @@ async fn insert_blocks(tx: &mut Transaction<'_, Postgres>, scope: Scope, headers
     Ok(())
 }
 
-async fn write_undo(tx: &mut Transaction<'_, Postgres>, scope: Scope, journal: &[UndoEntry]) -> anyhow::Result<()> {
+async fn write_undo(
+    tx: &mut Transaction<'_, Postgres>,
+    scope: Scope,
+    journal: &[UndoEntry],
+    batch_to: u64,
+) -> anyhow::Result<()> {
     if journal.is_empty() {
         return Ok(());
     }
@@ -509,14 +540,15 @@ async fn write_undo(tx: &mut Transaction<'_, Postgres>, scope: Scope, journal: &
         prevs.push(e.prev.as_ref().map(serde_json::to_value).transpose()?);
     }
     sqlx::query(
-        "INSERT INTO idx_undo (chain_id, contract, block_number, key, prev) \
-         SELECT $1, $2, * FROM UNNEST($3::int8[], $4::jsonb[], $5::jsonb[])",
+        "INSERT INTO idx_undo (chain_id, contract, block_number, key, prev, batch_to) \
+         SELECT $1, $2, *, $6 FROM UNNEST($3::int8[], $4::jsonb[], $5::jsonb[])",
     )
     .bind(scope.chain())
     .bind(scope.addr())
     .bind(blocks)
     .bind(keys)
     .bind(prevs)
+    .bind(batch_to as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())

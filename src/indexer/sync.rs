@@ -359,7 +359,7 @@ impl<S: LogSource> Indexer<S> {
     }
 
     async fn roll_back(&self, from: u64, ancestor: u64) -> anyhow::Result<Step> {
-        let removed = store::rollback(&self.pool, self.scope, ancestor).await?;
+        let (ancestor, removed) = store::rollback(&self.pool, self.scope, ancestor).await?;
         tracing::warn!(contract = %self.scope.contract, ancestor, depth = from - ancestor, removed, "rolled back orphaned blocks");
         Ok(Step::Reorg { ancestor, depth: from - ancestor })
     }

@@ -355,7 +355,22 @@ async fn restart_mid_backfill_leaves_no_gap_and_no_duplicate() {
     // A small window and tiny ranges: most of the chain is backfilled, in many commits.
     let cfg = IndexerConfig { reorg_window: 4, initial_range: 1, max_range: 2, target_logs: 30, ..test_config() };
     let head = app.provider.get_block_number().await.unwrap();
-    let first = indexer(&app, cfg.clone());
+    // The first indexer gets a pool of its own, closed after the kill below: a crashed process
+    // takes its connections with it (Postgres then rolls back whatever they had open), while an
+    // aborted task sharing the test's pool would hand a connection stuck mid-COPY to the next one.
+    let first_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*app.store.pool().connect_options()).clone())
+        .await
+        .unwrap();
+    let first = Indexer::new(
+        Arc::new(RpcLogSource::new(app.provider.clone())),
+        first_pool.clone(),
+        app.chain_id,
+        app.contract,
+        0,
+        cfg.clone(),
+    );
     let status = first.status();
     let task = tokio::spawn(first.run(std::future::pending()));
     let checkpoint = || async {
@@ -372,6 +387,7 @@ async fn restart_mid_backfill_leaves_no_gap_and_no_duplicate() {
     }
     task.abort(); // killed mid-backfill, possibly inside a transaction
     let _ = task.await;
+    first_pool.close().await;
     let stopped_at = checkpoint().await.unwrap() as u64;
     assert!(stopped_at < head - cfg.reorg_window, "stopped before the end of the backfill ({stopped_at} of {head})");
     drop(status);
@@ -657,4 +673,39 @@ async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     task.abort();
+}
+
+#[tokio::test]
+async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reingests() {
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 100).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let receivers: Vec<Address> = (0..4).map(|_| wallet().address()).collect();
+    for r in &receivers {
+        send_ok(StreamPay::new(app.contract, signing(&app, &alice)).pay(*r, internal(1))).await;
+    }
+    ix.sync_to_head().await.unwrap(); // the four blocks arrive in one batch
+    let undo_batches: i64 = sqlx::query_scalar("SELECT count(DISTINCT block_number) FROM idx_undo WHERE batch_to IS NOT NULL")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(undo_batches >= 1);
+
+    // Replace the last two blocks: the common ancestor is inside the batch.
+    let head = app.provider.get_block_number().await.unwrap();
+    let nonce = p.get_transaction_count(alice.address()).block_id(BlockId::number(head - 2)).await.unwrap();
+    let other = wallet().address();
+    let tx = signed_pay(&app, &alice, other, internal(5), nonce).await;
+    let _ = raw(&app, "anvil_reorg", json!([2, [[tx, 0]]])).await;
+    ix.sync_to_head().await.unwrap();
+    let r = reader(&app);
+    assert_eq!(r.balance(app.contract, other).await.unwrap().unwrap().balance, internal(5));
+    assert_eq!(r.balance(app.contract, receivers[1]).await.unwrap().unwrap().balance, internal(1), "kept");
+    assert_eq!(r.balance(app.contract, receivers[3]).await.unwrap().unwrap().balance, U256::ZERO, "orphaned");
+    let mut accounts = receivers.clone();
+    accounts.extend([alice.address(), other]);
+    assert_index_matches_chain(&app, &accounts).await;
+    assert_events_complete(&app).await;
 }
