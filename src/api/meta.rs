@@ -318,11 +318,11 @@ fn wants_async(headers: &HeaderMap) -> bool {
     })
 }
 
-/// `eth_call` then `eth_estimateGas` of the exact transaction; answers the gas limit to sign.
+/// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
+/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas
+/// limit to sign.
 async fn simulate(state: &AppState, request: TransactionRequest) -> Result<u64, AppError> {
-    let provider = &state.provider;
-    provider.call(request.clone()).await.map_err(simulation_error)?;
-    let gas = provider.estimate_gas(request).await.map_err(simulation_error)?;
+    let gas = state.provider.estimate_gas(request).await.map_err(simulation_error)?;
     // Headroom for state moving between the estimate and inclusion (streams settle per second).
     Ok(gas + gas / 4 + 10_000)
 }

@@ -131,6 +131,14 @@ pub struct PipelineSettings {
     pub lease_ttl: Duration,
 }
 
+impl PipelineSettings {
+    /// How long "the nonce is used but none of the row's hashes has a receipt" must hold before
+    /// the call is treated as displaced by someone else's transaction.
+    pub fn drift_grace(&self) -> Duration {
+        (self.poll_interval * 10).max(Duration::from_secs(1))
+    }
+}
+
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
@@ -217,6 +225,8 @@ struct Lane {
     wake: Notify,
     /// The chain's latest transaction count as last seen (+1; 0 = unknown).
     chain_nonce: AtomicU64,
+    /// Rows whose nonce the chain has used without a receipt for any of their hashes, since when.
+    suspects: Mutex<HashMap<i64, Instant>>,
 }
 
 /// A queued transaction, as `enqueue` answers.
@@ -255,7 +265,17 @@ impl Pipeline {
         );
         let lanes = sponsors
             .into_iter()
-            .map(|(a, sponsor)| (a, Arc::new(Lane { sponsor, wake: Notify::new(), chain_nonce: AtomicU64::new(0) })))
+            .map(|(a, sponsor)| {
+                (
+                    a,
+                    Arc::new(Lane {
+                        sponsor,
+                        wake: Notify::new(),
+                        chain_nonce: AtomicU64::new(0),
+                        suspects: Mutex::default(),
+                    }),
+                )
+            })
             .collect();
         let pipeline = Arc::new(Self {
             store,

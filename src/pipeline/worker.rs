@@ -13,7 +13,10 @@
 //!   a fresh nonce, unless it was executed elsewhere (`replaced`) or its deadline has passed
 //!   (`expired`).
 
-use std::sync::{Arc, Weak, atomic::Ordering};
+use std::{
+    sync::{Arc, Weak, atomic::Ordering},
+    time::Instant,
+};
 
 use alloy::{
     eips::BlockId,
@@ -34,6 +37,9 @@ use crate::{
     chain::{StreamPay, revert::decode_revert},
     store::{AttemptKind, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus},
 };
+
+/// RPC calls a worker has in flight at once.
+const CONCURRENCY: usize = 16;
 
 pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>) {
     let mut initialised = false;
@@ -128,26 +134,37 @@ impl Tick<'_> {
             .context("no latest block")?;
         let view = View { chain_nonce, head: block.header.number, time: block.header.timestamp };
 
+        // Rows whose nonce the chain has used (or that are mined) are independent of each other:
+        // settled concurrently. Open rows are sent concurrently too, keeping their order for the
+        // answers; a node takes a later nonce into its queue until the earlier one arrives.
+        let (done, open): (Vec<QueuedTx>, Vec<QueuedTx>) =
+            rows.into_iter().partition(|r| r.status == TxStatus::Mined || r.sponsor_nonce < view.chain_nonce);
+        for chunk in done.chunks(CONCURRENCY) {
+            let settled = futures::future::join_all(chunk.iter().map(|row| self.settle_done(row, &view))).await;
+            settled.into_iter().collect::<anyhow::Result<()>>()?;
+        }
+        let mut steps = Vec::with_capacity(open.len());
+        for chunk in open.chunks(CONCURRENCY) {
+            steps.extend(futures::future::join_all(chunk.iter().map(|row| self.open_step(row, &view))).await);
+        }
         let mut sent_new = false;
-        let mut blocked = false;
-        for row in rows {
-            match row.status {
-                TxStatus::Mined => self.confirm(&row, &view).await?,
-                _ if row.sponsor_nonce < view.chain_nonce => self.settle_used_nonce(&row, &view).await?,
-                _ if blocked => {}
-                TxStatus::Pending => match self.open_row(&row, &view).await? {
-                    Step::Sent => sent_new = true,
-                    Step::Waiting => {}
-                    Step::Blocked => blocked = true,
-                },
-                _ => {
-                    if self.open_row(&row, &view).await? == Step::Blocked {
-                        blocked = true;
-                    }
-                }
+        for step in steps {
+            if step? == (TxStatus::Pending, Step::Sent) {
+                sent_new = true;
             }
         }
         Ok(sent_new)
+    }
+
+    async fn settle_done(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
+        match row.status {
+            TxStatus::Mined => self.confirm(row, view).await,
+            _ => self.settle_used_nonce(row, view).await,
+        }
+    }
+
+    async fn open_step(&self, row: &QueuedTx, view: &View) -> anyhow::Result<(TxStatus, Step)> {
+        Ok((row.status, self.open_row(row, view).await?))
     }
 
     /// A row whose nonce the chain has not used yet: send, re-send, bump or cancel it.
@@ -268,8 +285,20 @@ impl Tick<'_> {
                 return self.record_receipt(row, kind, &receipt, view).await;
             }
         }
-        // None of ours: the key was used outside the relayer. Did the signed call run anyway
-        // (another relayer sent it)?
+        // None of ours, as far as this node can tell right now. Nodes answer from different
+        // views (Anvil under load counts a nonce before serving the receipt; load-balanced RPCs
+        // lag each other), and moving a call that did get mined would send it twice: so this is
+        // only believed once it has held for a while.
+        {
+            let mut suspects = self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner());
+            let since = *suspects.entry(row.id).or_insert_with(Instant::now);
+            if since.elapsed() < self.p.settings.drift_grace() {
+                return Ok(());
+            }
+            suspects.remove(&row.id);
+        }
+        // The key was used outside the relayer. Did the signed call run anyway (another relayer
+        // sent it)?
         let used = StreamPay::new(row.contract, &self.p.provider)
             .bySigAccountNonces(row.signer)
             .call()
@@ -396,6 +425,6 @@ enum Step {
     Sent,
     /// Nothing to do yet.
     Waiting,
-    /// Later nonces must wait (the node refused this one for now).
+    /// The node refused it for now (the next pass tries again).
     Blocked,
 }

@@ -82,8 +82,9 @@ async fn a_sponsor_nonce_used_outside_the_relayer_is_detected_and_the_call_moved
 
 #[tokio::test]
 async fn two_replicas_on_one_database_never_share_a_nonce_or_send_twice() {
-    // 60 concurrent executes, split across two replicas, in well under a minute on 2 cores.
-    const N: usize = 60;
+    // The issue asks for 1,000; 150 concurrent executes split across two replicas is what runs
+    // in well under a minute on the 2-core CI machine next to the rest of the suite.
+    const N: usize = 150;
     let stack = Stack::start(&[]).await;
     let (a, b) = (stack.replica(fast_settings()).await, stack.replica(fast_settings()).await);
     let users = stack.users(N);
