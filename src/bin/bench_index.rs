@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let events = decode_logs(&source_logs, |_| None)?;
     let scope = Scope { chain_id, contract };
-    let cfg = IndexerConfig::default();
+    let cfg = IndexerConfig::from_env(|k| std::env::var(k).ok())?; // defaults unless STREAMPAY_INDEXER_* set
     let mut copy_runs = Vec::new();
     let mut backfill_runs = Vec::new();
     let mut index_pool = None;

@@ -377,8 +377,13 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, scope: Scope, block: u64) ->
 
 fn hex_bytea(out: &mut String, bytes: &[u8]) {
     out.push_str("\\\\x");
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    // Table-driven (SIMD where available) instead of `write!("{:02x}")` per byte: this runs for
+    // four columns of every event in a backfill.
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        let n = chunk.len() * 2;
+        alloy::hex::encode_to_slice(chunk, &mut buf[..n]).expect("buffer is twice the chunk");
+        out.push_str(std::str::from_utf8(&buf[..n]).expect("hex is ASCII"));
     }
 }
 
