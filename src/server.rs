@@ -67,6 +67,8 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
 pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
     // Resume queued transactions (after a crash, say) without waiting for a request.
     state.sponsors.pipeline(&state.store, &state.provider);
+    // Index every deployment into Postgres (the reads, /health's indexer lag).
+    crate::indexer::spawn_for_api(&state)?;
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
 }
 

@@ -709,3 +709,22 @@ async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reinges
     assert_index_matches_chain(&app, &accounts).await;
     assert_events_complete(&app).await;
 }
+
+#[tokio::test]
+async fn indexer_spawned_for_the_api_follows_its_deployments() {
+    let app = spawn_app().await;
+    let tasks = streampay_relayer::indexer::spawn_for_api(&app.state).unwrap();
+    let user = wallet();
+    app.fund(&user, 7).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = reader(&app).balance(app.contract, user.address()).await.unwrap();
+        if seen.as_ref().is_some_and(|v| v.balance == internal(7)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the API's indexer did not index the deposit: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_index_matches_chain(&app, &[user.address()]).await;
+    tasks.iter().for_each(|t| t.abort());
+}
