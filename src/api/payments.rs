@@ -230,8 +230,15 @@ pub async fn balance(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
-    let raw =
-        StreamPay::new(contract.address, &state.provider).balanceOf(address).call().await.map_err(AppError::chain)?;
+    // From the Postgres index at its head's chain time (SPEC §3); from the chain's own view only
+    // while the index has no checkpoint for this deployment (a fresh database, no indexer).
+    let indexed = crate::indexer::IndexReader::new(state.store.pool().clone(), state.chain_id)
+        .balance(contract.address, address)
+        .await?;
+    let raw = match indexed {
+        Some(view) => view.balance,
+        None => StreamPay::new(contract.address, &state.provider).balanceOf(address).call().await.map_err(AppError::chain)?,
+    };
     Ok(Json(json!({
         "Address": checksum(address),
         "Balance": format_units(raw, INTERNAL_DECIMALS),

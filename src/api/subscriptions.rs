@@ -209,16 +209,26 @@ pub async fn list(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
-    let subs = StreamPay::new(contract.address, &state.provider)
-        .allSubscriptions(address)
-        .call()
-        .await
-        .map_err(AppError::chain)?;
+    // From the Postgres index (SPEC §3); from the chain's own view only while the index has no
+    // checkpoint for this deployment (a fresh database, no indexer).
+    let indexed = crate::indexer::IndexReader::new(state.store.pool().clone(), state.chain_id)
+        .subscriptions(contract.address, address)
+        .await?;
+    let (authors, rates): (Vec<_>, Vec<_>) = match indexed {
+        Some(v) => v.streams.iter().map(|s| (s.author, s.encoded_rates)).unzip(),
+        None => {
+            let subs = StreamPay::new(contract.address, &state.provider)
+                .allSubscriptions(address)
+                .call()
+                .await
+                .map_err(AppError::chain)?;
+            (subs.authors, subs.rates)
+        }
+    };
     let mask96 = (U256::from(1) << 96usize) - U256::from(1);
-    let subscriptions: Vec<Value> = subs
-        .authors
+    let subscriptions: Vec<Value> = authors
         .iter()
-        .zip(&subs.rates)
+        .zip(&rates)
         .map(|(to, encoded)| {
             json!({
                 "To": checksum(*to),

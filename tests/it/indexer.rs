@@ -728,3 +728,33 @@ async fn indexer_spawned_for_the_api_follows_its_deployments() {
     assert_index_matches_chain(&app, &[user.address()]).await;
     tasks.iter().for_each(|t| t.abort());
 }
+
+#[tokio::test]
+async fn balance_and_subscriptions_endpoints_serve_the_index_once_it_exists() {
+    let app = spawn_app().await;
+    let (user, author) = (wallet(), wallet());
+    app.fund(&user, 40).await;
+    let built = app
+        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}))
+        .await;
+    app.execute_ok(&user, &built).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let indexed = reader(&app).balance(app.contract, user.address()).await.unwrap().unwrap();
+
+    // The chain moves on without the indexer: the endpoints keep answering from the index.
+    app.advance(3_600).await;
+    let (status, body) = app.get(&format!("/api/v1/USDC/payments/balance/{}", user.address())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["BalanceRaw"], json!(indexed.balance.to_string()));
+    assert_ne!(app.balance_of(user.address()).await, indexed.balance, "the chain's live balance moved on");
+    let (_, list) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
+    let subs = reader(&app).subscriptions(app.contract, user.address()).await.unwrap().unwrap();
+    assert_eq!(list["Subscriptions"][0]["To"], json!(author.address().to_checksum(None)));
+    assert_eq!(list["Subscriptions"][0]["EncodedRates"], json!(subs.streams[0].encoded_rates.to_string()));
+
+    // Caught up, the index equals the chain again.
+    ix.sync_to_head().await.unwrap();
+    let (_, body) = app.get(&format!("/api/v1/USDC/payments/balance/{}", user.address())).await;
+    assert_eq!(body["BalanceRaw"], json!(app.balance_of(user.address()).await.to_string()));
+}
