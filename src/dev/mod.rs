@@ -49,7 +49,7 @@ pub struct DevArgs {
     /// Port of the local Postgres cluster.
     #[arg(long, default_value_t = 54329)]
     pub pg_port: u16,
-    /// Start from a fresh chain (drops the dumped Anvil state).
+    /// Start from a fresh chain and a fresh database (drops the dumped Anvil state and .dev/postgres).
     #[arg(long)]
     pub fresh: bool,
     /// Set everything up, print the banner, then stop everything instead of serving (a smoke
@@ -114,6 +114,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     println!("==> postgres on port {}", args.pg_port);
     let pg_dir = dev_dir.join("postgres");
+    if args.fresh && pg_dir.exists() {
+        // The database describes the chain (nonces, transactions, the index): a fresh chain with
+        // the old database would serve state of a chain that no longer exists.
+        std::fs::remove_dir_all(&pg_dir).with_context(|| format!("Failed to remove {}", pg_dir.display()))?;
+    }
     let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, args.pg_port, false))
         .await
         .context("Postgres start panicked")??;
