@@ -80,6 +80,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("transaction_reverted", 422, "The transaction was mined but reverted."),
     ("transaction_failed", 422, "The node refused the transaction; nothing was executed."),
     ("chain_unavailable", 503, "The chain node did not answer; retry later."),
+    ("index_not_ready", 503, "The event index has not reached this deployment yet; retry shortly."),
     ("internal", 500, "A bug or an unavailable dependency; details are in the relayer's logs."),
 ];
 
@@ -178,6 +179,7 @@ pub fn document() -> openapi::OpenApi {
         super::transactions::get,
         super::subscriptions::create,
         super::subscriptions::list,
+        super::subscriptions::incoming,
         super::subscriptions::cancel,
         super::payments::pay,
         super::payments::deposit,
@@ -396,6 +398,38 @@ pub struct SubscriptionView {
     /// What the subscriber pays per second (income + project fee).
     pub outgoing_rate: String,
     pub project_id: String,
+}
+
+/// `GET /{contract}/authors/{author}/streams`: what a creator receives.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingStreamList {
+    pub author: String,
+    pub streams: Vec<IncomingStreamView>,
+    /// Sum of the streams' income rates per second (18-decimal base units).
+    pub streams_income_rate: String,
+    /// The author's whole income rate per second, project fees it receives as an owner included
+    /// (equals the chain's `accountInfo(author).incomeRate`).
+    pub income_rate: String,
+    /// The block the answer was computed at (the index's head).
+    pub indexed_block: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingStreamView {
+    /// The subscriber.
+    pub from: String,
+    /// bits 0–95 income rate, 96–191 outgoing rate, 192+ projectId.
+    pub encoded_rates: String,
+    /// What the author receives per second (18-decimal base units).
+    pub income_rate: String,
+    /// What the subscriber pays per second (income + project fee).
+    pub outgoing_rate: String,
+    pub project_id: String,
+    /// Block and chain time at which the stream started.
+    pub since_block: u64,
+    pub since_timestamp: u64,
 }
 
 /// `GET /{contract}/payments/balance/{address}`.

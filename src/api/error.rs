@@ -47,6 +47,11 @@ impl AppError {
         Self::client(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// A dependency of ours is not ready yet (e.g. the index); the client may retry.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
     /// Wraps a failed RPC call.
     pub fn chain(err: impl Into<anyhow::Error>) -> Self {
         Self::Chain(err.into())

@@ -125,6 +125,7 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/transactions/{id}", get(transactions::get));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
+    v1 = both(v1, "/{contract}/authors/{author}/streams", get(subscriptions::incoming));
     v1 = both(v1, "/{contract}/payments", post(payments::pay));
     v1 = both(v1, "/{contract}/payments/deposit", post(payments::deposit));
     v1 = both(v1, "/{contract}/payments/withdraw", post(payments::withdraw));

@@ -241,3 +241,54 @@ pub async fn list(
         .collect();
     Ok(Json(json!({"Address": checksum(address), "Subscriptions": subscriptions})))
 }
+
+/// `GET /{contract}/authors/{author}/streams`: the streams an author receives (the creators'
+/// view), with per-stream rates and the author's total income rate, from the Postgres index. The
+/// chain has no per-author view, so there is no fallback: before the index reaches the deployment
+/// this is a 503.
+#[utoipa::path(get, path = "/api/v1/{contract}/authors/{author}/streams", tag = "Subscriptions",
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
+    responses(
+        (status = 200, description = "The author's incoming streams", body = crate::api::discovery::IncomingStreamList),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn incoming(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    Path((contract, author)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let author = parse_address("author", &author)?;
+    let Some(view) = crate::indexer::IndexReader::new(state.store.pool().clone(), state.chain_id)
+        .incoming_streams(contract.address, author)
+        .await?
+    else {
+        return Err(AppError::unavailable("index_not_ready", "the event index has not reached this deployment yet"));
+    };
+    let streams: Vec<Value> = view
+        .streams
+        .iter()
+        .map(|s| {
+            json!({
+                "From": checksum(s.subscriber),
+                "EncodedRates": s.encoded_rates.to_string(),
+                "IncomeRate": s.income_rate.to_string(),
+                "OutgoingRate": s.outgoing_rate.to_string(),
+                "ProjectId": s.project_id.to_string(),
+                "SinceBlock": s.since_block,
+                "SinceTimestamp": s.since_timestamp,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "Author": checksum(author),
+        "Streams": streams,
+        "StreamsIncomeRate": view.streams_income_rate.to_string(),
+        "IncomeRate": view.income_rate.to_string(),
+        "IndexedBlock": view.head.block_number,
+    })))
+}

@@ -758,3 +758,49 @@ async fn balance_and_subscriptions_endpoints_serve_the_index_once_it_exists() {
     let (_, body) = app.get(&format!("/api/v1/USDC/payments/balance/{}", user.address())).await;
     assert_eq!(body["BalanceRaw"], json!(app.balance_of(user.address()).await.to_string()));
 }
+
+#[tokio::test]
+async fn authors_incoming_streams_come_from_the_index_and_match_the_chain() {
+    let app = spawn_app().await;
+    let (alice, bob, author) = (wallet(), wallet(), wallet());
+    let path = format!("/api/v1/USDC/authors/{}/streams", author.address());
+
+    // No index yet: the chain has no per-author view to fall back on.
+    let (status, body) = app.get(&path).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "index_not_ready");
+
+    for (who, rate) in [(&alice, "30"), (&bob, "12.5")] {
+        app.fund(who, 100).await;
+        let built = app
+            .build("/api/v1/USDC/subscriptions", &json!({"from": who.address(), "author": author.address(), "subscription_rate": rate}))
+            .await;
+        app.execute_ok(who, &built).await;
+    }
+    indexer(&app, test_config()).sync_to_head().await.unwrap();
+
+    let (status, body) = app.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["Author"], json!(author.address().to_checksum(None)));
+    let sp = StreamPay::new(app.contract, &app.provider);
+    let streams = body["Streams"].as_array().expect("Streams");
+    assert_eq!(streams.len(), 2, "{body}");
+    let mut sum = U256::ZERO;
+    for (stream, who) in streams.iter().zip([&alice, &bob]) {
+        assert_eq!(stream["From"], json!(who.address().to_checksum(None)));
+        let on_chain = sp.subscriptions(who.address(), author.address()).call().await.unwrap();
+        assert!(on_chain._0, "the chain has the stream");
+        assert_eq!(stream["EncodedRates"], json!(on_chain._1.to_string()));
+        let income = on_chain._1 & ((U256::from(1) << 96usize) - U256::from(1));
+        assert_eq!(stream["IncomeRate"], json!(income.to_string()));
+        sum += income;
+    }
+    assert_eq!(body["StreamsIncomeRate"], json!(sum.to_string()));
+    let info = sp.accountInfo(author.address()).call().await.unwrap();
+    assert_eq!(body["IncomeRate"], json!(info.incomeRate.to_string()));
+    assert_eq!(body["IndexedBlock"], json!(app.provider.get_block_number().await.unwrap()));
+
+    let (status, body) = app.get("/api/v1/USDC/authors/0xnope/streams").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_address");
+}
