@@ -54,11 +54,19 @@ pub struct Contract {
     pub address: Address,
     pub token: Address,
     pub token_decimals: u8,
+    /// The block the deployment was created in: its index starts there.
+    pub start_block: u64,
 }
 
 impl From<&Deployment> for Contract {
     fn from(d: &Deployment) -> Self {
-        Self { name: d.name.clone(), address: d.address, token: d.token, token_decimals: d.token_decimals }
+        Self {
+            name: d.name.clone(),
+            address: d.address,
+            token: d.token,
+            token_decimals: d.token_decimals,
+            start_block: d.start_block,
+        }
     }
 }
 

@@ -151,8 +151,8 @@ pub fn spawn_all(
 /// Starts one indexer per deployment the API serves, over the API's provider and database, with
 /// `STREAMPAY_INDEXER_*` settings; the tasks live as long as the process (each commit is atomic,
 /// so stopping at any point loses nothing). Of several replicas one indexes, the others stand by
-/// (advisory lock). Deployments are indexed from block 0 unless a checkpoint exists: an empty
-/// range costs one `eth_getLogs` per `max_range` blocks.
+/// (advisory lock). Each deployment is indexed from its `startBlock` (deployments file) unless a
+/// checkpoint exists.
 pub fn spawn_for_api(state: &crate::api::AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let cfg = IndexerConfig::from_env(|k| std::env::var(k).ok())?;
     let source = Arc::new(RpcLogSource::new(state.provider.clone()));
@@ -161,7 +161,7 @@ pub fn spawn_for_api(state: &crate::api::AppState) -> anyhow::Result<Vec<tokio::
         .contracts
         .iter()
         .map(|c| {
-            let indexer = Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, 0, cfg.clone());
+            let indexer = Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, c.start_block, cfg.clone());
             tokio::spawn(indexer.run(std::future::pending()))
         })
         .collect())

@@ -136,7 +136,13 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         store: store.clone(),
         provider: provider.clone(),
         chain_id,
-        contracts: vec![Contract { name: "USDC".into(), address: contract, token, token_decimals: TOKEN_DECIMALS }],
+        contracts: vec![Contract {
+            name: "USDC".into(),
+            address: contract,
+            token,
+            token_decimals: TOKEN_DECIMALS,
+            start_block: 0,
+        }],
         sponsors: Sponsors::from_signers(vec![sponsor_signer, other_signer], chain_id),
         settings,
     });

@@ -142,6 +142,7 @@ impl Stack {
                 address: self.contract,
                 token: self.token,
                 token_decimals: 6,
+                start_block: 0,
             }],
             sponsors: Sponsors::from_signers(vec![self.sponsor_signer.clone()], self.chain_id).with_settings(settings),
             settings: Settings {
