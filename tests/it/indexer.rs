@@ -363,8 +363,10 @@ async fn restart_mid_backfill_leaves_no_gap_and_no_duplicate() {
         .connect_with((*app.store.pool().connect_options()).clone())
         .await
         .unwrap();
+    // Its source never answers past half the chain, so the kill below always lands mid-backfill
+    // however fast this machine runs the indexer between the test's polls.
     let first = Indexer::new(
-        Arc::new(RpcLogSource::new(app.provider.clone())),
+        Arc::new(StallingSource { inner: RpcLogSource::new(app.provider.clone()), stall_after: head / 2 }),
         first_pool.clone(),
         app.chain_id,
         app.contract,
@@ -445,6 +447,28 @@ impl LogSource for LimitedSource {
     }
     async fn logs(&self, address: Address, from: u64, to: u64) -> anyhow::Result<Vec<RawLog>> {
         anyhow::ensure!(to - from < self.max_blocks, "query exceeds the limit of {} blocks", self.max_blocks);
+        self.inner.logs(address, from, to).await
+    }
+}
+
+/// A provider that never answers for logs past `stall_after`: an indexer using it is stuck
+/// mid-backfill until it is killed.
+struct StallingSource {
+    inner: RpcLogSource,
+    stall_after: u64,
+}
+
+impl LogSource for StallingSource {
+    async fn head(&self) -> anyhow::Result<u64> {
+        self.inner.head().await
+    }
+    async fn header(&self, n: u64) -> anyhow::Result<Option<streampay_relayer::indexer::BlockHeader>> {
+        self.inner.header(n).await
+    }
+    async fn logs(&self, address: Address, from: u64, to: u64) -> anyhow::Result<Vec<RawLog>> {
+        if to > self.stall_after {
+            std::future::pending::<()>().await;
+        }
         self.inner.logs(address, from, to).await
     }
 }
