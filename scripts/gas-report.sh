@@ -112,13 +112,14 @@ send "$BOB_KEY" "multicall of 100 payments (90 new receivers)" "$SP" "multicall(
 send "$BOB_KEY" "multicall of 10 payments (known receivers)" "$SP" "multicall(bytes[])" "$(batch 10)"
 send "$BOB_KEY" "multicall of 100 payments (known receivers)" "$SP" "multicall(bytes[])" "$(batch 100)"
 
-# Liquidation: Dave streams to 1 author, Carol to 10; both run dry past the window.
-send "$DAVE_KEY" "" "$SP" "deposit(uint256,bool)" 1000000 false       # 1 token
-send "$CAROL_KEY" "" "$SP" "deposit(uint256,bool)" 10000000 false     # 10 tokens
-rate=200000000000000 # 2e14/s: 1 token covers 5,000 s, more than the 3,600 s window
+# Liquidation: Dave streams to 1 author, Carol to 10; both run dry past the window. Subscribing
+# needs two windows of cover (2 x 3,600 s x outflow); an account is liquidatable below one.
+send "$DAVE_KEY" "" "$SP" "deposit(uint256,bool)" 2000000 false       # 2 tokens: 10,000 s at 2e14/s
+send "$CAROL_KEY" "" "$SP" "deposit(uint256,bool)" 20000000 false     # 20 tokens: 10,000 s at 10 x 2e14/s
+rate=200000000000000 # 2e14/s
 send "$DAVE_KEY" "" "$SP" "subscribe(address,uint96,uint256)" "$ALICE" $rate 0
 for i in $(seq 0 9); do send "$CAROL_KEY" "" "$SP" "subscribe(address,uint96,uint256)" "${receivers[$i]}" $rate 0; done
-"$CAST" rpc --rpc-url "$RPC" evm_increaseTime 2000 >/dev/null
+"$CAST" rpc --rpc-url "$RPC" evm_increaseTime 7000 >/dev/null # 3,000 s left: under one window
 "$CAST" rpc --rpc-url "$RPC" evm_mine >/dev/null
 send "$BOB_KEY" "liquidate (1 stream)" "$SP" "liquidate(address)" "$DAVE"
 send "$BOB_KEY" "liquidate (10 streams)" "$SP" "liquidate(address)" "$CAROL"
