@@ -73,6 +73,8 @@ pub struct Config {
     pub health_sponsor_min_balance_wei: alloy::primitives::U256,
     /// `[pipeline]` / `STREAMPAY_PIPELINE_*`: the sponsor transaction queue's tunables.
     pub pipeline: crate::pipeline::PipelineSettings,
+    /// `[indexer]` / `STREAMPAY_INDEXER_*`: the event indexer's tunables.
+    pub indexer: crate::indexer::IndexerConfig,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             health_max_indexer_lag_blocks: crate::api::health::HealthSettings::default().max_indexer_lag_blocks,
             health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
+            indexer: crate::indexer::IndexerConfig::default(),
         }
     }
 }
@@ -104,6 +107,7 @@ struct FileConfig {
     log: FileLog,
     health: FileHealth,
     pipeline: FilePipeline,
+    indexer: crate::indexer::IndexerSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +242,7 @@ impl Config {
         if let Some(v) = fp.lease_ttl_secs {
             p.lease_ttl = Duration::from_secs(v.max(1));
         }
+        self.indexer.apply(&f.indexer);
         Ok(())
     }
 
@@ -284,7 +289,9 @@ impl Config {
             self.health_sponsor_min_balance_wei = parse_native("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE", &v)?;
         }
         let number = |name: &str| -> anyhow::Result<Option<u64>> {
-            parse(name).map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number"))).transpose()
+            parse(name)
+                .map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number")))
+                .transpose()
         };
         if let Some(v) = number("STREAMPAY_PIPELINE_POLL_INTERVAL_MS")? {
             self.pipeline.poll_interval = Duration::from_millis(v.max(1));
@@ -304,6 +311,7 @@ impl Config {
         if let Some(v) = number("STREAMPAY_PIPELINE_LEASE_TTL_SECS")? {
             self.pipeline.lease_ttl = Duration::from_secs(v.max(1));
         }
+        self.indexer.apply_env(&parse)?;
         Ok(())
     }
 
@@ -404,6 +412,23 @@ mod tests {
         c.apply_file(include_str!("../streampay.example.toml")).unwrap();
         assert_eq!(c.meta_deadline_secs, 3600);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.indexer.reorg_window, 128);
+        assert_eq!(c.indexer.poll_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn indexer_section_then_env() {
+        let mut c = Config::default();
+        c.apply_file("[indexer]\npoll_interval_ms = 50\nreorg_window = 64\nfetch_concurrency = 3").unwrap();
+        assert_eq!(c.indexer.poll_interval, Duration::from_millis(50));
+        assert_eq!(c.indexer.reorg_window, 64);
+        assert_eq!(c.indexer.fetch_concurrency, 3);
+        assert_eq!(c.indexer.max_range, crate::indexer::IndexerConfig::default().max_range, "unset keys keep defaults");
+        c.apply_env(|k| (k == "STREAMPAY_INDEXER_REORG_WINDOW").then(|| "256".into())).unwrap();
+        assert_eq!(c.indexer.reorg_window, 256);
+        assert_eq!(c.indexer.poll_interval, Duration::from_millis(50));
+        assert!(c.apply_env(|k| (k == "STREAMPAY_INDEXER_POLL_MS").then(|| "soon".into())).is_err());
+        assert!(Config::default().apply_file("[indexer]\npoll_ms = 5").is_err(), "unknown indexer key");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 sponsor_min_balance_wei: config.health_sponsor_min_balance_wei,
                 ..Default::default()
             },
+            indexer: config.indexer.clone(),
             ..Settings::default()
         },
     }))
@@ -68,7 +69,7 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     // Resume queued transactions (after a crash, say) without waiting for a request.
     state.sponsors.pipeline(&state.store, &state.provider);
     // Index every deployment into Postgres (the reads, /health's indexer lag).
-    crate::indexer::spawn_for_api(&state)?;
+    crate::indexer::spawn_for_api(&state);
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
 }
 

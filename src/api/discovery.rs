@@ -44,7 +44,11 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("invalid_json", 400, "The body is not JSON of the expected shape, or lacks Content-Type: application/json."),
     ("invalid_query", 400, "A query parameter is malformed."),
     ("missing_field", 400, "A required field is missing or empty."),
-    ("invalid_address", 400, "Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self)."),
+    (
+        "invalid_address",
+        400,
+        "Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self).",
+    ),
     ("invalid_amount", 400, "Not a positive decimal amount with at most the allowed decimals."),
     ("invalid_number", 400, "Expected a non-negative integer."),
     ("invalid_project_id", 400, "project_id is not a non-negative integer."),
@@ -236,7 +240,10 @@ impl Modify for ErrorCodes {
             .enum_values(Some(ERROR_CODES.iter().map(|(c, _, _)| *c)))
             .description(Some(table))
             .build();
-        doc.components.get_or_insert_with(Default::default).schemas.insert("ErrorCode".into(), RefOr::T(Schema::Object(schema)));
+        doc.components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .insert("ErrorCode".into(), RefOr::T(Schema::Object(schema)));
     }
 }
 
@@ -453,8 +460,12 @@ pub struct NonceView {
     pub account: String,
     /// The nonce to sign next, counting calls built or in flight.
     pub nonce: u64,
-    /// `bySigAccountNonces(account)` on chain.
+    /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
+    /// relayer has already seen a later nonce mined; the chain's own view while the deployment
+    /// has no index yet.
     pub chain_nonce: u64,
+    /// The indexed block the answer is computed at; null while the deployment has no index.
+    pub block: Option<u64>,
 }
 
 /// `POST /{contract}/meta/execute` request.

@@ -153,9 +153,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     let settings = &state.settings.health;
     let t = settings.check_timeout;
 
-    let database = timed(t, async {
-        sqlx::query("SELECT 1").execute(state.store.pool()).await.map(|_| ())
-    });
+    let database = timed(t, async { sqlx::query("SELECT 1").execute(state.store.pool()).await.map(|_| ()) });
     let rpc = timed(t, async {
         let (id, head) = tokio::try_join!(state.provider.get_chain_id(), state.provider.get_block_number())?;
         Ok::<_, alloy::transports::TransportError>((id, head))
@@ -166,12 +164,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         async move { (a, timed(t, provider.get_balance(a).into_future()).await.0.ok()) }
     }));
     let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
-    let lags = futures::future::join_all(
-        state.contracts.iter().map(|c| {
-            let reader = &reader;
-            async move { (c, timed(t, reader.lag(c.address)).await.0) }
-        }),
-    );
+    let lags = futures::future::join_all(state.contracts.iter().map(|c| {
+        let reader = &reader;
+        async move { (c, timed(t, reader.lag(c.address)).await.0) }
+    }));
     let ((db, db_ms), (rpc, rpc_ms), sponsors, lags) = tokio::join!(database, rpc, sponsors, lags);
 
     let mut degraded = Vec::new();

@@ -43,11 +43,18 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
+    indexer::IndexReader,
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
 /// `GET /{contract}/meta/nonce/{account}`: the nonce to sign next, counting calls already built
 /// or in flight (so it can be ahead of the chain's `bySigAccountNonces`).
+///
+/// Served from the Postgres index (SPEC §3): `bySigAccountNonces` as of the indexed head, raised
+/// past every nonce this relayer has already seen mined (the index may trail a receipt by one
+/// poll: read-your-writes), then past the calls built or in flight. Built calls expire against
+/// the indexed head's time. Until the deployment's first checkpoint (a fresh database) the
+/// chain's own view answers. `execute` always checks against the chain itself.
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn nonce(
     State(state): State<AppState>,
@@ -56,11 +63,23 @@ pub async fn nonce(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let account = parse_address("account", &account)?;
-    let chain_nonce = chain_nonce(&state, contract, account).await?;
-    let now = chain::chain_time(&state.provider).await.map_err(AppError::chain)?;
     let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: account };
-    let next = state.store.peek_nonce(scope, chain_nonce, now).await?;
-    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": chain_nonce})))
+    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
+    let (base, now, block) = match reader.head(contract.address).await? {
+        Some(head) => {
+            let indexed = u64::try_from(reader.nonce(contract.address, account).await?)
+                .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))?;
+            let mined = state.store.highest_mined_nonce(scope).await?;
+            let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
+            (base, head.block_timestamp, Some(head.block_number))
+        }
+        None => {
+            let on_chain = chain_nonce(&state, contract, account).await?;
+            (on_chain, chain::chain_time(&state.provider).await.map_err(AppError::chain)?, None)
+        }
+    };
+    let next = state.store.peek_nonce(scope, base, now).await?;
+    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": block})))
 }
 
 async fn chain_nonce(state: &AppState, contract: &Contract, account: Address) -> Result<u64, AppError> {

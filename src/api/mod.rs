@@ -13,8 +13,8 @@ mod build;
 pub mod discovery;
 mod error;
 mod extract;
-mod idempotency;
 pub mod health;
+mod idempotency;
 mod info;
 mod meta;
 mod payments;
@@ -80,6 +80,8 @@ pub struct Settings {
     pub receipt_poll: Duration,
     /// Thresholds of `GET /health`.
     pub health: health::HealthSettings,
+    /// The indexers `serve` starts (`[indexer]` / `STREAMPAY_INDEXER_*`).
+    pub indexer: crate::indexer::IndexerConfig,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             receipt_timeout: Duration::from_secs(60),
             receipt_poll: Duration::from_millis(250),
             health: health::HealthSettings::default(),
+            indexer: crate::indexer::IndexerConfig::default(),
         }
     }
 }

@@ -237,7 +237,11 @@ pub async fn balance(
         .await?;
     let raw = match indexed {
         Some(view) => view.balance,
-        None => StreamPay::new(contract.address, &state.provider).balanceOf(address).call().await.map_err(AppError::chain)?,
+        None => StreamPay::new(contract.address, &state.provider)
+            .balanceOf(address)
+            .call()
+            .await
+            .map_err(AppError::chain)?,
     };
     Ok(Json(json!({
         "Address": checksum(address),

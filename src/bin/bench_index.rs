@@ -73,7 +73,10 @@ fn args() -> Args {
 async fn main() -> anyhow::Result<()> {
     let args = args();
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let anvil = Anvil::new()
@@ -268,13 +271,21 @@ async fn main() -> anyhow::Result<()> {
     // ---------------------------------------------------------------- report
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let n = events.len() as f64;
     println!("Machine: {} cores ({cpu}); Anvil {} blocks; PostgreSQL 15 (fsync off, local socket).", num_cpus(), head);
     println!();
     let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
-    println!("| backfill of {} events, median of {} rounds | seconds (each round) | events/s (median) |", events.len(), args.rounds);
+    println!(
+        "| backfill of {} events, median of {} rounds | seconds (each round) | events/s (median) |",
+        events.len(),
+        args.rounds
+    );
     println!("|---|---:|---:|");
     println!("| baseline: one plain `COPY` of the same rows | {} | {:.0} |", fmt(&copy_runs), n / copy_secs);
     println!(
@@ -323,7 +334,12 @@ async fn main() -> anyhow::Result<()> {
 
 /// Serves `/balance/{a}`, `/subscriptions/{a}`, `/incoming/{a}` from `reader` on a free port.
 async fn serve_reads(reader: IndexReader, contract: Address) -> anyhow::Result<String> {
-    use axum::{Json, Router, extract::{Path, State}, http::StatusCode, routing::get};
+    use axum::{
+        Json, Router,
+        extract::{Path, State},
+        http::StatusCode,
+        routing::get,
+    };
     type St = State<(IndexReader, Address)>;
     fn fail(e: anyhow::Error) -> StatusCode {
         eprintln!("read failed: {e:#}");

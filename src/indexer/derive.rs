@@ -73,7 +73,8 @@ pub struct StreamState {
 
 impl StreamState {
     pub fn encoded(&self) -> U256 {
-        Rates { income: self.income_rate, outgoing: self.outgoing_rate, project_id: U256::from(self.project_id) }.encode()
+        Rates { income: self.income_rate, outgoing: self.outgoing_rate, project_id: U256::from(self.project_id) }
+            .encode()
     }
 }
 
@@ -91,11 +92,21 @@ pub enum Key {
     /// The whole outgoing stream list of a subscriber, in the contract's order.
     Streams(Address),
     /// Next account (type 0) or selector (type 1) nonce; selector is zero for account nonces.
-    Nonce { signer: Address, nonce_type: u8, selector: [u8; 4] },
+    Nonce {
+        signer: Address,
+        nonce_type: u8,
+        selector: [u8; 4],
+    },
     /// A used unique (type 2) nonce.
-    UniqueNonce { signer: Address, nonce: U256 },
+    UniqueNonce {
+        signer: Address,
+        nonce: U256,
+    },
     Project(u64),
-    UserFee { project_id: u64, author: Address },
+    UserFee {
+        project_id: u64,
+        author: Address,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -508,7 +519,8 @@ mod tests {
     #[test]
     fn journal_holds_the_value_before_each_block() {
         let u = Address::repeat_byte(1);
-        let mint = |b, v: u64| ev(b, b * 10, 0, b as u8, Event::Transfer { from: Address::ZERO, to: u, value: U256::from(v) });
+        let mint =
+            |b, v: u64| ev(b, b * 10, 0, b as u8, Event::Transfer { from: Address::ZERO, to: u, value: U256::from(v) });
         let events = [mint(1, 5), mint(1, 6), mint(2, 7)];
         let mut c = StateCache::new(2);
         c.insert_loaded(Key::Account(u), None);
@@ -523,7 +535,8 @@ mod tests {
     #[test]
     fn per_batch_journal_holds_the_value_before_the_batch() {
         let u = Address::repeat_byte(1);
-        let mint = |b, v: u64| ev(b, b * 10, 0, b as u8, Event::Transfer { from: Address::ZERO, to: u, value: U256::from(v) });
+        let mint =
+            |b, v: u64| ev(b, b * 10, 0, b as u8, Event::Transfer { from: Address::ZERO, to: u, value: U256::from(v) });
         let mut c = StateCache::per_batch(3);
         c.insert_loaded(Key::Account(u), None);
         c.apply(&[mint(3, 5), mint(4, 6), mint(5, 7)]).unwrap();
@@ -534,7 +547,12 @@ mod tests {
     #[test]
     fn keys_and_values_survive_json() {
         let k = Key::UniqueNonce { signer: Address::repeat_byte(9), nonce: U256::MAX };
-        let v = Value::Account(AccountState { balance: I256::MIN + I256::ONE, income_rate: U256::from(3u8), outgoing_rate: U256::ZERO, updated: 7 });
+        let v = Value::Account(AccountState {
+            balance: I256::MIN + I256::ONE,
+            income_rate: U256::from(3u8),
+            outgoing_rate: U256::ZERO,
+            updated: 7,
+        });
         assert_eq!(serde_json::from_value::<Key>(serde_json::to_value(&k).unwrap()).unwrap(), k);
         assert_eq!(serde_json::from_value::<Value>(serde_json::to_value(&v).unwrap()).unwrap(), v);
     }

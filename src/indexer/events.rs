@@ -99,7 +99,12 @@ impl Event {
             }
             C::Liquidated::SIGNATURE_HASH => {
                 let e = C::Liquidated::decode_raw_log(topics, data).context("bad Liquidated log")?;
-                Self::Liquidated { account: e.account, liquidator: e.liquidator, reward: e.reward, streams: e.streamsStopped }
+                Self::Liquidated {
+                    account: e.account,
+                    liquidator: e.liquidator,
+                    reward: e.reward,
+                    streams: e.streamsStopped,
+                }
             }
             C::ProjectIdClaimed::SIGNATURE_HASH => {
                 let e = C::ProjectIdClaimed::decode_raw_log(topics, data).context("bad ProjectIdClaimed log")?;
@@ -118,7 +123,8 @@ impl Event {
                 Self::NonceUsed { signer: e.signer, nonce_type: e.nonceType, selector: e.selector.0, nonce: e.nonce }
             }
             C::SponsoredCallCharged::SIGNATURE_HASH => {
-                let e = C::SponsoredCallCharged::decode_raw_log(topics, data).context("bad SponsoredCallCharged log")?;
+                let e =
+                    C::SponsoredCallCharged::decode_raw_log(topics, data).context("bad SponsoredCallCharged log")?;
                 Self::SponsoredCallCharged { signer: e.signer, relayer: e.relayer, amount: e.amount }
             }
             _ => return Ok(None),
@@ -143,7 +149,9 @@ impl Event {
     pub fn columns(&self) -> Columns {
         let c = Columns::default();
         match *self {
-            Self::Transfer { from, to, value } => Columns { kind: 1, a1: Some(from), a2: Some(to), v1: Some(value), ..c },
+            Self::Transfer { from, to, value } => {
+                Columns { kind: 1, a1: Some(from), a2: Some(to), v1: Some(value), ..c }
+            }
             Self::StreamCreated { user, author, encoded } => {
                 Columns { kind: 2, a1: Some(user), a2: Some(author), v1: Some(encoded), ..c }
             }
@@ -153,7 +161,9 @@ impl Event {
             Self::Liquidated { account, liquidator, reward, streams } => {
                 Columns { kind: 4, a1: Some(account), a2: Some(liquidator), v1: Some(reward), v2: Some(streams), ..c }
             }
-            Self::ProjectIdClaimed { project_id, owner } => Columns { kind: 5, a1: Some(owner), v1: Some(project_id), ..c },
+            Self::ProjectIdClaimed { project_id, owner } => {
+                Columns { kind: 5, a1: Some(owner), v1: Some(project_id), ..c }
+            }
             Self::DefaultSettingsSet { project_id, fee } => {
                 Columns { kind: 6, v1: Some(project_id), v2: Some(U256::from(fee)), ..c }
             }

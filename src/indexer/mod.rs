@@ -35,8 +35,8 @@ pub use read::{AccountView, IncomingStreams, IndexReader, IndexedHead, Lag, Stre
 pub use source::{BlockHeader, LogSource, RawLog, RpcLogSource};
 pub use sync::{Indexer, Step};
 
-/// Tunables of the indexer. Every field has a `STREAMPAY_INDEXER_*` environment override
-/// (see [`IndexerConfig::from_env`]).
+/// Tunables of the indexer: the config file's `[indexer]` section ([`IndexerSettings`]), each
+/// key overridden by the `STREAMPAY_INDEXER_*` variable named on its field.
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
     /// `STREAMPAY_INDEXER_POLL_MS`: how often to poll the head when caught up (default 500 ms).
@@ -80,38 +80,74 @@ impl IndexerConfig {
     /// Defaults overridden by `STREAMPAY_INDEXER_*` variables read through `get`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let mut c = Self::default();
+        c.apply_env(get)?;
+        Ok(c)
+    }
+
+    /// Applies the `STREAMPAY_INDEXER_*` variables read through `get` on top of `self`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         let num = |name: &str| -> anyhow::Result<Option<u64>> {
             get(name)
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number")))
                 .transpose()
         };
-        if let Some(v) = num("STREAMPAY_INDEXER_POLL_MS")? {
-            c.poll_interval = Duration::from_millis(v.max(1));
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_REORG_WINDOW")? {
-            c.reorg_window = v;
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_INITIAL_RANGE")? {
-            c.initial_range = v.max(1);
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_MAX_RANGE")? {
-            c.max_range = v.max(1);
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_TARGET_LOGS")? {
-            c.target_logs = v.max(1) as usize;
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_FOLLOW_RANGE")? {
-            c.max_follow_range = v.max(1);
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_PIPELINE")? {
-            c.pipeline_depth = v.max(1) as usize;
-        }
-        if let Some(v) = num("STREAMPAY_INDEXER_FETCH_CONCURRENCY")? {
-            c.fetch_concurrency = v.max(1) as usize;
-        }
-        Ok(c)
+        let file = IndexerSettings {
+            poll_interval_ms: num("STREAMPAY_INDEXER_POLL_MS")?,
+            reorg_window: num("STREAMPAY_INDEXER_REORG_WINDOW")?,
+            initial_range: num("STREAMPAY_INDEXER_INITIAL_RANGE")?,
+            max_range: num("STREAMPAY_INDEXER_MAX_RANGE")?,
+            target_logs: num("STREAMPAY_INDEXER_TARGET_LOGS")?,
+            follow_range: num("STREAMPAY_INDEXER_FOLLOW_RANGE")?,
+            pipeline_depth: num("STREAMPAY_INDEXER_PIPELINE")?,
+            fetch_concurrency: num("STREAMPAY_INDEXER_FETCH_CONCURRENCY")?,
+        };
+        self.apply(&file);
+        Ok(())
     }
+
+    /// Applies the values set in a config file's `[indexer]` section.
+    pub fn apply(&mut self, s: &IndexerSettings) {
+        if let Some(v) = s.poll_interval_ms {
+            self.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = s.reorg_window {
+            self.reorg_window = v;
+        }
+        if let Some(v) = s.initial_range {
+            self.initial_range = v.max(1);
+        }
+        if let Some(v) = s.max_range {
+            self.max_range = v.max(1);
+        }
+        if let Some(v) = s.target_logs {
+            self.target_logs = v.max(1) as usize;
+        }
+        if let Some(v) = s.follow_range {
+            self.max_follow_range = v.max(1);
+        }
+        if let Some(v) = s.pipeline_depth {
+            self.pipeline_depth = v.max(1) as usize;
+        }
+        if let Some(v) = s.fetch_concurrency {
+            self.fetch_concurrency = v.max(1) as usize;
+        }
+    }
+}
+
+/// The `[indexer]` section of the config file; each key has the `STREAMPAY_INDEXER_*` override
+/// named on the matching [`IndexerConfig`] field.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexerSettings {
+    pub poll_interval_ms: Option<u64>,
+    pub reorg_window: Option<u64>,
+    pub initial_range: Option<u64>,
+    pub max_range: Option<u64>,
+    pub target_logs: Option<u64>,
+    pub follow_range: Option<u64>,
+    pub pipeline_depth: Option<u64>,
+    pub fetch_concurrency: Option<u64>,
 }
 
 /// Progress of one deployment's indexer, published after every step (for `/health` and logs).
@@ -149,20 +185,21 @@ pub fn spawn_all(
 }
 
 /// Starts one indexer per deployment the API serves, over the API's provider and database, with
-/// `STREAMPAY_INDEXER_*` settings; the tasks live as long as the process (each commit is atomic,
+/// its settings' indexer config (`[indexer]` / `STREAMPAY_INDEXER_*`); the tasks live as long as the process (each commit is atomic,
 /// so stopping at any point loses nothing). Of several replicas one indexes, the others stand by
 /// (advisory lock). Each deployment is indexed from its `startBlock` (deployments file) unless a
 /// checkpoint exists.
-pub fn spawn_for_api(state: &crate::api::AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
-    let cfg = IndexerConfig::from_env(|k| std::env::var(k).ok())?;
+pub fn spawn_for_api(state: &crate::api::AppState) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let cfg = state.settings.indexer.clone();
     let source = Arc::new(RpcLogSource::new(state.provider.clone()));
     let pool = state.store.pool().clone();
-    Ok(state
+    state
         .contracts
         .iter()
         .map(|c| {
-            let indexer = Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, c.start_block, cfg.clone());
+            let indexer =
+                Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, c.start_block, cfg.clone());
             tokio::spawn(indexer.run(std::future::pending()))
         })
-        .collect())
+        .collect()
 }

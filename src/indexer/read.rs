@@ -237,12 +237,17 @@ impl IndexReader {
 
     /// The indexed head, `None` before the first checkpoint.
     pub async fn head(&self, contract: Address) -> anyhow::Result<Option<IndexedHead>> {
-        let row = sqlx::query("SELECT block_number, block_timestamp FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2")
-            .bind(self.chain())
-            .bind(contract.as_slice())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| IndexedHead { block_number: r.get::<i64, _>(0) as u64, block_timestamp: r.get::<i64, _>(1) as u64 }))
+        let row = sqlx::query(
+            "SELECT block_number, block_timestamp FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2",
+        )
+        .bind(self.chain())
+        .bind(contract.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| IndexedHead {
+            block_number: r.get::<i64, _>(0) as u64,
+            block_timestamp: r.get::<i64, _>(1) as u64,
+        }))
     }
 
     /// `balanceOf` / `signedBalanceOf` / `accountInfo` of `account` at the indexed head.
@@ -312,13 +317,18 @@ impl IndexReader {
     }
 
     /// Streams paying `author`, oldest first, with the per-stream and total income rates.
-    pub async fn incoming_streams(&self, contract: Address, author: Address) -> anyhow::Result<Option<IncomingStreams>> {
+    pub async fn incoming_streams(
+        &self,
+        contract: Address,
+        author: Address,
+    ) -> anyhow::Result<Option<IncomingStreams>> {
         let key = CacheKey::Incoming(contract, author);
         let (hit, read_at) = self.lookup(&key);
         if let Some(Cached::Incoming(v)) = hit {
             return Ok(Some(v));
         }
-        let (streams, head, income_rate) = self.streams(contract, "author", author, "s.since_block, s.subscriber").await?;
+        let (streams, head, income_rate) =
+            self.streams(contract, "author", author, "s.since_block, s.subscriber").await?;
         let Some(head) = head else { return Ok(None) };
         let streams_income_rate = streams.iter().map(|s| s.income_rate).fold(U256::ZERO, |a, b| a + b);
         let v = IncomingStreams { author, streams, streams_income_rate, income_rate, head };
@@ -407,7 +417,8 @@ impl IndexReader {
             .fetch_all(&self.pool)
             .await?;
         let Some(first) = rows.first() else { return Ok((Vec::new(), None, U256::ZERO)) };
-        let head = IndexedHead { block_number: first.get::<i64, _>(0) as u64, block_timestamp: first.get::<i64, _>(1) as u64 };
+        let head =
+            IndexedHead { block_number: first.get::<i64, _>(0) as u64, block_timestamp: first.get::<i64, _>(1) as u64 };
         let income = first.get::<Option<&str>, _>(2).map(u256).transpose()?.unwrap_or_default();
         let streams = rows
             .iter()

@@ -142,11 +142,8 @@ impl LogSource for RpcLogSource {
 
     async fn logs(&self, address: Address, from: u64, to: u64) -> anyhow::Result<Vec<RawLog>> {
         let filter = Filter::new().address(address).from_block(from).to_block(to);
-        let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .with_context(|| format!("eth_getLogs({from}..={to}) failed"))?;
+        let logs =
+            self.provider.get_logs(&filter).await.with_context(|| format!("eth_getLogs({from}..={to}) failed"))?;
         logs.into_iter()
             .filter(|l| !l.removed)
             .map(|l| {

@@ -94,7 +94,11 @@ pub fn i256(s: &str) -> anyhow::Result<I256> {
     I256::from_dec_str(s).with_context(|| format!("bad numeric {s}"))
 }
 
-pub async fn load_checkpoint(conn: &mut PgConnection, scope: Scope, for_update: bool) -> anyhow::Result<Option<Checkpoint>> {
+pub async fn load_checkpoint(
+    conn: &mut PgConnection,
+    scope: Scope,
+    for_update: bool,
+) -> anyhow::Result<Option<Checkpoint>> {
     let sql = format!(
         "SELECT block_number, block_hash, block_timestamp, final_block, chain_head FROM idx_checkpoints \
          WHERE chain_id = $1 AND contract = $2{}",
@@ -171,7 +175,13 @@ pub struct CommitStats {
 /// Writes a batch atomically. With `dedup` the events go through `INSERT … ON CONFLICT DO
 /// NOTHING` and only the newly stored ones are applied to the derived tables: the slow path
 /// taken when the COPY met an already-stored log.
-pub async fn commit(pool: &PgPool, scope: Scope, window: u64, batch: &Batch, dedup: bool) -> anyhow::Result<CommitStats> {
+pub async fn commit(
+    pool: &PgPool,
+    scope: Scope,
+    window: u64,
+    batch: &Batch,
+    dedup: bool,
+) -> anyhow::Result<CommitStats> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     let cp = load_checkpoint(&mut tx, scope, true).await?.context("no checkpoint: call init_checkpoint first")?;
@@ -298,15 +308,14 @@ pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Res
     if ancestor < cp.final_block {
         bail!("reorg below block {} (the end of the reorg window); rebuild the index", cp.final_block);
     }
-    let header = sqlx::query(
-        "SELECT hash, timestamp FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number = $3",
-    )
-    .bind(scope.chain())
-    .bind(scope.addr())
-    .bind(ancestor as i64)
-    .fetch_optional(&mut *tx)
-    .await?
-    .with_context(|| format!("no stored hash for block {ancestor}"))?;
+    let header =
+        sqlx::query("SELECT hash, timestamp FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number = $3")
+            .bind(scope.chain())
+            .bind(scope.addr())
+            .bind(ancestor as i64)
+            .fetch_optional(&mut *tx)
+            .await?
+            .with_context(|| format!("no stored hash for block {ancestor}"))?;
     let (hash, timestamp) = (bytes32(header.get::<&[u8], _>(0))?, header.get::<i64, _>(1));
 
     let rows = sqlx::query(
@@ -458,8 +467,13 @@ async fn insert_events_dedup(
         return Ok(Vec::new());
     }
     let mut cols: (Vec<i64>, Vec<Vec<u8>>, Vec<i64>, Vec<Vec<u8>>, Vec<i32>, Vec<i32>, Vec<i16>) = Default::default();
-    let mut more: (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>, Vec<Option<String>>, Vec<Option<String>>, Vec<Option<Vec<u8>>>) =
-        Default::default();
+    let mut more: (
+        Vec<Option<Vec<u8>>>,
+        Vec<Option<Vec<u8>>>,
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+        Vec<Option<Vec<u8>>>,
+    ) = Default::default();
     for e in events {
         let c = e.event.columns();
         cols.0.push(e.block_number as i64);
@@ -499,14 +513,14 @@ async fn insert_events_dedup(
     .await?;
     let inserted: std::collections::HashSet<(Vec<u8>, i32)> =
         rows.iter().map(|r| (r.get::<Vec<u8>, _>(0), r.get::<i32, _>(1))).collect();
-    Ok(events
-        .iter()
-        .filter(|e| inserted.contains(&(e.block_hash.to_vec(), e.log_index as i32)))
-        .cloned()
-        .collect())
+    Ok(events.iter().filter(|e| inserted.contains(&(e.block_hash.to_vec(), e.log_index as i32))).cloned().collect())
 }
 
-async fn insert_blocks(tx: &mut Transaction<'_, Postgres>, scope: Scope, headers: &[BlockHeader]) -> anyhow::Result<()> {
+async fn insert_blocks(
+    tx: &mut Transaction<'_, Postgres>,
+    scope: Scope,
+    headers: &[BlockHeader],
+) -> anyhow::Result<()> {
     if headers.is_empty() {
         return Ok(());
     }
@@ -735,8 +749,17 @@ async fn write_values(
     let mut acc: (Vec<Vec<u8>>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>) = Default::default();
     let mut acc_gone = Vec::new();
     let mut subs = Vec::new();
-    let mut streams: (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<i32>, Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>) =
-        Default::default();
+    let mut streams: (
+        Vec<Vec<u8>>,
+        Vec<Vec<u8>>,
+        Vec<i32>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<i64>,
+    ) = Default::default();
     let mut nonce_keys: (Vec<Vec<u8>>, Vec<i16>, Vec<Vec<u8>>, Vec<Option<String>>) = Default::default();
     let mut unique_keys: (Vec<Vec<u8>>, Vec<String>, Vec<bool>) = Default::default();
     let mut project_keys: (Vec<i64>, Vec<Option<Vec<u8>>>, Vec<i32>, Vec<i64>) = Default::default();

@@ -12,8 +12,8 @@ use std::{
 
 use alloy::primitives::Address;
 use anyhow::Context;
-use sqlx::PgPool;
 use futures::{StreamExt, stream::FuturesOrdered};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
 use super::{
@@ -53,11 +53,28 @@ pub struct Indexer<S: LogSource> {
 }
 
 impl<S: LogSource> Indexer<S> {
-    pub fn new(source: Arc<S>, pool: PgPool, chain_id: u64, contract: Address, start_block: u64, cfg: IndexerConfig) -> Self {
+    pub fn new(
+        source: Arc<S>,
+        pool: PgPool,
+        chain_id: u64,
+        contract: Address,
+        start_block: u64,
+        cfg: IndexerConfig,
+    ) -> Self {
         let range = AtomicU64::new(cfg.initial_range.max(1));
         let status = watch::Sender::new(IndexerStatus { chain_id, contract, ..Default::default() });
         let ceiling = AtomicU64::new(cfg.max_range.max(1));
-        Self { source, pool, scope: Scope { chain_id, contract }, start_block, cfg, range, ceiling, successes: AtomicU64::new(0), status }
+        Self {
+            source,
+            pool,
+            scope: Scope { chain_id, contract },
+            start_block,
+            cfg,
+            range,
+            ceiling,
+            successes: AtomicU64::new(0),
+            status,
+        }
     }
 
     pub fn scope(&self) -> Scope {
@@ -268,7 +285,13 @@ impl<S: LogSource> Indexer<S> {
                         self.range.store((range / 2).max(1), Ordering::Relaxed);
                         self.ceiling.store(range.saturating_sub(1).max(1), Ordering::Relaxed);
                         self.successes.store(0, Ordering::Relaxed);
-                        tracing::warn!(from, to, range, error = format!("{e:#}"), "eth_getLogs failed; shrinking the range");
+                        tracing::warn!(
+                            from,
+                            to,
+                            range,
+                            error = format!("{e:#}"),
+                            "eth_getLogs failed; shrinking the range"
+                        );
                         if range == 1 {
                             anyhow::ensure!(failures < 8, "eth_getLogs keeps failing at block {from}: {e:#}");
                             tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
@@ -337,7 +360,9 @@ impl<S: LogSource> Indexer<S> {
         let batch = Batch { from: base, to: last, headers, events, copy: None, reorgable: true, chain_head: head };
         match self.commit(&batch).await {
             Ok(stats) => Ok(Step::Advanced { to: last.number, events: stats.events }),
-            Err(e) if matches!(e.downcast_ref::<CommitError>(), Some(CommitError::ParentMismatch { .. })) => Ok(Step::Retry),
+            Err(e) if matches!(e.downcast_ref::<CommitError>(), Some(CommitError::ParentMismatch { .. })) => {
+                Ok(Step::Retry)
+            }
             Err(e) => Err(e),
         }
     }
@@ -367,7 +392,13 @@ impl<S: LogSource> Indexer<S> {
 
 /// Fetches and decodes one final range: its logs, the header of its last block (the new
 /// checkpoint), and the COPY text of its events.
-async fn fetch_final<S: LogSource>(source: Arc<S>, scope: Scope, from: u64, to: u64, head: u64) -> anyhow::Result<Batch> {
+async fn fetch_final<S: LogSource>(
+    source: Arc<S>,
+    scope: Scope,
+    from: u64,
+    to: u64,
+    head: u64,
+) -> anyhow::Result<Batch> {
     let started = Instant::now();
     let (logs, header) = tokio::try_join!(source.logs(scope.contract, from, to), source.header(to))?;
     let header = header.with_context(|| format!("block {to} not found"))?;

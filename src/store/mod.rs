@@ -17,9 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use keys::{ApiKeyRecord, NewApiKey, hash_api_key};
 pub use nonces::{Claim, NonceScope, NonceStatus};
-pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use transactions::{AttemptKind, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus};
 
 /// Handle to the relayer's database; cheap to clone.

@@ -143,6 +143,22 @@ impl Store {
         Ok(())
     }
 
+    /// The highest nonce of the signer this relayer saw mined, if any: the chain's
+    /// `bySigAccountNonces` is past it even while the index trails the receipt.
+    pub async fn highest_mined_nonce(&self, scope: NonceScope) -> anyhow::Result<Option<u64>> {
+        let highest: Option<i64> = sqlx::query_scalar(
+            "SELECT max(nonce) FROM meta_nonces
+             WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND status = 'mined'",
+        )
+        .bind(as_i64(scope.chain_id)?)
+        .bind(scope.contract.as_slice())
+        .bind(scope.signer.as_slice())
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to read the signer's mined nonces")?;
+        Ok(highest.map(|h| h as u64))
+    }
+
     /// Nonces in `[from, to)` that are in flight right now.
     pub async fn in_flight_nonces(&self, scope: NonceScope, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
         // A client may send any u64 as a nonce; nothing beyond i64 is ever stored.

@@ -106,7 +106,11 @@ async fn assert_index_matches_chain(app: &TestApp, extra: &[Address]) -> u64 {
         let view = r.balance(app.contract, a).await.unwrap().unwrap();
         assert_eq!(view.head, head);
         assert_eq!(view.balance, sp.balanceOf(a).block(block).call().await.unwrap(), "balanceOf, {at}");
-        assert_eq!(view.signed_balance, sp.signedBalanceOf(a).block(block).call().await.unwrap(), "signedBalanceOf, {at}");
+        assert_eq!(
+            view.signed_balance,
+            sp.signedBalanceOf(a).block(block).call().await.unwrap(),
+            "signedBalanceOf, {at}"
+        );
         let info = sp.accountInfo(a).block(block).call().await.unwrap();
         assert_eq!(view.stored_balance, info.balance, "accountInfo.balance, {at}");
         assert_eq!(view.income_rate, info.incomeRate, "accountInfo.incomeRate, {at}");
@@ -115,7 +119,11 @@ async fn assert_index_matches_chain(app: &TestApp, extra: &[Address]) -> u64 {
 
         let subs = sp.allSubscriptions(a).block(block).call().await.unwrap();
         let indexed = r.subscriptions(app.contract, a).await.unwrap().unwrap();
-        assert_eq!(indexed.streams.iter().map(|s| s.author).collect::<Vec<_>>(), subs.authors, "allSubscriptions authors, {at}");
+        assert_eq!(
+            indexed.streams.iter().map(|s| s.author).collect::<Vec<_>>(),
+            subs.authors,
+            "allSubscriptions authors, {at}"
+        );
         assert_eq!(
             indexed.streams.iter().map(|s| s.encoded_rates).collect::<Vec<_>>(),
             subs.rates,
@@ -142,12 +150,13 @@ async fn assert_index_matches_chain(app: &TestApp, extra: &[Address]) -> u64 {
 async fn assert_events_complete(app: &TestApp) {
     let head = reader(app).head(app.contract).await.unwrap().unwrap().block_number;
     let logs = app.provider.get_logs(&Filter::new().address(app.contract).from_block(0).to_block(head)).await.unwrap();
-    let rows: Vec<(Vec<u8>, i32)> =
-        sqlx::query_as("SELECT block_hash, log_index FROM idx_events WHERE contract = $1 ORDER BY block_number, log_index")
-            .bind(app.contract.as_slice())
-            .fetch_all(app.store.pool())
-            .await
-            .unwrap();
+    let rows: Vec<(Vec<u8>, i32)> = sqlx::query_as(
+        "SELECT block_hash, log_index FROM idx_events WHERE contract = $1 ORDER BY block_number, log_index",
+    )
+    .bind(app.contract.as_slice())
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
     let chain: Vec<(Vec<u8>, i32)> =
         logs.iter().map(|l| (l.block_hash.unwrap().to_vec(), l.log_index.unwrap() as i32)).collect();
     assert_eq!(rows.len(), chain.len(), "stored events vs chain logs");
@@ -186,7 +195,10 @@ async fn index_serves_balances_streams_and_nonces_equal_to_the_chain() {
     let (user, author) = (wallet(), wallet());
     app.fund(&user, 100).await;
     let built = app
-        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}))
+        .build(
+            "/api/v1/USDC/subscriptions",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
     app.advance(3_600).await;
@@ -205,6 +217,55 @@ async fn index_serves_balances_streams_and_nonces_equal_to_the_chain() {
     assert_eq!(r.nonce(app.contract, user.address()).await.unwrap(), U256::from(2u8), "deposit + subscribe");
     let author_balance = r.balance(app.contract, author.address()).await.unwrap().unwrap();
     assert!(author_balance.balance > U256::ZERO, "the author's balance grows with time");
+}
+
+/// `GET /meta/nonce` answers from the index (at the indexed block), raised past nonces the
+/// relayer saw mined before the index caught up, and past calls built but not yet executed.
+#[tokio::test]
+async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await; // nonce 0, relayed and mined
+    async fn get(app: &TestApp, who: Address) -> (u64, u64, Option<u64>) {
+        let (status, body) = app.get(&format!("/api/v1/USDC/meta/nonce/{who}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (body["Nonce"].as_u64().unwrap(), body["ChainNonce"].as_u64().unwrap(), body["Block"].as_u64())
+    }
+    async fn chain_nonce(app: &TestApp, who: Address) -> U256 {
+        app.streampay().bySigAccountNonces(who).call().await.unwrap()
+    }
+    assert_eq!(get(&app, user.address()).await, (1, 1, None), "no index yet: the chain's view");
+
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let head = reader(&app).head(app.contract).await.unwrap().unwrap().block_number;
+    assert_eq!(chain_nonce(&app, user.address()).await, U256::from(1u8));
+    assert_eq!(get(&app, user.address()).await, (1, 1, Some(head)));
+
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": wallet().address(), "Amount": "1"}))
+        .await;
+    assert_eq!(built["Transaction"]["Nonce"], 1);
+    assert_eq!(get(&app, user.address()).await, (2, 1, Some(head)), "a built call holds nonce 1");
+
+    // Mined through the relayer; the index has not seen the block yet.
+    app.execute_ok(&user, &built).await;
+    assert_eq!(chain_nonce(&app, user.address()).await, U256::from(2u8));
+    assert_eq!(get(&app, user.address()).await, (2, 2, Some(head)), "read-your-writes before the index catches up");
+
+    ix.sync_to_head().await.unwrap();
+    let new_head = reader(&app).head(app.contract).await.unwrap().unwrap().block_number;
+    assert!(new_head > head);
+    assert_eq!(get(&app, user.address()).await, (2, 2, Some(new_head)));
+
+    // The index is the source: what it says is what the endpoint says.
+    sqlx::query("UPDATE idx_nonces SET next_nonce = 7 WHERE contract = $1 AND signer = $2 AND nonce_type = 0")
+        .bind(app.contract.as_slice())
+        .bind(user.address().as_slice())
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(get(&app, user.address()).await, (7, 7, Some(new_head)));
 }
 
 #[tokio::test]
@@ -236,7 +297,10 @@ async fn reorg_that_removes_a_subscription_rolls_the_stream_back() {
     ix.sync_to_head().await.unwrap();
 
     let built = app
-        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}))
+        .build(
+            "/api/v1/USDC/subscriptions",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
     app.advance(600).await;
@@ -304,7 +368,14 @@ async fn rollbacks_and_reorgs_at_several_depths_keep_the_index_equal_to_the_chai
         for i in 0..depth {
             let author = authors[(round + i as usize) % authors.len()];
             match i % 3 {
-                0 => send_ok(StreamPay::new(app.contract, signing(&app, &alice)).subscribe(author, alloy::primitives::Uint::from(1_000_000_000u64 * (i + 1)), U256::ZERO)).await,
+                0 => {
+                    send_ok(StreamPay::new(app.contract, signing(&app, &alice)).subscribe(
+                        author,
+                        alloy::primitives::Uint::from(1_000_000_000u64 * (i + 1)),
+                        U256::ZERO,
+                    ))
+                    .await
+                }
                 1 => send_ok(StreamPay::new(app.contract, signing(&app, &alice)).pay(author, internal(1))).await,
                 _ => {
                     let _ = raw(&app, "evm_increaseTime", json!([120])).await;
@@ -346,10 +417,12 @@ async fn restart_mid_backfill_leaves_no_gap_and_no_duplicate() {
     let sp = StreamPay::new(app.contract, &p);
     let receivers: Vec<Address> = (0..20).map(|_| wallet().address()).collect();
     for i in 0..40u64 {
-        let calls: Vec<Bytes> = (0..25).map(|j| pay_call(receivers[(i as usize + j) % 20], U256::from(1_000 + i))).collect();
+        let calls: Vec<Bytes> =
+            (0..25).map(|j| pay_call(receivers[(i as usize + j) % 20], U256::from(1_000 + i))).collect();
         send_ok(sp.multicall(calls)).await;
         if i % 7 == 0 {
-            send_ok(sp.subscribe(receivers[i as usize % 20], alloy::primitives::Uint::from(1_000u64 + i), U256::ZERO)).await;
+            send_ok(sp.subscribe(receivers[i as usize % 20], alloy::primitives::Uint::from(1_000u64 + i), U256::ZERO))
+                .await;
         }
     }
     // A small window and tiny ranges: most of the chain is backfilled, in many commits.
@@ -376,7 +449,10 @@ async fn restart_mid_backfill_leaves_no_gap_and_no_duplicate() {
     let status = first.status();
     let task = tokio::spawn(first.run(std::future::pending()));
     let checkpoint = || async {
-        sqlx::query_scalar::<_, i64>("SELECT block_number FROM idx_checkpoints").fetch_optional(app.store.pool()).await.unwrap()
+        sqlx::query_scalar::<_, i64>("SELECT block_number FROM idx_checkpoints")
+            .fetch_optional(app.store.pool())
+            .await
+            .unwrap()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -409,7 +485,9 @@ async fn reingesting_stored_blocks_changes_nothing() {
     let app = spawn_app().await;
     let (user, friend) = (wallet(), wallet());
     app.fund(&user, 50).await;
-    let built = app.build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "5"})).await;
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "5"}))
+        .await;
     app.execute_ok(&user, &built).await;
     let ix = indexer(&app, test_config());
     ix.sync_to_head().await.unwrap();
@@ -522,20 +600,31 @@ async fn random_operations_keep_the_index_equal_to_the_chain() {
     ix.sync_to_head().await.unwrap();
     let sp = app.streampay();
     let ops = [
-        Op::Deposit, Op::Pay, Op::Pay, Op::Subscribe, Op::Subscribe, Op::Subscribe, Op::Unsubscribe, Op::Unsubscribe,
-        Op::Withdraw, Op::TimeJump, Op::Liquidate,
+        Op::Deposit,
+        Op::Pay,
+        Op::Pay,
+        Op::Subscribe,
+        Op::Subscribe,
+        Op::Subscribe,
+        Op::Unsubscribe,
+        Op::Unsubscribe,
+        Op::Withdraw,
+        Op::TimeJump,
+        Op::Liquidate,
     ];
 
     for step in 0..steps {
         let op = ops[rng.random_range(0..ops.len())];
         let u = &users[rng.random_range(0..users.len())];
-        let other = users.iter().filter(|o| o.address() != u.address()).nth(rng.random_range(0..users.len() - 1)).unwrap();
+        let other =
+            users.iter().filter(|o| o.address() != u.address()).nth(rng.random_range(0..users.len() - 1)).unwrap();
         let what = format!("seed {seed} step {step}: {op:?} by {}", u.address());
         let outcome = match op {
             Op::Deposit => {
                 let n: u64 = rng.random_range(1..50);
                 app.mint(u.address(), tokens(n)).await;
-                exec(&app, u, "/api/v1/USDC/payments/deposit", &json!({"From": u.address(), "Amount": n.to_string()})).await
+                exec(&app, u, "/api/v1/USDC/payments/deposit", &json!({"From": u.address(), "Amount": n.to_string()}))
+                    .await
             }
             Op::Pay => {
                 let amount = format!("{}.{:03}", rng.random_range(0..20), rng.random_range(1..1000));
@@ -553,7 +642,8 @@ async fn random_operations_keep_the_index_equal_to_the_chain() {
                     continue;
                 }
                 let author = authors[rng.random_range(0..authors.len())];
-                let (status, built) = app.delete(&format!("/api/v1/USDC/subscriptions/{author}?From={}", u.address())).await;
+                let (status, built) =
+                    app.delete(&format!("/api/v1/USDC/subscriptions/{author}?From={}", u.address())).await;
                 if status == StatusCode::OK { execute_or_expire(&app, u, &built).await } else { status }
             }
             Op::Withdraw => {
@@ -581,8 +671,14 @@ async fn random_operations_keep_the_index_equal_to_the_chain() {
         eprintln!("{what} -> {outcome} (indexed block {block})");
     }
     assert_events_complete(&app).await;
-    let kinds: Vec<i16> = sqlx::query_scalar("SELECT DISTINCT kind FROM idx_events ORDER BY kind").fetch_all(app.store.pool()).await.unwrap();
-    assert!(kinds.contains(&2) && kinds.contains(&3) && kinds.contains(&8), "the run exercised streams and nonces: {kinds:?}");
+    let kinds: Vec<i16> = sqlx::query_scalar("SELECT DISTINCT kind FROM idx_events ORDER BY kind")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    assert!(
+        kinds.contains(&2) && kinds.contains(&3) && kinds.contains(&8),
+        "the run exercised streams and nonces: {kinds:?}"
+    );
 }
 
 /// Builds and executes; returns the status of whichever failed first (a revert is a valid
@@ -711,10 +807,11 @@ async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reinges
         send_ok(StreamPay::new(app.contract, signing(&app, &alice)).pay(*r, internal(1))).await;
     }
     ix.sync_to_head().await.unwrap(); // the four blocks arrive in one batch
-    let undo_batches: i64 = sqlx::query_scalar("SELECT count(DISTINCT block_number) FROM idx_undo WHERE batch_to IS NOT NULL")
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
+    let undo_batches: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT block_number) FROM idx_undo WHERE batch_to IS NOT NULL")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert!(undo_batches >= 1);
 
     // Replace the last two blocks: the common ancestor is inside the batch.
@@ -737,7 +834,7 @@ async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reinges
 #[tokio::test]
 async fn indexer_spawned_for_the_api_follows_its_deployments() {
     let app = spawn_app().await;
-    let tasks = streampay_relayer::indexer::spawn_for_api(&app.state).unwrap();
+    let tasks = streampay_relayer::indexer::spawn_for_api(&app.state);
     let user = wallet();
     app.fund(&user, 7).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -759,7 +856,10 @@ async fn balance_and_subscriptions_endpoints_serve_the_index_once_it_exists() {
     let (user, author) = (wallet(), wallet());
     app.fund(&user, 40).await;
     let built = app
-        .build("/api/v1/USDC/subscriptions", &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}))
+        .build(
+            "/api/v1/USDC/subscriptions",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}),
+        )
         .await;
     app.execute_ok(&user, &built).await;
     let ix = indexer(&app, test_config());
@@ -797,7 +897,10 @@ async fn authors_incoming_streams_come_from_the_index_and_match_the_chain() {
     for (who, rate) in [(&alice, "30"), (&bob, "12.5")] {
         app.fund(who, 100).await;
         let built = app
-            .build("/api/v1/USDC/subscriptions", &json!({"from": who.address(), "author": author.address(), "subscription_rate": rate}))
+            .build(
+                "/api/v1/USDC/subscriptions",
+                &json!({"from": who.address(), "author": author.address(), "subscription_rate": rate}),
+            )
             .await;
         app.execute_ok(who, &built).await;
     }

@@ -30,7 +30,7 @@ async fn nonce_counts_calls_built_but_not_yet_executed() {
     let user = wallet();
     assert_eq!(
         nonce_of(&app, user.address()).await,
-        json!({"Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0})
+        json!({"Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0, "Block": null})
     );
     let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;

@@ -145,7 +145,10 @@ async fn openapi_documents_every_route_in_the_router() {
     assert_eq!(doc["info"]["version"], API_VERSION);
     let ops = documented(&doc);
     let missing: Vec<_> = router_routes().into_iter().filter(|r| !ops.contains_key(r)).collect();
-    assert!(missing.is_empty(), "routes missing from /openapi.json (add #[utoipa::path] and list them in discovery::ApiDoc): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from /openapi.json (add #[utoipa::path] and list them in discovery::ApiDoc): {missing:?}"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +173,8 @@ async fn openapi_documents_every_seed_endpoint_with_schemas_and_error_codes() {
         ("POST", "/api/v1/{contract}/batch/payments"),
     ];
     for (method, path) in seed {
-        let op = ops.get(&(method.to_string(), normalize(path))).unwrap_or_else(|| panic!("{method} {path} undocumented"));
+        let op =
+            ops.get(&(method.to_string(), normalize(path))).unwrap_or_else(|| panic!("{method} {path} undocumented"));
         let responses = op["responses"].as_object().unwrap();
         let ok = &responses["200"]["content"]["application/json"]["schema"];
         assert!(ok.is_object(), "{method} {path}: 200 without a JSON schema");
@@ -217,7 +221,11 @@ async fn documented_operations_are_served() {
     let doc = openapi(&app).await;
     let who = crate::harness::wallet().address().to_string();
     for ((method, path), _) in documented(&doc) {
-        let concrete = path.replace("{contract}", "USDC").replace("{id}", "1").replace("{address}", &who).replace("{account}", &who);
+        let concrete = path
+            .replace("{contract}", "USDC")
+            .replace("{id}", "1")
+            .replace("{address}", &who)
+            .replace("{account}", &who);
         // No key and no body: each answers from its own handler (401, 400, 200), never the 404
         // fallback or a 405.
         let resp = app.http.request(method.parse().unwrap(), app.url(&concrete)).send().await.unwrap();
@@ -245,7 +253,15 @@ fn every_error_code_in_the_source_is_in_the_catalog() {
             continue;
         }
         let src = std::fs::read_to_string(&p).unwrap();
-        for ctor in ["bad_request(", "unauthorized(", "forbidden(", "not_found(", "conflict(", "unprocessable(", "too_many_requests("] {
+        for ctor in [
+            "bad_request(",
+            "unauthorized(",
+            "forbidden(",
+            "not_found(",
+            "conflict(",
+            "unprocessable(",
+            "too_many_requests(",
+        ] {
             for (i, _) in src.match_indices(&format!("AppError::{ctor}")) {
                 let rest = src[i + "AppError::".len() + ctor.len()..].trim_start();
                 if let Some(lit) = rest.strip_prefix('"') {

@@ -1,10 +1,7 @@
 //! `GET /health`: ok, degraded (indexer lag, sponsor low balance) and down (RPC stopped, database
 //! stopped), each by breaking the real dependency.
 
-use alloy::{
-    primitives::U256,
-    providers::Provider,
-};
+use alloy::{primitives::U256, providers::Provider};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -71,11 +68,13 @@ async fn health_is_down_503_while_the_database_refuses_connections_and_recovers_
     let (mut admin, db) = admin(&app).await;
     // Stop this test's database: refuse new connections and kill the pool's open ones.
     sqlx::query(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")).execute(&mut admin).await.unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-        .bind(&db)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db)
+    .execute(&mut admin)
+    .await
+    .unwrap();
 
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
