@@ -92,7 +92,7 @@ impl Default for Config {
             health_max_indexer_lag_blocks: crate::api::health::HealthSettings::default().max_indexer_lag_blocks,
             health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
-            indexer: crate::indexer::IndexerConfig::default(),
+            indexer: crate::indexer::IndexerConfig { read_cache: true, ..Default::default() },
         }
     }
 }
@@ -429,6 +429,12 @@ mod tests {
         assert_eq!(c.indexer.poll_interval, Duration::from_millis(50));
         assert!(c.apply_env(|k| (k == "STREAMPAY_INDEXER_POLL_MS").then(|| "soon".into())).is_err());
         assert!(Config::default().apply_file("[indexer]\npoll_ms = 5").is_err(), "unknown indexer key");
+        assert!(c.indexer.read_cache, "serve caches reads unless told otherwise");
+        c.apply_file("[indexer]\nread_cache = false").unwrap();
+        assert!(!c.indexer.read_cache);
+        c.apply_env(|k| (k == "STREAMPAY_INDEXER_READ_CACHE").then(|| "true".into())).unwrap();
+        assert!(c.indexer.read_cache);
+        assert!(c.apply_env(|k| (k == "STREAMPAY_INDEXER_READ_CACHE").then(|| "yes".into())).is_err());
     }
 
     #[test]

@@ -43,7 +43,6 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
-    indexer::IndexReader,
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
@@ -64,7 +63,7 @@ pub async fn nonce(
     let contract = state.contract(&contract)?;
     let account = parse_address("account", &account)?;
     let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: account };
-    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
+    let reader = state.index();
     let (base, now, block) = match reader.head(contract.address).await? {
         Some(head) => {
             let indexed = u64::try_from(reader.nonce(contract.address, account).await?)

@@ -21,7 +21,11 @@ mod payments;
 mod subscriptions;
 mod transactions;
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{
+    ops::Deref,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use alloy::{primitives::Address, providers::DynProvider};
 use axum::{
@@ -37,7 +41,7 @@ use tower_http::{
 pub use error::AppError;
 pub use extract::parse_address;
 
-use crate::{config::Deployment, pipeline::Sponsors, store::Store};
+use crate::{config::Deployment, indexer::IndexReader, pipeline::Sponsors, store::Store};
 
 /// Addresses leave the API EIP-55 checksummed, as wallets and ethers/viem print them.
 pub(crate) fn checksum(a: Address) -> String {
@@ -98,7 +102,11 @@ impl Default for Settings {
 
 /// Shared state of every handler; cheap to clone.
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState {
+    inner: Arc<Inner>,
+    /// The read model, made on first use (its cache's listener needs the runtime).
+    index: Arc<OnceLock<IndexReader>>,
+}
 
 pub struct Inner {
     pub store: Store,
@@ -111,14 +119,28 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(inner: Inner) -> Self {
-        Self(Arc::new(inner))
+        Self { inner: Arc::new(inner), index: Arc::new(OnceLock::new()) }
+    }
+
+    /// The Postgres index's read model every read endpoint answers from; with the
+    /// notification-invalidated cache when `settings.indexer.read_cache` is on (see
+    /// [`IndexReader::with_cache`]). Must first be called inside the Tokio runtime.
+    pub fn index(&self) -> &IndexReader {
+        self.index.get_or_init(|| {
+            let pool = self.store.pool().clone();
+            if self.settings.indexer.read_cache {
+                IndexReader::with_cache(pool, self.chain_id)
+            } else {
+                IndexReader::new(pool, self.chain_id)
+            }
+        })
     }
 }
 
 impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
-        &self.0
+        &self.inner
     }
 }
 

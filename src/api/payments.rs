@@ -232,9 +232,7 @@ pub async fn balance(
     let address = parse_address("address", &address)?;
     // From the Postgres index at its head's chain time (SPEC §3); from the chain's own view only
     // while the index has no checkpoint for this deployment (a fresh database, no indexer).
-    let indexed = crate::indexer::IndexReader::new(state.store.pool().clone(), state.chain_id)
-        .balance(contract.address, address)
-        .await?;
+    let indexed = state.index().balance(contract.address, address).await?;
     let raw = match indexed {
         Some(view) => view.balance,
         None => StreamPay::new(contract.address, &state.provider)

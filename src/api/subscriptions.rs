@@ -211,9 +211,7 @@ pub async fn list(
     let address = parse_address("address", &address)?;
     // From the Postgres index (SPEC §3); from the chain's own view only while the index has no
     // checkpoint for this deployment (a fresh database, no indexer).
-    let indexed = crate::indexer::IndexReader::new(state.store.pool().clone(), state.chain_id)
-        .subscriptions(contract.address, address)
-        .await?;
+    let indexed = state.index().subscriptions(contract.address, address).await?;
     let (authors, rates): (Vec<_>, Vec<_>) = match indexed {
         Some(v) => v.streams.iter().map(|s| (s.author, s.encoded_rates)).unzip(),
         None => {
@@ -263,10 +261,7 @@ pub async fn incoming(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
-    let Some(view) = crate::indexer::IndexReader::new(state.store.pool().clone(), state.chain_id)
-        .incoming_streams(contract.address, author)
-        .await?
-    else {
+    let Some(view) = state.index().incoming_streams(contract.address, author).await? else {
         return Err(AppError::unavailable("index_not_ready", "the event index has not reached this deployment yet"));
     };
     let streams: Vec<Value> = view

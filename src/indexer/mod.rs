@@ -59,6 +59,11 @@ pub struct IndexerConfig {
     /// `STREAMPAY_INDEXER_FETCH_CONCURRENCY`: `eth_getLogs` requests in flight during the
     /// backfill (default 2).
     pub fetch_concurrency: usize,
+    /// `STREAMPAY_INDEXER_READ_CACHE` (`true`/`false`): whether the API's reads keep answers in
+    /// memory until the next index commit, which every replica hears as a Postgres `NOTIFY`
+    /// (off in `IndexerConfig::default()`; `serve` turns it on unless configured off). An answer
+    /// can then trail a commit by the notification's delivery time.
+    pub read_cache: bool,
 }
 
 impl Default for IndexerConfig {
@@ -72,6 +77,7 @@ impl Default for IndexerConfig {
             max_follow_range: 100,
             pipeline_depth: 4,
             fetch_concurrency: 2,
+            read_cache: false,
         }
     }
 }
@@ -101,6 +107,12 @@ impl IndexerConfig {
             follow_range: num("STREAMPAY_INDEXER_FOLLOW_RANGE")?,
             pipeline_depth: num("STREAMPAY_INDEXER_PIPELINE")?,
             fetch_concurrency: num("STREAMPAY_INDEXER_FETCH_CONCURRENCY")?,
+            read_cache: match get("STREAMPAY_INDEXER_READ_CACHE").as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some("true" | "1") => Some(true),
+                Some("false" | "0") => Some(false),
+                Some(other) => anyhow::bail!("STREAMPAY_INDEXER_READ_CACHE={other}: expected true or false"),
+            },
         };
         self.apply(&file);
         Ok(())
@@ -132,6 +144,9 @@ impl IndexerConfig {
         if let Some(v) = s.fetch_concurrency {
             self.fetch_concurrency = v.max(1) as usize;
         }
+        if let Some(v) = s.read_cache {
+            self.read_cache = v;
+        }
     }
 }
 
@@ -148,6 +163,7 @@ pub struct IndexerSettings {
     pub follow_range: Option<u64>,
     pub pipeline_depth: Option<u64>,
     pub fetch_concurrency: Option<u64>,
+    pub read_cache: Option<bool>,
 }
 
 /// Progress of one deployment's indexer, published after every step (for `/health` and logs).

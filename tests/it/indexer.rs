@@ -22,7 +22,8 @@ use streampay_relayer::{
     indexer::{IndexReader, Indexer, IndexerConfig, LogSource, RawLog, RpcLogSource, Step},
 };
 
-use crate::harness::{TestApp, internal, spawn_app, tokens, wallet};
+use crate::harness::{TestApp, internal, spawn_app, spawn_app_with, tokens, wallet};
+use streampay_relayer::api::Settings;
 
 // ------------------------------------------------------------------------------------ helpers
 
@@ -748,6 +749,45 @@ async fn cached_reader_never_serves_a_balance_older_than_the_last_commit() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(app.balance_of(bob).await, internal(2));
+}
+
+/// `serve`'s configuration: the API's reads through the cached reader. After each commit the
+/// endpoints reach the new state promptly and never go back to the old one.
+#[tokio::test]
+async fn api_reads_through_the_cache_follow_every_commit() {
+    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
+    settings.indexer.read_cache = true;
+    let app = spawn_app_with(settings).await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 100).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let bob = wallet().address();
+    async fn api_balance(app: &TestApp, who: Address) -> U256 {
+        let (status, body) = app.get(&format!("/api/v1/USDC/payments/balance/{who}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["BalanceRaw"].as_str().unwrap().parse::<U256>().unwrap()
+    }
+    assert_eq!(api_balance(&app, bob).await, U256::ZERO);
+    for i in 1..=3u64 {
+        send_ok(StreamPay::new(app.contract, &p).pay(bob, internal(1))).await;
+        ix.sync_to_head().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = api_balance(&app, bob).await;
+            if seen == internal(i) {
+                break;
+            }
+            assert_eq!(seen, internal(i - 1), "only the previous value may be seen meanwhile");
+            assert!(tokio::time::Instant::now() < deadline, "the API kept serving the old balance");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for _ in 0..10 {
+            assert_eq!(api_balance(&app, bob).await, internal(i));
+        }
+        assert_eq!(app.balance_of(bob).await, internal(i), "equal to the chain");
+    }
+    assert!(app.state.index().cache_active(), "the API's reader is the cached one");
 }
 
 #[tokio::test]
