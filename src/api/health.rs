@@ -198,9 +198,20 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             max_lag_blocks: settings.max_indexer_lag_blocks,
         };
         match lag {
-            // TODO(indexer): `serve` does not run the indexer yet. Once it does, a deployment
-            // still without a checkpoint some time after start should count as lag too.
-            Ok(None) => check.status = "not_started",
+            // No checkpoint yet: the index is behind by everything since the deployment's start
+            // block. Within the threshold (a fresh deployment) that is `not_started`; beyond it
+            // the indexer is not keeping up (or not running) and counts as lag.
+            Ok(None) => {
+                check.status = "not_started";
+                if let Some(h) = head {
+                    let blocks = h.saturating_sub(contract.start_block);
+                    check.chain_head = Some(h);
+                    check.lag_blocks = Some(blocks);
+                    if blocks > settings.max_indexer_lag_blocks {
+                        check.status = "lagging";
+                    }
+                }
+            }
             Ok(Some(lag)) => {
                 // Measured against the node's head, not the head the indexer last saw: a stalled
                 // indexer stops updating the latter.

@@ -205,6 +205,9 @@ async fn main() -> anyhow::Result<()> {
     // the comparison pay for an HTTP round trip and JSON.
     let http_base = serve_reads(cached_reader.clone(), contract).await?;
     let http = alloy::transports::http::reqwest::Client::new();
+    // And the relayer's own read endpoints: `api::app` with its X-API-Key check and the same
+    // cached read model `serve` uses.
+    let (api_base, api_key) = serve_api(index_pool.clone(), &anvil, chain_id, contract, token).await?;
     let mut read_rows = Vec::new();
     for kind in ["balance", "subscriptions", "incoming streams"] {
         let mut results = Vec::new();
@@ -241,6 +244,24 @@ async fn main() -> anyhow::Result<()> {
         };
         run(args.reads / 10).await?;
         let over_http = run(args.reads).await?;
+        let api_path = match kind {
+            "balance" => "payments/balance/{a}",
+            "subscriptions" => "subscriptions/{a}",
+            _ => "authors/{a}/streams",
+        };
+        let run = |total| {
+            load(total, args.concurrency, &accounts, |a| {
+                let url = format!("{api_base}/api/v1/USDC/{}", api_path.replace("{a}", &a.to_string()));
+                let req = http.get(url).header("X-API-Key", &api_key);
+                async move {
+                    let body = req.send().await?.error_for_status()?.bytes().await?;
+                    anyhow::ensure!(!body.is_empty());
+                    anyhow::Ok(())
+                }
+            })
+        };
+        run(args.reads / 10).await?;
+        let over_api = run(args.reads).await?;
         let run = |total| {
             load(total, args.concurrency, &accounts, |a| {
                 let view = view.clone();
@@ -265,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
         let rpc = run(args.reads).await?;
         let plain_db = results.pop().expect("two runs");
         let cached = results.pop().expect("two runs");
-        read_rows.push((kind, over_http, cached, plain_db, rpc));
+        read_rows.push((kind, over_api, over_http, cached, plain_db, rpc));
     }
 
     // ---------------------------------------------------------------- report
@@ -314,8 +335,9 @@ async fn main() -> anyhow::Result<()> {
         args.reads, args.concurrency
     );
     println!("|---|---:|---:|---:|---:|");
-    for (kind, http, cached, db, rpc) in read_rows {
+    for (kind, api, http, cached, db, rpc) in read_rows {
         for (label, r) in [
+            ("relayer API endpoint (X-API-Key + cached read model)", &api),
             ("index over HTTP/JSON (cached reader)", &http),
             ("index, in-process cached reader", &cached),
             ("index, in-process, Postgres every call", &db),
@@ -330,6 +352,42 @@ async fn main() -> anyhow::Result<()> {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Serves the relayer's API (`api::app`) over the indexed database, reads cached as under
+/// `serve`; returns its base URL and an API key.
+async fn serve_api(
+    pool: PgPool,
+    anvil: &alloy::node_bindings::AnvilInstance,
+    chain_id: u64,
+    contract: Address,
+    token: Address,
+) -> anyhow::Result<(String, String)> {
+    use streampay_relayer::{
+        api::{self, AppState, Contract, Inner, Settings},
+        pipeline::Sponsors,
+        store::Store,
+    };
+    let store = Store::from_pool(pool);
+    let sponsor: PrivateKeySigner = anvil.keys()[1].clone().into();
+    let key = store.create_api_key("bench", &[sponsor.address()], true).await?;
+    let mut settings = Settings::default();
+    settings.indexer.read_cache = true;
+    let state = AppState::new(Inner {
+        store,
+        provider: streampay_relayer::chain::connect(&anvil.endpoint())?,
+        chain_id,
+        contracts: vec![Contract { name: "USDC".into(), address: contract, token, token_decimals: 6, start_block: 0 }],
+        sponsors: Sponsors::from_signers(vec![sponsor], chain_id),
+        settings,
+    });
+    while !state.index().cache_active() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, api::app(state)).await });
+    Ok((base, key.key))
 }
 
 /// Serves `/balance/{a}`, `/subscriptions/{a}`, `/incoming/{a}` from `reader` on a free port.

@@ -142,3 +142,23 @@ async fn health_is_degraded_when_the_index_trails_the_chain_beyond_the_threshold
     assert_eq!(ix["lag_blocks"], 101);
     assert_eq!(ix["max_lag_blocks"], 100);
 }
+
+#[tokio::test]
+async fn health_counts_a_deployment_never_indexed_past_the_threshold_as_lag() {
+    let app = spawn_app().await;
+    let (_, body) = health(&app).await;
+    let ix = &body["checks"]["indexer"][0];
+    assert_eq!(ix["status"], "not_started", "{body}");
+    let first = ix["lag_blocks"].as_u64().expect("lag counted from the start block");
+    assert!(first <= 100, "{body}");
+    // No indexer runs while the chain moves past the threshold.
+    let _: Value = app.provider.raw_request("anvil_mine".into(), (101u64,)).await.unwrap();
+    let (status, body) = health(&app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["degraded_subsystems"], json!(["indexer_lag"]));
+    let ix = &body["checks"]["indexer"][0];
+    assert_eq!(ix["status"], "lagging");
+    assert_eq!(ix["lag_blocks"], first + 101);
+    assert_eq!(ix["indexed_block"], Value::Null);
+}
