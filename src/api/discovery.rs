@@ -461,11 +461,10 @@ pub struct NonceView {
     /// The nonce to sign next, counting calls built or in flight.
     pub nonce: u64,
     /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
-    /// relayer has already seen a later nonce mined; the chain's own view while the deployment
-    /// has no index yet.
+    /// relayer has already seen a later nonce mined.
     pub chain_nonce: u64,
-    /// The indexed block the answer is computed at; null while the deployment has no index.
-    pub block: Option<u64>,
+    /// The indexed block the answer is computed at.
+    pub block: u64,
 }
 
 /// `POST /{contract}/meta/execute` request.
@@ -566,7 +565,7 @@ pub struct TransactionView {
         (status = 400, description = "`unknown_contract`, `invalid_address`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
         (status = 422, description = "`nonce_out_of_range`", body = ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 #[allow(dead_code)]

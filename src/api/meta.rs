@@ -52,8 +52,8 @@ use crate::{
 /// Served from the Postgres index (SPEC §3): `bySigAccountNonces` as of the indexed head, raised
 /// past every nonce this relayer has already seen mined (the index may trail a receipt by one
 /// poll: read-your-writes), then past the calls built or in flight. Built calls expire against
-/// the indexed head's time. Until the deployment's first checkpoint (a fresh database) the
-/// chain's own view answers. `execute` always checks against the chain itself.
+/// the indexed head's time; 503 `index_not_ready` before the deployment's first checkpoint.
+/// `execute` always checks against the chain itself.
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn nonce(
     State(state): State<AppState>,
@@ -64,19 +64,14 @@ pub async fn nonce(
     let account = parse_address("account", &account)?;
     let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: account };
     let reader = state.index();
-    let (base, now, block) = match reader.head(contract.address).await? {
-        Some(head) => {
-            let indexed = u64::try_from(reader.nonce(contract.address, account).await?)
-                .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))?;
-            let mined = state.store.highest_mined_nonce(scope).await?;
-            let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
-            (base, head.block_timestamp, Some(head.block_number))
-        }
-        None => {
-            let on_chain = chain_nonce(&state, contract, account).await?;
-            (on_chain, chain::chain_time(&state.provider).await.map_err(AppError::chain)?, None)
-        }
+    let Some(head) = reader.head(contract.address).await? else {
+        return Err(super::subscriptions::index_not_ready());
     };
+    let indexed = u64::try_from(reader.nonce(contract.address, account).await?)
+        .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))?;
+    let mined = state.store.highest_mined_nonce(scope).await?;
+    let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
+    let (now, block) = (head.block_timestamp, head.block_number);
     let next = state.store.peek_nonce(scope, base, now).await?;
     Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": block})))
 }

@@ -219,7 +219,7 @@ pub async fn withdraw(
         (status = 200, description = "Live balance", body = crate::api::discovery::BalanceView),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -230,17 +230,11 @@ pub async fn balance(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
-    // From the Postgres index at its head's chain time (SPEC §3); from the chain's own view only
-    // while the index has no checkpoint for this deployment (a fresh database, no indexer).
-    let indexed = state.index().balance(contract.address, address).await?;
-    let raw = match indexed {
-        Some(view) => view.balance,
-        None => StreamPay::new(contract.address, &state.provider)
-            .balanceOf(address)
-            .call()
-            .await
-            .map_err(AppError::chain)?,
+    // From the Postgres index at its head's chain time (SPEC §3).
+    let Some(view) = state.index().balance(contract.address, address).await? else {
+        return Err(super::subscriptions::index_not_ready());
     };
+    let raw = view.balance;
     Ok(Json(json!({
         "Address": checksum(address),
         "Balance": format_units(raw, INTERNAL_DECIMALS),

@@ -198,7 +198,7 @@ pub async fn cancel(
         (status = 200, description = "The address's outgoing streams", body = crate::api::discovery::SubscriptionList),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -209,20 +209,11 @@ pub async fn list(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
-    // From the Postgres index (SPEC §3); from the chain's own view only while the index has no
-    // checkpoint for this deployment (a fresh database, no indexer).
-    let indexed = state.index().subscriptions(contract.address, address).await?;
-    let (authors, rates): (Vec<_>, Vec<_>) = match indexed {
-        Some(v) => v.streams.iter().map(|s| (s.author, s.encoded_rates)).unzip(),
-        None => {
-            let subs = StreamPay::new(contract.address, &state.provider)
-                .allSubscriptions(address)
-                .call()
-                .await
-                .map_err(AppError::chain)?;
-            (subs.authors, subs.rates)
-        }
+    // From the Postgres index (SPEC §3), in `allSubscriptions` order.
+    let Some(indexed) = state.index().subscriptions(contract.address, address).await? else {
+        return Err(index_not_ready());
     };
+    let (authors, rates): (Vec<_>, Vec<_>) = indexed.streams.iter().map(|s| (s.author, s.encoded_rates)).unzip();
     let mask96 = (U256::from(1) << 96usize) - U256::from(1);
     let subscriptions: Vec<Value> = authors
         .iter()
@@ -240,10 +231,14 @@ pub async fn list(
     Ok(Json(json!({"Address": checksum(address), "Subscriptions": subscriptions})))
 }
 
+/// 503 `index_not_ready`: every read endpoint answers from the Postgres index only, so before the
+/// deployment's first checkpoint (the first seconds of a fresh database) there is no answer yet.
+pub(crate) fn index_not_ready() -> AppError {
+    AppError::unavailable("index_not_ready", "the event index has not reached this deployment yet; retry shortly")
+}
+
 /// `GET /{contract}/authors/{author}/streams`: the streams an author receives (the creators'
-/// view), with per-stream rates and the author's total income rate, from the Postgres index. The
-/// chain has no per-author view, so there is no fallback: before the index reaches the deployment
-/// this is a 503.
+/// view), with per-stream rates and the author's total income rate, from the Postgres index.
 #[utoipa::path(get, path = "/api/v1/{contract}/authors/{author}/streams", tag = "Subscriptions",
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
     responses(
@@ -262,7 +257,7 @@ pub async fn incoming(
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
     let Some(view) = state.index().incoming_streams(contract.address, author).await? else {
-        return Err(AppError::unavailable("index_not_ready", "the event index has not reached this deployment yet"));
+        return Err(index_not_ready());
     };
     let streams: Vec<Value> = view
         .streams

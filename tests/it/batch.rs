@@ -51,6 +51,7 @@ async fn batch_subscriptions_create_every_stream() {
     app.execute_ok(&user, &built).await;
     let subs = app.streampay().allSubscriptions(user.address()).call().await.unwrap();
     assert_eq!(subs.authors, authors);
+    app.sync_index().await;
     let (_, listed) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
     let listed: Vec<&Value> = listed["Subscriptions"].as_array().unwrap().iter().collect();
     assert_eq!(listed.len(), 2);

@@ -288,6 +288,16 @@ impl TestApp {
 
     // ---- chain helpers (the chain's own view functions are the source of truth in tests)
 
+    /// Brings the Postgres index up to the chain's head, as `serve`'s indexer does in the
+    /// background, so the read endpoints (which answer only from the index) see every mined block.
+    pub async fn sync_index(&self) {
+        use streampay_relayer::indexer::{Indexer, IndexerConfig, RpcLogSource};
+        let source = Arc::new(RpcLogSource::new(self.provider.clone()));
+        let ix =
+            Indexer::new(source, self.store.pool().clone(), self.chain_id, self.contract, 0, IndexerConfig::default());
+        ix.sync_to_head().await.expect("index the chain up to its head");
+    }
+
     pub fn streampay(&self) -> StreamPay::StreamPayInstance<&DynProvider> {
         StreamPay::new(self.contract, &self.provider)
     }

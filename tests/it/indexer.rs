@@ -22,7 +22,7 @@ use streampay_relayer::{
     indexer::{IndexReader, Indexer, IndexerConfig, LogSource, RawLog, RpcLogSource, Step},
 };
 
-use crate::harness::{TestApp, internal, spawn_app, spawn_app_with, tokens, wallet};
+use crate::harness::{TestApp, assert_error, internal, spawn_app, spawn_app_with, tokens, wallet};
 use streampay_relayer::api::Settings;
 
 // ------------------------------------------------------------------------------------ helpers
@@ -227,37 +227,45 @@ async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
     let app = spawn_app().await;
     let user = wallet();
     app.fund(&user, 10).await; // nonce 0, relayed and mined
-    async fn get(app: &TestApp, who: Address) -> (u64, u64, Option<u64>) {
+    async fn get(app: &TestApp, who: Address) -> (u64, u64, u64) {
         let (status, body) = app.get(&format!("/api/v1/USDC/meta/nonce/{who}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        (body["Nonce"].as_u64().unwrap(), body["ChainNonce"].as_u64().unwrap(), body["Block"].as_u64())
+        (body["Nonce"].as_u64().unwrap(), body["ChainNonce"].as_u64().unwrap(), body["Block"].as_u64().unwrap())
     }
     async fn chain_nonce(app: &TestApp, who: Address) -> U256 {
         app.streampay().bySigAccountNonces(who).call().await.unwrap()
     }
-    assert_eq!(get(&app, user.address()).await, (1, 1, None), "no index yet: the chain's view");
+    // Reads answer only from the index: before its first checkpoint there is no answer yet.
+    for path in [
+        format!("/api/v1/USDC/meta/nonce/{}", user.address()),
+        format!("/api/v1/USDC/payments/balance/{}", user.address()),
+        format!("/api/v1/USDC/subscriptions/{}", user.address()),
+        format!("/api/v1/USDC/authors/{}/streams", user.address()),
+    ] {
+        assert_error(&app.get(&path).await, StatusCode::SERVICE_UNAVAILABLE, "index_not_ready");
+    }
 
     let ix = indexer(&app, test_config());
     ix.sync_to_head().await.unwrap();
     let head = reader(&app).head(app.contract).await.unwrap().unwrap().block_number;
     assert_eq!(chain_nonce(&app, user.address()).await, U256::from(1u8));
-    assert_eq!(get(&app, user.address()).await, (1, 1, Some(head)));
+    assert_eq!(get(&app, user.address()).await, (1, 1, head));
 
     let built = app
         .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": wallet().address(), "Amount": "1"}))
         .await;
     assert_eq!(built["Transaction"]["Nonce"], 1);
-    assert_eq!(get(&app, user.address()).await, (2, 1, Some(head)), "a built call holds nonce 1");
+    assert_eq!(get(&app, user.address()).await, (2, 1, head), "a built call holds nonce 1");
 
     // Mined through the relayer; the index has not seen the block yet.
     app.execute_ok(&user, &built).await;
     assert_eq!(chain_nonce(&app, user.address()).await, U256::from(2u8));
-    assert_eq!(get(&app, user.address()).await, (2, 2, Some(head)), "read-your-writes before the index catches up");
+    assert_eq!(get(&app, user.address()).await, (2, 2, head), "read-your-writes before the index catches up");
 
     ix.sync_to_head().await.unwrap();
     let new_head = reader(&app).head(app.contract).await.unwrap().unwrap().block_number;
     assert!(new_head > head);
-    assert_eq!(get(&app, user.address()).await, (2, 2, Some(new_head)));
+    assert_eq!(get(&app, user.address()).await, (2, 2, new_head));
 
     // The index is the source: what it says is what the endpoint says.
     sqlx::query("UPDATE idx_nonces SET next_nonce = 7 WHERE contract = $1 AND signer = $2 AND nonce_type = 0")
@@ -266,7 +274,7 @@ async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
         .execute(app.store.pool())
         .await
         .unwrap();
-    assert_eq!(get(&app, user.address()).await, (7, 7, Some(new_head)));
+    assert_eq!(get(&app, user.address()).await, (7, 7, new_head));
 }
 
 #[tokio::test]

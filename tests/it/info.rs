@@ -38,6 +38,7 @@ async fn contracts_lists_every_deployment_by_name_and_address() {
 async fn contract_names_match_case_insensitively() {
     let app = spawn_app().await;
     let who = crate::harness::wallet().address();
+    app.sync_index().await;
     let (status, body) = app.get(&format!("/api/v1/usdc/payments/balance/{who}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["Balance"], "0");

@@ -19,6 +19,7 @@ fn pay_body(from: Address, to: Address, amount: &str) -> Value {
 }
 
 async fn nonce_of(app: &TestApp, who: Address) -> Value {
+    app.sync_index().await;
     let (status, body) = app.get(&format!("/api/v1/USDC/meta/nonce/{who}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
@@ -30,7 +31,10 @@ async fn nonce_counts_calls_built_but_not_yet_executed() {
     let user = wallet();
     assert_eq!(
         nonce_of(&app, user.address()).await,
-        json!({"Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0, "Block": null})
+        json!({
+            "Account": user.address().to_checksum(None), "Nonce": 0, "ChainNonce": 0,
+            "Block": alloy::providers::Provider::get_block_number(&app.provider).await.unwrap(),
+        })
     );
     let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;

@@ -50,6 +50,7 @@ async fn pay_moves_exact_internal_units_between_balances() {
     assert_eq!(app.balance_of(bob.address()).await, paid);
     assert_eq!(app.balance_of(alice.address()).await, internal(50) - paid);
 
+    app.sync_index().await;
     let (status, body) = app.get(&format!("/api/v1/USDC/payments/balance/{}", bob.address())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["Address"], json!(bob.address().to_checksum(None)));

@@ -108,6 +108,7 @@ async fn meta_reports_dated_version_capabilities_and_chain_id_without_a_key() {
 #[tokio::test]
 async fn every_response_carries_the_dated_api_version_header() {
     let app = spawn_app().await;
+    app.sync_index().await;
     let who = crate::harness::wallet().address();
     let cases: Vec<(Method, String, Option<&str>, StatusCode)> = vec![
         (Method::GET, "/".into(), None, StatusCode::OK),

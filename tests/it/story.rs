@@ -29,6 +29,7 @@ async fn block_time_of(app: &TestApp, executed: &Value) -> u64 {
 async fn assert_balance(app: &TestApp, who: Address, expected: U256) {
     let on_chain = app.balance_of(who).await;
     assert_eq!(on_chain, expected, "chain balance of {who}");
+    app.sync_index().await;
     let (status, body) = app.get(&format!("/api/v1/USDC/payments/balance/{who}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["BalanceRaw"], on_chain.to_string(), "API balance of {who}");
@@ -113,6 +114,7 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
     let (r2, r3) = (U256::from(FIVE_PER_MONTH), U256::from(SEVEN_AND_A_HALF_PER_MONTH));
     assert_eq!(subs.rates[1], r2 | (r2 << 96usize));
     assert_eq!(subs.rates[2], r3 | (r3 << 96usize));
+    app.sync_index().await;
     let (_, listed) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
     let listed_rates: Vec<String> = listed["Subscriptions"]
         .as_array()

@@ -30,6 +30,7 @@ async fn subscribe_streams_the_per_second_rate_to_the_author() {
     let rate = U256::from(TEN_PER_MONTH);
     assert_eq!(encoded, rate | (rate << 96usize), "income == outgoing without a project fee");
 
+    app.sync_index().await;
     let (status, list) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["Address"], json!(user.address().to_checksum(None)));
@@ -62,6 +63,7 @@ async fn cancel_builds_unsubscribe_and_stops_the_stream() {
         app.streampay().subscriptions(user.address(), author.address()).call().await.unwrap().into();
     assert!(!active);
     assert!(encoded.is_zero());
+    app.sync_index().await;
     let (_, list) = app.get(&format!("/api/v1/USDC/subscriptions/{}", user.address())).await;
     assert_eq!(list["Subscriptions"], json!([]));
 }
@@ -121,6 +123,7 @@ async fn subscribing_beyond_the_balance_is_422_with_the_contracts_error() {
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
     assert!(resp.1["error"]["message"].as_str().unwrap().contains("StreamPayInsufficientBalance"), "{}", resp.1);
     // Nothing was sent, so the same signed call's nonce is still free.
+    app.sync_index().await;
     let (_, nonce) = app.get(&format!("/api/v1/USDC/meta/nonce/{}", user.address())).await;
     assert_eq!(nonce["ChainNonce"], 1, "only the deposit consumed a nonce");
 }
