@@ -163,50 +163,18 @@ pub async fn execute(
         return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
     }
 
-    // --- signature over the SignedCall
-    let domain = Domain::streampay(state.chain_id, contract.address);
-    let mut verified = None;
-    let mut mismatch = None;
-    for traits in &candidates {
-        let digest = eip712::signed_call_digest(&domain, *traits, &data);
-        match signature::verify(provider, from, digest, &signature).await {
-            Ok(sig) => {
-                verified = Some((*traits, sig));
-                break;
+    // --- signature, permit and the transaction the sponsor will send. A call refused here can
+    // never execute as signed: its built nonce is freed so the next build hands it out again
+    // (otherwise it would stay reserved until its deadline and every later build would be a
+    // nonce_gap).
+    let outer = match signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await {
+        Ok(outer) => outer,
+        Err(e) => {
+            if rejects_the_call(&e) {
+                state.store.free_built_nonce(scope, nonce).await?;
             }
-            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
-            // Report the first candidate's signer: it is the traits the build endpoints hand out.
-            Err(e @ SignatureError::Mismatch { .. }) => {
-                mismatch.get_or_insert(e);
-            }
-            Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
+            return Err(e);
         }
-    }
-    let Some((traits, on_chain_signature)) = verified else {
-        let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
-        return Err(AppError::unprocessable(
-            "signature_mismatch",
-            format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
-        ));
-    };
-
-    // --- optional EIP-2612 permit, applied in the same transaction
-    let permit = match &body.permit {
-        Some(p) => Some(permit_bytes(&state, contract, from, p, now).await?),
-        None => None,
-    };
-
-    // --- the transaction the sponsor will send
-    let by_sig: Bytes = StreamPay::bySigCall {
-        signer: from,
-        sig: IStreamPay::SignedCall { traits, data: data.clone() },
-        signature: on_chain_signature,
-    }
-    .abi_encode()
-    .into();
-    let outer: Bytes = match permit {
-        Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
-        None => by_sig,
     };
 
     // --- claim the nonce first, so a concurrent execute of the same call gets a clean 409
@@ -240,8 +208,13 @@ pub async fn execute(
     let queued = match queued {
         Ok(q) => q,
         Err(e) => {
-            // Nothing was queued: the signed call may be retried.
-            state.store.release_nonce(scope, nonce).await?;
+            // Nothing was queued. A call that would revert is refused (its nonce freed for the
+            // next build); after a node failure the same signed call may be retried.
+            if rejects_the_call(&e) {
+                state.store.finish_nonce(scope, nonce, crate::store::NonceStatus::Failed).await?;
+            } else {
+                state.store.release_nonce(scope, nonce).await?;
+            }
             return Err(e);
         }
     };
@@ -307,6 +280,73 @@ pub async fn execute(
         )),
         _ => Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.", record.tx_hash)),
     }
+}
+
+/// Verifies the signature (and the optional permit) and encodes the transaction the sponsor
+/// sends: `bySig`, wrapped in `permitAndCall` with a permit.
+#[allow(clippy::too_many_arguments)]
+async fn signed_transaction(
+    state: &AppState,
+    contract: &Contract,
+    from: Address,
+    candidates: &[U256],
+    data: &Bytes,
+    signature: &Bytes,
+    body: &ExecuteRequest,
+    now: u64,
+) -> Result<Bytes, AppError> {
+    let provider = &state.provider;
+    let domain = Domain::streampay(state.chain_id, contract.address);
+    let mut verified = None;
+    let mut mismatch = None;
+    for traits in candidates {
+        let digest = eip712::signed_call_digest(&domain, *traits, data);
+        match signature::verify(provider, from, digest, signature).await {
+            Ok(sig) => {
+                verified = Some((*traits, sig));
+                break;
+            }
+            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
+            // Report the first candidate's signer: it is the traits the build endpoints hand out.
+            Err(e @ SignatureError::Mismatch { .. }) => {
+                mismatch.get_or_insert(e);
+            }
+            Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
+        }
+    }
+    let Some((traits, on_chain_signature)) = verified else {
+        let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
+        return Err(AppError::unprocessable(
+            "signature_mismatch",
+            format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
+        ));
+    };
+
+    // --- optional EIP-2612 permit, applied in the same transaction
+    let permit = match &body.permit {
+        Some(p) => Some(permit_bytes(state, contract, from, p, now).await?),
+        None => None,
+    };
+
+    // --- the transaction the sponsor will send
+    let by_sig: Bytes = StreamPay::bySigCall {
+        signer: from,
+        sig: IStreamPay::SignedCall { traits, data: data.clone() },
+        signature: on_chain_signature,
+    }
+    .abi_encode()
+    .into();
+    let outer: Bytes = match permit {
+        Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
+        None => by_sig,
+    };
+    Ok(outer)
+}
+
+/// Whether `e` says the signed call itself is refused (not that it is busy or the node failed).
+fn rejects_the_call(e: &AppError) -> bool {
+    let status = e.status();
+    status.is_client_error() && status != StatusCode::CONFLICT
 }
 
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");

@@ -127,6 +127,24 @@ impl Store {
         .await
     }
 
+    /// A built nonce whose execute was refused (bad signature, would revert): the call can never
+    /// run as signed, so the nonce stops blocking the next build. Nonces in flight or mined are
+    /// left alone.
+    pub async fn free_built_nonce(&self, scope: NonceScope, nonce: u64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE meta_nonces SET status = 'failed', updated_at = now()
+             WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce = $4 AND status = 'built'",
+        )
+        .bind(as_i64(scope.chain_id)?)
+        .bind(scope.contract.as_slice())
+        .bind(scope.signer.as_slice())
+        .bind(as_i64(nonce)?)
+        .execute(&self.pool)
+        .await
+        .context("Failed to free the nonce")?;
+        Ok(())
+    }
+
     async fn set_nonce_status(&self, scope: NonceScope, nonce: u64, status: &str) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE meta_nonces SET status = $5, updated_at = now()
