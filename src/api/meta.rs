@@ -202,7 +202,11 @@ pub async fn execute(
                 gas_limit,
             })
             .await
-            .map_err(AppError::chain),
+            // A database that is down is a 503 of its own; anything else failing here is the node.
+            .map_err(|e| match AppError::from(e) {
+                AppError::Internal(e) => AppError::chain(e),
+                unavailable => unavailable,
+            }),
         Err(e) => Err(e),
     };
     let queued = match queued {
@@ -213,7 +217,7 @@ pub async fn execute(
             if rejects_the_call(&e) {
                 state.store.finish_nonce(scope, nonce, crate::store::NonceStatus::Failed).await?;
             } else {
-                state.store.release_nonce(scope, nonce).await?;
+                release_nonce(&state, scope, nonce).await;
             }
             return Err(e);
         }
@@ -235,15 +239,17 @@ pub async fn execute(
     if respond_async {
         return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
     }
-    let status = pipeline
-        .wait_settled(tx_id, state.settings.receipt_timeout, state.settings.receipt_poll)
-        .await
-        .map_err(AppError::Internal)?;
-    let record = state
-        .store
-        .get_transaction(tx_id, key.0.id)
-        .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished")))?;
+    // The call is queued and will be sent whatever happens next: if the database cannot be read
+    // right now, the answer is the 202 of an accepted call, never an error.
+    let status = pipeline.wait_settled(tx_id, state.settings.receipt_timeout, state.settings.receipt_poll).await;
+    let record = match state.store.get_transaction(tx_id, key.0.id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished"))),
+        Err(e) => {
+            tracing::warn!(id = tx_id, error = format!("{e:#}"), "queued, but its status could not be read");
+            return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
+        }
+    };
     match status {
         Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
             "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),
@@ -341,6 +347,26 @@ async fn signed_transaction(
         None => by_sig,
     };
     Ok(outer)
+}
+
+/// Gives the claim on `nonce` back after a failure that left nothing queued. If the database is
+/// what failed, it is retried in the background for a while, so the client's retry is not
+/// answered `nonce_in_flight` until the claim counts as orphaned.
+async fn release_nonce(state: &AppState, scope: NonceScope, nonce: u64) {
+    if state.store.release_nonce(scope, nonce).await.is_ok() {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            match store.release_nonce(scope, nonce).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = format!("{e:#}"), "releasing a claimed nonce failed; retrying"),
+            }
+        }
+        tracing::warn!(signer = %scope.signer, nonce, "a claimed nonce could not be released; it frees itself once orphaned");
+    });
 }
 
 /// Whether `e` says the signed call itself is refused (not that it is busy or the node failed).

@@ -344,16 +344,22 @@ impl Pipeline {
     }
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
-    /// answers the last status seen. Woken at once by this process's worker, and polls the
-    /// database every `poll` for rows another replica is sending.
-    pub async fn wait_settled(&self, id: i64, timeout: Duration, poll: Duration) -> anyhow::Result<Option<TxStatus>> {
+    /// answers the last status seen (`Pending` if none could be read: the database may be
+    /// restarting). Woken at once by this process's worker, and polls the database every `poll`
+    /// for rows another replica is sending.
+    pub async fn wait_settled(&self, id: i64, timeout: Duration, poll: Duration) -> Option<TxStatus> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = Some(TxStatus::Pending);
         loop {
             let (tx, rx) = oneshot::channel();
             self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
-            let status = self.store.transaction_status(id).await?;
-            if status.is_none_or(TxStatus::is_settled) || tokio::time::Instant::now() >= deadline {
-                return Ok(status);
+            match self.store.transaction_status(id).await {
+                Ok(status) => last = status,
+                Err(e) => tracing::debug!(id, error = format!("{e:#}"), "status read failed; still waiting"),
+            }
+            if last.is_none_or(TxStatus::is_settled) || tokio::time::Instant::now() >= deadline {
+                self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                return last;
             }
             let wait = poll.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             let _ = tokio::time::timeout(wait, rx).await;

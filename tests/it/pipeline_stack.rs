@@ -31,7 +31,11 @@ use crate::harness::{sign_document, tokens};
 const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 
 pub struct Stack {
-    pub anvil: AnvilInstance,
+    /// `None` only while [`Stack::restart_anvil`] has it down.
+    anvil: std::sync::Mutex<Option<AnvilInstance>>,
+    anvil_args: Vec<String>,
+    anvil_port: u16,
+    anvil_url: String,
     pub chain_id: u64,
     pub contract: Address,
     pub token: Address,
@@ -43,7 +47,7 @@ pub struct Stack {
     pub sponsor_signer: PrivateKeySigner,
     pub http: reqwest::Client,
     dir: PathBuf,
-    _cluster: Arc<PgCluster>,
+    cluster: Arc<PgCluster>,
 }
 
 pub struct Replica {
@@ -82,22 +86,25 @@ pub fn fast_settings() -> PipelineSettings {
 
 impl Stack {
     pub async fn start(anvil_args: &[&str]) -> Self {
-        let anvil = Anvil::new()
-            .path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil"))
-            .args(anvil_args.iter().copied())
-            .try_spawn()
-            .expect("spawn anvil");
+        let dir = std::env::temp_dir().join(format!("streampay-pipe-{}-{}", std::process::id(), free_port().unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The chain's state is dumped when Anvil stops, so `restart_anvil` can load it back.
+        let state = dir.join("anvil-state.json").display().to_string();
+        let mut anvil_args: Vec<String> = anvil_args.iter().map(|a| a.to_string()).collect();
+        anvil_args.extend(["--dump-state".to_string(), state]);
+        let anvil = spawn_anvil(&anvil_args, None);
+        let anvil_port = anvil.port();
+        let anvil_url = anvil.endpoint();
         let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
         let admin = ProviderBuilder::new().wallet(deployer).connect_http(anvil.endpoint_url()).erased();
         let provider = chain::connect(&anvil.endpoint()).expect("provider");
-        let automine = !anvil_args.contains(&"--no-mining");
+        let automine = !anvil_args.iter().any(|a| a == "--no-mining");
         let token_deploy = MockToken::deploy_builder(&admin, "Mock USD Coin".into(), "mUSDC".into());
         let token = deploy(&provider, token_deploy.send().await.expect("deploy token"), automine).await;
         let sp_deploy = StreamPay::deploy_builder(&admin, token, PERMIT2, U256::from(86_400u64));
         let contract = deploy(&provider, sp_deploy.send().await.expect("deploy StreamPay"), automine).await;
         let chain_id = anvil.chain_id();
 
-        let dir = std::env::temp_dir().join(format!("streampay-pipe-{}-{}", std::process::id(), free_port().unwrap()));
         let port = free_port().expect("port");
         let pg_dir = dir.join("pg");
         let cluster = Arc::new(
@@ -110,7 +117,10 @@ impl Stack {
         let sponsor_signer: PrivateKeySigner = anvil.keys()[1].clone().into();
         let key = store.create_api_key("test", &[sponsor_signer.address()], true).await.expect("key");
         Self {
-            anvil,
+            anvil: std::sync::Mutex::new(Some(anvil)),
+            anvil_args,
+            anvil_port,
+            anvil_url,
             chain_id,
             contract,
             token,
@@ -122,8 +132,37 @@ impl Stack {
             sponsor_signer,
             http: reqwest::Client::new(),
             dir,
-            _cluster: cluster,
+            cluster,
         }
+    }
+
+    pub fn anvil_url(&self) -> reqwest::Url {
+        self.anvil_url.parse().unwrap()
+    }
+
+    /// Stops Anvil (SIGTERM: it dumps its state), leaves it down for `down`, and starts it again
+    /// on the same port from the dump. Transactions still in its pool are gone.
+    pub async fn restart_anvil(&self, down: Duration) {
+        let old = self.anvil.lock().unwrap().take().expect("anvil running");
+        tokio::task::spawn_blocking(move || drop(old)).await.unwrap();
+        tokio::time::sleep(down).await;
+        let mut args = self.anvil_args.clone();
+        let state = args[args.len() - 1].clone();
+        assert!(std::path::Path::new(&state).exists(), "anvil dumped its state to {state}");
+        args.extend(["--load-state".to_string(), state]);
+        let port = self.anvil_port;
+        let new = tokio::task::spawn_blocking(move || spawn_anvil(&args, Some(port))).await.unwrap();
+        *self.anvil.lock().unwrap() = Some(new);
+    }
+
+    /// Stops Postgres (fast shutdown: every session is cut), leaves it down for `down`, and
+    /// starts it again.
+    pub async fn restart_postgres(&self, down: Duration) {
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.stop_clean()).await.unwrap().expect("stop postgres");
+        tokio::time::sleep(down).await;
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.start_again()).await.unwrap().expect("start postgres");
     }
 
     pub fn sponsor(&self) -> Address {
@@ -165,7 +204,7 @@ impl Stack {
         let deployments = self.dir.join("deployment.json");
         std::fs::write(
             &deployments,
-            json!({"chainId": self.chain_id, "rpcUrl": self.anvil.endpoint(), "deployments": [{
+            json!({"chainId": self.chain_id, "rpcUrl": self.anvil_url, "deployments": [{
                 "name": "USDC", "address": self.contract, "token": self.token, "tokenDecimals": 6, "startBlock": 0
             }]})
             .to_string(),
@@ -330,6 +369,14 @@ impl Stack {
     pub async fn fund_wallets(&self, users: &[PrivateKeySigner], n: u64, automine: bool) {
         self.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(n), automine).await;
     }
+}
+
+fn spawn_anvil(args: &[String], port: Option<u16>) -> AnvilInstance {
+    let mut anvil = Anvil::new().path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil")).args(args);
+    if let Some(port) = port {
+        anvil = anvil.port(port);
+    }
+    anvil.try_spawn().expect("spawn anvil")
 }
 
 async fn deploy(
