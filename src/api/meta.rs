@@ -241,7 +241,7 @@ pub async fn execute(
     }
     // The call is queued and will be sent whatever happens next: if the database cannot be read
     // right now, the answer is the 202 of an accepted call, never an error.
-    let status = pipeline.wait_settled(tx_id, state.settings.receipt_timeout, state.settings.receipt_poll).await;
+    let status = pipeline.wait_settled(tx_id, state.settings.receipt_timeout).await;
     let record = match state.store.get_transaction(tx_id, key.0.id).await {
         Ok(Some(record)) => record,
         Ok(None) => return Err(AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished"))),

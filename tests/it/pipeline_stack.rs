@@ -16,6 +16,7 @@ use alloy::{
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
 };
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
@@ -29,6 +30,10 @@ use streampay_relayer::{
 use crate::harness::{sign_document, tokens};
 
 const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
+
+/// Each in-process replica's `database.max_connections`: bursts of hundreds of executes per
+/// replica queue for these.
+const REPLICA_DB_CONNECTIONS: u32 = 30;
 
 pub struct Stack {
     /// `None` only while [`Stack::restart_anvil`] has it down.
@@ -45,6 +50,8 @@ pub struct Stack {
     pub db_url: String,
     pub api_key: String,
     pub sponsor_signer: PrivateKeySigner,
+    /// Anvil's account #0: deploys and mints.
+    pub deployer: Address,
     pub http: reqwest::Client,
     dir: PathBuf,
     cluster: Arc<PgCluster>,
@@ -96,6 +103,7 @@ impl Stack {
         let anvil_port = anvil.port();
         let anvil_url = anvil.endpoint();
         let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
+        let deployer_address = deployer.address();
         let admin = ProviderBuilder::new().wallet(deployer).connect_http(anvil.endpoint_url()).erased();
         let provider = chain::connect(&anvil.endpoint()).expect("provider");
         let automine = !anvil_args.iter().any(|a| a == "--no-mining");
@@ -130,6 +138,7 @@ impl Stack {
             db_url,
             api_key: key.key,
             sponsor_signer,
+            deployer: deployer_address,
             http: reqwest::Client::new(),
             dir,
             cluster,
@@ -171,7 +180,7 @@ impl Stack {
 
     /// A relayer replica in this process on the shared database and chain.
     pub async fn replica(&self, settings: PipelineSettings) -> Replica {
-        let store = Store::connect(&self.db_url, 10).await.expect("connect");
+        let store = Store::connect(&self.db_url, REPLICA_DB_CONNECTIONS).await.expect("connect");
         let state = AppState::new(Inner {
             store,
             provider: self.provider.clone(),
@@ -247,16 +256,30 @@ impl Stack {
 
     /// Mints `amount` to each of `to` (mining if automine is off).
     pub async fn mint_many(&self, to: &[Address], amount: U256, automine: bool) {
+        // Explicit nonces, gas and fees: sent concurrently with no per-transaction lookups.
         let token = MockToken::new(self.token, &self.admin);
-        let mut pending = Vec::new();
-        for who in to {
-            pending.push(token.mint(*who, amount).send().await.expect("mint"));
-        }
+        let first = self.provider.get_transaction_count(self.deployer).pending().await.expect("deployer nonce");
+        let fees = self.provider.estimate_eip1559_fees().await.expect("fees");
+        let calls: Vec<_> = to
+            .iter()
+            .enumerate()
+            .map(|(i, who)| {
+                token
+                    .mint(*who, amount)
+                    .nonce(first + i as u64)
+                    .gas(100_000)
+                    .max_fee_per_gas(fees.max_fee_per_gas * 2)
+                    .max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+            })
+            .collect();
+        let sends = calls.iter().map(|c| c.send());
+        let pending: Vec<_> = futures::stream::iter(sends).buffered(32).collect().await;
         if !automine {
             self.mine().await;
         }
-        for p in pending {
-            p.get_receipt().await.expect("mint receipt");
+        let receipts = futures::future::join_all(pending.into_iter().map(|p| p.expect("mint").get_receipt())).await;
+        for r in receipts {
+            assert!(r.expect("mint receipt").status(), "mint succeeded");
         }
     }
 
@@ -360,6 +383,23 @@ impl Stack {
                 self.provider.get_transaction_by_hash(alloy::primitives::B256::from_slice(&h)).await.unwrap().unwrap();
             assert_eq!(alloy::consensus::Transaction::nonce(&tx) as i64, nonce);
         }
+    }
+
+    /// Builds and signs a deposit of `n` for each user, 16 at a time, against `base_of(i)`.
+    pub async fn signed_deposits(
+        &self,
+        users: &[PrivateKeySigner],
+        n: u64,
+        base_of: impl Fn(usize) -> String,
+    ) -> Vec<(String, Value)> {
+        let builds = users.iter().enumerate().map(|(i, u)| {
+            let base = base_of(i);
+            async move {
+                let body = self.signed_deposit(&base, u, n).await;
+                (base, body)
+            }
+        });
+        futures::stream::iter(builds).buffered(16).collect().await
     }
 
     pub fn users(&self, n: usize) -> Vec<PrivateKeySigner> {
