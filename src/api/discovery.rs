@@ -84,6 +84,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("transaction_reverted", 422, "The transaction was mined but reverted."),
     ("transaction_failed", 422, "The node refused the transaction; nothing was executed."),
     ("chain_unavailable", 503, "The chain node did not answer; retry later."),
+    ("database_unavailable", 503, "The relayer's database did not answer (restarting, overloaded); retry later."),
     ("index_not_ready", 503, "The event index has not reached this deployment yet; retry shortly."),
     ("internal", 500, "A bug or an unavailable dependency; details are in the relayer's logs."),
 ];

@@ -21,7 +21,30 @@ pub enum AppError {
     Chain(anyhow::Error),
     /// A bug or an unavailable dependency.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// A failure of ours: a database that cannot be reached (down, restarting, out of connections)
+/// is a 503 worth a retry; anything else is a bug.
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> Self {
+        if err.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(database_unavailable)) {
+            tracing::warn!(error = format!("{err:#}"), "database unavailable");
+            return Self::unavailable("database_unavailable", "the database did not answer; retry later");
+        }
+        Self::Internal(err)
+    }
+}
+
+/// Whether a database error means "not reachable right now" rather than a bad query.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        // Class 08: connection exception; 57P01-57P03: shutdown / cannot connect now.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }
 
 impl AppError {

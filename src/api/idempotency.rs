@@ -63,7 +63,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
 
     match state.store.begin_idempotency(&api_key_hash, &key, &request_hash, LOCK_SECS).await {
-        Err(e) => AppError::Internal(e).into_response(),
+        Err(e) => AppError::from(e).into_response(),
         Ok(IdempotencyBegin::Mismatch) => AppError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was used for a different request; use a new key for a new request",

@@ -176,50 +176,18 @@ pub async fn execute(
         return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
     }
 
-    // --- signature over the SignedCall
-    let domain = Domain::streampay(state.chain_id, contract.address);
-    let mut verified = None;
-    let mut mismatch = None;
-    for traits in &candidates {
-        let digest = eip712::signed_call_digest(&domain, *traits, &data);
-        match signature::verify(provider, from, digest, &signature).await {
-            Ok(sig) => {
-                verified = Some((*traits, sig));
-                break;
+    // --- signature, permit and the transaction the sponsor will send. A call refused here can
+    // never execute as signed: its built nonce is freed so the next build hands it out again
+    // (otherwise it would stay reserved until its deadline and every later build would be a
+    // nonce_gap).
+    let outer = match signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await {
+        Ok(outer) => outer,
+        Err(e) => {
+            if rejects_the_call(&e) {
+                state.store.free_built_nonce(scope, nonce).await?;
             }
-            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
-            // Report the first candidate's signer: it is the traits the build endpoints hand out.
-            Err(e @ SignatureError::Mismatch { .. }) => {
-                mismatch.get_or_insert(e);
-            }
-            Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
+            return Err(e);
         }
-    }
-    let Some((traits, on_chain_signature)) = verified else {
-        let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
-        return Err(AppError::unprocessable(
-            "signature_mismatch",
-            format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
-        ));
-    };
-
-    // --- optional EIP-2612 permit, applied in the same transaction
-    let permit = match &body.permit {
-        Some(p) => Some(permit_bytes(&state, contract, from, p, now).await?),
-        None => None,
-    };
-
-    // --- the transaction the sponsor will send
-    let by_sig: Bytes = StreamPay::bySigCall {
-        signer: from,
-        sig: IStreamPay::SignedCall { traits, data: data.clone() },
-        signature: on_chain_signature,
-    }
-    .abi_encode()
-    .into();
-    let outer: Bytes = match permit {
-        Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
-        None => by_sig,
     };
 
     // --- claim the nonce first, so a concurrent execute of the same call gets a clean 409
@@ -247,14 +215,23 @@ pub async fn execute(
                 gas_limit,
             })
             .await
-            .map_err(AppError::chain),
+            // A database that is down is a 503 of its own; anything else failing here is the node.
+            .map_err(|e| match AppError::from(e) {
+                AppError::Internal(e) => AppError::chain(e),
+                unavailable => unavailable,
+            }),
         Err(e) => Err(e),
     };
     let queued = match queued {
         Ok(q) => q,
         Err(e) => {
-            // Nothing was queued: the signed call may be retried.
-            state.store.release_nonce(scope, nonce).await?;
+            // Nothing was queued. A call that would revert is refused (its nonce freed for the
+            // next build); after a node failure the same signed call may be retried.
+            if rejects_the_call(&e) {
+                state.store.finish_nonce(scope, nonce, crate::store::NonceStatus::Failed).await?;
+            } else {
+                release_nonce(&state, scope, nonce).await;
+            }
             return Err(e);
         }
     };
@@ -275,15 +252,17 @@ pub async fn execute(
     if respond_async {
         return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
     }
-    let status = pipeline
-        .wait_settled(tx_id, state.settings.receipt_timeout, state.settings.receipt_poll)
-        .await
-        .map_err(AppError::Internal)?;
-    let record = state
-        .store
-        .get_transaction(tx_id, key.0.id)
-        .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished")))?;
+    // The call is queued and will be sent whatever happens next: if the database cannot be read
+    // right now, the answer is the 202 of an accepted call, never an error.
+    let status = pipeline.wait_settled(tx_id, state.settings.receipt_timeout).await;
+    let record = match state.store.get_transaction(tx_id, key.0.id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished"))),
+        Err(e) => {
+            tracing::warn!(id = tx_id, error = format!("{e:#}"), "queued, but its status could not be read");
+            return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
+        }
+    };
     match status {
         Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
             "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),
@@ -320,6 +299,93 @@ pub async fn execute(
         )),
         _ => Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.", record.tx_hash)),
     }
+}
+
+/// Verifies the signature (and the optional permit) and encodes the transaction the sponsor
+/// sends: `bySig`, wrapped in `permitAndCall` with a permit.
+#[allow(clippy::too_many_arguments)]
+async fn signed_transaction(
+    state: &AppState,
+    contract: &Contract,
+    from: Address,
+    candidates: &[U256],
+    data: &Bytes,
+    signature: &Bytes,
+    body: &ExecuteRequest,
+    now: u64,
+) -> Result<Bytes, AppError> {
+    let provider = &state.provider;
+    let domain = Domain::streampay(state.chain_id, contract.address);
+    let mut verified = None;
+    let mut mismatch = None;
+    for traits in candidates {
+        let digest = eip712::signed_call_digest(&domain, *traits, data);
+        match signature::verify(provider, from, digest, signature).await {
+            Ok(sig) => {
+                verified = Some((*traits, sig));
+                break;
+            }
+            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
+            // Report the first candidate's signer: it is the traits the build endpoints hand out.
+            Err(e @ SignatureError::Mismatch { .. }) => {
+                mismatch.get_or_insert(e);
+            }
+            Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
+        }
+    }
+    let Some((traits, on_chain_signature)) = verified else {
+        let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
+        return Err(AppError::unprocessable(
+            "signature_mismatch",
+            format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
+        ));
+    };
+
+    // --- optional EIP-2612 permit, applied in the same transaction
+    let permit = match &body.permit {
+        Some(p) => Some(permit_bytes(state, contract, from, p, now).await?),
+        None => None,
+    };
+
+    // --- the transaction the sponsor will send
+    let by_sig: Bytes = StreamPay::bySigCall {
+        signer: from,
+        sig: IStreamPay::SignedCall { traits, data: data.clone() },
+        signature: on_chain_signature,
+    }
+    .abi_encode()
+    .into();
+    let outer: Bytes = match permit {
+        Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
+        None => by_sig,
+    };
+    Ok(outer)
+}
+
+/// Gives the claim on `nonce` back after a failure that left nothing queued. If the database is
+/// what failed, it is retried in the background for a while, so the client's retry is not
+/// answered `nonce_in_flight` until the claim counts as orphaned.
+async fn release_nonce(state: &AppState, scope: NonceScope, nonce: u64) {
+    if state.store.release_nonce(scope, nonce).await.is_ok() {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            match store.release_nonce(scope, nonce).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = format!("{e:#}"), "releasing a claimed nonce failed; retrying"),
+            }
+        }
+        tracing::warn!(signer = %scope.signer, nonce, "a claimed nonce could not be released; it frees itself once orphaned");
+    });
+}
+
+/// Whether `e` says the signed call itself is refused (not that it is busy or the node failed).
+fn rejects_the_call(e: &AppError) -> bool {
+    let status = e.status();
+    status.is_client_error() && status != StatusCode::CONFLICT
 }
 
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");

@@ -100,22 +100,40 @@ impl PgCluster {
         if cluster.is_running() {
             return Ok(cluster);
         }
-        let mut options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", sock.display());
-        if ephemeral {
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    fn launch(&self) -> anyhow::Result<()> {
+        let sock = self.dir.join("sock");
+        let mut options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, sock.display());
+        if self.ephemeral {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
         let mut pg_ctl = pg_command("pg_ctl");
         pg_ctl
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .arg("-o")
             .arg(options)
             .arg("-l")
-            .arg(dir.join("postgres.log"))
+            .arg(self.dir.join("postgres.log"))
             .args(["-w", "-t", "60", "start"]);
         run(pg_ctl, "pg_ctl start")
-            .with_context(|| format!("see {} for the server log", dir.join("postgres.log").display()))?;
-        Ok(cluster)
+            .with_context(|| format!("see {} for the server log", self.dir.join("postgres.log").display()))
+    }
+
+    /// Stops the server cleanly (fast shutdown: sessions are cut, committed work is kept), for
+    /// tests that restart the database under load; [`PgCluster::start_again`] brings it back.
+    pub fn stop_clean(&self) -> anyhow::Result<()> {
+        let mut c = pg_command("pg_ctl");
+        c.arg("-D").arg(self.dir.join("data")).args(["-m", "fast", "-w", "stop"]);
+        run(c, "pg_ctl stop")
+    }
+
+    /// Starts a stopped cluster again, on the same port with the same options.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        self.launch()
     }
 
     pub fn port(&self) -> u16 {

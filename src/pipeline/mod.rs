@@ -227,7 +227,23 @@ struct Lane {
     chain_nonce: AtomicU64,
     /// Rows whose nonce the chain has used without a receipt for any of their hashes, since when.
     suspects: Mutex<HashMap<i64, Instant>>,
+    /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
+    enqueues: Mutex<Vec<WaitingEnqueue>>,
+    enqueue_lock: tokio::sync::Mutex<()>,
 }
+
+/// A call waiting in [`Pipeline::enqueue`] for its batch to be written.
+#[derive(Debug)]
+struct WaitingEnqueue {
+    ticket: u64,
+    t: NewTransaction,
+    fees: Fees,
+    /// `None`: the batch failed; queue it alone.
+    done: oneshot::Sender<Option<Queued>>,
+}
+
+/// Most calls queued in one database transaction.
+const MAX_ENQUEUE_BATCH: usize = 128;
 
 /// A queued transaction, as `enqueue` answers.
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +264,8 @@ pub struct Pipeline {
     owner: String,
     fee_cache: Mutex<Option<(Instant, Fees)>>,
     waiters: Mutex<HashMap<i64, Vec<oneshot::Sender<()>>>>,
+    /// Numbers the calls waiting to be queued.
+    tickets: AtomicU64,
 }
 
 impl Pipeline {
@@ -273,6 +291,8 @@ impl Pipeline {
                         wake: Notify::new(),
                         chain_nonce: AtomicU64::new(0),
                         suspects: Mutex::default(),
+                        enqueues: Mutex::default(),
+                        enqueue_lock: tokio::sync::Mutex::new(()),
                     }),
                 )
             })
@@ -285,10 +305,12 @@ impl Pipeline {
             owner,
             fee_cache: Mutex::new(None),
             waiters: Mutex::default(),
+            tickets: AtomicU64::new(0),
         });
         for lane in pipeline.lanes.values() {
             tokio::spawn(worker::run(Arc::downgrade(&pipeline), lane.clone()));
         }
+        tokio::spawn(poll_waiters(Arc::downgrade(&pipeline)));
         pipeline
     }
 
@@ -329,35 +351,101 @@ impl Pipeline {
 
     /// Queues `t` (its sponsor nonce allocated and its transaction signed in the same database
     /// transaction) and wakes the sponsor's worker. Once this returns, the call will be sent.
+    ///
+    /// Concurrent calls for one sponsor are queued together (group commit): whoever holds the
+    /// sponsor's enqueue lock writes every call waiting at that moment in one transaction, so
+    /// the sponsor's nonce row is locked once per batch instead of once per call, and a burst
+    /// holds one database connection per sponsor instead of one per call.
     pub async fn enqueue(&self, t: NewTransaction) -> anyhow::Result<Queued> {
         let lane = self.lanes.get(&t.sponsor).context("sponsor not configured")?.clone();
         let fees = fees::initial(self.estimate_fees().await?, self.settings.max_fee_cap);
         let chain_nonce = self.chain_nonce(&lane).await?;
-        let (id, sponsor_nonce, signed) = self
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let (done, mut result) = oneshot::channel();
+        lane.enqueues.lock().unwrap_or_else(|e| e.into_inner()).push(WaitingEnqueue {
+            ticket,
+            t: t.clone(),
+            fees,
+            done,
+        });
+        loop {
+            let _guard = lane.enqueue_lock.lock().await;
+            match result.try_recv() {
+                Ok(Some(queued)) => return Ok(queued),
+                // Written in another caller's batch that failed: queued on its own, so the error
+                // is this call's own.
+                Ok(None) | Err(oneshot::error::TryRecvError::Closed) => {
+                    return Ok(self.write_batch(&lane, &[t], &[fees], chain_nonce).await?[0]);
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<WaitingEnqueue> = {
+                let mut waiting = lane.enqueues.lock().unwrap_or_else(|e| e.into_inner());
+                let n = waiting.len().min(MAX_ENQUEUE_BATCH);
+                waiting.drain(..n).collect()
+            };
+            let items: Vec<NewTransaction> = batch.iter().map(|w| w.t.clone()).collect();
+            let fees: Vec<Fees> = batch.iter().map(|w| w.fees).collect();
+            match self.write_batch(&lane, &items, &fees, chain_nonce).await {
+                Ok(queued) => {
+                    for (w, q) in batch.into_iter().zip(queued) {
+                        let _ = w.done.send(Some(q));
+                    }
+                }
+                Err(e) => {
+                    let ours = batch.iter().any(|w| w.ticket == ticket);
+                    for w in batch {
+                        let _ = w.done.send(None);
+                    }
+                    if ours {
+                        return Err(e);
+                    }
+                }
+            }
+            // Ours was answered above, or is still waiting (more than a batch was queued).
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        lane: &Lane,
+        items: &[NewTransaction],
+        fees: &[Fees],
+        chain_nonce: u64,
+    ) -> anyhow::Result<Vec<Queued>> {
+        let rows = self
             .store
-            .enqueue_transaction(&t, chain_nonce, |nonce| {
-                lane.sponsor.sign_call(nonce, t.contract, t.calldata.clone(), t.gas_limit, fees)
+            .enqueue_transactions(items, chain_nonce, |i, nonce| {
+                lane.sponsor.sign_call(nonce, items[i].contract, items[i].calldata.clone(), items[i].gas_limit, fees[i])
             })
             .await?;
         lane.wake.notify_one();
-        Ok(Queued { id, sponsor_nonce, hash: signed.hash })
+        Ok(rows
+            .into_iter()
+            .map(|(id, sponsor_nonce, signed)| Queued { id, sponsor_nonce, hash: signed.hash })
+            .collect())
     }
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
-    /// answers the last status seen. Woken at once by this process's worker, and polls the
-    /// database every `poll` for rows another replica is sending.
-    pub async fn wait_settled(&self, id: i64, timeout: Duration, poll: Duration) -> anyhow::Result<Option<TxStatus>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let (tx, rx) = oneshot::channel();
-            self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
-            let status = self.store.transaction_status(id).await?;
-            if status.is_none_or(TxStatus::is_settled) || tokio::time::Instant::now() >= deadline {
-                return Ok(status);
-            }
-            let wait = poll.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let _ = tokio::time::timeout(wait, rx).await;
+    /// answers the last status seen (`Pending` if none could be read: the database may be
+    /// restarting). Woken at once by this process's worker, or by the one query a poller makes
+    /// each `poll_interval` for every row waited on here that another replica is sending.
+    pub async fn wait_settled(&self, id: i64, timeout: Duration) -> Option<TxStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
+        let mut last = Some(TxStatus::Pending);
+        match self.store.transaction_status(id).await {
+            Ok(status) => last = status,
+            Err(e) => tracing::debug!(id, error = format!("{e:#}"), "status read failed; still waiting"),
         }
+        if last.is_some_and(|s| !s.is_settled()) && tokio::time::timeout(timeout, rx).await.is_ok() {
+            match self.store.transaction_status(id).await {
+                Ok(status) => last = status,
+                Err(e) => tracing::debug!(id, error = format!("{e:#}"), "status read failed after settling"),
+            }
+        }
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        last
     }
 
     fn notify_settled(&self, id: i64) {
@@ -366,5 +454,23 @@ impl Pipeline {
                 let _ = w.send(());
             }
         }
+    }
+}
+
+/// Wakes the waiters of rows another replica settled: one query per `poll_interval` for all of
+/// them (none while nobody waits).
+async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>) {
+    loop {
+        let Some(p) = pipeline.upgrade() else { return };
+        let poll = p.settings.poll_interval;
+        let ids: Vec<i64> = p.waiters.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        if !ids.is_empty() {
+            match p.store.settled_among(&ids).await {
+                Ok(settled) => settled.into_iter().for_each(|id| p.notify_settled(id)),
+                Err(e) => tracing::debug!(error = format!("{e:#}"), "waiters poll failed"),
+            }
+        }
+        drop(p);
+        tokio::time::sleep(poll).await;
     }
 }

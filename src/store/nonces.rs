@@ -40,6 +40,10 @@ impl NonceScope {
     }
 }
 
+/// A claim (`submitted`) with no queued transaction this long after it was made belongs to an
+/// execute that died before queuing (crash, database outage): its nonce may be claimed again.
+const ORPHANED_CLAIM_SECS: f64 = 60.0;
+
 fn as_i64(v: u64) -> anyhow::Result<i64> {
     i64::try_from(v).context("nonce or timestamp beyond the database's range")
 }
@@ -95,6 +99,13 @@ impl Store {
              ON CONFLICT (chain_id, contract, signer, nonce) DO UPDATE
                 SET status = 'submitted', deadline = EXCLUDED.deadline, updated_at = now()
                 WHERE meta_nonces.status IN ('built', 'failed')
+                   -- An orphaned claim: its execute died (crash, database outage) before
+                   -- anything was queued, and is long over.
+                   OR (meta_nonces.status = 'submitted'
+                       AND meta_nonces.updated_at < now() - make_interval(secs => $6)
+                       AND NOT EXISTS (SELECT 1 FROM relay_transactions t
+                                       WHERE t.chain_id = meta_nonces.chain_id AND t.contract = meta_nonces.contract
+                                         AND t.signer = meta_nonces.signer AND t.meta_nonce = meta_nonces.nonce))
              RETURNING nonce",
         )
         .bind(as_i64(scope.chain_id)?)
@@ -102,15 +113,31 @@ impl Store {
         .bind(scope.signer.as_slice())
         .bind(as_i64(nonce)?)
         .bind(as_i64(deadline)?)
+        .bind(ORPHANED_CLAIM_SECS)
         .fetch_optional(&self.pool)
         .await
         .context("Failed to claim the nonce")?;
         Ok(if row.is_some() { Claim::Claimed } else { Claim::Busy })
     }
 
-    /// Gives a claimed nonce back (nothing was broadcast), so the signed call can be retried.
+    /// Gives a claimed nonce back (nothing was queued), so the signed call can be retried. A claim
+    /// whose call did get queued after all (a commit that succeeded although its answer was lost)
+    /// is kept.
     pub async fn release_nonce(&self, scope: NonceScope, nonce: u64) -> anyhow::Result<()> {
-        self.set_nonce_status(scope, nonce, "built").await
+        sqlx::query(
+            "UPDATE meta_nonces SET status = 'built', updated_at = now()
+             WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce = $4 AND status = 'submitted'
+               AND NOT EXISTS (SELECT 1 FROM relay_transactions t
+                               WHERE t.chain_id = $1 AND t.contract = $2 AND t.signer = $3 AND t.meta_nonce = $4)",
+        )
+        .bind(as_i64(scope.chain_id)?)
+        .bind(scope.contract.as_slice())
+        .bind(scope.signer.as_slice())
+        .bind(as_i64(nonce)?)
+        .execute(&self.pool)
+        .await
+        .context("Failed to release the nonce")?;
+        Ok(())
     }
 
     /// Records how the execute of `nonce` ended. A reverted transaction consumed no nonce, so
@@ -125,6 +152,24 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// A built nonce whose execute was refused (bad signature, would revert): the call can never
+    /// run as signed, so the nonce stops blocking the next build. Nonces in flight or mined are
+    /// left alone.
+    pub async fn free_built_nonce(&self, scope: NonceScope, nonce: u64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE meta_nonces SET status = 'failed', updated_at = now()
+             WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce = $4 AND status = 'built'",
+        )
+        .bind(as_i64(scope.chain_id)?)
+        .bind(scope.contract.as_slice())
+        .bind(scope.signer.as_slice())
+        .bind(as_i64(nonce)?)
+        .execute(&self.pool)
+        .await
+        .context("Failed to free the nonce")?;
+        Ok(())
     }
 
     async fn set_nonce_status(&self, scope: NonceScope, nonce: u64, status: &str) -> anyhow::Result<()> {

@@ -235,8 +235,27 @@ async fn insert_attempt(
     Ok(())
 }
 
-/// Locks the sponsor's nonce counter and returns the next nonce (not yet advanced).
-async fn lock_next_nonce(
+/// Column arrays of a batch insert (`UNNEST`).
+#[derive(Default)]
+struct BatchColumns {
+    contract: Vec<Vec<u8>>,
+    api_key_id: Vec<i64>,
+    signer: Vec<Vec<u8>>,
+    meta_nonce: Vec<i64>,
+    sponsor_nonce: Vec<i64>,
+    hash: Vec<Vec<u8>>,
+    calldata: Vec<Vec<u8>>,
+    gas_limit: Vec<i64>,
+    deadline: Vec<i64>,
+    raw: Vec<Vec<u8>>,
+    kind: Vec<&'static str>,
+    max_fee: Vec<i64>,
+    prio_fee: Vec<i64>,
+}
+
+/// Takes the sponsor's next nonce: locks its counter (until the transaction ends), advances it
+/// and returns the nonce taken, in one statement. A rollback gives the nonce back.
+async fn take_next_nonce(
     tx: &mut Transaction<'_, Postgres>,
     chain_id: u64,
     sponsor: Address,
@@ -245,73 +264,124 @@ async fn lock_next_nonce(
     // The counter never goes below what the chain has already used (someone else may have
     // used the key: the nonces up to the chain's count are gone).
     let row = sqlx::query(
-        "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3)
+        "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3 + 1)
          ON CONFLICT (chain_id, address) DO UPDATE
-            SET next_nonce = GREATEST(sponsor_accounts.next_nonce, EXCLUDED.next_nonce)
-         RETURNING next_nonce",
+            SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3) + 1, updated_at = now()
+         RETURNING next_nonce - 1",
     )
     .bind(i64_of(chain_id)?)
     .bind(sponsor.as_slice())
     .bind(i64_of(chain_nonce)?)
     .fetch_one(&mut **tx)
     .await
-    .context("Failed to lock the sponsor's nonce")?;
+    .context("Failed to take the sponsor's next nonce")?;
     Ok(row.get::<i64, _>(0) as u64)
 }
 
-async fn advance_nonce(tx: &mut Transaction<'_, Postgres>, chain_id: u64, sponsor: Address) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE sponsor_accounts SET next_nonce = next_nonce + 1, updated_at = now()
-         WHERE chain_id = $1 AND address = $2",
-    )
-    .bind(i64_of(chain_id)?)
-    .bind(sponsor.as_slice())
-    .execute(&mut **tx)
-    .await
-    .context("Failed to advance the sponsor's nonce")?;
-    Ok(())
-}
-
 impl Store {
-    /// Queues `t`: allocates the sponsor's next nonce (at least `chain_nonce`), has `sign` sign
-    /// the transaction at that nonce, and writes row and attempt, all in one transaction.
-    /// Returns the row id and the nonce.
-    pub async fn enqueue_transaction(
+    /// Queues `batch` (all for one sponsor): takes the sponsor's next `batch.len()` nonces (the
+    /// first at least `chain_nonce`), has `sign(i, nonce)` sign item `i` at its nonce, and writes
+    /// every row and its attempt, all in one transaction: either all are queued or none.
+    /// Returns `(row id, nonce, signed)` per item, in order.
+    pub async fn enqueue_transactions(
         &self,
-        t: &NewTransaction,
+        batch: &[NewTransaction],
         chain_nonce: u64,
-        sign: impl FnOnce(u64) -> anyhow::Result<SignedAttempt>,
-    ) -> anyhow::Result<(i64, u64, SignedAttempt)> {
+        sign: impl Fn(usize, u64) -> anyhow::Result<SignedAttempt>,
+    ) -> anyhow::Result<Vec<(i64, u64, SignedAttempt)>> {
+        let Some(first) = batch.first() else { return Ok(Vec::new()) };
+        anyhow::ensure!(
+            batch.iter().all(|t| t.sponsor == first.sponsor && t.chain_id == first.chain_id),
+            "one batch, one sponsor"
+        );
+        let k = batch.len() as u64;
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
         // The upsert takes the row lock that serialises every allocation for this sponsor
-        // until commit.
-        let nonce = lock_next_nonce(&mut tx, t.chain_id, t.sponsor, chain_nonce).await?;
-        let signed = sign(nonce)?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO relay_transactions
-                (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
-                 status, gas_limit, deadline)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11) RETURNING id",
+        // until commit: kept to three statements (nonces, rows + attempts, commit).
+        let row = sqlx::query(
+            "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3 + $4)
+             ON CONFLICT (chain_id, address) DO UPDATE
+                SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3) + $4, updated_at = now()
+             RETURNING next_nonce - $4",
         )
-        .bind(i64_of(t.chain_id)?)
-        .bind(t.contract.as_slice())
-        .bind(t.api_key_id)
-        .bind(t.signer.as_slice())
-        .bind(i64_of(t.meta_nonce)?)
-        .bind(t.sponsor.as_slice())
-        .bind(i64_of(nonce)?)
-        .bind(signed.hash.as_slice())
-        .bind(t.calldata.as_ref())
-        .bind(i64_of(t.gas_limit)?)
-        .bind(i64_of(t.deadline)?)
+        .bind(i64_of(first.chain_id)?)
+        .bind(first.sponsor.as_slice())
+        .bind(i64_of(chain_nonce)?)
+        .bind(i64_of(k)?)
         .fetch_one(&mut *tx)
         .await
-        .context("Failed to queue the transaction")?
-        .get(0);
-        insert_attempt(&mut tx, id, nonce, &signed).await?;
-        advance_nonce(&mut tx, t.chain_id, t.sponsor).await?;
-        tx.commit().await.context("Failed to commit the queued transaction")?;
-        Ok((id, nonce, signed))
+        .context("Failed to take the sponsor's next nonces")?;
+        let base = row.get::<i64, _>(0) as u64;
+        let signed =
+            batch.iter().enumerate().map(|(i, _)| sign(i, base + i as u64)).collect::<anyhow::Result<Vec<_>>>()?;
+
+        let mut cols = BatchColumns::default();
+        for (i, (t, a)) in batch.iter().zip(&signed).enumerate() {
+            cols.contract.push(t.contract.to_vec());
+            cols.api_key_id.push(t.api_key_id);
+            cols.signer.push(t.signer.to_vec());
+            cols.meta_nonce.push(i64_of(t.meta_nonce)?);
+            cols.sponsor_nonce.push(i64_of(base + i as u64)?);
+            cols.hash.push(a.hash.to_vec());
+            cols.calldata.push(t.calldata.to_vec());
+            cols.gas_limit.push(i64_of(t.gas_limit)?);
+            cols.deadline.push(i64_of(t.deadline)?);
+            cols.raw.push(a.raw.to_vec());
+            cols.kind.push(a.kind.as_str());
+            cols.max_fee.push(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?);
+            cols.prio_fee.push(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?);
+        }
+        let ids: Vec<(i64, i64)> = sqlx::query_as(
+            "WITH items AS (
+                SELECT * FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
+                                     $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
+                                     $12::text[], $13::bigint[], $14::bigint[])
+                    AS i(contract, api_key_id, signer, meta_nonce, sponsor_nonce, tx_hash, calldata, gas_limit,
+                         deadline, raw_tx, kind, max_fee, prio_fee)),
+             t AS (
+                INSERT INTO relay_transactions
+                    (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
+                     status, gas_limit, deadline)
+                SELECT $1, contract, api_key_id, signer, meta_nonce, $15, sponsor_nonce, tx_hash, calldata,
+                       'pending', gas_limit, deadline
+                FROM items
+                RETURNING id, tx_hash)
+             INSERT INTO tx_attempts
+                (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas, max_priority_fee_per_gas)
+             SELECT t.id, i.sponsor_nonce, i.tx_hash, i.raw_tx, i.kind, i.max_fee, i.prio_fee
+             FROM t JOIN items i USING (tx_hash)
+             RETURNING transaction_id, sponsor_nonce",
+        )
+        .bind(i64_of(first.chain_id)?)
+        .bind(&cols.contract)
+        .bind(&cols.api_key_id)
+        .bind(&cols.signer)
+        .bind(&cols.meta_nonce)
+        .bind(&cols.sponsor_nonce)
+        .bind(&cols.hash)
+        .bind(&cols.calldata)
+        .bind(&cols.gas_limit)
+        .bind(&cols.deadline)
+        .bind(&cols.raw)
+        .bind(&cols.kind)
+        .bind(&cols.max_fee)
+        .bind(&cols.prio_fee)
+        .bind(first.sponsor.as_slice())
+        .fetch_all(&mut *tx)
+        .await
+        .context("Failed to queue the transactions")?;
+        tx.commit().await.context("Failed to commit the queued transactions")?;
+        anyhow::ensure!(ids.len() == batch.len(), "queued {} rows of {}", ids.len(), batch.len());
+        let by_nonce: std::collections::HashMap<i64, i64> = ids.into_iter().map(|(id, n)| (n, id)).collect();
+        signed
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let nonce = base + i as u64;
+                let id = *by_nonce.get(&(nonce as i64)).context("a queued row is missing")?;
+                Ok((id, nonce, a))
+            })
+            .collect()
     }
 
     /// Moves row `id`, whose nonce another transaction used, to the sponsor's next nonce with a
@@ -325,7 +395,7 @@ impl Store {
         sign: impl FnOnce(u64) -> anyhow::Result<SignedAttempt>,
     ) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        let nonce = lock_next_nonce(&mut tx, chain_id, sponsor, chain_nonce).await?;
+        let nonce = take_next_nonce(&mut tx, chain_id, sponsor, chain_nonce).await?;
         let signed = sign(nonce)?;
         sqlx::query(
             "UPDATE relay_transactions SET sponsor_nonce = $2, status = 'pending', last_sent_at = NULL,
@@ -337,7 +407,6 @@ impl Store {
         .await
         .context("Failed to move the transaction to a new nonce")?;
         insert_attempt(&mut tx, id, nonce, &signed).await?;
-        advance_nonce(&mut tx, chain_id, sponsor).await?;
         tx.commit().await.context("Failed to commit the requeue")?;
         Ok(nonce)
     }
@@ -563,6 +632,18 @@ impl Store {
         .await
         .context("Failed to reopen the transaction")?;
         Ok(())
+    }
+
+    /// Which of rows `ids` are settled (no longer pending or submitted).
+    pub async fn settled_among(&self, ids: &[i64]) -> anyhow::Result<Vec<i64>> {
+        let rows = sqlx::query_scalar(
+            "SELECT id FROM relay_transactions WHERE id = ANY($1) AND status NOT IN ('pending', 'submitted')",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to read which transactions are settled")?;
+        Ok(rows)
     }
 
     /// Status of row `id` (for waiters).

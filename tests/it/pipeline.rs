@@ -5,7 +5,7 @@ use alloy::{primitives::U256, providers::Provider};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{internal, spawn_app_with_block_time, tokens, wallet};
+use crate::harness::{assert_error, internal, sign_document, spawn_app, spawn_app_with_block_time, tokens, wallet};
 
 #[tokio::test]
 async fn one_sponsor_has_many_transactions_in_flight_at_once() {
@@ -45,4 +45,41 @@ async fn one_sponsor_has_many_transactions_in_flight_at_once() {
         assert_eq!(app.balance_of(user.address()).await, internal(10));
     }
     assert!(app.native_balance(users[0].address()).await == U256::ZERO);
+}
+
+fn pay(from: alloy::primitives::Address, amount: &str) -> serde_json::Value {
+    json!({"From": from, "To": wallet().address(), "Amount": amount})
+}
+
+#[tokio::test]
+async fn a_refused_execute_frees_its_built_nonce_for_the_next_build() {
+    let app = spawn_app().await;
+    let (user, mallory) = (wallet(), wallet());
+    app.fund(&user, 10).await;
+
+    // Signed by someone else: 422, and the nonce it was built with is handed out again.
+    let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), "1")).await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Signature"] = json!(sign_document(&mallory, &built["Transaction"]["TypedData"]).await);
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "signature_mismatch",
+    );
+    let again = app.build("/api/v1/USDC/payments/", &pay(user.address(), "1")).await;
+    assert_eq!(again["Transaction"]["Nonce"], built["Transaction"]["Nonce"], "{again}");
+    app.execute_ok(&user, &again).await;
+
+    // Would revert in simulation (pays more than the balance): 422, nonce freed the same way.
+    let too_much = app.build("/api/v1/USDC/payments/", &pay(user.address(), "100")).await;
+    assert_error(&app.execute(&user, &too_much).await, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
+    let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), "2")).await;
+    assert_eq!(next["Transaction"]["Nonce"], too_much["Transaction"]["Nonce"], "{next}");
+    app.execute_ok(&user, &next).await;
+    assert_eq!(app.balance_of(user.address()).await, internal(7));
+
+    // The refused call may still be fixed and sent (a freed nonce is not burnt): a correct
+    // signature of the first build would now be a used nonce, never a 500.
+    let stale = app.execute(&user, &built).await;
+    assert_error(&stale, StatusCode::CONFLICT, "nonce_already_used");
 }

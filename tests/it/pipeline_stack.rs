@@ -16,6 +16,7 @@ use alloy::{
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
 };
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
@@ -30,8 +31,16 @@ use crate::harness::{sign_document, tokens};
 
 const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 
+/// Each in-process replica's `database.max_connections`: bursts of hundreds of executes per
+/// replica queue for these.
+const REPLICA_DB_CONNECTIONS: u32 = 30;
+
 pub struct Stack {
-    pub anvil: AnvilInstance,
+    /// `None` only while [`Stack::restart_anvil`] has it down.
+    anvil: std::sync::Mutex<Option<AnvilInstance>>,
+    anvil_args: Vec<String>,
+    anvil_port: u16,
+    anvil_url: String,
     pub chain_id: u64,
     pub contract: Address,
     pub token: Address,
@@ -41,9 +50,11 @@ pub struct Stack {
     pub db_url: String,
     pub api_key: String,
     pub sponsor_signer: PrivateKeySigner,
+    /// Anvil's account #0: deploys and mints.
+    pub deployer: Address,
     pub http: reqwest::Client,
     dir: PathBuf,
-    _cluster: Arc<PgCluster>,
+    cluster: Arc<PgCluster>,
 }
 
 pub struct Replica {
@@ -82,22 +93,26 @@ pub fn fast_settings() -> PipelineSettings {
 
 impl Stack {
     pub async fn start(anvil_args: &[&str]) -> Self {
-        let anvil = Anvil::new()
-            .path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil"))
-            .args(anvil_args.iter().copied())
-            .try_spawn()
-            .expect("spawn anvil");
+        let dir = std::env::temp_dir().join(format!("streampay-pipe-{}-{}", std::process::id(), free_port().unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The chain's state is dumped when Anvil stops, so `restart_anvil` can load it back.
+        let state = dir.join("anvil-state.json").display().to_string();
+        let mut anvil_args: Vec<String> = anvil_args.iter().map(|a| a.to_string()).collect();
+        anvil_args.extend(["--dump-state".to_string(), state]);
+        let anvil = spawn_anvil(&anvil_args, None);
+        let anvil_port = anvil.port();
+        let anvil_url = anvil.endpoint();
         let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
+        let deployer_address = deployer.address();
         let admin = ProviderBuilder::new().wallet(deployer).connect_http(anvil.endpoint_url()).erased();
         let provider = chain::connect(&anvil.endpoint()).expect("provider");
-        let automine = !anvil_args.contains(&"--no-mining");
+        let automine = !anvil_args.iter().any(|a| a == "--no-mining");
         let token_deploy = MockToken::deploy_builder(&admin, "Mock USD Coin".into(), "mUSDC".into());
         let token = deploy(&provider, token_deploy.send().await.expect("deploy token"), automine).await;
         let sp_deploy = StreamPay::deploy_builder(&admin, token, PERMIT2, U256::from(86_400u64));
         let contract = deploy(&provider, sp_deploy.send().await.expect("deploy StreamPay"), automine).await;
         let chain_id = anvil.chain_id();
 
-        let dir = std::env::temp_dir().join(format!("streampay-pipe-{}-{}", std::process::id(), free_port().unwrap()));
         let port = free_port().expect("port");
         let pg_dir = dir.join("pg");
         let cluster = Arc::new(
@@ -110,7 +125,10 @@ impl Stack {
         let sponsor_signer: PrivateKeySigner = anvil.keys()[1].clone().into();
         let key = store.create_api_key("test", &[sponsor_signer.address()], true).await.expect("key");
         Self {
-            anvil,
+            anvil: std::sync::Mutex::new(Some(anvil)),
+            anvil_args,
+            anvil_port,
+            anvil_url,
             chain_id,
             contract,
             token,
@@ -120,10 +138,40 @@ impl Stack {
             db_url,
             api_key: key.key,
             sponsor_signer,
+            deployer: deployer_address,
             http: reqwest::Client::new(),
             dir,
-            _cluster: cluster,
+            cluster,
         }
+    }
+
+    pub fn anvil_url(&self) -> reqwest::Url {
+        self.anvil_url.parse().unwrap()
+    }
+
+    /// Stops Anvil (SIGTERM: it dumps its state), leaves it down for `down`, and starts it again
+    /// on the same port from the dump. Transactions still in its pool are gone.
+    pub async fn restart_anvil(&self, down: Duration) {
+        let old = self.anvil.lock().unwrap().take().expect("anvil running");
+        tokio::task::spawn_blocking(move || drop(old)).await.unwrap();
+        tokio::time::sleep(down).await;
+        let mut args = self.anvil_args.clone();
+        let state = args[args.len() - 1].clone();
+        assert!(std::path::Path::new(&state).exists(), "anvil dumped its state to {state}");
+        args.extend(["--load-state".to_string(), state]);
+        let port = self.anvil_port;
+        let new = tokio::task::spawn_blocking(move || spawn_anvil(&args, Some(port))).await.unwrap();
+        *self.anvil.lock().unwrap() = Some(new);
+    }
+
+    /// Stops Postgres (fast shutdown: every session is cut), leaves it down for `down`, and
+    /// starts it again.
+    pub async fn restart_postgres(&self, down: Duration) {
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.stop_clean()).await.unwrap().expect("stop postgres");
+        tokio::time::sleep(down).await;
+        let c = self.cluster.clone();
+        tokio::task::spawn_blocking(move || c.start_again()).await.unwrap().expect("start postgres");
     }
 
     pub fn sponsor(&self) -> Address {
@@ -132,7 +180,7 @@ impl Stack {
 
     /// A relayer replica in this process on the shared database and chain.
     pub async fn replica(&self, settings: PipelineSettings) -> Replica {
-        let store = Store::connect(&self.db_url, 10).await.expect("connect");
+        let store = Store::connect(&self.db_url, REPLICA_DB_CONNECTIONS).await.expect("connect");
         let state = AppState::new(Inner {
             store,
             provider: self.provider.clone(),
@@ -165,7 +213,7 @@ impl Stack {
         let deployments = self.dir.join("deployment.json");
         std::fs::write(
             &deployments,
-            json!({"chainId": self.chain_id, "rpcUrl": self.anvil.endpoint(), "deployments": [{
+            json!({"chainId": self.chain_id, "rpcUrl": self.anvil_url, "deployments": [{
                 "name": "USDC", "address": self.contract, "token": self.token, "tokenDecimals": 6, "startBlock": 0
             }]})
             .to_string(),
@@ -208,16 +256,30 @@ impl Stack {
 
     /// Mints `amount` to each of `to` (mining if automine is off).
     pub async fn mint_many(&self, to: &[Address], amount: U256, automine: bool) {
+        // Explicit nonces, gas and fees: sent concurrently with no per-transaction lookups.
         let token = MockToken::new(self.token, &self.admin);
-        let mut pending = Vec::new();
-        for who in to {
-            pending.push(token.mint(*who, amount).send().await.expect("mint"));
-        }
+        let first = self.provider.get_transaction_count(self.deployer).pending().await.expect("deployer nonce");
+        let fees = self.provider.estimate_eip1559_fees().await.expect("fees");
+        let calls: Vec<_> = to
+            .iter()
+            .enumerate()
+            .map(|(i, who)| {
+                token
+                    .mint(*who, amount)
+                    .nonce(first + i as u64)
+                    .gas(100_000)
+                    .max_fee_per_gas(fees.max_fee_per_gas * 2)
+                    .max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+            })
+            .collect();
+        let sends = calls.iter().map(|c| c.send());
+        let pending: Vec<_> = futures::stream::iter(sends).buffered(32).collect().await;
         if !automine {
             self.mine().await;
         }
-        for p in pending {
-            p.get_receipt().await.expect("mint receipt");
+        let receipts = futures::future::join_all(pending.into_iter().map(|p| p.expect("mint").get_receipt())).await;
+        for r in receipts {
+            assert!(r.expect("mint receipt").status(), "mint succeeded");
         }
     }
 
@@ -323,6 +385,23 @@ impl Stack {
         }
     }
 
+    /// Builds and signs a deposit of `n` for each user, 16 at a time, against `base_of(i)`.
+    pub async fn signed_deposits(
+        &self,
+        users: &[PrivateKeySigner],
+        n: u64,
+        base_of: impl Fn(usize) -> String,
+    ) -> Vec<(String, Value)> {
+        let builds = users.iter().enumerate().map(|(i, u)| {
+            let base = base_of(i);
+            async move {
+                let body = self.signed_deposit(&base, u, n).await;
+                (base, body)
+            }
+        });
+        futures::stream::iter(builds).buffered(16).collect().await
+    }
+
     pub fn users(&self, n: usize) -> Vec<PrivateKeySigner> {
         (0..n).map(|_| PrivateKeySigner::random()).collect()
     }
@@ -330,6 +409,14 @@ impl Stack {
     pub async fn fund_wallets(&self, users: &[PrivateKeySigner], n: u64, automine: bool) {
         self.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(n), automine).await;
     }
+}
+
+fn spawn_anvil(args: &[String], port: Option<u16>) -> AnvilInstance {
+    let mut anvil = Anvil::new().path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/anvil")).args(args);
+    if let Some(port) = port {
+        anvil = anvil.port(port);
+    }
+    anvil.try_spawn().expect("spawn anvil")
 }
 
 async fn deploy(
