@@ -6,6 +6,7 @@ mod faults;
 mod harness;
 mod idempotency;
 mod info;
+mod keys;
 mod meta;
 mod payments;
 mod pipeline;
