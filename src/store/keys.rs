@@ -396,9 +396,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT name, environment, scopes, allowed_cidrs, rate_limit_per_minute,
                     revoked_at IS NOT NULL AS revoked, rotated_at IS NOT NULL AS rotated,
-                    (expires_at IS NOT NULL AND expires_at <= now()) AS expired,
-                    CASE WHEN expires_at IS NULL THEN NULL
-                         ELSE ceil(extract(epoch FROM expires_at - now()))::bigint END AS expires_in
+                    (expires_at IS NOT NULL AND expires_at <= now()) AS expired
              FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         )
         .bind(id)
@@ -429,7 +427,8 @@ impl Store {
             environment: row.get::<String, _>("environment").parse().map_err(anyhow::Error::msg)?,
             sponsors,
             scopes: row.get::<Vec<String>, _>("scopes").iter().filter_map(|s| s.parse().ok()).collect(),
-            expires_in_secs: row.get::<Option<i64>, _>("expires_in").map(|s| s.max(1) as u64),
+            // Copied exactly below.
+            expires_in_secs: None,
             allowed_cidrs: row
                 .get::<Vec<String>, _>("allowed_cidrs")
                 .iter()
@@ -439,6 +438,13 @@ impl Store {
             rate_limit_per_minute: row.get::<Option<i32>, _>("rate_limit_per_minute").map(|r| r as u32),
         };
         let created = insert_key(&mut tx, &spec, Some(id)).await?;
+        // The same instant, not "the same seconds from now" (which rounding would shift).
+        sqlx::query("UPDATE api_keys SET expires_at = (SELECT expires_at FROM api_keys WHERE id = $2) WHERE id = $1")
+            .bind(created.id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to copy the API key's expiry")?;
         let retire = if grace_secs == 0 {
             sqlx::query("UPDATE api_keys SET rotated_at = now(), revoked_at = now() WHERE id = $1").bind(id)
         } else {

@@ -518,3 +518,28 @@ async fn the_cli_creates_lists_rotates_revokes_deletes_and_mints_admin_tokens() 
     let (ok, out) = cli(&app, &["admin", "token", "--ttl", "2h"], &[("STREAMPAY_ADMIN_JWT_SECRET", SECRET)]).await;
     assert!(!ok && out.contains("at most"), "{out}");
 }
+
+#[test]
+fn the_document_states_each_operations_scope_and_the_auth_errors() {
+    let doc = serde_json::to_value(streampay_relayer::api::discovery::document()).unwrap();
+    let op = |method: &str, path: &str| doc["paths"][path][method].clone();
+    assert_eq!(op("get", "/api/v1/contracts")["security"], json!([{"api_key": ["read"]}]));
+    assert_eq!(op("post", "/api/v1/{contract}/payments/deposit")["security"], json!([{"api_key": ["relay"]}]));
+    assert_eq!(op("post", "/api/v1/admin/keys")["security"], json!([{"admin_jwt": []}, {"api_key": ["admin"]}]));
+    assert!(op("get", "/api/v1/meta").get("security").is_none(), "public");
+    let responses = op("get", "/api/v1/contracts")["responses"].clone();
+    assert!(responses["429"]["headers"]["Retry-After"].is_object(), "{responses}");
+    let forbidden = responses["403"]["description"].as_str().unwrap();
+    assert!(forbidden.contains("`insufficient_scope`") && forbidden.contains("`ip_not_allowed`"), "{forbidden}");
+    assert!(responses["401"]["description"].as_str().unwrap().contains("`key_expired`"));
+    assert_eq!(doc["components"]["securitySchemes"]["admin_jwt"]["scheme"], "bearer");
+    for (method, path) in [
+        ("get", "/api/v1/admin/keys"),
+        ("post", "/api/v1/admin/keys"),
+        ("post", "/api/v1/admin/keys/{id}/revoke"),
+        ("post", "/api/v1/admin/keys/{id}/rotate"),
+        ("delete", "/api/v1/admin/keys/{id}"),
+    ] {
+        assert!(op(method, path).is_object(), "{method} {path} documented");
+    }
+}
