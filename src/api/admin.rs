@@ -20,6 +20,8 @@ pub const MAX_RATE_LIMIT: u32 = 1_000_000;
 pub const MAX_EXPIRY_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Longest rotation grace period: seven days.
 pub const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
+/// Most entries in `allowed_cidrs`.
+pub const MAX_CIDRS: usize = 100;
 /// Scopes of a key created without `scopes`.
 pub const DEFAULT_SCOPES: [Scope; 2] = [Scope::Read, Scope::Relay];
 
@@ -153,8 +155,11 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
     if name.is_empty() {
         return Err(AppError::missing("name"));
     }
-    if name.chars().count() > 100 {
-        return Err(AppError::bad_request("invalid_key_name", "name: at most 100 characters"));
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(AppError::bad_request(
+            "invalid_key_name",
+            "name: at most 100 characters, none of them control characters",
+        ));
     }
     let environment = match req.environment.as_deref() {
         None => Environment::Test,
@@ -187,9 +192,11 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
         }
         other => other,
     };
-    let allowed_cidrs = req
-        .allowed_cidrs
-        .unwrap_or_default()
+    let cidrs = req.allowed_cidrs.unwrap_or_default();
+    if cidrs.len() > MAX_CIDRS {
+        return Err(AppError::bad_request("invalid_cidr", format!("allowed_cidrs: at most {MAX_CIDRS} entries")));
+    }
+    let allowed_cidrs = cidrs
         .iter()
         .map(|c| parse_cidr(c))
         .collect::<Result<Vec<_>, _>>()

@@ -166,6 +166,11 @@ impl IntoResponse for Rejection {
 /// The middleware: enforces [`access_for`] and hands the key to the handler.
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    if access_for(&parts.method, full_path(&parts)) == Access::Admin {
+        // Admin answers can hold a new key's secret, which must never be stored: the
+        // idempotency layer (next) would keep the whole answer to replay it.
+        parts.headers.remove("idempotency-key");
+    }
     match authorize(&state, &parts).await {
         Ok(Some(key)) => {
             parts.extensions.insert(ApiKey(key));

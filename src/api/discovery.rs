@@ -364,8 +364,12 @@ impl Modify for KeyAuth {
                     HttpMethod::Patch => axum::http::Method::PATCH,
                     _ => axum::http::Method::DELETE,
                 };
-                if let Access::Key(scope) = access_for(&method, path) {
-                    op.security = Some(vec![SecurityRequirement::new("api_key", [scope.as_str()])]);
+                match access_for(&method, path) {
+                    Access::Key(scope) => {
+                        op.security = Some(vec![SecurityRequirement::new("api_key", [scope.as_str()])]);
+                    }
+                    Access::Admin => admin_ignores_idempotency(op),
+                    Access::Public => {}
                 }
                 for (status, codes) in extra {
                     match op.responses.responses.get_mut(status) {
@@ -395,6 +399,27 @@ impl Modify for KeyAuth {
             }
         }
     }
+}
+
+/// `api::auth` drops `Idempotency-Key` on admin requests (their answers can hold a key's secret,
+/// which is never stored): say so, and take the idempotency errors back out.
+fn admin_ignores_idempotency(op: &mut openapi::path::Operation) {
+    const CODES: [&str; 3] = ["`invalid_idempotency_key`", "`idempotency_key_in_progress`", "`idempotency_key_reused`"];
+    for p in op.parameters.iter_mut().flatten() {
+        if p.name == "Idempotency-Key" {
+            p.description =
+                Some("Ignored on admin endpoints: their answers can hold a secret, which is never stored.".into());
+        }
+    }
+    op.responses.responses.retain(|_, r| match r {
+        RefOr::T(r) => {
+            for code in CODES {
+                r.description = r.description.replace(&format!(", {code}"), "");
+            }
+            !CODES.contains(&r.description.as_str())
+        }
+        RefOr::Ref(_) => true,
+    });
 }
 
 // ---- Schemas of the relay API's answers. The handlers build these bodies as JSON values; the

@@ -253,6 +253,8 @@ async fn admin_create_rejects_bad_input_with_typed_400s() {
         (json!({}), "missing_field"),
         (json!({"name": "  "}), "missing_field"),
         (json!({"name": "x".repeat(101)}), "invalid_key_name"),
+        (json!({"name": "nul\u{0}byte"}), "invalid_key_name"),
+        (json!({"name": "k", "allowed_cidrs": vec!["10.0.0.0/8"; 101]}), "invalid_cidr"),
         (json!({"name": "k", "environment": "prod"}), "invalid_environment"),
         (json!({"name": "k", "scopes": ["read", "write"]}), "invalid_scope"),
         (json!({"name": "k", "scopes": []}), "invalid_scope"),
@@ -384,6 +386,16 @@ async fn an_admin_scoped_key_manages_keys_and_an_admin_token_needs_no_key() {
         app.post("/api/v1/admin/keys", &json!({"name": "by-key", "scopes": ["read", "webhooks"]})).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["scopes"], json!(["read", "webhooks"]));
+    // Idempotency-Key is ignored here: replaying would mean storing the secret.
+    let h = [("X-API-Key", app.api_key.as_str()), ("Idempotency-Key", "same")];
+    let body = json!({"name": "twice"});
+    let (s1, first, _) = call(&app, Method::POST, "/api/v1/admin/keys", &h, Some(&body)).await;
+    let (s2, second, _) = call(&app, Method::POST, "/api/v1/admin/keys", &h, Some(&body)).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_ne!(first["key"], second["key"]);
+    let stored: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM idempotency_keys").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(stored.0, 0, "no admin answer (holding a secret) is stored");
     let (_, read_only) = key(&app, spec(&app, &[Scope::Read])).await;
     assert_error(
         &app.post_with_key("/api/v1/admin/keys", Some(&read_only), &json!({"name": "nope"})).await,
@@ -533,6 +545,8 @@ fn the_document_states_each_operations_scope_and_the_auth_errors() {
     assert!(forbidden.contains("`insufficient_scope`") && forbidden.contains("`ip_not_allowed`"), "{forbidden}");
     assert!(responses["401"]["description"].as_str().unwrap().contains("`key_expired`"));
     assert_eq!(doc["components"]["securitySchemes"]["admin_jwt"]["scheme"], "bearer");
+    let create = op("post", "/api/v1/admin/keys");
+    assert!(create["responses"].get("422").is_none() && !create.to_string().contains("idempotency_key_reused"));
     for (method, path) in [
         ("get", "/api/v1/admin/keys"),
         ("post", "/api/v1/admin/keys"),
