@@ -557,3 +557,37 @@ fn the_document_states_each_operations_scope_and_the_auth_errors() {
         assert!(op(method, path).is_object(), "{method} {path} documented");
     }
 }
+
+#[tokio::test]
+async fn keys_stop_at_their_expiry_and_rotated_keys_at_the_end_of_the_grace_period() {
+    let app = spawn().await;
+    let create = json!({"name": "short", "expires_in_seconds": 2});
+    let (status, short) = admin(&app, Method::POST, "/api/v1/admin/keys", Some(&create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{short}");
+    let short_key = short["key"].as_str().unwrap().to_string();
+    let (status, long) = admin(&app, Method::POST, "/api/v1/admin/keys", Some(&json!({"name": "long"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{long}");
+    let old_key = long["key"].as_str().unwrap().to_string();
+    let rotate = format!("/api/v1/admin/keys/{}/rotate", long["id"]);
+    let (status, rotated) = admin(&app, Method::POST, &rotate, Some(&json!({"grace_seconds": 2}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    let new_key = rotated["key"].as_str().unwrap().to_string();
+    for k in [&short_key, &old_key, &new_key] {
+        assert_eq!(app.get_with_key("/api/v1/contracts", Some(k)).await.0, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for k in [&short_key, &old_key] {
+        assert_error(&app.get_with_key("/api/v1/contracts", Some(k)).await, StatusCode::UNAUTHORIZED, "key_expired");
+    }
+    assert_eq!(
+        app.get_with_key("/api/v1/contracts", Some(&new_key)).await.0,
+        StatusCode::OK,
+        "the new key never expires"
+    );
+    let (_, list) = admin(&app, Method::GET, "/api/v1/admin/keys", None).await;
+    let status_of =
+        |id: &Value| list["keys"].as_array().unwrap().iter().find(|k| &k["id"] == id).unwrap()["status"].clone();
+    assert_eq!(status_of(&short["id"]), "expired");
+    assert_eq!(status_of(&long["id"]), "expired");
+    assert_eq!(status_of(&rotated["id"]), "active");
+}
