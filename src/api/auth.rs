@@ -119,7 +119,10 @@ impl AuthSettings {
 /// then one request every `60/N` seconds. With several relayer processes each enforces the limit
 /// on its own.
 #[derive(Clone, Default)]
-pub struct RateLimiters(Arc<Mutex<HashMap<i64, (u32, Arc<DefaultDirectRateLimiter>)>>>);
+pub struct RateLimiters(Arc<Mutex<HashMap<i64, Limiter>>>);
+
+/// A key's limiter and the per-minute rate it was made for.
+type Limiter = (u32, Arc<DefaultDirectRateLimiter>);
 
 impl RateLimiters {
     /// `Err(wait)` when key `id` has used up `per_minute`.

@@ -119,7 +119,8 @@ async fn key_kind_by_endpoint_matrix() {
     const NO_KEY: (u16, &str) = (401, "missing_api_key");
     let all = |o: (u16, &'static str)| [o; 5];
     // Columns: contracts, balance, deposit, deposit with another sponsor, admin list.
-    let matrix: Vec<(&str, Option<&str>, [(u16, &str); 5])> = vec![
+    type Row<'a> = (&'a str, Option<&'a str>, [(u16, &'a str); 5]);
+    let matrix: Vec<Row> = vec![
         ("full access", Some(&app.api_key), [OK, OK, OK, SPONSOR, OK]),
         ("read only", Some(&read_only), [OK, OK, SCOPE, SCOPE, SCOPE]),
         ("relay only", Some(&relay_only), [SCOPE, SCOPE, OK, SPONSOR, SCOPE]),
