@@ -75,6 +75,12 @@ pub struct Config {
     pub pipeline: crate::pipeline::PipelineSettings,
     /// `[indexer]` / `STREAMPAY_INDEXER_*`: the event indexer's tunables.
     pub indexer: crate::indexer::IndexerConfig,
+    /// `admin.jwt_secret` / `STREAMPAY_ADMIN_JWT_SECRET`: HS256 secret of admin tokens (at least
+    /// 32 characters); unset, the admin endpoints accept only keys with the `admin` scope.
+    pub admin_jwt_secret: Option<Secret>,
+    /// `server.trusted_proxies` / `STREAMPAY_TRUSTED_PROXIES` (comma-separated CIDRs): peers whose
+    /// `X-Forwarded-For` is believed when checking a key's CIDR allowlist. Default: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -93,6 +99,8 @@ impl Default for Config {
             health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
             indexer: crate::indexer::IndexerConfig { read_cache: true, ..Default::default() },
+            admin_jwt_secret: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -108,12 +116,24 @@ struct FileConfig {
     health: FileHealth,
     pipeline: FilePipeline,
     indexer: crate::indexer::IndexerSettings,
+    admin: FileAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAdmin {
+    jwt_secret: Option<Secret>,
+}
+
+fn parse_proxies(name: &str, list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter().map(|c| crate::store::parse_cidr(c).map_err(|e| anyhow::anyhow!("{name}: {e}"))).collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileServer {
     listen: Option<SocketAddr>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +212,12 @@ impl Config {
         let f: FileConfig = toml::from_str(text).context("Failed to parse TOML")?;
         if let Some(v) = f.server.listen {
             self.listen = v;
+        }
+        if let Some(v) = &f.server.trusted_proxies {
+            self.trusted_proxies = parse_proxies("server.trusted_proxies", v)?;
+        }
+        if let Some(v) = f.admin.jwt_secret {
+            self.admin_jwt_secret = Some(v);
         }
         if let Some(v) = f.database.url {
             self.database_url = Some(v);
@@ -287,6 +313,13 @@ impl Config {
         }
         if let Some(v) = parse("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE") {
             self.health_sponsor_min_balance_wei = parse_native("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE", &v)?;
+        }
+        if let Some(v) = parse("STREAMPAY_ADMIN_JWT_SECRET") {
+            self.admin_jwt_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = parse("STREAMPAY_TRUSTED_PROXIES") {
+            let list: Vec<String> = v.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+            self.trusted_proxies = parse_proxies("STREAMPAY_TRUSTED_PROXIES", &list)?;
         }
         let number = |name: &str| -> anyhow::Result<Option<u64>> {
             parse(name)
@@ -435,6 +468,18 @@ mod tests {
         c.apply_env(|k| (k == "STREAMPAY_INDEXER_READ_CACHE").then(|| "true".into())).unwrap();
         assert!(c.indexer.read_cache);
         assert!(c.apply_env(|k| (k == "STREAMPAY_INDEXER_READ_CACHE").then(|| "yes".into())).is_err());
+    }
+
+    #[test]
+    fn admin_secret_and_trusted_proxies_load_from_file_and_env() {
+        let mut c = Config::default();
+        c.apply_file("[admin]\njwt_secret = \"from-file\"\n[server]\ntrusted_proxies = [\"10.0.0.0/8\"]").unwrap();
+        assert_eq!(c.admin_jwt_secret, Some(Secret::new("from-file")));
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+        c.apply_env(|k| (k == "STREAMPAY_TRUSTED_PROXIES").then(|| "127.0.0.1, ::1".to_string())).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.apply_env(|k| (k == "STREAMPAY_TRUSTED_PROXIES").then(|| "10.0.0.1/8".to_string())).is_err());
+        assert!(!format!("{c:?}").contains("from-file"));
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         bail!("No sponsor keys: set sponsors.private_keys or STREAMPAY_SPONSOR_KEYS");
     }
     let sponsors = Sponsors::from_keys(&config.sponsor_keys, chain_id)?.with_settings(config.pipeline.clone());
+    if let Some(secret) = &config.admin_jwt_secret {
+        // HS256 is only as strong as its secret: a short one can be brute-forced offline from
+        // any token.
+        if secret.expose().len() < 32 {
+            bail!("admin.jwt_secret / STREAMPAY_ADMIN_JWT_SECRET must be at least 32 characters");
+        }
+    }
     let store = Store::connect(config.database_url()?, config.database_max_connections).await?;
     store.migrate().await?;
     Ok(AppState::new(Inner {
@@ -59,6 +66,11 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 ..Default::default()
             },
             indexer: config.indexer.clone(),
+            auth: api::auth::AuthSettings {
+                admin_jwt_secret: config.admin_jwt_secret.clone(),
+                trusted_proxies: config.trusted_proxies.clone(),
+                ..Default::default()
+            },
             ..Settings::default()
         },
     }))
@@ -70,7 +82,11 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     state.sponsors.pipeline(&state.store, &state.provider);
     // Index every deployment into Postgres (the reads, /health's indexer lag).
     crate::indexer::spawn_for_api(&state);
-    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
+    // With the peer address: API keys with a CIDR allowlist need it.
+    axum::serve(listener, api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")
 }
 
 /// `streampay serve`.

@@ -62,9 +62,33 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("batch_too_large", 400, "A batch holds more than 100 items."),
     ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
     ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),
+    ("invalid_key_name", 400, "An API key name must be 1 to 100 characters."),
+    ("invalid_environment", 400, "An API key environment is `test` or `live`."),
+    ("invalid_scope", 400, "Scopes are some of read, relay, webhooks, admin (at least one)."),
+    ("invalid_expiry", 400, "expires_in_seconds is out of range."),
+    ("invalid_cidr", 400, "An allowlist entry is not a CIDR block or IP address, or has host bits set."),
+    ("invalid_rate_limit", 400, "rate_limit_per_minute is out of range."),
+    ("invalid_grace_period", 400, "grace_seconds is out of range."),
     ("missing_api_key", 401, "No X-API-Key header."),
-    ("invalid_api_key", 401, "The API key is unknown or revoked."),
+    ("invalid_api_key", 401, "The API key is unknown or deleted."),
+    ("key_revoked", 401, "The API key was revoked (or replaced by a rotation)."),
+    ("key_expired", 401, "The API key is past its expiry."),
+    (
+        "missing_admin_token",
+        401,
+        "An admin endpoint was called without `Authorization: Bearer` (or an admin-scoped X-API-Key).",
+    ),
+    (
+        "invalid_admin_token",
+        401,
+        "The admin token is malformed, badly signed, expired, too long-lived, or admin tokens are not enabled.",
+    ),
+    ("insufficient_scope", 403, "The API key lacks the scope this endpoint needs."),
+    ("ip_not_allowed", 403, "The API key may not be used from the client's address."),
     ("sponsor_not_allowed", 403, "The API key may not use this sponsor."),
+    ("key_not_found", 404, "No API key with this id (or it was deleted)."),
+    ("key_not_active", 409, "The API key is revoked, expired or already rotated."),
+    ("rate_limited", 429, "The API key exceeded its requests per minute; retry after `Retry-After` seconds."),
     ("not_found", 404, "No endpoint at this path."),
     ("method_not_allowed", 405, "The path exists but not with this method."),
     ("transaction_not_found", 404, "No such transaction for this API key."),
@@ -194,9 +218,14 @@ pub fn document() -> openapi::OpenApi {
         meta_execute_doc,
         super::batch::subscriptions,
         super::batch::payments,
+        super::admin::create,
+        super::admin::list,
+        super::admin::revoke,
+        super::admin::rotate,
+        super::admin::delete,
     ),
     components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc)),
-    modifiers(&Security, &ErrorCodes, &Idempotency),
+    modifiers(&Security, &ErrorCodes, &Idempotency, &KeyAuth),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -206,6 +235,7 @@ pub fn document() -> openapi::OpenApi {
         (name = "Meta-transactions", description = "Nonces and relaying signed calls"),
         (name = "Batch", description = "Atomic multicalls signed once"),
         (name = "Transactions", description = "What the relayer sent"),
+        (name = "Admin", description = "API key lifecycle (docs/keys.md)"),
     )
 )]
 struct ApiDoc;
@@ -221,8 +251,19 @@ impl Modify for Security {
             "api_key",
             SecurityScheme::ApiKey(ApiKeyScheme::Header(ApiKeyValue::with_description(
                 "X-API-Key",
-                "An API key (`sp_test_…` or `sp_live_…`)",
+                "An API key (`sk_test_…` or `sk_live_…`; keys made before 2026-11-21 are `sp_…`). \
+                 Each operation names the scope it needs (read, relay, webhooks, admin).",
             ))),
+        );
+        components.add_security_scheme(
+            "admin_jwt",
+            SecurityScheme::Http(
+                openapi::security::HttpBuilder::new()
+                    .scheme(openapi::security::HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A short-lived HS256 admin token from `streampay admin token` (at most 1 hour)"))
+                    .build(),
+            ),
         );
     }
 }
@@ -294,6 +335,99 @@ impl Modify for Idempotency {
             }
         }
     }
+}
+
+/// What every keyed operation can also answer, from `api::auth` (one layer in front of all of
+/// them), and the scope each needs, from the same rule table the layer uses.
+struct KeyAuth;
+
+impl Modify for KeyAuth {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        use super::auth::{Access, access_for};
+        use openapi::{
+            ContentBuilder, HttpMethod, Ref, ResponseBuilder, header::HeaderBuilder, security::SecurityRequirement,
+        };
+        let extra = [
+            ("401", "`key_revoked`, `key_expired`"),
+            ("403", "`insufficient_scope`, `ip_not_allowed`"),
+            ("429", "`rate_limited`: retry after the Retry-After header's seconds"),
+        ];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                (HttpMethod::Get, item.get.as_mut()),
+                (HttpMethod::Post, item.post.as_mut()),
+                (HttpMethod::Put, item.put.as_mut()),
+                (HttpMethod::Patch, item.patch.as_mut()),
+                (HttpMethod::Delete, item.delete.as_mut()),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                if op.security.is_none() {
+                    continue;
+                }
+                let method = match method {
+                    HttpMethod::Get => axum::http::Method::GET,
+                    HttpMethod::Post => axum::http::Method::POST,
+                    HttpMethod::Put => axum::http::Method::PUT,
+                    HttpMethod::Patch => axum::http::Method::PATCH,
+                    _ => axum::http::Method::DELETE,
+                };
+                match access_for(&method, path) {
+                    Access::Key(scope) => {
+                        op.security = Some(vec![SecurityRequirement::new("api_key", [scope.as_str()])]);
+                    }
+                    Access::Admin => admin_ignores_idempotency(op),
+                    Access::Public => {}
+                }
+                for (status, codes) in extra {
+                    match op.responses.responses.get_mut(status) {
+                        Some(RefOr::T(r)) => {
+                            if !r.description.contains(codes) {
+                                r.description = format!("{}, {codes}", r.description);
+                            }
+                        }
+                        _ => {
+                            let mut r = ResponseBuilder::new().description(codes).content(
+                                "application/json",
+                                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                            );
+                            if status == "429" {
+                                r = r.header(
+                                    "Retry-After",
+                                    HeaderBuilder::new()
+                                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                                        .description(Some("Seconds until the key may call again"))
+                                        .build(),
+                                );
+                            }
+                            op.responses.responses.insert(status.to_string(), RefOr::T(r.build()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `api::auth` drops `Idempotency-Key` on admin requests (their answers can hold a key's secret,
+/// which is never stored): say so, and take the idempotency errors back out.
+fn admin_ignores_idempotency(op: &mut openapi::path::Operation) {
+    const CODES: [&str; 3] = ["`invalid_idempotency_key`", "`idempotency_key_in_progress`", "`idempotency_key_reused`"];
+    for p in op.parameters.iter_mut().flatten() {
+        if p.name == "Idempotency-Key" {
+            p.description =
+                Some("Ignored on admin endpoints: their answers can hold a secret, which is never stored.".into());
+        }
+    }
+    op.responses.responses.retain(|_, r| match r {
+        RefOr::T(r) => {
+            for code in CODES {
+                r.description = r.description.replace(&format!(", {code}"), "");
+            }
+            !CODES.contains(&r.description.as_str())
+        }
+        RefOr::Ref(_) => true,
+    });
 }
 
 // ---- Schemas of the relay API's answers. The handlers build these bodies as JSON values; the

@@ -70,6 +70,11 @@ impl AppError {
         Self::client(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// The client sent too much; `api::auth` adds `Retry-After`.
+    pub fn too_many_requests(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::TOO_MANY_REQUESTS, code, message)
+    }
+
     /// A dependency of ours is not ready yet (e.g. the index); the client may retry.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::client(StatusCode::SERVICE_UNAVAILABLE, code, message)

@@ -14,26 +14,21 @@ use serde_json::Value;
 use super::{AppError, AppState, Contract};
 use crate::{pipeline::Sponsor, store::ApiKeyRecord};
 
-/// The authenticated API key of a request (`X-API-Key`).
+/// The authenticated API key of a request (`X-API-Key`), checked by [`super::auth::layer`] (status,
+/// network, scope, rate limit) in front of the route.
 #[derive(Debug, Clone)]
 pub struct ApiKey(pub ApiKeyRecord);
 
 impl FromRequestParts<AppState> for ApiKey {
-    type Rejection = AppError;
+    type Rejection = super::auth::Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get("x-api-key")
-            .ok_or_else(|| AppError::unauthorized("missing_api_key", "send your API key in the X-API-Key header"))?
-            .to_str()
-            .map_err(|_| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
-        let record = state
-            .store
-            .find_api_key(presented.trim())
-            .await?
-            .ok_or_else(|| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
-        Ok(Self(record))
+        if let Some(key) = parts.extensions.get::<ApiKey>() {
+            return Ok(key.clone());
+        }
+        // A handler on a route the rule table leaves public, or served without the layer: the same
+        // checks, minus the scope.
+        super::auth::key_with_scope(state, parts, None).await.map(ApiKey)
     }
 }
 

@@ -6,8 +6,13 @@
 //!   ([`build`] assembles the `Transaction` object every one of them returns)
 //! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute` (`Prefer: respond-async` → 202)
 //! - [`transactions`]: `GET /api/v1/transactions/{id}`, the outcome of an execute
-//! - [`extract`]: authentication and edge parsing; [`error`]: the one error type
+//! - [`admin`]: `/api/v1/admin/keys`, the API key lifecycle
+//! - [`auth`]: who may call what (scopes by method and path, key status, CIDR allowlist, rate
+//!   limit, admin JWTs), enforced in one layer
+//! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
+mod admin;
+pub mod auth;
 mod batch;
 mod build;
 pub mod discovery;
@@ -31,13 +36,14 @@ use alloy::{primitives::Address, providers::DynProvider};
 use axum::{
     Router,
     http::{HeaderValue, Request},
-    routing::{MethodRouter, get, post},
+    routing::{MethodRouter, delete, get, post},
 };
 use tower_http::{
     set_header::SetResponseHeaderLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
 
+pub use admin::{CreateKeyRequest, KeyView, MAX_GRACE_SECS, key_spec};
 pub use error::AppError;
 pub use extract::parse_address;
 
@@ -86,6 +92,8 @@ pub struct Settings {
     pub health: health::HealthSettings,
     /// The indexers `serve` starts (`[indexer]` / `STREAMPAY_INDEXER_*`).
     pub indexer: crate::indexer::IndexerConfig,
+    /// Admin token secret, trusted proxies, per-key rate limiters.
+    pub auth: auth::AuthSettings,
 }
 
 impl Default for Settings {
@@ -96,6 +104,7 @@ impl Default for Settings {
             receipt_poll: Duration::from_millis(250),
             health: health::HealthSettings::default(),
             indexer: crate::indexer::IndexerConfig::default(),
+            auth: auth::AuthSettings::default(),
         }
     }
 }
@@ -167,6 +176,10 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/{contract}/meta/execute", post(meta::execute));
     v1 = both(v1, "/{contract}/batch/subscriptions", post(batch::subscriptions));
     v1 = both(v1, "/{contract}/batch/payments", post(batch::payments));
+    v1 = both(v1, "/admin/keys", get(admin::list).post(admin::create));
+    v1 = both(v1, "/admin/keys/{id}", delete(admin::delete));
+    v1 = both(v1, "/admin/keys/{id}/revoke", post(admin::revoke));
+    v1 = both(v1, "/admin/keys/{id}/rotate", post(admin::rotate));
 
     Router::new()
         .route("/", get(info::root))
@@ -177,6 +190,8 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", v1)
         .fallback(info::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        // Outside idempotency: a refused request (401/403/429) never claims an Idempotency-Key.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
         .method_not_allowed_fallback(discovery::method_not_allowed)
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::HeaderName::from_static("x-api-version"),

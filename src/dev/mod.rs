@@ -4,7 +4,9 @@
 //! 2. `anvil/start.sh` starts Anvil with the contracts deployed (or the running dev chain is
 //!    reused, `anvil/deploy.sh` being idempotent) and writes `anvil/deployment.json`;
 //! 3. a Postgres cluster of its own under `.dev/postgres` (kept between runs);
-//! 4. migrations, a fresh API key, a demo wallet holding tokens and no native coin;
+//! 4. migrations, a fresh `sk_test_` API key with every scope, an admin token (its secret kept in
+//!    `.dev/admin-jwt-secret` unless STREAMPAY_ADMIN_JWT_SECRET is set), a demo wallet holding
+//!    tokens and no native coin;
 //! 5. the API, until Ctrl-C, which also stops Anvil (its state is dumped) and Postgres.
 
 pub mod postgres;
@@ -125,7 +127,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     cluster.ensure_database("streampay").await?;
     let database_url = cluster.url("streampay");
 
+    let admin_jwt_secret = match std::env::var("STREAMPAY_ADMIN_JWT_SECRET").ok().filter(|s| !s.trim().is_empty()) {
+        Some(s) => s,
+        None => dev_admin_secret(&dev_dir.join("admin-jwt-secret"))?,
+    };
     let config = Config {
+        admin_jwt_secret: Some(Secret::new(admin_jwt_secret)),
         listen: args.listen,
         database_url: Some(Secret::new(database_url.clone())),
         rpc_url: Some(rpc_url.clone()),
@@ -151,7 +158,13 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
     let state = server::state_from_config(config).await?;
     let sponsor: PrivateKeySigner = DEV_SPONSOR_KEY.parse().context("dev sponsor key")?;
     let store: &Store = &state.store;
+    // Every scope (read, relay, webhooks, admin), so the whole API can be tried with it.
     let key = store.create_api_key("dev", &[sponsor.address()], true).await?;
+    let admin_token = crate::api::auth::mint_admin_token(
+        config.admin_jwt_secret.as_ref().map(Secret::expose).unwrap_or_default(),
+        crate::api::auth::MAX_ADMIN_TOKEN_TTL,
+        "dev",
+    )?;
 
     let contract = state.contracts.first().context("no deployment")?.clone();
     let demo = demo_wallet(&root.join(".dev/demo-wallet.key"))?;
@@ -178,12 +191,16 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
     println!(
         "\nStreamPay dev stack is up\n\
          \x20 API        {base}   (key scope: sponsor {sponsor})\n\
-         \x20 API key    {key}   (shown once; `streampay keys create` makes more)\n\
+         \x20 API key    {key}   (all scopes; shown once; `streampay keys create` makes more)\n\
+         \x20 admin      {admin_token}\n\
+         \x20            (admin token for /api/v1/admin/keys, valid 1h; more with\n\
+         \x20             STREAMPAY_ADMIN_JWT_SECRET=$(cat .dev/admin-jwt-secret) streampay admin token)\n\
          \x20 contract   {name} = {addr} (token {token_addr}, {dec} decimals) on {rpc}\n\
          \x20 demo user  {demo_addr} holds {bal} tokens and no ETH; its private key is in .dev/demo-wallet.key\n\
          \x20 postgres   {db}\n\n\
          Try:\n\
          \x20 curl -s {base}/api/v1/contracts -H 'X-API-Key: {key}'\n\
+         \x20 curl -s {base}/api/v1/admin/keys -H 'Authorization: Bearer {admin_token}'\n\
          \x20 curl -s -X POST {base}/api/v1/{name}/payments/deposit -H 'X-API-Key: {key}' \\\n\
          \x20      -H 'Content-Type: application/json' -d '{{\"From\":\"{demo_addr}\",\"Amount\":\"100\"}}'\n",
         sponsor = sponsor.address(),
@@ -203,6 +220,20 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
         TcpListener::bind(config.listen).await.with_context(|| format!("Failed to listen on {}", config.listen))?;
     println!("Serving on {base}; Ctrl-C stops the API, Anvil and Postgres.");
     server::serve_on(listener, state).await
+}
+
+/// The dev admin-token secret, created once and kept in `.dev/` so tokens survive restarts.
+fn dev_admin_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && text.trim().len() >= 32
+    {
+        return Ok(text.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = alloy::hex::encode(bytes);
+    std::fs::write(path, format!("{secret}\n")).with_context(|| format!("Failed to write {}", path.display()))?;
+    Ok(secret)
 }
 
 /// The demo user's key, created once and kept in `.dev/` so restarts keep the same wallet.

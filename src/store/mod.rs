@@ -1,7 +1,8 @@
 //! Postgres state. Queries are plain `sqlx::query` checked at runtime, so building the crate
 //! needs no database. Addresses and hashes are stored as raw bytes.
 //!
-//! - [`keys`]: API keys (hashed) and the sponsors each may use.
+//! - [`keys`]: API keys (hashed): scopes, expiry, allowlist, rate limit, rotation, and the sponsors
+//!   each may use.
 //! - [`nonces`]: bySig account nonces handed out or in flight.
 //! - [`transactions`]: the per-sponsor transaction queue: rows, every signed attempt, sponsor nonces
 //!   and leases.
@@ -18,7 +19,9 @@ use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use idempotency::{IdempotencyBegin, StoredResponse};
-pub use keys::{ApiKeyRecord, NewApiKey, hash_api_key};
+pub use keys::{
+    ApiKeyRecord, Environment, KeyChange, KeyInfo, KeyLookup, KeySpec, NewApiKey, Scope, hash_api_key, parse_cidr,
+};
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use transactions::{AttemptKind, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus};
 

@@ -1,4 +1,5 @@
-//! API keys (401) and the sponsors a key may use (403).
+//! API keys (401) and the sponsors a key may use (403). The key lifecycle (scopes, expiry,
+//! allowlists, rate limits, rotation, the admin API) is in `keys`.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -29,11 +30,11 @@ async fn unknown_keys_are_401_invalid_api_key() {
 }
 
 #[tokio::test]
-async fn revoked_keys_are_401_invalid_api_key() {
+async fn revoked_keys_are_401_key_revoked() {
     let app = spawn_app().await;
     assert_eq!(app.get("/api/v1/contracts").await.0, StatusCode::OK);
     assert!(app.store.revoke_api_key(app.api_key_id).await.unwrap());
-    assert_error(&app.get("/api/v1/contracts").await, StatusCode::UNAUTHORIZED, "invalid_api_key");
+    assert_error(&app.get("/api/v1/contracts").await, StatusCode::UNAUTHORIZED, "key_revoked");
 }
 
 #[tokio::test]

@@ -149,6 +149,8 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let app = api::app(state.clone());
+    // With the peer address, as `serve` does: keys with a CIDR allowlist need it.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
 
     TestApp {

@@ -1,0 +1,406 @@
+//! Who may call what, decided in one place (docs/keys.md).
+//!
+//! [`layer`] runs in front of every matched route (a `route_layer`, so unknown paths still get
+//! their 404 and wrong methods their 405). It asks [`access_for`] what the route needs, by method
+//! and path alone, so routes added later get the right rule without touching this file:
+//!
+//! | route | needs |
+//! |---|---|
+//! | `/`, `/health`, `/openapi.json`, `/docs`, `/changelog`, `/metrics`, `/api/v1/meta` | nothing |
+//! | `/api/v1/admin/…` | an admin JWT (`Authorization: Bearer`) or a key with `admin` |
+//! | `/api/v1/webhooks/…` | a key with `webhooks` |
+//! | any other `GET`/`HEAD` under `/api/v1` | a key with `read` |
+//! | any other method under `/api/v1` | a key with `relay` |
+//! | anything else outside `/api/v1` | nothing |
+//!
+//! A key must also be active (not revoked, expired or deleted), be used from an allowed network
+//! ([`client_ip`]) and stay within its rate limit. The authenticated key is handed to handlers as
+//! a request extension that [`super::extract::ApiKey`] picks up.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{ConnectInfo, OriginalUri, Request, State},
+    http::{HeaderValue, Method, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use governor::{
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use ipnet::IpNet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{AppError, AppState, extract::ApiKey};
+use crate::{
+    config::Secret,
+    store::{ApiKeyRecord, KeyLookup, Scope},
+};
+
+/// Longest lifetime an admin token may have; longer ones are refused even if correctly signed.
+pub const MAX_ADMIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// `aud` of admin tokens, so a JWT minted for something else with the same secret is refused.
+pub const ADMIN_AUDIENCE: &str = "streampay-admin";
+/// Clock skew tolerated on `exp` and `iat`.
+const LEEWAY_SECS: u64 = 5;
+
+/// Paths that need no credentials.
+const PUBLIC: &[&str] = &["/", "/health", "/openapi.json", "/docs", "/changelog", "/metrics", "/api/v1/meta"];
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Key(Scope),
+    /// An admin JWT, or a key with [`Scope::Admin`].
+    Admin,
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The rule table above. `path` is the full path (`/api/v1/…`); a trailing slash is ignored.
+/// Works on OpenAPI path templates too (`/api/v1/{contract}/fees`), which is how the document
+/// states each operation's scope.
+pub fn access_for(method: &Method, path: &str) -> Access {
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    };
+    if PUBLIC.contains(&path) || !under(path, "/api/v1") {
+        return Access::Public;
+    }
+    if under(path, "/api/v1/admin") {
+        return Access::Admin;
+    }
+    if under(path, "/api/v1/webhooks") {
+        return Access::Key(Scope::Webhooks);
+    }
+    if *method == Method::GET || *method == Method::HEAD { Access::Key(Scope::Read) } else { Access::Key(Scope::Relay) }
+}
+
+/// Authentication settings of a running API.
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// HS256 secret of admin tokens (`[admin] jwt_secret`); `None` refuses every admin token.
+    pub admin_jwt_secret: Option<Secret>,
+    /// Proxies whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Per-key rate limiters of this process (shared by clones).
+    pub limiters: RateLimiters,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("admin_jwt_secret", &self.admin_jwt_secret)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthSettings {
+    pub fn with_admin_secret(secret: impl Into<String>) -> Self {
+        Self { admin_jwt_secret: Some(Secret::new(secret)), ..Self::default() }
+    }
+}
+
+/// In-memory GCRA limiters, one per key, for this process: `N` per minute allows a burst of `N`
+/// then one request every `60/N` seconds. With several relayer processes each enforces the limit
+/// on its own.
+#[derive(Clone, Default)]
+pub struct RateLimiters(Arc<Mutex<HashMap<i64, Limiter>>>);
+
+/// A key's limiter and the per-minute rate it was made for.
+type Limiter = (u32, Arc<DefaultDirectRateLimiter>);
+
+impl RateLimiters {
+    /// `Err(wait)` when key `id` has used up `per_minute`.
+    pub fn check(&self, id: i64, per_minute: u32) -> Result<(), Duration> {
+        let Some(rate) = NonZeroU32::new(per_minute) else { return Ok(()) };
+        let limiter = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let entry =
+                map.entry(id).or_insert_with(|| (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate)))));
+            if entry.0 != per_minute {
+                *entry = (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate))));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// A refused request: an error, and for `rate_limited` when to retry.
+#[derive(Debug)]
+pub struct Rejection {
+    pub error: AppError,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<AppError> for Rejection {
+    fn from(error: AppError) -> Self {
+        Self { error, retry_after: None }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut resp = self.error.into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: retrying at the announced time must succeed.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+/// The middleware: enforces [`access_for`] and hands the key to the handler.
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    if access_for(&parts.method, full_path(&parts)) == Access::Admin {
+        // Admin answers can hold a new key's secret, which must never be stored: the
+        // idempotency layer (next) would keep the whole answer to replay it.
+        parts.headers.remove("idempotency-key");
+    }
+    match authorize(&state, &parts).await {
+        Ok(Some(key)) => {
+            parts.extensions.insert(ApiKey(key));
+        }
+        Ok(None) => {}
+        Err(rejection) => return rejection.into_response(),
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+fn full_path(parts: &Parts) -> &str {
+    parts.extensions.get::<OriginalUri>().map(|u| u.0.path()).unwrap_or_else(|| parts.uri.path())
+}
+
+/// Checks a request against its route's rule; `Some(key)` when it was made with an API key.
+pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Option<ApiKeyRecord>, Rejection> {
+    match access_for(&parts.method, full_path(parts)) {
+        Access::Public => Ok(None),
+        Access::Key(scope) => key_with_scope(state, parts, Some(scope)).await.map(Some),
+        Access::Admin => {
+            if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                    .map(str::trim)
+                    .ok_or_else(|| invalid_admin_token("send `Authorization: Bearer <token>`"))?;
+                let secret = state
+                    .settings
+                    .auth
+                    .admin_jwt_secret
+                    .as_ref()
+                    .ok_or_else(|| invalid_admin_token("admin tokens are not enabled on this relayer"))?;
+                verify_admin_token(secret.expose(), token).map_err(invalid_admin_token)?;
+                return Ok(None);
+            }
+            if parts.headers.contains_key("x-api-key") {
+                return key_with_scope(state, parts, Some(Scope::Admin)).await.map(Some);
+            }
+            Err(AppError::unauthorized(
+                "missing_admin_token",
+                "send an admin token (`streampay admin token`) as `Authorization: Bearer <token>`",
+            )
+            .into())
+        }
+    }
+}
+
+fn invalid_admin_token(why: impl fmt::Display) -> Rejection {
+    AppError::unauthorized("invalid_admin_token", format!("the admin token is not valid: {why}")).into()
+}
+
+/// Authenticates `X-API-Key`, then checks the network, `scope` (if any) and the rate limit.
+pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope>) -> Result<ApiKeyRecord, Rejection> {
+    let presented = parts
+        .headers
+        .get("x-api-key")
+        .ok_or_else(|| AppError::unauthorized("missing_api_key", "send your API key in the X-API-Key header"))?
+        .to_str()
+        .map_err(|_| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
+    let key = match state.store.lookup_api_key(presented.trim()).await.map_err(AppError::Internal)? {
+        KeyLookup::Active(key) => key,
+        KeyLookup::Unknown => return Err(AppError::unauthorized("invalid_api_key", "the API key is not valid").into()),
+        KeyLookup::Revoked { rotated: false } => {
+            return Err(AppError::unauthorized("key_revoked", "this API key was revoked").into());
+        }
+        KeyLookup::Revoked { rotated: true } => {
+            return Err(AppError::unauthorized(
+                "key_revoked",
+                "this API key was rotated; use the key that replaced it",
+            )
+            .into());
+        }
+        KeyLookup::Expired => return Err(AppError::unauthorized("key_expired", "this API key has expired").into()),
+    };
+    if !key.allowed_cidrs.is_empty() {
+        let ip = client_ip(&state.settings.auth.trusted_proxies, parts);
+        if !ip.is_some_and(|ip| key.allowed_cidrs.iter().any(|net| net.contains(&ip))) {
+            let shown = ip.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+            return Err(
+                AppError::forbidden("ip_not_allowed", format!("this API key may not be used from {shown}")).into()
+            );
+        }
+    }
+    if let Some(scope) = scope
+        && !key.scopes.contains(&scope)
+    {
+        return Err(AppError::forbidden(
+            "insufficient_scope",
+            format!("this API key lacks the `{scope}` scope this endpoint needs"),
+        )
+        .into());
+    }
+    if let Some(per_minute) = key.rate_limit_per_minute
+        && let Err(wait) = state.settings.auth.limiters.check(key.id, per_minute)
+    {
+        return Err(Rejection {
+            error: AppError::too_many_requests(
+                "rate_limited",
+                format!(
+                    "this API key is limited to {per_minute} requests per minute; retry after the Retry-After delay"
+                ),
+            ),
+            retry_after: Some(wait),
+        });
+    }
+    Ok(key)
+}
+
+/// The client's address: the TCP peer, or — when the peer is a trusted proxy — the nearest
+/// address in `X-Forwarded-For` that is not itself a trusted proxy (entries further left can be
+/// forged by the client). `None` when the server was not started with connection info.
+pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip().to_canonical();
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        // A hop that is not an address ends the trust chain: the client is the last sure one.
+        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else { break };
+        client = ip;
+        if !trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// Claims of an admin token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminClaims {
+    pub sub: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// Mints an HS256 admin token valid for `ttl` (at most [`MAX_ADMIN_TOKEN_TTL`]).
+pub fn mint_admin_token(secret: &str, ttl: Duration, subject: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(!ttl.is_zero(), "the token lifetime must be positive");
+    anyhow::ensure!(ttl <= MAX_ADMIN_TOKEN_TTL, "admin tokens live at most {}s", MAX_ADMIN_TOKEN_TTL.as_secs());
+    let iat = now_secs();
+    let claims = AdminClaims { sub: subject.to_string(), aud: ADMIN_AUDIENCE.into(), iat, exp: iat + ttl.as_secs() };
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
+}
+
+/// Verifies an admin token: HS256 with `secret`, our audience, not expired, not issued in the
+/// future, and a lifetime of at most [`MAX_ADMIN_TOKEN_TTL`].
+pub fn verify_admin_token(secret: &str, token: &str) -> Result<AdminClaims, String> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[ADMIN_AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    validation.leeway = LEEWAY_SECS;
+    let claims = jsonwebtoken::decode::<AdminClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "it has expired".to_string(),
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".to_string(),
+            _ => e.to_string(),
+        })?
+        .claims;
+    if claims.iat > now_secs() + LEEWAY_SECS {
+        return Err("it was issued in the future".into());
+    }
+    if claims.exp.saturating_sub(claims.iat) > MAX_ADMIN_TOKEN_TTL.as_secs() {
+        return Err(format!("it lives longer than {}s", MAX_ADMIN_TOKEN_TTL.as_secs()));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_map_to_scopes_by_method_and_prefix() {
+        let cases = [
+            (Method::GET, "/", Access::Public),
+            (Method::GET, "/health", Access::Public),
+            (Method::GET, "/metrics", Access::Public),
+            (Method::GET, "/api/v1/meta/", Access::Public),
+            (Method::GET, "/nowhere", Access::Public),
+            (Method::GET, "/api/v1/contracts", Access::Key(Scope::Read)),
+            (Method::GET, "/api/v1/{contract}/fees", Access::Key(Scope::Read)),
+            (Method::GET, "/api/v1/USDC/payments/balance/0x1", Access::Key(Scope::Read)),
+            (Method::POST, "/api/v1/USDC/meta/execute", Access::Key(Scope::Relay)),
+            (Method::POST, "/api/v1/{contract}/recipients/resolve", Access::Key(Scope::Relay)),
+            (Method::DELETE, "/api/v1/USDC/subscriptions/0x1", Access::Key(Scope::Relay)),
+            (Method::GET, "/api/v1/webhooks", Access::Key(Scope::Webhooks)),
+            (Method::POST, "/api/v1/webhooks/3/test", Access::Key(Scope::Webhooks)),
+            (Method::GET, "/api/v1/webhooksx", Access::Key(Scope::Read)),
+            (Method::GET, "/api/v1/admin/keys", Access::Admin),
+            (Method::DELETE, "/api/v1/admin/keys/1", Access::Admin),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(access_for(&method, path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn admin_tokens_round_trip_and_refuse_tampering() {
+        let token = mint_admin_token("s3cret-s3cret-s3cret-s3cret-s3cret", Duration::from_secs(60), "t").unwrap();
+        assert_eq!(verify_admin_token("s3cret-s3cret-s3cret-s3cret-s3cret", &token).unwrap().sub, "t");
+        assert!(verify_admin_token("another-secret-another-secret-xx", &token).is_err());
+        assert!(mint_admin_token("x", Duration::from_secs(3601), "t").is_err());
+    }
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_says_when() {
+        let l = RateLimiters::default();
+        assert!(l.check(1, 2).is_ok() && l.check(1, 2).is_ok());
+        let wait = l.check(1, 2).unwrap_err();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(l.check(2, 2).is_ok(), "limits are per key");
+    }
+}
