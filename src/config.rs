@@ -81,6 +81,9 @@ pub struct Config {
     /// `server.trusted_proxies` / `STREAMPAY_TRUSTED_PROXIES` (comma-separated CIDRs): peers whose
     /// `X-Forwarded-For` is believed when checking a key's CIDR allowlist. Default: none.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `server.key_cache` / `STREAMPAY_KEY_CACHE` (`true`/`false`, default true): keep
+    /// authenticated API keys in memory, dropped by Postgres `NOTIFY` on every key change.
+    pub key_cache: bool,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             indexer: crate::indexer::IndexerConfig { read_cache: true, ..Default::default() },
             admin_jwt_secret: None,
             trusted_proxies: Vec::new(),
+            key_cache: true,
         }
     }
 }
@@ -134,6 +138,7 @@ fn parse_proxies(name: &str, list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet
 struct FileServer {
     listen: Option<SocketAddr>,
     trusted_proxies: Option<Vec<String>>,
+    key_cache: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +217,9 @@ impl Config {
         let f: FileConfig = toml::from_str(text).context("Failed to parse TOML")?;
         if let Some(v) = f.server.listen {
             self.listen = v;
+        }
+        if let Some(v) = f.server.key_cache {
+            self.key_cache = v;
         }
         if let Some(v) = &f.server.trusted_proxies {
             self.trusted_proxies = parse_proxies("server.trusted_proxies", v)?;
@@ -316,6 +324,13 @@ impl Config {
         }
         if let Some(v) = parse("STREAMPAY_ADMIN_JWT_SECRET") {
             self.admin_jwt_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = parse("STREAMPAY_KEY_CACHE") {
+            self.key_cache = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_KEY_CACHE={other}: expected true or false"),
+            };
         }
         if let Some(v) = parse("STREAMPAY_TRUSTED_PROXIES") {
             let list: Vec<String> = v.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
@@ -480,6 +495,12 @@ mod tests {
         assert_eq!(c.trusted_proxies.len(), 2);
         assert!(c.apply_env(|k| (k == "STREAMPAY_TRUSTED_PROXIES").then(|| "10.0.0.1/8".to_string())).is_err());
         assert!(!format!("{c:?}").contains("from-file"));
+        assert!(c.key_cache, "on by default");
+        c.apply_file("[server]\nkey_cache = false").unwrap();
+        assert!(!c.key_cache);
+        c.apply_env(|k| (k == "STREAMPAY_KEY_CACHE").then(|| "1".to_string())).unwrap();
+        assert!(c.key_cache);
+        assert!(c.apply_env(|k| (k == "STREAMPAY_KEY_CACHE").then(|| "maybe".to_string())).is_err());
     }
 
     #[test]

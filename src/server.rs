@@ -69,6 +69,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
             auth: api::auth::AuthSettings {
                 admin_jwt_secret: config.admin_jwt_secret.clone(),
                 trusted_proxies: config.trusted_proxies.clone(),
+                key_cache: config.key_cache,
                 ..Default::default()
             },
             ..Settings::default()

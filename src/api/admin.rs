@@ -236,6 +236,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedKey>), AppError> {
     let spec = key_spec(req, state.sponsors.addresses())?;
     let new = state.store.create_key(&spec).await?;
+    state.keys_changed();
     tracing::info!(key_id = new.id, name = %spec.name, "API key created");
     Ok((StatusCode::CREATED, Json(created(&state, new).await?)))
 }
@@ -266,7 +267,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, AppErr
     security(("admin_jwt" = []), ("api_key" = ["admin"])))]
 pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<KeyView>, AppError> {
     let id = parse_id(&id)?;
-    match state.store.revoke_key(id).await? {
+    let changed = state.store.revoke_key(id).await?;
+    state.keys_changed();
+    match changed {
         KeyChange::Done(info) => {
             tracing::info!(key_id = id, "API key revoked");
             Ok(Json(info.into()))
@@ -307,7 +310,9 @@ pub async fn rotate(
             format!("grace_seconds: from 0 to {MAX_GRACE_SECS}"),
         ));
     }
-    match state.store.rotate_key(id, grace).await? {
+    let changed = state.store.rotate_key(id, grace).await?;
+    state.keys_changed();
+    match changed {
         KeyChange::Done(new) => {
             tracing::info!(key_id = id, new_key_id = new.id, grace, "API key rotated");
             Ok((StatusCode::CREATED, Json(created(&state, new).await?)))
@@ -332,7 +337,9 @@ pub async fn rotate(
     security(("admin_jwt" = []), ("api_key" = ["admin"])))]
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeletedKey>, AppError> {
     let id = parse_id(&id)?;
-    if !state.store.delete_key(id).await? {
+    let deleted = state.store.delete_key(id).await?;
+    state.keys_changed();
+    if !deleted {
         return Err(not_found(id));
     }
     tracing::info!(key_id = id, "API key deleted");

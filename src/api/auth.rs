@@ -98,6 +98,9 @@ pub struct AuthSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Per-key rate limiters of this process (shared by clones).
     pub limiters: RateLimiters,
+    /// Keep authenticated keys in memory, dropped by `NOTIFY` on any key change
+    /// ([`super::key_cache`]; `[server] key_cache`). Off in `Default`; `serve` turns it on.
+    pub key_cache: bool,
 }
 
 impl fmt::Debug for AuthSettings {
@@ -234,7 +237,11 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
         .ok_or_else(|| AppError::unauthorized("missing_api_key", "send your API key in the X-API-Key header"))?
         .to_str()
         .map_err(|_| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
-    let key = match state.store.lookup_api_key(presented.trim()).await.map_err(AppError::Internal)? {
+    let lookup = match state.key_cache() {
+        Some(cache) => cache.lookup(&state.store, presented.trim()).await,
+        None => state.store.lookup_api_key(presented.trim()).await,
+    };
+    let key = match lookup.map_err(AppError::Internal)? {
         KeyLookup::Active(key) => key,
         KeyLookup::Unknown => return Err(AppError::unauthorized("invalid_api_key", "the API key is not valid").into()),
         KeyLookup::Revoked { rotated: false } => {

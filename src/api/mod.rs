@@ -21,6 +21,7 @@ mod extract;
 pub mod health;
 mod idempotency;
 mod info;
+pub mod key_cache;
 mod meta;
 mod payments;
 mod subscriptions;
@@ -115,6 +116,8 @@ pub struct AppState {
     inner: Arc<Inner>,
     /// The read model, made on first use (its cache's listener needs the runtime).
     index: Arc<OnceLock<IndexReader>>,
+    /// Authenticated keys in memory when `settings.auth.key_cache` is on; made on first use.
+    keys: Arc<OnceLock<Arc<key_cache::KeyCache>>>,
 }
 
 pub struct Inner {
@@ -128,7 +131,23 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(inner: Inner) -> Self {
-        Self { inner: Arc::new(inner), index: Arc::new(OnceLock::new()) }
+        Self { inner: Arc::new(inner), index: Arc::new(OnceLock::new()), keys: Arc::new(OnceLock::new()) }
+    }
+
+    /// The key cache, if enabled (first call inside the Tokio runtime).
+    pub fn key_cache(&self) -> Option<&key_cache::KeyCache> {
+        self.settings
+            .auth
+            .key_cache
+            .then(|| &**self.keys.get_or_init(|| key_cache::KeyCache::start(self.store.pool().clone())))
+    }
+
+    /// Drops this process's cached keys at once after a key change made here (other processes
+    /// hear the change's `NOTIFY`).
+    pub fn keys_changed(&self) {
+        if let Some(cache) = self.keys.get() {
+            crate::store::notify::Invalidate::invalidate(&**cache);
+        }
     }
 
     /// The Postgres index's read model every read endpoint answers from; with the

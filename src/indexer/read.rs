@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, RwLock, Weak,
+        Arc, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -152,42 +152,12 @@ impl ReadCache {
     }
 }
 
-/// Keeps the cache's listener alive while a reader holds it.
-async fn listen(pool: PgPool, cache: Weak<ReadCache>) {
-    loop {
-        let Some(c) = cache.upgrade() else { return };
-        c.healthy.store(false, Ordering::Release);
-        c.invalidate();
-        drop(c);
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "index cache listener cannot connect; reads bypass the cache");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if listener.listen(NOTIFY_CHANNEL).await.is_err() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        match cache.upgrade() {
-            Some(c) => {
-                c.invalidate();
-                c.healthy.store(true, Ordering::Release);
-            }
-            None => return,
-        }
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await;
-            let Some(c) = cache.upgrade() else { return };
-            match next {
-                Err(_) => continue, // quiet chain; check that the reader still exists
-                Ok(Ok(Some(_))) => c.invalidate(),
-                // Connection lost: notifications may have been missed.
-                Ok(Ok(None)) | Ok(Err(_)) => break,
-            }
-        }
+impl crate::store::notify::Invalidate for ReadCache {
+    fn invalidate(&self) {
+        ReadCache::invalidate(self);
+    }
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
     }
 }
 
@@ -209,7 +179,7 @@ impl IndexReader {
     /// called inside a Tokio runtime).
     pub fn with_cache(pool: PgPool, chain_id: u64) -> Self {
         let cache = Arc::new(ReadCache::default());
-        tokio::spawn(listen(pool.clone(), Arc::downgrade(&cache)));
+        tokio::spawn(crate::store::notify::listen(pool.clone(), NOTIFY_CHANNEL, Arc::downgrade(&cache)));
         Self { pool, chain_id, cache: Some(cache) }
     }
 

@@ -9,7 +9,7 @@
 //! settings; the old one revoked, or expiring after a grace period) → deleted (soft: hidden from
 //! the API, the row kept for the transactions that point at it).
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, time::Duration};
 
 use alloy::primitives::Address;
 use anyhow::Context;
@@ -273,26 +273,34 @@ impl Store {
 
     /// Looks a presented key up by its hash and tells why it is not usable, if it is not.
     pub async fn lookup_api_key(&self, key: &str) -> anyhow::Result<KeyLookup> {
+        Ok(self.lookup_api_key_hash(&hash_api_key(key)).await?.0)
+    }
+
+    /// [`Store::lookup_api_key`] by the key's hash, with how long an active key stays valid
+    /// (`None`: no expiry), by the database's clock.
+    pub async fn lookup_api_key_hash(&self, hash: &[u8; 32]) -> anyhow::Result<(KeyLookup, Option<Duration>)> {
         let row = sqlx::query(
             "SELECT id, name, scopes, allowed_cidrs, rate_limit_per_minute, deleted_at IS NOT NULL AS deleted,
                     revoked_at IS NOT NULL AS revoked, rotated_at IS NOT NULL AS rotated,
-                    (expires_at IS NOT NULL AND expires_at <= now()) AS expired
+                    (expires_at IS NOT NULL AND expires_at <= now()) AS expired,
+                    floor(extract(epoch FROM expires_at - now()) * 1000)::bigint AS ms_left
              FROM api_keys WHERE key_hash = $1",
         )
-        .bind(&hash_api_key(key)[..])
+        .bind(&hash[..])
         .fetch_optional(&self.pool)
         .await
         .context("Failed to look up the API key")?;
-        let Some(row) = row else { return Ok(KeyLookup::Unknown) };
+        let Some(row) = row else { return Ok((KeyLookup::Unknown, None)) };
         if row.get::<bool, _>("deleted") {
-            return Ok(KeyLookup::Unknown);
+            return Ok((KeyLookup::Unknown, None));
         }
         if row.get::<bool, _>("revoked") {
-            return Ok(KeyLookup::Revoked { rotated: row.get("rotated") });
+            return Ok((KeyLookup::Revoked { rotated: row.get("rotated") }, None));
         }
         if row.get::<bool, _>("expired") {
-            return Ok(KeyLookup::Expired);
+            return Ok((KeyLookup::Expired, None));
         }
+        let valid_for = row.get::<Option<i64>, _>("ms_left").map(|ms| Duration::from_millis(ms.max(0) as u64));
         let id: i64 = row.get("id");
         let scopes = row.get::<Vec<String>, _>("scopes").iter().filter_map(|s| s.parse().ok()).collect();
         // Stored entries were validated on the way in; one that no longer parses denies rather
@@ -306,14 +314,15 @@ impl Store {
             }
         }
         let rate: Option<i32> = row.get("rate_limit_per_minute");
-        Ok(KeyLookup::Active(ApiKeyRecord {
+        let record = ApiKeyRecord {
             id,
             name: row.get("name"),
             sponsors: self.key_sponsors(id).await?,
             scopes,
             allowed_cidrs,
             rate_limit_per_minute: rate.and_then(|r| u32::try_from(r).ok()),
-        }))
+        };
+        Ok((KeyLookup::Active(record), valid_for))
     }
 
     async fn key_sponsors(&self, id: i64) -> anyhow::Result<Vec<Address>> {

@@ -7,10 +7,12 @@
 //! - [`transactions`]: the per-sponsor transaction queue: rows, every signed attempt, sponsor nonces
 //!   and leases.
 //! - [`idempotency`]: first answers to `Idempotency-Key` requests, for replay.
+//! - [`notify`]: in-memory caches kept exact by Postgres `NOTIFY`.
 
 mod idempotency;
 mod keys;
 mod nonces;
+pub mod notify;
 mod transactions;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@ mod harness;
 mod idempotency;
 mod indexer;
 mod info;
+mod key_cache;
 mod keys;
 mod meta;
 mod payments;
