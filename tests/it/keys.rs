@@ -445,7 +445,10 @@ async fn cli(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
     let opts = app.store.pool().connect_options();
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", opts.get_port(), opts.get_database().unwrap());
     let dir = std::env::temp_dir();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampay"))
+    // STREAMPAY_TEST_BIN: a copy of this tree's binary when the target directory is shared with
+    // other checkouts that may overwrite target/debug/streampay mid-run.
+    let bin = std::env::var("STREAMPAY_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_streampay").to_string());
+    let out = tokio::process::Command::new(bin)
         .args(args)
         .current_dir(&dir)
         .env("STREAMPAY_DATABASE_URL", url)
