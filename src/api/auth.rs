@@ -10,6 +10,7 @@
 //! | `/api/v1/admin/…` | an admin JWT (`Authorization: Bearer`) or a key with `admin` |
 //! | `/api/v1/webhooks/…` | a key with `webhooks` |
 //! | any other `GET`/`HEAD` under `/api/v1` | a key with `read` |
+//! | any method on `/api/v1/{contract}/fees…`, `/api/v1/{contract}/recipients…` (quotes, checks) | a key with `read` |
 //! | any other method under `/api/v1` | a key with `relay` |
 //! | anything else outside `/api/v1` | nothing |
 //!
@@ -86,8 +87,18 @@ pub fn access_for(method: &Method, path: &str) -> Access {
     if under(path, "/api/v1/webhooks") {
         return Access::Key(Scope::Webhooks);
     }
-    if *method == Method::GET || *method == Method::HEAD { Access::Key(Scope::Read) } else { Access::Key(Scope::Relay) }
+    // `/api/v1/{contract}/fees…` and `/{contract}/recipients…` only answer questions (a fee quote,
+    // a recipient check), whatever the method: `read`.
+    let resource = path.split('/').nth(4).unwrap_or_default();
+    if *method == Method::GET || *method == Method::HEAD || QUOTES.contains(&resource) {
+        Access::Key(Scope::Read)
+    } else {
+        Access::Key(Scope::Relay)
+    }
 }
+
+/// Resources under `/api/v1/{contract}/` that need `read` even when POSTed to.
+const QUOTES: &[&str] = &["fees", "recipients"];
 
 /// Authentication settings of a running API.
 #[derive(Clone, Default)]
@@ -381,7 +392,11 @@ mod tests {
             (Method::GET, "/api/v1/{contract}/fees", Access::Key(Scope::Read)),
             (Method::GET, "/api/v1/USDC/payments/balance/0x1", Access::Key(Scope::Read)),
             (Method::POST, "/api/v1/USDC/meta/execute", Access::Key(Scope::Relay)),
-            (Method::POST, "/api/v1/{contract}/recipients/resolve", Access::Key(Scope::Relay)),
+            (Method::POST, "/api/v1/{contract}/recipients/resolve", Access::Key(Scope::Read)),
+            (Method::POST, "/api/v1/USDC/fees/quote", Access::Key(Scope::Read)),
+            (Method::POST, "/api/v1/USDC/payments", Access::Key(Scope::Relay)),
+            (Method::GET, "/api/v1/transactions/summary", Access::Key(Scope::Read)),
+            (Method::GET, "/api/v1/sponsors", Access::Key(Scope::Read)),
             (Method::DELETE, "/api/v1/USDC/subscriptions/0x1", Access::Key(Scope::Relay)),
             (Method::GET, "/api/v1/webhooks", Access::Key(Scope::Webhooks)),
             (Method::POST, "/api/v1/webhooks/3/test", Access::Key(Scope::Webhooks)),
