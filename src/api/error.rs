@@ -47,6 +47,11 @@ impl AppError {
         Self::client(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// A quota (e.g. a sponsor's daily budget) is used up for now.
+    pub fn too_many_requests(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::TOO_MANY_REQUESTS, code, message)
+    }
+
     /// A dependency of ours is not ready yet (e.g. the index); the client may retry.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::client(StatusCode::SERVICE_UNAVAILABLE, code, message)

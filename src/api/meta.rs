@@ -93,6 +93,9 @@ pub struct ExecuteRequest {
     traits: Option<String>,
     #[serde(alias = "permit")]
     permit: Option<PermitRequest>,
+    /// Optional client label stored with the transaction (or the `Reference` header).
+    #[serde(alias = "reference")]
+    reference: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +133,7 @@ pub async fn execute(
         return Err(AppError::bad_request("invalid_deadline", "Deadline does not fit the 40-bit traits field"));
     }
     let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
         CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
         CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
@@ -220,7 +224,12 @@ pub async fn execute(
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
     let pipeline = state.sponsors.pipeline(&state.store, provider);
-    let queued = match simulate(&state, request).await {
+    let simulated = match simulate(&state, request).await {
+        // Sponsor policies apply to new calls only, never to the pipeline's bumps/cancellations.
+        Ok(gas_limit) => super::sponsors::enforce_policy(&state, &key, &sponsor, gas_limit).await.map(|()| gas_limit),
+        Err(e) => Err(e),
+    };
+    let queued = match simulated {
         Ok(gas_limit) => pipeline
             .enqueue(NewTransaction {
                 chain_id: state.chain_id,
@@ -246,6 +255,15 @@ pub async fn execute(
         }
     };
     let tx_id = queued.id;
+    let meta = crate::store::TxMeta {
+        reference,
+        operations: checked.operations.iter().map(|o| o.to_string()).collect(),
+        amounts: super::history::call_amounts(&data, contract.token_decimals),
+    };
+    if let Err(e) = state.store.record_transaction_meta(tx_id, &meta).await {
+        // The call is queued and will be sent: losing its label must not fail the request.
+        tracing::error!(error = format!("{e:#}"), id = tx_id, "failed to record the transaction's reference");
+    }
     tracing::info!(%from, nonce, sponsor = %sponsor.address(), sponsor_nonce = queued.sponsor_nonce, tx = %queued.hash, id = tx_id, ops = ?checked.operations, "queued");
 
     let accepted = |message: &str, hash: B256| {

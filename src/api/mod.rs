@@ -6,6 +6,9 @@
 //!   ([`build`] assembles the `Transaction` object every one of them returns)
 //! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute` (`Prefer: respond-async` → 202)
 //! - [`transactions`]: `GET /api/v1/transactions/{id}`, the outcome of an execute
+//! - [`history`]: `Reference`, `GET /api/v1/transactions` and its `summary`
+//! - [`sponsors`]: `GET /api/v1/sponsors`, `GET /{contract}/fees`, sponsor policies
+//! - [`resolve`]: `GET /{contract}/recipients/resolve`
 //! - [`extract`]: authentication and edge parsing; [`error`]: the one error type
 
 mod batch;
@@ -15,9 +18,12 @@ mod error;
 mod extract;
 mod idempotency;
 pub mod health;
+mod history;
 mod info;
 mod meta;
 mod payments;
+mod resolve;
+mod sponsors;
 mod subscriptions;
 mod transactions;
 
@@ -130,7 +136,12 @@ pub fn app(state: AppState) -> Router {
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
     v1 = both(v1, "/meta", get(discovery::meta));
+    v1 = both(v1, "/transactions", get(history::list));
+    v1 = both(v1, "/transactions/summary", get(history::summary));
     v1 = both(v1, "/transactions/{id}", get(transactions::get));
+    v1 = both(v1, "/sponsors", get(sponsors::list));
+    v1 = both(v1, "/{contract}/fees", get(sponsors::quote));
+    v1 = both(v1, "/{contract}/recipients/resolve", get(resolve::resolve));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
     v1 = both(v1, "/{contract}/authors/{author}/streams", get(subscriptions::incoming));
@@ -149,7 +160,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(discovery::openapi_json))
         .route("/docs", get(discovery::docs))
         .route("/changelog", get(discovery::changelog))
-        .nest("/api/v1", v1)
+        .nest("/api/v1", v1.layer(axum::middleware::from_fn(history::check_reference)))
         .fallback(info::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .method_not_allowed_fallback(discovery::method_not_allowed)

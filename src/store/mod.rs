@@ -6,7 +6,9 @@
 //! - [`transactions`]: the per-sponsor transaction queue: rows, every signed attempt, sponsor nonces
 //!   and leases.
 //! - [`idempotency`]: first answers to `Idempotency-Key` requests, for replay.
+//! - [`history`]: references, history queries, sponsor spend and sponsor policies.
 
+mod history;
 mod idempotency;
 mod keys;
 mod nonces;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub use history::{HistoryFilter, HistoryRow, ReferenceSummary, Spend, SponsorPolicy, TxMeta};
 pub use keys::{ApiKeyRecord, NewApiKey, hash_api_key};
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
