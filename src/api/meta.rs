@@ -226,11 +226,14 @@ pub async fn execute(
     let pipeline = state.sponsors.pipeline(&state.store, provider);
     let simulated = match simulate(&state, request).await {
         // Sponsor policies apply to new calls only, never to the pipeline's bumps/cancellations.
-        Ok(gas_limit) => super::sponsors::enforce_policy(&state, &key, &sponsor, gas_limit).await.map(|()| gas_limit),
+        Ok(gas_limit) => {
+            super::sponsors::enforce_policy(&state, &key, &sponsor, gas_limit).await.map(|guard| (gas_limit, guard))
+        }
         Err(e) => Err(e),
     };
+    // The policy's budget guard is held until the call is queued (its reservation then counts).
     let queued = match simulated {
-        Ok(gas_limit) => pipeline
+        Ok((gas_limit, _budget_guard)) => pipeline
             .enqueue(NewTransaction {
                 chain_id: state.chain_id,
                 contract: contract.address,

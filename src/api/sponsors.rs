@@ -12,7 +12,15 @@
 //! (an upper bound: the effective price never exceeds the max fee) plus Σ gas limit × max fee of
 //! its transactions still in flight (what they may yet cost). All wei, as decimal strings.
 
-use alloy::{primitives::U256, providers::Provider};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use alloy::{
+    primitives::{Address, U256},
+    providers::Provider,
+};
 use axum::{
     Json,
     extract::{Path, State},
@@ -205,13 +213,36 @@ async fn check(
     Ok(())
 }
 
+/// Serialises budget checks per sponsor within this process, from the check until the call is
+/// queued (its reservation then counts), so concurrent executes cannot both take the last room.
+fn budget_lock(sponsor: Address) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(sponsor).or_default().clone()
+}
+
+/// Held by `execute` until its call is queued (see [`enforce_policy`]).
+pub type BudgetGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
+
 /// Checks `sponsor`'s policy for a new call of `gas_limit` gas: 422 `sponsor_fee_cap_exceeded`,
 /// 429 `sponsor_daily_budget_exceeded` or `key_budget_exceeded`. Without a policy, nothing to do.
-pub async fn enforce_policy(state: &AppState, key: &ApiKey, sponsor: &Sponsor, gas_limit: u64) -> Result<(), AppError> {
+/// With a budget, the returned guard must be held until the call is queued.
+pub async fn enforce_policy(
+    state: &AppState,
+    key: &ApiKey,
+    sponsor: &Sponsor,
+    gas_limit: u64,
+) -> Result<BudgetGuard, AppError> {
     let Some(policy) = state.store.sponsor_policy(state.chain_id, sponsor.address()).await? else {
-        return Ok(());
+        return Ok(None);
+    };
+    let guard = if policy.daily_budget.is_some() || policy.per_key_daily_budget.is_some() {
+        Some(budget_lock(sponsor.address()).lock_owned().await)
+    } else {
+        None
     };
     let fees = current_fees(state).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
-    check(state, key, sponsor, &policy, fees.max_fee_per_gas, cost).await
+    check(state, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
+    Ok(guard)
 }

@@ -377,6 +377,38 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the table hold exactly `policies` for `chain_id` (the config file is the source of
+    /// truth; `serve` calls this at start).
+    pub async fn replace_sponsor_policies(
+        &self,
+        chain_id: u64,
+        policies: &[(Address, SponsorPolicy)],
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        sqlx::query("DELETE FROM sponsor_policies WHERE chain_id = $1")
+            .bind(chain_id as i64)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to clear the sponsor policies")?;
+        for (sponsor, p) in policies {
+            let text = |v: Option<U256>| v.map(|v| v.to_string());
+            sqlx::query(
+                "INSERT INTO sponsor_policies (chain_id, sponsor, max_fee_per_gas, daily_budget, per_key_daily_budget)
+                 VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric)",
+            )
+            .bind(chain_id as i64)
+            .bind(sponsor.as_slice())
+            .bind(text(p.max_fee_per_gas))
+            .bind(text(p.daily_budget))
+            .bind(text(p.per_key_daily_budget))
+            .execute(&mut *tx)
+            .await
+            .context("Failed to write a sponsor policy")?;
+        }
+        tx.commit().await.context("Failed to commit the sponsor policies")?;
+        Ok(())
+    }
+
     /// The most gas a recent mined call of exactly `operation` (alone, not in a batch) used on
     /// `contract`: the fee quote's estimate once the relayer has history.
     pub async fn recent_operation_gas(

@@ -228,3 +228,32 @@ async fn policy_per_key_budget_limits_one_key_not_the_others() {
     assert_eq!(u256(&seen["KeySpendToday"]), max_cost(&app, &[&done]).await);
     assert_eq!(seen["Policy"]["PerKeyDailyBudget"], json!((spent_a + U256::from(1u64)).to_string()));
 }
+
+#[tokio::test]
+async fn policy_daily_budget_admits_one_of_two_simultaneous_calls_when_only_one_fits() {
+    let app = spawn_app().await;
+    let (alice, bob) = (wallet(), wallet());
+    app.fund(&alice, 10).await;
+    app.fund(&bob, 10).await;
+    let body = built_pay(&app, &alice, "1").await;
+    let (_, first) = app.post("/api/v1/USDC/meta/execute", &body).await;
+    // What one more pay reserves: its gas limit (the estimate + 25% + 10,000) at today's max fee.
+    let (_, quote) = app.get("/api/v1/USDC/fees?operation=pay").await;
+    let gas = first["GasUsed"].as_u64().unwrap();
+    let one = U256::from(gas + gas / 4 + 10_000) * u256(&quote["MaxFeePerGas"]);
+    let spent = u256(&sponsor_view(&app, &app.api_key).await["SpendToday"]);
+    let policy =
+        SponsorPolicy { daily_budget: Some(spent + one * U256::from(3u64) / U256::from(2u64)), ..Default::default() };
+    app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&policy)).await.unwrap();
+
+    // Sent together: whichever is checked second sees the first's reservation (or its mined gas).
+    // (The per-sponsor lock that closes the check-to-queue window is not forced by this test:
+    // the window is too short to hit from outside.)
+    let (a, b) = (built_pay(&app, &alice, "1").await, built_pay(&app, &bob, "1").await);
+    let (ra, rb) = tokio::join!(app.post("/api/v1/USDC/meta/execute", &a), app.post("/api/v1/USDC/meta/execute", &b));
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS], "{} / {}", ra.1, rb.1);
+    let refused = if ra.0 == StatusCode::OK { rb } else { ra };
+    assert_error(&refused, StatusCode::TOO_MANY_REQUESTS, "sponsor_daily_budget_exceeded");
+}
