@@ -218,7 +218,7 @@ pub fn document() -> openapi::OpenApi {
         super::batch::payments,
     ),
     components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc)),
-    modifiers(&Security, &ErrorCodes, &Idempotency),
+    modifiers(&Security, &ErrorCodes, &Idempotency, &References),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -767,4 +767,54 @@ pub struct RecipientResolution {
     pub is_contract: Option<bool>,
     /// `index` (Postgres) or `chain` (views, while the index has no checkpoint).
     pub source: Option<String>,
+}
+
+/// Documents the `Reference` header on every mutating `/api/v1` operation (checked by
+/// `history::check_reference`; stored by `meta/execute`).
+struct References;
+
+impl Modify for References {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        use openapi::{
+            ContentBuilder, Ref, Required, ResponseBuilder,
+            path::{ParameterBuilder, ParameterIn},
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            for op in [item.post.as_mut(), item.delete.as_mut()].into_iter().flatten() {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                if !params.iter().any(|p| p.name == "Reference") {
+                    params.push(
+                        ParameterBuilder::new()
+                            .name("Reference")
+                            .parameter_in(ParameterIn::Header)
+                            .required(Required::False)
+                            .description(Some(
+                                "Optional label, 1 to 255 characters. Checked on every mutating call; the value \
+                                 sent to `meta/execute` is stored with the transaction (filter and summarise \
+                                 by it under `/api/v1/transactions`).",
+                            ))
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+                            .build(),
+                    );
+                }
+                match op.responses.responses.get_mut("400") {
+                    Some(RefOr::T(r)) if r.description.contains("`invalid_reference`") => {}
+                    Some(RefOr::T(r)) => r.description = format!("{}, `invalid_reference`", r.description),
+                    _ => {
+                        let r = ResponseBuilder::new()
+                            .description("`invalid_reference`")
+                            .content(
+                                "application/json",
+                                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                            )
+                            .build();
+                        op.responses.responses.insert("400".to_string(), RefOr::T(r));
+                    }
+                }
+            }
+        }
+    }
 }

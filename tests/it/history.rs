@@ -264,3 +264,41 @@ async fn history_rejects_bad_references_limits_cursors_times_and_statuses() {
     assert_error(&app.get("/api/v1/transactions?contract=DAI").await, StatusCode::BAD_REQUEST, "unknown_contract");
     assert_error(&app.get_with_key("/api/v1/transactions", None).await, StatusCode::UNAUTHORIZED, "missing_api_key");
 }
+
+#[tokio::test]
+async fn history_reference_is_documented_on_every_mutating_call() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["post", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            seen += 1;
+            let params = op["parameters"].as_array().unwrap();
+            let refs: Vec<_> = params.iter().filter(|p| p["name"] == "Reference").collect();
+            assert_eq!(refs.len(), 1, "{method} {path}: {params:?}");
+            assert_eq!(refs[0]["in"], "header");
+            assert!(
+                op["responses"]["400"]["description"].as_str().unwrap().contains("`invalid_reference`"),
+                "{method} {path}"
+            );
+        }
+    }
+    assert!(seen >= 8, "{seen}");
+    // The history endpoints and their schemas are published.
+    for path in ["/api/v1/transactions", "/api/v1/transactions/summary"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+    for schema in ["TransactionPage", "TransactionListItem", "ReferenceSummaryView", "AmountView"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for code in ["invalid_reference", "invalid_limit", "invalid_cursor", "invalid_time", "invalid_status"] {
+        assert!(codes.contains(&code), "{code}");
+    }
+}

@@ -257,3 +257,34 @@ async fn policy_daily_budget_admits_one_of_two_simultaneous_calls_when_only_one_
     let refused = if ra.0 == StatusCode::OK { rb } else { ra };
     assert_error(&refused, StatusCode::TOO_MANY_REQUESTS, "sponsor_daily_budget_exceeded");
 }
+
+#[tokio::test]
+async fn policy_table_is_replaced_by_the_configured_policies() {
+    let app = spawn_app().await;
+    let stale = SponsorPolicy { daily_budget: Some(U256::from(1u64)), ..Default::default() };
+    app.store.set_sponsor_policy(app.chain_id, app.other_sponsor, Some(&stale)).await.unwrap();
+    let configured = SponsorPolicy {
+        max_fee_per_gas: Some(U256::from(7u64)),
+        per_key_daily_budget: Some(U256::MAX),
+        ..Default::default()
+    };
+    app.store.replace_sponsor_policies(app.chain_id, &[(app.sponsor, configured)]).await.unwrap();
+    assert_eq!(app.store.sponsor_policy(app.chain_id, app.sponsor).await.unwrap(), Some(configured));
+    assert_eq!(app.store.sponsor_policy(app.chain_id, app.other_sponsor).await.unwrap(), None, "not in the file: gone");
+    let (_, s) = app.get("/api/v1/sponsors").await;
+    assert_eq!(
+        s["Sponsors"][0]["Policy"],
+        json!({"MaxFeePerGas": "7", "DailyBudget": null, "PerKeyDailyBudget": U256::MAX.to_string()})
+    );
+    // The sponsors' documentation lists the policy codes.
+    let (_, doc) = app.get("/openapi.json").await;
+    let execute = &doc["paths"]["/api/v1/{contract}/meta/execute"]["post"]["responses"];
+    assert!(execute["422"]["description"].as_str().unwrap().contains("`sponsor_fee_cap_exceeded`"));
+    assert!(execute["429"]["description"].as_str().unwrap().contains("`key_budget_exceeded`"));
+    for schema in ["SponsorList", "SponsorView", "FeeQuote", "RecipientResolution"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    app.store.replace_sponsor_policies(app.chain_id, &[]).await.unwrap();
+    let (_, s) = app.get("/api/v1/sponsors").await;
+    assert_eq!(s["Sponsors"][0]["Policy"], Value::Null);
+}
