@@ -573,6 +573,10 @@ pub struct TransactionView {
     pub revert_reason: Option<String>,
     /// The last error the node answered while sending it.
     pub last_error: Option<String>,
+    /// The `Reference` given to execute.
+    pub reference: Option<String>,
+    /// The user operations run, in order.
+    pub operations: Vec<String>,
 }
 
 // `meta.rs` belongs to the pipeline work; its handlers are documented here until their own

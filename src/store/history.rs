@@ -151,6 +151,23 @@ impl Store {
         Ok(())
     }
 
+    /// The reference and operations of the key's transaction `id` (for `GET /transactions/{id}`).
+    pub async fn transaction_reference(
+        &self,
+        id: i64,
+        api_key_id: i64,
+    ) -> anyhow::Result<Option<(Option<String>, Vec<String>)>> {
+        let row = sqlx::query(
+            "SELECT reference, coalesce(operations, '{}') FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
+        )
+        .bind(id)
+        .bind(api_key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the transaction's reference")?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
     /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC); `None` if Postgres
     /// cannot read it (the caller has checked the RFC 3339 shape).
     pub async fn parse_timestamp(&self, s: &str) -> anyhow::Result<Option<String>> {

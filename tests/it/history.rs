@@ -73,6 +73,10 @@ async fn history_stores_the_reference_and_filters_by_it_signer_status_contract_a
     assert!(matches!(oldest_p1["State"].as_str(), Some("mined" | "confirmed")), "{oldest_p1}");
     assert_eq!(oldest_p1["GasUsed"], p1["GasUsed"]);
     assert_eq!(oldest_p1["Amounts"][0]["Amount"], "1.5");
+    let (status, one) = app.get(&format!("/api/v1/transactions/{}", p1["TransactionId"])).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["Reference"], "order-1");
+    assert_eq!(one["Operations"], json!(["pay"]));
 
     let count = |q: &str| {
         let q = q.to_string();
