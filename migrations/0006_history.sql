@@ -7,7 +7,12 @@
 -- exact NUMERIC so sums never round.
 ALTER TABLE relay_transactions
     ADD COLUMN reference  TEXT CHECK (length(reference) BETWEEN 1 AND 255),
-    ADD COLUMN operations TEXT[];
+    ADD COLUMN operations TEXT[],
+    -- The receipt's effective gas price (wei) of the mined transaction, filled in lazily when spend
+    -- is computed; valid only while `priced_block_hash` equals `block_hash` (a reorg may re-mine
+    -- it elsewhere at another price).
+    ADD COLUMN effective_gas_price NUMERIC(78, 0),
+    ADD COLUMN priced_block_hash   BYTEA;
 
 CREATE TABLE relay_transaction_amounts (
     transaction_id  BIGINT         NOT NULL REFERENCES relay_transactions (id) ON DELETE CASCADE,

@@ -304,6 +304,7 @@ pub async fn summary(
         None => return Err(AppError::missing("reference")),
         Some(r) => validate_reference(r)?,
     };
+    super::sponsors::refresh_prices(&state, None, Some((key.0.id, &reference))).await?;
     let s = state.store.reference_summary(key.0.id, &reference).await?;
     let by_status: serde_json::Map<String, Value> = s.by_status.iter().map(|(k, n)| (k.clone(), json!(n))).collect();
     Ok(Json(json!({

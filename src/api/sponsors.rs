@@ -8,9 +8,10 @@
 //!   checked: the pipeline's fee bumps and cancellations of accepted transactions never are (a
 //!   policy must not strand a transaction that holds the sponsor's queue up).
 //!
-//! Spend is Σ gas used × max fee per gas of the sponsor's transactions mined since UTC midnight
-//! (an upper bound: the effective price never exceeds the max fee) plus Σ gas limit × max fee of
-//! its transactions still in flight (what they may yet cost). All wei, as decimal strings.
+//! Spend is Σ gas used × effective gas price of the sponsor's transactions mined since UTC midnight
+//! (read from their receipts once, then stored; the signed max fee, an upper bound, while a receipt
+//! cannot be read) plus Σ gas limit × max fee of its transactions still in flight (what they may
+//! yet cost). All wei, as decimal strings.
 
 use std::{
     collections::HashMap,
@@ -62,6 +63,31 @@ async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
     ))
 }
 
+/// Records the receipts' effective gas prices of mined rows that lack one (the sponsor's since UTC
+/// midnight, or the key's with a reference), so spend is exact. A node that does not answer
+/// leaves the upper bound (max fee) in place for now.
+pub(super) async fn refresh_prices(
+    state: &AppState,
+    sponsor: Option<Address>,
+    reference: Option<(i64, &str)>,
+) -> Result<(), AppError> {
+    let rows = state.store.unpriced_transactions(state.chain_id, sponsor, reference, 200).await?;
+    for (id, hash, block_hash) in rows {
+        match state.provider.get_transaction_receipt(hash).await {
+            Ok(Some(r)) if r.block_hash == Some(block_hash) => {
+                state.store.set_effective_gas_price(id, hash, block_hash, r.effective_gas_price).await?
+            }
+            // Not (or no longer) in that block: the pipeline will update the row.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "no receipt for the effective gas price; spend uses the max fee");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `GET /api/v1/sponsors`.
 #[utoipa::path(get, path = "/api/v1/sponsors", tag = "Sponsors",
     responses(
@@ -76,6 +102,7 @@ pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Val
     for (i, address) in key.0.sponsors.iter().enumerate() {
         let configured = state.sponsors.get(address).is_some();
         let balance = state.provider.get_balance(*address).await.map_err(AppError::chain)?;
+        refresh_prices(&state, Some(*address), None).await?;
         let spend = state.store.sponsor_spend(state.chain_id, *address, None).await?;
         let key_spend = state.store.sponsor_spend(state.chain_id, *address, Some(key.0.id)).await?;
         let policy = state.store.sponsor_policy(state.chain_id, *address).await?;
@@ -147,6 +174,9 @@ pub async fn quote(
     let fees = current_fees(&state).await?;
     let cost = U256::from(gas) * U256::from(fees.max_fee_per_gas);
     let policy = state.store.sponsor_policy(state.chain_id, sponsor.address()).await?;
+    if policy.as_ref().is_some_and(|p| p.daily_budget.is_some() || p.per_key_daily_budget.is_some()) {
+        refresh_prices(&state, Some(sponsor.address()), None).await?;
+    }
     let verdict = match &policy {
         Some(p) => check(&state, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
         None => None,
@@ -241,6 +271,9 @@ pub async fn enforce_policy(
     } else {
         None
     };
+    if guard.is_some() {
+        refresh_prices(state, Some(sponsor.address()), None).await?;
+    }
     let fees = current_fees(state).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     check(state, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;

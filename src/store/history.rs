@@ -70,8 +70,7 @@ pub struct ReferenceSummary {
     /// `(status, count)`.
     pub by_status: Vec<(String, u64)>,
     pub gas_used: u64,
-    /// Σ gas used × the max fee per gas of the mined transaction: an upper bound of what the
-    /// sponsors paid, in wei.
+    /// Σ gas used × effective gas price (see [`Spend::mined_wei`]), in wei.
     pub gas_cost_wei: U256,
     /// `(operation, Σ amount)` in internal units, of mined transactions only.
     pub amounts: Vec<(String, U256)>,
@@ -80,8 +79,8 @@ pub struct ReferenceSummary {
 /// A sponsor's (or one key's) spending since UTC midnight, in wei.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spend {
-    /// Σ gas used × max fee per gas of transactions mined today (an upper bound of the actual
-    /// charge: the effective price never exceeds the max fee).
+    /// Σ gas used × effective gas price of transactions mined today (× the signed max fee, an
+    /// upper bound, for any whose receipt price is not recorded yet).
     pub mined_wei: U256,
     /// Σ gas limit × max fee per gas of transactions not mined yet: what they may still cost.
     pub reserved_wei: U256,
@@ -114,6 +113,12 @@ fn numeric(text: &str) -> anyhow::Result<U256> {
 fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
     v.as_deref().map(numeric).transpose()
 }
+
+/// What a mined row `t` cost its sponsor, in wei: gas used × the receipt's effective gas price
+/// when recorded for its current block, else × the signed max fee of the mined attempt `a` (an
+/// upper bound).
+const GAS_COST: &str = "t.gas_used::numeric * CASE WHEN t.priced_block_hash = t.block_hash
+    THEN t.effective_gas_price ELSE a.max_fee_per_gas::numeric END";
 
 /// Start of the current UTC day, as SQL.
 const UTC_MIDNIGHT: &str = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
@@ -166,6 +171,60 @@ impl Store {
         .await
         .context("Failed to read the transaction's reference")?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Mined rows without a recorded effective gas price, as `(id, hash, block hash)`: the sponsor's
+    /// since UTC midnight, or the key's with `reference`. At most `limit`.
+    pub async fn unpriced_transactions(
+        &self,
+        chain_id: u64,
+        sponsor: Option<Address>,
+        reference: Option<(i64, &str)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(i64, B256, B256)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, tx_hash, block_hash FROM relay_transactions t
+             WHERE t.chain_id = $1 AND t.gas_used IS NOT NULL AND t.block_hash IS NOT NULL
+               AND t.priced_block_hash IS DISTINCT FROM t.block_hash
+               AND ($2::bytea IS NULL OR (t.sponsor = $2 AND t.mined_at >= {UTC_MIDNIGHT}))
+               AND ($3::bigint IS NULL OR (t.api_key_id = $3 AND t.reference = $4))
+             ORDER BY id LIMIT $5"
+        ))
+        .bind(chain_id as i64)
+        .bind(sponsor.map(|a| a.to_vec()))
+        .bind(reference.map(|(k, _)| k))
+        .bind(reference.map(|(_, r)| r))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to find unpriced transactions")?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), B256::from_slice(&r.get::<Vec<u8>, _>(1)), B256::from_slice(&r.get::<Vec<u8>, _>(2))))
+            .collect())
+    }
+
+    /// Records the effective gas price of row `id`'s receipt in `block_hash`, if the row is still
+    /// mined there with that hash.
+    pub async fn set_effective_gas_price(
+        &self,
+        id: i64,
+        hash: B256,
+        block_hash: B256,
+        price: u128,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE relay_transactions SET effective_gas_price = $4::numeric, priced_block_hash = $3
+             WHERE id = $1 AND tx_hash = $2 AND block_hash = $3",
+        )
+        .bind(id)
+        .bind(hash.as_slice())
+        .bind(block_hash.as_slice())
+        .bind(price.to_string())
+        .execute(&self.pool)
+        .await
+        .context("Failed to record the effective gas price")?;
+        Ok(())
     }
 
     /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC); `None` if Postgres
@@ -267,13 +326,12 @@ impl Store {
         .context("Failed to count the reference's transactions")?;
         let by_status: Vec<(String, u64)> =
             by_status.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect();
-        let totals = sqlx::query(
-            "SELECT coalesce(sum(t.gas_used), 0)::text,
-                    coalesce(sum(t.gas_used::numeric * a.max_fee_per_gas::numeric), 0)::text
+        let totals = sqlx::query(&format!(
+            "SELECT coalesce(sum(t.gas_used), 0)::text, coalesce(sum({GAS_COST}), 0)::text
              FROM relay_transactions t
              LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
              WHERE t.api_key_id = $1 AND t.reference = $2 AND t.gas_used IS NOT NULL",
-        )
+        ))
         .bind(api_key_id)
         .bind(reference)
         .fetch_one(&self.pool)
@@ -312,7 +370,7 @@ impl Store {
     ) -> anyhow::Result<Spend> {
         let sql = format!(
             "SELECT
-               coalesce(sum(t.gas_used::numeric * a.max_fee_per_gas::numeric)
+               coalesce(sum({GAS_COST})
                         FILTER (WHERE t.gas_used IS NOT NULL AND t.mined_at >= {UTC_MIDNIGHT}), 0)::text,
                coalesce(sum(coalesce(t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric)
                         FILTER (WHERE t.status IN ('pending', 'submitted')), 0)::text,

@@ -170,13 +170,13 @@ async fn history_summary_totals_count_gas_and_exact_amounts_of_a_reference() {
         s["Amounts"],
         json!([{"Operation": "pay", "Amount": "1.500000000000000007", "AmountRaw": "1500000000000000007"}])
     );
-    // Gas cost: Σ gas used × the signed max fee of each mined transaction, read from the chain.
+    // Gas cost: Σ gas used × effective gas price, from the receipts.
     let mut cost = U256::ZERO;
     for done in [&a, &b] {
-        use alloy::{consensus::Transaction as _, providers::Provider};
+        use alloy::providers::Provider;
         let hash = done["TransactionHash"].as_str().unwrap().parse().unwrap();
-        let tx = app.provider.get_transaction_by_hash(hash).await.unwrap().unwrap();
-        cost += U256::from(done["GasUsed"].as_u64().unwrap()) * U256::from(tx.inner.max_fee_per_gas());
+        let receipt = app.provider.get_transaction_receipt(hash).await.unwrap().unwrap();
+        cost += U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
     }
     assert_eq!(s["GasCostWei"], cost.to_string());
 
