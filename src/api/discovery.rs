@@ -679,7 +679,7 @@ pub struct ReferenceSummaryView {
     pub by_status: std::collections::BTreeMap<String, u64>,
     /// Σ gas used by the mined transactions.
     pub gas_used: u64,
-    /// Σ gas used × max fee per gas, wei (an upper bound of what the sponsors paid).
+    /// Σ gas used × effective gas price, wei: what the sponsors paid.
     pub gas_cost_wei: String,
     /// Σ amount per operation, of mined transactions.
     pub amounts: Vec<AmountView>,
@@ -709,7 +709,7 @@ pub struct SponsorView {
     pub in_flight: u64,
     /// `MinedSpendToday` + `ReservedInFlight`: what the daily budget is checked against.
     pub spend_today: String,
-    /// Σ gas used × max fee per gas of transactions mined today.
+    /// Σ gas used × effective gas price of transactions mined today.
     pub mined_spend_today: String,
     /// Σ gas limit × max fee per gas of transactions in flight.
     pub reserved_in_flight: String,
