@@ -287,3 +287,50 @@ async fn policy_table_is_replaced_by_the_configured_policies() {
     let (_, s) = app.get("/api/v1/sponsors").await;
     assert_eq!(s["Sponsors"][0]["Policy"], Value::Null);
 }
+
+#[tokio::test]
+async fn policy_never_holds_back_a_transaction_already_accepted() {
+    let app = spawn_app_with_block_time(2).await;
+    let (alice, bob) = (wallet(), wallet());
+    app.fund(&alice, 10).await;
+    app.fund(&bob, 10).await;
+    let body = built_pay(&app, &alice, "1").await;
+    let next = built_pay(&app, &bob, "1").await;
+    let resp = app
+        .http
+        .post(app.url("/api/v1/USDC/meta/execute"))
+        .header("X-API-Key", &app.api_key)
+        .header("Prefer", "respond-async")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let accepted: Value = resp.json().await.unwrap();
+    // Every limit at its tightest while the call is in flight.
+    let shut = SponsorPolicy {
+        max_fee_per_gas: Some(U256::ZERO),
+        daily_budget: Some(U256::ZERO),
+        per_key_daily_budget: Some(U256::ZERO),
+    };
+    app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&shut)).await.unwrap();
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &next).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "sponsor_fee_cap_exceeded",
+    );
+
+    // The accepted one is still sent, tracked and mined.
+    let path = format!("/api/v1/transactions/{}", accepted["TransactionId"]);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, t) = app.get(&path).await;
+        if t["Status"] == "mined" {
+            assert!(t["GasUsed"].as_u64().unwrap() > 0);
+            break;
+        }
+        assert_eq!(t["Status"], "submitted", "{t}");
+        assert!(tokio::time::Instant::now() < deadline, "not mined under a closed policy: {t}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
