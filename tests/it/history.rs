@@ -306,3 +306,36 @@ async fn history_reference_is_documented_on_every_mutating_call() {
         assert!(codes.contains(&code), "{code}");
     }
 }
+
+#[tokio::test]
+async fn history_reference_is_part_of_an_idempotent_request() {
+    let app = spawn_app().await;
+    let alice = wallet();
+    app.fund(&alice, 10).await;
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": alice.address(), "To": wallet().address(), "Amount": "1"}))
+        .await;
+    let body = app.signed_execute_body(&alice, &built).await;
+    let send = |reference: &'static str| {
+        let req = app
+            .http
+            .post(app.url("/api/v1/USDC/meta/execute"))
+            .header("X-API-Key", &app.api_key)
+            .header("Idempotency-Key", "pay-once")
+            .header("Reference", reference)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let first = send("order-7").await;
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    let replay = send("order-7").await;
+    assert_eq!(replay, first, "same key, same request: the first answer");
+    assert_error(&send("order-8").await, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    let (_, page) = app.get("/api/v1/transactions?reference=order-7").await;
+    assert_eq!(page["Transactions"].as_array().unwrap().len(), 1, "relayed once");
+    let (_, page) = app.get("/api/v1/transactions?reference=order-8").await;
+    assert_eq!(page["Transactions"], json!([]));
+}
