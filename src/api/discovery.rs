@@ -739,6 +739,8 @@ pub struct FeeQuote {
     pub max_priority_fee_per_gas: String,
     /// `EstimatedGas` × `MaxFeePerGas`, wei: at most what the sponsor pays.
     pub estimated_cost: String,
+    /// The same in native coin, exact decimal (e.g. `"0.00018"`).
+    pub estimated_cost_native: String,
     /// The sponsor that would pay.
     pub sponsor: String,
     /// The error code the sponsor's policy would answer an execute with now, or null.

@@ -193,6 +193,7 @@ pub async fn quote(
         "MaxFeePerGas": fees.max_fee_per_gas.to_string(),
         "MaxPriorityFeePerGas": fees.max_priority_fee_per_gas.to_string(),
         "EstimatedCost": cost.to_string(),
+        "EstimatedCostNative": crate::amount::format_units(cost, 18),
         "Sponsor": checksum(sponsor.address()),
         "PolicyBlocks": blocked,
     })))

@@ -108,6 +108,8 @@ async fn fees_quote_gas_cost_and_sponsor_from_defaults_then_history() {
     assert_eq!(q["GasSource"], "default");
     assert_eq!(q["EstimatedGas"], 90_000);
     assert_eq!(u256(&q["EstimatedCost"]), U256::from(90_000u64) * u256(&q["MaxFeePerGas"]));
+    let native = alloy::primitives::utils::parse_ether(q["EstimatedCostNative"].as_str().unwrap()).unwrap();
+    assert_eq!(native, u256(&q["EstimatedCost"]), "{q}");
     assert!(u256(&q["MaxFeePerGas"]) >= u256(&q["MaxPriorityFeePerGas"]));
     assert_eq!(q["Sponsor"], json!(app.sponsor.to_checksum(None)));
     assert_eq!(q["PolicyBlocks"], Value::Null);
