@@ -4,7 +4,8 @@
 -- field of execute), at most 255 characters. `operations`: the user operations the call runs, in
 -- order. The amounts moved are in `relay_transaction_amounts`, one row per operation that moves
 -- money, in StreamPay's internal 18-decimal units (deposits scaled up from token base units), as
--- exact NUMERIC so sums never round.
+-- exact NUMERIC so sums never round. All are written in the database transaction that queues the
+-- call.
 ALTER TABLE relay_transactions
     ADD COLUMN reference  TEXT CHECK (length(reference) BETWEEN 1 AND 255),
     ADD COLUMN operations TEXT[],
@@ -26,5 +27,5 @@ CREATE TABLE relay_transaction_amounts (
 -- History is listed per API key, newest first, with keyset pagination on id.
 CREATE INDEX relay_transactions_key_history ON relay_transactions (api_key_id, id DESC);
 CREATE INDEX relay_transactions_key_reference ON relay_transactions (api_key_id, reference) WHERE reference IS NOT NULL;
--- Sponsor spend since midnight.
-CREATE INDEX relay_transactions_sponsor_created ON relay_transactions (chain_id, sponsor, created_at);
+-- Sponsor spend since UTC midnight (in-flight rows use relay_transactions_in_flight).
+CREATE INDEX relay_transactions_sponsor_mined ON relay_transactions (chain_id, sponsor, mined_at);

@@ -244,6 +244,11 @@ pub async fn execute(
                 sponsor: sponsor.address(),
                 calldata: outer,
                 gas_limit,
+                history: Some(crate::store::TxMeta {
+                    reference,
+                    operations: checked.operations.iter().map(|o| o.to_string()).collect(),
+                    amounts: super::history::call_amounts(&data, contract.token_decimals),
+                }),
             })
             .await
             .map_err(AppError::chain),
@@ -258,15 +263,6 @@ pub async fn execute(
         }
     };
     let tx_id = queued.id;
-    let meta = crate::store::TxMeta {
-        reference,
-        operations: checked.operations.iter().map(|o| o.to_string()).collect(),
-        amounts: super::history::call_amounts(&data, contract.token_decimals),
-    };
-    if let Err(e) = state.store.record_transaction_meta(tx_id, &meta).await {
-        // The call is queued and will be sent: losing its label must not fail the request.
-        tracing::error!(error = format!("{e:#}"), id = tx_id, "failed to record the transaction's reference");
-    }
     tracing::info!(%from, nonce, sponsor = %sponsor.address(), sponsor_nonce = queued.sponsor_nonce, tx = %queued.hash, id = tx_id, ops = ?checked.operations, "queued");
 
     let accepted = |message: &str, hash: B256| {

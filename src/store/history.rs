@@ -7,7 +7,7 @@
 
 use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
-use sqlx::{Row, postgres::PgRow};
+use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
 
 use super::Store;
 
@@ -128,34 +128,33 @@ fn rfc3339(col: &str) -> String {
     format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
 }
 
-impl Store {
-    /// Records what row `id` does: its reference, operations and amounts.
-    pub async fn record_transaction_meta(&self, id: i64, meta: &TxMeta) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        sqlx::query("UPDATE relay_transactions SET reference = $2, operations = $3 WHERE id = $1")
-            .bind(id)
-            .bind(meta.reference.as_deref())
-            .bind(&meta.operations)
-            .execute(&mut *tx)
-            .await
-            .context("Failed to record the transaction's reference")?;
-        for (position, operation, amount) in &meta.amounts {
-            sqlx::query(
-                "INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
-                 VALUES ($1, $2, $3, $4::numeric) ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(i32::try_from(*position).context("position beyond INT")?)
-            .bind(operation)
-            .bind(amount.to_string())
-            .execute(&mut *tx)
-            .await
-            .context("Failed to record the transaction's amounts")?;
-        }
-        tx.commit().await.context("Failed to commit the transaction's metadata")?;
-        Ok(())
+/// Records what row `id` does (its reference, operations and amounts) inside the transaction that
+/// queues it, so a queued call never lacks its label.
+pub(super) async fn write_meta(tx: &mut Transaction<'_, Postgres>, id: i64, meta: &TxMeta) -> anyhow::Result<()> {
+    sqlx::query("UPDATE relay_transactions SET reference = $2, operations = $3 WHERE id = $1")
+        .bind(id)
+        .bind(meta.reference.as_deref())
+        .bind(&meta.operations)
+        .execute(&mut **tx)
+        .await
+        .context("Failed to record the transaction's reference")?;
+    for (position, operation, amount) in &meta.amounts {
+        sqlx::query(
+            "INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
+             VALUES ($1, $2, $3, $4::numeric)",
+        )
+        .bind(id)
+        .bind(i32::try_from(*position).context("position beyond INT")?)
+        .bind(operation)
+        .bind(amount.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("Failed to record the transaction's amounts")?;
     }
+    Ok(())
+}
 
+impl Store {
     /// The reference and operations of the key's transaction `id` (for `GET /transactions/{id}`).
     pub async fn transaction_reference(
         &self,

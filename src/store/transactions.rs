@@ -25,6 +25,8 @@ pub struct NewTransaction {
     pub sponsor: Address,
     pub calldata: Bytes,
     pub gas_limit: u64,
+    /// Reference, operations and amounts for the history, written with the row.
+    pub history: Option<super::TxMeta>,
 }
 
 /// A signed transaction, ready to broadcast.
@@ -309,6 +311,9 @@ impl Store {
         .context("Failed to queue the transaction")?
         .get(0);
         insert_attempt(&mut tx, id, nonce, &signed).await?;
+        if let Some(meta) = &t.history {
+            super::history::write_meta(&mut tx, id, meta).await?;
+        }
         advance_nonce(&mut tx, t.chain_id, t.sponsor).await?;
         tx.commit().await.context("Failed to commit the queued transaction")?;
         Ok((id, nonce, signed))
