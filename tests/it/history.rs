@@ -339,3 +339,37 @@ async fn history_reference_is_part_of_an_idempotent_request() {
     let (_, page) = app.get("/api/v1/transactions?reference=order-8").await;
     assert_eq!(page["Transactions"], json!([]));
 }
+
+#[tokio::test]
+async fn history_records_every_amount_of_a_batch_and_sums_them_exactly() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let built = app
+        .build(
+            "/api/v1/USDC/batch/payments",
+            &json!({"From": user.address(), "Payments": [
+                {"To": wallet().address(), "Amount": "1"},
+                {"To": wallet().address(), "Amount": "2.5"},
+                {"To": wallet().address(), "Amount": "0.000000000000000001"},
+            ]}),
+        )
+        .await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["Reference"] = json!("payroll-2026-11");
+    let (status, done) = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+
+    let (_, page) = app.get("/api/v1/transactions?reference=payroll-2026-11").await;
+    let t = &page["Transactions"][0];
+    assert_eq!(t["Operations"], json!(["pay", "pay", "pay"]));
+    let raw: Vec<&str> = t["Amounts"].as_array().unwrap().iter().map(|a| a["AmountRaw"].as_str().unwrap()).collect();
+    assert_eq!(raw, ["1000000000000000000", "2500000000000000000", "1"]);
+    let (_, s) = app.get("/api/v1/transactions/summary?reference=payroll-2026-11").await;
+    assert_eq!(s["Count"], 1);
+    assert_eq!(
+        s["Amounts"],
+        json!([{"Operation": "pay", "Amount": "3.500000000000000001", "AmountRaw": "3500000000000000001"}])
+    );
+    assert_eq!(s["GasUsed"], done["GasUsed"]);
+}
