@@ -84,6 +84,9 @@ pub struct Config {
     /// `server.key_cache` / `STREAMPAY_KEY_CACHE` (`true`/`false`, default true): keep
     /// authenticated API keys in memory, dropped by Postgres `NOTIFY` on every key change.
     pub key_cache: bool,
+    /// `[[sponsors.policies]]` (file only): limits `meta/execute` enforces per sponsor. At start
+    /// they replace the `sponsor_policies` table, so the file is the source of truth.
+    pub sponsor_policies: Vec<(Address, crate::store::SponsorPolicy)>,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             admin_jwt_secret: None,
             trusted_proxies: Vec::new(),
             key_cache: true,
+            sponsor_policies: Vec::new(),
         }
     }
 }
@@ -161,6 +165,17 @@ struct FileChain {
 #[serde(default, deny_unknown_fields)]
 struct FileSponsors {
     private_keys: Vec<Secret>,
+    policies: Vec<FilePolicy>,
+}
+
+/// One `[[sponsors.policies]]` entry. Fee cap in wei; budgets in native coin (`"0.5"`), per UTC day.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FilePolicy {
+    sponsor: Option<Address>,
+    max_fee_per_gas_wei: Option<String>,
+    daily_budget: Option<String>,
+    per_key_daily_budget: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +200,34 @@ struct FileHealth {
 fn parse_native(name: &str, v: &str) -> anyhow::Result<alloy::primitives::U256> {
     alloy::primitives::utils::parse_ether(v.trim())
         .with_context(|| format!("{name}={v} is not an amount of native coin like \"0.1\""))
+}
+
+fn parse_policies(entries: &[FilePolicy]) -> anyhow::Result<Vec<(Address, crate::store::SponsorPolicy)>> {
+    let mut out: Vec<(Address, crate::store::SponsorPolicy)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let sponsor = e.sponsor.with_context(|| format!("sponsors.policies[{i}]: sponsor is required"))?;
+        if out.iter().any(|(a, _)| *a == sponsor) {
+            bail!("sponsors.policies: sponsor {sponsor} appears twice");
+        }
+        let fee_cap = e
+            .max_fee_per_gas_wei
+            .as_deref()
+            .map(|v| {
+                crate::amount::parse_uint(v.trim())
+                    .with_context(|| format!("sponsors.policies[{i}].max_fee_per_gas_wei={v} is not an integer"))
+            })
+            .transpose()?;
+        let native = |name: &str, v: &Option<String>| {
+            v.as_deref().map(|v| parse_native(&format!("sponsors.policies[{i}].{name}"), v)).transpose()
+        };
+        let policy = crate::store::SponsorPolicy {
+            max_fee_per_gas: fee_cap,
+            daily_budget: native("daily_budget", &e.daily_budget)?,
+            per_key_daily_budget: native("per_key_daily_budget", &e.per_key_daily_budget)?,
+        };
+        out.push((sponsor, policy));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +291,7 @@ impl Config {
         if !f.sponsors.private_keys.is_empty() {
             self.sponsor_keys = f.sponsors.private_keys;
         }
+        self.sponsor_policies = parse_policies(&f.sponsors.policies)?;
         if let Some(v) = f.log.format {
             self.log_format = v;
         }
@@ -501,6 +545,37 @@ mod tests {
         c.apply_env(|k| (k == "STREAMPAY_KEY_CACHE").then(|| "1".to_string())).unwrap();
         assert!(c.key_cache);
         assert!(c.apply_env(|k| (k == "STREAMPAY_KEY_CACHE").then(|| "maybe".to_string())).is_err());
+    }
+
+    #[test]
+    fn sponsor_policies_parse_with_exact_wei() {
+        let mut c = Config::default();
+        c.apply_file(
+            r#"
+            [[sponsors.policies]]
+            sponsor = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            max_fee_per_gas_wei = "50000000000"
+            daily_budget = "0.5"
+            [[sponsors.policies]]
+            sponsor = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+            per_key_daily_budget = "0.000000000000000001"
+            "#,
+        )
+        .unwrap();
+        let [(a, p), (_, q)] = &c.sponsor_policies[..] else { panic!("{:?}", c.sponsor_policies) };
+        assert_eq!(a.to_string(), "0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        assert_eq!(p.max_fee_per_gas, Some(alloy::primitives::U256::from(50_000_000_000u64)));
+        assert_eq!(p.daily_budget, Some(alloy::primitives::U256::from(500_000_000_000_000_000u64)));
+        assert_eq!(p.per_key_daily_budget, None);
+        assert_eq!(q.per_key_daily_budget, Some(alloy::primitives::U256::from(1u64)));
+        let dup = "[[sponsors.policies]]\nsponsor = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\n";
+        assert!(Config::default().apply_file(&format!("{dup}{dup}")).is_err(), "duplicate sponsor");
+        assert!(Config::default().apply_file("[[sponsors.policies]]\ndaily_budget = \"1\"").is_err(), "no sponsor");
+        let bad = "[[sponsors.policies]]\nsponsor = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\nmax_fee_per_gas_wei = \"1.5\"";
+        assert!(Config::default().apply_file(bad).is_err(), "fractional wei");
+        let bad =
+            "[[sponsors.policies]]\nsponsor = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\ndaily_budget = \"lots\"";
+        assert!(Config::default().apply_file(bad).is_err(), "bad native amount");
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
     }
     let store = Store::connect(config.database_url()?, config.database_max_connections).await?;
     store.migrate().await?;
+    for (sponsor, _) in &config.sponsor_policies {
+        if sponsors.get(sponsor).is_none() {
+            bail!("sponsors.policies names {sponsor}, which is not one of this relayer's sponsor keys");
+        }
+    }
+    store.replace_sponsor_policies(chain_id, &config.sponsor_policies).await?;
     Ok(AppState::new(Inner {
         store,
         provider,

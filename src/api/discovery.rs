@@ -36,6 +36,12 @@ pub const CAPABILITIES: &[&str] = &[
     "transaction_status",
     "health",
     "openapi",
+    "references",
+    "transaction_history",
+    "fee_quotes",
+    "sponsors",
+    "sponsor_policies",
+    "recipient_resolve",
 ];
 
 /// Every stable error code: `(code, HTTP status, meaning)`. A client can switch on `code`; the
@@ -69,6 +75,15 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("invalid_cidr", 400, "An allowlist entry is not a CIDR block or IP address, or has host bits set."),
     ("invalid_rate_limit", 400, "rate_limit_per_minute is out of range."),
     ("invalid_grace_period", 400, "grace_seconds is out of range."),
+    (
+        "invalid_reference",
+        400,
+        "Reference is not 1 to 255 characters without control characters, or header and body differ.",
+    ),
+    ("invalid_status", 400, "A status filter is not a transaction state."),
+    ("invalid_time", 400, "A time filter is not an RFC 3339 timestamp."),
+    ("invalid_limit", 400, "limit is not an integer from 1 to 100."),
+    ("invalid_cursor", 400, "cursor is not a NextCursor this API returned."),
     ("missing_api_key", 401, "No X-API-Key header."),
     ("invalid_api_key", 401, "The API key is unknown or deleted."),
     ("key_revoked", 401, "The API key was revoked (or replaced by a rotation)."),
@@ -107,6 +122,13 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("simulation_reverted", 422, "The call reverts when simulated; nothing was sent."),
     ("transaction_reverted", 422, "The transaction was mined but reverted."),
     ("transaction_failed", 422, "The node refused the transaction; nothing was executed."),
+    ("sponsor_fee_cap_exceeded", 422, "The network's fee per gas is above the sponsor's policy cap; retry later."),
+    (
+        "sponsor_daily_budget_exceeded",
+        429,
+        "The sponsor's daily budget (UTC) is spent or reserved; retry tomorrow or use another sponsor.",
+    ),
+    ("key_budget_exceeded", 429, "This API key's daily budget on the sponsor (UTC) is spent or reserved."),
     ("chain_unavailable", 503, "The chain node did not answer; retry later."),
     ("database_unavailable", 503, "The relayer's database did not answer (restarting, overloaded); retry later."),
     ("index_not_ready", 503, "The event index has not reached this deployment yet; retry shortly."),
@@ -205,7 +227,12 @@ pub fn document() -> openapi::OpenApi {
         docs,
         changelog,
         super::info::contracts,
+        super::history::list,
+        super::history::summary,
         super::transactions::get,
+        super::sponsors::list,
+        super::sponsors::quote,
+        super::resolve::resolve,
         super::subscriptions::create,
         super::subscriptions::list,
         super::subscriptions::incoming,
@@ -225,7 +252,7 @@ pub fn document() -> openapi::OpenApi {
         super::admin::delete,
     ),
     components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc)),
-    modifiers(&Security, &ErrorCodes, &Idempotency, &KeyAuth),
+    modifiers(&Security, &ErrorCodes, &Idempotency, &KeyAuth, &References),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -236,6 +263,7 @@ pub fn document() -> openapi::OpenApi {
         (name = "Batch", description = "Atomic multicalls signed once"),
         (name = "Transactions", description = "What the relayer sent"),
         (name = "Admin", description = "API key lifecycle (docs/keys.md)"),
+        (name = "Sponsors", description = "Sponsor accounts, spend, policies and fee quotes"),
     )
 )]
 struct ApiDoc;
@@ -621,6 +649,9 @@ pub struct ExecuteRequestDoc {
     pub traits: Option<String>,
     /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
     pub permit: Option<PermitRequestDoc>,
+    /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
+    /// header (both must agree when both are sent).
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -687,6 +718,10 @@ pub struct TransactionView {
     pub revert_reason: Option<String>,
     /// The last error the node answered while sending it.
     pub last_error: Option<String>,
+    /// The `Reference` given to execute.
+    pub reference: Option<String>,
+    /// The user operations run, in order.
+    pub operations: Vec<String>,
 }
 
 // `meta.rs` belongs to the pipeline work; its handlers are documented here until their own
@@ -710,18 +745,227 @@ fn meta_nonce_doc() {}
 /// 202 with `Prefer: respond-async`.
 #[utoipa::path(post, path = "/api/v1/{contract}/meta/execute", tag = "Meta-transactions",
     params(("contract" = String, Path, description = "Deployment name"),
-           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent")),
+           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent"),
+           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?reference=")),
     request_body = ExecuteRequestDoc,
     responses(
         (status = 200, description = "Mined", body = ExecuteResponse),
         (status = 202, description = "Sent, not yet mined", body = ExecuteAccepted),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_amount`, `call_not_allowed`, `empty_batch`, `batch_too_large`, `unknown_contract`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_amount`, `call_not_allowed`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = ErrorBody),
         (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = ErrorBody),
-        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`", body = ErrorBody),
+        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`", body = ErrorBody),
+        (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`", body = ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 #[allow(dead_code)]
 fn meta_execute_doc() {}
+
+/// An amount a relayed call moved, in StreamPay's internal 18-decimal units.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct AmountView {
+    /// `deposit`, `depositFor`, `withdraw`, `withdrawTo` or `pay`.
+    pub operation: String,
+    /// Token units, exact (`"12.5"`).
+    pub amount: String,
+    /// Internal base units (18 decimals), exact.
+    pub amount_raw: String,
+}
+
+/// One transaction of `GET /api/v1/transactions`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactionListItem {
+    pub id: i64,
+    /// `submitted`, `mined` or `reverted`.
+    pub status: String,
+    /// `pending`, `submitted`, `mined`, `confirmed`, `failed`, `replaced` or `expired`.
+    pub state: String,
+    pub contract: Option<String>,
+    pub chain_id: u64,
+    pub from: String,
+    pub nonce: u64,
+    pub sponsor: String,
+    pub sponsor_nonce: u64,
+    pub transaction_hash: String,
+    pub gas_used: Option<u64>,
+    pub block_number: Option<u64>,
+    pub failure: Option<String>,
+    /// The `Reference` given to execute.
+    pub reference: Option<String>,
+    /// The user operations run, in order.
+    pub operations: Vec<String>,
+    pub amounts: Vec<AmountView>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub mined_at: Option<String>,
+}
+
+/// `GET /api/v1/transactions`: a page, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactionPage {
+    pub transactions: Vec<TransactionListItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    pub limit: u32,
+}
+
+/// `GET /api/v1/transactions/summary`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReferenceSummaryView {
+    pub reference: String,
+    pub count: u64,
+    /// Count per state.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// Σ gas used by the mined transactions.
+    pub gas_used: u64,
+    /// Σ gas used × effective gas price, wei: what the sponsors paid.
+    pub gas_cost_wei: String,
+    /// Σ amount per operation, of mined transactions.
+    pub amounts: Vec<AmountView>,
+}
+
+/// A sponsor's policy; every value wei, null for no limit.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SponsorPolicyView {
+    pub max_fee_per_gas: Option<String>,
+    pub daily_budget: Option<String>,
+    pub per_key_daily_budget: Option<String>,
+}
+
+/// One sponsor of `GET /api/v1/sponsors`. Amounts are wei as decimal strings; spend counts since
+/// UTC midnight.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SponsorView {
+    pub address: String,
+    /// Used when a request names no sponsor.
+    pub default: bool,
+    /// Whether this relayer holds the sponsor's key.
+    pub configured: bool,
+    pub native_balance: String,
+    /// Transactions pending or submitted.
+    pub in_flight: u64,
+    /// `MinedSpendToday` + `ReservedInFlight`: what the daily budget is checked against.
+    pub spend_today: String,
+    /// Σ gas used × effective gas price of transactions mined today.
+    pub mined_spend_today: String,
+    /// Σ gas limit × max fee per gas of transactions in flight.
+    pub reserved_in_flight: String,
+    /// The same as `SpendToday`, for this API key's calls only.
+    pub key_spend_today: String,
+    pub policy: Option<SponsorPolicyView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SponsorList {
+    pub sponsors: Vec<SponsorView>,
+}
+
+/// `GET /api/v1/{contract}/fees`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct FeeQuote {
+    pub contract: String,
+    pub operation: String,
+    /// Gas of the relayed transaction.
+    pub estimated_gas: u64,
+    /// `history` (the most recent mined calls of this operation) or `default` (a measured table).
+    pub gas_source: String,
+    /// Wei per gas a new transaction would be signed with now.
+    pub max_fee_per_gas: String,
+    pub max_priority_fee_per_gas: String,
+    /// `EstimatedGas` × `MaxFeePerGas`, wei: at most what the sponsor pays.
+    pub estimated_cost: String,
+    /// The same in native coin, exact decimal (e.g. `"0.00018"`).
+    pub estimated_cost_native: String,
+    /// The sponsor that would pay.
+    pub sponsor: String,
+    /// The error code the sponsor's policy would answer an execute with now, or null.
+    pub policy_blocks: Option<String>,
+}
+
+/// `GET /api/v1/{contract}/recipients/resolve`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct RecipientResolution {
+    /// As sent.
+    pub identifier: String,
+    /// A well-formed address that can receive funds (not zero, not the contract).
+    pub valid: bool,
+    /// Why not, when not valid.
+    pub reason: Option<String>,
+    /// EIP-55 checksummed form.
+    pub address: Option<String>,
+    /// The identifier was sent exactly in its checksummed form.
+    pub checksum_matches: Option<bool>,
+    /// Has an internal balance or streams.
+    pub known: Option<bool>,
+    pub has_balance: Option<bool>,
+    /// Live internal balance in token units (absent when invalid).
+    pub balance: Option<String>,
+    pub balance_raw: Option<String>,
+    /// Streams to or from it.
+    pub has_streams: Option<bool>,
+    /// Has code (`eth_getCode`): a contract or smart wallet.
+    pub is_contract: Option<bool>,
+    /// `index` (Postgres) or `chain` (views, while the index has no checkpoint).
+    pub source: Option<String>,
+}
+
+/// Documents the `Reference` header on every mutating `/api/v1` operation (checked by
+/// `history::check_reference`; stored by `meta/execute`).
+struct References;
+
+impl Modify for References {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        use openapi::{
+            ContentBuilder, Ref, Required, ResponseBuilder,
+            path::{ParameterBuilder, ParameterIn},
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            for op in [item.post.as_mut(), item.delete.as_mut()].into_iter().flatten() {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                if !params.iter().any(|p| p.name == "Reference") {
+                    params.push(
+                        ParameterBuilder::new()
+                            .name("Reference")
+                            .parameter_in(ParameterIn::Header)
+                            .required(Required::False)
+                            .description(Some(
+                                "Optional label, 1 to 255 characters. Checked on every mutating call; the value \
+                                 sent to `meta/execute` is stored with the transaction (filter and summarise \
+                                 by it under `/api/v1/transactions`).",
+                            ))
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+                            .build(),
+                    );
+                }
+                match op.responses.responses.get_mut("400") {
+                    Some(RefOr::T(r)) if r.description.contains("`invalid_reference`") => {}
+                    Some(RefOr::T(r)) => r.description = format!("{}, `invalid_reference`", r.description),
+                    _ => {
+                        let r = ResponseBuilder::new()
+                            .description("`invalid_reference`")
+                            .content(
+                                "application/json",
+                                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                            )
+                            .build();
+                        op.responses.responses.insert("400".to_string(), RefOr::T(r));
+                    }
+                }
+            }
+        }
+    }
+}

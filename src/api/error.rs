@@ -70,7 +70,8 @@ impl AppError {
         Self::client(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    /// The client sent too much; `api::auth` adds `Retry-After`.
+    /// The client sent too much (`api::auth` adds `Retry-After`), or a quota (e.g. a sponsor's
+    /// daily budget) is used up for now.
     pub fn too_many_requests(code: &'static str, message: impl Into<String>) -> Self {
         Self::client(StatusCode::TOO_MANY_REQUESTS, code, message)
     }

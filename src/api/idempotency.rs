@@ -59,6 +59,12 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         h.update(parts.uri.query().unwrap_or_default());
         h.update([0]);
         h.update(&bytes);
+        // The Reference header is part of the request (it is stored with the transaction); only
+        // when sent, so fingerprints of requests without one are unchanged.
+        if let Some(reference) = parts.headers.get("reference") {
+            h.update([0]);
+            h.update(reference.as_bytes());
+        }
         h.finalize().into()
     };
 

@@ -106,6 +106,9 @@ pub struct ExecuteRequest {
     traits: Option<String>,
     #[serde(alias = "permit")]
     permit: Option<PermitRequest>,
+    /// Optional client label stored with the transaction (or the `Reference` header).
+    #[serde(alias = "reference")]
+    reference: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +146,7 @@ pub async fn execute(
         return Err(AppError::bad_request("invalid_deadline", "Deadline does not fit the 40-bit traits field"));
     }
     let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
         CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
         CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
@@ -201,8 +205,16 @@ pub async fn execute(
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
     let pipeline = state.sponsors.pipeline(&state.store, provider);
-    let queued = match simulate(&state, request).await {
-        Ok(gas_limit) => pipeline
+    let simulated = match simulate(&state, request).await {
+        // Sponsor policies apply to new calls only, never to the pipeline's bumps/cancellations.
+        Ok(gas_limit) => {
+            super::sponsors::enforce_policy(&state, &key, &sponsor, gas_limit).await.map(|guard| (gas_limit, guard))
+        }
+        Err(e) => Err(e),
+    };
+    // The policy's budget guard is held until the call is queued (its reservation then counts).
+    let queued = match simulated {
+        Ok((gas_limit, _budget_guard)) => pipeline
             .enqueue(NewTransaction {
                 chain_id: state.chain_id,
                 contract: contract.address,
@@ -213,6 +225,11 @@ pub async fn execute(
                 sponsor: sponsor.address(),
                 calldata: outer,
                 gas_limit,
+                history: Some(crate::store::TxMeta {
+                    reference,
+                    operations: checked.operations.iter().map(|o| o.to_string()).collect(),
+                    amounts: super::history::call_amounts(&data, contract.token_decimals),
+                }),
             })
             .await
             // A database that is down is a 503 of its own; anything else failing here is the node.

@@ -9,6 +9,10 @@
 //! - [`admin`]: `/api/v1/admin/keys`, the API key lifecycle
 //! - [`auth`]: who may call what (scopes by method and path, key status, CIDR allowlist, rate
 //!   limit, admin JWTs), enforced in one layer
+//! - [`key_cache`]: authenticated keys in memory, cleared by `NOTIFY`
+//! - [`history`]: `Reference`, `GET /api/v1/transactions` and its `summary`
+//! - [`sponsors`]: `GET /api/v1/sponsors`, `GET /{contract}/fees`, sponsor policies
+//! - [`resolve`]: `GET /{contract}/recipients/resolve`
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
 mod admin;
@@ -19,11 +23,14 @@ pub mod discovery;
 mod error;
 mod extract;
 pub mod health;
+mod history;
 mod idempotency;
 mod info;
 pub mod key_cache;
 mod meta;
 mod payments;
+mod resolve;
+mod sponsors;
 mod subscriptions;
 mod transactions;
 
@@ -183,7 +190,12 @@ pub fn app(state: AppState) -> Router {
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
     v1 = both(v1, "/meta", get(discovery::meta));
+    v1 = both(v1, "/transactions", get(history::list));
+    v1 = both(v1, "/transactions/summary", get(history::summary));
     v1 = both(v1, "/transactions/{id}", get(transactions::get));
+    v1 = both(v1, "/sponsors", get(sponsors::list));
+    v1 = both(v1, "/{contract}/fees", get(sponsors::quote));
+    v1 = both(v1, "/{contract}/recipients/resolve", get(resolve::resolve));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
     v1 = both(v1, "/{contract}/authors/{author}/streams", get(subscriptions::incoming));
@@ -206,7 +218,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(discovery::openapi_json))
         .route("/docs", get(discovery::docs))
         .route("/changelog", get(discovery::changelog))
-        .nest("/api/v1", v1)
+        .nest("/api/v1", v1.layer(axum::middleware::from_fn(history::check_reference)))
         .fallback(info::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         // Outside idempotency: a refused request (401/403/429) never claims an Idempotency-Key.

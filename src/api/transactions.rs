@@ -22,6 +22,7 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
     let numeric: i64 = id.parse().map_err(|_| not_found())?;
     let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
     let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
+    let (reference, operations) = state.store.transaction_reference(numeric, key.0.id).await?.unwrap_or_default();
     Ok(Json(json!({
         "Id": t.id,
         "Status": t.legacy_status(),
@@ -39,5 +40,7 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
         "Failure": t.failure,
         "RevertReason": t.revert_reason,
         "LastError": t.last_error,
+        "Reference": reference,
+        "Operations": operations,
     })))
 }

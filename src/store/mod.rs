@@ -8,7 +8,9 @@
 //!   and leases.
 //! - [`idempotency`]: first answers to `Idempotency-Key` requests, for replay.
 //! - [`notify`]: in-memory caches kept exact by Postgres `NOTIFY`.
+//! - [`history`]: references, history queries, sponsor spend and sponsor policies.
 
+mod history;
 mod idempotency;
 mod keys;
 mod nonces;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub use history::{HistoryFilter, HistoryRow, ReferenceSummary, Spend, SponsorPolicy, TxMeta};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use keys::{
     ApiKeyRecord, Environment, KeyChange, KeyInfo, KeyLookup, KeySpec, NewApiKey, Scope, hash_api_key, parse_cidr,

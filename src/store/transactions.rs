@@ -25,6 +25,8 @@ pub struct NewTransaction {
     pub sponsor: Address,
     pub calldata: Bytes,
     pub gas_limit: u64,
+    /// Reference, operations and amounts for the history, written with the row.
+    pub history: Option<super::TxMeta>,
 }
 
 /// A signed transaction, ready to broadcast.
@@ -370,9 +372,16 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .context("Failed to queue the transactions")?;
-        tx.commit().await.context("Failed to commit the queued transactions")?;
         anyhow::ensure!(ids.len() == batch.len(), "queued {} rows of {}", ids.len(), batch.len());
         let by_nonce: std::collections::HashMap<i64, i64> = ids.into_iter().map(|(id, n)| (n, id)).collect();
+        // Reference, operations and amounts for the history, in the same transaction.
+        for (i, t) in batch.iter().enumerate() {
+            if let Some(meta) = &t.history {
+                let id = *by_nonce.get(&((base + i as u64) as i64)).context("a queued row is missing")?;
+                super::history::write_meta(&mut tx, id, meta).await?;
+            }
+        }
+        tx.commit().await.context("Failed to commit the queued transactions")?;
         signed
             .into_iter()
             .enumerate()

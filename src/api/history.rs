@@ -1,0 +1,344 @@
+//! References and transaction history (SPEC §4).
+//!
+//! - `Reference`: an optional client label (1–255 characters) of a mutating call, sent as the
+//!   `Reference` header (or, on `meta/execute`, the `Reference` body field). The value that
+//!   reaches `meta/execute` is stored with the relayed transaction; build endpoints only check it.
+//! - `GET /api/v1/transactions`: the key's transactions, newest first, filtered, with keyset
+//!   pagination over the row id (a page never repeats or skips a row however many are inserted
+//!   meanwhile; new rows only appear on the first page).
+//! - `GET /api/v1/transactions/summary?reference=`: count, gas and amounts of one reference.
+
+use alloy::primitives::{Address, U256};
+use axum::{
+    Json,
+    extract::{Request, State},
+    http::{HeaderMap, Method},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppError, AppState, checksum,
+    extract::{ApiKey, ApiQuery, parse_address},
+};
+use crate::{
+    amount::{INTERNAL_DECIMALS, format_units},
+    store::{HistoryFilter, HistoryRow, TxStatus},
+};
+
+/// Longest `Reference`, in characters.
+pub const MAX_REFERENCE_CHARS: usize = 255;
+/// Page size bounds of `GET /transactions`.
+pub const MAX_LIMIT: u32 = 100;
+pub const DEFAULT_LIMIT: u32 = 50;
+
+/// Checks a reference: 1–255 characters, no control characters.
+pub fn validate_reference(value: &str) -> Result<String, AppError> {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n == 0 || n > MAX_REFERENCE_CHARS {
+        return Err(AppError::bad_request(
+            "invalid_reference",
+            format!("Reference must be 1 to {MAX_REFERENCE_CHARS} characters (got {n})"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(AppError::bad_request("invalid_reference", "Reference must not contain control characters"));
+    }
+    Ok(v.to_string())
+}
+
+/// The `Reference` header, checked; `None` when absent.
+pub fn reference_header(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    match headers.get("reference") {
+        None => Ok(None),
+        Some(v) => {
+            // Visible ASCII, or UTF-8 as raw header bytes (clients send either).
+            let s = std::str::from_utf8(v.as_bytes())
+                .map_err(|_| AppError::bad_request("invalid_reference", "the Reference header must be UTF-8"))?;
+            validate_reference(s).map(Some)
+        }
+    }
+}
+
+/// The reference of an execute: the header or the body field; both must agree when both are sent.
+pub fn execute_reference(headers: &HeaderMap, body: Option<&str>) -> Result<Option<String>, AppError> {
+    let header = reference_header(headers)?;
+    let body = body.map(validate_reference).transpose()?;
+    match (header, body) {
+        (Some(h), Some(b)) if h != b => Err(AppError::bad_request(
+            "invalid_reference",
+            "the Reference header and the Reference field differ; send one",
+        )),
+        (h, b) => Ok(h.or(b)),
+    }
+}
+
+/// Layer: a malformed `Reference` header on any mutating call is a 400 before the handler runs.
+pub async fn check_reference(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+        && let Err(e) = reference_header(req.headers())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    signer: Option<String>,
+    sponsor: Option<String>,
+    reference: Option<String>,
+    contract: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Opaque cursor of the page after the row `id`.
+fn encode_cursor(id: i64) -> String {
+    alloy::hex::encode(format!("id:{id}"))
+}
+
+fn decode_cursor(s: &str) -> Result<i64, AppError> {
+    let bad = || AppError::bad_request("invalid_cursor", "cursor: pass NextCursor of a previous page unchanged");
+    let raw = alloy::hex::decode(s.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    text.strip_prefix("id:").and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0).ok_or_else(bad)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`: the RFC 3339 shape (Postgres then checks the values).
+fn is_rfc3339_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+        || !matches!(b[10], b'T' | b't')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+async fn parse_time(state: &AppState, field: &str, value: &str) -> Result<String, AppError> {
+    let bad = || {
+        AppError::bad_request(
+            "invalid_time",
+            format!("{field}: {value:?} is not an RFC 3339 time like 2026-11-21T07:30:00Z"),
+        )
+    };
+    if !is_rfc3339_shape(value.trim()) {
+        return Err(bad());
+    }
+    state.store.parse_timestamp(value.trim()).await?.ok_or_else(bad)
+}
+
+const STATUSES: &[&str] = &["pending", "submitted", "mined", "confirmed", "failed", "replaced", "expired"];
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// `GET /api/v1/transactions`.
+#[utoipa::path(get, path = "/api/v1/transactions", tag = "Transactions",
+    params(
+        ("status" = Option<String>, Query, description = "Comma-separated states: pending, submitted, mined, confirmed, failed, replaced, expired"),
+        ("signer" = Option<String>, Query, description = "The meta-transaction's signer (From)"),
+        ("sponsor" = Option<String>, Query, description = "The sponsor that sent it"),
+        ("reference" = Option<String>, Query, description = "The Reference given to execute (exact match)"),
+        ("contract" = Option<String>, Query, description = "Deployment name or contract address"),
+        ("from" = Option<String>, Query, description = "RFC 3339; created at or after"),
+        ("to" = Option<String>, Query, description = "RFC 3339; created before"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "NextCursor of the previous page (opaque)"),
+    ),
+    responses(
+        (status = 200, description = "The key's transactions, newest first", body = crate::api::discovery::TransactionPage),
+        (status = 400, description = "`invalid_status`, `invalid_address`, `invalid_reference`, `unknown_contract`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    key: ApiKey,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, AppError> {
+    let mut f = HistoryFilter::default();
+    if let Some(s) = non_empty(&q.status) {
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let p = part.to_ascii_lowercase();
+            if !STATUSES.contains(&p.as_str()) {
+                return Err(AppError::bad_request(
+                    "invalid_status",
+                    format!("status: {part:?} is not one of {}", STATUSES.join(", ")),
+                ));
+            }
+            f.statuses.push(p);
+        }
+    }
+    f.signer = non_empty(&q.signer).map(|s| parse_address("signer", s)).transpose()?;
+    f.sponsor = non_empty(&q.sponsor).map(|s| parse_address("sponsor", s)).transpose()?;
+    f.reference = q.reference.as_deref().map(validate_reference).transpose()?;
+    f.contract = match non_empty(&q.contract) {
+        Some(c) if c.starts_with("0x") || c.starts_with("0X") => Some(parse_address("contract", c)?),
+        Some(c) => Some(state.contract(c)?.address),
+        None => None,
+    };
+    f.from = match non_empty(&q.from) {
+        Some(v) => Some(parse_time(&state, "from", v).await?),
+        None => None,
+    };
+    f.to = match non_empty(&q.to) {
+        Some(v) => Some(parse_time(&state, "to", v).await?),
+        None => None,
+    };
+    let limit = match non_empty(&q.limit) {
+        None => DEFAULT_LIMIT,
+        Some(s) => s.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            AppError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+        })?,
+    };
+    f.before_id = non_empty(&q.cursor).map(decode_cursor).transpose()?;
+
+    let mut rows = state.store.list_history(key.0.id, &f, limit + 1).await?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows.iter().map(|r| row_json(&state, r)).collect();
+    Ok(Json(json!({"Transactions": items, "NextCursor": next, "Limit": limit})))
+}
+
+fn amount_json(operation: &str, amount: U256) -> Value {
+    json!({
+        "Operation": operation,
+        "Amount": format_units(amount, INTERNAL_DECIMALS),
+        "AmountRaw": amount.to_string(),
+    })
+}
+
+fn contract_name(state: &AppState, address: Address) -> Option<String> {
+    state.contracts.iter().find(|c| c.address == address).map(|c| c.name.clone())
+}
+
+fn row_json(state: &AppState, r: &HistoryRow) -> Value {
+    let legacy = match TxStatus::parse(&r.status) {
+        TxStatus::Pending | TxStatus::Submitted => "submitted",
+        TxStatus::Mined | TxStatus::Confirmed => "mined",
+        _ => "reverted",
+    };
+    json!({
+        "Id": r.id,
+        "Status": legacy,
+        "State": r.status,
+        "Contract": contract_name(state, r.contract),
+        "ChainId": r.chain_id,
+        "From": checksum(r.signer),
+        "Nonce": r.meta_nonce,
+        "Sponsor": checksum(r.sponsor),
+        "SponsorNonce": r.sponsor_nonce,
+        "TransactionHash": r.tx_hash,
+        "GasUsed": r.gas_used,
+        "BlockNumber": r.block_number,
+        "Failure": r.failure,
+        "Reference": r.reference,
+        "Operations": r.operations,
+        "Amounts": r.amounts.iter().map(|(op, a)| amount_json(op, *a)).collect::<Vec<_>>(),
+        "CreatedAt": r.created_at,
+        "MinedAt": r.mined_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SummaryQuery {
+    reference: Option<String>,
+}
+
+/// `GET /api/v1/transactions/summary?reference=`.
+#[utoipa::path(get, path = "/api/v1/transactions/summary", tag = "Transactions",
+    params(("reference" = String, Query, description = "The Reference given to execute")),
+    responses(
+        (status = 200, description = "Count, gas and amounts of the key's transactions with this reference", body = crate::api::discovery::ReferenceSummaryView),
+        (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn summary(
+    State(state): State<AppState>,
+    key: ApiKey,
+    ApiQuery(q): ApiQuery<SummaryQuery>,
+) -> Result<Json<Value>, AppError> {
+    let reference = match q.reference.as_deref() {
+        None => return Err(AppError::missing("reference")),
+        Some(r) => validate_reference(r)?,
+    };
+    super::sponsors::refresh_prices(&state, None, Some((key.0.id, &reference))).await?;
+    let s = state.store.reference_summary(key.0.id, &reference).await?;
+    let by_status: serde_json::Map<String, Value> = s.by_status.iter().map(|(k, n)| (k.clone(), json!(n))).collect();
+    Ok(Json(json!({
+        "Reference": reference,
+        "Count": s.count,
+        "ByStatus": by_status,
+        "GasUsed": s.gas_used,
+        "GasCostWei": s.gas_cost_wei.to_string(),
+        "Amounts": s.amounts.iter().map(|(op, a)| amount_json(op, *a)).collect::<Vec<_>>(),
+    })))
+}
+
+/// The operations of a user call (already checked by `calls::check_user_call`) and the amounts
+/// they move, in internal 18-decimal units (a deposit's token base units scaled up).
+pub fn call_amounts(data: &[u8], token_decimals: u8) -> Vec<(usize, String, U256)> {
+    use alloy::sol_types::SolInterface;
+
+    use crate::chain::bindings::StreamPay::StreamPayCalls;
+
+    let scale = U256::from(10u64).pow(U256::from(INTERNAL_DECIMALS.saturating_sub(u32::from(token_decimals))));
+    let one = |call: &StreamPayCalls| -> Option<(&'static str, U256)> {
+        Some(match call {
+            StreamPayCalls::deposit(c) => ("deposit", c.amount.saturating_mul(scale)),
+            StreamPayCalls::depositFor(c) => ("depositFor", c.amount.saturating_mul(scale)),
+            StreamPayCalls::withdraw(c) => ("withdraw", c.amount),
+            StreamPayCalls::withdrawTo(c) => ("withdrawTo", c.amount),
+            StreamPayCalls::pay(c) => ("pay", c.amount),
+            _ => return None,
+        })
+    };
+    let Ok(call) = StreamPayCalls::abi_decode(data) else { return Vec::new() };
+    let items: Vec<StreamPayCalls> = match call {
+        StreamPayCalls::multicall(m) => m.data.iter().filter_map(|d| StreamPayCalls::abi_decode(d).ok()).collect(),
+        other => vec![other],
+    };
+    items.iter().enumerate().filter_map(|(i, c)| one(c).map(|(op, a)| (i, op.to_string(), a))).collect()
+}

@@ -1,0 +1,118 @@
+//! `GET /api/v1/{contract}/recipients/resolve?identifier=`: what a client should know before
+//! sending money to an address: whether it is one, its EIP-55 form, whether StreamPay knows it
+//! (an internal balance or streams, from the Postgres index; from the chain's views while the
+//! index has no checkpoint) and whether it is a contract (`eth_getCode`).
+//!
+//! A malformed identifier is not an error: the answer says `Valid: false` and why, so a form can
+//! show it. Only a missing identifier is a 400.
+
+use alloy::{primitives::Address, providers::Provider};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppError, AppState, checksum,
+    extract::{ApiKey, ApiQuery, parse_address},
+};
+use crate::{
+    amount::{INTERNAL_DECIMALS, format_units},
+    chain::StreamPay,
+    indexer::IndexReader,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct ResolveQuery {
+    identifier: Option<String>,
+}
+
+/// `GET /api/v1/{contract}/recipients/resolve`.
+#[utoipa::path(get, path = "/api/v1/{contract}/recipients/resolve", tag = "Payments",
+    params(
+        ("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"),
+        ("identifier" = String, Query, description = "The recipient as typed: a 0x address (any case; mixed case must be a valid EIP-55 checksum)"),
+    ),
+    responses(
+        (status = 200, description = "Whether the identifier is a valid recipient and what StreamPay knows about it", body = crate::api::discovery::RecipientResolution),
+        (status = 400, description = "`unknown_contract`, `missing_field`, `invalid_query`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    Path(contract): Path<String>,
+    ApiQuery(q): ApiQuery<ResolveQuery>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let identifier = q.identifier.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let identifier = identifier.ok_or_else(|| AppError::missing("identifier"))?;
+    let address = match parse_address("identifier", identifier) {
+        Ok(a) => a,
+        Err(AppError::Client { message, .. }) => {
+            return Ok(Json(json!({
+                "Identifier": identifier,
+                "Valid": false,
+                "Reason": message,
+                "Address": null,
+                "ChecksumMatches": null,
+                "Known": null,
+                "HasBalance": null,
+                "HasStreams": null,
+                "IsContract": null,
+            })));
+        }
+        Err(e) => return Err(e),
+    };
+    let reason = if address.is_zero() {
+        Some("the zero address cannot receive funds".to_string())
+    } else if address == contract.address {
+        Some("this is the StreamPay contract itself".to_string())
+    } else {
+        None
+    };
+    let code = state.provider.get_code_at(address).await.map_err(AppError::chain)?;
+    let (source, balance, has_streams) = known(&state, contract.address, address).await?;
+    let has_balance = !balance.is_zero();
+    Ok(Json(json!({
+        "Identifier": identifier,
+        "Valid": reason.is_none(),
+        "Reason": reason,
+        "Address": checksum(address),
+        // The identifier as typed equals the checksummed form (all-lowercase input is valid but
+        // carries no checksum).
+        "ChecksumMatches": identifier == checksum(address),
+        "Known": has_balance || has_streams,
+        "HasBalance": has_balance,
+        "Balance": format_units(balance, INTERNAL_DECIMALS),
+        "BalanceRaw": balance.to_string(),
+        "HasStreams": has_streams,
+        "IsContract": !code.is_empty(),
+        "Source": source,
+    })))
+}
+
+/// `(source, live balance, whether it streams or is streamed to)` of `account`: the index when it has this
+/// deployment, the chain's views otherwise.
+async fn known(
+    state: &AppState,
+    contract: Address,
+    account: Address,
+) -> Result<(&'static str, alloy::primitives::U256, bool), AppError> {
+    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
+    if let Some(view) = reader.balance(contract, account).await? {
+        let outgoing = reader.subscriptions(contract, account).await?.map_or(0, |s| s.streams.len());
+        let incoming = reader.incoming_streams(contract, account).await?.map_or(0, |s| s.streams.len());
+        return Ok(("index", view.balance, outgoing + incoming > 0));
+    }
+    let sp = StreamPay::new(contract, &state.provider);
+    let balance = sp.balanceOf(account).call().await.map_err(AppError::chain)?;
+    let info = sp.accountInfo(account).call().await.map_err(AppError::chain)?;
+    // A positive rate either way means at least one stream.
+    Ok(("chain", balance, !info.incomeRate.is_zero() || !info.outgoingRate.is_zero()))
+}

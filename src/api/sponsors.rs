@@ -1,0 +1,282 @@
+//! Sponsors, fee quotes and sponsor policies (SPEC §4).
+//!
+//! - `GET /api/v1/sponsors`: the sponsors the key may use, with native balance, in-flight count,
+//!   spend since UTC midnight and policy.
+//! - `GET /api/v1/{contract}/fees?operation=`: estimated gas and cost of an operation before it
+//!   is built, and which sponsor would pay.
+//! - [`enforce_policy`]: what `meta/execute` checks before queueing a call. Only *new* calls are
+//!   checked: the pipeline's fee bumps and cancellations of accepted transactions never are (a
+//!   policy must not strand a transaction that holds the sponsor's queue up).
+//!
+//! Spend is Σ gas used × effective gas price of the sponsor's transactions mined since UTC midnight
+//! (read from their receipts once, then stored; the signed max fee, an upper bound, while a receipt
+//! cannot be read) plus Σ gas limit × max fee of its transactions still in flight (what they may
+//! yet cost). All wei, as decimal strings.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use alloy::{
+    primitives::{Address, U256},
+    providers::Provider,
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppError, AppState, checksum,
+    extract::{ApiKey, ApiQuery},
+};
+use crate::{
+    pipeline::{Fees, Sponsor, fees},
+    store::SponsorPolicy,
+};
+
+fn wei(v: Option<U256>) -> Value {
+    v.map_or(Value::Null, |v| json!(v.to_string()))
+}
+
+fn policy_json(p: Option<&SponsorPolicy>) -> Value {
+    match p {
+        None => Value::Null,
+        Some(p) => json!({
+            "MaxFeePerGas": wei(p.max_fee_per_gas),
+            "DailyBudget": wei(p.daily_budget),
+            "PerKeyDailyBudget": wei(p.per_key_daily_budget),
+        }),
+    }
+}
+
+/// The fees a new transaction would be signed with now (the pipeline's estimate under its cap).
+async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
+    let est = state.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
+    let cap = state.sponsors.running_pipeline().and_then(|p| p.settings().max_fee_cap);
+    Ok(fees::initial(
+        Fees { max_fee_per_gas: est.max_fee_per_gas, max_priority_fee_per_gas: est.max_priority_fee_per_gas },
+        cap,
+    ))
+}
+
+/// Records the receipts' effective gas prices of mined rows that lack one (the sponsor's since UTC
+/// midnight, or the key's with a reference), so spend is exact. A node that does not answer
+/// leaves the upper bound (max fee) in place for now.
+pub(super) async fn refresh_prices(
+    state: &AppState,
+    sponsor: Option<Address>,
+    reference: Option<(i64, &str)>,
+) -> Result<(), AppError> {
+    let rows = state.store.unpriced_transactions(state.chain_id, sponsor, reference, 200).await?;
+    for (id, hash, block_hash) in rows {
+        match state.provider.get_transaction_receipt(hash).await {
+            Ok(Some(r)) if r.block_hash == Some(block_hash) => {
+                state.store.set_effective_gas_price(id, hash, block_hash, r.effective_gas_price).await?
+            }
+            // Not (or no longer) in that block: the pipeline will update the row.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "no receipt for the effective gas price; spend uses the max fee");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/sponsors`.
+#[utoipa::path(get, path = "/api/v1/sponsors", tag = "Sponsors",
+    responses(
+        (status = 200, description = "The sponsors this key may use", body = crate::api::discovery::SponsorList),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Value>, AppError> {
+    let mut out = Vec::new();
+    for (i, address) in key.0.sponsors.iter().enumerate() {
+        let configured = state.sponsors.get(address).is_some();
+        let balance = state.provider.get_balance(*address).await.map_err(AppError::chain)?;
+        refresh_prices(&state, Some(*address), None).await?;
+        let spend = state.store.sponsor_spend(state.chain_id, *address, None).await?;
+        let key_spend = state.store.sponsor_spend(state.chain_id, *address, Some(key.0.id)).await?;
+        let policy = state.store.sponsor_policy(state.chain_id, *address).await?;
+        out.push(json!({
+            "Address": checksum(*address),
+            "Default": i == 0,
+            "Configured": configured,
+            "NativeBalance": balance.to_string(),
+            "InFlight": spend.in_flight,
+            "SpendToday": spend.total().to_string(),
+            "MinedSpendToday": spend.mined_wei.to_string(),
+            "ReservedInFlight": spend.reserved_wei.to_string(),
+            "KeySpendToday": key_spend.total().to_string(),
+            "Policy": policy_json(policy.as_ref()),
+        }));
+    }
+    Ok(Json(json!({"Sponsors": out})))
+}
+
+/// Gas of each operation relayed alone through `bySig` before the relayer has its own history
+/// (measured on Anvil, see BENCHMARKS.md, rounded up; a deposit includes its permit).
+const DEFAULT_GAS: &[(&str, u64)] =
+    &[("deposit", 140_000), ("withdraw", 105_000), ("pay", 90_000), ("subscribe", 185_000), ("unsubscribe", 105_000)];
+
+#[derive(Debug, Deserialize)]
+pub struct FeesQuery {
+    operation: Option<String>,
+    sponsor: Option<String>,
+}
+
+/// `GET /api/v1/{contract}/fees?operation=`.
+#[utoipa::path(get, path = "/api/v1/{contract}/fees", tag = "Sponsors",
+    params(
+        ("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"),
+        ("operation" = String, Query, description = "deposit, withdraw, pay, subscribe or unsubscribe"),
+        ("sponsor" = Option<String>, Query, description = "Sponsor to quote for (default: the key's first)"),
+    ),
+    responses(
+        (status = 200, description = "Estimated gas and cost in wei", body = crate::api::discovery::FeeQuote),
+        (status = 400, description = "`unknown_contract`, `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+    ),
+    security(("api_key" = [])))]
+#[tracing::instrument(skip_all, fields(contract = %contract))]
+pub async fn quote(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(contract): Path<String>,
+    ApiQuery(q): ApiQuery<FeesQuery>,
+) -> Result<Json<Value>, AppError> {
+    let contract = state.contract(&contract)?;
+    let op = q
+        .operation
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| AppError::missing("operation"))?;
+    let (operation, default_gas) =
+        DEFAULT_GAS.iter().find(|(name, _)| name.eq_ignore_ascii_case(op)).copied().ok_or_else(|| {
+            let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
+            AppError::bad_request("unknown_operation", format!("operation {op:?} is not one of {}", known.join(", ")))
+        })?;
+    let sponsor = state.sponsor_for(&key, q.sponsor.as_deref())?;
+    let history = state.store.recent_operation_gas(state.chain_id, contract.address, operation).await?;
+    let gas = history.unwrap_or(default_gas);
+    let fees = current_fees(&state).await?;
+    let cost = U256::from(gas) * U256::from(fees.max_fee_per_gas);
+    let policy = state.store.sponsor_policy(state.chain_id, sponsor.address()).await?;
+    if policy.as_ref().is_some_and(|p| p.daily_budget.is_some() || p.per_key_daily_budget.is_some()) {
+        refresh_prices(&state, Some(sponsor.address()), None).await?;
+    }
+    let verdict = match &policy {
+        Some(p) => check(&state, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
+        None => None,
+    };
+    let blocked = verdict.as_ref().map(|e| match e {
+        AppError::Client { code, .. } => Value::from(*code),
+        _ => Value::Null,
+    });
+    Ok(Json(json!({
+        "Contract": contract.name,
+        "Operation": operation,
+        "EstimatedGas": gas,
+        "GasSource": if history.is_some() { "history" } else { "default" },
+        "MaxFeePerGas": fees.max_fee_per_gas.to_string(),
+        "MaxPriorityFeePerGas": fees.max_priority_fee_per_gas.to_string(),
+        "EstimatedCost": cost.to_string(),
+        "EstimatedCostNative": crate::amount::format_units(cost, 18),
+        "Sponsor": checksum(sponsor.address()),
+        "PolicyBlocks": blocked,
+    })))
+}
+
+/// The policy checks of one new call costing up to `cost` wei at `max_fee_per_gas`.
+async fn check(
+    state: &AppState,
+    key: &ApiKey,
+    sponsor: &Sponsor,
+    policy: &SponsorPolicy,
+    max_fee_per_gas: u128,
+    cost: U256,
+) -> Result<(), AppError> {
+    let address = sponsor.address();
+    if let Some(cap) = policy.max_fee_per_gas
+        && U256::from(max_fee_per_gas) > cap
+    {
+        return Err(AppError::unprocessable(
+            "sponsor_fee_cap_exceeded",
+            format!(
+                "the network asks {max_fee_per_gas} wei per gas; sponsor {address} pays at most {cap}; retry later"
+            ),
+        ));
+    }
+    if let Some(budget) = policy.daily_budget {
+        let spent = state.store.sponsor_spend(state.chain_id, address, None).await?.total();
+        if spent.saturating_add(cost) > budget {
+            return Err(AppError::too_many_requests(
+                "sponsor_daily_budget_exceeded",
+                format!(
+                    "sponsor {address} has spent or reserved {spent} of its daily budget of {budget} wei; this call may cost {cost}"
+                ),
+            ));
+        }
+    }
+    if let Some(budget) = policy.per_key_daily_budget {
+        let spent = state.store.sponsor_spend(state.chain_id, address, Some(key.0.id)).await?.total();
+        if spent.saturating_add(cost) > budget {
+            return Err(AppError::too_many_requests(
+                "key_budget_exceeded",
+                format!(
+                    "this API key has spent or reserved {spent} of its daily budget of {budget} wei on sponsor {address}; this call may cost {cost}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Serialises budget checks per sponsor within this process, from the check until the call is
+/// queued (its reservation then counts), so concurrent executes cannot both take the last room.
+fn budget_lock(sponsor: Address) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(sponsor).or_default().clone()
+}
+
+/// Held by `execute` until its call is queued (see [`enforce_policy`]).
+pub type BudgetGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+/// Checks `sponsor`'s policy for a new call of `gas_limit` gas: 422 `sponsor_fee_cap_exceeded`,
+/// 429 `sponsor_daily_budget_exceeded` or `key_budget_exceeded`. Without a policy, nothing to do.
+/// With a budget, the returned guard must be held until the call is queued.
+pub async fn enforce_policy(
+    state: &AppState,
+    key: &ApiKey,
+    sponsor: &Sponsor,
+    gas_limit: u64,
+) -> Result<BudgetGuard, AppError> {
+    let Some(policy) = state.store.sponsor_policy(state.chain_id, sponsor.address()).await? else {
+        return Ok(None);
+    };
+    let guard = if policy.daily_budget.is_some() || policy.per_key_daily_budget.is_some() {
+        Some(budget_lock(sponsor.address()).lock_owned().await)
+    } else {
+        None
+    };
+    if guard.is_some() {
+        refresh_prices(state, Some(sponsor.address()), None).await?;
+    }
+    let fees = current_fees(state).await?;
+    let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
+    check(state, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
+    Ok(guard)
+}

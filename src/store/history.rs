@@ -1,0 +1,509 @@
+//! Transaction history, references, sponsor spend and sponsor policies (SPEC §4).
+//!
+//! Reads `relay_transactions` (the pipeline's queue) and writes only the history columns of
+//! migration 0006 (`reference`, `operations`, `relay_transaction_amounts`) and the policies of
+//! migration 0008. Money is NUMERIC in the database and [`U256`] here; it crosses the boundary as
+//! decimal text, so nothing ever rounds.
+
+use alloy::primitives::{Address, B256, U256};
+use anyhow::Context;
+use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
+
+use super::Store;
+
+/// What a relayed call does, recorded with its row for history and summaries.
+#[derive(Debug, Clone, Default)]
+pub struct TxMeta {
+    pub reference: Option<String>,
+    /// The user operations in execution order.
+    pub operations: Vec<String>,
+    /// `(position, operation, amount)` of every operation that moves money, in StreamPay's
+    /// internal 18-decimal units.
+    pub amounts: Vec<(usize, String, U256)>,
+}
+
+/// Filters of `GET /api/v1/transactions` (all optional, combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Raw `status` column values.
+    pub statuses: Vec<String>,
+    pub signer: Option<Address>,
+    pub sponsor: Option<Address>,
+    pub reference: Option<String>,
+    pub contract: Option<Address>,
+    /// RFC 3339 timestamps already validated by [`Store::parse_timestamp`]: `from` inclusive,
+    /// `to` exclusive, on the row's creation time.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Keyset cursor: only rows with a smaller id (the page after the one that ended there).
+    pub before_id: Option<i64>,
+}
+
+/// One row of the history.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub chain_id: u64,
+    pub contract: Address,
+    pub signer: Address,
+    pub meta_nonce: u64,
+    pub sponsor: Address,
+    pub sponsor_nonce: u64,
+    pub tx_hash: B256,
+    pub status: String,
+    pub gas_used: Option<u64>,
+    pub block_number: Option<u64>,
+    pub failure: Option<String>,
+    pub reference: Option<String>,
+    pub operations: Vec<String>,
+    /// RFC 3339, UTC, microseconds.
+    pub created_at: String,
+    pub mined_at: Option<String>,
+    /// `(operation, amount)` in internal units.
+    pub amounts: Vec<(String, U256)>,
+}
+
+/// `GET /api/v1/transactions/summary`.
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceSummary {
+    pub count: u64,
+    /// `(status, count)`.
+    pub by_status: Vec<(String, u64)>,
+    pub gas_used: u64,
+    /// Σ gas used × effective gas price (see [`Spend::mined_wei`]), in wei.
+    pub gas_cost_wei: U256,
+    /// `(operation, Σ amount)` in internal units, of mined transactions only.
+    pub amounts: Vec<(String, U256)>,
+}
+
+/// A sponsor's (or one key's) spending since UTC midnight, in wei.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spend {
+    /// Σ gas used × effective gas price of transactions mined today (× the signed max fee, an
+    /// upper bound, for any whose receipt price is not recorded yet).
+    pub mined_wei: U256,
+    /// Σ gas limit × max fee per gas of transactions not mined yet: what they may still cost.
+    pub reserved_wei: U256,
+    /// Transactions pending or submitted (any day).
+    pub in_flight: u64,
+}
+
+impl Spend {
+    pub fn total(&self) -> U256 {
+        self.mined_wei.saturating_add(self.reserved_wei)
+    }
+}
+
+/// Limits on a sponsor, in wei; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SponsorPolicy {
+    pub max_fee_per_gas: Option<U256>,
+    pub daily_budget: Option<U256>,
+    pub per_key_daily_budget: Option<U256>,
+}
+
+fn addr(row: &PgRow, col: &str) -> Address {
+    Address::from_slice(&row.get::<Vec<u8>, _>(col))
+}
+
+fn numeric(text: &str) -> anyhow::Result<U256> {
+    text.parse::<U256>().with_context(|| format!("NUMERIC {text:?} is not a uint256"))
+}
+
+fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
+    v.as_deref().map(numeric).transpose()
+}
+
+/// What a mined row `t` cost its sponsor, in wei: gas used × the receipt's effective gas price
+/// when recorded for its current block, else × the signed max fee of the mined attempt `a` (an
+/// upper bound).
+const GAS_COST: &str = "t.gas_used::numeric * CASE WHEN t.priced_block_hash = t.block_hash
+    THEN t.effective_gas_price ELSE a.max_fee_per_gas::numeric END";
+
+/// Start of the current UTC day, as SQL.
+const UTC_MIDNIGHT: &str = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
+
+/// RFC 3339 in UTC with microseconds, as SQL over a timestamptz column.
+fn rfc3339(col: &str) -> String {
+    format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+}
+
+/// Records what row `id` does (its reference, operations and amounts) inside the transaction that
+/// queues it, so a queued call never lacks its label.
+pub(super) async fn write_meta(tx: &mut Transaction<'_, Postgres>, id: i64, meta: &TxMeta) -> anyhow::Result<()> {
+    sqlx::query("UPDATE relay_transactions SET reference = $2, operations = $3 WHERE id = $1")
+        .bind(id)
+        .bind(meta.reference.as_deref())
+        .bind(&meta.operations)
+        .execute(&mut **tx)
+        .await
+        .context("Failed to record the transaction's reference")?;
+    for (position, operation, amount) in &meta.amounts {
+        sqlx::query(
+            "INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
+             VALUES ($1, $2, $3, $4::numeric)",
+        )
+        .bind(id)
+        .bind(i32::try_from(*position).context("position beyond INT")?)
+        .bind(operation)
+        .bind(amount.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("Failed to record the transaction's amounts")?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The reference and operations of the key's transaction `id` (for `GET /transactions/{id}`).
+    pub async fn transaction_reference(
+        &self,
+        id: i64,
+        api_key_id: i64,
+    ) -> anyhow::Result<Option<(Option<String>, Vec<String>)>> {
+        let row = sqlx::query(
+            "SELECT reference, coalesce(operations, '{}') FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
+        )
+        .bind(id)
+        .bind(api_key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the transaction's reference")?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Mined rows without a recorded effective gas price, as `(id, hash, block hash)`: the sponsor's
+    /// since UTC midnight, or the key's with `reference`. At most `limit`.
+    pub async fn unpriced_transactions(
+        &self,
+        chain_id: u64,
+        sponsor: Option<Address>,
+        reference: Option<(i64, &str)>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(i64, B256, B256)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, tx_hash, block_hash FROM relay_transactions t
+             WHERE t.chain_id = $1 AND t.gas_used IS NOT NULL AND t.block_hash IS NOT NULL
+               AND t.priced_block_hash IS DISTINCT FROM t.block_hash
+               AND ($2::bytea IS NULL OR (t.sponsor = $2 AND t.mined_at >= {UTC_MIDNIGHT}))
+               AND ($3::bigint IS NULL OR (t.api_key_id = $3 AND t.reference = $4))
+             ORDER BY id LIMIT $5"
+        ))
+        .bind(chain_id as i64)
+        .bind(sponsor.map(|a| a.to_vec()))
+        .bind(reference.map(|(k, _)| k))
+        .bind(reference.map(|(_, r)| r))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to find unpriced transactions")?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), B256::from_slice(&r.get::<Vec<u8>, _>(1)), B256::from_slice(&r.get::<Vec<u8>, _>(2))))
+            .collect())
+    }
+
+    /// Records the effective gas price of row `id`'s receipt in `block_hash`, if the row is still
+    /// mined there with that hash.
+    pub async fn set_effective_gas_price(
+        &self,
+        id: i64,
+        hash: B256,
+        block_hash: B256,
+        price: u128,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE relay_transactions SET effective_gas_price = $4::numeric, priced_block_hash = $3
+             WHERE id = $1 AND tx_hash = $2 AND block_hash = $3",
+        )
+        .bind(id)
+        .bind(hash.as_slice())
+        .bind(block_hash.as_slice())
+        .bind(price.to_string())
+        .execute(&self.pool)
+        .await
+        .context("Failed to record the effective gas price")?;
+        Ok(())
+    }
+
+    /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC); `None` if Postgres
+    /// cannot read it (the caller has checked the RFC 3339 shape).
+    pub async fn parse_timestamp(&self, s: &str) -> anyhow::Result<Option<String>> {
+        let sql = format!("SELECT {} FROM (SELECT $1::timestamptz AS t) x", rfc3339("t"));
+        match sqlx::query(&sql).bind(s).fetch_one(&self.pool).await {
+            Ok(row) => Ok(Some(row.get(0))),
+            // Class 22: data exception (bad date, out of range).
+            Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => Ok(None),
+            Err(e) => Err(e).context("Failed to parse the timestamp"),
+        }
+    }
+
+    /// The key's transactions matching `f`, newest first, at most `limit`.
+    pub async fn list_history(
+        &self,
+        api_key_id: i64,
+        f: &HistoryFilter,
+        limit: u32,
+    ) -> anyhow::Result<Vec<HistoryRow>> {
+        let sql = format!(
+            "SELECT t.id, t.chain_id, t.contract, t.signer, t.meta_nonce, t.sponsor, t.sponsor_nonce, t.tx_hash,
+                    t.status, t.gas_used, t.block_number, t.failure, t.reference,
+                    coalesce(t.operations, '{{}}') AS operations,
+                    {} AS created, {} AS mined,
+                    coalesce((SELECT array_agg(m.operation ORDER BY m.position) FROM relay_transaction_amounts m
+                              WHERE m.transaction_id = t.id), '{{}}') AS amount_ops,
+                    coalesce((SELECT array_agg(m.amount::text ORDER BY m.position) FROM relay_transaction_amounts m
+                              WHERE m.transaction_id = t.id), '{{}}') AS amount_values
+             FROM relay_transactions t
+             WHERE t.api_key_id = $1
+               AND (cardinality($2::text[]) = 0 OR t.status = ANY($2))
+               AND ($3::bytea IS NULL OR t.signer = $3)
+               AND ($4::bytea IS NULL OR t.sponsor = $4)
+               AND ($5::text IS NULL OR t.reference = $5)
+               AND ($6::bytea IS NULL OR t.contract = $6)
+               AND ($7::timestamptz IS NULL OR t.created_at >= $7::timestamptz)
+               AND ($8::timestamptz IS NULL OR t.created_at < $8::timestamptz)
+               AND ($9::bigint IS NULL OR t.id < $9)
+             ORDER BY t.id DESC
+             LIMIT $10",
+            rfc3339("t.created_at"),
+            rfc3339("t.mined_at"),
+        );
+        let rows = sqlx::query(&sql)
+            .bind(api_key_id)
+            .bind(&f.statuses)
+            .bind(f.signer.map(|a| a.to_vec()))
+            .bind(f.sponsor.map(|a| a.to_vec()))
+            .bind(f.reference.as_deref())
+            .bind(f.contract.map(|a| a.to_vec()))
+            .bind(f.from.as_deref())
+            .bind(f.to.as_deref())
+            .bind(f.before_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .context("Failed to list transactions")?;
+        rows.iter()
+            .map(|r| {
+                let ops: Vec<String> = r.get("amount_ops");
+                let values: Vec<String> = r.get("amount_values");
+                let amounts =
+                    ops.into_iter().zip(values).map(|(o, v)| Ok((o, numeric(&v)?))).collect::<anyhow::Result<_>>()?;
+                Ok(HistoryRow {
+                    id: r.get("id"),
+                    chain_id: r.get::<i64, _>("chain_id") as u64,
+                    contract: addr(r, "contract"),
+                    signer: addr(r, "signer"),
+                    meta_nonce: r.get::<i64, _>("meta_nonce") as u64,
+                    sponsor: addr(r, "sponsor"),
+                    sponsor_nonce: r.get::<i64, _>("sponsor_nonce") as u64,
+                    tx_hash: B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")),
+                    status: r.get("status"),
+                    gas_used: r.get::<Option<i64>, _>("gas_used").map(|g| g as u64),
+                    block_number: r.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+                    failure: r.get("failure"),
+                    reference: r.get("reference"),
+                    operations: r.get("operations"),
+                    created_at: r.get("created"),
+                    mined_at: r.get("mined"),
+                    amounts,
+                })
+            })
+            .collect()
+    }
+
+    /// Totals of the key's transactions carrying `reference`.
+    pub async fn reference_summary(&self, api_key_id: i64, reference: &str) -> anyhow::Result<ReferenceSummary> {
+        let by_status = sqlx::query(
+            "SELECT status, count(*) FROM relay_transactions WHERE api_key_id = $1 AND reference = $2
+             GROUP BY status ORDER BY status",
+        )
+        .bind(api_key_id)
+        .bind(reference)
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to count the reference's transactions")?;
+        let by_status: Vec<(String, u64)> =
+            by_status.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect();
+        let totals = sqlx::query(&format!(
+            "SELECT coalesce(sum(t.gas_used), 0)::text, coalesce(sum({GAS_COST}), 0)::text
+             FROM relay_transactions t
+             LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
+             WHERE t.api_key_id = $1 AND t.reference = $2 AND t.gas_used IS NOT NULL",
+        ))
+        .bind(api_key_id)
+        .bind(reference)
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to total the reference's gas")?;
+        let amounts = sqlx::query(
+            "SELECT m.operation, sum(m.amount)::text FROM relay_transaction_amounts m
+             JOIN relay_transactions t ON t.id = m.transaction_id
+             WHERE t.api_key_id = $1 AND t.reference = $2 AND t.status IN ('mined', 'confirmed')
+             GROUP BY m.operation ORDER BY m.operation",
+        )
+        .bind(api_key_id)
+        .bind(reference)
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to total the reference's amounts")?;
+        let gas_used: String = totals.get(0);
+        Ok(ReferenceSummary {
+            count: by_status.iter().map(|(_, n)| n).sum(),
+            by_status,
+            gas_used: gas_used.parse().context("gas total beyond u64")?,
+            gas_cost_wei: numeric(totals.get(1))?,
+            amounts: amounts
+                .iter()
+                .map(|r| Ok((r.get::<String, _>(0), numeric(r.get(1))?)))
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
+
+    /// What `sponsor` spent since UTC midnight (all keys, or only `api_key_id`'s calls).
+    pub async fn sponsor_spend(
+        &self,
+        chain_id: u64,
+        sponsor: Address,
+        api_key_id: Option<i64>,
+    ) -> anyhow::Result<Spend> {
+        let sql = format!(
+            "SELECT
+               coalesce(sum({GAS_COST})
+                        FILTER (WHERE t.gas_used IS NOT NULL AND t.mined_at >= {UTC_MIDNIGHT}), 0)::text,
+               coalesce(sum(coalesce(t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric)
+                        FILTER (WHERE t.status IN ('pending', 'submitted')), 0)::text,
+               count(*) FILTER (WHERE t.status IN ('pending', 'submitted'))
+             FROM relay_transactions t
+             LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
+             JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+                           ORDER BY id DESC LIMIT 1) l ON true
+             WHERE t.chain_id = $1 AND t.sponsor = $2 AND ($3::bigint IS NULL OR t.api_key_id = $3)
+               AND (t.status IN ('pending', 'submitted') OR t.mined_at >= {UTC_MIDNIGHT})"
+        );
+        let row = sqlx::query(&sql)
+            .bind(chain_id as i64)
+            .bind(sponsor.as_slice())
+            .bind(api_key_id)
+            .fetch_one(&self.pool)
+            .await
+            .context("Failed to total the sponsor's spend")?;
+        Ok(Spend {
+            mined_wei: numeric(row.get(0))?,
+            reserved_wei: numeric(row.get(1))?,
+            in_flight: row.get::<i64, _>(2) as u64,
+        })
+    }
+
+    /// The policy of `sponsor`, if one is set.
+    pub async fn sponsor_policy(&self, chain_id: u64, sponsor: Address) -> anyhow::Result<Option<SponsorPolicy>> {
+        let row = sqlx::query(
+            "SELECT max_fee_per_gas::text, daily_budget::text, per_key_daily_budget::text
+             FROM sponsor_policies WHERE chain_id = $1 AND sponsor = $2",
+        )
+        .bind(chain_id as i64)
+        .bind(sponsor.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the sponsor policy")?;
+        row.map(|r| {
+            Ok(SponsorPolicy {
+                max_fee_per_gas: opt_numeric(r.get(0))?,
+                daily_budget: opt_numeric(r.get(1))?,
+                per_key_daily_budget: opt_numeric(r.get(2))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Sets (replaces) the policy of `sponsor`; `None` removes it.
+    pub async fn set_sponsor_policy(
+        &self,
+        chain_id: u64,
+        sponsor: Address,
+        policy: Option<&SponsorPolicy>,
+    ) -> anyhow::Result<()> {
+        let Some(p) = policy else {
+            sqlx::query("DELETE FROM sponsor_policies WHERE chain_id = $1 AND sponsor = $2")
+                .bind(chain_id as i64)
+                .bind(sponsor.as_slice())
+                .execute(&self.pool)
+                .await
+                .context("Failed to remove the sponsor policy")?;
+            return Ok(());
+        };
+        let text = |v: Option<U256>| v.map(|v| v.to_string());
+        sqlx::query(
+            "INSERT INTO sponsor_policies (chain_id, sponsor, max_fee_per_gas, daily_budget, per_key_daily_budget)
+             VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric)
+             ON CONFLICT (chain_id, sponsor) DO UPDATE SET max_fee_per_gas = EXCLUDED.max_fee_per_gas,
+                daily_budget = EXCLUDED.daily_budget, per_key_daily_budget = EXCLUDED.per_key_daily_budget,
+                updated_at = now()",
+        )
+        .bind(chain_id as i64)
+        .bind(sponsor.as_slice())
+        .bind(text(p.max_fee_per_gas))
+        .bind(text(p.daily_budget))
+        .bind(text(p.per_key_daily_budget))
+        .execute(&self.pool)
+        .await
+        .context("Failed to write the sponsor policy")?;
+        Ok(())
+    }
+
+    /// Makes the table hold exactly `policies` for `chain_id` (the config file is the source of
+    /// truth; `serve` calls this at start).
+    pub async fn replace_sponsor_policies(
+        &self,
+        chain_id: u64,
+        policies: &[(Address, SponsorPolicy)],
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        sqlx::query("DELETE FROM sponsor_policies WHERE chain_id = $1")
+            .bind(chain_id as i64)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to clear the sponsor policies")?;
+        for (sponsor, p) in policies {
+            let text = |v: Option<U256>| v.map(|v| v.to_string());
+            sqlx::query(
+                "INSERT INTO sponsor_policies (chain_id, sponsor, max_fee_per_gas, daily_budget, per_key_daily_budget)
+                 VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric)",
+            )
+            .bind(chain_id as i64)
+            .bind(sponsor.as_slice())
+            .bind(text(p.max_fee_per_gas))
+            .bind(text(p.daily_budget))
+            .bind(text(p.per_key_daily_budget))
+            .execute(&mut *tx)
+            .await
+            .context("Failed to write a sponsor policy")?;
+        }
+        tx.commit().await.context("Failed to commit the sponsor policies")?;
+        Ok(())
+    }
+
+    /// The most gas a recent mined call of exactly `operation` (alone, not in a batch) used on
+    /// `contract`: the fee quote's estimate once the relayer has history.
+    pub async fn recent_operation_gas(
+        &self,
+        chain_id: u64,
+        contract: Address,
+        operation: &str,
+    ) -> anyhow::Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT max(gas_used) FROM (
+                SELECT gas_used FROM relay_transactions
+                WHERE chain_id = $1 AND contract = $2 AND operations = ARRAY[$3::text]
+                  AND status IN ('mined', 'confirmed') AND gas_used IS NOT NULL
+                ORDER BY id DESC LIMIT 20) recent",
+        )
+        .bind(chain_id as i64)
+        .bind(contract.as_slice())
+        .bind(operation)
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to read recent gas")?;
+        Ok(row.get::<Option<i64>, _>(0).map(|g| g as u64))
+    }
+}
