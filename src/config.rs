@@ -73,6 +73,8 @@ pub struct Config {
     pub health_sponsor_min_balance_wei: alloy::primitives::U256,
     /// `[pipeline]` / `STREAMPAY_PIPELINE_*`: the sponsor transaction queue's tunables.
     pub pipeline: crate::pipeline::PipelineSettings,
+    /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             health_max_indexer_lag_blocks: crate::api::health::HealthSettings::default().max_indexer_lag_blocks,
             health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -104,6 +107,20 @@ struct FileConfig {
     log: FileLog,
     health: FileHealth,
     pipeline: FilePipeline,
+    webhooks: FileWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileWebhooks {
+    enabled: Option<bool>,
+    poll_interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    backoff_base_ms: Option<u64>,
+    backoff_cap_secs: Option<u64>,
+    confirmations: Option<u64>,
+    balance_check_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +255,31 @@ impl Config {
         if let Some(v) = fp.lease_ttl_secs {
             p.lease_ttl = Duration::from_secs(v.max(1));
         }
+        let (w, fw) = (&mut self.webhooks, &f.webhooks);
+        if let Some(v) = fw.enabled {
+            w.enabled = v;
+        }
+        if let Some(v) = fw.poll_interval_ms {
+            w.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fw.timeout_ms {
+            w.timeout = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fw.max_attempts {
+            w.max_attempts = v.max(1);
+        }
+        if let Some(v) = fw.backoff_base_ms {
+            w.backoff_base = Duration::from_millis(v);
+        }
+        if let Some(v) = fw.backoff_cap_secs {
+            w.backoff_cap = Duration::from_secs(v);
+        }
+        if let Some(v) = fw.confirmations {
+            w.confirmations = v;
+        }
+        if let Some(v) = fw.balance_check_interval_secs {
+            w.balance_check_interval = Duration::from_secs(v.max(1));
+        }
         Ok(())
     }
 
@@ -303,6 +345,34 @@ impl Config {
         }
         if let Some(v) = number("STREAMPAY_PIPELINE_LEASE_TTL_SECS")? {
             self.pipeline.lease_ttl = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = parse("STREAMPAY_WEBHOOKS_ENABLED") {
+            self.webhooks.enabled = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_WEBHOOKS_ENABLED={other}: expected true or false"),
+            };
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_POLL_INTERVAL_MS")? {
+            self.webhooks.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_TIMEOUT_MS")? {
+            self.webhooks.timeout = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_MAX_ATTEMPTS")? {
+            self.webhooks.max_attempts = u32::try_from(v).unwrap_or(u32::MAX).max(1);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_BACKOFF_BASE_MS")? {
+            self.webhooks.backoff_base = Duration::from_millis(v);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_BACKOFF_CAP_SECS")? {
+            self.webhooks.backoff_cap = Duration::from_secs(v);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_CONFIRMATIONS")? {
+            self.webhooks.confirmations = v;
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_BALANCE_CHECK_INTERVAL_SECS")? {
+            self.webhooks.balance_check_interval = Duration::from_secs(v.max(1));
         }
         Ok(())
     }
@@ -404,6 +474,17 @@ mod tests {
         c.apply_file(include_str!("../streampay.example.toml")).unwrap();
         assert_eq!(c.meta_deadline_secs, 3600);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn webhooks_section_and_env() {
+        let mut c = Config::default();
+        c.apply_file("[webhooks]\nmax_attempts = 3\nbackoff_base_ms = 250\ntimeout_ms = 1500").unwrap();
+        assert_eq!(c.webhooks.max_attempts, 3);
+        assert_eq!(c.webhooks.backoff_base, Duration::from_millis(250));
+        c.apply_env(|k| (k == "STREAMPAY_WEBHOOKS_TIMEOUT_MS").then(|| "700".to_string())).unwrap();
+        assert_eq!(c.webhooks.timeout, Duration::from_millis(700));
+        assert!(Config::default().apply_file("[webhooks]\nretries = 3").is_err());
     }
 
     #[test]

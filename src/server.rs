@@ -58,6 +58,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 sponsor_min_balance_wei: config.health_sponsor_min_balance_wei,
                 ..Default::default()
             },
+            webhooks: config.webhooks.clone(),
             ..Settings::default()
         },
     }))
@@ -69,6 +70,8 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     state.sponsors.pipeline(&state.store, &state.provider);
     // Index every deployment into Postgres (the reads, /health's indexer lag).
     crate::indexer::spawn_for_api(&state)?;
+    // Webhook events from the database, delivered signed with retries.
+    crate::webhooks::spawn(&state);
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
 }
 

@@ -36,6 +36,7 @@ pub const CAPABILITIES: &[&str] = &[
     "transaction_status",
     "health",
     "openapi",
+    "webhooks",
 ];
 
 /// Every stable error code: `(code, HTTP status, meaning)`. A client can switch on `code`; the
@@ -57,6 +58,12 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("empty_batch", 400, "A batch holds no items."),
     ("batch_too_large", 400, "A batch holds more than 100 items."),
     ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
+    (
+        "invalid_webhook_url",
+        400,
+        "The webhook url is not an http(s) URL with a host (and no credentials), or is over 2048 characters.",
+    ),
+    ("unknown_event", 400, "A webhook event type is not one of the `WebhookEventType` schema."),
     ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),
     ("missing_api_key", 401, "No X-API-Key header."),
     ("invalid_api_key", 401, "The API key is unknown or revoked."),
@@ -64,6 +71,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("not_found", 404, "No endpoint at this path."),
     ("method_not_allowed", 405, "The path exists but not with this method."),
     ("transaction_not_found", 404, "No such transaction for this API key."),
+    ("webhook_not_found", 404, "No such webhook endpoint for this API key."),
+    ("webhook_delivery_not_found", 404, "No such delivery of this webhook endpoint."),
     ("nonce_already_used", 409, "The signed nonce was already consumed on chain."),
     ("nonce_gap", 409, "The signed nonce is not the signer's next one."),
     ("nonce_in_flight", 409, "A call with this nonce is already being relayed."),
@@ -189,9 +198,14 @@ pub fn document() -> openapi::OpenApi {
         meta_execute_doc,
         super::batch::subscriptions,
         super::batch::payments,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::delete,
+        super::webhooks::deliveries,
+        super::webhooks::redeliver,
     ),
     components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc)),
-    modifiers(&Security, &ErrorCodes, &Idempotency),
+    modifiers(&Security, &ErrorCodes, &Idempotency, &WebhookEvents),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -201,6 +215,7 @@ pub fn document() -> openapi::OpenApi {
         (name = "Meta-transactions", description = "Nonces and relaying signed calls"),
         (name = "Batch", description = "Atomic multicalls signed once"),
         (name = "Transactions", description = "What the relayer sent"),
+        (name = "Webhooks", description = "Signed event deliveries to your endpoints (see docs/webhooks.md)"),
     )
 )]
 struct ApiDoc;
@@ -237,6 +252,27 @@ impl Modify for ErrorCodes {
             .description(Some(table))
             .build();
         doc.components.get_or_insert_with(Default::default).schemas.insert("ErrorCode".into(), RefOr::T(Schema::Object(schema)));
+    }
+}
+
+/// Publishes the webhook event types as the `WebhookEventType` string enum.
+struct WebhookEvents;
+
+impl Modify for WebhookEvents {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        let schema: Object = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(crate::webhooks::EVENT_TYPES.iter().copied()))
+            .description(Some(
+                "Webhook event types. Every delivery is a POST of `{id, type, created, api_version, chain_id, data}` \
+                 signed with `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`; \
+                 `Webhook-Id` (= `id`) is stable across retries and redeliveries.",
+            ))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .insert("WebhookEventType".into(), RefOr::T(Schema::Object(schema)));
     }
 }
 

@@ -6,6 +6,7 @@
 //!   ([`build`] assembles the `Transaction` object every one of them returns)
 //! - [`meta`]: `GET /meta/nonce/{account}` and `POST /meta/execute` (`Prefer: respond-async` → 202)
 //! - [`transactions`]: `GET /api/v1/transactions/{id}`, the outcome of an execute
+//! - [`webhooks`]: `/api/v1/webhooks…`: endpoints, delivery log, redelivery
 //! - [`extract`]: authentication and edge parsing; [`error`]: the one error type
 
 mod batch;
@@ -20,6 +21,7 @@ mod meta;
 mod payments;
 mod subscriptions;
 mod transactions;
+mod webhooks;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -27,7 +29,7 @@ use alloy::{primitives::Address, providers::DynProvider};
 use axum::{
     Router,
     http::{HeaderValue, Request},
-    routing::{MethodRouter, get, post},
+    routing::{MethodRouter, delete, get, post},
 };
 use tower_http::{
     set_header::SetResponseHeaderLayer,
@@ -80,6 +82,8 @@ pub struct Settings {
     pub receipt_poll: Duration,
     /// Thresholds of `GET /health`.
     pub health: health::HealthSettings,
+    /// The webhook dispatcher's tunables.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -89,6 +93,7 @@ impl Default for Settings {
             receipt_timeout: Duration::from_secs(60),
             receipt_poll: Duration::from_millis(250),
             health: health::HealthSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -131,6 +136,10 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/contracts", get(info::contracts));
     v1 = both(v1, "/meta", get(discovery::meta));
     v1 = both(v1, "/transactions/{id}", get(transactions::get));
+    v1 = both(v1, "/webhooks", get(webhooks::list).post(webhooks::create));
+    v1 = both(v1, "/webhooks/{id}", delete(webhooks::delete));
+    v1 = both(v1, "/webhooks/{id}/deliveries", get(webhooks::deliveries));
+    v1 = both(v1, "/webhooks/{id}/deliveries/{delivery_id}/redeliver", post(webhooks::redeliver));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
     v1 = both(v1, "/{contract}/authors/{author}/streams", get(subscriptions::incoming));

@@ -14,4 +14,5 @@ mod platform_health;
 mod pipeline_stack;
 mod story;
 mod subscriptions;
+mod webhooks;
 mod indexer;
