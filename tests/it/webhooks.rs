@@ -593,3 +593,62 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
     assert_eq!(alerts, 2);
     assert_ne!(app.other_sponsor, app.sponsor);
 }
+
+#[tokio::test]
+async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
+    let app = app_with(test_settings()).await;
+    let receiver = Receiver::start(&[], 200).await;
+    let (_, secret) = register(&app, &receiver.url, &["transaction.failed", "transaction.mined"]).await;
+    let (user, friend) = (wallet(), wallet());
+    app.fund(&user, 10).await;
+    receiver.wait_for("the deposit mined", 1, |v| v["type"] == "transaction.mined").await;
+
+    // Both land in one block: the relayed payment, simulated fine and sent first, then the user's
+    // own withdrawal of everything with a higher tip, so mined before it: the payment reverts.
+    let raw = |method: &'static str, params: Value| {
+        let p = app.provider.clone();
+        async move { p.raw_request::<_, Value>(method.into(), params).await.unwrap() }
+    };
+    raw("evm_setAutomine", json!([false])).await;
+    raw("anvil_setBalance", json!([user.address(), "0xde0b6b3a7640000"])).await;
+    raw("anvil_impersonateAccount", json!([user.address()])).await;
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "8"}))
+        .await;
+    let body = app.signed_execute_body(&user, &built).await;
+    let resp = app
+        .http
+        .post(app.url("/api/v1/USDC/meta/execute"))
+        .header("X-API-Key", &app.api_key)
+        .header("Prefer", "respond-async")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let gwei = 1_000_000_000u128;
+    let own = StreamPay::new(app.contract, &app.provider)
+        .withdraw(crate::harness::internal(10))
+        .from(user.address())
+        .gas(200_000)
+        .max_priority_fee_per_gas(1000 * gwei)
+        .max_fee_per_gas(2000 * gwei)
+        .send()
+        .await
+        .unwrap();
+    raw("evm_mine", json!([])).await;
+    raw("evm_setAutomine", json!([true])).await;
+    assert!(own.get_receipt().await.unwrap().status(), "the user's own withdrawal");
+
+    let failed = event(&receiver, "transaction.failed", |d| d["transaction_id"] == accepted["TransactionId"]).await;
+    assert_eq!(failed["data"]["state"], "failed");
+    assert_eq!(failed["data"]["from"], user.address().to_checksum(None));
+    assert!(failed["data"]["failure"].is_string(), "{failed:#}");
+    let got = receiver.got();
+    let r = got.iter().find(|r| r.body.contains("transaction.failed")).unwrap();
+    assert_signed(r, &secret);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.events("transaction.mined").len(), 1, "the reverted call is not reported mined");
+}
