@@ -204,8 +204,8 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::deliveries,
         super::webhooks::redeliver,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc)),
-    modifiers(&Security, &ErrorCodes, &Idempotency, &WebhookEvents),
+    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType)),
+    modifiers(&Security, &ErrorCodes, &Idempotency),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -252,27 +252,6 @@ impl Modify for ErrorCodes {
             .description(Some(table))
             .build();
         doc.components.get_or_insert_with(Default::default).schemas.insert("ErrorCode".into(), RefOr::T(Schema::Object(schema)));
-    }
-}
-
-/// Publishes the webhook event types as the `WebhookEventType` string enum.
-struct WebhookEvents;
-
-impl Modify for WebhookEvents {
-    fn modify(&self, doc: &mut openapi::OpenApi) {
-        let schema: Object = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(crate::webhooks::EVENT_TYPES.iter().copied()))
-            .description(Some(
-                "Webhook event types. Every delivery is a POST of `{id, type, created, api_version, chain_id, data}` \
-                 signed with `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, \"<t>.<body>\")>`; \
-                 `Webhook-Id` (= `id`) is stable across retries and redeliveries.",
-            ))
-            .build();
-        doc.components
-            .get_or_insert_with(Default::default)
-            .schemas
-            .insert("WebhookEventType".into(), RefOr::T(Schema::Object(schema)));
     }
 }
 

@@ -23,14 +23,17 @@ use crate::webhooks::{
 /// Longest URL accepted.
 const MAX_URL_LEN: usize = 2048;
 
-/// `POST /api/v1/webhooks` request.
+/// `POST /api/v1/webhooks` request. Every delivery is a POST of
+/// `{id, type, created, api_version, chain_id, data}` signed with
+/// `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; `Webhook-Id` (= `id`)
+/// is the same on every retry and redelivery (docs/webhooks.md).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateWebhook {
     /// `http` or `https` URL receiving the POSTs.
-    #[schema(example = "https://example.com/streampay/webhooks")]
+    #[schema(value_type = String, example = "https://example.com/streampay/webhooks")]
     pub url: Option<String>,
-    /// Event types to receive, at least one (see the `WebhookEventType` schema).
-    #[schema(example = json!(["transaction.mined", "payment.completed"]))]
+    /// Event types to receive, at least one.
+    #[schema(value_type = Vec<crate::webhooks::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
     pub events: Option<Vec<String>>,
 }
 

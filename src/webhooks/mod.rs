@@ -37,6 +37,30 @@ pub const EVENT_TYPES: &[&str] = &[
     "sponsor.balance_low",
 ];
 
+/// The event types as an OpenAPI schema (the API takes and returns them as plain strings, one of
+/// [`EVENT_TYPES`]).
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub enum WebhookEventType {
+    #[serde(rename = "transaction.mined")]
+    TransactionMined,
+    #[serde(rename = "transaction.failed")]
+    TransactionFailed,
+    #[serde(rename = "stream.created")]
+    StreamCreated,
+    #[serde(rename = "stream.revoked")]
+    StreamRevoked,
+    #[serde(rename = "payment.completed")]
+    PaymentCompleted,
+    #[serde(rename = "deposit.completed")]
+    DepositCompleted,
+    #[serde(rename = "withdrawal.completed")]
+    WithdrawalCompleted,
+    #[serde(rename = "account.liquidated")]
+    AccountLiquidated,
+    #[serde(rename = "sponsor.balance_low")]
+    SponsorBalanceLow,
+}
+
 /// Tunables of the webhook dispatcher (`[webhooks]` in the config file).
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
@@ -151,6 +175,14 @@ mod tests {
         // echo -n '1700000000.{}' | openssl dgst -sha256 -hmac 'whsec_test'
         let h = sign("whsec_test", 1_700_000_000, b"{}");
         assert_eq!(h, "t=1700000000,v1=35495024f4ef3f94e5a93e22221544c4b75e9a42300cd965ab81cb85cd994e91");
+    }
+
+    #[test]
+    fn the_event_type_schema_lists_every_event_type() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(WebhookEventType::schema()).unwrap();
+        let listed: Vec<&str> = schema["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(listed, EVENT_TYPES);
     }
 
     #[test]

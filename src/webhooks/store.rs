@@ -22,7 +22,7 @@ pub struct Endpoint {
     #[schema(example = "https://example.com/streampay/webhooks")]
     pub url: String,
     /// Event types it receives.
-    #[schema(example = json!(["transaction.mined", "payment.completed"]))]
+    #[schema(value_type = Vec<super::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
     pub events: Vec<String>,
     #[schema(example = "2026-11-21T07:30:00.000Z")]
     pub created_at: String,
@@ -51,7 +51,7 @@ pub struct Delivery {
     /// redelivery, so receivers can dedupe on it.
     #[schema(example = "evt_42")]
     pub event_id: String,
-    #[schema(example = "payment.completed")]
+    #[schema(value_type = super::WebhookEventType)]
     pub event_type: String,
     /// `pending` (an attempt is due at `next_attempt_at`), `succeeded` (2xx), `failed` (attempts
     /// exhausted), `canceled` (endpoint deleted).

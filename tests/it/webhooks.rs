@@ -283,6 +283,45 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
 }
 
 #[tokio::test]
+async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_codes() {
+    let app = spawn_app_with(settings(test_settings())).await;
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["WebhookEventType"]["enum"], json!(webhooks::EVENT_TYPES));
+    assert_eq!(
+        schemas["CreateWebhook"]["properties"]["events"]["items"]["$ref"],
+        "#/components/schemas/WebhookEventType"
+    );
+    assert_eq!(schemas["Endpoint"]["properties"]["events"]["items"]["$ref"], "#/components/schemas/WebhookEventType");
+    let mut required: Vec<&str> =
+        schemas["CreateWebhook"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    required.sort();
+    assert_eq!(required, ["events", "url"]);
+    for field in ["attempt", "status_code", "error", "duration_ms", "next_attempt_at"] {
+        assert!(schemas["Attempt"]["properties"].get(field).is_some(), "Attempt.{field} undocumented");
+    }
+    let op = |method: &str, path: &str| doc["paths"][path][method].clone();
+    let post = op("post", "/api/v1/webhooks");
+    let bad = post["responses"]["400"]["description"].as_str().unwrap();
+    assert!(bad.contains("invalid_webhook_url") && bad.contains("unknown_event"), "{bad}");
+    assert!(post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].is_string());
+    assert_eq!(post["security"], json!([{"api_key": []}]));
+    for (method, path) in [
+        ("get", "/api/v1/webhooks"),
+        ("delete", "/api/v1/webhooks/{id}"),
+        ("get", "/api/v1/webhooks/{id}/deliveries"),
+        ("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
+    ] {
+        let o = op(method, path);
+        assert_eq!(o["tags"], json!(["Webhooks"]), "{method} {path}");
+        assert!(o["responses"]["401"].is_object(), "{method} {path}");
+    }
+    let redeliver = op("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver");
+    assert!(redeliver["responses"]["404"]["description"].as_str().unwrap().contains("webhook_delivery_not_found"));
+    assert!(redeliver["responses"]["202"].is_object());
+}
+
+#[tokio::test]
 async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redelivered_on_demand() {
     let settings = test_settings();
     let app = app_with(settings.clone()).await;
