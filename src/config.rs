@@ -121,6 +121,7 @@ struct FileWebhooks {
     backoff_cap_secs: Option<u64>,
     confirmations: Option<u64>,
     balance_check_interval_secs: Option<u64>,
+    retention_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +281,9 @@ impl Config {
         if let Some(v) = fw.balance_check_interval_secs {
             w.balance_check_interval = Duration::from_secs(v.max(1));
         }
+        if let Some(v) = fw.retention_days {
+            w.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
+        }
         Ok(())
     }
 
@@ -373,6 +377,9 @@ impl Config {
         }
         if let Some(v) = number("STREAMPAY_WEBHOOKS_BALANCE_CHECK_INTERVAL_SECS")? {
             self.webhooks.balance_check_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_RETENTION_DAYS")? {
+            self.webhooks.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
         }
         Ok(())
     }
@@ -479,8 +486,9 @@ mod tests {
     #[test]
     fn webhooks_section_and_env() {
         let mut c = Config::default();
-        c.apply_file("[webhooks]\nmax_attempts = 3\nbackoff_base_ms = 250\ntimeout_ms = 1500").unwrap();
+        c.apply_file("[webhooks]\nmax_attempts = 3\nbackoff_base_ms = 250\ntimeout_ms = 1500\nretention_days = 7").unwrap();
         assert_eq!(c.webhooks.max_attempts, 3);
+        assert_eq!(c.webhooks.retention, Duration::from_secs(7 * 86_400));
         assert_eq!(c.webhooks.backoff_base, Duration::from_millis(250));
         c.apply_env(|k| (k == "STREAMPAY_WEBHOOKS_TIMEOUT_MS").then(|| "700".to_string())).unwrap();
         assert_eq!(c.webhooks.timeout, Duration::from_millis(700));

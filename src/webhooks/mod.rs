@@ -82,6 +82,9 @@ pub struct WebhookSettings {
     pub balance_check_interval: Duration,
     /// Deliveries attempted concurrently per poll.
     pub batch_size: i64,
+    /// Events (with their deliveries and attempt log) and deleted endpoints are kept this long,
+    /// then pruned; an event with a delivery still pending is kept until it ends.
+    pub retention: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -96,6 +99,7 @@ impl Default for WebhookSettings {
             confirmations: 2,
             balance_check_interval: Duration::from_secs(60),
             batch_size: 20,
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

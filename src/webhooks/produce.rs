@@ -13,6 +13,8 @@
 //! - `sponsor.balance_low`: each sponsor's native balance is checked every
 //!   `balance_check_interval` against `/health`'s threshold; an alert fires once per episode.
 //!
+//! Events older than `retention` whose deliveries have all ended are pruned hourly.
+//!
 //! Every step is one database transaction under row locks, and every event has a stable key, so a
 //! crash or several replicas never lose or duplicate an event.
 
@@ -40,6 +42,7 @@ const CHAIN_BATCH: i64 = 500;
 pub async fn run(state: AppState) {
     let settings = state.settings.webhooks.clone();
     let mut last_balance_check: Option<Instant> = None;
+    let mut last_prune: Option<Instant> = None;
     loop {
         for contract in &state.contracts {
             loop {
@@ -63,8 +66,46 @@ pub async fn run(state: AppState) {
                 tracing::warn!(error = format!("{e:#}"), "webhook events: sponsor balance check failed");
             }
         }
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            match prune(state.store.pool(), settings.retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "pruned old webhook events"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook pruning failed"),
+            }
+        }
         tokio::time::sleep(settings.poll_interval).await;
     }
+}
+
+/// How often old events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes events older than `retention` none of whose deliveries is still pending (their
+/// deliveries and attempt log go with them), and endpoints deleted longer ago than that.
+/// Returns how many events went.
+pub async fn prune(pool: &sqlx::PgPool, retention: Duration) -> anyhow::Result<u64> {
+    let ms = retention.as_millis() as i64;
+    let events = sqlx::query(
+        "DELETE FROM webhook_events ev
+         WHERE ev.fanned_out AND ev.created_at < now() - $1::FLOAT8 * INTERVAL '1 millisecond'
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id AND d.state = 'pending')",
+    )
+    .bind(ms)
+    .execute(pool)
+    .await
+    .context("Failed to prune webhook events")?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM webhook_endpoints ep
+         WHERE ep.deleted_at < now() - $1::FLOAT8 * INTERVAL '1 millisecond'
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = ep.id AND d.state = 'pending')",
+    )
+    .bind(ms)
+    .execute(pool)
+    .await
+    .context("Failed to prune deleted webhook endpoints")?;
+    Ok(events)
 }
 
 /// Event types some live endpoint subscribes to (others are not written at all).

@@ -607,7 +607,7 @@ async fn wait_indexed(app: &TestApp, block: u64) {
 }
 
 #[tokio::test]
-async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_sponsor() {
+async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_sponsor_and_old_events_are_pruned() {
     let app = spawn_app_with(Settings {
         health: HealthSettings { sponsor_min_balance_wei: U256::MAX, ..HealthSettings::default() },
         ..settings(test_settings())
@@ -615,6 +615,8 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
     .await;
     let receiver = Receiver::start(&[], 200).await;
     let (_, secret) = register(&app, &receiver.url, &["sponsor.balance_low"]).await;
+    let broken = Receiver::start(&[], 500).await;
+    let (broken_id, _) = register(&app, &broken.url, &["sponsor.balance_low"]).await;
     // Endpoints receive events written after they were registered.
     webhooks::spawn(&app.state);
     let low = receiver.wait_for("sponsor.balance_low", 1, |v| v["type"] == "sponsor.balance_low").await;
@@ -635,6 +637,26 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
         .unwrap();
     assert_eq!(alerts, 2);
     assert_ne!(app.other_sponsor, app.sponsor);
+
+    // Pruning keeps an event while one of its deliveries is pending (the broken endpoint's retries)…
+    let pool = app.store.pool().clone();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!(deliveries(&app, broken_id).await[0]["state"], "pending");
+    let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
+    assert_eq!(pruned, 1, "only the other sponsor's alert (no deliveries) goes");
+    assert_eq!(count("SELECT count(*) FROM webhook_events").await, 1);
+    // … and removes it with its deliveries and log once they have all ended.
+    wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
+    let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(count("SELECT count(*) FROM webhook_attempts").await, 0);
+    assert_eq!(deliveries(&app, broken_id).await, Vec::<Value>::new());
+    // A long retention keeps everything.
+    assert_eq!(webhooks::produce::prune(app.store.pool(), Duration::from_secs(86_400)).await.unwrap(), 0);
 }
 
 #[tokio::test]
