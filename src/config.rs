@@ -122,6 +122,7 @@ struct FileWebhooks {
     confirmations: Option<u64>,
     balance_check_interval_secs: Option<u64>,
     retention_days: Option<u64>,
+    allow_private_targets: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +282,9 @@ impl Config {
         if let Some(v) = fw.balance_check_interval_secs {
             w.balance_check_interval = Duration::from_secs(v.max(1));
         }
+        if let Some(v) = fw.allow_private_targets {
+            w.allow_private_targets = v;
+        }
         if let Some(v) = fw.retention_days {
             w.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
         }
@@ -377,6 +381,13 @@ impl Config {
         }
         if let Some(v) = number("STREAMPAY_WEBHOOKS_BALANCE_CHECK_INTERVAL_SECS")? {
             self.webhooks.balance_check_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = parse("STREAMPAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS") {
+            self.webhooks.allow_private_targets = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS={other}: expected true or false"),
+            };
         }
         if let Some(v) = number("STREAMPAY_WEBHOOKS_RETENTION_DAYS")? {
             self.webhooks.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));

@@ -61,7 +61,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     (
         "invalid_webhook_url",
         400,
-        "The webhook url is not an http(s) URL with a host (and no credentials), or is over 2048 characters.",
+        "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address.",
     ),
     ("unknown_event", 400, "A webhook event type is not one of the `WebhookEventType` schema."),
     ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),

@@ -79,7 +79,7 @@ fn not_found(id: &str) -> AppError {
     AppError::not_found("webhook_not_found", format!("no webhook endpoint {id:?} for this API key"))
 }
 
-fn validate_url(url: &str) -> Result<String, AppError> {
+fn validate_url(url: &str, allow_private: bool) -> Result<String, AppError> {
     let bad = |why: &str| AppError::bad_request("invalid_webhook_url", format!("url: {why}"));
     let url = url.trim();
     if url.len() > MAX_URL_LEN {
@@ -94,6 +94,9 @@ fn validate_url(url: &str) -> Result<String, AppError> {
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(bad("credentials in the URL are not accepted; authenticate deliveries by their signature"));
+    }
+    if !allow_private && let Some(why) = crate::webhooks::deliver::private_target(&parsed) {
+        return Err(bad(&format!("{why}; webhooks go to public addresses only")));
     }
     Ok(parsed.to_string())
 }
@@ -124,7 +127,7 @@ fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "Registered; `secret` is shown only here", body = CreatedWebhook),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_webhook_url`, `unknown_event`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_webhook_url` (also a loopback or private address, unless private targets are allowed), `unknown_event`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
     ),
     security(("api_key" = [])))]
@@ -133,7 +136,7 @@ pub async fn create(
     key: ApiKey,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), AppError> {
-    let url = validate_url(super::extract::required("url", &body.url)?)?;
+    let url = validate_url(super::extract::required("url", &body.url)?, state.settings.webhooks.allow_private_targets)?;
     let events = validate_events(body.events.as_deref().unwrap_or_default())?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -12,7 +12,10 @@
 //! A 2xx ends the delivery; anything else (non-2xx, timeout, connection error) schedules the next
 //! attempt after `backoff(attempt)` until `max_attempts`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use alloy::primitives::{Address, B256};
 use anyhow::Context;
@@ -48,15 +51,57 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// The HTTP client of deliveries: rustls, no redirects followed (a 3xx is not a 2xx).
+/// The HTTP client of deliveries: rustls, no redirects followed (a 3xx is not a 2xx), no proxy
+/// from the environment; unless `allow_private_targets`, host names resolving to a non-public
+/// address are refused (see [`super::is_public`]).
 pub fn client(settings: &WebhookSettings) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if !settings.allow_private_targets {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    builder
+        .no_proxy()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("StreamPay-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("Failed to build the webhook HTTP client")
+}
+
+/// Resolves with the system resolver and keeps public addresses only, so a host name cannot point
+/// a delivery into the relayer's own network (checked on every connection: no DNS rebinding gap).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = all.iter().copied().filter(|a| super::is_public(a.ip())).collect();
+            if public.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host} resolves to no public address ({}); webhooks.allow_private_targets is off",
+                    all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                )
+                .into();
+                return Err(err);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Why `url` may not be a target: a non-public IP literal or `localhost` (host names are checked
+/// again at delivery, by their resolved addresses).
+pub fn private_target(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return (!super::is_public(ip)).then(|| format!("{ip} is not a public address"));
+    }
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost")).then(|| format!("{host} is this machine"))
 }
 
 fn checksum_bytes(b: Vec<u8>) -> String {
@@ -229,7 +274,7 @@ async fn attempt(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSett
         .await?;
         return Ok(());
     }
-    let outcome = send(client, &d).await;
+    let outcome = send(client, settings, &d).await;
     let attempt = d.attempt.max(1) as u32;
     let done = outcome.succeeded();
     let next_ms: Option<i64> =
@@ -286,7 +331,13 @@ fn now_unix() -> u64 {
 }
 
 /// One signed POST.
-async fn send(client: &reqwest::Client, d: &Due) -> Outcome {
+async fn send(client: &reqwest::Client, settings: &WebhookSettings, d: &Due) -> Outcome {
+    if !settings.allow_private_targets {
+        // IP literals never reach the resolver.
+        if let Some(why) = reqwest::Url::parse(&d.url).ok().as_ref().and_then(private_target) {
+            return Outcome { status_code: None, error: Some(format!("refused: {why}")), duration_ms: 0 };
+        }
+    }
     let t = now_unix();
     let started = Instant::now();
     let result = client

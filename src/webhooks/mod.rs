@@ -19,7 +19,7 @@ pub mod deliver;
 pub mod produce;
 pub mod store;
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -82,6 +82,11 @@ pub struct WebhookSettings {
     pub balance_check_interval: Duration,
     /// Deliveries attempted concurrently per poll.
     pub batch_size: i64,
+    /// Whether endpoints may be on loopback, private, link-local or other non-public addresses.
+    /// Off by default: a key holder could otherwise make the relayer POST into its own network
+    /// (cloud metadata, admin ports). Checked at registration for IP literals and `localhost`,
+    /// and at delivery against every address a host name resolves to.
+    pub allow_private_targets: bool,
     /// Events (with their deliveries and attempt log) and deleted endpoints are kept this long,
     /// then pruned; an event with a delivery still pending is kept until it ends.
     pub retention: Duration,
@@ -100,6 +105,7 @@ impl Default for WebhookSettings {
             balance_check_interval: Duration::from_secs(60),
             batch_size: 20,
             retention: Duration::from_secs(30 * 86_400),
+            allow_private_targets: false,
         }
     }
 }
@@ -109,6 +115,36 @@ impl WebhookSettings {
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
         self.backoff_base.saturating_mul(factor).min(self.backoff_cap)
+    }
+}
+
+/// Whether `ip` is a public unicast address a webhook may be sent to.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || a >= 240) // reserved
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local())
+            }
+        },
     }
 }
 
@@ -187,6 +223,31 @@ mod tests {
         let schema = serde_json::to_value(WebhookEventType::schema()).unwrap();
         let listed: Vec<&str> = schema["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(listed, EVENT_TYPES);
+    }
+
+    #[test]
+    fn only_public_addresses_are_targets() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:1.1.1.1"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
     }
 
     #[test]

@@ -111,6 +111,8 @@ fn test_settings() -> WebhookSettings {
         backoff_cap: Duration::from_secs(5),
         confirmations: 0,
         balance_check_interval: Duration::from_millis(100),
+        // The receivers of these tests are on 127.0.0.1.
+        allow_private_targets: true,
         ..WebhookSettings::default()
     }
 }
@@ -319,6 +321,47 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     let redeliver = op("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver");
     assert!(redeliver["responses"]["404"]["description"].as_str().unwrap().contains("webhook_delivery_not_found"));
     assert!(redeliver["responses"]["202"].is_object());
+}
+
+#[tokio::test]
+async fn webhook_private_targets_are_refused_unless_allowed() {
+    let app = app_with(WebhookSettings { allow_private_targets: false, ..test_settings() }).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://[::1]/hook",
+        "http://10.0.0.7/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9000/hook",
+        "http://api.localhost/hook",
+        "http://[::ffff:192.168.1.1]/hook",
+    ] {
+        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
+    }
+    let (status, body) = app
+        .post("/api/v1/webhooks", &json!({"url": "https://example.com/hook", "events": ["transaction.mined"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A host name is checked by what it resolves to, at delivery: a real receiver on loopback
+    // reached through a name gets nothing.
+    let receiver = Receiver::start(&[], 200).await;
+    let port = receiver.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    let strict =
+        webhooks::deliver::client(&WebhookSettings { allow_private_targets: false, ..test_settings() }).unwrap();
+    let lax = webhooks::deliver::client(&test_settings()).unwrap();
+    let via_name = format!("http://localhost:{port}/hook");
+    let err = strict.post(&via_name).body("{}").send().await.unwrap_err();
+    let mut chain = String::new();
+    let mut e: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(x) = e {
+        chain.push_str(&format!("{x}; "));
+        e = x.source();
+    }
+    assert!(chain.contains("no public address"), "{chain}");
+    assert!(receiver.got().is_empty());
+    assert_eq!(lax.post(&via_name).body("{}").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(receiver.got().len(), 1);
 }
 
 #[tokio::test]
