@@ -703,6 +703,40 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
 }
 
 #[tokio::test]
+async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
+    // A backoff long enough that the dispatcher is surely stopped between the attempts.
+    let settings = WebhookSettings { backoff_base: Duration::from_secs(1), ..test_settings() };
+    let app = spawn_app_with(self::settings(settings.clone())).await;
+    let receiver = Receiver::start(&[Reply::Status(500)], 200).await;
+    let (id, secret) = register(&app, &receiver.url, &["transaction.mined"]).await;
+    let first = webhooks::spawn(&app.state);
+    let user = wallet();
+    app.fund(&user, 3).await;
+    // The first attempt failed; the dispatcher dies before the retry.
+    let d = wait_delivery(&app, id, "a failed first attempt", |d| d["attempts"] == 1 && d["state"] == "pending").await;
+    first.iter().for_each(|t| t.abort());
+    for t in first {
+        let _ = t.await;
+    }
+    // While it is down: another relayed deposit (its event waits in the outbox).
+    app.fund(&user, 2).await;
+    tokio::time::sleep(settings.backoff(1) + Duration::from_millis(200)).await;
+    assert_eq!(receiver.got().len(), 1, "delivered while no dispatcher runs");
+
+    // A new process picks both up: the retry and the new event, each delivered once.
+    let _second = webhooks::spawn(&app.state);
+    let did = d["id"].clone();
+    wait_delivery(&app, id, "the retry", |x| x["id"] == did && x["state"] == "succeeded").await;
+    receiver.wait_for("two transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 3, "one failed attempt, its retry, the event written while down");
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    assert_ne!(got[1].headers["webhook-id"], got[2].headers["webhook-id"]);
+    got.iter().for_each(|r| assert_signed(r, &secret));
+}
+
+#[tokio::test]
 async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
     let app = app_with(test_settings()).await;
     let receiver = Receiver::start(&[], 200).await;
