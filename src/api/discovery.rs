@@ -200,11 +200,12 @@ pub fn document() -> openapi::OpenApi {
         super::batch::payments,
         super::webhooks::create,
         super::webhooks::list,
+        super::webhooks::get,
         super::webhooks::delete,
         super::webhooks::deliveries,
         super::webhooks::redeliver,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType)),
+    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
     modifiers(&Security, &ErrorCodes, &Idempotency),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),

@@ -29,7 +29,7 @@ use alloy::{primitives::Address, providers::DynProvider};
 use axum::{
     Router,
     http::{HeaderValue, Request},
-    routing::{MethodRouter, delete, get, post},
+    routing::{MethodRouter, get, post},
 };
 use tower_http::{
     set_header::SetResponseHeaderLayer,
@@ -137,7 +137,7 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/meta", get(discovery::meta));
     v1 = both(v1, "/transactions/{id}", get(transactions::get));
     v1 = both(v1, "/webhooks", get(webhooks::list).post(webhooks::create));
-    v1 = both(v1, "/webhooks/{id}", delete(webhooks::delete));
+    v1 = both(v1, "/webhooks/{id}", get(webhooks::get).delete(webhooks::delete));
     v1 = both(v1, "/webhooks/{id}/deliveries", get(webhooks::deliveries));
     v1 = both(v1, "/webhooks/{id}/deliveries/{delivery_id}/redeliver", post(webhooks::redeliver));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));

@@ -23,8 +23,7 @@ use crate::webhooks::{
 /// Longest URL accepted.
 const MAX_URL_LEN: usize = 2048;
 
-/// `POST /api/v1/webhooks` request. Every delivery is a POST of
-/// `{id, type, created, api_version, chain_id, data}` signed with
+/// `POST /api/v1/webhooks` request. Every delivery is a POST of a `WebhookEvent` signed with
 /// `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; `Webhook-Id` (= `id`)
 /// is the same on every retry and redelivery (docs/webhooks.md).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,6 +44,25 @@ pub struct CreatedWebhook {
     /// Verifies `StreamPay-Signature`; store it now, it is never shown again.
     #[schema(example = "whsec_5f0c…")]
     pub secret: String,
+}
+
+/// The body of every delivery (what your endpoint receives), signed as described in the
+/// `WebhookEventType` schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEvent {
+    /// Stable event id, also the `Webhook-Id` header: the same on every retry and redelivery.
+    #[schema(example = "evt_42")]
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: crate::webhooks::WebhookEventType,
+    /// Unix seconds at which the event was recorded.
+    pub created: i64,
+    #[schema(example = "2026-11-21")]
+    pub api_version: String,
+    pub chain_id: u64,
+    /// The event's fields (docs/webhooks.md lists them per type); amounts are exact decimal strings.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -158,6 +176,24 @@ pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Web
 
 fn endpoint_id(id: &str) -> Result<i64, AppError> {
     id.trim().parse::<i64>().map_err(|_| not_found(id))
+}
+
+/// One endpoint of this API key (never its secret).
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "Webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "The endpoint", body = Endpoint),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
+        (status = 404, description = "`webhook_not_found`", body = ErrorBody),
+    ),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    key: ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, AppError> {
+    let n = endpoint_id(&id)?;
+    Ok(Json(store::get_endpoint(state.store.pool(), key.0.id, n).await?.ok_or_else(|| not_found(&id))?))
 }
 
 /// Deletes an endpoint: nothing more is sent to it; its pending deliveries are canceled.

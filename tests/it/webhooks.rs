@@ -237,6 +237,11 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     assert_eq!(created["events"], json!(["payment.completed"]));
     assert_eq!(created["url"], ok_url);
     let id = created["id"].as_i64().unwrap();
+    let (status, one) = app.get(&format!("/api/v1/webhooks/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["events"], json!(["payment.completed"]));
+    assert!(one.get("secret").is_none(), "{one}");
+    assert_error(&app.get("/api/v1/webhooks/999999").await, StatusCode::NOT_FOUND, "webhook_not_found");
     let (_, list) = app.get("/api/v1/webhooks").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert_eq!(list["data"][0]["id"], id);
@@ -274,6 +279,8 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
     let resp = app.get_with_key(&format!("/api/v1/webhooks/{id}/deliveries"), Some(&other.key)).await;
     assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+    let resp = app.get_with_key(&format!("/api/v1/webhooks/{id}"), Some(&other.key)).await;
+    assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
 
     // Deleted: gone from the list, a second delete is a 404.
     let (status, body) = app.delete(&format!("/api/v1/webhooks/{id}")).await;
@@ -282,6 +289,7 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     let (_, list) = app.get("/api/v1/webhooks").await;
     assert_eq!(list["data"], json!([]));
     assert_error(&app.delete(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
+    assert_error(&app.get(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
 }
 
 #[tokio::test]
@@ -308,7 +316,11 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     assert!(bad.contains("invalid_webhook_url") && bad.contains("unknown_event"), "{bad}");
     assert!(post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].is_string());
     assert_eq!(post["security"], json!([{"api_key": []}]));
+    for field in ["id", "type", "created", "api_version", "chain_id", "data"] {
+        assert!(schemas["WebhookEvent"]["properties"].get(field).is_some(), "WebhookEvent.{field} undocumented");
+    }
     for (method, path) in [
+        ("get", "/api/v1/webhooks/{id}"),
         ("get", "/api/v1/webhooks"),
         ("delete", "/api/v1/webhooks/{id}"),
         ("get", "/api/v1/webhooks/{id}/deliveries"),
@@ -434,6 +446,9 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
         assert_eq!(r.headers["streampay-event"], "transaction.mined");
     }
     let event: Value = serde_json::from_str(&got[0].body).unwrap();
+    let mut keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["api_version", "chain_id", "created", "data", "id", "type"], "the documented WebhookEvent");
     assert_eq!(event["type"], "transaction.mined");
     assert_eq!(event["chain_id"], app.chain_id);
     assert_eq!(event["data"]["transaction_id"], executed["TransactionId"]);
