@@ -497,7 +497,8 @@ mod tests {
     #[test]
     fn webhooks_section_and_env() {
         let mut c = Config::default();
-        c.apply_file("[webhooks]\nmax_attempts = 3\nbackoff_base_ms = 250\ntimeout_ms = 1500\nretention_days = 7").unwrap();
+        c.apply_file("[webhooks]\nmax_attempts = 3\nbackoff_base_ms = 250\ntimeout_ms = 1500\nretention_days = 7")
+            .unwrap();
         assert_eq!(c.webhooks.max_attempts, 3);
         assert_eq!(c.webhooks.retention, Duration::from_secs(7 * 86_400));
         assert_eq!(c.webhooks.backoff_base, Duration::from_millis(250));
