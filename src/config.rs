@@ -87,6 +87,8 @@ pub struct Config {
     /// `[[sponsors.policies]]` (file only): limits `meta/execute` enforces per sponsor. At start
     /// they replace the `sponsor_policies` table, so the file is the source of truth.
     pub sponsor_policies: Vec<(Address, crate::store::SponsorPolicy)>,
+    /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for Config {
@@ -109,6 +111,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             key_cache: true,
             sponsor_policies: Vec::new(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -125,6 +128,7 @@ struct FileConfig {
     pipeline: FilePipeline,
     indexer: crate::indexer::IndexerSettings,
     admin: FileAdmin,
+    webhooks: FileWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +139,21 @@ struct FileAdmin {
 
 fn parse_proxies(name: &str, list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
     list.iter().map(|c| crate::store::parse_cidr(c).map_err(|e| anyhow::anyhow!("{name}: {e}"))).collect()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileWebhooks {
+    enabled: Option<bool>,
+    poll_interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    backoff_base_ms: Option<u64>,
+    backoff_cap_secs: Option<u64>,
+    confirmations: Option<u64>,
+    balance_check_interval_secs: Option<u64>,
+    retention_days: Option<u64>,
+    allow_private_targets: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,6 +340,37 @@ impl Config {
             p.lease_ttl = Duration::from_secs(v.max(1));
         }
         self.indexer.apply(&f.indexer);
+        let (w, fw) = (&mut self.webhooks, &f.webhooks);
+        if let Some(v) = fw.enabled {
+            w.enabled = v;
+        }
+        if let Some(v) = fw.poll_interval_ms {
+            w.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fw.timeout_ms {
+            w.timeout = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fw.max_attempts {
+            w.max_attempts = v.max(1);
+        }
+        if let Some(v) = fw.backoff_base_ms {
+            w.backoff_base = Duration::from_millis(v);
+        }
+        if let Some(v) = fw.backoff_cap_secs {
+            w.backoff_cap = Duration::from_secs(v);
+        }
+        if let Some(v) = fw.confirmations {
+            w.confirmations = v;
+        }
+        if let Some(v) = fw.balance_check_interval_secs {
+            w.balance_check_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = fw.allow_private_targets {
+            w.allow_private_targets = v;
+        }
+        if let Some(v) = fw.retention_days {
+            w.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
+        }
         Ok(())
     }
 
@@ -404,6 +454,44 @@ impl Config {
             self.pipeline.lease_ttl = Duration::from_secs(v.max(1));
         }
         self.indexer.apply_env(&parse)?;
+        if let Some(v) = parse("STREAMPAY_WEBHOOKS_ENABLED") {
+            self.webhooks.enabled = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_WEBHOOKS_ENABLED={other}: expected true or false"),
+            };
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_POLL_INTERVAL_MS")? {
+            self.webhooks.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_TIMEOUT_MS")? {
+            self.webhooks.timeout = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_MAX_ATTEMPTS")? {
+            self.webhooks.max_attempts = u32::try_from(v).unwrap_or(u32::MAX).max(1);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_BACKOFF_BASE_MS")? {
+            self.webhooks.backoff_base = Duration::from_millis(v);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_BACKOFF_CAP_SECS")? {
+            self.webhooks.backoff_cap = Duration::from_secs(v);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_CONFIRMATIONS")? {
+            self.webhooks.confirmations = v;
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_BALANCE_CHECK_INTERVAL_SECS")? {
+            self.webhooks.balance_check_interval = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = parse("STREAMPAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS") {
+            self.webhooks.allow_private_targets = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_WEBHOOKS_ALLOW_PRIVATE_TARGETS={other}: expected true or false"),
+            };
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_RETENTION_DAYS")? {
+            self.webhooks.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
+        }
         Ok(())
     }
 
@@ -576,6 +664,19 @@ mod tests {
         let bad =
             "[[sponsors.policies]]\nsponsor = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\ndaily_budget = \"lots\"";
         assert!(Config::default().apply_file(bad).is_err(), "bad native amount");
+    }
+
+    #[test]
+    fn webhooks_section_and_env() {
+        let mut c = Config::default();
+        c.apply_file("[webhooks]\nmax_attempts = 3\nbackoff_base_ms = 250\ntimeout_ms = 1500\nretention_days = 7")
+            .unwrap();
+        assert_eq!(c.webhooks.max_attempts, 3);
+        assert_eq!(c.webhooks.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.webhooks.backoff_base, Duration::from_millis(250));
+        c.apply_env(|k| (k == "STREAMPAY_WEBHOOKS_TIMEOUT_MS").then(|| "700".to_string())).unwrap();
+        assert_eq!(c.webhooks.timeout, Duration::from_millis(700));
+        assert!(Config::default().apply_file("[webhooks]\nretries = 3").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback) |
 //! | [`dev`] | `streampay dev`: a whole local stack (Anvil + contracts, Postgres, key, demo funds) |
 //! | [`cli`] | the `streampay` command line (`serve`, `migrate`, `keys create`, `dev`, `sign`) |
+//! | [`webhooks`] | signed event deliveries to registered endpoints: outbox, fan-out, retries with backoff |
 //! | [`server`] | wiring for `serve`: state from config, tracing, graceful shutdown |
 
 pub mod amount;
@@ -29,3 +30,4 @@ pub mod indexer;
 pub mod pipeline;
 pub mod server;
 pub mod store;
+pub mod webhooks;

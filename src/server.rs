@@ -78,6 +78,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 key_cache: config.key_cache,
                 ..Default::default()
             },
+            webhooks: config.webhooks.clone(),
             ..Settings::default()
         },
     }))
@@ -89,6 +90,8 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     state.sponsors.pipeline(&state.store, &state.provider);
     // Index every deployment into Postgres (the reads, /health's indexer lag).
     crate::indexer::spawn_for_api(&state);
+    // Webhook events from the database, delivered signed with retries.
+    crate::webhooks::spawn(&state);
     // With the peer address: API keys with a CIDR allowlist need it.
     axum::serve(listener, api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

@@ -42,6 +42,8 @@ pub const CAPABILITIES: &[&str] = &[
     "sponsors",
     "sponsor_policies",
     "recipient_resolve",
+    "webhooks",
+    "api_keys",
 ];
 
 /// Every stable error code: `(code, HTTP status, meaning)`. A client can switch on `code`; the
@@ -67,6 +69,12 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("empty_batch", 400, "A batch holds no items."),
     ("batch_too_large", 400, "A batch holds more than 100 items."),
     ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
+    (
+        "invalid_webhook_url",
+        400,
+        "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address.",
+    ),
+    ("unknown_event", 400, "A webhook event type is not one of the `WebhookEventType` schema."),
     ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),
     ("invalid_key_name", 400, "An API key name must be 1 to 100 characters."),
     ("invalid_environment", 400, "An API key environment is `test` or `live`."),
@@ -107,6 +115,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("not_found", 404, "No endpoint at this path."),
     ("method_not_allowed", 405, "The path exists but not with this method."),
     ("transaction_not_found", 404, "No such transaction for this API key."),
+    ("webhook_not_found", 404, "No such webhook endpoint for this API key."),
+    ("webhook_delivery_not_found", 404, "No such delivery of this webhook endpoint."),
     ("nonce_already_used", 409, "The signed nonce was already consumed on chain."),
     ("nonce_gap", 409, "The signed nonce is not the signer's next one."),
     ("nonce_in_flight", 409, "A call with this nonce is already being relayed."),
@@ -250,8 +260,14 @@ pub fn document() -> openapi::OpenApi {
         super::admin::revoke,
         super::admin::rotate,
         super::admin::delete,
+        super::webhooks::create,
+        super::webhooks::list,
+        super::webhooks::get,
+        super::webhooks::delete,
+        super::webhooks::deliveries,
+        super::webhooks::redeliver,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc)),
+    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
     modifiers(&Security, &ErrorCodes, &Idempotency, &KeyAuth, &References),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
@@ -264,6 +280,7 @@ pub fn document() -> openapi::OpenApi {
         (name = "Transactions", description = "What the relayer sent"),
         (name = "Admin", description = "API key lifecycle (docs/keys.md)"),
         (name = "Sponsors", description = "Sponsor accounts, spend, policies and fee quotes"),
+        (name = "Webhooks", description = "Signed event deliveries to your endpoints (see docs/webhooks.md)"),
     )
 )]
 struct ApiDoc;

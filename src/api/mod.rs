@@ -13,6 +13,7 @@
 //! - [`history`]: `Reference`, `GET /api/v1/transactions` and its `summary`
 //! - [`sponsors`]: `GET /api/v1/sponsors`, `GET /{contract}/fees`, sponsor policies
 //! - [`resolve`]: `GET /{contract}/recipients/resolve`
+//! - [`webhooks`]: `/api/v1/webhooks…`: endpoints, delivery log, redelivery
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
 mod admin;
@@ -33,6 +34,7 @@ mod resolve;
 mod sponsors;
 mod subscriptions;
 mod transactions;
+mod webhooks;
 
 use std::{
     ops::Deref,
@@ -102,6 +104,8 @@ pub struct Settings {
     pub indexer: crate::indexer::IndexerConfig,
     /// Admin token secret, trusted proxies, per-key rate limiters.
     pub auth: auth::AuthSettings,
+    /// The webhook dispatcher's tunables.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -113,6 +117,7 @@ impl Default for Settings {
             health: health::HealthSettings::default(),
             indexer: crate::indexer::IndexerConfig::default(),
             auth: auth::AuthSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -196,6 +201,10 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/sponsors", get(sponsors::list));
     v1 = both(v1, "/{contract}/fees", get(sponsors::quote));
     v1 = both(v1, "/{contract}/recipients/resolve", get(resolve::resolve));
+    v1 = both(v1, "/webhooks", get(webhooks::list).post(webhooks::create));
+    v1 = both(v1, "/webhooks/{id}", get(webhooks::get).delete(webhooks::delete));
+    v1 = both(v1, "/webhooks/{id}/deliveries", get(webhooks::deliveries));
+    v1 = both(v1, "/webhooks/{id}/deliveries/{delivery_id}/redeliver", post(webhooks::redeliver));
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
     v1 = both(v1, "/{contract}/authors/{author}/streams", get(subscriptions::incoming));

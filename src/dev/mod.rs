@@ -139,6 +139,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         deployments_file: deployment_file,
         sponsor_keys: vec![Secret::new(DEV_SPONSOR_KEY)],
         log_format: LogFormat::Text,
+        // The dev chain mines a block per transaction and never reorgs: send events at once; local
+        // receivers are what dev is for.
+        webhooks: crate::webhooks::WebhookSettings {
+            confirmations: 0,
+            allow_private_targets: true,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let result = serve_dev(&root, &config, &args).await;

@@ -597,3 +597,29 @@ async fn keys_stop_at_their_expiry_and_rotated_keys_at_the_end_of_the_grace_peri
     assert_eq!(status_of(&long["id"]), "expired");
     assert_eq!(status_of(&rotated["id"]), "active");
 }
+
+/// The webhooks routes take the `webhooks` scope over HTTP (the rule table is unit-tested).
+#[tokio::test]
+async fn webhook_routes_need_the_webhooks_scope() {
+    let app = spawn().await;
+    let (_, read_relay) = key(&app, spec(&app, &[Scope::Read, Scope::Relay])).await;
+    let (_, hooks) = key(&app, spec(&app, &[Scope::Webhooks])).await;
+    let list = app.get_with_key("/api/v1/webhooks", Some(&read_relay)).await;
+    assert_error(&list, StatusCode::FORBIDDEN, "insufficient_scope");
+    let create = app
+        .http
+        .post(app.url("/api/v1/webhooks"))
+        .header("X-API-Key", &read_relay)
+        .json(&serde_json::json!({"url": "https://example.com/hook", "events": ["transaction.mined"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), StatusCode::FORBIDDEN);
+    let (status, body) = app.get_with_key("/api/v1/webhooks", Some(&hooks)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_error(
+        &app.get_with_key("/api/v1/contracts", Some(&hooks)).await,
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+    );
+}

@@ -20,3 +20,4 @@ mod resolve;
 mod sponsors;
 mod story;
 mod subscriptions;
+mod webhooks;

@@ -1,0 +1,385 @@
+//! Fan-out and delivery.
+//!
+//! Fan-out takes outbox events not yet fanned out (`FOR UPDATE SKIP LOCKED`), builds each one's
+//! body once (so every attempt and redelivery sends the same bytes) and creates a delivery for
+//! every live endpoint subscribed to its type that existed when the event was written (and, for
+//! `transaction.*`, belongs to the key that relayed it; for `sponsor.balance_low`, to a key
+//! allowed to use the sponsor).
+//!
+//! Delivery claims due deliveries with `FOR UPDATE SKIP LOCKED`, moving `next_attempt_at` ahead
+//! by a lease (timeout + 30 s) in the same statement, so a replica that crashes mid-attempt only
+//! delays that delivery until the lease ends; then POSTs them concurrently and logs each attempt.
+//! A 2xx ends the delivery; anything else (non-2xx, timeout, connection error) schedules the next
+//! attempt after `backoff(attempt)` until `max_attempts`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use alloy::primitives::{Address, B256};
+use anyhow::Context;
+use serde_json::{Value, json};
+use sqlx::{PgPool, Row};
+
+use super::WebhookSettings;
+use crate::api::{API_VERSION, AppState};
+
+/// The delivery loop: fan out, then attempt what is due; sleeps `poll_interval` when idle.
+pub async fn run(state: AppState) {
+    let settings = state.settings.webhooks.clone();
+    let client = match client(&settings) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "webhooks disabled: no HTTP client");
+            return;
+        }
+    };
+    loop {
+        let mut busy = false;
+        match fan_out(&state).await {
+            Ok(n) => busy |= n > 0,
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook fan-out failed"),
+        }
+        match deliver_due(state.store.pool(), &client, &settings).await {
+            Ok(n) => busy |= n > 0,
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook delivery failed"),
+        }
+        if !busy {
+            tokio::time::sleep(settings.poll_interval).await;
+        }
+    }
+}
+
+/// The HTTP client of deliveries: rustls, no redirects followed (a 3xx is not a 2xx), no proxy
+/// from the environment; unless `allow_private_targets`, host names resolving to a non-public
+/// address are refused (see [`super::is_public`]).
+pub fn client(settings: &WebhookSettings) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if !settings.allow_private_targets {
+        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    }
+    builder
+        .no_proxy()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("StreamPay-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("Failed to build the webhook HTTP client")
+}
+
+/// Resolves with the system resolver and keeps public addresses only, so a host name cannot point
+/// a delivery into the relayer's own network (checked on every connection: no DNS rebinding gap).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = all.iter().copied().filter(|a| super::is_public(a.ip())).collect();
+            if public.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host} resolves to no public address ({}); webhooks.allow_private_targets is off",
+                    all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                )
+                .into();
+                return Err(err);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Why `url` may not be a target: a non-public IP literal or `localhost` (host names are checked
+/// again at delivery, by their resolved addresses).
+pub fn private_target(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return (!super::is_public(ip)).then(|| format!("{ip} is not a public address"));
+    }
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost")).then(|| format!("{host} is this machine"))
+}
+
+fn checksum_bytes(b: Vec<u8>) -> String {
+    Address::from_slice(&b).to_checksum(None)
+}
+
+/// The `data` of a `transaction.*` event, from its relay_transactions row.
+async fn transaction_data(state: &AppState, id: i64) -> anyhow::Result<Value> {
+    let r = sqlx::query(
+        "SELECT id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number, failure,
+                revert_reason
+         FROM relay_transactions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(state.store.pool())
+    .await
+    .context("Failed to read the relayed transaction of a webhook event")?;
+    // A row deleted since (never by the relayer itself) must not block the outbox.
+    let Some(r) = r else { return Ok(json!({ "transaction_id": id })) };
+    let contract = Address::from_slice(&r.get::<Vec<u8>, _>("contract"));
+    let name = state.contracts.iter().find(|c| c.address == contract).map(|c| c.name.clone());
+    Ok(json!({
+        "transaction_id": r.get::<i64, _>("id"),
+        "contract": name,
+        "contract_address": contract.to_checksum(None),
+        "from": checksum_bytes(r.get("signer")),
+        "nonce": r.get::<i64, _>("meta_nonce"),
+        "sponsor": checksum_bytes(r.get("sponsor")),
+        "transaction_hash": B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")).to_string(),
+        "state": r.get::<String, _>("status"),
+        "block_number": r.get::<Option<i64>, _>("block_number"),
+        "gas_used": r.get::<Option<i64>, _>("gas_used"),
+        "failure": r.get::<Option<String>, _>("failure"),
+        "revert_reason": r.get::<Option<String>, _>("revert_reason"),
+    }))
+}
+
+/// Creates the deliveries of up to 100 events; returns how many events it handled.
+pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
+    let mut tx = state.store.pool().begin().await?;
+    let events = sqlx::query(
+        "SELECT id, type, api_key_id, sponsor, transaction_id, data,
+                extract(epoch FROM created_at)::BIGINT AS created
+         FROM webhook_events WHERE NOT fanned_out AND chain_id = $1
+         ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(state.chain_id as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .context("Failed to read the webhook outbox")?;
+    for e in &events {
+        let id: i64 = e.get("id");
+        let event_type: String = e.get("type");
+        let transaction_id: Option<i64> = e.get("transaction_id");
+        let data = match (e.get::<Option<Value>, _>("data"), transaction_id) {
+            (Some(d), _) => d,
+            (None, Some(t)) => transaction_data(state, t).await?,
+            (None, None) => json!({}),
+        };
+        let payload = json!({
+            "id": format!("evt_{id}"),
+            "type": event_type,
+            "created": e.get::<i64, _>("created"),
+            "api_version": API_VERSION,
+            "chain_id": state.chain_id,
+            "data": data,
+        })
+        .to_string();
+        sqlx::query("UPDATE webhook_events SET data = $2, payload = $3, fanned_out = true WHERE id = $1")
+            .bind(id)
+            .bind(&data)
+            .bind(&payload)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, next_attempt_at)
+             SELECT ep.id, $1, 'pending', now() FROM webhook_endpoints ep
+             WHERE ep.deleted_at IS NULL AND $2 = ANY(ep.events)
+               AND ep.created_at <= (SELECT created_at FROM webhook_events WHERE id = $1)
+               AND ($3::BIGINT IS NULL OR ep.api_key_id = $4)
+               AND ($5::BYTEA IS NULL OR EXISTS (
+                   SELECT 1 FROM api_key_sponsors s WHERE s.api_key_id = ep.api_key_id AND s.sponsor = $5))
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(&event_type)
+        .bind(transaction_id)
+        .bind(e.get::<Option<i64>, _>("api_key_id"))
+        .bind(e.get::<Option<Vec<u8>>, _>("sponsor"))
+        .execute(&mut *tx)
+        .await
+        .context("Failed to create deliveries")?;
+    }
+    tx.commit().await?;
+    Ok(events.len())
+}
+
+struct Due {
+    id: i64,
+    attempt: i32,
+    event_id: i64,
+    event_type: String,
+    url: String,
+    secret: String,
+    deleted: bool,
+    payload: String,
+}
+
+/// What one attempt came to.
+struct Outcome {
+    status_code: Option<i32>,
+    error: Option<String>,
+    duration_ms: i64,
+}
+
+impl Outcome {
+    fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Claims and attempts the due deliveries (up to `batch_size`, concurrently); returns how many.
+pub async fn deliver_due(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSettings) -> anyhow::Result<usize> {
+    let lease_ms = (settings.timeout + Duration::from_secs(30)).as_millis() as i64;
+    let rows = sqlx::query(
+        "UPDATE webhook_deliveries d
+         SET attempts = d.attempts + 1, next_attempt_at = now() + $2::FLOAT8 * INTERVAL '1 millisecond', updated_at = now()
+         FROM (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due,
+              webhook_endpoints ep, webhook_events ev
+         WHERE d.id = due.id AND ep.id = d.endpoint_id AND ev.id = d.event_id
+         RETURNING d.id, d.attempts, d.event_id, ev.type, ep.url, ep.secret, ep.deleted_at IS NOT NULL AS deleted,
+                   ev.payload",
+    )
+    .bind(settings.batch_size)
+    .bind(lease_ms)
+    .fetch_all(pool)
+    .await
+    .context("Failed to claim due deliveries")?;
+    let due: Vec<Due> = rows
+        .iter()
+        .map(|r| Due {
+            id: r.get("id"),
+            attempt: r.get("attempts"),
+            event_id: r.get("event_id"),
+            event_type: r.get("type"),
+            url: r.get("url"),
+            secret: r.get("secret"),
+            deleted: r.get("deleted"),
+            payload: r.get::<Option<String>, _>("payload").unwrap_or_default(),
+        })
+        .collect();
+    let n = due.len();
+    futures::future::join_all(due.into_iter().map(|d| async move {
+        if let Err(e) = attempt(pool, client, settings, d).await {
+            tracing::warn!(error = format!("{e:#}"), "failed to record a webhook attempt");
+        }
+    }))
+    .await;
+    Ok(n)
+}
+
+async fn attempt(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSettings, d: Due) -> anyhow::Result<()> {
+    if d.deleted {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'canceled', next_attempt_at = NULL, completed_at = now(),
+                 updated_at = now(), attempts = attempts - 1
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(d.id)
+        .execute(pool)
+        .await?;
+        return Ok(());
+    }
+    let outcome = send(client, settings, &d).await;
+    let attempt = d.attempt.max(1) as u32;
+    let done = outcome.succeeded();
+    let next_ms: Option<i64> =
+        (!done && attempt < settings.max_attempts).then(|| settings.backoff(attempt).as_millis() as i64);
+    let state = if done {
+        "succeeded"
+    } else if next_ms.is_some() {
+        "pending"
+    } else {
+        "failed"
+    };
+    // Only the claim that is still current records (a stale one, whose lease ran out and whose
+    // delivery was claimed again, writes nothing). The delivery and its log change together.
+    let recorded = sqlx::query(
+        "WITH d AS (
+             UPDATE webhook_deliveries
+             SET state = $3, next_attempt_at = clock_timestamp() + $4::FLOAT8 * INTERVAL '1 millisecond',
+                 last_status_code = $5, last_error = $6, updated_at = now(),
+                 completed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE clock_timestamp() END
+             WHERE id = $1 AND attempts = $2 AND state = 'pending'
+             RETURNING id, next_attempt_at)
+         INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms, attempted_at,
+                                       next_attempt_at)
+         SELECT id, $2, $5, $6, $7, clock_timestamp() - $7::FLOAT8 * INTERVAL '1 millisecond', next_attempt_at FROM d
+         RETURNING id",
+    )
+    .bind(d.id)
+    .bind(d.attempt)
+    .bind(state)
+    .bind(next_ms)
+    .bind(outcome.status_code)
+    .bind(&outcome.error)
+    .bind(outcome.duration_ms)
+    .fetch_optional(pool)
+    .await
+    .context("Failed to record a webhook attempt")?;
+    if recorded.is_none() {
+        return Ok(());
+    }
+    tracing::info!(
+        delivery = d.id,
+        event = d.event_id,
+        attempt = d.attempt,
+        status = outcome.status_code,
+        error = outcome.error,
+        state,
+        "webhook attempt"
+    );
+    Ok(())
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// One signed POST.
+async fn send(client: &reqwest::Client, settings: &WebhookSettings, d: &Due) -> Outcome {
+    if !settings.allow_private_targets {
+        // IP literals never reach the resolver.
+        if let Some(why) = reqwest::Url::parse(&d.url).ok().as_ref().and_then(private_target) {
+            return Outcome { status_code: None, error: Some(format!("refused: {why}")), duration_ms: 0 };
+        }
+    }
+    let t = now_unix();
+    let started = Instant::now();
+    let result = client
+        .post(&d.url)
+        .header("Content-Type", "application/json")
+        .header("Webhook-Id", format!("evt_{}", d.event_id))
+        .header("StreamPay-Event", &d.event_type)
+        .header("StreamPay-Delivery", d.id.to_string())
+        .header("StreamPay-Attempt", d.attempt.to_string())
+        .header("StreamPay-Signature", super::sign(&d.secret, t, d.payload.as_bytes()))
+        .body(d.payload.clone())
+        .send()
+        .await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    match result {
+        Ok(resp) if resp.status().is_success() => {
+            Outcome { status_code: Some(resp.status().as_u16() as i32), error: None, duration_ms }
+        }
+        Ok(resp) => Outcome {
+            status_code: Some(resp.status().as_u16() as i32),
+            error: Some(format!("the endpoint answered {}", resp.status())),
+            duration_ms,
+        },
+        Err(e) if e.is_timeout() => Outcome {
+            status_code: None,
+            error: Some(format!("timeout: no complete answer after {duration_ms} ms")),
+            duration_ms,
+        },
+        Err(e) if e.is_connect() => {
+            Outcome { status_code: None, error: Some(format!("connection failed: {}", root(&e))), duration_ms }
+        }
+        Err(e) => Outcome { status_code: None, error: Some(format!("request failed: {}", root(&e))), duration_ms },
+    }
+}
+
+/// The innermost cause of a reqwest error (its Display hides it).
+fn root(e: &reqwest::Error) -> String {
+    let mut s: &dyn std::error::Error = e;
+    while let Some(next) = s.source() {
+        s = next;
+    }
+    s.to_string()
+}

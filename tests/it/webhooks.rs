@@ -1,0 +1,811 @@
+//! Webhooks: endpoints, signed deliveries to a real local HTTP receiver that fails on purpose,
+//! retries with backoff, the delivery log, redelivery, and the events of real relayed calls on
+//! Anvil (through the real indexer).
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use alloy::{primitives::U256, providers::Provider};
+
+use axum::{body::Bytes, extract::State, http::HeaderMap, http::StatusCode as AxStatus, routing::post};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use streampay_relayer::{
+    api::{Settings, health::HealthSettings},
+    chain::StreamPay,
+    webhooks::{self, WebhookSettings},
+};
+
+use crate::harness::{TestApp, assert_error, spawn_app_with, tokens, wallet};
+
+/// What the receiver does with the next request.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Status(u16),
+    /// Answers 200 only after this long (longer than the relayer's timeout).
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: String,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    plan: Mutex<VecDeque<Reply>>,
+    /// Reply once the plan is used up.
+    otherwise: Mutex<Option<u16>>,
+    got: Mutex<Vec<Received>>,
+}
+
+/// A real local HTTP receiver on a random port.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    async fn start(plan: &[Reply], otherwise: u16) -> Self {
+        let state = Arc::new(ReceiverState::default());
+        state.plan.lock().unwrap().extend(plan.iter().copied());
+        *state.otherwise.lock().unwrap() = Some(otherwise);
+        async fn hook(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> AxStatus {
+            s.got.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned() });
+            let next = s.plan.lock().unwrap().pop_front();
+            match next {
+                Some(Reply::Status(code)) => AxStatus::from_u16(code).unwrap(),
+                Some(Reply::Hang(d)) => {
+                    tokio::time::sleep(d).await;
+                    AxStatus::OK
+                }
+                None => AxStatus::from_u16(s.otherwise.lock().unwrap().unwrap_or(200)).unwrap(),
+            }
+        }
+        let app = axum::Router::new().route("/hook", post(hook)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url: format!("http://{addr}/hook"), state }
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.state.got.lock().unwrap().clone()
+    }
+
+    /// The bodies received of `event_type`, parsed.
+    fn events(&self, event_type: &str) -> Vec<Value> {
+        self.got()
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+            .filter(|v| v["type"] == event_type)
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<Value> =
+                self.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()).filter(&pred).collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "receiver never got {n} × {what}; got {:?}", self.got());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn test_settings() -> WebhookSettings {
+    WebhookSettings {
+        poll_interval: Duration::from_millis(40),
+        timeout: Duration::from_millis(400),
+        max_attempts: 4,
+        backoff_base: Duration::from_millis(300),
+        backoff_cap: Duration::from_secs(5),
+        confirmations: 0,
+        balance_check_interval: Duration::from_millis(100),
+        // The receivers of these tests are on 127.0.0.1.
+        allow_private_targets: true,
+        ..WebhookSettings::default()
+    }
+}
+
+fn settings(webhooks: WebhookSettings) -> Settings {
+    Settings {
+        meta_deadline_secs: 3600,
+        receipt_timeout: Duration::from_secs(30),
+        receipt_poll: Duration::from_millis(20),
+        webhooks,
+        ..Settings::default()
+    }
+}
+
+/// The app with the webhook dispatcher running.
+async fn app_with(webhooks: WebhookSettings) -> TestApp {
+    spawn_with(settings(webhooks)).await
+}
+
+async fn spawn_with(settings: Settings) -> TestApp {
+    let app = spawn_app_with(settings).await;
+    webhooks::spawn(&app.state);
+    app
+}
+
+/// Registers an endpoint; returns (id, secret).
+async fn register(app: &TestApp, url: &str, events: &[&str]) -> (i64, String) {
+    let (status, body) = app.post("/api/v1/webhooks", &json!({"url": url, "events": events})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let secret = body["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    (body["id"].as_i64().unwrap(), secret)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[track_caller]
+fn assert_signed(r: &Received, secret: &str) {
+    let sig = r.headers["streampay-signature"].to_str().unwrap();
+    assert!(webhooks::verify(secret, sig, r.body.as_bytes(), now_unix(), 300), "bad signature {sig} on {}", r.body);
+    assert!(!webhooks::verify("whsec_wrong", sig, r.body.as_bytes(), now_unix(), 300));
+    // A receiver can check it with nothing but HMAC-SHA256 (the documented recipe).
+    let t = sig.split(',').find_map(|p| p.strip_prefix("t=")).unwrap();
+    let v1 = sig.split(',').find_map(|p| p.strip_prefix("v1=")).unwrap();
+    let expected = webhooks::signature(secret, t.parse().unwrap(), r.body.as_bytes());
+    assert_eq!(v1, alloy::hex::encode(expected));
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(r.headers["webhook-id"].to_str().unwrap(), body["id"].as_str().unwrap());
+}
+
+async fn deliveries(app: &TestApp, id: i64) -> Vec<Value> {
+    let (status, body) = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"].as_array().unwrap().clone()
+}
+
+/// Waits until some delivery of endpoint `id` satisfies `pred`.
+async fn wait_delivery(app: &TestApp, id: i64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = deliveries(app, id).await;
+        if let Some(d) = all.iter().find(|d| pred(d)) {
+            return d.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no delivery {what} for endpoint {id}: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
+    let app = app_with(test_settings()).await;
+    let ok_url = "https://example.com/hooks";
+    for url in ["not a url", "ftp://example.com/x", "http://user:pw@example.com/", "", "https://"] {
+        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        if url.is_empty() {
+            assert_error(&resp, StatusCode::BAD_REQUEST, "missing_field");
+        } else {
+            assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
+        }
+    }
+    let long = format!("https://example.com/{}", "a".repeat(2100));
+    assert_error(
+        &app.post("/api/v1/webhooks", &json!({"url": long, "events": ["transaction.mined"]})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_webhook_url",
+    );
+    assert_error(
+        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": ["transaction.mined", "transaction.exploded"]}))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "unknown_event",
+    );
+    assert_error(
+        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": []})).await,
+        StatusCode::BAD_REQUEST,
+        "missing_field",
+    );
+    assert_error(
+        &app.post("/api/v1/webhooks", &json!({"url": ok_url})).await,
+        StatusCode::BAD_REQUEST,
+        "missing_field",
+    );
+    assert_error(
+        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": "transaction.mined"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
+    assert_error(
+        &app.post_with_key("/api/v1/webhooks", None, &json!({"url": ok_url, "events": ["transaction.mined"]})).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_api_key",
+    );
+
+    // Registered: the secret is shown once; the list never shows it. Duplicate events collapse.
+    let (status, created) = app
+        .post("/api/v1/webhooks", &json!({"url": ok_url, "events": ["payment.completed", "payment.completed"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["events"], json!(["payment.completed"]));
+    assert_eq!(created["url"], ok_url);
+    let id = created["id"].as_i64().unwrap();
+    let (status, one) = app.get(&format!("/api/v1/webhooks/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["events"], json!(["payment.completed"]));
+    assert!(one.get("secret").is_none(), "{one}");
+    assert_error(&app.get("/api/v1/webhooks/999999").await, StatusCode::NOT_FOUND, "webhook_not_found");
+    let (_, list) = app.get("/api/v1/webhooks").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["id"], id);
+    assert!(list["data"][0].get("secret").is_none(), "{list}");
+
+    // Unknown ids.
+    for path in ["/api/v1/webhooks/999999/deliveries", "/api/v1/webhooks/abc/deliveries"] {
+        assert_error(&app.get(path).await, StatusCode::NOT_FOUND, "webhook_not_found");
+    }
+    assert_error(&app.delete("/api/v1/webhooks/999999").await, StatusCode::NOT_FOUND, "webhook_not_found");
+    assert_error(
+        &app.post(&format!("/api/v1/webhooks/{id}/deliveries/424242/redeliver"), &json!({})).await,
+        StatusCode::NOT_FOUND,
+        "webhook_delivery_not_found",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=0")).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    assert_error(
+        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=lots")).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+
+    // Another key sees nothing of it and cannot delete it.
+    let other = app.store.create_api_key("other", &[app.sponsor], true).await.unwrap();
+    let (status, list) = app.get_with_key("/api/v1/webhooks", Some(&other.key)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["data"], json!([]));
+    let resp = app.http.delete(app.url(&format!("/api/v1/webhooks/{id}"))).header("X-API-Key", &other.key).send().await;
+    let resp = resp.unwrap();
+    let resp = (resp.status(), resp.json::<Value>().await.unwrap());
+    assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+    let resp = app.get_with_key(&format!("/api/v1/webhooks/{id}/deliveries"), Some(&other.key)).await;
+    assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+    let resp = app.get_with_key(&format!("/api/v1/webhooks/{id}"), Some(&other.key)).await;
+    assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+
+    // Deleted: gone from the list, a second delete is a 404.
+    let (status, body) = app.delete(&format!("/api/v1/webhooks/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"id": id, "deleted": true}));
+    let (_, list) = app.get("/api/v1/webhooks").await;
+    assert_eq!(list["data"], json!([]));
+    assert_error(&app.delete(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
+    assert_error(&app.get(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
+}
+
+#[tokio::test]
+async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_codes() {
+    let app = spawn_app_with(settings(test_settings())).await;
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["WebhookEventType"]["enum"], json!(webhooks::EVENT_TYPES));
+    assert_eq!(
+        schemas["CreateWebhook"]["properties"]["events"]["items"]["$ref"],
+        "#/components/schemas/WebhookEventType"
+    );
+    assert_eq!(schemas["Endpoint"]["properties"]["events"]["items"]["$ref"], "#/components/schemas/WebhookEventType");
+    let mut required: Vec<&str> =
+        schemas["CreateWebhook"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    required.sort();
+    assert_eq!(required, ["events", "url"]);
+    for field in ["attempt", "status_code", "error", "duration_ms", "next_attempt_at"] {
+        assert!(schemas["Attempt"]["properties"].get(field).is_some(), "Attempt.{field} undocumented");
+    }
+    let op = |method: &str, path: &str| doc["paths"][path][method].clone();
+    let post = op("post", "/api/v1/webhooks");
+    let bad = post["responses"]["400"]["description"].as_str().unwrap();
+    assert!(bad.contains("invalid_webhook_url") && bad.contains("unknown_event"), "{bad}");
+    assert!(post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].is_string());
+    assert_eq!(post["security"], json!([{"api_key": ["webhooks"]}]), "the webhooks scope");
+    for field in ["id", "type", "created", "api_version", "chain_id", "data"] {
+        assert!(schemas["WebhookEvent"]["properties"].get(field).is_some(), "WebhookEvent.{field} undocumented");
+    }
+    for (method, path) in [
+        ("get", "/api/v1/webhooks/{id}"),
+        ("get", "/api/v1/webhooks"),
+        ("delete", "/api/v1/webhooks/{id}"),
+        ("get", "/api/v1/webhooks/{id}/deliveries"),
+        ("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
+    ] {
+        let o = op(method, path);
+        assert_eq!(o["tags"], json!(["Webhooks"]), "{method} {path}");
+        assert!(o["responses"]["401"].is_object(), "{method} {path}");
+    }
+    let redeliver = op("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver");
+    assert!(redeliver["responses"]["404"]["description"].as_str().unwrap().contains("webhook_delivery_not_found"));
+    assert!(redeliver["responses"]["202"].is_object());
+}
+
+#[tokio::test]
+async fn webhook_private_targets_are_refused_unless_allowed() {
+    let app = app_with(WebhookSettings { allow_private_targets: false, ..test_settings() }).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://[::1]/hook",
+        "http://10.0.0.7/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9000/hook",
+        "http://api.localhost/hook",
+        "http://[::ffff:192.168.1.1]/hook",
+    ] {
+        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
+    }
+    let (status, body) = app
+        .post("/api/v1/webhooks", &json!({"url": "https://example.com/hook", "events": ["transaction.mined"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A host name is checked by what it resolves to, at delivery: a real receiver on loopback
+    // reached through a name gets nothing.
+    let receiver = Receiver::start(&[], 200).await;
+    let port = receiver.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+    let strict =
+        webhooks::deliver::client(&WebhookSettings { allow_private_targets: false, ..test_settings() }).unwrap();
+    let lax = webhooks::deliver::client(&test_settings()).unwrap();
+    let via_name = format!("http://localhost:{port}/hook");
+    let err = strict.post(&via_name).body("{}").send().await.unwrap_err();
+    let mut chain = String::new();
+    let mut e: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(x) = e {
+        chain.push_str(&format!("{x}; "));
+        e = x.source();
+    }
+    assert!(chain.contains("no public address"), "{chain}");
+    assert!(receiver.got().is_empty());
+    assert_eq!(lax.post(&via_name).body("{}").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(receiver.got().len(), 1);
+}
+
+#[tokio::test]
+async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redelivered_on_demand() {
+    let settings = test_settings();
+    let app = app_with(settings.clone()).await;
+    // Fails the first attempt with a 500, lets the second time out, accepts the third.
+    let flaky = Receiver::start(&[Reply::Status(500), Reply::Hang(Duration::from_millis(1500))], 200).await;
+    // Never accepts: gives up after max_attempts.
+    let broken = Receiver::start(&[], 503).await;
+    // Registered by another key: never sees this key's transactions.
+    let foreign = Receiver::start(&[], 200).await;
+    let (flaky_id, secret) = register(&app, &flaky.url, &["transaction.mined"]).await;
+    let (broken_id, _) = register(&app, &broken.url, &["transaction.mined"]).await;
+    let other = app.store.create_api_key("other", &[app.sponsor], true).await.unwrap();
+    let (status, body) = app
+        .post_with_key(
+            "/api/v1/webhooks",
+            Some(&other.key),
+            &json!({"url": foreign.url, "events": ["transaction.mined"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A real relayed deposit.
+    let user = wallet();
+    app.mint(user.address(), tokens(5)).await;
+    let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "5"})).await;
+    let executed = app.execute_ok(&user, &built).await;
+
+    let d = wait_delivery(&app, flaky_id, "succeeded", |d| d["state"] == "succeeded").await;
+    assert_eq!(d["event_type"], "transaction.mined");
+    assert_eq!(d["attempts"], 3, "{d:#}");
+    let log = d["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 3, "{d:#}");
+    assert_eq!(log[0]["status_code"], 500);
+    assert!(log[0]["error"].as_str().unwrap().contains("500"), "{d:#}");
+    assert!(log[0]["next_attempt_at"].is_string());
+    assert_eq!(log[1]["status_code"], Value::Null);
+    assert!(log[1]["error"].as_str().unwrap().contains("timeout"), "{d:#}");
+    assert!(log[1]["duration_ms"].as_i64().unwrap() >= 400, "{d:#}");
+    assert_eq!(log[2]["status_code"], 200);
+    assert_eq!(log[2]["error"], Value::Null);
+    assert_eq!(log[2]["next_attempt_at"], Value::Null, "no retry after a 2xx");
+    assert_eq!(d["last_status_code"], 200);
+
+    // The backoff as the database recorded it: each attempt starts no earlier than
+    // base × 2^(n−1) after the previous one ended.
+    let times: Vec<(f64, i64)> = sqlx::query_as(
+        "SELECT (extract(epoch FROM a.attempted_at) * 1000)::FLOAT8, a.duration_ms FROM webhook_attempts a
+         WHERE a.delivery_id = $1 ORDER BY a.attempt",
+    )
+    .bind(d["id"].as_i64().unwrap())
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    for n in 1..times.len() {
+        let prev_end = times[n - 1].0 + times[n - 1].1 as f64;
+        let gap = times[n].0 - prev_end;
+        let want = settings.backoff(n as u32).as_millis() as f64;
+        assert!(gap >= want - 5.0, "attempt {} came {gap} ms after the previous, backoff is {want} ms", n + 1);
+    }
+
+    // Every attempt carried the same event id and a valid signature; the body is the event.
+    let got = flaky.got();
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_signed(r, &secret);
+        assert_eq!(r.body, got[0].body, "every attempt sends the same bytes");
+        assert_eq!(r.headers["streampay-event"], "transaction.mined");
+    }
+    let event: Value = serde_json::from_str(&got[0].body).unwrap();
+    let mut keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["api_version", "chain_id", "created", "data", "id", "type"], "the documented WebhookEvent");
+    assert_eq!(event["type"], "transaction.mined");
+    assert_eq!(event["chain_id"], app.chain_id);
+    assert_eq!(event["data"]["transaction_id"], executed["TransactionId"]);
+    assert_eq!(event["data"]["transaction_hash"], executed["TransactionHash"]);
+    assert_eq!(event["data"]["from"], user.address().to_checksum(None));
+    assert_eq!(event["data"]["sponsor"], app.sponsor.to_checksum(None));
+    assert_eq!(event["data"]["contract"], "USDC");
+
+    // 2xx stops retries: nothing more arrives.
+    tokio::time::sleep(settings.backoff(3) + Duration::from_millis(300)).await;
+    assert_eq!(flaky.got().len(), 3, "delivered again after a 2xx");
+
+    // The broken endpoint got exactly max_attempts, then the delivery failed.
+    let failed = wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
+    assert_eq!(failed["attempts"], settings.max_attempts);
+    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), settings.max_attempts as usize);
+    assert!(failed["attempt_log"].as_array().unwrap().iter().all(|a| a["status_code"] == 503));
+    assert_eq!(broken.got().len(), settings.max_attempts as usize);
+    assert!(foreign.got().is_empty(), "another key's endpoint received this key's transaction");
+
+    // Redelivery on demand: a new delivery of the same event, freshly signed.
+    let (status, re) =
+        app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["id"]), &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{re}");
+    assert_ne!(re["id"], d["id"]);
+    assert_eq!(re["redelivery_of"], d["id"]);
+    assert_eq!(re["event_id"], d["event_id"]);
+    assert_eq!(re["state"], "pending");
+    let re_id = re["id"].clone();
+    wait_delivery(&app, flaky_id, "redelivered", |x| x["id"] == re_id && x["state"] == "succeeded").await;
+    let got = flaky.got();
+    assert_eq!(got.len(), 4);
+    assert_signed(&got[3], &secret);
+    assert_eq!(got[3].body, got[0].body);
+    assert_eq!(got[3].headers["webhook-id"], got[0].headers["webhook-id"], "receivers dedupe on Webhook-Id");
+    let all = deliveries(&app, flaky_id).await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0]["id"], re_id, "newest first");
+
+    // Paging.
+    let (_, page) = app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1")).await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_before"], re_id);
+    let (_, page2) =
+        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["next_before"])).await;
+    assert_eq!(page2["data"][0]["id"], d["id"]);
+
+    // A deleted endpoint receives nothing more.
+    app.delete(&format!("/api/v1/webhooks/{flaky_id}")).await;
+    app.fund(&user, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(flaky.got().len(), 4, "a deleted endpoint was delivered to");
+    let resp = app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["id"]), &json!({})).await;
+    assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+}
+
+/// Waits for the event of `event_type` whose data matches `pred`.
+async fn event(r: &Receiver, event_type: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let t = event_type.to_string();
+    let mut got = r.wait_for(event_type, 1, move |v| v["type"] == t.as_str() && pred(&v["data"])).await;
+    got.remove(0)
+}
+
+#[tokio::test]
+async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw_and_unsubscribe() {
+    let app = app_with(test_settings()).await;
+    // A second replica's dispatcher on the same database: still one delivery per event.
+    webhooks::spawn(&app.state);
+    let indexer = streampay_relayer::indexer::spawn_for_api(&app.state);
+    let receiver = Receiver::start(&[], 200).await;
+    let all: Vec<&str> = webhooks::EVENT_TYPES.iter().copied().filter(|t| *t != "sponsor.balance_low").collect();
+    let (_, secret) = register(&app, &receiver.url, &all).await;
+    let (user, author, friend) = (wallet(), wallet(), wallet());
+    let cs = |a: alloy::primitives::Address| a.to_checksum(None);
+
+    // Deposit 100 (gasless, permit).
+    app.fund(&user, 100).await;
+    let dep = event(&receiver, "deposit.completed", |d| d["account"] == cs(user.address())).await;
+    assert_eq!(dep["data"]["amount"], "100");
+    assert_eq!(dep["data"]["amount_raw"], "100000000000000000000");
+    assert_eq!(dep["data"]["contract"], "USDC");
+    event(&receiver, "transaction.mined", |d| d["from"] == cs(user.address())).await;
+
+    // Subscribe at 30 per month.
+    let built = app
+        .build(
+            "/api/v1/USDC/subscriptions/",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}),
+        )
+        .await;
+    let sub = app.execute_ok(&user, &built).await;
+    let created = event(&receiver, "stream.created", |d| d["author"] == cs(author.address())).await;
+    assert_eq!(created["data"]["subscriber"], cs(user.address()));
+    assert_eq!(created["data"]["outgoing_rate"], built["RatePerSecond"]);
+    assert_eq!(created["data"]["transaction_hash"], sub["TransactionHash"]);
+
+    // Pay 2.5.
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "2.5"}))
+        .await;
+    app.execute_ok(&user, &built).await;
+    let paid = event(&receiver, "payment.completed", |d| d["to"] == cs(friend.address())).await;
+    assert_eq!(paid["data"]["from"], cs(user.address()));
+    assert_eq!(paid["data"]["amount"], "2.5");
+    assert_eq!(paid["data"]["amount_raw"], "2500000000000000000");
+
+    // Withdraw 10.
+    let built = app.build("/api/v1/USDC/payments/withdraw", &json!({"From": user.address(), "Amount": "10"})).await;
+    app.execute_ok(&user, &built).await;
+    let w = event(&receiver, "withdrawal.completed", |d| d["account"] == cs(user.address())).await;
+    assert_eq!(w["data"]["amount"], "10");
+
+    // Unsubscribe.
+    let (status, built) = app
+        .delete(&format!(
+            "/api/v1/USDC/subscriptions/{}?From={}&Sponsor={}",
+            author.address(),
+            user.address(),
+            app.sponsor
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{built}");
+    app.execute_ok(&user, &built).await;
+    let revoked = event(&receiver, "stream.revoked", |d| d["author"] == cs(author.address())).await;
+    assert_eq!(revoked["data"]["subscriber"], cs(user.address()));
+
+    // One event per fact: five relayed calls, one payment, and every delivery signed.
+    receiver.wait_for("5 transaction.mined", 5, |v| v["type"] == "transaction.mined").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.events("transaction.mined").len(), 5);
+    assert_eq!(receiver.events("payment.completed").len(), 1, "{:#?}", receiver.events("payment.completed"));
+    assert_eq!(receiver.events("deposit.completed").len(), 1);
+    assert_eq!(receiver.events("stream.created").len(), 1);
+    assert_eq!(receiver.events("stream.revoked").len(), 1);
+    let got = receiver.got();
+    let mut ids: Vec<String> = got.iter().map(|r| r.headers["webhook-id"].to_str().unwrap().to_string()).collect();
+    for r in &got {
+        assert_signed(r, &secret);
+    }
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "each event delivered once to a 2xx receiver, by either replica");
+    indexer.iter().for_each(|t| t.abort());
+}
+
+#[tokio::test]
+async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations() {
+    let app = app_with(WebhookSettings { confirmations: 2, ..test_settings() }).await;
+    let indexer = streampay_relayer::indexer::spawn_for_api(&app.state);
+    let receiver = Receiver::start(&[], 200).await;
+    register(&app, &receiver.url, &["stream.created", "account.liquidated", "payment.completed"]).await;
+    let (user, author) = (wallet(), wallet());
+    let cs = |a: alloy::primitives::Address| a.to_checksum(None);
+    app.fund(&user, 10).await;
+    // 150 a month is 5 a day: 10 covers the one-day window now, not after 36 hours.
+    let built = app
+        .build(
+            "/api/v1/USDC/subscriptions/",
+            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "150"}),
+        )
+        .await;
+    let executed = app.execute_ok(&user, &built).await;
+    let block = executed["BlockNumber"].as_u64().unwrap();
+
+    // Indexed but only 0 blocks deep: not sent yet.
+    wait_indexed(&app, block).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(receiver.events("stream.created").is_empty(), "sent before 2 confirmations");
+    mine(&app, 1).await;
+    wait_indexed(&app, block + 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(receiver.events("stream.created").is_empty(), "sent before 2 confirmations");
+    mine(&app, 1).await;
+    let created = event(&receiver, "stream.created", |d| d["author"] == cs(author.address())).await;
+    assert_eq!(created["data"]["block_number"], block);
+
+    // 36 hours later 2.5 are left, less than a day of outflow: a keeper liquidates it.
+    app.advance(36 * 3600).await;
+    let keeper = app.admin.get_accounts().await.unwrap()[0];
+    let receipt = StreamPay::new(app.contract, &app.admin)
+        .liquidate(user.address())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    mine(&app, 2).await;
+    let liq = event(&receiver, "account.liquidated", |d| d["account"] == cs(user.address())).await;
+    assert_eq!(liq["data"]["liquidator"], cs(keeper));
+    assert_eq!(liq["data"]["streams_stopped"], "1");
+    let reward = U256::from_str_radix(liq["data"]["reward_raw"].as_str().unwrap(), 10).unwrap();
+    assert!(reward > U256::ZERO);
+    assert_eq!(app.balance_of(keeper).await, reward, "the reward reported is what the keeper got");
+    // The reward is a Transfer, but not a payment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.events("payment.completed").is_empty(), "{:#?}", receiver.events("payment.completed"));
+    indexer.iter().for_each(|t| t.abort());
+}
+
+async fn mine(app: &TestApp, blocks: u64) {
+    let _: Value = app.provider.raw_request("anvil_mine".into(), (blocks,)).await.unwrap();
+}
+
+async fn wait_indexed(app: &TestApp, block: u64) {
+    let reader = streampay_relayer::indexer::IndexReader::new(app.store.pool().clone(), app.chain_id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while reader.head(app.contract).await.unwrap().is_none_or(|h| h.block_number < block) {
+        assert!(tokio::time::Instant::now() < deadline, "index never reached block {block}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_sponsor_and_old_events_are_pruned() {
+    let app = spawn_app_with(Settings {
+        health: HealthSettings { sponsor_min_balance_wei: U256::MAX, ..HealthSettings::default() },
+        ..settings(test_settings())
+    })
+    .await;
+    let receiver = Receiver::start(&[], 200).await;
+    let (_, secret) = register(&app, &receiver.url, &["sponsor.balance_low"]).await;
+    let broken = Receiver::start(&[], 500).await;
+    let (broken_id, _) = register(&app, &broken.url, &["sponsor.balance_low"]).await;
+    // Endpoints receive events written after they were registered.
+    webhooks::spawn(&app.state);
+    let low = receiver.wait_for("sponsor.balance_low", 1, |v| v["type"] == "sponsor.balance_low").await;
+    let data = &low[0]["data"];
+    assert_eq!(data["sponsor"], app.sponsor.to_checksum(None));
+    assert_eq!(data["balance_wei"], app.native_balance(app.sponsor).await.to_string());
+    assert_eq!(data["min_balance_wei"], U256::MAX.to_string());
+    // Checked every 100 ms: still one alert (the episode lasts), and none for the sponsor this key
+    // may not use.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_signed(&got[0], &secret);
+    // The other sponsor is low too (its alert is on record), but this key may not use it.
+    let alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE type = 'sponsor.balance_low'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(alerts, 2);
+    assert_ne!(app.other_sponsor, app.sponsor);
+
+    // Pruning keeps an event while one of its deliveries is pending (the broken endpoint's retries)…
+    let pool = app.store.pool().clone();
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!(deliveries(&app, broken_id).await[0]["state"], "pending");
+    let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
+    assert_eq!(pruned, 1, "only the other sponsor's alert (no deliveries) goes");
+    assert_eq!(count("SELECT count(*) FROM webhook_events").await, 1);
+    // … and removes it with its deliveries and log once they have all ended.
+    wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
+    let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(count("SELECT count(*) FROM webhook_attempts").await, 0);
+    assert_eq!(deliveries(&app, broken_id).await, Vec::<Value>::new());
+    // A long retention keeps everything.
+    assert_eq!(webhooks::produce::prune(app.store.pool(), Duration::from_secs(86_400)).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
+    // A backoff long enough that the dispatcher is surely stopped between the attempts.
+    let settings = WebhookSettings { backoff_base: Duration::from_secs(1), ..test_settings() };
+    let app = spawn_app_with(self::settings(settings.clone())).await;
+    let receiver = Receiver::start(&[Reply::Status(500)], 200).await;
+    let (id, secret) = register(&app, &receiver.url, &["transaction.mined"]).await;
+    let first = webhooks::spawn(&app.state);
+    let user = wallet();
+    app.fund(&user, 3).await;
+    // The first attempt failed; the dispatcher dies before the retry.
+    let d = wait_delivery(&app, id, "a failed first attempt", |d| d["attempts"] == 1 && d["state"] == "pending").await;
+    first.iter().for_each(|t| t.abort());
+    for t in first {
+        let _ = t.await;
+    }
+    // While it is down: another relayed deposit (its event waits in the outbox).
+    app.fund(&user, 2).await;
+    tokio::time::sleep(settings.backoff(1) + Duration::from_millis(200)).await;
+    assert_eq!(receiver.got().len(), 1, "delivered while no dispatcher runs");
+
+    // A new process picks both up: the retry and the new event, each delivered once.
+    let _second = webhooks::spawn(&app.state);
+    let did = d["id"].clone();
+    wait_delivery(&app, id, "the retry", |x| x["id"] == did && x["state"] == "succeeded").await;
+    receiver.wait_for("two transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 3, "one failed attempt, its retry, the event written while down");
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    assert_ne!(got[1].headers["webhook-id"], got[2].headers["webhook-id"]);
+    got.iter().for_each(|r| assert_signed(r, &secret));
+}
+
+#[tokio::test]
+async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
+    let app = app_with(test_settings()).await;
+    let receiver = Receiver::start(&[], 200).await;
+    let (_, secret) = register(&app, &receiver.url, &["transaction.failed", "transaction.mined"]).await;
+    let (user, friend) = (wallet(), wallet());
+    app.fund(&user, 10).await;
+    receiver.wait_for("the deposit mined", 1, |v| v["type"] == "transaction.mined").await;
+
+    // Both land in one block: the relayed payment, simulated fine and sent first, then the user's
+    // own withdrawal of everything with a higher tip, so mined before it: the payment reverts.
+    let raw = |method: &'static str, params: Value| {
+        let p = app.provider.clone();
+        async move { p.raw_request::<_, Value>(method.into(), params).await.unwrap() }
+    };
+    raw("evm_setAutomine", json!([false])).await;
+    raw("anvil_setBalance", json!([user.address(), "0xde0b6b3a7640000"])).await;
+    raw("anvil_impersonateAccount", json!([user.address()])).await;
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "8"}))
+        .await;
+    let body = app.signed_execute_body(&user, &built).await;
+    let resp = app
+        .http
+        .post(app.url("/api/v1/USDC/meta/execute"))
+        .header("X-API-Key", &app.api_key)
+        .header("Prefer", "respond-async")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let gwei = 1_000_000_000u128;
+    let own = StreamPay::new(app.contract, &app.provider)
+        .withdraw(crate::harness::internal(10))
+        .from(user.address())
+        .gas(200_000)
+        .max_priority_fee_per_gas(1000 * gwei)
+        .max_fee_per_gas(2000 * gwei)
+        .send()
+        .await
+        .unwrap();
+    raw("evm_mine", json!([])).await;
+    raw("evm_setAutomine", json!([true])).await;
+    assert!(own.get_receipt().await.unwrap().status(), "the user's own withdrawal");
+
+    let failed = event(&receiver, "transaction.failed", |d| d["transaction_id"] == accepted["TransactionId"]).await;
+    assert_eq!(failed["data"]["state"], "failed");
+    assert_eq!(failed["data"]["from"], user.address().to_checksum(None));
+    assert!(failed["data"]["failure"].is_string(), "{failed:#}");
+    let got = receiver.got();
+    let r = got.iter().find(|r| r.body.contains("transaction.failed")).unwrap();
+    assert_signed(r, &secret);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.events("transaction.mined").len(), 1, "the reverted call is not reported mined");
+}
