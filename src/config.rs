@@ -73,6 +73,9 @@ pub struct Config {
     pub health_sponsor_min_balance_wei: alloy::primitives::U256,
     /// `[pipeline]` / `STREAMPAY_PIPELINE_*`: the sponsor transaction queue's tunables.
     pub pipeline: crate::pipeline::PipelineSettings,
+    /// `metrics.token` / `STREAMPAY_METRICS_TOKEN`: when set, `GET /metrics` needs
+    /// `Authorization: Bearer <token>`. Secret.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             health_max_indexer_lag_blocks: crate::api::health::HealthSettings::default().max_indexer_lag_blocks,
             health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
+            metrics_token: None,
         }
     }
 }
@@ -104,6 +108,13 @@ struct FileConfig {
     log: FileLog,
     health: FileHealth,
     pipeline: FilePipeline,
+    metrics: FileMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileMetrics {
+    token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +230,9 @@ impl Config {
         if let Some(v) = f.health.sponsor_min_balance {
             self.health_sponsor_min_balance_wei = parse_native("health.sponsor_min_balance", &v)?;
         }
+        if let Some(v) = f.metrics.token.filter(|t| !t.expose().is_empty()) {
+            self.metrics_token = Some(v);
+        }
         let (p, fp) = (&mut self.pipeline, &f.pipeline);
         if let Some(v) = fp.poll_interval_ms {
             p.poll_interval = Duration::from_millis(v.max(1));
@@ -283,8 +297,13 @@ impl Config {
         if let Some(v) = parse("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE") {
             self.health_sponsor_min_balance_wei = parse_native("STREAMPAY_HEALTH_SPONSOR_MIN_BALANCE", &v)?;
         }
+        if let Some(v) = parse("STREAMPAY_METRICS_TOKEN") {
+            self.metrics_token = Some(Secret::new(v.trim()));
+        }
         let number = |name: &str| -> anyhow::Result<Option<u64>> {
-            parse(name).map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number"))).transpose()
+            parse(name)
+                .map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number")))
+                .transpose()
         };
         if let Some(v) = number("STREAMPAY_PIPELINE_POLL_INTERVAL_MS")? {
             self.pipeline.poll_interval = Duration::from_millis(v.max(1));
@@ -404,6 +423,17 @@ mod tests {
         c.apply_file(include_str!("../streampay.example.toml")).unwrap();
         assert_eq!(c.meta_deadline_secs, 3600);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn metrics_token_from_file_or_env() {
+        let mut c = Config::default();
+        assert_eq!(c.metrics_token, None);
+        c.apply_file("[metrics]\ntoken = \"from-file\"").unwrap();
+        assert_eq!(c.metrics_token, Some(Secret::new("from-file")));
+        c.apply_env(|k| (k == "STREAMPAY_METRICS_TOKEN").then(|| "from-env".to_string())).unwrap();
+        assert_eq!(c.metrics_token, Some(Secret::new("from-env")));
+        assert!(!format!("{c:?}").contains("from-env"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use alloy::providers::Provider;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, fmt, util::SubscriberInitExt};
 
 use crate::{
     api::{self, AppState, Contract, Inner, Settings},
@@ -16,12 +16,24 @@ use crate::{
 /// Structured logs to stdout; `RUST_LOG` filters (default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = fmt().with_env_filter(filter);
-    // try_init: a second call (tests, `dev` after `serve` setup) is harmless.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.compact().try_init(),
-    };
+    // try_init (also routes `log` records): a second call (tests, `dev` after `serve` setup) is harmless.
+    let _ = log_subscriber(format, filter, std::io::stdout).try_init();
+}
+
+/// The log subscriber `init_tracing` installs, writing to `writer`. JSON lines carry the event's
+/// fields at the top level and the enclosing spans under `span`/`spans`, so every line logged
+/// while serving a request holds its `request_id` (and method, path).
+pub fn log_subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Json => {
+            Box::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(true).finish())
+        }
+        LogFormat::Text => Box::new(builder.compact().finish()),
+    }
 }
 
 /// Connects everything the API needs, checking the chain matches the deployments file.
@@ -58,6 +70,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 sponsor_min_balance_wei: config.health_sponsor_min_balance_wei,
                 ..Default::default()
             },
+            metrics_token: config.metrics_token.clone(),
             ..Settings::default()
         },
     }))

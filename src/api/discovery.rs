@@ -58,6 +58,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("batch_too_large", 400, "A batch holds more than 100 items."),
     ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
     ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),
+    ("invalid_metrics_token", 401, "A metrics token is configured and GET /metrics was called without it."),
     ("missing_api_key", 401, "No X-API-Key header."),
     ("invalid_api_key", 401, "The API key is unknown or revoked."),
     ("sponsor_not_allowed", 403, "The API key may not use this sponsor."),
@@ -171,6 +172,7 @@ pub fn document() -> openapi::OpenApi {
     paths(
         super::info::root,
         super::health::health,
+        super::metrics::metrics,
         meta,
         openapi_json,
         docs,

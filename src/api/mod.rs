@@ -17,6 +17,7 @@ mod idempotency;
 pub mod health;
 mod info;
 mod meta;
+mod metrics;
 mod payments;
 mod subscriptions;
 mod transactions;
@@ -30,6 +31,7 @@ use axum::{
     routing::{MethodRouter, get, post},
 };
 use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
@@ -43,6 +45,10 @@ use crate::{config::Deployment, pipeline::Sponsors, store::Store};
 pub(crate) fn checksum(a: Address) -> String {
     a.to_checksum(None)
 }
+
+/// The request id header: taken from the caller when present, else a new UUID; echoed on every
+/// response and recorded in the request's log span.
+pub const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// Dated version of this API, sent as `X-Api-Version` on every response.
 pub const API_VERSION: &str = "2026-11-21";
@@ -80,6 +86,8 @@ pub struct Settings {
     pub receipt_poll: Duration,
     /// Thresholds of `GET /health`.
     pub health: health::HealthSettings,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<crate::config::Secret>,
 }
 
 impl Default for Settings {
@@ -89,6 +97,7 @@ impl Default for Settings {
             receipt_timeout: Duration::from_secs(60),
             receipt_poll: Duration::from_millis(250),
             health: health::HealthSettings::default(),
+            metrics_token: None,
         }
     }
 }
@@ -127,6 +136,7 @@ fn both<S: Clone + Send + Sync + 'static>(router: Router<S>, path: &str, method:
 
 /// The whole HTTP API, ready to serve (tests call it directly).
 pub fn app(state: AppState) -> Router {
+    crate::observability::install();
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
     v1 = both(v1, "/meta", get(discovery::meta));
@@ -149,6 +159,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(discovery::openapi_json))
         .route("/docs", get(discovery::docs))
         .route("/changelog", get(discovery::changelog))
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", v1)
         .fallback(info::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
@@ -159,10 +170,16 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(
-                    |req: &Request<_>| tracing::info_span!("http", method = %req.method(), path = %req.uri().path()),
-                )
+                .make_span_with(|req: &Request<_>| {
+                    let request_id = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+                })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(crate::observability::track_http))
+        // Outermost: every request gets an `X-Request-Id` (the caller's, or a new UUID) before the
+        // trace span reads it, and the response carries it back.
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }

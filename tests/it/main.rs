@@ -15,3 +15,5 @@ mod pipeline_stack;
 mod story;
 mod subscriptions;
 mod indexer;
+mod logs;
+mod metrics;
