@@ -76,6 +76,8 @@ pub struct Config {
     /// `metrics.token` / `STREAMPAY_METRICS_TOKEN`: when set, `GET /metrics` needs
     /// `Authorization: Bearer <token>`. Secret.
     pub metrics_token: Option<Secret>,
+    /// `[keeper]` / `STREAMPAY_KEEPER_*`: the liquidation keeper.
+    pub keeper: crate::keeper::KeeperSettings,
 }
 
 impl Default for Config {
@@ -94,6 +96,7 @@ impl Default for Config {
             health_sponsor_min_balance_wei: crate::api::health::HealthSettings::default().sponsor_min_balance_wei,
             pipeline: crate::pipeline::PipelineSettings::default(),
             metrics_token: None,
+            keeper: crate::keeper::KeeperSettings::default(),
         }
     }
 }
@@ -109,6 +112,17 @@ struct FileConfig {
     health: FileHealth,
     pipeline: FilePipeline,
     metrics: FileMetrics,
+    keeper: FileKeeper,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileKeeper {
+    enabled: Option<bool>,
+    poll_interval_ms: Option<u64>,
+    sponsor: Option<Address>,
+    max_per_tick: Option<usize>,
+    deadline_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +247,22 @@ impl Config {
         if let Some(v) = f.metrics.token.filter(|t| !t.expose().is_empty()) {
             self.metrics_token = Some(v);
         }
+        let (k, fk) = (&mut self.keeper, &f.keeper);
+        if let Some(v) = fk.enabled {
+            k.enabled = v;
+        }
+        if let Some(v) = fk.poll_interval_ms {
+            k.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fk.sponsor {
+            k.sponsor = Some(v);
+        }
+        if let Some(v) = fk.max_per_tick {
+            k.max_per_tick = v.max(1);
+        }
+        if let Some(v) = fk.deadline_secs {
+            k.deadline_secs = v.max(1);
+        }
         let (p, fp) = (&mut self.pipeline, &f.pipeline);
         if let Some(v) = fp.poll_interval_ms {
             p.poll_interval = Duration::from_millis(v.max(1));
@@ -305,6 +335,26 @@ impl Config {
                 .map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number")))
                 .transpose()
         };
+        if let Some(v) = parse("STREAMPAY_KEEPER_ENABLED") {
+            self.keeper.enabled = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_KEEPER_ENABLED={other}: expected true or false"),
+            };
+        }
+        if let Some(v) = number("STREAMPAY_KEEPER_POLL_INTERVAL_MS")? {
+            self.keeper.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = parse("STREAMPAY_KEEPER_SPONSOR") {
+            self.keeper.sponsor =
+                Some(v.trim().parse().with_context(|| format!("STREAMPAY_KEEPER_SPONSOR={v} is not an address"))?);
+        }
+        if let Some(v) = number("STREAMPAY_KEEPER_MAX_PER_TICK")? {
+            self.keeper.max_per_tick = (v as usize).max(1);
+        }
+        if let Some(v) = number("STREAMPAY_KEEPER_DEADLINE_SECS")? {
+            self.keeper.deadline_secs = v.max(1);
+        }
         if let Some(v) = number("STREAMPAY_PIPELINE_POLL_INTERVAL_MS")? {
             self.pipeline.poll_interval = Duration::from_millis(v.max(1));
         }
@@ -434,6 +484,30 @@ mod tests {
         c.apply_env(|k| (k == "STREAMPAY_METRICS_TOKEN").then(|| "from-env".to_string())).unwrap();
         assert_eq!(c.metrics_token, Some(Secret::new("from-env")));
         assert!(!format!("{c:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn keeper_section_and_env() {
+        let mut c = Config::default();
+        assert!(c.keeper.enabled);
+        c.apply_file(
+            "[keeper]\nenabled = false\npoll_interval_ms = 250\nmax_per_tick = 3\n\
+             sponsor = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"",
+        )
+        .unwrap();
+        assert!(!c.keeper.enabled);
+        assert_eq!(c.keeper.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.keeper.max_per_tick, 3);
+        assert!(c.keeper.sponsor.is_some());
+        c.apply_env(|k| match k {
+            "STREAMPAY_KEEPER_ENABLED" => Some("true".into()),
+            "STREAMPAY_KEEPER_MAX_PER_TICK" => Some("7".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(c.keeper.enabled);
+        assert_eq!(c.keeper.max_per_tick, 7);
+        assert!(c.apply_env(|k| (k == "STREAMPAY_KEEPER_ENABLED").then(|| "maybe".into())).is_err());
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 ..Default::default()
             },
             metrics_token: config.metrics_token.clone(),
+            keeper: config.keeper.clone(),
             ..Settings::default()
         },
     }))
@@ -82,6 +83,10 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     state.sponsors.pipeline(&state.store, &state.provider);
     // Index every deployment into Postgres (the reads, /health's indexer lag).
     crate::indexer::spawn_for_api(&state)?;
+    // Liquidate accounts the index predicts insolvent (one replica at a time).
+    if state.settings.keeper.enabled {
+        crate::keeper::Keeper::new(state.clone(), state.settings.keeper.clone())?.spawn();
+    }
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")
 }
 

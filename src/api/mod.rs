@@ -88,6 +88,8 @@ pub struct Settings {
     pub health: health::HealthSettings,
     /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<crate::config::Secret>,
+    /// The liquidation keeper (`serve` starts it when enabled).
+    pub keeper: crate::keeper::KeeperSettings,
 }
 
 impl Default for Settings {
@@ -98,6 +100,7 @@ impl Default for Settings {
             receipt_poll: Duration::from_millis(250),
             health: health::HealthSettings::default(),
             metrics_token: None,
+            keeper: crate::keeper::KeeperSettings::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::Store;
 pub struct NewTransaction {
     pub chain_id: u64,
     pub contract: Address,
+    /// The API key that asked for it; 0 for the relayer's own calls (the keeper's liquidations).
     pub api_key_id: i64,
     pub signer: Address,
     pub meta_nonce: u64,
@@ -291,7 +292,7 @@ impl Store {
             "INSERT INTO relay_transactions
                 (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
                  status, gas_limit, deadline)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11) RETURNING id",
+             VALUES ($1, $2, NULLIF($3, 0), $4, $5, $6, $7, $8, $9, 'pending', $10, $11) RETURNING id",
         )
         .bind(i64_of(t.chain_id)?)
         .bind(t.contract.as_slice())

@@ -17,3 +17,4 @@ mod subscriptions;
 mod indexer;
 mod logs;
 mod metrics;
+mod keeper;
