@@ -165,12 +165,40 @@ impl Keeper {
 
     async fn run(self) {
         let key = format!("streampay-keeper:{}", self.state.chain_id);
-        let mut lock: Option<sqlx::PgConnection> = None;
+        // The connection holding (or trying for) the lock; the lock lives as long as it does.
+        let mut conn: Option<sqlx::PgConnection> = None;
+        let mut locked = false;
         loop {
-            if lock.is_none() {
-                lock = self.try_lock(&key).await;
+            if conn.is_none() {
+                locked = false;
+                conn = self.state.store.pool().acquire().await.ok().map(|c| c.detach());
             }
-            if lock.is_some() {
+            if let Some(c) = conn.as_mut() {
+                let check = if locked {
+                    // Still connected, so still holding it.
+                    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *c).await.map(|_| true)
+                } else {
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                        .bind(&key)
+                        .fetch_one(&mut *c)
+                        .await
+                };
+                match check {
+                    Ok(true) => {
+                        if !locked {
+                            tracing::info!(sponsor = %self.sponsor, "keeper started (this replica holds the keeper lock)");
+                        }
+                        locked = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keeper lock connection lost");
+                        conn = None;
+                        locked = false;
+                    }
+                }
+            }
+            if locked {
                 match self.pass().await {
                     Ok(p) if !p.queued.is_empty() || !p.skipped.is_empty() => {
                         tracing::info!(
@@ -183,29 +211,9 @@ impl Keeper {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "keeper pass failed"),
                 }
-                // Still holding it? A broken connection has released the lock.
-                if let Some(conn) = lock.as_mut()
-                    && sqlx::query("SELECT 1").execute(&mut *conn).await.is_err()
-                {
-                    tracing::warn!("keeper lock connection lost");
-                    lock = None;
-                }
             }
             tokio::time::sleep(self.settings.poll_interval).await;
         }
-    }
-
-    async fn try_lock(&self, key: &str) -> Option<sqlx::PgConnection> {
-        let mut conn = self.state.store.pool().acquire().await.ok()?.detach();
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        if got {
-            tracing::info!(sponsor = %self.sponsor, "keeper started");
-        }
-        got.then_some(conn)
     }
 
     /// One pass over every deployment.

@@ -216,3 +216,33 @@ async fn keeper_queues_once_per_episode_and_trusts_the_chain_over_a_lagging_inde
     assert!(watched[0].due > app.chain_time().await);
     assert_eq!(watched[0].due, predicted_from_chain(&app, rescued.address()).await);
 }
+
+#[tokio::test]
+async fn keeper_runs_on_one_replica_and_a_standby_takes_over_when_it_dies() {
+    let app = spawn_app().await;
+    let (poor, author) = (wallet(), wallet());
+    subscribe(&app, &poor, author.address(), 10, "30").await;
+    indexer(&app).sync_to_head().await.unwrap();
+
+    // Another replica's keeper holds the lock (on its own connection) and then dies.
+    let mut other = app.store.pool().acquire().await.unwrap().detach();
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("streampay-keeper:{}", app.chain_id))
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(got);
+    let standby = Keeper::new(app.state.clone(), settings()).unwrap().spawn();
+    mine_at(&app, predicted_from_chain(&app, poor.address()).await).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(keeper_rows(&app).await.is_empty(), "the standby does nothing while the lock is held elsewhere");
+
+    sqlx::Connection::close(other).await.unwrap();
+    let sp = app.streampay();
+    wait_for("the standby to take over and liquidate", 15, async || {
+        sp.accountInfo(poor.address()).call().await.unwrap().outgoingRate.is_zero()
+    })
+    .await;
+    assert_eq!(keeper_rows(&app).await.len(), 1);
+    standby.abort();
+}
