@@ -236,10 +236,16 @@ async fn refresh(state: &AppState) -> anyhow::Result<()> {
             metrics::gauge!(QUEUE_DEPTH, "sponsor" => sponsor.to_checksum(None), "state" => status).set(n as f64);
         }
     }
+    // Lag against the node's head now, not only the head the indexer last saw: a stalled
+    // indexer shows as growing lag. Without an answer from the node the last value stays.
+    let head = alloy::providers::Provider::get_block_number(&state.provider).await.ok();
     let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
     for c in &state.contracts {
         if let Some(lag) = reader.lag(c.address).await? {
-            metrics::gauge!(INDEXER_LAG, "contract" => c.name.clone()).set(lag.blocks as f64);
+            if let Some(head) = head {
+                let blocks = head.max(lag.chain_head).saturating_sub(lag.indexed_block);
+                metrics::gauge!(INDEXER_LAG, "contract" => c.name.clone()).set(blocks as f64);
+            }
             metrics::gauge!(INDEXER_BLOCK, "contract" => c.name.clone()).set(lag.indexed_block as f64);
         }
     }

@@ -169,6 +169,23 @@ async fn metrics_expose_http_pipeline_rpc_queue_and_indexer_series_after_real_tr
     assert!(
         !m.iter().any(|s| s.name == "streampay_rpc_errors_total" && s.labels["method"] == "eth_sendRawTransaction")
     );
+
+    // The chain moves on without the indexer: lag is measured against the node's head.
+    for _ in 0..3 {
+        let _: Value = app.provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    }
+    let m = scrape(&app).await;
+    assert_eq!(value(&m, "streampay_indexer_lag_blocks", &[("contract", "USDC")]), 3.0);
+    assert_eq!(value(&m, "streampay_indexer_indexed_block", &[("contract", "USDC")]), head);
+
+    // The node goes away: calls fail at the transport, and a scrape still answers.
+    let mut app = app;
+    app.stop_chain();
+    assert!(app.provider.get_block_number().await.is_err());
+    let m = scrape(&app).await;
+    let transport = [("method", "eth_blockNumber"), ("kind", "transport")];
+    assert!(value(&m, "streampay_rpc_errors_total", &transport) >= 1.0);
+    assert_eq!(value(&m, "streampay_indexer_lag_blocks", &[("contract", "USDC")]), 3.0, "the last known lag stays");
 }
 
 #[tokio::test]
