@@ -268,7 +268,8 @@ impl Serve {
         .unwrap();
         let port = streampay_relayer::dev::postgres::free_port().unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampay"))
-            .arg("serve")
+            // The flag wins over the environment.
+            .args(["serve", "--log-format", "json"])
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -278,7 +279,7 @@ impl Serve {
             .env("STREAMPAY_SPONSOR_KEYS", &app.sponsor_key)
             .env("STREAMPAY_KEEPER_POLL_INTERVAL_MS", "100")
             .env("STREAMPAY_INDEXER_POLL_MS", "50")
-            .env("STREAMPAY_LOG_FORMAT", "json")
+            .env("STREAMPAY_LOG_FORMAT", "text")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
