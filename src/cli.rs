@@ -22,6 +22,10 @@ struct Cli {
     /// Config file (TOML); defaults to ./streampay.toml when present. STREAMPAY_* env vars override it.
     #[arg(long, global = true, env = "STREAMPAY_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format: json (one JSON object per line, the default) or text. Overrides log.format /
+    /// STREAMPAY_LOG_FORMAT.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<crate::config::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -171,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sign { private_key, file, permit } => sign(&private_key, &file, permit).await,
         command => {
             let config = Config::load(cli.config.as_deref())?;
-            server::init_tracing(config.log_format);
+            server::init_tracing(cli.log_format.unwrap_or(config.log_format));
             match command {
                 Command::Serve => server::serve(config).await,
                 Command::Migrate => {

@@ -35,7 +35,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
@@ -89,6 +89,11 @@ pub struct Config {
     pub sponsor_policies: Vec<(Address, crate::store::SponsorPolicy)>,
     /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// `metrics.token` / `STREAMPAY_METRICS_TOKEN`: when set, `GET /metrics` needs
+    /// `Authorization: Bearer <token>`. Secret.
+    pub metrics_token: Option<Secret>,
+    /// `[keeper]` / `STREAMPAY_KEEPER_*`: the liquidation keeper.
+    pub keeper: crate::keeper::KeeperSettings,
 }
 
 impl Default for Config {
@@ -112,6 +117,8 @@ impl Default for Config {
             key_cache: true,
             sponsor_policies: Vec::new(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            metrics_token: None,
+            keeper: crate::keeper::KeeperSettings::default(),
         }
     }
 }
@@ -129,6 +136,8 @@ struct FileConfig {
     indexer: crate::indexer::IndexerSettings,
     admin: FileAdmin,
     webhooks: FileWebhooks,
+    metrics: FileMetrics,
+    keeper: FileKeeper,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +163,22 @@ struct FileWebhooks {
     balance_check_interval_secs: Option<u64>,
     retention_days: Option<u64>,
     allow_private_targets: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileKeeper {
+    enabled: Option<bool>,
+    poll_interval_ms: Option<u64>,
+    sponsor: Option<Address>,
+    max_per_tick: Option<usize>,
+    deadline_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileMetrics {
+    token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +345,25 @@ impl Config {
         if let Some(v) = f.health.sponsor_min_balance {
             self.health_sponsor_min_balance_wei = parse_native("health.sponsor_min_balance", &v)?;
         }
+        if let Some(v) = f.metrics.token.filter(|t| !t.expose().is_empty()) {
+            self.metrics_token = Some(v);
+        }
+        let (k, fk) = (&mut self.keeper, &f.keeper);
+        if let Some(v) = fk.enabled {
+            k.enabled = v;
+        }
+        if let Some(v) = fk.poll_interval_ms {
+            k.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = fk.sponsor {
+            k.sponsor = Some(v);
+        }
+        if let Some(v) = fk.max_per_tick {
+            k.max_per_tick = v.max(1);
+        }
+        if let Some(v) = fk.deadline_secs {
+            k.deadline_secs = v.max(1);
+        }
         let (p, fp) = (&mut self.pipeline, &f.pipeline);
         if let Some(v) = fp.poll_interval_ms {
             p.poll_interval = Duration::from_millis(v.max(1));
@@ -430,11 +474,34 @@ impl Config {
             let list: Vec<String> = v.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
             self.trusted_proxies = parse_proxies("STREAMPAY_TRUSTED_PROXIES", &list)?;
         }
+        if let Some(v) = parse("STREAMPAY_METRICS_TOKEN") {
+            self.metrics_token = Some(Secret::new(v.trim()));
+        }
         let number = |name: &str| -> anyhow::Result<Option<u64>> {
             parse(name)
                 .map(|v| v.trim().parse::<u64>().with_context(|| format!("{name}={v} is not a number")))
                 .transpose()
         };
+        if let Some(v) = parse("STREAMPAY_KEEPER_ENABLED") {
+            self.keeper.enabled = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => bail!("STREAMPAY_KEEPER_ENABLED={other}: expected true or false"),
+            };
+        }
+        if let Some(v) = number("STREAMPAY_KEEPER_POLL_INTERVAL_MS")? {
+            self.keeper.poll_interval = Duration::from_millis(v.max(1));
+        }
+        if let Some(v) = parse("STREAMPAY_KEEPER_SPONSOR") {
+            self.keeper.sponsor =
+                Some(v.trim().parse().with_context(|| format!("STREAMPAY_KEEPER_SPONSOR={v} is not an address"))?);
+        }
+        if let Some(v) = number("STREAMPAY_KEEPER_MAX_PER_TICK")? {
+            self.keeper.max_per_tick = (v as usize).max(1);
+        }
+        if let Some(v) = number("STREAMPAY_KEEPER_DEADLINE_SECS")? {
+            self.keeper.deadline_secs = v.max(1);
+        }
         if let Some(v) = number("STREAMPAY_PIPELINE_POLL_INTERVAL_MS")? {
             self.pipeline.poll_interval = Duration::from_millis(v.max(1));
         }
@@ -677,6 +744,41 @@ mod tests {
         c.apply_env(|k| (k == "STREAMPAY_WEBHOOKS_TIMEOUT_MS").then(|| "700".to_string())).unwrap();
         assert_eq!(c.webhooks.timeout, Duration::from_millis(700));
         assert!(Config::default().apply_file("[webhooks]\nretries = 3").is_err());
+    }
+
+    #[test]
+    fn metrics_token_from_file_or_env() {
+        let mut c = Config::default();
+        assert_eq!(c.metrics_token, None);
+        c.apply_file("[metrics]\ntoken = \"from-file\"").unwrap();
+        assert_eq!(c.metrics_token, Some(Secret::new("from-file")));
+        c.apply_env(|k| (k == "STREAMPAY_METRICS_TOKEN").then(|| "from-env".to_string())).unwrap();
+        assert_eq!(c.metrics_token, Some(Secret::new("from-env")));
+        assert!(!format!("{c:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn keeper_section_and_env() {
+        let mut c = Config::default();
+        assert!(c.keeper.enabled);
+        c.apply_file(
+            "[keeper]\nenabled = false\npoll_interval_ms = 250\nmax_per_tick = 3\n\
+             sponsor = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"",
+        )
+        .unwrap();
+        assert!(!c.keeper.enabled);
+        assert_eq!(c.keeper.poll_interval, Duration::from_millis(250));
+        assert_eq!(c.keeper.max_per_tick, 3);
+        assert!(c.keeper.sponsor.is_some());
+        c.apply_env(|k| match k {
+            "STREAMPAY_KEEPER_ENABLED" => Some("true".into()),
+            "STREAMPAY_KEEPER_MAX_PER_TICK" => Some("7".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(c.keeper.enabled);
+        assert_eq!(c.keeper.max_per_tick, 7);
+        assert!(c.apply_env(|k| (k == "STREAMPAY_KEEPER_ENABLED").then(|| "maybe".into())).is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! | [`dev`] | `streampay dev`: a whole local stack (Anvil + contracts, Postgres, key, demo funds) |
 //! | [`cli`] | the `streampay` command line (`serve`, `migrate`, `keys create`, `dev`, `sign`) |
 //! | [`webhooks`] | signed event deliveries to registered endpoints: outbox, fan-out, retries with backoff |
+//! | [`keeper`] | the liquidation keeper: predicts from the index when accounts become liquidatable, liquidates them through the pipeline |
+//! | [`observability`] | Prometheus metrics (`GET /metrics`): HTTP, pipeline stages, queue depth, indexer lag, RPC |
 //! | [`server`] | wiring for `serve`: state from config, tracing, graceful shutdown |
 
 pub mod amount;
@@ -27,6 +29,8 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod indexer;
+pub mod keeper;
+pub mod observability;
 pub mod pipeline;
 pub mod server;
 pub mod store;

@@ -3,7 +3,7 @@
 use alloy::providers::Provider;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, fmt, util::SubscriberInitExt};
 
 use crate::{
     api::{self, AppState, Contract, Inner, Settings},
@@ -16,12 +16,24 @@ use crate::{
 /// Structured logs to stdout; `RUST_LOG` filters (default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = fmt().with_env_filter(filter);
-    // try_init: a second call (tests, `dev` after `serve` setup) is harmless.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.compact().try_init(),
-    };
+    // try_init (also routes `log` records): a second call (tests, `dev` after `serve` setup) is harmless.
+    let _ = log_subscriber(format, filter, std::io::stdout).try_init();
+}
+
+/// The log subscriber `init_tracing` installs, writing to `writer`. JSON lines carry the event's
+/// fields at the top level and the enclosing spans under `span`/`spans`, so every line logged
+/// while serving a request holds its `request_id` (and method, path).
+pub fn log_subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Json => {
+            Box::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(true).finish())
+        }
+        LogFormat::Text => Box::new(builder.compact().finish()),
+    }
 }
 
 /// Connects everything the API needs, checking the chain matches the deployments file.
@@ -79,6 +91,8 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
                 ..Default::default()
             },
             webhooks: config.webhooks.clone(),
+            metrics_token: config.metrics_token.clone(),
+            keeper: config.keeper.clone(),
             ..Settings::default()
         },
     }))
@@ -92,6 +106,10 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     crate::indexer::spawn_for_api(&state);
     // Webhook events from the database, delivered signed with retries.
     crate::webhooks::spawn(&state);
+    // Liquidate accounts the index predicts insolvent (one replica at a time).
+    if state.settings.keeper.enabled {
+        crate::keeper::Keeper::new(state.clone(), state.settings.keeper.clone())?.spawn();
+    }
     // With the peer address: API keys with a CIDR allowlist need it.
     axum::serve(listener, api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())

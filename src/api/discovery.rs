@@ -44,6 +44,9 @@ pub const CAPABILITIES: &[&str] = &[
     "recipient_resolve",
     "webhooks",
     "api_keys",
+    "metrics",
+    "request_ids",
+    "liquidation_keeper",
 ];
 
 /// Every stable error code: `(code, HTTP status, meaning)`. A client can switch on `code`; the
@@ -92,6 +95,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("invalid_time", 400, "A time filter is not an RFC 3339 timestamp."),
     ("invalid_limit", 400, "limit is not an integer from 1 to 100."),
     ("invalid_cursor", 400, "cursor is not a NextCursor this API returned."),
+    ("invalid_metrics_token", 401, "A metrics token is configured and GET /metrics was called without it."),
     ("missing_api_key", 401, "No X-API-Key header."),
     ("invalid_api_key", 401, "The API key is unknown or deleted."),
     ("key_revoked", 401, "The API key was revoked (or replaced by a rotation)."),
@@ -232,6 +236,7 @@ pub fn document() -> openapi::OpenApi {
     paths(
         super::info::root,
         super::health::health,
+        super::metrics::metrics,
         meta,
         openapi_json,
         docs,

@@ -29,6 +29,7 @@ mod idempotency;
 mod info;
 pub mod key_cache;
 mod meta;
+mod metrics;
 mod payments;
 mod resolve;
 mod sponsors;
@@ -49,6 +50,7 @@ use axum::{
     routing::{MethodRouter, delete, get, post},
 };
 use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
@@ -63,6 +65,10 @@ use crate::{config::Deployment, indexer::IndexReader, pipeline::Sponsors, store:
 pub(crate) fn checksum(a: Address) -> String {
     a.to_checksum(None)
 }
+
+/// The request id header: taken from the caller when present, else a new UUID; echoed on every
+/// response and recorded in the request's log span.
+pub const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// Dated version of this API, sent as `X-Api-Version` on every response.
 pub const API_VERSION: &str = "2026-11-21";
@@ -106,6 +112,10 @@ pub struct Settings {
     pub auth: auth::AuthSettings,
     /// The webhook dispatcher's tunables.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<crate::config::Secret>,
+    /// The liquidation keeper (`serve` starts it when enabled).
+    pub keeper: crate::keeper::KeeperSettings,
 }
 
 impl Default for Settings {
@@ -118,6 +128,8 @@ impl Default for Settings {
             indexer: crate::indexer::IndexerConfig::default(),
             auth: auth::AuthSettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            metrics_token: None,
+            keeper: crate::keeper::KeeperSettings::default(),
         }
     }
 }
@@ -192,6 +204,7 @@ fn both<S: Clone + Send + Sync + 'static>(router: Router<S>, path: &str, method:
 
 /// The whole HTTP API, ready to serve (tests call it directly).
 pub fn app(state: AppState) -> Router {
+    crate::observability::install();
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
     v1 = both(v1, "/meta", get(discovery::meta));
@@ -228,6 +241,7 @@ pub fn app(state: AppState) -> Router {
         .route("/docs", get(discovery::docs))
         .route("/changelog", get(discovery::changelog))
         .nest("/api/v1", v1.layer(axum::middleware::from_fn(history::check_reference)))
+        .route("/metrics", get(metrics::metrics))
         .fallback(info::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         // Outside idempotency: a refused request (401/403/429) never claims an Idempotency-Key.
@@ -239,10 +253,16 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(
-                    |req: &Request<_>| tracing::info_span!("http", method = %req.method(), path = %req.uri().path()),
-                )
+                .make_span_with(|req: &Request<_>| {
+                    let request_id = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+                })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(crate::observability::track_http))
+        // Outermost: every request gets an `X-Request-Id` (the caller's, or a new UUID) before the
+        // trace span reads it, and the response carries it back.
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }

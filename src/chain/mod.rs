@@ -13,9 +13,11 @@ use anyhow::Context;
 pub use bindings::{IPermitToken, MockToken, StreamPay};
 
 /// A plain JSON-RPC provider without fillers: the pipeline sets nonces, gas and fees itself.
+/// Every call is timed and its failures counted ([`crate::observability::RpcMetricsLayer`]).
 pub fn connect(rpc_url: &str) -> anyhow::Result<DynProvider> {
     let url = rpc_url.parse().with_context(|| format!("Invalid RPC URL {rpc_url}"))?;
-    Ok(ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased())
+    let client = alloy::rpc::client::ClientBuilder::default().layer(crate::observability::RpcMetricsLayer).http(url);
+    Ok(ProviderBuilder::new().disable_recommended_fillers().connect_client(client).erased())
 }
 
 /// The timestamp of the latest block: "now" for deadlines, so a dev chain whose clock was moved

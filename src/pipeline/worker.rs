@@ -224,8 +224,14 @@ impl Tick<'_> {
 
     /// Sends `attempt` (already on record) and acts on the node's answer.
     async fn broadcast(&self, row: &QueuedTx, attempt: &SignedAttempt) -> anyhow::Result<Step> {
-        let err = match self.p.provider.send_raw_transaction(&attempt.raw).await {
+        let started = Instant::now();
+        let sent = self.p.provider.send_raw_transaction(&attempt.raw).await;
+        crate::observability::pipeline_stage("send", started.elapsed().as_secs_f64());
+        let err = match sent {
             Ok(_) => {
+                if row.status == TxStatus::Pending {
+                    crate::observability::pipeline_stage("queue_wait", row.attempt_age_secs);
+                }
                 self.p.store.mark_submitted(row.id).await?;
                 return Ok(Step::Sent);
             }
@@ -349,6 +355,7 @@ impl Tick<'_> {
         view: &View,
     ) -> anyhow::Result<()> {
         let scope = NonceScope { chain_id: self.chain_id(), contract: row.contract, signer: row.signer };
+        crate::observability::pipeline_stage("receipt", row.attempt_age_secs);
         let (hash, gas_used, block_number) = (r.transaction_hash, r.gas_used, r.block_number.unwrap_or_default());
         let block_hash = r.block_hash.unwrap_or_default();
         let (status, outcome) = match kind {
@@ -380,6 +387,7 @@ impl Tick<'_> {
         outcome: &Outcome,
     ) -> anyhow::Result<()> {
         self.p.store.settle_transaction(row.id, outcome).await?;
+        crate::observability::pipeline_settled(outcome);
         self.p.store.finish_nonce(scope, row.meta_nonce, status).await?;
         self.p.notify_settled(row.id);
         Ok(())

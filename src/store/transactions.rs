@@ -17,6 +17,7 @@ use super::Store;
 pub struct NewTransaction {
     pub chain_id: u64,
     pub contract: Address,
+    /// The API key that asked for it; 0 for the relayer's own calls (the keeper's liquidations).
     pub api_key_id: i64,
     pub signer: Address,
     pub meta_nonce: u64,
@@ -344,7 +345,7 @@ impl Store {
                 INSERT INTO relay_transactions
                     (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
                      status, gas_limit, deadline)
-                SELECT $1, contract, api_key_id, signer, meta_nonce, $15, sponsor_nonce, tx_hash, calldata,
+                SELECT $1, contract, NULLIF(api_key_id, 0), signer, meta_nonce, $15, sponsor_nonce, tx_hash, calldata,
                        'pending', gas_limit, deadline
                 FROM items
                 RETURNING id, tx_hash)

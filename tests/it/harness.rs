@@ -75,6 +75,11 @@ pub struct TestApp {
     pub admin: DynProvider,
     pub store: Store,
     pub state: AppState,
+    /// The Anvil node's HTTP endpoint and the test database's URL (to start `streampay serve`).
+    pub rpc_url: String,
+    pub db_url: String,
+    /// The private key of `sponsor` (hex).
+    pub sponsor_key: String,
     /// `None` once [`TestApp::stop_chain`] stopped it.
     anvil: Option<AnvilInstance>,
     _cluster: Arc<PgCluster>,
@@ -122,12 +127,14 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
     let cluster = tokio::task::spawn_blocking(cluster).await.expect("cluster");
     let db = format!("test_{}", rand_suffix());
     cluster.ensure_database(&db).await.expect("create test database");
-    let store = Store::connect(&cluster.url(&db), 5).await.expect("connect to the test database");
+    let db_url = cluster.url(&db);
+    let store = Store::connect(&db_url, 5).await.expect("connect to the test database");
     store.migrate().await.expect("migrate");
 
     let sponsor_signer: PrivateKeySigner = anvil.keys()[1].clone().into();
     let other_signer: PrivateKeySigner = anvil.keys()[2].clone().into();
     let sponsor = sponsor_signer.address();
+    let sponsor_key = format!("0x{}", alloy::hex::encode(sponsor_signer.to_bytes()));
     let other_sponsor = other_signer.address();
     let key = store.create_api_key("test", &[sponsor], true).await.expect("create API key");
 
@@ -167,6 +174,9 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         admin,
         store,
         state,
+        rpc_url: anvil.endpoint(),
+        db_url,
+        sponsor_key,
         anvil: Some(anvil),
         _cluster: cluster,
     }

@@ -1,0 +1,435 @@
+//! Liquidation keeper (SPEC §2, §5): watches the indexed accounts, predicts the chain time at
+//! which each one becomes liquidatable, and from then on liquidates it from a sponsor through
+//! the persistent pipeline queue (so the sponsor's nonces stay gap-free and a crash loses
+//! nothing). See `docs/keeper.md`.
+//!
+//! # Prediction
+//!
+//! `StreamPay.isLiquidatable(a)` holds when `a` has streams and its live balance
+//! `b + (income − outgoing)·(t − updated)` is below one `liquidationWindow` `W` of net outflow
+//! `d = outgoing − income` (with no net outflow: below zero). For `d > 0` that is
+//! `b − d·(t − u) < d·W`, i.e. `t − u > (b − d·W) / d`, so the first such second is
+//! `u + ⌊(b − d·W) / d⌋ + 1` — or `u` itself when `b < d·W` already. [`liquidatable_at`] computes
+//! it exactly in 256-bit integers from the index's `idx_accounts` row (stored balance, rates,
+//! `updated`), which stay valid until the account's next event.
+//!
+//! # Sending
+//!
+//! Each pass reads the head block's timestamp; every account whose predicted time has come is
+//! checked on chain with `isLiquidatable` (the index may lag: a deposit it has not seen yet
+//! rescues the account) and `eth_estimateGas` from the sponsor, then `liquidate(account)` is
+//! queued. Never twice: an account is liquidated once per *episode*, identified by its indexed
+//! `updated` time (any event on the account changes it), which is stored as the queued row's
+//! `meta_nonce` next to the `liquidate(account)` calldata; a row for the same calldata and
+//! episode that is not `failed`/`expired`/`replaced` means it is already in hand. Only one
+//! replica runs the keeper at a time (a Postgres advisory lock held on a dedicated connection;
+//! if that replica dies its connection closes and another takes over).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{Address, I256, U256},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    sol_types::SolCall,
+};
+use anyhow::Context;
+use sqlx::Row;
+
+use crate::{
+    api::{AppState, Contract},
+    chain::StreamPay,
+    indexer::store::{address, i256, u256},
+    observability,
+    store::NewTransaction,
+};
+
+/// Tunables of the keeper (config section `[keeper]`).
+#[derive(Debug, Clone)]
+pub struct KeeperSettings {
+    /// Run the keeper in `serve` (one replica at a time runs it).
+    pub enabled: bool,
+    /// Time between passes.
+    pub poll_interval: Duration,
+    /// The sponsor that sends liquidations (and receives their rewards); `None`: the first
+    /// configured sponsor.
+    pub sponsor: Option<Address>,
+    /// Most liquidations queued per deployment per pass (the most overdue first).
+    pub max_per_tick: usize,
+    /// Seconds of chain time a queued liquidation may wait for inclusion before the pipeline
+    /// cancels it (the next pass queues a fresh one if the account is still liquidatable).
+    pub deadline_secs: u64,
+}
+
+impl Default for KeeperSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval: Duration::from_secs(5),
+            sponsor: None,
+            max_per_tick: 20,
+            deadline_secs: 600,
+        }
+    }
+}
+
+/// The first chain timestamp `t ≥ updated` at which an account with streams and this indexed
+/// state is liquidatable under a window of `window` seconds, mirroring `StreamPay._shortfall`
+/// and `_liveBalance` exactly; `None` if it never becomes so while the state holds (no net
+/// outflow and a non-negative balance), or only beyond `u64` seconds.
+pub fn liquidatable_at(balance: I256, income: U256, outgoing: U256, updated: u64, window: U256) -> Option<u64> {
+    if outgoing <= income {
+        // No net outflow: only a negative balance is liquidatable, at once (income only
+        // raises it, and the on-chain check catches an account that has recovered).
+        return balance.is_negative().then_some(updated);
+    }
+    let d = outgoing - income;
+    let d_window = d.checked_mul(window)?;
+    let (Ok(d_signed), Ok(d_window)) = (I256::try_from(d), I256::try_from(d_window)) else { return None };
+    // x = b − d·W: how much the balance exceeds one window of outflow.
+    let x = balance.checked_sub(d_window)?;
+    if x.is_negative() {
+        return Some(updated);
+    }
+    // x ≥ 0, d > 0: floor division.
+    let seconds = (x / d_signed).into_raw().checked_add(U256::from(1))?;
+    u64::try_from(seconds).ok().and_then(|s| updated.checked_add(s))
+}
+
+/// One indexed account at risk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub account: Address,
+    /// `idx_accounts.updated`: identifies the state the prediction is based on.
+    pub updated: u64,
+    /// Predicted first liquidatable chain time.
+    pub due: u64,
+}
+
+/// A liquidation the keeper queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub contract: Address,
+    pub account: Address,
+    /// The pipeline row (`relay_transactions.id`).
+    pub transaction_id: i64,
+    pub hash: alloy::primitives::B256,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Chain time of the head block the pass judged by.
+    pub chain_time: u64,
+    /// Accounts with a predicted liquidation time, over all deployments.
+    pub watched: Vec<Watched>,
+    pub queued: Vec<Queued>,
+    /// Due by the index but not liquidatable on chain (the index lags behind a rescue).
+    pub skipped: Vec<Address>,
+}
+
+/// The keeper; [`Keeper::spawn`] runs it in the background, [`Keeper::pass`] runs one pass.
+pub struct Keeper {
+    state: AppState,
+    settings: KeeperSettings,
+    sponsor: Address,
+    windows: Mutex<HashMap<Address, U256>>,
+}
+
+impl Keeper {
+    pub fn new(state: AppState, settings: KeeperSettings) -> anyhow::Result<Self> {
+        let sponsor = match settings.sponsor {
+            Some(s) => {
+                anyhow::ensure!(state.sponsors.get(&s).is_some(), "keeper.sponsor {s} is not a configured sponsor");
+                s
+            }
+            None => *state.sponsors.addresses().first().context("the keeper needs a configured sponsor")?,
+        };
+        Ok(Self { state, settings, sponsor, windows: Mutex::default() })
+    }
+
+    pub fn sponsor(&self) -> Address {
+        self.sponsor
+    }
+
+    /// Runs passes every `poll_interval` for as long as the process lives, on the one replica
+    /// holding the keeper lock.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { self.run().await })
+    }
+
+    async fn run(self) {
+        let key = format!("streampay-keeper:{}", self.state.chain_id);
+        // The connection holding (or trying for) the lock; the lock lives as long as it does.
+        let mut conn: Option<sqlx::PgConnection> = None;
+        let mut locked = false;
+        loop {
+            if conn.is_none() {
+                locked = false;
+                conn = self.state.store.pool().acquire().await.ok().map(|c| c.detach());
+            }
+            if let Some(c) = conn.as_mut() {
+                let check = if locked {
+                    // Still connected, so still holding it.
+                    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *c).await.map(|_| true)
+                } else {
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                        .bind(&key)
+                        .fetch_one(&mut *c)
+                        .await
+                };
+                match check {
+                    Ok(true) => {
+                        if !locked {
+                            tracing::info!(sponsor = %self.sponsor, "keeper started (this replica holds the keeper lock)");
+                        }
+                        locked = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "keeper lock connection lost");
+                        conn = None;
+                        locked = false;
+                    }
+                }
+            }
+            if locked {
+                match self.pass().await {
+                    Ok(p) if !p.queued.is_empty() || !p.skipped.is_empty() => {
+                        tracing::info!(
+                            queued = p.queued.len(),
+                            skipped = p.skipped.len(),
+                            watched = p.watched.len(),
+                            "keeper pass"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "keeper pass failed"),
+                }
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+
+    /// One pass over every deployment.
+    pub async fn pass(&self) -> anyhow::Result<Pass> {
+        let block = self
+            .state
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .context("Failed to read the latest block")?
+            .context("no latest block")?;
+        let mut pass = Pass { chain_time: block.header.timestamp, ..Pass::default() };
+        for contract in &self.state.contracts {
+            if let Err(e) = self.pass_contract(contract, &mut pass).await {
+                metrics::counter!(observability::KEEPER_ERRORS, "contract" => contract.name.clone()).increment(1);
+                return Err(e.context(format!("keeper pass over {}", contract.name)));
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn window(&self, contract: Address) -> anyhow::Result<U256> {
+        if let Some(w) = self.windows.lock().unwrap_or_else(|e| e.into_inner()).get(&contract) {
+            return Ok(*w);
+        }
+        let w = StreamPay::new(contract, &self.state.provider)
+            .liquidationWindow()
+            .call()
+            .await
+            .context("Failed to read liquidationWindow()")?;
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).insert(contract, w);
+        Ok(w)
+    }
+
+    /// Indexed accounts with outgoing streams and their predicted liquidation time.
+    pub async fn watched(&self, contract: Address) -> anyhow::Result<Vec<Watched>> {
+        let window = self.window(contract).await?;
+        let rows = sqlx::query(
+            "SELECT account, balance::text, income_rate::text, outgoing_rate::text, updated FROM idx_accounts
+             WHERE chain_id = $1 AND contract = $2 AND outgoing_rate > 0",
+        )
+        .bind(i64::try_from(self.state.chain_id)?)
+        .bind(contract.as_slice())
+        .fetch_all(self.state.store.pool())
+        .await
+        .context("Failed to read the indexed accounts")?;
+        let mut watched = Vec::new();
+        for r in rows {
+            let updated = u64::try_from(r.get::<i64, _>(4))?;
+            let (balance, income, outgoing) = (i256(r.get(1))?, u256(r.get(2))?, u256(r.get(3))?);
+            if let Some(due) = liquidatable_at(balance, income, outgoing, updated, window) {
+                watched.push(Watched { account: address(r.get(0))?, updated, due });
+            }
+        }
+        watched.sort_by_key(|w| (w.due, w.account));
+        Ok(watched)
+    }
+
+    async fn pass_contract(&self, contract: &Contract, pass: &mut Pass) -> anyhow::Result<()> {
+        let watched = self.watched(contract.address).await?;
+        metrics::gauge!(observability::KEEPER_WATCHED, "contract" => contract.name.clone()).set(watched.len() as f64);
+        let mut queued = 0;
+        for w in watched.iter().filter(|w| w.due <= pass.chain_time) {
+            if queued >= self.settings.max_per_tick {
+                break;
+            }
+            let calldata: alloy::primitives::Bytes =
+                StreamPay::liquidateCall { account: w.account }.abi_encode().into();
+            if self.in_hand(contract.address, &calldata, w.updated).await? {
+                continue;
+            }
+            let sp = StreamPay::new(contract.address, &self.state.provider);
+            if !sp.isLiquidatable(w.account).call().await.context("Failed to call isLiquidatable")? {
+                tracing::debug!(account = %w.account, due = w.due, "predicted liquidatable but the chain disagrees (index behind)");
+                pass.skipped.push(w.account);
+                continue;
+            }
+            let request = TransactionRequest::default()
+                .with_from(self.sponsor)
+                .with_to(contract.address)
+                .with_input(calldata.clone());
+            let gas = match self.state.provider.estimate_gas(request).await {
+                Ok(g) => g,
+                Err(e) => {
+                    // Liquidated by someone else in the meantime, most likely.
+                    tracing::info!(account = %w.account, error = %e, "liquidation does not simulate; skipped");
+                    pass.skipped.push(w.account);
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let q = self
+                .state
+                .sponsors
+                .pipeline(&self.state.store, &self.state.provider)
+                .enqueue(NewTransaction {
+                    chain_id: self.state.chain_id,
+                    contract: contract.address,
+                    api_key_id: 0,
+                    signer: self.sponsor,
+                    meta_nonce: w.updated,
+                    deadline: pass.chain_time + self.settings.deadline_secs,
+                    sponsor: self.sponsor,
+                    calldata,
+                    // Streams are stopped in a loop: leave room for state changes since the estimate.
+                    gas_limit: gas + gas / 4 + 20_000,
+                    history: None,
+                })
+                .await
+                .context("Failed to queue the liquidation")?;
+            metrics::counter!(observability::KEEPER_LIQUIDATIONS, "contract" => contract.name.clone()).increment(1);
+            tracing::info!(contract = %contract.name, account = %w.account, due = w.due, chain_time = pass.chain_time,
+                id = q.id, hash = %q.hash, queue_ms = started.elapsed().as_millis() as u64, "liquidation queued");
+            pass.queued.push(Queued {
+                contract: contract.address,
+                account: w.account,
+                transaction_id: q.id,
+                hash: q.hash,
+            });
+            queued += 1;
+        }
+        pass.watched.extend(watched);
+        Ok(())
+    }
+
+    /// Whether a liquidation of this episode is queued, in flight or done.
+    async fn in_hand(&self, contract: Address, calldata: &[u8], updated: u64) -> anyhow::Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM relay_transactions
+             WHERE chain_id = $1 AND contract = $2 AND api_key_id IS NULL AND calldata = $3 AND meta_nonce = $4
+               AND status NOT IN ('failed', 'expired', 'replaced')
+             LIMIT 1",
+        )
+        .bind(i64::try_from(self.state.chain_id)?)
+        .bind(contract.as_slice())
+        .bind(calldata)
+        .bind(i64::try_from(updated)?)
+        .fetch_optional(self.state.store.pool())
+        .await
+        .context("Failed to look for a queued liquidation")?;
+        Ok(row.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i(v: i128) -> I256 {
+        I256::try_from(v).unwrap()
+    }
+    fn u(v: u128) -> U256 {
+        U256::from(v)
+    }
+
+    /// The contract's rule, evaluated at `t` (reference for the closed form).
+    fn liquidatable(balance: I256, income: U256, outgoing: U256, updated: u64, window: U256, t: u64) -> bool {
+        let live =
+            balance + (I256::try_from(income).unwrap() - I256::try_from(outgoing).unwrap()) * i((t - updated) as i128);
+        if outgoing > income {
+            live < I256::try_from((outgoing - income) * window).unwrap()
+        } else {
+            live.is_negative()
+        }
+    }
+
+    #[test]
+    fn exactly_one_window_left_is_safe_until_the_next_second() {
+        // d = 10/s, W = 100 s: b = 1000 = d·W exactly.
+        let at = liquidatable_at(i(1000), u(0), u(10), 5_000, u(100)).unwrap();
+        assert_eq!(at, 5_001);
+        assert!(!liquidatable(i(1000), u(0), u(10), 5_000, u(100), at - 1));
+        assert!(liquidatable(i(1000), u(0), u(10), 5_000, u(100), at));
+    }
+
+    #[test]
+    fn below_one_window_is_liquidatable_at_once() {
+        assert_eq!(liquidatable_at(i(999), u(0), u(10), 7, u(100)), Some(7));
+        assert_eq!(liquidatable_at(i(-5), u(3), u(10), 7, u(100)), Some(7));
+    }
+
+    #[test]
+    fn floor_division_lands_on_the_first_liquidatable_second() {
+        // x = b − d·W = 1_000_000 − 7·50 = 999_650; ⌊999_650 / 7⌋ = 142_807 (remainder 1).
+        let (b, inc, out, upd, w) = (i(1_000_000), u(3), u(10), 1_700_000_000u64, u(50));
+        let at = liquidatable_at(b, inc, out, upd, w).unwrap();
+        assert_eq!(at, upd + 142_808);
+        assert!(!liquidatable(b, inc, out, upd, w, at - 1));
+        assert!(liquidatable(b, inc, out, upd, w, at));
+        // Against brute force on a grid of small states.
+        for b in [0i128, 1, 6, 7, 8, 69, 70, 71, 1_234] {
+            for (inc, out) in [(0u128, 1u128), (0, 7), (2, 9), (5, 6)] {
+                for w in [1u128, 3, 10] {
+                    let at = liquidatable_at(i(b), u(inc), u(out), 100, u(w)).unwrap();
+                    let first = (100..).find(|t| liquidatable(i(b), u(inc), u(out), 100, u(w), *t)).unwrap();
+                    assert_eq!(at, first, "b={b} inc={inc} out={out} w={w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_net_outflow_is_never_liquidatable_unless_in_debt() {
+        assert_eq!(liquidatable_at(i(0), u(10), u(10), 9, u(100)), None);
+        assert_eq!(liquidatable_at(i(1), u(11), u(10), 9, u(100)), None);
+        assert_eq!(liquidatable_at(i(-1), u(10), u(10), 9, u(100)), Some(9));
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        // 18-decimal balances with 2^160 total supply, rates up to uint128.
+        let b = I256::try_from(U256::from(1u8) << 159).unwrap();
+        assert_eq!(liquidatable_at(b, u(0), u(1), 0, u(86_400)), None, "beyond u64 seconds");
+        let d = U256::from(u128::MAX);
+        let at = liquidatable_at(b, u(0), d, 0, u(86_400)).unwrap();
+        assert!(!liquidatable(b, u(0), d, 0, u(86_400), at - 1) && liquidatable(b, u(0), d, 0, u(86_400), at));
+        assert_eq!(liquidatable_at(b, u(0), U256::MAX, 0, U256::MAX), None, "d·W overflows: ignored, not a panic");
+    }
+}
