@@ -83,3 +83,103 @@ async fn a_refused_execute_frees_its_built_nonce_for_the_next_build() {
     let stale = app.execute(&user, &built).await;
     assert_error(&stale, StatusCode::CONFLICT, "nonce_already_used");
 }
+
+#[tokio::test]
+async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
+    const EXECUTE: &str = "/api/v1/USDC/meta/execute";
+    let app = spawn_app().await;
+    let (a, b) = (app.sponsor, app.other_sponsor);
+    let key = app.store.create_api_key("pool", &[a, b], true).await.unwrap().key;
+    let build = |from: alloy::primitives::Address, sponsor: Option<alloy::primitives::Address>| {
+        let mut body = json!({"From": from, "Amount": "10"});
+        if let Some(s) = sponsor {
+            body["Sponsor"] = json!(s);
+        }
+        let key = key.clone();
+        let app = &app;
+        async move {
+            let (status, built) = app.post_with_key("/api/v1/USDC/payments/deposit", Some(&key), &body).await;
+            assert_eq!(status, StatusCode::OK, "{built}");
+            built
+        }
+    };
+    let sponsor_of =
+        |built: &serde_json::Value| built["Sponsor"].as_str().unwrap().parse::<alloy::primitives::Address>().unwrap();
+    let execute_async = |body: serde_json::Value| {
+        let key = key.clone();
+        let app = &app;
+        async move {
+            let resp = app
+                .http
+                .post(app.url(EXECUTE))
+                .header("X-API-Key", key)
+                .header("Prefer", "respond-async")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::ACCEPTED, "{}", resp.text().await.unwrap());
+        }
+    };
+
+    // Idle: a burst of builds naming no sponsor is spread over both, not all sent to the first.
+    let burst = futures::future::join_all((0..4).map(|_| build(wallet().address(), None))).await;
+    let used: std::collections::BTreeSet<_> = burst.iter().map(sponsor_of).collect();
+    assert_eq!(used, [a, b].into_iter().collect(), "both sponsors used by an idle burst");
+
+    let users: Vec<_> = (0..6).map(|_| wallet()).collect();
+    app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(10)).await;
+    // Sponsor A gets busy: nothing is mined while three calls it sends wait in the node's pool.
+    let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    for u in &users[..3] {
+        let built = build(u.address(), Some(a)).await;
+        assert_eq!(sponsor_of(&built), a);
+        execute_async(app.signed_execute_body(u, &built).await).await;
+    }
+    // The pool counts open transactions every poll (100 ms by default).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM relay_transactions WHERE sponsor = $1 AND status IN ('pending', 'submitted')",
+    )
+    .bind(a.as_slice())
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(open, 3, "A's three calls wait unmined");
+    for (i, u) in users[3..].iter().enumerate() {
+        let built = build(u.address(), None).await;
+        assert_eq!(sponsor_of(&built), b, "A has three calls in flight: the next go to B");
+        let mut body = app.signed_execute_body(u, &built).await;
+        if i == 0 {
+            // Executed without naming the sponsor: the signature's traits say which one.
+            body.as_object_mut().unwrap().remove("Sponsor");
+        }
+        execute_async(body).await;
+    }
+    let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM relay_transactions WHERE status IN ('pending', 'submitted')")
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{open} still open");
+        let _: serde_json::Value = app.provider.raw_request("evm_mine".into(), ()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (i, u) in users.iter().enumerate() {
+        assert_eq!(app.balance_of(u.address()).await, internal(10), "user {i} deposited once");
+        let (sponsor, status): (Vec<u8>, String) =
+            sqlx::query_as("SELECT sponsor, status FROM relay_transactions WHERE signer = $1")
+                .bind(u.address().as_slice())
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(alloy::primitives::Address::from_slice(&sponsor), if i < 3 { a } else { b }, "user {i}");
+        assert!(status == "mined" || status == "confirmed", "user {i}: {status}");
+    }
+}
