@@ -160,6 +160,8 @@ pub struct Sponsors {
     settings: PipelineSettings,
     pipeline: Arc<OnceLock<Arc<Pipeline>>>,
     load: Arc<Mutex<Load>>,
+    /// EIP-712 domains of permit tokens, read once (every deposit execute needs one).
+    permit_domains: Arc<Mutex<HashMap<Address, crate::chain::eip712::Domain>>>,
 }
 
 /// How busy each sponsor is, for the pool: its transactions not yet mined (counted in the
@@ -221,6 +223,15 @@ impl Sponsors {
             allowed.iter().enumerate().filter_map(|(i, a)| Some((i, busy(a), self.get(a)?))).collect();
         pool.sort_by_key(|(i, busy, _)| (*busy, *i));
         pool.into_iter().map(|(_, _, s)| s).collect()
+    }
+
+    /// The permit token's EIP-712 domain, if read before.
+    pub fn cached_permit_domain(&self, token: Address) -> Option<crate::chain::eip712::Domain> {
+        self.permit_domains.lock().unwrap_or_else(|e| e.into_inner()).get(&token).cloned()
+    }
+
+    pub fn cache_permit_domain(&self, token: Address, domain: crate::chain::eip712::Domain) {
+        self.permit_domains.lock().unwrap_or_else(|e| e.into_inner()).insert(token, domain);
     }
 
     /// Counts a request sent to `sponsor` until the next count of its open transactions.
