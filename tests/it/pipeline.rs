@@ -183,3 +183,50 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
         assert!(status == "mined" || status == "confirmed", "user {i}: {status}");
     }
 }
+
+#[tokio::test]
+async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
+    use alloy::primitives::{B256, Bytes};
+    use streampay_relayer::store::{AttemptKind, NewTransaction, SignedAttempt};
+    let app = spawn_app().await;
+    let item = |meta_nonce: u64| NewTransaction {
+        chain_id: app.chain_id,
+        contract: app.contract,
+        api_key_id: app.api_key_id,
+        signer: wallet().address(),
+        meta_nonce,
+        deadline: 1,
+        sponsor: app.sponsor,
+        calldata: Bytes::from(vec![1, 2, 3]),
+        gas_limit: 100_000,
+    };
+    let attempt = |hash: B256| SignedAttempt {
+        hash,
+        raw: Bytes::from(vec![9]),
+        kind: AttemptKind::Call,
+        max_fee_per_gas: 2,
+        max_priority_fee_per_gas: 1,
+    };
+    let batch = [item(0), item(0), item(0)];
+    // Two items signed to the same hash: the batch violates a unique key and must leave nothing.
+    let clash = app
+        .store
+        .enqueue_transactions(&batch, 5, |i, _| Ok(attempt(B256::repeat_byte(if i == 2 { 1 } else { 2 }))))
+        .await;
+    let clash = clash.map(|_| ()).unwrap_err();
+    assert!(format!("{clash:#}").contains("queue"), "{clash:#}");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM relay_transactions").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(rows, 0, "no row of a failed batch is kept");
+    // The nonces it took were given back: the next batch starts at the chain's count.
+    let queued = app
+        .store
+        .enqueue_transactions(&batch, 5, |i, nonce| Ok(attempt(B256::with_last_byte(i as u8 + 10 * nonce as u8))))
+        .await
+        .unwrap();
+    let nonces: Vec<u64> = queued.iter().map(|(_, n, _)| *n).collect();
+    assert_eq!(nonces, vec![5, 6, 7]);
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tx_attempts").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(attempts, 3, "one attempt per row");
+}
