@@ -144,9 +144,17 @@ pub async fn permit_domain_and_nonce(
     owner: Address,
 ) -> Result<(Domain, U256), AppError> {
     let token = IPermitToken::new(contract.token, &state.provider);
-    let nonce = token.nonces(owner).call().await.map_err(|e| {
-        AppError::unprocessable("permit_unsupported", format!("the token does not support EIP-2612 permits: {e}"))
+    let nonce = token.nonces(owner).call().await.map_err(|e| match e {
+        // The node did not answer: not the token's fault.
+        alloy::contract::Error::TransportError(e) if !matches!(e, alloy::transports::RpcError::ErrorResp(_)) => {
+            AppError::chain(e)
+        }
+        e => AppError::unprocessable("permit_unsupported", format!("the token does not support EIP-2612 permits: {e}")),
     })?;
+    // A token's EIP-712 domain does not change: read once per token, not per request.
+    if let Some(domain) = state.sponsors.cached_permit_domain(contract.token) {
+        return Ok((domain, nonce));
+    }
     let domain = match token.eip712Domain().call().await {
         Ok(d) => Domain {
             name: d.name,
@@ -161,5 +169,6 @@ pub async fn permit_domain_and_nonce(
             verifying_contract: contract.token,
         },
     };
+    state.sponsors.cache_permit_domain(contract.token, domain.clone());
     Ok((domain, nonce))
 }

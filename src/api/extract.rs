@@ -75,26 +75,35 @@ impl AppState {
         })
     }
 
-    /// The sponsor a request will use: the one it names (which its key must allow) or the key's
-    /// default.
+    /// The sponsor a request will use: the one it names (which its key must allow), the key's
+    /// only sponsor, or the least busy of its sponsors ([`crate::pipeline::Sponsors::by_load`]).
     pub fn sponsor_for(&self, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
         let requested = requested.map(str::trim).filter(|s| !s.is_empty());
-        let address =
-            match requested {
-                Some(s) => {
-                    let a = parse_address("Sponsor", s)?;
-                    if !key.0.sponsors.contains(&a) {
-                        return Err(AppError::forbidden(
-                            "sponsor_not_allowed",
-                            format!("this API key may not use sponsor {a}"),
-                        ));
-                    }
-                    a
+        let address = match requested {
+            Some(s) => {
+                let a = parse_address("Sponsor", s)?;
+                if !key.0.sponsors.contains(&a) {
+                    return Err(AppError::forbidden(
+                        "sponsor_not_allowed",
+                        format!("this API key may not use sponsor {a}"),
+                    ));
                 }
-                None => *key.0.sponsors.first().ok_or_else(|| {
-                    AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor")
-                })?,
-            };
+                a
+            }
+            None => {
+                // A key with several sponsors gets the least busy one configured here.
+                if key.0.sponsors.len() > 1
+                    && let Some(s) = self.sponsors.by_load(&key.0.sponsors).into_iter().next()
+                {
+                    self.sponsors.note_pick(s.address());
+                    return Ok(s);
+                }
+                *key.0
+                    .sponsors
+                    .first()
+                    .ok_or_else(|| AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor"))?
+            }
+        };
         self.sponsors.get(&address).ok_or_else(|| {
             AppError::unprocessable(
                 "sponsor_unavailable",

@@ -10,6 +10,8 @@
 //! The answer waits for the sponsor's worker to see it mined, or is a 202 with the queued
 //! transaction's id (`Prefer: respond-async`, or no receipt within the timeout).
 
+use std::sync::Arc;
+
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
@@ -43,6 +45,7 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
+    pipeline::Sponsor,
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
@@ -145,17 +148,28 @@ pub async fn execute(
     if deadline > MAX_DEADLINE {
         return Err(AppError::bad_request("invalid_deadline", "Deadline does not fit the 40-bit traits field"));
     }
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    // The sponsor named, else the key's sponsors least busy first: the signature decides which
+    // of them the call may use.
+    let named = body.sponsor.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let pool: Vec<Arc<Sponsor>> = match named {
+        None if key.0.sponsors.len() > 1 => match state.sponsors.by_load(&key.0.sponsors) {
+            pool if pool.is_empty() => vec![state.sponsor_for(&key, None)?],
+            pool => pool,
+        },
+        _ => vec![state.sponsor_for(&key, named)?],
+    };
     let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
         CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
         CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
         CallError::Malformed | CallError::NotAllowed(_) => AppError::bad_request("call_not_allowed", e.to_string()),
     })?;
-    let candidates = traits_candidates(&body, nonce, deadline, sponsor.address())?;
+    let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
     // --- time and nonce, against the chain
-    let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
+    // Both reads at once (one round trip to the node instead of two).
+    let (now, expected) = tokio::join!(chain::chain_time(provider), chain_nonce(&state, contract, from));
+    let now = now.map_err(AppError::chain)?;
     if deadline < now {
         return Err(AppError::unprocessable(
             "deadline_expired",
@@ -163,7 +177,7 @@ pub async fn execute(
         ));
     }
     let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: from };
-    let expected = chain_nonce(&state, contract, from).await?;
+    let expected = expected?;
     if nonce < expected {
         return Err(AppError::conflict(
             "nonce_already_used",
@@ -184,15 +198,19 @@ pub async fn execute(
     // never execute as signed: its built nonce is freed so the next build hands it out again
     // (otherwise it would stay reserved until its deadline and every later build would be a
     // nonce_gap).
-    let outer = match signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await {
-        Ok(outer) => outer,
-        Err(e) => {
-            if rejects_the_call(&e) {
-                state.store.free_built_nonce(scope, nonce).await?;
+    let (outer, sponsor) =
+        match signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await {
+            Ok(signed) => signed,
+            Err(e) => {
+                if rejects_the_call(&e) {
+                    state.store.free_built_nonce(scope, nonce).await?;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
+    if pool.len() > 1 {
+        state.sponsors.note_pick(sponsor.address());
+    }
 
     // --- claim the nonce first, so a concurrent execute of the same call gets a clean 409
     // instead of racing this one through simulation.
@@ -325,21 +343,21 @@ async fn signed_transaction(
     state: &AppState,
     contract: &Contract,
     from: Address,
-    candidates: &[U256],
+    candidates: &[(U256, Arc<Sponsor>)],
     data: &Bytes,
     signature: &Bytes,
     body: &ExecuteRequest,
     now: u64,
-) -> Result<Bytes, AppError> {
+) -> Result<(Bytes, Arc<Sponsor>), AppError> {
     let provider = &state.provider;
     let domain = Domain::streampay(state.chain_id, contract.address);
     let mut verified = None;
     let mut mismatch = None;
-    for traits in candidates {
+    for (traits, sponsor) in candidates {
         let digest = eip712::signed_call_digest(&domain, *traits, data);
         match signature::verify(provider, from, digest, signature).await {
             Ok(sig) => {
-                verified = Some((*traits, sig));
+                verified = Some((*traits, sig, sponsor.clone()));
                 break;
             }
             Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
@@ -350,7 +368,7 @@ async fn signed_transaction(
             Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
         }
     }
-    let Some((traits, on_chain_signature)) = verified else {
+    let Some((traits, on_chain_signature, sponsor)) = verified else {
         let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
         return Err(AppError::unprocessable(
             "signature_mismatch",
@@ -376,7 +394,7 @@ async fn signed_transaction(
         Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
         None => by_sig,
     };
-    Ok(outer)
+    Ok((outer, sponsor))
 }
 
 /// Gives the claim on `nonce` back after a failure that left nothing queued. If the database is
@@ -429,8 +447,8 @@ fn traits_candidates(
     body: &ExecuteRequest,
     nonce: u64,
     deadline: u64,
-    sponsor: Address,
-) -> Result<Vec<U256>, AppError> {
+    pool: &[Arc<Sponsor>],
+) -> Result<Vec<(U256, Arc<Sponsor>)>, AppError> {
     if let Some(raw) = body.traits.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         let word = crate::amount::parse_uint(raw)
             .or_else(|| raw.strip_prefix("0x").and_then(|h| U256::from_str_radix(h, 16).ok()))
@@ -443,15 +461,21 @@ fn traits_candidates(
                 "Traits must be an account-nonce traits word matching Nonce and Deadline",
             ));
         }
-        if !t.allows_relayer(sponsor) {
+        let Some(sponsor) = pool.iter().find(|s| t.allows_relayer(s.address())) else {
+            let sponsor = pool[0].address();
             return Err(AppError::unprocessable(
                 "sponsor_mismatch",
                 format!("the signed call may only be relayed by another relayer, not sponsor {sponsor}"),
             ));
-        }
-        return Ok(vec![word]);
+        };
+        return Ok(vec![(word, sponsor.clone())]);
     }
-    Ok(vec![Traits::account(nonce, deadline, Some(sponsor)).encode(), Traits::account(nonce, deadline, None).encode()])
+    // Bound to one of the sponsors (build responses bind the one they chose), or to any relayer
+    // (then the least busy sponsor sends it).
+    let mut candidates: Vec<(U256, Arc<Sponsor>)> =
+        pool.iter().map(|s| (Traits::account(nonce, deadline, Some(s.address())).encode(), s.clone())).collect();
+    candidates.push((Traits::account(nonce, deadline, None).encode(), pool[0].clone()));
+    Ok(candidates)
 }
 
 /// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the

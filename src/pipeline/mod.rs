@@ -159,6 +159,18 @@ pub struct Sponsors {
     order: Vec<Address>,
     settings: PipelineSettings,
     pipeline: Arc<OnceLock<Arc<Pipeline>>>,
+    load: Arc<Mutex<Load>>,
+    /// EIP-712 domains of permit tokens, read once (every deposit execute needs one).
+    permit_domains: Arc<Mutex<HashMap<Address, crate::chain::eip712::Domain>>>,
+}
+
+/// How busy each sponsor is, for the pool: its transactions not yet mined (counted in the
+/// database by the running pipeline, so across replicas) plus the requests this process sent its
+/// way since that count.
+#[derive(Debug, Default)]
+struct Load {
+    open: HashMap<Address, u64>,
+    picks: HashMap<Address, u64>,
 }
 
 impl Sponsors {
@@ -201,12 +213,43 @@ impl Sponsors {
         &self.order
     }
 
+    /// The configured sponsors among `allowed`, least busy first (ties keep `allowed`'s order):
+    /// a key with several sponsors spreads its requests over them, so one busy key does not
+    /// queue everyone.
+    pub fn by_load(&self, allowed: &[Address]) -> Vec<Arc<Sponsor>> {
+        let load = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        let busy = |a: &Address| load.open.get(a).copied().unwrap_or(0) + load.picks.get(a).copied().unwrap_or(0);
+        let mut pool: Vec<(usize, u64, Arc<Sponsor>)> =
+            allowed.iter().enumerate().filter_map(|(i, a)| Some((i, busy(a), self.get(a)?))).collect();
+        pool.sort_by_key(|(i, busy, _)| (*busy, *i));
+        pool.into_iter().map(|(_, _, s)| s).collect()
+    }
+
+    /// The permit token's EIP-712 domain, if read before.
+    pub fn cached_permit_domain(&self, token: Address) -> Option<crate::chain::eip712::Domain> {
+        self.permit_domains.lock().unwrap_or_else(|e| e.into_inner()).get(&token).cloned()
+    }
+
+    pub fn cache_permit_domain(&self, token: Address, domain: crate::chain::eip712::Domain) {
+        self.permit_domains.lock().unwrap_or_else(|e| e.into_inner()).insert(token, domain);
+    }
+
+    /// Counts a request sent to `sponsor` until the next count of its open transactions.
+    pub fn note_pick(&self, sponsor: Address) {
+        *self.load.lock().unwrap_or_else(|e| e.into_inner()).picks.entry(sponsor).or_default() += 1;
+    }
+
     /// The pipeline, started on first use: one worker task per sponsor. `serve` starts it at
     /// boot so queued rows from before a crash are resumed without waiting for a request.
     pub fn pipeline(&self, store: &Store, provider: &DynProvider) -> Arc<Pipeline> {
         self.pipeline
             .get_or_init(|| {
-                Pipeline::start(self.by_address.clone(), self.settings.clone(), store.clone(), provider.clone())
+                let pipeline =
+                    Pipeline::start(self.by_address.clone(), self.settings.clone(), store.clone(), provider.clone());
+                if self.by_address.len() > 1 {
+                    tokio::spawn(count_load(Arc::downgrade(&pipeline), self.load.clone()));
+                }
+                pipeline
             })
             .clone()
     }
@@ -472,5 +515,25 @@ async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>) {
         }
         drop(p);
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// Keeps the pool's view of each sponsor's open transactions current.
+async fn count_load(pipeline: std::sync::Weak<Pipeline>, load: Arc<Mutex<Load>>) {
+    loop {
+        let Some(p) = pipeline.upgrade() else { return };
+        let every = p.settings.poll_interval.max(Duration::from_millis(100));
+        let sponsors: Vec<Address> = p.lanes.keys().copied().collect();
+        let chain_id = p.lanes.values().next().map(|l| l.sponsor.chain_id).unwrap_or_default();
+        match p.store.open_counts(chain_id, &sponsors).await {
+            Ok(open) => {
+                let mut load = load.lock().unwrap_or_else(|e| e.into_inner());
+                load.open = open;
+                load.picks.clear();
+            }
+            Err(e) => tracing::debug!(error = format!("{e:#}"), "sponsor load count failed"),
+        }
+        drop(p);
+        tokio::time::sleep(every).await;
     }
 }

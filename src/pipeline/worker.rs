@@ -286,7 +286,15 @@ impl Tick<'_> {
 
     /// The chain used this row's nonce: find which transaction did.
     async fn settle_used_nonce(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
+        // Almost always the latest attempt is the one mined: look it up before reading the
+        // row's other hashes.
+        if let Some(receipt) = self.receipt(row.latest.hash).await? {
+            return self.record_receipt(row, row.latest.kind, &receipt, view).await;
+        }
         for (hash, kind) in self.p.store.attempt_hashes(row.id).await? {
+            if hash == row.latest.hash {
+                continue;
+            }
             if let Some(receipt) = self.receipt(hash).await? {
                 return self.record_receipt(row, kind, &receipt, view).await;
             }

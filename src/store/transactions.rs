@@ -644,6 +644,25 @@ impl Store {
         Ok(())
     }
 
+    /// Each sponsor's transactions not yet mined (pending or submitted).
+    pub async fn open_counts(
+        &self,
+        chain_id: u64,
+        sponsors: &[Address],
+    ) -> anyhow::Result<std::collections::HashMap<Address, u64>> {
+        let list: Vec<Vec<u8>> = sponsors.iter().map(|a| a.to_vec()).collect();
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT sponsor, count(*) FROM relay_transactions
+             WHERE chain_id = $1 AND sponsor = ANY($2) AND status IN ('pending', 'submitted') GROUP BY sponsor",
+        )
+        .bind(i64_of(chain_id)?)
+        .bind(&list)
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to count the sponsors' open transactions")?;
+        Ok(rows.into_iter().map(|(a, n)| (Address::from_slice(&a), n as u64)).collect())
+    }
+
     /// Which of rows `ids` are settled (no longer pending or submitted).
     pub async fn settled_among(&self, ids: &[i64]) -> anyhow::Result<Vec<i64>> {
         let rows = sqlx::query_scalar(

@@ -286,3 +286,76 @@ async fn anvil_restarted_from_its_state_dump_mid_load_loses_nothing_and_sends_no
     stack.settle(false, Duration::from_secs(60)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
 }
+
+#[tokio::test]
+async fn a_mined_call_whose_block_is_rolled_back_is_detected_and_ends_mined_once() {
+    reorged_out(Reorg::Rollback).await;
+}
+
+#[tokio::test]
+async fn a_mined_call_whose_block_is_replaced_by_a_reorg_is_detected_and_ends_mined_once() {
+    reorged_out(Reorg::EmptyBlock).await;
+}
+
+enum Reorg {
+    /// The chain gets shorter: the block holding the calls is gone (`anvil_rollback`).
+    Rollback,
+    /// Same height, another block: an empty one replaces it (`anvil_reorg`).
+    EmptyBlock,
+}
+
+/// Three calls are mined in one block, which a reorg then removes from the chain before they
+/// are final; each must be re-detected (sent again if the node forgot it) and end mined once,
+/// recorded in the block it is in now.
+async fn reorged_out(reorg: Reorg) {
+    let stack = Stack::start(&["--no-mining"]).await;
+    // Three confirmations: a mined row stays `mined` (not final) for two more blocks.
+    let relayer = stack.replica(PipelineSettings { confirmations: 3, ..fast_settings() }).await;
+    let users = stack.users(3);
+    stack.fund_wallets(&users, 10, false).await;
+    for u in &users {
+        let body = stack.signed_deposit(&relayer.base, u, 10).await;
+        assert_eq!(stack.post(&relayer.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
+        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.mine().await;
+    while stack.rows().await.iter().any(|(s, _)| s != "mined") {
+        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first: Vec<Vec<u8>> = sqlx::query_scalar("SELECT block_hash FROM relay_transactions ORDER BY id")
+        .fetch_all(stack.store.pool())
+        .await
+        .unwrap();
+    match reorg {
+        Reorg::Rollback => {
+            let _: Value = stack.provider.raw_request("anvil_rollback".into(), (1u64,)).await.expect("anvil_rollback");
+        }
+        Reorg::EmptyBlock => {
+            let no_transactions: Vec<Value> = Vec::new();
+            let _: Value =
+                stack.provider.raw_request("anvil_reorg".into(), (1u64, no_transactions)).await.expect("anvil_reorg");
+        }
+    }
+    assert_eq!(stack.sponsor_chain_nonce().await, 0, "rolled back: nothing of ours on chain");
+    stack.settle(true, Duration::from_secs(30)).await;
+    // Wait for the final depth too: confirmed rows are the ones checked against the new chain.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "confirmed") {
+        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
+        stack.mine().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.assert_exactly_once(&users, 10, 0).await;
+    let last: Vec<Vec<u8>> = sqlx::query_scalar("SELECT block_hash FROM relay_transactions ORDER BY id")
+        .fetch_all(stack.store.pool())
+        .await
+        .unwrap();
+    for (before, after) in first.iter().zip(&last) {
+        assert_ne!(before, after, "each row records the block it is in now, not the one reorged out");
+    }
+}

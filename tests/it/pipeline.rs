@@ -83,3 +83,151 @@ async fn a_refused_execute_frees_its_built_nonce_for_the_next_build() {
     let stale = app.execute(&user, &built).await;
     assert_error(&stale, StatusCode::CONFLICT, "nonce_already_used");
 }
+
+#[tokio::test]
+async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
+    const EXECUTE: &str = "/api/v1/USDC/meta/execute";
+    let app = spawn_app().await;
+    let (a, b) = (app.sponsor, app.other_sponsor);
+    let key = app.store.create_api_key("pool", &[a, b], true).await.unwrap().key;
+    let build = |from: alloy::primitives::Address, sponsor: Option<alloy::primitives::Address>| {
+        let mut body = json!({"From": from, "Amount": "10"});
+        if let Some(s) = sponsor {
+            body["Sponsor"] = json!(s);
+        }
+        let key = key.clone();
+        let app = &app;
+        async move {
+            let (status, built) = app.post_with_key("/api/v1/USDC/payments/deposit", Some(&key), &body).await;
+            assert_eq!(status, StatusCode::OK, "{built}");
+            built
+        }
+    };
+    let sponsor_of =
+        |built: &serde_json::Value| built["Sponsor"].as_str().unwrap().parse::<alloy::primitives::Address>().unwrap();
+    let execute_async = |body: serde_json::Value| {
+        let key = key.clone();
+        let app = &app;
+        async move {
+            let resp = app
+                .http
+                .post(app.url(EXECUTE))
+                .header("X-API-Key", key)
+                .header("Prefer", "respond-async")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::ACCEPTED, "{}", resp.text().await.unwrap());
+        }
+    };
+
+    // Idle: a burst of builds naming no sponsor is spread over both, not all sent to the first.
+    let burst = futures::future::join_all((0..4).map(|_| build(wallet().address(), None))).await;
+    let used: std::collections::BTreeSet<_> = burst.iter().map(sponsor_of).collect();
+    assert_eq!(used, [a, b].into_iter().collect(), "both sponsors used by an idle burst");
+
+    let users: Vec<_> = (0..6).map(|_| wallet()).collect();
+    app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(10)).await;
+    // Sponsor A gets busy: nothing is mined while three calls it sends wait in the node's pool.
+    let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    for u in &users[..3] {
+        let built = build(u.address(), Some(a)).await;
+        assert_eq!(sponsor_of(&built), a);
+        execute_async(app.signed_execute_body(u, &built).await).await;
+    }
+    // The pool counts open transactions every poll (100 ms by default).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM relay_transactions WHERE sponsor = $1 AND status IN ('pending', 'submitted')",
+    )
+    .bind(a.as_slice())
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(open, 3, "A's three calls wait unmined");
+    for (i, u) in users[3..].iter().enumerate() {
+        let built = build(u.address(), None).await;
+        assert_eq!(sponsor_of(&built), b, "A has three calls in flight: the next go to B");
+        let mut body = app.signed_execute_body(u, &built).await;
+        if i == 0 {
+            // Executed without naming the sponsor: the signature's traits say which one.
+            body.as_object_mut().unwrap().remove("Sponsor");
+        }
+        execute_async(body).await;
+    }
+    let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM relay_transactions WHERE status IN ('pending', 'submitted')")
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{open} still open");
+        let _: serde_json::Value = app.provider.raw_request("evm_mine".into(), ()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (i, u) in users.iter().enumerate() {
+        assert_eq!(app.balance_of(u.address()).await, internal(10), "user {i} deposited once");
+        let (sponsor, status): (Vec<u8>, String) =
+            sqlx::query_as("SELECT sponsor, status FROM relay_transactions WHERE signer = $1")
+                .bind(u.address().as_slice())
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(alloy::primitives::Address::from_slice(&sponsor), if i < 3 { a } else { b }, "user {i}");
+        assert!(status == "mined" || status == "confirmed", "user {i}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
+    use alloy::primitives::{B256, Bytes};
+    use streampay_relayer::store::{AttemptKind, NewTransaction, SignedAttempt};
+    let app = spawn_app().await;
+    let item = |meta_nonce: u64| NewTransaction {
+        chain_id: app.chain_id,
+        contract: app.contract,
+        api_key_id: app.api_key_id,
+        signer: wallet().address(),
+        meta_nonce,
+        deadline: 1,
+        sponsor: app.sponsor,
+        calldata: Bytes::from(vec![1, 2, 3]),
+        gas_limit: 100_000,
+        history: None,
+    };
+    let attempt = |hash: B256| SignedAttempt {
+        hash,
+        raw: Bytes::from(vec![9]),
+        kind: AttemptKind::Call,
+        max_fee_per_gas: 2,
+        max_priority_fee_per_gas: 1,
+    };
+    let batch = [item(0), item(0), item(0)];
+    // Two items signed to the same hash: the batch violates a unique key and must leave nothing.
+    let clash = app
+        .store
+        .enqueue_transactions(&batch, 5, |i, _| Ok(attempt(B256::repeat_byte(if i == 2 { 1 } else { 2 }))))
+        .await;
+    let clash = clash.map(|_| ()).unwrap_err();
+    assert!(format!("{clash:#}").contains("queue"), "{clash:#}");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM relay_transactions").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(rows, 0, "no row of a failed batch is kept");
+    // The nonces it took were given back: the next batch starts at the chain's count.
+    let queued = app
+        .store
+        .enqueue_transactions(&batch, 5, |i, nonce| Ok(attempt(B256::with_last_byte(i as u8 + 10 * nonce as u8))))
+        .await
+        .unwrap();
+    let nonces: Vec<u64> = queued.iter().map(|(_, n, _)| *n).collect();
+    assert_eq!(nonces, vec![5, 6, 7]);
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tx_attempts").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(attempts, 3, "one attempt per row");
+}
