@@ -252,7 +252,7 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
         Some(cache) => cache.lookup(&state.store, presented.trim()).await,
         None => state.store.lookup_api_key(presented.trim()).await,
     };
-    let key = match lookup.map_err(AppError::Internal)? {
+    let key = match lookup.map_err(AppError::from)? {
         KeyLookup::Active(key) => key,
         KeyLookup::Unknown => return Err(AppError::unauthorized("invalid_api_key", "the API key is not valid").into()),
         KeyLookup::Revoked { rotated: false } => {

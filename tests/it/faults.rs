@@ -227,14 +227,17 @@ async fn execute_until_accepted(stack: &Stack, base: &str, body: &Value, respond
 }
 
 /// `bodies` executed against `base`, one every `spacing` (alternately waiting for the receipt
-/// and `Prefer: respond-async`), each retried until accepted; answers the total retries.
-async fn staggered_load(stack: &Stack, base: &str, bodies: &[Value], spacing: Duration) -> u32 {
+/// and `Prefer: respond-async`), each retried until accepted; answers the total retries and the
+/// longest time one request took from first try to acceptance.
+async fn staggered_load(stack: &Stack, base: &str, bodies: &[Value], spacing: Duration) -> (u32, Duration) {
     let results = futures::future::join_all(bodies.iter().enumerate().map(|(i, body)| async move {
         tokio::time::sleep(spacing * i as u32).await;
-        execute_until_accepted(stack, base, body, i % 2 == 1).await
+        let started = tokio::time::Instant::now();
+        let (_, retries) = execute_until_accepted(stack, base, body, i % 2 == 1).await;
+        (retries, started.elapsed())
     }))
     .await;
-    results.iter().map(|(_, r)| r).sum()
+    (results.iter().map(|(r, _)| r).sum(), results.iter().map(|(_, t)| *t).max().unwrap_or_default())
 }
 
 #[tokio::test]
@@ -255,9 +258,14 @@ async fn postgres_restarted_mid_load_loses_nothing_and_sends_nothing_twice() {
         stack.restart_postgres(Duration::from_millis(1500)).await;
         before
     };
-    let (retries, queued_before) = tokio::join!(load, fault);
+    let ((retries, longest), queued_before) = tokio::join!(load, fault);
     assert!(queued_before > 0 && queued_before < N, "the restart came mid-load: {queued_before} of {N} queued before");
-    assert!(retries > 0, "some executes met the outage and were told to retry");
+    // A request meets the outage either as a 503 to retry (its query was cut) or by waiting in
+    // the pool for a connection until Postgres is back; which one is down to timing.
+    assert!(
+        retries > 0 || longest >= Duration::from_millis(1000),
+        "no execute met the outage: 0 retries, longest {longest:?}"
+    );
     stack.settle(false, Duration::from_secs(60)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
 }
@@ -280,7 +288,7 @@ async fn anvil_restarted_from_its_state_dump_mid_load_loses_nothing_and_sends_no
         stack.restart_anvil(Duration::from_secs(1)).await;
         in_pool
     };
-    let (retries, in_pool) = tokio::join!(load, fault);
+    let ((retries, _), in_pool) = tokio::join!(load, fault);
     assert!(in_pool > 0, "transactions were waiting in the pool when Anvil stopped");
     assert!(retries > 0, "some executes met the outage and were told to retry");
     stack.settle(false, Duration::from_secs(60)).await;
