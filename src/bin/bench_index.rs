@@ -205,8 +205,8 @@ async fn main() -> anyhow::Result<()> {
     // the comparison pay for an HTTP round trip and JSON.
     let http_base = serve_reads(cached_reader.clone(), contract).await?;
     let http = alloy::transports::http::reqwest::Client::new();
-    // And the relayer's own read endpoints: `api::app` with its X-API-Key check and the same
-    // cached read model `serve` uses.
+    // And the relayer's own read endpoints: `api::app` with every layer (auth with its key cache,
+    // request ids, metrics, tracing) and the same cached read model `serve` uses.
     let (api_base, api_key) = serve_api(index_pool.clone(), &anvil, chain_id, contract, token).await?;
     let mut read_rows = Vec::new();
     for kind in ["balance", "subscriptions", "incoming streams"] {
@@ -371,8 +371,10 @@ async fn serve_api(
     let store = Store::from_pool(pool);
     let sponsor: PrivateKeySigner = anvil.keys()[1].clone().into();
     let key = store.create_api_key("bench", &[sponsor.address()], true).await?;
+    // As `serve` runs: reads and authenticated keys cached, both cleared by NOTIFY.
     let mut settings = Settings::default();
     settings.indexer.read_cache = true;
+    settings.auth.key_cache = true;
     let state = AppState::new(Inner {
         store,
         provider: streampay_relayer::chain::connect(&anvil.endpoint())?,
@@ -381,7 +383,7 @@ async fn serve_api(
         sponsors: Sponsors::from_signers(vec![sponsor], chain_id),
         settings,
     });
-    while !state.index().cache_active() {
+    while !state.index().cache_active() || !state.key_cache().is_some_and(|c| c.active()) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
