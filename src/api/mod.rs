@@ -103,7 +103,6 @@ pub struct Settings {
     pub meta_deadline_secs: u64,
     /// How long `execute` waits for the receipt before answering 202.
     pub receipt_timeout: Duration,
-    pub receipt_poll: Duration,
     /// Thresholds of `GET /health`.
     pub health: health::HealthSettings,
     /// The indexers `serve` starts (`[indexer]` / `STREAMPAY_INDEXER_*`).
@@ -123,7 +122,6 @@ impl Default for Settings {
         Self {
             meta_deadline_secs: 3600,
             receipt_timeout: Duration::from_secs(60),
-            receipt_poll: Duration::from_millis(250),
             health: health::HealthSettings::default(),
             indexer: crate::indexer::IndexerConfig::default(),
             auth: auth::AuthSettings::default(),

@@ -89,7 +89,6 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings {
         meta_deadline_secs: 3600,
         receipt_timeout: Duration::from_secs(30),
-        receipt_poll: Duration::from_millis(20),
         ..Settings::default()
     })
     .await
@@ -103,11 +102,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 /// transactions can be pending at once.
 pub async fn spawn_app_with_block_time(secs: u64) -> TestApp {
     let anvil = Anvil::new().args(["--block-time", &secs.to_string()]);
-    let settings = Settings {
-        receipt_timeout: Duration::from_secs(30),
-        receipt_poll: Duration::from_millis(50),
-        ..Settings::default()
-    };
+    let settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
     spawn_app_on(anvil, settings).await
 }
 
@@ -289,6 +284,18 @@ impl TestApp {
     pub async fn execute(&self, signer: &PrivateKeySigner, built: &Value) -> (StatusCode, Value) {
         let body = self.signed_execute_body(signer, built).await;
         self.post("/api/v1/USDC/meta/execute", &body).await
+    }
+
+    /// `POST /meta/execute` with `Prefer: respond-async` and the harness key; the raw answer.
+    pub async fn execute_async(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/USDC/meta/execute"))
+            .header("X-API-Key", &self.api_key)
+            .header("Prefer", "respond-async")
+            .json(body)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Signs and executes, asserting success.

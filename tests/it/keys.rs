@@ -16,12 +16,7 @@ use crate::harness::{TestApp, assert_error, spawn_app_with, wallet};
 const SECRET: &str = "test-admin-secret-0123456789abcdef";
 
 fn settings(auth: AuthSettings) -> Settings {
-    Settings {
-        receipt_timeout: Duration::from_secs(30),
-        receipt_poll: Duration::from_millis(20),
-        auth,
-        ..Settings::default()
-    }
+    Settings { receipt_timeout: Duration::from_secs(30), auth, ..Settings::default() }
 }
 
 async fn spawn() -> TestApp {
@@ -73,7 +68,6 @@ async fn key(app: &TestApp, spec: KeySpec) -> (i64, String) {
 #[tokio::test]
 async fn key_kind_by_endpoint_matrix() {
     let app = spawn().await;
-    app.sync_index().await; // the balance cell reads the index
     let rw = [Scope::Read, Scope::Relay];
     let (_, read_only) = key(&app, spec(&app, &[Scope::Read])).await;
     let (_, relay_only) = key(&app, spec(&app, &[Scope::Relay])).await;

@@ -376,15 +376,7 @@ async fn prefer_respond_async_answers_202_and_the_transaction_can_be_polled() {
     app.fund(&user, 5).await;
     let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let body = app.signed_execute_body(&user, &built).await;
-    let resp = app
-        .http
-        .post(app.url("/api/v1/USDC/meta/execute"))
-        .header("X-API-Key", &app.api_key)
-        .header("Prefer", "respond-async")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.execute_async(&body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(resp.headers()["preference-applied"], "respond-async");
     let accepted: Value = resp.json().await.unwrap();

@@ -199,15 +199,7 @@ async fn metrics_queue_depth_follows_a_transaction_in_flight() {
         .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": wallet().address(), "Amount": "1"}))
         .await;
     let body = app.signed_execute_body(&user, &built).await;
-    let resp = app
-        .http
-        .post(app.url("/api/v1/USDC/meta/execute"))
-        .header("X-API-Key", &app.api_key)
-        .header("Prefer", "respond-async")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.execute_async(&body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let sponsor = app.sponsor.to_checksum(None);
     let open = |m: &[Sample]| -> f64 {

@@ -81,15 +81,7 @@ async fn sponsors_count_in_flight_transactions_and_reserve_their_cost() {
     app.fund(&alice, 10).await;
     let before = sponsor_view(&app, &app.api_key).await;
     let body = built_pay(&app, &alice, "1").await;
-    let resp = app
-        .http
-        .post(app.url("/api/v1/USDC/meta/execute"))
-        .header("X-API-Key", &app.api_key)
-        .header("Prefer", "respond-async")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.execute_async(&body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let during = sponsor_view(&app, &app.api_key).await;
     assert_eq!(during["InFlight"], 1, "{during}");
@@ -298,15 +290,7 @@ async fn policy_never_holds_back_a_transaction_already_accepted() {
     app.fund(&bob, 10).await;
     let body = built_pay(&app, &alice, "1").await;
     let next = built_pay(&app, &bob, "1").await;
-    let resp = app
-        .http
-        .post(app.url("/api/v1/USDC/meta/execute"))
-        .header("X-API-Key", &app.api_key)
-        .header("Prefer", "respond-async")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.execute_async(&body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let accepted: Value = resp.json().await.unwrap();
     // Every limit at its tightest while the call is in flight.

@@ -118,13 +118,7 @@ fn test_settings() -> WebhookSettings {
 }
 
 fn settings(webhooks: WebhookSettings) -> Settings {
-    Settings {
-        meta_deadline_secs: 3600,
-        receipt_timeout: Duration::from_secs(30),
-        receipt_poll: Duration::from_millis(20),
-        webhooks,
-        ..Settings::default()
-    }
+    Settings { meta_deadline_secs: 3600, receipt_timeout: Duration::from_secs(30), webhooks, ..Settings::default() }
 }
 
 /// The app with the webhook dispatcher running.
@@ -773,15 +767,7 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
         .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "8"}))
         .await;
     let body = app.signed_execute_body(&user, &built).await;
-    let resp = app
-        .http
-        .post(app.url("/api/v1/USDC/meta/execute"))
-        .header("X-API-Key", &app.api_key)
-        .header("Prefer", "respond-async")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.execute_async(&body).await;
     let status = resp.status();
     let accepted: Value = resp.json().await.unwrap();
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
