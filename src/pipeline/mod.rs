@@ -234,6 +234,13 @@ impl Sponsors {
         self.permit_domains.lock().unwrap_or_else(|e| e.into_inner()).insert(token, domain);
     }
 
+    /// How busy the pool thinks `sponsor` is right now: its open transactions at the last count
+    /// plus the requests sent its way since.
+    pub fn load_of(&self, sponsor: &Address) -> u64 {
+        let load = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        load.open.get(sponsor).copied().unwrap_or(0) + load.picks.get(sponsor).copied().unwrap_or(0)
+    }
+
     /// Counts a request sent to `sponsor` until the next count of its open transactions.
     pub fn note_pick(&self, sponsor: Address) {
         *self.load.lock().unwrap_or_else(|e| e.into_inner()).picks.entry(sponsor).or_default() += 1;

@@ -73,7 +73,7 @@ async fn a_sponsor_nonce_used_outside_the_relayer_is_detected_and_the_call_moved
         .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas * 10);
     let pending = outsider.send_transaction(tx).await.expect("outside transaction");
     stack.mine().await;
-    pending.get_receipt().await.unwrap();
+    pending.with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.unwrap();
     stack.settle(true, Duration::from_secs(30)).await;
     stack.assert_exactly_once(&users, 10, 1).await;
     let nonces: Vec<u64> = stack.rows().await.iter().map(|(_, n)| *n).collect();

@@ -34,6 +34,12 @@ pub const LIQUIDATION_WINDOW: u64 = 86_400;
 pub const TOKEN_DECIMALS: u8 = 6;
 const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 
+/// How long a test waits for a transaction it sent to be mined before it fails (every receipt
+/// wait in the suite is bounded by it; alloy's own wait has no limit).
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest any single HTTP request of the test clients may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
 static CLUSTER: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
 
 fn cluster() -> Arc<PgCluster> {
@@ -157,7 +163,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
 
     TestApp {
         base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().expect("HTTP client"),
         api_key: key.key,
         api_key_id: key.id,
         sponsor,
@@ -335,6 +341,7 @@ impl TestApp {
             .send()
             .await
             .expect("mint")
+            .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
             .get_receipt()
             .await
             .expect("mint receipt");
@@ -349,7 +356,7 @@ impl TestApp {
             pending.push(token.mint(*who, amount).send().await.expect("mint"));
         }
         for p in pending {
-            p.get_receipt().await.expect("mint receipt");
+            p.with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.expect("mint receipt");
         }
     }
 

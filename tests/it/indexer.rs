@@ -58,13 +58,22 @@ async fn funded_wallet(app: &TestApp) -> (PrivateKeySigner, DynProvider) {
 /// Mints `n` tokens to the provider's account and deposits them with plain transactions.
 async fn deposit_direct(app: &TestApp, p: &DynProvider, who: Address, n: u64) {
     app.mint(who, tokens(n)).await;
-    MockToken::new(app.token, p).approve(app.contract, U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+    MockToken::new(app.token, p)
+        .approve(app.contract, U256::MAX)
+        .send()
+        .await
+        .unwrap()
+        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .unwrap();
     let sp = StreamPay::new(app.contract, p);
     let deposit = sp.deposit(tokens(n), false);
     if let Err(e) = deposit.call().await {
         panic!("deposit would revert: {e}");
     }
-    let r = deposit.send().await.unwrap().get_receipt().await.unwrap();
+    let r =
+        deposit.send().await.unwrap().with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.unwrap();
     assert!(r.status());
 }
 
@@ -343,7 +352,16 @@ async fn reorg_that_reorders_payments_applies_the_new_order() {
     // Alice holds 25: paying bob 10 then carol 20 leaves the second payment reverted.
     let sp = StreamPay::new(app.contract, &p);
     send_ok(sp.pay(bob, internal(10))).await;
-    let second = sp.pay(carol, internal(20)).gas(200_000).send().await.unwrap().get_receipt().await.unwrap();
+    let second = sp
+        .pay(carol, internal(20))
+        .gas(200_000)
+        .send()
+        .await
+        .unwrap()
+        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .unwrap();
     assert!(!second.status());
     ix.sync_to_head().await.unwrap();
     assert_eq!(reader(&app).balance(app.contract, bob).await.unwrap().unwrap().balance, internal(10));
@@ -822,8 +840,15 @@ async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
     let task = tokio::spawn(ix.run(std::future::pending()));
     let r = IndexReader::new(app.store.pool().clone(), anvil.chain_id());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while status.borrow().indexed_block < admin.get_block_number().await.unwrap() {
-        assert!(tokio::time::Instant::now() < deadline, "initial sync");
+    loop {
+        // Read the head first, then the status: a `watch::Ref` held across an `.await` blocks the
+        // indexer's next status update on this same thread (a deadlock, not a slow test).
+        let head = admin.get_block_number().await.unwrap();
+        let indexed = status.borrow().indexed_block;
+        if indexed >= head {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "initial sync: indexed {indexed} of {head}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await; // now idle, waiting on the subscription

@@ -199,6 +199,9 @@ async fn metrics_queue_depth_follows_a_transaction_in_flight() {
         .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": wallet().address(), "Amount": "1"}))
         .await;
     let body = app.signed_execute_body(&user, &built).await;
+    // No block until the scrape below has seen the call: a 4 s block landing between the 202
+    // and the scrape would otherwise settle it first.
+    let _: Value = app.provider.raw_request("evm_setIntervalMining".into(), (0u64,)).await.unwrap();
     let resp = app.execute_async(&body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let sponsor = app.sponsor.to_checksum(None);
@@ -210,6 +213,7 @@ async fn metrics_queue_depth_follows_a_transaction_in_flight() {
     };
     let m = scrape(&app).await;
     assert_eq!(open(&m), 1.0, "the relayed call is in the queue");
+    let _: Value = app.provider.raw_request("evm_setIntervalMining".into(), (1u64,)).await.unwrap();
     let after = wait_open(&app, 0.0).await;
     assert_eq!(grew(&before, &after, "streampay_pipeline_settled_total", &[("outcome", "mined")]), 1.0);
 }

@@ -5,13 +5,14 @@ use alloy::{primitives::U256, providers::Provider};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{assert_error, internal, sign_document, spawn_app, spawn_app_with_block_time, tokens, wallet};
+use crate::harness::{assert_error, internal, sign_document, spawn_app, tokens, wallet};
 
 #[tokio::test]
 async fn one_sponsor_has_many_transactions_in_flight_at_once() {
-    // With a block every second, executes that waited for each other's receipts would land in
-    // different blocks; in flight together, they share one block with consecutive nonces.
-    let app = spawn_app_with_block_time(1).await;
+    // Executes that waited for each other's receipts could never share a block; in flight
+    // together, they do, with consecutive nonces. Blocks are mined by the test, once all four
+    // wait in the node's pool, so no block boundary of the node's own can split them.
+    let app = spawn_app().await;
     let users: Vec<_> = (0..4).map(|_| wallet()).collect();
     app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(10)).await;
     let mut built = Vec::new();
@@ -22,8 +23,25 @@ async fn one_sponsor_has_many_transactions_in_flight_at_once() {
     for (user, b) in users.iter().zip(&built) {
         bodies.push(app.signed_execute_body(user, b).await);
     }
-    let results =
-        futures::future::join_all(bodies.iter().map(|body| app.post("/api/v1/USDC/meta/execute", body))).await;
+    let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let executes = futures::future::join_all(bodies.iter().map(|body| app.post("/api/v1/USDC/meta/execute", body)));
+    let mine_when_all_wait = async {
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM relay_transactions WHERE status = 'submitted'")
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+            if waiting == 4 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "only {waiting} of 4 executes reached the node");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _: serde_json::Value = app.provider.raw_request("evm_mine".into(), ()).await.unwrap();
+        let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+    };
+    let (results, ()) = tokio::join!(executes, mine_when_all_wait);
     let mut blocks = Vec::new();
     let mut sponsor_nonces = Vec::new();
     for (status, resp) in &results {
@@ -127,17 +145,22 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
     let used: std::collections::BTreeSet<_> = burst.iter().map(sponsor_of).collect();
     assert_eq!(used, [a, b].into_iter().collect(), "both sponsors used by an idle burst");
 
-    let users: Vec<_> = (0..6).map(|_| wallet()).collect();
+    // A_CALLS calls go to A, then B_CALLS builds name no sponsor. Each of those builds counts one
+    // pick for B, and so does the execute that names no sponsor, until the pool's next count
+    // (every 100 ms) replaces the picks by B's open rows; so B's load before the last build is at
+    // most 2 × (B_CALLS − 1), which stays below A's A_CALLS whenever the count runs.
+    const A_CALLS: usize = 5;
+    const B_CALLS: usize = 3;
+    let users: Vec<_> = (0..A_CALLS + B_CALLS).map(|_| wallet()).collect();
     app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(10)).await;
-    // Sponsor A gets busy: nothing is mined while three calls it sends wait in the node's pool.
+    // Sponsor A gets busy: with automine off nothing is mined, so A's calls stay open (pending or
+    // submitted) until the test mines them below; the chain cannot overtake the assertions.
     let _: serde_json::Value = app.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
-    for u in &users[..3] {
+    for u in &users[..A_CALLS] {
         let built = build(u.address(), Some(a)).await;
         assert_eq!(sponsor_of(&built), a);
         execute_async(app.signed_execute_body(u, &built).await).await;
     }
-    // The pool counts open transactions every poll (100 ms by default).
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let open: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM relay_transactions WHERE sponsor = $1 AND status IN ('pending', 'submitted')",
     )
@@ -145,10 +168,25 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
     .fetch_one(app.store.pool())
     .await
     .unwrap();
-    assert_eq!(open, 3, "A's three calls wait unmined");
-    for (i, u) in users[3..].iter().enumerate() {
+    assert_eq!(open, A_CALLS as i64, "A's calls wait unmined");
+    // Wait (bounded) until the pool's own count has seen them, instead of sleeping a poll or two.
+    let counted = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.state.sponsors.load_of(&a) < A_CALLS as u64 {
+        assert!(
+            tokio::time::Instant::now() < counted,
+            "the pool never counted A's {A_CALLS} open calls (counts {})",
+            app.state.sponsors.load_of(&a)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (i, u) in users[A_CALLS..].iter().enumerate() {
         let built = build(u.address(), None).await;
-        assert_eq!(sponsor_of(&built), b, "A has three calls in flight: the next go to B");
+        assert_eq!(
+            sponsor_of(&built),
+            b,
+            "A has {A_CALLS} calls in flight, B at most {}: the next go to B",
+            app.state.sponsors.load_of(&b)
+        );
         let mut body = app.signed_execute_body(u, &built).await;
         if i == 0 {
             // Executed without naming the sponsor: the signature's traits say which one.
@@ -179,7 +217,7 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
                 .fetch_one(app.store.pool())
                 .await
                 .unwrap();
-        assert_eq!(alloy::primitives::Address::from_slice(&sponsor), if i < 3 { a } else { b }, "user {i}");
+        assert_eq!(alloy::primitives::Address::from_slice(&sponsor), if i < A_CALLS { a } else { b }, "user {i}");
         assert!(status == "mined" || status == "confirmed", "user {i}: {status}");
     }
 }

@@ -139,7 +139,7 @@ impl Stack {
             api_key: key.key,
             sponsor_signer,
             deployer: deployer_address,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().timeout(crate::harness::HTTP_TIMEOUT).build().expect("HTTP client"),
             dir,
             cluster,
         }
@@ -273,7 +273,12 @@ impl Stack {
         if !automine {
             self.mine().await;
         }
-        let receipts = futures::future::join_all(pending.into_iter().map(|p| p.expect("mint").get_receipt())).await;
+        let receipts = futures::future::join_all(
+            pending
+                .into_iter()
+                .map(|p| p.expect("mint").with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt()),
+        )
+        .await;
         for r in receipts {
             assert!(r.expect("mint receipt").status(), "mint succeeded");
         }
@@ -423,5 +428,11 @@ async fn deploy(
     if !automine {
         let _: Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     }
-    pending.get_receipt().await.expect("deploy receipt").contract_address.expect("contract address")
+    pending
+        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .expect("deploy receipt")
+        .contract_address
+        .expect("contract address")
 }

@@ -81,6 +81,9 @@ async fn sponsors_count_in_flight_transactions_and_reserve_their_cost() {
     app.fund(&alice, 10).await;
     let before = sponsor_view(&app, &app.api_key).await;
     let body = built_pay(&app, &alice, "1").await;
+    // No block until the view below is taken: one landing right after the 202 would settle the
+    // call first.
+    let _: Value = app.provider.raw_request("evm_setIntervalMining".into(), (0u64,)).await.unwrap();
     let resp = app.execute_async(&body).await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let during = sponsor_view(&app, &app.api_key).await;

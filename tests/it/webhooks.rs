@@ -628,6 +628,7 @@ async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations(
         .send()
         .await
         .unwrap()
+        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
         .get_receipt()
         .await
         .unwrap();
@@ -783,7 +784,10 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
         .unwrap();
     raw("evm_mine", json!([])).await;
     raw("evm_setAutomine", json!([true])).await;
-    assert!(own.get_receipt().await.unwrap().status(), "the user's own withdrawal");
+    assert!(
+        own.with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.unwrap().status(),
+        "the user's own withdrawal"
+    );
 
     let failed = event(&receiver, "transaction.failed", |d| d["transaction_id"] == accepted["TransactionId"]).await;
     assert_eq!(failed["data"]["state"], "failed");
