@@ -226,6 +226,19 @@ async fn execute_until_accepted(stack: &Stack, base: &str, body: &Value, respond
     }
 }
 
+/// Polls the queue until `pred` holds of its rows (bounded: fails saying what never happened).
+async fn wait_rows(stack: &Stack, what: &str, pred: impl Fn(&[(String, u64)]) -> bool) -> Vec<(String, u64)> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = stack.rows().await;
+        if pred(&rows) {
+            return rows;
+        }
+        assert!(tokio::time::Instant::now() < end, "never saw {what}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `bodies` executed against `base`, one every `spacing` (alternately waiting for the receipt
 /// and `Prefer: respond-async`), each retried until accepted; answers the total retries and the
 /// longest time one request took from first try to acceptance.
@@ -249,12 +262,12 @@ async fn postgres_restarted_mid_load_loses_nothing_and_sends_nothing_twice() {
     stack.fund_wallets(&users, 10, true).await;
     let bodies: Vec<Value> =
         stack.signed_deposits(&users, 10, |_| relayer.base.clone()).await.into_iter().map(|(_, b)| b).collect();
-    // Executes arrive over ~1.8 s; Postgres goes down (fast shutdown, every session cut) after
-    // 0.4 s for 1.5 s.
+    // Executes arrive over ~1.8 s; Postgres goes down (fast shutdown, every session cut) for
+    // 1.5 s once the first of them are queued: a condition, not a fixed delay, so a slow machine
+    // cannot move the restart before the load or after it.
     let load = staggered_load(&stack, &relayer.base, &bodies, Duration::from_millis(30));
     let fault = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let before = stack.rows().await.len();
+        let before = wait_rows(&stack, "a first queued execute", |rows| !rows.is_empty()).await.len();
         stack.restart_postgres(Duration::from_millis(1500)).await;
         before
     };
@@ -282,9 +295,14 @@ async fn anvil_restarted_from_its_state_dump_mid_load_loses_nothing_and_sends_no
     let bodies: Vec<Value> =
         stack.signed_deposits(&users, 10, |_| relayer.base.clone()).await.into_iter().map(|(_, b)| b).collect();
     let load = staggered_load(&stack, &relayer.base, &bodies, Duration::from_millis(50));
+    // Anvil restarts once a call waits in its pool while at most half the executes are
+    // queued, so the later half meets the outage (a condition, not a fixed delay).
     let fault = async {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let in_pool = stack.rows().await.iter().filter(|(s, _)| s == "submitted").count();
+        let rows = wait_rows(&stack, "a call in the pool with half the load to come", |rows| {
+            rows.len() <= N / 2 && rows.iter().any(|(s, _)| s == "submitted")
+        })
+        .await;
+        let in_pool = rows.iter().filter(|(s, _)| s == "submitted").count();
         stack.restart_anvil(Duration::from_secs(1)).await;
         in_pool
     };

@@ -37,8 +37,10 @@ const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 /// How long a test waits for a transaction it sent to be mined before it fails (every receipt
 /// wait in the suite is bounded by it; alloy's own wait has no limit).
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest any single HTTP request of the test clients may take.
-pub const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest any single HTTP request of the test clients may take: above what a synchronous
+/// execute under the heaviest fault test takes on a loaded 2-core machine (about a minute), below
+/// nextest's 180 s limit so the failure names the request.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(150);
 
 static CLUSTER: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
 
