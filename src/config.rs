@@ -51,8 +51,9 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// `database.max_connections` / `STREAMPAY_DATABASE_MAX_CONNECTIONS`.
     pub database_max_connections: u32,
-    /// `chain.rpc_url` / `STREAMPAY_RPC_URL`; when unset, the deployments file's `rpcUrl`.
-    pub rpc_url: Option<String>,
+    /// `chain.rpc_url` / `STREAMPAY_RPC_URL`; when unset, the deployments file's `rpcUrl`. A
+    /// secret: providers put their API key in it.
+    pub rpc_url: Option<Secret>,
     /// `chain.deployments_file` / `STREAMPAY_DEPLOYMENTS_FILE`.
     pub deployments_file: PathBuf,
     /// `chain.meta_deadline_secs` / `STREAMPAY_META_DEADLINE_SECS`: lifetime of a built
@@ -199,7 +200,7 @@ struct FileDatabase {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileChain {
-    rpc_url: Option<String>,
+    rpc_url: Option<Secret>,
     deployments_file: Option<PathBuf>,
     meta_deadline_secs: Option<u64>,
     receipt_timeout_secs: Option<u64>,
@@ -432,7 +433,7 @@ impl Config {
             self.database_max_connections = v.parse().context("STREAMPAY_DATABASE_MAX_CONNECTIONS is not a number")?;
         }
         if let Some(v) = parse("STREAMPAY_RPC_URL") {
-            self.rpc_url = Some(v);
+            self.rpc_url = Some(Secret::new(v));
         }
         if let Some(v) = parse("STREAMPAY_DEPLOYMENTS_FILE") {
             self.deployments_file = PathBuf::from(v);
@@ -580,7 +581,7 @@ impl Config {
 pub struct DeploymentsFile {
     pub chain_id: u64,
     #[serde(default)]
-    pub rpc_url: Option<String>,
+    pub rpc_url: Option<Secret>,
     pub deployments: Vec<Deployment>,
 }
 
@@ -648,7 +649,7 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert_eq!(c.rpc_url.as_deref(), Some("http://env:8545"));
+        assert_eq!(c.rpc_url.as_ref().map(Secret::expose), Some("http://env:8545"));
         assert_eq!(c.sponsor_keys, vec![Secret::new("0x02"), Secret::new("0x03")]);
         assert_eq!(c.listen.port(), 9000);
     }

@@ -16,6 +16,9 @@ use crate::{
 /// Structured logs to stdout; `RUST_LOG` filters (default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // alloy's HTTP transport records the whole RPC URL (a provider key) on its debug span: never
+    // enabled, whatever RUST_LOG asks for.
+    let filter = filter.add_directive("alloy_transport_http=info".parse().expect("a valid directive"));
     // try_init (also routes `log` records): a second call (tests, `dev` after `serve` setup) is harmless.
     let _ = log_subscriber(format, filter, std::io::stdout).try_init();
 }
@@ -44,9 +47,8 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         .clone()
         .or_else(|| deployments.rpc_url.clone())
         .context("No RPC URL: set chain.rpc_url / STREAMPAY_RPC_URL or rpcUrl in the deployments file")?;
-    let provider = chain::connect(&rpc_url)?;
-    let chain_id =
-        provider.get_chain_id().await.with_context(|| format!("Failed to reach the RPC node at {rpc_url}"))?;
+    let provider = chain::connect(rpc_url.expose())?;
+    let chain_id = provider.get_chain_id().await.context("Failed to reach the RPC node")?;
     if chain_id != deployments.chain_id {
         bail!("the RPC node is on chain {chain_id} but the deployments file is for chain {}", deployments.chain_id);
     }

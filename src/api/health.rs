@@ -101,6 +101,7 @@ pub struct Probe {
 pub struct RpcProbe {
     pub ok: bool,
     pub latency_ms: u64,
+    /// What failed, in a fixed wording (the node's own error is logged, redacted, not served).
     pub error: Option<String>,
     /// The chain head, when the node answered.
     pub block_number: Option<u64>,
@@ -174,7 +175,16 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     if db.is_err() {
         degraded.push(Subsystem::Database);
     }
-    let mut rpc_error = rpc.as_ref().err().cloned();
+    // A fixed text, never the transport's: this answer is public, and a node's errors name
+    // hosts, resolver answers and (before redaction) the URL with its provider key.
+    let mut rpc_error = match &rpc {
+        Err(e) if e.starts_with("no answer within") => Some(e.clone()),
+        Err(_) => Some("the RPC node could not be reached or answered with an error".to_string()),
+        Ok(_) => None,
+    };
+    if let Err(e) = &rpc {
+        tracing::warn!(error = %e, "health check: the RPC node failed");
+    }
     let head = match rpc {
         Ok((id, head)) if id == state.chain_id => Some(head),
         Ok((id, _)) => {

@@ -7,17 +7,158 @@ pub mod revert;
 pub mod signature;
 pub mod traits;
 
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use std::{
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+};
+
+use alloy::{
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::json_rpc::{RequestPacket, ResponsePacket},
+    transports::{RpcError, TransportError, TransportErrorKind, TransportFut},
+};
 use anyhow::Context;
 
 pub use bindings::{IPermitToken, MockToken, StreamPay};
 
+/// What stands in for the RPC URL in every message, answer and log line. Providers put their
+/// API key in the URL (path, query or user info), so no part of it is ever shown, not even the
+/// host.
+pub const REDACTED_RPC_URL: &str = "<rpc-url>";
+
 /// A plain JSON-RPC provider without fillers: the pipeline sets nonces, gas and fees itself.
-/// Every call is timed and its failures counted ([`crate::observability::RpcMetricsLayer`]).
+/// Every call is timed and its failures counted ([`crate::observability::RpcMetricsLayer`]),
+/// and transport errors lose the URL before anything sees them ([`RedactUrlLayer`]): reqwest's
+/// errors print `… for url (<the whole URL>)`, and they end up in `/health`, `LastError`, API
+/// error messages and logs.
 pub fn connect(rpc_url: &str) -> anyhow::Result<DynProvider> {
-    let url = rpc_url.parse().with_context(|| format!("Invalid RPC URL {rpc_url}"))?;
-    let client = alloy::rpc::client::ClientBuilder::default().layer(crate::observability::RpcMetricsLayer).http(url);
+    let url = rpc_url.parse().map_err(|_| anyhow::anyhow!("Invalid RPC URL ({REDACTED_RPC_URL})"))?;
+    let client = alloy::rpc::client::ClientBuilder::default()
+        .layer(crate::observability::RpcMetricsLayer)
+        .layer(RedactUrlLayer::new(rpc_url))
+        .http(url);
     Ok(ProviderBuilder::new().disable_recommended_fillers().connect_client(client).erased())
+}
+
+/// Replaces every spelling of the RPC URL in `text`, and whatever reqwest names after
+/// `for url (`, with [`REDACTED_RPC_URL`].
+pub fn redact_url_in(text: &str, url: &str) -> String {
+    let mut out = text.to_string();
+    for needle in url_spellings(url) {
+        out = out.replace(&needle, REDACTED_RPC_URL);
+    }
+    const MARK: &str = "for url (";
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find(MARK) {
+        let start = i + MARK.len();
+        result.push_str(&rest[..start]);
+        result.push_str(REDACTED_RPC_URL);
+        rest = match rest[start..].find(')') {
+            Some(j) => &rest[start + j..],
+            None => "",
+        };
+    }
+    result.push_str(rest);
+    result
+}
+
+/// The URL as configured and as the `url` crate prints it (normalised, with and without the
+/// trailing slash), longest first.
+fn url_spellings(url: &str) -> Vec<String> {
+    let mut all = vec![url.trim().to_string()];
+    if let Ok(parsed) = url.trim().parse::<reqwest::Url>() {
+        all.push(parsed.as_str().to_string());
+        all.push(parsed.as_str().trim_end_matches('/').to_string());
+    }
+    all.retain(|s| !s.is_empty());
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    all.dedup();
+    all
+}
+
+/// A transport error's text (with its causes) after redaction; replaces the original error,
+/// whose `Debug` and `Display` would print the URL.
+#[derive(Debug)]
+struct RedactedTransportError(String);
+
+impl std::fmt::Display for RedactedTransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedactedTransportError {}
+
+/// The tower layer behind [`connect`] that strips the RPC URL from transport errors. JSON-RPC
+/// error answers (`ErrorResp`) and HTTP status errors carry no URL and pass through unchanged,
+/// so the pipeline's fault classification sees the same variants as before.
+#[derive(Debug, Clone)]
+pub struct RedactUrlLayer {
+    url: Arc<str>,
+}
+
+impl RedactUrlLayer {
+    pub fn new(url: &str) -> Self {
+        Self { url: url.into() }
+    }
+}
+
+impl<S> tower::Layer<S> for RedactUrlLayer {
+    type Service = RedactUrl<S>;
+    fn layer(&self, inner: S) -> RedactUrl<S> {
+        RedactUrl { inner, url: self.url.clone() }
+    }
+}
+
+/// The service [`RedactUrlLayer`] wraps a transport in.
+#[derive(Debug, Clone)]
+pub struct RedactUrl<S> {
+    inner: S,
+    url: Arc<str>,
+}
+
+impl<S> tower::Service<RequestPacket> for RedactUrl<S>
+where
+    S: tower::Service<RequestPacket, Response = ResponsePacket, Error = TransportError, Future = TransportFut<'static>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    type Response = ResponsePacket;
+    type Error = TransportError;
+    type Future = TransportFut<'static>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TransportError>> {
+        self.inner.poll_ready(cx).map_err(|e| redact_error(e, &self.url))
+    }
+
+    fn call(&mut self, req: RequestPacket) -> Self::Future {
+        let url = self.url.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move { fut.await.map_err(|e| redact_error(e, &url)) })
+    }
+}
+
+fn redact_error(err: TransportError, url: &str) -> TransportError {
+    match err {
+        RpcError::Transport(TransportErrorKind::Custom(inner)) => {
+            // The causes too ("tcp connect error: Connection refused"): they classify the fault.
+            let mut text = inner.to_string();
+            let mut cause = std::error::Error::source(&*inner);
+            while let Some(c) = cause {
+                let t = c.to_string();
+                if !text.ends_with(&t) {
+                    text.push_str(": ");
+                    text.push_str(&t);
+                }
+                cause = c.source();
+            }
+            TransportErrorKind::custom(RedactedTransportError(redact_url_in(&text, url)))
+        }
+        other => other,
+    }
 }
 
 /// The timestamp of the latest block: "now" for deadlines, so a dev chain whose clock was moved
@@ -29,4 +170,28 @@ pub async fn chain_time(provider: &DynProvider) -> anyhow::Result<u64> {
         .context("Failed to read the latest block")?
         .context("The node returned no latest block")?;
     Ok(block.header.timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_the_rpc_url_is_redacted() {
+        let url = "https://user:pw-secret@eth.example.io/v2/KEY-SECRET?apikey=Q-SECRET";
+        let texts = [
+            format!("error sending request for url ({url})"),
+            // As the url crate normalises it (the message reqwest writes).
+            format!("error sending request for url ({})", url.parse::<reqwest::Url>().unwrap()),
+            format!("Failed to reach {url}: connection refused"),
+            // A URL that is not the configured one (a redirect target), named by reqwest.
+            "error following redirect for url (https://eth.example.io/v3/OTHER-SECRET)".to_string(),
+        ];
+        for text in texts {
+            let out = redact_url_in(&text, url);
+            assert!(!out.contains("SECRET") && !out.contains("pw-secret"), "{out}");
+            assert!(out.contains(REDACTED_RPC_URL), "{out}");
+        }
+        assert_eq!(redact_url_in("nonce too low", url), "nonce too low", "other text is left alone");
+    }
 }

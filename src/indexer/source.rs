@@ -89,7 +89,7 @@ impl RpcLogSource {
             .disable_recommended_fillers()
             .connect_ws(WsConnect::new(url))
             .await
-            .with_context(|| format!("Failed to connect to {url}"))?
+            .context("Failed to connect to the RPC node's websocket")?
             .erased();
         let sub = provider.subscribe_blocks().await.context("eth_subscribe(newHeads) failed")?;
         let (tx, rx) = tokio::sync::watch::channel(0u64);

@@ -20,6 +20,7 @@ mod pipeline_stack;
 mod platform_discovery;
 mod platform_health;
 mod resolve;
+mod secrets;
 mod sponsors;
 mod story;
 mod subscriptions;
