@@ -719,7 +719,23 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
     let app = spawn_app_with(self::settings(settings.clone())).await;
     let receiver = Receiver::start(&[Reply::Status(500)], 200).await;
     let (id, secret) = register(&app, &receiver.url, &["transaction.mined"]).await;
-    let first = webhooks::spawn(&app.state);
+    // The first dispatcher runs as another process would: with connections of its own, which
+    // die with it. (Aborted tasks sharing the test's pool could hand back a connection cut
+    // mid-statement, still holding its locks, which no crashed process leaves behind.)
+    let own_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*app.store.pool().connect_options()).clone())
+        .await
+        .unwrap();
+    let first_process = streampay_relayer::api::AppState::new(streampay_relayer::api::Inner {
+        store: streampay_relayer::store::Store::from_pool(own_pool.clone()),
+        provider: app.provider.clone(),
+        chain_id: app.chain_id,
+        contracts: app.state.contracts.clone(),
+        sponsors: app.state.sponsors.clone(),
+        settings: app.state.settings.clone(),
+    });
+    let first = webhooks::spawn(&first_process);
     let user = wallet();
     app.fund(&user, 3).await;
     // The first attempt failed; the dispatcher dies before the retry.
@@ -728,6 +744,7 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
     for t in first {
         let _ = t.await;
     }
+    own_pool.close().await;
     // While it is down: another relayed deposit (its event waits in the outbox).
     app.fund(&user, 2).await;
     tokio::time::sleep(settings.backoff(1) + Duration::from_millis(200)).await;
