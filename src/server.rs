@@ -108,6 +108,8 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
     crate::indexer::spawn_for_api(&state);
     // Webhook events from the database, delivered signed with retries.
     crate::webhooks::spawn(&state);
+    // Tables that would only grow: pruned hourly.
+    spawn_housekeeping(state.store.clone());
     // Liquidate accounts the index predicts insolvent (one replica at a time).
     if state.settings.keeper.enabled {
         crate::keeper::Keeper::new(state.clone(), state.settings.keeper.clone())?.spawn();
@@ -117,6 +119,26 @@ pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")
+}
+
+/// How often [`spawn_housekeeping`] prunes.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes, every [`HOUSEKEEPING_EVERY`] from start-up: `Idempotency-Key` entries past their TTL
+/// ([`api::idempotency::TTL`]). Webhook events and their delivery logs are pruned by the webhook
+/// producer after `webhooks.retention_days`. Every replica runs it; the deletes are idempotent.
+fn spawn_housekeeping(store: Store) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            every.tick().await;
+            match store.prune_idempotency(api::idempotency::TTL).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(entries = n, "pruned expired idempotency keys"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "idempotency key pruning failed"),
+            }
+        }
+    });
 }
 
 /// `streampay serve`.

@@ -25,7 +25,7 @@ mod error;
 mod extract;
 pub mod health;
 mod history;
-mod idempotency;
+pub mod idempotency;
 mod info;
 pub mod key_cache;
 mod meta;
@@ -241,8 +241,10 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", v1.layer(axum::middleware::from_fn(history::check_reference)))
         .route("/metrics", get(metrics::metrics))
         .fallback(info::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
-        // Outside idempotency: a refused request (401/403/429) never claims an Idempotency-Key.
+        // Both on matched routes only (`route_layer`): an unknown path reaches neither, so it
+        // can never write an Idempotency-Key entry. Auth is the outer one: a refused request
+        // (401/403/429) never claims a key, and idempotency sees the authenticated key.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
         .method_not_allowed_fallback(discovery::method_not_allowed)
         .layer(SetResponseHeaderLayer::overriding(

@@ -37,21 +37,26 @@ impl Store {
         key: &str,
         request_hash: &[u8; 32],
         lock_secs: u64,
+        ttl: std::time::Duration,
     ) -> anyhow::Result<IdempotencyBegin> {
-        // Claim a new key, or take over one whose first request died (same body only).
+        // Claim a new key, take over one whose first request died (same body only), or start
+        // afresh on one whose entry has expired (any body: the old answer is forgotten).
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (api_key_hash, idempotency_key, request_hash, locked_until)
              VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8))
              ON CONFLICT (api_key_hash, idempotency_key) DO UPDATE
-                SET locked_until = EXCLUDED.locked_until
-                WHERE idempotency_keys.status IS NULL AND idempotency_keys.locked_until < now()
-                  AND idempotency_keys.request_hash = EXCLUDED.request_hash
+                SET locked_until = EXCLUDED.locked_until, request_hash = EXCLUDED.request_hash,
+                    status = NULL, content_type = NULL, body = NULL, created_at = now()
+                WHERE idempotency_keys.created_at < now() - make_interval(secs => $5::float8)
+                   OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until < now()
+                       AND idempotency_keys.request_hash = EXCLUDED.request_hash)
              RETURNING 1",
         )
         .bind(&api_key_hash[..])
         .bind(key)
         .bind(&request_hash[..])
         .bind(lock_secs as f64)
+        .bind(ttl.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
         .context("Failed to claim the idempotency key")?;
@@ -104,6 +109,17 @@ impl Store {
         .await
         .context("Failed to store the idempotent answer")?;
         Ok(())
+    }
+
+    /// Deletes entries older than `ttl` (their keys may be used afresh); answers how many.
+    pub async fn prune_idempotency(&self, ttl: std::time::Duration) -> anyhow::Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::float8)")
+                .bind(ttl.as_secs_f64())
+                .execute(&self.pool)
+                .await
+                .context("Failed to prune idempotency keys")?;
+        Ok(done.rows_affected())
     }
 
     /// Forgets a claim whose request failed in a way worth retrying (a 5xx), so the retry runs.
