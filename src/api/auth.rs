@@ -303,7 +303,13 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
 
 /// The client's address: the TCP peer, or — when the peer is a trusted proxy — the nearest
 /// address in `X-Forwarded-For` that is not itself a trusted proxy (entries further left can be
-/// forged by the client). `None` when the server was not started with connection info.
+/// forged by the client). Hops may carry a port (`203.0.113.7:4711`, `[2001:db8::1]:443`), as
+/// some load balancers write them.
+///
+/// `None` (an allowlisted key is then refused) when the address cannot be told: the server was
+/// not started with connection info, or a trusted proxy sent no `X-Forwarded-For`, or a hop on
+/// the trusted chain does not parse. Falling back to the proxy's own address there would let
+/// every client in whenever an allowlist covers the proxies' network.
 pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Option<IpAddr> {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip().to_canonical();
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
@@ -314,21 +320,27 @@ pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Option<IpAddr> {
         .headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or("\u{0}")) // a header that is not text: unparsable
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|h| !h.is_empty())
         .collect();
-    let mut client = peer;
+    let mut client = None;
     for hop in hops.iter().rev() {
-        // A hop that is not an address ends the trust chain: the client is the last sure one.
-        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else { break };
-        client = ip;
+        let ip = parse_hop(hop)?;
+        client = Some(ip);
         if !trusted(&ip) {
             break;
         }
     }
-    Some(client)
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port (IPv6 bracketed then).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    hop.parse::<SocketAddr>().ok().map(|a| a.ip().to_canonical())
 }
 
 /// Claims of an admin token.

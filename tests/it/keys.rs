@@ -617,3 +617,40 @@ async fn webhook_routes_need_the_webhooks_scope() {
         "insufficient_scope",
     );
 }
+
+#[tokio::test]
+async fn an_unparsable_or_missing_x_forwarded_for_from_a_trusted_proxy_denies_an_allowlisted_key() {
+    // The allowlist covers the proxies' own network: falling back to the proxy's address would
+    // let every client in.
+    let proxied = spawn_app_with(settings(AuthSettings {
+        trusted_proxies: vec![parse_cidr("127.0.0.1").unwrap()],
+        ..AuthSettings::with_admin_secret(SECRET)
+    }))
+    .await;
+    let allow = vec![
+        parse_cidr("127.0.0.0/8").unwrap(),
+        parse_cidr("203.0.113.0/24").unwrap(),
+        parse_cidr("2001:db8::/32").unwrap(),
+    ];
+    let (_, k) = key(&proxied, KeySpec { allowed_cidrs: allow, ..spec(&proxied, &[Scope::Read]) }).await;
+    for xff in [None, Some("unknown"), Some("203.0.113.7, garbage"), Some(""), Some("203.0.113.7,")] {
+        let mut h = vec![("X-API-Key", k.as_str())];
+        if let Some(v) = xff {
+            h.push(("X-Forwarded-For", v));
+        }
+        let (s, b, _) = call(&proxied, Method::GET, "/api/v1/contracts", &h, None).await;
+        assert_error(&(s, b), StatusCode::FORBIDDEN, "ip_not_allowed");
+    }
+    // Hops written with a port, as some load balancers do, are addresses like any other.
+    for xff in ["203.0.113.7:4711", "[2001:db8::1]:443", "198.51.100.9, 203.0.113.7:80"] {
+        let (s, b, _) = call(
+            &proxied,
+            Method::GET,
+            "/api/v1/contracts",
+            &[("X-API-Key", k.as_str()), ("X-Forwarded-For", xff)],
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{xff}: {b}");
+    }
+}
