@@ -80,11 +80,11 @@ impl reqwest::dns::Resolve for PublicOnly {
             let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<std::net::SocketAddr> = all.iter().copied().filter(|a| super::is_public(a.ip())).collect();
             if public.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> = format!(
-                    "{host} resolves to no public address ({}); webhooks.allow_private_targets is off",
-                    all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
-                )
-                .into();
+                // Never which addresses: the delivery log is the key holder's to read, and the
+                // answers of the relayer's resolver (split-horizon names) are not theirs.
+                let err: Box<dyn std::error::Error + Send + Sync> =
+                    format!("{host} does not resolve to a public address; webhooks.allow_private_targets is off")
+                        .into();
                 return Err(err);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)

@@ -119,10 +119,16 @@ impl WebhookSettings {
 }
 
 /// Whether `ip` is a public unicast address a webhook may be sent to.
+///
+/// IPv6 forms that carry an IPv4 address the network may route to it (IPv4-mapped and
+/// IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`,
+/// Teredo `2001::/32`, whose client address is stored inverted) are judged by that IPv4 address;
+/// Teredo and the local-use NAT64 prefix are refused outright, as are site-local `fec0::/10` and
+/// documentation `2001:db8::/32`.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -133,18 +139,39 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
                 || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 192 && b == 88 && c == 99) // deprecated 6to4 relay anycast
                 || a >= 240) // reserved
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local())
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let o = v6.octets();
+            let v4_at = |i: usize| IpAddr::V4(std::net::Ipv4Addr::new(o[i], o[i + 1], o[i + 2], o[i + 3]));
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
             }
-        },
+            // IPv4-compatible ::a.b.c.d (deprecated; `::` and `::1` are handled below).
+            if seg[..6] == [0; 6] && (seg[6] != 0 || seg[7] > 1) {
+                return is_public(v4_at(12));
+            }
+            // NAT64: the well-known prefix embeds the IPv4 address in the last 32 bits.
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(v4_at(12));
+            }
+            // 6to4: 2002:AABB:CCDD::/48 routes to AA.BB.CC.DD.
+            if seg[0] == 0x2002 {
+                return is_public(v4_at(2));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                || (seg[0] == 0x64 && seg[1] == 0xff9b) // local-use NAT64 64:ff9b:1::/48 and the rest
+                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo
+                || (seg[0] == 0x2001 && seg[1] == 0xdb8) // documentation
+                || (seg[0] & 0xffc0) == 0xfec0) // site-local (deprecated)
+        }
     }
 }
 
@@ -242,10 +269,25 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            // IPv6 forms that reach a private IPv4 address.
+            "64:ff9b::a00:7",                       // NAT64 of 10.0.0.7
+            "64:ff9b::7f00:1",                      // NAT64 of 127.0.0.1
+            "64:ff9b:1::a00:7",                     // local-use NAT64
+            "2002:c0a8:101::1",                     // 6to4 of 192.168.1.1
+            "2002:7f00:1::",                        // 6to4 of 127.0.0.1
+            "::a00:7",                              // IPv4-compatible 10.0.0.7
+            "::7f00:1",                             // IPv4-compatible 127.0.0.1
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "fec0::1",                              // site-local
+            "2001:db8::1",                          // documentation
+            "192.0.0.8",
+            "192.88.99.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:1.1.1.1"] {
+        for public in
+            ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:1.1.1.1", "64:ff9b::808:808", "2002:808:808::1"]
+        {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
