@@ -164,6 +164,8 @@ struct FileWebhooks {
     balance_check_interval_secs: Option<u64>,
     retention_days: Option<u64>,
     allow_private_targets: Option<bool>,
+    max_endpoints_per_key: Option<u32>,
+    max_redeliveries_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -416,6 +418,12 @@ impl Config {
         if let Some(v) = fw.retention_days {
             w.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
         }
+        if let Some(v) = fw.max_endpoints_per_key {
+            w.max_endpoints_per_key = v;
+        }
+        if let Some(v) = fw.max_redeliveries_per_hour {
+            w.max_redeliveries_per_hour = v;
+        }
         Ok(())
     }
 
@@ -559,6 +567,12 @@ impl Config {
         }
         if let Some(v) = number("STREAMPAY_WEBHOOKS_RETENTION_DAYS")? {
             self.webhooks.retention = Duration::from_secs(v.max(1).saturating_mul(86_400));
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_MAX_ENDPOINTS_PER_KEY")? {
+            self.webhooks.max_endpoints_per_key = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = number("STREAMPAY_WEBHOOKS_MAX_REDELIVERIES_PER_HOUR")? {
+            self.webhooks.max_redeliveries_per_hour = u32::try_from(v).unwrap_or(u32::MAX);
         }
         Ok(())
     }

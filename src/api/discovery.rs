@@ -121,6 +121,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("transaction_not_found", 404, "No such transaction for this API key."),
     ("webhook_not_found", 404, "No such webhook endpoint for this API key."),
     ("webhook_delivery_not_found", 404, "No such delivery of this webhook endpoint."),
+    ("webhook_limit_reached", 422, "The API key already has the most webhook endpoints allowed; delete one first."),
+    ("redelivery_limit_reached", 429, "The API key asked for the most redeliveries allowed this hour; retry later."),
     ("nonce_already_used", 409, "The signed nonce was already consumed on chain."),
     ("nonce_gap", 409, "The signed nonce is not the signer's next one."),
     ("nonce_in_flight", 409, "A call with this nonce is already being relayed."),

@@ -147,6 +147,7 @@ fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
         (status = 201, description = "Registered; `secret` is shown only here", body = CreatedWebhook),
         (status = 400, description = "`invalid_json`, `missing_field`, `invalid_webhook_url` (also a loopback or private address, unless private targets are allowed), `unknown_event`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
+        (status = 422, description = "`webhook_limit_reached`: the key has `webhooks.max_endpoints_per_key` live endpoints", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn create(
@@ -159,7 +160,14 @@ pub async fn create(
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!("whsec_{}", alloy::hex::encode(bytes));
-    let endpoint = store::create_endpoint(state.store.pool(), key.0.id, &url, &events, &secret).await?;
+    let max = state.settings.webhooks.max_endpoints_per_key;
+    let endpoint =
+        store::create_endpoint(state.store.pool(), key.0.id, &url, &events, &secret, max).await?.ok_or_else(|| {
+            AppError::unprocessable(
+                "webhook_limit_reached",
+                format!("this API key already has {max} webhook endpoints; delete one first"),
+            )
+        })?;
     Ok((StatusCode::CREATED, Json(CreatedWebhook { endpoint, secret })))
 }
 
@@ -251,6 +259,7 @@ pub async fn deliveries(
         (status = 202, description = "Queued: the new delivery", body = Delivery),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`, `webhook_delivery_not_found`", body = ErrorBody),
+        (status = 429, description = "`redelivery_limit_reached`: `webhooks.max_redeliveries_per_hour` this hour", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn redeliver(
@@ -267,6 +276,13 @@ pub async fn redeliver(
         )
     };
     let d: i64 = delivery_id.trim().parse().map_err(|_| missing())?;
+    let max = state.settings.webhooks.max_redeliveries_per_hour;
+    if store::redeliveries_last_hour(state.store.pool(), key.0.id).await? >= u64::from(max) {
+        return Err(AppError::too_many_requests(
+            "redelivery_limit_reached",
+            format!("this API key requested {max} redeliveries in the last hour; retry later"),
+        ));
+    }
     let new = store::redeliver(state.store.pool(), n, d).await?.ok_or_else(missing)?;
     Ok((StatusCode::ACCEPTED, Json(new)))
 }

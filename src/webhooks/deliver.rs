@@ -8,7 +8,10 @@
 //!
 //! Delivery claims due deliveries with `FOR UPDATE SKIP LOCKED`, moving `next_attempt_at` ahead
 //! by a lease (timeout + 30 s) in the same statement, so a replica that crashes mid-attempt only
-//! delays that delivery until the lease ends; then POSTs them concurrently and logs each attempt.
+//! delays that delivery until the lease ends; then POSTs each in a task of its own (one per
+//! endpoint at a time in a process) and logs each attempt. Endpoints whose key family has no live
+//! key (every key revoked, expired or deleted) get no new deliveries and their pending ones are
+//! canceled.
 //! A 2xx ends the delivery; anything else (non-2xx, timeout, connection error) schedules the next
 //! attempt after `backoff(attempt)` until `max_attempts`.
 
@@ -25,7 +28,11 @@ use sqlx::{PgPool, Row};
 use super::WebhookSettings;
 use crate::api::{API_VERSION, AppState};
 
-/// The delivery loop: fan out, then attempt what is due; sleeps `poll_interval` when idle.
+/// The delivery loop: fan out, then start what is due; sleeps `poll_interval` when idle.
+///
+/// Attempts run as tasks of their own, at most `batch_size` at once and one per endpoint: a
+/// slow or hanging endpoint (up to `timeout` an attempt) holds only its own slot, and the loop
+/// goes on claiming other endpoints' deliveries meanwhile. No batch waits for its slowest member.
 pub async fn run(state: AppState) {
     let settings = state.settings.webhooks.clone();
     let client = match client(&settings) {
@@ -35,15 +42,37 @@ pub async fn run(state: AppState) {
             return;
         }
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.batch_size.max(1) as usize));
+    let busy_endpoints: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
     loop {
         let mut busy = false;
         match fan_out(&state).await {
             Ok(n) => busy |= n > 0,
             Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook fan-out failed"),
         }
-        match deliver_due(state.store.pool(), &client, &settings).await {
-            Ok(n) => busy |= n > 0,
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook delivery failed"),
+        let free = slots.available_permits();
+        if free > 0 {
+            let skip: Vec<i64> = busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+            match claim_due(state.store.pool(), &settings, free as i64, &skip).await {
+                Ok(due) => {
+                    busy |= !due.is_empty();
+                    for d in due {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+                        busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(d.endpoint_id);
+                        let (pool, client, settings, busy_endpoints) =
+                            (state.store.pool().clone(), client.clone(), settings.clone(), busy_endpoints.clone());
+                        tokio::spawn(async move {
+                            let endpoint = d.endpoint_id;
+                            if let Err(e) = attempt(&pool, &client, &settings, d).await {
+                                tracing::warn!(error = format!("{e:#}"), "failed to record a webhook attempt");
+                            }
+                            busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).remove(&endpoint);
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook delivery failed"),
+            }
         }
         if !busy {
             tokio::time::sleep(settings.poll_interval).await;
@@ -181,7 +210,8 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
              SELECT ep.id, $1, 'pending', now() FROM webhook_endpoints ep
              WHERE ep.deleted_at IS NULL AND $2 = ANY(ep.events)
                AND ep.created_at <= (SELECT created_at FROM webhook_events WHERE id = $1)
-               AND ($3::BIGINT IS NULL OR ep.api_key_id = $4)
+               AND api_key_family_live(ep.api_key_id)
+               AND ($3::BIGINT IS NULL OR ep.api_key_id IN (SELECT api_key_family($4)))
                AND ($5::BYTEA IS NULL OR EXISTS (
                    SELECT 1 FROM api_key_sponsors s WHERE s.api_key_id = ep.api_key_id AND s.sponsor = $5))
              ON CONFLICT DO NOTHING",
@@ -201,6 +231,7 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
 
 struct Due {
     id: i64,
+    endpoint_id: i64,
     attempt: i32,
     event_id: i64,
     event_type: String,
@@ -223,28 +254,39 @@ impl Outcome {
     }
 }
 
-/// Claims and attempts the due deliveries (up to `batch_size`, concurrently); returns how many.
-pub async fn deliver_due(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSettings) -> anyhow::Result<usize> {
+/// Claims up to `limit` due deliveries, the oldest due one of each endpoint not in `skip` (an
+/// endpoint with an attempt in flight here), moving `next_attempt_at` ahead by a lease. A
+/// delivery whose endpoint was deleted, or whose key family has no live key left (revoked,
+/// expired, deleted), comes back marked `deleted` and is canceled, never sent.
+async fn claim_due(pool: &PgPool, settings: &WebhookSettings, limit: i64, skip: &[i64]) -> anyhow::Result<Vec<Due>> {
     let lease_ms = (settings.timeout + Duration::from_secs(30)).as_millis() as i64;
     let rows = sqlx::query(
-        "UPDATE webhook_deliveries d
+        "WITH candidates AS (
+             SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
+             WHERE state = 'pending' AND next_attempt_at <= now() AND NOT (endpoint_id = ANY($3))
+             ORDER BY next_attempt_at, id LIMIT $1 * 8 FOR UPDATE SKIP LOCKED),
+         picked AS (
+             SELECT id FROM (SELECT DISTINCT ON (endpoint_id) id, next_attempt_at FROM candidates
+                             ORDER BY endpoint_id, next_attempt_at, id) first_of_each
+             ORDER BY next_attempt_at, id LIMIT $1)
+         UPDATE webhook_deliveries d
          SET attempts = d.attempts + 1, next_attempt_at = now() + $2::FLOAT8 * INTERVAL '1 millisecond', updated_at = now()
-         FROM (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= now()
-               ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) due,
-              webhook_endpoints ep, webhook_events ev
-         WHERE d.id = due.id AND ep.id = d.endpoint_id AND ev.id = d.event_id
-         RETURNING d.id, d.attempts, d.event_id, ev.type, ep.url, ep.secret, ep.deleted_at IS NOT NULL AS deleted,
-                   ev.payload",
+         FROM picked, webhook_endpoints ep, webhook_events ev
+         WHERE d.id = picked.id AND ep.id = d.endpoint_id AND ev.id = d.event_id
+         RETURNING d.id, d.endpoint_id, d.attempts, d.event_id, ev.type, ep.url, ep.secret,
+                   ep.deleted_at IS NOT NULL OR NOT api_key_family_live(ep.api_key_id) AS deleted, ev.payload",
     )
-    .bind(settings.batch_size)
+    .bind(limit)
     .bind(lease_ms)
+    .bind(skip)
     .fetch_all(pool)
     .await
     .context("Failed to claim due deliveries")?;
-    let due: Vec<Due> = rows
+    Ok(rows
         .iter()
         .map(|r| Due {
             id: r.get("id"),
+            endpoint_id: r.get("endpoint_id"),
             attempt: r.get("attempts"),
             event_id: r.get("event_id"),
             event_type: r.get("type"),
@@ -253,15 +295,7 @@ pub async fn deliver_due(pool: &PgPool, client: &reqwest::Client, settings: &Web
             deleted: r.get("deleted"),
             payload: r.get::<Option<String>, _>("payload").unwrap_or_default(),
         })
-        .collect();
-    let n = due.len();
-    futures::future::join_all(due.into_iter().map(|d| async move {
-        if let Err(e) = attempt(pool, client, settings, d).await {
-            tracing::warn!(error = format!("{e:#}"), "failed to record a webhook attempt");
-        }
-    }))
-    .await;
-    Ok(n)
+        .collect())
 }
 
 async fn attempt(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSettings, d: Due) -> anyhow::Result<()> {

@@ -80,7 +80,8 @@ pub struct WebhookSettings {
     pub confirmations: u64,
     /// How often sponsors' native balances are checked for `sponsor.balance_low`.
     pub balance_check_interval: Duration,
-    /// Deliveries attempted concurrently per poll.
+    /// Deliveries in flight at once in one process (at most one per endpoint, so a slow
+    /// endpoint holds only its own slot).
     pub batch_size: i64,
     /// Whether endpoints may be on loopback, private, link-local or other non-public addresses.
     /// Off by default: a key holder could otherwise make the relayer POST into its own network
@@ -90,6 +91,10 @@ pub struct WebhookSettings {
     /// Events (with their deliveries and attempt log) and deleted endpoints are kept this long,
     /// then pruned; an event with a delivery still pending is kept until it ends.
     pub retention: Duration,
+    /// Live endpoints one API key (with the keys it was rotated from or into) may register.
+    pub max_endpoints_per_key: u32,
+    /// Redeliveries one API key may request per hour, over all its endpoints.
+    pub max_redeliveries_per_hour: u32,
 }
 
 impl Default for WebhookSettings {
@@ -106,6 +111,8 @@ impl Default for WebhookSettings {
             batch_size: 20,
             retention: Duration::from_secs(30 * 86_400),
             allow_private_targets: false,
+            max_endpoints_per_key: 20,
+            max_redeliveries_per_hour: 100,
         }
     }
 }

@@ -75,33 +75,48 @@ fn endpoint(r: &PgRow) -> Endpoint {
 
 const ENDPOINT_COLUMNS: &str = concat!("id, url, events, ", rfc3339!("created_at"), " AS created_at");
 
-/// Registers an endpoint for `api_key_id`.
+/// Registers an endpoint for `api_key_id`, unless its family already has `max` live endpoints
+/// (`None` then). The count and the insert are one statement under a lock on the family's
+/// first key, so concurrent requests cannot pass the limit together.
 pub async fn create_endpoint(
     pool: &PgPool,
     api_key_id: i64,
     url: &str,
     events: &[String],
     secret: &str,
-) -> anyhow::Result<Endpoint> {
+    max: u32,
+) -> anyhow::Result<Option<Endpoint>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = (SELECT family_id FROM api_keys WHERE id = $1) FOR UPDATE")
+        .bind(api_key_id)
+        .execute(&mut *tx)
+        .await
+        .context("Failed to lock the API key's family")?;
     let row = sqlx::query(&format!(
-        "INSERT INTO webhook_endpoints (api_key_id, url, events, secret) VALUES ($1, $2, $3, $4)
+        "INSERT INTO webhook_endpoints (api_key_id, url, events, secret)
+         SELECT $1, $2, $3, $4
+         WHERE (SELECT count(*) FROM webhook_endpoints
+                WHERE api_key_id IN (SELECT api_key_family($1)) AND deleted_at IS NULL) < $5
          RETURNING {ENDPOINT_COLUMNS}"
     ))
     .bind(api_key_id)
     .bind(url)
     .bind(events)
     .bind(secret)
-    .fetch_one(pool)
+    .bind(i64::from(max))
+    .fetch_optional(&mut *tx)
     .await
     .context("Failed to store the webhook endpoint")?;
-    Ok(endpoint(&row))
+    tx.commit().await.context("Failed to store the webhook endpoint")?;
+    Ok(row.as_ref().map(endpoint))
 }
 
-/// The live endpoints of `api_key_id`, oldest first.
+/// The live endpoints of `api_key_id`'s family (the key and the keys it was rotated from or
+/// into), oldest first.
 pub async fn list_endpoints(pool: &PgPool, api_key_id: i64) -> anyhow::Result<Vec<Endpoint>> {
     let rows = sqlx::query(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
-         WHERE api_key_id = $1 AND deleted_at IS NULL ORDER BY id"
+         WHERE api_key_id IN (SELECT api_key_family($1)) AND deleted_at IS NULL ORDER BY id"
     ))
     .bind(api_key_id)
     .fetch_all(pool)
@@ -110,11 +125,11 @@ pub async fn list_endpoints(pool: &PgPool, api_key_id: i64) -> anyhow::Result<Ve
     Ok(rows.iter().map(endpoint).collect())
 }
 
-/// The live endpoint `id` if `api_key_id` owns it.
+/// The live endpoint `id` if `api_key_id`'s family owns it.
 pub async fn get_endpoint(pool: &PgPool, api_key_id: i64, id: i64) -> anyhow::Result<Option<Endpoint>> {
     let row = sqlx::query(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
-         WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL"
+         WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2)) AND deleted_at IS NULL"
     ))
     .bind(id)
     .bind(api_key_id)
@@ -130,7 +145,8 @@ pub async fn delete_endpoint(pool: &PgPool, api_key_id: i64, id: i64) -> anyhow:
     let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!(
         "UPDATE webhook_endpoints SET deleted_at = now()
-         WHERE id = $1 AND api_key_id = $2 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
+         WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2)) AND deleted_at IS NULL
+         RETURNING {ENDPOINT_COLUMNS}"
     ))
     .bind(id)
     .bind(api_key_id)
@@ -244,4 +260,18 @@ pub async fn redeliver(pool: &PgPool, endpoint_id: i64, delivery_id: i64) -> any
     .await
     .context("Failed to queue the redelivery")?;
     Ok(row.as_ref().map(delivery))
+}
+
+/// Redeliveries requested in the last hour by `api_key_id`'s family, over all its endpoints.
+pub async fn redeliveries_last_hour(pool: &PgPool, api_key_id: i64) -> anyhow::Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
+         WHERE d.redelivery_of IS NOT NULL AND d.created_at > now() - interval '1 hour'
+           AND ep.api_key_id IN (SELECT api_key_family($1))",
+    )
+    .bind(api_key_id)
+    .fetch_one(pool)
+    .await
+    .context("Failed to count redeliveries")?;
+    Ok(n.max(0) as u64)
 }

@@ -34,6 +34,7 @@ enum Reply {
 struct Received {
     headers: HeaderMap,
     body: String,
+    at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -57,7 +58,8 @@ impl Receiver {
         state.plan.lock().unwrap().extend(plan.iter().copied());
         *state.otherwise.lock().unwrap() = Some(otherwise);
         async fn hook(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, body: Bytes) -> AxStatus {
-            s.got.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned() });
+            let at = std::time::Instant::now();
+            s.got.lock().unwrap().push(Received { headers, body: String::from_utf8_lossy(&body).into_owned(), at });
             let next = s.plan.lock().unwrap().pop_front();
             match next {
                 Some(Reply::Status(code)) => AxStatus::from_u16(code).unwrap(),
@@ -822,4 +824,106 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
     assert_signed(r, &secret);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.events("transaction.mined").len(), 1, "the reverted call is not reported mined");
+}
+
+async fn register_with_key(app: &TestApp, key: &str, url: &str, events: &[&str]) -> i64 {
+    let (status, body) = app.post_with_key("/api/v1/webhooks", Some(key), &json!({"url": url, "events": events})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_webhook_endpoint_delays_only_its_own_deliveries() {
+    // Each attempt may take up to 8 s; the tarpit holds every request for 30 s.
+    let settings = WebhookSettings { timeout: Duration::from_secs(8), ..test_settings() };
+    let app = app_with(settings).await;
+    let tarpit = Receiver::start(&[Reply::Hang(Duration::from_secs(30)); 4], 200).await;
+    let healthy = Receiver::start(&[], 200).await;
+    register(&app, &tarpit.url, &["transaction.mined"]).await;
+    register(&app, &healthy.url, &["transaction.mined"]).await;
+    let user = wallet();
+    let mut mined_at = Vec::new();
+    for _ in 0..3 {
+        app.fund(&user, 1).await;
+        mined_at.push(std::time::Instant::now());
+    }
+    healthy.wait_for("three transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    let got: Vec<Received> = healthy
+        .got()
+        .into_iter()
+        .filter(|r| serde_json::from_str::<Value>(&r.body).unwrap()["type"] == "transaction.mined")
+        .collect();
+    let tarpit_first = tarpit.got().first().map(|r| r.at).expect("the tarpit got the first event");
+    for (i, (r, mined)) in got.iter().zip(&mined_at).enumerate().skip(1) {
+        // Only deliveries made while the tarpit's first attempt is still running say anything.
+        if *mined < tarpit_first + Duration::from_secs(8) {
+            let latency = r.at.saturating_duration_since(*mined);
+            assert!(
+                latency < Duration::from_secs(3),
+                "the healthy endpoint's delivery {i} waited {latency:?} behind the tarpit"
+            );
+        }
+    }
+    assert_eq!(tarpit.got().len(), 1, "one attempt at a time per endpoint: the tarpit still holds the first");
+}
+
+#[tokio::test]
+async fn endpoints_of_a_revoked_key_receive_nothing_and_a_rotation_keeps_its_endpoints() {
+    let app = app_with(test_settings()).await;
+    // Contract events come from the index.
+    let _indexer = streampay_relayer::indexer::spawn_for_api(&app.state);
+    let control = Receiver::start(&[], 200).await;
+    let revoked = Receiver::start(&[], 200).await;
+    let rotated = Receiver::start(&[], 200).await;
+    register(&app, &control.url, &["deposit.completed"]).await;
+    let gone = app.store.create_api_key("gone", &[app.sponsor], true).await.unwrap();
+    let gone_endpoint = register_with_key(&app, &gone.key, &revoked.url, &["deposit.completed"]).await;
+    let old = app.store.create_api_key("old", &[app.sponsor], true).await.unwrap();
+    let kept_endpoint = register_with_key(&app, &old.key, &rotated.url, &["deposit.completed"]).await;
+
+    app.store.revoke_key(gone.id).await.unwrap();
+    let streampay_relayer::store::KeyChange::Done(new) = app.store.rotate_key(old.id, 0).await.unwrap() else {
+        panic!("rotation refused")
+    };
+    // The new key sees (and manages) the endpoint registered by the key it replaced.
+    let (status, list) = app.get_with_key("/api/v1/webhooks", Some(&new.key)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let ids: Vec<i64> = list["data"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![kept_endpoint], "{list}");
+
+    let user = wallet();
+    app.fund(&user, 2).await;
+    // Once the control endpoint has the event, its fan-out is done: the others were decided too.
+    control.wait_for("deposit.completed", 1, |v| v["type"] == "deposit.completed").await;
+    rotated.wait_for("deposit.completed after the rotation", 1, |v| v["type"] == "deposit.completed").await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1")
+        .bind(gone_endpoint)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no delivery for an endpoint whose key is revoked");
+    assert!(revoked.got().is_empty());
+}
+
+#[tokio::test]
+async fn webhook_endpoints_and_redeliveries_per_key_are_limited() {
+    let settings = WebhookSettings { max_endpoints_per_key: 2, max_redeliveries_per_hour: 1, ..test_settings() };
+    let app = app_with(settings).await;
+    let receiver = Receiver::start(&[], 200).await;
+    let (first, _) = register(&app, &receiver.url, &["transaction.mined"]).await;
+    register(&app, &receiver.url, &["deposit.completed"]).await;
+    assert_error(
+        &app.post("/api/v1/webhooks", &json!({"url": receiver.url, "events": ["payment.completed"]})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "webhook_limit_reached",
+    );
+    // Deleting one makes room.
+    assert_eq!(app.delete(&format!("/api/v1/webhooks/{first}")).await.0, StatusCode::OK);
+    let (third, _) = register(&app, &receiver.url, &["transaction.mined"]).await;
+
+    app.fund(&wallet(), 1).await;
+    let d = wait_delivery(&app, third, "a delivery", |d| d["state"] == "succeeded").await;
+    let path = format!("/api/v1/webhooks/{third}/deliveries/{}/redeliver", d["id"]);
+    assert_eq!(app.post(&path, &json!({})).await.0, StatusCode::ACCEPTED);
+    assert_error(&app.post(&path, &json!({})).await, StatusCode::TOO_MANY_REQUESTS, "redelivery_limit_reached");
 }
