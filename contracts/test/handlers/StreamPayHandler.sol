@@ -20,7 +20,7 @@ import {SigUtils} from "./SigUtils.sol";
 ///
 /// Solvency model (independent of the contract): an account's own operations (subscribe, pay,
 /// withdraw, a sponsored fee) must leave its live balance covering OPERATING_WINDOWS (2) windows of
-/// its net outflow (a non-negative balance without net outflow); an account with streams is
+/// its GROSS outgoing rate (income is revocable and never counts); an account with streams is
 /// liquidatable once its live balance covers less than ONE window.
 ///
 /// Keeper assumption: before every time warp (bounded to at most `liquidationWindow`) the handler
@@ -473,7 +473,7 @@ contract StreamPayHandler {
     }
 
     /// @dev Independent liquidation rule: an account with streams whose live balance cannot cover
-    /// ONE `window` of net outflow (or is negative).
+    /// ONE `window` of its gross outgoing rate (or is negative).
     function _expectLiquidatable(address account) internal view returns (bool) {
         if (_modelStreamCount(account) == 0) return false;
         int256 live = sp.signedBalanceOf(account);
@@ -481,21 +481,18 @@ contract StreamPayHandler {
     }
 
     /// @dev Subscribing at `maxRate + 1` (when the model's maximum is not the MAX_RATE cap) must
-    /// revert with StreamPayInsufficientBalance(from, needed, live): the new net outflow is then
+    /// revert with StreamPayInsufficientBalance(from, needed, live): the new gross outflow is then
     /// floor(live / (2 * window)) + 1, so needed = that * 2 * window - live. With maxRate == 0 (no
-    /// rate fits) this checks that a rate of 1 fails. Skipped when `from` owns the project (its
-    /// own fee would come back to it as income) and when `from` is in debt.
+    /// rate fits) this checks that a rate of 1 fails. Skipped when `from` is in debt.
     function _checkRateAboveMaxRejected(address from, address author, uint256 maxRate, uint256 projectId) internal {
-        if (maxRate >= MAX_RATE || (projectId != 0 && modelProjectOwner[projectId] == from)) return;
+        if (maxRate >= MAX_RATE) return;
         int256 live = sp.signedBalanceOf(from);
         if (live < 0) return;
-        (, uint256 inc, uint256 out,) = sp.accountInfo(from);
+        (,, uint256 out,) = sp.accountInfo(from);
         uint256 old = modelStream[from][author];
         uint256 oldOut = (old >> 96) & type(uint96).max;
-        if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
         uint256 newOut = out - oldOut + maxRate + 1;
-        if (newOut <= inc) return _check(false, "subscribe: model maximum rate leaves no net outflow");
-        uint256 needed = (newOut - inc) * OPERATING_WINDOWS * window - uint256(live);
+        uint256 needed = newOut * OPERATING_WINDOWS * window - uint256(live);
         vm.prank(from);
         (bool ok, bytes memory err) =
             address(sp).call(abi.encodeCall(IStreamPay.subscribe, (author, uint96(maxRate + 1), projectId)));
@@ -617,7 +614,7 @@ contract StreamPayHandler {
         }
         address allowed = (nonceSeed >> 2) & 1 == 1 ? keeper : address(0);
         traits = SigUtils.traits(nonceType, block.timestamp + 1 hours, allowed, nonce);
-        sig = SigUtils.signCall(_keys[_idx(signer)], address(sp), traits, data);
+        sig = SigUtils.signCallAs(_keys[_idx(signer)], signer, address(sp), traits, data);
     }
 
     function _checkNonceUsed(Vm.Log[] memory logs, address signer, uint8 nonceType, bytes4 selector, uint256 nonce)
@@ -664,25 +661,24 @@ contract StreamPayHandler {
     }
 
     /// @dev Highest rate `from` can stream to `author` (replacing any current stream to it) and
-    /// still cover OPERATING_WINDOWS windows of its net outflow; capped at MAX_RATE; 0 if none.
+    /// still cover OPERATING_WINDOWS windows of its gross outflow; capped at MAX_RATE; 0 if none.
     function _maxRate(address from, address author) internal view returns (uint256) {
-        (, uint256 inc, uint256 out,) = sp.accountInfo(from);
+        (,, uint256 out,) = sp.accountInfo(from);
         int256 live = sp.signedBalanceOf(from);
         if (live < 0) return 0;
         uint256 old = modelStream[from][author];
         uint256 oldOut = (old >> 96) & type(uint96).max;
-        // removing the old stream takes its fee away from `from` if `from` owns its project
-        if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
-        uint256 ceiling = inc + uint256(live) / (OPERATING_WINDOWS * window) + oldOut;
+        // income is revocable and never counts: only the balance covers the gross outflow
+        uint256 ceiling = uint256(live) / (OPERATING_WINDOWS * window) + oldOut;
         if (ceiling <= out) return 0;
         uint256 maxRate = ceiling - out;
         return maxRate > MAX_RATE ? MAX_RATE : maxRate;
     }
 
-    /// @dev Live balance below which the account is liquidatable: ONE `window` of its net outflow.
+    /// @dev Live balance below which the account is liquidatable: ONE `window` of its gross outflow.
     function _liquidationCover(address a) internal view returns (uint256) {
-        (, uint256 inc, uint256 out,) = sp.accountInfo(a);
-        return out > inc ? (out - inc) * window : 0;
+        (,, uint256 out,) = sp.accountInfo(a);
+        return out * window;
     }
 
     /// @dev Live balance the account's own operations must leave: OPERATING_WINDOWS windows of its
