@@ -48,7 +48,7 @@ bysig_calldata() {
   signer=$(addr "$k")
   nonce=$("$CAST" call --rpc-url "$RPC" "$SP" "bySigAccountNonces(address)(uint256)" "$signer")
   traits=$(python3 -c 'import sys; print((int(sys.argv[1]) << 208) | int(sys.argv[2]))' 4102444800 "$nonce")
-  digest=$("$CAST" call --rpc-url "$RPC" "$SP" "hashBySig((uint256,bytes))(bytes32)" "($traits,$data)")
+  digest=$("$CAST" call --rpc-url "$RPC" "$SP" "hashBySig(address,(uint256,bytes))(bytes32)" "$signer" "($traits,$data)")
   sig=$("$CAST" wallet sign --no-hash --private-key "$k" "$digest")
   "$CAST" calldata "bySig(address,(uint256,bytes),bytes)" "$signer" "($traits,$data)" "$sig"
 }
@@ -124,6 +124,54 @@ for i in $(seq 0 9); do send "$CAROL_KEY" "" "$SP" "subscribe(address,uint96,uin
 send "$BOB_KEY" "liquidate (1 stream)" "$SP" "liquidate(address)" "$DAVE"
 send "$BOB_KEY" "liquidate (10 streams)" "$SP" "liquidate(address)" "$CAROL"
 
+# Worst-case liquidation: an account at the stream cap (maxStreams()), every stream to a distinct
+# author under its own project (distinct owner, 10% fee), so every slot the loop touches is cold
+# and every stream also settles a project owner.
+CAP=$("$CAST" call --rpc-url "$RPC" "$SP" "maxStreams()(uint256)")
+WHALE_KEY=0x00000000000000000000000000000000000000000000000000000000000c1c1c
+WHALE=$(addr "$WHALE_KEY")
+"$CAST" rpc --rpc-url "$RPC" anvil_setBalance "$WHALE" 0x56BC75E2D63100000 >/dev/null
+send "$WHALE_KEY" "" "$TOKEN" "mint(address,uint256)" "$WHALE" 100000000
+send "$WHALE_KEY" "" "$TOKEN" "approve(address,uint256)" "$SP" 100000000
+send "$WHALE_KEY" "" "$SP" "deposit(uint256,bool)" 100000000 false # 100 tokens
+first_project=$("$CAST" call --rpc-url "$RPC" "$SP" "claimProjectId()(uint256)" --from "$WHALE")
+subs=()
+for ((i = 0; i < CAP; i++)); do
+  owner_key=$(printf '0x%064x' $((0x0a000000 + i)))
+  owner=$(addr "$owner_key")
+  "$CAST" rpc --rpc-url "$RPC" anvil_setBalance "$owner" 0x16345785D8A0000 >/dev/null
+  pid=$((first_project + i))
+  send "$owner_key" "" "$SP" "multicall(bytes[])" \
+    "[$("$CAST" calldata "claimProjectId()"),$("$CAST" calldata "setDefaultSettings((uint16),uint256)" "(1000)" "$pid")]"
+  subs+=("$("$CAST" calldata "subscribe(address,uint96,uint256)" "$(printf '0x%040x' $((0xa0700000 + i)))" 1000000000000 "$pid")")
+done
+(IFS=,; send "$WHALE_KEY" "" "$SP" "multicall(bytes[])" "[${subs[*]}]")
+# 2 x 3,600 s x 100 x 1e12/s = 0.72 tokens of cover; run the balance down under one window
+"$CAST" rpc --rpc-url "$RPC" evm_increaseTime 999000 >/dev/null
+"$CAST" rpc --rpc-url "$RPC" evm_mine >/dev/null
+send "$BOB_KEY" "liquidate (worst case: $CAP streams = the cap, distinct authors and project owners, 10% fee)" "$SP" "liquidate(address)" "$WHALE"
+
+# Relayed calls: signed payments of distinct users (bySig(pay), account nonce 0) sent singly by the
+# relayer, and the same kind of calls put into one bundle(bytes[]) of 1, 10 and 50.
+users=(); for i in $(seq 1 71); do users+=("$(printf '0x%064x' $((0x0b000000 + i)))"); done
+fund=(); for k in "${users[@]}"; do fund+=("$("$CAST" calldata "depositFor(uint256,address,bool)" 2000000 "$(addr "$k")" false)"); done
+(IFS=,; send "$ALICE_KEY" "" "$SP" "multicall(bytes[])" "[${fund[*]}]")
+signed_pay() { bysig_calldata "$1" "$("$CAST" calldata "pay(address,uint256)" "$DAVE" "1$M")"; }
+single_total=0
+for i in $(seq 0 9); do
+  json=$("$CAST" send --json --rpc-url "$RPC" --private-key "$RELAYER_KEY" "$SP" "$(signed_pay "${users[$i]}")")
+  single_total=$((single_total + $(node -e 'process.stdout.write(String(parseInt(JSON.parse(require("fs").readFileSync(0)).gasUsed)))' <<<"$json")))
+done
+BUNDLE_ROWS=()
+next=10
+for n in 1 10 50; do
+  items=(); for ((i = 0; i < n; i++)); do items+=("$(signed_pay "${users[$next]}")"); next=$((next + 1)); done
+  json=$(IFS=,; "$CAST" send --json --rpc-url "$RPC" --private-key "$RELAYER_KEY" "$SP" "bundle(bytes[])" "[${items[*]}]")
+  gas=$(node -e 'const r=JSON.parse(require("fs").readFileSync(0));if(r.status!=="0x1")process.exit(1);process.stdout.write(String(parseInt(r.gasUsed)))' <<<"$json") \
+    || { echo "bundle of $n reverted" >&2; exit 1; }
+  BUNDLE_ROWS+=("bundle of $n relayed bySig(pay), per call|$((gas / n))")
+done
+
 table="| operation | gasUsed (full tx) | execution (minus 21k + calldata) |
 |---|---:|---:|"
 for row in "${ROWS[@]}"; do
@@ -135,6 +183,8 @@ per_known=$(( ($(g "multicall of 100 payments (known receivers)") - $(g "multica
 per_new=$(( ($(g "multicall of 100 payments (90 new receivers)") - $(g "multicall of 10 payments (new receivers)")) / 90 ))
 table+=$'\n'"| each extra payment in a batch, known receiver ((100 − 10) / 90) | $per_known | |"
 table+=$'\n'"| each extra payment in a batch, new receiver ((100 − 10) / 90) | $per_new | |"
+table+=$'\n'"| relayed bySig(pay) sent singly, per call (mean of 10 transactions) | $((single_total / 10)) | |"
+for row in "${BUNDLE_ROWS[@]}"; do IFS='|' read -r label gas <<<"$row"; table+=$'\n'"| $label | $gas | |"; done
 echo "$table"
 [[ -n "$OUT" ]] && echo "$table" > "$OUT"
 exit 0

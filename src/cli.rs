@@ -288,6 +288,17 @@ async fn sign(private_key: &str, file: &PathBuf, permit: bool) -> anyhow::Result
     if let Some(inner) = doc.get("Transaction").and_then(|t| t.get(field)) {
         doc = inner.clone();
     }
+    // A StreamPay SignedCall names the account it runs as (v2): a key signs for its own EOA, or as
+    // the owner of a contract wallet (ERC-1271), which must then validate the signature itself.
+    if doc["primaryType"] == "SignedCall" {
+        let named = doc["message"]["signer"].as_str().context(
+            "SignedCall without message.signer: built for the v1 contract (SignedCall(uint256 traits,bytes data)); rebuild it",
+        )?;
+        let named: alloy::primitives::Address = named.parse().context("message.signer is not an address")?;
+        if named != signer.address() {
+            eprintln!("note: signing a call that runs as {named} with the key of {}", signer.address());
+        }
+    }
     let typed: TypedData = serde_json::from_value(doc).context("Not an EIP-712 typed-data document")?;
     let sig = signer.sign_dynamic_typed_data(&typed).await.context("Failed to sign")?;
     println!("0x{}", alloy::hex::encode(sig.as_bytes()));

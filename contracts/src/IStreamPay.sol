@@ -10,7 +10,8 @@ interface IStreamPay {
         uint16 projectFee;
     }
 
-    /// @notice A call signed off-chain and executed through `bySig`. Same layout as 1inch BySig.
+    /// @notice A call signed off-chain and executed through `bySig`. Same layout as 1inch BySig; the
+    /// signed EIP-712 struct adds the signer: `SignedCall(address signer,uint256 traits,bytes data)`.
     struct SignedCall {
         uint256 traits;
         bytes data;
@@ -29,13 +30,18 @@ interface IStreamPay {
     /// For account nonces, `nonce` is the value consumed: the next valid nonce is `nonce + 1`.
     event NonceUsed(address indexed signer, uint8 nonceType, bytes4 selector, uint256 nonce);
     event SponsoredCallCharged(address indexed signer, address indexed relayer, uint256 amount);
+    event ProjectOwnershipTransferStarted(uint256 indexed projectId, address indexed owner, address indexed pendingOwner);
+    event ProjectOwnershipTransferred(uint256 indexed projectId, address indexed previousOwner, address indexed newOwner);
+    /// @notice One per call of a `bundle`, in order: whether call `index` succeeded, and its revert
+    /// data (a StreamPay custom error, usually) when it failed.
+    event BundleCallResult(uint256 indexed index, bool success, bytes revertData);
 
     // ---------------------------------------------------------------- errors
     error StreamPayZeroAmount();
     error StreamPayZeroAddress();
     error StreamPaySelfStream(address account);
     /// @notice The operation would leave `account` unable to cover two `liquidationWindow`s of its
-    /// net outflow (or, without streams, with a negative balance). `needed` is how much more balance
+    /// gross outgoing rate (or, without streams, with a negative balance). `needed` is how much more balance
     /// it would take for the operation to pass; `available` is the live balance the operation would
     /// leave (floored at 0).
     error StreamPayInsufficientBalance(address account, uint256 needed, uint256 available);
@@ -53,6 +59,13 @@ interface IStreamPay {
     error StreamPayWrongNonce(address signer, uint8 nonceType, uint256 nonce);
     error StreamPayWrongSignature(address signer);
     error StreamPayWrongNonceType(uint256 nonceType);
+    /// @notice A StreamPay entry point was called by `caller` while StreamPay's own call to the token
+    /// (or Permit2) was in flight, e.g. from a token hook.
+    error StreamPayReentrantCall(address caller);
+    /// @notice `subscribeWithMaxFee`: the project's fee `fee` (bps) is above the caller's `maxFee`.
+    error StreamPayProjectFeeAboveMax(uint256 projectId, uint16 fee, uint16 maxFee);
+    /// @notice `acceptProjectOwnership` by `caller`, who is not the pending owner of `projectId`.
+    error StreamPayNotPendingProjectOwner(uint256 projectId, address caller);
 
     // ---------------------------------------------------------------- token-like views
     function token() external view returns (address);
@@ -71,6 +84,9 @@ interface IStreamPay {
 
     // ---------------------------------------------------------------- streams
     function subscribe(address author, uint96 subscriptionRate, uint256 projectId) external;
+    function subscribeWithMaxFee(address author, uint96 subscriptionRate, uint256 projectId, uint16 maxProjectFee)
+        external;
+    function maxStreams() external pure returns (uint256);
     function unsubscribe(address author) external;
     function subscriptions(address from, address to) external view returns (bool, uint256);
     function allSubscriptions(address from) external view returns (address[] memory, uint256[] memory);
@@ -89,21 +105,27 @@ interface IStreamPay {
     function setDefaultSettings(Settings calldata settings, uint256 projectId) external;
     function setSettingsForUser(address user, Settings calldata settings, uint256 projectId) external;
     function projectFeeFor(uint256 projectId, address author) external view returns (uint16);
+    function transferProjectOwnership(uint256 projectId, address newOwner) external;
+    function acceptProjectOwnership(uint256 projectId) external;
+    function pendingProjectOwner(uint256 projectId) external view returns (address);
 
     // ---------------------------------------------------------------- meta-transactions
     function bySig(address signer, SignedCall calldata sig, bytes calldata signature)
         external
         payable
         returns (bytes memory);
-    function hashBySig(SignedCall calldata sig) external view returns (bytes32);
+    function hashBySig(address signer, SignedCall calldata sig) external view returns (bytes32);
     function bySigAccountNonces(address account) external view returns (uint256);
     function bySigSelectorNonces(address account, bytes4 selector) external view returns (uint256);
     function bySigUniqueNonces(address account, uint256 nonce) external view returns (bool);
     function useBySigAccountNonce(uint32 advance) external;
+    function useBySigSelectorNonce(bytes4 selector, uint32 advance) external;
+    function useBySigUniqueNonce(uint256 nonce) external;
     function sponsoredCall(address feeToken, uint256 amount, bytes calldata data, bytes calldata extraData)
         external
         payable
         returns (bytes memory);
     function permitAndCall(bytes calldata permit, bytes calldata action) external payable;
     function multicall(bytes[] calldata data) external;
+    function bundle(bytes[] calldata calls) external returns (bool[] memory success);
 }

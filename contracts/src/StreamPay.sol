@@ -7,6 +7,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {IPermit2} from "@1inch/solidity-utils/contracts/interfaces/IPermit2.sol";
 
@@ -20,12 +21,16 @@ import {IStreamPay} from "./IStreamPay.sol";
 /// credits and debits adjust the stored balance directly, because adding a constant to the stored
 /// balance adds the same constant to the live balance at every later time.
 ///
-/// Solvency model: an account is liquidatable once its live balance can no longer cover
-/// `liquidationWindow` seconds of its net outflow. Its own operations (subscribe, pay, withdraw,
-/// a sponsored fee) must leave it covering twice that, so every stream runs at least one window
-/// before it can be liquidated and nobody is liquidated the second after subscribing. Balances stay
-/// non-negative as long as keepers liquidate within the window; a late liquidation leaves the
-/// deficit as a negative balance (a debt the owner must repay before spending again).
+/// Solvency model (gross: income is revocable by its payer at any second, so it never counts as
+/// collateral): an account with streams is liquidatable once its live balance is below
+/// `liquidationWindow` seconds of its GROSS outgoing rate. Its own operations (subscribe, pay,
+/// withdraw, a sponsored fee) must leave it covering twice that. Nobody else can raise an
+/// account's outgoing rate or lower its balance, so no third party (a payer unsubscribing, a payer
+/// being liquidated) can make an account liquidatable, and once it is liquidatable its balance
+/// still covers a full window of its outflow: a keeper acting within the window leaves every
+/// balance non-negative. A later liquidation leaves the deficit as a negative balance (a debt the
+/// owner must repay before spending again). An account streams to at most `_MAX_STREAMS` authors,
+/// so its liquidation always fits in one transaction.
 contract StreamPay is IStreamPay, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -35,10 +40,16 @@ contract StreamPay is IStreamPay, EIP712 {
     uint256 internal constant _MAX_TOTAL_SUPPLY = 1 << 160;
     uint16 internal constant _MAX_PROJECT_FEE = 2000; // 20% in basis points
     uint256 internal constant _BPS = 10_000;
-    uint256 internal constant _MAX_STREAMS = type(uint16).max;
-    /// @dev Windows of net outflow an account's own operations must leave it able to cover.
+    /// @dev Outgoing streams per account. Liquidation stops them all in one call, so this bounds
+    /// its gas (measured at the cap, every slot cold, every stream with a project fee: see
+    /// Liquidation.t.sol and BENCHMARKS.md), as Papaya's SUBSCRIPTION_THRESHOLD does.
+    uint256 internal constant _MAX_STREAMS = 100;
+    /// @dev Windows of gross outflow an account's own operations must leave it able to cover.
     uint256 internal constant _OPERATING_WINDOWS = 2;
-    bytes32 internal constant _SIGNED_CALL_TYPEHASH = keccak256("SignedCall(uint256 traits,bytes data)");
+    /// @dev The signer is part of the signed struct, so a signature made for one account can never
+    /// be replayed as another account of the same key (an EOA and its ERC-1271 wallets).
+    bytes32 internal constant _SIGNED_CALL_TYPEHASH =
+        keccak256("SignedCall(address signer,uint256 traits,bytes data)");
 
     // traits layout, identical to 1inch BySigTraits
     uint256 internal constant _TYPE_SHIFT = 254;
@@ -87,6 +98,10 @@ contract StreamPay is IStreamPay, EIP712 {
     mapping(uint256 => address) internal _projectOwners;
     mapping(uint256 => uint16) internal _defaultFees;
     mapping(uint256 => mapping(address => UserSettings)) internal _userSettings;
+    /// @dev Sum of the fee rates every live stream of a project pays its owner, moved to the new
+    /// owner when ownership changes hands (removing a stream takes its fee from the current owner).
+    mapping(uint256 => uint128) internal _projectFeeRates;
+    mapping(uint256 => address) internal _pendingProjectOwners;
 
     mapping(address => uint256) internal _accountNonces;
     mapping(address => mapping(bytes4 => uint256)) internal _selectorNonces;
@@ -95,6 +110,16 @@ contract StreamPay is IStreamPay, EIP712 {
     /// @dev The signer of the bySig call being executed; zero outside of one. Transient, so it
     /// can never leak into a later transaction.
     address internal transient _signer;
+
+    /// @dev True while an external call to the token or Permit2 is in flight. Every state-changing
+    /// entry point refuses to run then, so a token hook can neither re-enter nor act as `_signer`.
+    bool internal transient _tokenCallInFlight;
+
+    /// @dev Refuses to run while a token call is in flight (see `_tokenCallInFlight`).
+    modifier noTokenCall() {
+        if (_tokenCallInFlight) revert StreamPayReentrantCall(msg.sender);
+        _;
+    }
 
     /// @param token_ The underlying ERC-20 (at most 18 decimals).
     /// @param permit2_ Uniswap Permit2 (AllowanceTransfer) used when a deposit asks for it.
@@ -168,30 +193,30 @@ contract StreamPay is IStreamPay, EIP712 {
 
     /// @notice Deposits `amount` token units from the caller into the caller's balance.
     /// @param isPermit2 Pull through Permit2 AllowanceTransfer instead of `transferFrom`.
-    function deposit(uint256 amount, bool isPermit2) external {
+    function deposit(uint256 amount, bool isPermit2) external noTokenCall {
         address sender = _sender();
         _deposit(sender, sender, amount, isPermit2);
     }
 
     /// @notice Deposits `amount` token units from the caller into `to`'s balance.
-    function depositFor(uint256 amount, address to, bool isPermit2) external {
+    function depositFor(uint256 amount, address to, bool isPermit2) external noTokenCall {
         _deposit(_sender(), to, amount, isPermit2);
     }
 
     /// @notice Withdraws `amount` (18-decimal units) to the caller.
     /// @dev Only whole token units leave: the sub-unit remainder stays in the caller's balance.
-    function withdraw(uint256 amount) external {
+    function withdraw(uint256 amount) external noTokenCall {
         address sender = _sender();
         _withdraw(sender, sender, amount);
     }
 
     /// @notice Withdraws `amount` (18-decimal units) from the caller's balance to `to`.
-    function withdrawTo(address to, uint256 amount) external {
+    function withdrawTo(address to, uint256 amount) external noTokenCall {
         _withdraw(_sender(), to, amount);
     }
 
     /// @notice Moves `amount` (18-decimal units) from the caller's balance to `receiver`.
-    function pay(address receiver, uint256 amount) external {
+    function pay(address receiver, uint256 amount) external noTokenCall {
         address sender = _sender();
         if (receiver == address(0)) revert StreamPayZeroAddress();
         _debit(sender, amount);
@@ -205,8 +230,27 @@ contract StreamPay is IStreamPay, EIP712 {
 
     /// @notice Streams `subscriptionRate` (18-decimal units per second) from the caller to `author`,
     /// replacing any existing stream to that author. A project fee, if `projectId` sets one, is
-    /// carved out of the rate and streamed to the project owner.
-    function subscribe(address author, uint96 subscriptionRate, uint256 projectId) external {
+    /// carved out of the rate and streamed to the project owner. Accepts any fee the project sets
+    /// when the call lands: use `subscribeWithMaxFee` to bound it.
+    function subscribe(address author, uint96 subscriptionRate, uint256 projectId) external noTokenCall {
+        _subscribe(author, subscriptionRate, projectId, _MAX_PROJECT_FEE);
+    }
+
+    /// @notice As `subscribe`, but reverts with StreamPayProjectFeeAboveMax if the project fee for
+    /// `author` is above `maxProjectFee` basis points when the call lands (e.g. raised by the
+    /// project owner after the subscriber signed).
+    /// @param author Receiver of the stream (minus the project fee).
+    /// @param subscriptionRate 18-decimal units per second the caller pays.
+    /// @param projectId Project whose fee applies (0: none).
+    /// @param maxProjectFee Highest project fee, in basis points, the caller accepts.
+    function subscribeWithMaxFee(address author, uint96 subscriptionRate, uint256 projectId, uint16 maxProjectFee)
+        external
+        noTokenCall
+    {
+        _subscribe(author, subscriptionRate, projectId, maxProjectFee);
+    }
+
+    function _subscribe(address author, uint96 subscriptionRate, uint256 projectId, uint16 maxProjectFee) internal {
         address user = _sender();
         if (author == address(0)) revert StreamPayZeroAddress();
         if (author == user) revert StreamPaySelfStream(user);
@@ -227,10 +271,15 @@ contract StreamPay is IStreamPay, EIP712 {
             _streamList[user][count] = author;
         }
 
-        uint96 fee = uint96((uint256(subscriptionRate) * _feeFor(projectId, author)) / _BPS);
+        uint16 feeBps = _feeFor(projectId, author);
+        if (feeBps > maxProjectFee) revert StreamPayProjectFeeAboveMax(projectId, feeBps, maxProjectFee);
+        uint96 fee = uint96((uint256(subscriptionRate) * feeBps) / _BPS);
         uint96 income = subscriptionRate - fee;
         _addIncome(author, income);
-        if (fee != 0) _addIncome(_projectOwners[projectId], fee);
+        if (fee != 0) {
+            _addIncome(_projectOwners[projectId], fee);
+            _projectFeeRates[projectId] += fee;
+        }
         u.outgoingRate += subscriptionRate;
         u.hasRates = true;
         _streams[user][author] = Stream(income, subscriptionRate, uint48(projectId), index);
@@ -240,7 +289,7 @@ contract StreamPay is IStreamPay, EIP712 {
 
     /// @notice Stops the caller's stream to `author`. Never blocked by the author's or the
     /// project owner's state.
-    function unsubscribe(address author) external {
+    function unsubscribe(address author) external noTokenCall {
         address user = _sender();
         Stream storage s = _streams[user][author];
         if (s.outgoing == 0) revert StreamPayNoSubscription(user, author);
@@ -276,7 +325,13 @@ contract StreamPay is IStreamPay, EIP712 {
         return _liquidationWindow;
     }
 
-    /// @notice True once `account` can no longer cover `liquidationWindow` seconds of net outflow.
+    /// @notice Most outgoing streams one account may have.
+    function maxStreams() external pure returns (uint256) {
+        return _MAX_STREAMS;
+    }
+
+    /// @notice True once `account` has streams and its live balance is below `liquidationWindow`
+    /// seconds of its gross outgoing rate (income does not count).
     function isLiquidatable(address account) external view returns (bool) {
         Account memory a = _accounts[account];
         return a.streamCount != 0 && _shortfall(_liveBalance(a), a) != 0;
@@ -284,7 +339,7 @@ contract StreamPay is IStreamPay, EIP712 {
 
     /// @notice Stops every outgoing stream of an insolvent `account`; its remaining positive
     /// balance rewards the caller.
-    function liquidate(address account) external {
+    function liquidate(address account) external noTokenCall {
         Account storage a = _settle(account);
         if (a.streamCount == 0 || _shortfall(a.balance, a) == 0) revert StreamPayNotLiquidatable(account);
         uint256 n = a.streamCount;
@@ -311,7 +366,7 @@ contract StreamPay is IStreamPay, EIP712 {
     // =====================================================================================
 
     /// @notice Claims the next project id for the caller, who receives the project's fees.
-    function claimProjectId() external returns (uint256 projectId) {
+    function claimProjectId() external noTokenCall returns (uint256 projectId) {
         projectId = _nextProjectId++;
         if (projectId > type(uint48).max) revert StreamPayUnknownProject(projectId);
         address owner = _sender();
@@ -326,7 +381,7 @@ contract StreamPay is IStreamPay, EIP712 {
 
     /// @notice Sets the fee every new stream of `projectId` pays, unless a per-author fee is set.
     /// Existing streams keep the rates they were created with.
-    function setDefaultSettings(Settings calldata settings, uint256 projectId) external {
+    function setDefaultSettings(Settings calldata settings, uint256 projectId) external noTokenCall {
         _onlyProjectOwner(projectId);
         _checkFee(settings.projectFee);
         _defaultFees[projectId] = settings.projectFee;
@@ -334,11 +389,42 @@ contract StreamPay is IStreamPay, EIP712 {
     }
 
     /// @notice Sets the fee of `projectId` for streams to the author `user`.
-    function setSettingsForUser(address user, Settings calldata settings, uint256 projectId) external {
+    function setSettingsForUser(address user, Settings calldata settings, uint256 projectId) external noTokenCall {
         _onlyProjectOwner(projectId);
         _checkFee(settings.projectFee);
         _userSettings[projectId][user] = UserSettings(true, settings.projectFee);
         emit UserSettingsSet(projectId, user, settings.projectFee);
+    }
+
+    /// @notice Starts handing `projectId` (and the fees its live streams pay) to `newOwner`, who
+    /// must accept it with `acceptProjectOwnership`. Zero cancels a pending transfer.
+    function transferProjectOwnership(uint256 projectId, address newOwner) external noTokenCall {
+        _onlyProjectOwner(projectId);
+        _pendingProjectOwners[projectId] = newOwner;
+        emit ProjectOwnershipTransferStarted(projectId, _projectOwners[projectId], newOwner);
+    }
+
+    /// @notice Completes a transfer started by `transferProjectOwnership`: the caller becomes the
+    /// owner of `projectId` and from now on receives the fees of its live and future streams.
+    function acceptProjectOwnership(uint256 projectId) external noTokenCall {
+        address newOwner = _sender();
+        if (newOwner == address(0) || _pendingProjectOwners[projectId] != newOwner) {
+            revert StreamPayNotPendingProjectOwner(projectId, newOwner);
+        }
+        address previous = _projectOwners[projectId];
+        delete _pendingProjectOwners[projectId];
+        _projectOwners[projectId] = newOwner;
+        uint128 rate = _projectFeeRates[projectId];
+        if (rate != 0) {
+            _removeIncome(previous, rate);
+            _addIncome(newOwner, rate);
+        }
+        emit ProjectOwnershipTransferred(projectId, previous, newOwner);
+    }
+
+    /// @notice Account that may accept ownership of `projectId`, zero if none.
+    function pendingProjectOwner(uint256 projectId) external view returns (address) {
+        return _pendingProjectOwners[projectId];
     }
 
     /// @notice Fee in basis points a new stream to `author` under `projectId` pays.
@@ -350,11 +436,13 @@ contract StreamPay is IStreamPay, EIP712 {
     // meta-transactions (1inch BySig compatible, plus a NonceUsed event)
     // =====================================================================================
 
-    /// @notice Runs `sig.data` on this contract as `signer`, authorised by `signature`
-    /// (ECDSA or ERC-1271) over the EIP-712 `SignedCall(uint256 traits,bytes data)`.
+    /// @notice Runs `sig.data` on this contract as `signer`, authorised by `signature` over the
+    /// EIP-712 `SignedCall(address signer,uint256 traits,bytes data)`: an ECDSA signature of
+    /// `signer` (also when `signer` has code, e.g. an EIP-7702 delegated EOA), else ERC-1271.
     function bySig(address signer, SignedCall calldata sig, bytes calldata signature)
         external
         payable
+        noTokenCall
         returns (bytes memory ret)
     {
         uint256 traits = sig.traits;
@@ -367,7 +455,7 @@ contract StreamPay is IStreamPay, EIP712 {
             revert StreamPayWrongRelayer(relayer);
         }
         _useNonce(signer, traits, sig.data);
-        if (!SignatureChecker.isValidSignatureNow(signer, hashBySig(sig), signature)) {
+        if (!_isValidSignature(signer, hashBySig(signer, sig), signature)) {
             revert StreamPayWrongSignature(signer);
         }
         address outer = _signer;
@@ -376,9 +464,11 @@ contract StreamPay is IStreamPay, EIP712 {
         _signer = outer;
     }
 
-    /// @notice EIP-712 digest of a signed call for this deployment.
-    function hashBySig(SignedCall calldata sig) public view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(_SIGNED_CALL_TYPEHASH, sig.traits, keccak256(sig.data))));
+    /// @notice EIP-712 digest `signer` signs for `sig` on this deployment.
+    function hashBySig(address signer, SignedCall calldata sig) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(_SIGNED_CALL_TYPEHASH, signer, sig.traits, keccak256(sig.data)))
+        );
     }
 
     /// @notice Next account nonce of `account`.
@@ -397,7 +487,7 @@ contract StreamPay is IStreamPay, EIP712 {
     }
 
     /// @notice Skips `advance` account nonces of the caller, cancelling calls signed with them.
-    function useBySigAccountNonce(uint32 advance) external {
+    function useBySigAccountNonce(uint32 advance) external noTokenCall {
         if (advance == 0) revert StreamPayZeroAmount();
         address account = _sender();
         uint256 next = _accountNonces[account] + advance;
@@ -405,11 +495,29 @@ contract StreamPay is IStreamPay, EIP712 {
         emit NonceUsed(account, 0, bytes4(0), next - 1);
     }
 
+    /// @notice Skips `advance` selector nonces of the caller for `selector`, cancelling calls
+    /// signed with them. Emits NonceUsed with the last nonce skipped.
+    function useBySigSelectorNonce(bytes4 selector, uint32 advance) external noTokenCall {
+        if (advance == 0) revert StreamPayZeroAmount();
+        address account = _sender();
+        uint256 next = _selectorNonces[account][selector] + advance;
+        _selectorNonces[account][selector] = next;
+        emit NonceUsed(account, 1, selector, next - 1);
+    }
+
+    /// @notice Marks the caller's unique nonce `nonce` used, cancelling a call signed with it.
+    function useBySigUniqueNonce(uint256 nonce) external noTokenCall {
+        address account = _sender();
+        _uniqueNonces[account][nonce >> 8] |= 1 << (nonce & 0xff);
+        emit NonceUsed(account, 2, bytes4(0), nonce);
+    }
+
     /// @notice Runs `data` as the caller, then charges the signer `amount` (18-decimal units of
     /// this contract's balance; `feeToken` must be this contract) in favour of the relayer.
     function sponsoredCall(address feeToken, uint256 amount, bytes calldata data, bytes calldata extraData)
         external
         payable
+        noTokenCall
         returns (bytes memory ret)
     {
         extraData; // reserved, as in 1inch BySig
@@ -430,20 +538,22 @@ contract StreamPay is IStreamPay, EIP712 {
     /// the token with EIP-2612 `permit(owner, spender, value, deadline, v, r, s)`, or Permit2 with
     /// `permit(owner, PermitSingle, signature)`. A failed permit (e.g. already used by a
     /// front-runner) is ignored: the action then fails on its own if the allowance is missing.
-    function permitAndCall(bytes calldata permit, bytes calldata action) external payable {
+    function permitAndCall(bytes calldata permit, bytes calldata action) external payable noTokenCall {
         address target = address(bytes20(permit));
         bytes4 selector;
         if (target == address(_token)) selector = IERC20Permit.permit.selector;
         else if (target == address(_permit2) && target != address(0)) selector = IPermit2.permit.selector;
         else revert StreamPayUnsupportedPermit(target);
         // The result is deliberately ignored, see above.
+        _tokenCallInFlight = true;
         (bool ok,) = target.call(bytes.concat(selector, permit[20:]));
+        _tokenCallInFlight = false;
         ok;
         Address.functionDelegateCall(address(this), action);
     }
 
     /// @notice Runs every call in `data` on this contract as the caller; all or nothing.
-    function multicall(bytes[] calldata data) external {
+    function multicall(bytes[] calldata data) external noTokenCall {
         for (uint256 i; i < data.length; ++i) {
             bytes calldata item = data[i];
             // Hand-rolled delegatecall: it reuses one scratch area instead of copying every item
@@ -459,6 +569,39 @@ contract StreamPay is IStreamPay, EIP712 {
         }
     }
 
+    /// @notice Runs every call in `calls` on this contract as the caller, each isolated: a failing
+    /// call is undone alone (with the nonce its signature would have used) and the others stand.
+    /// Meant for relayers putting many users' `bySig` / `permitAndCall` calls in one transaction.
+    /// Emits BundleCallResult for every call, with the revert data of a failure.
+    /// @return success Whether each call succeeded.
+    function bundle(bytes[] calldata calls) external noTokenCall returns (bool[] memory success) {
+        success = new bool[](calls.length);
+        for (uint256 i; i < calls.length; ++i) {
+            bytes calldata item = calls[i];
+            bool ok;
+            // Same scratch-area delegatecall as multicall; the return data is copied only on failure.
+            assembly ("memory-safe") {
+                let ptr := mload(0x40)
+                calldatacopy(ptr, item.offset, item.length)
+                ok := delegatecall(gas(), address(), ptr, item.length, 0, 0)
+            }
+            success[i] = ok;
+            if (ok) {
+                emit BundleCallResult(i, true, "");
+            } else {
+                bytes memory reason = new bytes(0);
+                assembly ("memory-safe") {
+                    let size := returndatasize()
+                    reason := mload(0x40)
+                    mstore(reason, size)
+                    returndatacopy(add(reason, 0x20), 0, size)
+                    mstore(0x40, add(add(reason, 0x20), and(add(size, 31), not(31))))
+                }
+                emit BundleCallResult(i, false, reason);
+            }
+        }
+    }
+
     // =====================================================================================
     // internals
     // =====================================================================================
@@ -466,6 +609,14 @@ contract StreamPay is IStreamPay, EIP712 {
     function _sender() internal view returns (address) {
         address signer = _signer;
         return signer == address(0) ? msg.sender : signer;
+    }
+
+    /// @dev ECDSA first (covers EOAs and EIP-7702 delegated EOAs, whose code may not implement
+    /// ERC-1271), then ERC-1271 for contract accounts, as 1inch's recoverOrIsValidSignature.
+    function _isValidSignature(address signer, bytes32 hash, bytes calldata signature) internal view returns (bool) {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(hash, signature);
+        if (err == ECDSA.RecoverError.NoError && recovered == signer) return true;
+        return SignatureChecker.isValidERC1271SignatureNow(signer, hash, signature);
     }
 
     function _useNonce(address signer, uint256 traits, bytes calldata data) internal {
@@ -497,17 +648,21 @@ contract StreamPay is IStreamPay, EIP712 {
         if (amount == 0) revert StreamPayZeroAmount();
         if (to == address(0)) revert StreamPayZeroAddress();
         if (amount > _MAX_TOTAL_SUPPLY / _scale) revert StreamPayAmountTooLarge(amount);
+        // Permit2 moves uint160 amounts: never credit what it would truncate.
+        if (isPermit2 && amount > type(uint160).max) revert StreamPayAmountTooLarge(amount);
         uint256 scaled = amount * _scale;
         uint256 total = _totalSupply + scaled;
         if (total > _MAX_TOTAL_SUPPLY) revert StreamPayAmountTooLarge(amount);
         _totalSupply = total;
         _credit(to, scaled);
         emit Transfer(address(0), to, scaled);
+        _tokenCallInFlight = true;
         if (isPermit2) {
             _permit2.transferFrom(from, address(this), uint160(amount), address(_token));
         } else {
             _token.safeTransferFrom(from, address(this), amount);
         }
+        _tokenCallInFlight = false;
     }
 
     function _withdraw(address from, address to, uint256 amount) internal {
@@ -518,7 +673,9 @@ contract StreamPay is IStreamPay, EIP712 {
         _debit(from, burned);
         _totalSupply -= burned;
         emit Transfer(from, address(0), burned);
+        _tokenCallInFlight = true;
         _token.safeTransfer(to, tokenAmount);
+        _tokenCallInFlight = false;
     }
 
     /// @dev Adds to the stored balance; valid without a settlement (see the contract notes).
@@ -543,25 +700,24 @@ contract StreamPay is IStreamPay, EIP712 {
         }
     }
 
+    /// @dev Own operations must leave OPERATING_WINDOWS windows of the GROSS outgoing rate.
     function _requireSolvent(address account, Account storage a) internal view {
         uint256 income = a.incomeRate;
         uint256 outgoing = a.outgoingRate;
         int256 live = a.balance + (int256(income) - int256(outgoing)) * int256(block.timestamp - a.updated);
-        uint256 required = outgoing > income ? (outgoing - income) * _OPERATING_WINDOWS * _liquidationWindow : 0;
+        uint256 required = outgoing * _OPERATING_WINDOWS * _liquidationWindow;
         if (live < int256(required)) {
             revert StreamPayInsufficientBalance(account, uint256(int256(required) - live), live > 0 ? uint256(live) : 0);
         }
     }
 
-    /// @dev How much `balance` lacks to cover the liquidation window of net outflow (zero if none).
-    /// Without streams the requirement is simply a non-negative balance.
+    /// @dev How much `balance` lacks to cover one liquidation window of the GROSS outgoing rate
+    /// (income is revocable and does not count). Without outflow: a non-negative balance.
     function _shortfall(int256 balance, Account memory a) internal view returns (uint256) {
-        uint256 netOut;
-        if (a.hasRates && a.outgoingRate > a.incomeRate) {
-            netOut = uint256(a.outgoingRate - a.incomeRate) * _liquidationWindow;
-        }
-        int256 missing = int256(netOut) - balance;
-        if (netOut == 0) return balance < 0 ? uint256(-balance) : 0;
+        uint256 cover;
+        if (a.hasRates) cover = uint256(a.outgoingRate) * _liquidationWindow;
+        if (cover == 0) return balance < 0 ? uint256(-balance) : 0;
+        int256 missing = int256(cover) - balance;
         return missing > 0 ? uint256(missing) : 0;
     }
 
@@ -589,14 +745,14 @@ contract StreamPay is IStreamPay, EIP712 {
         }
     }
 
-    function _addIncome(address account, uint96 rate) internal {
+    function _addIncome(address account, uint128 rate) internal {
         if (rate == 0) return;
         Account storage a = _settle(account);
         a.incomeRate += rate;
         a.hasRates = true;
     }
 
-    function _removeIncome(address account, uint96 rate) internal {
+    function _removeIncome(address account, uint128 rate) internal {
         if (rate == 0) return;
         Account storage a = _settle(account);
         uint128 income = a.incomeRate - rate;
@@ -611,7 +767,10 @@ contract StreamPay is IStreamPay, EIP712 {
         uint96 outgoing = s.outgoing;
         uint48 projectId = s.projectId;
         _removeIncome(author, income);
-        if (outgoing != income) _removeIncome(_projectOwners[projectId], outgoing - income);
+        if (outgoing != income) {
+            _removeIncome(_projectOwners[projectId], outgoing - income);
+            _projectFeeRates[projectId] -= outgoing - income;
+        }
         uint128 out = u.outgoingRate - outgoing;
         u.outgoingRate = out;
         u.hasRates = out != 0 || u.incomeRate != 0;

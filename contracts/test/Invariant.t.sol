@@ -3,25 +3,46 @@ pragma solidity ^0.8.30;
 
 import {Base} from "./utils/Base.sol";
 import {IStreamPay} from "../src/IStreamPay.sol";
-import {StreamPayHandler} from "./handlers/StreamPayHandler.sol";
+import {StreamPayHandler, IHandlerToken} from "./handlers/StreamPayHandler.sol";
 import {ERC1271Wallet} from "./mocks/ERC1271Wallet.sol";
+import {HookToken} from "./mocks/Tokens.sol";
+import {StreamPay} from "../src/StreamPay.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {IPermit2} from "@1inch/solidity-utils/contracts/interfaces/IPermit2.sol";
 
 /// @title InvariantTest
 /// @notice Handler-based invariants of StreamPay. The fuzzer calls only StreamPayHandler, which
-/// performs bounded deposits (transferFrom and Permit2), withdrawals, payments, subscribes with and
-/// without project fees, unsubscribes, fee changes, liquidations, time warps and meta-transactions
-/// (bySig with the three nonce types and relayer restrictions, bySig(multicall), sponsoredCall,
-/// nonce cancellation) over six accounts: four EOAs, an ERC-1271 wallet and the keeper/relayer.
+/// performs bounded deposits (transferFrom and Permit2, and Permit2 amounts above uint160 that must
+/// be refused), withdrawals (also to a merchant whose token hook tries to re-enter), payments,
+/// subscribes with and without project fees, many streams per account up to the cap, cycles of
+/// accounts streaming to each other, unsubscribes, fee changes, liquidations, time warps with a
+/// LATE keeper and meta-transactions (bySig with the three nonce types and relayer restrictions,
+/// bySig(multicall), sponsoredCall, nonce cancellation, each replayed as the same signer and as
+/// every other account of the same key) over six acting accounts (four EOAs, an ERC-1271 wallet
+/// of dave's key and the keeper/relayer) and 105 passive ones (a merchant, 104 dust authors).
 ///
-/// Solvency invariants assume timely keepers, as the protocol does: the handler liquidates every
-/// liquidatable account before letting time pass, and never lets more than `liquidationWindow`
-/// seconds pass at once.
+/// The keeper is late, as real keepers are: each account is liquidated some latency after the
+/// first second it is liquidatable, drawn anywhere in 0 .. liquidationWindow - 1 s. The
+/// invariants hold for ANY such keeper; this suite runs the 6-decimal MockToken, and
+/// InvariantHookToken18Test the same suite on an 18-decimal token with transfer hooks, starting
+/// from an empty deployment.
 contract InvariantTest is Base {
     StreamPayHandler internal handler;
-    address[] internal accounts;
+    address[] internal accounts; // every account that can hold a balance (acting, then passive)
+    mapping(address => uint256) internal _indexPlusOne;
+    IHandlerToken internal held; // the deployment's token
+    uint256 internal scale;
+
+    /// @dev The deployment under test: Base's 6-decimal MockToken deployment, initial deposits.
+    function _deployment() internal virtual returns (address tokenAddr, bool empty) {
+        return (address(token), false);
+    }
 
     function setUp() public override {
         super.setUp();
+        (address tokenAddr, bool empty) = _deployment();
+        held = IHandlerToken(tokenAddr);
+        scale = 10 ** (18 - uint256(held.decimals()));
         ERC1271Wallet wallet = new ERC1271Wallet(dave);
         vm.label(address(wallet), "wallet");
         address[] memory accts = new address[](6);
@@ -30,11 +51,14 @@ contract InvariantTest is Base {
         (alice, bob, carol, dave, address(wallet), relayer);
         (keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]) =
         (ALICE_PK, BOB_PK, CAROL_PK, DAVE_PK, DAVE_PK, RELAYER_PK);
-        handler = new StreamPayHandler(sp, token, permit2, relayer, accts, keys);
-        accounts = accts;
+        handler = new StreamPayHandler(sp, tokenAddr, permit2, relayer, accts, keys, empty);
+        accounts = handler.allAccounts();
+        for (uint256 i; i < accounts.length; ++i) {
+            _indexPlusOne[accounts[i]] = i + 1;
+        }
 
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](12);
+        bytes4[] memory selectors = new bytes4[](16);
         selectors[0] = StreamPayHandler.deposit.selector;
         selectors[1] = StreamPayHandler.withdraw.selector;
         selectors[2] = StreamPayHandler.pay.selector;
@@ -47,6 +71,10 @@ contract InvariantTest is Base {
         selectors[9] = StreamPayHandler.metaBatch.selector;
         selectors[10] = StreamPayHandler.cancelNonces.selector;
         selectors[11] = StreamPayHandler.setFee.selector;
+        selectors[12] = StreamPayHandler.subscribeMany.selector;
+        selectors[13] = StreamPayHandler.cycle.selector;
+        selectors[14] = StreamPayHandler.depositHuge.selector;
+        selectors[15] = StreamPayHandler.warp.selector; // the late keeper is where solvency is tested
         targetSelector(FuzzSelector(address(handler), selectors));
     }
 
@@ -71,11 +99,12 @@ contract InvariantTest is Base {
         }
         assertEq(sum, int256(sp.totalSupply()), "sum of signed balances vs totalSupply");
         assertEq(sp.totalSupply(), handler.ghostDeposited() - handler.ghostWithdrawn(), "totalSupply vs ghosts");
-        assertEq(token.balanceOf(address(sp)) * SCALE, sp.totalSupply(), "tokens held vs totalSupply");
+        assertEq(held.balanceOf(address(sp)) * scale, sp.totalSupply(), "tokens held vs totalSupply");
     }
 
-    /// @dev token.balanceOf(streamPay) × 1e12 ≥ Σ positive balances, and (timely keepers) no
-    /// balance is ever negative.
+    /// @dev token.balanceOf(streamPay) × scale ≥ Σ positive balances, and no balance is ever
+    /// negative although the keeper acts late (anywhere inside the window); the lowest live balance
+    /// any liquidation found was non-negative.
     /// forge-config: default.invariant.fail-on-revert = true
     function invariant_tokenHeldCoversPositiveBalances() public view {
         uint256 positive;
@@ -85,7 +114,8 @@ contract InvariantTest is Base {
             if (b > 0) positive += uint256(b);
             assertEq(sp.balanceOf(accounts[i]), b > 0 ? uint256(b) : 0, "balanceOf is the floored live balance");
         }
-        assertGe(token.balanceOf(address(sp)) * SCALE, positive, "tokens held vs positive balances");
+        assertGe(held.balanceOf(address(sp)) * scale, positive, "tokens held vs positive balances");
+        assertGe(handler.ghostLowestLiveAtLiquidation(), 0, "a late keeper found a negative balance");
     }
 
     /// @dev Σ (incomeRate − outgoingRate) over all accounts == 0.
@@ -99,40 +129,36 @@ contract InvariantTest is Base {
         assertEq(net, 0, "sum of income - outgoing rates");
     }
 
-    /// @dev Every stream is the model's (exact encodedRates, income + project fee == outgoing),
-    /// allSubscriptions lists exactly the model's streams, and each account's incomeRate and
-    /// outgoingRate are the sums over the streams it receives (as author or project owner) and pays.
+    /// @dev Every stream is the model's (exact encodedRates, income + project fee == outgoing, fee
+    /// at most 20%), allSubscriptions lists exactly the model's streams (count included, at most
+    /// maxStreams), and each account's incomeRate and outgoingRate are the sums over the streams it
+    /// receives (as author or project owner) and pays.
     /// forge-config: default.invariant.fail-on-revert = true
     function invariant_streamsMatchModelAndRateSums() public view {
         uint256 n = accounts.length;
         uint256[] memory income = new uint256[](n);
         uint256[] memory outgoing = new uint256[](n);
+        uint256 cap = sp.maxStreams();
         for (uint256 i; i < n; ++i) {
             address from = accounts[i];
-            uint256 count;
-            for (uint256 j; j < n; ++j) {
-                (bool active, uint256 enc) = sp.subscriptions(from, accounts[j]);
-                uint256 expected = handler.modelStream(from, accounts[j]);
-                assertEq(enc, expected, "encodedRates vs model");
-                assertEq(active, expected != 0, "active vs model");
-                if (!active) continue;
-                ++count;
+            (address[] memory authors, uint256[] memory rates) = sp.allSubscriptions(from);
+            assertEq(authors.length, handler.modelStreamCount(from), "allSubscriptions length vs model");
+            assertLe(authors.length, cap, "more streams than the cap");
+            for (uint256 k; k < authors.length; ++k) {
+                (bool active, uint256 enc) = sp.subscriptions(from, authors[k]);
+                assertTrue(active, "listed stream inactive");
+                assertEq(rates[k], enc, "allSubscriptions rates");
+                assertEq(enc, handler.modelStream(from, authors[k]), "encodedRates vs model");
                 uint256 inc = enc & type(uint96).max;
                 uint256 out = (enc >> 96) & type(uint96).max;
                 uint256 projectId = enc >> 192;
                 assertLe(inc, out, "income <= outgoing");
-                uint256 fee = out - inc; // income + fee == outgoing by construction; the fee must match its bps
+                uint256 fee = out - inc;
                 assertLe(fee * BPS, out * MAX_FEE, "fee above 20%");
                 if (projectId == 0) assertEq(fee, 0, "no project, no fee");
                 outgoing[i] += out;
-                income[j] += inc;
+                income[_indexOf(authors[k])] += inc;
                 if (fee != 0) income[_indexOf(handler.modelProjectOwner(projectId))] += fee;
-            }
-            (address[] memory authors, uint256[] memory rates) = sp.allSubscriptions(from);
-            assertEq(authors.length, count, "allSubscriptions length");
-            for (uint256 k; k < authors.length; ++k) {
-                (, uint256 enc) = sp.subscriptions(from, authors[k]);
-                assertEq(rates[k], enc, "allSubscriptions rates");
                 for (uint256 m; m < k; ++m) {
                     assertTrue(authors[m] != authors[k], "allSubscriptions lists an author twice");
                 }
@@ -191,7 +217,7 @@ contract InvariantTest is Base {
             IStreamPay.sponsoredCall.selector,
             IStreamPay.useBySigAccountNonce.selector
         ];
-        for (uint256 i; i < accounts.length; ++i) {
+        for (uint256 i; i < 6; ++i) {
             assertEq(sp.bySigAccountNonces(accounts[i]), handler.modelAccountNonce(accounts[i]), "account nonce");
             for (uint256 k; k < sels.length; ++k) {
                 assertEq(
@@ -212,7 +238,7 @@ contract InvariantTest is Base {
     /// maximum rate, reverted batches and both project fees) without a violation, and leaves all
     /// invariants true. Guards against bounds that silently skip everything.
     function test_handlerDrive_exercisesEveryActionWithoutViolation() public {
-        bytes4[11] memory sel = [
+        bytes4[14] memory sel = [
             StreamPayHandler.deposit.selector,
             StreamPayHandler.withdraw.selector,
             StreamPayHandler.pay.selector,
@@ -223,12 +249,15 @@ contract InvariantTest is Base {
             StreamPayHandler.sponsoredPay.selector,
             StreamPayHandler.metaBatch.selector,
             StreamPayHandler.cancelNonces.selector,
-            StreamPayHandler.setFee.selector
+            StreamPayHandler.setFee.selector,
+            StreamPayHandler.subscribeMany.selector,
+            StreamPayHandler.cycle.selector,
+            StreamPayHandler.depositHuge.selector
         ];
         for (uint256 i; i < 200; ++i) {
             uint256 r = uint256(keccak256(abi.encode(i, "drive")));
-            uint256 k = r % 12;
-            if (k == 11) k = 3; // subscribe twice as often, as in setUp's selectors
+            uint256 k = r % 15;
+            if (k == 14) k = 3; // subscribe twice as often, as in setUp's selectors
             uint256[5] memory a;
             for (uint256 j; j < 5; ++j) {
                 a[j] = uint256(keccak256(abi.encode(r, j)));
@@ -240,14 +269,18 @@ contract InvariantTest is Base {
                 address(handler).call(bytes.concat(sel[k], abi.encode(a[0], a[1], a[2], a[3], a[4])));
             assertTrue(ok, string.concat("handler reverted: ", vm.toString(err)));
         }
-        // then time runs on, a full window at a time, with the keeper at work: every stream whose
-        // payer runs dry is liquidated (own operations leave two windows of cover, so a random
-        // 200-call prefix alone rarely drains an account below one window)
+        // one account fills its streams up to the cap and is refused the next one
+        for (uint256 i; i < 3; ++i) {
+            handler.subscribeMany(0, 60, i, 0);
+        }
+        // then time runs on, a full window at a time, with the late keeper at work: every stream
+        // whose payer runs dry is liquidated (own operations leave two windows of cover, so a
+        // random 200-call prefix alone rarely drains an account below one window)
         for (uint256 i; i < 12; ++i) {
-            handler.warp(LIQUIDATION_WINDOW);
+            handler.warp(LIQUIDATION_WINDOW, i);
         }
         assertEq(handler.violations(), 0, handler.firstViolation());
-        string[16] memory actions = [
+        string[20] memory actions = [
             "deposit",
             "withdraw",
             "pay",
@@ -263,12 +296,19 @@ contract InvariantTest is Base {
             "metaBatchReverted",
             "cancelNonces",
             "setFee",
-            "wrongRelayerRejected"
+            "wrongRelayerRejected",
+            "subscribeMany",
+            "streamCapRejected",
+            "cycle",
+            "depositHugeRejected"
         ];
         for (uint256 i; i < actions.length; ++i) {
             assertGt(handler.calls(actions[i]), 0, string.concat("never exercised: ", actions[i]));
         }
         assertGt(handler.ghostMetaCalls(), 20, "meta-transactions");
+        assertEq(handler.ghostMaxStreams(), sp.maxStreams(), "an account reached the stream cap");
+        assertGt(handler.ghostLateLiquidations(), 0, "the late keeper liquidated");
+        assertGt(handler.ghostCrossAccountReplaysRejected(), 0, "replays as the other account of a key");
         assertEq(handler.ghostReplaysRejected(), handler.ghostMetaCalls(), "every meta-transaction replayed once");
         invariant_handlerSawNoViolation();
         invariant_sumOfSignedBalancesEqualsTotalSupply();
@@ -280,9 +320,22 @@ contract InvariantTest is Base {
     }
 
     function _indexOf(address a) internal view returns (uint256) {
-        for (uint256 i; i < accounts.length; ++i) {
-            if (accounts[i] == a) return i;
-        }
+        uint256 i = _indexPlusOne[a];
+        if (i != 0) return i - 1;
         revert("unknown account");
+    }
+}
+
+/// @title InvariantHookToken18Test
+/// @notice The same invariants on an 18-decimal token whose transfers call the recipient back
+/// (the merchant tries to re-enter StreamPay on every withdrawal it receives), starting from an
+/// empty deployment (no initial deposits), where v1 let a Permit2 deposit of 2^160 mint for free.
+contract InvariantHookToken18Test is InvariantTest {
+    function _deployment() internal override returns (address tokenAddr, bool empty) {
+        HookToken ht = new HookToken();
+        sp = new StreamPay(IERC20Metadata(address(ht)), IPermit2(address(permit2)), LIQUIDATION_WINDOW);
+        vm.label(address(ht), "HOOK");
+        vm.label(address(sp), "StreamPay(HOOK)");
+        return (address(ht), true);
     }
 }

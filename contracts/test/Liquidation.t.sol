@@ -16,7 +16,7 @@ contract RevertsOnEverything {
 /// @title LiquidationTest
 /// @notice Solvency, liquidation, and the guarantee that unsubscribe and liquidate never depend on
 /// a third party's state. Fixture: LIQUIDATION_WINDOW = 86_400 s. An account's own operations must
-/// leave it covering two windows of net outflow; it is liquidatable once it covers less than one.
+/// leave it covering two windows of gross outflow; it is liquidatable once it covers less than one.
 contract LiquidationTest is Base {
     // alice deposits 1 USDC (1e18) and streams 1e12/s to bob: subscribing needs 2 windows (1.728e17);
     // liquidation needs one window, 8.64e16, so she is not liquidatable while
@@ -70,28 +70,29 @@ contract LiquidationTest is Base {
         sp.liquidate(bob);
     }
 
-    function test_isLiquidatable_usesNetOutflowAfterIncome() public {
-        // carol streams 0.5e12 to alice: alice's net outflow is 0.5e12, her window need 4.32e16
+    function test_isLiquidatable_usesGrossOutflowIgnoringIncome() public {
+        // carol streams 0.5e12 to alice: alice's balance falls at 0.5e12/s, but her cover is one
+        // window of her GROSS outflow, 1e12 * 86_400 = 8.64e16 (income is revocable)
         _deposit(carol, 100e6);
         _subscribe(carol, alice, 0.5e12, 0);
         _openAliceToBob();
-        // live(t) = 1e18 - 0.5e12 * t >= 4.32e16  <=>  t <= 1_913_600
-        vm.warp(START + 1_913_600);
-        assertEq(sp.balanceOf(alice), 4.32e16);
+        // live(t) = 1e18 - 0.5e12 * t >= 8.64e16  <=>  t <= 1_827_200
+        vm.warp(START + 1_827_200);
+        assertEq(sp.balanceOf(alice), 8.64e16);
         assertFalse(sp.isLiquidatable(alice));
-        vm.warp(START + 1_913_601);
+        vm.warp(START + 1_827_201);
         assertTrue(sp.isLiquidatable(alice));
     }
 
-    function test_isLiquidatable_falseWhenIncomeCoversOutflow() public {
+    function test_subscribe_incomeIsNotCollateral() public {
+        // alice's income covers the stream she wants to open, but income is revocable: with no
+        // balance she needs two windows of the gross rate, 2 * 2e12 * 86_400 = 3.456e17
         _deposit(carol, 100e6);
         _subscribe(carol, alice, 2e12, 0);
-        _subscribe(alice, bob, 2e12, 0); // no deposit needed: net outflow 0
-        vm.warp(START + 100 days);
-        assertFalse(sp.isLiquidatable(alice));
-        assertEq(sp.balanceOf(alice), 0);
-        vm.expectRevert(abi.encodeWithSelector(IStreamPay.StreamPayNotLiquidatable.selector, alice));
-        sp.liquidate(alice);
+        vm.expectRevert(
+            abi.encodeWithSelector(IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(3.456e17), 0)
+        );
+        _subscribe(alice, bob, 2e12, 0);
     }
 
     // ---------------------------------------------------------------- own operations leave two windows

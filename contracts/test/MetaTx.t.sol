@@ -81,11 +81,15 @@ contract MetaTxTest is Base {
                         address(sp)
                     )
                 ),
-                keccak256(abi.encode(keccak256("SignedCall(uint256 traits,bytes data)"), traits, keccak256(data)))
+                keccak256(
+                    abi.encode(
+                        keccak256("SignedCall(address signer,uint256 traits,bytes data)"), alice, traits, keccak256(data)
+                    )
+                )
             )
         );
-        assertEq(sp.hashBySig(c), expected, "hashBySig");
-        assertEq(SigUtils.bySigDigest(address(sp), block.chainid, traits, data), expected, "SigUtils digest");
+        assertEq(sp.hashBySig(alice, c), expected, "hashBySig");
+        assertEq(SigUtils.bySigDigest(address(sp), block.chainid, alice, traits, data), expected, "SigUtils digest");
         // traits layout, bit by bit
         assertEq(traits >> 254, 2, "nonce type bits");
         assertEq((traits >> 208) & (2 ** 40 - 1), 123456789, "deadline bits");
@@ -304,7 +308,7 @@ contract MetaTxTest is Base {
         uint256 here = block.chainid;
 
         // signed for chain 1, submitted here
-        bytes memory sigOther = SigUtils.sign(ALICE_PK, SigUtils.bySigDigest(address(sp), 1, traits, data));
+        bytes memory sigOther = SigUtils.sign(ALICE_PK, SigUtils.bySigDigest(address(sp), 1, alice, traits, data));
         _relayExpectRevert(
             alice,
             _call(traits, data),
@@ -313,7 +317,7 @@ contract MetaTxTest is Base {
         );
 
         // signed here, submitted after the chain id changed (a fork)
-        bytes memory sigHere = SigUtils.sign(ALICE_PK, SigUtils.bySigDigest(address(sp), here, traits, data));
+        bytes memory sigHere = SigUtils.sign(ALICE_PK, SigUtils.bySigDigest(address(sp), here, alice, traits, data));
         vm.chainId(here + 1);
         _relayExpectRevert(
             alice,
@@ -322,7 +326,7 @@ contract MetaTxTest is Base {
             abi.encodeWithSelector(IStreamPay.StreamPayWrongSignature.selector, alice)
         );
         // ... and the signature for the new chain id is the one accepted there
-        bytes memory sigNew = SigUtils.sign(ALICE_PK, SigUtils.bySigDigest(address(sp), here + 1, traits, data));
+        bytes memory sigNew = SigUtils.sign(ALICE_PK, SigUtils.bySigDigest(address(sp), here + 1, alice, traits, data));
         _relay(alice, _call(traits, data), sigNew);
         assertEq(_bal(bob), _i(10 * ONE));
     }
@@ -586,7 +590,7 @@ contract MetaTxTest is Base {
         IStreamPay.SignedCall memory c = _call(SigUtils.traits(SigUtils.ACCOUNT, _deadline(), address(0), 0), data);
 
         // a key other than the wallet owner's is refused by the wallet
-        bytes memory carolSig = SigUtils.signCall(CAROL_PK, address(sp), c.traits, data);
+        bytes memory carolSig = SigUtils.signCallAs(CAROL_PK, address(wallet), address(sp), c.traits, data);
         _relayExpectRevert(
             address(wallet),
             c,
@@ -594,7 +598,7 @@ contract MetaTxTest is Base {
             abi.encodeWithSelector(IStreamPay.StreamPayWrongSignature.selector, address(wallet))
         );
 
-        bytes memory daveSig = SigUtils.signCall(DAVE_PK, address(sp), c.traits, data);
+        bytes memory daveSig = SigUtils.signCallAs(DAVE_PK, address(wallet), address(sp), c.traits, data);
         vm.expectEmit(true, true, true, true, address(sp));
         emit NonceUsed(address(wallet), 0, bytes4(0), 0);
         vm.expectEmit(true, true, true, true, address(sp));

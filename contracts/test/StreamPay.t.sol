@@ -577,17 +577,18 @@ contract StreamPayTest is Base {
         assertEq(enc, _encodeRates(5_787_037_037_037, 5_787_037_037_037, 0));
     }
 
-    function test_subscribe_incomeOffsetsRequiredWindow() public {
-        // bob streams 2e13 to alice; alice, with no deposit, may stream up to her income
+    function test_subscribe_incomeDoesNotOffsetRequiredWindow() public {
+        // bob streams 2e13 to alice; alice still needs two windows of her gross outflow
         _deposit(bob, 100e6);
         _subscribe(bob, alice, 2e13, 0);
+        _deposit(alice, 3_456_000); // 2 * 2e13 * 86_400 = 3.456e18
         _subscribe(alice, carol, 2e13, 0);
         (,, uint256 outgoing,) = sp.accountInfo(alice);
         assertEq(outgoing, 2e13);
-        // one more wei per second of net outflow needs 2 * 86400 of balance she does not have
+        // one more wei per second needs 2 * 86_400 more, although her income exceeds her outflow
         vm.expectRevert(
             abi.encodeWithSelector(
-                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(172_800), uint256(0)
+                IStreamPay.StreamPayInsufficientBalance.selector, alice, uint256(172_800), uint256(3.456e18)
             )
         );
         _subscribe(alice, dave, 1, 0);
@@ -942,7 +943,7 @@ contract StreamPayTest is Base {
     }
 
     /// @dev EIP-712 digest computed from the spec, independently of `hashBySig`.
-    function _digest(uint256 traits, bytes memory data) internal view returns (bytes32) {
+    function _digest(address signer, uint256 traits, bytes memory data) internal view returns (bytes32) {
         bytes32 domain = keccak256(
             abi.encode(
                 keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
@@ -952,20 +953,21 @@ contract StreamPayTest is Base {
                 address(sp)
             )
         );
-        bytes32 structHash =
-            keccak256(abi.encode(keccak256("SignedCall(uint256 traits,bytes data)"), traits, keccak256(data)));
+        bytes32 structHash = keccak256(
+            abi.encode(keccak256("SignedCall(address signer,uint256 traits,bytes data)"), signer, traits, keccak256(data))
+        );
         return keccak256(abi.encodePacked("\x19\x01", domain, structHash));
     }
 
     function _signCall(uint256 pk, uint256 traits, bytes memory data) internal view returns (bytes memory) {
-        (uint8 v, bytes32 r, bytes32 s) = vm.sign(pk, _digest(traits, data));
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(pk, _digest(vm.addr(pk), traits, data));
         return abi.encodePacked(r, s, v);
     }
 
     function test_hashBySig_matchesEip712Digest() public view {
         bytes memory data = abi.encodeCall(IStreamPay.pay, (bob, 1));
         uint256 traits = _traits(0, START + 60, address(0), 0);
-        assertEq(sp.hashBySig(IStreamPay.SignedCall(traits, data)), _digest(traits, data));
+        assertEq(sp.hashBySig(alice, IStreamPay.SignedCall(traits, data)), _digest(alice, traits, data));
     }
 
     function test_bySig_runsCallAsSignerAndConsumesAccountNonce() public {

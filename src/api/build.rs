@@ -83,8 +83,8 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
 
     let traits = Traits::account(nonce, deadline, Some(req.sponsor.address())).encode();
     let domain = Domain::streampay(state.chain_id, contract.address);
-    let digest = eip712::signed_call_digest(&domain, traits, &req.data);
-    let typed_data = eip712::signed_call_typed_data(&domain, traits, &req.data);
+    let digest = eip712::signed_call_digest(&domain, req.from, traits, &req.data);
+    let typed_data = eip712::signed_call_typed_data(&domain, req.from, traits, &req.data);
 
     let permit_typed_data = match req.permit_value {
         Some(value) => Some(permit_document(state, contract, req.from, value, deadline).await?),

@@ -354,7 +354,7 @@ async fn signed_transaction(
     let mut verified = None;
     let mut mismatch = None;
     for (traits, sponsor) in candidates {
-        let digest = eip712::signed_call_digest(&domain, *traits, data);
+        let digest = eip712::signed_call_digest(&domain, from, *traits, data);
         match signature::verify(provider, from, digest, signature).await {
             Ok(sig) => {
                 verified = Some((*traits, sig, sponsor.clone()));

@@ -66,6 +66,7 @@ fn single_operation(call: &StreamPayCalls) -> Result<&'static str, CallError> {
         StreamPayCalls::withdrawTo(_) => "withdrawTo",
         StreamPayCalls::pay(_) => "pay",
         StreamPayCalls::subscribe(_) => "subscribe",
+        StreamPayCalls::subscribeWithMaxFee(_) => "subscribeWithMaxFee",
         StreamPayCalls::unsubscribe(_) => "unsubscribe",
         StreamPayCalls::multicall(_) => return Err(CallError::NotAllowed("nested multicall".into())),
         other => return Err(CallError::NotAllowed(call_name(other))),

@@ -15,8 +15,11 @@ use alloy::{
 use serde_json::{Value, json};
 
 sol! {
-    /// 1inch BySig's signed call: `SignedCall(uint256 traits,bytes data)`.
+    /// StreamPay's signed call: `SignedCall(address signer,uint256 traits,bytes data)`. 1inch
+    /// BySig's struct plus the signer, so a signature made for one account (an EOA) never runs as
+    /// another account of the same key (an ERC-1271 wallet it owns), and vice versa.
     struct SignedCall {
+        address signer;
         uint256 traits;
         bytes data;
     }
@@ -75,17 +78,19 @@ fn domain_type() -> Value {
     ])
 }
 
-/// The digest `bySig` checks the signature against (the contract's `hashBySig`).
-pub fn signed_call_digest(domain: &Domain, traits: U256, data: &Bytes) -> B256 {
-    SignedCall { traits, data: data.clone() }.eip712_signing_hash(&domain.to_alloy())
+/// The digest `bySig(signer, …)` checks the signature against (the contract's
+/// `hashBySig(signer, (traits, data))`).
+pub fn signed_call_digest(domain: &Domain, signer: Address, traits: U256, data: &Bytes) -> B256 {
+    SignedCall { signer, traits, data: data.clone() }.eip712_signing_hash(&domain.to_alloy())
 }
 
-/// The complete typed-data document for a `SignedCall`.
-pub fn signed_call_typed_data(domain: &Domain, traits: U256, data: &Bytes) -> Value {
+/// The complete typed-data document for a `SignedCall` executed as `signer`.
+pub fn signed_call_typed_data(domain: &Domain, signer: Address, traits: U256, data: &Bytes) -> Value {
     json!({
         "types": {
             "EIP712Domain": domain_type(),
             "SignedCall": [
+                {"name": "signer", "type": "address"},
                 {"name": "traits", "type": "uint256"},
                 {"name": "data", "type": "bytes"},
             ],
@@ -93,6 +98,7 @@ pub fn signed_call_typed_data(domain: &Domain, traits: U256, data: &Bytes) -> Va
         "primaryType": "SignedCall",
         "domain": domain.to_json(),
         "message": {
+            "signer": signer.to_checksum(None),
             "traits": traits.to_string(),
             "data": data.to_string(),
         },
@@ -150,8 +156,25 @@ mod tests {
         let domain = Domain::streampay(31337, address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"));
         let traits = U256::from(123456789u64) << 208;
         let data = Bytes::from(vec![0xde, 0xad, 0xbe, 0xef]);
-        let doc: TypedData = serde_json::from_value(signed_call_typed_data(&domain, traits, &data)).unwrap();
-        assert_eq!(doc.eip712_signing_hash().unwrap(), signed_call_digest(&domain, traits, &data));
+        let signer = address!("0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        let doc: TypedData = serde_json::from_value(signed_call_typed_data(&domain, signer, traits, &data)).unwrap();
+        assert_eq!(doc.eip712_signing_hash().unwrap(), signed_call_digest(&domain, signer, traits, &data));
+    }
+
+    // The signer is part of what is signed: the same call for another account is another digest.
+    #[test]
+    fn digest_binds_the_signer() {
+        let domain = Domain::streampay(31337, address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"));
+        let traits = U256::from(1u64);
+        let data = Bytes::from(vec![1, 2, 3]);
+        let eoa = address!("0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        let wallet = address!("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
+        assert_ne!(signed_call_digest(&domain, eoa, traits, &data), signed_call_digest(&domain, wallet, traits, &data));
+        assert_eq!(
+            SignedCall::eip712_encode_type(),
+            "SignedCall(address signer,uint256 traits,bytes data)",
+            "the contract's type string"
+        );
     }
 
     #[test]

@@ -93,6 +93,22 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_v2_custom_errors() {
+        let fee = StreamPay::StreamPayProjectFeeAboveMax { projectId: U256::from(7), fee: 2000, maxFee: 500 };
+        let d = decode_revert(&fee.abi_encode());
+        assert_eq!(d.name, "StreamPayProjectFeeAboveMax");
+        assert_eq!(d.display, "StreamPayProjectFeeAboveMax(projectId: 7, fee: 2000, maxFee: 500)");
+        let who = Address::repeat_byte(0x22);
+        let d = decode_revert(&StreamPay::StreamPayReentrantCall { caller: who }.abi_encode());
+        assert_eq!(d.name, "StreamPayReentrantCall");
+        assert!(d.display.contains(&who.to_checksum(None)), "{}", d.display);
+        let d = decode_revert(
+            &StreamPay::StreamPayNotPendingProjectOwner { projectId: U256::from(1), caller: who }.abi_encode(),
+        );
+        assert_eq!(d.name, "StreamPayNotPendingProjectOwner");
+    }
+
+    #[test]
     fn decodes_plain_reverts_and_unknown_data() {
         let d = decode_revert(&Revert::from("nope").abi_encode());
         assert_eq!(d.name, "Error");

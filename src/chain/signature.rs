@@ -1,6 +1,7 @@
-//! Signature checks done before spending a sponsor's gas: ECDSA for plain accounts, ERC-1271
-//! (`isValidSignature` via `eth_call`) for accounts with code, exactly as the contract's
-//! OpenZeppelin `SignatureChecker` would decide.
+//! Signature checks done before spending a sponsor's gas, in the contract's order
+//! (`StreamPay._isValidSignature`): an ECDSA signature that recovers to the signer is accepted
+//! whatever code the signer has (EIP-7702 delegated EOAs), otherwise ERC-1271 (`isValidSignature`
+//! via `eth_call`) for accounts with code.
 
 use alloy::{
     primitives::{Address, B256, Bytes, Signature, U256},

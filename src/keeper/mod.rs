@@ -6,12 +6,13 @@
 //! # Prediction
 //!
 //! `StreamPay.isLiquidatable(a)` holds when `a` has streams and its live balance
-//! `b + (income − outgoing)·(t − updated)` is below one `liquidationWindow` `W` of net outflow
-//! `d = outgoing − income` (with no net outflow: below zero). For `d > 0` that is
-//! `b − d·(t − u) < d·W`, i.e. `t − u > (b − d·W) / d`, so the first such second is
-//! `u + ⌊(b − d·W) / d⌋ + 1` — or `u` itself when `b < d·W` already. [`liquidatable_at`] computes
-//! it exactly in 256-bit integers from the index's `idx_accounts` row (stored balance, rates,
-//! `updated`), which stay valid until the account's next event.
+//! `b + (income − outgoing)·(t − updated)` is below one `liquidationWindow` `W` of its GROSS
+//! outgoing rate: `live < outgoing·W` (income is revocable and does not count; v2 of the
+//! contract). With `c = outgoing·W`: if `b < c` already, the first such second is `u` itself;
+//! otherwise, with a net outflow `d = outgoing − income > 0`, `b − d·(t − u) < c` first holds at
+//! `u + ⌊(b − c) / d⌋ + 1`; without a net outflow the balance never falls, so never.
+//! [`liquidatable_at`] computes it exactly in 256-bit integers from the index's `idx_accounts`
+//! row (stored balance, rates, `updated`), which stay valid until the account's next event.
 //!
 //! # Sending
 //!
@@ -80,22 +81,27 @@ impl Default for KeeperSettings {
 
 /// The first chain timestamp `t ≥ updated` at which an account with streams and this indexed
 /// state is liquidatable under a window of `window` seconds, mirroring `StreamPay._shortfall`
-/// and `_liveBalance` exactly; `None` if it never becomes so while the state holds (no net
-/// outflow and a non-negative balance), or only beyond `u64` seconds.
+/// (cover = one window of the GROSS outgoing rate) and `_liveBalance` exactly; `None` if it never
+/// becomes so while the state holds (balance at or above the cover and no net outflow), or only
+/// beyond `u64` seconds.
 pub fn liquidatable_at(balance: I256, income: U256, outgoing: U256, updated: u64, window: U256) -> Option<u64> {
-    if outgoing <= income {
-        // No net outflow: only a negative balance is liquidatable, at once (income only
-        // raises it, and the on-chain check catches an account that has recovered).
+    if outgoing.is_zero() {
+        // No streams: the contract never liquidates (only a negative balance would count).
         return balance.is_negative().then_some(updated);
     }
-    let d = outgoing - income;
-    let d_window = d.checked_mul(window)?;
-    let (Ok(d_signed), Ok(d_window)) = (I256::try_from(d), I256::try_from(d_window)) else { return None };
-    // x = b − d·W: how much the balance exceeds one window of outflow.
-    let x = balance.checked_sub(d_window)?;
+    let cover = outgoing.checked_mul(window)?;
+    let Ok(cover) = I256::try_from(cover) else { return None };
+    // x = b − outgoing·W: how much the balance exceeds one window of gross outflow.
+    let x = balance.checked_sub(cover)?;
     if x.is_negative() {
         return Some(updated);
     }
+    if outgoing <= income {
+        // The balance never falls: the account stays covered while this state holds.
+        return None;
+    }
+    let d = outgoing - income;
+    let Ok(d_signed) = I256::try_from(d) else { return None };
     // x ≥ 0, d > 0: floor division.
     let seconds = (x / d_signed).into_raw().checked_add(U256::from(1))?;
     u64::try_from(seconds).ok().and_then(|s| updated.checked_add(s))
@@ -369,15 +375,11 @@ mod tests {
         U256::from(v)
     }
 
-    /// The contract's rule, evaluated at `t` (reference for the closed form).
+    /// The contract's rule (v2, gross), evaluated at `t` (reference for the closed form).
     fn liquidatable(balance: I256, income: U256, outgoing: U256, updated: u64, window: U256, t: u64) -> bool {
         let live =
             balance + (I256::try_from(income).unwrap() - I256::try_from(outgoing).unwrap()) * i((t - updated) as i128);
-        if outgoing > income {
-            live < I256::try_from((outgoing - income) * window).unwrap()
-        } else {
-            live.is_negative()
-        }
+        if outgoing.is_zero() { live.is_negative() } else { live < I256::try_from(outgoing * window).unwrap() }
     }
 
     #[test]
@@ -397,10 +399,10 @@ mod tests {
 
     #[test]
     fn floor_division_lands_on_the_first_liquidatable_second() {
-        // x = b − d·W = 1_000_000 − 7·50 = 999_650; ⌊999_650 / 7⌋ = 142_807 (remainder 1).
+        // x = b − out·W = 1_000_000 − 10·50 = 999_500; d = 7; ⌊999_500 / 7⌋ = 142_785 (remainder 5).
         let (b, inc, out, upd, w) = (i(1_000_000), u(3), u(10), 1_700_000_000u64, u(50));
         let at = liquidatable_at(b, inc, out, upd, w).unwrap();
-        assert_eq!(at, upd + 142_808);
+        assert_eq!(at, upd + 142_786);
         assert!(!liquidatable(b, inc, out, upd, w, at - 1));
         assert!(liquidatable(b, inc, out, upd, w, at));
         // Against brute force on a grid of small states.
@@ -416,10 +418,22 @@ mod tests {
     }
 
     #[test]
-    fn no_net_outflow_is_never_liquidatable_unless_in_debt() {
-        assert_eq!(liquidatable_at(i(0), u(10), u(10), 9, u(100)), None);
-        assert_eq!(liquidatable_at(i(1), u(11), u(10), 9, u(100)), None);
+    fn income_is_not_collateral() {
+        // Income covering the outflow does not help: below one window of the gross rate is
+        // liquidatable at once (v1 counted net outflow and would have said "never").
+        assert_eq!(liquidatable_at(i(0), u(10), u(10), 9, u(100)), Some(9));
+        assert_eq!(liquidatable_at(i(999), u(11), u(10), 9, u(100)), Some(9));
         assert_eq!(liquidatable_at(i(-1), u(10), u(10), 9, u(100)), Some(9));
+        // Covered and not falling: never while the state holds.
+        assert_eq!(liquidatable_at(i(1_000), u(10), u(10), 9, u(100)), None);
+        assert_eq!(liquidatable_at(i(1_000), u(11), u(10), 9, u(100)), None);
+        // Covered and falling at the net rate 5/s: ⌊(2_000 − 1_000) / 5⌋ + 1 = 201 s later.
+        assert_eq!(liquidatable_at(i(2_000), u(5), u(10), 9, u(100)), Some(9 + 201));
+        for (b, inc, out) in [(2_000i128, 5u128, 10u128), (1_000, 0, 10), (1_001, 9, 10)] {
+            let at = liquidatable_at(i(b), u(inc), u(out), 9, u(100)).unwrap();
+            let first = (9..).find(|t| liquidatable(i(b), u(inc), u(out), 9, u(100), *t)).unwrap();
+            assert_eq!(at, first, "b={b} inc={inc} out={out}");
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn typed_data_and_digest_match_the_contracts_hash() {
     let data: Bytes = t["Data"].as_str().unwrap().parse().unwrap();
     let on_chain = app
         .streampay()
-        .hashBySig(streampay_relayer::chain::bindings::IStreamPay::SignedCall { traits, data: data.clone() })
+        .hashBySig(user.address(), streampay_relayer::chain::bindings::IStreamPay::SignedCall { traits, data: data.clone() })
         .call()
         .await
         .unwrap();
@@ -62,6 +62,8 @@ async fn typed_data_and_digest_match_the_contracts_hash() {
     let typed: alloy::dyn_abi::TypedData = serde_json::from_value(t["TypedData"].clone()).unwrap();
     assert_eq!(typed.eip712_signing_hash().unwrap(), on_chain);
     assert_eq!(t["TypedData"]["primaryType"], "SignedCall");
+    // The signer is part of the signed struct (a signature never runs as another account).
+    assert_eq!(t["TypedData"]["message"]["signer"], json!(user.address().to_checksum(None)));
     assert!(t["TypedData"]["types"]["EIP712Domain"].is_array());
     assert_eq!(t["TypedData"]["domain"]["name"], "StreamPay");
     assert_eq!(t["To"], json!(app.contract.to_checksum(None)));
@@ -207,7 +209,7 @@ async fn execute_refuses_calls_that_are_not_user_operations_with_400() {
     ];
     for data in calls {
         let traits = Traits::account(0, now + 600, Some(app.sponsor)).encode();
-        let doc = eip712::signed_call_typed_data(&domain, traits, &data);
+        let doc = eip712::signed_call_typed_data(&domain, user.address(), traits, &data);
         let body = json!({"From": user.address(), "Signature": sign_document(&user, &doc).await, "Data": data,
                           "Nonce": 0, "Deadline": now + 600});
         assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::BAD_REQUEST, "call_not_allowed");
@@ -251,7 +253,8 @@ async fn execute_accepts_a_call_signed_for_any_relayer() {
     let deadline = app.chain_time().await + 600;
     let data: Bytes = StreamPay::payCall { receiver: to, amount: internal(1) }.abi_encode().into();
     let traits = Traits::account(nonce, deadline, None).encode();
-    let doc = eip712::signed_call_typed_data(&Domain::streampay(app.chain_id, app.contract), traits, &data);
+    let doc =
+        eip712::signed_call_typed_data(&Domain::streampay(app.chain_id, app.contract), user.address(), traits, &data);
     let body = json!({"From": user.address(), "Signature": sign_document(&user, &doc).await, "Data": data,
                       "Nonce": nonce, "Deadline": deadline});
     let (status, resp) = app.post("/api/v1/USDC/meta/execute", &body).await;

@@ -12,7 +12,8 @@ library SigUtils {
 
     bytes32 internal constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
-    bytes32 internal constant SIGNED_CALL_TYPEHASH = keccak256("SignedCall(uint256 traits,bytes data)");
+    bytes32 internal constant SIGNED_CALL_TYPEHASH =
+        keccak256("SignedCall(address signer,uint256 traits,bytes data)");
     bytes32 internal constant PERMIT_TYPEHASH =
         keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
 
@@ -42,14 +43,14 @@ library SigUtils {
         );
     }
 
-    /// @dev The EIP-712 digest a signer signs for `SignedCall(traits, data)` on the StreamPay
-    /// deployment `streamPay` of chain `chainId`.
-    function bySigDigest(address streamPay, uint256 chainId, uint256 traits_, bytes memory data)
+    /// @dev The EIP-712 digest `signer` signs for `SignedCall(signer, traits, data)` on the
+    /// StreamPay deployment `streamPay` of chain `chainId`.
+    function bySigDigest(address streamPay, uint256 chainId, address signer, uint256 traits_, bytes memory data)
         internal
         pure
         returns (bytes32)
     {
-        bytes32 structHash = keccak256(abi.encode(SIGNED_CALL_TYPEHASH, traits_, keccak256(data)));
+        bytes32 structHash = keccak256(abi.encode(SIGNED_CALL_TYPEHASH, signer, traits_, keccak256(data)));
         return keccak256(abi.encodePacked(hex"1901", domainSeparator("StreamPay", "1", chainId, streamPay), structHash));
     }
 
@@ -59,13 +60,22 @@ library SigUtils {
         return abi.encodePacked(r, s, v);
     }
 
-    /// @dev `pk`'s signature of a SignedCall for `streamPay` on the current chain.
+    /// @dev `pk`'s signature of a SignedCall for `streamPay` on the current chain, as the EOA of `pk`.
     function signCall(uint256 pk, address streamPay, uint256 traits_, bytes memory data)
         internal
         view
         returns (bytes memory)
     {
-        return sign(pk, bySigDigest(streamPay, block.chainid, traits_, data));
+        return signCallAs(pk, vm.addr(pk), streamPay, traits_, data);
+    }
+
+    /// @dev `pk`'s signature of a SignedCall executed as `signer` (e.g. an ERC-1271 wallet `pk` owns).
+    function signCallAs(uint256 pk, address signer, address streamPay, uint256 traits_, bytes memory data)
+        internal
+        view
+        returns (bytes memory)
+    {
+        return sign(pk, bySigDigest(streamPay, block.chainid, signer, traits_, data));
     }
 
     /// @dev EIP-2612 permit digest of an OpenZeppelin ERC20Permit token named `tokenName` (version "1").

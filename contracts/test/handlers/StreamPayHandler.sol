@@ -3,10 +3,52 @@ pragma solidity ^0.8.30;
 
 import {StreamPay} from "../../src/StreamPay.sol";
 import {IStreamPay} from "../../src/IStreamPay.sol";
-import {MockToken} from "../../src/MockToken.sol";
 import {MockPermit2} from "../utils/MockPermit2.sol";
 import {Vm} from "../utils/Vm.sol";
 import {SigUtils} from "./SigUtils.sol";
+
+/// @notice The token surface the handler needs: the 6-decimal MockToken, MockToken18 and HookToken
+/// all have it.
+interface IHandlerToken {
+    function mint(address to, uint256 amount) external;
+    function approve(address spender, uint256 amount) external returns (bool);
+    function balanceOf(address account) external view returns (uint256);
+    function decimals() external view returns (uint8);
+}
+
+/// @title ReentrantMerchant
+/// @notice A passive account of the handler: when a hook token (HookToken) pays it, it tries to
+/// take `target`'s whole StreamPay balance with `pay(itself, …)` while StreamPay's transfer is in
+/// flight (the M-2 attack). The handler's exact balance checks see it if it ever works.
+contract ReentrantMerchant {
+    address public immutable streamPay;
+    address public target;
+    uint256 public attempts;
+    uint256 public successes;
+
+    constructor(address streamPay_) {
+        streamPay = streamPay_;
+    }
+
+    function setTarget(address target_) external {
+        target = target_;
+    }
+
+    function registerOn(address hookToken) external {
+        (bool ok,) = hookToken.call(abi.encodeWithSignature("registerHook()"));
+        ok;
+    }
+
+    function onTokenReceived(address, uint256) external {
+        if (target == address(0)) return;
+        (, bytes memory bal) = streamPay.staticcall(abi.encodeWithSignature("balanceOf(address)", target));
+        uint256 all = abi.decode(bal, (uint256));
+        if (all == 0) return;
+        attempts++;
+        (bool ok,) = streamPay.call(abi.encodeWithSignature("pay(address,uint256)", address(this), all));
+        if (ok) successes++;
+    }
+}
 
 /// @title StreamPayHandler
 /// @notice The target of the invariant fuzzer. Every action is bounded so that it is expected to
@@ -20,7 +62,7 @@ import {SigUtils} from "./SigUtils.sol";
 ///
 /// Solvency model (independent of the contract): an account's own operations (subscribe, pay,
 /// withdraw, a sponsored fee) must leave its live balance covering OPERATING_WINDOWS (2) windows of
-/// its net outflow (a non-negative balance without net outflow); an account with streams is
+/// its GROSS outgoing rate (income is revocable and never counts); an account with streams is
 /// liquidatable once its live balance covers less than ONE window.
 ///
 /// Keeper assumption: before every time warp (bounded to at most `liquidationWindow`) the handler
@@ -31,19 +73,24 @@ import {SigUtils} from "./SigUtils.sol";
 contract StreamPayHandler {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
-    uint256 internal constant SCALE = 1e12;
     uint256 internal constant BPS = 10_000;
     uint16 internal constant MAX_FEE = 2000;
-    uint256 internal constant MAX_DEPOSIT = 1_000_000e6; // token units per deposit
+    uint256 internal constant MAX_DEPOSIT_INTERNAL = 1_000_000e18; // per deposit, 18-decimal units
     uint256 internal constant MAX_RATE = 1e18; // 18-dec units per second (one token a second)
-    uint256 internal constant INITIAL_DEPOSIT = 1_000e6; // token units each account starts with
+    uint256 internal constant INITIAL_DEPOSIT_INTERNAL = 1_000e18; // each account starts with (unless `empty`)
+    /// @dev Passive authors that let one account open many streams (up to the cap).
+    uint256 internal constant DUST_AUTHORS = 104;
     /// @dev Windows of net outflow an account's own operations must leave covered.
     uint256 internal constant OPERATING_WINDOWS = 2;
     uint256 internal constant MAX_RECORDED_SIGS = 64;
     bytes32 internal constant NONCE_USED_TOPIC = keccak256("NonceUsed(address,uint8,bytes4,uint256)");
 
     StreamPay public immutable sp;
-    MockToken public immutable token;
+    IHandlerToken public immutable token;
+    /// @notice 10^(18 - token decimals): internal units per token unit.
+    uint256 public immutable scale;
+    /// @notice Receives withdrawals and, with a hook token, tries to re-enter StreamPay.
+    ReentrantMerchant public immutable merchant;
     MockPermit2 public immutable permit2;
     uint256 public immutable window;
     /// @notice Sends every meta-transaction and liquidation; an account like the others.
@@ -52,6 +99,13 @@ contract StreamPayHandler {
     address[] internal _accounts;
     uint256[] internal _keys; // signing key of _accounts[i] (an ERC-1271 wallet's is its owner's)
     uint256[] internal _projects;
+    /// @dev Accounts that never act (dust authors, the merchant) but hold balances and income.
+    address[] internal _passive;
+    address[] internal _all; // _accounts then _passive
+    /// @dev Keeper schedule: the chain time the late keeper liquidates an account at (0: none).
+    mapping(address => uint256) public dueAt;
+    /// @dev Seed of the keeper latencies (set by each warp).
+    uint256 internal _latencySeed;
 
     // ---------------------------------------------------------------- model
     mapping(uint256 => address) public modelProjectOwner;
@@ -60,6 +114,7 @@ contract StreamPayHandler {
     mapping(uint256 => mapping(address => uint16)) public modelUserFee;
     /// @notice Expected encodedRates of the stream from => to (0: no stream).
     mapping(address => mapping(address => uint256)) public modelStream;
+    mapping(address => uint256) public modelStreamCount;
     mapping(address => uint256) public modelAccountNonce;
     mapping(address => mapping(bytes4 => uint256)) public modelSelectorNonce;
     mapping(address => mapping(uint256 => bool)) public modelUniqueUsed;
@@ -70,6 +125,10 @@ contract StreamPayHandler {
     uint256 public ghostLiquidations;
     uint256 public ghostMetaCalls;
     uint256 public ghostReplaysRejected;
+    uint256 public ghostCrossAccountReplaysRejected;
+    uint256 public ghostLateLiquidations; // liquidations with a latency > 0 after the first liquidatable second
+    uint256 public ghostMaxStreams; // most streams one account held
+    int256 public ghostLowestLiveAtLiquidation = type(int256).max;
     uint256 public violations;
     string public firstViolation;
     mapping(string => uint256) public calls;
@@ -85,17 +144,25 @@ contract StreamPayHandler {
 
     constructor(
         StreamPay sp_,
-        MockToken token_,
+        address token_,
         MockPermit2 permit2_,
         address keeper_,
         address[] memory accounts_,
-        uint256[] memory keys_
+        uint256[] memory keys_,
+        bool empty
     ) {
         sp = sp_;
-        token = token_;
+        token = IHandlerToken(token_);
+        scale = 10 ** (18 - uint256(IHandlerToken(token_).decimals()));
         permit2 = permit2_;
         window = sp_.liquidationWindow();
         keeper = keeper_;
+        merchant = new ReentrantMerchant(address(sp_));
+        merchant.registerOn(token_);
+        _passive.push(address(merchant));
+        for (uint256 i; i < DUST_AUTHORS; ++i) {
+            _passive.push(address(uint160(uint256(keccak256(abi.encode("dust author", i))))));
+        }
         require(accounts_.length == keys_.length && accounts_.length >= 3, "handler: accounts");
         for (uint256 i; i < accounts_.length; ++i) {
             _accounts.push(accounts_[i]);
@@ -103,12 +170,20 @@ contract StreamPayHandler {
         }
         // every account starts with a balance, so that most actions have something to move
         for (uint256 i; i < accounts_.length; ++i) {
-            token_.mint(accounts_[i], INITIAL_DEPOSIT);
+            _all.push(accounts_[i]);
+        }
+        for (uint256 i; i < _passive.length; ++i) {
+            _all.push(_passive[i]);
+        }
+        // (an `empty` deployment starts with nothing: the state H-2's free mint needed)
+        uint256 initial = empty ? 0 : INITIAL_DEPOSIT_INTERNAL / scale;
+        for (uint256 i; i < accounts_.length && initial != 0; ++i) {
+            IHandlerToken(token_).mint(accounts_[i], initial);
             vm.prank(accounts_[i]);
-            token_.approve(address(sp_), type(uint256).max);
+            IHandlerToken(token_).approve(address(sp_), type(uint256).max);
             vm.prank(accounts_[i]);
-            sp_.deposit(INITIAL_DEPOSIT, false);
-            ghostDeposited += INITIAL_DEPOSIT * SCALE;
+            sp_.deposit(initial, false);
+            ghostDeposited += initial * scale;
         }
         // two projects: one with a 5% default fee, one with the maximum 20% and a per-author override
         _claim(accounts_[2], 500);
@@ -138,6 +213,12 @@ contract StreamPayHandler {
         return _accounts;
     }
 
+    /// @notice Every account that can hold a balance or receive a stream: the acting accounts, then
+    /// the passive ones (merchant, dust authors).
+    function allAccounts() external view returns (address[] memory) {
+        return _all;
+    }
+
     function projects() external view returns (uint256[] memory) {
         return _projects;
     }
@@ -160,7 +241,7 @@ contract StreamPayHandler {
         address from = _account(fromSeed);
         address to = mode % 3 == 1 ? _account(toSeed) : from;
         bool isPermit2 = mode % 3 == 2;
-        amount = _bound(amount, 1, MAX_DEPOSIT);
+        amount = _bound(amount, 1, MAX_DEPOSIT_INTERNAL / scale);
         token.mint(from, amount);
         vm.prank(from);
         token.approve(isPermit2 ? address(permit2) : address(sp), type(uint256).max);
@@ -173,27 +254,55 @@ contract StreamPayHandler {
             : abi.encodeCall(IStreamPay.depositFor, (amount, to, isPermit2));
 
         int256[] memory expected = _balances();
-        expected[_idx(to)] += int256(amount * SCALE);
+        expected[_idx(to)] += int256(amount * scale);
         uint256 supply = sp.totalSupply();
         uint256 held = token.balanceOf(address(sp));
         uint256 fromTokens = token.balanceOf(from);
         if (!_send(from, data, via, "deposit")) return;
-        ghostDeposited += amount * SCALE;
+        ghostDeposited += amount * scale;
         calls["deposit"]++;
         _checkBalances(expected, "deposit");
-        _check(sp.totalSupply() == supply + amount * SCALE, "deposit: totalSupply");
+        _check(sp.totalSupply() == supply + amount * scale, "deposit: totalSupply");
         _check(token.balanceOf(address(sp)) == held + amount, "deposit: tokens held");
         _check(token.balanceOf(from) == fromTokens - amount, "deposit: tokens pulled from the payer");
+    }
+
+    /// @notice A Permit2 deposit of an amount Permit2 cannot move (above uint160, H-2): it must fail
+    /// with StreamPayAmountTooLarge(amount) and change nothing (on an `empty` 18-decimal
+    /// deployment v1 credited 2^160 for 0 tokens).
+    function depositHuge(uint256 fromSeed, uint256 extra) external {
+        address from = _account(fromSeed);
+        uint256 amount = (uint256(1) << 160) + extra % 3;
+        vm.prank(from);
+        token.approve(address(permit2), type(uint256).max);
+        vm.prank(from);
+        permit2.approve(address(token), address(sp), type(uint160).max, uint48(block.timestamp + 1));
+        int256[] memory before = _balances();
+        uint256 supply = sp.totalSupply();
+        vm.prank(from);
+        (bool ok, bytes memory err) = address(sp).call(abi.encodeCall(IStreamPay.deposit, (amount, true)));
+        _check(
+            !ok
+                && keccak256(err)
+                    == keccak256(abi.encodeWithSelector(IStreamPay.StreamPayAmountTooLarge.selector, amount)),
+            "a Permit2 deposit above uint160 was not refused with StreamPayAmountTooLarge"
+        );
+        _checkBalances(before, "a refused deposit changed balances");
+        _check(sp.totalSupply() == supply, "a refused deposit changed totalSupply");
+        calls["depositHugeRejected"]++;
     }
 
     /// @notice Withdraw up to what the account can spend while staying solvent.
     function withdraw(uint256 fromSeed, uint256 toSeed, uint256 amount, bool toOther, uint256 via) external {
         address from = _account(fromSeed);
         uint256 available = _spendable(from);
-        if (available < SCALE) return;
-        amount = _bound(amount, SCALE, available);
-        address to = toOther ? _account(toSeed) : from;
-        uint256 burned = (amount / SCALE) * SCALE;
+        if (available < scale) return;
+        amount = _bound(amount, scale, available);
+        // to another account, or to the merchant, whose token hook (if any) tries to take `from`'s
+        // whole balance while the transfer is in flight
+        address to = toOther ? (toSeed % 3 == 0 ? address(merchant) : _account(toSeed)) : from;
+        merchant.setTarget(from);
+        uint256 burned = (amount / scale) * scale;
         bytes memory data = toOther
             ? abi.encodeCall(IStreamPay.withdrawTo, (to, amount))
             : abi.encodeCall(IStreamPay.withdraw, (amount));
@@ -206,7 +315,8 @@ contract StreamPayHandler {
         ghostWithdrawn += burned;
         calls["withdraw"]++;
         _checkBalances(expected, "withdraw");
-        _check(token.balanceOf(to) == toTokens + amount / SCALE, "withdraw: tokens received");
+        _check(token.balanceOf(to) == toTokens + amount / scale, "withdraw: tokens received");
+        merchant.setTarget(address(0));
         _check(sp.totalSupply() == supply - burned, "withdraw: totalSupply");
     }
 
@@ -233,7 +343,65 @@ contract StreamPayHandler {
         address author = _account(toSeed);
         if (author == from) author = _account(_idx(from) + 1);
         uint256 projectId = projectSeed % 3 == 0 ? 0 : _projects[projectSeed % 3 - 1];
+        _subscribeChecked(from, author, rate, projectId, via);
+    }
 
+    /// @notice Opens `count` streams from one account to passive dust authors (many streams per
+    /// account, up to the cap): past `maxStreams()` the next one must fail with
+    /// StreamPayTooManyStreams(from) exactly.
+    function subscribeMany(uint256 fromSeed, uint256 count, uint256 rate, uint256 projectSeed) external {
+        address from = _account(fromSeed);
+        count = _bound(count, 1, 60);
+        uint256 projectId = projectSeed % 3 == 0 ? 0 : _projects[projectSeed % 3 - 1];
+        uint256 cap = sp.maxStreams();
+        uint256 next = uint256(keccak256(abi.encode(rate, "dust"))) % DUST_AUTHORS;
+        for (uint256 k; k < count; ++k) {
+            address author = _passive[1 + (next + k) % DUST_AUTHORS];
+            if (modelStreamCount[from] >= cap && modelStream[from][author] == 0) {
+                vm.prank(from);
+                (bool ok, bytes memory err) =
+                    address(sp).call(abi.encodeCall(IStreamPay.subscribe, (author, uint96(1), projectId)));
+                _check(
+                    !ok
+                        && keccak256(err)
+                            == keccak256(abi.encodeWithSelector(IStreamPay.StreamPayTooManyStreams.selector, from)),
+                    "a stream past the cap was not refused with StreamPayTooManyStreams"
+                );
+                calls["streamCapRejected"]++;
+                return;
+            }
+            // small rates, so that a two-window balance covers many of them
+            uint256 maxRate = _maxRate(from, author);
+            if (maxRate == 0) return;
+            _subscribeChecked(from, author, _bound(uint256(keccak256(abi.encode(rate, k))), 1, maxRate / 8 + 1), projectId, 0);
+        }
+        calls["subscribeMany"]++;
+    }
+
+    /// @notice Two accounts stream to each other (a cycle), each at a rate it can cover itself.
+    function cycle(uint256 aSeed, uint256 bSeed, uint256 rateA, uint256 rateB, uint256 via) external {
+        address a = _account(aSeed);
+        address b = _account(bSeed);
+        if (a == b) b = _account(_idx(a) + 1);
+        _subscribeChecked(a, b, rateA, 0, via);
+        _subscribeChecked(b, a, rateB, 0, via >> 8);
+        if (modelStream[a][b] != 0 && modelStream[b][a] != 0) calls["cycle"]++;
+    }
+
+    function _subscribeChecked(address from, address author, uint256 rate, uint256 projectId, uint256 via) internal {
+        if (modelStream[from][author] == 0 && modelStreamCount[from] >= sp.maxStreams()) {
+            vm.prank(from);
+            (bool ok, bytes memory err) =
+                address(sp).call(abi.encodeCall(IStreamPay.subscribe, (author, uint96(1), projectId)));
+            _check(
+                !ok
+                    && keccak256(err)
+                        == keccak256(abi.encodeWithSelector(IStreamPay.StreamPayTooManyStreams.selector, from)),
+                "a stream past the cap was not refused with StreamPayTooManyStreams"
+            );
+            calls["streamCapRejected"]++;
+            return;
+        }
         uint256 maxRate = _maxRate(from, author);
         _checkRateAboveMaxRejected(from, author, maxRate, projectId);
         if (maxRate == 0) return;
@@ -246,6 +414,10 @@ contract StreamPayHandler {
             return;
         }
         calls[projectId == 0 ? "subscribe" : "subscribeWithProject"]++;
+        if (modelStream[from][author] == 0) {
+            modelStreamCount[from]++;
+            if (modelStreamCount[from] > ghostMaxStreams) ghostMaxStreams = modelStreamCount[from];
+        }
         modelStream[from][author] = encoded;
         _checkBalances(expected, "subscribe moves no balance");
         (bool active, uint256 rates) = sp.subscriptions(from, author);
@@ -261,6 +433,7 @@ contract StreamPayHandler {
         if (!_send(from, abi.encodeCall(IStreamPay.unsubscribe, (author)), via, "unsubscribe")) return;
         calls["unsubscribe"]++;
         delete modelStream[from][author];
+        modelStreamCount[from]--;
         _checkBalances(expected, "unsubscribe moves no balance");
         (bool active, uint256 rates) = sp.subscriptions(from, author);
         _check(!active && rates == 0, "unsubscribe: stream gone");
@@ -286,13 +459,68 @@ contract StreamPayHandler {
         }
     }
 
-    /// @notice Timely keeper, then time passes (at most one liquidation window).
-    function warp(uint256 secs) external {
-        _keep();
+    /// @notice Time passes (at most one liquidation window) with a LATE keeper: it liquidates each
+    /// account some latency after the first second it is liquidatable, anywhere inside the window
+    /// (0 .. window - 1 s, drawn per account from `latencySeed`), never at a fixed zero latency.
+    function warp(uint256 secs, uint256 latencySeed) external {
+        _latencySeed = latencySeed;
         secs = _bound(secs, 1, window);
-        vm.warp(block.timestamp + secs);
+        uint256 target = block.timestamp + secs;
+        for (uint256 guard; guard <= _all.length; ++guard) {
+            _schedule();
+            (address next, uint256 due) = _nextDue();
+            if (next == address(0) || due > target) break;
+            if (due > block.timestamp) vm.warp(due);
+            _keeperLiquidate(next);
+        }
+        vm.warp(target);
         vm.roll(block.number + 1);
         calls["warp"]++;
+    }
+
+    /// @dev (Re)computes when the late keeper acts on each acting account: for one that is not
+    /// liquidatable now, the first second it will be (closed form from its live balance and rates,
+    /// valid while nothing else happens: warp is the only thing that moves time) plus its latency;
+    /// for one that already is, the schedule stays (it became liquidatable earlier), or, if none
+    /// (it became so at this very second), now plus its latency.
+    function _schedule() internal {
+        for (uint256 i; i < _accounts.length; ++i) {
+            address a = _accounts[i];
+            bool expected = _expectLiquidatable(a);
+            _check(sp.isLiquidatable(a) == expected, "keeper: isLiquidatable disagrees with the model");
+            uint256 latency = uint256(keccak256(abi.encode(_latencySeed, a))) % window;
+            if (expected) {
+                if (dueAt[a] == 0) dueAt[a] = block.timestamp + latency;
+                continue;
+            }
+            dueAt[a] = 0;
+            if (modelStreamCount[a] == 0) continue;
+            (, uint256 inc, uint256 out,) = sp.accountInfo(a);
+            if (out <= inc) continue;
+            int256 live = sp.signedBalanceOf(a);
+            uint256 cover = _liquidationCover(a);
+            // live >= cover here; first t with live - (out - inc) * t < cover
+            uint256 first = block.timestamp + (uint256(live) - cover) / (out - inc) + 1;
+            dueAt[a] = first + latency;
+        }
+    }
+
+    function _nextDue() internal view returns (address next, uint256 due) {
+        due = type(uint256).max;
+        for (uint256 i; i < _accounts.length; ++i) {
+            uint256 d = dueAt[_accounts[i]];
+            if (d != 0 && d < due) (next, due) = (_accounts[i], d);
+        }
+    }
+
+    function _keeperLiquidate(address a) internal {
+        dueAt[a] = 0;
+        if (!_expectLiquidatable(a)) return; // rescued in the meantime (cannot happen during a warp)
+        int256 live = sp.signedBalanceOf(a);
+        if (live < ghostLowestLiveAtLiquidation) ghostLowestLiveAtLiquidation = live;
+        _check(live >= 0, "late keeper (inside the window) found a negative balance");
+        _liquidate(a);
+        ghostLateLiquidations++;
     }
 
     /// @notice A signed payment whose signer also pays the relayer a fee (sponsoredCall in bySig).
@@ -432,25 +660,6 @@ contract StreamPayHandler {
     // keeper
     // =====================================================================================
 
-    /// @dev Liquidates every liquidatable account until none is left (a liquidation removes its
-    /// victim's streams, which can make their authors or project owners liquidatable in turn).
-    function _keep() internal {
-        for (uint256 pass; pass <= _accounts.length; ++pass) {
-            bool any;
-            for (uint256 i; i < _accounts.length; ++i) {
-                address a = _accounts[i];
-                bool expected = _expectLiquidatable(a);
-                _check(sp.isLiquidatable(a) == expected, "keeper: isLiquidatable disagrees with the model");
-                if (expected) {
-                    _liquidate(a);
-                    any = true;
-                }
-            }
-            if (!any) return;
-        }
-        _check(false, "keeper: liquidations did not converge");
-    }
-
     function _liquidate(address account) internal {
         int256 live = sp.signedBalanceOf(account);
         uint256 reward = live > 0 ? uint256(live) : 0;
@@ -462,9 +671,10 @@ contract StreamPayHandler {
         if (!ok) return _violation("liquidate", err);
         ghostLiquidations++;
         calls["liquidate"]++;
-        for (uint256 i; i < _accounts.length; ++i) {
-            delete modelStream[account][_accounts[i]];
+        for (uint256 i; i < _all.length; ++i) {
+            delete modelStream[account][_all[i]];
         }
+        modelStreamCount[account] = 0;
         _checkBalances(expected, "liquidate: reward moves the positive balance to the keeper");
         (address[] memory authors,) = sp.allSubscriptions(account);
         (,, uint256 out,) = sp.accountInfo(account);
@@ -473,29 +683,26 @@ contract StreamPayHandler {
     }
 
     /// @dev Independent liquidation rule: an account with streams whose live balance cannot cover
-    /// ONE `window` of net outflow (or is negative).
+    /// ONE `window` of its gross outgoing rate (or is negative).
     function _expectLiquidatable(address account) internal view returns (bool) {
-        if (_modelStreamCount(account) == 0) return false;
+        if (modelStreamCount[account] == 0) return false;
         int256 live = sp.signedBalanceOf(account);
         return live < int256(_liquidationCover(account));
     }
 
     /// @dev Subscribing at `maxRate + 1` (when the model's maximum is not the MAX_RATE cap) must
-    /// revert with StreamPayInsufficientBalance(from, needed, live): the new net outflow is then
+    /// revert with StreamPayInsufficientBalance(from, needed, live): the new gross outflow is then
     /// floor(live / (2 * window)) + 1, so needed = that * 2 * window - live. With maxRate == 0 (no
-    /// rate fits) this checks that a rate of 1 fails. Skipped when `from` owns the project (its
-    /// own fee would come back to it as income) and when `from` is in debt.
+    /// rate fits) this checks that a rate of 1 fails. Skipped when `from` is in debt.
     function _checkRateAboveMaxRejected(address from, address author, uint256 maxRate, uint256 projectId) internal {
-        if (maxRate >= MAX_RATE || (projectId != 0 && modelProjectOwner[projectId] == from)) return;
+        if (maxRate >= MAX_RATE) return;
         int256 live = sp.signedBalanceOf(from);
         if (live < 0) return;
-        (, uint256 inc, uint256 out,) = sp.accountInfo(from);
+        (,, uint256 out,) = sp.accountInfo(from);
         uint256 old = modelStream[from][author];
         uint256 oldOut = (old >> 96) & type(uint96).max;
-        if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
         uint256 newOut = out - oldOut + maxRate + 1;
-        if (newOut <= inc) return _check(false, "subscribe: model maximum rate leaves no net outflow");
-        uint256 needed = (newOut - inc) * OPERATING_WINDOWS * window - uint256(live);
+        uint256 needed = newOut * OPERATING_WINDOWS * window - uint256(live);
         vm.prank(from);
         (bool ok, bytes memory err) =
             address(sp).call(abi.encodeCall(IStreamPay.subscribe, (author, uint96(maxRate + 1), projectId)));
@@ -572,6 +779,27 @@ contract StreamPayHandler {
         _checkReplayRejected(
             call, abi.encodeWithSelector(IStreamPay.StreamPayWrongNonce.selector, signer, nonceType, nonce)
         );
+        _checkReplayAsOtherAccountsRejected(signer, traits, data, sig);
+    }
+
+    /// @dev The same signature presented as every OTHER account of the same key (an EOA and the
+    /// ERC-1271 wallet it owns, both ways) must fail and change nothing (M-1).
+    function _checkReplayAsOtherAccountsRejected(address signer, uint256 traits, bytes memory data, bytes memory sig)
+        internal
+    {
+        uint256 key = _keys[_idx(signer)];
+        for (uint256 i; i < _accounts.length; ++i) {
+            address other = _accounts[i];
+            if (other == signer || _keys[i] != key) continue;
+            int256[] memory before = _balances();
+            vm.prank(keeper);
+            (bool ok,) = address(sp).call(
+                abi.encodeCall(IStreamPay.bySig, (other, IStreamPay.SignedCall(traits, data), sig))
+            );
+            _check(!ok, "a signature made for one account ran as another account of the same key");
+            _checkBalances(before, "a cross-account replay changed balances");
+            ghostCrossAccountReplaysRejected++;
+        }
     }
 
     /// @dev A call restricted to the keeper, sent by another account first: StreamPayWrongRelayer.
@@ -617,7 +845,7 @@ contract StreamPayHandler {
         }
         address allowed = (nonceSeed >> 2) & 1 == 1 ? keeper : address(0);
         traits = SigUtils.traits(nonceType, block.timestamp + 1 hours, allowed, nonce);
-        sig = SigUtils.signCall(_keys[_idx(signer)], address(sp), traits, data);
+        sig = SigUtils.signCallAs(_keys[_idx(signer)], signer, address(sp), traits, data);
     }
 
     function _checkNonceUsed(Vm.Log[] memory logs, address signer, uint8 nonceType, bytes4 selector, uint256 nonce)
@@ -646,16 +874,10 @@ contract StreamPayHandler {
     }
 
     function _idx(address a) internal view returns (uint256) {
-        for (uint256 i; i < _accounts.length; ++i) {
-            if (_accounts[i] == a) return i;
+        for (uint256 i; i < _all.length; ++i) {
+            if (_all[i] == a) return i;
         }
         revert("handler: unknown account");
-    }
-
-    function _modelStreamCount(address from) internal view returns (uint256 n) {
-        for (uint256 i; i < _accounts.length; ++i) {
-            if (modelStream[from][_accounts[i]] != 0) ++n;
-        }
     }
 
     function _fee(uint256 projectId, address author) internal view returns (uint256) {
@@ -664,25 +886,24 @@ contract StreamPayHandler {
     }
 
     /// @dev Highest rate `from` can stream to `author` (replacing any current stream to it) and
-    /// still cover OPERATING_WINDOWS windows of its net outflow; capped at MAX_RATE; 0 if none.
+    /// still cover OPERATING_WINDOWS windows of its gross outflow; capped at MAX_RATE; 0 if none.
     function _maxRate(address from, address author) internal view returns (uint256) {
-        (, uint256 inc, uint256 out,) = sp.accountInfo(from);
+        (,, uint256 out,) = sp.accountInfo(from);
         int256 live = sp.signedBalanceOf(from);
         if (live < 0) return 0;
         uint256 old = modelStream[from][author];
         uint256 oldOut = (old >> 96) & type(uint96).max;
-        // removing the old stream takes its fee away from `from` if `from` owns its project
-        if (old != 0 && modelProjectOwner[old >> 192] == from) inc -= oldOut - (old & type(uint96).max);
-        uint256 ceiling = inc + uint256(live) / (OPERATING_WINDOWS * window) + oldOut;
+        // income is revocable and never counts: only the balance covers the gross outflow
+        uint256 ceiling = uint256(live) / (OPERATING_WINDOWS * window) + oldOut;
         if (ceiling <= out) return 0;
         uint256 maxRate = ceiling - out;
         return maxRate > MAX_RATE ? MAX_RATE : maxRate;
     }
 
-    /// @dev Live balance below which the account is liquidatable: ONE `window` of its net outflow.
+    /// @dev Live balance below which the account is liquidatable: ONE `window` of its gross outflow.
     function _liquidationCover(address a) internal view returns (uint256) {
-        (, uint256 inc, uint256 out,) = sp.accountInfo(a);
-        return out > inc ? (out - inc) * window : 0;
+        (,, uint256 out,) = sp.accountInfo(a);
+        return out * window;
     }
 
     /// @dev Live balance the account's own operations must leave: OPERATING_WINDOWS windows of its
@@ -698,23 +919,25 @@ contract StreamPayHandler {
         return live > req ? uint256(live - req) : 0;
     }
 
+    /// @dev Live balances of the acting accounts and the merchant (the first entries of `_all`):
+    /// the dust authors' balances move only with time, never within one action's timestamp.
     function _balances() internal view returns (int256[] memory b) {
-        b = new int256[](_accounts.length);
+        b = new int256[](_accounts.length + 1);
         for (uint256 i; i < b.length; ++i) {
-            b[i] = sp.signedBalanceOf(_accounts[i]);
+            b[i] = sp.signedBalanceOf(_all[i]);
         }
     }
 
     function _checkBalances(int256[] memory expected, string memory what) internal {
         for (uint256 i; i < expected.length; ++i) {
-            int256 actual = sp.signedBalanceOf(_accounts[i]);
+            int256 actual = sp.signedBalanceOf(_all[i]);
             if (actual != expected[i]) {
                 return _check(
                     false,
                     string.concat(
                         what,
                         ": balance of ",
-                        vm.toString(_accounts[i]),
+                        vm.toString(_all[i]),
                         " is ",
                         vm.toString(actual),
                         ", expected ",

@@ -65,6 +65,10 @@ interface Vm {
     function snapshotState() external returns (uint256 snapshotId);
     function revertToState(uint256 snapshotId) external returns (bool success);
 
+    // ---------------------------------------------------------------- gas measurement
+    /// @dev Marks `target` and all its storage slots cold (EIP-2929), as at the start of a transaction.
+    function cool(address target) external;
+
     // ---------------------------------------------------------------- formatting
     function toString(address value) external pure returns (string memory stringifiedValue);
     function toString(bytes calldata value) external pure returns (string memory stringifiedValue);
