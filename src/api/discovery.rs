@@ -66,6 +66,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("invalid_data", 400, "Data is not 0x-prefixed hex."),
     ("invalid_signature", 400, "The signature is malformed."),
     ("invalid_traits", 400, "Traits is not a valid bySig traits word."),
+    ("invalid_nonce_type", 400, "NonceType is not `unique` (the default) or `account`."),
+    ("invalid_nonce", 400, "A build's Nonce may only be chosen with NonceType `account`."),
     ("invalid_deadline", 400, "Deadline does not fit the 40-bit traits field."),
     ("invalid_idempotency_key", 400, "Idempotency-Key is not 1 to 255 visible ASCII characters."),
     ("call_not_allowed", 400, "Data is not an allowed StreamPay user operation."),
@@ -643,7 +645,9 @@ pub struct BalanceView {
 #[serde(rename_all = "PascalCase")]
 pub struct NonceView {
     pub account: String,
-    /// The nonce to sign next, counting calls built or in flight.
+    /// The account's bySig account nonce: the next ordered nonce to sign with
+    /// `NonceType: "account"`, past account nonces in flight. Built calls reserve nothing and
+    /// never count; unique-nonce calls (the default) do not use it.
     pub nonce: u64,
     /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
     /// relayer has already seen a later nonce mined.
@@ -669,6 +673,9 @@ pub struct ExecuteRequestDoc {
     pub deadline: String,
     /// Optional: the exact `Transaction.Traits`.
     pub traits: Option<String>,
+    /// Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
+    /// Traits) both are tried against the signature.
+    pub nonce_type: Option<String>,
     /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
     pub permit: Option<PermitRequestDoc>,
     /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
@@ -773,7 +780,7 @@ fn meta_nonce_doc() {}
     responses(
         (status = 200, description = "Mined", body = ExecuteResponse),
         (status = 202, description = "Sent, not yet mined", body = ExecuteAccepted),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_amount`, `call_not_allowed`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_nonce_type`, `invalid_amount`, `call_not_allowed`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = ErrorBody),
         (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = ErrorBody),

@@ -315,6 +315,7 @@ impl Keeper {
                     api_key_id: 0,
                     signer: self.sponsor,
                     meta_nonce: w.updated,
+                    meta_nonce_type: crate::chain::traits::NonceType::Account,
                     deadline: pass.chain_time + self.settings.deadline_secs,
                     sponsor: self.sponsor,
                     calldata,

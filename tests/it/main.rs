@@ -14,6 +14,7 @@ mod keys;
 mod logs;
 mod meta;
 mod metrics;
+mod nonces;
 mod payments;
 mod pipeline;
 mod pipeline_stack;
