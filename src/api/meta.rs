@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppError, AppState, Contract,
+    AppError, AppState, Contract, admission,
     build::permit_domain_and_nonce,
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
@@ -167,7 +167,9 @@ pub async fn execute(
         _ => vec![state.sponsor_for(&key, named)?],
     };
     let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
+    state.settings.admission.check_size(&data)?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
+        CallError::NonCanonical => AppError::bad_request("non_canonical_calldata", e.to_string()),
         CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
         CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
         CallError::Malformed | CallError::NotAllowed(_) => AppError::bad_request("call_not_allowed", e.to_string()),
@@ -186,7 +188,7 @@ pub async fn execute(
     // --- signature, permit and the transaction the sponsor will send. A refusal here changes
     // nothing stored: no request can free, cancel or re-target a call someone else built.
     let signed = signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await?;
-    let (outer, sponsor, nonce_type) = (signed.outer, signed.sponsor, signed.nonce_type);
+    let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
     if pool.len() > 1 {
         state.sponsors.note_pick(sponsor.address());
     }
@@ -206,16 +208,18 @@ pub async fn execute(
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
     let pipeline = state.sponsors.pipeline(&state.store, provider);
+    let applicant = admission::Applicant { chain_id: state.chain_id, api_key_id: key.0.id, signer: from, digest };
     let simulated = match simulate(&state, request).await {
-        // Sponsor policies apply to new calls only, never to the pipeline's bumps/cancellations.
-        Ok(gas_limit) => {
-            super::sponsors::enforce_policy(&state, &key, &sponsor, gas_limit).await.map(|guard| (gas_limit, guard))
-        }
+        // Admission and sponsor policies apply to new calls only, never to the pipeline's
+        // bumps/cancellations.
+        Ok(gas) => admit(&state, &key, &sponsor, &checked.operations, gas, applicant).await,
         Err(e) => Err(e),
     };
-    // The policy's budget guard is held until the call is queued (its reservation then counts).
+    // The admission lock and the policy's budget guard are held until the call is queued (its
+    // reservation then counts), then released.
     let queued = match simulated {
-        Ok((gas_limit, _budget_guard)) => pipeline
+        Ok((gas_limit, admission_lock, _budget_guard)) => {
+            let queued = pipeline
             .enqueue(NewTransaction {
                 chain_id: state.chain_id,
                 contract: contract.address,
@@ -223,6 +227,7 @@ pub async fn execute(
                 signer: from,
                 meta_nonce: nonce,
                 meta_nonce_type: nonce_type,
+                call_digest: Some(digest),
                 deadline,
                 sponsor: sponsor.address(),
                 calldata: outer,
@@ -238,7 +243,10 @@ pub async fn execute(
             .map_err(|e| match AppError::from(e) {
                 AppError::Internal(e) => AppError::chain(e),
                 unavailable => unavailable,
-            }),
+            });
+            admission_lock.release().await;
+            queued
+        }
         Err(e) => Err(e),
     };
     let queued = match queued {
@@ -471,12 +479,41 @@ fn wants_async(headers: &HeaderMap) -> bool {
 }
 
 /// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
-/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas
-/// limit to sign.
+/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas used.
 async fn simulate(state: &AppState, request: TransactionRequest) -> Result<u64, AppError> {
-    let gas = state.provider.estimate_gas(request).await.map_err(simulation_error)?;
-    // Headroom for state moving between the estimate and inclusion (streams settle per second).
-    Ok(gas + gas / 4 + 10_000)
+    state.provider.estimate_gas(request).await.map_err(simulation_error)
+}
+
+/// The gas limit to sign for a call that simulated at `gas`: headroom for state moving between
+/// the estimate and inclusion (streams settle per second).
+fn gas_limit_for(gas: u64) -> u64 {
+    gas + gas / 4 + 10_000
+}
+
+/// Admission of a call that simulated at `gas`: the gas cap of its operations, then (under the
+/// key's and signer's admission locks) cool-down, reputation and daily budgets at the current
+/// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
+async fn admit(
+    state: &AppState,
+    key: &ApiKey,
+    sponsor: &Sponsor,
+    operations: &[&str],
+    gas: u64,
+    applicant: admission::Applicant,
+) -> Result<(u64, crate::store::AdmissionLock, super::sponsors::BudgetGuard), AppError> {
+    let settings = &state.settings.admission;
+    settings.check_gas(operations, gas)?;
+    let gas_limit = gas_limit_for(gas);
+    let fees = super::sponsors::current_fees(state).await?;
+    let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
+    let lock = admission::admit(&state.store, settings, applicant, cost).await?;
+    match super::sponsors::enforce_policy(state, key, sponsor, gas_limit).await {
+        Ok(guard) => Ok((gas_limit, lock, guard)),
+        Err(e) => {
+            lock.release().await;
+            Err(e)
+        }
+    }
 }
 
 /// The traits the signature may cover. Build responses bind the sponsor; a client that built

@@ -16,6 +16,7 @@
 //! - [`webhooks`]: `/api/v1/webhooks…`: endpoints, delivery log, redelivery
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
+pub mod admission;
 mod admin;
 pub mod auth;
 mod batch;
@@ -115,6 +116,8 @@ pub struct Settings {
     pub metrics_token: Option<crate::config::Secret>,
     /// The liquidation keeper (`serve` starts it when enabled).
     pub keeper: crate::keeper::KeeperSettings,
+    /// What `meta/execute` admits: size and gas caps, budgets, reputation (`[admission]`).
+    pub admission: admission::AdmissionSettings,
 }
 
 impl Default for Settings {
@@ -128,6 +131,7 @@ impl Default for Settings {
             webhooks: crate::webhooks::WebhookSettings::default(),
             metrics_token: None,
             keeper: crate::keeper::KeeperSettings::default(),
+            admission: admission::AdmissionSettings::default(),
         }
     }
 }

@@ -316,6 +316,7 @@ impl Keeper {
                     signer: self.sponsor,
                     meta_nonce: w.updated,
                     meta_nonce_type: crate::chain::traits::NonceType::Account,
+                    call_digest: None,
                     deadline: pass.chain_time + self.settings.deadline_secs,
                     sponsor: self.sponsor,
                     calldata,

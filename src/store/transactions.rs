@@ -25,6 +25,8 @@ pub struct NewTransaction {
     pub meta_nonce_type: crate::chain::traits::NonceType,
     /// The signed call's deadline (chain time).
     pub deadline: u64,
+    /// The EIP-712 digest of the signed call (None for the keeper's own calls).
+    pub call_digest: Option<B256>,
     pub sponsor: Address,
     pub calldata: Bytes,
     pub gas_limit: u64,
@@ -251,6 +253,7 @@ struct BatchColumns {
     signer: Vec<Vec<u8>>,
     meta_nonce: Vec<i64>,
     meta_nonce_type: Vec<i16>,
+    call_digest: Vec<Option<Vec<u8>>>,
     sponsor_nonce: Vec<i64>,
     hash: Vec<Vec<u8>>,
     calldata: Vec<Vec<u8>>,
@@ -331,6 +334,7 @@ impl Store {
             cols.signer.push(t.signer.to_vec());
             cols.meta_nonce.push(i64_of(t.meta_nonce)?);
             cols.meta_nonce_type.push(t.meta_nonce_type as u8 as i16);
+            cols.call_digest.push(t.call_digest.map(|d| d.to_vec()));
             cols.sponsor_nonce.push(i64_of(base + i as u64)?);
             cols.hash.push(a.hash.to_vec());
             cols.calldata.push(t.calldata.to_vec());
@@ -345,15 +349,16 @@ impl Store {
             "WITH items AS (
                 SELECT * FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
                                      $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
-                                     $12::text[], $13::bigint[], $14::bigint[], $16::smallint[])
+                                     $12::text[], $13::bigint[], $14::bigint[], $16::smallint[],
+                                     $17::bytea[])
                     AS i(contract, api_key_id, signer, meta_nonce, sponsor_nonce, tx_hash, calldata, gas_limit,
-                         deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type)),
+                         deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type, call_digest)),
              t AS (
                 INSERT INTO relay_transactions
                     (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
-                     status, gas_limit, deadline, meta_nonce_type)
+                     status, gas_limit, deadline, meta_nonce_type, call_digest)
                 SELECT $1, contract, NULLIF(api_key_id, 0), signer, meta_nonce, $15, sponsor_nonce, tx_hash, calldata,
-                       'pending', gas_limit, deadline, meta_nonce_type
+                       'pending', gas_limit, deadline, meta_nonce_type, call_digest
                 FROM items
                 RETURNING id, tx_hash)
              INSERT INTO tx_attempts
@@ -378,6 +383,7 @@ impl Store {
         .bind(&cols.prio_fee)
         .bind(first.sponsor.as_slice())
         .bind(&cols.meta_nonce_type)
+        .bind(&cols.call_digest)
         .fetch_all(&mut *tx)
         .await
         .context("Failed to queue the transactions")?;

@@ -198,6 +198,27 @@ impl TestApp {
         self.anvil.take();
     }
 
+    /// Another app instance (as a second `serve` process) on the same database and chain, with
+    /// its own settings, sponsors and HTTP server; answers its base URL.
+    pub async fn instance_with(&self, settings: Settings) -> String {
+        let anvil = self.anvil.as_ref().expect("the chain is running");
+        let sponsors: Vec<PrivateKeySigner> = vec![anvil.keys()[1].clone().into(), anvil.keys()[2].clone().into()];
+        let store = Store::connect(&self.db_url, 5).await.expect("connect to the test database");
+        let state = AppState::new(Inner {
+            store,
+            provider: self.provider.clone(),
+            chain_id: self.chain_id,
+            contracts: self.state.contracts.clone(),
+            sponsors: Sponsors::from_signers(sponsors, self.chain_id),
+            settings,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        format!("http://{addr}")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

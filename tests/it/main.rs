@@ -1,5 +1,6 @@
 //! Integration tests: the HTTP API against a real Anvil and a real Postgres (see `harness`).
 
+mod admission;
 mod auth;
 mod batch;
 mod faults;

@@ -192,6 +192,7 @@ async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
         signer: wallet().address(),
         meta_nonce,
         meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
+        call_digest: None,
         deadline: 1,
         sponsor: app.sponsor,
         calldata: Bytes::from(vec![1, 2, 3]),

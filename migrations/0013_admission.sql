@@ -1,0 +1,10 @@
+-- Admission (issue 12): reputation, cool-down and budgets per signer and per API key, read from
+-- the relayed transactions themselves so they hold across replicas and restarts.
+--
+-- call_digest: the EIP-712 digest of the signed call a row relays (NULL for the keeper's own
+-- calls). A reverted row holds the same signed call back for the cool-down.
+ALTER TABLE relay_transactions ADD COLUMN call_digest BYTEA CHECK (length(call_digest) = 32);
+CREATE INDEX relay_transactions_digest ON relay_transactions (chain_id, call_digest) WHERE call_digest IS NOT NULL;
+CREATE INDEX relay_transactions_signer_time ON relay_transactions (chain_id, signer, created_at);
+CREATE INDEX relay_transactions_key_time ON relay_transactions (api_key_id, created_at);
+CREATE INDEX relay_transactions_reverts ON relay_transactions (chain_id, signer, mined_at) WHERE failure = 'reverted';
