@@ -760,8 +760,12 @@ pub struct ExecuteAccepted {
 #[serde(rename_all = "PascalCase")]
 pub struct TransactionView {
     pub id: i64,
-    /// `submitted`, `mined` or `reverted` (the first API version's vocabulary).
+    /// `submitted`, `mined` or `reverted` (the first API version's vocabulary). `mined` only
+    /// once the relayer's index has reached the transaction's block, so every read endpoint
+    /// already reflects it (read-your-writes); `submitted` until then.
     pub status: String,
+    /// Whether the index (every read endpoint) has reached the transaction's block.
+    pub indexed: bool,
     /// The pipeline's own state (`pending`, `submitted`, `mined`, `confirmed`, `failed`, …).
     pub state: String,
     pub contract: Option<String>,

@@ -290,6 +290,15 @@ pub async fn execute(
             return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
         }
     };
+    // Read-your-writes: a 200 means every read endpoint already reflects the call.
+    if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed))
+        && !state.await_indexed(contract, record.block_number.unwrap_or_default()).await
+    {
+        return Ok(accepted(
+            "Mined; the relayer's index has not caught up with its block yet. Poll Status: it says mined once every read reflects the call.",
+            record.tx_hash,
+        ));
+    }
     match status {
         Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
             "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),

@@ -118,6 +118,9 @@ pub struct Settings {
     pub keeper: crate::keeper::KeeperSettings,
     /// What `meta/execute` admits: size and gas caps, budgets, reputation (`[admission]`).
     pub admission: admission::AdmissionSettings,
+    /// How long `execute` waits, after the receipt, for the index to reach the call's block
+    /// before answering 200 (read-your-writes); past it the answer is a 202.
+    pub read_your_writes_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -132,6 +135,7 @@ impl Default for Settings {
             metrics_token: None,
             keeper: crate::keeper::KeeperSettings::default(),
             admission: admission::AdmissionSettings::default(),
+            read_your_writes_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -144,6 +148,10 @@ pub struct AppState {
     index: Arc<OnceLock<IndexReader>>,
     /// Authenticated keys in memory when `settings.auth.key_cache` is on; made on first use.
     keys: Arc<OnceLock<Arc<key_cache::KeyCache>>>,
+    /// Wakes this process's indexers (a relayed call was mined: read-your-writes).
+    index_wake: Arc<tokio::sync::Notify>,
+    /// One read-your-writes catch-up at a time in this process.
+    catching_up: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub struct Inner {
@@ -157,7 +165,57 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(inner: Inner) -> Self {
-        Self { inner: Arc::new(inner), index: Arc::new(OnceLock::new()), keys: Arc::new(OnceLock::new()) }
+        Self {
+            inner: Arc::new(inner),
+            index: Arc::new(OnceLock::new()),
+            keys: Arc::new(OnceLock::new()),
+            index_wake: Arc::new(tokio::sync::Notify::new()),
+            catching_up: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// What this process's indexers wait on besides their poll interval.
+    pub fn index_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.index_wake.clone()
+    }
+
+    /// Read-your-writes: waits (up to `settings.read_your_writes_timeout`) until the Postgres
+    /// index of `contract` has reached `block`, waking this process's indexer, or indexing
+    /// itself when no indexer holds the deployment (none runs in this process or any replica).
+    /// Then this process's read cache is dropped, so every read endpoint reflects the block.
+    /// Answers whether the index got there in time. Reads are never served from the chain.
+    pub async fn await_indexed(&self, contract: &Contract, block: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + self.settings.read_your_writes_timeout;
+        let reader = IndexReader::new(self.store.pool().clone(), self.chain_id);
+        loop {
+            match reader.head(contract.address).await {
+                Ok(Some(head)) if head.block_number >= block => {
+                    self.index().invalidate_cache();
+                    return true;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "reading the indexed head failed"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(contract = %contract.name, block, "the index did not reach a relayed call's block in time");
+                return false;
+            }
+            self.index_wake.notify_waiters();
+            if let Ok(_single) = self.catching_up.try_lock() {
+                let indexer = crate::indexer::Indexer::new(
+                    Arc::new(crate::indexer::RpcLogSource::new(self.provider.clone())),
+                    self.store.pool().clone(),
+                    self.chain_id,
+                    contract.address,
+                    contract.start_block,
+                    self.settings.indexer.clone(),
+                );
+                if let Err(e) = indexer.catch_up_if_idle().await {
+                    tracing::debug!(error = format!("{e:#}"), "read-your-writes catch-up failed; retrying");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The key cache, if enabled (first call inside the Tokio runtime).

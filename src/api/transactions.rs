@@ -23,9 +23,19 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
     let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
     let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
     let (reference, operations) = state.store.transaction_reference(numeric, key.0.id).await?.unwrap_or_default();
+    // Read-your-writes: "mined" only once the index (every read endpoint) has reached its block.
+    let indexed = match t.block_number {
+        Some(block) => state.index().head(t.contract).await?.is_some_and(|h| h.block_number >= block),
+        None => false,
+    };
+    let status = match t.legacy_status() {
+        "mined" if !indexed => "submitted",
+        s => s,
+    };
     Ok(Json(json!({
         "Id": t.id,
-        "Status": t.legacy_status(),
+        "Status": status,
+        "Indexed": indexed,
         "State": t.status,
         "Contract": contract,
         "ChainId": t.chain_id,

@@ -24,7 +24,7 @@ use crate::harness::{TestApp, assert_error, internal, spawn_app, spawn_app_with,
 const EXECUTE: &str = "/api/v1/USDC/meta/execute";
 
 fn settings(admission: AdmissionSettings) -> Settings {
-    Settings { receipt_timeout: Duration::from_secs(30), admission, ..Settings::default() }
+    Settings { receipt_timeout: Duration::from_secs(30), admission, ..crate::harness::serve_settings() }
 }
 
 fn pay(from: Address, to: Address, amount: &str) -> Value {

@@ -85,13 +85,21 @@ pub struct TestApp {
     _cluster: Arc<PgCluster>,
 }
 
+/// The settings `serve` runs with by default (`Config::default()`): both caches on, admission
+/// on. Tests start from these (review T1), and turn a cache off only to test that path.
+pub fn serve_settings() -> Settings {
+    let config = streampay_relayer::config::Config::default();
+    let mut s = Settings::default();
+    s.meta_deadline_secs = config.meta_deadline_secs;
+    s.indexer = config.indexer.clone();
+    s.auth.key_cache = config.key_cache;
+    s.admission = config.admission.clone();
+    s.receipt_timeout = Duration::from_secs(30);
+    s
+}
+
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Settings {
-        meta_deadline_secs: 3600,
-        receipt_timeout: Duration::from_secs(30),
-        ..Settings::default()
-    })
-    .await
+    spawn_app_with(serve_settings()).await
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
@@ -102,8 +110,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 /// transactions can be pending at once.
 pub async fn spawn_app_with_block_time(secs: u64) -> TestApp {
     let anvil = Anvil::new().args(["--block-time", &secs.to_string()]);
-    let settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
-    spawn_app_on(anvil, settings).await
+    spawn_app_on(anvil, serve_settings()).await
 }
 
 async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
@@ -335,7 +342,8 @@ impl TestApp {
         let source = Arc::new(RpcLogSource::new(self.provider.clone()));
         let ix =
             Indexer::new(source, self.store.pool().clone(), self.chain_id, self.contract, 0, IndexerConfig::default());
-        ix.sync_to_head().await.expect("index the chain up to its head");
+        // Under the deployment's lock: execute's read-your-writes catch-up may run at the same time.
+        ix.sync_to_head_exclusive().await.expect("index the chain up to its head");
     }
 
     pub fn streampay(&self) -> StreamPay::StreamPayInstance<&DynProvider> {

@@ -765,7 +765,7 @@ async fn cached_reader_never_serves_a_balance_older_than_the_last_commit() {
 /// endpoints reach the new state promptly and never go back to the old one.
 #[tokio::test]
 async fn api_reads_through_the_cache_follow_every_commit() {
-    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
+    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..crate::harness::serve_settings() };
     settings.indexer.read_cache = true;
     let app = spawn_app_with(settings).await;
     let (alice, p) = funded_wallet(&app).await;

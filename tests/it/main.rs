@@ -17,6 +17,7 @@ mod meta;
 mod metrics;
 mod nonces;
 mod payments;
+mod read_your_writes;
 mod pipeline;
 mod pipeline_stack;
 mod platform_discovery;
