@@ -8,3 +8,18 @@ CREATE INDEX relay_transactions_digest ON relay_transactions (chain_id, call_dig
 CREATE INDEX relay_transactions_signer_time ON relay_transactions (chain_id, signer, created_at);
 CREATE INDEX relay_transactions_key_time ON relay_transactions (api_key_id, created_at);
 CREATE INDEX relay_transactions_reverts ON relay_transactions (chain_id, signer, mined_at) WHERE failure = 'reverted';
+
+-- A call admitted but not queued yet: its worst-case cost counts against the key's and the
+-- signer's budgets until its row exists (then the row counts) or the reservation expires (the
+-- process died in between). Written under the key's and signer's transaction-level advisory
+-- locks, together with the check, so two processes cannot both take the last room.
+CREATE TABLE admission_reservations (
+    id          BIGSERIAL      PRIMARY KEY,
+    chain_id    BIGINT         NOT NULL,
+    api_key_id  BIGINT         NOT NULL,
+    signer      BYTEA          NOT NULL CHECK (length(signer) = 20),
+    wei         NUMERIC(78, 0) NOT NULL CHECK (wei >= 0),
+    expires_at  TIMESTAMPTZ    NOT NULL
+);
+CREATE INDEX admission_reservations_key ON admission_reservations (api_key_id);
+CREATE INDEX admission_reservations_signer ON admission_reservations (chain_id, signer);

@@ -201,6 +201,11 @@ struct FileKeeper {
     sponsor: Option<Address>,
     max_per_tick: Option<usize>,
     deadline_secs: Option<u64>,
+    /// Token units one native coin is worth (`"3000"`), exact decimal.
+    native_price_in_token: Option<String>,
+    min_profit_percent: Option<u32>,
+    /// Native coin per UTC day (`"0.5"`), or `"off"`.
+    daily_budget: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,6 +430,15 @@ impl Config {
         }
         if let Some(v) = fk.deadline_secs {
             k.deadline_secs = v.max(1);
+        }
+        if let Some(v) = &fk.native_price_in_token {
+            k.native_price_in_token = parse_native("keeper.native_price_in_token", v)?;
+        }
+        if let Some(v) = fk.min_profit_percent {
+            k.min_profit_percent = v;
+        }
+        if let Some(v) = &fk.daily_budget {
+            k.daily_budget_wei = parse_budget("keeper.daily_budget", v)?;
         }
         let (p, fp) = (&mut self.pipeline, &f.pipeline);
         if let Some(v) = fp.poll_interval_ms {

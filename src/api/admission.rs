@@ -5,9 +5,10 @@
 //!    [`crate::chain::calls`]): 400 `calldata_too_large` / `non_canonical_calldata`;
 //! 2. the simulated gas against a cap per operation kind (`gas_base` plus the sum of
 //!    `gas_per_operation` over the call's operations): 422 `gas_cap_exceeded`;
-//! 3. under Postgres advisory locks on the API key and the signer (held until the call is
-//!    queued, so concurrent executes in any number of `serve` processes on one database cannot
-//!    both take the last room), the signer's and the key's reputation and daily budgets:
+//! 3. in one short Postgres transaction under advisory locks on the API key and the signer, the
+//!    signer's and the key's reputation and daily budgets; an admitted call's worst-case cost is
+//!    reserved in that same transaction and counts until its row is queued, so concurrent
+//!    executes in any number of `serve` processes on one database cannot both take the last room:
 //!    - the same signed call (same EIP-712 digest) that reverted on chain is not relayed again
 //!      before `revert_cooldown_secs`: 429 `call_cooling_down`;
 //!    - reverts on chain within `reputation_window_secs` count against the signer and the key
@@ -28,7 +29,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::{Address, B256, U256};
 
 use super::AppError;
-use crate::store::{AdmissionLock, Store};
+use crate::store::{AdmissionRecord, Reservation, Store};
 
 /// Limits of `[admission]` (defaults are on; see `streampay.example.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,29 +133,29 @@ pub struct Applicant {
     pub digest: B256,
 }
 
-/// Takes the key's and the signer's admission locks, then checks cool-down, reputation and
-/// budgets for a call that may cost up to `cost` wei. The returned lock must be held until the
-/// call is queued (then its reservation counts in every process) and released after.
+/// Checks cool-down, reputation and budgets for a call that may cost up to `cost` wei and
+/// reserves that cost, atomically across processes (see [`Store::admit_and_reserve`]). Release
+/// the reservation once the call is queued (its row then counts) or was not.
 pub async fn admit(
     store: &Store,
     settings: &AdmissionSettings,
     who: Applicant,
     cost: U256,
-) -> Result<AdmissionLock, AppError> {
-    let lock = store.admission_lock(who.chain_id, who.api_key_id, who.signer).await?;
-    match check(store, settings, who, cost).await {
-        Ok(()) => Ok(lock),
-        Err(e) => {
-            lock.release().await;
-            Err(e)
-        }
-    }
+) -> Result<Reservation, AppError> {
+    store
+        .admit_and_reserve(
+            who.chain_id,
+            who.api_key_id,
+            who.signer,
+            who.digest,
+            settings.reputation_window_secs,
+            cost,
+            |r| check(settings, r, cost),
+        )
+        .await?
 }
 
-async fn check(store: &Store, settings: &AdmissionSettings, who: Applicant, cost: U256) -> Result<(), AppError> {
-    let r = store
-        .admission_record(who.chain_id, who.api_key_id, who.signer, who.digest, settings.reputation_window_secs)
-        .await?;
+fn check(settings: &AdmissionSettings, r: &AdmissionRecord, cost: U256) -> Result<(), AppError> {
     if let Some(ago) = r.digest_reverted_secs_ago
         && ago < settings.revert_cooldown_secs
     {

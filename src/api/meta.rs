@@ -215,36 +215,36 @@ pub async fn execute(
         Ok(gas) => admit(&state, &key, &sponsor, &checked.operations, gas, applicant).await,
         Err(e) => Err(e),
     };
-    // The admission lock and the policy's budget guard are held until the call is queued (its
-    // reservation then counts), then released.
+    // The admission reservation and the policy's budget guard are held until the call is queued
+    // (its row then counts), then released.
     let queued = match simulated {
-        Ok((gas_limit, admission_lock, _budget_guard)) => {
+        Ok((gas_limit, reservation, _budget_guard)) => {
             let queued = pipeline
-            .enqueue(NewTransaction {
-                chain_id: state.chain_id,
-                contract: contract.address,
-                api_key_id: key.0.id,
-                signer: from,
-                meta_nonce: nonce,
-                meta_nonce_type: nonce_type,
-                call_digest: Some(digest),
-                deadline,
-                sponsor: sponsor.address(),
-                calldata: outer,
-                gas_limit,
-                history: Some(crate::store::TxMeta {
-                    reference,
-                    operations: checked.operations.iter().map(|o| o.to_string()).collect(),
-                    amounts: super::history::call_amounts(&data, contract.token_decimals),
-                }),
-            })
-            .await
-            // A database that is down is a 503 of its own; anything else failing here is the node.
-            .map_err(|e| match AppError::from(e) {
-                AppError::Internal(e) => AppError::chain(e),
-                unavailable => unavailable,
-            });
-            admission_lock.release().await;
+                .enqueue(NewTransaction {
+                    chain_id: state.chain_id,
+                    contract: contract.address,
+                    api_key_id: key.0.id,
+                    signer: from,
+                    meta_nonce: nonce,
+                    meta_nonce_type: nonce_type,
+                    call_digest: Some(digest),
+                    deadline,
+                    sponsor: sponsor.address(),
+                    calldata: outer,
+                    gas_limit,
+                    history: Some(crate::store::TxMeta {
+                        reference,
+                        operations: checked.operations.iter().map(|o| o.to_string()).collect(),
+                        amounts: super::history::call_amounts(&data, contract.token_decimals),
+                    }),
+                })
+                .await
+                // A database that is down is a 503 of its own; anything else failing here is the node.
+                .map_err(|e| match AppError::from(e) {
+                    AppError::Internal(e) => AppError::chain(e),
+                    unavailable => unavailable,
+                });
+            state.store.release_reservation(reservation).await;
             queued
         }
         Err(e) => Err(e),
@@ -509,17 +509,17 @@ async fn admit(
     operations: &[&str],
     gas: u64,
     applicant: admission::Applicant,
-) -> Result<(u64, crate::store::AdmissionLock, super::sponsors::BudgetGuard), AppError> {
+) -> Result<(u64, crate::store::Reservation, super::sponsors::BudgetGuard), AppError> {
     let settings = &state.settings.admission;
     settings.check_gas(operations, gas)?;
     let gas_limit = gas_limit_for(gas);
     let fees = super::sponsors::current_fees(state).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
-    let lock = admission::admit(&state.store, settings, applicant, cost).await?;
+    let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
     match super::sponsors::enforce_policy(state, key, sponsor, gas_limit).await {
-        Ok(guard) => Ok((gas_limit, lock, guard)),
+        Ok(guard) => Ok((gas_limit, reservation, guard)),
         Err(e) => {
-            lock.release().await;
+            state.store.release_reservation(reservation).await;
             Err(e)
         }
     }
@@ -560,19 +560,15 @@ fn traits_candidates(
         Some(t) if t.eq_ignore_ascii_case("unique") => vec![NonceType::Unique],
         Some(t) if t.eq_ignore_ascii_case("account") => vec![NonceType::Account],
         Some(_) => {
-            return Err(AppError::bad_request(
-                "invalid_nonce_type",
-                "NonceType must be \"unique\" or \"account\"",
-            ));
+            return Err(AppError::bad_request("invalid_nonce_type", "NonceType must be \"unique\" or \"account\""));
         }
     };
     // Bound to one of the sponsors (build responses bind the one they chose), or to any relayer
     // (then the least busy sponsor sends it).
     let mut candidates: Vec<(U256, Arc<Sponsor>)> = Vec::new();
     for t in types {
-        candidates.extend(
-            pool.iter().map(|s| (Traits::of_type(t, nonce, deadline, Some(s.address())).encode(), s.clone())),
-        );
+        candidates
+            .extend(pool.iter().map(|s| (Traits::of_type(t, nonce, deadline, Some(s.address())).encode(), s.clone())));
         candidates.push((Traits::of_type(t, nonce, deadline, None).encode(), pool[0].clone()));
     }
     Ok(candidates)

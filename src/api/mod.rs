@@ -16,8 +16,8 @@
 //! - [`webhooks`]: `/api/v1/webhooks…`: endpoints, delivery log, redelivery
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
-pub mod admission;
 mod admin;
+pub mod admission;
 pub mod auth;
 mod batch;
 mod build;
@@ -152,6 +152,9 @@ pub struct AppState {
     index_wake: Arc<tokio::sync::Notify>,
     /// One read-your-writes catch-up at a time in this process.
     catching_up: Arc<tokio::sync::Mutex<()>>,
+    /// The indexed head per deployment as last read by a read-your-writes wait, and when: many
+    /// waiting executes share one database read per few milliseconds.
+    indexed_heads: Arc<tokio::sync::Mutex<std::collections::HashMap<Address, (u64, tokio::time::Instant)>>>,
 }
 
 pub struct Inner {
@@ -171,6 +174,7 @@ impl AppState {
             keys: Arc::new(OnceLock::new()),
             index_wake: Arc::new(tokio::sync::Notify::new()),
             catching_up: Arc::new(tokio::sync::Mutex::new(())),
+            indexed_heads: Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::new())),
         }
     }
 
@@ -185,11 +189,16 @@ impl AppState {
     /// Then this process's read cache is dropped, so every read endpoint reflects the block.
     /// Answers whether the index got there in time. Reads are never served from the chain.
     pub async fn await_indexed(&self, contract: &Contract, block: u64) -> bool {
-        let deadline = tokio::time::Instant::now() + self.settings.read_your_writes_timeout;
-        let reader = IndexReader::new(self.store.pool().clone(), self.chain_id);
+        self.await_indexed_for(contract, block, self.settings.read_your_writes_timeout).await
+    }
+
+    /// [`AppState::await_indexed`] with its own bound.
+    pub async fn await_indexed_for(&self, contract: &Contract, block: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
         loop {
-            match reader.head(contract.address).await {
-                Ok(Some(head)) if head.block_number >= block => {
+            match self.indexed_head(contract.address).await {
+                Ok(Some(head)) if head >= block => {
                     self.index().invalidate_cache();
                     return true;
                 }
@@ -214,8 +223,26 @@ impl AppState {
                     tracing::debug!(error = format!("{e:#}"), "read-your-writes catch-up failed; retrying");
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// The indexed head block of `contract`, read from Postgres at most once per 10 ms for all
+    /// of this process's read-your-writes waits.
+    async fn indexed_head(&self, contract: Address) -> anyhow::Result<Option<u64>> {
+        let mut heads = self.indexed_heads.lock().await;
+        if let Some((head, at)) = heads.get(&contract)
+            && at.elapsed() < Duration::from_millis(10)
+        {
+            return Ok(Some(*head));
+        }
+        let head =
+            IndexReader::new(self.store.pool().clone(), self.chain_id).head(contract).await?.map(|h| h.block_number);
+        if let Some(h) = head {
+            heads.insert(contract, (h, tokio::time::Instant::now()));
+        }
+        Ok(head)
     }
 
     /// The key cache, if enabled (first call inside the Tokio runtime).

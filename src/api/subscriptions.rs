@@ -200,10 +200,7 @@ pub async fn cancel(
             permit_value: None,
             summary: format!("Cancel {from}'s subscription to {author}"),
             extras,
-            nonce: NonceChoice::parse(
-                query.nonce_type.as_deref(),
-                &query.nonce.clone().map(Value::String),
-            )?,
+            nonce: NonceChoice::parse(query.nonce_type.as_deref(), &query.nonce.clone().map(Value::String))?,
         },
     )
     .await

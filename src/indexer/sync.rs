@@ -99,7 +99,8 @@ impl<S: LogSource> Indexer<S> {
             return Ok(false);
         }
         let result = self.sync_to_head().await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
         if unlocked.is_err() {
             drop(conn.detach()); // closing the session frees the lock
         }
@@ -112,7 +113,8 @@ impl<S: LogSource> Indexer<S> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("SELECT pg_advisory_lock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await?;
         let result = self.sync_to_head().await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
         if unlocked.is_err() {
             drop(conn.detach());
         }

@@ -321,11 +321,7 @@ impl Tick<'_> {
                 .await
                 .context("Failed to read the signer's unique bySig nonce")?
         } else {
-            streampay
-                .bySigAccountNonces(row.signer)
-                .call()
-                .await
-                .context("Failed to read the signer's bySig nonce")?
+            streampay.bySigAccountNonces(row.signer).call().await.context("Failed to read the signer's bySig nonce")?
                 > alloy::primitives::U256::from(row.meta_nonce)
         };
         let scope = row_scope(self.chain_id(), row);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-pub use admission::{AdmissionLock, AdmissionRecord};
+pub use admission::{AdmissionRecord, Reservation};
 pub use history::{HistoryFilter, HistoryRow, ReferenceSummary, Spend, SponsorPolicy, TxMeta};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use keys::{

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use streampay_relayer::{
     api::{Settings, admission::AdmissionSettings},
     chain::{
-        MockToken, StreamPay,
+        StreamPay,
         eip712::{self, Domain},
     },
 };
 
-use crate::harness::{TestApp, assert_error, internal, spawn_app, spawn_app_with, tokens, wallet};
+use crate::harness::{TestApp, assert_error, internal, spawn_app, spawn_app_with, wallet};
 
 const EXECUTE: &str = "/api/v1/USDC/meta/execute";
 
@@ -35,7 +35,11 @@ fn pay(from: Address, to: Address, amount: &str) -> Value {
 async fn signed_with_data(app: &TestApp, signer: &PrivateKeySigner, built: &Value, data: &[u8]) -> Value {
     let t = &built["Transaction"];
     let traits: U256 = t["Traits"].as_str().unwrap().parse().unwrap();
-    let digest = eip712::signed_call_digest(&Domain::streampay(app.chain_id, app.contract), traits, &Bytes::copy_from_slice(data));
+    let digest = eip712::signed_call_digest(
+        &Domain::streampay(app.chain_id, app.contract),
+        traits,
+        &Bytes::copy_from_slice(data),
+    );
     let sig = signer.sign_hash(&digest).await.unwrap();
     json!({
         "From": t["From"], "Signature": format!("0x{}", alloy::hex::encode(sig.as_bytes())),
@@ -145,14 +149,8 @@ async fn revert_on_chain(app: &TestApp, key: &str, user: &PrivateKeySigner, amou
     body
 }
 
-/// Deposits `n` tokens for `user` directly on chain (not through the relayer).
 async fn deposit_directly(app: &TestApp, user: Address, n: u64) {
-    app.mint(user, tokens(n)).await;
-    let token = MockToken::new(app.token, &app.provider);
-    token.approve(app.contract, tokens(n)).from(user).send().await.unwrap().get_receipt().await.unwrap();
-    let sp = StreamPay::new(app.contract, &app.provider);
-    let r = sp.deposit(tokens(n), false).from(user).send().await.unwrap().get_receipt().await.unwrap();
-    assert!(r.status());
+    app.deposit_directly(user, n).await;
 }
 
 #[tokio::test]
@@ -182,8 +180,9 @@ async fn a_call_that_reverts_on_chain_cools_down_and_its_sender_and_key_are_thro
     assert_error(&app.execute(&bystander, &b).await, StatusCode::TOO_MANY_REQUESTS, "key_throttled");
     // Another key's users are not affected.
     let clean = app.store.create_api_key("clean", &[app.sponsor], true).await.unwrap();
-    let (_, built) =
-        app.post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(stranger.address(), wallet().address(), "1")).await;
+    let (_, built) = app
+        .post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(stranger.address(), wallet().address(), "1"))
+        .await;
     let body = app.signed_execute_body(&stranger, &built).await;
     let (status, resp) = app.post_with_key(EXECUTE, Some(&clean.key), &body).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
@@ -193,7 +192,8 @@ async fn a_call_that_reverts_on_chain_cools_down_and_its_sender_and_key_are_thro
 
 #[tokio::test]
 async fn repeated_offenders_are_refused_403() {
-    let admission = AdmissionSettings { throttle_after_reverts: 100, ban_after_reverts: 2, ..AdmissionSettings::default() };
+    let admission =
+        AdmissionSettings { throttle_after_reverts: 100, ban_after_reverts: 2, ..AdmissionSettings::default() };
     let app = spawn_app_with(settings(admission)).await;
     let (user, bystander) = (wallet(), wallet());
     app.fund(&user, 20).await;
@@ -236,18 +236,12 @@ async fn daily_budgets_hold_across_two_app_instances_on_one_database() {
     .unwrap();
     let one: U256 = one.parse().unwrap();
     let budget = one * U256::from(5) / U256::from(2);
-    let limited = || {
-        settings(AdmissionSettings {
-            signer_daily_budget_wei: Some(budget),
-            ..AdmissionSettings::default()
-        })
-    };
+    let limited =
+        || settings(AdmissionSettings { signer_daily_budget_wei: Some(budget), ..AdmissionSettings::default() });
     let (a, b) = (app.instance_with(limited()).await, app.instance_with(limited()).await);
 
     let user = wallet();
     // Funded outside the relayer, so the signer's budget starts at zero.
-    app.provider.raw_request::<_, Value>("anvil_setBalance".into(), json!([user.address(), "0xde0b6b3a7640000"])).await.unwrap();
-    app.provider.raw_request::<_, Value>("anvil_impersonateAccount".into(), json!([user.address()])).await.unwrap();
     deposit_directly(&app, user.address(), 10).await;
     let mut bodies = Vec::new();
     for _ in 0..8 {
@@ -260,7 +254,8 @@ async fn daily_budgets_hold_across_two_app_instances_on_one_database() {
             let base = if i % 2 == 0 { a.clone() } else { b.clone() };
             let (http, key) = (app.http.clone(), app.api_key.clone());
             async move {
-                let resp = http.post(format!("{base}{EXECUTE}")).header("X-API-Key", key).json(body).send().await.unwrap();
+                let resp =
+                    http.post(format!("{base}{EXECUTE}")).header("X-API-Key", key).json(body).send().await.unwrap();
                 (resp.status(), resp.json::<Value>().await.unwrap())
             }
         })),

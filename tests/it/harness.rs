@@ -226,6 +226,24 @@ impl TestApp {
         format!("http://{addr}")
     }
 
+    /// Deposits `n` tokens for `user` with the user's own transactions (impersonated on Anvil),
+    /// not through the relayer: the relayer's index does not hear of it until it next indexes.
+    pub async fn deposit_directly(&self, user: Address, n: u64) {
+        let _: Value = self
+            .provider
+            .raw_request("anvil_setBalance".into(), (user, "0xde0b6b3a7640000"))
+            .await
+            .expect("setBalance");
+        let _: Value =
+            self.provider.raw_request("anvil_impersonateAccount".into(), (user,)).await.expect("impersonate");
+        self.mint(user, tokens(n)).await;
+        let token = MockToken::new(self.token, &self.provider);
+        token.approve(self.contract, tokens(n)).from(user).send().await.unwrap().get_receipt().await.unwrap();
+        let r =
+            self.streampay().deposit(tokens(n), false).from(user).send().await.unwrap().get_receipt().await.unwrap();
+        assert!(r.status(), "direct deposit");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

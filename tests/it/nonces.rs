@@ -45,7 +45,10 @@ async fn builds_use_unique_nonces_by_default_and_account_nonces_on_request() {
     // Account nonces when asked: the current one, twice (building reserves nothing), or a chosen one.
     let c = app.build("/api/v1/USDC/payments/", &pay_account(user.address(), wallet().address(), "1")).await;
     let d = app.build("/api/v1/USDC/payments/", &pay_account(user.address(), wallet().address(), "1")).await;
-    assert_eq!((c["Transaction"]["NonceType"].clone(), c["Transaction"]["Nonce"].clone()), (json!("account"), json!(0)));
+    assert_eq!(
+        (c["Transaction"]["NonceType"].clone(), c["Transaction"]["Nonce"].clone()),
+        (json!("account"), json!(0))
+    );
     assert_eq!(d["Transaction"]["Nonce"], 0);
     let mut chosen = pay_account(user.address(), wallet().address(), "1");
     chosen["Nonce"] = json!(3);
@@ -74,8 +77,7 @@ async fn a_third_party_key_building_for_a_victim_does_not_block_the_victims_own_
         pay_account(victim.address(), wallet().address(), "2"),
     ] {
         for _ in 0..3 {
-            let (status, resp) =
-                app.post_with_key("/api/v1/USDC/payments/", Some(&attacker.key), &body).await;
+            let (status, resp) = app.post_with_key("/api/v1/USDC/payments/", Some(&attacker.key), &body).await;
             assert_eq!(status, StatusCode::OK, "{resp}");
         }
     }
@@ -101,7 +103,11 @@ async fn an_abandoned_build_blocks_nothing() {
     let ordered = app.build("/api/v1/USDC/payments/", &pay_account(user.address(), wallet().address(), "3")).await;
     app.execute_ok(&user, &ordered).await;
     assert_eq!(app.balance_of(user.address()).await, internal(5));
-    assert_eq!(app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(), U256::from(1), "one ordered call");
+    assert_eq!(
+        app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(),
+        U256::from(1),
+        "one ordered call"
+    );
 }
 
 #[tokio::test]
@@ -111,8 +117,7 @@ async fn fifty_calls_built_in_parallel_and_executed_in_random_order_all_succeed(
     app.fund(&user, 100).await;
     let receivers: Vec<Address> = (0..50).map(|_| wallet().address()).collect();
     let requests: Vec<Value> = receivers.iter().map(|to| pay(user.address(), *to, "1")).collect();
-    let builds =
-        futures::future::join_all(requests.iter().map(|r| app.build("/api/v1/USDC/payments/", r))).await;
+    let builds = futures::future::join_all(requests.iter().map(|r| app.build("/api/v1/USDC/payments/", r))).await;
     let mut bodies = futures::future::join_all(builds.iter().map(|b| app.signed_execute_body(&user, b))).await;
     bodies.shuffle(&mut rand::rng());
     let answers = tokio::time::timeout(
@@ -137,10 +142,9 @@ async fn a_bad_signature_execute_cannot_touch_another_callers_call() {
     let attacker = wallet();
     app.fund(&victim, 10).await;
     let attacker_key = app.store.create_api_key("another tenant", &[app.sponsor], true).await.unwrap();
-    for build in [
-        pay(victim.address(), wallet().address(), "1"),
-        pay_account(victim.address(), wallet().address(), "1"),
-    ] {
+    for build in
+        [pay(victim.address(), wallet().address(), "1"), pay_account(victim.address(), wallet().address(), "1")]
+    {
         let built = app.build("/api/v1/USDC/payments/", &build).await;
         let rows_before = nonce_rows(&app, victim.address()).await;
         // The same call, signed by someone else, with and without the nonce type.
