@@ -250,11 +250,19 @@ async fn postgres_restarted_mid_load_loses_nothing_and_sends_nothing_twice() {
     stack.fund_wallets(&users, 10, true).await;
     let bodies: Vec<Value> =
         stack.signed_deposits(&users, 10, |_| relayer.base.clone()).await.into_iter().map(|(_, b)| b).collect();
-    // Executes arrive over ~1.8 s; Postgres goes down (fast shutdown, every session cut) after
-    // 0.4 s for 1.5 s.
+    // Executes arrive over ~1.8 s; Postgres goes down (fast shutdown, every session cut) once
+    // the first are queued, for 1.5 s.
     let load = staggered_load(&stack, &relayer.base, &bodies, Duration::from_millis(30));
     let fault = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Mid-load: once the first calls are queued (the first request also warms the replica's
+        // caches and pipeline, which takes a few hundred ms on a loaded machine).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while stack.rows().await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a first call queued within 10 s");
         let before = stack.rows().await.len();
         stack.restart_postgres(Duration::from_millis(1500)).await;
         before
