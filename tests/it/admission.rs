@@ -210,6 +210,20 @@ async fn repeated_offenders_are_refused_403() {
 }
 
 #[tokio::test]
+async fn a_key_over_its_daily_budget_is_429_key_daily_budget_exceeded() {
+    let app = spawn_app_with(settings(AdmissionSettings {
+        key_daily_budget_wei: Some(U256::from(1u64)),
+        ..AdmissionSettings::default()
+    }))
+    .await;
+    let user = wallet();
+    app.deposit_directly(user.address(), 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&user, &built).await, StatusCode::TOO_MANY_REQUESTS, "key_daily_budget_exceeded");
+    assert_eq!(app.balance_of(user.address()).await, internal(5), "nothing sent");
+}
+
+#[tokio::test]
 async fn budgets_are_on_by_default() {
     let s = AdmissionSettings::default();
     assert!(s.key_daily_budget_wei.is_some() && s.signer_daily_budget_wei.is_some());

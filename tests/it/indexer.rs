@@ -826,7 +826,12 @@ async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
     let task = tokio::spawn(ix.run(std::future::pending()));
     let r = IndexReader::new(app.store.pool().clone(), anvil.chain_id());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while status.borrow().indexed_block < admin.get_block_number().await.unwrap() {
+    loop {
+        // The head first: a watch borrow held across an await would block the indexer's publish.
+        let head = admin.get_block_number().await.unwrap();
+        if status.borrow().indexed_block >= head {
+            break;
+        }
         assert!(tokio::time::Instant::now() < deadline, "initial sync");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -108,6 +108,10 @@ async fn an_abandoned_build_blocks_nothing() {
         U256::from(1),
         "one ordered call"
     );
+    // An account nonce below the current one cannot be built.
+    let mut stale = pay_account(user.address(), wallet().address(), "1");
+    stale["Nonce"] = json!(0);
+    assert_error(&app.post("/api/v1/USDC/payments/", &stale).await, StatusCode::CONFLICT, "nonce_already_used");
 }
 
 #[tokio::test]
