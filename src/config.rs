@@ -95,6 +95,8 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// `[keeper]` / `STREAMPAY_KEEPER_*`: the liquidation keeper.
     pub keeper: crate::keeper::KeeperSettings,
+    /// `[admission]`: what `meta/execute` admits (caps, budgets, reputation); on by default.
+    pub admission: crate::api::admission::AdmissionSettings,
 }
 
 impl Default for Config {
@@ -120,6 +122,7 @@ impl Default for Config {
             webhooks: crate::webhooks::WebhookSettings::default(),
             metrics_token: None,
             keeper: crate::keeper::KeeperSettings::default(),
+            admission: crate::api::admission::AdmissionSettings::default(),
         }
     }
 }
@@ -139,6 +142,31 @@ struct FileConfig {
     webhooks: FileWebhooks,
     metrics: FileMetrics,
     keeper: FileKeeper,
+    admission: FileAdmission,
+}
+
+/// `[admission]`. Budgets are native coin per UTC day (`"0.5"`), or `"off"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAdmission {
+    max_calldata_bytes: Option<usize>,
+    gas_base: Option<u64>,
+    gas_per_operation: Option<std::collections::BTreeMap<String, u64>>,
+    gas_default_operation: Option<u64>,
+    key_daily_budget: Option<String>,
+    signer_daily_budget: Option<String>,
+    revert_cooldown_secs: Option<u64>,
+    reputation_window_secs: Option<u64>,
+    throttle_after_reverts: Option<u32>,
+    throttle_interval_secs: Option<u64>,
+    ban_after_reverts: Option<u32>,
+}
+
+fn parse_budget(name: &str, v: &str) -> anyhow::Result<Option<alloy::primitives::U256>> {
+    match v.trim() {
+        "off" | "unlimited" => Ok(None),
+        v => parse_native(name, v).map(Some),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +204,11 @@ struct FileKeeper {
     sponsor: Option<Address>,
     max_per_tick: Option<usize>,
     deadline_secs: Option<u64>,
+    /// Token units one native coin is worth (`"3000"`), exact decimal.
+    native_price_in_token: Option<String>,
+    min_profit_percent: Option<u32>,
+    /// Native coin per UTC day (`"0.5"`), or `"off"`.
+    daily_budget: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,6 +384,40 @@ impl Config {
         if let Some(v) = f.metrics.token.filter(|t| !t.expose().is_empty()) {
             self.metrics_token = Some(v);
         }
+        let (a, fa) = (&mut self.admission, &f.admission);
+        if let Some(v) = fa.max_calldata_bytes {
+            a.max_calldata_bytes = v;
+        }
+        if let Some(v) = fa.gas_base {
+            a.gas_base = v;
+        }
+        if let Some(v) = &fa.gas_per_operation {
+            a.gas_per_operation.extend(v.clone());
+        }
+        if let Some(v) = fa.gas_default_operation {
+            a.gas_default_operation = v;
+        }
+        if let Some(v) = &fa.key_daily_budget {
+            a.key_daily_budget_wei = parse_budget("admission.key_daily_budget", v)?;
+        }
+        if let Some(v) = &fa.signer_daily_budget {
+            a.signer_daily_budget_wei = parse_budget("admission.signer_daily_budget", v)?;
+        }
+        if let Some(v) = fa.revert_cooldown_secs {
+            a.revert_cooldown_secs = v;
+        }
+        if let Some(v) = fa.reputation_window_secs {
+            a.reputation_window_secs = v;
+        }
+        if let Some(v) = fa.throttle_after_reverts {
+            a.throttle_after_reverts = v;
+        }
+        if let Some(v) = fa.throttle_interval_secs {
+            a.throttle_interval_secs = v;
+        }
+        if let Some(v) = fa.ban_after_reverts {
+            a.ban_after_reverts = v;
+        }
         let (k, fk) = (&mut self.keeper, &f.keeper);
         if let Some(v) = fk.enabled {
             k.enabled = v;
@@ -366,6 +433,15 @@ impl Config {
         }
         if let Some(v) = fk.deadline_secs {
             k.deadline_secs = v.max(1);
+        }
+        if let Some(v) = &fk.native_price_in_token {
+            k.native_price_in_token = parse_native("keeper.native_price_in_token", v)?;
+        }
+        if let Some(v) = fk.min_profit_percent {
+            k.min_profit_percent = v;
+        }
+        if let Some(v) = &fk.daily_budget {
+            k.daily_budget_wei = parse_budget("keeper.daily_budget", v)?;
         }
         let (p, fp) = (&mut self.pipeline, &f.pipeline);
         if let Some(v) = fp.poll_interval_ms {
@@ -770,6 +846,24 @@ mod tests {
         c.apply_env(|k| (k == "STREAMPAY_METRICS_TOKEN").then(|| "from-env".to_string())).unwrap();
         assert_eq!(c.metrics_token, Some(Secret::new("from-env")));
         assert!(!format!("{c:?}").contains("from-env"));
+    }
+
+    #[test]
+    fn admission_is_on_by_default_and_configurable() {
+        let c = Config::default();
+        assert!(c.admission.key_daily_budget_wei.is_some() && c.admission.signer_daily_budget_wei.is_some());
+        let mut c = Config::default();
+        c.apply_file(
+            "[admission]\nkey_daily_budget = \"0.5\"\nsigner_daily_budget = \"off\"\nmax_calldata_bytes = 100\n\
+             [admission.gas_per_operation]\npay = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(c.admission.key_daily_budget_wei, Some(alloy::primitives::U256::from(500_000_000_000_000_000u64)));
+        assert_eq!(c.admission.signer_daily_budget_wei, None);
+        assert_eq!(c.admission.max_calldata_bytes, 100);
+        assert_eq!(c.admission.gas_per_operation["pay"], 1000);
+        assert_eq!(c.admission.gas_per_operation["deposit"], 150_000, "other defaults stay");
+        assert!(Config::default().apply_file("[admission]\nkey_daily_budget = \"lots\"").is_err());
     }
 
     #[test]

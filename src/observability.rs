@@ -48,6 +48,7 @@ pub const RPC_DURATION: &str = "streampay_rpc_request_duration_seconds";
 pub const RPC_ERRORS: &str = "streampay_rpc_errors_total";
 /// Liquidations the keeper queued, by `contract`.
 pub const KEEPER_LIQUIDATIONS: &str = "streampay_keeper_liquidations_total";
+pub const KEEPER_UNPROFITABLE: &str = "streampay_keeper_unprofitable_total";
 /// Accounts with a net outflow the keeper is watching, by `contract`.
 pub const KEEPER_WATCHED: &str = "streampay_keeper_watched_accounts";
 /// Keeper passes that failed, by `contract`.
@@ -88,6 +89,10 @@ fn describe() {
     describe_histogram!(RPC_DURATION, Unit::Seconds, "JSON-RPC call latency by method");
     describe_counter!(RPC_ERRORS, "Failed JSON-RPC calls by method and kind (transport, rpc)");
     describe_counter!(KEEPER_LIQUIDATIONS, "Liquidations queued by the keeper");
+    describe_counter!(
+        KEEPER_UNPROFITABLE,
+        "Liquidatable accounts the keeper skipped: the reward does not cover the gas"
+    );
     describe_gauge!(KEEPER_WATCHED, "Accounts with a net outflow the keeper watches");
     describe_counter!(KEEPER_ERRORS, "Keeper passes that failed");
 }

@@ -95,6 +95,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
             webhooks: config.webhooks.clone(),
             metrics_token: config.metrics_token.clone(),
             keeper: config.keeper.clone(),
+            admission: config.admission.clone(),
             ..Settings::default()
         },
     }))

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     AppError, AppState,
-    build::{self, BuildRequest},
+    build::{self, BuildRequest, NonceChoice},
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
     subscriptions::Subscribe,
@@ -49,6 +49,13 @@ pub struct BatchSubscriptions {
     subscriptions: Option<Vec<SubscriptionItem>>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
+    #[serde(alias = "nonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
+    /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
+    #[serde(alias = "nonce")]
+    #[schema(value_type = Option<u64>)]
+    nonce: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -68,9 +75,10 @@ pub struct SubscriptionItem {
     request_body = BatchSubscriptions,
     responses(
         (status = 200, description = "Built multicall of up to 100 subscribe calls to sign once", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -112,6 +120,7 @@ pub async fn subscriptions(
             permit_value: None,
             summary: format!("Create {} subscriptions from {from} in one transaction", subs.len()),
             extras,
+            nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,
         },
     )
     .await
@@ -126,6 +135,13 @@ pub struct BatchPayments {
     payments: Option<Vec<PaymentItem>>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
+    #[serde(alias = "nonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
+    /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
+    #[serde(alias = "nonce")]
+    #[schema(value_type = Option<u64>)]
+    nonce: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -143,9 +159,10 @@ pub struct PaymentItem {
     request_body = BatchPayments,
     responses(
         (status = 200, description = "Built multicall of up to 100 pay calls to sign once", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -195,6 +212,7 @@ pub async fn payments(
                 items.len()
             ),
             extras,
+            nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,
         },
     )
     .await

@@ -1,6 +1,9 @@
 //! Assembles the meta-transaction object `T` every build endpoint returns:
 //! `{To, ChainId, From, Nonce, Deadline, Traits, Data, Digest, TypedData}` (+ `PermitTypedData`
-//! for deposits). The nonce is reserved in Postgres so consecutive builds never collide; the
+//! for deposits). Building reserves nothing: by default the call gets a fresh random unique
+//! (unordered) bySig nonce, so calls built in parallel, in several dapps, or abandoned never
+//! block each other. `NonceType: "account"` asks for the signer's ordered account nonce instead
+//! (optionally an explicit `Nonce` at or past the current one, to sign a strict sequence). The
 //! deadline counts from the chain's clock; the traits bind the call to the chosen sponsor.
 
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use crate::{
     chain::{
         self, IPermitToken, StreamPay,
         eip712::{self, Domain, PermitValues},
-        traits::Traits,
+        traits::{NonceType, Traits, random_unique_nonce},
     },
     pipeline::Sponsor,
     store::NonceScope,
@@ -33,6 +36,8 @@ pub struct MetaTransaction {
     #[schema(value_type = String)]
     pub from: Address,
     pub nonce: u64,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (ordered).
+    pub nonce_type: &'static str,
     pub deadline: u64,
     /// uint256 as a decimal string.
     pub traits: String,
@@ -64,6 +69,45 @@ pub struct BuildRequest<'a> {
     pub summary: String,
     /// Endpoint-specific extra response fields (exact amounts and rates).
     pub extras: Map<String, Value>,
+    /// Which nonce the call uses (request fields `NonceType` and `Nonce`).
+    pub nonce: NonceChoice,
+}
+
+/// The nonce a build request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NonceChoice {
+    /// A fresh random unique nonce (the default).
+    #[default]
+    Unique,
+    /// The signer's account nonce: the current one (past calls in flight), or the one given.
+    Account(Option<u64>),
+}
+
+impl NonceChoice {
+    /// Parses the optional request fields `NonceType` ("unique" | "account") and `Nonce` (only
+    /// with "account"): 400 `invalid_nonce_type` / `invalid_nonce`.
+    pub fn parse(nonce_type: Option<&str>, nonce: &Option<Value>) -> Result<Self, AppError> {
+        let kind = nonce_type.map(str::trim).filter(|s| !s.is_empty());
+        match kind.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("unique") => {
+                if nonce.as_ref().is_some_and(|v| !v.is_null()) {
+                    return Err(AppError::bad_request(
+                        "invalid_nonce",
+                        "Nonce may only be chosen with NonceType \"account\"; unique nonces are drawn by the relayer",
+                    ));
+                }
+                Ok(Self::Unique)
+            }
+            Some("account") => match nonce {
+                None | Some(Value::Null) => Ok(Self::Account(None)),
+                Some(_) => Ok(Self::Account(Some(super::extract::parse_u64("Nonce", nonce)?))),
+            },
+            Some(_) => Err(AppError::bad_request(
+                "invalid_nonce_type",
+                "NonceType must be \"unique\" (the default) or \"account\"",
+            )),
+        }
+    }
 }
 
 pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value>, AppError> {
@@ -71,17 +115,41 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
     let provider = &state.provider;
     let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
     let deadline = now + state.settings.meta_deadline_secs;
-    let chain_nonce = StreamPay::new(contract.address, provider)
-        .bySigAccountNonces(req.from)
-        .call()
-        .await
-        .map_err(AppError::chain)?;
-    let chain_nonce = u64::try_from(chain_nonce)
-        .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the signer's account nonce exceeds 2^64"))?;
-    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: req.from };
-    let nonce = state.store.reserve_nonce(scope, chain_nonce, now, deadline).await?;
+    let (nonce_type, nonce) = match req.nonce {
+        NonceChoice::Unique => (NonceType::Unique, random_unique_nonce()),
+        NonceChoice::Account(chosen) => {
+            let chain_nonce = StreamPay::new(contract.address, provider)
+                .bySigAccountNonces(req.from)
+                .call()
+                .await
+                .map_err(AppError::chain)?;
+            let chain_nonce = u64::try_from(chain_nonce).map_err(|_| {
+                AppError::unprocessable("nonce_out_of_range", "the signer's account nonce exceeds 2^64")
+            })?;
+            let nonce = match chosen {
+                Some(n) if n < chain_nonce => {
+                    return Err(AppError::conflict(
+                        "nonce_already_used",
+                        format!("account nonce {n} of {} is already used; the next is {chain_nonce}", req.from),
+                    ));
+                }
+                Some(n) => n,
+                // Past the calls in flight; built calls reserve nothing.
+                None => {
+                    let scope = NonceScope {
+                        chain_id: state.chain_id,
+                        contract: contract.address,
+                        signer: req.from,
+                        nonce_type: NonceType::Account,
+                    };
+                    state.store.next_account_nonce(scope, chain_nonce).await?
+                }
+            };
+            (NonceType::Account, nonce)
+        }
+    };
 
-    let traits = Traits::account(nonce, deadline, Some(req.sponsor.address())).encode();
+    let traits = Traits::of_type(nonce_type, nonce, deadline, Some(req.sponsor.address())).encode();
     let domain = Domain::streampay(state.chain_id, contract.address);
     let digest = eip712::signed_call_digest(&domain, req.from, traits, &req.data);
     let typed_data = eip712::signed_call_typed_data(&domain, req.from, traits, &req.data);
@@ -95,6 +163,7 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
         chain_id: state.chain_id,
         from: req.from,
         nonce,
+        nonce_type: nonce_type.as_str(),
         deadline,
         traits: traits.to_string(),
         data: req.data,
@@ -109,7 +178,7 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
         "Message".into(),
         json!(format!(
             "{}. Sign {signatures} with eth_signTypedData_v4 as {} and POST From, Signature, Data, Nonce, \
-             Sponsor and Deadline{} to /api/v1/{}/meta/execute before the deadline.",
+             Sponsor, Deadline and NonceType{} to /api/v1/{}/meta/execute before the deadline.",
             req.summary,
             req.from,
             if transaction.permit_typed_data.is_some() { " (and Permit)" } else { "" },

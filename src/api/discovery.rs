@@ -66,9 +66,17 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("invalid_data", 400, "Data is not 0x-prefixed hex."),
     ("invalid_signature", 400, "The signature is malformed."),
     ("invalid_traits", 400, "Traits is not a valid bySig traits word."),
+    ("invalid_nonce_type", 400, "NonceType is not `unique` (the default) or `account`."),
+    ("invalid_nonce", 400, "A build's Nonce may only be chosen with NonceType `account`."),
     ("invalid_deadline", 400, "Deadline does not fit the 40-bit traits field."),
     ("invalid_idempotency_key", 400, "Idempotency-Key is not 1 to 255 visible ASCII characters."),
     ("call_not_allowed", 400, "Data is not an allowed StreamPay user operation."),
+    (
+        "non_canonical_calldata",
+        400,
+        "Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes).",
+    ),
+    ("calldata_too_large", 400, "Data is larger than the relayer's cap (`[admission] max_calldata_bytes`)."),
     ("empty_batch", 400, "A batch holds no items."),
     ("batch_too_large", 400, "A batch holds more than 100 items."),
     ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
@@ -113,6 +121,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("insufficient_scope", 403, "The API key lacks the scope this endpoint needs."),
     ("ip_not_allowed", 403, "The API key may not be used from the client's address."),
     ("sponsor_not_allowed", 403, "The API key may not use this sponsor."),
+    (
+        "signer_banned",
+        403,
+        "Too many of this signer's relayed calls reverted on chain recently; none is relayed until they age out.",
+    ),
+    (
+        "key_banned",
+        403,
+        "Too many of this API key's relayed calls reverted on chain recently; none is relayed until they age out.",
+    ),
     ("key_not_found", 404, "No API key with this id (or it was deleted)."),
     ("key_not_active", 409, "The API key is revoked, expired or already rotated."),
     ("rate_limited", 429, "The API key exceeded its requests per minute; retry after `Retry-After` seconds."),
@@ -139,6 +157,24 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("transaction_reverted", 422, "The transaction was mined but reverted."),
     ("transaction_failed", 422, "The node refused the transaction; nothing was executed."),
     ("sponsor_fee_cap_exceeded", 422, "The network's fee per gas is above the sponsor's policy cap; retry later."),
+    ("gas_cap_exceeded", 422, "The call needs more gas than its operations may use (`[admission]` gas caps)."),
+    (
+        "call_cooling_down",
+        429,
+        "This signed call reverted on chain; it is not relayed again before the cool-down ends.",
+    ),
+    (
+        "signer_throttled",
+        429,
+        "This signer's relayed calls reverted on chain recently: one call per throttle interval; retry later.",
+    ),
+    (
+        "key_throttled",
+        429,
+        "This API key's relayed calls reverted on chain recently: one call per throttle interval; retry later.",
+    ),
+    ("key_daily_budget_exceeded", 429, "This API key's daily gas budget (UTC day, all sponsors) is spent or reserved."),
+    ("signer_daily_budget_exceeded", 429, "This signer's daily gas budget (UTC day) is spent or reserved."),
     (
         "sponsor_daily_budget_exceeded",
         429,
@@ -645,7 +681,9 @@ pub struct BalanceView {
 #[serde(rename_all = "PascalCase")]
 pub struct NonceView {
     pub account: String,
-    /// The nonce to sign next, counting calls built or in flight.
+    /// The account's bySig account nonce: the next ordered nonce to sign with
+    /// `NonceType: "account"`, past account nonces in flight. Built calls reserve nothing and
+    /// never count; unique-nonce calls (the default) do not use it.
     pub nonce: u64,
     /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
     /// relayer has already seen a later nonce mined.
@@ -671,6 +709,9 @@ pub struct ExecuteRequestDoc {
     pub deadline: String,
     /// Optional: the exact `Transaction.Traits`.
     pub traits: Option<String>,
+    /// Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
+    /// Traits) both are tried against the signature.
+    pub nonce_type: Option<String>,
     /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
     pub permit: Option<PermitRequestDoc>,
     /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
@@ -721,8 +762,12 @@ pub struct ExecuteAccepted {
 #[serde(rename_all = "PascalCase")]
 pub struct TransactionView {
     pub id: i64,
-    /// `submitted`, `mined` or `reverted` (the first API version's vocabulary).
+    /// `submitted`, `mined` or `reverted` (the first API version's vocabulary). `mined` only
+    /// once the relayer's index has reached the transaction's block, so every read endpoint
+    /// already reflects it (read-your-writes); `submitted` until then.
     pub status: String,
+    /// Whether the index (every read endpoint) has reached the transaction's block.
+    pub indexed: bool,
     /// The pipeline's own state (`pending`, `submitted`, `mined`, `confirmed`, `failed`, …).
     pub state: String,
     pub contract: Option<String>,
@@ -775,12 +820,12 @@ fn meta_nonce_doc() {}
     responses(
         (status = 200, description = "Mined", body = ExecuteResponse),
         (status = 202, description = "Sent, not yet mined", body = ExecuteAccepted),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_amount`, `call_not_allowed`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_nonce_type`, `invalid_amount`, `call_not_allowed`, `non_canonical_calldata`, `calldata_too_large`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`, `signer_banned`, `key_banned`", body = ErrorBody),
         (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = ErrorBody),
-        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`", body = ErrorBody),
-        (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`", body = ErrorBody),
+        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`", body = ErrorBody),
+        (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`, `key_daily_budget_exceeded`, `signer_daily_budget_exceeded`, `call_cooling_down`, `signer_throttled`, `key_throttled`", body = ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = ErrorBody),
     ),
     security(("api_key" = [])))]

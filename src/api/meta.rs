@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppError, AppState, Contract,
+    AppError, AppState, Contract, admission,
     build::permit_domain_and_nonce,
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
@@ -49,14 +49,14 @@ use crate::{
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
-/// `GET /{contract}/meta/nonce/{account}`: the nonce to sign next, counting calls already built
-/// or in flight (so it can be ahead of the chain's `bySigAccountNonces`).
+/// `GET /{contract}/meta/nonce/{account}`: the account's bySig account nonce (the seed's
+/// meaning): the next ordered nonce to sign with `NonceType: "account"`. Built calls reserve
+/// nothing and never count; unique-nonce calls (the default) do not use it at all.
 ///
 /// Served from the Postgres index (SPEC §3): `bySigAccountNonces` as of the indexed head, raised
-/// past every nonce this relayer has already seen mined (the index may trail a receipt by one
-/// poll: read-your-writes), then past the calls built or in flight. Built calls expire against
-/// the indexed head's time; 503 `index_not_ready` before the deployment's first checkpoint.
-/// `execute` always checks against the chain itself.
+/// past every account nonce this relayer has already seen mined (the index may trail a receipt
+/// executed elsewhere) and past account nonces in flight. 503 `index_not_ready` before the
+/// deployment's first checkpoint. `execute` always checks against the chain itself.
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn nonce(
     State(state): State<AppState>,
@@ -65,7 +65,12 @@ pub async fn nonce(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let account = parse_address("account", &account)?;
-    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: account };
+    let scope = NonceScope {
+        chain_id: state.chain_id,
+        contract: contract.address,
+        signer: account,
+        nonce_type: NonceType::Account,
+    };
     let reader = state.index();
     let Some(head) = reader.head(contract.address).await? else {
         return Err(super::subscriptions::index_not_ready());
@@ -74,9 +79,8 @@ pub async fn nonce(
         .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))?;
     let mined = state.store.highest_mined_nonce(scope).await?;
     let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
-    let (now, block) = (head.block_timestamp, head.block_number);
-    let next = state.store.peek_nonce(scope, base, now).await?;
-    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": block})))
+    let next = state.store.next_account_nonce(scope, base).await?;
+    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": head.block_number})))
 }
 
 async fn chain_nonce(state: &AppState, contract: &Contract, account: Address) -> Result<u64, AppError> {
@@ -107,6 +111,10 @@ pub struct ExecuteRequest {
     /// from Nonce, Deadline and the sponsor (or "any relayer").
     #[serde(alias = "traits")]
     traits: Option<String>,
+    /// Optional: "unique" or "account", as in the build response. Without it (and without
+    /// Traits) both are tried against the signature.
+    #[serde(alias = "nonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
     #[serde(alias = "permit")]
     permit: Option<PermitRequest>,
     /// Optional client label stored with the transaction (or the `Reference` header).
@@ -159,60 +167,37 @@ pub async fn execute(
         _ => vec![state.sponsor_for(&key, named)?],
     };
     let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
+    state.settings.admission.check_size(&data)?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
+        CallError::NonCanonical => AppError::bad_request("non_canonical_calldata", e.to_string()),
         CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
         CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
         CallError::Malformed | CallError::NotAllowed(_) => AppError::bad_request("call_not_allowed", e.to_string()),
     })?;
     let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
-    // --- time and nonce, against the chain
-    // Both reads at once (one round trip to the node instead of two).
-    let (now, expected) = tokio::join!(chain::chain_time(provider), chain_nonce(&state, contract, from));
-    let now = now.map_err(AppError::chain)?;
+    // --- time, against the chain
+    let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
     if deadline < now {
         return Err(AppError::unprocessable(
             "deadline_expired",
             format!("the call's deadline {deadline} has passed (chain time {now}); build it again"),
         ));
     }
-    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: from };
-    let expected = expected?;
-    if nonce < expected {
-        return Err(AppError::conflict(
-            "nonce_already_used",
-            format!("nonce {nonce} of {from} is already used; the next is {expected}"),
-        ));
-    }
-    if nonce > expected {
-        let in_flight = state.store.in_flight_nonces(scope, expected, nonce).await?;
-        let detail = if in_flight.is_empty() {
-            format!("nonce {expected} must be executed first")
-        } else {
-            format!("nonces {in_flight:?} are still in flight; retry once they are mined")
-        };
-        return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
-    }
 
-    // --- signature, permit and the transaction the sponsor will send. A call refused here can
-    // never execute as signed: its built nonce is freed so the next build hands it out again
-    // (otherwise it would stay reserved until its deadline and every later build would be a
-    // nonce_gap).
-    let (outer, sponsor) =
-        match signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await {
-            Ok(signed) => signed,
-            Err(e) => {
-                if rejects_the_call(&e) {
-                    state.store.free_built_nonce(scope, nonce).await?;
-                }
-                return Err(e);
-            }
-        };
+    // --- signature, permit and the transaction the sponsor will send. A refusal here changes
+    // nothing stored: no request can free, cancel or re-target a call someone else built.
+    let signed = signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await?;
+    let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
     if pool.len() > 1 {
         state.sponsors.note_pick(sponsor.address());
     }
 
-    // --- claim the nonce first, so a concurrent execute of the same call gets a clean 409
+    // --- the nonce, against the chain, in the space of its type
+    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: from, nonce_type };
+    check_nonce_on_chain(&state, contract, scope, nonce).await?;
+
+    // --- claim the nonce, so a concurrent execute of the same call gets a clean 409
     // instead of racing this one through simulation.
     if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
         return Err(AppError::conflict(
@@ -223,38 +208,45 @@ pub async fn execute(
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
     let pipeline = state.sponsors.pipeline(&state.store, provider);
+    let applicant = admission::Applicant { chain_id: state.chain_id, api_key_id: key.0.id, signer: from, digest };
     let simulated = match simulate(&state, request).await {
-        // Sponsor policies apply to new calls only, never to the pipeline's bumps/cancellations.
-        Ok(gas_limit) => {
-            super::sponsors::enforce_policy(&state, &key, &sponsor, gas_limit).await.map(|guard| (gas_limit, guard))
-        }
+        // Admission and sponsor policies apply to new calls only, never to the pipeline's
+        // bumps/cancellations.
+        Ok(gas) => admit(&state, &key, &sponsor, &checked.operations, gas, applicant).await,
         Err(e) => Err(e),
     };
-    // The policy's budget guard is held until the call is queued (its reservation then counts).
+    // The admission reservation and the policy's budget guard are held until the call is queued
+    // (its row then counts), then released.
     let queued = match simulated {
-        Ok((gas_limit, _budget_guard)) => pipeline
-            .enqueue(NewTransaction {
-                chain_id: state.chain_id,
-                contract: contract.address,
-                api_key_id: key.0.id,
-                signer: from,
-                meta_nonce: nonce,
-                deadline,
-                sponsor: sponsor.address(),
-                calldata: outer,
-                gas_limit,
-                history: Some(crate::store::TxMeta {
-                    reference,
-                    operations: checked.operations.iter().map(|o| o.to_string()).collect(),
-                    amounts: super::history::call_amounts(&data, contract.token_decimals),
-                }),
-            })
-            .await
-            // A database that is down is a 503 of its own; anything else failing here is the node.
-            .map_err(|e| match AppError::from(e) {
-                AppError::Internal(e) => AppError::chain(e),
-                unavailable => unavailable,
-            }),
+        Ok((gas_limit, reservation, _budget_guard)) => {
+            let queued = pipeline
+                .enqueue(NewTransaction {
+                    chain_id: state.chain_id,
+                    contract: contract.address,
+                    api_key_id: key.0.id,
+                    signer: from,
+                    meta_nonce: nonce,
+                    meta_nonce_type: nonce_type,
+                    call_digest: Some(digest),
+                    deadline,
+                    sponsor: sponsor.address(),
+                    calldata: outer,
+                    gas_limit,
+                    history: Some(crate::store::TxMeta {
+                        reference,
+                        operations: checked.operations.iter().map(|o| o.to_string()).collect(),
+                        amounts: super::history::call_amounts(&data, contract.token_decimals),
+                    }),
+                })
+                .await
+                // A database that is down is a 503 of its own; anything else failing here is the node.
+                .map_err(|e| match AppError::from(e) {
+                    AppError::Internal(e) => AppError::chain(e),
+                    unavailable => unavailable,
+                });
+            state.store.release_reservation(reservation).await;
+            queued
+        }
         Err(e) => Err(e),
     };
     let queued = match queued {
@@ -298,6 +290,15 @@ pub async fn execute(
             return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
         }
     };
+    // Read-your-writes: a 200 means every read endpoint already reflects the call.
+    if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed))
+        && !state.await_indexed(contract, record.block_number.unwrap_or_default()).await
+    {
+        return Ok(accepted(
+            "Mined; the relayer's index has not caught up with its block yet. Poll Status: it says mined once every read reflects the call.",
+            record.tx_hash,
+        ));
+    }
     match status {
         Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
             "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),
@@ -336,6 +337,16 @@ pub async fn execute(
     }
 }
 
+/// A verified signed call and the transaction that relays it.
+struct SignedCall {
+    /// `bySig`, wrapped in `permitAndCall` with a permit.
+    outer: Bytes,
+    sponsor: Arc<Sponsor>,
+    nonce_type: NonceType,
+    /// The EIP-712 digest the signer signed: identifies the signed call.
+    digest: B256,
+}
+
 /// Verifies the signature (and the optional permit) and encodes the transaction the sponsor
 /// sends: `bySig`, wrapped in `permitAndCall` with a permit.
 #[allow(clippy::too_many_arguments)]
@@ -348,7 +359,7 @@ async fn signed_transaction(
     signature: &Bytes,
     body: &ExecuteRequest,
     now: u64,
-) -> Result<(Bytes, Arc<Sponsor>), AppError> {
+) -> Result<SignedCall, AppError> {
     let provider = &state.provider;
     let domain = Domain::streampay(state.chain_id, contract.address);
     let mut verified = None;
@@ -357,7 +368,7 @@ async fn signed_transaction(
         let digest = eip712::signed_call_digest(&domain, from, *traits, data);
         match signature::verify(provider, from, digest, signature).await {
             Ok(sig) => {
-                verified = Some((*traits, sig, sponsor.clone()));
+                verified = Some((*traits, sig, sponsor.clone(), digest));
                 break;
             }
             Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
@@ -368,7 +379,7 @@ async fn signed_transaction(
             Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
         }
     }
-    let Some((traits, on_chain_signature, sponsor)) = verified else {
+    let Some((traits, on_chain_signature, sponsor, digest)) = verified else {
         let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
         return Err(AppError::unprocessable(
             "signature_mismatch",
@@ -394,7 +405,51 @@ async fn signed_transaction(
         Some(permit) => StreamPay::permitAndCallCall { permit, action: by_sig }.abi_encode().into(),
         None => by_sig,
     };
-    Ok((outer, sponsor))
+    let nonce_type = Traits::decode(traits).map_or(NonceType::Account, |t| t.nonce_type);
+    Ok(SignedCall { outer, sponsor, nonce_type, digest })
+}
+
+/// Checks `nonce` against the chain for its type: an account nonce must be the signer's current
+/// one (409 `nonce_already_used` below it, `nonce_gap` above it); a unique nonce must be unused
+/// (409 `nonce_already_used`).
+async fn check_nonce_on_chain(
+    state: &AppState,
+    contract: &Contract,
+    scope: NonceScope,
+    nonce: u64,
+) -> Result<(), AppError> {
+    let from = scope.signer;
+    if scope.nonce_type == NonceType::Unique {
+        let used = StreamPay::new(contract.address, &state.provider)
+            .bySigUniqueNonces(from, U256::from(nonce))
+            .call()
+            .await
+            .map_err(AppError::chain)?;
+        if used {
+            return Err(AppError::conflict(
+                "nonce_already_used",
+                format!("unique nonce {nonce} of {from} is already used; build the call again"),
+            ));
+        }
+        return Ok(());
+    }
+    let expected = chain_nonce(state, contract, from).await?;
+    if nonce < expected {
+        return Err(AppError::conflict(
+            "nonce_already_used",
+            format!("nonce {nonce} of {from} is already used; the next is {expected}"),
+        ));
+    }
+    if nonce > expected {
+        let in_flight = state.store.in_flight_nonces(scope, expected, nonce).await?;
+        let detail = if in_flight.is_empty() {
+            format!("account nonce {expected} must be executed first")
+        } else {
+            format!("account nonces {in_flight:?} are still in flight; retry once they are mined")
+        };
+        return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
+    }
+    Ok(())
 }
 
 /// Gives the claim on `nonce` back after a failure that left nothing queued. If the database is
@@ -433,16 +488,46 @@ fn wants_async(headers: &HeaderMap) -> bool {
 }
 
 /// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
-/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas
-/// limit to sign.
+/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas used.
 async fn simulate(state: &AppState, request: TransactionRequest) -> Result<u64, AppError> {
-    let gas = state.provider.estimate_gas(request).await.map_err(simulation_error)?;
-    // Headroom for state moving between the estimate and inclusion (streams settle per second).
-    Ok(gas + gas / 4 + 10_000)
+    state.provider.estimate_gas(request).await.map_err(simulation_error)
+}
+
+/// The gas limit to sign for a call that simulated at `gas`: headroom for state moving between
+/// the estimate and inclusion (streams settle per second).
+fn gas_limit_for(gas: u64) -> u64 {
+    gas + gas / 4 + 10_000
+}
+
+/// Admission of a call that simulated at `gas`: the gas cap of its operations, then (under the
+/// key's and signer's admission locks) cool-down, reputation and daily budgets at the current
+/// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
+async fn admit(
+    state: &AppState,
+    key: &ApiKey,
+    sponsor: &Sponsor,
+    operations: &[&str],
+    gas: u64,
+    applicant: admission::Applicant,
+) -> Result<(u64, crate::store::Reservation, super::sponsors::BudgetGuard), AppError> {
+    let settings = &state.settings.admission;
+    settings.check_gas(operations, gas)?;
+    let gas_limit = gas_limit_for(gas);
+    let fees = super::sponsors::current_fees(state).await?;
+    let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
+    let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
+    match super::sponsors::enforce_policy(state, key, sponsor, gas_limit).await {
+        Ok(guard) => Ok((gas_limit, reservation, guard)),
+        Err(e) => {
+            state.store.release_reservation(reservation).await;
+            Err(e)
+        }
+    }
 }
 
 /// The traits the signature may cover. Build responses bind the sponsor; a client that built
-/// its own call may have allowed any relayer instead. Both are tried against the signature.
+/// its own call may have allowed any relayer instead. The nonce type is the request's
+/// `NonceType`, else both unique and account are tried. All are tried against the signature.
 fn traits_candidates(
     body: &ExecuteRequest,
     nonce: u64,
@@ -455,10 +540,10 @@ fn traits_candidates(
             .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: expected a uint256"))?;
         let t = Traits::decode(word)
             .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: unknown nonce type"))?;
-        if t.nonce_type != NonceType::Account || t.nonce != u128::from(nonce) || t.deadline != deadline {
+        if t.nonce_type == NonceType::Selector || t.nonce != u128::from(nonce) || t.deadline != deadline {
             return Err(AppError::bad_request(
                 "invalid_traits",
-                "Traits must be an account-nonce traits word matching Nonce and Deadline",
+                "Traits must be an account- or unique-nonce traits word matching Nonce and Deadline",
             ));
         }
         let Some(sponsor) = pool.iter().find(|s| t.allows_relayer(s.address())) else {
@@ -470,11 +555,22 @@ fn traits_candidates(
         };
         return Ok(vec![(word, sponsor.clone())]);
     }
+    let types = match body.nonce_type.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => vec![NonceType::Unique, NonceType::Account],
+        Some(t) if t.eq_ignore_ascii_case("unique") => vec![NonceType::Unique],
+        Some(t) if t.eq_ignore_ascii_case("account") => vec![NonceType::Account],
+        Some(_) => {
+            return Err(AppError::bad_request("invalid_nonce_type", "NonceType must be \"unique\" or \"account\""));
+        }
+    };
     // Bound to one of the sponsors (build responses bind the one they chose), or to any relayer
     // (then the least busy sponsor sends it).
-    let mut candidates: Vec<(U256, Arc<Sponsor>)> =
-        pool.iter().map(|s| (Traits::account(nonce, deadline, Some(s.address())).encode(), s.clone())).collect();
-    candidates.push((Traits::account(nonce, deadline, None).encode(), pool[0].clone()));
+    let mut candidates: Vec<(U256, Arc<Sponsor>)> = Vec::new();
+    for t in types {
+        candidates
+            .extend(pool.iter().map(|s| (Traits::of_type(t, nonce, deadline, Some(s.address())).encode(), s.clone())));
+        candidates.push((Traits::of_type(t, nonce, deadline, None).encode(), pool[0].clone()));
+    }
     Ok(candidates)
 }
 

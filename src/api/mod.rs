@@ -17,6 +17,7 @@
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
 mod admin;
+pub mod admission;
 pub mod auth;
 mod batch;
 mod build;
@@ -115,6 +116,11 @@ pub struct Settings {
     pub metrics_token: Option<crate::config::Secret>,
     /// The liquidation keeper (`serve` starts it when enabled).
     pub keeper: crate::keeper::KeeperSettings,
+    /// What `meta/execute` admits: size and gas caps, budgets, reputation (`[admission]`).
+    pub admission: admission::AdmissionSettings,
+    /// How long `execute` waits, after the receipt, for the index to reach the call's block
+    /// before answering 200 (read-your-writes); past it the answer is a 202.
+    pub read_your_writes_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -128,6 +134,8 @@ impl Default for Settings {
             webhooks: crate::webhooks::WebhookSettings::default(),
             metrics_token: None,
             keeper: crate::keeper::KeeperSettings::default(),
+            admission: admission::AdmissionSettings::default(),
+            read_your_writes_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -140,6 +148,13 @@ pub struct AppState {
     index: Arc<OnceLock<IndexReader>>,
     /// Authenticated keys in memory when `settings.auth.key_cache` is on; made on first use.
     keys: Arc<OnceLock<Arc<key_cache::KeyCache>>>,
+    /// Wakes this process's indexers (a relayed call was mined: read-your-writes).
+    index_wake: Arc<tokio::sync::Notify>,
+    /// One read-your-writes catch-up at a time in this process.
+    catching_up: Arc<tokio::sync::Mutex<()>>,
+    /// The indexed head per deployment as last read by a read-your-writes wait, and when: many
+    /// waiting executes share one database read per few milliseconds.
+    indexed_heads: Arc<tokio::sync::Mutex<std::collections::HashMap<Address, (u64, tokio::time::Instant)>>>,
 }
 
 pub struct Inner {
@@ -153,7 +168,81 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(inner: Inner) -> Self {
-        Self { inner: Arc::new(inner), index: Arc::new(OnceLock::new()), keys: Arc::new(OnceLock::new()) }
+        Self {
+            inner: Arc::new(inner),
+            index: Arc::new(OnceLock::new()),
+            keys: Arc::new(OnceLock::new()),
+            index_wake: Arc::new(tokio::sync::Notify::new()),
+            catching_up: Arc::new(tokio::sync::Mutex::new(())),
+            indexed_heads: Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::new())),
+        }
+    }
+
+    /// What this process's indexers wait on besides their poll interval.
+    pub fn index_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.index_wake.clone()
+    }
+
+    /// Read-your-writes: waits (up to `settings.read_your_writes_timeout`) until the Postgres
+    /// index of `contract` has reached `block`, waking this process's indexer, or indexing
+    /// itself when no indexer holds the deployment (none runs in this process or any replica).
+    /// Then this process's read cache is dropped, so every read endpoint reflects the block.
+    /// Answers whether the index got there in time. Reads are never served from the chain.
+    pub async fn await_indexed(&self, contract: &Contract, block: u64) -> bool {
+        self.await_indexed_for(contract, block, self.settings.read_your_writes_timeout).await
+    }
+
+    /// [`AppState::await_indexed`] with its own bound.
+    pub async fn await_indexed_for(&self, contract: &Contract, block: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.indexed_head(contract.address).await {
+                Ok(Some(head)) if head >= block => {
+                    self.index().invalidate_cache();
+                    return true;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "reading the indexed head failed"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(contract = %contract.name, block, "the index did not reach a relayed call's block in time");
+                return false;
+            }
+            self.index_wake.notify_waiters();
+            if let Ok(_single) = self.catching_up.try_lock() {
+                let indexer = crate::indexer::Indexer::new(
+                    Arc::new(crate::indexer::RpcLogSource::new(self.provider.clone())),
+                    self.store.pool().clone(),
+                    self.chain_id,
+                    contract.address,
+                    contract.start_block,
+                    self.settings.indexer.clone(),
+                );
+                if let Err(e) = indexer.catch_up_if_idle().await {
+                    tracing::debug!(error = format!("{e:#}"), "read-your-writes catch-up failed; retrying");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// The indexed head block of `contract`, read from Postgres at most once per 10 ms for all
+    /// of this process's read-your-writes waits.
+    async fn indexed_head(&self, contract: Address) -> anyhow::Result<Option<u64>> {
+        let mut heads = self.indexed_heads.lock().await;
+        if let Some((head, at)) = heads.get(&contract)
+            && at.elapsed() < Duration::from_millis(10)
+        {
+            return Ok(Some(*head));
+        }
+        let head =
+            IndexReader::new(self.store.pool().clone(), self.chain_id).head(contract).await?.map(|h| h.block_number);
+        if let Some(h) = head {
+            heads.insert(contract, (h, tokio::time::Instant::now()));
+        }
+        Ok(head)
     }
 
     /// The key cache, if enabled (first call inside the Tokio runtime).

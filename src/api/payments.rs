@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     AppError, AppState,
-    build::{self, BuildRequest},
+    build::{self, BuildRequest, NonceChoice},
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
 };
@@ -35,6 +35,13 @@ pub struct PayRequest {
     amount: Option<String>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
+    #[serde(alias = "nonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
+    /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
+    #[serde(alias = "nonce")]
+    #[schema(value_type = Option<u64>)]
+    nonce: Option<Value>,
 }
 
 /// `POST /{contract}/payments/`: builds `pay(to, amount)`.
@@ -43,9 +50,10 @@ pub struct PayRequest {
     request_body = PayRequest,
     responses(
         (status = 200, description = "Built pay(to, amount) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -77,6 +85,7 @@ pub async fn pay(
             permit_value: None,
             summary: format!("Pay {} from {from} to {to}", amount.units),
             extras,
+            nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,
         },
     )
     .await
@@ -93,6 +102,13 @@ pub struct DepositRequest {
     is_permit2: Option<bool>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
+    #[serde(alias = "nonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
+    /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
+    #[serde(alias = "nonce")]
+    #[schema(value_type = Option<u64>)]
+    nonce: Option<Value>,
 }
 
 /// `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus, for plain
@@ -102,9 +118,10 @@ pub struct DepositRequest {
     request_body = DepositRequest,
     responses(
         (status = 200, description = "Built deposit(amount, isPermit2) plus PermitTypedData to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -138,6 +155,7 @@ pub async fn deposit(
             permit_value: (!is_permit2).then_some(amount.base_units),
             summary: format!("Deposit {} tokens from {from}", amount.units),
             extras,
+            nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,
         },
     )
     .await
@@ -154,6 +172,13 @@ pub struct WithdrawRequest {
     to: Option<String>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
+    #[serde(alias = "nonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
+    /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
+    #[serde(alias = "nonce")]
+    #[schema(value_type = Option<u64>)]
+    nonce: Option<Value>,
 }
 
 /// `POST /{contract}/payments/withdraw`: builds `withdraw(amount)` or `withdrawTo(to, amount)`.
@@ -162,9 +187,10 @@ pub struct WithdrawRequest {
     request_body = WithdrawRequest,
     responses(
         (status = 200, description = "Built withdraw(amount) or withdrawTo(to, amount) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -207,6 +233,7 @@ pub async fn withdraw(
             permit_value: None,
             summary: format!("Withdraw {} tokens from {from}'s balance to {receiver}", internal.units),
             extras,
+            nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,
         },
     )
     .await

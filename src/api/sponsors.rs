@@ -54,7 +54,7 @@ fn policy_json(p: Option<&SponsorPolicy>) -> Value {
 }
 
 /// The fees a new transaction would be signed with now (the pipeline's estimate under its cap).
-async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
+pub(super) async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
     let est = state.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
     let cap = state.sponsors.running_pipeline().and_then(|p| p.settings().max_fee_cap);
     Ok(fees::initial(

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     AppError, AppState,
-    build::{self, BuildRequest},
+    build::{self, BuildRequest, NonceChoice},
     checksum,
     extract::{ApiJson, ApiKey, ApiQuery, parse_address, parse_recipient, required},
 };
@@ -34,6 +34,13 @@ pub struct CreateSubscription {
     project_id: Option<String>,
     #[serde(alias = "Sponsor")]
     sponsor: Option<String>,
+    /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
+    #[serde(alias = "NonceType", alias = "nonceType")]
+    nonce_type: Option<String>,
+    /// With `nonce_type` "account" only: the account nonce to sign (default: the current one).
+    #[serde(alias = "Nonce")]
+    #[schema(value_type = Option<u64>)]
+    nonce: Option<Value>,
 }
 
 /// One validated `subscribe` call.
@@ -102,9 +109,10 @@ impl Subscribe {
     request_body = CreateSubscription,
     responses(
         (status = 200, description = "Built subscribe(author, ratePerSecond, projectId) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -137,6 +145,7 @@ pub async fn create(
                 sub.author, sub.rate.monthly, sub.rate.per_second
             ),
             extras,
+            nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,
         },
     )
     .await
@@ -148,16 +157,21 @@ pub struct CancelQuery {
     from: Option<String>,
     #[serde(rename = "Sponsor", alias = "sponsor")]
     sponsor: Option<String>,
+    #[serde(rename = "NonceType", alias = "nonce_type")]
+    nonce_type: Option<String>,
+    #[serde(rename = "Nonce", alias = "nonce")]
+    nonce: Option<String>,
 }
 
 /// `DELETE /{contract}/subscriptions/{author}?From=&Sponsor=`: builds `unsubscribe(author)`.
 #[utoipa::path(delete, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "The author to stop paying"), ("From" = String, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (default: the key's first)")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "The author to stop paying"), ("From" = String, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (default: the key's first)"), ("NonceType" = Option<String>, Query, description = "`unique` (default: unordered, blocks nothing) or `account` (ordered)"), ("Nonce" = Option<u64>, Query, description = "With NonceType `account` only: the account nonce to sign")),
     responses(
         (status = 200, description = "Built unsubscribe(author) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
         (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
     ),
@@ -186,6 +200,7 @@ pub async fn cancel(
             permit_value: None,
             summary: format!("Cancel {from}'s subscription to {author}"),
             extras,
+            nonce: NonceChoice::parse(query.nonce_type.as_deref(), &query.nonce.clone().map(Value::String))?,
         },
     )
     .await

@@ -23,9 +23,24 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
     let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
     let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
     let (reference, operations) = state.store.transaction_reference(numeric, key.0.id).await?.unwrap_or_default();
+    // Read-your-writes: "mined" only once the index (every read endpoint) has reached its block.
+    // A mined call the index lacks: wake (or run) the indexer briefly, as execute does.
+    let deployment = state.contracts.iter().find(|c| c.address == t.contract);
+    let indexed = match (t.block_number, deployment) {
+        (Some(block), Some(c)) if matches!(t.legacy_status(), "mined") => {
+            state.await_indexed_for(c, block, std::time::Duration::from_secs(2)).await
+        }
+        (Some(block), _) => state.index().head(t.contract).await?.is_some_and(|h| h.block_number >= block),
+        (None, _) => false,
+    };
+    let status = match t.legacy_status() {
+        "mined" if !indexed => "submitted",
+        s => s,
+    };
     Ok(Json(json!({
         "Id": t.id,
-        "Status": t.legacy_status(),
+        "Status": status,
+        "Indexed": indexed,
         "State": t.status,
         "Contract": contract,
         "ChainId": t.chain_id,

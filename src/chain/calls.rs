@@ -14,6 +14,11 @@ pub const MAX_BATCH: usize = 100;
 pub enum CallError {
     #[error("Data is not a StreamPay call")]
     Malformed,
+    /// Decodes, but is not the canonical ABI encoding of what it decodes to (trailing or
+    /// padding junk, dirty high bits, odd offsets): the sponsor would pay for bytes that do
+    /// nothing.
+    #[error("Data is not the canonical ABI encoding of its call (extra or non-zero padding bytes)")]
+    NonCanonical,
     #[error("`{0}` is not a user operation the relayer sponsors")]
     NotAllowed(String),
     #[error("a batch holds {0} calls; at most {MAX_BATCH} are allowed")]
@@ -35,9 +40,23 @@ impl CheckedCall {
     }
 }
 
-/// Checks that `data` is one user operation or a `multicall` of them (not nested).
+/// Decodes `data` strictly: the validating decoder, then a re-encoding that must equal `data`
+/// byte for byte.
+fn decode_strict(data: &[u8]) -> Result<StreamPayCalls, CallError> {
+    let call = StreamPayCalls::abi_decode_validate(data).map_err(|_| {
+        // Tell "not a StreamPay call" from "a StreamPay call with junk".
+        if StreamPayCalls::abi_decode(data).is_ok() { CallError::NonCanonical } else { CallError::Malformed }
+    })?;
+    if call.abi_encode() != data {
+        return Err(CallError::NonCanonical);
+    }
+    Ok(call)
+}
+
+/// Checks that `data` is one user operation or a `multicall` of them (not nested), each in its
+/// canonical ABI encoding.
 pub fn check_user_call(data: &[u8]) -> Result<CheckedCall, CallError> {
-    let call = StreamPayCalls::abi_decode(data).map_err(|_| CallError::Malformed)?;
+    let call = decode_strict(data)?;
     if let StreamPayCalls::multicall(m) = call {
         if m.data.is_empty() {
             return Err(CallError::EmptyBatch);
@@ -49,7 +68,7 @@ pub fn check_user_call(data: &[u8]) -> Result<CheckedCall, CallError> {
             .data
             .iter()
             .map(|item| {
-                let inner = StreamPayCalls::abi_decode(item).map_err(|_| CallError::Malformed)?;
+                let inner = decode_strict(item)?;
                 single_operation(&inner)
             })
             .collect::<Result<_, _>>()?;
@@ -110,5 +129,28 @@ mod tests {
         let empty = StreamPay::multicallCall { data: vec![] }.abi_encode();
         assert_eq!(check_user_call(&empty), Err(CallError::EmptyBatch));
         assert_eq!(check_user_call(&[1, 2, 3]), Err(CallError::Malformed));
+    }
+
+    #[test]
+    fn refuses_padding_trailing_junk_and_dirty_words() {
+        let mut padded = pay().to_vec();
+        padded.extend_from_slice(&[0xff; 64]);
+        assert_eq!(check_user_call(&padded), Err(CallError::NonCanonical));
+        let mut zeros = pay().to_vec();
+        zeros.extend_from_slice(&[0; 32]);
+        assert_eq!(check_user_call(&zeros), Err(CallError::NonCanonical));
+        // An address word with non-zero high bytes.
+        let mut dirty = pay().to_vec();
+        dirty[4] = 0xee;
+        assert!(matches!(check_user_call(&dirty), Err(CallError::NonCanonical | CallError::Malformed)));
+        // Junk inside a batch item.
+        let mut item = pay().to_vec();
+        item.extend_from_slice(&[0xaa; 32]);
+        let batch = StreamPay::multicallCall { data: vec![pay(), item.into()] }.abi_encode();
+        assert_eq!(check_user_call(&batch), Err(CallError::NonCanonical));
+        // And junk after a canonical batch.
+        let mut batch = StreamPay::multicallCall { data: vec![pay(), pay()] }.abi_encode();
+        batch.push(1);
+        assert_eq!(check_user_call(&batch), Err(CallError::NonCanonical));
     }
 }

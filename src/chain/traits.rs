@@ -28,7 +28,55 @@ pub struct Traits {
     pub nonce: u128,
 }
 
+impl NonceType {
+    /// The name clients use (`NonceType` in build and execute requests).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Account => "account",
+            Self::Selector => "selector",
+            Self::Unique => "unique",
+        }
+    }
+
+    pub fn from_i16(v: i16) -> Option<Self> {
+        match v {
+            0 => Some(Self::Account),
+            1 => Some(Self::Selector),
+            2 => Some(Self::Unique),
+            _ => None,
+        }
+    }
+}
+
+/// Unique nonces the relayer hands out are random below 2^53, so they survive JSON clients that
+/// parse numbers as doubles (JavaScript's `Number.MAX_SAFE_INTEGER`). Only the signer's own calls
+/// can collide with each other (about 1 in 10^8 for 10^4 calls of one signer); a collision is
+/// caught at execute (`nonce_already_used`) and costs a rebuild, never a stuck account.
+pub const UNIQUE_NONCE_BITS: u32 = 53;
+
+/// A fresh random unique nonce (see [`UNIQUE_NONCE_BITS`]); never 0.
+pub fn random_unique_nonce() -> u64 {
+    use rand::Rng;
+    rand::rng().random_range(1..(1u64 << UNIQUE_NONCE_BITS))
+}
+
 impl Traits {
+    /// A unique-nonce (unordered) call: it neither waits for nor blocks any other call of the
+    /// signer. Only `relayer` may submit it (see [`Traits::account`]).
+    pub fn unique(nonce: u64, deadline: u64, relayer: Option<Address>) -> Self {
+        Self {
+            nonce_type: NonceType::Unique,
+            deadline,
+            relayer_bits: relayer.map_or(0, relayer_bits),
+            nonce: nonce.into(),
+        }
+    }
+
+    /// A call of `nonce_type` (account or unique).
+    pub fn of_type(nonce_type: NonceType, nonce: u64, deadline: u64, relayer: Option<Address>) -> Self {
+        Self { nonce_type, ..Self::account(nonce, deadline, relayer) }
+    }
+
     /// An account-nonce call that only `relayer` may submit: binding the sponsor into the
     /// signature stops anyone else from front-running the relayer with the user's signature.
     pub fn account(nonce: u64, deadline: u64, relayer: Option<Address>) -> Self {

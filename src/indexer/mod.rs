@@ -214,7 +214,8 @@ pub fn spawn_for_api(state: &crate::api::AppState) -> Vec<tokio::task::JoinHandl
         .iter()
         .map(|c| {
             let indexer =
-                Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, c.start_block, cfg.clone());
+                Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, c.start_block, cfg.clone())
+                    .with_wake(state.index_wake());
             tokio::spawn(indexer.run(std::future::pending()))
         })
         .collect()

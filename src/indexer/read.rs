@@ -99,6 +99,16 @@ pub struct Lag {
 /// Channel the indexer notifies after each commit or rollback (payload `chain:contract:block`).
 pub const NOTIFY_CHANNEL: &str = "streampay_index";
 
+/// Index commits and rollbacks made by this process. They count in every cache's generation at
+/// once, so a read after a commit made here (the indexer of this replica, a read-your-writes
+/// catch-up) never sees an older cached answer, whatever the NOTIFY's delivery time.
+static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// Called after every committed index change (see [`LOCAL_COMMITS`]).
+pub fn note_local_commit() {
+    LOCAL_COMMITS.fetch_add(1, Ordering::AcqRel);
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Balance(Address, Address),
@@ -126,17 +136,22 @@ struct ReadCache {
 const CACHE_MAX_ENTRIES: usize = 200_000;
 
 impl ReadCache {
+    /// The generation answers are cached under: notifications received plus commits made here.
+    fn current(&self) -> u64 {
+        self.generation.load(Ordering::Acquire).wrapping_add(LOCAL_COMMITS.load(Ordering::Acquire))
+    }
+
     fn get(&self, key: &CacheKey) -> Option<Cached> {
         if !self.healthy.load(Ordering::Acquire) {
             return None;
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.current();
         let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
         map.get(key).filter(|(g, _)| *g == generation).map(|(_, v)| v.clone())
     }
 
     fn put(&self, key: CacheKey, read_at: u64, value: Cached) {
-        if !self.healthy.load(Ordering::Acquire) || self.generation.load(Ordering::Acquire) != read_at {
+        if !self.healthy.load(Ordering::Acquire) || self.current() != read_at {
             return; // something was committed while we read: the answer may already be stale
         }
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
@@ -183,6 +198,14 @@ impl IndexReader {
         Self { pool, chain_id, cache: Some(cache) }
     }
 
+    /// Drops every cached answer of this process (after the index was seen past a block that
+    /// another process committed, before its notification arrived).
+    pub fn invalidate_cache(&self) {
+        if let Some(c) = &self.cache {
+            c.invalidate();
+        }
+    }
+
     /// Whether the cache is active (its listener is connected).
     pub fn cache_active(&self) -> bool {
         self.cache.as_ref().is_some_and(|c| c.healthy.load(Ordering::Acquire))
@@ -190,7 +213,7 @@ impl IndexReader {
 
     fn lookup(&self, key: &CacheKey) -> (Option<Cached>, u64) {
         match &self.cache {
-            Some(c) => (c.get(key), c.generation.load(Ordering::Acquire)),
+            Some(c) => (c.get(key), c.current()),
             None => (None, 0),
         }
     }

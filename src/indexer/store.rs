@@ -273,6 +273,7 @@ pub async fn commit(
     .await?;
     notify(&mut tx, scope, to).await?;
     tx.commit().await?;
+    super::read::note_local_commit();
     tracing::debug!(
         from = batch.from,
         to,
@@ -369,6 +370,7 @@ pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Res
     .await?;
     notify(&mut tx, scope, ancestor).await?;
     tx.commit().await?;
+    super::read::note_local_commit();
     Ok((ancestor, removed))
 }
 

@@ -50,6 +50,8 @@ pub struct Indexer<S: LogSource> {
     ceiling: AtomicU64,
     successes: AtomicU64,
     status: watch::Sender<IndexerStatus>,
+    /// Cuts an idle wait short (a relayed call was mined: read-your-writes).
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl<S: LogSource> Indexer<S> {
@@ -74,7 +76,49 @@ impl<S: LogSource> Indexer<S> {
             ceiling,
             successes: AtomicU64::new(0),
             status,
+            wake: None,
         }
+    }
+
+    /// Wakes the idle loop of [`Indexer::run`] whenever `wake` is notified.
+    pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+
+    /// Indexes up to the chain's head now, unless another indexer (of this process or of another
+    /// replica) holds this deployment's lock; answers whether it ran. Used to catch the index up
+    /// with a relayed call's receipt when no indexer runs for the deployment.
+    pub async fn catch_up_if_idle(&self) -> anyhow::Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(self.scope.lock_key())
+            .fetch_one(&mut *conn)
+            .await?;
+        if !got {
+            return Ok(false);
+        }
+        let result = self.sync_to_head().await;
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
+        if unlocked.is_err() {
+            drop(conn.detach()); // closing the session frees the lock
+        }
+        result.map(|()| true)
+    }
+
+    /// [`Indexer::sync_to_head`] holding the deployment's lock (waiting for it), so it never
+    /// races another indexer of the same deployment.
+    pub async fn sync_to_head_exclusive(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await?;
+        let result = self.sync_to_head().await;
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
+        if unlocked.is_err() {
+            drop(conn.detach());
+        }
+        result
     }
 
     pub fn scope(&self) -> Scope {
@@ -211,9 +255,16 @@ impl<S: LogSource> Indexer<S> {
                         tokio::time::sleep(pause).await
                     }
                 };
+                let woken = async {
+                    match &self.wake {
+                        Some(w) if failures == 0 => w.notified().await,
+                        _ => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = wait => {}
+                    _ = woken => {}
                 }
             }
         }

@@ -65,6 +65,15 @@ pub struct KeeperSettings {
     /// Seconds of chain time a queued liquidation may wait for inclusion before the pipeline
     /// cancels it (the next pass queues a fresh one if the account is still liquidatable).
     pub deadline_secs: u64,
+    /// What one native coin is worth in the deployment's token, in 18-decimal fixed point
+    /// (`"3000"` → 3000e18): converts a liquidation's gas cost into the token its reward is in.
+    pub native_price_in_token: U256,
+    /// A liquidation is sent only when its reward is at least this percentage of its worst-case
+    /// gas cost (gas limit × max fee), converted at `native_price_in_token`.
+    pub min_profit_percent: u32,
+    /// The keeper's own spend per UTC day, wei (its liquidations' gas used, or gas limit while
+    /// in flight, at their max fee); `None`: unlimited.
+    pub daily_budget_wei: Option<U256>,
 }
 
 impl Default for KeeperSettings {
@@ -75,8 +84,21 @@ impl Default for KeeperSettings {
             sponsor: None,
             max_per_tick: 20,
             deadline_secs: 600,
+            native_price_in_token: U256::from(3000u64) * U256::from(10u64).pow(U256::from(18u64)),
+            min_profit_percent: 150,
+            daily_budget_wei: Some(U256::from(500_000_000_000_000_000u128)),
         }
     }
+}
+
+/// Whether a `reward` (internal 18-decimal token units) pays for `cost_wei` of gas with the
+/// margin: `reward ≥ cost × price × percent / 100`, with `price` the token value of one native
+/// coin in 18-decimal fixed point. Exact integer arithmetic (saturating: an absurd cost is never
+/// profitable).
+pub fn profitable(reward: U256, cost_wei: U256, price: U256, percent: u32) -> bool {
+    let one = U256::from(10u64).pow(U256::from(18u64));
+    let needed = cost_wei.saturating_mul(price).saturating_mul(U256::from(percent)) / one / U256::from(100u64);
+    reward >= needed
 }
 
 /// The first chain timestamp `t ≥ updated` at which an account with streams and this indexed
@@ -137,6 +159,10 @@ pub struct Pass {
     pub queued: Vec<Queued>,
     /// Due by the index but not liquidatable on chain (the index lags behind a rescue).
     pub skipped: Vec<Address>,
+    /// Liquidatable, but the reward does not cover the gas with the margin (dust).
+    pub unprofitable: Vec<Address>,
+    /// Liquidatable and profitable, but the keeper's daily budget is spent.
+    pub over_budget: Vec<Address>,
 }
 
 /// The keeper; [`Keeper::spawn`] runs it in the background, [`Keeper::pass`] runs one pass.
@@ -310,6 +336,26 @@ impl Keeper {
                     continue;
                 }
             };
+            // Profitability and the keeper's own budget (review S5): dust is never liquidated.
+            let gas_limit = gas + gas / 4 + 20_000;
+            let max_fee =
+                self.state.provider.estimate_eip1559_fees().await.context("Failed to estimate fees")?.max_fee_per_gas;
+            let cost_wei = U256::from(gas_limit) * U256::from(max_fee);
+            let reward = sp.balanceOf(w.account).call().await.context("Failed to call balanceOf")?;
+            if !profitable(reward, cost_wei, self.settings.native_price_in_token, self.settings.min_profit_percent) {
+                tracing::debug!(account = %w.account, %reward, %cost_wei, "liquidation reward does not cover its gas; skipped");
+                metrics::counter!(observability::KEEPER_UNPROFITABLE, "contract" => contract.name.clone()).increment(1);
+                pass.unprofitable.push(w.account);
+                continue;
+            }
+            if let Some(budget) = self.settings.daily_budget_wei {
+                let spent = self.spent_today().await?;
+                if spent.saturating_add(cost_wei) > budget {
+                    tracing::warn!(account = %w.account, %spent, %budget, "the keeper's daily budget is spent; liquidation skipped");
+                    pass.over_budget.push(w.account);
+                    continue;
+                }
+            }
             let started = Instant::now();
             let q = self
                 .state
@@ -321,11 +367,13 @@ impl Keeper {
                     api_key_id: 0,
                     signer: self.sponsor,
                     meta_nonce: w.updated,
+                    meta_nonce_type: crate::chain::traits::NonceType::Account,
+                    call_digest: None,
                     deadline: pass.chain_time + self.settings.deadline_secs,
                     sponsor: self.sponsor,
                     calldata,
                     // Streams are stopped in a loop: leave room for state changes since the estimate.
-                    gas_limit: gas + gas / 4 + 20_000,
+                    gas_limit,
                     history: None,
                 })
                 .await
@@ -343,6 +391,25 @@ impl Keeper {
         }
         pass.watched.extend(watched);
         Ok(())
+    }
+
+    /// The keeper's spend since UTC midnight, wei: its rows' gas used (gas limit while in flight)
+    /// at their latest attempt's max fee.
+    async fn spent_today(&self) -> anyhow::Result<U256> {
+        let spent: String = sqlx::query_scalar(
+            "SELECT coalesce(sum(coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric), 0)::text
+             FROM relay_transactions t
+             JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+                           ORDER BY id DESC LIMIT 1) l ON true
+             WHERE t.chain_id = $1 AND t.api_key_id IS NULL AND t.signer = $2
+               AND t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+        )
+        .bind(i64::try_from(self.state.chain_id)?)
+        .bind(self.sponsor.as_slice())
+        .fetch_one(self.state.store.pool())
+        .await
+        .context("Failed to total the keeper's spend")?;
+        spent.split('.').next().unwrap_or("0").parse::<U256>().context("keeper spend is not an integer")
     }
 
     /// Whether a liquidation of this episode is queued, in flight or done.
@@ -366,6 +433,18 @@ impl Keeper {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn profitable_needs_the_reward_to_cover_gas_times_price_with_the_margin() {
+        let e18 = U256::from(10u64).pow(U256::from(18u64));
+        let price = U256::from(3000u64) * e18; // 1 native = 3000 tokens
+        let cost = U256::from(200_000u64) * U256::from(2_000_000_000u64); // 200k gas at 2 gwei = 4e14 wei
+        // 4e14 wei × 3000 = 1.2 tokens; with 150%: 1.8 tokens (1.8e18 internal).
+        let needed = U256::from(18u64) * e18 / U256::from(10u64);
+        assert!(profitable(needed, cost, price, 150));
+        assert!(!profitable(needed - U256::from(1u64), cost, price, 150));
+        assert!(!profitable(U256::from(100_000_000_000u64), cost, price, 150), "dust (1e11 internal)");
+    }
+
     use super::*;
 
     fn i(v: i128) -> I256 {

@@ -34,7 +34,7 @@ use super::{
     fees::{self, BumpDecision, Fees},
 };
 use crate::{
-    chain::{StreamPay, revert::decode_revert},
+    chain::{StreamPay, revert::decode_revert, traits::NonceType},
     store::{AttemptKind, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus},
 };
 
@@ -313,13 +313,19 @@ impl Tick<'_> {
         }
         // The key was used outside the relayer. Did the signed call run anyway (another relayer
         // sent it)?
-        let used = StreamPay::new(row.contract, &self.p.provider)
-            .bySigAccountNonces(row.signer)
-            .call()
-            .await
-            .context("Failed to read the signer's bySig nonce")?;
-        let scope = NonceScope { chain_id: self.chain_id(), contract: row.contract, signer: row.signer };
-        if used > alloy::primitives::U256::from(row.meta_nonce) {
+        let streampay = StreamPay::new(row.contract, &self.p.provider);
+        let used = if row.meta_nonce_type == NonceType::Unique {
+            streampay
+                .bySigUniqueNonces(row.signer, alloy::primitives::U256::from(row.meta_nonce))
+                .call()
+                .await
+                .context("Failed to read the signer's unique bySig nonce")?
+        } else {
+            streampay.bySigAccountNonces(row.signer).call().await.context("Failed to read the signer's bySig nonce")?
+                > alloy::primitives::U256::from(row.meta_nonce)
+        };
+        let scope = row_scope(self.chain_id(), row);
+        if used {
             tracing::warn!(id = row.id, "the signed call was executed by another transaction");
             self.finish(row, scope, NonceStatus::Mined, &Outcome::Replaced).await
         } else if row.latest.kind == AttemptKind::Cancel {
@@ -362,7 +368,7 @@ impl Tick<'_> {
         r: &TransactionReceipt,
         view: &View,
     ) -> anyhow::Result<()> {
-        let scope = NonceScope { chain_id: self.chain_id(), contract: row.contract, signer: row.signer };
+        let scope = row_scope(self.chain_id(), row);
         crate::observability::pipeline_stage("receipt", row.attempt_age_secs);
         let (hash, gas_used, block_number) = (r.transaction_hash, r.gas_used, r.block_number.unwrap_or_default());
         let block_hash = r.block_hash.unwrap_or_default();
@@ -443,4 +449,9 @@ enum Step {
     Waiting,
     /// The node refused it for now (the next pass tries again).
     Blocked,
+}
+
+/// The nonce space of a queued row's signed call.
+fn row_scope(chain_id: u64, row: &QueuedTx) -> NonceScope {
+    NonceScope { chain_id, contract: row.contract, signer: row.signer, nonce_type: row.meta_nonce_type }
 }

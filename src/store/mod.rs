@@ -10,6 +10,7 @@
 //! - [`notify`]: in-memory caches kept exact by Postgres `NOTIFY`.
 //! - [`history`]: references, history queries, sponsor spend and sponsor policies.
 
+mod admission;
 mod history;
 mod idempotency;
 mod keys;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub use admission::{AdmissionRecord, Reservation};
 pub use history::{HistoryFilter, HistoryRow, ReferenceSummary, Spend, SponsorPolicy, TxMeta};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use keys::{

@@ -21,8 +21,12 @@ pub struct NewTransaction {
     pub api_key_id: i64,
     pub signer: Address,
     pub meta_nonce: u64,
+    /// The type of `meta_nonce` (account for the keeper's own calls).
+    pub meta_nonce_type: crate::chain::traits::NonceType,
     /// The signed call's deadline (chain time).
     pub deadline: u64,
+    /// The EIP-712 digest of the signed call (None for the keeper's own calls).
+    pub call_digest: Option<B256>,
     pub sponsor: Address,
     pub calldata: Bytes,
     pub gas_limit: u64,
@@ -109,6 +113,7 @@ pub struct QueuedTx {
     pub contract: Address,
     pub signer: Address,
     pub meta_nonce: u64,
+    pub meta_nonce_type: crate::chain::traits::NonceType,
     pub deadline: u64,
     pub sponsor_nonce: u64,
     pub status: TxStatus,
@@ -179,7 +184,7 @@ fn attempt_from(row: &PgRow) -> SignedAttempt {
 
 /// Columns of a queued row joined with its latest attempt.
 const QUEUED_SELECT: &str = "
-    SELECT t.id, t.contract, t.signer, t.meta_nonce, coalesce(t.deadline, 0) AS deadline, t.sponsor_nonce,
+    SELECT t.id, t.contract, t.signer, t.meta_nonce, t.meta_nonce_type, coalesce(t.deadline, 0) AS deadline, t.sponsor_nonce,
            t.status, t.calldata, coalesce(t.gas_limit, 0) AS gas_limit, t.block_number, t.block_hash, t.tx_hash,
            extract(epoch FROM now() - a.created_at)::float8 AS attempt_age,
            extract(epoch FROM now() - t.last_sent_at)::float8 AS sent_age,
@@ -194,6 +199,8 @@ fn queued_from(row: &PgRow) -> QueuedTx {
         contract: addr(row, "contract"),
         signer: addr(row, "signer"),
         meta_nonce: row.get::<i64, _>("meta_nonce") as u64,
+        meta_nonce_type: crate::chain::traits::NonceType::from_i16(row.get::<i16, _>("meta_nonce_type"))
+            .unwrap_or(crate::chain::traits::NonceType::Account),
         deadline: row.get::<i64, _>("deadline") as u64,
         sponsor_nonce: row.get::<i64, _>("sponsor_nonce") as u64,
         status: TxStatus::parse(row.get::<&str, _>("status")),
@@ -245,6 +252,8 @@ struct BatchColumns {
     api_key_id: Vec<i64>,
     signer: Vec<Vec<u8>>,
     meta_nonce: Vec<i64>,
+    meta_nonce_type: Vec<i16>,
+    call_digest: Vec<Option<Vec<u8>>>,
     sponsor_nonce: Vec<i64>,
     hash: Vec<Vec<u8>>,
     calldata: Vec<Vec<u8>>,
@@ -324,6 +333,8 @@ impl Store {
             cols.api_key_id.push(t.api_key_id);
             cols.signer.push(t.signer.to_vec());
             cols.meta_nonce.push(i64_of(t.meta_nonce)?);
+            cols.meta_nonce_type.push(t.meta_nonce_type as u8 as i16);
+            cols.call_digest.push(t.call_digest.map(|d| d.to_vec()));
             cols.sponsor_nonce.push(i64_of(base + i as u64)?);
             cols.hash.push(a.hash.to_vec());
             cols.calldata.push(t.calldata.to_vec());
@@ -338,15 +349,16 @@ impl Store {
             "WITH items AS (
                 SELECT * FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
                                      $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
-                                     $12::text[], $13::bigint[], $14::bigint[])
+                                     $12::text[], $13::bigint[], $14::bigint[], $16::smallint[],
+                                     $17::bytea[])
                     AS i(contract, api_key_id, signer, meta_nonce, sponsor_nonce, tx_hash, calldata, gas_limit,
-                         deadline, raw_tx, kind, max_fee, prio_fee)),
+                         deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type, call_digest)),
              t AS (
                 INSERT INTO relay_transactions
                     (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
-                     status, gas_limit, deadline)
+                     status, gas_limit, deadline, meta_nonce_type, call_digest)
                 SELECT $1, contract, NULLIF(api_key_id, 0), signer, meta_nonce, $15, sponsor_nonce, tx_hash, calldata,
-                       'pending', gas_limit, deadline
+                       'pending', gas_limit, deadline, meta_nonce_type, call_digest
                 FROM items
                 RETURNING id, tx_hash)
              INSERT INTO tx_attempts
@@ -370,6 +382,8 @@ impl Store {
         .bind(&cols.max_fee)
         .bind(&cols.prio_fee)
         .bind(first.sponsor.as_slice())
+        .bind(&cols.meta_nonce_type)
+        .bind(&cols.call_digest)
         .fetch_all(&mut *tx)
         .await
         .context("Failed to queue the transactions")?;

@@ -93,13 +93,21 @@ pub struct TestApp {
     _cluster: Arc<PgCluster>,
 }
 
+/// The settings `serve` runs with by default (`Config::default()`): both caches on, admission
+/// on. Tests start from these (review T1), and turn a cache off only to test that path.
+pub fn serve_settings() -> Settings {
+    let config = streampay_relayer::config::Config::default();
+    let mut s = Settings::default();
+    s.meta_deadline_secs = config.meta_deadline_secs;
+    s.indexer = config.indexer.clone();
+    s.auth.key_cache = config.key_cache;
+    s.admission = config.admission.clone();
+    s.receipt_timeout = Duration::from_secs(30);
+    s
+}
+
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Settings {
-        meta_deadline_secs: 3600,
-        receipt_timeout: Duration::from_secs(30),
-        ..Settings::default()
-    })
-    .await
+    spawn_app_with(serve_settings()).await
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
@@ -110,8 +118,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 /// transactions can be pending at once.
 pub async fn spawn_app_with_block_time(secs: u64) -> TestApp {
     let anvil = Anvil::new().args(["--block-time", &secs.to_string()]);
-    let settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
-    spawn_app_on(anvil, settings).await
+    spawn_app_on(anvil, serve_settings()).await
 }
 
 async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
@@ -204,6 +211,45 @@ impl TestApp {
     /// Stops the Anvil node (the API keeps running against a dead RPC).
     pub fn stop_chain(&mut self) {
         self.anvil.take();
+    }
+
+    /// Another app instance (as a second `serve` process) on the same database and chain, with
+    /// its own settings, sponsors and HTTP server; answers its base URL.
+    pub async fn instance_with(&self, settings: Settings) -> String {
+        let anvil = self.anvil.as_ref().expect("the chain is running");
+        let sponsors: Vec<PrivateKeySigner> = vec![anvil.keys()[1].clone().into(), anvil.keys()[2].clone().into()];
+        let store = Store::connect(&self.db_url, 5).await.expect("connect to the test database");
+        let state = AppState::new(Inner {
+            store,
+            provider: self.provider.clone(),
+            chain_id: self.chain_id,
+            contracts: self.state.contracts.clone(),
+            sponsors: Sponsors::from_signers(sponsors, self.chain_id),
+            settings,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        format!("http://{addr}")
+    }
+
+    /// Deposits `n` tokens for `user` with the user's own transactions (impersonated on Anvil),
+    /// not through the relayer: the relayer's index does not hear of it until it next indexes.
+    pub async fn deposit_directly(&self, user: Address, n: u64) {
+        let _: Value = self
+            .provider
+            .raw_request("anvil_setBalance".into(), (user, "0xde0b6b3a7640000"))
+            .await
+            .expect("setBalance");
+        let _: Value =
+            self.provider.raw_request("anvil_impersonateAccount".into(), (user,)).await.expect("impersonate");
+        self.mint(user, tokens(n)).await;
+        let token = MockToken::new(self.token, &self.provider);
+        token.approve(self.contract, tokens(n)).from(user).send().await.unwrap().get_receipt().await.unwrap();
+        let r =
+            self.streampay().deposit(tokens(n), false).from(user).send().await.unwrap().get_receipt().await.unwrap();
+        assert!(r.status(), "direct deposit");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -322,7 +368,8 @@ impl TestApp {
         let source = Arc::new(RpcLogSource::new(self.provider.clone()));
         let ix =
             Indexer::new(source, self.store.pool().clone(), self.chain_id, self.contract, 0, IndexerConfig::default());
-        ix.sync_to_head().await.expect("index the chain up to its head");
+        // Under the deployment's lock: execute's read-your-writes catch-up may run at the same time.
+        ix.sync_to_head_exclusive().await.expect("index the chain up to its head");
     }
 
     pub fn streampay(&self) -> StreamPay::StreamPayInstance<&DynProvider> {

@@ -224,18 +224,19 @@ async fn index_serves_balances_streams_and_nonces_equal_to_the_chain() {
     assert_eq!(incoming.streams[0].subscriber, user.address());
     assert_eq!(incoming.streams_income_rate, incoming.income_rate);
     assert!(!incoming.income_rate.is_zero());
-    assert_eq!(r.nonce(app.contract, user.address()).await.unwrap(), U256::from(2u8), "deposit + subscribe");
+    // Deposit and subscribe used unique nonces (the build default): the account nonce is untouched.
+    assert_eq!(r.nonce(app.contract, user.address()).await.unwrap(), U256::ZERO, "unique nonces by default");
     let author_balance = r.balance(app.contract, author.address()).await.unwrap().unwrap();
     assert!(author_balance.balance > U256::ZERO, "the author's balance grows with time");
 }
 
-/// `GET /meta/nonce` answers from the index (at the indexed block), raised past nonces the
-/// relayer saw mined before the index caught up, and past calls built but not yet executed.
+/// `GET /meta/nonce` answers the account nonce from the index (at the indexed block), raised
+/// past nonces the relayer saw mined before the index caught up; built calls reserve nothing.
 #[tokio::test]
 async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
     let app = spawn_app().await;
     let user = wallet();
-    app.fund(&user, 10).await; // nonce 0, relayed and mined
+    let ordered = json!({"From": user.address(), "To": wallet().address(), "Amount": "1", "NonceType": "account"});
     async fn get(app: &TestApp, who: Address) -> (u64, u64, u64) {
         let (status, body) = app.get(&format!("/api/v1/USDC/meta/nonce/{who}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -253,6 +254,10 @@ async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
     ] {
         assert_error(&app.get(&path).await, StatusCode::SERVICE_UNAVAILABLE, "index_not_ready");
     }
+    app.mint(user.address(), crate::harness::tokens(10)).await;
+    let deposit = json!({"From": user.address(), "Amount": "10", "NonceType": "account"});
+    let built = app.build("/api/v1/USDC/payments/deposit", &deposit).await;
+    app.execute_ok(&user, &built).await; // account nonce 0, relayed and mined
 
     let ix = indexer(&app, test_config());
     ix.sync_to_head().await.unwrap();
@@ -260,16 +265,13 @@ async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
     assert_eq!(chain_nonce(&app, user.address()).await, U256::from(1u8));
     assert_eq!(get(&app, user.address()).await, (1, 1, head));
 
-    let built = app
-        .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": wallet().address(), "Amount": "1"}))
-        .await;
+    let built = app.build("/api/v1/USDC/payments/", &ordered).await;
     assert_eq!(built["Transaction"]["Nonce"], 1);
-    assert_eq!(get(&app, user.address()).await, (2, 1, head), "a built call holds nonce 1");
+    assert_eq!(get(&app, user.address()).await, (1, 1, head), "a built call reserves nothing");
 
-    // Mined through the relayer; the index has not seen the block yet.
     app.execute_ok(&user, &built).await;
     assert_eq!(chain_nonce(&app, user.address()).await, U256::from(2u8));
-    assert_eq!(get(&app, user.address()).await, (2, 2, head), "read-your-writes before the index catches up");
+    assert_eq!(get(&app, user.address()).await.0, 2, "read-your-writes");
 
     ix.sync_to_head().await.unwrap();
     let new_head = reader(&app).head(app.contract).await.unwrap().unwrap().block_number;
@@ -283,6 +285,8 @@ async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
         .execute(app.store.pool())
         .await
         .unwrap();
+    // A hand-made change sends no notification: drop the read cache as the indexer's would.
+    app.state.index().invalidate_cache();
     assert_eq!(get(&app, user.address()).await, (7, 7, new_head));
 }
 
@@ -781,7 +785,7 @@ async fn cached_reader_never_serves_a_balance_older_than_the_last_commit() {
 /// endpoints reach the new state promptly and never go back to the old one.
 #[tokio::test]
 async fn api_reads_through_the_cache_follow_every_commit() {
-    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
+    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..crate::harness::serve_settings() };
     settings.indexer.read_cache = true;
     let app = spawn_app_with(settings).await;
     let (alice, p) = funded_wallet(&app).await;

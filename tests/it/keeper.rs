@@ -19,8 +19,14 @@ use streampay_relayer::{
 
 use crate::harness::{LIQUIDATION_WINDOW, TestApp, spawn_app, wallet};
 
+/// Fast passes; one native coin priced at 10^6 tokens so these timing tests' rewards (about one
+/// token) always pay for their gas (profitability has its own test with the default price).
 fn settings() -> KeeperSettings {
-    KeeperSettings { poll_interval: Duration::from_millis(100), ..KeeperSettings::default() }
+    KeeperSettings {
+        poll_interval: Duration::from_millis(100),
+        native_price_in_token: U256::from(1u64),
+        ..KeeperSettings::default()
+    }
 }
 
 fn indexer(app: &TestApp) -> Indexer<RpcLogSource> {
@@ -189,8 +195,8 @@ async fn keeper_queues_once_per_episode_and_trusts_the_chain_over_a_lagging_inde
     let watched = keeper.watched(app.contract).await.unwrap();
     assert_eq!(watched.len(), 2);
 
-    // `rescued` tops up; the index (not running) does not know.
-    app.fund(&rescued, 50).await;
+    // `rescued` tops up on its own (not through the relayer); the index (not running) does not know.
+    app.deposit_directly(rescued.address(), 50).await;
     let due = watched.iter().map(|w| w.due).max().unwrap();
     mine_at(&app, due).await;
 
@@ -346,4 +352,45 @@ async fn keeper_and_json_logs_with_request_ids_in_the_streampay_serve_binary() {
     let mut child = serve.child;
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Review S5: the keeper liquidates only when the reward covers its gas with the margin (at the
+/// default price), and within its own daily budget.
+#[tokio::test]
+async fn keeper_skips_dust_liquidates_what_pays_and_stays_within_its_budget() {
+    let app = spawn_app().await;
+    let (dust, rich, author) = (wallet(), wallet(), wallet());
+    // 1 token a month: a window of outflow is ~0.03 tokens, the most a liquidation can earn.
+    subscribe(&app, &dust, author.address(), 1, "1").await;
+    // 100 a month from 100 tokens: due the same day, with a window (~3.3 tokens) left to earn.
+    subscribe(&app, &rich, author.address(), 100, "100").await;
+    let t = predicted_from_chain(&app, dust.address()).await.max(predicted_from_chain(&app, rich.address()).await);
+    mine_at(&app, t).await;
+    app.sync_index().await;
+    let sp = app.streampay();
+    assert!(
+        sp.isLiquidatable(dust.address()).call().await.unwrap()
+            && sp.isLiquidatable(rich.address()).call().await.unwrap()
+    );
+
+    // Default price and margin, a budget of 1 wei: the dust is unprofitable, the rich one over budget.
+    let defaults = KeeperSettings::default();
+    assert!(defaults.daily_budget_wei.is_some() && defaults.min_profit_percent > 100);
+    let broke =
+        Keeper::new(app.state.clone(), KeeperSettings { daily_budget_wei: Some(U256::from(1u64)), ..defaults.clone() })
+            .unwrap();
+    let pass = broke.pass().await.unwrap();
+    assert_eq!(pass.unprofitable, vec![dust.address()], "{pass:?}");
+    assert_eq!(pass.over_budget, vec![rich.address()], "{pass:?}");
+    assert!(pass.queued.is_empty(), "{pass:?}");
+    assert!(keeper_rows(&app).await.is_empty(), "nothing queued");
+
+    // Defaults: the rich one is liquidated, the dust still is not.
+    let keeper = Keeper::new(app.state.clone(), defaults).unwrap();
+    let pass = keeper.pass().await.unwrap();
+    assert_eq!(pass.queued.iter().map(|q| q.account).collect::<Vec<_>>(), vec![rich.address()], "{pass:?}");
+    assert_eq!(pass.unprofitable, vec![dust.address()], "{pass:?}");
+    wait_for("the rich account's liquidation", 30, async || !sp.isLiquidatable(rich.address()).call().await.unwrap())
+        .await;
+    assert!(sp.isLiquidatable(dust.address()).call().await.unwrap(), "the dust account is left alone");
 }

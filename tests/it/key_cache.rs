@@ -11,7 +11,7 @@ use streampay_relayer::api::Settings;
 use crate::harness::{TestApp, assert_error, spawn_app_with, wallet};
 
 async fn cached_app() -> TestApp {
-    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..Settings::default() };
+    let mut settings = Settings { receipt_timeout: Duration::from_secs(30), ..crate::harness::serve_settings() };
     settings.auth.key_cache = true;
     let app = spawn_app_with(settings).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -16,7 +16,7 @@ use crate::harness::{TestApp, assert_error, spawn_app_with, wallet};
 const SECRET: &str = "test-admin-secret-0123456789abcdef";
 
 fn settings(auth: AuthSettings) -> Settings {
-    Settings { receipt_timeout: Duration::from_secs(30), auth, ..Settings::default() }
+    Settings { receipt_timeout: Duration::from_secs(30), auth, ..crate::harness::serve_settings() }
 }
 
 async fn spawn() -> TestApp {

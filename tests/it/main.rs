@@ -1,5 +1,6 @@
 //! Integration tests: the HTTP API against a real Anvil and a real Postgres (see `harness`).
 
+mod admission;
 mod auth;
 mod batch;
 mod faults;
@@ -14,11 +15,13 @@ mod keys;
 mod logs;
 mod meta;
 mod metrics;
+mod nonces;
 mod payments;
 mod pipeline;
 mod pipeline_stack;
 mod platform_discovery;
 mod platform_health;
+mod read_your_writes;
 mod resolve;
 mod secrets;
 mod sponsors;

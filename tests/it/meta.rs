@@ -26,7 +26,7 @@ async fn nonce_of(app: &TestApp, who: Address) -> Value {
 }
 
 #[tokio::test]
-async fn nonce_counts_calls_built_but_not_yet_executed() {
+async fn nonce_is_the_account_nonce_and_builds_reserve_none() {
     let app = spawn_app().await;
     let user = wallet();
     assert_eq!(
@@ -36,11 +36,13 @@ async fn nonce_counts_calls_built_but_not_yet_executed() {
             "Block": alloy::providers::Provider::get_block_number(&app.provider).await.unwrap(),
         })
     );
-    let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
-    let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    let mut body = pay_body(user.address(), wallet().address(), "1");
+    body["NonceType"] = json!("account");
+    let first = app.build("/api/v1/USDC/payments/", &body).await;
+    let second = app.build("/api/v1/USDC/payments/", &body).await;
     assert_eq!(first["Transaction"]["Nonce"], 0);
-    assert_eq!(second["Transaction"]["Nonce"], 1);
-    assert_eq!(nonce_of(&app, user.address()).await["Nonce"], 2);
+    assert_eq!(second["Transaction"]["Nonce"], 0, "the first build reserved nothing");
+    assert_eq!(nonce_of(&app, user.address()).await["Nonce"], 0);
     assert_eq!(app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(), U256::ZERO);
 }
 
@@ -72,7 +74,8 @@ async fn typed_data_and_digest_match_the_contracts_hash() {
     let decoded = Traits::decode(traits).unwrap();
     assert!(decoded.allows_relayer(app.sponsor) && !decoded.allows_relayer(app.other_sponsor));
     assert_eq!(decoded.deadline, t["Deadline"].as_u64().unwrap());
-    assert_eq!(decoded.nonce, 0);
+    assert_eq!(decoded.nonce, u128::from(t["Nonce"].as_u64().unwrap()));
+    assert_eq!(decoded.nonce_type, streampay_relayer::chain::traits::NonceType::Unique);
 }
 
 #[tokio::test]
@@ -93,8 +96,13 @@ async fn execute_out_of_order_is_409_nonce_gap_then_succeeds_in_order() {
     let app = spawn_app().await;
     let user = wallet();
     app.fund(&user, 10).await;
-    let first = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
-    let second = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
+    // Strict ordering on request: account nonces 0 and 1.
+    let mut body = pay_body(user.address(), wallet().address(), "1");
+    body["NonceType"] = json!("account");
+    let first = app.build("/api/v1/USDC/payments/", &body).await;
+    body["Nonce"] = json!(1);
+    let second = app.build("/api/v1/USDC/payments/", &body).await;
+    assert_eq!((first["Transaction"]["Nonce"].clone(), second["Transaction"]["Nonce"].clone()), (json!(0), json!(1)));
     assert_error(&app.execute(&user, &second).await, StatusCode::CONFLICT, "nonce_gap");
     app.execute_ok(&user, &first).await;
     app.execute_ok(&user, &second).await;
@@ -189,9 +197,8 @@ async fn execute_rejects_an_expired_deadline_with_422() {
     let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     app.advance(3601).await;
     assert_error(&app.execute(&user, &built).await, StatusCode::UNPROCESSABLE_ENTITY, "deadline_expired");
-    // The expired build no longer holds its nonce: the next build reuses it and goes through.
+    // The expired build holds nothing: the next build goes through.
     let again = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
-    assert_eq!(again["Transaction"]["Nonce"], built["Transaction"]["Nonce"]);
     app.execute_ok(&user, &again).await;
 }
 
@@ -318,9 +325,11 @@ async fn a_permit_signed_by_someone_else_is_422_permit_signature_mismatch() {
 async fn a_nonce_far_ahead_is_409_nonce_gap_not_a_server_error() {
     let app = spawn_app().await;
     let user = wallet();
-    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
-    let mut body = app.signed_execute_body(&user, &built).await;
-    body["Nonce"] = json!(u64::MAX);
+    let mut build = pay_body(user.address(), wallet().address(), "1");
+    build["NonceType"] = json!("account");
+    build["Nonce"] = json!(u64::MAX);
+    let built = app.build("/api/v1/USDC/payments/", &build).await;
+    let body = app.signed_execute_body(&user, &built).await;
     assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::CONFLICT, "nonce_gap");
 }
 
@@ -421,8 +430,14 @@ async fn a_nonce_already_being_executed_is_409_nonce_in_flight() {
     app.fund(&user, 5).await;
     let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     // Another relayer process has claimed this nonce and not finished yet.
-    let scope =
-        streampay_relayer::store::NonceScope { chain_id: app.chain_id, contract: app.contract, signer: user.address() };
+    // Built calls use unique nonces by default.
+    assert_eq!(built["Transaction"]["NonceType"], "unique");
+    let scope = streampay_relayer::store::NonceScope {
+        chain_id: app.chain_id,
+        contract: app.contract,
+        signer: user.address(),
+        nonce_type: streampay_relayer::chain::traits::NonceType::Unique,
+    };
     let nonce = built["Transaction"]["Nonce"].as_u64().unwrap();
     let deadline = built["Transaction"]["Deadline"].as_u64().unwrap();
     assert_eq!(app.store.claim_nonce(scope, nonce, deadline).await.unwrap(), streampay_relayer::store::Claim::Claimed);

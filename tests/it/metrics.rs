@@ -220,7 +220,9 @@ async fn metrics_queue_depth_follows_a_transaction_in_flight() {
 
 #[tokio::test]
 async fn metrics_token_when_configured_is_required() {
-    let app = spawn_app_with(Settings { metrics_token: Some(Secret::new("scrape-me")), ..Settings::default() }).await;
+    let app =
+        spawn_app_with(Settings { metrics_token: Some(Secret::new("scrape-me")), ..crate::harness::serve_settings() })
+            .await;
     let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
     let status = resp.status();
     assert_error(&(status, resp.json().await.unwrap()), StatusCode::UNAUTHORIZED, "invalid_metrics_token");

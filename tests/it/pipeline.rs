@@ -70,12 +70,12 @@ fn pay(from: alloy::primitives::Address, amount: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_refused_execute_frees_its_built_nonce_for_the_next_build() {
+async fn a_refused_execute_changes_nothing_and_the_signed_call_can_still_run() {
     let app = spawn_app().await;
     let (user, mallory) = (wallet(), wallet());
     app.fund(&user, 10).await;
 
-    // Signed by someone else: 422, and the nonce it was built with is handed out again.
+    // Signed by someone else: 422, and the user's own signature of the same call still runs.
     let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), "1")).await;
     let mut body = app.signed_execute_body(&user, &built).await;
     body["Signature"] = json!(sign_document(&mallory, &built["Transaction"]["TypedData"]).await);
@@ -84,20 +84,16 @@ async fn a_refused_execute_frees_its_built_nonce_for_the_next_build() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "signature_mismatch",
     );
-    let again = app.build("/api/v1/USDC/payments/", &pay(user.address(), "1")).await;
-    assert_eq!(again["Transaction"]["Nonce"], built["Transaction"]["Nonce"], "{again}");
-    app.execute_ok(&user, &again).await;
+    app.execute_ok(&user, &built).await;
 
-    // Would revert in simulation (pays more than the balance): 422, nonce freed the same way.
+    // Would revert in simulation (pays more than the balance): 422; other calls are unaffected.
     let too_much = app.build("/api/v1/USDC/payments/", &pay(user.address(), "100")).await;
     assert_error(&app.execute(&user, &too_much).await, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
     let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), "2")).await;
-    assert_eq!(next["Transaction"]["Nonce"], too_much["Transaction"]["Nonce"], "{next}");
     app.execute_ok(&user, &next).await;
     assert_eq!(app.balance_of(user.address()).await, internal(7));
 
-    // The refused call may still be fixed and sent (a freed nonce is not burnt): a correct
-    // signature of the first build would now be a used nonce, never a 500.
+    // The executed call cannot run twice: a used nonce, never a 500.
     let stale = app.execute(&user, &built).await;
     assert_error(&stale, StatusCode::CONFLICT, "nonce_already_used");
 }
@@ -233,6 +229,8 @@ async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
         api_key_id: app.api_key_id,
         signer: wallet().address(),
         meta_nonce,
+        meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
+        call_digest: None,
         deadline: 1,
         sponsor: app.sponsor,
         calldata: Bytes::from(vec![1, 2, 3]),

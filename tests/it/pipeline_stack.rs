@@ -193,7 +193,7 @@ impl Stack {
                 start_block: 0,
             }],
             sponsors: Sponsors::from_signers(vec![self.sponsor_signer.clone()], self.chain_id).with_settings(settings),
-            settings: Settings { receipt_timeout: Duration::from_secs(60), ..Settings::default() },
+            settings: Settings { receipt_timeout: Duration::from_secs(60), ..crate::harness::serve_settings() },
         });
         state.sponsors.pipeline(&state.store, &state.provider);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

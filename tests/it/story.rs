@@ -135,7 +135,12 @@ async fn full_story_from_gasless_deposit_to_withdrawal() {
     app.execute_ok(&user, &second).await;
     paid += internal(3);
     assert_balance(&app, friend, internal(3)).await;
-    assert_eq!(app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(), nonce_before + U256::from(2));
+    // Unique nonces (the default): both are used, the ordered account nonce is untouched.
+    assert_eq!(app.streampay().bySigAccountNonces(user.address()).call().await.unwrap(), nonce_before);
+    for built in [&first, &second] {
+        let n = U256::from(built["Transaction"]["Nonce"].as_u64().unwrap());
+        assert!(app.streampay().bySigUniqueNonces(user.address(), n).call().await.unwrap());
+    }
 
     // 10. Unsubscribe from the first author: their income stops growing.
     let (status, built) = app

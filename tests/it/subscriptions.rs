@@ -122,10 +122,9 @@ async fn subscribing_beyond_the_balance_is_422_with_the_contracts_error() {
     let resp = app.execute(&user, &built).await;
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "simulation_reverted");
     assert!(resp.1["error"]["message"].as_str().unwrap().contains("StreamPayInsufficientBalance"), "{}", resp.1);
-    // Nothing was sent, so the same signed call's nonce is still free.
-    app.sync_index().await;
-    let (_, nonce) = app.get(&format!("/api/v1/USDC/meta/nonce/{}", user.address())).await;
-    assert_eq!(nonce["ChainNonce"], 1, "only the deposit consumed a nonce");
+    // Nothing was sent, so the same signed call's unique nonce is still unused on chain.
+    let nonce = U256::from(built["Transaction"]["Nonce"].as_u64().unwrap());
+    assert!(!app.streampay().bySigUniqueNonces(user.address(), nonce).call().await.unwrap());
 }
 
 #[tokio::test]

@@ -120,7 +120,12 @@ fn test_settings() -> WebhookSettings {
 }
 
 fn settings(webhooks: WebhookSettings) -> Settings {
-    Settings { meta_deadline_secs: 3600, receipt_timeout: Duration::from_secs(30), webhooks, ..Settings::default() }
+    Settings {
+        meta_deadline_secs: 3600,
+        receipt_timeout: Duration::from_secs(30),
+        webhooks,
+        ..crate::harness::serve_settings()
+    }
 }
 
 /// The app with the webhook dispatcher running.

@@ -1,0 +1,184 @@
+//! What admission (`api::admission`) reads: the signer's and the API key's record, from the
+//! relayed transactions themselves, and the advisory locks that make check-then-queue atomic
+//! across processes.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use alloy::primitives::{Address, B256, U256};
+use anyhow::Context;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::Store;
+
+/// A signer's and a key's record as admission sees it.
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionRecord {
+    /// Seconds since the same signed call last reverted on chain, if it did.
+    pub digest_reverted_secs_ago: Option<u64>,
+    /// Reverts on chain within the reputation window.
+    pub signer_reverts: u64,
+    pub key_reverts: u64,
+    /// Seconds since the last call relayed for the signer / the key.
+    pub signer_last_secs_ago: Option<u64>,
+    pub key_last_secs_ago: Option<u64>,
+    /// Spend since UTC midnight, wei: gas used (gas limit while in flight) at the latest
+    /// attempt's max fee, an upper bound of what was paid.
+    pub signer_spent_wei: U256,
+    pub key_spent_wei: U256,
+}
+
+/// An admitted call's reservation of its worst-case cost; [`Store::release_reservation`] once
+/// the call is queued (or was not): until then, or until it expires, it counts against the
+/// key's and the signer's budgets in every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation(i64);
+
+/// A reservation left behind by a process that died before queuing stops counting after this.
+const RESERVATION_TTL_SECS: f64 = 120.0;
+
+/// In-process queue in front of each database lock, so at most one request per key (and per
+/// signer) of this process waits on Postgres, holding a connection.
+fn local_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() > 100_000 {
+        map.retain(|_, m| Arc::strong_count(m) > 1);
+    }
+    map.entry(name.to_string()).or_default().clone()
+}
+
+fn i64_of(v: u64) -> anyhow::Result<i64> {
+    i64::try_from(v).context("value beyond BIGINT")
+}
+
+fn secs(v: Option<f64>) -> Option<u64> {
+    v.map(|s| s.max(0.0) as u64)
+}
+
+fn wei(s: &str) -> anyhow::Result<U256> {
+    // NUMERIC sums of integer products are integers ("123" or "123.000…" never appears, but be strict).
+    let int = s.split('.').next().unwrap_or("0");
+    int.parse::<U256>().with_context(|| format!("spend {s} is not an integer"))
+}
+
+impl Store {
+    /// Admission's check-and-reserve, atomic across processes: under the transaction-level
+    /// advisory locks of `api_key_id` and then `signer` (always in this order), reads the record
+    /// (reservations included in the spend), lets `decide` judge it, and if it agrees reserves
+    /// `cost` wei, all in one short transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit_and_reserve<E>(
+        &self,
+        chain_id: u64,
+        api_key_id: i64,
+        signer: Address,
+        digest: B256,
+        window_secs: u64,
+        cost: U256,
+        decide: impl FnOnce(&AdmissionRecord) -> Result<(), E>,
+    ) -> anyhow::Result<Result<Reservation, E>> {
+        let keys = [format!("admission:key:{api_key_id}"), format!("admission:signer:{chain_id}:{signer}")];
+        let _first = local_lock(&keys[0]).lock_owned().await;
+        let _second = local_lock(&keys[1]).lock_owned().await;
+        let mut tx = self.pool.begin().await.context("Failed to begin the admission transaction")?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))",
+        )
+        .bind(&keys[0])
+        .bind(&keys[1])
+        .execute(&mut *tx)
+        .await
+        .context("Failed to take the admission locks")?;
+        let record = admission_record(&mut tx, chain_id, api_key_id, signer, digest, window_secs).await?;
+        if let Err(e) = decide(&record) {
+            tx.rollback().await.context("Failed to end the admission transaction")?;
+            return Ok(Err(e));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO admission_reservations (chain_id, api_key_id, signer, wei, expires_at)
+             VALUES ($1, $2, $3, $4::numeric, now() + make_interval(secs => $5)) RETURNING id",
+        )
+        .bind(i64_of(chain_id)?)
+        .bind(api_key_id)
+        .bind(signer.as_slice())
+        .bind(cost.to_string())
+        .bind(RESERVATION_TTL_SECS)
+        .fetch_one(&mut *tx)
+        .await
+        .context("Failed to reserve the call's cost")?;
+        tx.commit().await.context("Failed to commit the admission")?;
+        Ok(Ok(Reservation(id)))
+    }
+
+    /// Drops a reservation (the call is queued and its row counts now, or it was not queued).
+    /// Expired reservations are swept at the same time.
+    pub async fn release_reservation(&self, r: Reservation) {
+        let done =
+            sqlx::query("DELETE FROM admission_reservations WHERE id = $1 OR expires_at < now() - interval '1 hour'")
+                .bind(r.0)
+                .execute(&self.pool)
+                .await;
+        if let Err(e) = done {
+            tracing::warn!(error = format!("{e:#}"), "an admission reservation was not released; it expires by itself");
+        }
+    }
+}
+
+/// The record admission checks (see [`AdmissionRecord`]).
+async fn admission_record(
+    tx: &mut Transaction<'_, Postgres>,
+    chain_id: u64,
+    api_key_id: i64,
+    signer: Address,
+    digest: B256,
+    window_secs: u64,
+) -> anyhow::Result<AdmissionRecord> {
+    let row = sqlx::query(
+        "WITH today AS (
+                SELECT t.api_key_id, t.signer,
+                       coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric AS wei
+                FROM relay_transactions t
+                JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+                              ORDER BY id DESC LIMIT 1) l ON true
+                WHERE t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+                  AND ((t.chain_id = $1 AND t.signer = $3) OR t.api_key_id = $2))
+             SELECT
+                (SELECT extract(epoch FROM now() - max(coalesce(mined_at, updated_at)))::float8
+                   FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted'),
+                (SELECT count(*) FROM relay_transactions
+                   WHERE chain_id = $1 AND signer = $3 AND failure = 'reverted'
+                     AND mined_at > now() - make_interval(secs => $5)),
+                (SELECT count(*) FROM relay_transactions
+                   WHERE api_key_id = $2 AND failure = 'reverted' AND mined_at > now() - make_interval(secs => $5)),
+                (SELECT extract(epoch FROM now() - max(created_at))::float8
+                   FROM relay_transactions WHERE chain_id = $1 AND signer = $3),
+                (SELECT extract(epoch FROM now() - max(created_at))::float8
+                   FROM relay_transactions WHERE api_key_id = $2),
+                (SELECT (coalesce((SELECT sum(wei) FROM today WHERE signer = $3), 0)
+                       + coalesce((SELECT sum(wei) FROM admission_reservations
+                                   WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text),
+                (SELECT (coalesce((SELECT sum(wei) FROM today WHERE api_key_id = $2), 0)
+                       + coalesce((SELECT sum(wei) FROM admission_reservations
+                                   WHERE api_key_id = $2 AND expires_at > now()), 0))::text)",
+    )
+    .bind(i64_of(chain_id)?)
+    .bind(api_key_id)
+    .bind(signer.as_slice())
+    .bind(digest.as_slice())
+    .bind(window_secs as f64)
+    .fetch_one(&mut **tx)
+    .await
+    .context("Failed to read the admission record")?;
+    Ok(AdmissionRecord {
+        digest_reverted_secs_ago: secs(row.get(0)),
+        signer_reverts: row.get::<i64, _>(1) as u64,
+        key_reverts: row.get::<i64, _>(2) as u64,
+        signer_last_secs_ago: secs(row.get(3)),
+        key_last_secs_ago: secs(row.get(4)),
+        signer_spent_wei: wei(row.get(5))?,
+        key_spent_wei: wei(row.get(6))?,
+    })
+}

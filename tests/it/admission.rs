@@ -1,0 +1,299 @@
+//! Issue 12, admission nobody can drain: strict calldata, size and gas caps, the cool-down of a
+//! signed call that reverted on chain, reputation (throttle, then ban) per signer and per key,
+//! and daily budgets per key and per signer that hold across two app instances on one database.
+
+use std::time::Duration;
+
+use alloy::{
+    primitives::{Address, Bytes, U256},
+    providers::Provider,
+    signers::{Signer, local::PrivateKeySigner},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use streampay_relayer::{
+    api::{Settings, admission::AdmissionSettings},
+    chain::{
+        StreamPay,
+        eip712::{self, Domain},
+    },
+};
+
+use crate::harness::{TestApp, assert_error, internal, spawn_app, spawn_app_with, wallet};
+
+const EXECUTE: &str = "/api/v1/USDC/meta/execute";
+
+fn settings(admission: AdmissionSettings) -> Settings {
+    Settings { receipt_timeout: Duration::from_secs(30), admission, ..crate::harness::serve_settings() }
+}
+
+fn pay(from: Address, to: Address, amount: &str) -> Value {
+    json!({"From": from, "To": to, "Amount": amount})
+}
+
+/// An execute body for `data` signed by `signer` with the build's traits (so only the data differs).
+async fn signed_with_data(app: &TestApp, signer: &PrivateKeySigner, built: &Value, data: &[u8]) -> Value {
+    let t = &built["Transaction"];
+    let traits: U256 = t["Traits"].as_str().unwrap().parse().unwrap();
+    let digest = eip712::signed_call_digest(
+        &Domain::streampay(app.chain_id, app.contract),
+        traits,
+        &Bytes::copy_from_slice(data),
+    );
+    let sig = signer.sign_hash(&digest).await.unwrap();
+    json!({
+        "From": t["From"], "Signature": format!("0x{}", alloy::hex::encode(sig.as_bytes())),
+        "Data": format!("0x{}", alloy::hex::encode(data)), "Nonce": t["Nonce"], "Sponsor": built["Sponsor"],
+        "Deadline": t["Deadline"], "Traits": t["Traits"],
+    })
+}
+
+#[tokio::test]
+async fn padded_calldata_is_refused_even_when_signed() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    let data: Bytes = built["Transaction"]["Data"].as_str().unwrap().parse().unwrap();
+    for junk in [vec![0u8; 32], vec![0xff; 64], vec![1]] {
+        let mut padded = data.to_vec();
+        padded.extend_from_slice(&junk);
+        let body = signed_with_data(&app, &user, &built, &padded).await;
+        assert_error(&app.post(EXECUTE, &body).await, StatusCode::BAD_REQUEST, "non_canonical_calldata");
+    }
+    // Dirty high bytes in the address word.
+    let mut dirty = data.to_vec();
+    dirty[5] = 0x77;
+    let body = signed_with_data(&app, &user, &built, &dirty).await;
+    let resp = app.post(EXECUTE, &body).await;
+    assert_eq!(resp.0, StatusCode::BAD_REQUEST, "{}", resp.1);
+    // Over the size cap: refused before anything else.
+    let mut huge = data.to_vec();
+    huge.resize(40 * 1024, 0xff);
+    let body = signed_with_data(&app, &user, &built, &huge).await;
+    assert_error(&app.post(EXECUTE, &body).await, StatusCode::BAD_REQUEST, "calldata_too_large");
+    // Nothing was sent; the canonical call still runs.
+    app.execute_ok(&user, &built).await;
+    assert_eq!(app.balance_of(user.address()).await, internal(4));
+}
+
+#[tokio::test]
+async fn a_call_over_its_operations_gas_cap_is_422() {
+    let mut admission = AdmissionSettings::default();
+    admission.gas_per_operation.insert("pay".into(), 1);
+    admission.gas_base = 50_000;
+    let app = spawn_app_with(settings(admission)).await;
+    let user = wallet();
+    app.fund(&user, 5).await; // deposits keep their default cap
+    let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    let resp = app.execute(&user, &built).await;
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "gas_cap_exceeded");
+    assert_eq!(app.balance_of(user.address()).await, internal(5), "nothing sent");
+}
+
+/// Has `user`'s relayed `pay(amount)` pass simulation and then revert on chain: the user
+/// front-runs it with a direct withdrawal of `withdraw` (both in one block). Returns the signed
+/// execute body.
+async fn revert_on_chain(app: &TestApp, key: &str, user: &PrivateKeySigner, amount: &str, withdraw: u64) -> Value {
+    let raw = |method: &'static str, params: Value| {
+        let p = app.provider.clone();
+        async move { p.raw_request::<_, Value>(method.into(), params).await.unwrap() }
+    };
+    raw("anvil_setBalance", json!([user.address(), "0xde0b6b3a7640000"])).await;
+    raw("anvil_impersonateAccount", json!([user.address()])).await;
+    let (status, built) =
+        app.post_with_key("/api/v1/USDC/payments/", Some(key), &pay(user.address(), wallet().address(), amount)).await;
+    assert_eq!(status, StatusCode::OK, "{built}");
+    let body = app.signed_execute_body(user, &built).await;
+    raw("evm_setAutomine", json!([false])).await;
+    let resp = app
+        .http
+        .post(app.url(EXECUTE))
+        .header("X-API-Key", key)
+        .header("Prefer", "respond-async")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let gwei = 1_000_000_000u128;
+    let own = StreamPay::new(app.contract, &app.provider)
+        .withdraw(internal(withdraw))
+        .from(user.address())
+        .gas(200_000)
+        .max_priority_fee_per_gas(1000 * gwei)
+        .max_fee_per_gas(2000 * gwei)
+        .send()
+        .await
+        .unwrap();
+    raw("evm_mine", json!([])).await;
+    raw("evm_setAutomine", json!([true])).await;
+    assert!(own.get_receipt().await.unwrap().status(), "the user's own withdrawal");
+    let id = accepted["TransactionId"].as_i64().unwrap();
+    let last = std::sync::Mutex::new(Value::Null);
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (_, t) = app.get_with_key(&format!("/api/v1/transactions/{id}"), Some(key)).await;
+            if t["State"] == "failed" {
+                assert_eq!(t["Failure"], "reverted", "{t}");
+                return;
+            }
+            *last.lock().unwrap() = t;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the relayed call was not recorded as reverted within 30 s: {}", last.lock().unwrap());
+    body
+}
+
+async fn deposit_directly(app: &TestApp, user: Address, n: u64) {
+    app.deposit_directly(user, n).await;
+}
+
+#[tokio::test]
+async fn a_call_that_reverts_on_chain_cools_down_and_its_sender_and_key_are_throttled() {
+    let admission = AdmissionSettings {
+        throttle_after_reverts: 1,
+        throttle_interval_secs: 3600,
+        ban_after_reverts: 100,
+        ..AdmissionSettings::default()
+    };
+    let app = spawn_app_with(settings(admission)).await;
+    let (user, bystander, stranger) = (wallet(), wallet(), wallet());
+    for u in [&user, &bystander, &stranger] {
+        app.fund(u, 10).await;
+    }
+    let key = app.api_key.clone();
+    let signed = revert_on_chain(&app, &key, &user, "8", 5).await;
+
+    // The same signed call would simulate again once the balance is back: held back anyway.
+    deposit_directly(&app, user.address(), 10).await;
+    assert_error(&app.post(EXECUTE, &signed).await, StatusCode::TOO_MANY_REQUESTS, "call_cooling_down");
+    // Any other call of the sender: throttled (one call per interval after a revert).
+    let other = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&user, &other).await, StatusCode::TOO_MANY_REQUESTS, "signer_throttled");
+    // The key that relayed it is throttled too, for everyone using it.
+    let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&bystander, &b).await, StatusCode::TOO_MANY_REQUESTS, "key_throttled");
+    // Another key's users are not affected.
+    let clean = app.store.create_api_key("clean", &[app.sponsor], true).await.unwrap();
+    let (_, built) = app
+        .post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(stranger.address(), wallet().address(), "1"))
+        .await;
+    let body = app.signed_execute_body(&stranger, &built).await;
+    let (status, resp) = app.post_with_key(EXECUTE, Some(&clean.key), &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    // The refused calls reached nothing.
+    assert_eq!(app.balance_of(bystander.address()).await, internal(10));
+}
+
+#[tokio::test]
+async fn repeated_offenders_are_refused_403() {
+    let admission =
+        AdmissionSettings { throttle_after_reverts: 100, ban_after_reverts: 2, ..AdmissionSettings::default() };
+    let app = spawn_app_with(settings(admission)).await;
+    let (user, bystander) = (wallet(), wallet());
+    app.fund(&user, 20).await;
+    app.fund(&bystander, 10).await;
+    let key = app.api_key.clone();
+    revert_on_chain(&app, &key, &user, "16", 5).await; // 15 left
+    // One revert: still admitted (not banned, throttling off).
+    revert_on_chain(&app, &key, &user, "14", 5).await; // 10 left
+    let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&user, &next).await, StatusCode::FORBIDDEN, "signer_banned");
+    let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&bystander, &b).await, StatusCode::FORBIDDEN, "key_banned");
+    assert_eq!(app.balance_of(user.address()).await, internal(10));
+}
+
+#[tokio::test]
+async fn a_key_over_its_daily_budget_is_429_key_daily_budget_exceeded() {
+    let app = spawn_app_with(settings(AdmissionSettings {
+        key_daily_budget_wei: Some(U256::from(1u64)),
+        ..AdmissionSettings::default()
+    }))
+    .await;
+    let user = wallet();
+    app.deposit_directly(user.address(), 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&user, &built).await, StatusCode::TOO_MANY_REQUESTS, "key_daily_budget_exceeded");
+    assert_eq!(app.balance_of(user.address()).await, internal(5), "nothing sent");
+}
+
+#[tokio::test]
+async fn budgets_are_on_by_default() {
+    let s = AdmissionSettings::default();
+    assert!(s.key_daily_budget_wei.is_some() && s.signer_daily_budget_wei.is_some());
+    assert_eq!(Settings::default().admission, s);
+}
+
+/// The per-signer and per-key budgets, enforced in Postgres: two app instances (as two `serve`
+/// processes) on one database, admitting calls concurrently, never admit more than the budget.
+#[tokio::test]
+async fn daily_budgets_hold_across_two_app_instances_on_one_database() {
+    let app = spawn_app().await;
+    // What one pay costs at worst here (gas limit at the max fee): measured on a helper's call.
+    let helper = wallet();
+    app.fund(&helper, 5).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay(helper.address(), wallet().address(), "1")).await;
+    let id = app.execute_ok(&helper, &built).await["TransactionId"].as_i64().unwrap();
+    let one: String = sqlx::query_scalar(
+        "SELECT (t.gas_limit::numeric * a.max_fee_per_gas::numeric)::text FROM relay_transactions t
+         JOIN tx_attempts a ON a.transaction_id = t.id WHERE t.id = $1 ORDER BY a.id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    let one: U256 = one.parse().unwrap();
+    let budget = one * U256::from(5) / U256::from(2);
+    let limited =
+        || settings(AdmissionSettings { signer_daily_budget_wei: Some(budget), ..AdmissionSettings::default() });
+    let (a, b) = (app.instance_with(limited()).await, app.instance_with(limited()).await);
+
+    let user = wallet();
+    // Funded outside the relayer, so the signer's budget starts at zero.
+    deposit_directly(&app, user.address(), 10).await;
+    let mut bodies = Vec::new();
+    for _ in 0..8 {
+        let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+        bodies.push(app.signed_execute_body(&user, &built).await);
+    }
+    let answers = tokio::time::timeout(
+        Duration::from_secs(90),
+        futures::future::join_all(bodies.iter().enumerate().map(|(i, body)| {
+            let base = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (http, key) = (app.http.clone(), app.api_key.clone());
+            async move {
+                let resp =
+                    http.post(format!("{base}{EXECUTE}")).header("X-API-Key", key).json(body).send().await.unwrap();
+                (resp.status(), resp.json::<Value>().await.unwrap())
+            }
+        })),
+    )
+    .await
+    .expect("eight executes answered within 90 s");
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["error"]["code"], "signer_daily_budget_exceeded", "{body}");
+    }
+    assert!(ok >= 1 && ok < 8, "{ok} of 8 admitted: {answers:?}");
+    // What was admitted fits the budget, counted the way admission counts it.
+    let spent: String = sqlx::query_scalar(
+        "SELECT coalesce(sum(coalesce(t.gas_used, t.gas_limit)::numeric * l.max_fee_per_gas::numeric), 0)::text
+         FROM relay_transactions t
+         JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id ORDER BY id DESC LIMIT 1) l ON true
+         WHERE t.signer = $1",
+    )
+    .bind(user.address().as_slice())
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert!(spent.parse::<U256>().unwrap() <= budget, "spent {spent} of {budget}");
+    // The chain agrees: exactly the admitted payments left the balance.
+    assert_eq!(app.balance_of(user.address()).await, internal(10) - internal(ok as u64));
+}
