@@ -37,6 +37,7 @@ async fn signed_with_data(app: &TestApp, signer: &PrivateKeySigner, built: &Valu
     let traits: U256 = t["Traits"].as_str().unwrap().parse().unwrap();
     let digest = eip712::signed_call_digest(
         &Domain::streampay(app.chain_id, app.contract),
+        signer.address(),
         traits,
         &Bytes::copy_from_slice(data),
     );
