@@ -69,7 +69,7 @@ pub enum Subsystem {
     SponsorBalanceLow,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {
     pub status: Status,
     /// Empty when `status` is `ok`.
@@ -80,7 +80,7 @@ pub struct Health {
     pub checks: Checks,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Checks {
     pub database: Probe,
     pub rpc: RpcProbe,
@@ -89,7 +89,7 @@ pub struct Checks {
     pub sponsors: Vec<SponsorCheck>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Probe {
     pub ok: bool,
     pub latency_ms: u64,
@@ -97,7 +97,7 @@ pub struct Probe {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RpcProbe {
     pub ok: bool,
     pub latency_ms: u64,
@@ -107,7 +107,7 @@ pub struct RpcProbe {
     pub block_number: Option<u64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IndexerCheck {
     pub contract: String,
     /// `ok`, `lagging`, `not_started` (no checkpoint yet) or `unknown` (database or RPC down).
@@ -119,7 +119,7 @@ pub struct IndexerCheck {
     pub max_lag_blocks: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SponsorCheck {
     pub address: String,
     /// Native balance in wei; null when the node did not answer.
@@ -151,6 +151,30 @@ async fn timed<T, E: std::fmt::Display>(
         (status = 503, description = "`down`: the database or the RPC node does not answer", body = Health),
     ))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    // One probe at a time, and its answer for up to PROBE_EVERY: the endpoint is public, and
+    // each probe costs RPCs and a database round trip.
+    let mut cached = state.probes.health.lock().await;
+    if let Some((at, code, body)) = cached.as_ref()
+        && at.elapsed() < PROBE_EVERY
+    {
+        return (*code, Json(body.clone()));
+    }
+    let (code, Json(body)) = probe(&state).await;
+    *cached = Some((Instant::now(), code, body.clone()));
+    (code, Json(body))
+}
+
+/// How long a `/health` answer (and a refresh of `/metrics`' gauges) is reused.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The last `/health` answer and the last gauge refresh, shared by every request of the process.
+#[derive(Debug, Default)]
+pub struct Probes {
+    health: tokio::sync::Mutex<Option<(Instant, StatusCode, Health)>>,
+    pub gauges: tokio::sync::Mutex<Option<Instant>>,
+}
+
+async fn probe(state: &AppState) -> (StatusCode, Json<Health>) {
     let settings = &state.settings.health;
     let t = settings.check_timeout;
 

@@ -38,7 +38,14 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let Some(handle) = observability::install() else {
         return AppError::Internal(anyhow::anyhow!("another metrics recorder is installed")).into_response();
     };
-    observability::refresh_gauges(&state).await;
+    {
+        // At most one refresh a second, whatever the scrape rate (the endpoint may be public).
+        let mut last = state.probes.gauges.lock().await;
+        if last.is_none_or(|at| at.elapsed() >= super::health::PROBE_EVERY) {
+            observability::refresh_gauges(&state).await;
+            *last = Some(std::time::Instant::now());
+        }
+    }
     handle.run_upkeep();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
 }

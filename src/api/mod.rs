@@ -148,6 +148,8 @@ pub struct AppState {
     index: Arc<OnceLock<IndexReader>>,
     /// Authenticated keys in memory when `settings.auth.key_cache` is on; made on first use.
     keys: Arc<OnceLock<Arc<key_cache::KeyCache>>>,
+    /// `/health`'s last answer and `/metrics`' last gauge refresh (each at most once a second).
+    pub probes: Arc<health::Probes>,
     /// Wakes this process's indexers (a relayed call was mined: read-your-writes).
     index_wake: Arc<tokio::sync::Notify>,
     /// One read-your-writes catch-up at a time in this process.
@@ -172,6 +174,7 @@ impl AppState {
             inner: Arc::new(inner),
             index: Arc::new(OnceLock::new()),
             keys: Arc::new(OnceLock::new()),
+            probes: Arc::default(),
             index_wake: Arc::new(tokio::sync::Notify::new()),
             catching_up: Arc::new(tokio::sync::Mutex::new(())),
             indexed_heads: Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::new())),

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use streampay_relayer::pipeline::PipelineSettings;
 
+use crate::harness::Mined;
 use crate::pipeline_stack::{Stack, fast_settings};
 
 const EXECUTE: &str = "/api/v1/USDC/meta/execute";
@@ -73,7 +74,7 @@ async fn a_sponsor_nonce_used_outside_the_relayer_is_detected_and_the_call_moved
         .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas * 10);
     let pending = outsider.send_transaction(tx).await.expect("outside transaction");
     stack.mine().await;
-    pending.with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.unwrap();
+    pending.mined().await;
     stack.settle(true, Duration::from_secs(30)).await;
     stack.assert_exactly_once(&users, 10, 1).await;
     let nonces: Vec<u64> = stack.rows().await.iter().map(|(_, n)| *n).collect();

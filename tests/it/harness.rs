@@ -37,6 +37,22 @@ const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 /// How long a test waits for a transaction it sent to be mined before it fails (every receipt
 /// wait in the suite is bounded by it; alloy's own wait has no limit).
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `.mined()` on a sent transaction: its receipt, waited for at most [`RECEIPT_TIMEOUT`] (alloy's
+/// own wait has no limit); the test fails naming the transaction if none comes.
+pub trait Mined<N: alloy::network::Network> {
+    fn mined(self) -> impl std::future::Future<Output = N::ReceiptResponse>;
+}
+
+impl<N: alloy::network::Network> Mined<N> for alloy::providers::PendingTransactionBuilder<N> {
+    async fn mined(self) -> N::ReceiptResponse {
+        let hash = *self.tx_hash();
+        self.with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .unwrap_or_else(|e| panic!("no receipt for {hash} within {RECEIPT_TIMEOUT:?}: {e}"))
+    }
+}
+
 /// The longest any single HTTP request of the test clients may take: above what a synchronous
 /// execute under the heaviest fault test takes on a loaded 2-core machine (about a minute), below
 /// nextest's 180 s limit so the failure names the request.
@@ -385,15 +401,7 @@ impl TestApp {
     }
 
     pub async fn mint(&self, to: Address, amount: U256) {
-        MockToken::new(self.token, &self.admin)
-            .mint(to, amount)
-            .send()
-            .await
-            .expect("mint")
-            .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await
-            .expect("mint receipt");
+        MockToken::new(self.token, &self.admin).mint(to, amount).send().await.expect("mint").mined().await;
     }
 
     /// Mints to several accounts: sent one after another (the admin provider reads its nonce
@@ -405,7 +413,7 @@ impl TestApp {
             pending.push(token.mint(*who, amount).send().await.expect("mint"));
         }
         for p in pending {
-            p.with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.expect("mint receipt");
+            p.mined().await;
         }
     }
 
@@ -445,4 +453,75 @@ pub fn assert_error(resp: &(StatusCode, Value), status: StatusCode, code: &str) 
     assert_eq!(resp.0, status, "unexpected status, body: {}", resp.1);
     assert_eq!(resp.1["error"]["code"], code, "unexpected error body: {}", resp.1);
     assert!(resp.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {}", resp.1);
+}
+
+/// `streampay serve` as a child process on `app`'s database and deployment, with JSON logs; every
+/// line it writes (stdout and stderr) is kept in `lines`. `env` adds or overrides settings (an
+/// `STREAMPAY_RPC_URL`, say: the deployments file names `app`'s Anvil). Killed when dropped.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServeProcess {
+    pub async fn start(app: &TestApp, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncRead};
+        std::fs::create_dir_all(dir).unwrap();
+        let deployments = dir.join("deployment.json");
+        std::fs::write(
+            &deployments,
+            json!({"chainId": app.chain_id, "rpcUrl": app.rpc_url, "deployments": [{
+                "name": "USDC", "address": app.contract, "token": app.token, "tokenDecimals": 6, "startBlock": 0
+            }]})
+            .to_string(),
+        )
+        .unwrap();
+        let port = free_port().unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampay"));
+        cmd.args(["serve", "--log-format", "json"])
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STREAMPAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("STREAMPAY_DATABASE_URL", &app.db_url)
+            .env("STREAMPAY_DEPLOYMENTS_FILE", &deployments)
+            .env("STREAMPAY_SPONSOR_KEYS", &app.sponsor_key)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn streampay serve");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let outputs: [Box<dyn AsyncRead + Unpin + Send>; 2] =
+            [Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for out in outputs {
+            let sink = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(out).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while app.http.get(format!("{base}/health")).send().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "streampay serve did not come up: {:?}",
+                lines.lock().unwrap_or_else(|e| e.into_inner())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base, lines }
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }

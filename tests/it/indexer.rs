@@ -22,6 +22,7 @@ use streampay_relayer::{
     indexer::{IndexReader, Indexer, IndexerConfig, LogSource, RawLog, RpcLogSource, Step},
 };
 
+use crate::harness::Mined;
 use crate::harness::{TestApp, assert_error, internal, spawn_app, spawn_app_with, tokens, wallet};
 use streampay_relayer::api::Settings;
 
@@ -58,22 +59,13 @@ async fn funded_wallet(app: &TestApp) -> (PrivateKeySigner, DynProvider) {
 /// Mints `n` tokens to the provider's account and deposits them with plain transactions.
 async fn deposit_direct(app: &TestApp, p: &DynProvider, who: Address, n: u64) {
     app.mint(who, tokens(n)).await;
-    MockToken::new(app.token, p)
-        .approve(app.contract, U256::MAX)
-        .send()
-        .await
-        .unwrap()
-        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
-        .unwrap();
+    MockToken::new(app.token, p).approve(app.contract, U256::MAX).send().await.unwrap().mined().await;
     let sp = StreamPay::new(app.contract, p);
     let deposit = sp.deposit(tokens(n), false);
     if let Err(e) = deposit.call().await {
         panic!("deposit would revert: {e}");
     }
-    let r =
-        deposit.send().await.unwrap().with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.unwrap();
+    let r = deposit.send().await.unwrap().mined().await;
     assert!(r.status());
 }
 
@@ -356,16 +348,7 @@ async fn reorg_that_reorders_payments_applies_the_new_order() {
     // Alice holds 25: paying bob 10 then carol 20 leaves the second payment reverted.
     let sp = StreamPay::new(app.contract, &p);
     send_ok(sp.pay(bob, internal(10))).await;
-    let second = sp
-        .pay(carol, internal(20))
-        .gas(200_000)
-        .send()
-        .await
-        .unwrap()
-        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
-        .unwrap();
+    let second = sp.pay(carol, internal(20)).gas(200_000).send().await.unwrap().mined().await;
     assert!(!second.status());
     ix.sync_to_head().await.unwrap();
     assert_eq!(reader(&app).balance(app.contract, bob).await.unwrap().unwrap().balance, internal(10));

@@ -17,7 +17,7 @@ use streampay_relayer::{
     keeper::{Keeper, KeeperSettings, liquidatable_at},
 };
 
-use crate::harness::{LIQUIDATION_WINDOW, TestApp, spawn_app, wallet};
+use crate::harness::{LIQUIDATION_WINDOW, ServeProcess, TestApp, spawn_app, wallet};
 
 /// Fast passes; one native coin priced at 10^6 tokens so these timing tests' rewards (about one
 /// token) always pay for their gas (profitability has its own test with the default price).
@@ -253,68 +253,13 @@ async fn keeper_runs_on_one_replica_and_a_standby_takes_over_when_it_dies() {
     standby.abort();
 }
 
-/// `streampay serve` as a child process on `app`'s chain and database, logging JSON to a pipe.
-struct Serve {
-    child: tokio::process::Child,
-    base: String,
-    lines: Arc<std::sync::Mutex<Vec<Value>>>,
-}
-
-impl Serve {
-    async fn start(app: &TestApp, dir: &std::path::Path) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let deployments = dir.join("deployment.json");
-        std::fs::write(
-            &deployments,
-            json!({"chainId": app.chain_id, "rpcUrl": app.rpc_url, "deployments": [{
-                "name": "USDC", "address": app.contract, "token": app.token, "tokenDecimals": 6, "startBlock": 0
-            }]})
-            .to_string(),
-        )
-        .unwrap();
-        let port = streampay_relayer::dev::postgres::free_port().unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampay"))
-            // The flag wins over the environment.
-            .args(["serve", "--log-format", "json"])
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("STREAMPAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("STREAMPAY_DATABASE_URL", &app.db_url)
-            .env("STREAMPAY_DEPLOYMENTS_FILE", &deployments)
-            .env("STREAMPAY_SPONSOR_KEYS", &app.sponsor_key)
-            .env("STREAMPAY_KEEPER_POLL_INTERVAL_MS", "100")
-            .env("STREAMPAY_INDEXER_POLL_MS", "50")
-            .env("STREAMPAY_LOG_FORMAT", "text")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn streampay serve");
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = reader.next_line().await {
-                let v: Value =
-                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-                sink.lock().unwrap().push(v);
-            }
-        });
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if app.http.get(format!("{base}/health")).send().await.is_ok() {
-                return Self { child, base, lines };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("streampay serve did not come up");
-    }
-
-    fn find(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        self.lines.lock().unwrap().iter().find(|l| pred(l)).cloned()
-    }
+/// The first of `serve`'s log lines, all of which must be JSON, that satisfies `pred`.
+fn find_json(serve: &ServeProcess, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    serve
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .find(|v| pred(v))
 }
 
 #[tokio::test]
@@ -324,15 +269,19 @@ async fn keeper_and_json_logs_with_request_ids_in_the_streampay_serve_binary() {
     subscribe(&app, &poor, author.address(), 10, "30").await;
     let dir = std::env::temp_dir().join(format!("streampay-keeper-serve-{}", poor.address()));
     std::fs::create_dir_all(&dir).unwrap();
-    let serve = Serve::start(&app, &dir).await;
+    let serve = ServeProcess::start(
+        &app,
+        &dir,
+        &[("STREAMPAY_KEEPER_POLL_INTERVAL_MS", "100"), ("STREAMPAY_INDEXER_POLL_MS", "50")],
+    )
+    .await;
 
     // Every line is JSON (checked by the reader); a request's lines carry its id.
     let resp =
         app.http.get(format!("{}/api/v1/meta", serve.base)).header("X-Request-Id", "e2e-req-7").send().await.unwrap();
     assert_eq!(resp.headers()["x-request-id"], "e2e-req-7");
     wait_for("the request's log line", 10, async || {
-        serve
-            .find(|l| l["span"]["request_id"] == "e2e-req-7" && l["message"] == "finished processing request")
+        find_json(&serve, |l| l["span"]["request_id"] == "e2e-req-7" && l["message"] == "finished processing request")
             .is_some()
     })
     .await;
@@ -346,7 +295,7 @@ async fn keeper_and_json_logs_with_request_ids_in_the_streampay_serve_binary() {
     .await;
     let checksum = poor.address().to_string();
     wait_for("the keeper's log line", 10, async || {
-        serve.find(|l| l["message"] == "liquidation queued" && l["account"] == checksum.as_str()).is_some()
+        find_json(&serve, |l| l["message"] == "liquidation queued" && l["account"] == checksum.as_str()).is_some()
     })
     .await;
     let mut child = serve.child;

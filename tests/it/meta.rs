@@ -56,7 +56,10 @@ async fn typed_data_and_digest_match_the_contracts_hash() {
     let data: Bytes = t["Data"].as_str().unwrap().parse().unwrap();
     let on_chain = app
         .streampay()
-        .hashBySig(user.address(), streampay_relayer::chain::bindings::IStreamPay::SignedCall { traits, data: data.clone() })
+        .hashBySig(
+            user.address(),
+            streampay_relayer::chain::bindings::IStreamPay::SignedCall { traits, data: data.clone() },
+        )
         .call()
         .await
         .unwrap();

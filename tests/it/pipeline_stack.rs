@@ -27,6 +27,7 @@ use streampay_relayer::{
     store::Store,
 };
 
+use crate::harness::Mined;
 use crate::harness::{sign_document, tokens};
 
 const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
@@ -273,14 +274,9 @@ impl Stack {
         if !automine {
             self.mine().await;
         }
-        let receipts = futures::future::join_all(
-            pending
-                .into_iter()
-                .map(|p| p.expect("mint").with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt()),
-        )
-        .await;
+        let receipts = futures::future::join_all(pending.into_iter().map(|p| p.expect("mint").mined())).await;
         for r in receipts {
-            assert!(r.expect("mint receipt").status(), "mint succeeded");
+            assert!(r.status(), "mint succeeded");
         }
     }
 
@@ -428,11 +424,5 @@ async fn deploy(
     if !automine {
         let _: Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     }
-    pending
-        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
-        .expect("deploy receipt")
-        .contract_address
-        .expect("contract address")
+    pending.mined().await.contract_address.expect("contract address")
 }

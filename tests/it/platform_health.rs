@@ -8,10 +8,36 @@ use sqlx::Connection;
 
 use crate::harness::{TestApp, spawn_app};
 
+/// `/health` as it is now: an answer may be reused for `PROBE_EVERY`, so a check made right after
+/// changing a dependency first lets the previous answer expire.
 async fn health(app: &TestApp) -> (StatusCode, Value) {
+    tokio::time::sleep(streampay_relayer::api::health::PROBE_EVERY).await;
+    cached_health(app).await
+}
+
+async fn cached_health(app: &TestApp) -> (StatusCode, Value) {
     let resp = app.http.get(app.url("/health")).send().await.unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn health_probes_at_most_once_a_second_however_often_it_is_asked() {
+    let mut app = spawn_app().await;
+    let (status, first) = cached_health(&app).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    // Within the second, the same answer: the dead node is not asked.
+    app.stop_chain();
+    let asked = std::time::Instant::now();
+    let (status, again) = cached_health(&app).await;
+    if asked.elapsed() < streampay_relayer::api::health::PROBE_EVERY / 2 {
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again, first, "served from the cache");
+    }
+    // After it, a fresh probe sees the node gone.
+    let (status, fresh) = health(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{fresh}");
+    assert_eq!(fresh["checks"]["rpc"]["ok"], false);
 }
 
 /// An admin connection to the cluster's `postgres` database, and this test's database name.

@@ -25,7 +25,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::harness::{TestApp, spawn_app, tokens, wallet};
+use crate::harness::{ServeProcess, TestApp, spawn_app, tokens, wallet};
 
 /// The pieces of the URL that must never be seen (key in the path, in the query, a password).
 const SECRETS: [&str; 3] = ["PATHKEY-5ecr3t", "QUERYKEY-5ecr3t", "PASSWORD-5ecr3t"];
@@ -126,66 +126,6 @@ async fn start_proxy(app: &TestApp) -> Proxy {
     }
 }
 
-/// `streampay serve` against the secret URL, with every log line (stdout and stderr) kept.
-struct Serve {
-    _child: tokio::process::Child,
-    base: String,
-    lines: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-async fn start_serve(app: &TestApp, rpc_url: &str, dir: &std::path::Path) -> Serve {
-    use tokio::io::AsyncBufReadExt;
-    std::fs::create_dir_all(dir).unwrap();
-    let deployments = dir.join("deployment.json");
-    std::fs::write(
-        &deployments,
-        json!({"chainId": app.chain_id, "deployments": [{
-            "name": "USDC", "address": app.contract, "token": app.token, "tokenDecimals": 6, "startBlock": 0
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    let port = streampay_relayer::dev::postgres::free_port().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampay"))
-        .args(["serve", "--log-format", "json"])
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STREAMPAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("STREAMPAY_DATABASE_URL", &app.db_url)
-        .env("STREAMPAY_DEPLOYMENTS_FILE", &deployments)
-        .env("STREAMPAY_RPC_URL", rpc_url)
-        .env("STREAMPAY_SPONSOR_KEYS", &app.sponsor_key)
-        .env("STREAMPAY_INDEXER_POLL_MS", "50")
-        // As chatty as an operator debugging a node outage would make it.
-        .env("RUST_LOG", "debug,sqlx=info,hyper=info,hyper_util=info,reqwest=debug,h2=info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn streampay serve");
-    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-    for out in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn AsyncRead + Unpin + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            let mut reader = tokio::io::BufReader::new(out).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-    }
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "streampay serve did not come up: {:?}", lines.lock().unwrap());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Serve { _child: child, base, lines }
-}
-
 /// Every answer the test saw, to be searched for the secret at the end.
 #[derive(Default)]
 struct Seen(Vec<String>);
@@ -211,7 +151,14 @@ async fn the_rpc_url_never_reaches_an_answer_or_a_log_line() {
     let app = spawn_app().await;
     let proxy = start_proxy(&app).await;
     let dir = std::env::temp_dir().join(format!("streampay-secrets-{}", wallet().address()));
-    let serve = start_serve(&app, &proxy.upstream, &dir).await;
+    // As chatty as an operator debugging a node outage would make it.
+    let log = "debug,sqlx=info,hyper=info,hyper_util=info,reqwest=debug,h2=info";
+    let serve = ServeProcess::start(
+        &app,
+        &dir,
+        &[("STREAMPAY_RPC_URL", &proxy.upstream), ("STREAMPAY_INDEXER_POLL_MS", "50"), ("RUST_LOG", log)],
+    )
+    .await;
     let http = &app.http;
     let url = |p: &str| format!("{}{p}", serve.base);
     let mut seen = Seen::default();
@@ -270,14 +217,14 @@ async fn the_rpc_url_never_reaches_an_answer_or_a_log_line() {
 
     // The node's failure did reach the logs, with the URL redacted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !serve.lines.lock().unwrap().iter().any(|l| l.contains(streampay_relayer::chain::REDACTED_RPC_URL)) {
+    while !serve.lines().iter().any(|l| l.contains(streampay_relayer::chain::REDACTED_RPC_URL)) {
         assert!(tokio::time::Instant::now() < deadline, "no log line reports the node's failure");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for answer in &seen.0 {
         assert_no_secret("an answer", answer);
     }
-    let lines = serve.lines.lock().unwrap().clone();
+    let lines = serve.lines();
     assert!(lines.len() > 20, "the relayer logged: {lines:?}");
     for line in &lines {
         assert_no_secret("a log line", line);

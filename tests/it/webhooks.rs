@@ -20,6 +20,7 @@ use streampay_relayer::{
     webhooks::{self, WebhookSettings},
 };
 
+use crate::harness::Mined;
 use crate::harness::{TestApp, assert_error, spawn_app_with, tokens, wallet};
 
 /// What the receiver does with the next request.
@@ -637,15 +638,8 @@ async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations(
     // 36 hours later 2.5 are left, less than a day of outflow: a keeper liquidates it.
     app.advance(36 * 3600).await;
     let keeper = app.admin.get_accounts().await.unwrap()[0];
-    let receipt = StreamPay::new(app.contract, &app.admin)
-        .liquidate(user.address())
-        .send()
-        .await
-        .unwrap()
-        .with_timeout(Some(crate::harness::RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt =
+        StreamPay::new(app.contract, &app.admin).liquidate(user.address()).send().await.unwrap().mined().await;
     assert!(receipt.status());
     mine(&app, 2).await;
     let liq = event(&receiver, "account.liquidated", |d| d["account"] == cs(user.address())).await;
@@ -815,10 +809,7 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
         .unwrap();
     raw("evm_mine", json!([])).await;
     raw("evm_setAutomine", json!([true])).await;
-    assert!(
-        own.with_timeout(Some(crate::harness::RECEIPT_TIMEOUT)).get_receipt().await.unwrap().status(),
-        "the user's own withdrawal"
-    );
+    assert!(own.mined().await.status(), "the user's own withdrawal");
 
     let failed = event(&receiver, "transaction.failed", |d| d["transaction_id"] == accepted["TransactionId"]).await;
     assert_eq!(failed["data"]["state"], "failed");
