@@ -282,7 +282,7 @@ async fn daily_budgets_hold_across_two_app_instances_on_one_database() {
         assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
         assert_eq!(body["error"]["code"], "signer_daily_budget_exceeded", "{body}");
     }
-    assert!(ok >= 1 && ok < 8, "{ok} of 8 admitted: {answers:?}");
+    assert!((1..8).contains(&ok), "{ok} of 8 admitted: {answers:?}");
     // What was admitted fits the budget, counted the way admission counts it.
     let spent: String = sqlx::query_scalar(
         "SELECT coalesce(sum(coalesce(t.gas_used, t.gas_limit)::numeric * l.max_fee_per_gas::numeric), 0)::text
