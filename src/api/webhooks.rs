@@ -147,7 +147,7 @@ fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
         (status = 201, description = "Registered; `secret` is shown only here", body = CreatedWebhook),
         (status = 400, description = "`invalid_json`, `missing_field`, `invalid_webhook_url` (also a loopback or private address, unless private targets are allowed), `unknown_event`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
-        (status = 422, description = "`webhook_limit_reached`: the key has `webhooks.max_endpoints_per_key` live endpoints", body = ErrorBody),
+        (status = 422, description = "`webhook_limit_reached`: the key has as many live endpoints as webhooks.max_endpoints_per_key allows", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn create(
@@ -259,7 +259,7 @@ pub async fn deliveries(
         (status = 202, description = "Queued: the new delivery", body = Delivery),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
         (status = 404, description = "`webhook_not_found`, `webhook_delivery_not_found`", body = ErrorBody),
-        (status = 429, description = "`redelivery_limit_reached`: `webhooks.max_redeliveries_per_hour` this hour", body = ErrorBody),
+        (status = 429, description = "`redelivery_limit_reached`: as many redeliveries this hour as webhooks.max_redeliveries_per_hour allows", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn redeliver(
