@@ -87,7 +87,10 @@ async fn wait_open(app: &TestApp, n: f64) -> Vec<Sample> {
     }
 }
 
+/// A scrape that sees this moment's gauges: they are refreshed at most once per `PROBE_EVERY`,
+/// so it first lets the previous refresh expire.
 async fn scrape(app: &TestApp) -> Vec<Sample> {
+    tokio::time::sleep(streampay_relayer::api::health::PROBE_EVERY).await;
     let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let ct = resp.headers()["content-type"].to_str().unwrap().to_string();

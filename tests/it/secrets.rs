@@ -198,8 +198,16 @@ async fn the_rpc_url_never_reaches_an_answer_or_a_log_line() {
     assert!(last_error.contains(streampay_relayer::chain::REDACTED_RPC_URL), "{last_error}");
 
     // Everything else that can show a node error, with the node gone.
-    let (status, health) = seen.request(&app, http.get(url("/health"))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    // `/health` may answer from its one-second cache first: ask until it has probed the dead node.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let (status, health) = seen.request(&app, http.get(url("/health"))).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break health;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/health never saw the node gone: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(health["checks"]["rpc"]["ok"], false, "{health}");
     let (status, refused) = seen.request(&app, http.post(url("/api/v1/USDC/meta/execute")).json(&later)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
