@@ -39,19 +39,28 @@ const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// `.mined()` on a sent transaction: its receipt, waited for at most [`RECEIPT_TIMEOUT`] (alloy's
 /// own wait has no limit); the test fails naming the transaction if none comes.
-pub trait Mined<N: alloy::network::Network> {
-    fn mined(self) -> impl std::future::Future<Output = N::ReceiptResponse>;
+pub trait Mined<N: alloy::network::Network>: Sized {
+    /// Waits at most `limit`.
+    fn mined_within(self, limit: Duration) -> impl std::future::Future<Output = N::ReceiptResponse>;
+    fn mined(self) -> impl std::future::Future<Output = N::ReceiptResponse> {
+        self.mined_within(RECEIPT_TIMEOUT)
+    }
 }
 
 impl<N: alloy::network::Network> Mined<N> for alloy::providers::PendingTransactionBuilder<N> {
-    async fn mined(self) -> N::ReceiptResponse {
+    async fn mined_within(self, limit: Duration) -> N::ReceiptResponse {
         let hash = *self.tx_hash();
-        self.with_timeout(Some(RECEIPT_TIMEOUT))
+        self.with_timeout(Some(limit))
             .get_receipt()
             .await
-            .unwrap_or_else(|e| panic!("no receipt for {hash} within {RECEIPT_TIMEOUT:?}: {e}"))
+            .unwrap_or_else(|e| panic!("no receipt for {hash} within {limit:?}: {e}"))
     }
 }
+
+/// The bound on waiting for the receipts of a bulk setup (hundreds of mints sent at once): alloy
+/// learns of each by polling block after block, which on a loaded machine takes far longer than
+/// one transaction's [`RECEIPT_TIMEOUT`].
+pub const BULK_RECEIPTS_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The longest any single HTTP request of the test clients may take: above what a synchronous
 /// execute under the heaviest fault test takes on a loaded 2-core machine (about a minute), below
@@ -413,7 +422,7 @@ impl TestApp {
             pending.push(token.mint(*who, amount).send().await.expect("mint"));
         }
         for p in pending {
-            p.mined().await;
+            p.mined_within(BULK_RECEIPTS_TIMEOUT).await;
         }
     }
 

@@ -274,7 +274,10 @@ impl Stack {
         if !automine {
             self.mine().await;
         }
-        let receipts = futures::future::join_all(pending.into_iter().map(|p| p.expect("mint").mined())).await;
+        let receipts = futures::future::join_all(
+            pending.into_iter().map(|p| p.expect("mint").mined_within(crate::harness::BULK_RECEIPTS_TIMEOUT)),
+        )
+        .await;
         for r in receipts {
             assert!(r.status(), "mint succeeded");
         }
