@@ -5,7 +5,6 @@
 //! the database URL with its password) are wrapped in [`Secret`] so they never reach a log line.
 
 use std::{
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -15,25 +14,7 @@ use alloy::primitives::Address;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-/// A value that must not be printed: `Debug` shows `"<redacted>"`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -672,19 +653,7 @@ pub struct DeploymentsFile {
     pub chain_id: u64,
     #[serde(default)]
     pub rpc_url: Option<Secret>,
-    pub deployments: Vec<Deployment>,
-}
-
-/// One StreamPay deployment; `name` is the `{contract}` path segment of the API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deployment {
-    pub name: String,
-    pub address: Address,
-    pub token: Address,
-    pub token_decimals: u8,
-    #[serde(default)]
-    pub start_block: u64,
+    pub deployments: Vec<crate::chain::Deployment>,
 }
 
 impl DeploymentsFile {

@@ -32,6 +32,7 @@ pub mod indexer;
 pub mod keeper;
 pub mod observability;
 pub mod pipeline;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::{EnvFilter, fmt, util::SubscriberInitExt};
 
 use crate::{
-    api::{self, AppState, Contract, Inner, Settings},
+    api::{self, AppState, Inner, Settings},
     chain,
     config::{Config, DeploymentsFile, LogFormat},
     pipeline::Sponsors,
@@ -75,7 +75,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         store,
         provider,
         chain_id,
-        contracts: deployments.deployments.iter().map(Contract::from).collect(),
+        contracts: deployments.deployments.clone(),
         sponsors,
         settings: Settings {
             meta_deadline_secs: config.meta_deadline_secs,

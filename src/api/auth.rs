@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppError, AppState, extract::ApiKey};
 use crate::{
-    config::Secret,
+    secret::Secret,
     store::{ApiKeyRecord, KeyLookup, Scope},
 };
 

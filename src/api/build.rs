@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppError, AppState, Contract, checksum};
+use super::{AppError, AppState, Deployment, checksum};
 use crate::{
     chain::{
         self, IPermitToken, StreamPay,
@@ -58,7 +58,7 @@ fn ser_checksum<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Err
 
 /// What a build endpoint wants signed.
 pub struct BuildRequest<'a> {
-    pub contract: &'a Contract,
+    pub contract: &'a Deployment,
     pub from: Address,
     pub sponsor: Arc<Sponsor>,
     /// Calldata the signer's call runs (a user operation or a multicall of them).
@@ -194,7 +194,7 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
 /// The EIP-2612 `Permit` typed data for depositing `value` base units from `owner`.
 async fn permit_document(
     state: &AppState,
-    contract: &Contract,
+    contract: &Deployment,
     owner: Address,
     value: U256,
     deadline: u64,
@@ -209,7 +209,7 @@ async fn permit_document(
 /// else from `name()` with version "1".
 pub async fn permit_domain_and_nonce(
     state: &AppState,
-    contract: &Contract,
+    contract: &Deployment,
     owner: Address,
 ) -> Result<(Domain, U256), AppError> {
     let token = IPermitToken::new(contract.token, &state.provider);

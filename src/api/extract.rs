@@ -11,7 +11,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{AppError, AppState, Contract};
+use super::{AppError, AppState, Deployment};
 use crate::{pipeline::Sponsor, store::ApiKeyRecord};
 
 /// The authenticated API key of a request (`X-API-Key`), checked by [`super::auth::layer`] (status,
@@ -65,7 +65,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
 impl AppState {
     /// Resolves the `{contract}` path segment (a deployment name, any case).
-    pub fn contract(&self, name: &str) -> Result<&Contract, AppError> {
+    pub fn contract(&self, name: &str) -> Result<&Deployment, AppError> {
         self.contracts.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
             let known: Vec<&str> = self.contracts.iter().map(|c| c.name.as_str()).collect();
             AppError::bad_request(

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppError, AppState, Contract, admission,
+    AppError, AppState, Deployment, admission,
     build::permit_domain_and_nonce,
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
@@ -83,7 +83,7 @@ pub async fn nonce(
     Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": head.block_number})))
 }
 
-async fn chain_nonce(state: &AppState, contract: &Contract, account: Address) -> Result<u64, AppError> {
+async fn chain_nonce(state: &AppState, contract: &Deployment, account: Address) -> Result<u64, AppError> {
     let n = StreamPay::new(contract.address, &state.provider)
         .bySigAccountNonces(account)
         .call()
@@ -352,7 +352,7 @@ struct SignedCall {
 #[allow(clippy::too_many_arguments)]
 async fn signed_transaction(
     state: &AppState,
-    contract: &Contract,
+    contract: &Deployment,
     from: Address,
     candidates: &[(U256, Arc<Sponsor>)],
     data: &Bytes,
@@ -414,7 +414,7 @@ async fn signed_transaction(
 /// (409 `nonce_already_used`).
 async fn check_nonce_on_chain(
     state: &AppState,
-    contract: &Contract,
+    contract: &Deployment,
     scope: NonceScope,
     nonce: u64,
 ) -> Result<(), AppError> {
@@ -578,7 +578,7 @@ fn traits_candidates(
 /// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
 async fn permit_bytes(
     state: &AppState,
-    contract: &Contract,
+    contract: &Deployment,
     owner: Address,
     p: &PermitRequest,
     now: u64,

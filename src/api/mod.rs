@@ -60,7 +60,8 @@ pub use admin::{CreateKeyRequest, KeyView, MAX_GRACE_SECS, key_spec};
 pub use error::AppError;
 pub use extract::parse_address;
 
-use crate::{config::Deployment, indexer::IndexReader, pipeline::Sponsors, store::Store};
+pub use crate::chain::Deployment;
+use crate::{indexer::IndexReader, pipeline::Sponsors, store::Store};
 
 /// Addresses leave the API EIP-55 checksummed, as wallets and ethers/viem print them.
 pub(crate) fn checksum(a: Address) -> String {
@@ -73,29 +74,6 @@ pub const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_st
 
 /// Dated version of this API, sent as `X-Api-Version` on every response.
 pub const API_VERSION: &str = "2026-11-21";
-
-/// One StreamPay deployment the API serves.
-#[derive(Debug, Clone)]
-pub struct Contract {
-    pub name: String,
-    pub address: Address,
-    pub token: Address,
-    pub token_decimals: u8,
-    /// The block the deployment was created in: its index starts there.
-    pub start_block: u64,
-}
-
-impl From<&Deployment> for Contract {
-    fn from(d: &Deployment) -> Self {
-        Self {
-            name: d.name.clone(),
-            address: d.address,
-            token: d.token,
-            token_decimals: d.token_decimals,
-            start_block: d.start_block,
-        }
-    }
-}
 
 /// Tunables of request handling.
 #[derive(Debug, Clone)]
@@ -113,7 +91,7 @@ pub struct Settings {
     /// The webhook dispatcher's tunables.
     pub webhooks: crate::webhooks::WebhookSettings,
     /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
-    pub metrics_token: Option<crate::config::Secret>,
+    pub metrics_token: Option<crate::secret::Secret>,
     /// The liquidation keeper (`serve` starts it when enabled).
     pub keeper: crate::keeper::KeeperSettings,
     /// What `meta/execute` admits: size and gas caps, budgets, reputation (`[admission]`).
@@ -163,7 +141,7 @@ pub struct Inner {
     pub store: Store,
     pub provider: DynProvider,
     pub chain_id: u64,
-    pub contracts: Vec<Contract>,
+    pub contracts: Vec<Deployment>,
     pub sponsors: Sponsors,
     pub settings: Settings,
 }
@@ -191,12 +169,12 @@ impl AppState {
     /// itself when no indexer holds the deployment (none runs in this process or any replica).
     /// Then this process's read cache is dropped, so every read endpoint reflects the block.
     /// Answers whether the index got there in time. Reads are never served from the chain.
-    pub async fn await_indexed(&self, contract: &Contract, block: u64) -> bool {
+    pub async fn await_indexed(&self, contract: &Deployment, block: u64) -> bool {
         self.await_indexed_for(contract, block, self.settings.read_your_writes_timeout).await
     }
 
     /// [`AppState::await_indexed`] with its own bound.
-    pub async fn await_indexed_for(&self, contract: &Contract, block: u64, timeout: Duration) -> bool {
+    pub async fn await_indexed_for(&self, contract: &Deployment, block: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(5);
         loop {

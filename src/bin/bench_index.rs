@@ -364,7 +364,7 @@ async fn serve_api(
     token: Address,
 ) -> anyhow::Result<(String, String)> {
     use streampay_relayer::{
-        api::{self, AppState, Contract, Inner, Settings},
+        api::{self, AppState, Deployment, Inner, Settings},
         pipeline::Sponsors,
         store::Store,
     };
@@ -379,7 +379,13 @@ async fn serve_api(
         store,
         provider: streampay_relayer::chain::connect(&anvil.endpoint())?,
         chain_id,
-        contracts: vec![Contract { name: "USDC".into(), address: contract, token, token_decimals: 6, start_block: 0 }],
+        contracts: vec![Deployment {
+            name: "USDC".into(),
+            address: contract,
+            token,
+            token_decimals: 6,
+            start_block: 0,
+        }],
         sponsors: Sponsors::from_signers(vec![sponsor], chain_id),
         settings,
     });

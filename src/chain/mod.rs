@@ -2,6 +2,7 @@
 
 pub mod bindings;
 pub mod calls;
+pub mod deployment;
 pub mod eip712;
 pub mod revert;
 pub mod signature;
@@ -20,6 +21,7 @@ use alloy::{
 use anyhow::Context;
 
 pub use bindings::{IPermitToken, MockToken, StreamPay};
+pub use deployment::Deployment;
 
 /// What stands in for the RPC URL in every message, answer and log line. Providers put their
 /// API key in the URL (path, query or user info), so no part of it is ever shown, not even the

@@ -135,7 +135,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         admin_jwt_secret: Some(Secret::new(admin_jwt_secret)),
         listen: args.listen,
         database_url: Some(Secret::new(database_url.clone())),
-        rpc_url: Some(crate::config::Secret::new(rpc_url.clone())),
+        rpc_url: Some(crate::secret::Secret::new(rpc_url.clone())),
         deployments_file: deployment_file,
         sponsor_keys: vec![Secret::new(DEV_SPONSOR_KEY)],
         log_format: LogFormat::Text,
@@ -176,7 +176,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
     let contract = state.contracts.first().context("no deployment")?.clone();
     let demo = demo_wallet(&root.join(".dev/demo-wallet.key"))?;
     let wallet_provider = ProviderBuilder::new().wallet(sponsor.clone()).connect_http(
-        config.rpc_url.as_ref().map(crate::config::Secret::expose).unwrap_or_default().parse().context("rpc url")?,
+        config.rpc_url.as_ref().map(crate::secret::Secret::expose).unwrap_or_default().parse().context("rpc url")?,
     );
     let token = MockToken::new(contract.token, &wallet_provider);
     let unit = U256::from(10u64).pow(U256::from(contract.token_decimals));
@@ -216,7 +216,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
         addr = contract.address,
         token_addr = contract.token,
         dec = contract.token_decimals,
-        rpc = config.rpc_url.as_ref().map(crate::config::Secret::expose).unwrap_or_default(),
+        rpc = config.rpc_url.as_ref().map(crate::secret::Secret::expose).unwrap_or_default(),
         bal = format_units(held, contract.token_decimals.into()),
         db = config.database_url.as_ref().map(Secret::expose).unwrap_or_default(),
     );

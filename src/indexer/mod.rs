@@ -183,7 +183,7 @@ pub fn spawn_all(
     source: RpcLogSource,
     pool: PgPool,
     chain_id: u64,
-    deployments: &[crate::config::Deployment],
+    deployments: &[crate::chain::Deployment],
     cfg: IndexerConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {

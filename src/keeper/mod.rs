@@ -43,7 +43,7 @@ use anyhow::Context;
 use sqlx::Row;
 
 use crate::{
-    api::{AppState, Contract},
+    api::{AppState, Deployment},
     chain::StreamPay,
     indexer::store::{address, i256, u256},
     observability,
@@ -304,7 +304,7 @@ impl Keeper {
         Ok(watched)
     }
 
-    async fn pass_contract(&self, contract: &Contract, pass: &mut Pass) -> anyhow::Result<()> {
+    async fn pass_contract(&self, contract: &Deployment, pass: &mut Pass) -> anyhow::Result<()> {
         let watched = self.watched(contract.address).await?;
         metrics::gauge!(observability::KEEPER_WATCHED, "contract" => contract.name.clone()).set(watched.len() as f64);
         let mut queued = 0;

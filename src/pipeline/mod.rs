@@ -37,7 +37,7 @@ use anyhow::Context;
 use tokio::sync::{Notify, oneshot};
 
 use crate::{
-    config::Secret,
+    secret::Secret,
     store::{AttemptKind, NewTransaction, SignedAttempt, Store, TxStatus},
 };
 pub use fees::Fees;

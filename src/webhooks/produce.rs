@@ -30,7 +30,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
-    api::{AppState, Contract},
+    api::{AppState, Deployment},
     indexer::Rates,
 };
 
@@ -128,7 +128,7 @@ fn number(text: Option<String>) -> U256 {
 }
 
 /// Turns the next confirmed events of `contract` into outbox rows; `true` if there may be more.
-async fn contract_events(state: &AppState, contract: &Contract) -> anyhow::Result<bool> {
+async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Result<bool> {
     let chain_id = state.chain_id as i64;
     let confirmations = state.settings.webhooks.confirmations;
     let mut tx = state.store.pool().begin().await?;

@@ -22,7 +22,7 @@ use alloy::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
-    api::{self, AppState, Contract, Inner, Settings},
+    api::{self, AppState, Deployment, Inner, Settings},
     chain::{self, MockToken, StreamPay},
     dev::postgres::{PgCluster, free_port},
     pipeline::Sponsors,
@@ -178,7 +178,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         store: store.clone(),
         provider: provider.clone(),
         chain_id,
-        contracts: vec![Contract {
+        contracts: vec![Deployment {
             name: "USDC".into(),
             address: contract,
             token,

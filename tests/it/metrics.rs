@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
     api::Settings,
-    config::Secret,
     indexer::{Indexer, IndexerConfig, RpcLogSource},
+    secret::Secret,
 };
 
 use crate::harness::{TestApp, assert_error, spawn_app, spawn_app_with, spawn_app_with_block_time, wallet};

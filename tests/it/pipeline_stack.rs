@@ -20,7 +20,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
-    api::{self, AppState, Contract, Inner, Settings},
+    api::{self, AppState, Deployment, Inner, Settings},
     chain::{self, MockToken, StreamPay},
     dev::postgres::{PgCluster, free_port},
     pipeline::{PipelineSettings, Sponsors},
@@ -186,7 +186,7 @@ impl Stack {
             store,
             provider: self.provider.clone(),
             chain_id: self.chain_id,
-            contracts: vec![Contract {
+            contracts: vec![Deployment {
                 name: "USDC".into(),
                 address: self.contract,
                 token: self.token,
