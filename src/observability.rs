@@ -23,7 +23,6 @@ use alloy::{
 };
 use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::Row;
 
 use crate::{api::AppState, indexer::IndexReader};
 
@@ -223,21 +222,12 @@ pub async fn refresh_gauges(state: &AppState) {
 }
 
 async fn refresh(state: &AppState) -> anyhow::Result<()> {
-    let rows = sqlx::query(
-        "SELECT sponsor, status, count(*) FROM relay_transactions
-         WHERE chain_id = $1 AND status IN ('pending', 'submitted', 'mined') GROUP BY sponsor, status",
-    )
-    .bind(i64::try_from(state.chain_id)?)
-    .fetch_all(state.store.pool())
-    .await?;
+    let rows = state.store.queue_depth(state.chain_id).await?;
     // Every configured sponsor × state gets a value (0 included), so a drained queue reads 0
     // rather than its last non-zero depth.
     for sponsor in state.sponsors.addresses() {
         for status in ["pending", "submitted", "mined"] {
-            let n = rows
-                .iter()
-                .find(|r| r.get::<&[u8], _>(0) == sponsor.as_slice() && r.get::<&str, _>(1) == status)
-                .map_or(0, |r| r.get::<i64, _>(2));
+            let n = rows.iter().find(|r| r.sponsor == *sponsor && r.status == status).map_or(0, |r| r.count);
             metrics::gauge!(QUEUE_DEPTH, "sponsor" => sponsor.to_checksum(None), "state" => status).set(n as f64);
         }
     }

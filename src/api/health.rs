@@ -178,7 +178,7 @@ async fn probe(state: &AppState) -> (StatusCode, Json<Health>) {
     let settings = &state.settings.health;
     let t = settings.check_timeout;
 
-    let database = timed(t, async { sqlx::query("SELECT 1").execute(state.store.pool()).await.map(|_| ()) });
+    let database = timed(t, state.store.check());
     let rpc = timed(t, async {
         let (id, head) = tokio::try_join!(state.provider.get_chain_id(), state.provider.get_block_number())?;
         Ok::<_, alloy::transports::TransportError>((id, head))

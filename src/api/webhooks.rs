@@ -15,9 +15,9 @@ use super::{
     discovery::ErrorBody,
     extract::{ApiJson, ApiKey, ApiQuery},
 };
-use crate::webhooks::{
-    EVENT_TYPES,
-    store::{self, Delivery, Endpoint},
+use crate::{
+    store::webhooks::{self as store, Delivery, Endpoint},
+    webhooks::EVENT_TYPES,
 };
 
 /// Longest URL accepted.

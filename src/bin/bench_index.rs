@@ -29,14 +29,14 @@ use alloy::{
 };
 use anyhow::Context;
 use futures::{StreamExt, stream};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use streampay_relayer::{
     chain::{MockToken, StreamPay},
     dev::postgres::{PgCluster, free_port},
-    indexer::{
-        IndexReader, Indexer, IndexerConfig, RpcLogSource,
-        events::decode_logs,
-        store::{EVENT_COLUMNS, Scope, copy_text},
+    indexer::{IndexReader, Indexer, IndexerConfig, RpcLogSource, events::decode_logs},
+    store::{
+        Store,
+        index::{Scope, copy_text, events},
     },
 };
 
@@ -120,15 +120,9 @@ async fn main() -> anyhow::Result<()> {
         cluster.ensure_database(&db).await?;
         let baseline_pool = pool(&cluster, &db).await?;
         let text = copy_text(scope, &events);
-        let mut conn = baseline_pool.acquire().await?;
         let t = Instant::now();
-        let mut tx = conn.begin().await?;
-        let mut copy = tx.copy_in_raw(&format!("COPY idx_events ({EVENT_COLUMNS}) FROM STDIN")).await?;
-        copy.send(text.into_bytes()).await?;
-        let copied = copy.finish().await?;
-        tx.commit().await?;
+        let copied = events::copy_committed(&baseline_pool, text).await?;
         copy_runs.push(t.elapsed().as_secs_f64());
-        drop(conn);
         baseline_pool.close().await;
 
         let db = format!("index{round}");
@@ -138,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         indexer.sync_to_head().await?;
         backfill_runs.push(t.elapsed().as_secs_f64());
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(&p).await?;
+        let stored = events::count_all(&p).await?;
         anyhow::ensure!(stored as u64 == copied, "backfill stored {stored} events, COPY {copied}");
         eprintln!("round {round}: COPY {:.2} s, backfill {:.2} s", copy_runs[round], backfill_runs[round]);
         if let Some(old) = index_pool.replace(p) {
@@ -444,7 +438,7 @@ fn chain_provider(url: &str) -> DynProvider {
 
 async fn pool(cluster: &PgCluster, db: &str) -> anyhow::Result<PgPool> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(40).connect(&cluster.url(db)).await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
+    Store::from_pool(pool.clone()).migrate().await?;
     Ok(pool)
 }
 

@@ -6,9 +6,11 @@
 //! | [`source`] | the [`LogSource`] trait in front of the RPC, and its alloy implementation |
 //! | [`events`] | decoding logs into [`Event`]s and their flat row in `idx_events` |
 //! | [`derive`] | the contract's accounting re-computed from events, with an undo journal |
-//! | [`store`] | one transaction per batch: COPY of events, derived rows, block hashes, checkpoint; rollback |
 //! | [`sync`] | the loop: adaptive-range backfill, head following, reorg detection |
 //! | [`read`] | the read model the API serves: balance, subscriptions, incoming streams, nonce, lag |
+//!
+//! Its tables are written and read through [`crate::store::index`]: one transaction per batch
+//! (COPY of events, derived rows, block hashes, checkpoint), the rollback, and the reads.
 //!
 //! Flow: far behind the head (more than `reorg_window` blocks) ranges are final, so the
 //! backfill fetches `eth_getLogs` over adaptive ranges ahead of the writer and commits each
@@ -21,7 +23,6 @@ pub mod derive;
 pub mod events;
 pub mod read;
 pub mod source;
-pub mod store;
 pub mod sync;
 
 use std::{sync::Arc, time::Duration, time::SystemTime};

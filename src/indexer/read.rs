@@ -21,12 +21,9 @@ use std::{
 
 use alloy::primitives::{Address, I256, U256};
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use super::{
-    derive::AccountState,
-    store::{address, i256, u256},
-};
+use crate::store::index::{self as db, read::StreamsOf};
 
 /// The indexed head of one deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,17 +94,7 @@ pub struct Lag {
 }
 
 /// Channel the indexer notifies after each commit or rollback (payload `chain:contract:block`).
-pub const NOTIFY_CHANNEL: &str = "streampay_index";
-
-/// Index commits and rollbacks made by this process. They count in every cache's generation at
-/// once, so a read after a commit made here (the indexer of this replica, a read-your-writes
-/// catch-up) never sees an older cached answer, whatever the NOTIFY's delivery time.
-static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
-
-/// Called after every committed index change (see [`LOCAL_COMMITS`]).
-pub fn note_local_commit() {
-    LOCAL_COMMITS.fetch_add(1, Ordering::AcqRel);
-}
+pub use crate::store::index::NOTIFY_CHANNEL;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
@@ -136,9 +123,10 @@ struct ReadCache {
 const CACHE_MAX_ENTRIES: usize = 200_000;
 
 impl ReadCache {
-    /// The generation answers are cached under: notifications received plus commits made here.
+    /// The generation answers are cached under: notifications received plus commits made here
+    /// ([`db::local_commits`]), so a read after a local commit never sees an older cached answer.
     fn current(&self) -> u64 {
-        self.generation.load(Ordering::Acquire).wrapping_add(LOCAL_COMMITS.load(Ordering::Acquire))
+        self.generation.load(Ordering::Acquire).wrapping_add(db::local_commits())
     }
 
     fn get(&self, key: &CacheKey) -> Option<Cached> {
@@ -224,23 +212,9 @@ impl IndexReader {
         }
     }
 
-    fn chain(&self) -> i64 {
-        self.chain_id as i64
-    }
-
     /// The indexed head, `None` before the first checkpoint.
     pub async fn head(&self, contract: Address) -> anyhow::Result<Option<IndexedHead>> {
-        let row = sqlx::query(
-            "SELECT block_number, block_timestamp FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2",
-        )
-        .bind(self.chain())
-        .bind(contract.as_slice())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| IndexedHead {
-            block_number: r.get::<i64, _>(0) as u64,
-            block_timestamp: r.get::<i64, _>(1) as u64,
-        }))
+        Ok(db::read::head(&self.pool, self.chain_id, contract).await?.map(IndexedHead::from))
     }
 
     /// `balanceOf` / `signedBalanceOf` / `accountInfo` of `account` at the indexed head.
@@ -259,28 +233,11 @@ impl IndexReader {
     }
 
     async fn balance_db(&self, contract: Address, account: Address) -> anyhow::Result<Option<AccountView>> {
-        let row = sqlx::query(
-            "SELECT c.block_number, c.block_timestamp, a.balance::text, a.income_rate::text, a.outgoing_rate::text, a.updated \
-             FROM idx_checkpoints c LEFT JOIN idx_accounts a \
-               ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3 \
-             WHERE c.chain_id = $1 AND c.contract = $2",
-        )
-        .bind(self.chain())
-        .bind(contract.as_slice())
-        .bind(account.as_slice())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        let head = IndexedHead { block_number: r.get::<i64, _>(0) as u64, block_timestamp: r.get::<i64, _>(1) as u64 };
-        let state = match r.get::<Option<&str>, _>(2) {
-            Some(balance) => AccountState {
-                balance: i256(balance)?,
-                income_rate: u256(r.get(3))?,
-                outgoing_rate: u256(r.get(4))?,
-                updated: r.get::<i64, _>(5) as u64,
-            },
-            None => AccountState::default(),
+        let Some((head, state)) = db::read::account(&self.pool, self.chain_id, contract, account).await? else {
+            return Ok(None);
         };
+        let head = IndexedHead::from(head);
+        let state = state.unwrap_or_default();
         let live = state.live_balance(head.block_timestamp);
         Ok(Some(AccountView {
             account,
@@ -301,7 +258,7 @@ impl IndexReader {
         if let Some(Cached::Subscriptions(v)) = hit {
             return Ok(Some(v));
         }
-        let (streams, head, _) = self.streams(contract, "subscriber", subscriber, "s.position").await?;
+        let (streams, head, _) = self.streams(contract, StreamsOf::Subscriber, subscriber).await?;
         let v = head.map(|head| Subscriptions { streams, head });
         if let Some(v) = &v {
             self.store(key, read_at, Cached::Subscriptions(v.clone()));
@@ -320,8 +277,7 @@ impl IndexReader {
         if let Some(Cached::Incoming(v)) = hit {
             return Ok(Some(v));
         }
-        let (streams, head, income_rate) =
-            self.streams(contract, "author", author, "s.since_block, s.subscriber").await?;
+        let (streams, head, income_rate) = self.streams(contract, StreamsOf::Author, author).await?;
         let Some(head) = head else { return Ok(None) };
         let streams_income_rate = streams.iter().map(|s| s.income_rate).fold(U256::ZERO, |a, b| a + b);
         let v = IncomingStreams { author, streams, streams_income_rate, income_rate, head };
@@ -336,101 +292,57 @@ impl IndexReader {
         if let Some(Cached::Nonce(v)) = hit {
             return Ok(v);
         }
-        let n: Option<String> = sqlx::query_scalar(
-            "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
-             AND nonce_type = 0 AND selector = '\\x00000000'::bytea",
-        )
-        .bind(self.chain())
-        .bind(contract.as_slice())
-        .bind(account.as_slice())
-        .fetch_optional(&self.pool)
-        .await?;
-        let v = n.as_deref().map(u256).transpose()?.unwrap_or_default();
+        let v = db::read::account_nonce(&self.pool, self.chain_id, contract, account).await?.unwrap_or_default();
         self.store(key, read_at, Cached::Nonce(v));
         Ok(v)
     }
 
     /// `bySigSelectorNonces(account, selector)`.
     pub async fn selector_nonce(&self, contract: Address, account: Address, selector: [u8; 4]) -> anyhow::Result<U256> {
-        let n: Option<String> = sqlx::query_scalar(
-            "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
-             AND nonce_type = 1 AND selector = $4",
-        )
-        .bind(self.chain())
-        .bind(contract.as_slice())
-        .bind(account.as_slice())
-        .bind(selector.as_slice())
-        .fetch_optional(&self.pool)
-        .await?;
-        n.as_deref().map(u256).transpose().map(Option::unwrap_or_default)
+        Ok(db::read::selector_nonce(&self.pool, self.chain_id, contract, account, selector).await?.unwrap_or_default())
     }
 
     /// Indexed head vs the chain head last seen by the indexer; `None` before the first run.
     pub async fn lag(&self, contract: Address) -> anyhow::Result<Option<Lag>> {
-        let row = sqlx::query(
-            "SELECT block_number, chain_head, EXTRACT(EPOCH FROM (now() - updated_at))::float8 FROM idx_checkpoints \
-             WHERE chain_id = $1 AND contract = $2",
-        )
-        .bind(self.chain())
-        .bind(contract.as_slice())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| {
-            let (indexed, head) = (r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64);
-            Lag {
-                indexed_block: indexed,
-                chain_head: head.max(indexed),
-                blocks: head.saturating_sub(indexed),
-                since_update: Duration::from_secs_f64(r.get::<f64, _>(2).max(0.0)),
-            }
+        Ok(db::read::checkpoint_age(&self.pool, self.chain_id, contract).await?.map(|c| Lag {
+            indexed_block: c.indexed_block,
+            chain_head: c.chain_head.max(c.indexed_block),
+            blocks: c.chain_head.saturating_sub(c.indexed_block),
+            since_update: c.since_update,
         }))
     }
 
-    /// One statement (one snapshot): the checkpoint, the account's income rate, and the streams
-    /// where `column` is `who` (a row of NULL stream columns when there are none).
+    /// The checkpoint, the account's income rate, and the streams on `side` of `who`, read in
+    /// one statement (see [`db::read::streams`]).
     async fn streams(
         &self,
         contract: Address,
-        column: &str,
+        side: StreamsOf,
         who: Address,
-        order: &str,
     ) -> anyhow::Result<(Vec<StreamView>, Option<IndexedHead>, U256)> {
-        let sql = format!(
-            "SELECT c.block_number, c.block_timestamp, a.income_rate::text, s.subscriber, s.author, s.encoded_rates::text, \
-             s.income_rate::text, s.outgoing_rate::text, s.project_id, s.since_block, s.since_timestamp \
-             FROM idx_checkpoints c \
-             LEFT JOIN idx_accounts a ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3 \
-             LEFT JOIN idx_streams s ON s.chain_id = c.chain_id AND s.contract = c.contract AND s.{column} = $3 \
-             WHERE c.chain_id = $1 AND c.contract = $2 ORDER BY {order}"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(self.chain())
-            .bind(contract.as_slice())
-            .bind(who.as_slice())
-            .fetch_all(&self.pool)
-            .await?;
-        let Some(first) = rows.first() else { return Ok((Vec::new(), None, U256::ZERO)) };
-        let head =
-            IndexedHead { block_number: first.get::<i64, _>(0) as u64, block_timestamp: first.get::<i64, _>(1) as u64 };
-        let income = first.get::<Option<&str>, _>(2).map(u256).transpose()?.unwrap_or_default();
+        let Some((head, income, rows)) = db::read::streams(&self.pool, self.chain_id, contract, side, who).await?
+        else {
+            return Ok((Vec::new(), None, U256::ZERO));
+        };
         let streams = rows
-            .iter()
-            .filter(|r| r.get::<Option<&[u8]>, _>(3).is_some())
-            .map(stream_view)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok((streams, Some(head), income))
+            .into_iter()
+            .map(|r| StreamView {
+                subscriber: r.subscriber,
+                author: r.author,
+                encoded_rates: r.encoded_rates,
+                income_rate: r.income_rate,
+                outgoing_rate: r.outgoing_rate,
+                project_id: r.project_id,
+                since_block: r.since_block,
+                since_timestamp: r.since_timestamp,
+            })
+            .collect();
+        Ok((streams, Some(head.into()), income))
     }
 }
 
-fn stream_view(r: &sqlx::postgres::PgRow) -> anyhow::Result<StreamView> {
-    Ok(StreamView {
-        subscriber: address(r.get(3))?,
-        author: address(r.get(4))?,
-        encoded_rates: u256(r.get(5))?,
-        income_rate: u256(r.get(6))?,
-        outgoing_rate: u256(r.get(7))?,
-        project_id: r.get::<i64, _>(8) as u64,
-        since_block: r.get::<i64, _>(9) as u64,
-        since_timestamp: r.get::<i64, _>(10) as u64,
-    })
+impl From<db::read::Head> for IndexedHead {
+    fn from(h: db::read::Head) -> Self {
+        Self { block_number: h.block_number, block_timestamp: h.block_timestamp }
+    }
 }

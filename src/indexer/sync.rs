@@ -16,12 +16,8 @@ use futures::{StreamExt, stream::FuturesOrdered};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
-use super::{
-    IndexerConfig, IndexerStatus,
-    events::decode_logs,
-    source::LogSource,
-    store::{self, Batch, CommitError, Scope},
-};
+use super::{IndexerConfig, IndexerStatus, events::decode_logs, source::LogSource};
+use crate::store::index::{self as store, Batch, CommitError, Scope, lock};
 
 /// What one call of [`Indexer::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +87,11 @@ impl<S: LogSource> Indexer<S> {
     /// with a relayed call's receipt when no indexer runs for the deployment.
     pub async fn catch_up_if_idle(&self) -> anyhow::Result<bool> {
         let mut conn = self.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(self.scope.lock_key())
-            .fetch_one(&mut *conn)
-            .await?;
-        if !got {
+        if !lock::try_lock(&mut conn, self.scope).await? {
             return Ok(false);
         }
         let result = self.sync_to_head().await;
-        let unlocked =
-            sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
+        let unlocked = lock::unlock(&mut conn, self.scope).await;
         if unlocked.is_err() {
             drop(conn.detach()); // closing the session frees the lock
         }
@@ -111,10 +102,9 @@ impl<S: LogSource> Indexer<S> {
     /// races another indexer of the same deployment.
     pub async fn sync_to_head_exclusive(&self) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?;
-        sqlx::query("SELECT pg_advisory_lock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await?;
+        lock::lock(&mut conn, self.scope).await?;
         let result = self.sync_to_head().await;
-        let unlocked =
-            sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut *conn).await;
+        let unlocked = lock::unlock(&mut conn, self.scope).await;
         if unlocked.is_err() {
             drop(conn.detach());
         }
@@ -200,11 +190,7 @@ impl<S: LogSource> Indexer<S> {
         tokio::pin!(shutdown);
         let mut lock_conn = self.pool.acquire().await?.detach();
         loop {
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(self.scope.lock_key())
-                .fetch_one(&mut lock_conn)
-                .await?;
-            if got {
+            if lock::try_lock(&mut lock_conn, self.scope).await? {
                 break;
             }
             tokio::select! {
@@ -268,7 +254,7 @@ impl<S: LogSource> Indexer<S> {
                 }
             }
         }
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.scope.lock_key()).execute(&mut lock_conn).await;
+        let _ = lock::unlock(&mut lock_conn, self.scope).await;
         Ok(())
     }
 

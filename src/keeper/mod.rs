@@ -40,14 +40,12 @@ use alloy::{
     sol_types::SolCall,
 };
 use anyhow::Context;
-use sqlx::Row;
 
 use crate::{
     api::{AppState, Deployment},
     chain::StreamPay,
-    indexer::store::{address, i256, u256},
     observability,
-    store::NewTransaction,
+    store::{self, NewTransaction},
 };
 
 /// Tunables of the keeper (config section `[keeper]`).
@@ -208,12 +206,9 @@ impl Keeper {
             if let Some(c) = conn.as_mut() {
                 let check = if locked {
                     // Still connected, so still holding it.
-                    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *c).await.map(|_| true)
+                    store::keeper::still_connected(c).await
                 } else {
-                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                        .bind(&key)
-                        .fetch_one(&mut *c)
-                        .await
+                    store::keeper::try_lock(c, &key).await
                 };
                 match check {
                     Ok(true) => {
@@ -283,21 +278,14 @@ impl Keeper {
     /// Indexed accounts with outgoing streams and their predicted liquidation time.
     pub async fn watched(&self, contract: Address) -> anyhow::Result<Vec<Watched>> {
         let window = self.window(contract).await?;
-        let rows = sqlx::query(
-            "SELECT account, balance::text, income_rate::text, outgoing_rate::text, updated FROM idx_accounts
-             WHERE chain_id = $1 AND contract = $2 AND outgoing_rate > 0",
-        )
-        .bind(i64::try_from(self.state.chain_id)?)
-        .bind(contract.as_slice())
-        .fetch_all(self.state.store.pool())
-        .await
-        .context("Failed to read the indexed accounts")?;
+        let rows =
+            store::keeper::accounts_with_outgoing_streams(self.state.store.pool(), self.state.chain_id, contract)
+                .await
+                .context("Failed to read the indexed accounts")?;
         let mut watched = Vec::new();
         for r in rows {
-            let updated = u64::try_from(r.get::<i64, _>(4))?;
-            let (balance, income, outgoing) = (i256(r.get(1))?, u256(r.get(2))?, u256(r.get(3))?);
-            if let Some(due) = liquidatable_at(balance, income, outgoing, updated, window) {
-                watched.push(Watched { account: address(r.get(0))?, updated, due });
+            if let Some(due) = liquidatable_at(r.balance, r.income_rate, r.outgoing_rate, r.updated, window) {
+                watched.push(Watched { account: r.account, updated: r.updated, due });
             }
         }
         watched.sort_by_key(|w| (w.due, w.account));
@@ -396,38 +384,16 @@ impl Keeper {
     /// The keeper's spend since UTC midnight, wei: its rows' gas used (gas limit while in flight)
     /// at their latest attempt's max fee.
     async fn spent_today(&self) -> anyhow::Result<U256> {
-        let spent: String = sqlx::query_scalar(
-            "SELECT coalesce(sum(coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric), 0)::text
-             FROM relay_transactions t
-             JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
-                           ORDER BY id DESC LIMIT 1) l ON true
-             WHERE t.chain_id = $1 AND t.api_key_id IS NULL AND t.signer = $2
-               AND t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
-        )
-        .bind(i64::try_from(self.state.chain_id)?)
-        .bind(self.sponsor.as_slice())
-        .fetch_one(self.state.store.pool())
-        .await
-        .context("Failed to total the keeper's spend")?;
-        spent.split('.').next().unwrap_or("0").parse::<U256>().context("keeper spend is not an integer")
+        store::keeper::spent_today(self.state.store.pool(), self.state.chain_id, self.sponsor)
+            .await
+            .context("Failed to total the keeper's spend")
     }
 
     /// Whether a liquidation of this episode is queued, in flight or done.
     async fn in_hand(&self, contract: Address, calldata: &[u8], updated: u64) -> anyhow::Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 FROM relay_transactions
-             WHERE chain_id = $1 AND contract = $2 AND api_key_id IS NULL AND calldata = $3 AND meta_nonce = $4
-               AND status NOT IN ('failed', 'expired', 'replaced')
-             LIMIT 1",
-        )
-        .bind(i64::try_from(self.state.chain_id)?)
-        .bind(contract.as_slice())
-        .bind(calldata)
-        .bind(i64::try_from(updated)?)
-        .fetch_optional(self.state.store.pool())
-        .await
-        .context("Failed to look for a queued liquidation")?;
-        Ok(row.is_some())
+        store::keeper::liquidation_in_hand(self.state.store.pool(), self.state.chain_id, contract, calldata, updated)
+            .await
+            .context("Failed to look for a queued liquidation")
     }
 }
 

@@ -1,5 +1,6 @@
-//! Postgres state. Queries are plain `sqlx::query` checked at runtime, so building the crate
-//! needs no database. Addresses and hashes are stored as raw bytes.
+//! Postgres state: every SQL statement of the relayer lives in this module, organised by
+//! aggregate. Queries are plain `sqlx::query` checked at runtime, so building the crate needs no
+//! database. Addresses and hashes are stored as raw bytes.
 //!
 //! - [`keys`]: API keys (hashed): scopes, expiry, allowlist, rate limit, rotation, and the sponsors
 //!   each may use.
@@ -9,14 +10,25 @@
 //! - [`idempotency`]: first answers to `Idempotency-Key` requests, for replay.
 //! - [`notify`]: in-memory caches kept exact by Postgres `NOTIFY`.
 //! - [`history`]: references, history queries, sponsor spend and sponsor policies.
+//! - [`admission`]: per-key admission reservations.
+//! - [`index`]: the indexer's tables: batch commits (COPY), derived rows, undo journal, rollback,
+//!   the writer's advisory lock, and the read model's queries.
+//! - [`webhooks`]: endpoints and the delivery log as the API serves them, the producer's outbox
+//!   and cursors, fan-out and the claim and record of deliveries.
+//! - [`keeper`]: the keeper's replica lock, watched accounts, daily spend, queued liquidations.
+//! - `probes`: the `/health` round trip and the queue-depth gauge.
 
 mod admission;
 mod history;
 mod idempotency;
+pub mod index;
+pub mod keeper;
 mod keys;
 mod nonces;
 pub mod notify;
+mod probes;
 mod transactions;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -30,6 +42,7 @@ pub use keys::{
     ApiKeyRecord, Environment, KeyChange, KeyInfo, KeyLookup, KeySpec, NewApiKey, Scope, hash_api_key, parse_cidr,
 };
 pub use nonces::{Claim, NonceScope, NonceStatus};
+pub use probes::QueueDepth;
 pub use transactions::{AttemptKind, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus};
 
 /// Handle to the relayer's database; cheap to clone.
@@ -60,10 +73,5 @@ impl Store {
     /// Applies the migrations in `migrations/` (embedded at build time).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations").run(&self.pool).await.context("Failed to run migrations")
-    }
-
-    /// Whether the database answers, for `/health`.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 }

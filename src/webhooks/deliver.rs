@@ -20,13 +20,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use alloy::primitives::{Address, B256};
 use anyhow::Context;
 use serde_json::{Value, json};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::WebhookSettings;
-use crate::api::{API_VERSION, AppState};
+use crate::{
+    api::{API_VERSION, AppState},
+    store::webhooks::delivery::{self, Due},
+};
 
 /// The delivery loop: fan out, then start what is due; sleeps `poll_interval` when idle.
 ///
@@ -133,59 +135,40 @@ pub fn private_target(url: &reqwest::Url) -> Option<String> {
     (name == "localhost" || name.ends_with(".localhost")).then(|| format!("{host} is this machine"))
 }
 
-fn checksum_bytes(b: Vec<u8>) -> String {
-    Address::from_slice(&b).to_checksum(None)
-}
-
 /// The `data` of a `transaction.*` event, from its relay_transactions row.
 async fn transaction_data(state: &AppState, id: i64) -> anyhow::Result<Value> {
-    let r = sqlx::query(
-        "SELECT id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number, failure,
-                revert_reason
-         FROM relay_transactions WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(state.store.pool())
-    .await
-    .context("Failed to read the relayed transaction of a webhook event")?;
+    let r = delivery::relayed_transaction(state.store.pool(), id)
+        .await
+        .context("Failed to read the relayed transaction of a webhook event")?;
     // A row deleted since (never by the relayer itself) must not block the outbox.
     let Some(r) = r else { return Ok(json!({ "transaction_id": id })) };
-    let contract = Address::from_slice(&r.get::<Vec<u8>, _>("contract"));
+    let contract = r.contract;
     let name = state.contracts.iter().find(|c| c.address == contract).map(|c| c.name.clone());
     Ok(json!({
-        "transaction_id": r.get::<i64, _>("id"),
+        "transaction_id": r.id,
         "contract": name,
         "contract_address": contract.to_checksum(None),
-        "from": checksum_bytes(r.get("signer")),
-        "nonce": r.get::<i64, _>("meta_nonce"),
-        "sponsor": checksum_bytes(r.get("sponsor")),
-        "transaction_hash": B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")).to_string(),
-        "state": r.get::<String, _>("status"),
-        "block_number": r.get::<Option<i64>, _>("block_number"),
-        "gas_used": r.get::<Option<i64>, _>("gas_used"),
-        "failure": r.get::<Option<String>, _>("failure"),
-        "revert_reason": r.get::<Option<String>, _>("revert_reason"),
+        "from": r.signer.to_checksum(None),
+        "nonce": r.meta_nonce,
+        "sponsor": r.sponsor.to_checksum(None),
+        "transaction_hash": r.tx_hash.to_string(),
+        "state": r.status,
+        "block_number": r.block_number,
+        "gas_used": r.gas_used,
+        "failure": r.failure,
+        "revert_reason": r.revert_reason,
     }))
 }
 
 /// Creates the deliveries of up to 100 events; returns how many events it handled.
 pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
     let mut tx = state.store.pool().begin().await?;
-    let events = sqlx::query(
-        "SELECT id, type, api_key_id, sponsor, transaction_id, data,
-                extract(epoch FROM created_at)::BIGINT AS created
-         FROM webhook_events WHERE NOT fanned_out AND chain_id = $1
-         ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(state.chain_id as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .context("Failed to read the webhook outbox")?;
+    let events = delivery::lock_pending_events(&mut tx, state.chain_id as i64)
+        .await
+        .context("Failed to read the webhook outbox")?;
     for e in &events {
-        let id: i64 = e.get("id");
-        let event_type: String = e.get("type");
-        let transaction_id: Option<i64> = e.get("transaction_id");
-        let data = match (e.get::<Option<Value>, _>("data"), transaction_id) {
+        let (id, event_type) = (e.id, &e.event_type);
+        let data = match (e.data.clone(), e.transaction_id) {
             (Some(d), _) => d,
             (None, Some(t)) => transaction_data(state, t).await?,
             (None, None) => json!({}),
@@ -193,52 +176,17 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
         let payload = json!({
             "id": format!("evt_{id}"),
             "type": event_type,
-            "created": e.get::<i64, _>("created"),
+            "created": e.created,
             "api_version": API_VERSION,
             "chain_id": state.chain_id,
             "data": data,
         })
         .to_string();
-        sqlx::query("UPDATE webhook_events SET data = $2, payload = $3, fanned_out = true WHERE id = $1")
-            .bind(id)
-            .bind(&data)
-            .bind(&payload)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, next_attempt_at)
-             SELECT ep.id, $1, 'pending', now() FROM webhook_endpoints ep
-             WHERE ep.deleted_at IS NULL AND $2 = ANY(ep.events)
-               AND ep.created_at <= (SELECT created_at FROM webhook_events WHERE id = $1)
-               AND api_key_family_live(ep.api_key_id)
-               AND ($3::BIGINT IS NULL OR ep.api_key_id IN (SELECT api_key_family($4)))
-               AND ($5::BYTEA IS NULL OR EXISTS (
-                   SELECT 1 FROM api_key_sponsors s WHERE s.api_key_id = ep.api_key_id AND s.sponsor = $5))
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(&event_type)
-        .bind(transaction_id)
-        .bind(e.get::<Option<i64>, _>("api_key_id"))
-        .bind(e.get::<Option<Vec<u8>>, _>("sponsor"))
-        .execute(&mut *tx)
-        .await
-        .context("Failed to create deliveries")?;
+        delivery::mark_fanned_out(&mut tx, id, &data, &payload).await?;
+        delivery::create_deliveries(&mut tx, e).await.context("Failed to create deliveries")?;
     }
     tx.commit().await?;
     Ok(events.len())
-}
-
-struct Due {
-    id: i64,
-    endpoint_id: i64,
-    attempt: i32,
-    event_id: i64,
-    event_type: String,
-    url: String,
-    secret: String,
-    deleted: bool,
-    payload: String,
 }
 
 /// What one attempt came to.
@@ -260,54 +208,12 @@ impl Outcome {
 /// expired, deleted), comes back marked `deleted` and is canceled, never sent.
 async fn claim_due(pool: &PgPool, settings: &WebhookSettings, limit: i64, skip: &[i64]) -> anyhow::Result<Vec<Due>> {
     let lease_ms = (settings.timeout + Duration::from_secs(30)).as_millis() as i64;
-    let rows = sqlx::query(
-        "WITH candidates AS (
-             SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
-             WHERE state = 'pending' AND next_attempt_at <= now() AND NOT (endpoint_id = ANY($3))
-             ORDER BY next_attempt_at, id LIMIT $1 * 8 FOR UPDATE SKIP LOCKED),
-         picked AS (
-             SELECT id FROM (SELECT DISTINCT ON (endpoint_id) id, next_attempt_at FROM candidates
-                             ORDER BY endpoint_id, next_attempt_at, id) first_of_each
-             ORDER BY next_attempt_at, id LIMIT $1)
-         UPDATE webhook_deliveries d
-         SET attempts = d.attempts + 1, next_attempt_at = now() + $2::FLOAT8 * INTERVAL '1 millisecond', updated_at = now()
-         FROM picked, webhook_endpoints ep, webhook_events ev
-         WHERE d.id = picked.id AND ep.id = d.endpoint_id AND ev.id = d.event_id
-         RETURNING d.id, d.endpoint_id, d.attempts, d.event_id, ev.type, ep.url, ep.secret,
-                   ep.deleted_at IS NOT NULL OR NOT api_key_family_live(ep.api_key_id) AS deleted, ev.payload",
-    )
-    .bind(limit)
-    .bind(lease_ms)
-    .bind(skip)
-    .fetch_all(pool)
-    .await
-    .context("Failed to claim due deliveries")?;
-    Ok(rows
-        .iter()
-        .map(|r| Due {
-            id: r.get("id"),
-            endpoint_id: r.get("endpoint_id"),
-            attempt: r.get("attempts"),
-            event_id: r.get("event_id"),
-            event_type: r.get("type"),
-            url: r.get("url"),
-            secret: r.get("secret"),
-            deleted: r.get("deleted"),
-            payload: r.get::<Option<String>, _>("payload").unwrap_or_default(),
-        })
-        .collect())
+    delivery::claim_due(pool, lease_ms, limit, skip).await.context("Failed to claim due deliveries")
 }
 
 async fn attempt(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSettings, d: Due) -> anyhow::Result<()> {
     if d.deleted {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET state = 'canceled', next_attempt_at = NULL, completed_at = now(),
-                 updated_at = now(), attempts = attempts - 1
-             WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(d.id)
-        .execute(pool)
-        .await?;
+        delivery::cancel_claimed(pool, d.id).await?;
         return Ok(());
     }
     let outcome = send(client, settings, &d).await;
@@ -324,30 +230,16 @@ async fn attempt(pool: &PgPool, client: &reqwest::Client, settings: &WebhookSett
     };
     // Only the claim that is still current records (a stale one, whose lease ran out and whose
     // delivery was claimed again, writes nothing). The delivery and its log change together.
-    let recorded = sqlx::query(
-        "WITH d AS (
-             UPDATE webhook_deliveries
-             SET state = $3, next_attempt_at = clock_timestamp() + $4::FLOAT8 * INTERVAL '1 millisecond',
-                 last_status_code = $5, last_error = $6, updated_at = now(),
-                 completed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE clock_timestamp() END
-             WHERE id = $1 AND attempts = $2 AND state = 'pending'
-             RETURNING id, next_attempt_at)
-         INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms, attempted_at,
-                                       next_attempt_at)
-         SELECT id, $2, $5, $6, $7, clock_timestamp() - $7::FLOAT8 * INTERVAL '1 millisecond', next_attempt_at FROM d
-         RETURNING id",
-    )
-    .bind(d.id)
-    .bind(d.attempt)
-    .bind(state)
-    .bind(next_ms)
-    .bind(outcome.status_code)
-    .bind(&outcome.error)
-    .bind(outcome.duration_ms)
-    .fetch_optional(pool)
-    .await
-    .context("Failed to record a webhook attempt")?;
-    if recorded.is_none() {
+    let record = delivery::AttemptRecord {
+        state,
+        next_ms,
+        status_code: outcome.status_code,
+        error: outcome.error.as_deref(),
+        duration_ms: outcome.duration_ms,
+    };
+    let recorded =
+        delivery::record_attempt(pool, d.id, d.attempt, record).await.context("Failed to record a webhook attempt")?;
+    if !recorded {
         return Ok(());
     }
     tracing::info!(

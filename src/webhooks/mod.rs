@@ -2,7 +2,6 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`store`] | endpoints, the events outbox, deliveries and their attempts (`migrations/0007_webhooks.sql`) |
 //! | [`produce`] | turning database state into outbox events: the index's confirmed contract events, sponsor balances, relayed transactions (a trigger writes those) |
 //! | [`deliver`] | fan-out of events to endpoints, signed HTTP deliveries, retries with exponential backoff |
 //!
@@ -17,7 +16,6 @@
 
 pub mod deliver;
 pub mod produce;
-pub mod store;
 
 use std::{net::IpAddr, time::Duration};
 

@@ -21,17 +21,17 @@
 use std::time::{Duration, Instant};
 
 use alloy::{
-    primitives::{Address, B256, U256},
+    primitives::{Address, U256},
     providers::Provider,
 };
 use anyhow::Context;
-use serde_json::{Value, json};
-use sqlx::{Postgres, Row, Transaction};
+use serde_json::json;
 
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
     api::{AppState, Deployment},
     indexer::Rates,
+    store::webhooks::outbox,
 };
 
 /// Events read per deployment per step.
@@ -85,34 +85,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// deliveries and attempt log go with them), and endpoints deleted longer ago than that.
 /// Returns how many events went.
 pub async fn prune(pool: &sqlx::PgPool, retention: Duration) -> anyhow::Result<u64> {
-    let ms = retention.as_millis() as i64;
-    let events = sqlx::query(
-        "DELETE FROM webhook_events ev
-         WHERE ev.fanned_out AND ev.created_at < now() - $1::FLOAT8 * INTERVAL '1 millisecond'
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id AND d.state = 'pending')",
-    )
-    .bind(ms)
-    .execute(pool)
-    .await
-    .context("Failed to prune webhook events")?
-    .rows_affected();
-    sqlx::query(
-        "DELETE FROM webhook_endpoints ep
-         WHERE ep.deleted_at < now() - $1::FLOAT8 * INTERVAL '1 millisecond'
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = ep.id AND d.state = 'pending')",
-    )
-    .bind(ms)
-    .execute(pool)
-    .await
-    .context("Failed to prune deleted webhook endpoints")?;
-    Ok(events)
-}
-
-/// Event types some live endpoint subscribes to (others are not written at all).
-async fn subscribed(tx: &mut Transaction<'_, Postgres>) -> anyhow::Result<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT DISTINCT unnest(events) FROM webhook_endpoints WHERE deleted_at IS NULL")
-        .fetch_all(&mut **tx)
-        .await?)
+    outbox::prune(pool, retention).await
 }
 
 fn checksum(a: Address) -> String {
@@ -132,29 +105,9 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
     let chain_id = state.chain_id as i64;
     let confirmations = state.settings.webhooks.confirmations;
     let mut tx = state.store.pool().begin().await?;
-    sqlx::query(
-        "INSERT INTO webhook_cursors (chain_id, contract, block_number, log_index) VALUES ($1, $2, -1, -1)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(chain_id)
-    .bind(contract.address.as_slice())
-    .execute(&mut *tx)
-    .await?;
     // The lock makes one replica at a time advance this deployment's cursor.
-    let cursor = sqlx::query(
-        "SELECT block_number, log_index FROM webhook_cursors WHERE chain_id = $1 AND contract = $2 FOR UPDATE",
-    )
-    .bind(chain_id)
-    .bind(contract.address.as_slice())
-    .fetch_one(&mut *tx)
-    .await?;
-    let (from_block, from_log): (i64, i32) = (cursor.get("block_number"), cursor.get("log_index"));
-    let head: Option<i64> =
-        sqlx::query_scalar("SELECT block_number FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2")
-            .bind(chain_id)
-            .bind(contract.address.as_slice())
-            .fetch_optional(&mut *tx)
-            .await?;
+    let (from_block, from_log) = outbox::lock_cursor(&mut tx, chain_id, contract.address).await?;
+    let head = outbox::indexed_block(&mut tx, chain_id, contract.address).await?;
     let Some(safe) = head.and_then(|h| u64::try_from(h).ok()).and_then(|h| h.checked_sub(confirmations)) else {
         return Ok(false);
     };
@@ -162,34 +115,24 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
     if (from_block, from_log) >= (safe, i32::MAX) {
         return Ok(false);
     }
-    let rows = sqlx::query(
-        "SELECT e.block_number, e.block_hash, e.block_timestamp, e.tx_hash, e.log_index, e.kind, e.a1, e.a2,
-                e.v1::TEXT AS v1, e.v2::TEXT AS v2, n.kind AS next_kind
-         FROM idx_events e
-         LEFT JOIN idx_events n ON n.chain_id = e.chain_id AND n.contract = e.contract
-              AND n.block_hash = e.block_hash AND n.log_index = e.log_index + 1
-         WHERE e.chain_id = $1 AND e.contract = $2 AND (e.block_number, e.log_index) > ($3, $4)
-               AND e.block_number <= $5 AND e.kind IN (1, 2, 3, 4)
-         ORDER BY e.block_number, e.log_index LIMIT $6",
+    let rows = outbox::events_after(
+        &mut tx,
+        chain_id,
+        contract.address,
+        (from_block, from_log),
+        safe,
+        &[1, 2, 3, 4],
+        CHAIN_BATCH,
     )
-    .bind(chain_id)
-    .bind(contract.address.as_slice())
-    .bind(from_block)
-    .bind(from_log)
-    .bind(safe)
-    .bind(CHAIN_BATCH)
-    .fetch_all(&mut *tx)
     .await
     .context("Failed to read indexed events")?;
     let more = rows.len() as i64 == CHAIN_BATCH;
-    let types = subscribed(&mut tx).await?;
+    let types = outbox::subscribed_types(&mut tx).await?;
     for r in &rows {
-        let block_hash = B256::from_slice(&r.get::<Vec<u8>, _>("block_hash"));
-        let log_index: i32 = r.get("log_index");
-        let (a1, a2) = (address(r.get("a1")), address(r.get("a2")));
-        let (v1, v2) = (number(r.get("v1")), number(r.get("v2")));
-        let kind: i16 = r.get("kind");
-        let next_kind: Option<i16> = r.get("next_kind");
+        let (block_hash, log_index) = (r.block_hash, r.log_index);
+        let (a1, a2) = (address(r.a1.clone()), address(r.a2.clone()));
+        let (v1, v2) = (number(r.v1.clone()), number(r.v2.clone()));
+        let (kind, next_kind) = (r.kind, r.next_kind);
         let (event_type, mut data) = match kind {
             1 if a1.is_zero() => ("deposit.completed", json!({"account": checksum(a2)})),
             1 if a2.is_zero() => ("withdrawal.completed", json!({"account": checksum(a1)})),
@@ -232,50 +175,21 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
         }
         data["contract"] = json!(contract.name);
         data["contract_address"] = json!(checksum(contract.address));
-        data["block_number"] = json!(r.get::<i64, _>("block_number"));
+        data["block_number"] = json!(r.block_number);
         data["block_hash"] = json!(block_hash.to_string());
-        data["block_timestamp"] = json!(r.get::<i64, _>("block_timestamp"));
-        data["transaction_hash"] = json!(B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")).to_string());
+        data["block_timestamp"] = json!(r.block_timestamp);
+        data["transaction_hash"] = json!(r.tx_hash.to_string());
         data["log_index"] = json!(log_index);
         let key = format!("{event_type}:{}:{block_hash}:{log_index}", state.chain_id);
-        insert_event(&mut tx, &key, chain_id, event_type, None, data).await?;
+        outbox::insert_event(&mut tx, &key, chain_id, event_type, None, data).await?;
     }
     let (to_block, to_log) = match rows.last() {
-        Some(r) if more => (r.get::<i64, _>("block_number"), r.get::<i32, _>("log_index")),
+        Some(r) if more => (r.block_number, r.log_index),
         _ => (safe, i32::MAX),
     };
-    sqlx::query("UPDATE webhook_cursors SET block_number = $3, log_index = $4 WHERE chain_id = $1 AND contract = $2")
-        .bind(chain_id)
-        .bind(contract.address.as_slice())
-        .bind(to_block)
-        .bind(to_log)
-        .execute(&mut *tx)
-        .await?;
+    outbox::advance_cursor(&mut tx, chain_id, contract.address, (to_block, to_log)).await?;
     tx.commit().await?;
     Ok(more)
-}
-
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
-    key: &str,
-    chain_id: i64,
-    event_type: &str,
-    sponsor: Option<Address>,
-    data: Value,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO webhook_events (event_key, chain_id, type, sponsor, data) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (event_key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(chain_id)
-    .bind(event_type)
-    .bind(sponsor.as_ref().map(|s| s.as_slice()))
-    .bind(data)
-    .execute(&mut **tx)
-    .await
-    .context("Failed to write a webhook event")?;
-    Ok(())
 }
 
 /// Checks every sponsor's native balance; a sponsor going below the threshold fires
@@ -289,33 +203,12 @@ async fn sponsor_balances(state: &AppState) -> anyhow::Result<()> {
             .context("the node did not answer eth_getBalance")??;
         let low = balance < min;
         let mut tx = state.store.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO webhook_sponsor_alerts (chain_id, sponsor, low, episode) VALUES ($1, $2, false, 0)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(chain_id)
-        .bind(sponsor.as_slice())
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(
-            "SELECT low, episode FROM webhook_sponsor_alerts WHERE chain_id = $1 AND sponsor = $2 FOR UPDATE",
-        )
-        .bind(chain_id)
-        .bind(sponsor.as_slice())
-        .fetch_one(&mut *tx)
-        .await?;
-        let (was_low, episode): (bool, i32) = (row.get("low"), row.get("episode"));
+        let (was_low, episode) = outbox::lock_sponsor_alert(&mut tx, chain_id, sponsor).await?;
         if low == was_low {
             continue;
         }
         let episode = if low { episode + 1 } else { episode };
-        sqlx::query("UPDATE webhook_sponsor_alerts SET low = $3, episode = $4 WHERE chain_id = $1 AND sponsor = $2")
-            .bind(chain_id)
-            .bind(sponsor.as_slice())
-            .bind(low)
-            .bind(episode)
-            .execute(&mut *tx)
-            .await?;
+        outbox::set_sponsor_alert(&mut tx, chain_id, sponsor, low, episode).await?;
         if low {
             let data = json!({
                 "sponsor": checksum(sponsor),
@@ -325,7 +218,7 @@ async fn sponsor_balances(state: &AppState) -> anyhow::Result<()> {
                 "min_balance": format_units(min, INTERNAL_DECIMALS),
             });
             let key = format!("sponsor.balance_low:{}:{sponsor}:{episode}", state.chain_id);
-            insert_event(&mut tx, &key, chain_id, "sponsor.balance_low", Some(sponsor), data).await?;
+            outbox::insert_event(&mut tx, &key, chain_id, "sponsor.balance_low", Some(sponsor), data).await?;
             tracing::warn!(sponsor = %sponsor, balance = %balance, "sponsor balance below the threshold");
         }
         tx.commit().await?;

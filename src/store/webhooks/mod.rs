@@ -1,6 +1,9 @@
-//! Postgres side of webhooks: endpoints, deliveries and their attempt log, as the API serves them.
-//! (The outbox and the claiming of due deliveries live with their loops in [`super::produce`] and
-//! [`super::deliver`].) Timestamps leave the database as RFC 3339 UTC strings.
+//! Postgres side of webhooks: endpoints, deliveries and their attempt log, as the API serves them;
+//! the producer's outbox writes ([`outbox`]) and the fan-out and delivery loop's claims and
+//! records ([`delivery`]). Timestamps leave the database as RFC 3339 UTC strings.
+
+pub mod delivery;
+pub mod outbox;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -22,7 +25,7 @@ pub struct Endpoint {
     #[schema(example = "https://example.com/streampay/webhooks")]
     pub url: String,
     /// Event types it receives.
-    #[schema(value_type = Vec<super::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
+    #[schema(value_type = Vec<crate::webhooks::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
     pub events: Vec<String>,
     #[schema(example = "2026-11-21T07:30:00.000Z")]
     pub created_at: String,
@@ -51,7 +54,7 @@ pub struct Delivery {
     /// redelivery, so receivers can dedupe on it.
     #[schema(example = "evt_42")]
     pub event_id: String,
-    #[schema(value_type = super::WebhookEventType)]
+    #[schema(value_type = crate::webhooks::WebhookEventType)]
     pub event_type: String,
     /// `pending` (an attempt is due at `next_attempt_at`), `succeeded` (2xx), `failed` (attempts
     /// exhausted), `canceled` (endpoint deleted).

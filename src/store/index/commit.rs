@@ -1,0 +1,174 @@
+//! One database transaction per batch: its events, the derived rows they change, the undo
+//! journal, the recent block hashes and the checkpoint.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use super::{
+    Scope,
+    checkpoint::insert_blocks,
+    derived::{load_keys, write_values},
+    events::{copy_events, copy_raw, insert_events_dedup},
+    load_checkpoint, note_local_commit, notify,
+    undo::write_undo,
+};
+use crate::indexer::{
+    derive::{Key, StateCache},
+    events::IndexedEvent,
+    source::BlockHeader,
+};
+
+/// Blocks to commit together.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// First block of the batch; the checkpoint must be at `from - 1`.
+    pub from: u64,
+    /// Last block of the batch: the new checkpoint.
+    pub to: BlockHeader,
+    /// Headers to remember for reorg detection (every block near the head; only `to` in a
+    /// backfill far behind it).
+    pub headers: Vec<BlockHeader>,
+    pub events: Vec<IndexedEvent>,
+    /// [`copy_text`](super::copy_text) of `events`, when built ahead (by the backfill's fetch tasks).
+    pub copy: Option<String>,
+    /// Near the head: journal changes so a reorg can undo them. Far behind: the blocks are final.
+    pub reorgable: bool,
+    pub chain_head: u64,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another writer moved the checkpoint, or the batch does not follow it.
+    #[error("checkpoint is at {found}, batch starts at {from}")]
+    NotContiguous { found: u64, from: u64 },
+    /// The batch's first block does not build on the checkpoint's block.
+    #[error("block {number} does not build on the indexed block")]
+    ParentMismatch { number: u64 },
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitStats {
+    pub events: usize,
+    pub derived_rows: usize,
+    pub undo_entries: usize,
+}
+
+/// Writes a batch atomically. With `dedup` the events go through `INSERT … ON CONFLICT DO
+/// NOTHING` and only the newly stored ones are applied to the derived tables: the slow path
+/// taken when the COPY met an already-stored log.
+pub async fn commit(
+    pool: &PgPool,
+    scope: Scope,
+    window: u64,
+    batch: &Batch,
+    dedup: bool,
+) -> anyhow::Result<CommitStats> {
+    let started = std::time::Instant::now();
+    let mut tx = pool.begin().await?;
+    let cp = load_checkpoint(&mut tx, scope, true).await?.context("no checkpoint: call init_checkpoint first")?;
+    if cp.block_number + 1 != batch.from {
+        return Err(CommitError::NotContiguous { found: cp.block_number, from: batch.from }.into());
+    }
+    if let Some(first) = batch.headers.first().filter(|h| h.number == batch.from)
+        && first.parent_hash != cp.block_hash
+    {
+        return Err(CommitError::ParentMismatch { number: first.number }.into());
+    }
+
+    let t_events = std::time::Instant::now();
+    let fresh: Vec<IndexedEvent>;
+    let events: &[IndexedEvent] = if dedup {
+        fresh = insert_events_dedup(&mut tx, scope, &batch.events).await?;
+        &fresh
+    } else {
+        match &batch.copy {
+            Some(text) => copy_raw(&mut tx, text.clone().into_bytes()).await?,
+            None => copy_events(&mut tx, scope, &batch.events).await?,
+        }
+        &batch.events
+    };
+
+    let events_ms = t_events.elapsed().as_secs_f64() * 1e3;
+    let t_derive = std::time::Instant::now();
+    let mut cache = if batch.reorgable { StateCache::per_batch(batch.from) } else { StateCache::new(u64::MAX) };
+    let keys = StateCache::event_keys(events)?;
+    load_keys(&mut tx, scope, &keys, &mut cache).await?;
+    let owners: BTreeSet<Key> = cache.owner_keys(events)?.into_iter().filter(|k| !cache.contains(k)).collect();
+    load_keys(&mut tx, scope, &owners, &mut cache).await?;
+    cache.apply(events)?;
+    let dirty = cache.take_dirty();
+    let journal = cache.take_journal();
+    let load_ms = t_derive.elapsed().as_secs_f64() * 1e3;
+    write_values(&mut tx, scope, &dirty).await?;
+    let values_ms = t_derive.elapsed().as_secs_f64() * 1e3 - load_ms;
+    write_undo(&mut tx, scope, &journal, batch.to.number).await?;
+    insert_blocks(&mut tx, scope, &batch.headers).await?;
+    tracing::trace!(load_ms, values_ms, "derived state written");
+    let derive_ms = t_derive.elapsed().as_secs_f64() * 1e3;
+
+    // Blocks further than the window below the head can no longer be reorged: forget their
+    // undo entries and hashes, keeping the hash of the new floor itself.
+    let to = batch.to.number;
+    let final_block = if batch.reorgable {
+        // Never inside a journaled batch: its entries are needed until all its blocks are final.
+        let candidate = to.saturating_sub(window);
+        let spanning: Option<i64> = sqlx::query_scalar(
+            "SELECT min(block_number) - 1 FROM idx_undo WHERE chain_id = $1 AND contract = $2 \
+             AND block_number <= $3 AND batch_to > $3",
+        )
+        .bind(scope.chain())
+        .bind(scope.addr())
+        .bind(candidate as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        cp.final_block.max(spanning.map_or(candidate, |s| candidate.min(s as u64)))
+    } else {
+        to
+    };
+    if final_block > cp.final_block {
+        sqlx::query("DELETE FROM idx_undo WHERE chain_id = $1 AND contract = $2 AND block_number <= $3")
+            .bind(scope.chain())
+            .bind(scope.addr())
+            .bind(final_block as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3")
+            .bind(scope.chain())
+            .bind(scope.addr())
+            .bind(final_block as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE idx_checkpoints SET block_number = $3, block_hash = $4, block_timestamp = $5, final_block = $6, \
+         chain_head = GREATEST($7, $3), updated_at = now() WHERE chain_id = $1 AND contract = $2",
+    )
+    .bind(scope.chain())
+    .bind(scope.addr())
+    .bind(to as i64)
+    .bind(batch.to.hash.as_slice())
+    .bind(batch.to.timestamp as i64)
+    .bind(final_block as i64)
+    .bind(batch.chain_head as i64)
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut tx, scope, to).await?;
+    tx.commit().await?;
+    note_local_commit();
+    tracing::debug!(
+        from = batch.from,
+        to,
+        events = events.len(),
+        derived = dirty.len(),
+        undo = journal.len(),
+        events_ms,
+        derive_ms,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "committed batch"
+    );
+    Ok(CommitStats { events: events.len(), derived_rows: dirty.len(), undo_entries: journal.len() })
+}

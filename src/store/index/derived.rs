@@ -1,0 +1,421 @@
+//! The derived tables: accounts, stream lists, nonces, unique nonces, projects and per-user fees.
+
+use std::collections::BTreeSet;
+
+use alloy::primitives::Address;
+use anyhow::{Context, bail};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{Scope, address, i256, u256};
+use crate::indexer::derive::{AccountState, Key, ProjectState, StateCache, StreamState, Value};
+
+/// Loads the stored value of every key into `cache` (absent rows as `None`).
+pub(super) async fn load_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    scope: Scope,
+    keys: &BTreeSet<Key>,
+    cache: &mut StateCache,
+) -> anyhow::Result<()> {
+    let mut accounts = Vec::new();
+    let mut subscribers = Vec::new();
+    let mut nonces: (Vec<Vec<u8>>, Vec<i16>, Vec<Vec<u8>>) = Default::default();
+    let mut uniques: (Vec<Vec<u8>>, Vec<String>) = Default::default();
+    let mut projects = Vec::new();
+    let mut fees: (Vec<i64>, Vec<Vec<u8>>) = Default::default();
+    for k in keys {
+        cache.insert_loaded(k.clone(), None);
+        match k {
+            Key::Account(a) => accounts.push(a.to_vec()),
+            Key::Streams(u) => subscribers.push(u.to_vec()),
+            Key::Nonce { signer, nonce_type, selector } => {
+                nonces.0.push(signer.to_vec());
+                nonces.1.push(*nonce_type as i16);
+                nonces.2.push(selector.to_vec());
+            }
+            Key::UniqueNonce { signer, nonce } => {
+                uniques.0.push(signer.to_vec());
+                uniques.1.push(nonce.to_string());
+            }
+            Key::Project(p) => projects.push(*p as i64),
+            Key::UserFee { project_id, author } => {
+                fees.0.push(*project_id as i64);
+                fees.1.push(author.to_vec());
+            }
+        }
+    }
+    let (chain, contract) = (scope.chain(), scope.addr());
+    if !accounts.is_empty() {
+        let rows = sqlx::query(
+            "SELECT account, balance::text, income_rate::text, outgoing_rate::text, updated FROM idx_accounts \
+             WHERE chain_id = $1 AND contract = $2 AND account = ANY($3)",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&accounts)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let state = AccountState {
+                balance: i256(r.get(1))?,
+                income_rate: u256(r.get(2))?,
+                outgoing_rate: u256(r.get(3))?,
+                updated: r.get::<i64, _>(4) as u64,
+            };
+            cache.insert_loaded(Key::Account(address(r.get(0))?), Some(Value::Account(state)));
+        }
+    }
+    if !subscribers.is_empty() {
+        let rows = sqlx::query(
+            "SELECT subscriber, author, income_rate::text, outgoing_rate::text, project_id, since_block, since_timestamp \
+             FROM idx_streams WHERE chain_id = $1 AND contract = $2 AND subscriber = ANY($3) ORDER BY subscriber, position",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&subscribers)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut lists: std::collections::BTreeMap<Address, Vec<StreamState>> = Default::default();
+        for r in rows {
+            lists.entry(address(r.get(0))?).or_default().push(StreamState {
+                author: address(r.get(1))?,
+                income_rate: u256(r.get(2))?,
+                outgoing_rate: u256(r.get(3))?,
+                project_id: r.get::<i64, _>(4) as u64,
+                since_block: r.get::<i64, _>(5) as u64,
+                since_timestamp: r.get::<i64, _>(6) as u64,
+            });
+        }
+        for (user, list) in lists {
+            cache.insert_loaded(Key::Streams(user), Some(Value::Streams(list)));
+        }
+    }
+    if !nonces.0.is_empty() {
+        let rows = sqlx::query(
+            "SELECT n.signer, n.nonce_type, n.selector, n.next_nonce::text FROM idx_nonces n \
+             JOIN UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector) \
+             USING (signer, nonce_type, selector) WHERE n.chain_id = $1 AND n.contract = $2",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&nonces.0)
+        .bind(&nonces.1)
+        .bind(&nonces.2)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let sel: &[u8] = r.get(2);
+            let key = Key::Nonce {
+                signer: address(r.get(0))?,
+                nonce_type: r.get::<i16, _>(1) as u8,
+                selector: sel.try_into().context("bad selector")?,
+            };
+            cache.insert_loaded(key, Some(Value::Nonce(u256(r.get(3))?)));
+        }
+    }
+    if !uniques.0.is_empty() {
+        let rows = sqlx::query(
+            "SELECT n.signer, n.nonce::text FROM idx_unique_nonces n \
+             JOIN UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce) USING (signer, nonce) \
+             WHERE n.chain_id = $1 AND n.contract = $2",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&uniques.0)
+        .bind(&uniques.1)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let key = Key::UniqueNonce { signer: address(r.get(0))?, nonce: u256(r.get(1))? };
+            cache.insert_loaded(key, Some(Value::UniqueNonce));
+        }
+    }
+    if !projects.is_empty() {
+        let rows = sqlx::query(
+            "SELECT project_id, owner, default_fee, claimed_block FROM idx_projects \
+             WHERE chain_id = $1 AND contract = $2 AND project_id = ANY($3)",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&projects)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let p = ProjectState {
+                owner: address(r.get(1))?,
+                default_fee: r.get::<i32, _>(2) as u16,
+                claimed_block: r.get::<i64, _>(3) as u64,
+            };
+            cache.insert_loaded(Key::Project(r.get::<i64, _>(0) as u64), Some(Value::Project(p)));
+        }
+    }
+    if !fees.0.is_empty() {
+        let rows = sqlx::query(
+            "SELECT f.project_id, f.author, f.fee FROM idx_project_user_fees f \
+             JOIN UNNEST($3::int8[], $4::bytea[]) AS k(project_id, author) USING (project_id, author) \
+             WHERE f.chain_id = $1 AND f.contract = $2",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&fees.0)
+        .bind(&fees.1)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let key = Key::UserFee { project_id: r.get::<i64, _>(0) as u64, author: address(r.get(1))? };
+            cache.insert_loaded(key, Some(Value::UserFee(r.get::<i32, _>(2) as u16)));
+        }
+    }
+    Ok(())
+}
+
+/// Sets each key's row to the given value: deletes the keys' rows, then inserts the values
+/// present. Used both for forward writes and for restoring undo entries.
+// One vector per column, bound as arrays for UNNEST.
+#[allow(clippy::type_complexity)]
+pub(super) async fn write_values(
+    tx: &mut Transaction<'_, Postgres>,
+    scope: Scope,
+    values: &[(Key, Option<Value>)],
+) -> anyhow::Result<()> {
+    let (chain, contract) = (scope.chain(), scope.addr());
+
+    // accounts: upsert the present ones, delete the absent ones (only after a rollback)
+    let mut acc: (Vec<Vec<u8>>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>) = Default::default();
+    let mut acc_gone = Vec::new();
+    let mut subs = Vec::new();
+    let mut streams: (
+        Vec<Vec<u8>>,
+        Vec<Vec<u8>>,
+        Vec<i32>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<i64>,
+    ) = Default::default();
+    let mut nonce_keys: (Vec<Vec<u8>>, Vec<i16>, Vec<Vec<u8>>, Vec<Option<String>>) = Default::default();
+    let mut unique_keys: (Vec<Vec<u8>>, Vec<String>, Vec<bool>) = Default::default();
+    let mut project_keys: (Vec<i64>, Vec<Option<Vec<u8>>>, Vec<i32>, Vec<i64>) = Default::default();
+    let mut fee_keys: (Vec<i64>, Vec<Vec<u8>>, Vec<Option<i32>>) = Default::default();
+
+    for (key, value) in values {
+        match (key, value) {
+            (Key::Account(a), Some(Value::Account(s))) => {
+                acc.0.push(a.to_vec());
+                acc.1.push(s.balance.to_string());
+                acc.2.push(s.income_rate.to_string());
+                acc.3.push(s.outgoing_rate.to_string());
+                acc.4.push(s.updated as i64);
+            }
+            (Key::Account(a), None) => acc_gone.push(a.to_vec()),
+            (Key::Streams(u), v) => {
+                subs.push(u.to_vec());
+                if let Some(Value::Streams(list)) = v {
+                    for (i, s) in list.iter().enumerate() {
+                        streams.0.push(u.to_vec());
+                        streams.1.push(s.author.to_vec());
+                        streams.2.push(i as i32);
+                        streams.3.push(s.income_rate.to_string());
+                        streams.4.push(s.outgoing_rate.to_string());
+                        streams.5.push(s.project_id as i64);
+                        streams.6.push(s.encoded().to_string());
+                        streams.7.push(s.since_block as i64);
+                        streams.8.push(s.since_timestamp as i64);
+                    }
+                }
+            }
+            (Key::Nonce { signer, nonce_type, selector }, v) => {
+                nonce_keys.0.push(signer.to_vec());
+                nonce_keys.1.push(*nonce_type as i16);
+                nonce_keys.2.push(selector.to_vec());
+                nonce_keys.3.push(match v {
+                    Some(Value::Nonce(n)) => Some(n.to_string()),
+                    _ => None,
+                });
+            }
+            (Key::UniqueNonce { signer, nonce }, v) => {
+                unique_keys.0.push(signer.to_vec());
+                unique_keys.1.push(nonce.to_string());
+                unique_keys.2.push(v.is_some());
+            }
+            (Key::Project(p), v) => {
+                project_keys.0.push(*p as i64);
+                match v {
+                    Some(Value::Project(s)) => {
+                        project_keys.1.push(Some(s.owner.to_vec()));
+                        project_keys.2.push(s.default_fee as i32);
+                        project_keys.3.push(s.claimed_block as i64);
+                    }
+                    _ => {
+                        project_keys.1.push(None);
+                        project_keys.2.push(0);
+                        project_keys.3.push(0);
+                    }
+                }
+            }
+            (Key::UserFee { project_id, author }, v) => {
+                fee_keys.0.push(*project_id as i64);
+                fee_keys.1.push(author.to_vec());
+                fee_keys.2.push(match v {
+                    Some(Value::UserFee(f)) => Some(*f as i32),
+                    _ => None,
+                });
+            }
+            (k, v) => bail!("value {v:?} does not fit key {k:?}"),
+        }
+    }
+
+    if !acc.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO idx_accounts (chain_id, contract, account, balance, income_rate, outgoing_rate, updated) \
+             SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::text[]::numeric[], $5::text[]::numeric[], \
+             $6::text[]::numeric[], $7::int8[]) \
+             ON CONFLICT (chain_id, contract, account) DO UPDATE SET balance = EXCLUDED.balance, \
+             income_rate = EXCLUDED.income_rate, outgoing_rate = EXCLUDED.outgoing_rate, updated = EXCLUDED.updated",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(acc.0)
+        .bind(acc.1)
+        .bind(acc.2)
+        .bind(acc.3)
+        .bind(acc.4)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !acc_gone.is_empty() {
+        sqlx::query("DELETE FROM idx_accounts WHERE chain_id = $1 AND contract = $2 AND account = ANY($3)")
+            .bind(chain)
+            .bind(contract)
+            .bind(acc_gone)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !subs.is_empty() {
+        sqlx::query("DELETE FROM idx_streams WHERE chain_id = $1 AND contract = $2 AND subscriber = ANY($3)")
+            .bind(chain)
+            .bind(contract)
+            .bind(subs)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !streams.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO idx_streams (chain_id, contract, subscriber, author, position, income_rate, outgoing_rate, \
+             project_id, encoded_rates, since_block, since_timestamp) \
+             SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::bytea[], $5::int4[], $6::text[]::numeric[], \
+             $7::text[]::numeric[], $8::int8[], $9::text[]::numeric[], $10::int8[], $11::int8[])",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(streams.0)
+        .bind(streams.1)
+        .bind(streams.2)
+        .bind(streams.3)
+        .bind(streams.4)
+        .bind(streams.5)
+        .bind(streams.6)
+        .bind(streams.7)
+        .bind(streams.8)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !nonce_keys.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM idx_nonces n USING UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector) \
+             WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce_type = k.nonce_type \
+             AND n.selector = k.selector",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&nonce_keys.0)
+        .bind(&nonce_keys.1)
+        .bind(&nonce_keys.2)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO idx_nonces (chain_id, contract, signer, nonce_type, selector, next_nonce) \
+             SELECT $1, $2, k.signer, k.nonce_type, k.selector, k.next::numeric \
+             FROM UNNEST($3::bytea[], $4::int2[], $5::bytea[], $6::text[]) AS k(signer, nonce_type, selector, next) \
+             WHERE k.next IS NOT NULL",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(nonce_keys.0)
+        .bind(nonce_keys.1)
+        .bind(nonce_keys.2)
+        .bind(nonce_keys.3)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !unique_keys.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM idx_unique_nonces n USING UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce) \
+             WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce = k.nonce",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&unique_keys.0)
+        .bind(&unique_keys.1)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO idx_unique_nonces (chain_id, contract, signer, nonce) \
+             SELECT $1, $2, k.signer, k.nonce::numeric FROM UNNEST($3::bytea[], $4::text[], $5::bool[]) \
+             AS k(signer, nonce, present) WHERE k.present",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(unique_keys.0)
+        .bind(unique_keys.1)
+        .bind(unique_keys.2)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !project_keys.0.is_empty() {
+        sqlx::query("DELETE FROM idx_projects WHERE chain_id = $1 AND contract = $2 AND project_id = ANY($3)")
+            .bind(chain)
+            .bind(contract)
+            .bind(&project_keys.0)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO idx_projects (chain_id, contract, project_id, owner, default_fee, claimed_block) \
+             SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int4[], $6::int8[]) AS k(p, o, f, b) \
+             WHERE k.o IS NOT NULL",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(project_keys.0)
+        .bind(project_keys.1)
+        .bind(project_keys.2)
+        .bind(project_keys.3)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !fee_keys.0.is_empty() {
+        sqlx::query(
+            "DELETE FROM idx_project_user_fees f USING UNNEST($3::int8[], $4::bytea[]) AS k(project_id, author) \
+             WHERE f.chain_id = $1 AND f.contract = $2 AND f.project_id = k.project_id AND f.author = k.author",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(&fee_keys.0)
+        .bind(&fee_keys.1)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO idx_project_user_fees (chain_id, contract, project_id, author, fee) \
+             SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int4[]) AS k(p, a, f) WHERE k.f IS NOT NULL",
+        )
+        .bind(chain)
+        .bind(contract)
+        .bind(fee_keys.0)
+        .bind(fee_keys.1)
+        .bind(fee_keys.2)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

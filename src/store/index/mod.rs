@@ -1,0 +1,103 @@
+//! The index's tables (`idx_*`): the writer's batches and rollbacks, and the reads the API and
+//! the keeper serve from them.
+//!
+//! - [`checkpoint`]: the checkpoint row and the recent block hashes kept for reorg detection.
+//! - [`events`]: `idx_events`, written with COPY (fast path) or a deduplicating insert.
+//! - [`derived`]: loading and writing the derived rows (accounts, streams, nonces, projects, fees).
+//! - [`undo`]: the undo journal of the blocks still inside the reorg window.
+//! - [`commit`]: one database transaction per batch holding its events, the derived rows they
+//!   change, the undo journal, the block hashes and the checkpoint.
+//! - [`rollback`]: undoing orphaned blocks after a reorg.
+//! - [`lock`]: the advisory lock that makes one process the writer of a deployment's index.
+//! - [`read`]: the single-statement reads behind the read model.
+
+pub mod checkpoint;
+pub mod commit;
+pub mod derived;
+pub mod events;
+pub mod lock;
+pub mod read;
+pub mod rollback;
+pub mod undo;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alloy::primitives::{Address, B256, I256, U256};
+use anyhow::{Context, ensure};
+use sqlx::{Postgres, Transaction};
+
+pub use checkpoint::{Checkpoint, init_checkpoint, load_checkpoint, stored_blocks, touch_head};
+pub use commit::{Batch, CommitError, CommitStats, commit};
+pub use events::{EVENT_COLUMNS, copy_events, copy_text};
+pub use rollback::rollback;
+
+/// The channel index commits and rollbacks `NOTIFY` (in their transaction), payload
+/// `chain_id:contract:block`.
+pub const NOTIFY_CHANNEL: &str = "streampay_index";
+
+/// Index commits and rollbacks made by this process. Readers' caches count them in their
+/// generation, so a read after a commit made here never sees an older cached answer, whatever
+/// the NOTIFY's delivery time.
+static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// Called after every committed index change (see [`local_commits`]).
+fn note_local_commit() {
+    LOCAL_COMMITS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// How many index commits and rollbacks this process has made.
+pub fn local_commits() -> u64 {
+    LOCAL_COMMITS.load(Ordering::Acquire)
+}
+
+/// Which deployment's rows a query touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub chain_id: u64,
+    pub contract: Address,
+}
+
+impl Scope {
+    fn chain(&self) -> i64 {
+        self.chain_id as i64
+    }
+    fn addr(&self) -> &[u8] {
+        self.contract.as_slice()
+    }
+    /// Key of the advisory lock that makes one process the writer of this deployment's index.
+    pub fn lock_key(&self) -> i64 {
+        let mut h: i64 = 0x1d3_5eed;
+        for b in self.contract.as_slice().iter().chain(self.chain_id.to_be_bytes().iter()) {
+            h = h.wrapping_mul(31).wrapping_add(*b as i64);
+        }
+        h
+    }
+}
+
+pub fn bytes32(v: &[u8]) -> anyhow::Result<B256> {
+    ensure!(v.len() == 32, "expected 32 bytes, got {}", v.len());
+    Ok(B256::from_slice(v))
+}
+
+pub fn address(v: &[u8]) -> anyhow::Result<Address> {
+    ensure!(v.len() == 20, "expected 20 bytes, got {}", v.len());
+    Ok(Address::from_slice(v))
+}
+
+pub fn u256(s: &str) -> anyhow::Result<U256> {
+    U256::from_str_radix(s, 10).with_context(|| format!("bad numeric {s}"))
+}
+
+pub fn i256(s: &str) -> anyhow::Result<I256> {
+    I256::from_dec_str(s).with_context(|| format!("bad numeric {s}"))
+}
+
+/// Tells readers' caches (delivered at commit) that the index moved.
+pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, scope: Scope, block: u64) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(format!("{}:{}:{block}", scope.chain_id, scope.contract))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

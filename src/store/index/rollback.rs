@@ -1,0 +1,93 @@
+//! Undoing orphaned blocks after a reorg.
+
+use anyhow::{Context, bail};
+use sqlx::{PgPool, Row};
+
+use super::{Scope, bytes32, derived::write_values, load_checkpoint, note_local_commit, notify};
+use crate::indexer::derive::{Key, Value};
+
+/// Undoes every block above `ancestor`: restores the derived rows from the undo journal,
+/// deletes the orphaned events, hashes and journal entries, and moves the checkpoint back.
+/// Returns the block actually rolled back to (at or below `ancestor`) and the events removed.
+pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Result<(u64, u64)> {
+    let mut tx = pool.begin().await?;
+    let cp = load_checkpoint(&mut tx, scope, true).await?.context("no checkpoint")?;
+    // Undo entries cover whole batches: an ancestor inside a batch means rolling back to just
+    // before that batch (still a common ancestor) and re-ingesting the rest.
+    let spanning: Option<i64> = sqlx::query_scalar(
+        "SELECT min(block_number) - 1 FROM idx_undo WHERE chain_id = $1 AND contract = $2 \
+         AND block_number <= $3 AND batch_to > $3",
+    )
+    .bind(scope.chain())
+    .bind(scope.addr())
+    .bind(ancestor as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    let ancestor = spanning.map_or(ancestor, |s| ancestor.min(s as u64));
+    if ancestor < cp.final_block {
+        bail!("reorg below block {} (the end of the reorg window); rebuild the index", cp.final_block);
+    }
+    let header =
+        sqlx::query("SELECT hash, timestamp FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number = $3")
+            .bind(scope.chain())
+            .bind(scope.addr())
+            .bind(ancestor as i64)
+            .fetch_optional(&mut *tx)
+            .await?
+            .with_context(|| format!("no stored hash for block {ancestor}"))?;
+    let (hash, timestamp) = (bytes32(header.get::<&[u8], _>(0))?, header.get::<i64, _>(1));
+
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (key) key, prev FROM idx_undo WHERE chain_id = $1 AND contract = $2 AND block_number > $3 \
+         ORDER BY key, block_number ASC",
+    )
+    .bind(scope.chain())
+    .bind(scope.addr())
+    .bind(ancestor as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut restore = Vec::with_capacity(rows.len());
+    for r in rows {
+        let key: Key = serde_json::from_value(r.get(0)).context("bad undo key")?;
+        let prev: Option<serde_json::Value> = r.get(1);
+        let prev: Option<Value> = prev.map(serde_json::from_value).transpose().context("bad undo value")?;
+        restore.push((key, prev));
+    }
+    write_values(&mut tx, scope, &restore).await?;
+    let removed = sqlx::query("DELETE FROM idx_events WHERE chain_id = $1 AND contract = $2 AND block_number > $3")
+        .bind(scope.chain())
+        .bind(scope.addr())
+        .bind(ancestor as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    for table in ["idx_undo"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE chain_id = $1 AND contract = $2 AND block_number > $3"))
+            .bind(scope.chain())
+            .bind(scope.addr())
+            .bind(ancestor as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number > $3")
+        .bind(scope.chain())
+        .bind(scope.addr())
+        .bind(ancestor as i64)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE idx_checkpoints SET block_number = $3, block_hash = $4, block_timestamp = $5, updated_at = now() \
+         WHERE chain_id = $1 AND contract = $2",
+    )
+    .bind(scope.chain())
+    .bind(scope.addr())
+    .bind(ancestor as i64)
+    .bind(hash.as_slice())
+    .bind(timestamp)
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut tx, scope, ancestor).await?;
+    tx.commit().await?;
+    note_local_commit();
+    Ok((ancestor, removed))
+}
