@@ -226,9 +226,12 @@ async fn refresh(state: &AppState) -> anyhow::Result<()> {
     // Every configured sponsor × state gets a value (0 included), so a drained queue reads 0
     // rather than its last non-zero depth.
     for sponsor in state.sponsors.addresses() {
-        for status in ["pending", "submitted", "mined"] {
+        for status in
+            [crate::store::TxStatus::Pending, crate::store::TxStatus::Submitted, crate::store::TxStatus::Mined]
+        {
             let n = rows.iter().find(|r| r.sponsor == *sponsor && r.status == status).map_or(0, |r| r.count);
-            metrics::gauge!(QUEUE_DEPTH, "sponsor" => sponsor.to_checksum(None), "state" => status).set(n as f64);
+            metrics::gauge!(QUEUE_DEPTH, "sponsor" => sponsor.to_checksum(None), "state" => status.as_str())
+                .set(n as f64);
         }
     }
     // Lag against the node's head now, not only the head the indexer last saw: a stalled

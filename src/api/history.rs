@@ -253,9 +253,11 @@ fn contract_name(state: &AppState, address: Address) -> Option<String> {
 }
 
 fn row_json(state: &AppState, r: &HistoryRow) -> Value {
+    // The store refused any row whose status it cannot classify, so only failed, replaced and
+    // expired (and legacy reverted) rows reach the last arm.
     let legacy = match TxStatus::parse(&r.status) {
-        TxStatus::Pending | TxStatus::Submitted => "submitted",
-        TxStatus::Mined | TxStatus::Confirmed => "mined",
+        Ok(TxStatus::Pending | TxStatus::Submitted) => "submitted",
+        Ok(TxStatus::Mined | TxStatus::Confirmed) => "mined",
         _ => "reverted",
     };
     json!({

@@ -8,10 +8,11 @@ use alloy::{
     primitives::{Address, B256, U256},
     sol_types::SolEvent,
 };
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::source::RawLog;
 use crate::chain::StreamPay;
+pub use crate::store::index::EventKind;
 
 /// A decoded StreamPay event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,37 +151,61 @@ impl Event {
         let c = Columns::default();
         match *self {
             Self::Transfer { from, to, value } => {
-                Columns { kind: 1, a1: Some(from), a2: Some(to), v1: Some(value), ..c }
+                Columns { kind: EventKind::Transfer.code(), a1: Some(from), a2: Some(to), v1: Some(value), ..c }
             }
-            Self::StreamCreated { user, author, encoded } => {
-                Columns { kind: 2, a1: Some(user), a2: Some(author), v1: Some(encoded), ..c }
-            }
-            Self::StreamRevoked { user, author, encoded } => {
-                Columns { kind: 3, a1: Some(user), a2: Some(author), v1: Some(encoded), ..c }
-            }
-            Self::Liquidated { account, liquidator, reward, streams } => {
-                Columns { kind: 4, a1: Some(account), a2: Some(liquidator), v1: Some(reward), v2: Some(streams), ..c }
-            }
+            Self::StreamCreated { user, author, encoded } => Columns {
+                kind: EventKind::StreamCreated.code(),
+                a1: Some(user),
+                a2: Some(author),
+                v1: Some(encoded),
+                ..c
+            },
+            Self::StreamRevoked { user, author, encoded } => Columns {
+                kind: EventKind::StreamRevoked.code(),
+                a1: Some(user),
+                a2: Some(author),
+                v1: Some(encoded),
+                ..c
+            },
+            Self::Liquidated { account, liquidator, reward, streams } => Columns {
+                kind: EventKind::Liquidated.code(),
+                a1: Some(account),
+                a2: Some(liquidator),
+                v1: Some(reward),
+                v2: Some(streams),
+                ..c
+            },
             Self::ProjectIdClaimed { project_id, owner } => {
-                Columns { kind: 5, a1: Some(owner), v1: Some(project_id), ..c }
+                Columns { kind: EventKind::ProjectIdClaimed.code(), a1: Some(owner), v1: Some(project_id), ..c }
             }
-            Self::DefaultSettingsSet { project_id, fee } => {
-                Columns { kind: 6, v1: Some(project_id), v2: Some(U256::from(fee)), ..c }
-            }
-            Self::UserSettingsSet { project_id, user, fee } => {
-                Columns { kind: 7, a1: Some(user), v1: Some(project_id), v2: Some(U256::from(fee)), ..c }
-            }
+            Self::DefaultSettingsSet { project_id, fee } => Columns {
+                kind: EventKind::DefaultSettingsSet.code(),
+                v1: Some(project_id),
+                v2: Some(U256::from(fee)),
+                ..c
+            },
+            Self::UserSettingsSet { project_id, user, fee } => Columns {
+                kind: EventKind::UserSettingsSet.code(),
+                a1: Some(user),
+                v1: Some(project_id),
+                v2: Some(U256::from(fee)),
+                ..c
+            },
             Self::NonceUsed { signer, nonce_type, selector, nonce } => Columns {
-                kind: 8,
+                kind: EventKind::NonceUsed.code(),
                 a1: Some(signer),
                 v1: Some(nonce),
                 v2: Some(U256::from(nonce_type)),
                 selector: Some(selector),
                 ..c
             },
-            Self::SponsoredCallCharged { signer, relayer, amount } => {
-                Columns { kind: 9, a1: Some(signer), a2: Some(relayer), v1: Some(amount), ..c }
-            }
+            Self::SponsoredCallCharged { signer, relayer, amount } => Columns {
+                kind: EventKind::SponsoredCallCharged.code(),
+                a1: Some(signer),
+                a2: Some(relayer),
+                v1: Some(amount),
+                ..c
+            },
         }
     }
 
@@ -191,22 +216,25 @@ impl Event {
         let v1 = || c.v1.context("missing v1");
         let v2 = || c.v2.context("missing v2");
         let small = |v: U256| -> anyhow::Result<u16> { u16::try_from(v).context("value out of range") };
-        Ok(match c.kind {
-            1 => Self::Transfer { from: a1()?, to: a2()?, value: v1()? },
-            2 => Self::StreamCreated { user: a1()?, author: a2()?, encoded: v1()? },
-            3 => Self::StreamRevoked { user: a1()?, author: a2()?, encoded: v1()? },
-            4 => Self::Liquidated { account: a1()?, liquidator: a2()?, reward: v1()?, streams: v2()? },
-            5 => Self::ProjectIdClaimed { project_id: v1()?, owner: a1()? },
-            6 => Self::DefaultSettingsSet { project_id: v1()?, fee: small(v2()?)? },
-            7 => Self::UserSettingsSet { project_id: v1()?, user: a1()?, fee: small(v2()?)? },
-            8 => Self::NonceUsed {
+        Ok(match EventKind::try_from(c.kind)? {
+            EventKind::Transfer => Self::Transfer { from: a1()?, to: a2()?, value: v1()? },
+            EventKind::StreamCreated => Self::StreamCreated { user: a1()?, author: a2()?, encoded: v1()? },
+            EventKind::StreamRevoked => Self::StreamRevoked { user: a1()?, author: a2()?, encoded: v1()? },
+            EventKind::Liquidated => {
+                Self::Liquidated { account: a1()?, liquidator: a2()?, reward: v1()?, streams: v2()? }
+            }
+            EventKind::ProjectIdClaimed => Self::ProjectIdClaimed { project_id: v1()?, owner: a1()? },
+            EventKind::DefaultSettingsSet => Self::DefaultSettingsSet { project_id: v1()?, fee: small(v2()?)? },
+            EventKind::UserSettingsSet => Self::UserSettingsSet { project_id: v1()?, user: a1()?, fee: small(v2()?)? },
+            EventKind::NonceUsed => Self::NonceUsed {
                 signer: a1()?,
                 nonce_type: u8::try_from(v2()?).context("nonce type out of range")?,
                 selector: c.selector.unwrap_or_default(),
                 nonce: v1()?,
             },
-            9 => Self::SponsoredCallCharged { signer: a1()?, relayer: a2()?, amount: v1()? },
-            other => bail!("unknown event kind {other}"),
+            EventKind::SponsoredCallCharged => {
+                Self::SponsoredCallCharged { signer: a1()?, relayer: a2()?, amount: v1()? }
+            }
         })
     }
 }

@@ -11,7 +11,7 @@ use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::Store;
+use super::{Store, decode::u64_of};
 
 /// A signer's and a key's record as admission sees it.
 #[derive(Debug, Clone, Default)]
@@ -174,8 +174,8 @@ async fn admission_record(
     .context("Failed to read the admission record")?;
     Ok(AdmissionRecord {
         digest_reverted_secs_ago: secs(row.get(0)),
-        signer_reverts: row.get::<i64, _>(1) as u64,
-        key_reverts: row.get::<i64, _>(2) as u64,
+        signer_reverts: u64_of(row.get::<i64, _>(1))?,
+        key_reverts: u64_of(row.get::<i64, _>(2))?,
         signer_last_secs_ago: secs(row.get(3)),
         key_last_secs_ago: secs(row.get(4)),
         signer_spent_wei: wei(row.get(5))?,

@@ -9,7 +9,10 @@ use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
 use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
 
-use super::Store;
+use super::{
+    Store, TxStatus,
+    decode::{address, bytes32, opt_u64, u64_of},
+};
 
 /// What a relayed call does, recorded with its row for history and summaries.
 #[derive(Debug, Clone, Default)]
@@ -102,8 +105,8 @@ pub struct SponsorPolicy {
     pub per_key_daily_budget: Option<U256>,
 }
 
-fn addr(row: &PgRow, col: &str) -> Address {
-    Address::from_slice(&row.get::<Vec<u8>, _>(col))
+fn addr(row: &PgRow, col: &str) -> anyhow::Result<Address> {
+    address(row.get::<&[u8], _>(col)).with_context(|| format!("bad {col}"))
 }
 
 fn numeric(text: &str) -> anyhow::Result<U256> {
@@ -197,10 +200,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("Failed to find unpriced transactions")?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), B256::from_slice(&r.get::<Vec<u8>, _>(1)), B256::from_slice(&r.get::<Vec<u8>, _>(2))))
-            .collect())
+        rows.iter().map(|r| Ok((r.get(0), bytes32(r.get::<&[u8], _>(1))?, bytes32(r.get::<&[u8], _>(2))?))).collect()
     }
 
     /// Records the effective gas price of row `id`'s receipt in `block_hash`, if the row is still
@@ -291,16 +291,20 @@ impl Store {
                     ops.into_iter().zip(values).map(|(o, v)| Ok((o, numeric(&v)?))).collect::<anyhow::Result<_>>()?;
                 Ok(HistoryRow {
                     id: r.get("id"),
-                    chain_id: r.get::<i64, _>("chain_id") as u64,
-                    contract: addr(r, "contract"),
-                    signer: addr(r, "signer"),
-                    meta_nonce: r.get::<i64, _>("meta_nonce") as u64,
-                    sponsor: addr(r, "sponsor"),
-                    sponsor_nonce: r.get::<i64, _>("sponsor_nonce") as u64,
-                    tx_hash: B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")),
-                    status: r.get("status"),
-                    gas_used: r.get::<Option<i64>, _>("gas_used").map(|g| g as u64),
-                    block_number: r.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+                    chain_id: u64_of(r.get::<i64, _>("chain_id"))?,
+                    contract: addr(r, "contract")?,
+                    signer: addr(r, "signer")?,
+                    meta_nonce: u64_of(r.get::<i64, _>("meta_nonce"))?,
+                    sponsor: addr(r, "sponsor")?,
+                    sponsor_nonce: u64_of(r.get::<i64, _>("sponsor_nonce"))?,
+                    tx_hash: bytes32(r.get::<&[u8], _>("tx_hash"))?,
+                    status: {
+                        let status: String = r.get("status");
+                        TxStatus::parse(&status)?;
+                        status
+                    },
+                    gas_used: opt_u64(r.get::<Option<i64>, _>("gas_used"))?,
+                    block_number: opt_u64(r.get::<Option<i64>, _>("block_number"))?,
                     failure: r.get("failure"),
                     reference: r.get("reference"),
                     operations: r.get("operations"),
@@ -323,8 +327,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("Failed to count the reference's transactions")?;
-        let by_status: Vec<(String, u64)> =
-            by_status.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64)).collect();
+        let by_status: Vec<(String, u64)> = by_status
+            .iter()
+            .map(|r| Ok((r.get::<String, _>(0), u64_of(r.get::<i64, _>(1))?)))
+            .collect::<anyhow::Result<_>>()?;
         let totals = sqlx::query(&format!(
             "SELECT coalesce(sum(t.gas_used), 0)::text, coalesce(sum({GAS_COST}), 0)::text
              FROM relay_transactions t
@@ -391,7 +397,7 @@ impl Store {
         Ok(Spend {
             mined_wei: numeric(row.get(0))?,
             reserved_wei: numeric(row.get(1))?,
-            in_flight: row.get::<i64, _>(2) as u64,
+            in_flight: u64_of(row.get::<i64, _>(2))?,
         })
     }
 
@@ -504,6 +510,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("Failed to read recent gas")?;
-        Ok(row.get::<Option<i64>, _>(0).map(|g| g as u64))
+        opt_u64(row.get::<Option<i64>, _>(0))
     }
 }

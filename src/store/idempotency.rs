@@ -81,7 +81,7 @@ impl Store {
         }
         Ok(match row.get::<Option<i32>, _>("status") {
             Some(status) => IdempotencyBegin::Replay(StoredResponse {
-                status: status as u16,
+                status: u16::try_from(status).context("stored HTTP status out of range")?,
                 content_type: row.get("content_type"),
                 body: row.get::<Option<Vec<u8>>, _>("body").unwrap_or_default(),
             }),

@@ -18,7 +18,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{Row, postgres::PgRow};
 
-use super::Store;
+use super::{Store, decode::address};
 
 /// What a key may call (see `api::auth` for which routes need which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -326,14 +326,14 @@ impl Store {
     }
 
     async fn key_sponsors(&self, id: i64) -> anyhow::Result<Vec<Address>> {
-        Ok(sqlx::query("SELECT sponsor FROM api_key_sponsors WHERE api_key_id = $1 ORDER BY position")
+        sqlx::query("SELECT sponsor FROM api_key_sponsors WHERE api_key_id = $1 ORDER BY position")
             .bind(id)
             .fetch_all(&self.pool)
             .await
             .context("Failed to load the API key's sponsors")?
             .into_iter()
-            .map(|r| Address::from_slice(r.get::<Vec<u8>, _>("sponsor").as_slice()))
-            .collect())
+            .map(|r| address(r.get::<&[u8], _>("sponsor")))
+            .collect()
     }
 
     /// Every key not deleted, oldest first (metadata only).
@@ -429,8 +429,8 @@ impl Store {
                 .await
                 .context("Failed to load the API key's sponsors")?
                 .into_iter()
-                .map(|r| Address::from_slice(r.get::<Vec<u8>, _>("sponsor").as_slice()))
-                .collect();
+                .map(|r| address(r.get::<&[u8], _>("sponsor")))
+                .collect::<anyhow::Result<_>>()?;
         let spec = KeySpec {
             name: row.get("name"),
             environment: row.get::<String, _>("environment").parse().map_err(anyhow::Error::msg)?,
@@ -444,7 +444,11 @@ impl Store {
                 .map(|c| parse_cidr(c))
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?,
-            rate_limit_per_minute: row.get::<Option<i32>, _>("rate_limit_per_minute").map(|r| r as u32),
+            rate_limit_per_minute: row
+                .get::<Option<i32>, _>("rate_limit_per_minute")
+                .map(u32::try_from)
+                .transpose()
+                .context("negative rate limit")?,
         };
         let created = insert_key(&mut tx, &spec, Some(id)).await?;
         // The same instant, not "the same seconds from now" (which rounding would shift).

@@ -19,6 +19,7 @@
 //! - `probes`: the `/health` round trip and the queue-depth gauge.
 
 mod admission;
+mod decode;
 mod history;
 mod idempotency;
 pub mod index;

@@ -10,7 +10,10 @@ use alloy::primitives::Address;
 use anyhow::Context;
 use sqlx::Row;
 
-use super::Store;
+use super::{
+    Store,
+    decode::{opt_u64, u64_of},
+};
 use crate::chain::traits::NonceType;
 
 /// Whose nonces: one signer's nonces of one type on one deployment.
@@ -22,10 +25,36 @@ pub struct NonceScope {
     pub nonce_type: NonceType,
 }
 
+/// The `meta_nonces.status` column: where a bySig nonce handed out by the relayer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceStatus {
+    /// Claimed by an execute: queued or in flight.
+    Submitted,
+    /// Its transaction was mined (the nonce is used on chain).
     Mined,
+    /// Its transaction failed without using the nonce: it may be claimed again.
     Failed,
+}
+
+impl NonceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Mined => "mined",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The status of a column value; an unknown one is an error. (`built`, still allowed by
+    /// the column's CHECK, is no longer written: migration 0012 deleted those rows.)
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "submitted" => Self::Submitted,
+            "mined" => Self::Mined,
+            "failed" => Self::Failed,
+            other => anyhow::bail!("unknown nonce status {other:?}"),
+        })
+    }
 }
 
 /// Outcome of claiming a nonce for submission.
@@ -107,10 +136,7 @@ impl Store {
     /// `Failed` lets the nonce be claimed again (the same signed call is held back by its
     /// cool-down, see `store::reputation`).
     pub async fn finish_nonce(&self, scope: NonceScope, nonce: u64, status: NonceStatus) -> anyhow::Result<()> {
-        let status = match status {
-            NonceStatus::Mined => "mined",
-            NonceStatus::Failed => "failed",
-        };
+        anyhow::ensure!(status != NonceStatus::Submitted, "a nonce is finished as mined or failed");
         sqlx::query(
             "UPDATE meta_nonces SET status = $5, updated_at = now()
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $6 AND nonce = $4",
@@ -119,7 +145,7 @@ impl Store {
         .bind(scope.contract.as_slice())
         .bind(scope.signer.as_slice())
         .bind(as_i64(nonce)?)
-        .bind(status)
+        .bind(status.as_str())
         .bind(type_i16(scope.nonce_type))
         .execute(&self.pool)
         .await
@@ -141,7 +167,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("Failed to read the signer's mined nonces")?;
-        Ok(highest.map(|h| h as u64))
+        opt_u64(highest)
     }
 
     /// Nonces of `scope`'s type in `[from, to)` that are in flight right now.
@@ -162,7 +188,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("Failed to read in-flight nonces")?;
-        Ok(rows.into_iter().map(|r| r.get::<i64, _>(0) as u64).collect())
+        rows.into_iter().map(|r| u64_of(r.get::<i64, _>(0))).collect()
     }
 
     /// The next account nonce to sign after `chain_nonce`: past the account nonces in flight
@@ -180,6 +206,23 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("Failed to read the signer's in-flight nonces")?;
-        Ok(highest.map_or(chain_nonce, |h| chain_nonce.max(h as u64 + 1)))
+        Ok(match opt_u64(highest)? {
+            Some(h) => chain_nonce.max(h + 1),
+            None => chain_nonce,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NonceStatus;
+
+    #[test]
+    fn nonce_statuses_round_trip_and_unknown_values_are_errors() {
+        for s in [NonceStatus::Submitted, NonceStatus::Mined, NonceStatus::Failed] {
+            assert_eq!(NonceStatus::parse(s.as_str()).unwrap(), s);
+        }
+        assert!(NonceStatus::parse("built").is_err());
+        assert!(NonceStatus::parse("pending").is_err());
     }
 }

@@ -3,13 +3,13 @@
 use alloy::primitives::Address;
 use sqlx::Row;
 
-use super::{Store, index::address};
+use super::{Store, TxStatus, index::address};
 
 /// Rows of one sponsor in one queue state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueDepth {
     pub sponsor: Address,
-    pub status: String,
+    pub status: TxStatus,
     pub count: i64,
 }
 
@@ -38,7 +38,7 @@ impl Store {
             .map(|r| {
                 Ok(QueueDepth {
                     sponsor: address(r.get::<&[u8], _>(0))?,
-                    status: r.get::<String, _>(1),
+                    status: TxStatus::parse(r.get::<&str, _>(1))?,
                     count: r.get::<i64, _>(2),
                 })
             })

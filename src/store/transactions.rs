@@ -10,7 +10,10 @@ use alloy::primitives::{Address, B256, Bytes};
 use anyhow::Context;
 use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
 
-use super::Store;
+use super::{
+    Store,
+    decode::{address, bytes32, opt_u64, u64_of, u128_of},
+};
 
 /// What to queue: everything but the sponsor nonce, which the queue allocates.
 #[derive(Debug, Clone)]
@@ -86,17 +89,20 @@ impl TxStatus {
         }
     }
 
-    pub fn parse(s: &str) -> Self {
-        match s {
+    /// The status of a `status` value. `reverted` (rows older than migration 0003) reads as
+    /// `Failed`; any other value is an error: a row the relayer cannot classify is a bug to
+    /// surface, not a failure to invent.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
             "pending" => Self::Pending,
             "submitted" => Self::Submitted,
             "mined" => Self::Mined,
             "confirmed" => Self::Confirmed,
+            "failed" | "reverted" => Self::Failed,
             "replaced" => Self::Replaced,
             "expired" => Self::Expired,
-            // 'reverted' rows predate migration 0003.
-            _ => Self::Failed,
-        }
+            other => anyhow::bail!("unknown transaction status {other:?}"),
+        })
     }
 
     /// Whether the outcome is known (a mined row may still be reorged out, but the client has
@@ -168,18 +174,18 @@ fn i64_of(v: u64) -> anyhow::Result<i64> {
     i64::try_from(v).context("value beyond the database's BIGINT range")
 }
 
-fn addr(row: &PgRow, col: &str) -> Address {
-    Address::from_slice(&row.get::<Vec<u8>, _>(col))
+fn addr(row: &PgRow, col: &str) -> anyhow::Result<Address> {
+    address(row.get::<&[u8], _>(col)).with_context(|| format!("bad {col}"))
 }
 
-fn attempt_from(row: &PgRow) -> SignedAttempt {
-    SignedAttempt {
-        hash: B256::from_slice(&row.get::<Vec<u8>, _>("a_hash")),
+fn attempt_from(row: &PgRow) -> anyhow::Result<SignedAttempt> {
+    Ok(SignedAttempt {
+        hash: bytes32(row.get::<&[u8], _>("a_hash"))?,
         raw: row.get::<Vec<u8>, _>("a_raw").into(),
         kind: if row.get::<String, _>("a_kind") == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call },
-        max_fee_per_gas: row.get::<i64, _>("a_max_fee") as u128,
-        max_priority_fee_per_gas: row.get::<i64, _>("a_prio_fee") as u128,
-    }
+        max_fee_per_gas: u128_of(row.get::<i64, _>("a_max_fee"))?,
+        max_priority_fee_per_gas: u128_of(row.get::<i64, _>("a_prio_fee"))?,
+    })
 }
 
 /// Columns of a queued row joined with its latest attempt.
@@ -193,26 +199,26 @@ const QUEUED_SELECT: &str = "
     FROM relay_transactions t
     JOIN LATERAL (SELECT * FROM tx_attempts WHERE transaction_id = t.id ORDER BY id DESC LIMIT 1) a ON true";
 
-fn queued_from(row: &PgRow) -> QueuedTx {
-    QueuedTx {
+fn queued_from(row: &PgRow) -> anyhow::Result<QueuedTx> {
+    Ok(QueuedTx {
         id: row.get("id"),
-        contract: addr(row, "contract"),
-        signer: addr(row, "signer"),
-        meta_nonce: row.get::<i64, _>("meta_nonce") as u64,
+        contract: addr(row, "contract")?,
+        signer: addr(row, "signer")?,
+        meta_nonce: u64_of(row.get::<i64, _>("meta_nonce"))?,
         meta_nonce_type: crate::chain::traits::NonceType::from_i16(row.get::<i16, _>("meta_nonce_type"))
             .unwrap_or(crate::chain::traits::NonceType::Account),
-        deadline: row.get::<i64, _>("deadline") as u64,
-        sponsor_nonce: row.get::<i64, _>("sponsor_nonce") as u64,
-        status: TxStatus::parse(row.get::<&str, _>("status")),
+        deadline: u64_of(row.get::<i64, _>("deadline"))?,
+        sponsor_nonce: u64_of(row.get::<i64, _>("sponsor_nonce"))?,
+        status: TxStatus::parse(row.get::<&str, _>("status"))?,
         calldata: row.get::<Vec<u8>, _>("calldata").into(),
-        gas_limit: row.get::<i64, _>("gas_limit") as u64,
-        block_number: row.get::<Option<i64>, _>("block_number").map(|b| b as u64),
-        block_hash: row.get::<Option<Vec<u8>>, _>("block_hash").map(|h| B256::from_slice(&h)),
-        tx_hash: B256::from_slice(&row.get::<Vec<u8>, _>("tx_hash")),
+        gas_limit: u64_of(row.get::<i64, _>("gas_limit"))?,
+        block_number: opt_u64(row.get::<Option<i64>, _>("block_number"))?,
+        block_hash: row.get::<Option<&[u8]>, _>("block_hash").map(bytes32).transpose()?,
+        tx_hash: bytes32(row.get::<&[u8], _>("tx_hash"))?,
         attempt_age_secs: row.get::<Option<f64>, _>("attempt_age").unwrap_or_default(),
         sent_age_secs: row.get("sent_age"),
-        latest: attempt_from(row),
-    }
+        latest: attempt_from(row)?,
+    })
 }
 
 async fn insert_attempt(
@@ -287,7 +293,7 @@ async fn take_next_nonce(
     .fetch_one(&mut **tx)
     .await
     .context("Failed to take the sponsor's next nonce")?;
-    Ok(row.get::<i64, _>(0) as u64)
+    u64_of(row.get::<i64, _>(0))
 }
 
 impl Store {
@@ -323,7 +329,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .context("Failed to take the sponsor's next nonces")?;
-        let base = row.get::<i64, _>(0) as u64;
+        let base = u64_of(row.get::<i64, _>(0))?;
         let signed =
             batch.iter().enumerate().map(|(i, _)| sign(i, base + i as u64)).collect::<anyhow::Result<Vec<_>>>()?;
 
@@ -531,7 +537,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("Failed to read the sponsor's queue")?;
-        Ok(rows.iter().map(queued_from).collect())
+        rows.iter().map(queued_from).collect()
     }
 
     /// Every transaction hash ever signed for row `id`, newest first, with its kind.
@@ -541,13 +547,12 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("Failed to read the transaction's hashes")?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 let kind = if r.get::<&str, _>("kind") == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call };
-                (B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")), kind)
+                Ok((bytes32(r.get::<&[u8], _>("tx_hash"))?, kind))
             })
-            .collect())
+            .collect()
     }
 
     /// The node accepted the row's latest transaction.
@@ -674,7 +679,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("Failed to count the sponsors' open transactions")?;
-        Ok(rows.into_iter().map(|(a, n)| (Address::from_slice(&a), n as u64)).collect())
+        rows.into_iter().map(|(a, n)| Ok((address(&a)?, u64_of(n)?))).collect()
     }
 
     /// Which of rows `ids` are settled (no longer pending or submitted).
@@ -696,7 +701,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .context("Failed to read the transaction status")?;
-        Ok(row.map(|r| TxStatus::parse(r.get::<&str, _>(0))))
+        row.map(|r| TxStatus::parse(r.get::<&str, _>(0))).transpose()
     }
 }
 
@@ -753,24 +758,58 @@ impl Store {
             .await
             .context("Failed to read the transaction's hashes")?
             .iter()
-            .map(|h| B256::from_slice(&h.get::<Vec<u8>, _>(0)))
-            .collect();
+            .map(|h| bytes32(h.get::<&[u8], _>(0)))
+            .collect::<anyhow::Result<_>>()?;
+        let status: String = r.get("status");
+        TxStatus::parse(&status)?;
         Ok(Some(TransactionRecord {
             id: r.get("id"),
-            chain_id: r.get::<i64, _>("chain_id") as u64,
-            contract: addr(&r, "contract"),
-            signer: addr(&r, "signer"),
-            meta_nonce: r.get::<i64, _>("meta_nonce") as u64,
-            sponsor: addr(&r, "sponsor"),
-            sponsor_nonce: r.get::<i64, _>("sponsor_nonce") as u64,
-            tx_hash: B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")),
-            status: r.get("status"),
-            gas_used: r.get::<Option<i64>, _>("gas_used").map(|g| g as u64),
-            block_number: r.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+            chain_id: u64_of(r.get::<i64, _>("chain_id"))?,
+            contract: addr(&r, "contract")?,
+            signer: addr(&r, "signer")?,
+            meta_nonce: u64_of(r.get::<i64, _>("meta_nonce"))?,
+            sponsor: addr(&r, "sponsor")?,
+            sponsor_nonce: u64_of(r.get::<i64, _>("sponsor_nonce"))?,
+            tx_hash: bytes32(r.get::<&[u8], _>("tx_hash"))?,
+            status,
+            gas_used: opt_u64(r.get::<Option<i64>, _>("gas_used"))?,
+            block_number: opt_u64(r.get::<Option<i64>, _>("block_number"))?,
             failure: r.get("failure"),
             revert_reason: r.get("revert_reason"),
             last_error: r.get("last_error"),
             hashes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::TxStatus;
+
+    const ALL: [TxStatus; 7] = [
+        TxStatus::Pending,
+        TxStatus::Submitted,
+        TxStatus::Mined,
+        TxStatus::Confirmed,
+        TxStatus::Failed,
+        TxStatus::Replaced,
+        TxStatus::Expired,
+    ];
+
+    #[test]
+    fn every_status_round_trips_through_its_column_value() {
+        for s in ALL {
+            assert_eq!(TxStatus::parse(s.as_str()).unwrap(), s);
+        }
+        // Rows older than migration 0003 say `reverted`: a failure.
+        assert_eq!(TxStatus::parse("reverted").unwrap(), TxStatus::Failed);
+    }
+
+    #[test]
+    fn an_unknown_status_is_an_error_not_a_known_status() {
+        for bad in ["", "Failed", "mined ", "cancelled", "unknown", "built"] {
+            let got = TxStatus::parse(bad);
+            assert!(got.is_err(), "{bad:?} decoded as {got:?}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use serde_json::json;
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
     api::{AppState, Deployment},
-    indexer::Rates,
+    indexer::{Rates, events::EventKind},
     store::webhooks::outbox,
 };
 
@@ -121,7 +121,7 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
         contract.address,
         (from_block, from_log),
         safe,
-        &[1, 2, 3, 4],
+        &[EventKind::Transfer, EventKind::StreamCreated, EventKind::StreamRevoked, EventKind::Liquidated],
         CHAIN_BATCH,
     )
     .await
@@ -134,16 +134,20 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
         let (v1, v2) = (number(r.v1.clone()), number(r.v2.clone()));
         let (kind, next_kind) = (r.kind, r.next_kind);
         let (event_type, mut data) = match kind {
-            1 if a1.is_zero() => ("deposit.completed", json!({"account": checksum(a2)})),
-            1 if a2.is_zero() => ("withdrawal.completed", json!({"account": checksum(a1)})),
-            // A Transfer right before SponsoredCallCharged (9) or Liquidated (4) is the relayer's
-            // fee or the liquidator's reward, not a payment.
-            1 if matches!(next_kind, Some(4 | 9)) => continue,
-            1 => ("payment.completed", json!({"from": checksum(a1), "to": checksum(a2)})),
-            2 | 3 => {
+            EventKind::Transfer if a1.is_zero() => ("deposit.completed", json!({"account": checksum(a2)})),
+            EventKind::Transfer if a2.is_zero() => ("withdrawal.completed", json!({"account": checksum(a1)})),
+            // A Transfer right before SponsoredCallCharged or Liquidated is the relayer's fee or
+            // the liquidator's reward, not a payment.
+            EventKind::Transfer
+                if matches!(next_kind, Some(EventKind::Liquidated | EventKind::SponsoredCallCharged)) =>
+            {
+                continue;
+            }
+            EventKind::Transfer => ("payment.completed", json!({"from": checksum(a1), "to": checksum(a2)})),
+            EventKind::StreamCreated | EventKind::StreamRevoked => {
                 let rates = Rates::decode(v1);
                 (
-                    if kind == 2 { "stream.created" } else { "stream.revoked" },
+                    if kind == EventKind::StreamCreated { "stream.created" } else { "stream.revoked" },
                     json!({
                         "subscriber": checksum(a1),
                         "author": checksum(a2),
@@ -154,7 +158,7 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
                     }),
                 )
             }
-            4 => (
+            EventKind::Liquidated => (
                 "account.liquidated",
                 json!({
                     "account": checksum(a1),
@@ -169,7 +173,7 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
         if !types.iter().any(|t| t == event_type) {
             continue;
         }
-        if kind == 1 {
+        if kind == EventKind::Transfer {
             data["amount"] = json!(format_units(v1, INTERNAL_DECIMALS));
             data["amount_raw"] = json!(v1.to_string());
         }

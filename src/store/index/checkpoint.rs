@@ -3,6 +3,8 @@
 use alloy::primitives::B256;
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
+use crate::store::decode::u64_of;
+
 use super::{Scope, bytes32};
 use crate::indexer::source::BlockHeader;
 
@@ -28,11 +30,11 @@ pub async fn load_checkpoint(
     let row = sqlx::query(&sql).bind(scope.chain()).bind(scope.addr()).fetch_optional(conn).await?;
     row.map(|r| {
         Ok(Checkpoint {
-            block_number: r.get::<i64, _>(0) as u64,
+            block_number: u64_of(r.get::<i64, _>(0))?,
             block_hash: bytes32(r.get::<&[u8], _>(1))?,
-            block_timestamp: r.get::<i64, _>(2) as u64,
-            final_block: r.get::<i64, _>(3) as u64,
-            chain_head: r.get::<i64, _>(4) as u64,
+            block_timestamp: u64_of(r.get::<i64, _>(2))?,
+            final_block: u64_of(r.get::<i64, _>(3))?,
+            chain_head: u64_of(r.get::<i64, _>(4))?,
         })
     })
     .transpose()
@@ -71,7 +73,7 @@ pub async fn stored_blocks(pool: &PgPool, scope: Scope, floor: u64, top: u64) ->
     .bind(top as i64)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, bytes32(r.get::<&[u8], _>(1))?))).collect()
+    rows.iter().map(|r| Ok((u64_of(r.get::<i64, _>(0))?, bytes32(r.get::<&[u8], _>(1))?))).collect()
 }
 
 /// Records the chain head seen while idle, for lag reporting.

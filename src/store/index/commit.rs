@@ -125,7 +125,8 @@ pub async fn commit(
         .bind(candidate as i64)
         .fetch_one(&mut *tx)
         .await?;
-        cp.final_block.max(spanning.map_or(candidate, |s| candidate.min(s as u64)))
+        // (a negative bound, below block 0, constrains nothing)
+        cp.final_block.max(spanning.and_then(|s| u64::try_from(s).ok()).map_or(candidate, |s| candidate.min(s)))
     } else {
         to
     };

@@ -6,6 +6,8 @@ use alloy::primitives::Address;
 use anyhow::{Context, bail};
 use sqlx::{Postgres, Row, Transaction};
 
+use crate::store::decode::u64_of;
+
 use super::{Scope, address, i256, u256};
 use crate::indexer::derive::{AccountState, Key, ProjectState, StateCache, StreamState, Value};
 
@@ -59,7 +61,7 @@ pub(super) async fn load_keys(
                 balance: i256(r.get(1))?,
                 income_rate: u256(r.get(2))?,
                 outgoing_rate: u256(r.get(3))?,
-                updated: r.get::<i64, _>(4) as u64,
+                updated: u64_of(r.get::<i64, _>(4))?,
             };
             cache.insert_loaded(Key::Account(address(r.get(0))?), Some(Value::Account(state)));
         }
@@ -80,9 +82,9 @@ pub(super) async fn load_keys(
                 author: address(r.get(1))?,
                 income_rate: u256(r.get(2))?,
                 outgoing_rate: u256(r.get(3))?,
-                project_id: r.get::<i64, _>(4) as u64,
-                since_block: r.get::<i64, _>(5) as u64,
-                since_timestamp: r.get::<i64, _>(6) as u64,
+                project_id: u64_of(r.get::<i64, _>(4))?,
+                since_block: u64_of(r.get::<i64, _>(5))?,
+                since_timestamp: u64_of(r.get::<i64, _>(6))?,
             });
         }
         for (user, list) in lists {
@@ -142,10 +144,10 @@ pub(super) async fn load_keys(
         for r in rows {
             let p = ProjectState {
                 owner: address(r.get(1))?,
-                default_fee: r.get::<i32, _>(2) as u16,
-                claimed_block: r.get::<i64, _>(3) as u64,
+                default_fee: u16::try_from(r.get::<i32, _>(2)).context("fee out of range")?,
+                claimed_block: u64_of(r.get::<i64, _>(3))?,
             };
-            cache.insert_loaded(Key::Project(r.get::<i64, _>(0) as u64), Some(Value::Project(p)));
+            cache.insert_loaded(Key::Project(u64_of(r.get::<i64, _>(0))?), Some(Value::Project(p)));
         }
     }
     if !fees.0.is_empty() {
@@ -161,8 +163,11 @@ pub(super) async fn load_keys(
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
-            let key = Key::UserFee { project_id: r.get::<i64, _>(0) as u64, author: address(r.get(1))? };
-            cache.insert_loaded(key, Some(Value::UserFee(r.get::<i32, _>(2) as u16)));
+            let key = Key::UserFee { project_id: u64_of(r.get::<i64, _>(0))?, author: address(r.get(1))? };
+            cache.insert_loaded(
+                key,
+                Some(Value::UserFee(u16::try_from(r.get::<i32, _>(2)).context("fee out of range")?)),
+            );
         }
     }
     Ok(())

@@ -101,3 +101,63 @@ pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, scope: Scope, blo
         .await?;
     Ok(())
 }
+
+/// The `kind` column of `idx_events`: which StreamPay event a row holds. The numbers are stored
+/// data; never renumber a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum EventKind {
+    Transfer = 1,
+    StreamCreated = 2,
+    StreamRevoked = 3,
+    Liquidated = 4,
+    ProjectIdClaimed = 5,
+    DefaultSettingsSet = 6,
+    UserSettingsSet = 7,
+    NonceUsed = 8,
+    SponsoredCallCharged = 9,
+}
+
+impl EventKind {
+    pub const ALL: [Self; 9] = [
+        Self::Transfer,
+        Self::StreamCreated,
+        Self::StreamRevoked,
+        Self::Liquidated,
+        Self::ProjectIdClaimed,
+        Self::DefaultSettingsSet,
+        Self::UserSettingsSet,
+        Self::NonceUsed,
+        Self::SponsoredCallCharged,
+    ];
+
+    /// The stored number.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+impl TryFrom<i16> for EventKind {
+    type Error = anyhow::Error;
+
+    fn try_from(code: i16) -> anyhow::Result<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code).ok_or_else(|| anyhow::anyhow!("unknown event kind {code}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn event_kinds_round_trip_and_unknown_codes_are_errors() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::try_from(k.code()).unwrap(), k);
+        }
+        assert_eq!(EventKind::Transfer.code(), 1);
+        assert_eq!(EventKind::SponsoredCallCharged.code(), 9);
+        for bad in [0, 10, -1, i16::MAX] {
+            assert!(EventKind::try_from(bad).is_err(), "{bad} decoded");
+        }
+    }
+}

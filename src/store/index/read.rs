@@ -6,6 +6,8 @@ use std::time::Duration;
 use alloy::primitives::{Address, U256};
 use sqlx::{PgPool, Row};
 
+use crate::store::decode::u64_of;
+
 use super::{address, i256, u256};
 use crate::indexer::derive::AccountState;
 
@@ -56,7 +58,8 @@ pub async fn head(pool: &PgPool, chain_id: u64, contract: Address) -> anyhow::Re
             .bind(contract.as_slice())
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|r| Head { block_number: r.get::<i64, _>(0) as u64, block_timestamp: r.get::<i64, _>(1) as u64 }))
+    row.map(|r| Ok(Head { block_number: u64_of(r.get::<i64, _>(0))?, block_timestamp: u64_of(r.get::<i64, _>(1))? }))
+        .transpose()
 }
 
 /// The head and the stored row of `account` (`None` inside: no row, all zero). `None` while the
@@ -79,13 +82,13 @@ pub async fn account(
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let head = Head { block_number: r.get::<i64, _>(0) as u64, block_timestamp: r.get::<i64, _>(1) as u64 };
+    let head = Head { block_number: u64_of(r.get::<i64, _>(0))?, block_timestamp: u64_of(r.get::<i64, _>(1))? };
     let state = match r.get::<Option<&str>, _>(2) {
         Some(balance) => Some(AccountState {
             balance: i256(balance)?,
             income_rate: u256(r.get(3))?,
             outgoing_rate: u256(r.get(4))?,
-            updated: r.get::<i64, _>(5) as u64,
+            updated: u64_of(r.get::<i64, _>(5))?,
         }),
         None => None,
     };
@@ -143,11 +146,14 @@ pub async fn checkpoint_age(pool: &PgPool, chain_id: u64, contract: Address) -> 
     .bind(contract.as_slice())
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| CheckpointAge {
-        indexed_block: r.get::<i64, _>(0) as u64,
-        chain_head: r.get::<i64, _>(1) as u64,
-        since_update: Duration::from_secs_f64(r.get::<f64, _>(2).max(0.0)),
-    }))
+    row.map(|r| {
+        Ok(CheckpointAge {
+            indexed_block: u64_of(r.get::<i64, _>(0))?,
+            chain_head: u64_of(r.get::<i64, _>(1))?,
+            since_update: Duration::from_secs_f64(r.get::<f64, _>(2).max(0.0)),
+        })
+    })
+    .transpose()
 }
 
 /// One statement (one snapshot): the checkpoint, the income rate of `who`, and the streams
@@ -174,7 +180,7 @@ pub async fn streams(
     let rows =
         sqlx::query(&sql).bind(chain_id as i64).bind(contract.as_slice()).bind(who.as_slice()).fetch_all(pool).await?;
     let Some(first) = rows.first() else { return Ok(None) };
-    let head = Head { block_number: first.get::<i64, _>(0) as u64, block_timestamp: first.get::<i64, _>(1) as u64 };
+    let head = Head { block_number: u64_of(first.get::<i64, _>(0))?, block_timestamp: u64_of(first.get::<i64, _>(1))? };
     let income = first.get::<Option<&str>, _>(2).map(u256).transpose()?.unwrap_or_default();
     let streams = rows
         .iter()
@@ -191,8 +197,8 @@ fn stream_row(r: &sqlx::postgres::PgRow) -> anyhow::Result<StreamRow> {
         encoded_rates: u256(r.get(5))?,
         income_rate: u256(r.get(6))?,
         outgoing_rate: u256(r.get(7))?,
-        project_id: r.get::<i64, _>(8) as u64,
-        since_block: r.get::<i64, _>(9) as u64,
-        since_timestamp: r.get::<i64, _>(10) as u64,
+        project_id: u64_of(r.get::<i64, _>(8))?,
+        since_block: u64_of(r.get::<i64, _>(9))?,
+        since_timestamp: u64_of(r.get::<i64, _>(10))?,
     })
 }

@@ -23,7 +23,8 @@ pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Res
     .bind(ancestor as i64)
     .fetch_one(&mut *tx)
     .await?;
-    let ancestor = spanning.map_or(ancestor, |s| ancestor.min(s as u64));
+    // (a negative bound, below block 0, constrains nothing)
+    let ancestor = spanning.and_then(|s| u64::try_from(s).ok()).map_or(ancestor, |s| ancestor.min(s));
     if ancestor < cp.final_block {
         bail!("reorg below block {} (the end of the reorg window); rebuild the index", cp.final_block);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256};
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::store::index::bytes32;
+use crate::store::index::{EventKind, bytes32};
 
 /// One indexed event as the producer reads it, with the kind of the log right after it in the
 /// same block (to tell a fee or a reward from a payment).
@@ -19,12 +19,12 @@ pub struct CursorEvent {
     pub block_timestamp: i64,
     pub tx_hash: B256,
     pub log_index: i32,
-    pub kind: i16,
+    pub kind: EventKind,
     pub a1: Option<Vec<u8>>,
     pub a2: Option<Vec<u8>>,
     pub v1: Option<String>,
     pub v2: Option<String>,
-    pub next_kind: Option<i16>,
+    pub next_kind: Option<EventKind>,
 }
 
 /// Deletes events older than `retention` none of whose deliveries is still pending (their
@@ -100,7 +100,7 @@ pub async fn events_after(
     contract: Address,
     (from_block, from_log): (i64, i32),
     to_block: i64,
-    kinds: &[i16],
+    kinds: &[EventKind],
     limit: i64,
 ) -> anyhow::Result<Vec<CursorEvent>> {
     let rows = sqlx::query(
@@ -119,7 +119,7 @@ pub async fn events_after(
     .bind(from_log)
     .bind(to_block)
     .bind(limit)
-    .bind(kinds)
+    .bind(kinds.iter().map(|k| k.code()).collect::<Vec<_>>())
     .fetch_all(conn)
     .await?;
     rows.iter()
@@ -130,12 +130,12 @@ pub async fn events_after(
                 block_timestamp: r.get("block_timestamp"),
                 tx_hash: bytes32(&r.get::<Vec<u8>, _>("tx_hash"))?,
                 log_index: r.get("log_index"),
-                kind: r.get("kind"),
+                kind: EventKind::try_from(r.get::<i16, _>("kind"))?,
                 a1: r.get("a1"),
                 a2: r.get("a2"),
                 v1: r.get("v1"),
                 v2: r.get("v2"),
-                next_kind: r.get("next_kind"),
+                next_kind: r.get::<Option<i16>, _>("next_kind").map(EventKind::try_from).transpose()?,
             })
         })
         .collect()
