@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned toolchain the project needs into .tools/ (git-ignored):
-# Foundry (anvil, forge, cast) and solc-js from npm, and the Solidity libraries as npm tarballs.
+# Foundry (anvil, forge, cast) and solc-js from npm, the Solidity libraries as npm tarballs, and
+# sqlx-cli (built with cargo) for `cargo sqlx prepare`.
 # Idempotent: a second run with everything present only checks versions and returns.
 set -euo pipefail
 
@@ -12,6 +13,14 @@ OZ_VERSION="5.1.0"
 ONEINCH_VERSION="6.9.16"
 STAMP="$TOOLS/.stamp"
 WANT="foundry=$FOUNDRY_VERSION solc=$SOLC_VERSION oz=$OZ_VERSION 1inch=$ONEINCH_VERSION"
+
+# sqlx-cli, the same version as the sqlx crate in Cargo.lock (the offline query data's format
+# follows it). Building it takes a few minutes, once.
+SQLX_CLI_VERSION="$(awk '/^name = "sqlx"$/ { getline; sub(/^version = "/, ""); sub(/"$/, ""); print; exit }' "$ROOT/Cargo.lock")"
+if ! "$TOOLS/bin/sqlx" --version 2>/dev/null | grep -qx "sqlx-cli $SQLX_CLI_VERSION"; then
+  cargo install sqlx-cli --locked --version "$SQLX_CLI_VERSION" --no-default-features \
+    --features postgres,rustls --root "$TOOLS"
+fi
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -x "$TOOLS/bin/forge" && -x "$TOOLS/bin/anvil" ]]; then
   exit 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the committed abi/ artifacts are current, the Foundry suite (unit, fuzz,
-# invariant), and the Rust suite (integration tests start their own Anvil and Postgres).
+# invariant), the committed sqlx query data (.sqlx/) matches the queries and a migrated database,
+# and the Rust suite (integration tests start their own Anvil and Postgres).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,6 +15,11 @@ echo "== forge test"
 (cd contracts && forge test)
 
 if [[ -f Cargo.toml ]]; then
+  # A throwaway cluster with the migrations applied (src/bin/with_db.rs); the check compiles the
+  # crate against it and compares what the macros see with .sqlx/.
+  echo "== sqlx query data current (cargo sqlx prepare --check)"
+  cargo run --quiet --bin with_db -- cargo sqlx prepare --check
+
   echo "== cargo nextest"
   cargo nextest run --workspace --no-fail-fast
 fi

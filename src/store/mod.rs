@@ -1,6 +1,24 @@
 //! Postgres state: every SQL statement of the relayer lives in this module, organised by
-//! aggregate. Queries are plain `sqlx::query` checked at runtime, so building the crate needs no
-//! database. Addresses and hashes are stored as raw bytes.
+//! aggregate. Addresses and hashes are stored as raw bytes; values read back are decoded with
+//! checked conversions (`decode`), and statuses and event kinds are enums.
+//!
+//! # Checked at compile time, or at runtime
+//!
+//! [`keeper`], `probes`, [`index::lock`] and [`webhooks::outbox`] use `sqlx::query!` and friends:
+//! their SQL, parameter and column types are checked at compile time against the committed query
+//! data in `.sqlx/` (builds need no database; `scripts/test.sh` runs `cargo sqlx prepare --check`
+//! against a throwaway migrated database, see the README's test section).
+//!
+//! The other modules still use runtime-checked `sqlx::query` (not converted yet: keys, nonces,
+//! transactions, history, idempotency, admission, webhooks' endpoint and delivery statements, and
+//! the rest of `index`). Some of their statements cannot be macros at all, and stay runtime
+//! queries when those modules are converted:
+//! - the COPY of `idx_events` ([`index::events`]), a raw protocol exchange;
+//! - statements assembled at runtime: the checkpoint read with or without `FOR UPDATE`
+//!   ([`index::load_checkpoint`]), the stream reads keyed by subscriber or author
+//!   ([`index::read::streams`]), the history filters and spend totals built with `format!`
+//!   (`history`), the key listing (`keys`), and the endpoint and delivery column lists shared by
+//!   several statements ([`webhooks`]).
 //!
 //! - [`keys`]: API keys (hashed): scopes, expiry, allowlist, rate limit, rotation, and the sponsors
 //!   each may use.

@@ -1,7 +1,6 @@
-//! What `/health` and the metrics gauges ask the database.
+//! What `/health` and the metrics gauges ask the database (compile-time checked).
 
 use alloy::primitives::Address;
-use sqlx::Row;
 
 use super::{Store, TxStatus, index::address};
 
@@ -16,7 +15,7 @@ pub struct QueueDepth {
 impl Store {
     /// One round trip; the error is the driver's, as `/health` reports it.
     pub async fn check(&self) -> sqlx::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(&self.pool).await.map(|_| ())
     }
 
     /// Whether the database answers.
@@ -27,20 +26,16 @@ impl Store {
     /// Rows per sponsor and state among the unfinished ones (`pending`, `submitted`, `mined`) of
     /// `chain_id`; a sponsor and state without rows is absent.
     pub async fn queue_depth(&self, chain_id: u64) -> anyhow::Result<Vec<QueueDepth>> {
-        let rows = sqlx::query(
-            "SELECT sponsor, status, count(*) FROM relay_transactions
-         WHERE chain_id = $1 AND status IN ('pending', 'submitted', 'mined') GROUP BY sponsor, status",
+        let rows = sqlx::query!(
+            r#"SELECT sponsor, status, count(*) AS "count!" FROM relay_transactions
+               WHERE chain_id = $1 AND status IN ('pending', 'submitted', 'mined') GROUP BY sponsor, status"#,
+            i64::try_from(chain_id)?,
         )
-        .bind(i64::try_from(chain_id)?)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(QueueDepth {
-                    sponsor: address(r.get::<&[u8], _>(0))?,
-                    status: TxStatus::parse(r.get::<&str, _>(1))?,
-                    count: r.get::<i64, _>(2),
-                })
+                Ok(QueueDepth { sponsor: address(&r.sponsor)?, status: TxStatus::parse(&r.status)?, count: r.count })
             })
             .collect()
     }
