@@ -22,9 +22,14 @@
 //! | [`observability`] | Prometheus metrics (`GET /metrics`): HTTP, pipeline stages, queue depth, indexer lag, RPC |
 //! | [`server`] | wiring for `serve`: state from config, tracing, graceful shutdown |
 
+/// Dated version of the HTTP API and of webhook payloads, sent as `X-Api-Version` on every
+/// response and as `api_version` in every webhook event.
+pub const API_VERSION: &str = "2026-11-21";
+
 pub mod amount;
 pub mod api;
 pub mod chain;
+pub mod chains;
 pub mod cli;
 pub mod config;
 pub mod dev;
@@ -35,4 +40,5 @@ pub mod pipeline;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod supervisor;
 pub mod webhooks;

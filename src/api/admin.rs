@@ -234,7 +234,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), AppError> {
-    let spec = key_spec(req, state.sponsors.addresses())?;
+    let spec = key_spec(req, &state.sponsor_addresses())?;
     let new = state.store.create_key(&spec).await?;
     state.keys_changed();
     tracing::info!(key_id = new.id, name = %spec.name, "API key created");

@@ -107,7 +107,7 @@ pub async fn subscriptions(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let mut extras = Map::new();
     extras.insert("Subscriptions".into(), Value::Array(subs.iter().map(Subscribe::details).collect()));
     build::build(
@@ -193,7 +193,7 @@ pub async fn payments(
             json!({"To": checksum(to), "Amount": amount.units.to_string(), "AmountRaw": amount.base_units.to_string()}),
         );
     }
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let mut extras = Map::new();
     extras.insert("Payments".into(), Value::Array(details));
     extras.insert("Total".into(), json!(format_units(total, INTERNAL_DECIMALS)));

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppError, AppState, Deployment, checksum};
+use super::{AppError, AppState, Contract, checksum};
 use crate::{
     chain::{
         self, IPermitToken, StreamPay,
@@ -58,7 +58,7 @@ fn ser_checksum<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Err
 
 /// What a build endpoint wants signed.
 pub struct BuildRequest<'a> {
-    pub contract: &'a Deployment,
+    pub contract: Contract<'a>,
     pub from: Address,
     pub sponsor: Arc<Sponsor>,
     /// Calldata the signer's call runs (a user operation or a multicall of them).
@@ -112,7 +112,7 @@ impl NonceChoice {
 
 pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value>, AppError> {
     let contract = req.contract;
-    let provider = &state.provider;
+    let provider = &contract.chain.provider;
     let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
     let deadline = now + state.settings.meta_deadline_secs;
     let (nonce_type, nonce) = match req.nonce {
@@ -137,7 +137,7 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
                 // Past the calls in flight; built calls reserve nothing.
                 None => {
                     let scope = NonceScope {
-                        chain_id: state.chain_id,
+                        chain_id: contract.chain.chain_id,
                         contract: contract.address,
                         signer: req.from,
                         nonce_type: NonceType::Account,
@@ -150,17 +150,17 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
     };
 
     let traits = Traits::of_type(nonce_type, nonce, deadline, Some(req.sponsor.address())).encode();
-    let domain = Domain::streampay(state.chain_id, contract.address);
+    let domain = Domain::streampay(contract.chain.chain_id, contract.address);
     let digest = eip712::signed_call_digest(&domain, req.from, traits, &req.data);
     let typed_data = eip712::signed_call_typed_data(&domain, req.from, traits, &req.data);
 
     let permit_typed_data = match req.permit_value {
-        Some(value) => Some(permit_document(state, contract, req.from, value, deadline).await?),
+        Some(value) => Some(permit_document(contract, req.from, value, deadline).await?),
         None => None,
     };
     let transaction = MetaTransaction {
         to: contract.address,
-        chain_id: state.chain_id,
+        chain_id: contract.chain.chain_id,
         from: req.from,
         nonce,
         nonce_type: nonce_type.as_str(),
@@ -193,13 +193,12 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
 
 /// The EIP-2612 `Permit` typed data for depositing `value` base units from `owner`.
 async fn permit_document(
-    state: &AppState,
-    contract: &Deployment,
+    contract: Contract<'_>,
     owner: Address,
     value: U256,
     deadline: u64,
 ) -> Result<Value, AppError> {
-    let (domain, nonce) = permit_domain_and_nonce(state, contract, owner).await?;
+    let (domain, nonce) = permit_domain_and_nonce(contract, owner).await?;
     let values = PermitValues { owner, spender: contract.address, value, nonce, deadline: U256::from(deadline) };
     Ok(eip712::permit_typed_data(&domain, &values))
 }
@@ -207,12 +206,8 @@ async fn permit_document(
 /// The token's EIP-712 domain and `owner`'s permit nonce. The domain comes from EIP-5267
 /// `eip712Domain()` when the token has it (it is authoritative: some tokens use version "2"),
 /// else from `name()` with version "1".
-pub async fn permit_domain_and_nonce(
-    state: &AppState,
-    contract: &Deployment,
-    owner: Address,
-) -> Result<(Domain, U256), AppError> {
-    let token = IPermitToken::new(contract.token, &state.provider);
+pub async fn permit_domain_and_nonce(contract: Contract<'_>, owner: Address) -> Result<(Domain, U256), AppError> {
+    let token = IPermitToken::new(contract.token, &contract.chain.provider);
     let nonce = token.nonces(owner).call().await.map_err(|e| match e {
         // The node did not answer: not the token's fault.
         alloy::contract::Error::TransportError(e) if !matches!(e, alloy::transports::RpcError::ErrorResp(_)) => {
@@ -221,23 +216,23 @@ pub async fn permit_domain_and_nonce(
         e => AppError::unprocessable("permit_unsupported", format!("the token does not support EIP-2612 permits: {e}")),
     })?;
     // A token's EIP-712 domain does not change: read once per token, not per request.
-    if let Some(domain) = state.sponsors.cached_permit_domain(contract.token) {
+    if let Some(domain) = contract.chain.sponsors.cached_permit_domain(contract.token) {
         return Ok((domain, nonce));
     }
     let domain = match token.eip712Domain().call().await {
         Ok(d) => Domain {
             name: d.name,
             version: d.version,
-            chain_id: d.chainId.try_into().unwrap_or(state.chain_id),
+            chain_id: d.chainId.try_into().unwrap_or(contract.chain.chain_id),
             verifying_contract: d.verifyingContract,
         },
         Err(_) => Domain {
             name: token.name().call().await.map_err(AppError::chain)?,
             version: "1".into(),
-            chain_id: state.chain_id,
+            chain_id: contract.chain.chain_id,
             verifying_contract: contract.token,
         },
     };
-    state.sponsors.cache_permit_domain(contract.token, domain.clone());
+    contract.chain.sponsors.cache_permit_domain(contract.token, domain.clone());
     Ok((domain, nonce))
 }

@@ -195,7 +195,10 @@ pub struct ApiMeta {
     pub api_version: &'static str,
     /// Features this relayer serves.
     pub capabilities: Vec<&'static str>,
+    /// The first chain served (a one-chain relayer's chain).
     pub chain_id: u64,
+    /// Every chain this relayer serves.
+    pub chain_ids: Vec<u64>,
     /// Deployment names usable as `{contract}`.
     pub contracts: Vec<String>,
     /// Dated changelog; lines marked "Action required" need integrators to act.
@@ -214,8 +217,9 @@ pub async fn meta(State(state): State<AppState>) -> Json<ApiMeta> {
     Json(ApiMeta {
         api_version: API_VERSION,
         capabilities: CAPABILITIES.to_vec(),
-        chain_id: state.chain_id,
-        contracts: state.contracts.iter().map(|c| c.name.clone()).collect(),
+        chain_id: state.chains.first().map(|c| c.chain_id).unwrap_or_default(),
+        chain_ids: state.chains.iter().map(|c| c.chain_id).collect(),
+        contracts: state.contracts().map(|c| c.name.clone()).collect(),
         changelog: "/changelog",
         openapi: "/openapi.json",
         docs: "/docs",

@@ -11,8 +11,8 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{AppError, AppState, Deployment};
-use crate::{pipeline::Sponsor, store::ApiKeyRecord};
+use super::{AppError, AppState, Contract};
+use crate::{chains::Chain, pipeline::Sponsor, store::ApiKeyRecord};
 
 /// The authenticated API key of a request (`X-API-Key`), checked by [`super::auth::layer`] (status,
 /// network, scope, rate limit) in front of the route.
@@ -64,10 +64,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 impl AppState {
-    /// Resolves the `{contract}` path segment (a deployment name, any case).
-    pub fn contract(&self, name: &str) -> Result<&Deployment, AppError> {
-        self.contracts.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-            let known: Vec<&str> = self.contracts.iter().map(|c| c.name.as_str()).collect();
+    /// Resolves the `{contract}` path segment (a deployment name, any case; names are unique
+    /// across chains) to the deployment and its chain.
+    pub fn contract(&self, name: &str) -> Result<Contract<'_>, AppError> {
+        self.contracts().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
+            let known: Vec<String> = self.contracts().map(|c| c.name.clone()).collect();
             AppError::bad_request(
                 "unknown_contract",
                 format!("no contract named {name:?}; known: {}", known.join(", ")),
@@ -77,7 +78,7 @@ impl AppState {
 
     /// The sponsor a request will use: the one it names (which its key must allow), the key's
     /// only sponsor, or the least busy of its sponsors ([`crate::pipeline::Sponsors::by_load`]).
-    pub fn sponsor_for(&self, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
+    pub fn sponsor_for(&self, chain: &Chain, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
         let requested = requested.map(str::trim).filter(|s| !s.is_empty());
         let address = match requested {
             Some(s) => {
@@ -93,9 +94,9 @@ impl AppState {
             None => {
                 // A key with several sponsors gets the least busy one configured here.
                 if key.0.sponsors.len() > 1
-                    && let Some(s) = self.sponsors.by_load(&key.0.sponsors).into_iter().next()
+                    && let Some(s) = chain.sponsors.by_load(&key.0.sponsors).into_iter().next()
                 {
-                    self.sponsors.note_pick(s.address());
+                    chain.sponsors.note_pick(s.address());
                     return Ok(s);
                 }
                 *key.0
@@ -104,7 +105,7 @@ impl AppState {
                     .ok_or_else(|| AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor"))?
             }
         };
-        self.sponsors.get(&address).ok_or_else(|| {
+        chain.sponsors.get(&address).ok_or_else(|| {
             AppError::unprocessable(
                 "sponsor_unavailable",
                 format!("sponsor {address} is allowed for this key but not configured on this relayer"),

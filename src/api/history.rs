@@ -248,8 +248,8 @@ fn amount_json(operation: &str, amount: U256) -> Value {
     })
 }
 
-fn contract_name(state: &AppState, address: Address) -> Option<String> {
-    state.contracts.iter().find(|c| c.address == address).map(|c| c.name.clone())
+fn contract_name(state: &AppState, chain_id: u64, address: Address) -> Option<String> {
+    state.contract_at(chain_id, address).map(|c| c.name.clone())
 }
 
 fn row_json(state: &AppState, r: &HistoryRow) -> Value {
@@ -262,7 +262,7 @@ fn row_json(state: &AppState, r: &HistoryRow) -> Value {
         "Id": r.id,
         "Status": legacy,
         "State": r.status,
-        "Contract": contract_name(state, r.contract),
+        "Contract": contract_name(state, r.chain_id, r.contract),
         "ChainId": r.chain_id,
         "From": checksum(r.signer),
         "Nonce": r.meta_nonce,
@@ -304,7 +304,9 @@ pub async fn summary(
         None => return Err(AppError::missing("reference")),
         Some(r) => validate_reference(r)?,
     };
-    super::sponsors::refresh_prices(&state, None, Some((key.0.id, &reference))).await?;
+    for chain in &state.chains {
+        super::sponsors::refresh_prices(&state, chain, None, Some((key.0.id, &reference))).await?;
+    }
     let s = state.store.reference_summary(key.0.id, &reference).await?;
     let by_status: serde_json::Map<String, Value> = s.by_status.iter().map(|(k, n)| (k.clone(), json!(n))).collect();
     Ok(Json(json!({

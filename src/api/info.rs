@@ -12,8 +12,8 @@ use super::{API_VERSION, AppError, AppState, checksum, extract::ApiKey};
     responses((status = 200, description = "Service information and per-contract status", body = crate::api::discovery::ApiInfo)))]
 pub async fn root(State(state): State<AppState>) -> Json<Value> {
     let mut contracts = Map::new();
-    for c in &state.contracts {
-        let status = match state.provider.get_code_at(c.address).await {
+    for c in state.contracts() {
+        let status = match c.chain.provider.get_code_at(c.address).await {
             Ok(code) if !code.is_empty() => "ok",
             Ok(_) => "not_deployed",
             Err(_) => "unreachable",
@@ -24,7 +24,7 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
                 "Address": checksum(c.address),
                 "Token": checksum(c.token),
                 "TokenDecimals": c.token_decimals,
-                "ChainId": state.chain_id,
+                "ChainId": c.chain.chain_id,
                 "Status": status,
             }),
         );
@@ -33,6 +33,11 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
         "Message": "StreamPay Relayer: build, sign and relay gasless StreamPay meta-transactions. Keyed endpoints live under /api/v1 (X-API-Key).",
         "ApiVersion": API_VERSION,
         "Contracts": contracts,
+        "Chains": state.chains.iter().map(|c| json!({
+            "Name": c.name,
+            "ChainId": c.chain_id,
+            "FinalityDepth": c.finality_depth,
+        })).collect::<Vec<_>>(),
     }))
 }
 
@@ -45,7 +50,10 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
     security(("api_key" = [])))]
 pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
     Json(Value::Array(
-        state.contracts.iter().map(|c| json!({"Name": c.name, "Address": checksum(c.address)})).collect(),
+        state
+            .contracts()
+            .map(|c| json!({"Name": c.name, "Address": checksum(c.address), "ChainId": c.chain.chain_id}))
+            .collect(),
     ))
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
-    providers::Provider,
+    providers::{DynProvider, Provider},
     rpc::types::TransactionRequest,
     sol_types::{SolCall, SolValue},
     transports::{RpcError, TransportError},
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    AppError, AppState, Deployment, admission,
+    AppError, AppState, Contract, admission,
     build::permit_domain_and_nonce,
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
@@ -45,6 +45,7 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
+    chains::Chain,
     pipeline::Sponsor,
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
@@ -66,12 +67,12 @@ pub async fn nonce(
     let contract = state.contract(&contract)?;
     let account = parse_address("account", &account)?;
     let scope = NonceScope {
-        chain_id: state.chain_id,
+        chain_id: contract.chain.chain_id,
         contract: contract.address,
         signer: account,
         nonce_type: NonceType::Account,
     };
-    let reader = state.index();
+    let reader = &contract.chain.index;
     let Some(head) = reader.head(contract.address).await? else {
         return Err(super::subscriptions::index_not_ready());
     };
@@ -83,8 +84,8 @@ pub async fn nonce(
     Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": head.block_number})))
 }
 
-async fn chain_nonce(state: &AppState, contract: &Deployment, account: Address) -> Result<u64, AppError> {
-    let n = StreamPay::new(contract.address, &state.provider)
+async fn chain_nonce(contract: Contract<'_>, account: Address) -> Result<u64, AppError> {
+    let n = StreamPay::new(contract.address, &contract.chain.provider)
         .bySigAccountNonces(account)
         .call()
         .await
@@ -145,7 +146,7 @@ pub async fn execute(
 ) -> Result<Response, AppError> {
     let contract = state.contract(&contract)?;
     let respond_async = wants_async(&headers);
-    let provider = &state.provider;
+    let provider = &contract.chain.provider;
 
     // --- shape of the request
     let from = parse_address("From", required("From", &body.from)?)?;
@@ -160,11 +161,11 @@ pub async fn execute(
     // of them the call may use.
     let named = body.sponsor.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let pool: Vec<Arc<Sponsor>> = match named {
-        None if key.0.sponsors.len() > 1 => match state.sponsors.by_load(&key.0.sponsors) {
-            pool if pool.is_empty() => vec![state.sponsor_for(&key, None)?],
+        None if key.0.sponsors.len() > 1 => match contract.chain.sponsors.by_load(&key.0.sponsors) {
+            pool if pool.is_empty() => vec![state.sponsor_for(contract.chain, &key, None)?],
             pool => pool,
         },
-        _ => vec![state.sponsor_for(&key, named)?],
+        _ => vec![state.sponsor_for(contract.chain, &key, named)?],
     };
     let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
     state.settings.admission.check_size(&data)?;
@@ -187,14 +188,14 @@ pub async fn execute(
 
     // --- signature, permit and the transaction the sponsor will send. A refusal here changes
     // nothing stored: no request can free, cancel or re-target a call someone else built.
-    let signed = signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await?;
+    let signed = signed_transaction(contract, from, &candidates, &data, &signature, &body, now).await?;
     let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
     if pool.len() > 1 {
-        state.sponsors.note_pick(sponsor.address());
+        contract.chain.sponsors.note_pick(sponsor.address());
     }
 
     // --- the nonce, against the chain, in the space of its type
-    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: from, nonce_type };
+    let scope = NonceScope { chain_id: contract.chain.chain_id, contract: contract.address, signer: from, nonce_type };
     check_nonce_on_chain(&state, contract, scope, nonce).await?;
 
     // --- claim the nonce, so a concurrent execute of the same call gets a clean 409
@@ -207,12 +208,13 @@ pub async fn execute(
     }
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
-    let pipeline = state.sponsors.pipeline(&state.store, provider);
-    let applicant = admission::Applicant { chain_id: state.chain_id, api_key_id: key.0.id, signer: from, digest };
-    let simulated = match simulate(&state, request).await {
+    let pipeline = &contract.chain.pipeline;
+    let applicant =
+        admission::Applicant { chain_id: contract.chain.chain_id, api_key_id: key.0.id, signer: from, digest };
+    let simulated = match simulate(&contract.chain.provider, request).await {
         // Admission and sponsor policies apply to new calls only, never to the pipeline's
         // bumps/cancellations.
-        Ok(gas) => admit(&state, &key, &sponsor, &checked.operations, gas, applicant).await,
+        Ok(gas) => admit(&state, contract.chain, &key, &sponsor, &checked.operations, gas, applicant).await,
         Err(e) => Err(e),
     };
     // The admission reservation and the policy's budget guard are held until the call is queued
@@ -221,7 +223,7 @@ pub async fn execute(
         Ok((gas_limit, reservation, _budget_guard)) => {
             let queued = pipeline
                 .enqueue(NewTransaction {
-                    chain_id: state.chain_id,
+                    chain_id: contract.chain.chain_id,
                     contract: contract.address,
                     api_key_id: key.0.id,
                     signer: from,
@@ -351,8 +353,7 @@ struct SignedCall {
 /// sends: `bySig`, wrapped in `permitAndCall` with a permit.
 #[allow(clippy::too_many_arguments)]
 async fn signed_transaction(
-    state: &AppState,
-    contract: &Deployment,
+    contract: Contract<'_>,
     from: Address,
     candidates: &[(U256, Arc<Sponsor>)],
     data: &Bytes,
@@ -360,8 +361,8 @@ async fn signed_transaction(
     body: &ExecuteRequest,
     now: u64,
 ) -> Result<SignedCall, AppError> {
-    let provider = &state.provider;
-    let domain = Domain::streampay(state.chain_id, contract.address);
+    let provider = &contract.chain.provider;
+    let domain = Domain::streampay(contract.chain.chain_id, contract.address);
     let mut verified = None;
     let mut mismatch = None;
     for (traits, sponsor) in candidates {
@@ -389,7 +390,7 @@ async fn signed_transaction(
 
     // --- optional EIP-2612 permit, applied in the same transaction
     let permit = match &body.permit {
-        Some(p) => Some(permit_bytes(state, contract, from, p, now).await?),
+        Some(p) => Some(permit_bytes(contract, from, p, now).await?),
         None => None,
     };
 
@@ -414,13 +415,13 @@ async fn signed_transaction(
 /// (409 `nonce_already_used`).
 async fn check_nonce_on_chain(
     state: &AppState,
-    contract: &Deployment,
+    contract: Contract<'_>,
     scope: NonceScope,
     nonce: u64,
 ) -> Result<(), AppError> {
     let from = scope.signer;
     if scope.nonce_type == NonceType::Unique {
-        let used = StreamPay::new(contract.address, &state.provider)
+        let used = StreamPay::new(contract.address, &contract.chain.provider)
             .bySigUniqueNonces(from, U256::from(nonce))
             .call()
             .await
@@ -433,7 +434,7 @@ async fn check_nonce_on_chain(
         }
         return Ok(());
     }
-    let expected = chain_nonce(state, contract, from).await?;
+    let expected = chain_nonce(contract, from).await?;
     if nonce < expected {
         return Err(AppError::conflict(
             "nonce_already_used",
@@ -489,8 +490,8 @@ fn wants_async(headers: &HeaderMap) -> bool {
 
 /// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
 /// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas used.
-async fn simulate(state: &AppState, request: TransactionRequest) -> Result<u64, AppError> {
-    state.provider.estimate_gas(request).await.map_err(simulation_error)
+async fn simulate(provider: &DynProvider, request: TransactionRequest) -> Result<u64, AppError> {
+    provider.estimate_gas(request).await.map_err(simulation_error)
 }
 
 /// The gas limit to sign for a call that simulated at `gas`: headroom for state moving between
@@ -504,6 +505,7 @@ fn gas_limit_for(gas: u64) -> u64 {
 /// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
 async fn admit(
     state: &AppState,
+    chain: &Chain,
     key: &ApiKey,
     sponsor: &Sponsor,
     operations: &[&str],
@@ -513,10 +515,10 @@ async fn admit(
     let settings = &state.settings.admission;
     settings.check_gas(operations, gas)?;
     let gas_limit = gas_limit_for(gas);
-    let fees = super::sponsors::current_fees(state).await?;
+    let fees = super::sponsors::current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
-    match super::sponsors::enforce_policy(state, key, sponsor, gas_limit).await {
+    match super::sponsors::enforce_policy(state, chain, key, sponsor, gas_limit).await {
         Ok(guard) => Ok((gas_limit, reservation, guard)),
         Err(e) => {
             state.store.release_reservation(reservation).await;
@@ -576,13 +578,7 @@ fn traits_candidates(
 
 /// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
 /// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
-async fn permit_bytes(
-    state: &AppState,
-    contract: &Deployment,
-    owner: Address,
-    p: &PermitRequest,
-    now: u64,
-) -> Result<Bytes, AppError> {
+async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest, now: u64) -> Result<Bytes, AppError> {
     let value = match &p.value {
         Some(Value::String(s)) => crate::amount::parse_uint(s.trim()),
         Some(Value::Number(n)) => n.as_u64().map(U256::from),
@@ -602,7 +598,7 @@ async fn permit_bytes(
     let raw = parse_hex("Permit.Signature", sig_hex, "invalid_signature")?;
     let sig = signature::parse_ecdsa(&raw)
         .map_err(|e| AppError::bad_request("invalid_signature", format!("Permit.Signature: {e}")))?;
-    let (domain, token_nonce) = permit_domain_and_nonce(state, contract, owner).await?;
+    let (domain, token_nonce) = permit_domain_and_nonce(contract, owner).await?;
     let values =
         PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
     let digest = eip712::permit_digest(&domain, &values);

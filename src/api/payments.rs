@@ -70,7 +70,7 @@ pub async fn pay(
     let to = parse_recipient("To", required("To", &body.to)?)?;
     let amount = amount::parse_amount(required("Amount", &body.amount)?, INTERNAL_DECIMALS)
         .map_err(|e| AppError::amount("Amount", e))?;
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let data: Bytes = StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into();
     let mut extras = Map::new();
     extras.insert("Amount".into(), json!(amount.units.to_string()));
@@ -138,7 +138,7 @@ pub async fn deposit(
     let amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
         .map_err(|e| AppError::amount("Amount", e))?;
     let is_permit2 = body.is_permit2.unwrap_or(false);
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let data: Bytes = StreamPay::depositCall { amount: amount.base_units, isPermit2: is_permit2 }.abi_encode().into();
     let mut extras = Map::new();
     extras.insert("Amount".into(), json!(amount.units.to_string()));
@@ -212,7 +212,7 @@ pub async fn withdraw(
         None | Some("") => None,
         Some(t) => Some(parse_recipient("To", t)?),
     };
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let data: Bytes = match to {
         Some(to) if to != from => StreamPay::withdrawToCall { to, amount: internal.base_units }.abi_encode().into(),
         _ => StreamPay::withdrawCall { amount: internal.base_units }.abi_encode().into(),
@@ -258,7 +258,7 @@ pub async fn balance(
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
     // From the Postgres index at its head's chain time (SPEC §3).
-    let Some(view) = state.index().balance(contract.address, address).await? else {
+    let Some(view) = contract.chain.index.balance(contract.address, address).await? else {
         return Err(super::subscriptions::index_not_ready());
     };
     let raw = view.balance;

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
     chain::StreamPay,
-    indexer::IndexReader,
+    chains::Chain,
 };
 
 #[derive(Debug, Deserialize)]
@@ -76,8 +76,8 @@ pub async fn resolve(
     } else {
         None
     };
-    let code = state.provider.get_code_at(address).await.map_err(AppError::chain)?;
-    let (source, balance, has_streams) = known(&state, contract.address, address).await?;
+    let code = contract.chain.provider.get_code_at(address).await.map_err(AppError::chain)?;
+    let (source, balance, has_streams) = known(contract.chain, contract.address, address).await?;
     let has_balance = !balance.is_zero();
     Ok(Json(json!({
         "Identifier": identifier,
@@ -100,17 +100,17 @@ pub async fn resolve(
 /// `(source, live balance, whether it streams or is streamed to)` of `account`: the index when it has this
 /// deployment, the chain's views otherwise.
 async fn known(
-    state: &AppState,
+    chain: &Chain,
     contract: Address,
     account: Address,
 ) -> Result<(&'static str, alloy::primitives::U256, bool), AppError> {
-    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
+    let reader = &chain.index;
     if let Some(view) = reader.balance(contract, account).await? {
         let outgoing = reader.subscriptions(contract, account).await?.map_or(0, |s| s.streams.len());
         let incoming = reader.incoming_streams(contract, account).await?.map_or(0, |s| s.streams.len());
         return Ok(("index", view.balance, outgoing + incoming > 0));
     }
-    let sp = StreamPay::new(contract, &state.provider);
+    let sp = StreamPay::new(contract, &chain.provider);
     let balance = sp.balanceOf(account).call().await.map_err(AppError::chain)?;
     let info = sp.accountInfo(account).call().await.map_err(AppError::chain)?;
     // A positive rate either way means at least one stream.

@@ -34,6 +34,7 @@ use super::{
     extract::{ApiKey, ApiQuery},
 };
 use crate::{
+    chains::Chain,
     pipeline::{Fees, Sponsor, fees},
     store::SponsorPolicy,
 };
@@ -54,9 +55,9 @@ fn policy_json(p: Option<&SponsorPolicy>) -> Value {
 }
 
 /// The fees a new transaction would be signed with now (the pipeline's estimate under its cap).
-pub(super) async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
-    let est = state.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
-    let cap = state.sponsors.running_pipeline().and_then(|p| p.settings().max_fee_cap);
+pub(super) async fn current_fees(chain: &Chain) -> Result<Fees, AppError> {
+    let est = chain.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
+    let cap = chain.pipeline.settings().max_fee_cap;
     Ok(fees::initial(
         Fees { max_fee_per_gas: est.max_fee_per_gas, max_priority_fee_per_gas: est.max_priority_fee_per_gas },
         cap,
@@ -68,12 +69,13 @@ pub(super) async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
 /// leaves the upper bound (max fee) in place for now.
 pub(super) async fn refresh_prices(
     state: &AppState,
+    chain: &Chain,
     sponsor: Option<Address>,
     reference: Option<(i64, &str)>,
 ) -> Result<(), AppError> {
-    let rows = state.store.unpriced_transactions(state.chain_id, sponsor, reference, 200).await?;
+    let rows = state.store.unpriced_transactions(chain.chain_id, sponsor, reference, 200).await?;
     for (id, hash, block_hash) in rows {
-        match state.provider.get_transaction_receipt(hash).await {
+        match chain.provider.get_transaction_receipt(hash).await {
             Ok(Some(r)) if r.block_hash == Some(block_hash) => {
                 state.store.set_effective_gas_price(id, hash, block_hash, r.effective_gas_price).await?
             }
@@ -99,25 +101,34 @@ pub(super) async fn refresh_prices(
 #[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Value>, AppError> {
     let mut out = Vec::new();
-    for (i, address) in key.0.sponsors.iter().enumerate() {
-        let configured = state.sponsors.get(address).is_some();
-        let balance = state.provider.get_balance(*address).await.map_err(AppError::chain)?;
-        refresh_prices(&state, Some(*address), None).await?;
-        let spend = state.store.sponsor_spend(state.chain_id, *address, None).await?;
-        let key_spend = state.store.sponsor_spend(state.chain_id, *address, Some(key.0.id)).await?;
-        let policy = state.store.sponsor_policy(state.chain_id, *address).await?;
-        out.push(json!({
-            "Address": checksum(*address),
-            "Default": i == 0,
-            "Configured": configured,
-            "NativeBalance": balance.to_string(),
-            "InFlight": spend.in_flight,
-            "SpendToday": spend.total().to_string(),
-            "MinedSpendToday": spend.mined_wei.to_string(),
-            "ReservedInFlight": spend.reserved_wei.to_string(),
-            "KeySpendToday": key_spend.total().to_string(),
-            "Policy": policy_json(policy.as_ref()),
-        }));
+    for (c, chain) in state.chains.iter().enumerate() {
+        for (i, address) in key.0.sponsors.iter().enumerate() {
+            let configured = chain.sponsors.get(address).is_some();
+            // Each sponsor on every chain that has it; one configured on no chain is listed once,
+            // on the first.
+            let nowhere = !state.chains.iter().any(|c| c.sponsors.get(address).is_some());
+            if !configured && !(c == 0 && nowhere) {
+                continue;
+            }
+            let balance = chain.provider.get_balance(*address).await.map_err(AppError::chain)?;
+            refresh_prices(&state, chain, Some(*address), None).await?;
+            let spend = state.store.sponsor_spend(chain.chain_id, *address, None).await?;
+            let key_spend = state.store.sponsor_spend(chain.chain_id, *address, Some(key.0.id)).await?;
+            let policy = state.store.sponsor_policy(chain.chain_id, *address).await?;
+            out.push(json!({
+                "Address": checksum(*address),
+                "Default": i == 0,
+                "Configured": configured,
+                "NativeBalance": balance.to_string(),
+                "InFlight": spend.in_flight,
+                "SpendToday": spend.total().to_string(),
+                "MinedSpendToday": spend.mined_wei.to_string(),
+                "ReservedInFlight": spend.reserved_wei.to_string(),
+                "KeySpendToday": key_spend.total().to_string(),
+                "Policy": policy_json(policy.as_ref()),
+                "ChainId": chain.chain_id,
+            }));
+        }
     }
     Ok(Json(json!({"Sponsors": out})))
 }
@@ -168,17 +179,18 @@ pub async fn quote(
             let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
             AppError::bad_request("unknown_operation", format!("operation {op:?} is not one of {}", known.join(", ")))
         })?;
-    let sponsor = state.sponsor_for(&key, q.sponsor.as_deref())?;
-    let history = state.store.recent_operation_gas(state.chain_id, contract.address, operation).await?;
+    let sponsor = state.sponsor_for(contract.chain, &key, q.sponsor.as_deref())?;
+    let chain = contract.chain;
+    let history = state.store.recent_operation_gas(chain.chain_id, contract.address, operation).await?;
     let gas = history.unwrap_or(default_gas);
-    let fees = current_fees(&state).await?;
+    let fees = current_fees(chain).await?;
     let cost = U256::from(gas) * U256::from(fees.max_fee_per_gas);
-    let policy = state.store.sponsor_policy(state.chain_id, sponsor.address()).await?;
+    let policy = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await?;
     if policy.as_ref().is_some_and(|p| p.daily_budget.is_some() || p.per_key_daily_budget.is_some()) {
-        refresh_prices(&state, Some(sponsor.address()), None).await?;
+        refresh_prices(&state, chain, Some(sponsor.address()), None).await?;
     }
     let verdict = match &policy {
-        Some(p) => check(&state, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
+        Some(p) => check(&state, chain, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
         None => None,
     };
     let blocked = verdict.as_ref().map(|e| match e {
@@ -202,6 +214,7 @@ pub async fn quote(
 /// The policy checks of one new call costing up to `cost` wei at `max_fee_per_gas`.
 async fn check(
     state: &AppState,
+    chain: &Chain,
     key: &ApiKey,
     sponsor: &Sponsor,
     policy: &SponsorPolicy,
@@ -220,7 +233,7 @@ async fn check(
         ));
     }
     if let Some(budget) = policy.daily_budget {
-        let spent = state.store.sponsor_spend(state.chain_id, address, None).await?.total();
+        let spent = state.store.sponsor_spend(chain.chain_id, address, None).await?.total();
         if spent.saturating_add(cost) > budget {
             return Err(AppError::too_many_requests(
                 "sponsor_daily_budget_exceeded",
@@ -231,7 +244,7 @@ async fn check(
         }
     }
     if let Some(budget) = policy.per_key_daily_budget {
-        let spent = state.store.sponsor_spend(state.chain_id, address, Some(key.0.id)).await?.total();
+        let spent = state.store.sponsor_spend(chain.chain_id, address, Some(key.0.id)).await?.total();
         if spent.saturating_add(cost) > budget {
             return Err(AppError::too_many_requests(
                 "key_budget_exceeded",
@@ -260,11 +273,12 @@ pub type BudgetGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
 /// With a budget, the returned guard must be held until the call is queued.
 pub async fn enforce_policy(
     state: &AppState,
+    chain: &Chain,
     key: &ApiKey,
     sponsor: &Sponsor,
     gas_limit: u64,
 ) -> Result<BudgetGuard, AppError> {
-    let Some(policy) = state.store.sponsor_policy(state.chain_id, sponsor.address()).await? else {
+    let Some(policy) = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await? else {
         return Ok(None);
     };
     let guard = if policy.daily_budget.is_some() || policy.per_key_daily_budget.is_some() {
@@ -273,10 +287,10 @@ pub async fn enforce_policy(
         None
     };
     if guard.is_some() {
-        refresh_prices(state, Some(sponsor.address()), None).await?;
+        refresh_prices(state, chain, Some(sponsor.address()), None).await?;
     }
-    let fees = current_fees(state).await?;
+    let fees = current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
-    check(state, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
+    check(state, chain, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
     Ok(guard)
 }

@@ -127,7 +127,7 @@ pub async fn create(
     let contract = state.contract(&contract)?;
     let from = parse_address("from", required("from", &body.from)?)?;
     let sub = Subscribe::parse("", from, &body.author, &body.subscription_rate, &body.project_id)?;
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let mut extras = Map::new();
     if let Value::Object(d) = sub.details() {
         extras.extend(d);
@@ -186,7 +186,7 @@ pub async fn cancel(
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
     let from = parse_address("From", required("From", &query.from)?)?;
-    let sponsor = state.sponsor_for(&key, query.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, query.sponsor.as_deref())?;
     let data = StreamPay::unsubscribeCall { author }.abi_encode().into();
     let mut extras = Map::new();
     extras.insert("Author".into(), json!(checksum(author)));
@@ -225,7 +225,7 @@ pub async fn list(
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
     // From the Postgres index (SPEC §3), in `allSubscriptions` order.
-    let Some(indexed) = state.index().subscriptions(contract.address, address).await? else {
+    let Some(indexed) = contract.chain.index.subscriptions(contract.address, address).await? else {
         return Err(index_not_ready());
     };
     let (authors, rates): (Vec<_>, Vec<_>) = indexed.streams.iter().map(|s| (s.author, s.encoded_rates)).unzip();
@@ -271,7 +271,7 @@ pub async fn incoming(
 ) -> Result<Json<Value>, AppError> {
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
-    let Some(view) = state.index().incoming_streams(contract.address, author).await? else {
+    let Some(view) = contract.chain.index.incoming_streams(contract.address, author).await? else {
         return Err(index_not_ready());
     };
     let streams: Vec<Value> = view

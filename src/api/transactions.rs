@@ -21,16 +21,17 @@ pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<Stri
     let not_found = || AppError::not_found("transaction_not_found", format!("no transaction {id:?} for this API key"));
     let numeric: i64 = id.parse().map_err(|_| not_found())?;
     let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
-    let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
+    let deployment = state.contract_at(t.chain_id, t.contract);
+    let contract = deployment.map(|c| c.name.clone());
     let (reference, operations) = state.store.transaction_reference(numeric, key.0.id).await?.unwrap_or_default();
     // Read-your-writes: "mined" only once the index (every read endpoint) has reached its block.
     // A mined call the index lacks: wake (or run) the indexer briefly, as execute does.
-    let deployment = state.contracts.iter().find(|c| c.address == t.contract);
     let indexed = match (t.block_number, deployment) {
         (Some(block), Some(c)) if matches!(t.legacy_status(), "mined") => {
             state.await_indexed_for(c, block, std::time::Duration::from_secs(2)).await
         }
-        (Some(block), _) => state.index().head(t.contract).await?.is_some_and(|h| h.block_number >= block),
+        (Some(block), Some(c)) => c.chain.index.head(t.contract).await?.is_some_and(|h| h.block_number >= block),
+        (Some(_), None) => false,
         (None, _) => false,
     };
     let status = match t.legacy_status() {

@@ -173,7 +173,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
         "dev",
     )?;
 
-    let contract = state.contracts.first().context("no deployment")?.clone();
+    let contract = state.contracts().next().context("no deployment")?.deployment.clone();
     let demo = demo_wallet(&root.join(".dev/demo-wallet.key"))?;
     let wallet_provider = ProviderBuilder::new().wallet(sponsor.clone()).connect_http(
         config.rpc_url.as_ref().map(crate::secret::Secret::expose).unwrap_or_default().parse().context("rpc url")?,

@@ -25,31 +25,33 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
-use super::WebhookSettings;
-use crate::api::{API_VERSION, AppState};
+use tokio_util::sync::CancellationToken;
+
+use super::{Dispatcher, WebhookSettings};
+use crate::{API_VERSION, chains::Chain};
 
 /// The delivery loop: fan out, then start what is due; sleeps `poll_interval` when idle.
 ///
 /// Attempts run as tasks of their own, at most `batch_size` at once and one per endpoint: a
 /// slow or hanging endpoint (up to `timeout` an attempt) holds only its own slot, and the loop
 /// goes on claiming other endpoints' deliveries meanwhile. No batch waits for its slowest member.
-pub async fn run(state: AppState) {
-    let settings = state.settings.webhooks.clone();
-    let client = match client(&settings) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "webhooks disabled: no HTTP client");
-            return;
-        }
-    };
+/// Returns when `stop` is cancelled, after the attempts in flight have been recorded (each is
+/// bounded by `timeout`).
+pub async fn run(state: Arc<Dispatcher>, stop: CancellationToken) -> anyhow::Result<()> {
+    let settings = state.settings.clone();
+    let client = client(&settings)?;
+    let mut attempts = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.batch_size.max(1) as usize));
     let busy_endpoints: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
-    loop {
+    while !stop.is_cancelled() {
         let mut busy = false;
-        match fan_out(&state).await {
-            Ok(n) => busy |= n > 0,
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook fan-out failed"),
+        for chain in &state.chains {
+            match fan_out(&state, chain).await {
+                Ok(n) => busy |= n > 0,
+                Err(e) => tracing::warn!(chain = %chain.name, error = format!("{e:#}"), "webhook fan-out failed"),
+            }
         }
+        while attempts.try_join_next().is_some() {}
         let free = slots.available_permits();
         if free > 0 {
             let skip: Vec<i64> = busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
@@ -61,7 +63,7 @@ pub async fn run(state: AppState) {
                         busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(d.endpoint_id);
                         let (pool, client, settings, busy_endpoints) =
                             (state.store.pool().clone(), client.clone(), settings.clone(), busy_endpoints.clone());
-                        tokio::spawn(async move {
+                        attempts.spawn(async move {
                             let endpoint = d.endpoint_id;
                             if let Err(e) = attempt(&pool, &client, &settings, d).await {
                                 tracing::warn!(error = format!("{e:#}"), "failed to record a webhook attempt");
@@ -75,9 +77,14 @@ pub async fn run(state: AppState) {
             }
         }
         if !busy {
-            tokio::time::sleep(settings.poll_interval).await;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(settings.poll_interval) => {}
+            }
         }
     }
+    while attempts.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// The HTTP client of deliveries: rustls, no redirects followed (a 3xx is not a 2xx), no proxy
@@ -138,7 +145,7 @@ fn checksum_bytes(b: Vec<u8>) -> String {
 }
 
 /// The `data` of a `transaction.*` event, from its relay_transactions row.
-async fn transaction_data(state: &AppState, id: i64) -> anyhow::Result<Value> {
+async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow::Result<Value> {
     let r = sqlx::query(
         "SELECT id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number, failure,
                 revert_reason
@@ -151,7 +158,7 @@ async fn transaction_data(state: &AppState, id: i64) -> anyhow::Result<Value> {
     // A row deleted since (never by the relayer itself) must not block the outbox.
     let Some(r) = r else { return Ok(json!({ "transaction_id": id })) };
     let contract = Address::from_slice(&r.get::<Vec<u8>, _>("contract"));
-    let name = state.contracts.iter().find(|c| c.address == contract).map(|c| c.name.clone());
+    let name = chain.deployment_at(contract).map(|c| c.name.clone());
     Ok(json!({
         "transaction_id": r.get::<i64, _>("id"),
         "contract": name,
@@ -169,7 +176,7 @@ async fn transaction_data(state: &AppState, id: i64) -> anyhow::Result<Value> {
 }
 
 /// Creates the deliveries of up to 100 events; returns how many events it handled.
-pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
+pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize> {
     let mut tx = state.store.pool().begin().await?;
     let events = sqlx::query(
         "SELECT id, type, api_key_id, sponsor, transaction_id, data,
@@ -177,7 +184,7 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
          FROM webhook_events WHERE NOT fanned_out AND chain_id = $1
          ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
     )
-    .bind(state.chain_id as i64)
+    .bind(chain.chain_id as i64)
     .fetch_all(&mut *tx)
     .await
     .context("Failed to read the webhook outbox")?;
@@ -187,7 +194,7 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
         let transaction_id: Option<i64> = e.get("transaction_id");
         let data = match (e.get::<Option<Value>, _>("data"), transaction_id) {
             (Some(d), _) => d,
-            (None, Some(t)) => transaction_data(state, t).await?,
+            (None, Some(t)) => transaction_data(state, chain, t).await?,
             (None, None) => json!({}),
         };
         let payload = json!({
@@ -195,7 +202,7 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
             "type": event_type,
             "created": e.get::<i64, _>("created"),
             "api_version": API_VERSION,
-            "chain_id": state.chain_id,
+            "chain_id": chain.chain_id,
             "data": data,
         })
         .to_string();

@@ -12,6 +12,7 @@ mod info;
 mod keeper;
 mod key_cache;
 mod keys;
+mod layout;
 mod logs;
 mod meta;
 mod metrics;
