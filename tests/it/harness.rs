@@ -35,7 +35,7 @@ use streampay_relayer::{
 /// Seconds of net outflow an account must cover (the dev deployment's value).
 pub const LIQUIDATION_WINDOW: u64 = 86_400;
 pub const TOKEN_DECIMALS: u8 = 6;
-const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
+pub const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 
 /// How long a test waits for a transaction it sent to be mined before it fails (every receipt
 /// wait in the suite is bounded by it; alloy's own wait has no limit).
@@ -89,7 +89,7 @@ fn rand_suffix() -> String {
     alloy::hex::encode(&signer.address()[..6])
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -111,9 +111,9 @@ pub struct TestApp {
     pub admin: DynProvider,
     pub store: Store,
     pub state: AppState,
-    /// Runs the app's pipeline; tests add the background tasks they need
-    /// ([`TestApp::start_indexers`], [`TestApp::start_webhooks`]).
-    pub supervisor: Arc<Supervisor>,
+    /// Runs the app's pipeline (stopped when the app is dropped); tests start the other
+    /// background tasks they need ([`TestApp::start_indexers`], [`TestApp::start_webhooks`]).
+    _pipelines: Supervisor,
     /// The Anvil node's HTTP endpoint and the test database's URL (to start `streampay serve`).
     pub rpc_url: String,
     pub db_url: String,
@@ -201,8 +201,8 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
     .expect("state");
     // As `serve` does: the pipeline runs under a supervisor (the app's other background tasks
     // are started by the tests that need them).
-    let supervisor = Arc::new(Supervisor::new());
-    server::start_pipelines(&state, &supervisor);
+    let pipelines = Supervisor::new();
+    server::start_pipelines(&state, &pipelines);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let app = api::app(state.clone());
@@ -224,7 +224,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         admin,
         store,
         state,
-        supervisor,
+        _pipelines: pipelines,
         rpc_url: anvil.endpoint(),
         db_url,
         sponsor_key,
