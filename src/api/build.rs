@@ -13,6 +13,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::ErrorCode;
 use super::{AppError, AppState, Deployment, checksum};
 use crate::{
     chain::{
@@ -91,8 +92,8 @@ impl NonceChoice {
         match kind.map(str::to_ascii_lowercase).as_deref() {
             None | Some("unique") => {
                 if nonce.as_ref().is_some_and(|v| !v.is_null()) {
-                    return Err(AppError::bad_request(
-                        "invalid_nonce",
+                    return Err(AppError::new(
+                        ErrorCode::InvalidNonce,
                         "Nonce may only be chosen with NonceType \"account\"; unique nonces are drawn by the relayer",
                     ));
                 }
@@ -102,8 +103,8 @@ impl NonceChoice {
                 None | Some(Value::Null) => Ok(Self::Account(None)),
                 Some(_) => Ok(Self::Account(Some(super::extract::parse_u64("Nonce", nonce)?))),
             },
-            Some(_) => Err(AppError::bad_request(
-                "invalid_nonce_type",
+            Some(_) => Err(AppError::new(
+                ErrorCode::InvalidNonceType,
                 "NonceType must be \"unique\" (the default) or \"account\"",
             )),
         }
@@ -123,13 +124,12 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
                 .call()
                 .await
                 .map_err(AppError::chain)?;
-            let chain_nonce = u64::try_from(chain_nonce).map_err(|_| {
-                AppError::unprocessable("nonce_out_of_range", "the signer's account nonce exceeds 2^64")
-            })?;
+            let chain_nonce = u64::try_from(chain_nonce)
+                .map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the signer's account nonce exceeds 2^64"))?;
             let nonce = match chosen {
                 Some(n) if n < chain_nonce => {
-                    return Err(AppError::conflict(
-                        "nonce_already_used",
+                    return Err(AppError::new(
+                        ErrorCode::NonceAlreadyUsed,
                         format!("account nonce {n} of {} is already used; the next is {chain_nonce}", req.from),
                     ));
                 }
@@ -218,7 +218,7 @@ pub async fn permit_domain_and_nonce(
         alloy::contract::Error::TransportError(e) if !matches!(e, alloy::transports::RpcError::ErrorResp(_)) => {
             AppError::chain(e)
         }
-        e => AppError::unprocessable("permit_unsupported", format!("the token does not support EIP-2612 permits: {e}")),
+        e => AppError::new(ErrorCode::PermitUnsupported, format!("the token does not support EIP-2612 permits: {e}")),
     })?;
     // A token's EIP-712 domain does not change: read once per token, not per request.
     if let Some(domain) = state.sponsors.cached_permit_domain(contract.token) {

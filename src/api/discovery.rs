@@ -3,8 +3,8 @@
 //! `GET /docs` (an interactive page that loads nothing from the internet) and `GET /changelog`.
 //!
 //! `X-Api-Version` is set on every response by a layer in [`super::app`], errors and 404s
-//! included. [`ERROR_CODES`] is the catalog of every stable error code; it is published in the
-//! OpenAPI document as the `ErrorCode` schema and checked against the source by a test.
+//! included. The catalog of stable error codes is [`super::ErrorCode`]; the document publishes it
+//! as the `ErrorCode` schema.
 
 use std::sync::OnceLock;
 
@@ -18,12 +18,15 @@ use serde::Serialize;
 use utoipa::{
     Modify, OpenApi, ToSchema,
     openapi::{
-        self, Object, ObjectBuilder, RefOr, Schema, Type,
+        self, ObjectBuilder, RefOr, Type,
         security::{ApiKey as ApiKeyScheme, ApiKeyValue, SecurityScheme},
     },
 };
 
-use super::{API_VERSION, AppState};
+use super::{
+    API_VERSION, AppState,
+    error::{ErrorBody, ErrorCode, ErrorDetail},
+};
 
 /// Features this relayer serves, named as in the changelog; clients can feature-detect on them.
 pub const CAPABILITIES: &[&str] = &[
@@ -47,144 +50,6 @@ pub const CAPABILITIES: &[&str] = &[
     "metrics",
     "request_ids",
     "liquidation_keeper",
-];
-
-/// Every stable error code: `(code, HTTP status, meaning)`. A client can switch on `code`; the
-/// message is for humans and may change.
-pub const ERROR_CODES: &[(&str, u16, &str)] = &[
-    ("invalid_json", 400, "The body is not JSON of the expected shape, or lacks Content-Type: application/json."),
-    ("invalid_query", 400, "A query parameter is malformed."),
-    ("missing_field", 400, "A required field is missing or empty."),
-    (
-        "invalid_address",
-        400,
-        "Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self).",
-    ),
-    ("invalid_amount", 400, "Not a positive decimal amount with at most the allowed decimals."),
-    ("invalid_number", 400, "Expected a non-negative integer."),
-    ("invalid_project_id", 400, "project_id is not a non-negative integer."),
-    ("invalid_data", 400, "Data is not 0x-prefixed hex."),
-    ("invalid_signature", 400, "The signature is malformed."),
-    ("invalid_traits", 400, "Traits is not a valid bySig traits word."),
-    ("invalid_nonce_type", 400, "NonceType is not `unique` (the default) or `account`."),
-    ("invalid_nonce", 400, "A build's Nonce may only be chosen with NonceType `account`."),
-    ("invalid_deadline", 400, "Deadline does not fit the 40-bit traits field."),
-    ("invalid_idempotency_key", 400, "Idempotency-Key is not 1 to 255 visible ASCII characters."),
-    ("call_not_allowed", 400, "Data is not an allowed StreamPay user operation."),
-    (
-        "non_canonical_calldata",
-        400,
-        "Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes).",
-    ),
-    ("calldata_too_large", 400, "Data is larger than the relayer's cap (`[admission] max_calldata_bytes`)."),
-    ("empty_batch", 400, "A batch holds no items."),
-    ("batch_too_large", 400, "A batch holds more than 100 items."),
-    ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
-    (
-        "invalid_webhook_url",
-        400,
-        "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address.",
-    ),
-    ("unknown_event", 400, "A webhook event type is not one of the `WebhookEventType` schema."),
-    ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),
-    ("invalid_key_name", 400, "An API key name must be 1 to 100 characters."),
-    ("invalid_environment", 400, "An API key environment is `test` or `live`."),
-    ("invalid_scope", 400, "Scopes are some of read, relay, webhooks, admin (at least one)."),
-    ("invalid_expiry", 400, "expires_in_seconds is out of range."),
-    ("invalid_cidr", 400, "An allowlist entry is not a CIDR block or IP address, or has host bits set."),
-    ("invalid_rate_limit", 400, "rate_limit_per_minute is out of range."),
-    ("invalid_grace_period", 400, "grace_seconds is out of range."),
-    (
-        "invalid_reference",
-        400,
-        "Reference is not 1 to 255 characters without control characters, or header and body differ.",
-    ),
-    ("invalid_status", 400, "A status filter is not a transaction state."),
-    ("invalid_time", 400, "A time filter is not an RFC 3339 timestamp."),
-    ("invalid_limit", 400, "limit is not an integer from 1 to 100."),
-    ("invalid_cursor", 400, "cursor is not a NextCursor this API returned."),
-    ("invalid_metrics_token", 401, "A metrics token is configured and GET /metrics was called without it."),
-    ("missing_api_key", 401, "No X-API-Key header."),
-    ("invalid_api_key", 401, "The API key is unknown or deleted."),
-    ("key_revoked", 401, "The API key was revoked (or replaced by a rotation)."),
-    ("key_expired", 401, "The API key is past its expiry."),
-    (
-        "missing_admin_token",
-        401,
-        "An admin endpoint was called without `Authorization: Bearer` (or an admin-scoped X-API-Key).",
-    ),
-    (
-        "invalid_admin_token",
-        401,
-        "The admin token is malformed, badly signed, expired, too long-lived, or admin tokens are not enabled.",
-    ),
-    ("insufficient_scope", 403, "The API key lacks the scope this endpoint needs."),
-    ("ip_not_allowed", 403, "The API key may not be used from the client's address."),
-    ("sponsor_not_allowed", 403, "The API key may not use this sponsor."),
-    (
-        "signer_banned",
-        403,
-        "Too many of this signer's relayed calls reverted on chain recently; none is relayed until they age out.",
-    ),
-    (
-        "key_banned",
-        403,
-        "Too many of this API key's relayed calls reverted on chain recently; none is relayed until they age out.",
-    ),
-    ("key_not_found", 404, "No API key with this id (or it was deleted)."),
-    ("key_not_active", 409, "The API key is revoked, expired or already rotated."),
-    ("rate_limited", 429, "The API key exceeded its requests per minute; retry after `Retry-After` seconds."),
-    ("not_found", 404, "No endpoint at this path."),
-    ("method_not_allowed", 405, "The path exists but not with this method."),
-    ("transaction_not_found", 404, "No such transaction for this API key."),
-    ("webhook_not_found", 404, "No such webhook endpoint for this API key."),
-    ("webhook_delivery_not_found", 404, "No such delivery of this webhook endpoint."),
-    ("webhook_limit_reached", 422, "The API key already has the most webhook endpoints allowed; delete one first."),
-    ("redelivery_limit_reached", 429, "The API key asked for the most redeliveries allowed this hour; retry later."),
-    ("nonce_already_used", 409, "The signed nonce was already consumed on chain."),
-    ("nonce_gap", 409, "The signed nonce is not the signer's next one."),
-    ("nonce_in_flight", 409, "A call with this nonce is already being relayed."),
-    ("idempotency_key_in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly."),
-    ("idempotency_key_reused", 422, "This Idempotency-Key was used for a different request."),
-    ("deadline_expired", 422, "The signed deadline has passed."),
-    ("signature_mismatch", 422, "The signature is not the signer's for this call."),
-    ("permit_signature_mismatch", 422, "The permit signature is not the signer's."),
-    ("permit_unsupported", 422, "The token does not support EIP-2612 permits."),
-    ("sponsor_mismatch", 422, "The signed traits allow another relayer than the chosen sponsor."),
-    ("sponsor_unavailable", 422, "The sponsor is allowed for the key but not configured on this relayer."),
-    ("nonce_out_of_range", 422, "The account nonce exceeds 2^64."),
-    ("simulation_reverted", 422, "The call reverts when simulated; nothing was sent."),
-    ("transaction_reverted", 422, "The transaction was mined but reverted."),
-    ("transaction_failed", 422, "The node refused the transaction; nothing was executed."),
-    ("sponsor_fee_cap_exceeded", 422, "The network's fee per gas is above the sponsor's policy cap; retry later."),
-    ("gas_cap_exceeded", 422, "The call needs more gas than its operations may use (`[admission]` gas caps)."),
-    (
-        "call_cooling_down",
-        429,
-        "This signed call reverted on chain; it is not relayed again before the cool-down ends.",
-    ),
-    (
-        "signer_throttled",
-        429,
-        "This signer's relayed calls reverted on chain recently: one call per throttle interval; retry later.",
-    ),
-    (
-        "key_throttled",
-        429,
-        "This API key's relayed calls reverted on chain recently: one call per throttle interval; retry later.",
-    ),
-    ("key_daily_budget_exceeded", 429, "This API key's daily gas budget (UTC day, all sponsors) is spent or reserved."),
-    ("signer_daily_budget_exceeded", 429, "This signer's daily gas budget (UTC day) is spent or reserved."),
-    (
-        "sponsor_daily_budget_exceeded",
-        429,
-        "The sponsor's daily budget (UTC) is spent or reserved; retry tomorrow or use another sponsor.",
-    ),
-    ("key_budget_exceeded", 429, "This API key's daily budget on the sponsor (UTC) is spent or reserved."),
-    ("chain_unavailable", 503, "The chain node did not answer; retry later."),
-    ("database_unavailable", 503, "The relayer's database did not answer (restarting, overloaded); retry later."),
-    ("index_not_ready", 503, "The event index has not reached this deployment yet; retry shortly."),
-    ("internal", 500, "A bug or an unavailable dependency; details are in the relayer's logs."),
 ];
 
 /// `GET /api/v1/meta`.
@@ -248,11 +113,7 @@ pub async fn changelog() -> impl IntoResponse {
 
 /// A known path with another method: a typed 405 like every other error.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> super::AppError {
-    super::AppError::Client {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        code: "method_not_allowed",
-        message: format!("{} does not answer {method}", uri.path()),
-    }
+    super::AppError::new(super::ErrorCode::MethodNotAllowed, format!("{} does not answer {method}", uri.path()))
 }
 
 /// The OpenAPI document, with the error-code catalog attached.
@@ -310,8 +171,8 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::deliveries,
         super::webhooks::redeliver,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
-    modifiers(&Security, &ErrorCodes, &Idempotency, &KeyAuth, &References),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
+    modifiers(&Security, &Idempotency, &KeyAuth, &References),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -353,27 +214,6 @@ impl Modify for Security {
                     .build(),
             ),
         );
-    }
-}
-
-/// Publishes [`ERROR_CODES`] as the `ErrorCode` string enum, its description a table.
-struct ErrorCodes;
-
-impl Modify for ErrorCodes {
-    fn modify(&self, doc: &mut openapi::OpenApi) {
-        let mut table = String::from("Stable error codes.\n\n| code | status | meaning |\n|---|---|---|\n");
-        for (code, status, meaning) in ERROR_CODES {
-            table.push_str(&format!("| `{code}` | {status} | {meaning} |\n"));
-        }
-        let schema: Object = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(ERROR_CODES.iter().map(|(c, _, _)| *c)))
-            .description(Some(table))
-            .build();
-        doc.components
-            .get_or_insert_with(Default::default)
-            .schemas
-            .insert("ErrorCode".into(), RefOr::T(Schema::Object(schema)));
     }
 }
 
@@ -520,21 +360,6 @@ fn admin_ignores_idempotency(op: &mut openapi::path::Operation) {
 
 // ---- Schemas of the relay API's answers. The handlers build these bodies as JSON values; the
 // types here describe them for the document (field names exactly as served).
-
-/// Every error: `{"error": {"code", "message"}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable code from the `ErrorCode` schema.
-    #[schema(example = "invalid_address")]
-    pub code: String,
-    /// Human-readable; may change.
-    pub message: String,
-}
 
 /// `GET /`: service information.
 #[derive(Debug, Serialize, ToSchema)]

@@ -19,6 +19,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ErrorCode;
 use super::{
     AppError, AppState, checksum,
     extract::{ApiKey, ApiQuery, parse_address},
@@ -39,13 +40,13 @@ pub fn validate_reference(value: &str) -> Result<String, AppError> {
     let v = value.trim();
     let n = v.chars().count();
     if n == 0 || n > MAX_REFERENCE_CHARS {
-        return Err(AppError::bad_request(
-            "invalid_reference",
+        return Err(AppError::new(
+            ErrorCode::InvalidReference,
             format!("Reference must be 1 to {MAX_REFERENCE_CHARS} characters (got {n})"),
         ));
     }
     if v.chars().any(char::is_control) {
-        return Err(AppError::bad_request("invalid_reference", "Reference must not contain control characters"));
+        return Err(AppError::new(ErrorCode::InvalidReference, "Reference must not contain control characters"));
     }
     Ok(v.to_string())
 }
@@ -57,7 +58,7 @@ pub fn reference_header(headers: &HeaderMap) -> Result<Option<String>, AppError>
         Some(v) => {
             // Visible ASCII, or UTF-8 as raw header bytes (clients send either).
             let s = std::str::from_utf8(v.as_bytes())
-                .map_err(|_| AppError::bad_request("invalid_reference", "the Reference header must be UTF-8"))?;
+                .map_err(|_| AppError::new(ErrorCode::InvalidReference, "the Reference header must be UTF-8"))?;
             validate_reference(s).map(Some)
         }
     }
@@ -68,8 +69,8 @@ pub fn execute_reference(headers: &HeaderMap, body: Option<&str>) -> Result<Opti
     let header = reference_header(headers)?;
     let body = body.map(validate_reference).transpose()?;
     match (header, body) {
-        (Some(h), Some(b)) if h != b => Err(AppError::bad_request(
-            "invalid_reference",
+        (Some(h), Some(b)) if h != b => Err(AppError::new(
+            ErrorCode::InvalidReference,
             "the Reference header and the Reference field differ; send one",
         )),
         (h, b) => Ok(h.or(b)),
@@ -105,7 +106,7 @@ fn encode_cursor(id: i64) -> String {
 }
 
 fn decode_cursor(s: &str) -> Result<i64, AppError> {
-    let bad = || AppError::bad_request("invalid_cursor", "cursor: pass NextCursor of a previous page unchanged");
+    let bad = || AppError::new(ErrorCode::InvalidCursor, "cursor: pass NextCursor of a previous page unchanged");
     let raw = alloy::hex::decode(s.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     text.strip_prefix("id:").and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0).ok_or_else(bad)
@@ -150,8 +151,8 @@ fn is_rfc3339_shape(s: &str) -> bool {
 
 async fn parse_time(state: &AppState, field: &str, value: &str) -> Result<String, AppError> {
     let bad = || {
-        AppError::bad_request(
-            "invalid_time",
+        AppError::new(
+            ErrorCode::InvalidTime,
             format!("{field}: {value:?} is not an RFC 3339 time like 2026-11-21T07:30:00Z"),
         )
     };
@@ -182,8 +183,8 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
     ),
     responses(
         (status = 200, description = "The key's transactions, newest first", body = crate::api::discovery::TransactionPage),
-        (status = 400, description = "`invalid_status`, `invalid_address`, `invalid_reference`, `unknown_contract`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_status`, `invalid_address`, `invalid_reference`, `unknown_contract`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]
@@ -197,8 +198,8 @@ pub async fn list(
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let p = part.to_ascii_lowercase();
             if !STATUSES.contains(&p.as_str()) {
-                return Err(AppError::bad_request(
-                    "invalid_status",
+                return Err(AppError::new(
+                    ErrorCode::InvalidStatus,
                     format!("status: {part:?} is not one of {}", STATUSES.join(", ")),
                 ));
             }
@@ -224,7 +225,7 @@ pub async fn list(
     let limit = match non_empty(&q.limit) {
         None => DEFAULT_LIMIT,
         Some(s) => s.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-            AppError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+            AppError::new(ErrorCode::InvalidLimit, format!("limit must be an integer from 1 to {MAX_LIMIT}"))
         })?,
     };
     f.before_id = non_empty(&q.cursor).map(decode_cursor).transpose()?;
@@ -290,8 +291,8 @@ pub struct SummaryQuery {
     params(("reference" = String, Query, description = "The Reference given to execute")),
     responses(
         (status = 200, description = "Count, gas and amounts of the key's transactions with this reference", body = crate::api::discovery::ReferenceSummaryView),
-        (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]

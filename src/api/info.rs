@@ -5,6 +5,7 @@ use alloy::providers::Provider;
 use axum::{Json, extract::State, http::Uri};
 use serde_json::{Map, Value, json};
 
+use super::ErrorCode;
 use super::{API_VERSION, AppError, AppState, checksum, extract::ApiKey};
 
 /// `GET /`: what this is and whether each contract is reachable and deployed.
@@ -40,7 +41,7 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
 #[utoipa::path(get, path = "/api/v1/contracts", tag = "Contracts",
     responses(
         (status = 200, description = "Every deployment by name", body = Vec<crate::api::discovery::ContractSummary>),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
@@ -50,5 +51,5 @@ pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Valu
 }
 
 pub async fn not_found(uri: Uri) -> AppError {
-    AppError::not_found("not_found", format!("no endpoint at {}", uri.path()))
+    AppError::new(ErrorCode::NotFound, format!("no endpoint at {}", uri.path()))
 }

@@ -29,6 +29,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ErrorCode;
 use super::{
     AppError, AppState, Deployment, admission,
     build::permit_domain_and_nonce,
@@ -76,7 +77,7 @@ pub async fn nonce(
         return Err(super::subscriptions::index_not_ready());
     };
     let indexed = u64::try_from(reader.nonce(contract.address, account).await?)
-        .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))?;
+        .map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))?;
     let mined = state.store.highest_mined_nonce(scope).await?;
     let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
     let next = state.store.next_account_nonce(scope, base).await?;
@@ -89,7 +90,7 @@ async fn chain_nonce(state: &AppState, contract: &Deployment, account: Address) 
         .call()
         .await
         .map_err(AppError::chain)?;
-    u64::try_from(n).map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))
+    u64::try_from(n).map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,12 +150,12 @@ pub async fn execute(
 
     // --- shape of the request
     let from = parse_address("From", required("From", &body.from)?)?;
-    let signature = parse_hex("Signature", required("Signature", &body.signature)?, "invalid_signature")?;
-    let data = parse_hex("Data", required("Data", &body.data)?, "invalid_data")?;
+    let signature = parse_hex("Signature", required("Signature", &body.signature)?, ErrorCode::InvalidSignature)?;
+    let data = parse_hex("Data", required("Data", &body.data)?, ErrorCode::InvalidData)?;
     let nonce = parse_u64("Nonce", &body.nonce)?;
     let deadline = parse_u64("Deadline", &body.deadline)?;
     if deadline > MAX_DEADLINE {
-        return Err(AppError::bad_request("invalid_deadline", "Deadline does not fit the 40-bit traits field"));
+        return Err(AppError::new(ErrorCode::InvalidDeadline, "Deadline does not fit the 40-bit traits field"));
     }
     // The sponsor named, else the key's sponsors least busy first: the signature decides which
     // of them the call may use.
@@ -169,18 +170,18 @@ pub async fn execute(
     let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
     state.settings.admission.check_size(&data)?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
-        CallError::NonCanonical => AppError::bad_request("non_canonical_calldata", e.to_string()),
-        CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
-        CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
-        CallError::Malformed | CallError::NotAllowed(_) => AppError::bad_request("call_not_allowed", e.to_string()),
+        CallError::NonCanonical => AppError::new(ErrorCode::NonCanonicalCalldata, e.to_string()),
+        CallError::BatchTooLarge(_) => AppError::new(ErrorCode::BatchTooLarge, e.to_string()),
+        CallError::EmptyBatch => AppError::new(ErrorCode::EmptyBatch, e.to_string()),
+        CallError::Malformed | CallError::NotAllowed(_) => AppError::new(ErrorCode::CallNotAllowed, e.to_string()),
     })?;
     let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
     // --- time, against the chain
     let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
     if deadline < now {
-        return Err(AppError::unprocessable(
-            "deadline_expired",
+        return Err(AppError::new(
+            ErrorCode::DeadlineExpired,
             format!("the call's deadline {deadline} has passed (chain time {now}); build it again"),
         ));
     }
@@ -200,8 +201,8 @@ pub async fn execute(
     // --- claim the nonce, so a concurrent execute of the same call gets a clean 409
     // instead of racing this one through simulation.
     if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
-        return Err(AppError::conflict(
-            "nonce_in_flight",
+        return Err(AppError::new(
+            ErrorCode::NonceInFlight,
             format!("nonce {nonce} of {from} is already being executed"),
         ));
     }
@@ -310,27 +311,27 @@ pub async fn execute(
             "TransactionId": tx_id,
         }))
         .into_response()),
-        Some(TxStatus::Failed) if record.failure.as_deref() == Some("reverted") => Err(AppError::unprocessable(
-            "transaction_reverted",
+        Some(TxStatus::Failed) if record.failure.as_deref() == Some("reverted") => Err(AppError::new(
+            ErrorCode::TransactionReverted,
             format!(
                 "transaction {} reverted on-chain after a successful simulation ({}); nothing was executed",
                 record.tx_hash,
                 record.revert_reason.as_deref().unwrap_or("no reason")
             ),
         )),
-        Some(TxStatus::Failed) => Err(AppError::unprocessable(
-            "transaction_failed",
+        Some(TxStatus::Failed) => Err(AppError::new(
+            ErrorCode::TransactionFailed,
             format!(
                 "the node refused the transaction ({}); nothing was executed",
                 record.revert_reason.as_deref().or(record.last_error.as_deref()).unwrap_or("no reason")
             ),
         )),
-        Some(TxStatus::Expired) => Err(AppError::unprocessable(
-            "deadline_expired",
+        Some(TxStatus::Expired) => Err(AppError::new(
+            ErrorCode::DeadlineExpired,
             "the call's deadline passed before it could be mined; nothing was executed; build it again",
         )),
-        Some(TxStatus::Replaced) => Err(AppError::conflict(
-            "nonce_already_used",
+        Some(TxStatus::Replaced) => Err(AppError::new(
+            ErrorCode::NonceAlreadyUsed,
             format!("nonce {nonce} of {from} was used by another transaction"),
         )),
         _ => Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.", record.tx_hash)),
@@ -371,7 +372,7 @@ async fn signed_transaction(
                 verified = Some((*traits, sig, sponsor.clone(), digest));
                 break;
             }
-            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
+            Err(SignatureError::Malformed(m)) => return Err(AppError::new(ErrorCode::InvalidSignature, m)),
             // Report the first candidate's signer: it is the traits the build endpoints hand out.
             Err(e @ SignatureError::Mismatch { .. }) => {
                 mismatch.get_or_insert(e);
@@ -381,8 +382,8 @@ async fn signed_transaction(
     }
     let Some((traits, on_chain_signature, sponsor, digest)) = verified else {
         let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
-        return Err(AppError::unprocessable(
-            "signature_mismatch",
+        return Err(AppError::new(
+            ErrorCode::SignatureMismatch,
             format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
         ));
     };
@@ -426,8 +427,8 @@ async fn check_nonce_on_chain(
             .await
             .map_err(AppError::chain)?;
         if used {
-            return Err(AppError::conflict(
-                "nonce_already_used",
+            return Err(AppError::new(
+                ErrorCode::NonceAlreadyUsed,
                 format!("unique nonce {nonce} of {from} is already used; build the call again"),
             ));
         }
@@ -435,8 +436,8 @@ async fn check_nonce_on_chain(
     }
     let expected = chain_nonce(state, contract, from).await?;
     if nonce < expected {
-        return Err(AppError::conflict(
-            "nonce_already_used",
+        return Err(AppError::new(
+            ErrorCode::NonceAlreadyUsed,
             format!("nonce {nonce} of {from} is already used; the next is {expected}"),
         ));
     }
@@ -447,7 +448,7 @@ async fn check_nonce_on_chain(
         } else {
             format!("account nonces {in_flight:?} are still in flight; retry once they are mined")
         };
-        return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
+        return Err(AppError::new(ErrorCode::NonceGap, format!("nonce {nonce} is not next for {from}: {detail}")));
     }
     Ok(())
 }
@@ -537,19 +538,19 @@ fn traits_candidates(
     if let Some(raw) = body.traits.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         let word = crate::amount::parse_uint(raw)
             .or_else(|| raw.strip_prefix("0x").and_then(|h| U256::from_str_radix(h, 16).ok()))
-            .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: expected a uint256"))?;
+            .ok_or_else(|| AppError::new(ErrorCode::InvalidTraits, "Traits: expected a uint256"))?;
         let t = Traits::decode(word)
-            .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: unknown nonce type"))?;
+            .ok_or_else(|| AppError::new(ErrorCode::InvalidTraits, "Traits: unknown nonce type"))?;
         if t.nonce_type == NonceType::Selector || t.nonce != u128::from(nonce) || t.deadline != deadline {
-            return Err(AppError::bad_request(
-                "invalid_traits",
+            return Err(AppError::new(
+                ErrorCode::InvalidTraits,
                 "Traits must be an account- or unique-nonce traits word matching Nonce and Deadline",
             ));
         }
         let Some(sponsor) = pool.iter().find(|s| t.allows_relayer(s.address())) else {
             let sponsor = pool[0].address();
-            return Err(AppError::unprocessable(
-                "sponsor_mismatch",
+            return Err(AppError::new(
+                ErrorCode::SponsorMismatch,
                 format!("the signed call may only be relayed by another relayer, not sponsor {sponsor}"),
             ));
         };
@@ -560,7 +561,7 @@ fn traits_candidates(
         Some(t) if t.eq_ignore_ascii_case("unique") => vec![NonceType::Unique],
         Some(t) if t.eq_ignore_ascii_case("account") => vec![NonceType::Account],
         Some(_) => {
-            return Err(AppError::bad_request("invalid_nonce_type", "NonceType must be \"unique\" or \"account\""));
+            return Err(AppError::new(ErrorCode::InvalidNonceType, "NonceType must be \"unique\" or \"account\""));
         }
     };
     // Bound to one of the sponsors (build responses bind the one they chose), or to any relayer
@@ -589,28 +590,25 @@ async fn permit_bytes(
         _ => None,
     }
     .ok_or_else(|| {
-        AppError::bad_request("invalid_amount", "Permit.Value: expected token base units as an integer string")
+        AppError::new(ErrorCode::InvalidAmount, "Permit.Value: expected token base units as an integer string")
     })?;
     let deadline = parse_u64("Permit.Deadline", &p.deadline)?;
     if deadline < now {
-        return Err(AppError::unprocessable(
-            "deadline_expired",
-            format!("the permit's deadline {deadline} has passed"),
-        ));
+        return Err(AppError::new(ErrorCode::DeadlineExpired, format!("the permit's deadline {deadline} has passed")));
     }
     let sig_hex = required("Permit.Signature", &p.signature)?;
-    let raw = parse_hex("Permit.Signature", sig_hex, "invalid_signature")?;
+    let raw = parse_hex("Permit.Signature", sig_hex, ErrorCode::InvalidSignature)?;
     let sig = signature::parse_ecdsa(&raw)
-        .map_err(|e| AppError::bad_request("invalid_signature", format!("Permit.Signature: {e}")))?;
+        .map_err(|e| AppError::new(ErrorCode::InvalidSignature, format!("Permit.Signature: {e}")))?;
     let (domain, token_nonce) = permit_domain_and_nonce(state, contract, owner).await?;
     let values =
         PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
     let digest = eip712::permit_digest(&domain, &values);
     let recovered =
-        signature::recover(digest, &sig).map_err(|e| AppError::bad_request("invalid_signature", e.to_string()))?;
+        signature::recover(digest, &sig).map_err(|e| AppError::new(ErrorCode::InvalidSignature, e.to_string()))?;
     if recovered != owner {
-        return Err(AppError::unprocessable(
-            "permit_signature_mismatch",
+        return Err(AppError::new(
+            ErrorCode::PermitSignatureMismatch,
             format!(
                 "the permit is not {owner}'s signature of Permit(value {value}, nonce {token_nonce}, deadline {deadline})"
             ),
@@ -630,16 +628,13 @@ fn simulation_error(err: TransportError) -> AppError {
     if let RpcError::ErrorResp(payload) = &err {
         if let Some(data) = payload.as_revert_data() {
             let decoded = decode_revert(&data);
-            return AppError::unprocessable(
-                "simulation_reverted",
+            return AppError::new(
+                ErrorCode::SimulationReverted,
                 format!("the call would revert with {}", decoded.display),
             );
         }
         if payload.message.to_lowercase().contains("revert") {
-            return AppError::unprocessable(
-                "simulation_reverted",
-                format!("the call would revert: {}", payload.message),
-            );
+            return AppError::new(ErrorCode::SimulationReverted, format!("the call would revert: {}", payload.message));
         }
     }
     AppError::chain(err)

@@ -57,7 +57,7 @@ use tower_http::{
 };
 
 pub use admin::{CreateKeyRequest, KeyView, MAX_GRACE_SECS, key_spec};
-pub use error::AppError;
+pub use error::{AppError, ErrorCode};
 pub use extract::parse_address;
 
 pub use crate::chain::Deployment;

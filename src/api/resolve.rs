@@ -37,9 +37,9 @@ pub struct ResolveQuery {
     ),
     responses(
         (status = 200, description = "Whether the identifier is a valid recipient and what StreamPay knows about it", body = crate::api::discovery::RecipientResolution),
-        (status = 400, description = "`unknown_contract`, `missing_field`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`unknown_contract`, `missing_field`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]

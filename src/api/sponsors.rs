@@ -29,6 +29,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ErrorCode;
 use super::{
     AppError, AppState, checksum,
     extract::{ApiKey, ApiQuery},
@@ -92,8 +93,8 @@ pub(super) async fn refresh_prices(
 #[utoipa::path(get, path = "/api/v1/sponsors", tag = "Sponsors",
     responses(
         (status = 200, description = "The sponsors this key may use", body = crate::api::discovery::SponsorList),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]
@@ -142,11 +143,11 @@ pub struct FeesQuery {
     ),
     responses(
         (status = 200, description = "Estimated gas and cost in wei", body = crate::api::discovery::FeeQuote),
-        (status = 400, description = "`unknown_contract`, `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`unknown_contract`, `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -166,7 +167,7 @@ pub async fn quote(
     let (operation, default_gas) =
         DEFAULT_GAS.iter().find(|(name, _)| name.eq_ignore_ascii_case(op)).copied().ok_or_else(|| {
             let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
-            AppError::bad_request("unknown_operation", format!("operation {op:?} is not one of {}", known.join(", ")))
+            AppError::new(ErrorCode::UnknownOperation, format!("operation {op:?} is not one of {}", known.join(", ")))
         })?;
     let sponsor = state.sponsor_for(&key, q.sponsor.as_deref())?;
     let history = state.store.recent_operation_gas(state.chain_id, contract.address, operation).await?;
@@ -182,7 +183,7 @@ pub async fn quote(
         None => None,
     };
     let blocked = verdict.as_ref().map(|e| match e {
-        AppError::Client { code, .. } => Value::from(*code),
+        AppError::Client { code, .. } => Value::from(code.as_str()),
         _ => Value::Null,
     });
     Ok(Json(json!({
@@ -212,8 +213,8 @@ async fn check(
     if let Some(cap) = policy.max_fee_per_gas
         && U256::from(max_fee_per_gas) > cap
     {
-        return Err(AppError::unprocessable(
-            "sponsor_fee_cap_exceeded",
+        return Err(AppError::new(
+            ErrorCode::SponsorFeeCapExceeded,
             format!(
                 "the network asks {max_fee_per_gas} wei per gas; sponsor {address} pays at most {cap}; retry later"
             ),
@@ -222,8 +223,8 @@ async fn check(
     if let Some(budget) = policy.daily_budget {
         let spent = state.store.sponsor_spend(state.chain_id, address, None).await?.total();
         if spent.saturating_add(cost) > budget {
-            return Err(AppError::too_many_requests(
-                "sponsor_daily_budget_exceeded",
+            return Err(AppError::new(
+                ErrorCode::SponsorDailyBudgetExceeded,
                 format!(
                     "sponsor {address} has spent or reserved {spent} of its daily budget of {budget} wei; this call may cost {cost}"
                 ),
@@ -233,8 +234,8 @@ async fn check(
     if let Some(budget) = policy.per_key_daily_budget {
         let spent = state.store.sponsor_spend(state.chain_id, address, Some(key.0.id)).await?.total();
         if spent.saturating_add(cost) > budget {
-            return Err(AppError::too_many_requests(
-                "key_budget_exceeded",
+            return Err(AppError::new(
+                ErrorCode::KeyBudgetExceeded,
                 format!(
                     "this API key has spent or reserved {spent} of its daily budget of {budget} wei on sponsor {address}; this call may cost {cost}"
                 ),

@@ -11,6 +11,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::ErrorCode;
 use super::{
     AppError, AppState,
     build::{self, BuildRequest, NonceChoice},
@@ -61,8 +62,8 @@ impl Subscribe {
         let author_field = format!("{prefix}author");
         let author = parse_recipient(&author_field, required(&author_field, author)?)?;
         if author == from {
-            return Err(AppError::bad_request(
-                "invalid_address",
+            return Err(AppError::new(
+                ErrorCode::InvalidAddress,
                 format!("{author_field}: cannot subscribe to yourself"),
             ));
         }
@@ -72,8 +73,8 @@ impl Subscribe {
         let project_id = match project_id.as_deref().map(str::trim) {
             None | Some("") => U256::ZERO,
             Some(p) => amount::parse_uint(p).ok_or_else(|| {
-                AppError::bad_request(
-                    "invalid_project_id",
+                AppError::new(
+                    ErrorCode::InvalidProjectId,
                     format!("{prefix}project_id: {p:?} is not a non-negative integer"),
                 )
             })?,
@@ -109,12 +110,12 @@ impl Subscribe {
     request_body = CreateSubscription,
     responses(
         (status = 200, description = "Built subscribe(author, ratePerSecond, projectId) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -168,12 +169,12 @@ pub struct CancelQuery {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "The author to stop paying"), ("From" = String, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (default: the key's first)"), ("NonceType" = Option<String>, Query, description = "`unique` (default: unordered, blocks nothing) or `account` (ordered)"), ("Nonce" = Option<u64>, Query, description = "With NonceType `account` only: the account nonce to sign")),
     responses(
         (status = 200, description = "Built unsubscribe(author) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -211,9 +212,9 @@ pub async fn cancel(
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Subscriber address")),
     responses(
         (status = 200, description = "The address's outgoing streams", body = crate::api::discovery::SubscriptionList),
-        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -249,7 +250,7 @@ pub async fn list(
 /// 503 `index_not_ready`: every read endpoint answers from the Postgres index only, so before the
 /// deployment's first checkpoint (the first seconds of a fresh database) there is no answer yet.
 pub(crate) fn index_not_ready() -> AppError {
-    AppError::unavailable("index_not_ready", "the event index has not reached this deployment yet; retry shortly")
+    AppError::new(ErrorCode::IndexNotReady, "the event index has not reached this deployment yet; retry shortly")
 }
 
 /// `GET /{contract}/authors/{author}/streams`: the streams an author receives (the creators'
@@ -258,9 +259,9 @@ pub(crate) fn index_not_ready() -> AppError {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
     responses(
         (status = 200, description = "The author's incoming streams", body = crate::api::discovery::IncomingStreamList),
-        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]

@@ -6,19 +6,20 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+use super::ErrorCode;
 use super::{AppError, AppState, checksum, extract::ApiKey};
 
 #[utoipa::path(get, path = "/api/v1/transactions/{id}", tag = "Transactions",
     params(("id" = String, Path, description = "TransactionId from an execute answer")),
     responses(
         (status = 200, description = "Status, hash, gas and block of a relayed transaction", body = crate::api::discovery::TransactionView),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 404, description = "`transaction_not_found`", body = crate::api::discovery::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 404, description = "`transaction_not_found`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]
 pub async fn get(State(state): State<AppState>, key: ApiKey, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
-    let not_found = || AppError::not_found("transaction_not_found", format!("no transaction {id:?} for this API key"));
+    let not_found = || AppError::new(ErrorCode::TransactionNotFound, format!("no transaction {id:?} for this API key"));
     let numeric: i64 = id.parse().map_err(|_| not_found())?;
     let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
     let contract = state.contracts.iter().find(|c| c.address == t.contract).map(|c| c.name.clone());
