@@ -9,9 +9,10 @@ use axum::{
     extract::{Path, State},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::ErrorCode;
+use super::build::{BuildExtras, BuildResponse, PaymentFigures};
 use super::{
     AppError, AppState,
     build::{self, BuildRequest, NonceChoice},
@@ -75,7 +76,7 @@ pub struct SubscriptionItem {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = BatchSubscriptions,
     responses(
-        (status = 200, description = "Built multicall of up to 100 subscribe calls to sign once", body = crate::api::discovery::BuildResponse),
+        (status = 200, description = "Built multicall of up to 100 subscribe calls to sign once", body = BuildResponse),
         (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
@@ -90,7 +91,7 @@ pub async fn subscriptions(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<BatchSubscriptions>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let items = body.subscriptions.as_deref().ok_or_else(|| AppError::missing("Subscriptions"))?;
@@ -109,8 +110,8 @@ pub async fn subscriptions(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
-    let mut extras = Map::new();
-    extras.insert("Subscriptions".into(), Value::Array(subs.iter().map(Subscribe::details).collect()));
+    let extras =
+        BuildExtras { subscriptions: Some(subs.iter().map(Subscribe::details).collect()), ..Default::default() };
     build::build(
         &state,
         BuildRequest {
@@ -159,7 +160,7 @@ pub struct PaymentItem {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = BatchPayments,
     responses(
-        (status = 200, description = "Built multicall of up to 100 pay calls to sign once", body = crate::api::discovery::BuildResponse),
+        (status = 200, description = "Built multicall of up to 100 pay calls to sign once", body = BuildResponse),
         (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
@@ -174,7 +175,7 @@ pub async fn payments(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<BatchPayments>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let items = body.payments.as_deref().ok_or_else(|| AppError::missing("Payments"))?;
@@ -190,15 +191,19 @@ pub async fn payments(
             .map_err(|e| AppError::amount(&amount_field, e))?;
         total += amount.base_units;
         calls.push(StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into());
-        details.push(
-            json!({"To": checksum(to), "Amount": amount.units.to_string(), "AmountRaw": amount.base_units.to_string()}),
-        );
+        details.push(PaymentFigures {
+            to: checksum(to),
+            amount: amount.units.to_string(),
+            amount_raw: amount.base_units.to_string(),
+        });
     }
     let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
-    let mut extras = Map::new();
-    extras.insert("Payments".into(), Value::Array(details));
-    extras.insert("Total".into(), json!(format_units(total, INTERNAL_DECIMALS)));
-    extras.insert("TotalRaw".into(), json!(total.to_string()));
+    let extras = BuildExtras {
+        payments: Some(details),
+        total: Some(format_units(total, INTERNAL_DECIMALS)),
+        total_raw: Some(total.to_string()),
+        ..Default::default()
+    };
     build::build(
         &state,
         BuildRequest {

@@ -1,18 +1,21 @@
 //! Service information: `GET /`, `GET /api/v1/contracts`, and the JSON 404 (`GET /health` is
 //! in [`super::health`]).
 
+use std::collections::BTreeMap;
+
 use alloy::providers::Provider;
 use axum::{Json, extract::State, http::Uri};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ErrorCode;
 use super::{API_VERSION, AppError, AppState, checksum, extract::ApiKey};
 
 /// `GET /`: what this is and whether each contract is reachable and deployed.
 #[utoipa::path(get, path = "/", tag = "Status",
-    responses((status = 200, description = "Service information and per-contract status", body = crate::api::discovery::ApiInfo)))]
-pub async fn root(State(state): State<AppState>) -> Json<Value> {
-    let mut contracts = Map::new();
+    responses((status = 200, description = "Service information and per-contract status", body = ApiInfo)))]
+pub async fn root(State(state): State<AppState>) -> Json<ApiInfo> {
+    let mut contracts = BTreeMap::new();
     for c in &state.contracts {
         let status = match state.provider.get_code_at(c.address).await {
             Ok(code) if !code.is_empty() => "ok",
@@ -21,33 +24,69 @@ pub async fn root(State(state): State<AppState>) -> Json<Value> {
         };
         contracts.insert(
             c.name.clone(),
-            json!({
-                "Address": checksum(c.address),
-                "Token": checksum(c.token),
-                "TokenDecimals": c.token_decimals,
-                "ChainId": state.chain_id,
-                "Status": status,
-            }),
+            ContractStatus {
+                address: checksum(c.address),
+                token: checksum(c.token),
+                token_decimals: c.token_decimals,
+                chain_id: state.chain_id,
+                status,
+            },
         );
     }
-    Json(json!({
-        "Message": "StreamPay Relayer: build, sign and relay gasless StreamPay meta-transactions. Keyed endpoints live under /api/v1 (X-API-Key).",
-        "ApiVersion": API_VERSION,
-        "Contracts": contracts,
-    }))
+    Json(ApiInfo {
+        message: "StreamPay Relayer: build, sign and relay gasless StreamPay meta-transactions. Keyed endpoints live under /api/v1 (X-API-Key).",
+        api_version: API_VERSION,
+        contracts,
+    })
+}
+
+/// `GET /`: service information.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiInfo {
+    pub message: &'static str,
+    #[schema(example = "2026-11-21")]
+    pub api_version: &'static str,
+    /// By deployment name.
+    pub contracts: BTreeMap<String, ContractStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContractStatus {
+    pub address: String,
+    pub token: String,
+    pub token_decimals: u8,
+    pub chain_id: u64,
+    /// `ok`, `not_deployed` or `unreachable`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// An item of `GET /api/v1/contracts`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContractSummary {
+    #[schema(example = "USDC")]
+    pub name: String,
+    pub address: String,
 }
 
 /// `GET /api/v1/contracts`.
 #[utoipa::path(get, path = "/api/v1/contracts", tag = "Contracts",
     responses(
-        (status = 200, description = "Every deployment by name", body = Vec<crate::api::discovery::ContractSummary>),
+        (status = 200, description = "Every deployment by name", body = Vec<ContractSummary>),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
-pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
-    Json(Value::Array(
-        state.contracts.iter().map(|c| json!({"Name": c.name, "Address": checksum(c.address)})).collect(),
-    ))
+pub async fn contracts(State(state): State<AppState>, _key: ApiKey) -> Json<Vec<ContractSummary>> {
+    Json(
+        state
+            .contracts
+            .iter()
+            .map(|c| ContractSummary { name: c.name.clone(), address: checksum(c.address) })
+            .collect(),
+    )
 }
 
 pub async fn not_found(uri: Uri) -> AppError {

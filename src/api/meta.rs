@@ -26,8 +26,9 @@ use axum::{
     http::{HeaderMap, HeaderName, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::ErrorCode;
 use super::{
@@ -50,6 +51,8 @@ use crate::{
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
+/// The nonce to sign next for `account`.
+///
 /// `GET /{contract}/meta/nonce/{account}`: the account's bySig account nonce (the seed's
 /// meaning): the next ordered nonce to sign with `NonceType: "account"`. Built calls reserve
 /// nothing and never count; unique-nonce calls (the default) do not use it at all.
@@ -58,12 +61,22 @@ use crate::{
 /// past every account nonce this relayer has already seen mined (the index may trail a receipt
 /// executed elsewhere) and past account nonces in flight. 503 `index_not_ready` before the
 /// deployment's first checkpoint. `execute` always checks against the chain itself.
+#[utoipa::path(get, path = "/api/v1/{contract}/meta/nonce/{account}", tag = "Meta-transactions",
+    params(("contract" = String, Path, description = "Deployment name"), ("account" = String, Path, description = "Signer address")),
+    responses(
+        (status = 200, description = "Next nonce", body = NonceView),
+        (status = 400, description = "`unknown_contract`, `invalid_address`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn nonce(
     State(state): State<AppState>,
     _key: ApiKey,
     Path((contract, account)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<NonceView>, AppError> {
     let contract = state.contract(&contract)?;
     let account = parse_address("account", &account)?;
     let scope = NonceScope {
@@ -81,7 +94,51 @@ pub async fn nonce(
     let mined = state.store.highest_mined_nonce(scope).await?;
     let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
     let next = state.store.next_account_nonce(scope, base).await?;
-    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": head.block_number})))
+    Ok(Json(NonceView { account: checksum(account), nonce: next, chain_nonce: base, block: head.block_number }))
+}
+
+/// `GET /{contract}/meta/nonce/{account}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NonceView {
+    pub account: String,
+    /// The account's bySig account nonce: the next ordered nonce to sign with
+    /// `NonceType: "account"`, past account nonces in flight. Built calls reserve nothing and
+    /// never count; unique-nonce calls (the default) do not use it.
+    pub nonce: u64,
+    /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
+    /// relayer has already seen a later nonce mined.
+    pub chain_nonce: u64,
+    /// The indexed block the answer is computed at.
+    pub block: u64,
+}
+
+/// `POST /{contract}/meta/execute`: mined.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecuteResponse {
+    pub message: String,
+    pub from: String,
+    pub transaction_hash: String,
+    pub gas_used: Option<u64>,
+    pub block_number: Option<u64>,
+    pub sponsor: String,
+    pub transaction_id: i64,
+}
+
+/// `POST /{contract}/meta/execute` with `Prefer: respond-async` (or a receipt timeout): sent,
+/// not yet mined; poll `Status`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecuteAccepted {
+    pub message: String,
+    pub from: String,
+    pub transaction_hash: String,
+    /// Always null here.
+    pub gas_used: Option<u64>,
+    pub transaction_id: i64,
+    /// `/api/v1/transactions/{id}`.
+    pub status: String,
 }
 
 async fn chain_nonce(state: &AppState, contract: &Deployment, account: Address) -> Result<u64, AppError> {
@@ -93,49 +150,83 @@ async fn chain_nonce(state: &AppState, contract: &Deployment, account: Address) 
     u64::try_from(n).map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /{contract}/meta/execute` request. Every field is optional to the parser so that a
+/// missing one is a `missing_field` naming it; the document marks the required ones.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecuteRequest {
     #[serde(alias = "from")]
+    #[schema(value_type = String, required = true)]
     from: Option<String>,
+    /// 65-byte ECDSA signature (or ERC-1271 bytes) over `Transaction.TypedData`.
     #[serde(alias = "signature")]
+    #[schema(value_type = String, required = true)]
     signature: Option<String>,
+    /// `Transaction.Data`.
     #[serde(alias = "data")]
+    #[schema(value_type = String, required = true)]
     data: Option<String>,
+    /// `Transaction.Nonce` (number or decimal string).
     #[serde(alias = "nonce")]
+    #[schema(value_type = String, required = true)]
     nonce: Option<Value>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// `Transaction.Deadline` (number or decimal string).
     #[serde(alias = "deadline")]
+    #[schema(value_type = String, required = true)]
     deadline: Option<Value>,
-    /// Optional: the exact `Traits` from the build response. Without it the traits are rebuilt
-    /// from Nonce, Deadline and the sponsor (or "any relayer").
+    /// Optional: the exact `Transaction.Traits`. Without it the traits are rebuilt from Nonce,
+    /// Deadline and the sponsor (or "any relayer").
     #[serde(alias = "traits")]
     traits: Option<String>,
-    /// Optional: "unique" or "account", as in the build response. Without it (and without
+    /// Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
     /// Traits) both are tried against the signature.
     #[serde(alias = "nonceType", alias = "nonce_type")]
     nonce_type: Option<String>,
+    /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
     #[serde(alias = "permit")]
     permit: Option<PermitRequest>,
-    /// Optional client label stored with the transaction (or the `Reference` header).
+    /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
+    /// header (both must agree when both are sent).
     #[serde(alias = "reference")]
     reference: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct PermitRequest {
-    /// Token base units, exactly as in `PermitTypedData.message.value`.
+    /// Token base units, as in `PermitTypedData.message.value`.
     #[serde(alias = "value")]
+    #[schema(value_type = String, required = true)]
     value: Option<Value>,
     #[serde(alias = "deadline")]
+    #[schema(value_type = String, required = true)]
     deadline: Option<Value>,
     #[serde(alias = "signature")]
+    #[schema(value_type = String, required = true)]
     signature: Option<String>,
 }
 
-/// `POST /{contract}/meta/execute`.
+/// Verifies a signed call, simulates it and has the sponsor submit it; answers once mined, or
+/// 202 with `Prefer: respond-async`.
+#[utoipa::path(post, path = "/api/v1/{contract}/meta/execute", tag = "Meta-transactions",
+    params(("contract" = String, Path, description = "Deployment name"),
+           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent"),
+           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?reference=")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "Mined", body = ExecuteResponse),
+        (status = 202, description = "Sent, not yet mined", body = ExecuteAccepted),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_nonce_type`, `invalid_amount`, `call_not_allowed`, `non_canonical_calldata`, `calldata_too_large`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`, `signer_banned`, `key_banned`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`", body = crate::api::error::ErrorBody),
+        (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`, `key_daily_budget_exceeded`, `signer_daily_budget_exceeded`, `call_cooling_down`, `signer_throttled`, `key_throttled`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn execute(
     State(state): State<AppState>,
@@ -267,14 +358,14 @@ pub async fn execute(
     tracing::info!(%from, nonce, sponsor = %sponsor.address(), sponsor_nonce = queued.sponsor_nonce, tx = %queued.hash, id = tx_id, ops = ?checked.operations, "queued");
 
     let accepted = |message: &str, hash: B256| {
-        let body = json!({
-            "Message": message,
-            "From": checksum(from),
-            "TransactionHash": hash,
-            "GasUsed": null,
-            "TransactionId": tx_id,
-            "Status": format!("/api/v1/transactions/{tx_id}"),
-        });
+        let body = ExecuteAccepted {
+            message: message.to_string(),
+            from: checksum(from),
+            transaction_hash: hash.to_string(),
+            gas_used: None,
+            transaction_id: tx_id,
+            status: format!("/api/v1/transactions/{tx_id}"),
+        };
         (StatusCode::ACCEPTED, [(PREFERENCE_APPLIED, "respond-async")], Json(body)).into_response()
     };
     if respond_async {
@@ -301,15 +392,19 @@ pub async fn execute(
         ));
     }
     match status {
-        Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
-            "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),
-            "From": checksum(from),
-            "TransactionHash": record.tx_hash,
-            "GasUsed": record.gas_used,
-            "BlockNumber": record.block_number,
-            "Sponsor": checksum(sponsor.address()),
-            "TransactionId": tx_id,
-        }))
+        Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(ExecuteResponse {
+            message: format!(
+                "Executed {} in block {}",
+                checked.operations.join(", "),
+                record.block_number.unwrap_or_default()
+            ),
+            from: checksum(from),
+            transaction_hash: record.tx_hash.to_string(),
+            gas_used: record.gas_used,
+            block_number: record.block_number,
+            sponsor: checksum(sponsor.address()),
+            transaction_id: tx_id,
+        })
         .into_response()),
         Some(TxStatus::Failed) if record.failure.as_deref() == Some("reverted") => Err(AppError::new(
             ErrorCode::TransactionReverted,
@@ -334,7 +429,10 @@ pub async fn execute(
             ErrorCode::NonceAlreadyUsed,
             format!("nonce {nonce} of {from} was used by another transaction"),
         )),
-        _ => Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.", record.tx_hash)),
+        _ => Ok(accepted(
+            "Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.",
+            record.tx_hash,
+        )),
     }
 }
 

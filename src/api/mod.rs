@@ -61,12 +61,8 @@ pub use error::{AppError, ErrorCode};
 pub use extract::parse_address;
 
 pub use crate::chain::Deployment;
+pub(crate) use crate::views::checksum;
 use crate::{indexer::IndexReader, pipeline::Sponsors, store::Store};
-
-/// Addresses leave the API EIP-55 checksummed, as wallets and ethers/viem print them.
-pub(crate) fn checksum(a: Address) -> String {
-    a.to_checksum(None)
-}
 
 /// The request id header: taken from the caller when present, else a new UUID; echoed on every
 /// response and recorded in the request's log span.

@@ -32,6 +32,7 @@ use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
     api::{AppState, Deployment},
     indexer::Rates,
+    views::checksum,
 };
 
 /// Events read per deployment per step.
@@ -113,10 +114,6 @@ async fn subscribed(tx: &mut Transaction<'_, Postgres>) -> anyhow::Result<Vec<St
     Ok(sqlx::query_scalar("SELECT DISTINCT unnest(events) FROM webhook_endpoints WHERE deleted_at IS NULL")
         .fetch_all(&mut **tx)
         .await?)
-}
-
-fn checksum(a: Address) -> String {
-    a.to_checksum(None)
 }
 
 fn address(bytes: Option<Vec<u8>>) -> Address {
