@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::ErrorCode;
 use super::{AppError, AppState, extract::ApiKey};
-use crate::views::{TransactionFacts, TransactionView};
+use crate::views::{TransactionFacts, TransactionView, legacy_status};
 
 #[utoipa::path(get, path = "/api/v1/transactions/{id}", tag = "Transactions",
     params(("id" = String, Path, description = "TransactionId from an execute answer")),
@@ -33,7 +33,7 @@ pub async fn get(
     // A mined call the index lacks: wake (or run) the indexer briefly, as execute does.
     let deployment = state.contracts.iter().find(|c| c.address == t.contract);
     let indexed = match (t.block_number, deployment) {
-        (Some(block), Some(c)) if matches!(t.legacy_status(), "mined") => {
+        (Some(block), Some(c)) if legacy_status(&t.status) == "mined" => {
             state.await_indexed_for(c, block, std::time::Duration::from_secs(2)).await
         }
         (Some(block), _) => state.index().head(t.contract).await?.is_some_and(|h| h.block_number >= block),
