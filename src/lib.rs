@@ -17,6 +17,7 @@
 //! | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback) |
 //! | [`dev`] | `streampay dev`: a whole local stack (Anvil + contracts, Postgres, key, demo funds) |
 //! | [`cli`] | the `streampay` command line (`serve`, `migrate`, `keys create`, `dev`, `sign`) |
+//! | [`views`] | how records are shown outside (EIP-55 addresses, legacy statuses, the transaction view), shared by the API and webhooks |
 //! | [`webhooks`] | signed event deliveries to registered endpoints: outbox, fan-out, retries with backoff |
 //! | [`keeper`] | the liquidation keeper: predicts from the index when accounts become liquidatable, liquidates them through the pipeline |
 //! | [`observability`] | Prometheus metrics (`GET /metrics`): HTTP, pipeline stages, queue depth, indexer lag, RPC |
@@ -41,4 +42,5 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod supervisor;
+pub mod views;
 pub mod webhooks;

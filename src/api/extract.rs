@@ -11,6 +11,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::ErrorCode;
 use super::{AppError, AppState, Contract};
 use crate::{chains::Chain, pipeline::Sponsor, store::ApiKeyRecord};
 
@@ -42,9 +43,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(AppError::bad_request("invalid_json", "send the body as JSON with Content-Type: application/json"))
+                Err(AppError::new(ErrorCode::InvalidJson, "send the body as JSON with Content-Type: application/json"))
             }
-            Err(e) => Err(AppError::bad_request("invalid_json", e.body_text())),
+            Err(e) => Err(AppError::new(ErrorCode::InvalidJson, e.body_text())),
         }
     }
 }
@@ -59,7 +60,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
-            .map_err(|e| AppError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| AppError::new(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -69,8 +70,8 @@ impl AppState {
     pub fn contract(&self, name: &str) -> Result<Contract<'_>, AppError> {
         self.contracts().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
             let known: Vec<String> = self.contracts().map(|c| c.name.clone()).collect();
-            AppError::bad_request(
-                "unknown_contract",
+            AppError::new(
+                ErrorCode::UnknownContract,
                 format!("no contract named {name:?}; known: {}", known.join(", ")),
             )
         })
@@ -84,8 +85,8 @@ impl AppState {
             Some(s) => {
                 let a = parse_address("Sponsor", s)?;
                 if !key.0.sponsors.contains(&a) {
-                    return Err(AppError::forbidden(
-                        "sponsor_not_allowed",
+                    return Err(AppError::new(
+                        ErrorCode::SponsorNotAllowed,
                         format!("this API key may not use sponsor {a}"),
                     ));
                 }
@@ -99,15 +100,14 @@ impl AppState {
                     chain.sponsors.note_pick(s.address());
                     return Ok(s);
                 }
-                *key.0
-                    .sponsors
-                    .first()
-                    .ok_or_else(|| AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor"))?
+                *key.0.sponsors.first().ok_or_else(|| {
+                    AppError::new(ErrorCode::SponsorNotAllowed, "this API key may not use any sponsor")
+                })?
             }
         };
         chain.sponsors.get(&address).ok_or_else(|| {
-            AppError::unprocessable(
-                "sponsor_unavailable",
+            AppError::new(
+                ErrorCode::SponsorUnavailable,
                 format!("sponsor {address} is allowed for this key but not configured on this relayer"),
             )
         })
@@ -125,7 +125,7 @@ pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, A
 /// Parses a hex address. Mixed-case input must carry a valid EIP-55 checksum: a typo in a
 /// checksummed address is caught instead of sending money to a wrong account.
 pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
-    let invalid = || AppError::bad_request("invalid_address", format!("{field}: {value:?} is not a valid address"));
+    let invalid = || AppError::new(ErrorCode::InvalidAddress, format!("{field}: {value:?} is not a valid address"));
     let hex = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).ok_or_else(invalid)?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
@@ -133,7 +133,7 @@ pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
     let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed {
         return Address::parse_checksummed(format!("0x{hex}"), None).map_err(|_| {
-            AppError::bad_request("invalid_address", format!("{field}: {value:?} has an invalid EIP-55 checksum"))
+            AppError::new(ErrorCode::InvalidAddress, format!("{field}: {value:?} has an invalid EIP-55 checksum"))
         });
     }
     hex.parse().map_err(|_| invalid())
@@ -143,25 +143,25 @@ pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
 pub fn parse_recipient(field: &str, value: &str) -> Result<Address, AppError> {
     let a = parse_address(field, value)?;
     if a.is_zero() {
-        return Err(AppError::bad_request(
-            "invalid_address",
+        return Err(AppError::new(
+            ErrorCode::InvalidAddress,
             format!("{field}: the zero address cannot receive funds"),
         ));
     }
     Ok(a)
 }
 
-pub fn parse_hex(field: &str, value: &str, code: &'static str) -> Result<Bytes, AppError> {
+pub fn parse_hex(field: &str, value: &str, code: ErrorCode) -> Result<Bytes, AppError> {
     value
         .parse::<Bytes>()
         .ok()
         .filter(|_| value.starts_with("0x"))
-        .ok_or_else(|| AppError::bad_request(code, format!("{field}: expected 0x-prefixed hex")))
+        .ok_or_else(|| AppError::new(code, format!("{field}: expected 0x-prefixed hex")))
 }
 
 /// A non-negative integer given as a JSON number or a decimal string.
 pub fn parse_u64(field: &str, value: &Option<Value>) -> Result<u64, AppError> {
-    let bad = || AppError::bad_request("invalid_number", format!("{field}: expected a non-negative integer"));
+    let bad = || AppError::new(ErrorCode::InvalidNumber, format!("{field}: expected a non-negative integer"));
     match value {
         None | Some(Value::Null) => Err(AppError::missing(field)),
         Some(Value::Number(n)) => n.as_u64().ok_or_else(bad),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use super::ErrorCode;
 use super::{AppError, AppState};
 use crate::{chains::Chain, indexer::IndexReader, observability};
 
@@ -22,7 +23,7 @@ use crate::{chains::Chain, indexer::IndexReader, observability};
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain"),
         (status = 401, description = "`invalid_metrics_token`: a metrics token is configured and the request lacks it",
-            body = super::discovery::ErrorBody),
+            body = super::error::ErrorBody),
     ))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.settings.metrics_token {
@@ -32,8 +33,8 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
-            return AppError::unauthorized(
-                "invalid_metrics_token",
+            return AppError::new(
+                ErrorCode::InvalidMetricsToken,
                 "GET /metrics needs Authorization: Bearer <metrics token>",
             )
             .into_response();

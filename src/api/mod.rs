@@ -53,16 +53,12 @@ use tower_http::{
 };
 
 pub use admin::{CreateKeyRequest, KeyView, MAX_GRACE_SECS, key_spec};
-pub use error::AppError;
+pub use error::{AppError, ErrorCode};
 pub use extract::parse_address;
 
 pub use crate::chain::Deployment;
+pub(crate) use crate::views::checksum;
 use crate::{chains::Chain, indexer::IndexReader, store::Store};
-
-/// Addresses leave the API EIP-55 checksummed, as wallets and ethers/viem print them.
-pub(crate) fn checksum(a: Address) -> String {
-    a.to_checksum(None)
-}
 
 /// The request id header: taken from the caller when present, else a new UUID; echoed on every
 /// response and recorded in the request's log span.

@@ -28,7 +28,11 @@ use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{Dispatcher, WebhookSettings};
-use crate::{API_VERSION, chains::Chain};
+use crate::{
+    API_VERSION,
+    chains::Chain,
+    views::{TransactionFacts, TransactionView},
+};
 
 /// The delivery loop: fan out, then start what is due; sleeps `poll_interval` when idle.
 ///
@@ -140,15 +144,11 @@ pub fn private_target(url: &reqwest::Url) -> Option<String> {
     (name == "localhost" || name.ends_with(".localhost")).then(|| format!("{host} is this machine"))
 }
 
-fn checksum_bytes(b: Vec<u8>) -> String {
-    Address::from_slice(&b).to_checksum(None)
-}
-
 /// The `data` of a `transaction.*` event, from its relay_transactions row.
 async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow::Result<Value> {
     let r = sqlx::query(
-        "SELECT id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number, failure,
-                revert_reason
+        "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
+                block_number, failure, revert_reason
          FROM relay_transactions WHERE id = $1",
     )
     .bind(id)
@@ -157,22 +157,23 @@ async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow:
     .context("Failed to read the relayed transaction of a webhook event")?;
     // A row deleted since (never by the relayer itself) must not block the outbox.
     let Some(r) = r else { return Ok(json!({ "transaction_id": id })) };
-    let contract = Address::from_slice(&r.get::<Vec<u8>, _>("contract"));
-    let name = chain.deployment_at(contract).map(|c| c.name.clone());
-    Ok(json!({
-        "transaction_id": r.get::<i64, _>("id"),
-        "contract": name,
-        "contract_address": contract.to_checksum(None),
-        "from": checksum_bytes(r.get("signer")),
-        "nonce": r.get::<i64, _>("meta_nonce"),
-        "sponsor": checksum_bytes(r.get("sponsor")),
-        "transaction_hash": B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")).to_string(),
-        "state": r.get::<String, _>("status"),
-        "block_number": r.get::<Option<i64>, _>("block_number"),
-        "gas_used": r.get::<Option<i64>, _>("gas_used"),
-        "failure": r.get::<Option<String>, _>("failure"),
-        "revert_reason": r.get::<Option<String>, _>("revert_reason"),
-    }))
+    let address = |col: &str| Address::from_slice(&r.get::<Vec<u8>, _>(col));
+    let facts = TransactionFacts {
+        id: r.get("id"),
+        chain_id: r.get::<i64, _>("chain_id") as u64,
+        contract: address("contract"),
+        signer: address("signer"),
+        meta_nonce: r.get::<i64, _>("meta_nonce") as u64,
+        sponsor: address("sponsor"),
+        sponsor_nonce: r.get::<i64, _>("sponsor_nonce") as u64,
+        tx_hash: B256::from_slice(&r.get::<Vec<u8>, _>("tx_hash")),
+        state: r.get("status"),
+        gas_used: r.get::<Option<i64>, _>("gas_used").map(|g| g as u64),
+        block_number: r.get::<Option<i64>, _>("block_number").map(|b| b as u64),
+        failure: r.get("failure"),
+        revert_reason: r.get("revert_reason"),
+    };
+    Ok(serde_json::to_value(TransactionView::new(&chain.deployments, facts))?)
 }
 
 /// Creates the deliveries of up to 100 events; returns how many events it handled.

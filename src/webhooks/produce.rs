@@ -39,6 +39,7 @@ use crate::{
     chain::Deployment,
     chains::Chain,
     indexer::Rates,
+    views::checksum,
 };
 
 /// Events read per deployment per step.
@@ -129,10 +130,6 @@ async fn subscribed(tx: &mut Transaction<'_, Postgres>) -> anyhow::Result<Vec<St
     Ok(sqlx::query_scalar("SELECT DISTINCT unnest(events) FROM webhook_endpoints WHERE deleted_at IS NULL")
         .fetch_all(&mut **tx)
         .await?)
-}
-
-fn checksum(a: Address) -> String {
-    a.to_checksum(None)
 }
 
 fn address(bytes: Option<Vec<u8>>) -> Address {

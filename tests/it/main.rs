@@ -18,6 +18,7 @@ mod logs;
 mod meta;
 mod metrics;
 mod nonces;
+mod openapi_drift;
 mod payments;
 mod pipeline;
 mod pipeline_stack;
