@@ -84,8 +84,11 @@ async fn one_process_serves_two_chains_each_with_its_own_deployments_sponsors_an
         token_decimals: TOKEN_DECIMALS,
         start_block: 0,
     };
+    // Its own pool, sized as `serve`'s default: each chain's indexer holds a connection for its
+    // lock, and each NOTIFY listener one.
+    let store = streampay_relayer::store::Store::connect(&a.db_url, 10).await.unwrap();
     let state = server::build_state(
-        a.store.clone(),
+        store,
         vec![
             ChainParts {
                 name: Some("alpha".into()),
@@ -171,7 +174,7 @@ async fn one_process_serves_two_chains_each_with_its_own_deployments_sponsors_an
         let receipt = provider.get_transaction_receipt(hash).await.unwrap().expect("mined on its own chain");
         assert!(receipt.status());
         assert_eq!(receipt.from, sponsor_a.address());
-        let (status, t) = call(get(&format!("/api/v1/transactions/{}", done["Id"]))).await;
+        let (status, t) = call(get(&format!("/api/v1/transactions/{}", done["TransactionId"]))).await;
         assert_eq!(status, StatusCode::OK, "{t}");
         assert_eq!((t["ChainId"].clone(), t["Contract"].clone()), (json!(chain_id), json!(name)), "{t}");
     }

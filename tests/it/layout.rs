@@ -23,6 +23,7 @@ const DOMAIN: &[&str] = &[
     "keeper",
     "observability",
     "supervisor",
+    "views",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
