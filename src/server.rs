@@ -41,10 +41,13 @@ where
 
 /// Connects everything the API needs, checking the chain matches the deployments file.
 pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
-    let deployments = DeploymentsFile::load(&config.deployments_file)?;
-    let rpc_url = config
-        .rpc_url
-        .clone()
+    // One chain for now: the first configured.
+    let chain_config = config.chains.first().context("No chain configured")?;
+    let deployments = DeploymentsFile::load(&chain_config.deployments_file)?;
+    let rpc_url = chain_config
+        .rpc_urls
+        .first()
+        .cloned()
         .or_else(|| deployments.rpc_url.clone())
         .context("No RPC URL: set chain.rpc_url / STREAMPAY_RPC_URL or rpcUrl in the deployments file")?;
     let provider = chain::connect(rpc_url.expose())?;
@@ -52,10 +55,10 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
     if chain_id != deployments.chain_id {
         bail!("the RPC node is on chain {chain_id} but the deployments file is for chain {}", deployments.chain_id);
     }
-    if config.sponsor_keys.is_empty() {
+    if chain_config.sponsor_keys.is_empty() {
         bail!("No sponsor keys: set sponsors.private_keys or STREAMPAY_SPONSOR_KEYS");
     }
-    let sponsors = Sponsors::from_keys(&config.sponsor_keys, chain_id)?.with_settings(config.pipeline.clone());
+    let sponsors = Sponsors::from_keys(&chain_config.sponsor_keys, chain_id)?.with_settings(config.pipeline.clone());
     if let Some(secret) = &config.admin_jwt_secret {
         // HS256 is only as strong as its secret: a short one can be brute-forced offline from
         // any token.
@@ -65,12 +68,12 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
     }
     let store = Store::connect(config.database_url()?, config.database_max_connections).await?;
     store.migrate().await?;
-    for (sponsor, _) in &config.sponsor_policies {
+    for (sponsor, _) in &chain_config.sponsor_policies {
         if sponsors.get(sponsor).is_none() {
             bail!("sponsors.policies names {sponsor}, which is not one of this relayer's sponsor keys");
         }
     }
-    store.replace_sponsor_policies(chain_id, &config.sponsor_policies).await?;
+    store.replace_sponsor_policies(chain_id, &chain_config.sponsor_policies).await?;
     Ok(AppState::new(Inner {
         store,
         provider,
