@@ -41,8 +41,13 @@ where
 
 /// Connects everything the API needs, checking the chain matches the deployments file.
 pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
-    // One chain for now: the first configured.
-    let chain_config = config.chains.first().context("No chain configured")?;
+    // One chain for now.
+    let [chain_config] = &config.chains[..] else {
+        bail!(
+            "{} chains are configured, but this relayer serves one: use [chain] or one [[chains]] entry",
+            config.chains.len()
+        );
+    };
     let deployments = DeploymentsFile::load(&chain_config.deployments_file)?;
     let rpc_url = chain_config
         .rpc_urls

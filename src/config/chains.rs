@@ -36,8 +36,8 @@ pub struct ChainConfig {
 }
 
 impl ChainConfig {
-    /// The single-chain form's chain with nothing configured: `anvil/deployment.json`, its
-    /// `rpcUrl`, no sponsors.
+    /// A chain with only its deployments file: its `rpcUrl`, the default RPC timeout, no
+    /// sponsors.
     pub fn single(deployments_file: impl Into<PathBuf>) -> Self {
         Self {
             name: None,

@@ -114,8 +114,10 @@ fn every_variable_sets_a_key_the_tree_knows() {
         _ => "x",
     };
     let vars: Vec<(&str, &str)> = env::VARS.iter().map(|(n, k, kind)| (*n, sample(k, *kind))).collect();
-    let c = load("[pipeline]\nlease_ttl_secs = 10", &vars).unwrap();
+    let c = load("", &vars).unwrap();
     assert_eq!(c.listen.port(), 9999);
+    assert_eq!(c.database_max_connections, 7);
+    assert_eq!(c.pipeline.lease_ttl, Duration::from_secs(7));
     assert_eq!(c.webhooks.max_attempts, 7);
     assert_eq!(c.indexer.pipeline_depth, 7);
     assert_eq!(c.indexer.max_follow_range, 7);
