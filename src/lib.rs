@@ -8,7 +8,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`config`] | configuration: a TOML file plus `STREAMPAY_*` environment overrides; the deployments file |
+//! | [`config`] | configuration: defaults, a TOML file and `STREAMPAY_*` variables layered by figment, checked once; the chains served; the deployments file |
 //! | [`amount`] | exact decimal amounts and monthly rates parsed at the edge into on-chain integers |
 //! | [`api`] | the axum router (`api::app`), one module per resource, one error type ([`api::AppError`]) |
 //! | [`chain`] | contract bindings from `abi/`, EIP-712 documents and digests, `bySig` traits, signature checks, revert decoding |

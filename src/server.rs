@@ -14,7 +14,7 @@ use crate::{
     api::{self, AppState, Inner, Settings},
     chain,
     chains::{Chain, ChainParts},
-    config::{Config, DeploymentsFile, LogFormat},
+    config::{ChainConfig, Config, DeploymentsFile, LogFormat},
     indexer::{Indexer, RpcLogSource},
     keeper::Keeper,
     pipeline::Sponsors,
@@ -48,31 +48,6 @@ where
         }
         LogFormat::Text => Box::new(builder.compact().finish()),
     }
-}
-
-/// One chain as the configuration gives it. (Until the configuration lists several chains, the
-/// single-chain settings make one.)
-#[derive(Debug, Clone)]
-pub struct ChainConfig {
-    pub name: Option<String>,
-    pub rpc_urls: Vec<Secret>,
-    pub rpc_timeout: Duration,
-    pub deployments_file: std::path::PathBuf,
-    pub finality_depth: Option<u64>,
-    pub sponsor_keys: Vec<Secret>,
-    pub sponsor_policies: Vec<(alloy::primitives::Address, crate::store::SponsorPolicy)>,
-}
-
-fn chain_configs(config: &Config) -> Vec<ChainConfig> {
-    vec![ChainConfig {
-        name: None,
-        rpc_urls: config.rpc_url.clone().into_iter().collect(),
-        rpc_timeout: chain::DEFAULT_RPC_TIMEOUT,
-        deployments_file: config.deployments_file.clone(),
-        finality_depth: None,
-        sponsor_keys: config.sponsor_keys.clone(),
-        sponsor_policies: config.sponsor_policies.clone(),
-    }]
 }
 
 /// Connects one configured chain: its provider (checked to be on the deployments file's chain),
@@ -150,8 +125,8 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         ..Settings::default()
     };
     let mut parts = Vec::new();
-    for c in chain_configs(config) {
-        parts.push(connect_chain(config, &c, &store).await?);
+    for c in &config.chains {
+        parts.push(connect_chain(config, c, &store).await?);
     }
     build_state(store, parts, settings)
 }
