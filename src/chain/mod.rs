@@ -96,14 +96,20 @@ pub fn connect_many(rpc_urls: &[&str], timeout: Duration) -> anyhow::Result<DynP
             .and_then(|u| u.host_str().map(|h| h == "127.0.0.1" || h == "localhost"))
             .unwrap_or(false)
     });
-    let count = NonZeroUsize::new(nodes.len()).expect("at least one URL");
-    let fallback = alloy::transports::layers::FallbackLayer::default()
-        .with_active_transport_count(count)
-        .with_sequential_methods(ONE_NODE_AT_A_TIME.iter().map(|m| m.to_string()).collect());
-    let service = tower::ServiceBuilder::new().layer(fallback).service(nodes);
-    let client = alloy::rpc::client::ClientBuilder::default()
-        .layer(crate::observability::RpcMetricsLayer)
-        .transport(service, is_local);
+    let client = if nodes.len() == 1 {
+        // One node: its transport as it is, nothing to fail over to.
+        let node = nodes.into_iter().next().expect("one node");
+        alloy::rpc::client::ClientBuilder::default().layer(crate::observability::RpcMetricsLayer).transport(node, is_local)
+    } else {
+        let count = NonZeroUsize::new(nodes.len()).expect("at least one URL");
+        let fallback = alloy::transports::layers::FallbackLayer::default()
+            .with_active_transport_count(count)
+            .with_sequential_methods(ONE_NODE_AT_A_TIME.iter().map(|m| m.to_string()).collect());
+        let service = tower::ServiceBuilder::new().layer(fallback).service(nodes);
+        alloy::rpc::client::ClientBuilder::default()
+            .layer(crate::observability::RpcMetricsLayer)
+            .transport(alloy::transports::BoxTransport::new(service), is_local)
+    };
     Ok(ProviderBuilder::new().disable_recommended_fillers().connect_client(client).erased())
 }
 

@@ -305,6 +305,12 @@ impl TestApp {
         assert!(r.status(), "direct deposit");
     }
 
+    /// Stops the app's pipeline (its workers give their sponsor leases up).
+    pub async fn stop_pipelines(&self) {
+        let aborted = self._pipelines.shutdown(Duration::from_secs(10)).await;
+        assert!(aborted.is_empty(), "the pipeline did not stop: {aborted:?}");
+    }
+
     /// The app's one chain.
     pub fn chain(&self) -> &Arc<Chain> {
         &self.state.chains[0]
@@ -523,6 +529,9 @@ pub struct ServeProcess {
 impl ServeProcess {
     pub async fn start(app: &TestApp, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         use tokio::io::{AsyncBufReadExt, AsyncRead};
+        // The process sends for the app's sponsors from now on: the app's own pipeline stops
+        // (giving up its sponsor leases), so every transaction goes out through the process.
+        app.stop_pipelines().await;
         std::fs::create_dir_all(dir).unwrap();
         let deployments = dir.join("deployment.json");
         std::fs::write(
