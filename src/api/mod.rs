@@ -124,8 +124,11 @@ pub struct AppState {
     catching_up: Arc<tokio::sync::Mutex<()>>,
     /// The indexed head per (chain, deployment) as last read by a read-your-writes wait, and
     /// when: many waiting executes share one database read per few milliseconds.
-    indexed_heads: Arc<tokio::sync::Mutex<std::collections::HashMap<(u64, Address), (u64, tokio::time::Instant)>>>,
+    indexed_heads: Arc<tokio::sync::Mutex<IndexedHeads>>,
 }
+
+/// `(chain id, deployment) -> (indexed head, when it was read)`.
+type IndexedHeads = std::collections::HashMap<(u64, Address), (u64, tokio::time::Instant)>;
 
 pub struct Inner {
     pub store: Store,

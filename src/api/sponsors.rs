@@ -169,7 +169,8 @@ pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Spo
             // Each sponsor on every chain that has it; one configured on no chain is listed once,
             // on the first.
             let nowhere = !state.chains.iter().any(|c| c.sponsors.get(address).is_some());
-            if !configured && !(c == 0 && nowhere) {
+            let listed_here = configured || (c == 0 && nowhere);
+            if !listed_here {
                 continue;
             }
             let balance = chain.provider.get_balance(*address).await.map_err(AppError::chain)?;

@@ -99,7 +99,9 @@ pub fn connect_many(rpc_urls: &[&str], timeout: Duration) -> anyhow::Result<DynP
     let client = if nodes.len() == 1 {
         // One node: its transport as it is, nothing to fail over to.
         let node = nodes.into_iter().next().expect("one node");
-        alloy::rpc::client::ClientBuilder::default().layer(crate::observability::RpcMetricsLayer).transport(node, is_local)
+        alloy::rpc::client::ClientBuilder::default()
+            .layer(crate::observability::RpcMetricsLayer)
+            .transport(node, is_local)
     } else {
         let count = NonZeroUsize::new(nodes.len()).expect("at least one URL");
         let fallback = alloy::transports::layers::FallbackLayer::default()
