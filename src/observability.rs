@@ -5,8 +5,8 @@
 //! - [`track_http`]: axum middleware timing every request by method, matched route and status.
 //! - [`RpcMetricsLayer`]: a tower layer on the alloy transport timing every JSON-RPC call and
 //!   counting its failures (see [`crate::chain::connect`]).
-//! - [`refresh_gauges`]: queue depth and indexer lag, read from Postgres at scrape time so every
-//!   replica reports the shared truth.
+//! - queue depth and indexer lag are gauges set at scrape time from Postgres by `GET /metrics`
+//!   (`api::metrics`), so every replica reports the shared truth.
 //!
 //! Pipeline stages and the keeper record their own series with one-line macro calls; the names
 //! are the constants below.
@@ -14,7 +14,7 @@
 use std::{
     sync::OnceLock,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use alloy::{
@@ -24,8 +24,6 @@ use alloy::{
 use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{api::AppState, indexer::IndexReader};
-
 /// Requests answered, by `method`, `route` (the matched route template) and `status`.
 pub const HTTP_REQUESTS: &str = "streampay_http_requests_total";
 /// Request latency in seconds, same labels as [`HTTP_REQUESTS`].
@@ -34,11 +32,11 @@ pub const HTTP_DURATION: &str = "streampay_http_request_duration_seconds";
 pub const PIPELINE_STAGE: &str = "streampay_pipeline_stage_seconds";
 /// Queued transactions that reached an outcome, by `outcome`.
 pub const PIPELINE_SETTLED: &str = "streampay_pipeline_settled_total";
-/// Open queue rows, by `sponsor` and `state` (`pending`, `submitted`, `mined`).
+/// Open queue rows, by `chain_id`, `sponsor` and `state` (`pending`, `submitted`, `mined`).
 pub const QUEUE_DEPTH: &str = "streampay_queue_depth";
-/// Blocks the index trails the chain head by, by `contract`.
+/// Blocks the index trails the chain head by, by `contract` (and `chain_id`).
 pub const INDEXER_LAG: &str = "streampay_indexer_lag_blocks";
-/// Highest indexed block, by `contract`.
+/// Highest indexed block, by `contract` (and `chain_id`).
 pub const INDEXER_BLOCK: &str = "streampay_indexer_indexed_block";
 /// JSON-RPC call latency in seconds, by `method`.
 pub const RPC_DURATION: &str = "streampay_rpc_request_duration_seconds";
@@ -139,17 +137,10 @@ pub fn pipeline_stage(stage: &'static str, seconds: f64) {
     metrics::histogram!(PIPELINE_STAGE, "stage" => stage).record(seconds.max(0.0));
 }
 
-/// Counts a settled pipeline row.
-pub fn pipeline_settled(outcome: &crate::store::Outcome) {
-    use crate::store::Outcome;
-    let label = match outcome {
-        Outcome::Mined { .. } => "mined",
-        Outcome::Reverted { .. } => "reverted",
-        Outcome::Cancelled { expired: true, .. } | Outcome::Expired => "expired",
-        Outcome::Cancelled { .. } | Outcome::Rejected { .. } => "rejected",
-        Outcome::Replaced => "replaced",
-    };
-    metrics::counter!(PIPELINE_SETTLED, "outcome" => label).increment(1);
+/// Counts a settled pipeline row by its outcome (`mined`, `reverted`, `expired`, `rejected`,
+/// `replaced`).
+pub fn pipeline_settled(outcome: &'static str) {
+    metrics::counter!(PIPELINE_SETTLED, "outcome" => outcome).increment(1);
 }
 
 /// Tower layer for the alloy transport: times every JSON-RPC request by method and counts
@@ -206,46 +197,4 @@ where
             result
         })
     }
-}
-
-/// Longest the scrape waits for Postgres before serving the series it has.
-const GAUGE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Sets the queue-depth and indexer-lag gauges from Postgres (shared by every replica). A
-/// database that does not answer leaves the previous values and is logged, never fails a scrape.
-pub async fn refresh_gauges(state: &AppState) {
-    match tokio::time::timeout(GAUGE_TIMEOUT, refresh(state)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "metrics: gauges not refreshed"),
-        Err(_) => tracing::warn!("metrics: gauges not refreshed (database timeout)"),
-    }
-}
-
-async fn refresh(state: &AppState) -> anyhow::Result<()> {
-    let rows = state.store.queue_depth(state.chain_id).await?;
-    // Every configured sponsor × state gets a value (0 included), so a drained queue reads 0
-    // rather than its last non-zero depth.
-    for sponsor in state.sponsors.addresses() {
-        for status in
-            [crate::store::TxStatus::Pending, crate::store::TxStatus::Submitted, crate::store::TxStatus::Mined]
-        {
-            let n = rows.iter().find(|r| r.sponsor == *sponsor && r.status == status).map_or(0, |r| r.count);
-            metrics::gauge!(QUEUE_DEPTH, "sponsor" => sponsor.to_checksum(None), "state" => status.as_str())
-                .set(n as f64);
-        }
-    }
-    // Lag against the node's head now, not only the head the indexer last saw: a stalled
-    // indexer shows as growing lag. Without an answer from the node the last value stays.
-    let head = alloy::providers::Provider::get_block_number(&state.provider).await.ok();
-    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
-    for c in &state.contracts {
-        if let Some(lag) = reader.lag(c.address).await? {
-            if let Some(head) = head {
-                let blocks = head.max(lag.chain_head).saturating_sub(lag.indexed_block);
-                metrics::gauge!(INDEXER_LAG, "contract" => c.name.clone()).set(blocks as f64);
-            }
-            metrics::gauge!(INDEXER_BLOCK, "contract" => c.name.clone()).set(lag.indexed_block as f64);
-        }
-    }
-    Ok(())
 }

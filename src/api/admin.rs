@@ -11,7 +11,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{AppError, AppState, checksum, discovery::ErrorBody, extract::ApiJson, parse_address};
+use super::ErrorCode;
+use super::{AppError, AppState, checksum, error::ErrorBody, extract::ApiJson, parse_address};
 use crate::store::{Environment, KeyChange, KeyInfo, KeySpec, NewApiKey, Scope, parse_cidr};
 
 /// Largest `rate_limit_per_minute`.
@@ -141,7 +142,7 @@ fn parse_id(id: &str) -> Result<i64, AppError> {
 }
 
 fn not_found(id: impl std::fmt::Display) -> AppError {
-    AppError::not_found("key_not_found", format!("no API key #{id}"))
+    AppError::new(ErrorCode::KeyNotFound, format!("no API key #{id}"))
 }
 
 async fn created(state: &AppState, new: NewApiKey) -> Result<CreatedKey, AppError> {
@@ -156,25 +157,25 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
         return Err(AppError::missing("name"));
     }
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(AppError::bad_request(
-            "invalid_key_name",
+        return Err(AppError::new(
+            ErrorCode::InvalidKeyName,
             "name: at most 100 characters, none of them control characters",
         ));
     }
     let environment = match req.environment.as_deref() {
         None => Environment::Test,
-        Some(e) => e.parse().map_err(|e: String| AppError::bad_request("invalid_environment", e))?,
+        Some(e) => e.parse().map_err(|e: String| AppError::new(ErrorCode::InvalidEnvironment, e))?,
     };
     let scopes = match req.scopes {
         None => DEFAULT_SCOPES.to_vec(),
         Some(list) if list.is_empty() => {
-            return Err(AppError::bad_request("invalid_scope", "scopes: name at least one scope"));
+            return Err(AppError::new(ErrorCode::InvalidScope, "scopes: name at least one scope"));
         }
         Some(list) => list
             .iter()
             .map(|s| s.parse::<Scope>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AppError::bad_request("invalid_scope", format!("scopes: {e}")))?,
+            .map_err(|e| AppError::new(ErrorCode::InvalidScope, format!("scopes: {e}")))?,
     };
     let sponsors = match req.sponsors {
         None => default_sponsors.to_vec(),
@@ -185,8 +186,8 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
     }
     let expires_in_secs = match req.expires_in_seconds {
         Some(s) if s == 0 || s > MAX_EXPIRY_SECS => {
-            return Err(AppError::bad_request(
-                "invalid_expiry",
+            return Err(AppError::new(
+                ErrorCode::InvalidExpiry,
                 format!("expires_in_seconds: from 1 to {MAX_EXPIRY_SECS}"),
             ));
         }
@@ -194,18 +195,18 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
     };
     let cidrs = req.allowed_cidrs.unwrap_or_default();
     if cidrs.len() > MAX_CIDRS {
-        return Err(AppError::bad_request("invalid_cidr", format!("allowed_cidrs: at most {MAX_CIDRS} entries")));
+        return Err(AppError::new(ErrorCode::InvalidCidr, format!("allowed_cidrs: at most {MAX_CIDRS} entries")));
     }
     let allowed_cidrs = cidrs
         .iter()
         .map(|c| parse_cidr(c))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AppError::bad_request("invalid_cidr", format!("allowed_cidrs: {e}")))?;
+        .map_err(|e| AppError::new(ErrorCode::InvalidCidr, format!("allowed_cidrs: {e}")))?;
     if let Some(r) = req.rate_limit_per_minute
         && (r == 0 || r > MAX_RATE_LIMIT)
     {
-        return Err(AppError::bad_request(
-            "invalid_rate_limit",
+        return Err(AppError::new(
+            ErrorCode::InvalidRateLimit,
             format!("rate_limit_per_minute: from 1 to {MAX_RATE_LIMIT}"),
         ));
     }
@@ -234,7 +235,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), AppError> {
-    let spec = key_spec(req, state.sponsors.addresses())?;
+    let spec = key_spec(req, &state.sponsor_addresses())?;
     let new = state.store.create_key(&spec).await?;
     state.keys_changed();
     tracing::info!(key_id = new.id, name = %spec.name, "API key created");
@@ -301,14 +302,11 @@ pub async fn rotate(
     let req: RotateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKeyRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::bad_request("invalid_json", e.to_string()))?
+        serde_json::from_slice(&body).map_err(|e| AppError::new(ErrorCode::InvalidJson, e.to_string()))?
     };
     let grace = req.grace_seconds.unwrap_or(0);
     if grace > MAX_GRACE_SECS {
-        return Err(AppError::bad_request(
-            "invalid_grace_period",
-            format!("grace_seconds: from 0 to {MAX_GRACE_SECS}"),
-        ));
+        return Err(AppError::new(ErrorCode::InvalidGracePeriod, format!("grace_seconds: from 0 to {MAX_GRACE_SECS}")));
     }
     let changed = state.store.rotate_key(id, grace).await?;
     state.keys_changed();
@@ -319,7 +317,7 @@ pub async fn rotate(
         }
         KeyChange::NotFound => Err(not_found(id)),
         KeyChange::NotActive(why) => {
-            Err(AppError::conflict("key_not_active", format!("API key #{id} cannot be rotated: {why}")))
+            Err(AppError::new(ErrorCode::KeyNotActive, format!("API key #{id} cannot be rotated: {why}")))
         }
     }
 }

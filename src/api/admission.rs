@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use alloy::primitives::{Address, B256, U256};
 
 use super::AppError;
+use super::ErrorCode;
 use crate::store::{AdmissionRecord, Reservation, Store};
 
 /// Limits of `[admission]` (defaults are on; see `streampay.example.toml`).
@@ -103,8 +104,8 @@ impl AdmissionSettings {
     /// 400 `calldata_too_large` for `Data` over the cap.
     pub fn check_size(&self, data: &[u8]) -> Result<(), AppError> {
         if data.len() > self.max_calldata_bytes {
-            return Err(AppError::bad_request(
-                "calldata_too_large",
+            return Err(AppError::new(
+                ErrorCode::CalldataTooLarge,
                 format!("Data is {} bytes; at most {} are relayed", data.len(), self.max_calldata_bytes),
             ));
         }
@@ -115,8 +116,8 @@ impl AdmissionSettings {
     pub fn check_gas(&self, operations: &[&str], gas: u64) -> Result<(), AppError> {
         let cap = self.gas_cap(operations);
         if gas > cap {
-            return Err(AppError::unprocessable(
-                "gas_cap_exceeded",
+            return Err(AppError::new(
+                ErrorCode::GasCapExceeded,
                 format!("the call needs {gas} gas; {} may use at most {cap}", operations.join(", ")),
             ));
         }
@@ -159,8 +160,8 @@ fn check(settings: &AdmissionSettings, r: &AdmissionRecord, cost: U256) -> Resul
     if let Some(ago) = r.digest_reverted_secs_ago
         && ago < settings.revert_cooldown_secs
     {
-        return Err(AppError::too_many_requests(
-            "call_cooling_down",
+        return Err(AppError::new(
+            ErrorCode::CallCoolingDown,
             format!(
                 "this signed call reverted on chain {ago} s ago; it is not relayed again for {} s",
                 settings.revert_cooldown_secs - ago
@@ -168,12 +169,12 @@ fn check(settings: &AdmissionSettings, r: &AdmissionRecord, cost: U256) -> Resul
         ));
     }
     let subjects = [
-        ("signer", r.signer_reverts, r.signer_last_secs_ago, "signer_throttled", "signer_banned"),
-        ("API key", r.key_reverts, r.key_last_secs_ago, "key_throttled", "key_banned"),
+        ("signer", r.signer_reverts, r.signer_last_secs_ago, ErrorCode::SignerThrottled, ErrorCode::SignerBanned),
+        ("API key", r.key_reverts, r.key_last_secs_ago, ErrorCode::KeyThrottled, ErrorCode::KeyBanned),
     ];
     for (what, reverts, last_ago, throttled, banned) in subjects {
         if reverts >= u64::from(settings.ban_after_reverts) {
-            return Err(AppError::forbidden(
+            return Err(AppError::new(
                 banned,
                 format!(
                     "this {what} had {reverts} relayed calls revert on chain in the last {} s; no call is relayed for it until they age out",
@@ -184,7 +185,7 @@ fn check(settings: &AdmissionSettings, r: &AdmissionRecord, cost: U256) -> Resul
         if reverts >= u64::from(settings.throttle_after_reverts)
             && last_ago.is_some_and(|ago| ago < settings.throttle_interval_secs)
         {
-            return Err(AppError::too_many_requests(
+            return Err(AppError::new(
                 throttled,
                 format!(
                     "this {what} had {reverts} relayed calls revert on chain recently: one call per {} s",
@@ -194,14 +195,14 @@ fn check(settings: &AdmissionSettings, r: &AdmissionRecord, cost: U256) -> Resul
         }
     }
     let budgets = [
-        ("API key", settings.key_daily_budget_wei, r.key_spent_wei, "key_daily_budget_exceeded"),
-        ("signer", settings.signer_daily_budget_wei, r.signer_spent_wei, "signer_daily_budget_exceeded"),
+        ("API key", settings.key_daily_budget_wei, r.key_spent_wei, ErrorCode::KeyDailyBudgetExceeded),
+        ("signer", settings.signer_daily_budget_wei, r.signer_spent_wei, ErrorCode::SignerDailyBudgetExceeded),
     ];
     for (what, budget, spent, code) in budgets {
         if let Some(budget) = budget
             && spent.saturating_add(cost) > budget
         {
-            return Err(AppError::too_many_requests(
+            return Err(AppError::new(
                 code,
                 format!(
                     "this {what} has spent or reserved {spent} wei of its daily budget of {budget} wei (UTC day); this call may cost {cost}"

@@ -41,6 +41,7 @@ use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::ErrorCode;
 use super::{AppError, AppState, extract::ApiKey};
 use crate::{
     secret::Secret,
@@ -227,8 +228,8 @@ pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Option<ApiKeyR
             if parts.headers.contains_key("x-api-key") {
                 return key_with_scope(state, parts, Some(Scope::Admin)).await.map(Some);
             }
-            Err(AppError::unauthorized(
-                "missing_admin_token",
+            Err(AppError::new(
+                ErrorCode::MissingAdminToken,
                 "send an admin token (`streampay admin token`) as `Authorization: Bearer <token>`",
             )
             .into())
@@ -237,7 +238,7 @@ pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Option<ApiKeyR
 }
 
 fn invalid_admin_token(why: impl fmt::Display) -> Rejection {
-    AppError::unauthorized("invalid_admin_token", format!("the admin token is not valid: {why}")).into()
+    AppError::new(ErrorCode::InvalidAdminToken, format!("the admin token is not valid: {why}")).into()
 }
 
 /// Authenticates `X-API-Key`, then checks the network, `scope` (if any) and the rate limit.
@@ -245,42 +246,40 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
     let presented = parts
         .headers
         .get("x-api-key")
-        .ok_or_else(|| AppError::unauthorized("missing_api_key", "send your API key in the X-API-Key header"))?
+        .ok_or_else(|| AppError::new(ErrorCode::MissingApiKey, "send your API key in the X-API-Key header"))?
         .to_str()
-        .map_err(|_| AppError::unauthorized("invalid_api_key", "the API key is not valid"))?;
+        .map_err(|_| AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid"))?;
     let lookup = match state.key_cache() {
         Some(cache) => cache.lookup(&state.store, presented.trim()).await,
         None => state.store.lookup_api_key(presented.trim()).await,
     };
     let key = match lookup.map_err(AppError::from)? {
         KeyLookup::Active(key) => key,
-        KeyLookup::Unknown => return Err(AppError::unauthorized("invalid_api_key", "the API key is not valid").into()),
+        KeyLookup::Unknown => return Err(AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid").into()),
         KeyLookup::Revoked { rotated: false } => {
-            return Err(AppError::unauthorized("key_revoked", "this API key was revoked").into());
+            return Err(AppError::new(ErrorCode::KeyRevoked, "this API key was revoked").into());
         }
         KeyLookup::Revoked { rotated: true } => {
-            return Err(AppError::unauthorized(
-                "key_revoked",
-                "this API key was rotated; use the key that replaced it",
-            )
-            .into());
+            return Err(
+                AppError::new(ErrorCode::KeyRevoked, "this API key was rotated; use the key that replaced it").into()
+            );
         }
-        KeyLookup::Expired => return Err(AppError::unauthorized("key_expired", "this API key has expired").into()),
+        KeyLookup::Expired => return Err(AppError::new(ErrorCode::KeyExpired, "this API key has expired").into()),
     };
     if !key.allowed_cidrs.is_empty() {
         let ip = client_ip(&state.settings.auth.trusted_proxies, parts);
         if !ip.is_some_and(|ip| key.allowed_cidrs.iter().any(|net| net.contains(&ip))) {
             let shown = ip.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
             return Err(
-                AppError::forbidden("ip_not_allowed", format!("this API key may not be used from {shown}")).into()
+                AppError::new(ErrorCode::IpNotAllowed, format!("this API key may not be used from {shown}")).into()
             );
         }
     }
     if let Some(scope) = scope
         && !key.scopes.contains(&scope)
     {
-        return Err(AppError::forbidden(
-            "insufficient_scope",
+        return Err(AppError::new(
+            ErrorCode::InsufficientScope,
             format!("this API key lacks the `{scope}` scope this endpoint needs"),
         )
         .into());
@@ -289,8 +288,8 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
         && let Err(wait) = state.settings.auth.limiters.check(key.id, per_minute)
     {
         return Err(Rejection {
-            error: AppError::too_many_requests(
-                "rate_limited",
+            error: AppError::new(
+                ErrorCode::RateLimited,
                 format!(
                     "this API key is limited to {per_minute} requests per minute; retry after the Retry-After delay"
                 ),

@@ -9,8 +9,10 @@ use axum::{
     extract::{Path, State},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
+use super::ErrorCode;
+use super::build::{BuildExtras, BuildResponse, PaymentFigures};
 use super::{
     AppError, AppState,
     build::{self, BuildRequest, NonceChoice},
@@ -25,11 +27,11 @@ use crate::{
 
 fn check_size(field: &str, len: usize) -> Result<(), AppError> {
     if len == 0 {
-        return Err(AppError::bad_request("empty_batch", format!("{field} must hold at least one item")));
+        return Err(AppError::new(ErrorCode::EmptyBatch, format!("{field} must hold at least one item")));
     }
     if len > MAX_BATCH {
-        return Err(AppError::bad_request(
-            "batch_too_large",
+        return Err(AppError::new(
+            ErrorCode::BatchTooLarge,
             format!("{field} holds {len} items; at most {MAX_BATCH} are allowed"),
         ));
     }
@@ -74,13 +76,13 @@ pub struct SubscriptionItem {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = BatchSubscriptions,
     responses(
-        (status = 200, description = "Built multicall of up to 100 subscribe calls to sign once", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built multicall of up to 100 subscribe calls to sign once", body = BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -89,7 +91,7 @@ pub async fn subscriptions(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<BatchSubscriptions>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let items = body.subscriptions.as_deref().ok_or_else(|| AppError::missing("Subscriptions"))?;
@@ -107,9 +109,9 @@ pub async fn subscriptions(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
-    let mut extras = Map::new();
-    extras.insert("Subscriptions".into(), Value::Array(subs.iter().map(Subscribe::details).collect()));
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
+    let extras =
+        BuildExtras { subscriptions: Some(subs.iter().map(Subscribe::details).collect()), ..Default::default() };
     build::build(
         &state,
         BuildRequest {
@@ -158,13 +160,13 @@ pub struct PaymentItem {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = BatchPayments,
     responses(
-        (status = 200, description = "Built multicall of up to 100 pay calls to sign once", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built multicall of up to 100 pay calls to sign once", body = BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -173,7 +175,7 @@ pub async fn payments(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<BatchPayments>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let items = body.payments.as_deref().ok_or_else(|| AppError::missing("Payments"))?;
@@ -189,15 +191,19 @@ pub async fn payments(
             .map_err(|e| AppError::amount(&amount_field, e))?;
         total += amount.base_units;
         calls.push(StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into());
-        details.push(
-            json!({"To": checksum(to), "Amount": amount.units.to_string(), "AmountRaw": amount.base_units.to_string()}),
-        );
+        details.push(PaymentFigures {
+            to: checksum(to),
+            amount: amount.units.to_string(),
+            amount_raw: amount.base_units.to_string(),
+        });
     }
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
-    let mut extras = Map::new();
-    extras.insert("Payments".into(), Value::Array(details));
-    extras.insert("Total".into(), json!(format_units(total, INTERNAL_DECIMALS)));
-    extras.insert("TotalRaw".into(), json!(total.to_string()));
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
+    let extras = BuildExtras {
+        payments: Some(details),
+        total: Some(format_units(total, INTERNAL_DECIMALS)),
+        total_raw: Some(total.to_string()),
+        ..Default::default()
+    };
     build::build(
         &state,
         BuildRequest {

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use alloy::primitives::{Address, Bytes, U256};
 use axum::Json;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{AppError, AppState, Deployment, checksum};
+use super::ErrorCode;
+use super::{AppError, AppState, Contract, checksum};
 use crate::{
     chain::{
         self, IPermitToken, StreamPay,
@@ -58,7 +60,7 @@ fn ser_checksum<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Err
 
 /// What a build endpoint wants signed.
 pub struct BuildRequest<'a> {
-    pub contract: &'a Deployment,
+    pub contract: Contract<'a>,
     pub from: Address,
     pub sponsor: Arc<Sponsor>,
     /// Calldata the signer's call runs (a user operation or a multicall of them).
@@ -68,7 +70,7 @@ pub struct BuildRequest<'a> {
     /// Human summary, e.g. "Subscribe 0x… to 0x… at 10 per month".
     pub summary: String,
     /// Endpoint-specific extra response fields (exact amounts and rates).
-    pub extras: Map<String, Value>,
+    pub extras: BuildExtras,
     /// Which nonce the call uses (request fields `NonceType` and `Nonce`).
     pub nonce: NonceChoice,
 }
@@ -91,8 +93,8 @@ impl NonceChoice {
         match kind.map(str::to_ascii_lowercase).as_deref() {
             None | Some("unique") => {
                 if nonce.as_ref().is_some_and(|v| !v.is_null()) {
-                    return Err(AppError::bad_request(
-                        "invalid_nonce",
+                    return Err(AppError::new(
+                        ErrorCode::InvalidNonce,
                         "Nonce may only be chosen with NonceType \"account\"; unique nonces are drawn by the relayer",
                     ));
                 }
@@ -102,17 +104,17 @@ impl NonceChoice {
                 None | Some(Value::Null) => Ok(Self::Account(None)),
                 Some(_) => Ok(Self::Account(Some(super::extract::parse_u64("Nonce", nonce)?))),
             },
-            Some(_) => Err(AppError::bad_request(
-                "invalid_nonce_type",
+            Some(_) => Err(AppError::new(
+                ErrorCode::InvalidNonceType,
                 "NonceType must be \"unique\" (the default) or \"account\"",
             )),
         }
     }
 }
 
-pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value>, AppError> {
+pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<BuildResponse>, AppError> {
     let contract = req.contract;
-    let provider = &state.provider;
+    let provider = &contract.chain.provider;
     let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
     let deadline = now + state.settings.meta_deadline_secs;
     let (nonce_type, nonce) = match req.nonce {
@@ -123,13 +125,12 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
                 .call()
                 .await
                 .map_err(AppError::chain)?;
-            let chain_nonce = u64::try_from(chain_nonce).map_err(|_| {
-                AppError::unprocessable("nonce_out_of_range", "the signer's account nonce exceeds 2^64")
-            })?;
+            let chain_nonce = u64::try_from(chain_nonce)
+                .map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the signer's account nonce exceeds 2^64"))?;
             let nonce = match chosen {
                 Some(n) if n < chain_nonce => {
-                    return Err(AppError::conflict(
-                        "nonce_already_used",
+                    return Err(AppError::new(
+                        ErrorCode::NonceAlreadyUsed,
                         format!("account nonce {n} of {} is already used; the next is {chain_nonce}", req.from),
                     ));
                 }
@@ -137,7 +138,7 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
                 // Past the calls in flight; built calls reserve nothing.
                 None => {
                     let scope = NonceScope {
-                        chain_id: state.chain_id,
+                        chain_id: contract.chain.chain_id,
                         contract: contract.address,
                         signer: req.from,
                         nonce_type: NonceType::Account,
@@ -150,17 +151,17 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
     };
 
     let traits = Traits::of_type(nonce_type, nonce, deadline, Some(req.sponsor.address())).encode();
-    let domain = Domain::streampay(state.chain_id, contract.address);
+    let domain = Domain::streampay(contract.chain.chain_id, contract.address);
     let digest = eip712::signed_call_digest(&domain, req.from, traits, &req.data);
     let typed_data = eip712::signed_call_typed_data(&domain, req.from, traits, &req.data);
 
     let permit_typed_data = match req.permit_value {
-        Some(value) => Some(permit_document(state, contract, req.from, value, deadline).await?),
+        Some(value) => Some(permit_document(contract, req.from, value, deadline).await?),
         None => None,
     };
     let transaction = MetaTransaction {
         to: contract.address,
-        chain_id: state.chain_id,
+        chain_id: contract.chain.chain_id,
         from: req.from,
         nonce,
         nonce_type: nonce_type.as_str(),
@@ -173,33 +174,107 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Value
     };
     let signatures =
         if transaction.permit_typed_data.is_some() { "TypedData and PermitTypedData" } else { "TypedData" };
-    let mut body = Map::new();
-    body.insert(
-        "Message".into(),
-        json!(format!(
-            "{}. Sign {signatures} with eth_signTypedData_v4 as {} and POST From, Signature, Data, Nonce, \
+    let message = format!(
+        "{}. Sign {signatures} with eth_signTypedData_v4 as {} and POST From, Signature, Data, Nonce, \
              Sponsor, Deadline and NonceType{} to /api/v1/{}/meta/execute before the deadline.",
-            req.summary,
-            req.from,
-            if transaction.permit_typed_data.is_some() { " (and Permit)" } else { "" },
-            contract.name
-        )),
+        req.summary,
+        req.from,
+        if transaction.permit_typed_data.is_some() { " (and Permit)" } else { "" },
+        contract.name
     );
-    body.insert("Transaction".into(), serde_json::to_value(&transaction).map_err(anyhow::Error::from)?);
-    body.insert("Sponsor".into(), json!(checksum(req.sponsor.address())));
-    body.extend(req.extras);
-    Ok(Json(Value::Object(body)))
+    Ok(Json(BuildResponse { message, transaction, sponsor: checksum(req.sponsor.address()), extras: req.extras }))
+}
+
+/// The answer of every build endpoint: sign `Transaction.TypedData` (and `PermitTypedData` for
+/// deposits) and POST the signature to `meta/execute`. Besides `Message`, `Transaction` and
+/// `Sponsor`, each endpoint adds the exact figures of what it built ([`BuildExtras`]).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct BuildResponse {
+    pub message: String,
+    pub transaction: MetaTransaction,
+    /// The sponsor that will pay the gas (bound into the signed traits).
+    pub sponsor: String,
+    #[serde(flatten)]
+    pub extras: BuildExtras,
+}
+
+/// The figures a build endpoint adds to its answer; each is absent (not null) where the endpoint
+/// does not give it.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct BuildExtras {
+    /// payments, deposit, withdraw: the amount in token units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    /// payments, withdraw: 18-decimal internal units; deposit: token base units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_raw: Option<String>,
+    /// withdraw: token base units that will leave the contract.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_amount_raw: Option<String>,
+    /// withdraw: the receiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// deposit: pulled through Permit2 instead of `transferFrom`.
+    #[serde(rename = "IsPermit2", skip_serializing_if = "Option::is_none")]
+    pub is_permit2: Option<bool>,
+    /// subscriptions (create, cancel): the author.
+    #[serde(flatten)]
+    pub subscription: SubscriptionFigures,
+    /// batch/subscriptions: the details of each subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<Vec<SubscriptionFigures>>,
+    /// batch/payments: each payment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments: Option<Vec<PaymentFigures>>,
+    /// batch/payments: the sum, in token units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<String>,
+    /// batch/payments: the sum in 18-decimal base units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_raw: Option<String>,
+}
+
+/// The figures of a subscription build (create and cancel give `Author` only).
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubscriptionFigures {
+    /// The author.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Token units per 30-day month, as requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_rate: Option<String>,
+    /// The on-chain rate, 18-decimal base units per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<String>,
+    /// What the per-second rate amounts to per 30-day month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_monthly_rate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+}
+
+/// One payment of a batch/payments build.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct PaymentFigures {
+    pub to: String,
+    /// Token units.
+    pub amount: String,
+    /// 18-decimal base units.
+    pub amount_raw: String,
 }
 
 /// The EIP-2612 `Permit` typed data for depositing `value` base units from `owner`.
 async fn permit_document(
-    state: &AppState,
-    contract: &Deployment,
+    contract: Contract<'_>,
     owner: Address,
     value: U256,
     deadline: u64,
 ) -> Result<Value, AppError> {
-    let (domain, nonce) = permit_domain_and_nonce(state, contract, owner).await?;
+    let (domain, nonce) = permit_domain_and_nonce(contract, owner).await?;
     let values = PermitValues { owner, spender: contract.address, value, nonce, deadline: U256::from(deadline) };
     Ok(eip712::permit_typed_data(&domain, &values))
 }
@@ -207,37 +282,33 @@ async fn permit_document(
 /// The token's EIP-712 domain and `owner`'s permit nonce. The domain comes from EIP-5267
 /// `eip712Domain()` when the token has it (it is authoritative: some tokens use version "2"),
 /// else from `name()` with version "1".
-pub async fn permit_domain_and_nonce(
-    state: &AppState,
-    contract: &Deployment,
-    owner: Address,
-) -> Result<(Domain, U256), AppError> {
-    let token = IPermitToken::new(contract.token, &state.provider);
+pub async fn permit_domain_and_nonce(contract: Contract<'_>, owner: Address) -> Result<(Domain, U256), AppError> {
+    let token = IPermitToken::new(contract.token, &contract.chain.provider);
     let nonce = token.nonces(owner).call().await.map_err(|e| match e {
         // The node did not answer: not the token's fault.
         alloy::contract::Error::TransportError(e) if !matches!(e, alloy::transports::RpcError::ErrorResp(_)) => {
             AppError::chain(e)
         }
-        e => AppError::unprocessable("permit_unsupported", format!("the token does not support EIP-2612 permits: {e}")),
+        e => AppError::new(ErrorCode::PermitUnsupported, format!("the token does not support EIP-2612 permits: {e}")),
     })?;
     // A token's EIP-712 domain does not change: read once per token, not per request.
-    if let Some(domain) = state.sponsors.cached_permit_domain(contract.token) {
+    if let Some(domain) = contract.chain.sponsors.cached_permit_domain(contract.token) {
         return Ok((domain, nonce));
     }
     let domain = match token.eip712Domain().call().await {
         Ok(d) => Domain {
             name: d.name,
             version: d.version,
-            chain_id: d.chainId.try_into().unwrap_or(state.chain_id),
+            chain_id: d.chainId.try_into().unwrap_or(contract.chain.chain_id),
             verifying_contract: d.verifyingContract,
         },
         Err(_) => Domain {
             name: token.name().call().await.map_err(AppError::chain)?,
             version: "1".into(),
-            chain_id: state.chain_id,
+            chain_id: contract.chain.chain_id,
             verifying_contract: contract.token,
         },
     };
-    state.sponsors.cache_permit_domain(contract.token, domain.clone());
+    contract.chain.sponsors.cache_permit_domain(contract.token, domain.clone());
     Ok((domain, nonce))
 }

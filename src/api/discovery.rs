@@ -3,8 +3,8 @@
 //! `GET /docs` (an interactive page that loads nothing from the internet) and `GET /changelog`.
 //!
 //! `X-Api-Version` is set on every response by a layer in [`super::app`], errors and 404s
-//! included. [`ERROR_CODES`] is the catalog of every stable error code; it is published in the
-//! OpenAPI document as the `ErrorCode` schema and checked against the source by a test.
+//! included. The catalog of stable error codes is [`super::ErrorCode`]; the document publishes it
+//! as the `ErrorCode` schema.
 
 use std::sync::OnceLock;
 
@@ -18,12 +18,15 @@ use serde::Serialize;
 use utoipa::{
     Modify, OpenApi, ToSchema,
     openapi::{
-        self, Object, ObjectBuilder, RefOr, Schema, Type,
+        self, ObjectBuilder, RefOr, Type,
         security::{ApiKey as ApiKeyScheme, ApiKeyValue, SecurityScheme},
     },
 };
 
-use super::{API_VERSION, AppState};
+use super::{
+    API_VERSION, AppState,
+    error::{ErrorBody, ErrorCode, ErrorDetail},
+};
 
 /// Features this relayer serves, named as in the changelog; clients can feature-detect on them.
 pub const CAPABILITIES: &[&str] = &[
@@ -49,144 +52,6 @@ pub const CAPABILITIES: &[&str] = &[
     "liquidation_keeper",
 ];
 
-/// Every stable error code: `(code, HTTP status, meaning)`. A client can switch on `code`; the
-/// message is for humans and may change.
-pub const ERROR_CODES: &[(&str, u16, &str)] = &[
-    ("invalid_json", 400, "The body is not JSON of the expected shape, or lacks Content-Type: application/json."),
-    ("invalid_query", 400, "A query parameter is malformed."),
-    ("missing_field", 400, "A required field is missing or empty."),
-    (
-        "invalid_address",
-        400,
-        "Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self).",
-    ),
-    ("invalid_amount", 400, "Not a positive decimal amount with at most the allowed decimals."),
-    ("invalid_number", 400, "Expected a non-negative integer."),
-    ("invalid_project_id", 400, "project_id is not a non-negative integer."),
-    ("invalid_data", 400, "Data is not 0x-prefixed hex."),
-    ("invalid_signature", 400, "The signature is malformed."),
-    ("invalid_traits", 400, "Traits is not a valid bySig traits word."),
-    ("invalid_nonce_type", 400, "NonceType is not `unique` (the default) or `account`."),
-    ("invalid_nonce", 400, "A build's Nonce may only be chosen with NonceType `account`."),
-    ("invalid_deadline", 400, "Deadline does not fit the 40-bit traits field."),
-    ("invalid_idempotency_key", 400, "Idempotency-Key is not 1 to 255 visible ASCII characters."),
-    ("call_not_allowed", 400, "Data is not an allowed StreamPay user operation."),
-    (
-        "non_canonical_calldata",
-        400,
-        "Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes).",
-    ),
-    ("calldata_too_large", 400, "Data is larger than the relayer's cap (`[admission] max_calldata_bytes`)."),
-    ("empty_batch", 400, "A batch holds no items."),
-    ("batch_too_large", 400, "A batch holds more than 100 items."),
-    ("unknown_contract", 400, "No deployment has this name (see GET /api/v1/contracts)."),
-    (
-        "invalid_webhook_url",
-        400,
-        "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address.",
-    ),
-    ("unknown_event", 400, "A webhook event type is not one of the `WebhookEventType` schema."),
-    ("unknown_operation", 400, "The fee quote's operation is not one this relayer builds."),
-    ("invalid_key_name", 400, "An API key name must be 1 to 100 characters."),
-    ("invalid_environment", 400, "An API key environment is `test` or `live`."),
-    ("invalid_scope", 400, "Scopes are some of read, relay, webhooks, admin (at least one)."),
-    ("invalid_expiry", 400, "expires_in_seconds is out of range."),
-    ("invalid_cidr", 400, "An allowlist entry is not a CIDR block or IP address, or has host bits set."),
-    ("invalid_rate_limit", 400, "rate_limit_per_minute is out of range."),
-    ("invalid_grace_period", 400, "grace_seconds is out of range."),
-    (
-        "invalid_reference",
-        400,
-        "Reference is not 1 to 255 characters without control characters, or header and body differ.",
-    ),
-    ("invalid_status", 400, "A status filter is not a transaction state."),
-    ("invalid_time", 400, "A time filter is not an RFC 3339 timestamp."),
-    ("invalid_limit", 400, "limit is not an integer from 1 to 100."),
-    ("invalid_cursor", 400, "cursor is not a NextCursor this API returned."),
-    ("invalid_metrics_token", 401, "A metrics token is configured and GET /metrics was called without it."),
-    ("missing_api_key", 401, "No X-API-Key header."),
-    ("invalid_api_key", 401, "The API key is unknown or deleted."),
-    ("key_revoked", 401, "The API key was revoked (or replaced by a rotation)."),
-    ("key_expired", 401, "The API key is past its expiry."),
-    (
-        "missing_admin_token",
-        401,
-        "An admin endpoint was called without `Authorization: Bearer` (or an admin-scoped X-API-Key).",
-    ),
-    (
-        "invalid_admin_token",
-        401,
-        "The admin token is malformed, badly signed, expired, too long-lived, or admin tokens are not enabled.",
-    ),
-    ("insufficient_scope", 403, "The API key lacks the scope this endpoint needs."),
-    ("ip_not_allowed", 403, "The API key may not be used from the client's address."),
-    ("sponsor_not_allowed", 403, "The API key may not use this sponsor."),
-    (
-        "signer_banned",
-        403,
-        "Too many of this signer's relayed calls reverted on chain recently; none is relayed until they age out.",
-    ),
-    (
-        "key_banned",
-        403,
-        "Too many of this API key's relayed calls reverted on chain recently; none is relayed until they age out.",
-    ),
-    ("key_not_found", 404, "No API key with this id (or it was deleted)."),
-    ("key_not_active", 409, "The API key is revoked, expired or already rotated."),
-    ("rate_limited", 429, "The API key exceeded its requests per minute; retry after `Retry-After` seconds."),
-    ("not_found", 404, "No endpoint at this path."),
-    ("method_not_allowed", 405, "The path exists but not with this method."),
-    ("transaction_not_found", 404, "No such transaction for this API key."),
-    ("webhook_not_found", 404, "No such webhook endpoint for this API key."),
-    ("webhook_delivery_not_found", 404, "No such delivery of this webhook endpoint."),
-    ("webhook_limit_reached", 422, "The API key already has the most webhook endpoints allowed; delete one first."),
-    ("redelivery_limit_reached", 429, "The API key asked for the most redeliveries allowed this hour; retry later."),
-    ("nonce_already_used", 409, "The signed nonce was already consumed on chain."),
-    ("nonce_gap", 409, "The signed nonce is not the signer's next one."),
-    ("nonce_in_flight", 409, "A call with this nonce is already being relayed."),
-    ("idempotency_key_in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly."),
-    ("idempotency_key_reused", 422, "This Idempotency-Key was used for a different request."),
-    ("deadline_expired", 422, "The signed deadline has passed."),
-    ("signature_mismatch", 422, "The signature is not the signer's for this call."),
-    ("permit_signature_mismatch", 422, "The permit signature is not the signer's."),
-    ("permit_unsupported", 422, "The token does not support EIP-2612 permits."),
-    ("sponsor_mismatch", 422, "The signed traits allow another relayer than the chosen sponsor."),
-    ("sponsor_unavailable", 422, "The sponsor is allowed for the key but not configured on this relayer."),
-    ("nonce_out_of_range", 422, "The account nonce exceeds 2^64."),
-    ("simulation_reverted", 422, "The call reverts when simulated; nothing was sent."),
-    ("transaction_reverted", 422, "The transaction was mined but reverted."),
-    ("transaction_failed", 422, "The node refused the transaction; nothing was executed."),
-    ("sponsor_fee_cap_exceeded", 422, "The network's fee per gas is above the sponsor's policy cap; retry later."),
-    ("gas_cap_exceeded", 422, "The call needs more gas than its operations may use (`[admission]` gas caps)."),
-    (
-        "call_cooling_down",
-        429,
-        "This signed call reverted on chain; it is not relayed again before the cool-down ends.",
-    ),
-    (
-        "signer_throttled",
-        429,
-        "This signer's relayed calls reverted on chain recently: one call per throttle interval; retry later.",
-    ),
-    (
-        "key_throttled",
-        429,
-        "This API key's relayed calls reverted on chain recently: one call per throttle interval; retry later.",
-    ),
-    ("key_daily_budget_exceeded", 429, "This API key's daily gas budget (UTC day, all sponsors) is spent or reserved."),
-    ("signer_daily_budget_exceeded", 429, "This signer's daily gas budget (UTC day) is spent or reserved."),
-    (
-        "sponsor_daily_budget_exceeded",
-        429,
-        "The sponsor's daily budget (UTC) is spent or reserved; retry tomorrow or use another sponsor.",
-    ),
-    ("key_budget_exceeded", 429, "This API key's daily budget on the sponsor (UTC) is spent or reserved."),
-    ("chain_unavailable", 503, "The chain node did not answer; retry later."),
-    ("database_unavailable", 503, "The relayer's database did not answer (restarting, overloaded); retry later."),
-    ("index_not_ready", 503, "The event index has not reached this deployment yet; retry shortly."),
-    ("internal", 500, "A bug or an unavailable dependency; details are in the relayer's logs."),
-];
-
 /// `GET /api/v1/meta`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiMeta {
@@ -195,7 +60,10 @@ pub struct ApiMeta {
     pub api_version: &'static str,
     /// Features this relayer serves.
     pub capabilities: Vec<&'static str>,
+    /// The first chain served (a one-chain relayer's chain).
     pub chain_id: u64,
+    /// Every chain this relayer serves.
+    pub chain_ids: Vec<u64>,
     /// Deployment names usable as `{contract}`.
     pub contracts: Vec<String>,
     /// Dated changelog; lines marked "Action required" need integrators to act.
@@ -214,8 +82,9 @@ pub async fn meta(State(state): State<AppState>) -> Json<ApiMeta> {
     Json(ApiMeta {
         api_version: API_VERSION,
         capabilities: CAPABILITIES.to_vec(),
-        chain_id: state.chain_id,
-        contracts: state.contracts.iter().map(|c| c.name.clone()).collect(),
+        chain_id: state.chains.first().map(|c| c.chain_id).unwrap_or_default(),
+        chain_ids: state.chains.iter().map(|c| c.chain_id).collect(),
+        contracts: state.contracts().map(|c| c.name.clone()).collect(),
         changelog: "/changelog",
         openapi: "/openapi.json",
         docs: "/docs",
@@ -248,11 +117,7 @@ pub async fn changelog() -> impl IntoResponse {
 
 /// A known path with another method: a typed 405 like every other error.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> super::AppError {
-    super::AppError::Client {
-        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        code: "method_not_allowed",
-        message: format!("{} does not answer {method}", uri.path()),
-    }
+    super::AppError::new(super::ErrorCode::MethodNotAllowed, format!("{} does not answer {method}", uri.path()))
 }
 
 /// The OpenAPI document, with the error-code catalog attached.
@@ -294,8 +159,8 @@ pub fn document() -> openapi::OpenApi {
         super::payments::deposit,
         super::payments::withdraw,
         super::payments::balance,
-        meta_nonce_doc,
-        meta_execute_doc,
+        super::meta::nonce,
+        super::meta::execute,
         super::batch::subscriptions,
         super::batch::payments,
         super::admin::create,
@@ -310,8 +175,8 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::deliveries,
         super::webhooks::redeliver,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ExecuteRequestDoc, PermitRequestDoc, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
-    modifiers(&Security, &ErrorCodes, &Idempotency, &KeyAuth, &References),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
+    modifiers(&Security, &Idempotency, &KeyAuth, &References),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -353,27 +218,6 @@ impl Modify for Security {
                     .build(),
             ),
         );
-    }
-}
-
-/// Publishes [`ERROR_CODES`] as the `ErrorCode` string enum, its description a table.
-struct ErrorCodes;
-
-impl Modify for ErrorCodes {
-    fn modify(&self, doc: &mut openapi::OpenApi) {
-        let mut table = String::from("Stable error codes.\n\n| code | status | meaning |\n|---|---|---|\n");
-        for (code, status, meaning) in ERROR_CODES {
-            table.push_str(&format!("| `{code}` | {status} | {meaning} |\n"));
-        }
-        let schema: Object = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(ERROR_CODES.iter().map(|(c, _, _)| *c)))
-            .description(Some(table))
-            .build();
-        doc.components
-            .get_or_insert_with(Default::default)
-            .schemas
-            .insert("ErrorCode".into(), RefOr::T(Schema::Object(schema)));
     }
 }
 
@@ -516,477 +360,6 @@ fn admin_ignores_idempotency(op: &mut openapi::path::Operation) {
         }
         RefOr::Ref(_) => true,
     });
-}
-
-// ---- Schemas of the relay API's answers. The handlers build these bodies as JSON values; the
-// types here describe them for the document (field names exactly as served).
-
-/// Every error: `{"error": {"code", "message"}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable code from the `ErrorCode` schema.
-    #[schema(example = "invalid_address")]
-    pub code: String,
-    /// Human-readable; may change.
-    pub message: String,
-}
-
-/// `GET /`: service information.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct ApiInfo {
-    pub message: String,
-    #[schema(example = "2026-11-21")]
-    pub api_version: String,
-    /// By deployment name.
-    pub contracts: std::collections::BTreeMap<String, ContractStatus>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContractStatus {
-    pub address: String,
-    pub token: String,
-    pub token_decimals: u8,
-    pub chain_id: u64,
-    /// `ok`, `not_deployed` or `unreachable`.
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-/// An item of `GET /api/v1/contracts`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContractSummary {
-    #[schema(example = "USDC")]
-    pub name: String,
-    pub address: String,
-}
-
-/// The answer of every build endpoint: sign `Transaction.TypedData` (and `PermitTypedData` for
-/// deposits) and POST the signature to `meta/execute`. Besides `Message`, `Transaction` and
-/// `Sponsor`, each endpoint adds the exact figures of what it built (the optional fields).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct BuildResponse {
-    pub message: String,
-    pub transaction: super::build::MetaTransaction,
-    /// The sponsor that will pay the gas (bound into the signed traits).
-    pub sponsor: String,
-    /// payments, deposit, withdraw: the amount in token units.
-    pub amount: Option<String>,
-    /// payments, withdraw: 18-decimal internal units; deposit: token base units.
-    pub amount_raw: Option<String>,
-    /// withdraw: token base units that will leave the contract.
-    pub token_amount_raw: Option<String>,
-    /// withdraw: the receiver.
-    pub to: Option<String>,
-    /// deposit: pulled through Permit2 instead of `transferFrom`.
-    pub is_permit2: Option<bool>,
-    /// subscriptions (create, cancel): the author.
-    pub author: Option<String>,
-    /// subscriptions: token units per 30-day month, as requested.
-    pub subscription_rate: Option<String>,
-    /// subscriptions: the on-chain rate, 18-decimal base units per second.
-    pub rate_per_second: Option<String>,
-    /// subscriptions: what the per-second rate amounts to per 30-day month.
-    pub effective_monthly_rate: Option<String>,
-    pub project_id: Option<String>,
-    /// batch/subscriptions: the details of each subscription.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub subscriptions: Option<Vec<serde_json::Value>>,
-    /// batch/payments: each payment (`To`, `Amount`, `AmountRaw`).
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub payments: Option<Vec<serde_json::Value>>,
-    /// batch/payments: the sum, in token units and in 18-decimal base units.
-    pub total: Option<String>,
-    pub total_raw: Option<String>,
-}
-
-/// `GET /{contract}/subscriptions/{address}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct SubscriptionList {
-    pub address: String,
-    pub subscriptions: Vec<SubscriptionView>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct SubscriptionView {
-    /// The author.
-    pub to: String,
-    /// bits 0–95 income rate, 96–191 outgoing rate, 192+ projectId.
-    pub encoded_rates: String,
-    /// What the author receives per second (18-decimal base units).
-    pub income_rate: String,
-    /// What the subscriber pays per second (income + project fee).
-    pub outgoing_rate: String,
-    pub project_id: String,
-}
-
-/// `GET /{contract}/authors/{author}/streams`: what a creator receives.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct IncomingStreamList {
-    pub author: String,
-    pub streams: Vec<IncomingStreamView>,
-    /// Sum of the streams' income rates per second (18-decimal base units).
-    pub streams_income_rate: String,
-    /// The author's whole income rate per second, project fees it receives as an owner included
-    /// (equals the chain's `accountInfo(author).incomeRate`).
-    pub income_rate: String,
-    /// The block the answer was computed at (the index's head).
-    pub indexed_block: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct IncomingStreamView {
-    /// The subscriber.
-    pub from: String,
-    /// bits 0–95 income rate, 96–191 outgoing rate, 192+ projectId.
-    pub encoded_rates: String,
-    /// What the author receives per second (18-decimal base units).
-    pub income_rate: String,
-    /// What the subscriber pays per second (income + project fee).
-    pub outgoing_rate: String,
-    pub project_id: String,
-    /// Block and chain time at which the stream started.
-    pub since_block: u64,
-    pub since_timestamp: u64,
-}
-
-/// `GET /{contract}/payments/balance/{address}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct BalanceView {
-    pub address: String,
-    /// Live balance in token units, floored at zero.
-    #[schema(example = "12.5")]
-    pub balance: String,
-    /// The same in 18-decimal base units.
-    pub balance_raw: String,
-    #[schema(example = 18)]
-    pub decimals: u32,
-}
-
-/// `GET /{contract}/meta/nonce/{account}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct NonceView {
-    pub account: String,
-    /// The account's bySig account nonce: the next ordered nonce to sign with
-    /// `NonceType: "account"`, past account nonces in flight. Built calls reserve nothing and
-    /// never count; unique-nonce calls (the default) do not use it.
-    pub nonce: u64,
-    /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
-    /// relayer has already seen a later nonce mined.
-    pub chain_nonce: u64,
-    /// The indexed block the answer is computed at.
-    pub block: u64,
-}
-
-/// `POST /{contract}/meta/execute` request.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-#[schema(as = ExecuteRequest)]
-pub struct ExecuteRequestDoc {
-    pub from: String,
-    /// 65-byte ECDSA signature (or ERC-1271 bytes) over `Transaction.TypedData`.
-    pub signature: String,
-    /// `Transaction.Data`.
-    pub data: String,
-    /// `Transaction.Nonce` (number or decimal string).
-    pub nonce: String,
-    pub sponsor: Option<String>,
-    /// `Transaction.Deadline` (number or decimal string).
-    pub deadline: String,
-    /// Optional: the exact `Transaction.Traits`.
-    pub traits: Option<String>,
-    /// Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
-    /// Traits) both are tried against the signature.
-    pub nonce_type: Option<String>,
-    /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
-    pub permit: Option<PermitRequestDoc>,
-    /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
-    /// header (both must agree when both are sent).
-    pub reference: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-#[schema(as = PermitRequest)]
-pub struct PermitRequestDoc {
-    /// Token base units, as in `PermitTypedData.message.value`.
-    pub value: String,
-    pub deadline: String,
-    pub signature: String,
-}
-
-/// `POST /{contract}/meta/execute`: mined.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct ExecuteResponse {
-    pub message: String,
-    pub from: String,
-    pub transaction_hash: String,
-    pub gas_used: u64,
-    pub block_number: Option<u64>,
-    pub sponsor: String,
-    pub transaction_id: i64,
-}
-
-/// `POST /{contract}/meta/execute` with `Prefer: respond-async` (or a receipt timeout): sent,
-/// not yet mined; poll `Status`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct ExecuteAccepted {
-    pub message: String,
-    pub from: String,
-    pub transaction_hash: String,
-    /// Always null here.
-    pub gas_used: Option<u64>,
-    pub transaction_id: i64,
-    /// `/api/v1/transactions/{id}`.
-    pub status: String,
-}
-
-/// `GET /api/v1/transactions/{id}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct TransactionView {
-    pub id: i64,
-    /// `submitted`, `mined` or `reverted` (the first API version's vocabulary). `mined` only
-    /// once the relayer's index has reached the transaction's block, so every read endpoint
-    /// already reflects it (read-your-writes); `submitted` until then.
-    pub status: String,
-    /// Whether the index (every read endpoint) has reached the transaction's block.
-    pub indexed: bool,
-    /// The pipeline's own state (`pending`, `submitted`, `mined`, `confirmed`, `failed`, …).
-    pub state: String,
-    pub contract: Option<String>,
-    pub chain_id: u64,
-    pub from: String,
-    pub nonce: u64,
-    pub sponsor: String,
-    pub transaction_hash: String,
-    pub gas_used: Option<u64>,
-    pub block_number: Option<u64>,
-    pub sponsor_nonce: u64,
-    /// Every hash signed for it (fee bumps replace the transaction), oldest first.
-    pub hashes: Vec<String>,
-    /// Why it failed, if it did.
-    pub failure: Option<String>,
-    /// The decoded revert, if it reverted.
-    pub revert_reason: Option<String>,
-    /// The last error the node answered while sending it.
-    pub last_error: Option<String>,
-    /// The `Reference` given to execute.
-    pub reference: Option<String>,
-    /// The user operations run, in order.
-    pub operations: Vec<String>,
-}
-
-// `meta.rs` belongs to the pipeline work; its handlers are documented here until their own
-// annotations land.
-
-/// The nonce to sign next for `account`.
-#[utoipa::path(get, path = "/api/v1/{contract}/meta/nonce/{account}", tag = "Meta-transactions",
-    params(("contract" = String, Path, description = "Deployment name"), ("account" = String, Path, description = "Signer address")),
-    responses(
-        (status = 200, description = "Next nonce", body = NonceView),
-        (status = 400, description = "`unknown_contract`, `invalid_address`", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
-        (status = 422, description = "`nonce_out_of_range`", body = ErrorBody),
-        (status = 503, description = "`index_not_ready`", body = ErrorBody),
-    ),
-    security(("api_key" = [])))]
-#[allow(dead_code)]
-fn meta_nonce_doc() {}
-
-/// Verifies a signed call, simulates it and has the sponsor submit it; answers once mined, or
-/// 202 with `Prefer: respond-async`.
-#[utoipa::path(post, path = "/api/v1/{contract}/meta/execute", tag = "Meta-transactions",
-    params(("contract" = String, Path, description = "Deployment name"),
-           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent"),
-           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?reference=")),
-    request_body = ExecuteRequestDoc,
-    responses(
-        (status = 200, description = "Mined", body = ExecuteResponse),
-        (status = 202, description = "Sent, not yet mined", body = ExecuteAccepted),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_nonce_type`, `invalid_amount`, `call_not_allowed`, `non_canonical_calldata`, `calldata_too_large`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`, `signer_banned`, `key_banned`", body = ErrorBody),
-        (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = ErrorBody),
-        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`", body = ErrorBody),
-        (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`, `key_daily_budget_exceeded`, `signer_daily_budget_exceeded`, `call_cooling_down`, `signer_throttled`, `key_throttled`", body = ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = ErrorBody),
-    ),
-    security(("api_key" = [])))]
-#[allow(dead_code)]
-fn meta_execute_doc() {}
-
-/// An amount a relayed call moved, in StreamPay's internal 18-decimal units.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct AmountView {
-    /// `deposit`, `depositFor`, `withdraw`, `withdrawTo` or `pay`.
-    pub operation: String,
-    /// Token units, exact (`"12.5"`).
-    pub amount: String,
-    /// Internal base units (18 decimals), exact.
-    pub amount_raw: String,
-}
-
-/// One transaction of `GET /api/v1/transactions`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct TransactionListItem {
-    pub id: i64,
-    /// `submitted`, `mined` or `reverted`.
-    pub status: String,
-    /// `pending`, `submitted`, `mined`, `confirmed`, `failed`, `replaced` or `expired`.
-    pub state: String,
-    pub contract: Option<String>,
-    pub chain_id: u64,
-    pub from: String,
-    pub nonce: u64,
-    pub sponsor: String,
-    pub sponsor_nonce: u64,
-    pub transaction_hash: String,
-    pub gas_used: Option<u64>,
-    pub block_number: Option<u64>,
-    pub failure: Option<String>,
-    /// The `Reference` given to execute.
-    pub reference: Option<String>,
-    /// The user operations run, in order.
-    pub operations: Vec<String>,
-    pub amounts: Vec<AmountView>,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    pub mined_at: Option<String>,
-}
-
-/// `GET /api/v1/transactions`: a page, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct TransactionPage {
-    pub transactions: Vec<TransactionListItem>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-    pub limit: u32,
-}
-
-/// `GET /api/v1/transactions/summary`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct ReferenceSummaryView {
-    pub reference: String,
-    pub count: u64,
-    /// Count per state.
-    pub by_status: std::collections::BTreeMap<String, u64>,
-    /// Σ gas used by the mined transactions.
-    pub gas_used: u64,
-    /// Σ gas used × effective gas price, wei: what the sponsors paid.
-    pub gas_cost_wei: String,
-    /// Σ amount per operation, of mined transactions.
-    pub amounts: Vec<AmountView>,
-}
-
-/// A sponsor's policy; every value wei, null for no limit.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct SponsorPolicyView {
-    pub max_fee_per_gas: Option<String>,
-    pub daily_budget: Option<String>,
-    pub per_key_daily_budget: Option<String>,
-}
-
-/// One sponsor of `GET /api/v1/sponsors`. Amounts are wei as decimal strings; spend counts since
-/// UTC midnight.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct SponsorView {
-    pub address: String,
-    /// Used when a request names no sponsor.
-    pub default: bool,
-    /// Whether this relayer holds the sponsor's key.
-    pub configured: bool,
-    pub native_balance: String,
-    /// Transactions pending or submitted.
-    pub in_flight: u64,
-    /// `MinedSpendToday` + `ReservedInFlight`: what the daily budget is checked against.
-    pub spend_today: String,
-    /// Σ gas used × effective gas price of transactions mined today.
-    pub mined_spend_today: String,
-    /// Σ gas limit × max fee per gas of transactions in flight.
-    pub reserved_in_flight: String,
-    /// The same as `SpendToday`, for this API key's calls only.
-    pub key_spend_today: String,
-    pub policy: Option<SponsorPolicyView>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct SponsorList {
-    pub sponsors: Vec<SponsorView>,
-}
-
-/// `GET /api/v1/{contract}/fees`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct FeeQuote {
-    pub contract: String,
-    pub operation: String,
-    /// Gas of the relayed transaction.
-    pub estimated_gas: u64,
-    /// `history` (the most recent mined calls of this operation) or `default` (a measured table).
-    pub gas_source: String,
-    /// Wei per gas a new transaction would be signed with now.
-    pub max_fee_per_gas: String,
-    pub max_priority_fee_per_gas: String,
-    /// `EstimatedGas` × `MaxFeePerGas`, wei: at most what the sponsor pays.
-    pub estimated_cost: String,
-    /// The same in native coin, exact decimal (e.g. `"0.00018"`).
-    pub estimated_cost_native: String,
-    /// The sponsor that would pay.
-    pub sponsor: String,
-    /// The error code the sponsor's policy would answer an execute with now, or null.
-    pub policy_blocks: Option<String>,
-}
-
-/// `GET /api/v1/{contract}/recipients/resolve`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct RecipientResolution {
-    /// As sent.
-    pub identifier: String,
-    /// A well-formed address that can receive funds (not zero, not the contract).
-    pub valid: bool,
-    /// Why not, when not valid.
-    pub reason: Option<String>,
-    /// EIP-55 checksummed form.
-    pub address: Option<String>,
-    /// The identifier was sent exactly in its checksummed form.
-    pub checksum_matches: Option<bool>,
-    /// Has an internal balance or streams.
-    pub known: Option<bool>,
-    pub has_balance: Option<bool>,
-    /// Live internal balance in token units (absent when invalid).
-    pub balance: Option<String>,
-    pub balance_raw: Option<String>,
-    /// Streams to or from it.
-    pub has_streams: Option<bool>,
-    /// Has code (`eth_getCode`): a contract or smart wallet.
-    pub is_contract: Option<bool>,
-    /// `index` (Postgres) or `chain` (views, while the index has no checkpoint).
-    pub source: Option<String>,
 }
 
 /// Documents the `Reference` header on every mutating `/api/v1` operation (checked by

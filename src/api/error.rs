@@ -1,21 +1,199 @@
-//! The API's one error type. Every client mistake has a stable `code` and a 4xx status; anything
-//! else is logged here with its full cause chain and answered with a generic 500 body, so
-//! internals never leak to clients.
+//! The API's one error type. Every client mistake has a stable [`ErrorCode`] whose string and
+//! HTTP status are part of the API; anything else is logged here with its full cause chain and
+//! answered with a generic 500 body, so internals never leak to clients.
+//!
+//! [`ErrorCode`] is the catalog: each code's string, status and meaning live in one table below,
+//! and the OpenAPI document publishes that table as the `ErrorCode` schema.
+
+use std::borrow::Cow;
 
 use axum::{
     Json,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{ObjectBuilder, RefOr, Schema, Type},
+};
 
 use crate::amount::AmountError;
 
+/// Declares [`ErrorCode`]: one variant per stable code with its string, HTTP status and meaning.
+macro_rules! error_codes {
+    ($($variant:ident = ($code:literal, $status:ident, $meaning:literal),)*) => {
+        /// Every stable error code. A client can switch on its string; the message next to it is
+        /// for humans and may change.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $(#[doc = $meaning] $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order the document lists them.
+            pub const ALL: &[ErrorCode] = &[$(Self::$variant),*];
+
+            /// The code as it appears in `{"error": {"code"}}`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $code,)* }
+            }
+
+            /// The HTTP status every answer with this code has.
+            pub const fn status(self) -> StatusCode {
+                match self { $(Self::$variant => StatusCode::$status,)* }
+            }
+
+            /// What the code means, for the document.
+            pub const fn description(self) -> &'static str {
+                match self { $(Self::$variant => $meaning,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidJson = ("invalid_json", BAD_REQUEST, "The body is not JSON of the expected shape, or lacks Content-Type: application/json."),
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "A query parameter is malformed."),
+    MissingField = ("missing_field", BAD_REQUEST, "A required field is missing or empty."),
+    InvalidAddress = ("invalid_address", BAD_REQUEST, "Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self)."),
+    InvalidAmount = ("invalid_amount", BAD_REQUEST, "Not a positive decimal amount with at most the allowed decimals."),
+    InvalidNumber = ("invalid_number", BAD_REQUEST, "Expected a non-negative integer."),
+    InvalidProjectId = ("invalid_project_id", BAD_REQUEST, "project_id is not a non-negative integer."),
+    InvalidData = ("invalid_data", BAD_REQUEST, "Data is not 0x-prefixed hex."),
+    InvalidSignature = ("invalid_signature", BAD_REQUEST, "The signature is malformed."),
+    InvalidTraits = ("invalid_traits", BAD_REQUEST, "Traits is not a valid bySig traits word."),
+    InvalidNonceType = ("invalid_nonce_type", BAD_REQUEST, "NonceType is not `unique` (the default) or `account`."),
+    InvalidNonce = ("invalid_nonce", BAD_REQUEST, "A build's Nonce may only be chosen with NonceType `account`."),
+    InvalidDeadline = ("invalid_deadline", BAD_REQUEST, "Deadline does not fit the 40-bit traits field."),
+    InvalidIdempotencyKey = ("invalid_idempotency_key", BAD_REQUEST, "Idempotency-Key is not 1 to 255 visible ASCII characters."),
+    CallNotAllowed = ("call_not_allowed", BAD_REQUEST, "Data is not an allowed StreamPay user operation."),
+    NonCanonicalCalldata = ("non_canonical_calldata", BAD_REQUEST, "Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes)."),
+    CalldataTooLarge = ("calldata_too_large", BAD_REQUEST, "Data is larger than the relayer's cap (`[admission] max_calldata_bytes`)."),
+    EmptyBatch = ("empty_batch", BAD_REQUEST, "A batch holds no items."),
+    BatchTooLarge = ("batch_too_large", BAD_REQUEST, "A batch holds more than 100 items."),
+    UnknownContract = ("unknown_contract", BAD_REQUEST, "No deployment has this name (see GET /api/v1/contracts)."),
+    InvalidWebhookUrl = ("invalid_webhook_url", BAD_REQUEST, "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address."),
+    UnknownEvent = ("unknown_event", BAD_REQUEST, "A webhook event type is not one of the `WebhookEventType` schema."),
+    UnknownOperation = ("unknown_operation", BAD_REQUEST, "The fee quote's operation is not one this relayer builds."),
+    InvalidKeyName = ("invalid_key_name", BAD_REQUEST, "An API key name must be 1 to 100 characters."),
+    InvalidEnvironment = ("invalid_environment", BAD_REQUEST, "An API key environment is `test` or `live`."),
+    InvalidScope = ("invalid_scope", BAD_REQUEST, "Scopes are some of read, relay, webhooks, admin (at least one)."),
+    InvalidExpiry = ("invalid_expiry", BAD_REQUEST, "expires_in_seconds is out of range."),
+    InvalidCidr = ("invalid_cidr", BAD_REQUEST, "An allowlist entry is not a CIDR block or IP address, or has host bits set."),
+    InvalidRateLimit = ("invalid_rate_limit", BAD_REQUEST, "rate_limit_per_minute is out of range."),
+    InvalidGracePeriod = ("invalid_grace_period", BAD_REQUEST, "grace_seconds is out of range."),
+    InvalidReference = ("invalid_reference", BAD_REQUEST, "Reference is not 1 to 255 characters without control characters, or header and body differ."),
+    InvalidStatus = ("invalid_status", BAD_REQUEST, "A status filter is not a transaction state."),
+    InvalidTime = ("invalid_time", BAD_REQUEST, "A time filter is not an RFC 3339 timestamp."),
+    InvalidLimit = ("invalid_limit", BAD_REQUEST, "limit is not an integer from 1 to 100."),
+    InvalidCursor = ("invalid_cursor", BAD_REQUEST, "cursor is not a NextCursor this API returned."),
+    InvalidMetricsToken = ("invalid_metrics_token", UNAUTHORIZED, "A metrics token is configured and GET /metrics was called without it."),
+    MissingApiKey = ("missing_api_key", UNAUTHORIZED, "No X-API-Key header."),
+    InvalidApiKey = ("invalid_api_key", UNAUTHORIZED, "The API key is unknown or deleted."),
+    KeyRevoked = ("key_revoked", UNAUTHORIZED, "The API key was revoked (or replaced by a rotation)."),
+    KeyExpired = ("key_expired", UNAUTHORIZED, "The API key is past its expiry."),
+    MissingAdminToken = ("missing_admin_token", UNAUTHORIZED, "An admin endpoint was called without `Authorization: Bearer` (or an admin-scoped X-API-Key)."),
+    InvalidAdminToken = ("invalid_admin_token", UNAUTHORIZED, "The admin token is malformed, badly signed, expired, too long-lived, or admin tokens are not enabled."),
+    InsufficientScope = ("insufficient_scope", FORBIDDEN, "The API key lacks the scope this endpoint needs."),
+    IpNotAllowed = ("ip_not_allowed", FORBIDDEN, "The API key may not be used from the client's address."),
+    SponsorNotAllowed = ("sponsor_not_allowed", FORBIDDEN, "The API key may not use this sponsor."),
+    SignerBanned = ("signer_banned", FORBIDDEN, "Too many of this signer's relayed calls reverted on chain recently; none is relayed until they age out."),
+    KeyBanned = ("key_banned", FORBIDDEN, "Too many of this API key's relayed calls reverted on chain recently; none is relayed until they age out."),
+    KeyNotFound = ("key_not_found", NOT_FOUND, "No API key with this id (or it was deleted)."),
+    KeyNotActive = ("key_not_active", CONFLICT, "The API key is revoked, expired or already rotated."),
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "The API key exceeded its requests per minute; retry after `Retry-After` seconds."),
+    NotFound = ("not_found", NOT_FOUND, "No endpoint at this path."),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "The path exists but not with this method."),
+    TransactionNotFound = ("transaction_not_found", NOT_FOUND, "No such transaction for this API key."),
+    WebhookNotFound = ("webhook_not_found", NOT_FOUND, "No such webhook endpoint for this API key."),
+    WebhookDeliveryNotFound = ("webhook_delivery_not_found", NOT_FOUND, "No such delivery of this webhook endpoint."),
+    WebhookLimitReached = ("webhook_limit_reached", UNPROCESSABLE_ENTITY, "The API key already has the most webhook endpoints allowed; delete one first."),
+    RedeliveryLimitReached = ("redelivery_limit_reached", TOO_MANY_REQUESTS, "The API key asked for the most redeliveries allowed this hour; retry later."),
+    NonceAlreadyUsed = ("nonce_already_used", CONFLICT, "The signed nonce was already consumed on chain."),
+    NonceGap = ("nonce_gap", CONFLICT, "The signed nonce is not the signer's next one."),
+    NonceInFlight = ("nonce_in_flight", CONFLICT, "A call with this nonce is already being relayed."),
+    IdempotencyKeyInProgress = ("idempotency_key_in_progress", CONFLICT, "A request with this Idempotency-Key is still running; retry shortly."),
+    IdempotencyKeyReused = ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "This Idempotency-Key was used for a different request."),
+    DeadlineExpired = ("deadline_expired", UNPROCESSABLE_ENTITY, "The signed deadline has passed."),
+    SignatureMismatch = ("signature_mismatch", UNPROCESSABLE_ENTITY, "The signature is not the signer's for this call."),
+    PermitSignatureMismatch = ("permit_signature_mismatch", UNPROCESSABLE_ENTITY, "The permit signature is not the signer's."),
+    PermitUnsupported = ("permit_unsupported", UNPROCESSABLE_ENTITY, "The token does not support EIP-2612 permits."),
+    SponsorMismatch = ("sponsor_mismatch", UNPROCESSABLE_ENTITY, "The signed traits allow another relayer than the chosen sponsor."),
+    SponsorUnavailable = ("sponsor_unavailable", UNPROCESSABLE_ENTITY, "The sponsor is allowed for the key but not configured on this relayer."),
+    NonceOutOfRange = ("nonce_out_of_range", UNPROCESSABLE_ENTITY, "The account nonce exceeds 2^64."),
+    SimulationReverted = ("simulation_reverted", UNPROCESSABLE_ENTITY, "The call reverts when simulated; nothing was sent."),
+    TransactionReverted = ("transaction_reverted", UNPROCESSABLE_ENTITY, "The transaction was mined but reverted."),
+    TransactionFailed = ("transaction_failed", UNPROCESSABLE_ENTITY, "The node refused the transaction; nothing was executed."),
+    SponsorFeeCapExceeded = ("sponsor_fee_cap_exceeded", UNPROCESSABLE_ENTITY, "The network's fee per gas is above the sponsor's policy cap; retry later."),
+    GasCapExceeded = ("gas_cap_exceeded", UNPROCESSABLE_ENTITY, "The call needs more gas than its operations may use (`[admission]` gas caps)."),
+    CallCoolingDown = ("call_cooling_down", TOO_MANY_REQUESTS, "This signed call reverted on chain; it is not relayed again before the cool-down ends."),
+    SignerThrottled = ("signer_throttled", TOO_MANY_REQUESTS, "This signer's relayed calls reverted on chain recently: one call per throttle interval; retry later."),
+    KeyThrottled = ("key_throttled", TOO_MANY_REQUESTS, "This API key's relayed calls reverted on chain recently: one call per throttle interval; retry later."),
+    KeyDailyBudgetExceeded = ("key_daily_budget_exceeded", TOO_MANY_REQUESTS, "This API key's daily gas budget (UTC day, all sponsors) is spent or reserved."),
+    SignerDailyBudgetExceeded = ("signer_daily_budget_exceeded", TOO_MANY_REQUESTS, "This signer's daily gas budget (UTC day) is spent or reserved."),
+    SponsorDailyBudgetExceeded = ("sponsor_daily_budget_exceeded", TOO_MANY_REQUESTS, "The sponsor's daily budget (UTC) is spent or reserved; retry tomorrow or use another sponsor."),
+    KeyBudgetExceeded = ("key_budget_exceeded", TOO_MANY_REQUESTS, "This API key's daily budget on the sponsor (UTC) is spent or reserved."),
+    ChainUnavailable = ("chain_unavailable", SERVICE_UNAVAILABLE, "The chain node did not answer; retry later."),
+    DatabaseUnavailable = ("database_unavailable", SERVICE_UNAVAILABLE, "The relayer's database did not answer (restarting, overloaded); retry later."),
+    IndexNotReady = ("index_not_ready", SERVICE_UNAVAILABLE, "The event index has not reached this deployment yet; retry shortly."),
+    Internal = ("internal", INTERNAL_SERVER_ERROR, "A bug or an unavailable dependency; details are in the relayer's logs."),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Published as a string enum whose description is the table of codes, statuses and meanings.
+impl PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        let mut table = String::from("Stable error codes.\n\n| code | status | meaning |\n|---|---|---|\n");
+        for code in Self::ALL {
+            table.push_str(&format!("| `{code}` | {} | {} |\n", code.status().as_u16(), code.description()));
+        }
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|c| c.as_str())))
+            .description(Some(table))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorCode")
+    }
+}
+
+/// Every error: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code from the `ErrorCode` schema.
+    #[schema(example = "invalid_address")]
+    pub code: ErrorCode,
+    /// Human-readable; may change.
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// A client mistake: the status and stable code are part of the API.
+    /// A client mistake (or a retryable state of ours with its own code): the code, and the
+    /// status it implies, are part of the API.
     #[error("{code}: {message}")]
-    Client { status: StatusCode, code: &'static str, message: String },
+    Client { code: ErrorCode, message: String },
     /// The chain node is unreachable or misbehaving: not the client's fault, worth a retry.
     #[error("chain unavailable: {0:#}")]
     Chain(anyhow::Error),
@@ -30,7 +208,7 @@ impl From<anyhow::Error> for AppError {
     fn from(err: anyhow::Error) -> Self {
         if err.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(database_unavailable)) {
             tracing::warn!(error = format!("{err:#}"), "database unavailable");
-            return Self::unavailable("database_unavailable", "the database did not answer; retry later");
+            return Self::new(ErrorCode::DatabaseUnavailable, "the database did not answer; retry later");
         }
         Self::Internal(err)
     }
@@ -48,37 +226,10 @@ fn database_unavailable(e: &sqlx::Error) -> bool {
 }
 
 impl AppError {
-    fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self::Client { status, code, message: message.into() }
-    }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::BAD_REQUEST, code, message)
-    }
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::UNAUTHORIZED, code, message)
-    }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::FORBIDDEN, code, message)
-    }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::NOT_FOUND, code, message)
-    }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::CONFLICT, code, message)
-    }
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
-    /// The client sent too much (`api::auth` adds `Retry-After`), or a quota (e.g. a sponsor's
-    /// daily budget) is used up for now.
-    pub fn too_many_requests(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::TOO_MANY_REQUESTS, code, message)
-    }
-
-    /// A dependency of ours is not ready yet (e.g. the index); the client may retry.
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    /// An answer with `code` (and the status it implies). `api::auth` adds `Retry-After` to a
+    /// `rate_limited`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Client { code, message: message.into() }
     }
 
     /// Wraps a failed RPC call.
@@ -88,35 +239,41 @@ impl AppError {
 
     /// `field` held a bad amount.
     pub fn amount(field: &str, err: AmountError) -> Self {
-        Self::bad_request("invalid_amount", format!("{field}: {err}"))
+        Self::new(ErrorCode::InvalidAmount, format!("{field}: {err}"))
     }
 
     pub fn missing(field: &str) -> Self {
-        Self::bad_request("missing_field", format!("{field} is required"))
+        Self::new(ErrorCode::MissingField, format!("{field} is required"))
+    }
+
+    /// The code this error answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Client { code, .. } => *code,
+            Self::Chain(_) => ErrorCode::ChainUnavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Client { status, .. } => *status,
-            Self::Chain(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (code, message) = match &self {
-            Self::Client { code, message, .. } => (*code, message.clone()),
+        let message = match &self {
+            Self::Client { message, .. } => message.clone(),
             Self::Chain(err) => {
                 tracing::warn!(error = format!("{err:#}"), "chain request failed");
-                ("chain_unavailable", "the chain node did not answer; retry later".to_string())
+                "the chain node did not answer; retry later".to_string()
             }
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
-                ("internal", "internal error".to_string())
+                "internal error".to_string()
             }
         };
-        (self.status(), Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message } };
+        (self.status(), Json(body)).into_response()
     }
 }

@@ -11,8 +11,9 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{AppError, AppState, Deployment};
-use crate::{pipeline::Sponsor, store::ApiKeyRecord};
+use super::ErrorCode;
+use super::{AppError, AppState, Contract};
+use crate::{chains::Chain, pipeline::Sponsor, store::ApiKeyRecord};
 
 /// The authenticated API key of a request (`X-API-Key`), checked by [`super::auth::layer`] (status,
 /// network, scope, rate limit) in front of the route.
@@ -42,9 +43,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(AppError::bad_request("invalid_json", "send the body as JSON with Content-Type: application/json"))
+                Err(AppError::new(ErrorCode::InvalidJson, "send the body as JSON with Content-Type: application/json"))
             }
-            Err(e) => Err(AppError::bad_request("invalid_json", e.body_text())),
+            Err(e) => Err(AppError::new(ErrorCode::InvalidJson, e.body_text())),
         }
     }
 }
@@ -59,17 +60,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
-            .map_err(|e| AppError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| AppError::new(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
 impl AppState {
-    /// Resolves the `{contract}` path segment (a deployment name, any case).
-    pub fn contract(&self, name: &str) -> Result<&Deployment, AppError> {
-        self.contracts.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
-            let known: Vec<&str> = self.contracts.iter().map(|c| c.name.as_str()).collect();
-            AppError::bad_request(
-                "unknown_contract",
+    /// Resolves the `{contract}` path segment (a deployment name, any case; names are unique
+    /// across chains) to the deployment and its chain.
+    pub fn contract(&self, name: &str) -> Result<Contract<'_>, AppError> {
+        self.contracts().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| {
+            let known: Vec<String> = self.contracts().map(|c| c.name.clone()).collect();
+            AppError::new(
+                ErrorCode::UnknownContract,
                 format!("no contract named {name:?}; known: {}", known.join(", ")),
             )
         })
@@ -77,14 +79,14 @@ impl AppState {
 
     /// The sponsor a request will use: the one it names (which its key must allow), the key's
     /// only sponsor, or the least busy of its sponsors ([`crate::pipeline::Sponsors::by_load`]).
-    pub fn sponsor_for(&self, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
+    pub fn sponsor_for(&self, chain: &Chain, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
         let requested = requested.map(str::trim).filter(|s| !s.is_empty());
         let address = match requested {
             Some(s) => {
                 let a = parse_address("Sponsor", s)?;
                 if !key.0.sponsors.contains(&a) {
-                    return Err(AppError::forbidden(
-                        "sponsor_not_allowed",
+                    return Err(AppError::new(
+                        ErrorCode::SponsorNotAllowed,
                         format!("this API key may not use sponsor {a}"),
                     ));
                 }
@@ -93,20 +95,19 @@ impl AppState {
             None => {
                 // A key with several sponsors gets the least busy one configured here.
                 if key.0.sponsors.len() > 1
-                    && let Some(s) = self.sponsors.by_load(&key.0.sponsors).into_iter().next()
+                    && let Some(s) = chain.sponsors.by_load(&key.0.sponsors).into_iter().next()
                 {
-                    self.sponsors.note_pick(s.address());
+                    chain.sponsors.note_pick(s.address());
                     return Ok(s);
                 }
-                *key.0
-                    .sponsors
-                    .first()
-                    .ok_or_else(|| AppError::forbidden("sponsor_not_allowed", "this API key may not use any sponsor"))?
+                *key.0.sponsors.first().ok_or_else(|| {
+                    AppError::new(ErrorCode::SponsorNotAllowed, "this API key may not use any sponsor")
+                })?
             }
         };
-        self.sponsors.get(&address).ok_or_else(|| {
-            AppError::unprocessable(
-                "sponsor_unavailable",
+        chain.sponsors.get(&address).ok_or_else(|| {
+            AppError::new(
+                ErrorCode::SponsorUnavailable,
                 format!("sponsor {address} is allowed for this key but not configured on this relayer"),
             )
         })
@@ -124,7 +125,7 @@ pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, A
 /// Parses a hex address. Mixed-case input must carry a valid EIP-55 checksum: a typo in a
 /// checksummed address is caught instead of sending money to a wrong account.
 pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
-    let invalid = || AppError::bad_request("invalid_address", format!("{field}: {value:?} is not a valid address"));
+    let invalid = || AppError::new(ErrorCode::InvalidAddress, format!("{field}: {value:?} is not a valid address"));
     let hex = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).ok_or_else(invalid)?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
@@ -132,7 +133,7 @@ pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
     let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed {
         return Address::parse_checksummed(format!("0x{hex}"), None).map_err(|_| {
-            AppError::bad_request("invalid_address", format!("{field}: {value:?} has an invalid EIP-55 checksum"))
+            AppError::new(ErrorCode::InvalidAddress, format!("{field}: {value:?} has an invalid EIP-55 checksum"))
         });
     }
     hex.parse().map_err(|_| invalid())
@@ -142,25 +143,25 @@ pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
 pub fn parse_recipient(field: &str, value: &str) -> Result<Address, AppError> {
     let a = parse_address(field, value)?;
     if a.is_zero() {
-        return Err(AppError::bad_request(
-            "invalid_address",
+        return Err(AppError::new(
+            ErrorCode::InvalidAddress,
             format!("{field}: the zero address cannot receive funds"),
         ));
     }
     Ok(a)
 }
 
-pub fn parse_hex(field: &str, value: &str, code: &'static str) -> Result<Bytes, AppError> {
+pub fn parse_hex(field: &str, value: &str, code: ErrorCode) -> Result<Bytes, AppError> {
     value
         .parse::<Bytes>()
         .ok()
         .filter(|_| value.starts_with("0x"))
-        .ok_or_else(|| AppError::bad_request(code, format!("{field}: expected 0x-prefixed hex")))
+        .ok_or_else(|| AppError::new(code, format!("{field}: expected 0x-prefixed hex")))
 }
 
 /// A non-negative integer given as a JSON number or a decimal string.
 pub fn parse_u64(field: &str, value: &Option<Value>) -> Result<u64, AppError> {
-    let bad = || AppError::bad_request("invalid_number", format!("{field}: expected a non-negative integer"));
+    let bad = || AppError::new(ErrorCode::InvalidNumber, format!("{field}: expected a non-negative integer"));
     match value {
         None | Some(Value::Null) => Err(AppError::missing(field)),
         Some(Value::Number(n)) => n.as_u64().ok_or_else(bad),

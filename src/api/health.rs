@@ -1,7 +1,8 @@
 //! `GET /health`: `ok | degraded | down` with the subsystems at fault.
 //!
-//! - `down` (503): the relayer cannot serve its core job. The database (keys, nonces, queue) or
-//!   the RPC node (building, simulating, sending) does not answer, or the node is on another chain.
+//! - `down` (503): the relayer cannot serve its core job. The database (keys, nonces, queue) does
+//!   not answer, or no chain's RPC node (building, simulating, sending) answers on its chain id.
+//!   With several chains, a node that fails while another answers makes it `degraded` (`rpc`).
 //! - `degraded` (200): it serves, but something needs an operator: the index trails the chain by
 //!   more than `health.max_indexer_lag_blocks`, or a sponsor's native balance is below
 //!   `health.sponsor_min_balance` (it will soon fail to pay gas).
@@ -26,6 +27,7 @@ use utoipa::ToSchema;
 use super::{API_VERSION, AppState, checksum};
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
+    chains::Chain,
     indexer::IndexReader,
 };
 
@@ -77,7 +79,21 @@ pub struct Health {
     pub chain_id: u64,
     #[schema(example = "2026-11-21")]
     pub api_version: &'static str,
+    /// The first chain's node in `rpc`; every chain's deployments and sponsors in `indexer` and
+    /// `sponsors`.
     pub checks: Checks,
+    /// Each chain's own checks.
+    pub chains: Vec<ChainCheck>,
+}
+
+/// The checks of one chain.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChainCheck {
+    pub name: String,
+    pub chain_id: u64,
+    pub rpc: RpcProbe,
+    pub indexer: Vec<IndexerCheck>,
+    pub sponsors: Vec<SponsorCheck>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -110,6 +126,7 @@ pub struct RpcProbe {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IndexerCheck {
     pub contract: String,
+    pub chain_id: u64,
     /// `ok`, `lagging`, `not_started` (no checkpoint yet) or `unknown` (database or RPC down).
     #[schema(example = "ok")]
     pub status: &'static str,
@@ -122,6 +139,7 @@ pub struct IndexerCheck {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SponsorCheck {
     pub address: String,
+    pub chain_id: u64,
     /// Native balance in wei; null when the node did not answer.
     pub balance_wei: Option<String>,
     /// The same in whole native coin.
@@ -177,28 +195,78 @@ pub struct Probes {
 async fn probe(state: &AppState) -> (StatusCode, Json<Health>) {
     let settings = &state.settings.health;
     let t = settings.check_timeout;
-
     let database = timed(t, state.store.check());
-    let rpc = timed(t, async {
-        let (id, head) = tokio::try_join!(state.provider.get_chain_id(), state.provider.get_block_number())?;
-        Ok::<_, alloy::transports::TransportError>((id, head))
-    });
-    let sponsors = futures::future::join_all(state.sponsors.addresses().iter().map(|a| {
-        let provider = state.provider.clone();
-        let a = *a;
-        async move { (a, timed(t, provider.get_balance(a).into_future()).await.0.ok()) }
-    }));
-    let reader = IndexReader::new(state.store.pool().clone(), state.chain_id);
-    let lags = futures::future::join_all(state.contracts.iter().map(|c| {
-        let reader = &reader;
-        async move { (c, timed(t, reader.lag(c.address)).await.0) }
-    }));
-    let ((db, db_ms), (rpc, rpc_ms), sponsors, lags) = tokio::join!(database, rpc, sponsors, lags);
+    let chains = futures::future::join_all(state.chains.iter().map(|c| probe_chain(state, c)));
+    let ((db, db_ms), chains) = tokio::join!(database, chains);
 
     let mut degraded = Vec::new();
     if db.is_err() {
         degraded.push(Subsystem::Database);
     }
+    // With several chains, one chain's node failing degrades the relayer; it is down only when
+    // no chain's node answers (one chain: its node failing is `down`, as before).
+    let rpc_down = chains.iter().filter(|c| !c.rpc.ok).count();
+    if rpc_down > 0 {
+        degraded.push(Subsystem::Rpc);
+    }
+    if chains.iter().flat_map(|c| &c.indexer).any(|i| i.status == "lagging") {
+        degraded.push(Subsystem::IndexerLag);
+    }
+    if chains.iter().flat_map(|c| &c.sponsors).any(|s| s.low) {
+        degraded.push(Subsystem::SponsorBalanceLow);
+    }
+
+    let down = db.is_err() || (rpc_down > 0 && rpc_down == chains.len());
+    let status = if down {
+        Status::Down
+    } else if degraded.is_empty() {
+        Status::Ok
+    } else {
+        Status::Degraded
+    };
+    let first = chains.first();
+    let body = Health {
+        status,
+        degraded_subsystems: degraded,
+        chain_id: first.map(|c| c.chain_id).unwrap_or_default(),
+        api_version: API_VERSION,
+        checks: Checks {
+            database: Probe { ok: db.is_ok(), latency_ms: db_ms, error: db.err() },
+            rpc: first.map(|c| c.rpc.clone()).unwrap_or(RpcProbe {
+                ok: false,
+                latency_ms: 0,
+                error: Some("no chain configured".into()),
+                block_number: None,
+            }),
+            indexer: chains.iter().flat_map(|c| c.indexer.clone()).collect(),
+            sponsors: chains.iter().flat_map(|c| c.sponsors.clone()).collect(),
+        },
+        chains,
+    };
+    let code = if down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body))
+}
+
+/// The checks of one chain: its node, its deployments' index lag and its sponsors' balances.
+async fn probe_chain(state: &AppState, chain: &Chain) -> ChainCheck {
+    let settings = &state.settings.health;
+    let t = settings.check_timeout;
+    let rpc = timed(t, async {
+        let (id, head) = tokio::try_join!(chain.provider.get_chain_id(), chain.provider.get_block_number())?;
+        Ok::<_, alloy::transports::TransportError>((id, head))
+    });
+    let sponsors = futures::future::join_all(chain.sponsors.addresses().iter().map(|a| {
+        let provider = chain.provider.clone();
+        let a = *a;
+        async move { (a, timed(t, provider.get_balance(a).into_future()).await.0.ok()) }
+    }));
+    let reader = IndexReader::new(state.store.pool().clone(), chain.chain_id);
+    let lags = futures::future::join_all(chain.deployments.iter().map(|c| {
+        let reader = &reader;
+        async move { (c, timed(t, reader.lag(c.address)).await.0) }
+    }));
+    let ((rpc, rpc_ms), sponsors, lags) = tokio::join!(rpc, sponsors, lags);
+
     // A fixed text, never the transport's: this answer is public, and a node's errors name
     // hosts, resolver answers and (before redaction) the URL with its provider key.
     let mut rpc_error = match &rpc {
@@ -207,24 +275,22 @@ async fn probe(state: &AppState) -> (StatusCode, Json<Health>) {
         Ok(_) => None,
     };
     if let Err(e) = &rpc {
-        tracing::warn!(error = %e, "health check: the RPC node failed");
+        tracing::warn!(chain = %chain.name, error = %e, "health check: the RPC node failed");
     }
     let head = match rpc {
-        Ok((id, head)) if id == state.chain_id => Some(head),
+        Ok((id, head)) if id == chain.chain_id => Some(head),
         Ok((id, _)) => {
-            rpc_error = Some(format!("the node is on chain {id}, not {}", state.chain_id));
+            rpc_error = Some(format!("the node is on chain {id}, not {}", chain.chain_id));
             None
         }
         Err(_) => None,
     };
-    if head.is_none() {
-        degraded.push(Subsystem::Rpc);
-    }
 
     let mut indexer = Vec::new();
     for (contract, lag) in lags {
         let mut check = IndexerCheck {
             contract: contract.name.clone(),
+            chain_id: chain.chain_id,
             status: "unknown",
             indexed_block: None,
             chain_head: None,
@@ -258,47 +324,26 @@ async fn probe(state: &AppState) -> (StatusCode, Json<Health>) {
             }
             Err(_) => {}
         }
-        if check.status == "lagging" && !degraded.contains(&Subsystem::IndexerLag) {
-            degraded.push(Subsystem::IndexerLag);
-        }
         indexer.push(check);
     }
 
     let min = settings.sponsor_min_balance_wei;
-    let sponsors: Vec<SponsorCheck> = sponsors
+    let sponsors = sponsors
         .into_iter()
         .map(|(address, balance): (Address, Option<U256>)| SponsorCheck {
             address: checksum(address),
+            chain_id: chain.chain_id,
             balance_wei: balance.map(|b| b.to_string()),
             balance: balance.map(|b| format_units(b, INTERNAL_DECIMALS)),
             min_balance_wei: min.to_string(),
             low: balance.is_some_and(|b| b < min),
         })
         .collect();
-    if sponsors.iter().any(|s| s.low) {
-        degraded.push(Subsystem::SponsorBalanceLow);
+    ChainCheck {
+        name: chain.name.clone(),
+        chain_id: chain.chain_id,
+        rpc: RpcProbe { ok: head.is_some(), latency_ms: rpc_ms, error: rpc_error, block_number: head },
+        indexer,
+        sponsors,
     }
-
-    let down = degraded.iter().any(|s| matches!(s, Subsystem::Database | Subsystem::Rpc));
-    let status = if down {
-        Status::Down
-    } else if degraded.is_empty() {
-        Status::Ok
-    } else {
-        Status::Degraded
-    };
-    let body = Health {
-        status,
-        degraded_subsystems: degraded,
-        chain_id: state.chain_id,
-        api_version: API_VERSION,
-        checks: Checks {
-            database: Probe { ok: db.is_ok(), latency_ms: db_ms, error: db.err() },
-            rpc: RpcProbe { ok: head.is_some(), latency_ms: rpc_ms, error: rpc_error, block_number: head },
-            indexer,
-            sponsors,
-        },
-    };
-    let code = if down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (code, Json(body))
 }

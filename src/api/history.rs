@@ -8,7 +8,7 @@
 //!   meanwhile; new rows only appear on the first page).
 //! - `GET /api/v1/transactions/summary?reference=`: count, gas and amounts of one reference.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::U256;
 use axum::{
     Json,
     extract::{Request, State},
@@ -16,16 +16,18 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::ErrorCode;
 use super::{
-    AppError, AppState, checksum,
+    AppError, AppState,
     extract::{ApiKey, ApiQuery, parse_address},
 };
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
-    store::{HistoryFilter, HistoryRow, TxStatus},
+    store::{HistoryFilter, HistoryRow},
+    views::{TransactionFacts, TransactionView},
 };
 
 /// Longest `Reference`, in characters.
@@ -39,13 +41,13 @@ pub fn validate_reference(value: &str) -> Result<String, AppError> {
     let v = value.trim();
     let n = v.chars().count();
     if n == 0 || n > MAX_REFERENCE_CHARS {
-        return Err(AppError::bad_request(
-            "invalid_reference",
+        return Err(AppError::new(
+            ErrorCode::InvalidReference,
             format!("Reference must be 1 to {MAX_REFERENCE_CHARS} characters (got {n})"),
         ));
     }
     if v.chars().any(char::is_control) {
-        return Err(AppError::bad_request("invalid_reference", "Reference must not contain control characters"));
+        return Err(AppError::new(ErrorCode::InvalidReference, "Reference must not contain control characters"));
     }
     Ok(v.to_string())
 }
@@ -57,7 +59,7 @@ pub fn reference_header(headers: &HeaderMap) -> Result<Option<String>, AppError>
         Some(v) => {
             // Visible ASCII, or UTF-8 as raw header bytes (clients send either).
             let s = std::str::from_utf8(v.as_bytes())
-                .map_err(|_| AppError::bad_request("invalid_reference", "the Reference header must be UTF-8"))?;
+                .map_err(|_| AppError::new(ErrorCode::InvalidReference, "the Reference header must be UTF-8"))?;
             validate_reference(s).map(Some)
         }
     }
@@ -68,8 +70,8 @@ pub fn execute_reference(headers: &HeaderMap, body: Option<&str>) -> Result<Opti
     let header = reference_header(headers)?;
     let body = body.map(validate_reference).transpose()?;
     match (header, body) {
-        (Some(h), Some(b)) if h != b => Err(AppError::bad_request(
-            "invalid_reference",
+        (Some(h), Some(b)) if h != b => Err(AppError::new(
+            ErrorCode::InvalidReference,
             "the Reference header and the Reference field differ; send one",
         )),
         (h, b) => Ok(h.or(b)),
@@ -105,7 +107,7 @@ fn encode_cursor(id: i64) -> String {
 }
 
 fn decode_cursor(s: &str) -> Result<i64, AppError> {
-    let bad = || AppError::bad_request("invalid_cursor", "cursor: pass NextCursor of a previous page unchanged");
+    let bad = || AppError::new(ErrorCode::InvalidCursor, "cursor: pass NextCursor of a previous page unchanged");
     let raw = alloy::hex::decode(s.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     text.strip_prefix("id:").and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0).ok_or_else(bad)
@@ -150,8 +152,8 @@ fn is_rfc3339_shape(s: &str) -> bool {
 
 async fn parse_time(state: &AppState, field: &str, value: &str) -> Result<String, AppError> {
     let bad = || {
-        AppError::bad_request(
-            "invalid_time",
+        AppError::new(
+            ErrorCode::InvalidTime,
             format!("{field}: {value:?} is not an RFC 3339 time like 2026-11-21T07:30:00Z"),
         )
     };
@@ -181,9 +183,9 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
         ("cursor" = Option<String>, Query, description = "NextCursor of the previous page (opaque)"),
     ),
     responses(
-        (status = 200, description = "The key's transactions, newest first", body = crate::api::discovery::TransactionPage),
-        (status = 400, description = "`invalid_status`, `invalid_address`, `invalid_reference`, `unknown_contract`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "The key's transactions, newest first", body = TransactionPage),
+        (status = 400, description = "`invalid_status`, `invalid_address`, `invalid_reference`, `unknown_contract`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]
@@ -191,14 +193,14 @@ pub async fn list(
     State(state): State<AppState>,
     key: ApiKey,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TransactionPage>, AppError> {
     let mut f = HistoryFilter::default();
     if let Some(s) = non_empty(&q.status) {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let p = part.to_ascii_lowercase();
             if !STATUSES.contains(&p.as_str()) {
-                return Err(AppError::bad_request(
-                    "invalid_status",
+                return Err(AppError::new(
+                    ErrorCode::InvalidStatus,
                     format!("status: {part:?} is not one of {}", STATUSES.join(", ")),
                 ));
             }
@@ -224,7 +226,7 @@ pub async fn list(
     let limit = match non_empty(&q.limit) {
         None => DEFAULT_LIMIT,
         Some(s) => s.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-            AppError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+            AppError::new(ErrorCode::InvalidLimit, format!("limit must be an integer from 1 to {MAX_LIMIT}"))
         })?,
     };
     f.before_id = non_empty(&q.cursor).map(decode_cursor).transpose()?;
@@ -236,50 +238,113 @@ pub async fn list(
     } else {
         None
     };
-    let items: Vec<Value> = rows.iter().map(|r| row_json(&state, r)).collect();
-    Ok(Json(json!({"Transactions": items, "NextCursor": next, "Limit": limit})))
+    let transactions = rows.into_iter().map(|r| TransactionListItem::new(&state, r)).collect();
+    Ok(Json(TransactionPage { limit, next_cursor: next, transactions }))
 }
 
-fn amount_json(operation: &str, amount: U256) -> Value {
-    json!({
-        "Operation": operation,
-        "Amount": format_units(amount, INTERNAL_DECIMALS),
-        "AmountRaw": amount.to_string(),
-    })
+/// `GET /api/v1/transactions`: a page, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactionPage {
+    pub limit: u32,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    pub transactions: Vec<TransactionListItem>,
 }
 
-fn contract_name(state: &AppState, address: Address) -> Option<String> {
-    state.contracts.iter().find(|c| c.address == address).map(|c| c.name.clone())
+/// An amount a relayed call moved, in StreamPay's internal 18-decimal units.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct AmountView {
+    /// Token units, exact (`"12.5"`).
+    pub amount: String,
+    /// Internal base units (18 decimals), exact.
+    pub amount_raw: String,
+    /// `deposit`, `depositFor`, `withdraw`, `withdrawTo` or `pay`.
+    pub operation: String,
 }
 
-fn row_json(state: &AppState, r: &HistoryRow) -> Value {
-    // The store refused any row whose status it cannot classify, so only failed, replaced and
-    // expired (and legacy reverted) rows reach the last arm.
-    let legacy = match TxStatus::parse(&r.status) {
-        Ok(TxStatus::Pending | TxStatus::Submitted) => "submitted",
-        Ok(TxStatus::Mined | TxStatus::Confirmed) => "mined",
-        _ => "reverted",
-    };
-    json!({
-        "Id": r.id,
-        "Status": legacy,
-        "State": r.status,
-        "Contract": contract_name(state, r.contract),
-        "ChainId": r.chain_id,
-        "From": checksum(r.signer),
-        "Nonce": r.meta_nonce,
-        "Sponsor": checksum(r.sponsor),
-        "SponsorNonce": r.sponsor_nonce,
-        "TransactionHash": r.tx_hash,
-        "GasUsed": r.gas_used,
-        "BlockNumber": r.block_number,
-        "Failure": r.failure,
-        "Reference": r.reference,
-        "Operations": r.operations,
-        "Amounts": r.amounts.iter().map(|(op, a)| amount_json(op, *a)).collect::<Vec<_>>(),
-        "CreatedAt": r.created_at,
-        "MinedAt": r.mined_at,
-    })
+impl AmountView {
+    fn new(operation: &str, amount: U256) -> Self {
+        Self {
+            amount: format_units(amount, INTERNAL_DECIMALS),
+            amount_raw: amount.to_string(),
+            operation: operation.to_string(),
+        }
+    }
+}
+
+/// One transaction of `GET /api/v1/transactions` (fields in the order of their keys, as the
+/// answer has always been serialized).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactionListItem {
+    pub amounts: Vec<AmountView>,
+    pub block_number: Option<u64>,
+    pub chain_id: u64,
+    pub contract: Option<String>,
+    /// RFC 3339, UTC, microseconds.
+    pub created_at: String,
+    pub failure: Option<String>,
+    pub from: String,
+    pub gas_used: Option<u64>,
+    pub id: i64,
+    pub mined_at: Option<String>,
+    pub nonce: u64,
+    /// The user operations run, in order.
+    pub operations: Vec<String>,
+    /// The `Reference` given to execute.
+    pub reference: Option<String>,
+    pub sponsor: String,
+    pub sponsor_nonce: u64,
+    /// `pending`, `submitted`, `mined`, `confirmed`, `failed`, `replaced` or `expired`.
+    pub state: String,
+    /// `submitted`, `mined` or `reverted`.
+    pub status: &'static str,
+    pub transaction_hash: String,
+}
+
+impl TransactionListItem {
+    fn new(state: &AppState, r: HistoryRow) -> Self {
+        let view = TransactionView::new(
+            state.chain(r.chain_id).map_or(&[][..], |c| c.deployments.as_slice()),
+            TransactionFacts {
+                id: r.id,
+                chain_id: r.chain_id,
+                contract: r.contract,
+                signer: r.signer,
+                meta_nonce: r.meta_nonce,
+                sponsor: r.sponsor,
+                sponsor_nonce: r.sponsor_nonce,
+                tx_hash: r.tx_hash,
+                state: r.status,
+                gas_used: r.gas_used,
+                block_number: r.block_number,
+                failure: r.failure,
+                revert_reason: None,
+            },
+        );
+        Self {
+            amounts: r.amounts.iter().map(|(op, a)| AmountView::new(op, *a)).collect(),
+            block_number: view.block_number,
+            chain_id: view.chain_id,
+            contract: view.contract,
+            created_at: r.created_at,
+            failure: view.failure,
+            from: view.from,
+            gas_used: view.gas_used,
+            id: view.transaction_id,
+            mined_at: r.mined_at,
+            nonce: view.nonce,
+            operations: r.operations,
+            reference: r.reference,
+            sponsor: view.sponsor,
+            sponsor_nonce: view.sponsor_nonce,
+            state: view.state,
+            status: view.status,
+            transaction_hash: view.transaction_hash,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,9 +356,9 @@ pub struct SummaryQuery {
 #[utoipa::path(get, path = "/api/v1/transactions/summary", tag = "Transactions",
     params(("reference" = String, Query, description = "The Reference given to execute")),
     responses(
-        (status = 200, description = "Count, gas and amounts of the key's transactions with this reference", body = crate::api::discovery::ReferenceSummaryView),
-        (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Count, gas and amounts of the key's transactions with this reference", body = ReferenceSummaryView),
+        (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]
@@ -301,22 +366,39 @@ pub async fn summary(
     State(state): State<AppState>,
     key: ApiKey,
     ApiQuery(q): ApiQuery<SummaryQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ReferenceSummaryView>, AppError> {
     let reference = match q.reference.as_deref() {
         None => return Err(AppError::missing("reference")),
         Some(r) => validate_reference(r)?,
     };
-    super::sponsors::refresh_prices(&state, None, Some((key.0.id, &reference))).await?;
+    for chain in &state.chains {
+        super::sponsors::refresh_prices(&state, chain, None, Some((key.0.id, &reference))).await?;
+    }
     let s = state.store.reference_summary(key.0.id, &reference).await?;
-    let by_status: serde_json::Map<String, Value> = s.by_status.iter().map(|(k, n)| (k.clone(), json!(n))).collect();
-    Ok(Json(json!({
-        "Reference": reference,
-        "Count": s.count,
-        "ByStatus": by_status,
-        "GasUsed": s.gas_used,
-        "GasCostWei": s.gas_cost_wei.to_string(),
-        "Amounts": s.amounts.iter().map(|(op, a)| amount_json(op, *a)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(ReferenceSummaryView {
+        amounts: s.amounts.iter().map(|(op, a)| AmountView::new(op, *a)).collect(),
+        by_status: s.by_status.iter().map(|(k, n)| (k.clone(), *n)).collect(),
+        count: s.count,
+        gas_cost_wei: s.gas_cost_wei.to_string(),
+        gas_used: s.gas_used,
+        reference,
+    }))
+}
+
+/// `GET /api/v1/transactions/summary` (fields in the order of their keys).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReferenceSummaryView {
+    /// Σ amount per operation, of mined transactions.
+    pub amounts: Vec<AmountView>,
+    /// Count per state.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    pub count: u64,
+    /// Σ gas used × effective gas price, wei: what the sponsors paid.
+    pub gas_cost_wei: String,
+    /// Σ gas used by the mined transactions.
+    pub gas_used: u64,
+    pub reference: String,
 }
 
 /// The operations of a user call (already checked by `calls::check_user_call`) and the amounts

@@ -24,6 +24,7 @@ use axum::{
 };
 use sha2::{Digest, Sha256};
 
+use super::ErrorCode;
 use super::{AppError, AppState, extract::ApiKey};
 use crate::store::{IdempotencyBegin, StoredResponse, hash_api_key};
 
@@ -82,8 +83,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let key = match key.to_str().map(str::trim) {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
         _ => {
-            return AppError::bad_request(
-                "invalid_idempotency_key",
+            return AppError::new(
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key: 1 to 255 visible ASCII characters",
             )
             .into_response();
@@ -103,7 +104,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return AppError::bad_request("invalid_json", "the request body is too large").into_response(),
+        Err(_) => return AppError::new(ErrorCode::InvalidJson, "the request body is too large").into_response(),
     };
     let request_hash: [u8; 32] = {
         let mut h = Sha256::new();
@@ -125,14 +126,14 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 
     match state.store.begin_idempotency(&api_key_hash, &key, &request_hash, LOCK_SECS, TTL).await {
         Err(e) => AppError::from(e).into_response(),
-        Ok(IdempotencyBegin::Mismatch) => AppError::unprocessable(
-            "idempotency_key_reused",
+        Ok(IdempotencyBegin::Mismatch) => AppError::new(
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request; use a new key for a new request",
         )
         .into_response(),
         Ok(IdempotencyBegin::InProgress) => {
-            let mut resp = AppError::conflict(
-                "idempotency_key_in_progress",
+            let mut resp = AppError::new(
+                ErrorCode::IdempotencyKeyInProgress,
                 "a request with this Idempotency-Key is still being processed; retry shortly",
             )
             .into_response();

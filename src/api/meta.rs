@@ -15,7 +15,7 @@ use std::sync::Arc;
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
-    providers::Provider,
+    providers::{DynProvider, Provider},
     rpc::types::TransactionRequest,
     sol_types::{SolCall, SolValue},
     transports::{RpcError, TransportError},
@@ -26,11 +26,13 @@ use axum::{
     http::{HeaderMap, HeaderName, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
+use super::ErrorCode;
 use super::{
-    AppError, AppState, Deployment, admission,
+    AppError, AppState, Contract, admission,
     build::permit_domain_and_nonce,
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
@@ -45,10 +47,13 @@ use crate::{
         signature::{self, SignatureError},
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
+    chains::Chain,
     pipeline::Sponsor,
     store::{Claim, NewTransaction, NonceScope, TxStatus},
 };
 
+/// The nonce to sign next for `account`.
+///
 /// `GET /{contract}/meta/nonce/{account}`: the account's bySig account nonce (the seed's
 /// meaning): the next ordered nonce to sign with `NonceType: "account"`. Built calls reserve
 /// nothing and never count; unique-nonce calls (the default) do not use it at all.
@@ -57,84 +62,172 @@ use crate::{
 /// past every account nonce this relayer has already seen mined (the index may trail a receipt
 /// executed elsewhere) and past account nonces in flight. 503 `index_not_ready` before the
 /// deployment's first checkpoint. `execute` always checks against the chain itself.
+#[utoipa::path(get, path = "/api/v1/{contract}/meta/nonce/{account}", tag = "Meta-transactions",
+    params(("contract" = String, Path, description = "Deployment name"), ("account" = String, Path, description = "Signer address")),
+    responses(
+        (status = 200, description = "Next nonce", body = NonceView),
+        (status = 400, description = "`unknown_contract`, `invalid_address`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn nonce(
     State(state): State<AppState>,
     _key: ApiKey,
     Path((contract, account)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<NonceView>, AppError> {
     let contract = state.contract(&contract)?;
     let account = parse_address("account", &account)?;
     let scope = NonceScope {
-        chain_id: state.chain_id,
+        chain_id: contract.chain.chain_id,
         contract: contract.address,
         signer: account,
         nonce_type: NonceType::Account,
     };
-    let reader = state.index();
+    let reader = &contract.chain.index;
     let Some(head) = reader.head(contract.address).await? else {
         return Err(super::subscriptions::index_not_ready());
     };
     let indexed = u64::try_from(reader.nonce(contract.address, account).await?)
-        .map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))?;
+        .map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))?;
     let mined = state.store.highest_mined_nonce(scope).await?;
     let base = mined.map_or(indexed, |m| indexed.max(m.saturating_add(1)));
     let next = state.store.next_account_nonce(scope, base).await?;
-    Ok(Json(json!({"Account": checksum(account), "Nonce": next, "ChainNonce": base, "Block": head.block_number})))
+    Ok(Json(NonceView { account: checksum(account), nonce: next, chain_nonce: base, block: head.block_number }))
 }
 
-async fn chain_nonce(state: &AppState, contract: &Deployment, account: Address) -> Result<u64, AppError> {
-    let n = StreamPay::new(contract.address, &state.provider)
+/// `GET /{contract}/meta/nonce/{account}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NonceView {
+    pub account: String,
+    /// The account's bySig account nonce: the next ordered nonce to sign with
+    /// `NonceType: "account"`, past account nonces in flight. Built calls reserve nothing and
+    /// never count; unique-nonce calls (the default) do not use it.
+    pub nonce: u64,
+    /// `bySigAccountNonces(account)` as of the indexed head (`Block`), or past it when this
+    /// relayer has already seen a later nonce mined.
+    pub chain_nonce: u64,
+    /// The indexed block the answer is computed at.
+    pub block: u64,
+}
+
+/// `POST /{contract}/meta/execute`: mined.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecuteResponse {
+    pub message: String,
+    pub from: String,
+    pub transaction_hash: String,
+    pub gas_used: Option<u64>,
+    pub block_number: Option<u64>,
+    pub sponsor: String,
+    pub transaction_id: i64,
+}
+
+/// `POST /{contract}/meta/execute` with `Prefer: respond-async` (or a receipt timeout): sent,
+/// not yet mined; poll `Status`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExecuteAccepted {
+    pub message: String,
+    pub from: String,
+    pub transaction_hash: String,
+    /// Always null here.
+    pub gas_used: Option<u64>,
+    pub transaction_id: i64,
+    /// `/api/v1/transactions/{id}`.
+    pub status: String,
+}
+
+async fn chain_nonce(contract: Contract<'_>, account: Address) -> Result<u64, AppError> {
+    let n = StreamPay::new(contract.address, &contract.chain.provider)
         .bySigAccountNonces(account)
         .call()
         .await
         .map_err(AppError::chain)?;
-    u64::try_from(n).map_err(|_| AppError::unprocessable("nonce_out_of_range", "the account nonce exceeds 2^64"))
+    u64::try_from(n).map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /{contract}/meta/execute` request. Every field is optional to the parser so that a
+/// missing one is a `missing_field` naming it; the document marks the required ones.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExecuteRequest {
     #[serde(alias = "from")]
+    #[schema(value_type = String, required = true)]
     from: Option<String>,
+    /// 65-byte ECDSA signature (or ERC-1271 bytes) over `Transaction.TypedData`.
     #[serde(alias = "signature")]
+    #[schema(value_type = String, required = true)]
     signature: Option<String>,
+    /// `Transaction.Data`.
     #[serde(alias = "data")]
+    #[schema(value_type = String, required = true)]
     data: Option<String>,
+    /// `Transaction.Nonce` (number or decimal string).
     #[serde(alias = "nonce")]
+    #[schema(value_type = String, required = true)]
     nonce: Option<Value>,
     #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    /// `Transaction.Deadline` (number or decimal string).
     #[serde(alias = "deadline")]
+    #[schema(value_type = String, required = true)]
     deadline: Option<Value>,
-    /// Optional: the exact `Traits` from the build response. Without it the traits are rebuilt
-    /// from Nonce, Deadline and the sponsor (or "any relayer").
+    /// Optional: the exact `Transaction.Traits`. Without it the traits are rebuilt from Nonce,
+    /// Deadline and the sponsor (or "any relayer").
     #[serde(alias = "traits")]
     traits: Option<String>,
-    /// Optional: "unique" or "account", as in the build response. Without it (and without
+    /// Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
     /// Traits) both are tried against the signature.
     #[serde(alias = "nonceType", alias = "nonce_type")]
     nonce_type: Option<String>,
+    /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
     #[serde(alias = "permit")]
     permit: Option<PermitRequest>,
-    /// Optional client label stored with the transaction (or the `Reference` header).
+    /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
+    /// header (both must agree when both are sent).
     #[serde(alias = "reference")]
     reference: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct PermitRequest {
-    /// Token base units, exactly as in `PermitTypedData.message.value`.
+    /// Token base units, as in `PermitTypedData.message.value`.
     #[serde(alias = "value")]
+    #[schema(value_type = String, required = true)]
     value: Option<Value>,
     #[serde(alias = "deadline")]
+    #[schema(value_type = String, required = true)]
     deadline: Option<Value>,
     #[serde(alias = "signature")]
+    #[schema(value_type = String, required = true)]
     signature: Option<String>,
 }
 
-/// `POST /{contract}/meta/execute`.
+/// Verifies a signed call, simulates it and has the sponsor submit it; answers once mined, or
+/// 202 with `Prefer: respond-async`.
+#[utoipa::path(post, path = "/api/v1/{contract}/meta/execute", tag = "Meta-transactions",
+    params(("contract" = String, Path, description = "Deployment name"),
+           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent"),
+           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?reference=")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "Mined", body = ExecuteResponse),
+        (status = 202, description = "Sent, not yet mined", body = ExecuteAccepted),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_nonce_type`, `invalid_amount`, `call_not_allowed`, `non_canonical_calldata`, `calldata_too_large`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`, `signer_banned`, `key_banned`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`", body = crate::api::error::ErrorBody),
+        (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`, `key_daily_budget_exceeded`, `signer_daily_budget_exceeded`, `call_cooling_down`, `signer_throttled`, `key_throttled`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
+    ),
+    security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
 pub async fn execute(
     State(state): State<AppState>,
@@ -145,74 +238,75 @@ pub async fn execute(
 ) -> Result<Response, AppError> {
     let contract = state.contract(&contract)?;
     let respond_async = wants_async(&headers);
-    let provider = &state.provider;
+    let provider = &contract.chain.provider;
 
     // --- shape of the request
     let from = parse_address("From", required("From", &body.from)?)?;
-    let signature = parse_hex("Signature", required("Signature", &body.signature)?, "invalid_signature")?;
-    let data = parse_hex("Data", required("Data", &body.data)?, "invalid_data")?;
+    let signature = parse_hex("Signature", required("Signature", &body.signature)?, ErrorCode::InvalidSignature)?;
+    let data = parse_hex("Data", required("Data", &body.data)?, ErrorCode::InvalidData)?;
     let nonce = parse_u64("Nonce", &body.nonce)?;
     let deadline = parse_u64("Deadline", &body.deadline)?;
     if deadline > MAX_DEADLINE {
-        return Err(AppError::bad_request("invalid_deadline", "Deadline does not fit the 40-bit traits field"));
+        return Err(AppError::new(ErrorCode::InvalidDeadline, "Deadline does not fit the 40-bit traits field"));
     }
     // The sponsor named, else the key's sponsors least busy first: the signature decides which
     // of them the call may use.
     let named = body.sponsor.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let pool: Vec<Arc<Sponsor>> = match named {
-        None if key.0.sponsors.len() > 1 => match state.sponsors.by_load(&key.0.sponsors) {
-            pool if pool.is_empty() => vec![state.sponsor_for(&key, None)?],
+        None if key.0.sponsors.len() > 1 => match contract.chain.sponsors.by_load(&key.0.sponsors) {
+            pool if pool.is_empty() => vec![state.sponsor_for(contract.chain, &key, None)?],
             pool => pool,
         },
-        _ => vec![state.sponsor_for(&key, named)?],
+        _ => vec![state.sponsor_for(contract.chain, &key, named)?],
     };
     let reference = super::history::execute_reference(&headers, body.reference.as_deref())?;
     state.settings.admission.check_size(&data)?;
     let checked = calls::check_user_call(&data).map_err(|e| match e {
-        CallError::NonCanonical => AppError::bad_request("non_canonical_calldata", e.to_string()),
-        CallError::BatchTooLarge(_) => AppError::bad_request("batch_too_large", e.to_string()),
-        CallError::EmptyBatch => AppError::bad_request("empty_batch", e.to_string()),
-        CallError::Malformed | CallError::NotAllowed(_) => AppError::bad_request("call_not_allowed", e.to_string()),
+        CallError::NonCanonical => AppError::new(ErrorCode::NonCanonicalCalldata, e.to_string()),
+        CallError::BatchTooLarge(_) => AppError::new(ErrorCode::BatchTooLarge, e.to_string()),
+        CallError::EmptyBatch => AppError::new(ErrorCode::EmptyBatch, e.to_string()),
+        CallError::Malformed | CallError::NotAllowed(_) => AppError::new(ErrorCode::CallNotAllowed, e.to_string()),
     })?;
     let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
     // --- time, against the chain
     let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
     if deadline < now {
-        return Err(AppError::unprocessable(
-            "deadline_expired",
+        return Err(AppError::new(
+            ErrorCode::DeadlineExpired,
             format!("the call's deadline {deadline} has passed (chain time {now}); build it again"),
         ));
     }
 
     // --- signature, permit and the transaction the sponsor will send. A refusal here changes
     // nothing stored: no request can free, cancel or re-target a call someone else built.
-    let signed = signed_transaction(&state, contract, from, &candidates, &data, &signature, &body, now).await?;
+    let signed = signed_transaction(contract, from, &candidates, &data, &signature, &body, now).await?;
     let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
     if pool.len() > 1 {
-        state.sponsors.note_pick(sponsor.address());
+        contract.chain.sponsors.note_pick(sponsor.address());
     }
 
     // --- the nonce, against the chain, in the space of its type
-    let scope = NonceScope { chain_id: state.chain_id, contract: contract.address, signer: from, nonce_type };
+    let scope = NonceScope { chain_id: contract.chain.chain_id, contract: contract.address, signer: from, nonce_type };
     check_nonce_on_chain(&state, contract, scope, nonce).await?;
 
     // --- claim the nonce, so a concurrent execute of the same call gets a clean 409
     // instead of racing this one through simulation.
     if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
-        return Err(AppError::conflict(
-            "nonce_in_flight",
+        return Err(AppError::new(
+            ErrorCode::NonceInFlight,
             format!("nonce {nonce} of {from} is already being executed"),
         ));
     }
     let request =
         TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
-    let pipeline = state.sponsors.pipeline(&state.store, provider);
-    let applicant = admission::Applicant { chain_id: state.chain_id, api_key_id: key.0.id, signer: from, digest };
-    let simulated = match simulate(&state, request).await {
+    let pipeline = &contract.chain.pipeline;
+    let applicant =
+        admission::Applicant { chain_id: contract.chain.chain_id, api_key_id: key.0.id, signer: from, digest };
+    let simulated = match simulate(&contract.chain.provider, request).await {
         // Admission and sponsor policies apply to new calls only, never to the pipeline's
         // bumps/cancellations.
-        Ok(gas) => admit(&state, &key, &sponsor, &checked.operations, gas, applicant).await,
+        Ok(gas) => admit(&state, contract.chain, &key, &sponsor, &checked.operations, gas, applicant).await,
         Err(e) => Err(e),
     };
     // The admission reservation and the policy's budget guard are held until the call is queued
@@ -221,7 +315,7 @@ pub async fn execute(
         Ok((gas_limit, reservation, _budget_guard)) => {
             let queued = pipeline
                 .enqueue(NewTransaction {
-                    chain_id: state.chain_id,
+                    chain_id: contract.chain.chain_id,
                     contract: contract.address,
                     api_key_id: key.0.id,
                     signer: from,
@@ -266,14 +360,14 @@ pub async fn execute(
     tracing::info!(%from, nonce, sponsor = %sponsor.address(), sponsor_nonce = queued.sponsor_nonce, tx = %queued.hash, id = tx_id, ops = ?checked.operations, "queued");
 
     let accepted = |message: &str, hash: B256| {
-        let body = json!({
-            "Message": message,
-            "From": checksum(from),
-            "TransactionHash": hash,
-            "GasUsed": null,
-            "TransactionId": tx_id,
-            "Status": format!("/api/v1/transactions/{tx_id}"),
-        });
+        let body = ExecuteAccepted {
+            message: message.to_string(),
+            from: checksum(from),
+            transaction_hash: hash.to_string(),
+            gas_used: None,
+            transaction_id: tx_id,
+            status: format!("/api/v1/transactions/{tx_id}"),
+        };
         (StatusCode::ACCEPTED, [(PREFERENCE_APPLIED, "respond-async")], Json(body)).into_response()
     };
     if respond_async {
@@ -300,40 +394,47 @@ pub async fn execute(
         ));
     }
     match status {
-        Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(json!({
-            "Message": format!("Executed {} in block {}", checked.operations.join(", "), record.block_number.unwrap_or_default()),
-            "From": checksum(from),
-            "TransactionHash": record.tx_hash,
-            "GasUsed": record.gas_used,
-            "BlockNumber": record.block_number,
-            "Sponsor": checksum(sponsor.address()),
-            "TransactionId": tx_id,
-        }))
+        Some(TxStatus::Mined | TxStatus::Confirmed) => Ok(Json(ExecuteResponse {
+            message: format!(
+                "Executed {} in block {}",
+                checked.operations.join(", "),
+                record.block_number.unwrap_or_default()
+            ),
+            from: checksum(from),
+            transaction_hash: record.tx_hash.to_string(),
+            gas_used: record.gas_used,
+            block_number: record.block_number,
+            sponsor: checksum(sponsor.address()),
+            transaction_id: tx_id,
+        })
         .into_response()),
-        Some(TxStatus::Failed) if record.failure.as_deref() == Some("reverted") => Err(AppError::unprocessable(
-            "transaction_reverted",
+        Some(TxStatus::Failed) if record.failure.as_deref() == Some("reverted") => Err(AppError::new(
+            ErrorCode::TransactionReverted,
             format!(
                 "transaction {} reverted on-chain after a successful simulation ({}); nothing was executed",
                 record.tx_hash,
                 record.revert_reason.as_deref().unwrap_or("no reason")
             ),
         )),
-        Some(TxStatus::Failed) => Err(AppError::unprocessable(
-            "transaction_failed",
+        Some(TxStatus::Failed) => Err(AppError::new(
+            ErrorCode::TransactionFailed,
             format!(
                 "the node refused the transaction ({}); nothing was executed",
                 record.revert_reason.as_deref().or(record.last_error.as_deref()).unwrap_or("no reason")
             ),
         )),
-        Some(TxStatus::Expired) => Err(AppError::unprocessable(
-            "deadline_expired",
+        Some(TxStatus::Expired) => Err(AppError::new(
+            ErrorCode::DeadlineExpired,
             "the call's deadline passed before it could be mined; nothing was executed; build it again",
         )),
-        Some(TxStatus::Replaced) => Err(AppError::conflict(
-            "nonce_already_used",
+        Some(TxStatus::Replaced) => Err(AppError::new(
+            ErrorCode::NonceAlreadyUsed,
             format!("nonce {nonce} of {from} was used by another transaction"),
         )),
-        _ => Ok(accepted("Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.", record.tx_hash)),
+        _ => Ok(accepted(
+            "Submitted; not mined yet. Poll Status (or the transaction hash) for the outcome.",
+            record.tx_hash,
+        )),
     }
 }
 
@@ -351,8 +452,7 @@ struct SignedCall {
 /// sends: `bySig`, wrapped in `permitAndCall` with a permit.
 #[allow(clippy::too_many_arguments)]
 async fn signed_transaction(
-    state: &AppState,
-    contract: &Deployment,
+    contract: Contract<'_>,
     from: Address,
     candidates: &[(U256, Arc<Sponsor>)],
     data: &Bytes,
@@ -360,8 +460,8 @@ async fn signed_transaction(
     body: &ExecuteRequest,
     now: u64,
 ) -> Result<SignedCall, AppError> {
-    let provider = &state.provider;
-    let domain = Domain::streampay(state.chain_id, contract.address);
+    let provider = &contract.chain.provider;
+    let domain = Domain::streampay(contract.chain.chain_id, contract.address);
     let mut verified = None;
     let mut mismatch = None;
     for (traits, sponsor) in candidates {
@@ -371,7 +471,7 @@ async fn signed_transaction(
                 verified = Some((*traits, sig, sponsor.clone(), digest));
                 break;
             }
-            Err(SignatureError::Malformed(m)) => return Err(AppError::bad_request("invalid_signature", m)),
+            Err(SignatureError::Malformed(m)) => return Err(AppError::new(ErrorCode::InvalidSignature, m)),
             // Report the first candidate's signer: it is the traits the build endpoints hand out.
             Err(e @ SignatureError::Mismatch { .. }) => {
                 mismatch.get_or_insert(e);
@@ -381,15 +481,15 @@ async fn signed_transaction(
     }
     let Some((traits, on_chain_signature, sponsor, digest)) = verified else {
         let why = mismatch.map(|e| e.to_string()).unwrap_or_default();
-        return Err(AppError::unprocessable(
-            "signature_mismatch",
+        return Err(AppError::new(
+            ErrorCode::SignatureMismatch,
             format!("{why}: check From, Data, Nonce, Deadline and Sponsor against what was signed"),
         ));
     };
 
     // --- optional EIP-2612 permit, applied in the same transaction
     let permit = match &body.permit {
-        Some(p) => Some(permit_bytes(state, contract, from, p, now).await?),
+        Some(p) => Some(permit_bytes(contract, from, p, now).await?),
         None => None,
     };
 
@@ -414,29 +514,29 @@ async fn signed_transaction(
 /// (409 `nonce_already_used`).
 async fn check_nonce_on_chain(
     state: &AppState,
-    contract: &Deployment,
+    contract: Contract<'_>,
     scope: NonceScope,
     nonce: u64,
 ) -> Result<(), AppError> {
     let from = scope.signer;
     if scope.nonce_type == NonceType::Unique {
-        let used = StreamPay::new(contract.address, &state.provider)
+        let used = StreamPay::new(contract.address, &contract.chain.provider)
             .bySigUniqueNonces(from, U256::from(nonce))
             .call()
             .await
             .map_err(AppError::chain)?;
         if used {
-            return Err(AppError::conflict(
-                "nonce_already_used",
+            return Err(AppError::new(
+                ErrorCode::NonceAlreadyUsed,
                 format!("unique nonce {nonce} of {from} is already used; build the call again"),
             ));
         }
         return Ok(());
     }
-    let expected = chain_nonce(state, contract, from).await?;
+    let expected = chain_nonce(contract, from).await?;
     if nonce < expected {
-        return Err(AppError::conflict(
-            "nonce_already_used",
+        return Err(AppError::new(
+            ErrorCode::NonceAlreadyUsed,
             format!("nonce {nonce} of {from} is already used; the next is {expected}"),
         ));
     }
@@ -447,7 +547,7 @@ async fn check_nonce_on_chain(
         } else {
             format!("account nonces {in_flight:?} are still in flight; retry once they are mined")
         };
-        return Err(AppError::conflict("nonce_gap", format!("nonce {nonce} is not next for {from}: {detail}")));
+        return Err(AppError::new(ErrorCode::NonceGap, format!("nonce {nonce} is not next for {from}: {detail}")));
     }
     Ok(())
 }
@@ -489,8 +589,8 @@ fn wants_async(headers: &HeaderMap) -> bool {
 
 /// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
 /// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas used.
-async fn simulate(state: &AppState, request: TransactionRequest) -> Result<u64, AppError> {
-    state.provider.estimate_gas(request).await.map_err(simulation_error)
+async fn simulate(provider: &DynProvider, request: TransactionRequest) -> Result<u64, AppError> {
+    provider.estimate_gas(request).await.map_err(simulation_error)
 }
 
 /// The gas limit to sign for a call that simulated at `gas`: headroom for state moving between
@@ -504,6 +604,7 @@ fn gas_limit_for(gas: u64) -> u64 {
 /// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
 async fn admit(
     state: &AppState,
+    chain: &Chain,
     key: &ApiKey,
     sponsor: &Sponsor,
     operations: &[&str],
@@ -513,10 +614,10 @@ async fn admit(
     let settings = &state.settings.admission;
     settings.check_gas(operations, gas)?;
     let gas_limit = gas_limit_for(gas);
-    let fees = super::sponsors::current_fees(state).await?;
+    let fees = super::sponsors::current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
-    match super::sponsors::enforce_policy(state, key, sponsor, gas_limit).await {
+    match super::sponsors::enforce_policy(state, chain, key, sponsor, gas_limit).await {
         Ok(guard) => Ok((gas_limit, reservation, guard)),
         Err(e) => {
             state.store.release_reservation(reservation).await;
@@ -537,19 +638,19 @@ fn traits_candidates(
     if let Some(raw) = body.traits.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         let word = crate::amount::parse_uint(raw)
             .or_else(|| raw.strip_prefix("0x").and_then(|h| U256::from_str_radix(h, 16).ok()))
-            .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: expected a uint256"))?;
+            .ok_or_else(|| AppError::new(ErrorCode::InvalidTraits, "Traits: expected a uint256"))?;
         let t = Traits::decode(word)
-            .ok_or_else(|| AppError::bad_request("invalid_traits", "Traits: unknown nonce type"))?;
+            .ok_or_else(|| AppError::new(ErrorCode::InvalidTraits, "Traits: unknown nonce type"))?;
         if t.nonce_type == NonceType::Selector || t.nonce != u128::from(nonce) || t.deadline != deadline {
-            return Err(AppError::bad_request(
-                "invalid_traits",
+            return Err(AppError::new(
+                ErrorCode::InvalidTraits,
                 "Traits must be an account- or unique-nonce traits word matching Nonce and Deadline",
             ));
         }
         let Some(sponsor) = pool.iter().find(|s| t.allows_relayer(s.address())) else {
             let sponsor = pool[0].address();
-            return Err(AppError::unprocessable(
-                "sponsor_mismatch",
+            return Err(AppError::new(
+                ErrorCode::SponsorMismatch,
                 format!("the signed call may only be relayed by another relayer, not sponsor {sponsor}"),
             ));
         };
@@ -560,7 +661,7 @@ fn traits_candidates(
         Some(t) if t.eq_ignore_ascii_case("unique") => vec![NonceType::Unique],
         Some(t) if t.eq_ignore_ascii_case("account") => vec![NonceType::Account],
         Some(_) => {
-            return Err(AppError::bad_request("invalid_nonce_type", "NonceType must be \"unique\" or \"account\""));
+            return Err(AppError::new(ErrorCode::InvalidNonceType, "NonceType must be \"unique\" or \"account\""));
         }
     };
     // Bound to one of the sponsors (build responses bind the one they chose), or to any relayer
@@ -576,41 +677,32 @@ fn traits_candidates(
 
 /// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
 /// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
-async fn permit_bytes(
-    state: &AppState,
-    contract: &Deployment,
-    owner: Address,
-    p: &PermitRequest,
-    now: u64,
-) -> Result<Bytes, AppError> {
+async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest, now: u64) -> Result<Bytes, AppError> {
     let value = match &p.value {
         Some(Value::String(s)) => crate::amount::parse_uint(s.trim()),
         Some(Value::Number(n)) => n.as_u64().map(U256::from),
         _ => None,
     }
     .ok_or_else(|| {
-        AppError::bad_request("invalid_amount", "Permit.Value: expected token base units as an integer string")
+        AppError::new(ErrorCode::InvalidAmount, "Permit.Value: expected token base units as an integer string")
     })?;
     let deadline = parse_u64("Permit.Deadline", &p.deadline)?;
     if deadline < now {
-        return Err(AppError::unprocessable(
-            "deadline_expired",
-            format!("the permit's deadline {deadline} has passed"),
-        ));
+        return Err(AppError::new(ErrorCode::DeadlineExpired, format!("the permit's deadline {deadline} has passed")));
     }
     let sig_hex = required("Permit.Signature", &p.signature)?;
-    let raw = parse_hex("Permit.Signature", sig_hex, "invalid_signature")?;
+    let raw = parse_hex("Permit.Signature", sig_hex, ErrorCode::InvalidSignature)?;
     let sig = signature::parse_ecdsa(&raw)
-        .map_err(|e| AppError::bad_request("invalid_signature", format!("Permit.Signature: {e}")))?;
-    let (domain, token_nonce) = permit_domain_and_nonce(state, contract, owner).await?;
+        .map_err(|e| AppError::new(ErrorCode::InvalidSignature, format!("Permit.Signature: {e}")))?;
+    let (domain, token_nonce) = permit_domain_and_nonce(contract, owner).await?;
     let values =
         PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
     let digest = eip712::permit_digest(&domain, &values);
     let recovered =
-        signature::recover(digest, &sig).map_err(|e| AppError::bad_request("invalid_signature", e.to_string()))?;
+        signature::recover(digest, &sig).map_err(|e| AppError::new(ErrorCode::InvalidSignature, e.to_string()))?;
     if recovered != owner {
-        return Err(AppError::unprocessable(
-            "permit_signature_mismatch",
+        return Err(AppError::new(
+            ErrorCode::PermitSignatureMismatch,
             format!(
                 "the permit is not {owner}'s signature of Permit(value {value}, nonce {token_nonce}, deadline {deadline})"
             ),
@@ -630,16 +722,13 @@ fn simulation_error(err: TransportError) -> AppError {
     if let RpcError::ErrorResp(payload) = &err {
         if let Some(data) = payload.as_revert_data() {
             let decoded = decode_revert(&data);
-            return AppError::unprocessable(
-                "simulation_reverted",
+            return AppError::new(
+                ErrorCode::SimulationReverted,
                 format!("the call would revert with {}", decoded.display),
             );
         }
         if payload.message.to_lowercase().contains("revert") {
-            return AppError::unprocessable(
-                "simulation_reverted",
-                format!("the call would revert: {}", payload.message),
-            );
+            return AppError::new(ErrorCode::SimulationReverted, format!("the call would revert: {}", payload.message));
         }
     }
     AppError::chain(err)

@@ -38,13 +38,9 @@ mod subscriptions;
 mod transactions;
 mod webhooks;
 
-use std::{
-    ops::Deref,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{ops::Deref, sync::Arc, time::Duration};
 
-use alloy::{primitives::Address, providers::DynProvider};
+use alloy::primitives::Address;
 use axum::{
     Router,
     http::{HeaderValue, Request},
@@ -57,23 +53,18 @@ use tower_http::{
 };
 
 pub use admin::{CreateKeyRequest, KeyView, MAX_GRACE_SECS, key_spec};
-pub use error::AppError;
+pub use error::{AppError, ErrorCode};
 pub use extract::parse_address;
 
 pub use crate::chain::Deployment;
-use crate::{indexer::IndexReader, pipeline::Sponsors, store::Store};
-
-/// Addresses leave the API EIP-55 checksummed, as wallets and ethers/viem print them.
-pub(crate) fn checksum(a: Address) -> String {
-    a.to_checksum(None)
-}
+pub(crate) use crate::views::checksum;
+use crate::{chains::Chain, indexer::IndexReader, store::Store};
 
 /// The request id header: taken from the caller when present, else a new UUID; echoed on every
 /// response and recorded in the request's log span.
 pub const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
-/// Dated version of this API, sent as `X-Api-Version` on every response.
-pub const API_VERSION: &str = "2026-11-21";
+pub use crate::API_VERSION;
 
 /// Tunables of request handling.
 #[derive(Debug, Clone)]
@@ -118,40 +109,56 @@ impl Default for Settings {
     }
 }
 
-/// Shared state of every handler; cheap to clone.
+/// Shared state of every handler; cheap to clone. Everything in it is built before the first
+/// request (see [`AppState::new`]); nothing starts on first use.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
-    /// The read model, made on first use (its cache's listener needs the runtime).
-    index: Arc<OnceLock<IndexReader>>,
-    /// Authenticated keys in memory when `settings.auth.key_cache` is on; made on first use.
-    keys: Arc<OnceLock<Arc<key_cache::KeyCache>>>,
+    /// Authenticated keys in memory when `settings.auth.key_cache` is on.
+    keys: Option<Arc<key_cache::KeyCache>>,
     /// `/health`'s last answer and `/metrics`' last gauge refresh (each at most once a second).
     pub probes: Arc<health::Probes>,
     /// Wakes this process's indexers (a relayed call was mined: read-your-writes).
     index_wake: Arc<tokio::sync::Notify>,
     /// One read-your-writes catch-up at a time in this process.
     catching_up: Arc<tokio::sync::Mutex<()>>,
-    /// The indexed head per deployment as last read by a read-your-writes wait, and when: many
-    /// waiting executes share one database read per few milliseconds.
-    indexed_heads: Arc<tokio::sync::Mutex<std::collections::HashMap<Address, (u64, tokio::time::Instant)>>>,
+    /// The indexed head per (chain, deployment) as last read by a read-your-writes wait, and
+    /// when: many waiting executes share one database read per few milliseconds.
+    indexed_heads: Arc<tokio::sync::Mutex<IndexedHeads>>,
 }
+
+/// `(chain id, deployment) -> (indexed head, when it was read)`.
+type IndexedHeads = std::collections::HashMap<(u64, Address), (u64, tokio::time::Instant)>;
 
 pub struct Inner {
     pub store: Store,
-    pub provider: DynProvider,
-    pub chain_id: u64,
-    pub contracts: Vec<Deployment>,
-    pub sponsors: Sponsors,
+    /// The chains this process serves, in configuration order (see [`crate::chains`]).
+    pub chains: Vec<Arc<Chain>>,
     pub settings: Settings,
 }
 
+/// A deployment the request named, with the chain it lives on; derefs to the [`Deployment`].
+#[derive(Debug, Clone, Copy)]
+pub struct Contract<'a> {
+    pub chain: &'a Arc<Chain>,
+    pub deployment: &'a Deployment,
+}
+
+impl Deref for Contract<'_> {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        self.deployment
+    }
+}
+
 impl AppState {
+    /// The state of `inner`'s chains; with the key cache (and its `NOTIFY` listener) made now
+    /// when `settings.auth.key_cache` is on, so this must run inside the Tokio runtime.
     pub fn new(inner: Inner) -> Self {
+        let keys = inner.settings.auth.key_cache.then(|| key_cache::KeyCache::start(inner.store.pool().clone()));
         Self {
             inner: Arc::new(inner),
-            index: Arc::new(OnceLock::new()),
-            keys: Arc::new(OnceLock::new()),
+            keys,
             probes: Arc::default(),
             index_wake: Arc::new(tokio::sync::Notify::new()),
             catching_up: Arc::new(tokio::sync::Mutex::new(())),
@@ -164,23 +171,53 @@ impl AppState {
         self.index_wake.clone()
     }
 
+    /// The chain with id `chain_id`, if this process serves it.
+    pub fn chain(&self, chain_id: u64) -> Option<&Arc<Chain>> {
+        self.chains.iter().find(|c| c.chain_id == chain_id)
+    }
+
+    /// Every deployment of every chain, with its chain.
+    pub fn contracts(&self) -> impl Iterator<Item = Contract<'_>> {
+        self.chains
+            .iter()
+            .flat_map(|chain| chain.deployments.iter().map(move |deployment| Contract { chain, deployment }))
+    }
+
+    /// The deployment at `address` on chain `chain_id`, if this process serves it.
+    pub fn contract_at(&self, chain_id: u64, address: Address) -> Option<Contract<'_>> {
+        let chain = self.chain(chain_id)?;
+        Some(Contract { chain, deployment: chain.deployment_at(address)? })
+    }
+
+    /// Every sponsor address configured on any chain, once each, in configuration order.
+    pub fn sponsor_addresses(&self) -> Vec<Address> {
+        let mut all = Vec::new();
+        for a in self.chains.iter().flat_map(|c| c.sponsors.addresses()) {
+            if !all.contains(a) {
+                all.push(*a);
+            }
+        }
+        all
+    }
+
     /// Read-your-writes: waits (up to `settings.read_your_writes_timeout`) until the Postgres
     /// index of `contract` has reached `block`, waking this process's indexer, or indexing
     /// itself when no indexer holds the deployment (none runs in this process or any replica).
     /// Then this process's read cache is dropped, so every read endpoint reflects the block.
     /// Answers whether the index got there in time. Reads are never served from the chain.
-    pub async fn await_indexed(&self, contract: &Deployment, block: u64) -> bool {
+    pub async fn await_indexed(&self, contract: Contract<'_>, block: u64) -> bool {
         self.await_indexed_for(contract, block, self.settings.read_your_writes_timeout).await
     }
 
     /// [`AppState::await_indexed`] with its own bound.
-    pub async fn await_indexed_for(&self, contract: &Deployment, block: u64, timeout: Duration) -> bool {
+    pub async fn await_indexed_for(&self, contract: Contract<'_>, block: u64, timeout: Duration) -> bool {
+        let chain = contract.chain;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(5);
         loop {
-            match self.indexed_head(contract.address).await {
+            match self.indexed_head(chain, contract.address).await {
                 Ok(Some(head)) if head >= block => {
-                    self.index().invalidate_cache();
+                    chain.index.invalidate_cache();
                     return true;
                 }
                 Ok(_) => {}
@@ -193,9 +230,9 @@ impl AppState {
             self.index_wake.notify_waiters();
             if let Ok(_single) = self.catching_up.try_lock() {
                 let indexer = crate::indexer::Indexer::new(
-                    Arc::new(crate::indexer::RpcLogSource::new(self.provider.clone())),
+                    Arc::new(crate::indexer::RpcLogSource::new(chain.provider.clone())),
                     self.store.pool().clone(),
-                    self.chain_id,
+                    chain.chain_id,
                     contract.address,
                     contract.start_block,
                     self.settings.indexer.clone(),
@@ -209,51 +246,34 @@ impl AppState {
         }
     }
 
-    /// The indexed head block of `contract`, read from Postgres at most once per 10 ms for all
-    /// of this process's read-your-writes waits.
-    async fn indexed_head(&self, contract: Address) -> anyhow::Result<Option<u64>> {
+    /// The indexed head block of `contract` on `chain`, read from Postgres at most once per
+    /// 10 ms for all of this process's read-your-writes waits.
+    async fn indexed_head(&self, chain: &Chain, contract: Address) -> anyhow::Result<Option<u64>> {
         let mut heads = self.indexed_heads.lock().await;
-        if let Some((head, at)) = heads.get(&contract)
+        if let Some((head, at)) = heads.get(&(chain.chain_id, contract))
             && at.elapsed() < Duration::from_millis(10)
         {
             return Ok(Some(*head));
         }
         let head =
-            IndexReader::new(self.store.pool().clone(), self.chain_id).head(contract).await?.map(|h| h.block_number);
+            IndexReader::new(self.store.pool().clone(), chain.chain_id).head(contract).await?.map(|h| h.block_number);
         if let Some(h) = head {
-            heads.insert(contract, (h, tokio::time::Instant::now()));
+            heads.insert((chain.chain_id, contract), (h, tokio::time::Instant::now()));
         }
         Ok(head)
     }
 
-    /// The key cache, if enabled (first call inside the Tokio runtime).
+    /// The key cache, if enabled.
     pub fn key_cache(&self) -> Option<&key_cache::KeyCache> {
-        self.settings
-            .auth
-            .key_cache
-            .then(|| &**self.keys.get_or_init(|| key_cache::KeyCache::start(self.store.pool().clone())))
+        self.keys.as_deref()
     }
 
     /// Drops this process's cached keys at once after a key change made here (other processes
     /// hear the change's `NOTIFY`).
     pub fn keys_changed(&self) {
-        if let Some(cache) = self.keys.get() {
+        if let Some(cache) = &self.keys {
             crate::store::notify::Invalidate::invalidate(&**cache);
         }
-    }
-
-    /// The Postgres index's read model every read endpoint answers from; with the
-    /// notification-invalidated cache when `settings.indexer.read_cache` is on (see
-    /// [`IndexReader::with_cache`]). Must first be called inside the Tokio runtime.
-    pub fn index(&self) -> &IndexReader {
-        self.index.get_or_init(|| {
-            let pool = self.store.pool().clone();
-            if self.settings.indexer.read_cache {
-                IndexReader::with_cache(pool, self.chain_id)
-            } else {
-                IndexReader::new(pool, self.chain_id)
-            }
-        })
     }
 }
 

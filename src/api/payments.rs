@@ -10,8 +10,11 @@ use axum::{
     Json,
     extract::{Path, State},
 };
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::build::{BuildExtras, BuildResponse};
 
 use super::{
     AppError, AppState,
@@ -49,13 +52,13 @@ pub struct PayRequest {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = PayRequest,
     responses(
-        (status = 200, description = "Built pay(to, amount) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built pay(to, amount) to sign", body = BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -64,17 +67,19 @@ pub async fn pay(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<PayRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let to = parse_recipient("To", required("To", &body.to)?)?;
     let amount = amount::parse_amount(required("Amount", &body.amount)?, INTERNAL_DECIMALS)
         .map_err(|e| AppError::amount("Amount", e))?;
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let data: Bytes = StreamPay::payCall { receiver: to, amount: amount.base_units }.abi_encode().into();
-    let mut extras = Map::new();
-    extras.insert("Amount".into(), json!(amount.units.to_string()));
-    extras.insert("AmountRaw".into(), json!(amount.base_units.to_string()));
+    let extras = BuildExtras {
+        amount: Some(amount.units.to_string()),
+        amount_raw: Some(amount.base_units.to_string()),
+        ..Default::default()
+    };
     build::build(
         &state,
         BuildRequest {
@@ -117,13 +122,13 @@ pub struct DepositRequest {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = DepositRequest,
     responses(
-        (status = 200, description = "Built deposit(amount, isPermit2) plus PermitTypedData to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built deposit(amount, isPermit2) plus PermitTypedData to sign", body = BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -132,18 +137,20 @@ pub async fn deposit(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<DepositRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
         .map_err(|e| AppError::amount("Amount", e))?;
     let is_permit2 = body.is_permit2.unwrap_or(false);
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let data: Bytes = StreamPay::depositCall { amount: amount.base_units, isPermit2: is_permit2 }.abi_encode().into();
-    let mut extras = Map::new();
-    extras.insert("Amount".into(), json!(amount.units.to_string()));
-    extras.insert("AmountRaw".into(), json!(amount.base_units.to_string()));
-    extras.insert("IsPermit2".into(), json!(is_permit2));
+    let extras = BuildExtras {
+        amount: Some(amount.units.to_string()),
+        amount_raw: Some(amount.base_units.to_string()),
+        is_permit2: Some(is_permit2),
+        ..Default::default()
+    };
     build::build(
         &state,
         BuildRequest {
@@ -186,13 +193,13 @@ pub struct WithdrawRequest {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = WithdrawRequest,
     responses(
-        (status = 200, description = "Built withdraw(amount) or withdrawTo(to, amount) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built withdraw(amount) or withdrawTo(to, amount) to sign", body = BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -201,7 +208,7 @@ pub async fn withdraw(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<WithdrawRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
     let token_amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
@@ -212,17 +219,19 @@ pub async fn withdraw(
         None | Some("") => None,
         Some(t) => Some(parse_recipient("To", t)?),
     };
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let data: Bytes = match to {
         Some(to) if to != from => StreamPay::withdrawToCall { to, amount: internal.base_units }.abi_encode().into(),
         _ => StreamPay::withdrawCall { amount: internal.base_units }.abi_encode().into(),
     };
     let receiver = to.unwrap_or(from);
-    let mut extras = Map::new();
-    extras.insert("Amount".into(), json!(internal.units.to_string()));
-    extras.insert("AmountRaw".into(), json!(internal.base_units.to_string()));
-    extras.insert("TokenAmountRaw".into(), json!(token_amount.base_units.to_string()));
-    extras.insert("To".into(), json!(checksum(receiver)));
+    let extras = BuildExtras {
+        amount: Some(internal.units.to_string()),
+        amount_raw: Some(internal.base_units.to_string()),
+        token_amount_raw: Some(token_amount.base_units.to_string()),
+        to: Some(checksum(receiver)),
+        ..Default::default()
+    };
     build::build(
         &state,
         BuildRequest {
@@ -243,10 +252,10 @@ pub async fn withdraw(
 #[utoipa::path(get, path = "/api/v1/{contract}/payments/balance/{address}", tag = "Payments",
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Account address")),
     responses(
-        (status = 200, description = "Live balance", body = crate::api::discovery::BalanceView),
-        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Live balance", body = BalanceView),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -254,18 +263,32 @@ pub async fn balance(
     State(state): State<AppState>,
     _key: ApiKey,
     Path((contract, address)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BalanceView>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
     // From the Postgres index at its head's chain time (SPEC §3).
-    let Some(view) = state.index().balance(contract.address, address).await? else {
+    let Some(view) = contract.chain.index.balance(contract.address, address).await? else {
         return Err(super::subscriptions::index_not_ready());
     };
     let raw = view.balance;
-    Ok(Json(json!({
-        "Address": checksum(address),
-        "Balance": format_units(raw, INTERNAL_DECIMALS),
-        "BalanceRaw": raw.to_string(),
-        "Decimals": INTERNAL_DECIMALS,
-    })))
+    Ok(Json(BalanceView {
+        address: checksum(address),
+        balance: format_units(raw, INTERNAL_DECIMALS),
+        balance_raw: raw.to_string(),
+        decimals: INTERNAL_DECIMALS,
+    }))
+}
+
+/// `GET /{contract}/payments/balance/{address}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct BalanceView {
+    pub address: String,
+    /// Live balance in token units, floored at zero.
+    #[schema(example = "12.5")]
+    pub balance: String,
+    /// The same in 18-decimal base units.
+    pub balance_raw: String,
+    #[schema(example = 18)]
+    pub decimals: u32,
 }

@@ -26,37 +26,100 @@ use axum::{
     Json,
     extract::{Path, State},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::ErrorCode;
 use super::{
     AppError, AppState, checksum,
     extract::{ApiKey, ApiQuery},
 };
 use crate::{
+    chains::Chain,
     pipeline::{Fees, Sponsor, fees},
     store::SponsorPolicy,
 };
 
-fn wei(v: Option<U256>) -> Value {
-    v.map_or(Value::Null, |v| json!(v.to_string()))
+/// A sponsor's policy; every value wei, null for no limit.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SponsorPolicyView {
+    pub daily_budget: Option<String>,
+    pub max_fee_per_gas: Option<String>,
+    pub per_key_daily_budget: Option<String>,
 }
 
-fn policy_json(p: Option<&SponsorPolicy>) -> Value {
-    match p {
-        None => Value::Null,
-        Some(p) => json!({
-            "MaxFeePerGas": wei(p.max_fee_per_gas),
-            "DailyBudget": wei(p.daily_budget),
-            "PerKeyDailyBudget": wei(p.per_key_daily_budget),
-        }),
+impl From<&SponsorPolicy> for SponsorPolicyView {
+    fn from(p: &SponsorPolicy) -> Self {
+        let wei = |v: Option<U256>| v.map(|v| v.to_string());
+        Self {
+            daily_budget: wei(p.daily_budget),
+            max_fee_per_gas: wei(p.max_fee_per_gas),
+            per_key_daily_budget: wei(p.per_key_daily_budget),
+        }
     }
 }
 
+/// One sponsor of `GET /api/v1/sponsors`. Amounts are wei as decimal strings; spend counts since
+/// UTC midnight. (Fields in the order of their keys.)
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SponsorView {
+    pub address: String,
+    /// The chain this entry is about (a sponsor configured on several chains has one each).
+    pub chain_id: u64,
+    /// Whether this relayer holds the sponsor's key.
+    pub configured: bool,
+    /// Used when a request names no sponsor.
+    pub default: bool,
+    /// Transactions pending or submitted.
+    pub in_flight: u64,
+    /// The same as `SpendToday`, for this API key's calls only.
+    pub key_spend_today: String,
+    /// Σ gas used × effective gas price of transactions mined today.
+    pub mined_spend_today: String,
+    pub native_balance: String,
+    pub policy: Option<SponsorPolicyView>,
+    /// Σ gas limit × max fee per gas of transactions in flight.
+    pub reserved_in_flight: String,
+    /// `MinedSpendToday` + `ReservedInFlight`: what the daily budget is checked against.
+    pub spend_today: String,
+}
+
+/// `GET /api/v1/sponsors`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SponsorList {
+    pub sponsors: Vec<SponsorView>,
+}
+
+/// `GET /api/v1/{contract}/fees` (fields in the order of their keys).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct FeeQuote {
+    pub contract: String,
+    /// `EstimatedGas` × `MaxFeePerGas`, wei: at most what the sponsor pays.
+    pub estimated_cost: String,
+    /// The same in native coin, exact decimal (e.g. `"0.00018"`).
+    pub estimated_cost_native: String,
+    /// Gas of the relayed transaction.
+    pub estimated_gas: u64,
+    /// `history` (the most recent mined calls of this operation) or `default` (a measured table).
+    pub gas_source: &'static str,
+    /// Wei per gas a new transaction would be signed with now.
+    pub max_fee_per_gas: String,
+    pub max_priority_fee_per_gas: String,
+    pub operation: &'static str,
+    /// The error code the sponsor's policy would answer an execute with now, or null.
+    pub policy_blocks: Option<ErrorCode>,
+    /// The sponsor that would pay.
+    pub sponsor: String,
+}
+
 /// The fees a new transaction would be signed with now (the pipeline's estimate under its cap).
-pub(super) async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
-    let est = state.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
-    let cap = state.sponsors.running_pipeline().and_then(|p| p.settings().max_fee_cap);
+pub(super) async fn current_fees(chain: &Chain) -> Result<Fees, AppError> {
+    let est = chain.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
+    let cap = chain.pipeline.settings().max_fee_cap;
     Ok(fees::initial(
         Fees { max_fee_per_gas: est.max_fee_per_gas, max_priority_fee_per_gas: est.max_priority_fee_per_gas },
         cap,
@@ -68,12 +131,13 @@ pub(super) async fn current_fees(state: &AppState) -> Result<Fees, AppError> {
 /// leaves the upper bound (max fee) in place for now.
 pub(super) async fn refresh_prices(
     state: &AppState,
+    chain: &Chain,
     sponsor: Option<Address>,
     reference: Option<(i64, &str)>,
 ) -> Result<(), AppError> {
-    let rows = state.store.unpriced_transactions(state.chain_id, sponsor, reference, 200).await?;
+    let rows = state.store.unpriced_transactions(chain.chain_id, sponsor, reference, 200).await?;
     for (id, hash, block_hash) in rows {
-        match state.provider.get_transaction_receipt(hash).await {
+        match chain.provider.get_transaction_receipt(hash).await {
             Ok(Some(r)) if r.block_hash == Some(block_hash) => {
                 state.store.set_effective_gas_price(id, hash, block_hash, r.effective_gas_price).await?
             }
@@ -91,35 +155,45 @@ pub(super) async fn refresh_prices(
 /// `GET /api/v1/sponsors`.
 #[utoipa::path(get, path = "/api/v1/sponsors", tag = "Sponsors",
     responses(
-        (status = 200, description = "The sponsors this key may use", body = crate::api::discovery::SponsorList),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "The sponsors this key may use", body = SponsorList),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all)]
-pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Value>, AppError> {
+pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<SponsorList>, AppError> {
     let mut out = Vec::new();
-    for (i, address) in key.0.sponsors.iter().enumerate() {
-        let configured = state.sponsors.get(address).is_some();
-        let balance = state.provider.get_balance(*address).await.map_err(AppError::chain)?;
-        refresh_prices(&state, Some(*address), None).await?;
-        let spend = state.store.sponsor_spend(state.chain_id, *address, None).await?;
-        let key_spend = state.store.sponsor_spend(state.chain_id, *address, Some(key.0.id)).await?;
-        let policy = state.store.sponsor_policy(state.chain_id, *address).await?;
-        out.push(json!({
-            "Address": checksum(*address),
-            "Default": i == 0,
-            "Configured": configured,
-            "NativeBalance": balance.to_string(),
-            "InFlight": spend.in_flight,
-            "SpendToday": spend.total().to_string(),
-            "MinedSpendToday": spend.mined_wei.to_string(),
-            "ReservedInFlight": spend.reserved_wei.to_string(),
-            "KeySpendToday": key_spend.total().to_string(),
-            "Policy": policy_json(policy.as_ref()),
-        }));
+    for (c, chain) in state.chains.iter().enumerate() {
+        for (i, address) in key.0.sponsors.iter().enumerate() {
+            let configured = chain.sponsors.get(address).is_some();
+            // Each sponsor on every chain that has it; one configured on no chain is listed once,
+            // on the first.
+            let nowhere = !state.chains.iter().any(|c| c.sponsors.get(address).is_some());
+            let listed_here = configured || (c == 0 && nowhere);
+            if !listed_here {
+                continue;
+            }
+            let balance = chain.provider.get_balance(*address).await.map_err(AppError::chain)?;
+            refresh_prices(&state, chain, Some(*address), None).await?;
+            let spend = state.store.sponsor_spend(chain.chain_id, *address, None).await?;
+            let key_spend = state.store.sponsor_spend(chain.chain_id, *address, Some(key.0.id)).await?;
+            let policy = state.store.sponsor_policy(chain.chain_id, *address).await?;
+            out.push(SponsorView {
+                address: checksum(*address),
+                chain_id: chain.chain_id,
+                configured,
+                default: i == 0,
+                in_flight: spend.in_flight,
+                key_spend_today: key_spend.total().to_string(),
+                mined_spend_today: spend.mined_wei.to_string(),
+                native_balance: balance.to_string(),
+                policy: policy.as_ref().map(SponsorPolicyView::from),
+                reserved_in_flight: spend.reserved_wei.to_string(),
+                spend_today: spend.total().to_string(),
+            });
+        }
     }
-    Ok(Json(json!({"Sponsors": out})))
+    Ok(Json(SponsorList { sponsors: out }))
 }
 
 /// Gas of each operation relayed alone through `bySig` before the relayer has its own history
@@ -141,12 +215,12 @@ pub struct FeesQuery {
         ("sponsor" = Option<String>, Query, description = "Sponsor to quote for (default: the key's first)"),
     ),
     responses(
-        (status = 200, description = "Estimated gas and cost in wei", body = crate::api::discovery::FeeQuote),
-        (status = 400, description = "`unknown_contract`, `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Estimated gas and cost in wei", body = FeeQuote),
+        (status = 400, description = "`unknown_contract`, `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -155,7 +229,7 @@ pub async fn quote(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiQuery(q): ApiQuery<FeesQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<FeeQuote>, AppError> {
     let contract = state.contract(&contract)?;
     let op = q
         .operation
@@ -166,42 +240,45 @@ pub async fn quote(
     let (operation, default_gas) =
         DEFAULT_GAS.iter().find(|(name, _)| name.eq_ignore_ascii_case(op)).copied().ok_or_else(|| {
             let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
-            AppError::bad_request("unknown_operation", format!("operation {op:?} is not one of {}", known.join(", ")))
+            AppError::new(ErrorCode::UnknownOperation, format!("operation {op:?} is not one of {}", known.join(", ")))
         })?;
-    let sponsor = state.sponsor_for(&key, q.sponsor.as_deref())?;
-    let history = state.store.recent_operation_gas(state.chain_id, contract.address, operation).await?;
+    let sponsor = state.sponsor_for(contract.chain, &key, q.sponsor.as_deref())?;
+    let chain = contract.chain;
+    let history = state.store.recent_operation_gas(chain.chain_id, contract.address, operation).await?;
     let gas = history.unwrap_or(default_gas);
-    let fees = current_fees(&state).await?;
+    let fees = current_fees(chain).await?;
     let cost = U256::from(gas) * U256::from(fees.max_fee_per_gas);
-    let policy = state.store.sponsor_policy(state.chain_id, sponsor.address()).await?;
+    let policy = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await?;
     if policy.as_ref().is_some_and(|p| p.daily_budget.is_some() || p.per_key_daily_budget.is_some()) {
-        refresh_prices(&state, Some(sponsor.address()), None).await?;
+        refresh_prices(&state, chain, Some(sponsor.address()), None).await?;
     }
     let verdict = match &policy {
-        Some(p) => check(&state, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
+        Some(p) => check(&state, chain, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
         None => None,
     };
-    let blocked = verdict.as_ref().map(|e| match e {
-        AppError::Client { code, .. } => Value::from(*code),
-        _ => Value::Null,
+    // Only a policy's own refusal names a code; a failure reading the policy's inputs is null.
+    let policy_blocks = verdict.as_ref().and_then(|e| match e {
+        AppError::Client { code, .. } => Some(*code),
+        _ => None,
     });
-    Ok(Json(json!({
-        "Contract": contract.name,
-        "Operation": operation,
-        "EstimatedGas": gas,
-        "GasSource": if history.is_some() { "history" } else { "default" },
-        "MaxFeePerGas": fees.max_fee_per_gas.to_string(),
-        "MaxPriorityFeePerGas": fees.max_priority_fee_per_gas.to_string(),
-        "EstimatedCost": cost.to_string(),
-        "EstimatedCostNative": crate::amount::format_units(cost, 18),
-        "Sponsor": checksum(sponsor.address()),
-        "PolicyBlocks": blocked,
-    })))
+    Ok(Json(FeeQuote {
+        contract: contract.name.clone(),
+        estimated_cost: cost.to_string(),
+        estimated_cost_native: crate::amount::format_units(cost, 18),
+        estimated_gas: gas,
+        gas_source: if history.is_some() { "history" } else { "default" },
+        max_fee_per_gas: fees.max_fee_per_gas.to_string(),
+        max_priority_fee_per_gas: fees.max_priority_fee_per_gas.to_string(),
+        operation,
+        policy_blocks,
+        sponsor: checksum(sponsor.address()),
+    }))
 }
 
 /// The policy checks of one new call costing up to `cost` wei at `max_fee_per_gas`.
 async fn check(
     state: &AppState,
+    chain: &Chain,
     key: &ApiKey,
     sponsor: &Sponsor,
     policy: &SponsorPolicy,
@@ -212,18 +289,18 @@ async fn check(
     if let Some(cap) = policy.max_fee_per_gas
         && U256::from(max_fee_per_gas) > cap
     {
-        return Err(AppError::unprocessable(
-            "sponsor_fee_cap_exceeded",
+        return Err(AppError::new(
+            ErrorCode::SponsorFeeCapExceeded,
             format!(
                 "the network asks {max_fee_per_gas} wei per gas; sponsor {address} pays at most {cap}; retry later"
             ),
         ));
     }
     if let Some(budget) = policy.daily_budget {
-        let spent = state.store.sponsor_spend(state.chain_id, address, None).await?.total();
+        let spent = state.store.sponsor_spend(chain.chain_id, address, None).await?.total();
         if spent.saturating_add(cost) > budget {
-            return Err(AppError::too_many_requests(
-                "sponsor_daily_budget_exceeded",
+            return Err(AppError::new(
+                ErrorCode::SponsorDailyBudgetExceeded,
                 format!(
                     "sponsor {address} has spent or reserved {spent} of its daily budget of {budget} wei; this call may cost {cost}"
                 ),
@@ -231,10 +308,10 @@ async fn check(
         }
     }
     if let Some(budget) = policy.per_key_daily_budget {
-        let spent = state.store.sponsor_spend(state.chain_id, address, Some(key.0.id)).await?.total();
+        let spent = state.store.sponsor_spend(chain.chain_id, address, Some(key.0.id)).await?.total();
         if spent.saturating_add(cost) > budget {
-            return Err(AppError::too_many_requests(
-                "key_budget_exceeded",
+            return Err(AppError::new(
+                ErrorCode::KeyBudgetExceeded,
                 format!(
                     "this API key has spent or reserved {spent} of its daily budget of {budget} wei on sponsor {address}; this call may cost {cost}"
                 ),
@@ -260,11 +337,12 @@ pub type BudgetGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
 /// With a budget, the returned guard must be held until the call is queued.
 pub async fn enforce_policy(
     state: &AppState,
+    chain: &Chain,
     key: &ApiKey,
     sponsor: &Sponsor,
     gas_limit: u64,
 ) -> Result<BudgetGuard, AppError> {
-    let Some(policy) = state.store.sponsor_policy(state.chain_id, sponsor.address()).await? else {
+    let Some(policy) = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await? else {
         return Ok(None);
     };
     let guard = if policy.daily_budget.is_some() || policy.per_key_daily_budget.is_some() {
@@ -273,10 +351,10 @@ pub async fn enforce_policy(
         None
     };
     if guard.is_some() {
-        refresh_prices(state, Some(sponsor.address()), None).await?;
+        refresh_prices(state, chain, Some(sponsor.address()), None).await?;
     }
-    let fees = current_fees(state).await?;
+    let fees = current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
-    check(state, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
+    check(state, chain, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
     Ok(guard)
 }

@@ -9,8 +9,10 @@ use axum::{
     extract::{Path, State},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
+use super::ErrorCode;
+use super::build::{BuildExtras, BuildResponse, SubscriptionFigures};
 use super::{
     AppError, AppState,
     build::{self, BuildRequest, NonceChoice},
@@ -21,6 +23,8 @@ use crate::{
     amount::{self, MonthlyRate},
     chain::StreamPay,
 };
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateSubscription {
@@ -61,8 +65,8 @@ impl Subscribe {
         let author_field = format!("{prefix}author");
         let author = parse_recipient(&author_field, required(&author_field, author)?)?;
         if author == from {
-            return Err(AppError::bad_request(
-                "invalid_address",
+            return Err(AppError::new(
+                ErrorCode::InvalidAddress,
                 format!("{author_field}: cannot subscribe to yourself"),
             ));
         }
@@ -72,8 +76,8 @@ impl Subscribe {
         let project_id = match project_id.as_deref().map(str::trim) {
             None | Some("") => U256::ZERO,
             Some(p) => amount::parse_uint(p).ok_or_else(|| {
-                AppError::bad_request(
-                    "invalid_project_id",
+                AppError::new(
+                    ErrorCode::InvalidProjectId,
                     format!("{prefix}project_id: {p:?} is not a non-negative integer"),
                 )
             })?,
@@ -92,14 +96,14 @@ impl Subscribe {
     }
 
     /// Exact figures for the response.
-    pub fn details(&self) -> Value {
-        json!({
-            "Author": checksum(self.author),
-            "SubscriptionRate": self.rate.monthly.to_string(),
-            "RatePerSecond": self.rate.per_second.to_string(),
-            "EffectiveMonthlyRate": self.rate.effective_monthly,
-            "ProjectId": self.project_id.to_string(),
-        })
+    pub fn details(&self) -> SubscriptionFigures {
+        SubscriptionFigures {
+            author: Some(checksum(self.author)),
+            subscription_rate: Some(self.rate.monthly.to_string()),
+            rate_per_second: Some(self.rate.per_second.to_string()),
+            effective_monthly_rate: Some(self.rate.effective_monthly.clone()),
+            project_id: Some(self.project_id.to_string()),
+        }
     }
 }
 
@@ -108,13 +112,13 @@ impl Subscribe {
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = CreateSubscription,
     responses(
-        (status = 200, description = "Built subscribe(author, ratePerSecond, projectId) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built subscribe(author, ratePerSecond, projectId) to sign", body = BuildResponse),
+        (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -123,15 +127,12 @@ pub async fn create(
     key: ApiKey,
     Path(contract): Path<String>,
     ApiJson(body): ApiJson<CreateSubscription>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("from", required("from", &body.from)?)?;
     let sub = Subscribe::parse("", from, &body.author, &body.subscription_rate, &body.project_id)?;
-    let sponsor = state.sponsor_for(&key, body.sponsor.as_deref())?;
-    let mut extras = Map::new();
-    if let Value::Object(d) = sub.details() {
-        extras.extend(d);
-    }
+    let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
+    let extras = BuildExtras { subscription: sub.details(), ..Default::default() };
     build::build(
         &state,
         BuildRequest {
@@ -167,13 +168,13 @@ pub struct CancelQuery {
 #[utoipa::path(delete, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "The author to stop paying"), ("From" = String, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (default: the key's first)"), ("NonceType" = Option<String>, Query, description = "`unique` (default: unordered, blocks nothing) or `account` (ordered)"), ("Nonce" = Option<u64>, Query, description = "With NonceType `account` only: the account nonce to sign")),
     responses(
-        (status = 200, description = "Built unsubscribe(author) to sign", body = crate::api::discovery::BuildResponse),
-        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::discovery::ErrorBody),
-        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::discovery::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`chain_unavailable`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "Built unsubscribe(author) to sign", body = BuildResponse),
+        (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
+        (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -182,14 +183,16 @@ pub async fn cancel(
     key: ApiKey,
     Path((contract, author)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<CancelQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
     let from = parse_address("From", required("From", &query.from)?)?;
-    let sponsor = state.sponsor_for(&key, query.sponsor.as_deref())?;
+    let sponsor = state.sponsor_for(contract.chain, &key, query.sponsor.as_deref())?;
     let data = StreamPay::unsubscribeCall { author }.abi_encode().into();
-    let mut extras = Map::new();
-    extras.insert("Author".into(), json!(checksum(author)));
+    let extras = BuildExtras {
+        subscription: SubscriptionFigures { author: Some(checksum(author)), ..Default::default() },
+        ..Default::default()
+    };
     build::build(
         &state,
         BuildRequest {
@@ -210,10 +213,10 @@ pub async fn cancel(
 #[utoipa::path(get, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Subscriber address")),
     responses(
-        (status = 200, description = "The address's outgoing streams", body = crate::api::discovery::SubscriptionList),
-        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "The address's outgoing streams", body = SubscriptionList),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -221,35 +224,55 @@ pub async fn list(
     State(state): State<AppState>,
     _key: ApiKey,
     Path((contract, address)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SubscriptionList>, AppError> {
     let contract = state.contract(&contract)?;
     let address = parse_address("address", &address)?;
     // From the Postgres index (SPEC §3), in `allSubscriptions` order.
-    let Some(indexed) = state.index().subscriptions(contract.address, address).await? else {
+    let Some(indexed) = contract.chain.index.subscriptions(contract.address, address).await? else {
         return Err(index_not_ready());
     };
     let (authors, rates): (Vec<_>, Vec<_>) = indexed.streams.iter().map(|s| (s.author, s.encoded_rates)).unzip();
     let mask96 = (U256::from(1) << 96usize) - U256::from(1);
-    let subscriptions: Vec<Value> = authors
+    let subscriptions = authors
         .iter()
         .zip(&rates)
-        .map(|(to, encoded)| {
-            json!({
-                "To": checksum(*to),
-                "EncodedRates": encoded.to_string(),
-                "IncomeRate": (*encoded & mask96).to_string(),
-                "OutgoingRate": ((*encoded >> 96usize) & mask96).to_string(),
-                "ProjectId": (*encoded >> 192usize).to_string(),
-            })
+        .map(|(to, encoded)| SubscriptionView {
+            to: checksum(*to),
+            encoded_rates: encoded.to_string(),
+            income_rate: (*encoded & mask96).to_string(),
+            outgoing_rate: ((*encoded >> 96usize) & mask96).to_string(),
+            project_id: (*encoded >> 192usize).to_string(),
         })
         .collect();
-    Ok(Json(json!({"Address": checksum(address), "Subscriptions": subscriptions})))
+    Ok(Json(SubscriptionList { address: checksum(address), subscriptions }))
+}
+
+/// `GET /{contract}/subscriptions/{address}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubscriptionList {
+    pub address: String,
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubscriptionView {
+    /// The author.
+    pub to: String,
+    /// bits 0–95 income rate, 96–191 outgoing rate, 192+ projectId.
+    pub encoded_rates: String,
+    /// What the author receives per second (18-decimal base units).
+    pub income_rate: String,
+    /// What the subscriber pays per second (income + project fee).
+    pub outgoing_rate: String,
+    pub project_id: String,
 }
 
 /// 503 `index_not_ready`: every read endpoint answers from the Postgres index only, so before the
 /// deployment's first checkpoint (the first seconds of a fresh database) there is no answer yet.
 pub(crate) fn index_not_ready() -> AppError {
-    AppError::unavailable("index_not_ready", "the event index has not reached this deployment yet; retry shortly")
+    AppError::new(ErrorCode::IndexNotReady, "the event index has not reached this deployment yet; retry shortly")
 }
 
 /// `GET /{contract}/authors/{author}/streams`: the streams an author receives (the creators'
@@ -257,10 +280,10 @@ pub(crate) fn index_not_ready() -> AppError {
 #[utoipa::path(get, path = "/api/v1/{contract}/authors/{author}/streams", tag = "Subscriptions",
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
     responses(
-        (status = 200, description = "The author's incoming streams", body = crate::api::discovery::IncomingStreamList),
-        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::discovery::ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::discovery::ErrorBody),
-        (status = 503, description = "`index_not_ready`", body = crate::api::discovery::ErrorBody),
+        (status = 200, description = "The author's incoming streams", body = IncomingStreamList),
+        (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),
+        (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
+        (status = 503, description = "`index_not_ready`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
 #[tracing::instrument(skip_all, fields(contract = %contract))]
@@ -268,32 +291,62 @@ pub async fn incoming(
     State(state): State<AppState>,
     _key: ApiKey,
     Path((contract, author)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<IncomingStreamList>, AppError> {
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
-    let Some(view) = state.index().incoming_streams(contract.address, author).await? else {
+    let Some(view) = contract.chain.index.incoming_streams(contract.address, author).await? else {
         return Err(index_not_ready());
     };
-    let streams: Vec<Value> = view
+    let streams = view
         .streams
         .iter()
-        .map(|s| {
-            json!({
-                "From": checksum(s.subscriber),
-                "EncodedRates": s.encoded_rates.to_string(),
-                "IncomeRate": s.income_rate.to_string(),
-                "OutgoingRate": s.outgoing_rate.to_string(),
-                "ProjectId": s.project_id.to_string(),
-                "SinceBlock": s.since_block,
-                "SinceTimestamp": s.since_timestamp,
-            })
+        .map(|s| IncomingStreamView {
+            from: checksum(s.subscriber),
+            encoded_rates: s.encoded_rates.to_string(),
+            income_rate: s.income_rate.to_string(),
+            outgoing_rate: s.outgoing_rate.to_string(),
+            project_id: s.project_id.to_string(),
+            since_block: s.since_block,
+            since_timestamp: s.since_timestamp,
         })
         .collect();
-    Ok(Json(json!({
-        "Author": checksum(author),
-        "Streams": streams,
-        "StreamsIncomeRate": view.streams_income_rate.to_string(),
-        "IncomeRate": view.income_rate.to_string(),
-        "IndexedBlock": view.head.block_number,
-    })))
+    Ok(Json(IncomingStreamList {
+        author: checksum(author),
+        streams,
+        streams_income_rate: view.streams_income_rate.to_string(),
+        income_rate: view.income_rate.to_string(),
+        indexed_block: view.head.block_number,
+    }))
+}
+
+/// `GET /{contract}/authors/{author}/streams`: what a creator receives.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingStreamList {
+    pub author: String,
+    pub streams: Vec<IncomingStreamView>,
+    /// Sum of the streams' income rates per second (18-decimal base units).
+    pub streams_income_rate: String,
+    /// The author's whole income rate per second, project fees it receives as an owner included
+    /// (equals the chain's `accountInfo(author).incomeRate`).
+    pub income_rate: String,
+    /// The block the answer was computed at (the index's head).
+    pub indexed_block: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingStreamView {
+    /// The subscriber.
+    pub from: String,
+    /// bits 0–95 income rate, 96–191 outgoing rate, 192+ projectId.
+    pub encoded_rates: String,
+    /// What the author receives per second (18-decimal base units).
+    pub income_rate: String,
+    /// What the subscriber pays per second (income + project fee).
+    pub outgoing_rate: String,
+    pub project_id: String,
+    /// Block and chain time at which the stream started.
+    pub since_block: u64,
+    pub since_timestamp: u64,
 }

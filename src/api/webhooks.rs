@@ -10,9 +10,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::ErrorCode;
 use super::{
     AppError, AppState,
-    discovery::ErrorBody,
+    error::ErrorBody,
     extract::{ApiJson, ApiKey, ApiQuery},
 };
 use crate::{
@@ -94,11 +95,11 @@ pub struct DeliveryQuery {
 }
 
 fn not_found(id: &str) -> AppError {
-    AppError::not_found("webhook_not_found", format!("no webhook endpoint {id:?} for this API key"))
+    AppError::new(ErrorCode::WebhookNotFound, format!("no webhook endpoint {id:?} for this API key"))
 }
 
 fn validate_url(url: &str, allow_private: bool) -> Result<String, AppError> {
-    let bad = |why: &str| AppError::bad_request("invalid_webhook_url", format!("url: {why}"));
+    let bad = |why: &str| AppError::new(ErrorCode::InvalidWebhookUrl, format!("url: {why}"));
     let url = url.trim();
     if url.len() > MAX_URL_LEN {
         return Err(bad("longer than 2048 characters"));
@@ -127,8 +128,8 @@ fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
     for e in events {
         let e = e.trim();
         if !EVENT_TYPES.contains(&e) {
-            return Err(AppError::bad_request(
-                "unknown_event",
+            return Err(AppError::new(
+                ErrorCode::UnknownEvent,
                 format!("events: {e:?} is not an event type; known: {}", EVENT_TYPES.join(", ")),
             ));
         }
@@ -163,8 +164,8 @@ pub async fn create(
     let max = state.settings.webhooks.max_endpoints_per_key;
     let endpoint =
         store::create_endpoint(state.store.pool(), key.0.id, &url, &events, &secret, max).await?.ok_or_else(|| {
-            AppError::unprocessable(
-                "webhook_limit_reached",
+            AppError::new(
+                ErrorCode::WebhookLimitReached,
                 format!("this API key already has {max} webhook endpoints; delete one first"),
             )
         })?;
@@ -242,7 +243,7 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveryList>, AppError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
-        return Err(AppError::bad_request("invalid_query", "limit: expected 1 to 100"));
+        return Err(AppError::new(ErrorCode::InvalidQuery, "limit: expected 1 to 100"));
     }
     let n = endpoint_id(&id)?;
     store::get_endpoint(state.store.pool(), key.0.id, n).await?.ok_or_else(|| not_found(&id))?;
@@ -270,16 +271,16 @@ pub async fn redeliver(
     let n = endpoint_id(&id)?;
     store::get_endpoint(state.store.pool(), key.0.id, n).await?.ok_or_else(|| not_found(&id))?;
     let missing = || {
-        AppError::not_found(
-            "webhook_delivery_not_found",
+        AppError::new(
+            ErrorCode::WebhookDeliveryNotFound,
             format!("no delivery {delivery_id:?} of webhook endpoint {id}"),
         )
     };
     let d: i64 = delivery_id.trim().parse().map_err(|_| missing())?;
     let max = state.settings.webhooks.max_redeliveries_per_hour;
     if store::redeliveries_last_hour(state.store.pool(), key.0.id).await? >= u64::from(max) {
-        return Err(AppError::too_many_requests(
-            "redelivery_limit_reached",
+        return Err(AppError::new(
+            ErrorCode::RedeliveryLimitReached,
             format!("this API key requested {max} redeliveries in the last hour; retry later"),
         ));
     }

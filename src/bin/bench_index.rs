@@ -358,7 +358,8 @@ async fn serve_api(
     token: Address,
 ) -> anyhow::Result<(String, String)> {
     use streampay_relayer::{
-        api::{self, AppState, Deployment, Inner, Settings},
+        api::{self, Deployment, Settings},
+        chains::ChainParts,
         pipeline::Sponsors,
         store::Store,
     };
@@ -369,21 +370,25 @@ async fn serve_api(
     let mut settings = Settings::default();
     settings.indexer.read_cache = true;
     settings.auth.key_cache = true;
-    let state = AppState::new(Inner {
+    let state = streampay_relayer::server::build_state(
         store,
-        provider: streampay_relayer::chain::connect(&anvil.endpoint())?,
-        chain_id,
-        contracts: vec![Deployment {
-            name: "USDC".into(),
-            address: contract,
-            token,
-            token_decimals: 6,
-            start_block: 0,
+        vec![ChainParts {
+            name: None,
+            chain_id,
+            provider: streampay_relayer::chain::connect(&anvil.endpoint())?,
+            finality_depth: 0,
+            deployments: vec![Deployment {
+                name: "USDC".into(),
+                address: contract,
+                token,
+                token_decimals: 6,
+                start_block: 0,
+            }],
+            sponsors: Sponsors::from_signers(vec![sponsor], chain_id),
         }],
-        sponsors: Sponsors::from_signers(vec![sponsor], chain_id),
         settings,
-    });
-    while !state.index().cache_active() || !state.key_cache().is_some_and(|c| c.active()) {
+    )?;
+    while !state.chains[0].index.cache_active() || !state.key_cache().is_some_and(|c| c.active()) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -9,8 +9,10 @@ pub mod signature;
 pub mod traits;
 
 use std::{
+    num::NonZeroUsize,
     sync::Arc,
     task::{Context as TaskContext, Poll},
+    time::Duration,
 };
 
 use alloy::{
@@ -28,18 +30,138 @@ pub use deployment::Deployment;
 /// host.
 pub const REDACTED_RPC_URL: &str = "<rpc-url>";
 
+/// How long one JSON-RPC request may take on one node before it counts as failed (and, with
+/// several URLs, the next node is asked).
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A plain JSON-RPC provider without fillers: the pipeline sets nonces, gas and fees itself.
-/// Every call is timed and its failures counted ([`crate::observability::RpcMetricsLayer`]),
-/// and transport errors lose the URL before anything sees them ([`RedactUrlLayer`]): reqwest's
-/// errors print `… for url (<the whole URL>)`, and they end up in `/health`, `LastError`, API
-/// error messages and logs.
+/// One URL, [`DEFAULT_RPC_TIMEOUT`] per request; see [`connect_many`].
 pub fn connect(rpc_url: &str) -> anyhow::Result<DynProvider> {
-    let url = rpc_url.parse().map_err(|_| anyhow::anyhow!("Invalid RPC URL ({REDACTED_RPC_URL})"))?;
-    let client = alloy::rpc::client::ClientBuilder::default()
-        .layer(crate::observability::RpcMetricsLayer)
-        .layer(RedactUrlLayer::new(rpc_url))
-        .http(url);
+    connect_many(&[rpc_url], DEFAULT_RPC_TIMEOUT)
+}
+
+/// The JSON-RPC methods the relayer calls, asked of one node at a time, best-ranked first, the
+/// next only when one fails (transport error or `timeout`): a read of one node's view, never a
+/// race between nodes at different heads. Any other method is sent to every node at once and the
+/// first answer wins.
+const ONE_NODE_AT_A_TIME: &[&str] = &[
+    "eth_blockNumber",
+    "eth_call",
+    "eth_chainId",
+    "eth_estimateGas",
+    "eth_feeHistory",
+    "eth_gasPrice",
+    "eth_getBalance",
+    "eth_getBlockByHash",
+    "eth_getBlockByNumber",
+    "eth_getCode",
+    "eth_getLogs",
+    "eth_getStorageAt",
+    "eth_getTransactionByHash",
+    "eth_getTransactionCount",
+    "eth_getTransactionReceipt",
+    "eth_maxPriorityFeePerGas",
+    "eth_sendRawTransaction",
+    "eth_sendRawTransactionSync",
+    "eth_sendTransactionSync",
+];
+
+/// A provider over one or more RPC URLs of the same chain, without fillers (the pipeline sets
+/// nonces, gas and fees itself):
+/// - each request on each node is bounded by `timeout`;
+/// - with several URLs, a node that fails or times out hands the request to the next (alloy's
+///   `FallbackLayer`, nodes ranked by recent success and latency), so one dead provider does not
+///   stop the relayer;
+/// - every call is timed and its failures counted ([`crate::observability::RpcMetricsLayer`]);
+/// - transport errors lose the URL before anything sees them ([`RedactUrlLayer`]): reqwest's
+///   errors print `… for url (<the whole URL>)`, and they end up in `/health`, `LastError`, API
+///   error messages and logs.
+pub fn connect_many(rpc_urls: &[&str], timeout: Duration) -> anyhow::Result<DynProvider> {
+    anyhow::ensure!(!rpc_urls.is_empty(), "No RPC URL");
+    let nodes = rpc_urls
+        .iter()
+        .map(|rpc_url| {
+            let url: reqwest::Url =
+                rpc_url.trim().parse().map_err(|_| anyhow::anyhow!("Invalid RPC URL ({REDACTED_RPC_URL})"))?;
+            let http = alloy::transports::http::Http::new(url);
+            Ok(tower::ServiceBuilder::new()
+                .layer(RedactUrlLayer::new(rpc_url))
+                .layer(TimeoutLayer(timeout))
+                .service(http))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let is_local = rpc_urls.iter().all(|u| {
+        u.parse::<reqwest::Url>()
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h == "127.0.0.1" || h == "localhost"))
+            .unwrap_or(false)
+    });
+    let client = if nodes.len() == 1 {
+        // One node: its transport as it is, nothing to fail over to.
+        let node = nodes.into_iter().next().expect("one node");
+        alloy::rpc::client::ClientBuilder::default()
+            .layer(crate::observability::RpcMetricsLayer)
+            .transport(node, is_local)
+    } else {
+        let count = NonZeroUsize::new(nodes.len()).expect("at least one URL");
+        let fallback = alloy::transports::layers::FallbackLayer::default()
+            .with_active_transport_count(count)
+            .with_sequential_methods(ONE_NODE_AT_A_TIME.iter().map(|m| m.to_string()).collect());
+        let service = tower::ServiceBuilder::new().layer(fallback).service(nodes);
+        alloy::rpc::client::ClientBuilder::default()
+            .layer(crate::observability::RpcMetricsLayer)
+            .transport(alloy::transports::BoxTransport::new(service), is_local)
+    };
     Ok(ProviderBuilder::new().disable_recommended_fillers().connect_client(client).erased())
+}
+
+/// Bounds each JSON-RPC request on one node (see [`connect_many`]).
+#[derive(Debug, Clone, Copy)]
+struct TimeoutLayer(Duration);
+
+impl<S> tower::Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout { inner, after: self.0 }
+    }
+}
+
+/// The service [`TimeoutLayer`] wraps a node's transport in.
+#[derive(Debug, Clone)]
+struct Timeout<S> {
+    inner: S,
+    after: Duration,
+}
+
+impl<S> tower::Service<RequestPacket> for Timeout<S>
+where
+    S: tower::Service<RequestPacket, Response = ResponsePacket, Error = TransportError, Future = TransportFut<'static>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    type Response = ResponsePacket;
+    type Error = TransportError;
+    type Future = TransportFut<'static>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TransportError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: RequestPacket) -> Self::Future {
+        let after = self.after;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match tokio::time::timeout(after, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(TransportErrorKind::custom_str(&format!(
+                    "the RPC node did not answer within {} ms",
+                    after.as_millis()
+                ))),
+            }
+        })
+    }
 }
 
 /// Replaces every spelling of the RPC URL in `text`, and whatever reqwest names after

@@ -135,9 +135,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         admin_jwt_secret: Some(Secret::new(admin_jwt_secret)),
         listen: args.listen,
         database_url: Some(Secret::new(database_url.clone())),
-        rpc_url: Some(crate::secret::Secret::new(rpc_url.clone())),
-        deployments_file: deployment_file,
-        sponsor_keys: vec![Secret::new(DEV_SPONSOR_KEY)],
+        chains: vec![crate::config::ChainConfig {
+            rpc_urls: vec![Secret::new(rpc_url.clone())],
+            sponsor_keys: vec![Secret::new(DEV_SPONSOR_KEY)],
+            ..crate::config::ChainConfig::single(deployment_file)
+        }],
         log_format: LogFormat::Text,
         // The dev chain mines a block per transaction and never reorgs: send events at once; local
         // receivers are what dev is for.
@@ -163,6 +165,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Result<()> {
     let state = server::state_from_config(config).await?;
+    let rpc_url = config.chains.first().and_then(|c| c.rpc_urls.first()).map(Secret::expose).unwrap_or_default();
     let sponsor: PrivateKeySigner = DEV_SPONSOR_KEY.parse().context("dev sponsor key")?;
     let store: &Store = &state.store;
     // Every scope (read, relay, webhooks, admin), so the whole API can be tried with it.
@@ -173,11 +176,10 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
         "dev",
     )?;
 
-    let contract = state.contracts.first().context("no deployment")?.clone();
+    let contract = state.contracts().next().context("no deployment")?.deployment.clone();
     let demo = demo_wallet(&root.join(".dev/demo-wallet.key"))?;
-    let wallet_provider = ProviderBuilder::new().wallet(sponsor.clone()).connect_http(
-        config.rpc_url.as_ref().map(crate::secret::Secret::expose).unwrap_or_default().parse().context("rpc url")?,
-    );
+    let wallet_provider =
+        ProviderBuilder::new().wallet(sponsor.clone()).connect_http(rpc_url.parse().context("rpc url")?);
     let token = MockToken::new(contract.token, &wallet_provider);
     let unit = U256::from(10u64).pow(U256::from(contract.token_decimals));
     let held = token.balanceOf(demo.address()).call().await.context("Failed to read the demo balance")?;
@@ -216,7 +218,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
         addr = contract.address,
         token_addr = contract.token,
         dec = contract.token_decimals,
-        rpc = config.rpc_url.as_ref().map(crate::secret::Secret::expose).unwrap_or_default(),
+        rpc = rpc_url,
         bal = format_units(held, contract.token_decimals.into()),
         db = config.database_url.as_ref().map(Secret::expose).unwrap_or_default(),
     );

@@ -200,24 +200,3 @@ pub fn spawn_all(
         })
         .collect()
 }
-
-/// Starts one indexer per deployment the API serves, over the API's provider and database, with
-/// its settings' indexer config (`[indexer]` / `STREAMPAY_INDEXER_*`); the tasks live as long as the process (each commit is atomic,
-/// so stopping at any point loses nothing). Of several replicas one indexes, the others stand by
-/// (advisory lock). Each deployment is indexed from its `startBlock` (deployments file) unless a
-/// checkpoint exists.
-pub fn spawn_for_api(state: &crate::api::AppState) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    let cfg = state.settings.indexer.clone();
-    let source = Arc::new(RpcLogSource::new(state.provider.clone()));
-    let pool = state.store.pool().clone();
-    state
-        .contracts
-        .iter()
-        .map(|c| {
-            let indexer =
-                Indexer::new(source.clone(), pool.clone(), state.chain_id, c.address, c.start_block, cfg.clone())
-                    .with_wake(state.index_wake());
-            tokio::spawn(indexer.run(std::future::pending()))
-        })
-        .collect()
-}

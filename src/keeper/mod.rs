@@ -28,7 +28,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -41,11 +41,13 @@ use alloy::{
 };
 use anyhow::Context;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
-    api::{AppState, Deployment},
-    chain::StreamPay,
+    chain::{Deployment, StreamPay},
+    chains::Chain,
     observability,
-    store::{self, NewTransaction},
+    store::{self, NewTransaction, Store},
 };
 
 /// Tunables of the keeper (config section `[keeper]`).
@@ -165,43 +167,41 @@ pub struct Pass {
 
 /// The keeper; [`Keeper::spawn`] runs it in the background, [`Keeper::pass`] runs one pass.
 pub struct Keeper {
-    state: AppState,
+    store: Store,
+    chain: Arc<Chain>,
     settings: KeeperSettings,
     sponsor: Address,
     windows: Mutex<HashMap<Address, U256>>,
 }
 
 impl Keeper {
-    pub fn new(state: AppState, settings: KeeperSettings) -> anyhow::Result<Self> {
+    /// The keeper of `chain`'s deployments, liquidating through its pipeline.
+    pub fn new(store: Store, chain: Arc<Chain>, settings: KeeperSettings) -> anyhow::Result<Self> {
         let sponsor = match settings.sponsor {
             Some(s) => {
-                anyhow::ensure!(state.sponsors.get(&s).is_some(), "keeper.sponsor {s} is not a configured sponsor");
+                anyhow::ensure!(chain.sponsors.get(&s).is_some(), "keeper.sponsor {s} is not a configured sponsor");
                 s
             }
-            None => *state.sponsors.addresses().first().context("the keeper needs a configured sponsor")?,
+            None => *chain.sponsors.addresses().first().context("the keeper needs a configured sponsor")?,
         };
-        Ok(Self { state, settings, sponsor, windows: Mutex::default() })
+        Ok(Self { store, chain, settings, sponsor, windows: Mutex::default() })
     }
 
     pub fn sponsor(&self) -> Address {
         self.sponsor
     }
 
-    /// Runs passes every `poll_interval` for as long as the process lives, on the one replica
-    /// holding the keeper lock.
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move { self.run().await })
-    }
-
-    async fn run(self) {
-        let key = format!("streampay-keeper:{}", self.state.chain_id);
+    /// Runs passes every `poll_interval` until `stop` is cancelled (between passes), on the one
+    /// replica holding the keeper lock (released with its connection when this returns).
+    pub async fn run(&self, stop: CancellationToken) -> anyhow::Result<()> {
+        let key = format!("streampay-keeper:{}", self.chain.chain_id);
         // The connection holding (or trying for) the lock; the lock lives as long as it does.
         let mut conn: Option<sqlx::PgConnection> = None;
         let mut locked = false;
         loop {
             if conn.is_none() {
                 locked = false;
-                conn = self.state.store.pool().acquire().await.ok().map(|c| c.detach());
+                conn = self.store.pool().acquire().await.ok().map(|c| c.detach());
             }
             if let Some(c) = conn.as_mut() {
                 let check = if locked {
@@ -239,21 +239,24 @@ impl Keeper {
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "keeper pass failed"),
                 }
             }
-            tokio::time::sleep(self.settings.poll_interval).await;
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
         }
     }
 
     /// One pass over every deployment.
     pub async fn pass(&self) -> anyhow::Result<Pass> {
         let block = self
-            .state
+            .chain
             .provider
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await
             .context("Failed to read the latest block")?
             .context("no latest block")?;
         let mut pass = Pass { chain_time: block.header.timestamp, ..Pass::default() };
-        for contract in &self.state.contracts {
+        for contract in &self.chain.deployments {
             if let Err(e) = self.pass_contract(contract, &mut pass).await {
                 metrics::counter!(observability::KEEPER_ERRORS, "contract" => contract.name.clone()).increment(1);
                 return Err(e.context(format!("keeper pass over {}", contract.name)));
@@ -266,7 +269,7 @@ impl Keeper {
         if let Some(w) = self.windows.lock().unwrap_or_else(|e| e.into_inner()).get(&contract) {
             return Ok(*w);
         }
-        let w = StreamPay::new(contract, &self.state.provider)
+        let w = StreamPay::new(contract, &self.chain.provider)
             .liquidationWindow()
             .call()
             .await
@@ -279,7 +282,7 @@ impl Keeper {
     pub async fn watched(&self, contract: Address) -> anyhow::Result<Vec<Watched>> {
         let window = self.window(contract).await?;
         let rows =
-            store::keeper::accounts_with_outgoing_streams(self.state.store.pool(), self.state.chain_id, contract)
+            store::keeper::accounts_with_outgoing_streams(self.store.pool(), self.chain.chain_id, contract)
                 .await
                 .context("Failed to read the indexed accounts")?;
         let mut watched = Vec::new();
@@ -305,7 +308,7 @@ impl Keeper {
             if self.in_hand(contract.address, &calldata, w.updated).await? {
                 continue;
             }
-            let sp = StreamPay::new(contract.address, &self.state.provider);
+            let sp = StreamPay::new(contract.address, &self.chain.provider);
             if !sp.isLiquidatable(w.account).call().await.context("Failed to call isLiquidatable")? {
                 tracing::debug!(account = %w.account, due = w.due, "predicted liquidatable but the chain disagrees (index behind)");
                 pass.skipped.push(w.account);
@@ -315,7 +318,7 @@ impl Keeper {
                 .with_from(self.sponsor)
                 .with_to(contract.address)
                 .with_input(calldata.clone());
-            let gas = match self.state.provider.estimate_gas(request).await {
+            let gas = match self.chain.provider.estimate_gas(request).await {
                 Ok(g) => g,
                 Err(e) => {
                     // Liquidated by someone else in the meantime, most likely.
@@ -327,7 +330,7 @@ impl Keeper {
             // Profitability and the keeper's own budget (review S5): dust is never liquidated.
             let gas_limit = gas + gas / 4 + 20_000;
             let max_fee =
-                self.state.provider.estimate_eip1559_fees().await.context("Failed to estimate fees")?.max_fee_per_gas;
+                self.chain.provider.estimate_eip1559_fees().await.context("Failed to estimate fees")?.max_fee_per_gas;
             let cost_wei = U256::from(gas_limit) * U256::from(max_fee);
             let reward = sp.balanceOf(w.account).call().await.context("Failed to call balanceOf")?;
             if !profitable(reward, cost_wei, self.settings.native_price_in_token, self.settings.min_profit_percent) {
@@ -346,11 +349,10 @@ impl Keeper {
             }
             let started = Instant::now();
             let q = self
-                .state
-                .sponsors
-                .pipeline(&self.state.store, &self.state.provider)
+                .chain
+                .pipeline
                 .enqueue(NewTransaction {
-                    chain_id: self.state.chain_id,
+                    chain_id: self.chain.chain_id,
                     contract: contract.address,
                     api_key_id: 0,
                     signer: self.sponsor,
@@ -384,14 +386,14 @@ impl Keeper {
     /// The keeper's spend since UTC midnight, wei: its rows' gas used (gas limit while in flight)
     /// at their latest attempt's max fee.
     async fn spent_today(&self) -> anyhow::Result<U256> {
-        store::keeper::spent_today(self.state.store.pool(), self.state.chain_id, self.sponsor)
+        store::keeper::spent_today(self.store.pool(), self.chain.chain_id, self.sponsor)
             .await
             .context("Failed to total the keeper's spend")
     }
 
     /// Whether a liquidation of this episode is queued, in flight or done.
     async fn in_hand(&self, contract: Address, calldata: &[u8], updated: u64) -> anyhow::Result<bool> {
-        store::keeper::liquidation_in_hand(self.state.store.pool(), self.state.chain_id, contract, calldata, updated)
+        store::keeper::liquidation_in_hand(self.store.pool(), self.chain.chain_id, contract, calldata, updated)
             .await
             .context("Failed to look for a queued liquidation")
     }

@@ -19,7 +19,7 @@ mod worker;
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -35,6 +35,7 @@ use alloy::{
 };
 use anyhow::Context;
 use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     secret::Secret,
@@ -152,13 +153,13 @@ impl Default for PipelineSettings {
     }
 }
 
-/// The configured sponsors, by address, and the pipeline sending for them once started.
+/// The configured sponsors of one chain, by address, and how busy each is.
 #[derive(Debug, Clone, Default)]
 pub struct Sponsors {
     by_address: HashMap<Address, Arc<Sponsor>>,
     order: Vec<Address>,
     settings: PipelineSettings,
-    pipeline: Arc<OnceLock<Arc<Pipeline>>>,
+    /// Kept current by the running [`Pipeline`] (see [`Pipeline::run`]).
     load: Arc<Mutex<Load>>,
     /// EIP-712 domains of permit tokens, read once (every deposit execute needs one).
     permit_domains: Arc<Mutex<HashMap<Address, crate::chain::eip712::Domain>>>,
@@ -246,24 +247,9 @@ impl Sponsors {
         *self.load.lock().unwrap_or_else(|e| e.into_inner()).picks.entry(sponsor).or_default() += 1;
     }
 
-    /// The pipeline, started on first use: one worker task per sponsor. `serve` starts it at
-    /// boot so queued rows from before a crash are resumed without waiting for a request.
-    pub fn pipeline(&self, store: &Store, provider: &DynProvider) -> Arc<Pipeline> {
-        self.pipeline
-            .get_or_init(|| {
-                let pipeline =
-                    Pipeline::start(self.by_address.clone(), self.settings.clone(), store.clone(), provider.clone());
-                if self.by_address.len() > 1 {
-                    tokio::spawn(count_load(Arc::downgrade(&pipeline), self.load.clone()));
-                }
-                pipeline
-            })
-            .clone()
-    }
-
-    /// The pipeline if it has been started.
-    pub fn running_pipeline(&self) -> Option<Arc<Pipeline>> {
-        self.pipeline.get().cloned()
+    /// The pipeline's tunables (set with [`Sponsors::with_settings`]).
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
     }
 }
 
@@ -316,15 +302,14 @@ pub struct Pipeline {
     waiters: Mutex<HashMap<i64, Vec<oneshot::Sender<()>>>>,
     /// Numbers the calls waiting to be queued.
     tickets: AtomicU64,
+    /// The sponsors' load as the pool sees it ([`Sponsors::by_load`]).
+    load: Arc<Mutex<Load>>,
 }
 
 impl Pipeline {
-    fn start(
-        sponsors: HashMap<Address, Arc<Sponsor>>,
-        settings: PipelineSettings,
-        store: Store,
-        provider: DynProvider,
-    ) -> Arc<Self> {
+    /// The pipeline of `sponsors` (one lane per sponsor), not yet running: [`Pipeline::run`]
+    /// drives it. Calls may be queued before it runs; they are sent once it does.
+    pub fn new(sponsors: &Sponsors, store: Store, provider: DynProvider) -> Arc<Self> {
         let owner = format!(
             "{}:{}:{}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
@@ -332,12 +317,13 @@ impl Pipeline {
             alloy::hex::encode(rand::random::<[u8; 6]>())
         );
         let lanes = sponsors
-            .into_iter()
+            .by_address
+            .iter()
             .map(|(a, sponsor)| {
                 (
-                    a,
+                    *a,
                     Arc::new(Lane {
-                        sponsor,
+                        sponsor: sponsor.clone(),
                         wake: Notify::new(),
                         chain_nonce: AtomicU64::new(0),
                         suspects: Mutex::default(),
@@ -347,21 +333,43 @@ impl Pipeline {
                 )
             })
             .collect();
-        let pipeline = Arc::new(Self {
+        Arc::new(Self {
             store,
             provider,
-            settings,
+            settings: sponsors.settings.clone(),
             lanes,
             owner,
             fee_cache: Mutex::new(None),
             waiters: Mutex::default(),
             tickets: AtomicU64::new(0),
-        });
-        for lane in pipeline.lanes.values() {
-            tokio::spawn(worker::run(Arc::downgrade(&pipeline), lane.clone()));
+            load: sponsors.load.clone(),
+        })
+    }
+
+    /// Runs the pipeline until `stop` is cancelled: one worker per sponsor (each finishes its
+    /// tick, then gives its lease up so another replica takes over at once), the poll that wakes
+    /// waiters of rows other replicas settled, and the count of each sponsor's open rows for
+    /// the pool's load balancing. Answers once every part has stopped.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut parts = tokio::task::JoinSet::new();
+        for lane in self.lanes.values() {
+            parts.spawn(worker::run(Arc::downgrade(&self), lane.clone(), stop.clone()));
         }
-        tokio::spawn(poll_waiters(Arc::downgrade(&pipeline)));
-        pipeline
+        parts.spawn(poll_waiters(Arc::downgrade(&self), stop.clone()));
+        if self.lanes.len() > 1 {
+            parts.spawn(count_load(Arc::downgrade(&self), stop.clone()));
+        }
+        drop(self);
+        while let Some(done) = parts.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                // The others go on; the supervisor restarts the whole pipeline once they stop.
+                stop.cancel();
+                anyhow::bail!("a pipeline task panicked");
+            }
+        }
+        Ok(())
     }
 
     pub fn settings(&self) -> &PipelineSettings {
@@ -509,8 +517,8 @@ impl Pipeline {
 
 /// Wakes the waiters of rows another replica settled: one query per `poll_interval` for all of
 /// them (none while nobody waits).
-async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>) {
-    loop {
+async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
         let Some(p) = pipeline.upgrade() else { return };
         let poll = p.settings.poll_interval;
         let ids: Vec<i64> = p.waiters.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
@@ -521,14 +529,18 @@ async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>) {
             }
         }
         drop(p);
-        tokio::time::sleep(poll).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
     }
 }
 
 /// Keeps the pool's view of each sponsor's open transactions current.
-async fn count_load(pipeline: std::sync::Weak<Pipeline>, load: Arc<Mutex<Load>>) {
-    loop {
+async fn count_load(pipeline: std::sync::Weak<Pipeline>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
         let Some(p) = pipeline.upgrade() else { return };
+        let load = p.load.clone();
         let every = p.settings.poll_interval.max(Duration::from_millis(100));
         let sponsors: Vec<Address> = p.lanes.keys().copied().collect();
         let chain_id = p.lanes.values().next().map(|l| l.sponsor.chain_id).unwrap_or_default();
@@ -541,6 +553,9 @@ async fn count_load(pipeline: std::sync::Weak<Pipeline>, load: Arc<Mutex<Load>>)
             Err(e) => tracing::debug!(error = format!("{e:#}"), "sponsor load count failed"),
         }
         drop(p);
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }

@@ -27,6 +27,7 @@ use alloy::{
     transports::RpcError,
 };
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Lane, Pipeline,
@@ -41,17 +42,29 @@ use crate::{
 /// RPC calls a worker has in flight at once.
 const CONCURRENCY: usize = 16;
 
-pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>) {
+pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: CancellationToken) {
     let mut initialised = false;
     let mut hurry = false;
+    let mut leased = false;
     loop {
         let Some(p) = pipeline.upgrade() else { return };
         if !hurry {
             let poll = p.settings.poll_interval;
             tokio::select! {
+                _ = stop.cancelled() => {}
                 _ = lane.wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
+        }
+        if stop.is_cancelled() {
+            // Between two ticks: nothing is half-sent. Give the lease up so another replica
+            // takes the queue over now rather than when the lease runs out.
+            if leased
+                && let Err(e) = p.store.release_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner).await
+            {
+                tracing::warn!(sponsor = %lane.sponsor.address, error = format!("{e:#}"), "sponsor lease release failed");
+            }
+            return;
         }
         hurry = false;
         if !initialised {
@@ -68,8 +81,11 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>) {
         }
         let ttl = p.settings.lease_ttl.as_millis() as u64;
         match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {
-            Ok(true) => {}
-            Ok(false) => continue,
+            Ok(true) => leased = true,
+            Ok(false) => {
+                leased = false;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "sponsor lease check failed");
                 continue;
@@ -401,7 +417,7 @@ impl Tick<'_> {
         outcome: &Outcome,
     ) -> anyhow::Result<()> {
         self.p.store.settle_transaction(row.id, outcome).await?;
-        crate::observability::pipeline_settled(outcome);
+        crate::observability::pipeline_settled(outcome.label());
         self.p.store.finish_nonce(scope, row.meta_nonce, status).await?;
         self.p.notify_settled(row.id);
         Ok(())

@@ -170,6 +170,19 @@ pub enum Outcome {
     Expired,
 }
 
+impl Outcome {
+    /// The outcome's metrics label: `mined`, `reverted`, `expired`, `rejected` or `replaced`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Mined { .. } => "mined",
+            Outcome::Reverted { .. } => "reverted",
+            Outcome::Cancelled { expired: true, .. } | Outcome::Expired => "expired",
+            Outcome::Cancelled { .. } | Outcome::Rejected { .. } => "rejected",
+            Outcome::Replaced => "replaced",
+        }
+    }
+}
+
 fn i64_of(v: u64) -> anyhow::Result<i64> {
     i64::try_from(v).context("value beyond the database's BIGINT range")
 }

@@ -24,10 +24,14 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::WebhookSettings;
+use tokio_util::sync::CancellationToken;
+
+use super::{Dispatcher, WebhookSettings};
 use crate::{
-    api::{API_VERSION, AppState},
+    API_VERSION,
+    chains::Chain,
     store::webhooks::delivery::{self, Due},
+    views::{TransactionFacts, TransactionView},
 };
 
 /// The delivery loop: fan out, then start what is due; sleeps `poll_interval` when idle.
@@ -35,23 +39,23 @@ use crate::{
 /// Attempts run as tasks of their own, at most `batch_size` at once and one per endpoint: a
 /// slow or hanging endpoint (up to `timeout` an attempt) holds only its own slot, and the loop
 /// goes on claiming other endpoints' deliveries meanwhile. No batch waits for its slowest member.
-pub async fn run(state: AppState) {
-    let settings = state.settings.webhooks.clone();
-    let client = match client(&settings) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "webhooks disabled: no HTTP client");
-            return;
-        }
-    };
+/// Returns when `stop` is cancelled, after the attempts in flight have been recorded (each is
+/// bounded by `timeout`).
+pub async fn run(state: Arc<Dispatcher>, stop: CancellationToken) -> anyhow::Result<()> {
+    let settings = state.settings.clone();
+    let client = client(&settings)?;
+    let mut attempts = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.batch_size.max(1) as usize));
     let busy_endpoints: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
-    loop {
+    while !stop.is_cancelled() {
         let mut busy = false;
-        match fan_out(&state).await {
-            Ok(n) => busy |= n > 0,
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook fan-out failed"),
+        for chain in &state.chains {
+            match fan_out(&state, chain).await {
+                Ok(n) => busy |= n > 0,
+                Err(e) => tracing::warn!(chain = %chain.name, error = format!("{e:#}"), "webhook fan-out failed"),
+            }
         }
+        while attempts.try_join_next().is_some() {}
         let free = slots.available_permits();
         if free > 0 {
             let skip: Vec<i64> = busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
@@ -63,7 +67,7 @@ pub async fn run(state: AppState) {
                         busy_endpoints.lock().unwrap_or_else(|e| e.into_inner()).insert(d.endpoint_id);
                         let (pool, client, settings, busy_endpoints) =
                             (state.store.pool().clone(), client.clone(), settings.clone(), busy_endpoints.clone());
-                        tokio::spawn(async move {
+                        attempts.spawn(async move {
                             let endpoint = d.endpoint_id;
                             if let Err(e) = attempt(&pool, &client, &settings, d).await {
                                 tracing::warn!(error = format!("{e:#}"), "failed to record a webhook attempt");
@@ -77,9 +81,14 @@ pub async fn run(state: AppState) {
             }
         }
         if !busy {
-            tokio::time::sleep(settings.poll_interval).await;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(settings.poll_interval) => {}
+            }
         }
     }
+    while attempts.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// The HTTP client of deliveries: rustls, no redirects followed (a 3xx is not a 2xx), no proxy
@@ -136,41 +145,41 @@ pub fn private_target(url: &reqwest::Url) -> Option<String> {
 }
 
 /// The `data` of a `transaction.*` event, from its relay_transactions row.
-async fn transaction_data(state: &AppState, id: i64) -> anyhow::Result<Value> {
+async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow::Result<Value> {
     let r = delivery::relayed_transaction(state.store.pool(), id)
         .await
         .context("Failed to read the relayed transaction of a webhook event")?;
     // A row deleted since (never by the relayer itself) must not block the outbox.
     let Some(r) = r else { return Ok(json!({ "transaction_id": id })) };
-    let contract = r.contract;
-    let name = state.contracts.iter().find(|c| c.address == contract).map(|c| c.name.clone());
-    Ok(json!({
-        "transaction_id": r.id,
-        "contract": name,
-        "contract_address": contract.to_checksum(None),
-        "from": r.signer.to_checksum(None),
-        "nonce": r.meta_nonce,
-        "sponsor": r.sponsor.to_checksum(None),
-        "transaction_hash": r.tx_hash.to_string(),
-        "state": r.status,
-        "block_number": r.block_number,
-        "gas_used": r.gas_used,
-        "failure": r.failure,
-        "revert_reason": r.revert_reason,
-    }))
+    let facts = TransactionFacts {
+        id: r.id,
+        chain_id: r.chain_id,
+        contract: r.contract,
+        signer: r.signer,
+        meta_nonce: r.meta_nonce,
+        sponsor: r.sponsor,
+        sponsor_nonce: r.sponsor_nonce,
+        tx_hash: r.tx_hash,
+        state: r.status,
+        gas_used: r.gas_used,
+        block_number: r.block_number,
+        failure: r.failure,
+        revert_reason: r.revert_reason,
+    };
+    Ok(serde_json::to_value(TransactionView::new(&chain.deployments, facts))?)
 }
 
 /// Creates the deliveries of up to 100 events; returns how many events it handled.
-pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
+pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize> {
     let mut tx = state.store.pool().begin().await?;
-    let events = delivery::lock_pending_events(&mut tx, state.chain_id as i64)
+    let events = delivery::lock_pending_events(&mut tx, chain.chain_id as i64)
         .await
         .context("Failed to read the webhook outbox")?;
     for e in &events {
         let (id, event_type) = (e.id, &e.event_type);
         let data = match (e.data.clone(), e.transaction_id) {
             (Some(d), _) => d,
-            (None, Some(t)) => transaction_data(state, t).await?,
+            (None, Some(t)) => transaction_data(state, chain, t).await?,
             (None, None) => json!({}),
         };
         let payload = json!({
@@ -178,7 +187,7 @@ pub async fn fan_out(state: &AppState) -> anyhow::Result<usize> {
             "type": event_type,
             "created": e.created,
             "api_version": API_VERSION,
-            "chain_id": state.chain_id,
+            "chain_id": chain.chain_id,
             "data": data,
         })
         .to_string();

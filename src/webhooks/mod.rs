@@ -219,14 +219,16 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: u64, tolerance: u64)
     })
 }
 
-/// Starts the dispatcher (producer + delivery loop) for the API's state, unless disabled. The
-/// tasks live as long as the process; every step is a database transaction, so stopping at any
-/// point loses nothing.
-pub fn spawn(state: &crate::api::AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    if !state.settings.webhooks.enabled {
-        return Vec::new();
-    }
-    vec![tokio::spawn(produce::run(state.clone())), tokio::spawn(deliver::run(state.clone()))]
+/// What the webhook dispatcher (producer and delivery loop) works with: the database, the
+/// chains whose events and sponsors it watches, and its settings.
+#[derive(Debug)]
+pub struct Dispatcher {
+    pub store: crate::store::Store,
+    pub chains: Vec<std::sync::Arc<crate::chains::Chain>>,
+    pub settings: WebhookSettings,
+    /// Native balance (wei) under which a sponsor fires `sponsor.balance_low` (the same
+    /// threshold as `/health`'s).
+    pub sponsor_min_balance_wei: alloy::primitives::U256,
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@
 //! Every step is one database transaction under row locks, and every event has a stable key, so a
 //! crash or several replicas never lose or duplicate an event.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use alloy::{
     primitives::{Address, U256},
@@ -27,43 +30,53 @@ use alloy::{
 use anyhow::Context;
 use serde_json::json;
 
+use tokio_util::sync::CancellationToken;
+
+use super::Dispatcher;
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
-    api::{AppState, Deployment},
+    chain::Deployment,
+    chains::Chain,
     indexer::{Rates, events::EventKind},
     store::webhooks::outbox,
+    views::checksum,
 };
 
 /// Events read per deployment per step.
 const CHAIN_BATCH: i64 = 500;
 
-/// The producer loop: contract events every poll, sponsor balances every
-/// `balance_check_interval`. Errors are logged and retried on the next poll.
-pub async fn run(state: AppState) {
-    let settings = state.settings.webhooks.clone();
+/// The producer loop over every chain: contract events every poll, sponsor balances every
+/// `balance_check_interval`. Errors are logged and retried on the next poll. Returns when `stop`
+/// is cancelled (between two steps; each step is one database transaction).
+pub async fn run(state: Arc<Dispatcher>, stop: CancellationToken) -> anyhow::Result<()> {
+    let settings = state.settings.clone();
     let mut last_balance_check: Option<Instant> = None;
     let mut last_prune: Option<Instant> = None;
-    loop {
-        for contract in &state.contracts {
-            loop {
-                match contract_events(&state, contract).await {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            contract = contract.name,
-                            "webhook events: index read failed"
-                        );
-                        break;
+    while !stop.is_cancelled() {
+        for chain in &state.chains {
+            for contract in &chain.deployments {
+                loop {
+                    match contract_events(&state, chain, contract).await {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                contract = contract.name,
+                                "webhook events: index read failed"
+                            );
+                            break;
+                        }
                     }
                 }
             }
         }
         if last_balance_check.is_none_or(|t| t.elapsed() >= settings.balance_check_interval) {
             last_balance_check = Some(Instant::now());
-            if let Err(e) = sponsor_balances(&state).await {
-                tracing::warn!(error = format!("{e:#}"), "webhook events: sponsor balance check failed");
+            for chain in &state.chains {
+                if let Err(e) = sponsor_balances(&state, chain).await {
+                    tracing::warn!(chain = %chain.name, error = format!("{e:#}"), "webhook events: sponsor balance check failed");
+                }
             }
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
@@ -74,8 +87,12 @@ pub async fn run(state: AppState) {
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "webhook pruning failed"),
             }
         }
-        tokio::time::sleep(settings.poll_interval).await;
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(settings.poll_interval) => {}
+        }
     }
+    Ok(())
 }
 
 /// How often old events are pruned.
@@ -88,10 +105,6 @@ pub async fn prune(pool: &sqlx::PgPool, retention: Duration) -> anyhow::Result<u
     outbox::prune(pool, retention).await
 }
 
-fn checksum(a: Address) -> String {
-    a.to_checksum(None)
-}
-
 fn address(bytes: Option<Vec<u8>>) -> Address {
     bytes.filter(|b| b.len() == 20).map(|b| Address::from_slice(&b)).unwrap_or_default()
 }
@@ -101,9 +114,9 @@ fn number(text: Option<String>) -> U256 {
 }
 
 /// Turns the next confirmed events of `contract` into outbox rows; `true` if there may be more.
-async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Result<bool> {
-    let chain_id = state.chain_id as i64;
-    let confirmations = state.settings.webhooks.confirmations;
+async fn contract_events(state: &Dispatcher, chain: &Chain, contract: &Deployment) -> anyhow::Result<bool> {
+    let chain_id = chain.chain_id as i64;
+    let confirmations = state.settings.confirmations;
     let mut tx = state.store.pool().begin().await?;
     // The lock makes one replica at a time advance this deployment's cursor.
     let (from_block, from_log) = outbox::lock_cursor(&mut tx, chain_id, contract.address).await?;
@@ -184,7 +197,7 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
         data["block_timestamp"] = json!(r.block_timestamp);
         data["transaction_hash"] = json!(r.tx_hash.to_string());
         data["log_index"] = json!(log_index);
-        let key = format!("{event_type}:{}:{block_hash}:{log_index}", state.chain_id);
+        let key = format!("{event_type}:{}:{block_hash}:{log_index}", chain.chain_id);
         outbox::insert_event(&mut tx, &key, chain_id, event_type, None, data).await?;
     }
     let (to_block, to_log) = match rows.last() {
@@ -198,11 +211,11 @@ async fn contract_events(state: &AppState, contract: &Deployment) -> anyhow::Res
 
 /// Checks every sponsor's native balance; a sponsor going below the threshold fires
 /// `sponsor.balance_low` once, until it is topped up above the threshold again.
-async fn sponsor_balances(state: &AppState) -> anyhow::Result<()> {
-    let min = state.settings.health.sponsor_min_balance_wei;
-    let chain_id = state.chain_id as i64;
-    for &sponsor in state.sponsors.addresses() {
-        let balance = tokio::time::timeout(Duration::from_secs(10), state.provider.get_balance(sponsor))
+async fn sponsor_balances(state: &Dispatcher, chain: &Chain) -> anyhow::Result<()> {
+    let min = state.sponsor_min_balance_wei;
+    let chain_id = chain.chain_id as i64;
+    for &sponsor in chain.sponsors.addresses() {
+        let balance = tokio::time::timeout(Duration::from_secs(10), chain.provider.get_balance(sponsor))
             .await
             .context("the node did not answer eth_getBalance")??;
         let low = balance < min;
@@ -221,7 +234,7 @@ async fn sponsor_balances(state: &AppState) -> anyhow::Result<()> {
                 "min_balance_wei": min.to_string(),
                 "min_balance": format_units(min, INTERNAL_DECIMALS),
             });
-            let key = format!("sponsor.balance_low:{}:{sponsor}:{episode}", state.chain_id);
+            let key = format!("sponsor.balance_low:{}:{sponsor}:{episode}", chain.chain_id);
             outbox::insert_event(&mut tx, &key, chain_id, "sponsor.balance_low", Some(sponsor), data).await?;
             tracing::warn!(sponsor = %sponsor, balance = %balance, "sponsor balance below the threshold");
         }

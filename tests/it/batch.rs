@@ -24,7 +24,6 @@ async fn batch_payments_pay_every_recipient_in_one_transaction() {
     assert_eq!(app.balance_of(recipients[2]).await, U256::from(1));
     assert_eq!(app.balance_of(user.address()).await, internal(10) - U256::from(3_500_000_000_000_000_001u128));
     let receipt = app
-        .state
         .provider
         .get_transaction_receipt(done["TransactionHash"].as_str().unwrap().parse().unwrap())
         .await

@@ -22,17 +22,20 @@ use alloy::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
-    api::{self, AppState, Deployment, Inner, Settings},
+    api::{self, AppState, Deployment, Settings},
     chain::{self, MockToken, StreamPay},
+    chains::{Chain, ChainParts},
     dev::postgres::{PgCluster, free_port},
-    pipeline::Sponsors,
+    pipeline::{PipelineSettings, Sponsors},
+    server,
     store::Store,
+    supervisor::Supervisor,
 };
 
 /// Seconds of net outflow an account must cover (the dev deployment's value).
 pub const LIQUIDATION_WINDOW: u64 = 86_400;
 pub const TOKEN_DECIMALS: u8 = 6;
-const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
+pub const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 
 /// How long a test waits for a transaction it sent to be mined before it fails (every receipt
 /// wait in the suite is bounded by it; alloy's own wait has no limit).
@@ -86,7 +89,7 @@ fn rand_suffix() -> String {
     alloy::hex::encode(&signer.address()[..6])
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -108,6 +111,9 @@ pub struct TestApp {
     pub admin: DynProvider,
     pub store: Store,
     pub state: AppState,
+    /// Runs the app's pipeline (stopped when the app is dropped); tests start the other
+    /// background tasks they need ([`TestApp::start_indexers`], [`TestApp::start_webhooks`]).
+    _pipelines: Supervisor,
     /// The Anvil node's HTTP endpoint and the test database's URL (to start `streampay serve`).
     pub rpc_url: String,
     pub db_url: String,
@@ -174,20 +180,29 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
     let key = store.create_api_key("test", &[sponsor], true).await.expect("create API key");
 
     let provider = chain::connect(&anvil.endpoint()).expect("provider");
-    let state = AppState::new(Inner {
-        store: store.clone(),
-        provider: provider.clone(),
-        chain_id,
-        contracts: vec![Deployment {
-            name: "USDC".into(),
-            address: contract,
-            token,
-            token_decimals: TOKEN_DECIMALS,
-            start_block: 0,
+    let state = server::build_state(
+        store.clone(),
+        vec![ChainParts {
+            name: None,
+            chain_id,
+            provider: provider.clone(),
+            finality_depth: PipelineSettings::default().confirmations,
+            deployments: vec![Deployment {
+                name: "USDC".into(),
+                address: contract,
+                token,
+                token_decimals: TOKEN_DECIMALS,
+                start_block: 0,
+            }],
+            sponsors: Sponsors::from_signers(vec![sponsor_signer, other_signer], chain_id),
         }],
-        sponsors: Sponsors::from_signers(vec![sponsor_signer, other_signer], chain_id),
         settings,
-    });
+    )
+    .expect("state");
+    // As `serve` does: the pipeline runs under a supervisor (the app's other background tasks
+    // are started by the tests that need them).
+    let pipelines = Supervisor::new();
+    server::start_pipelines(&state, &pipelines);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let app = api::app(state.clone());
@@ -209,6 +224,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         admin,
         store,
         state,
+        _pipelines: pipelines,
         rpc_url: anvil.endpoint(),
         db_url,
         sponsor_key,
@@ -244,18 +260,30 @@ impl TestApp {
         let anvil = self.anvil.as_ref().expect("the chain is running");
         let sponsors: Vec<PrivateKeySigner> = vec![anvil.keys()[1].clone().into(), anvil.keys()[2].clone().into()];
         let store = Store::connect(&self.db_url, 5).await.expect("connect to the test database");
-        let state = AppState::new(Inner {
+        let chain = self.chain();
+        let state = server::build_state(
             store,
-            provider: self.provider.clone(),
-            chain_id: self.chain_id,
-            contracts: self.state.contracts.clone(),
-            sponsors: Sponsors::from_signers(sponsors, self.chain_id),
+            vec![ChainParts {
+                name: None,
+                chain_id: self.chain_id,
+                provider: self.provider.clone(),
+                finality_depth: chain.finality_depth,
+                deployments: chain.deployments.clone(),
+                sponsors: Sponsors::from_signers(sponsors, self.chain_id),
+            }],
             settings,
-        });
+        )
+        .expect("state");
+        let supervisor = Supervisor::new();
+        server::start_pipelines(&state, &supervisor);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        tokio::spawn(async move {
+            // The instance's pipeline lives as long as its server.
+            let _supervisor = supervisor;
+            axum::serve(listener, app).await.expect("serve")
+        });
         format!("http://{addr}")
     }
 
@@ -275,6 +303,31 @@ impl TestApp {
         let r =
             self.streampay().deposit(tokens(n), false).from(user).send().await.unwrap().get_receipt().await.unwrap();
         assert!(r.status(), "direct deposit");
+    }
+
+    /// Stops the app's pipeline (its workers give their sponsor leases up).
+    pub async fn stop_pipelines(&self) {
+        let aborted = self._pipelines.shutdown(Duration::from_secs(10)).await;
+        assert!(aborted.is_empty(), "the pipeline did not stop: {aborted:?}");
+    }
+
+    /// The app's one chain.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.state.chains[0]
+    }
+
+    /// Starts one indexer per deployment, as `serve` does; they stop when the answer is dropped.
+    pub fn start_indexers(&self) -> Supervisor {
+        let supervisor = Supervisor::new();
+        server::start_indexers(&self.state, &supervisor);
+        supervisor
+    }
+
+    /// Starts the webhook dispatcher, as `serve` does; it stops when the answer is dropped.
+    pub fn start_webhooks(&self) -> Supervisor {
+        let supervisor = Supervisor::new();
+        server::start_webhooks(&self.state, &supervisor);
+        supervisor
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -476,6 +529,9 @@ pub struct ServeProcess {
 impl ServeProcess {
     pub async fn start(app: &TestApp, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         use tokio::io::{AsyncBufReadExt, AsyncRead};
+        // The process sends for the app's sponsors from now on: the app's own pipeline stops
+        // (giving up its sponsor leases), so every transaction goes out through the process.
+        app.stop_pipelines().await;
         std::fs::create_dir_all(dir).unwrap();
         let deployments = dir.join("deployment.json");
         std::fs::write(

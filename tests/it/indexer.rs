@@ -278,7 +278,7 @@ async fn nonce_endpoint_reads_the_index_and_its_own_writes() {
         .await
         .unwrap();
     // A hand-made change sends no notification: drop the read cache as the indexer's would.
-    app.state.index().invalidate_cache();
+    app.chain().index.invalidate_cache();
     assert_eq!(get(&app, user.address()).await, (7, 7, new_head));
 }
 
@@ -800,7 +800,7 @@ async fn api_reads_through_the_cache_follow_every_commit() {
         }
         assert_eq!(app.balance_of(bob).await, internal(i), "equal to the chain");
     }
-    assert!(app.state.index().cache_active(), "the API's reader is the cached one");
+    assert!(app.chain().index.cache_active(), "the API's reader is the cached one");
 }
 
 #[tokio::test]
@@ -894,7 +894,7 @@ async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reinges
 #[tokio::test]
 async fn indexer_spawned_for_the_api_follows_its_deployments() {
     let app = spawn_app().await;
-    let tasks = streampay_relayer::indexer::spawn_for_api(&app.state);
+    let tasks = app.start_indexers();
     let user = wallet();
     app.fund(&user, 7).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -907,7 +907,7 @@ async fn indexer_spawned_for_the_api_follows_its_deployments() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_index_matches_chain(&app, &[user.address()]).await;
-    tasks.iter().for_each(|t| t.abort());
+    drop(tasks);
 }
 
 #[tokio::test]

@@ -27,11 +27,11 @@ async fn health_is_ok_when_database_and_rpc_answer() {
 }
 
 #[tokio::test]
-async fn contracts_lists_every_deployment_by_name_and_address() {
+async fn contracts_lists_every_deployment_by_name_address_and_chain() {
     let app = spawn_app().await;
     let (status, body) = app.get("/api/v1/contracts").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!([{"Name": "USDC", "Address": app.contract.to_checksum(None)}]));
+    assert_eq!(body, json!([{"Name": "USDC", "Address": app.contract.to_checksum(None), "ChainId": app.chain_id}]));
 }
 
 #[tokio::test]

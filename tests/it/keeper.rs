@@ -15,6 +15,7 @@ use sqlx::Row;
 use streampay_relayer::{
     indexer::{Indexer, IndexerConfig, RpcLogSource},
     keeper::{Keeper, KeeperSettings, liquidatable_at},
+    supervisor::CancellationToken,
 };
 
 use crate::harness::{LIQUIDATION_WINDOW, ServeProcess, TestApp, spawn_app, wallet};
@@ -100,7 +101,7 @@ async fn keeper_prediction_equals_the_contract_one_second_before_and_at_the_boun
     subscribe(&app, &user, author.address(), 10, "30").await;
     indexer(&app).sync_to_head().await.unwrap();
 
-    let keeper = Keeper::new(app.state.clone(), settings()).unwrap();
+    let keeper = Keeper::new(app.store.clone(), app.chain().clone(), settings()).unwrap();
     let watched = keeper.watched(app.contract).await.unwrap();
     assert_eq!(watched.len(), 1, "{watched:?}");
     assert_eq!(watched[0].account, user.address());
@@ -125,9 +126,9 @@ async fn keeper_liquidates_an_account_that_runs_dry_on_time_and_leaves_a_healthy
     subscribe(&app, &poor, author.address(), 10, "30").await;
     subscribe(&app, &rich, author.address(), 100, "30").await;
     let index = tokio::spawn(indexer(&app).run(std::future::pending()));
-    let keeper = Keeper::new(app.state.clone(), settings()).unwrap();
+    let keeper = Keeper::new(app.store.clone(), app.chain().clone(), settings()).unwrap();
     assert_eq!(keeper.sponsor(), app.sponsor);
-    let keeper = keeper.spawn();
+    let keeper = tokio::spawn(async move { keeper.run(CancellationToken::new()).await });
 
     let due = predicted_from_chain(&app, poor.address()).await;
     assert!(predicted_from_chain(&app, rich.address()).await > due + 80 * 86_400);
@@ -191,7 +192,7 @@ async fn keeper_queues_once_per_episode_and_trusts_the_chain_over_a_lagging_inde
     subscribe(&app, &poor, author.address(), 10, "30").await;
     subscribe(&app, &rescued, author.address(), 10, "30").await;
     indexer(&app).sync_to_head().await.unwrap();
-    let keeper = Keeper::new(app.state.clone(), settings()).unwrap();
+    let keeper = Keeper::new(app.store.clone(), app.chain().clone(), settings()).unwrap();
     let watched = keeper.watched(app.contract).await.unwrap();
     assert_eq!(watched.len(), 2);
 
@@ -238,7 +239,8 @@ async fn keeper_runs_on_one_replica_and_a_standby_takes_over_when_it_dies() {
         .await
         .unwrap();
     assert!(got);
-    let standby = Keeper::new(app.state.clone(), settings()).unwrap().spawn();
+    let standby = Keeper::new(app.store.clone(), app.chain().clone(), settings()).unwrap();
+    let standby = tokio::spawn(async move { standby.run(CancellationToken::new()).await });
     mine_at(&app, predicted_from_chain(&app, poor.address()).await).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(keeper_rows(&app).await.is_empty(), "the standby does nothing while the lock is held elsewhere");
@@ -325,9 +327,12 @@ async fn keeper_skips_dust_liquidates_what_pays_and_stays_within_its_budget() {
     // Default price and margin, a budget of 1 wei: the dust is unprofitable, the rich one over budget.
     let defaults = KeeperSettings::default();
     assert!(defaults.daily_budget_wei.is_some() && defaults.min_profit_percent > 100);
-    let broke =
-        Keeper::new(app.state.clone(), KeeperSettings { daily_budget_wei: Some(U256::from(1u64)), ..defaults.clone() })
-            .unwrap();
+    let broke = Keeper::new(
+        app.store.clone(),
+        app.chain().clone(),
+        KeeperSettings { daily_budget_wei: Some(U256::from(1u64)), ..defaults.clone() },
+    )
+    .unwrap();
     let pass = broke.pass().await.unwrap();
     assert_eq!(pass.unprofitable, vec![dust.address()], "{pass:?}");
     assert_eq!(pass.over_budget, vec![rich.address()], "{pass:?}");
@@ -335,7 +340,7 @@ async fn keeper_skips_dust_liquidates_what_pays_and_stays_within_its_budget() {
     assert!(keeper_rows(&app).await.is_empty(), "nothing queued");
 
     // Defaults: the rich one is liquidated, the dust still is not.
-    let keeper = Keeper::new(app.state.clone(), defaults).unwrap();
+    let keeper = Keeper::new(app.store.clone(), app.chain().clone(), defaults).unwrap();
     let pass = keeper.pass().await.unwrap();
     assert_eq!(pass.queued.iter().map(|q| q.account).collect::<Vec<_>>(), vec![rich.address()], "{pass:?}");
     assert_eq!(pass.unprofitable, vec![dust.address()], "{pass:?}");

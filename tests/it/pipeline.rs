@@ -167,11 +167,11 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
     assert_eq!(open, A_CALLS as i64, "A's calls wait unmined");
     // Wait (bounded) until the pool's own count has seen them, instead of sleeping a poll or two.
     let counted = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.state.sponsors.load_of(&a) < A_CALLS as u64 {
+    while app.chain().sponsors.load_of(&a) < A_CALLS as u64 {
         assert!(
             tokio::time::Instant::now() < counted,
             "the pool never counted A's {A_CALLS} open calls (counts {})",
-            app.state.sponsors.load_of(&a)
+            app.chain().sponsors.load_of(&a)
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -181,7 +181,7 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
             sponsor_of(&built),
             b,
             "A has {A_CALLS} calls in flight, B at most {}: the next go to B",
-            app.state.sponsors.load_of(&b)
+            app.chain().sponsors.load_of(&b)
         );
         let mut body = app.signed_execute_body(u, &built).await;
         if i == 0 {

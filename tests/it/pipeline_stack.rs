@@ -20,11 +20,14 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
-    api::{self, AppState, Deployment, Inner, Settings},
+    api::{self, Deployment, Settings},
     chain::{self, MockToken, StreamPay},
+    chains::ChainParts,
     dev::postgres::{PgCluster, free_port},
     pipeline::{PipelineSettings, Sponsors},
+    server,
     store::Store,
+    supervisor::Supervisor,
 };
 
 use crate::harness::Mined;
@@ -182,25 +185,36 @@ impl Stack {
     /// A relayer replica in this process on the shared database and chain.
     pub async fn replica(&self, settings: PipelineSettings) -> Replica {
         let store = Store::connect(&self.db_url, REPLICA_DB_CONNECTIONS).await.expect("connect");
-        let state = AppState::new(Inner {
+        let state = server::build_state(
             store,
-            provider: self.provider.clone(),
-            chain_id: self.chain_id,
-            contracts: vec![Deployment {
-                name: "USDC".into(),
-                address: self.contract,
-                token: self.token,
-                token_decimals: 6,
-                start_block: 0,
+            vec![ChainParts {
+                name: None,
+                chain_id: self.chain_id,
+                provider: self.provider.clone(),
+                finality_depth: settings.confirmations,
+                deployments: vec![Deployment {
+                    name: "USDC".into(),
+                    address: self.contract,
+                    token: self.token,
+                    token_decimals: 6,
+                    start_block: 0,
+                }],
+                sponsors: Sponsors::from_signers(vec![self.sponsor_signer.clone()], self.chain_id)
+                    .with_settings(settings),
             }],
-            sponsors: Sponsors::from_signers(vec![self.sponsor_signer.clone()], self.chain_id).with_settings(settings),
-            settings: Settings { receipt_timeout: Duration::from_secs(60), ..crate::harness::serve_settings() },
-        });
-        state.sponsors.pipeline(&state.store, &state.provider);
+            Settings { receipt_timeout: Duration::from_secs(60), ..crate::harness::serve_settings() },
+        )
+        .unwrap();
+        let supervisor = Supervisor::new();
+        server::start_pipelines(&state, &supervisor);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = api::app(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            // The replica's pipeline lives as long as its server.
+            let _supervisor = supervisor;
+            axum::serve(listener, app).await.unwrap()
+        });
         Replica { base: format!("http://{addr}") }
     }
 

@@ -106,7 +106,7 @@ async fn the_async_status_says_mined_only_once_the_index_has_the_block() {
     .await
     .expect("mined within 30 s");
     assert_eq!(mined["Indexed"], json!(true), "{mined}");
-    let head = app.state.index().head(app.contract).await.unwrap().unwrap().block_number;
+    let head = app.chain().index.head(app.contract).await.unwrap().unwrap().block_number;
     assert!(head >= mined["BlockNumber"].as_u64().unwrap(), "{mined}");
     assert_balance_is_the_chains(&app, user.address()).await;
     assert_eq!(app.balance_of(user.address()).await, crate::harness::internal(9));

@@ -6,20 +6,25 @@ use alloy::primitives::{Address, B256};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::store::index::{address, bytes32};
+use crate::store::{
+    decode::{opt_u64, u64_of},
+    index::{address, bytes32},
+};
 
 /// A `relay_transactions` row as a `transaction.*` event shows it.
 #[derive(Debug, Clone)]
 pub struct RelayedTransaction {
     pub id: i64,
+    pub chain_id: u64,
     pub contract: Address,
     pub signer: Address,
-    pub meta_nonce: i64,
+    pub meta_nonce: u64,
     pub sponsor: Address,
+    pub sponsor_nonce: u64,
     pub tx_hash: B256,
     pub status: String,
-    pub gas_used: Option<i64>,
-    pub block_number: Option<i64>,
+    pub gas_used: Option<u64>,
+    pub block_number: Option<u64>,
     pub failure: Option<String>,
     pub revert_reason: Option<String>,
 }
@@ -56,8 +61,8 @@ pub struct Due {
 /// The transaction row `id`, `None` if it is gone.
 pub async fn relayed_transaction(pool: &PgPool, id: i64) -> anyhow::Result<Option<RelayedTransaction>> {
     let r = sqlx::query(
-        "SELECT id, contract, signer, meta_nonce, sponsor, tx_hash, status, gas_used, block_number, failure,
-                revert_reason
+        "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
+                block_number, failure, revert_reason
          FROM relay_transactions WHERE id = $1",
     )
     .bind(id)
@@ -66,14 +71,16 @@ pub async fn relayed_transaction(pool: &PgPool, id: i64) -> anyhow::Result<Optio
     r.map(|r| {
         Ok(RelayedTransaction {
             id: r.get("id"),
+            chain_id: u64_of(r.get("chain_id"))?,
             contract: address(r.get("contract"))?,
             signer: address(r.get("signer"))?,
-            meta_nonce: r.get("meta_nonce"),
+            meta_nonce: u64_of(r.get("meta_nonce"))?,
             sponsor: address(r.get("sponsor"))?,
+            sponsor_nonce: u64_of(r.get("sponsor_nonce"))?,
             tx_hash: bytes32(r.get("tx_hash"))?,
             status: r.get("status"),
-            gas_used: r.get("gas_used"),
-            block_number: r.get("block_number"),
+            gas_used: opt_u64(r.get("gas_used"))?,
+            block_number: opt_u64(r.get("block_number"))?,
             failure: r.get("failure"),
             revert_reason: r.get("revert_reason"),
         })

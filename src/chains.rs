@@ -1,0 +1,103 @@
+//! The chains one relayer process serves. Each [`Chain`] has its own RPC provider (one or more
+//! URLs with failover, see [`crate::chain::connect_many`]), chain id, finality depth, StreamPay
+//! deployments, sponsors and their pipeline, and its own read model over the shared Postgres
+//! index (every table is keyed by chain id). Deployment names are unique across all chains, so
+//! the API's `{contract}` path segment names one deployment on one chain.
+
+use std::sync::Arc;
+
+use alloy::{primitives::Address, providers::DynProvider};
+
+use crate::{
+    chain::Deployment,
+    indexer::IndexReader,
+    pipeline::{Pipeline, Sponsors},
+    store::Store,
+};
+
+/// One chain and everything this process does on it.
+#[derive(Debug)]
+pub struct Chain {
+    /// A label for logs, `/health` and `/metrics` (the configured name, else the chain id).
+    pub name: String,
+    pub chain_id: u64,
+    pub provider: DynProvider,
+    /// Blocks after which a mined transaction counts as final on this chain.
+    pub finality_depth: u64,
+    pub deployments: Vec<Deployment>,
+    pub sponsors: Sponsors,
+    /// The sponsors' transaction queue; built here, run by the wiring's supervisor.
+    pub pipeline: Arc<Pipeline>,
+    /// The read model every read endpoint answers from for this chain.
+    pub index: IndexReader,
+}
+
+/// What [`Chain::new`] is built from.
+#[derive(Debug)]
+pub struct ChainParts {
+    pub name: Option<String>,
+    pub chain_id: u64,
+    pub provider: DynProvider,
+    pub finality_depth: u64,
+    pub deployments: Vec<Deployment>,
+    pub sponsors: Sponsors,
+}
+
+impl Chain {
+    /// Builds the chain's pipeline (not yet running) and read model (`read_cache`: with the
+    /// notification-invalidated cache, see [`IndexReader::with_cache`]; its listener starts
+    /// here, so this must run inside the Tokio runtime).
+    pub fn new(parts: ChainParts, store: &Store, read_cache: bool) -> Arc<Self> {
+        let pipeline = Pipeline::new(&parts.sponsors, store.clone(), parts.provider.clone());
+        let pool = store.pool().clone();
+        let index = if read_cache {
+            IndexReader::with_cache(pool, parts.chain_id)
+        } else {
+            IndexReader::new(pool, parts.chain_id)
+        };
+        Arc::new(Self {
+            name: parts.name.unwrap_or_else(|| parts.chain_id.to_string()),
+            chain_id: parts.chain_id,
+            provider: parts.provider,
+            finality_depth: parts.finality_depth,
+            deployments: parts.deployments,
+            sponsors: parts.sponsors,
+            pipeline,
+            index,
+        })
+    }
+
+    /// The deployment named `name` (any case).
+    pub fn deployment(&self, name: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The deployment at `address`.
+    pub fn deployment_at(&self, address: Address) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.address == address)
+    }
+}
+
+/// Checks what must hold across the chains of one process: at least one, distinct chain ids,
+/// and deployment names unique across all of them (the API names a deployment by its name).
+pub fn check(chains: &[Arc<Chain>]) -> anyhow::Result<()> {
+    anyhow::ensure!(!chains.is_empty(), "no chain configured");
+    for (i, c) in chains.iter().enumerate() {
+        if chains[..i].iter().any(|o| o.chain_id == c.chain_id) {
+            anyhow::bail!("chain {} is configured twice", c.chain_id);
+        }
+        for d in &c.deployments {
+            for other in &chains[..i] {
+                if other.deployment(&d.name).is_some() {
+                    anyhow::bail!(
+                        "deployment name {} is used on chain {} and chain {}: names must be unique across chains",
+                        d.name,
+                        other.chain_id,
+                        c.chain_id
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
