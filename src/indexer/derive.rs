@@ -24,21 +24,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::events::{Event, IndexedEvent, Rates};
+use crate::store::index::model::Derivation;
+pub use crate::store::index::model::{AccountState, Key, ProjectState, StreamState, UndoEntry, Value};
 use alloy::primitives::{Address, I256, U256};
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
-
-use super::events::{Event, IndexedEvent, Rates};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountState {
-    /// Stored balance at `updated` (`accountInfo().balance`), 18 decimals.
-    pub balance: I256,
-    pub income_rate: U256,
-    pub outgoing_rate: U256,
-    /// Timestamp of the last settlement.
-    pub updated: u64,
-}
 
 impl AccountState {
     /// Live balance at `timestamp` (`signedBalanceOf` at a block with that timestamp).
@@ -59,72 +49,11 @@ impl AccountState {
     }
 }
 
-/// One outgoing stream of a subscriber.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamState {
-    pub author: Address,
-    pub income_rate: U256,
-    pub outgoing_rate: U256,
-    pub project_id: u64,
-    /// Block and timestamp of the `StreamCreated` that set the current rates.
-    pub since_block: u64,
-    pub since_timestamp: u64,
-}
-
 impl StreamState {
     pub fn encoded(&self) -> U256 {
         Rates { income: self.income_rate, outgoing: self.outgoing_rate, project_id: U256::from(self.project_id) }
             .encode()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProjectState {
-    pub owner: Address,
-    pub default_fee: u16,
-    pub claimed_block: u64,
-}
-
-/// One unit of derived state, the granularity of loads, writes and undo entries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Key {
-    Account(Address),
-    /// The whole outgoing stream list of a subscriber, in the contract's order.
-    Streams(Address),
-    /// Next account (type 0) or selector (type 1) nonce; selector is zero for account nonces.
-    Nonce {
-        signer: Address,
-        nonce_type: u8,
-        selector: [u8; 4],
-    },
-    /// A used unique (type 2) nonce.
-    UniqueNonce {
-        signer: Address,
-        nonce: U256,
-    },
-    Project(u64),
-    UserFee {
-        project_id: u64,
-        author: Address,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Value {
-    Account(AccountState),
-    Streams(Vec<StreamState>),
-    Nonce(U256),
-    UniqueNonce,
-    Project(ProjectState),
-    UserFee(u16),
-}
-
-/// The value of `key` before block `block` first changed it (`None`: absent).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UndoEntry {
-    pub block: u64,
-    pub key: Key,
-    pub prev: Option<Value>,
 }
 
 fn project_id(v: U256) -> anyhow::Result<u64> {
@@ -425,6 +354,30 @@ impl StateCache {
     /// Current value of `key` (after `apply`), for tests.
     pub fn value(&self, key: &Key) -> Option<&Value> {
         self.values.get(key).and_then(Option::as_ref)
+    }
+}
+
+impl Derivation for StateCache {
+    fn event_keys(&self, events: &[IndexedEvent]) -> anyhow::Result<BTreeSet<Key>> {
+        StateCache::event_keys(events)
+    }
+    fn owner_keys(&self, events: &[IndexedEvent]) -> anyhow::Result<BTreeSet<Key>> {
+        StateCache::owner_keys(self, events)
+    }
+    fn insert_loaded(&mut self, key: Key, value: Option<Value>) {
+        StateCache::insert_loaded(self, key, value)
+    }
+    fn contains(&self, key: &Key) -> bool {
+        StateCache::contains(self, key)
+    }
+    fn apply(&mut self, events: &[IndexedEvent]) -> anyhow::Result<()> {
+        StateCache::apply(self, events)
+    }
+    fn take_dirty(&mut self) -> Vec<(Key, Option<Value>)> {
+        StateCache::take_dirty(self)
+    }
+    fn take_journal(&mut self) -> Vec<UndoEntry> {
+        StateCache::take_journal(self)
     }
 }
 

@@ -4,52 +4,15 @@
 //! selector) so one table holds them all and a COPY stays a flat row; [`Event::from_columns`]
 //! inverts the mapping, which lets the derived tables be rebuilt from the stored events alone.
 
-use alloy::{
-    primitives::{Address, B256, U256},
-    sol_types::SolEvent,
-};
+use alloy::{primitives::U256, sol_types::SolEvent};
 use anyhow::Context;
 
 use super::source::RawLog;
 use crate::chain::StreamPay;
-pub use crate::store::index::EventKind;
-
-/// A decoded StreamPay event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Transfer { from: Address, to: Address, value: U256 },
-    StreamCreated { user: Address, author: Address, encoded: U256 },
-    StreamRevoked { user: Address, author: Address, encoded: U256 },
-    Liquidated { account: Address, liquidator: Address, reward: U256, streams: U256 },
-    ProjectIdClaimed { project_id: U256, owner: Address },
-    DefaultSettingsSet { project_id: U256, fee: u16 },
-    UserSettingsSet { project_id: U256, user: Address, fee: u16 },
-    NonceUsed { signer: Address, nonce_type: u8, selector: [u8; 4], nonce: U256 },
-    SponsoredCallCharged { signer: Address, relayer: Address, amount: U256 },
-}
-
-/// An event with its position in the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexedEvent {
-    pub block_number: u64,
-    pub block_hash: B256,
-    pub block_timestamp: u64,
-    pub tx_hash: B256,
-    pub tx_index: u64,
-    pub log_index: u64,
-    pub event: Event,
-}
-
-/// The flat row of an event in `idx_events`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Columns {
-    pub kind: i16,
-    pub a1: Option<Address>,
-    pub a2: Option<Address>,
-    pub v1: Option<U256>,
-    pub v2: Option<U256>,
-    pub selector: Option<[u8; 4]>,
-}
+pub use crate::store::index::{
+    EventKind,
+    model::{Columns, Event, IndexedEvent},
+};
 
 /// The three bit fields of `encodedRates`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,111 +95,6 @@ impl Event {
         };
         Ok(Some(event))
     }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Transfer { .. } => "Transfer",
-            Self::StreamCreated { .. } => "StreamCreated",
-            Self::StreamRevoked { .. } => "StreamRevoked",
-            Self::Liquidated { .. } => "Liquidated",
-            Self::ProjectIdClaimed { .. } => "ProjectIdClaimed",
-            Self::DefaultSettingsSet { .. } => "DefaultSettingsSet",
-            Self::UserSettingsSet { .. } => "UserSettingsSet",
-            Self::NonceUsed { .. } => "NonceUsed",
-            Self::SponsoredCallCharged { .. } => "SponsoredCallCharged",
-        }
-    }
-
-    pub fn columns(&self) -> Columns {
-        let c = Columns::default();
-        match *self {
-            Self::Transfer { from, to, value } => {
-                Columns { kind: EventKind::Transfer.code(), a1: Some(from), a2: Some(to), v1: Some(value), ..c }
-            }
-            Self::StreamCreated { user, author, encoded } => Columns {
-                kind: EventKind::StreamCreated.code(),
-                a1: Some(user),
-                a2: Some(author),
-                v1: Some(encoded),
-                ..c
-            },
-            Self::StreamRevoked { user, author, encoded } => Columns {
-                kind: EventKind::StreamRevoked.code(),
-                a1: Some(user),
-                a2: Some(author),
-                v1: Some(encoded),
-                ..c
-            },
-            Self::Liquidated { account, liquidator, reward, streams } => Columns {
-                kind: EventKind::Liquidated.code(),
-                a1: Some(account),
-                a2: Some(liquidator),
-                v1: Some(reward),
-                v2: Some(streams),
-                ..c
-            },
-            Self::ProjectIdClaimed { project_id, owner } => {
-                Columns { kind: EventKind::ProjectIdClaimed.code(), a1: Some(owner), v1: Some(project_id), ..c }
-            }
-            Self::DefaultSettingsSet { project_id, fee } => Columns {
-                kind: EventKind::DefaultSettingsSet.code(),
-                v1: Some(project_id),
-                v2: Some(U256::from(fee)),
-                ..c
-            },
-            Self::UserSettingsSet { project_id, user, fee } => Columns {
-                kind: EventKind::UserSettingsSet.code(),
-                a1: Some(user),
-                v1: Some(project_id),
-                v2: Some(U256::from(fee)),
-                ..c
-            },
-            Self::NonceUsed { signer, nonce_type, selector, nonce } => Columns {
-                kind: EventKind::NonceUsed.code(),
-                a1: Some(signer),
-                v1: Some(nonce),
-                v2: Some(U256::from(nonce_type)),
-                selector: Some(selector),
-                ..c
-            },
-            Self::SponsoredCallCharged { signer, relayer, amount } => Columns {
-                kind: EventKind::SponsoredCallCharged.code(),
-                a1: Some(signer),
-                a2: Some(relayer),
-                v1: Some(amount),
-                ..c
-            },
-        }
-    }
-
-    /// Inverse of [`Event::columns`].
-    pub fn from_columns(c: &Columns) -> anyhow::Result<Self> {
-        let a1 = || c.a1.context("missing a1");
-        let a2 = || c.a2.context("missing a2");
-        let v1 = || c.v1.context("missing v1");
-        let v2 = || c.v2.context("missing v2");
-        let small = |v: U256| -> anyhow::Result<u16> { u16::try_from(v).context("value out of range") };
-        Ok(match EventKind::try_from(c.kind)? {
-            EventKind::Transfer => Self::Transfer { from: a1()?, to: a2()?, value: v1()? },
-            EventKind::StreamCreated => Self::StreamCreated { user: a1()?, author: a2()?, encoded: v1()? },
-            EventKind::StreamRevoked => Self::StreamRevoked { user: a1()?, author: a2()?, encoded: v1()? },
-            EventKind::Liquidated => {
-                Self::Liquidated { account: a1()?, liquidator: a2()?, reward: v1()?, streams: v2()? }
-            }
-            EventKind::ProjectIdClaimed => Self::ProjectIdClaimed { project_id: v1()?, owner: a1()? },
-            EventKind::DefaultSettingsSet => Self::DefaultSettingsSet { project_id: v1()?, fee: small(v2()?)? },
-            EventKind::UserSettingsSet => Self::UserSettingsSet { project_id: v1()?, user: a1()?, fee: small(v2()?)? },
-            EventKind::NonceUsed => Self::NonceUsed {
-                signer: a1()?,
-                nonce_type: u8::try_from(v2()?).context("nonce type out of range")?,
-                selector: c.selector.unwrap_or_default(),
-                nonce: v1()?,
-            },
-            EventKind::SponsoredCallCharged => {
-                Self::SponsoredCallCharged { signer: a1()?, relayer: a2()?, amount: v1()? }
-            }
-        })
-    }
 }
 
 /// Decodes the logs of one range, skipping topics the indexer does not track. `timestamp`
@@ -264,6 +122,8 @@ pub fn decode_logs(logs: &[RawLog], timestamp: impl Fn(u64) -> Option<u64>) -> a
 
 #[cfg(test)]
 mod tests {
+    use alloy::primitives::Address;
+
     use super::*;
 
     #[test]

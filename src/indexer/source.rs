@@ -13,14 +13,7 @@ use alloy::{
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt, stream};
 
-/// What the indexer needs of a block: enough to chain blocks together and to settle streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockHeader {
-    pub number: u64,
-    pub hash: B256,
-    pub parent_hash: B256,
-    pub timestamp: u64,
-}
+pub use crate::store::index::model::BlockHeader;
 
 /// One log as the node returned it, before decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]

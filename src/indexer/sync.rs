@@ -16,7 +16,7 @@ use futures::{StreamExt, stream::FuturesOrdered};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
-use super::{IndexerConfig, IndexerStatus, events::decode_logs, source::LogSource};
+use super::{IndexerConfig, IndexerStatus, derive::StateCache, events::decode_logs, source::LogSource};
 use crate::store::index::{self as store, Batch, CommitError, Scope, lock};
 
 /// What one call of [`Indexer::step`] did.
@@ -274,10 +274,12 @@ impl<S: LogSource> Indexer<S> {
     /// Commits, retrying once through the de-duplicating insert when the COPY met logs that are
     /// already stored (so a re-ingest never double-applies an event).
     async fn commit(&self, batch: &Batch) -> anyhow::Result<store::CommitStats> {
-        match store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, false).await {
+        // Journal once per key for a reorgable batch; far behind the head the blocks are final.
+        let cache = || if batch.reorgable { StateCache::per_batch(batch.from) } else { StateCache::new(u64::MAX) };
+        match store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, false, cache()).await {
             Err(e) if is_unique_violation(&e) => {
                 tracing::warn!(from = batch.from, "logs already stored; re-ingesting without duplicates");
-                store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, true).await
+                store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, true, cache()).await
             }
             other => other,
         }

@@ -281,10 +281,9 @@ impl Keeper {
     /// Indexed accounts with outgoing streams and their predicted liquidation time.
     pub async fn watched(&self, contract: Address) -> anyhow::Result<Vec<Watched>> {
         let window = self.window(contract).await?;
-        let rows =
-            store::keeper::accounts_with_outgoing_streams(self.store.pool(), self.chain.chain_id, contract)
-                .await
-                .context("Failed to read the indexed accounts")?;
+        let rows = store::keeper::accounts_with_outgoing_streams(self.store.pool(), self.chain.chain_id, contract)
+            .await
+            .context("Failed to read the indexed accounts")?;
         let mut watched = Vec::new();
         for r in rows {
             if let Some(due) = liquidatable_at(r.balance, r.income_rate, r.outgoing_rate, r.updated, window) {

@@ -35,29 +35,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "sponsor.balance_low",
 ];
 
-/// The event types as an OpenAPI schema (the API takes and returns them as plain strings, one of
-/// [`EVENT_TYPES`]).
-#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
-pub enum WebhookEventType {
-    #[serde(rename = "transaction.mined")]
-    TransactionMined,
-    #[serde(rename = "transaction.failed")]
-    TransactionFailed,
-    #[serde(rename = "stream.created")]
-    StreamCreated,
-    #[serde(rename = "stream.revoked")]
-    StreamRevoked,
-    #[serde(rename = "payment.completed")]
-    PaymentCompleted,
-    #[serde(rename = "deposit.completed")]
-    DepositCompleted,
-    #[serde(rename = "withdrawal.completed")]
-    WithdrawalCompleted,
-    #[serde(rename = "account.liquidated")]
-    AccountLiquidated,
-    #[serde(rename = "sponsor.balance_low")]
-    SponsorBalanceLow,
-}
+pub use crate::store::webhooks::WebhookEventType;
 
 /// Tunables of the webhook dispatcher (`[webhooks]` in the config file).
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use crate::store::decode::u64_of;
 
+use super::model::BlockHeader;
 use super::{Scope, bytes32};
-use crate::indexer::source::BlockHeader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {

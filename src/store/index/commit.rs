@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use sqlx::PgPool;
 
+use super::model::{BlockHeader, Derivation, IndexedEvent, Key};
 use super::{
     Scope,
     checkpoint::insert_blocks,
@@ -13,11 +14,6 @@ use super::{
     events::{copy_events, copy_raw, insert_events_dedup},
     load_checkpoint, note_local_commit, notify,
     undo::write_undo,
-};
-use crate::indexer::{
-    derive::{Key, StateCache},
-    events::IndexedEvent,
-    source::BlockHeader,
 };
 
 /// Blocks to commit together.
@@ -59,13 +55,15 @@ pub struct CommitStats {
 
 /// Writes a batch atomically. With `dedup` the events go through `INSERT … ON CONFLICT DO
 /// NOTHING` and only the newly stored ones are applied to the derived tables: the slow path
-/// taken when the COPY met an already-stored log.
+/// taken when the COPY met an already-stored log. `cache` (empty) derives the batch's state:
+/// the store loads its rows, the cache applies the events, the store writes what changed.
 pub async fn commit(
     pool: &PgPool,
     scope: Scope,
     window: u64,
     batch: &Batch,
     dedup: bool,
+    mut cache: impl Derivation,
 ) -> anyhow::Result<CommitStats> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
@@ -94,8 +92,7 @@ pub async fn commit(
 
     let events_ms = t_events.elapsed().as_secs_f64() * 1e3;
     let t_derive = std::time::Instant::now();
-    let mut cache = if batch.reorgable { StateCache::per_batch(batch.from) } else { StateCache::new(u64::MAX) };
-    let keys = StateCache::event_keys(events)?;
+    let keys = cache.event_keys(events)?;
     load_keys(&mut tx, scope, &keys, &mut cache).await?;
     let owners: BTreeSet<Key> = cache.owner_keys(events)?.into_iter().filter(|k| !cache.contains(k)).collect();
     load_keys(&mut tx, scope, &owners, &mut cache).await?;

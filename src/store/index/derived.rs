@@ -8,15 +8,15 @@ use sqlx::{Postgres, Row, Transaction};
 
 use crate::store::decode::u64_of;
 
+use super::model::{AccountState, Derivation, Key, ProjectState, StreamState, Value};
 use super::{Scope, address, i256, u256};
-use crate::indexer::derive::{AccountState, Key, ProjectState, StateCache, StreamState, Value};
 
 /// Loads the stored value of every key into `cache` (absent rows as `None`).
 pub(super) async fn load_keys(
     tx: &mut Transaction<'_, Postgres>,
     scope: Scope,
     keys: &BTreeSet<Key>,
-    cache: &mut StateCache,
+    cache: &mut impl Derivation,
 ) -> anyhow::Result<()> {
     let mut accounts = Vec::new();
     let mut subscribers = Vec::new();

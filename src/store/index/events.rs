@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::Scope;
-use crate::indexer::events::IndexedEvent;
+use super::model::IndexedEvent;
 
 fn hex_bytea(out: &mut String, bytes: &[u8]) {
     out.push_str("\\\\x");

@@ -16,6 +16,7 @@ pub mod commit;
 pub mod derived;
 pub mod events;
 pub mod lock;
+pub mod model;
 pub mod read;
 pub mod rollback;
 pub mod undo;

@@ -8,8 +8,8 @@ use sqlx::{PgPool, Row};
 
 use crate::store::decode::u64_of;
 
+use super::model::AccountState;
 use super::{address, i256, u256};
-use crate::indexer::derive::AccountState;
 
 /// The checkpoint's block and timestamp: the chain time every answer is computed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use sqlx::{PgPool, Row};
 
+use super::model::{Key, Value};
 use super::{Scope, bytes32, derived::write_values, load_checkpoint, note_local_commit, notify};
-use crate::indexer::derive::{Key, Value};
 
 /// Undoes every block above `ancestor`: restores the derived rows from the undo journal,
 /// deletes the orphaned events, hashes and journal entries, and moves the checkpoint back.

@@ -3,7 +3,7 @@
 use sqlx::{Postgres, Transaction};
 
 use super::Scope;
-use crate::indexer::derive::UndoEntry;
+use super::model::UndoEntry;
 
 pub(super) async fn write_undo(
     tx: &mut Transaction<'_, Postgres>,

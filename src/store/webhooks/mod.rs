@@ -17,6 +17,30 @@ macro_rules! rfc3339 {
     };
 }
 
+/// The event types as an OpenAPI schema (the API takes and returns them as plain strings, one of
+/// `webhooks::EVENT_TYPES`).
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub enum WebhookEventType {
+    #[serde(rename = "transaction.mined")]
+    TransactionMined,
+    #[serde(rename = "transaction.failed")]
+    TransactionFailed,
+    #[serde(rename = "stream.created")]
+    StreamCreated,
+    #[serde(rename = "stream.revoked")]
+    StreamRevoked,
+    #[serde(rename = "payment.completed")]
+    PaymentCompleted,
+    #[serde(rename = "deposit.completed")]
+    DepositCompleted,
+    #[serde(rename = "withdrawal.completed")]
+    WithdrawalCompleted,
+    #[serde(rename = "account.liquidated")]
+    AccountLiquidated,
+    #[serde(rename = "sponsor.balance_low")]
+    SponsorBalanceLow,
+}
+
 /// A registered endpoint (its secret is only ever shown by the create answer).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Endpoint {
@@ -25,7 +49,7 @@ pub struct Endpoint {
     #[schema(example = "https://example.com/streampay/webhooks")]
     pub url: String,
     /// Event types it receives.
-    #[schema(value_type = Vec<crate::webhooks::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
+    #[schema(value_type = Vec<WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
     pub events: Vec<String>,
     #[schema(example = "2026-11-21T07:30:00.000Z")]
     pub created_at: String,
@@ -54,7 +78,7 @@ pub struct Delivery {
     /// redelivery, so receivers can dedupe on it.
     #[schema(example = "evt_42")]
     pub event_id: String,
-    #[schema(value_type = crate::webhooks::WebhookEventType)]
+    #[schema(value_type = WebhookEventType)]
     pub event_type: String,
     /// `pending` (an attempt is due at `next_attempt_at`), `succeeded` (2xx), `failed` (attempts
     /// exhausted), `canceled` (endpoint deleted).
