@@ -22,7 +22,7 @@
 //! | domain | [`pipeline`] | the persistent per-sponsor queue: nonces allocated in Postgres, one worker per sponsor that broadcasts, tracks receipts, bumps fees and repairs nonce drift; fault table |
 //! | domain | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback); the read model |
 //! | domain | [`views`] | how records are shown outside (EIP-55 addresses, legacy statuses, the transaction view), shared by the API and webhooks |
-//! | domain | [`store`] | Postgres queries (sqlx): API keys, meta-transaction nonces, transactions, history, admission, idempotency |
+//! | domain | [`store`] | every SQL statement (sqlx), by aggregate: API keys, meta-transaction nonces, transactions, history, admission, idempotency, the index (with its plain data: events, block headers, derived keys and values), webhooks, the keeper's reads, probes; of the other modules it names only [`chain`] |
 //! | base | [`chain`] | contract bindings from `abi/`, the RPC provider, EIP-712 documents and digests, `bySig` traits, signature checks, revert decoding, [`chain::Deployment`] |
 //! | base | [`observability`] | Prometheus metrics (`GET /metrics`): HTTP, pipeline stages, RPC, keeper; the recorder |
 //! | base | [`supervisor`] | background tasks in named stages: restart with back-off, ordered shutdown |
