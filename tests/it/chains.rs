@@ -220,3 +220,74 @@ async fn one_process_serves_two_chains_each_with_its_own_deployments_sponsors_an
     let aborted = supervisor.shutdown(Duration::from_secs(10)).await;
     assert!(aborted.is_empty(), "stages that did not stop: {aborted:?}");
 }
+
+#[tokio::test]
+async fn streampay_serve_with_two_chains_in_its_configuration_relays_on_both() {
+    let a = spawn_app().await;
+    let b = OtherChain::start(31_339).await;
+    let dir = std::env::temp_dir().join(format!("streampay-two-chains-{}", wallet().address()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, chain_id: u64, rpc: &str, contract: Address, token: Address| {
+        let path = dir.join(format!("{name}.json"));
+        let deployment = json!({"chainId": chain_id, "rpcUrl": rpc, "deployments": [{
+            "name": name, "address": contract, "token": token, "tokenDecimals": TOKEN_DECIMALS, "startBlock": 0
+        }]});
+        std::fs::write(&path, deployment.to_string()).unwrap();
+        path.to_string_lossy().to_string()
+    };
+    let (file_a, file_b) = (
+        file("USDC", a.chain_id, &a.rpc_url, a.contract, a.token),
+        file("EURC", 31_339, &b.anvil.endpoint(), b.contract, b.token),
+    );
+    // Chain B's node is given twice, a dead URL first: the relayer fails over to the live one.
+    let dead = format!("http://127.0.0.1:{}", streampay_relayer::dev::postgres::free_port().unwrap());
+    let config = format!(
+        "[[chains]]\nname = \"alpha\"\ndeployments_file = {file_a:?}\nsponsor_keys = [{key:?}]\n\n\
+         [[chains]]\nname = \"beta\"\ndeployments_file = {file_b:?}\nrpc_urls = [{dead:?}, {live:?}]\n\
+         rpc_timeout_ms = 2000\nfinality_depth = 2\nsponsor_keys = [{key:?}]\n",
+        key = a.sponsor_key,
+        live = b.anvil.endpoint(),
+    );
+    let serve = crate::harness::ServeProcess::start_with_config(&a, &dir, &config, &[]).await;
+    let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().unwrap();
+    let key = a.store.create_api_key("two chains", &[a.sponsor], true).await.unwrap().key;
+    let get = |path: &str| http.get(format!("{}{path}", serve.base)).header("X-API-Key", &key);
+    let post =
+        |path: &str, body: &Value| http.post(format!("{}{path}", serve.base)).header("X-API-Key", &key).json(body);
+
+    let (status, contracts) = call(get("/api/v1/contracts")).await;
+    assert_eq!(status, StatusCode::OK, "{contracts}");
+    let chains: Vec<(String, u64)> = contracts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["Name"].as_str().unwrap().to_string(), c["ChainId"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(chains, vec![("USDC".to_string(), a.chain_id), ("EURC".to_string(), 31_339)]);
+    let (_, root) = call(http.get(format!("{}/", serve.base))).await;
+    assert_eq!(root["Chains"][1], json!({"Name": "beta", "ChainId": 31_339, "FinalityDepth": 2}), "{root}");
+
+    // A gasless deposit on chain B through the process.
+    let user = wallet();
+    MockToken::new(b.token, &b.admin).mint(user.address(), tokens(4)).send().await.unwrap().mined().await;
+    let (status, built) =
+        call(post("/api/v1/EURC/payments/deposit", &json!({"From": user.address(), "Amount": "4"}))).await;
+    assert_eq!(status, StatusCode::OK, "{built}");
+    let body = a.signed_execute_body(&user, &built).await;
+    let (status, done) = call(post("/api/v1/EURC/meta/execute", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let on_b = StreamPay::new(b.contract, &b.provider).balanceOf(user.address()).call().await.unwrap();
+    assert_eq!(on_b, internal(4));
+    let (_, balance) = call(get(&format!("/api/v1/EURC/payments/balance/{}", user.address()))).await;
+    assert_eq!(balance["BalanceRaw"], json!(internal(4).to_string()), "{balance}");
+
+    // Both chains healthy in the process's /health.
+    let (status, health) = call(http.get(format!("{}/health", serve.base))).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    let names: Vec<&str> = health["chains"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"], "{health}");
+    assert!(health["chains"].as_array().unwrap().iter().all(|c| c["rpc"]["ok"] == true), "{health}");
+    // Nothing the process logged names either chain's node URL with its port.
+    let lines = serve.lines();
+    assert!(!lines.iter().any(|l| l.contains(&dead)), "a node URL reached the log");
+}

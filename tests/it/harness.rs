@@ -114,6 +114,8 @@ pub struct TestApp {
     /// Runs the app's pipeline (stopped when the app is dropped); tests start the other
     /// background tasks they need ([`TestApp::start_indexers`], [`TestApp::start_webhooks`]).
     _pipelines: Supervisor,
+    /// Background tasks kept for the app's whole life ([`TestApp::keep`]).
+    kept: Mutex<Vec<Supervisor>>,
     /// The Anvil node's HTTP endpoint and the test database's URL (to start `streampay serve`).
     pub rpc_url: String,
     pub db_url: String,
@@ -225,6 +227,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         store,
         state,
         _pipelines: pipelines,
+        kept: Mutex::default(),
         rpc_url: anvil.endpoint(),
         db_url,
         sponsor_key,
@@ -309,6 +312,11 @@ impl TestApp {
     pub async fn stop_pipelines(&self) {
         let aborted = self._pipelines.shutdown(Duration::from_secs(10)).await;
         assert!(aborted.is_empty(), "the pipeline did not stop: {aborted:?}");
+    }
+
+    /// Keeps `tasks` running as long as the app lives.
+    pub fn keep(&self, tasks: Supervisor) {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).push(tasks);
     }
 
     /// The app's one chain.
@@ -528,7 +536,6 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub async fn start(app: &TestApp, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        use tokio::io::{AsyncBufReadExt, AsyncRead};
         // The process sends for the app's sponsors from now on: the app's own pipeline stops
         // (giving up its sponsor leases), so every transaction goes out through the process.
         app.stop_pipelines().await;
@@ -542,6 +549,25 @@ impl ServeProcess {
             .to_string(),
         )
         .unwrap();
+        let deployments = deployments.to_string_lossy().to_string();
+        let chain =
+            [("STREAMPAY_DEPLOYMENTS_FILE", deployments.as_str()), ("STREAMPAY_SPONSOR_KEYS", &app.sponsor_key)];
+        Self::spawn(app, dir, &[&chain[..], env].concat()).await
+    }
+
+    /// `streampay serve` on `app`'s database with the configuration file `config` (TOML, written
+    /// into `dir`) and `env`: the chains are the file's.
+    pub async fn start_with_config(app: &TestApp, dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Self {
+        app.stop_pipelines().await;
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("streampay.toml");
+        std::fs::write(&path, config).unwrap();
+        let path = path.to_string_lossy().to_string();
+        Self::spawn(app, dir, &[&[("STREAMPAY_CONFIG", path.as_str())][..], env].concat()).await
+    }
+
+    async fn spawn(app: &TestApp, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncRead};
         let port = free_port().unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_streampay"));
         cmd.args(["serve", "--log-format", "json"])
@@ -550,8 +576,6 @@ impl ServeProcess {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("STREAMPAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("STREAMPAY_DATABASE_URL", &app.db_url)
-            .env("STREAMPAY_DEPLOYMENTS_FILE", &deployments)
-            .env("STREAMPAY_SPONSOR_KEYS", &app.sponsor_key)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -136,7 +136,7 @@ async fn app_with(webhooks: WebhookSettings) -> TestApp {
 
 async fn spawn_with(settings: Settings) -> TestApp {
     let app = spawn_app_with(settings).await;
-    let _webhooks = app.start_webhooks();
+    app.keep(app.start_webhooks());
     app
 }
 
