@@ -351,6 +351,9 @@ impl Pipeline {
     /// waiters of rows other replicas settled, and the count of each sponsor's open rows for
     /// the pool's load balancing. Answers once every part has stopped.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
+        // Its own token below the caller's: a failed part stops this pipeline's other parts,
+        // never the other chains' pipelines that share the caller's token.
+        let stop = stop.child_token();
         let mut parts = tokio::task::JoinSet::new();
         for lane in self.lanes.values() {
             parts.spawn(worker::run(Arc::downgrade(&self), lane.clone(), stop.clone()));
@@ -364,7 +367,8 @@ impl Pipeline {
             if let Err(e) = done
                 && e.is_panic()
             {
-                // The others go on; the supervisor restarts the whole pipeline once they stop.
+                // The other parts stop too (cancelled, and aborted when the set is dropped: the
+                // queue is crash-safe), and the supervisor restarts the whole pipeline.
                 stop.cancel();
                 anyhow::bail!("a pipeline task panicked");
             }
