@@ -265,8 +265,8 @@ impl Stack {
         let _: Value = self.provider.raw_request("evm_mine".into(), ()).await.expect("evm_mine");
     }
 
-    /// Mints `amount` to each of `to` (mining if automine is off).
-    pub async fn mint_many(&self, to: &[Address], amount: U256, automine: bool) {
+    /// Mints `amount` to each of `to`, then mines a block (with or without automine: see below).
+    pub async fn mint_many(&self, to: &[Address], amount: U256, _automine: bool) {
         // Explicit nonces, gas and fees: sent concurrently with no per-transaction lookups.
         let token = MockToken::new(self.token, &self.admin);
         let first = self.provider.get_transaction_count(self.deployer).pending().await.expect("deployer nonce");
@@ -285,9 +285,10 @@ impl Stack {
             .collect();
         let sends = calls.iter().map(|c| c.send());
         let pending: Vec<_> = futures::stream::iter(sends).buffered(32).collect().await;
-        if !automine {
-            self.mine().await;
-        }
+        // Sent concurrently, the mints can reach the node out of nonce order. Automine mines each
+        // on arrival, and a mint waiting for an earlier nonce becomes ready only when that one is
+        // mined, with no block left to take it: one more block takes whatever is still pending.
+        self.mine().await;
         let receipts = futures::future::join_all(
             pending.into_iter().map(|p| p.expect("mint").mined_within(crate::harness::BULK_RECEIPTS_TIMEOUT)),
         )
