@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/bootstrap.sh
 export PATH="$ROOT/.tools/bin:$PATH"
+# A fresh clone builds once: incremental compilation data would only take disk.
+if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where this builds"
 
 echo "== abi/ artifacts current"
 bash scripts/export-abi.sh --check
