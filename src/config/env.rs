@@ -52,6 +52,7 @@ pub(super) const VARS: &[(&str, &str, Kind)] = &[
     ("STREAMPAY_PIPELINE_REBROADCAST_AFTER_SECS", "pipeline.rebroadcast_after_secs", Kind::Number),
     ("STREAMPAY_PIPELINE_BUMP_AFTER_SECS", "pipeline.bump_after_secs", Kind::Number),
     ("STREAMPAY_PIPELINE_MAX_FEE_CAP_WEI", "pipeline.max_fee_cap_wei", Kind::Number),
+    ("STREAMPAY_PIPELINE_UNJAM_ABOVE_CAP", "pipeline.unjam_above_cap", Kind::Bool),
     ("STREAMPAY_PIPELINE_LEASE_TTL_SECS", "pipeline.lease_ttl_secs", Kind::Number),
     ("STREAMPAY_INDEXER_POLL_MS", "indexer.poll_interval_ms", Kind::Number),
     ("STREAMPAY_INDEXER_REORG_WINDOW", "indexer.reorg_window", Kind::Number),

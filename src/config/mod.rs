@@ -194,6 +194,7 @@ struct PipelineSection {
     rebroadcast_after_secs: Option<u64>,
     bump_after_secs: Option<u64>,
     max_fee_cap_wei: Option<u64>,
+    unjam_above_cap: Option<bool>,
     lease_ttl_secs: Option<u64>,
 }
 
@@ -354,6 +355,7 @@ impl Config {
             rebroadcast_after: p.rebroadcast_after_secs.map_or(dp.rebroadcast_after, Duration::from_secs),
             bump_after: p.bump_after_secs.map_or(dp.bump_after, Duration::from_secs),
             max_fee_cap: p.max_fee_cap_wei.map_or(dp.max_fee_cap, |v| (v > 0).then_some(u128::from(v))),
+            unjam_above_cap: p.unjam_above_cap.unwrap_or(dp.unjam_above_cap),
             lease_ttl: p.lease_ttl_secs.map_or(dp.lease_ttl, |v| Duration::from_secs(v.max(1))),
         };
 

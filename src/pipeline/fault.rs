@@ -3,7 +3,9 @@
 //! Nodes report these only as messages, and each client words them its own way, so the table
 //! below lists the wordings of geth (and its forks), Anvil, reth, Erigon, Nethermind and Besu.
 //! None of these is ever retried blindly: "nonce too low" first looks for a receipt of every
-//! hash of the row, "underpriced" re-signs with higher fees, "already known" is a success.
+//! hash of the row, "underpriced" re-signs with higher fees, "already known" is a success. A
+//! message the table does not know is [`SendFault::Unknown`]: retried within a budget, never a
+//! cancellation on first sight.
 
 use alloy::transports::{RpcError, TransportError};
 
@@ -22,8 +24,12 @@ pub enum SendFault {
     InsufficientFunds,
     /// Timeouts, resets, 5xx, rate limits: the same bytes may be sent again.
     Transient,
+    /// A message this table does not know ("header not found", "internal error", a provider's
+    /// own wording): treated as transient, within a retry budget, because cancelling a valid
+    /// call on a node's passing trouble would fail it for good (and cost a cancellation's gas).
+    Unknown,
     /// The node will never take this transaction (gas limit, size, chain id…): its nonce must
-    /// be filled by a cancellation.
+    /// be filled by a cancellation. Only messages known to be permanent.
     Rejected,
 }
 
@@ -62,12 +68,23 @@ const TABLE: &[(&str, SendFault)] = &[
     ("txpool is full", SendFault::Transient),
     ("service unavailable", SendFault::Transient),
     ("bad gateway", SendFault::Transient),
+    ("header not found", SendFault::Transient),
+    ("internal error", SendFault::Transient),
+    ("capacity exceeded", SendFault::Transient),
+    ("intrinsic gas too low", SendFault::Rejected),
+    ("exceeds block gas limit", SendFault::Rejected),
+    ("gas limit reached", SendFault::Rejected),
+    ("invalid chain id", SendFault::Rejected),
+    ("incorrect chain id", SendFault::Rejected),
+    ("oversized data", SendFault::Rejected),
+    ("invalid sender", SendFault::Rejected),
+    ("exceeds the configured cap", SendFault::Rejected), // geth --rpc.txfeecap
 ];
 
 /// Classifies a node's error message.
 pub fn classify_message(message: &str) -> SendFault {
     let m = message.to_lowercase();
-    TABLE.iter().find(|(needle, _)| m.contains(needle)).map(|(_, f)| *f).unwrap_or(SendFault::Rejected)
+    TABLE.iter().find(|(needle, _)| m.contains(needle)).map(|(_, f)| *f).unwrap_or(SendFault::Unknown)
 }
 
 /// Classifies a failed broadcast. Anything below JSON-RPC (HTTP, sockets, undecodable answers)
@@ -79,7 +96,7 @@ pub fn classify(err: &TransportError) -> SendFault {
             // An HTTP 4xx other than 429 carries a node error in its body: classify it.
             let text = kind.to_string();
             match classify_message(&text) {
-                SendFault::Rejected => SendFault::Transient,
+                SendFault::Rejected | SendFault::Unknown => SendFault::Transient,
                 f => f,
             }
         }
@@ -121,6 +138,9 @@ mod tests {
             ("exceeds block gas limit", SendFault::Rejected),
             ("invalid chain id for signer", SendFault::Rejected),
             ("oversized data", SendFault::Rejected),
+            ("header not found", SendFault::Transient),
+            ("internal error", SendFault::Transient),
+            ("something the table has never seen", SendFault::Unknown),
         ];
         for (message, expected) in cases {
             assert_eq!(classify_message(message), *expected, "{message}");

@@ -36,8 +36,8 @@ pub enum BumpDecision {
 }
 
 /// Fees for replacing `old` when the market now asks for `estimate`. The cap applies to the max
-/// fee, but never blocks the replacement of the transaction that holds the sponsor's queue up
-/// (`unjams`): a cap that stopped that would stall every later transaction behind it.
+/// fee; only `unjams` (the worker passes it for the transaction holding the sponsor's queue up,
+/// and only when the operator set `pipeline.unjam_above_cap`) lets the minimum bump exceed it.
 pub fn replacement(old: Fees, estimate: Fees, cap: Option<u128>, unjams: bool) -> BumpDecision {
     let min = minimum_replacement(old);
     let wanted = Fees {
@@ -58,8 +58,7 @@ pub fn replacement(old: Fees, estimate: Fees, cap: Option<u128>, unjams: bool) -
     }
 }
 
-/// Fees for a first transaction: the estimate, held under the cap (a first send never has to
-/// beat anything, so the cap is honoured; a later bump may exceed it to unjam the queue).
+/// Fees for a first transaction: the estimate, held under the cap.
 pub fn initial(estimate: Fees, cap: Option<u128>) -> Fees {
     match cap {
         Some(cap) if estimate.max_fee_per_gas > cap => {

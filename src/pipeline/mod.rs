@@ -125,9 +125,13 @@ pub struct PipelineSettings {
     pub rebroadcast_after: Duration,
     /// A transaction not mined after this long is replaced at the same nonce with higher fees.
     pub bump_after: Duration,
-    /// Highest max fee per gas (wei) a send chases the market to; never blocks a replacement
-    /// that unjams the queue. `None`: no cap.
+    /// Highest max fee per gas (wei) any transaction is signed with: first sends, bumps and
+    /// cancellations. `None`: no cap.
     pub max_fee_cap: Option<u128>,
+    /// Lets the replacement of the transaction that holds the sponsor's queue up (the lowest
+    /// open nonce) go above `max_fee_cap` by the minimum bump, so one stuck nonce cannot stall
+    /// everything behind it while the market sits above the cap. Off by default: the cap holds.
+    pub unjam_above_cap: bool,
     /// How long a process's lease on a sponsor's queue lasts without renewal.
     pub lease_ttl: Duration,
 }
@@ -137,6 +141,12 @@ impl PipelineSettings {
     /// the call is treated as displaced by someone else's transaction.
     pub fn drift_grace(&self) -> Duration {
         (self.poll_interval * 10).max(Duration::from_secs(1))
+    }
+
+    /// The longest one worker tick may run: a third of the lease, so a tick stalled on the node
+    /// or the database ends (and its writes stop) long before another process may take over.
+    pub fn tick_timeout(&self) -> Duration {
+        (self.lease_ttl / 3).max(Duration::from_millis(500))
     }
 }
 
@@ -148,6 +158,7 @@ impl Default for PipelineSettings {
             rebroadcast_after: Duration::from_secs(3),
             bump_after: Duration::from_secs(30),
             max_fee_cap: None,
+            unjam_above_cap: false,
             lease_ttl: Duration::from_secs(10),
         }
     }
@@ -263,6 +274,10 @@ struct Lane {
     chain_nonce: AtomicU64,
     /// Rows whose nonce the chain has used without a receipt for any of their hashes, since when.
     suspects: Mutex<HashMap<i64, Instant>>,
+    /// Cancellations this process sent to fill nonce gaps (no row holds the nonce), by nonce.
+    gap_fills: Mutex<HashMap<u64, (SignedAttempt, Instant)>>,
+    /// Rows the node refused with an unknown error: how often, since when.
+    refusals: Mutex<HashMap<i64, (u32, Instant)>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -327,6 +342,8 @@ impl Pipeline {
                         wake: Notify::new(),
                         chain_nonce: AtomicU64::new(0),
                         suspects: Mutex::default(),
+                        gap_fills: Mutex::default(),
+                        refusals: Mutex::default(),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                     }),

@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     chain::{StreamPay, revert::decode_revert, traits::NonceType},
-    store::{AttemptKind, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus},
+    store::{AttemptKind, Lease, LeaseLost, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus},
 };
 
 /// RPC calls a worker has in flight at once.
@@ -91,10 +91,24 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
                 continue;
             }
         }
-        let tick = Tick { p: &p, lane: &lane };
-        match tick.run().await {
-            Ok(sent_new) => hurry = sent_new,
-            Err(e) => tracing::warn!(sponsor = %lane.sponsor.address, error = format!("{e:#}"), "pipeline tick failed"),
+        let lease = Lease { chain_id: p.chain_id(&lane), sponsor: lane.sponsor.address, owner: p.owner.clone() };
+        let tick = Tick { p: &p, lane: &lane, lease: &lease };
+        // A tick ends well inside the lease it runs under: a node that stops answering, or a slow
+        // database, cannot carry it past the lease (its writes are fenced anyway).
+        match tokio::time::timeout(p.settings.tick_timeout(), tick.run()).await {
+            Ok(Ok(sent_new)) => hurry = sent_new,
+            Ok(Err(e)) if e.is::<LeaseLost>() => {
+                leased = false;
+                tracing::warn!(sponsor = %lane.sponsor.address, "the sponsor lease ran out mid-tick; nothing more was written");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(sponsor = %lane.sponsor.address, error = format!("{e:#}"), "pipeline tick failed")
+            }
+            Err(_) => tracing::warn!(
+                sponsor = %lane.sponsor.address,
+                timeout_ms = p.settings.tick_timeout().as_millis() as u64,
+                "pipeline tick timed out; the next one starts over from the database and the chain"
+            ),
         }
     }
 }
@@ -108,6 +122,8 @@ impl Pipeline {
 struct Tick<'a> {
     p: &'a Pipeline,
     lane: &'a Lane,
+    /// Fences every write of the tick.
+    lease: &'a Lease,
 }
 
 /// What the chain looks like this tick.
@@ -136,7 +152,7 @@ impl Tick<'_> {
             .await
             .context("Failed to read the sponsor's nonce")?;
         self.lane.chain_nonce.store(chain_nonce + 1, Ordering::Relaxed);
-        if self.p.store.raise_sponsor_nonce(self.chain_id(), self.sponsor(), chain_nonce).await? {
+        if self.p.store.raise_sponsor_nonce(self.lease, chain_nonce).await? {
             tracing::warn!(sponsor = %self.sponsor(), chain_nonce, "nonce drift: the sponsor key was used outside the relayer; next nonce raised");
         }
         let rows = self.p.store.open_transactions(self.chain_id(), self.sponsor()).await?;
@@ -158,6 +174,14 @@ impl Tick<'_> {
         for chunk in done.chunks(CONCURRENCY) {
             let settled = futures::future::join_all(chunk.iter().map(|row| self.settle_done(row, &view))).await;
             settled.into_iter().collect::<anyhow::Result<()>>()?;
+        }
+        // A nonce below every open row that the chain has not used and no row holds (a row moved
+        // twice by a stale process, a row lost by hand) would hold every later nonce back for
+        // ever: fill it with a cancellation.
+        if let Some(lowest) = open.first().map(|r| r.sponsor_nonce)
+            && lowest > view.chain_nonce
+        {
+            self.fill_gap(view.chain_nonce, lowest).await?;
         }
         let mut steps = Vec::with_capacity(open.len());
         for chunk in open.chunks(CONCURRENCY) {
@@ -190,39 +214,43 @@ impl Tick<'_> {
         // A call past its deadline would only revert: fill its nonce with a cancellation.
         if row.latest.kind == AttemptKind::Call && row.deadline > 0 && view.time > row.deadline {
             tracing::info!(id = row.id, nonce = row.sponsor_nonce, "deadline passed before inclusion: cancelling");
-            if let Some(attempt) = self.replace(row, AttemptKind::Cancel, true).await? {
-                return self.broadcast(row, &attempt).await;
+            if let Some(attempt) = self.replace(row, &row.latest, AttemptKind::Cancel, unjams).await? {
+                return self.broadcast(row, &attempt, unjams).await;
             }
             return Ok(Step::Waiting);
         }
         if row.status == TxStatus::Pending {
-            return self.broadcast(row, &row.latest).await;
+            return self.broadcast(row, &row.latest, unjams).await;
         }
         if row.attempt_age_secs >= s.bump_after.as_secs_f64() {
-            if let Some(attempt) = self.replace(row, row.latest.kind, unjams).await? {
+            if let Some(attempt) = self.replace(row, &row.latest, row.latest.kind, unjams).await? {
                 tracing::info!(id = row.id, nonce = row.sponsor_nonce, hash = %attempt.hash, max_fee = attempt.max_fee_per_gas, "fee bump");
-                return self.broadcast(row, &attempt).await;
+                return self.broadcast(row, &attempt, unjams).await;
             }
             return Ok(Step::Waiting);
         }
         if row.sent_age_secs.is_none_or(|a| a >= s.rebroadcast_after.as_secs_f64()) {
             // The node may have dropped it (restart, eviction, anvil_dropAllTransactions): the
             // same bytes again are harmless ("already known") if it did not.
-            return self.broadcast(row, &row.latest).await;
+            return self.broadcast(row, &row.latest, unjams).await;
         }
         Ok(Step::Waiting)
     }
 
-    /// Signs a replacement of the row's latest transaction at its nonce (12.5% more, or the
-    /// market's fee); `None` if the cap says wait.
-    async fn replace(&self, row: &QueuedTx, kind: AttemptKind, unjams: bool) -> anyhow::Result<Option<SignedAttempt>> {
-        let old = Fees {
-            max_fee_per_gas: row.latest.max_fee_per_gas,
-            max_priority_fee_per_gas: row.latest.max_priority_fee_per_gas,
-        };
+    /// Signs a replacement of `old` (the row's latest transaction, or the one the node just
+    /// refused) at the row's nonce: 12.5% more, or the market's fee; `None` if the cap says wait.
+    /// The cap holds for every replacement, cancellations included, unless the operator allows
+    /// unjamming above it (`pipeline.unjam_above_cap`) and this nonce holds the queue up.
+    async fn replace(
+        &self,
+        row: &QueuedTx,
+        old: &SignedAttempt,
+        kind: AttemptKind,
+        unjams: bool,
+    ) -> anyhow::Result<Option<SignedAttempt>> {
+        let old = Fees { max_fee_per_gas: old.max_fee_per_gas, max_priority_fee_per_gas: old.max_priority_fee_per_gas };
         let estimate = self.p.estimate_fees().await?;
-        // A cancellation is never held back by the cap.
-        let unjams = unjams || kind == AttemptKind::Cancel;
+        let unjams = unjams && self.p.settings.unjam_above_cap;
         let fees = match fees::replacement(old, estimate, self.p.settings.max_fee_cap, unjams) {
             BumpDecision::Send(f) => f,
             BumpDecision::Wait => return Ok(None),
@@ -234,12 +262,29 @@ impl Tick<'_> {
             }
             AttemptKind::Cancel => sponsor.sign_cancel(row.sponsor_nonce, fees)?,
         };
-        self.p.store.add_attempt(row.id, row.sponsor_nonce, &attempt).await?;
+        self.p.store.add_attempt(self.lease, row.id, row.sponsor_nonce, &attempt).await?;
         Ok(Some(attempt))
     }
 
-    /// Sends `attempt` (already on record) and acts on the node's answer.
-    async fn broadcast(&self, row: &QueuedTx, attempt: &SignedAttempt) -> anyhow::Result<Step> {
+    /// Sends `attempt` (already on record) and acts on the node's answer. A refusal that asks
+    /// for a replacement (underpriced, or a permanent refusal that needs a cancellation) signs
+    /// it from the refused attempt's fees and sends it once; anything further waits for the
+    /// next tick.
+    async fn broadcast(&self, row: &QueuedTx, attempt: &SignedAttempt, unjams: bool) -> anyhow::Result<Step> {
+        match self.send(row, attempt).await? {
+            Sent::Done(step) => Ok(step),
+            Sent::Replace(kind) => match self.replace(row, attempt, kind, unjams).await? {
+                Some(next) => match self.send(row, &next).await? {
+                    Sent::Done(step) => Ok(step),
+                    Sent::Replace(_) => Ok(Step::Blocked),
+                },
+                None => Ok(Step::Blocked),
+            },
+        }
+    }
+
+    /// One `eth_sendRawTransaction` of `attempt` and what its answer asks for.
+    async fn send(&self, row: &QueuedTx, attempt: &SignedAttempt) -> anyhow::Result<Sent> {
         let started = Instant::now();
         let sent = self.p.provider.send_raw_transaction(&attempt.raw).await;
         crate::observability::pipeline_stage("send", started.elapsed().as_secs_f64());
@@ -248,98 +293,143 @@ impl Tick<'_> {
                 if row.status == TxStatus::Pending {
                     crate::observability::pipeline_stage("queue_wait", row.attempt_age_secs);
                 }
-                self.p.store.mark_submitted(row.id).await?;
-                return Ok(Step::Sent);
+                self.forget_refusals(row.id);
+                self.p.store.mark_submitted(self.lease, row.id).await?;
+                return Ok(Sent::Done(Step::Sent));
             }
             Err(e) => e,
         };
-        let fault = fault::classify(&err);
+        let mut fault = fault::classify(&err);
         let message = err.to_string();
         tracing::debug!(id = row.id, nonce = row.sponsor_nonce, ?fault, %message, "broadcast refused");
+        if fault == SendFault::Unknown {
+            // Retried like a transient fault until the budget is spent: only then is the node
+            // believed and the call cancelled.
+            if self.refusal_budget_spent(row.id) {
+                tracing::warn!(id = row.id, %message, "the node kept refusing with an unknown error: treating it as permanent");
+                fault = SendFault::Rejected;
+            } else {
+                fault = SendFault::Transient;
+            }
+        }
         match fault {
             SendFault::AlreadyKnown => {
-                self.p.store.mark_submitted(row.id).await?;
-                Ok(Step::Sent)
+                self.forget_refusals(row.id);
+                self.p.store.mark_submitted(self.lease, row.id).await?;
+                Ok(Sent::Done(Step::Sent))
             }
             SendFault::NonceTooLow => {
                 // Never retried as is: one of this row's own transactions may be the one that
                 // used the nonce. The next pass reads the new count and settles the row.
-                self.p.store.note_error(row.id, &message).await?;
-                Ok(Step::Blocked)
+                self.p.store.note_error(self.lease, row.id, &message).await?;
+                Ok(Sent::Done(Step::Blocked))
             }
             SendFault::Underpriced => {
                 // Something sits at this nonce (an earlier attempt, or someone else's) or the
-                // base fee rose: replace it with more.
-                self.p.store.note_error(row.id, &message).await?;
-                if let Some(bumped) = self.replace(row, attempt.kind, true).await? {
-                    return Box::pin(self.broadcast(row, &bumped)).await;
-                }
-                Ok(Step::Blocked)
+                // base fee rose: replace it with more, within the cap.
+                self.p.store.note_error(self.lease, row.id, &message).await?;
+                Ok(Sent::Replace(attempt.kind))
             }
             SendFault::InsufficientFunds => {
                 tracing::warn!(sponsor = %self.sponsor(), "sponsor cannot pay for gas: top it up");
-                self.p.store.note_error(row.id, &message).await?;
-                Ok(Step::Blocked)
+                self.p.store.note_error(self.lease, row.id, &message).await?;
+                Ok(Sent::Done(Step::Blocked))
             }
-            SendFault::Transient => {
-                self.p.store.note_error(row.id, &message).await?;
-                Ok(Step::Blocked)
+            SendFault::Transient | SendFault::Unknown => {
+                self.p.store.note_error(self.lease, row.id, &message).await?;
+                Ok(Sent::Done(Step::Blocked))
             }
             SendFault::Rejected => {
-                self.p.store.note_error(row.id, &message).await?;
+                self.p.store.note_error(self.lease, row.id, &message).await?;
                 if attempt.kind == AttemptKind::Cancel {
                     tracing::error!(id = row.id, %message, "the node refuses even a cancellation; the queue is stuck");
-                    return Ok(Step::Blocked);
+                    return Ok(Sent::Done(Step::Blocked));
                 }
                 tracing::warn!(id = row.id, %message, "the node refuses the transaction: cancelling at its nonce");
-                if let Some(cancel) = self.replace(row, AttemptKind::Cancel, true).await? {
-                    return Box::pin(self.broadcast(row, &cancel)).await;
-                }
-                Ok(Step::Blocked)
+                self.forget_refusals(row.id);
+                Ok(Sent::Replace(AttemptKind::Cancel))
             }
         }
     }
 
+    /// Counts an unknown refusal of row `id`; true once there have been
+    /// [`UNKNOWN_REFUSALS`] of them over at least [`UNKNOWN_REFUSAL_WINDOW`].
+    fn refusal_budget_spent(&self, id: i64) -> bool {
+        let mut refusals = self.lane.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, since) = refusals.entry(id).or_insert((0, Instant::now()));
+        *count += 1;
+        *count >= UNKNOWN_REFUSALS && since.elapsed() >= UNKNOWN_REFUSAL_WINDOW
+    }
+
+    fn forget_refusals(&self, id: i64) {
+        self.lane.refusals.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
     /// The chain used this row's nonce: find which transaction did.
+    ///
+    /// Receipts of every attempt are looked at, and a successful call wins over a reverted or
+    /// cancelled one (a row moved to a new nonce has attempts at two nonces, and a lagging node
+    /// may have hidden the first one's receipt when it was moved). Without any receipt, the call
+    /// is only moved or given up on evidence read at one block `N`: the sponsor's count at `N`
+    /// shows the nonce used, and the signed call's bySig nonce at `N` (and the `NonceUsed` log
+    /// naming the transaction that used it) says whether the call ran. A node that does not have
+    /// block `N` yet answers with an error instead of an older state, and the row waits.
     async fn settle_used_nonce(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
-        // Almost always the latest attempt is the one mined: look it up before reading the
-        // row's other hashes.
-        if let Some(receipt) = self.receipt(row.latest.hash).await? {
-            return self.record_receipt(row, row.latest.kind, &receipt, view).await;
-        }
-        for (hash, kind) in self.p.store.attempt_hashes(row.id).await? {
-            if hash == row.latest.hash {
-                continue;
-            }
-            if let Some(receipt) = self.receipt(hash).await? {
-                return self.record_receipt(row, kind, &receipt, view).await;
-            }
+        if let Some((kind, receipt)) = self.best_receipt(row).await? {
+            self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.id);
+            return self.record_receipt(row, kind, &receipt, view).await;
         }
         // None of ours, as far as this node can tell right now. Nodes answer from different
         // views (Anvil under load counts a nonce before serving the receipt; load-balanced RPCs
         // lag each other), and moving a call that did get mined would send it twice: so this is
-        // only believed once it has held for a while.
+        // only believed once it has held for a while, and then only on evidence pinned to a block.
         {
             let mut suspects = self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner());
             let since = *suspects.entry(row.id).or_insert_with(Instant::now);
             if since.elapsed() < self.p.settings.drift_grace() {
                 return Ok(());
             }
-            suspects.remove(&row.id);
         }
-        // The key was used outside the relayer. Did the signed call run anyway (another relayer
-        // sent it)?
+        let at = BlockId::number(view.head);
+        let count_at = self
+            .p
+            .provider
+            .get_transaction_count(self.sponsor())
+            .block_id(at)
+            .await
+            .with_context(|| format!("Failed to read the sponsor's nonce at block {}", view.head))?;
+        if count_at <= row.sponsor_nonce {
+            // The count that said "used" came from a node ahead of block N: look again later.
+            return Ok(());
+        }
+        // The key was used outside the relayer (or our receipt is still hidden). Did the signed
+        // call run by block N?
         let streampay = StreamPay::new(row.contract, &self.p.provider);
         let used = if row.meta_nonce_type == NonceType::Unique {
             streampay
                 .bySigUniqueNonces(row.signer, alloy::primitives::U256::from(row.meta_nonce))
                 .call()
+                .block(at)
                 .await
                 .context("Failed to read the signer's unique bySig nonce")?
         } else {
-            streampay.bySigAccountNonces(row.signer).call().await.context("Failed to read the signer's bySig nonce")?
+            streampay
+                .bySigAccountNonces(row.signer)
+                .call()
+                .block(at)
+                .await
+                .context("Failed to read the signer's bySig nonce")?
                 > alloy::primitives::U256::from(row.meta_nonce)
         };
+        if used && let Some(hash) = self.nonce_used_by(row, view.head).await? {
+            let ours = self.p.store.attempt_hashes(row.id).await?.iter().any(|(h, _)| *h == hash);
+            if ours {
+                // Our own transaction ran it: its receipt will show; never call this replaced.
+                tracing::info!(id = row.id, %hash, "the call ran in one of its own transactions; waiting for the receipt");
+                return Ok(());
+            }
+        }
+        self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.id);
         let scope = row_scope(self.chain_id(), row);
         if used {
             tracing::warn!(id = row.id, "the signed call was executed by another transaction");
@@ -355,7 +445,7 @@ impl Tick<'_> {
             let nonce = self
                 .p
                 .store
-                .requeue_transaction(self.chain_id(), self.sponsor(), row.id, view.chain_nonce, |nonce| {
+                .requeue_transaction(self.lease, row.id, view.chain_nonce, |nonce| {
                     sponsor.sign_call(nonce, row.contract, row.calldata.clone(), row.gas_limit, estimate)
                 })
                 .await?;
@@ -367,6 +457,100 @@ impl Tick<'_> {
             );
             Ok(())
         }
+    }
+
+    /// Sends cancellations at the sponsor's nonces `from..to` (at most [`CONCURRENCY`] of them),
+    /// which no row holds and the chain has not used. Each is re-sent as is until it is
+    /// `bump_after` old, then replaced with higher fees (within the cap, as any replacement).
+    async fn fill_gap(&self, from: u64, to: u64) -> anyhow::Result<()> {
+        let to = to.min(from + CONCURRENCY as u64);
+        let s = &self.p.settings;
+        let mut fills = Vec::new();
+        for nonce in from..to {
+            let known = self.lane.gap_fills.lock().unwrap_or_else(|e| e.into_inner()).get(&nonce).cloned();
+            let attempt = match known {
+                Some((old, at)) if at.elapsed() < s.bump_after => old,
+                Some((old, _)) => {
+                    let old_fees = Fees {
+                        max_fee_per_gas: old.max_fee_per_gas,
+                        max_priority_fee_per_gas: old.max_priority_fee_per_gas,
+                    };
+                    let unjams = nonce == from && s.unjam_above_cap;
+                    match fees::replacement(old_fees, self.p.estimate_fees().await?, s.max_fee_cap, unjams) {
+                        BumpDecision::Send(f) => self.lane.sponsor.sign_cancel(nonce, f)?,
+                        BumpDecision::Wait => old,
+                    }
+                }
+                None => {
+                    tracing::warn!(sponsor = %self.sponsor(), nonce, "nonce gap: no row holds this nonce; filling it with a cancellation");
+                    self.lane.sponsor.sign_cancel(nonce, fees::initial(self.p.estimate_fees().await?, s.max_fee_cap))?
+                }
+            };
+            let mut gap_fills = self.lane.gap_fills.lock().unwrap_or_else(|e| e.into_inner());
+            gap_fills.retain(|n, _| *n >= from);
+            let entry = gap_fills.entry(nonce).or_insert_with(|| (attempt.clone(), Instant::now()));
+            if entry.0.hash != attempt.hash {
+                *entry = (attempt.clone(), Instant::now());
+            }
+            fills.push(attempt);
+        }
+        for attempt in fills {
+            if let Err(e) = self.p.provider.send_raw_transaction(&attempt.raw).await {
+                let fault = fault::classify(&e);
+                if fault != SendFault::AlreadyKnown {
+                    tracing::warn!(sponsor = %self.sponsor(), ?fault, error = %e, "nonce gap: the cancellation was refused");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The receipt to record for a row whose nonce is used, if any of its attempts has one: a
+    /// successful call first, else the first found (the latest attempt is looked at first).
+    async fn best_receipt(&self, row: &QueuedTx) -> anyhow::Result<Option<(AttemptKind, TransactionReceipt)>> {
+        let success = |kind: AttemptKind, r: &TransactionReceipt| kind == AttemptKind::Call && r.status();
+        let mut first = None;
+        if let Some(r) = self.receipt(row.latest.hash).await? {
+            if success(row.latest.kind, &r) {
+                return Ok(Some((row.latest.kind, r)));
+            }
+            first = Some((row.latest.kind, r));
+        }
+        for (hash, kind) in self.p.store.attempt_hashes(row.id).await? {
+            if hash == row.latest.hash {
+                continue;
+            }
+            if let Some(r) = self.receipt(hash).await? {
+                if success(kind, &r) {
+                    return Ok(Some((kind, r)));
+                }
+                first.get_or_insert((kind, r));
+            }
+        }
+        Ok(first)
+    }
+
+    /// The transaction whose `NonceUsed` log, at or below block `to`, used the row's signed
+    /// meta nonce (searched over the last [`NONCE_LOG_LOOKBACK`] blocks).
+    async fn nonce_used_by(&self, row: &QueuedTx, to: u64) -> anyhow::Result<Option<B256>> {
+        use alloy::{rpc::types::Filter, sol_types::SolEvent};
+        let filter = Filter::new()
+            .address(row.contract)
+            .event_signature(StreamPay::NonceUsed::SIGNATURE_HASH)
+            .topic1(row.signer.into_word())
+            .from_block(to.saturating_sub(NONCE_LOG_LOOKBACK))
+            .to_block(to);
+        let logs = self.p.provider.get_logs(&filter).await.context("Failed to read NonceUsed logs")?;
+        for log in logs {
+            let Ok(event) = StreamPay::NonceUsed::decode_log_data(log.data()) else { continue };
+            if event.nonceType == row.meta_nonce_type as u8
+                && event.nonce == alloy::primitives::U256::from(row.meta_nonce)
+                && let Some(hash) = log.transaction_hash
+            {
+                return Ok(Some(hash));
+            }
+        }
+        Ok(None)
     }
 
     async fn receipt(&self, hash: B256) -> anyhow::Result<Option<TransactionReceipt>> {
@@ -416,9 +600,8 @@ impl Tick<'_> {
         status: NonceStatus,
         outcome: &Outcome,
     ) -> anyhow::Result<()> {
-        self.p.store.settle_transaction(row.id, outcome).await?;
+        self.p.store.settle_transaction(self.lease, row.id, outcome, (scope, row.meta_nonce, status)).await?;
         crate::observability::pipeline_settled(outcome.label());
-        self.p.store.finish_nonce(scope, row.meta_nonce, status).await?;
         self.p.notify_settled(row.id);
         Ok(())
     }
@@ -448,14 +631,29 @@ impl Tick<'_> {
             return Ok(());
         }
         match self.receipt(row.tx_hash).await? {
-            Some(r) if r.block_hash == row.block_hash => self.p.store.mark_confirmed(row.id).await,
+            Some(r) if r.block_hash == row.block_hash => self.p.store.mark_confirmed(self.lease, row.id).await,
             _ => {
                 tracing::warn!(id = row.id, block, "the block holding the transaction was reorged out: re-sending");
-                self.p.store.unmine(row.id).await
+                self.p.store.unmine(self.lease, row.id).await
             }
         }
     }
 }
+
+/// How far back [`Tick::nonce_used_by`] looks for the log of a used meta nonce.
+const NONCE_LOG_LOOKBACK: u64 = 5_000;
+
+/// What one send asks for next.
+enum Sent {
+    Done(Step),
+    /// Sign a replacement of this kind (from the refused attempt's fees) and send it.
+    Replace(AttemptKind),
+}
+
+/// An unknown refusal is retried (each tick) until it has been seen this many times…
+const UNKNOWN_REFUSALS: u32 = 20;
+/// …over at least this long; only then is the call cancelled at its nonce.
+const UNKNOWN_REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {

@@ -136,21 +136,8 @@ impl Store {
     /// `Failed` lets the nonce be claimed again (the same signed call is held back by its
     /// cool-down, see `store::reputation`).
     pub async fn finish_nonce(&self, scope: NonceScope, nonce: u64, status: NonceStatus) -> anyhow::Result<()> {
-        anyhow::ensure!(status != NonceStatus::Submitted, "a nonce is finished as mined or failed");
-        sqlx::query(
-            "UPDATE meta_nonces SET status = $5, updated_at = now()
-             WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $6 AND nonce = $4",
-        )
-        .bind(as_i64(scope.chain_id)?)
-        .bind(scope.contract.as_slice())
-        .bind(scope.signer.as_slice())
-        .bind(as_i64(nonce)?)
-        .bind(status.as_str())
-        .bind(type_i16(scope.nonce_type))
-        .execute(&self.pool)
-        .await
-        .context("Failed to update the nonce status")?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.context("Failed to reach the database")?;
+        finish_nonce_on(&mut *conn, scope, nonce, status).await
     }
 
     /// The highest nonce of `scope`'s type this relayer saw mined, if any: for account nonces
@@ -225,4 +212,38 @@ mod tests {
         assert!(NonceStatus::parse("built").is_err());
         assert!(NonceStatus::parse("pending").is_err());
     }
+}
+
+/// Marks a meta nonce mined or failed, inside `tx` (the pipeline settles its row in the same
+/// transaction).
+pub(super) async fn finish_nonce_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    scope: NonceScope,
+    nonce: u64,
+    status: NonceStatus,
+) -> anyhow::Result<()> {
+    finish_nonce_on(&mut **tx, scope, nonce, status).await
+}
+
+async fn finish_nonce_on(
+    conn: &mut sqlx::PgConnection,
+    scope: NonceScope,
+    nonce: u64,
+    status: NonceStatus,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(status != NonceStatus::Submitted, "a nonce is finished as mined or failed");
+    sqlx::query(
+        "UPDATE meta_nonces SET status = $5, updated_at = now()
+         WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $6 AND nonce = $4",
+    )
+    .bind(as_i64(scope.chain_id)?)
+    .bind(scope.contract.as_slice())
+    .bind(scope.signer.as_slice())
+    .bind(as_i64(nonce)?)
+    .bind(status.as_str())
+    .bind(type_i16(scope.nonce_type))
+    .execute(&mut *conn)
+    .await
+    .context("Failed to update the nonce status")?;
+    Ok(())
 }

@@ -309,7 +309,54 @@ async fn take_next_nonce(
     u64_of(row.get::<i64, _>(0))
 }
 
+/// A sponsor worker's right to write its sponsor's queue: the lease it took with
+/// [`Store::acquire_sponsor_lease`]. Every write of the worker is fenced by it: it runs in a
+/// transaction that first takes a share lock on the sponsor's row and checks that the lease is
+/// still this owner's and unexpired. A process whose lease ran out (a tick stalled on the node,
+/// a pause) and was taken over therefore cannot commit anything, and a takeover waits for a write
+/// already under way to commit before it reads the queue.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub chain_id: u64,
+    pub sponsor: Address,
+    pub owner: String,
+}
+
+/// A fenced write found the lease gone: another process may be sending for the sponsor now.
+#[derive(Debug, thiserror::Error)]
+#[error("this process no longer holds the lease on sponsor {0}'s queue")]
+pub struct LeaseLost(pub Address);
+
+/// Checks, under a lock of the sponsor's row held until `tx` ends, that `lease` is still held:
+/// a share lock for writes of rows, an exclusive one (`exclusive`) for a write that then takes
+/// the sponsor's next nonce (two share holders both upgrading would deadlock).
+async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease, exclusive: bool) -> anyhow::Result<()> {
+    let lock = if exclusive { "FOR UPDATE" } else { "FOR SHARE" };
+    let held: Option<i32> = sqlx::query_scalar(&format!(
+        "SELECT 1 FROM sponsor_accounts
+         WHERE chain_id = $1 AND address = $2 AND lease_owner = $3 AND lease_until > clock_timestamp()
+         {lock}"
+    ))
+    .bind(i64_of(lease.chain_id)?)
+    .bind(lease.sponsor.as_slice())
+    .bind(&lease.owner)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("Failed to check the sponsor lease")?;
+    if held.is_none() {
+        return Err(LeaseLost(lease.sponsor).into());
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Begins a transaction fenced by `lease` (see [`Lease`]).
+    async fn begin_fenced(&self, lease: &Lease) -> anyhow::Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        fence(&mut tx, lease, false).await?;
+        Ok(tx)
+    }
+
     /// Queues `batch` (all for one sponsor): takes the sponsor's next `batch.len()` nonces (the
     /// first at least `chain_nonce`), has `sign(i, nonce)` sign item `i` at its nonce, and writes
     /// every row and its attempt, all in one transaction: either all are queued or none.
@@ -428,17 +475,17 @@ impl Store {
     }
 
     /// Moves row `id`, whose nonce another transaction used, to the sponsor's next nonce with a
-    /// freshly signed transaction (status pending again).
+    /// freshly signed transaction (status pending again). Fenced by `lease`.
     pub async fn requeue_transaction(
         &self,
-        chain_id: u64,
-        sponsor: Address,
+        lease: &Lease,
         id: i64,
         chain_nonce: u64,
         sign: impl FnOnce(u64) -> anyhow::Result<SignedAttempt>,
     ) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        let nonce = take_next_nonce(&mut tx, chain_id, sponsor, chain_nonce).await?;
+        fence(&mut tx, lease, true).await?;
+        let nonce = take_next_nonce(&mut tx, lease.chain_id, lease.sponsor, chain_nonce).await?;
         let signed = sign(nonce)?;
         sqlx::query(
             "UPDATE relay_transactions SET sponsor_nonce = $2, status = 'pending', last_sent_at = NULL,
@@ -454,23 +501,27 @@ impl Store {
         Ok(nonce)
     }
 
-    /// Records a new signed transaction (fee bump or cancellation) at the row's nonce.
-    pub async fn add_attempt(&self, id: i64, nonce: u64, a: &SignedAttempt) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+    /// Records a new signed transaction (fee bump or cancellation) at the row's nonce. Fenced by
+    /// `lease`.
+    pub async fn add_attempt(&self, lease: &Lease, id: i64, nonce: u64, a: &SignedAttempt) -> anyhow::Result<()> {
+        let mut tx = self.begin_fenced(lease).await?;
         insert_attempt(&mut tx, id, nonce, a).await?;
         tx.commit().await.context("Failed to commit the attempt")?;
         Ok(())
     }
 
-    /// Raises the sponsor's counter to the chain's count (the key was used elsewhere).
-    pub async fn raise_sponsor_nonce(&self, chain_id: u64, sponsor: Address, chain_nonce: u64) -> anyhow::Result<bool> {
+    /// Raises the sponsor's counter to the chain's count (the key was used elsewhere). Only while
+    /// `lease` is held (one statement: the lease is checked on the row it updates).
+    pub async fn raise_sponsor_nonce(&self, lease: &Lease, chain_nonce: u64) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "UPDATE sponsor_accounts SET next_nonce = $3, updated_at = now()
-             WHERE chain_id = $1 AND address = $2 AND next_nonce < $3",
+             WHERE chain_id = $1 AND address = $2 AND next_nonce < $3
+               AND lease_owner = $4 AND lease_until > clock_timestamp()",
         )
-        .bind(i64_of(chain_id)?)
-        .bind(sponsor.as_slice())
+        .bind(i64_of(lease.chain_id)?)
+        .bind(lease.sponsor.as_slice())
         .bind(i64_of(chain_nonce)?)
+        .bind(&lease.owner)
         .execute(&self.pool)
         .await
         .context("Failed to raise the sponsor's nonce")?;
@@ -568,33 +619,45 @@ impl Store {
             .collect()
     }
 
-    /// The node accepted the row's latest transaction.
-    pub async fn mark_submitted(&self, id: i64) -> anyhow::Result<()> {
+    /// The node accepted the row's latest transaction. Fenced by `lease`.
+    pub async fn mark_submitted(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
+        let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(
             "UPDATE relay_transactions SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
                 last_sent_at = now(), last_error = NULL, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .context("Failed to mark the transaction submitted")?;
+        tx.commit().await.context("Failed to commit")?;
         Ok(())
     }
 
-    /// Remembers why the last broadcast failed (shown by `GET /transactions/{id}`).
-    pub async fn note_error(&self, id: i64, error: &str) -> anyhow::Result<()> {
+    /// Remembers why the last broadcast failed (shown by `GET /transactions/{id}`). Fenced by
+    /// `lease`.
+    pub async fn note_error(&self, lease: &Lease, id: i64, error: &str) -> anyhow::Result<()> {
+        let mut tx = self.begin_fenced(lease).await?;
         sqlx::query("UPDATE relay_transactions SET last_error = $2, updated_at = now() WHERE id = $1")
             .bind(id)
             .bind(error)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .context("Failed to note the error")?;
+        tx.commit().await.context("Failed to commit")?;
         Ok(())
     }
 
-    /// Records how row `id` ended.
-    pub async fn settle_transaction(&self, id: i64, outcome: &Outcome) -> anyhow::Result<()> {
+    /// Records how row `id` ended and finishes its signed call's meta nonce as `nonce_status`,
+    /// in one transaction fenced by `lease`.
+    pub async fn settle_transaction(
+        &self,
+        lease: &Lease,
+        id: i64,
+        outcome: &Outcome,
+        nonce: (super::NonceScope, u64, super::NonceStatus),
+    ) -> anyhow::Result<()> {
         let (status, hash, gas, block, block_hash, failure, reason): (
             &str,
             Option<B256>,
@@ -629,6 +692,7 @@ impl Store {
             Outcome::Replaced => ("replaced", None, None, None, None, Some("replaced"), None),
             Outcome::Expired => ("expired", None, None, None, None, Some("expired"), None),
         };
+        let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(
             "UPDATE relay_transactions SET status = $2, tx_hash = coalesce($3, tx_hash), gas_used = $4,
                 block_number = $5, block_hash = $6, failure = $7, revert_reason = $8,
@@ -643,26 +707,32 @@ impl Store {
         .bind(block_hash.map(|h| h.to_vec()))
         .bind(failure)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .context("Failed to record the outcome")?;
+        let (scope, meta_nonce, nonce_status) = nonce;
+        super::nonces::finish_nonce_in(&mut tx, scope, meta_nonce, nonce_status).await?;
+        tx.commit().await.context("Failed to commit the outcome")?;
         Ok(())
     }
 
     /// A mined row is `confirmations` deep.
-    pub async fn mark_confirmed(&self, id: i64) -> anyhow::Result<()> {
+    pub async fn mark_confirmed(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
+        let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(
             "UPDATE relay_transactions SET status = 'confirmed', updated_at = now() WHERE id = $1 AND status = 'mined'",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .context("Failed to mark the transaction confirmed")?;
+        tx.commit().await.context("Failed to commit")?;
         Ok(())
     }
 
     /// A mined row's block was reorged away: back to submitted (its transaction is re-sent).
-    pub async fn unmine(&self, id: i64) -> anyhow::Result<()> {
+    pub async fn unmine(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
+        let mut tx = self.begin_fenced(lease).await?;
         sqlx::query(
             "UPDATE relay_transactions SET status = 'submitted', gas_used = NULL, block_number = NULL,
                 block_hash = NULL, failure = NULL, revert_reason = NULL, mined_at = NULL, last_sent_at = NULL,
@@ -670,9 +740,10 @@ impl Store {
              WHERE id = $1 AND status = 'mined'",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .context("Failed to reopen the transaction")?;
+        tx.commit().await.context("Failed to commit")?;
         Ok(())
     }
 

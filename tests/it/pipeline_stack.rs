@@ -184,13 +184,18 @@ impl Stack {
 
     /// A relayer replica in this process on the shared database and chain.
     pub async fn replica(&self, settings: PipelineSettings) -> Replica {
+        self.replica_via(settings, self.provider.clone()).await
+    }
+
+    /// A replica whose every RPC call (API and pipeline) goes through `provider`.
+    pub async fn replica_via(&self, settings: PipelineSettings, provider: DynProvider) -> Replica {
         let store = Store::connect(&self.db_url, REPLICA_DB_CONNECTIONS).await.expect("connect");
         let state = server::build_state(
             store,
             vec![ChainParts {
                 name: None,
                 chain_id: self.chain_id,
-                provider: self.provider.clone(),
+                provider,
                 finality_depth: settings.confirmations,
                 deployments: vec![Deployment {
                     name: "USDC".into(),
