@@ -137,7 +137,7 @@ impl Store {
     /// cool-down, see `store::reputation`).
     pub async fn finish_nonce(&self, scope: NonceScope, nonce: u64, status: NonceStatus) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await.context("Failed to reach the database")?;
-        finish_nonce_on(&mut *conn, scope, nonce, status).await
+        finish_nonce_on(&mut conn, scope, nonce, status).await
     }
 
     /// The highest nonce of `scope`'s type this relayer saw mined, if any: for account nonces
@@ -200,20 +200,6 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::NonceStatus;
-
-    #[test]
-    fn nonce_statuses_round_trip_and_unknown_values_are_errors() {
-        for s in [NonceStatus::Submitted, NonceStatus::Mined, NonceStatus::Failed] {
-            assert_eq!(NonceStatus::parse(s.as_str()).unwrap(), s);
-        }
-        assert!(NonceStatus::parse("built").is_err());
-        assert!(NonceStatus::parse("pending").is_err());
-    }
-}
-
 /// Marks a meta nonce mined or failed, inside `tx` (the pipeline settles its row in the same
 /// transaction).
 pub(super) async fn finish_nonce_in(
@@ -222,7 +208,7 @@ pub(super) async fn finish_nonce_in(
     nonce: u64,
     status: NonceStatus,
 ) -> anyhow::Result<()> {
-    finish_nonce_on(&mut **tx, scope, nonce, status).await
+    finish_nonce_on(tx, scope, nonce, status).await
 }
 
 async fn finish_nonce_on(
@@ -246,4 +232,18 @@ async fn finish_nonce_on(
     .await
     .context("Failed to update the nonce status")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NonceStatus;
+
+    #[test]
+    fn nonce_statuses_round_trip_and_unknown_values_are_errors() {
+        for s in [NonceStatus::Submitted, NonceStatus::Mined, NonceStatus::Failed] {
+            assert_eq!(NonceStatus::parse(s.as_str()).unwrap(), s);
+        }
+        assert!(NonceStatus::parse("built").is_err());
+        assert!(NonceStatus::parse("pending").is_err());
+    }
 }
