@@ -113,7 +113,6 @@ struct Tick<'a> {
 /// What the chain looks like this tick.
 struct View {
     chain_nonce: u64,
-    head: u64,
     time: u64,
 }
 
@@ -139,6 +138,9 @@ impl Tick<'_> {
         if self.p.store.raise_sponsor_nonce(self.chain_id(), self.sponsor(), chain_nonce).await? {
             tracing::warn!(sponsor = %self.sponsor(), chain_nonce, "nonce drift: the sponsor key was used outside the relayer; next nonce raised");
         }
+        // Mined rows not yet final: re-checked against the chain (throttled, see `finality`);
+        // one reorged out is back among the open rows read next.
+        super::finality::recheck(self.p, self.lane).await;
         let rows = self.p.store.open_transactions(self.chain_id(), self.sponsor()).await?;
         if rows.is_empty() {
             return Ok(false);
@@ -148,13 +150,13 @@ impl Tick<'_> {
             .await
             .context("Failed to read the latest block")?
             .context("no latest block")?;
-        let view = View { chain_nonce, head: block.header.number, time: block.header.timestamp };
+        let view = View { chain_nonce, time: block.header.timestamp };
 
-        // Rows whose nonce the chain has used (or that are mined) are independent of each other:
-        // settled concurrently. Open rows are sent concurrently too, keeping their order for the
+        // Rows whose nonce the chain has used are independent of each other: settled
+        // concurrently. Open rows are sent concurrently too, keeping their order for the
         // answers; a node takes a later nonce into its queue until the earlier one arrives.
         let (done, open): (Vec<QueuedTx>, Vec<QueuedTx>) =
-            rows.into_iter().partition(|r| r.status == TxStatus::Mined || r.sponsor_nonce < view.chain_nonce);
+            rows.into_iter().partition(|r| r.sponsor_nonce < view.chain_nonce);
         for chunk in done.chunks(CONCURRENCY) {
             let settled = futures::future::join_all(chunk.iter().map(|row| self.settle_done(row, &view))).await;
             settled.into_iter().collect::<anyhow::Result<()>>()?;
@@ -173,10 +175,7 @@ impl Tick<'_> {
     }
 
     async fn settle_done(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
-        match row.status {
-            TxStatus::Mined => self.confirm(row, view).await,
-            _ => self.settle_used_nonce(row, view).await,
-        }
+        self.settle_used_nonce(row, view).await
     }
 
     async fn open_step(&self, row: &QueuedTx, view: &View) -> anyhow::Result<(TxStatus, Step)> {
@@ -438,21 +437,6 @@ impl Tick<'_> {
                 None => payload.message.to_string(),
             },
             Err(e) => format!("reverted (replay failed: {e})"),
-        }
-    }
-
-    /// A mined row: confirmed once deep enough, reopened if its block is gone.
-    async fn confirm(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
-        let Some(block) = row.block_number else { return Ok(()) };
-        if view.head + 1 < block + self.p.settings.confirmations {
-            return Ok(());
-        }
-        match self.receipt(row.tx_hash).await? {
-            Some(r) if r.block_hash == row.block_hash => self.p.store.mark_confirmed(row.id).await,
-            _ => {
-                tracing::warn!(id = row.id, block, "the block holding the transaction was reorged out: re-sending");
-                self.p.store.unmine(row.id).await
-            }
         }
     }
 }

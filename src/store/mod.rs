@@ -62,7 +62,9 @@ pub use keys::{
 };
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use probes::QueueDepth;
-pub use transactions::{AttemptKind, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus};
+pub use transactions::{
+    AttemptKind, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus, UnfinalTx,
+};
 
 /// Handle to the relayer's database; cheap to clone.
 #[derive(Clone, Debug)]
