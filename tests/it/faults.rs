@@ -371,6 +371,21 @@ async fn reorged_out(reorg: Reorg) {
         }
     }
     assert_eq!(stack.sponsor_chain_nonce().await, 0, "rolled back: nothing of ours on chain");
+    // Seen: every row has left the block reorged out (back in the queue, or already mined again).
+    // A block a round: after a rollback the chain must first be as high as that block again.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT block_hash FROM relay_transactions ORDER BY id")
+            .fetch_all(stack.store.pool())
+            .await
+            .unwrap();
+        if now.iter().zip(&first).all(|(now, before)| now.as_ref() != Some(before)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the reorg was never seen: {:?}", stack.rows().await);
+        stack.mine().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stack.settle(true, Duration::from_secs(30)).await;
     // Wait for the final depth too: confirmed rows are the ones checked against the new chain.
     let _: Value = stack.provider.raw_request("anvil_mine".into(), (settings.confirmations,)).await.unwrap();
