@@ -420,7 +420,7 @@ async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened
 
     // Default pipeline and finality (the harness's chain takes the pipeline's defaults); webhooks
     // polled fast, to a local receiver.
-    let webhooks = WebhookSettings { confirmations: None, ..test_settings() };
+    let webhooks = WebhookSettings { confirmations: WebhookSettings::default().confirmations, ..test_settings() };
     let app = &spawn_app_with(Settings { webhooks, ..serve_settings() }).await;
     assert_eq!(app.chain().finality_depth, DEFAULT_FINALITY_DEPTH);
     assert_eq!(app.chain().pipeline.settings().confirmations, DEFAULT_FINALITY_DEPTH);
