@@ -371,7 +371,7 @@ impl Config {
             max_attempts: w.max_attempts.map_or(dw.max_attempts, |v| v.max(1)),
             backoff_base: w.backoff_base_ms.map_or(dw.backoff_base, Duration::from_millis),
             backoff_cap: w.backoff_cap_secs.map_or(dw.backoff_cap, Duration::from_secs),
-            confirmations: w.confirmations.unwrap_or(dw.confirmations),
+            confirmations: w.confirmations.or(dw.confirmations),
             balance_check_interval: w
                 .balance_check_interval_secs
                 .map_or(dw.balance_check_interval, |v| Duration::from_secs(v.max(1))),

@@ -138,13 +138,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         chains: vec![crate::config::ChainConfig {
             rpc_urls: vec![Secret::new(rpc_url.clone())],
             sponsor_keys: vec![Secret::new(DEV_SPONSOR_KEY)],
+            // The dev chain mines a block per transaction and never reorgs: final at once.
+            finality_depth: Some(1),
             ..crate::config::ChainConfig::single(deployment_file)
         }],
         log_format: LogFormat::Text,
         // The dev chain mines a block per transaction and never reorgs: send events at once; local
         // receivers are what dev is for.
         webhooks: crate::webhooks::WebhookSettings {
-            confirmations: 0,
+            confirmations: Some(0),
             allow_private_targets: true,
             ..Default::default()
         },

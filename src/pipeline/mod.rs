@@ -5,6 +5,7 @@
 //! - [`Pipeline`]: `enqueue` (the API's side) and one worker task per sponsor
 //!   ([`worker`]) that broadcasts, tracks receipts, bumps fees and repairs nonces.
 //! - [`fault`]: the table that classifies a node's refusal; [`fees`]: EIP-1559 pricing and bumps.
+//! - `finality`: mined rows re-checked against the chain until they are final (`confirmed`).
 //!
 //! The queue lives in Postgres (`relay_transactions`, `tx_attempts`, `sponsor_accounts`). An
 //! accepted call is a row with its sponsor nonce allocated and its transaction signed in one
@@ -14,6 +15,7 @@
 
 pub mod fault;
 pub mod fees;
+mod finality;
 mod worker;
 
 use std::{
@@ -42,6 +44,7 @@ use crate::{
     store::{AttemptKind, NewTransaction, SignedAttempt, Store, TxStatus},
 };
 pub use fees::Fees;
+pub use finality::DEFAULT_FINALITY_DEPTH;
 
 /// Gas of a plain transfer: what a cancellation (0 value to the sponsor itself) needs.
 const CANCEL_GAS: u64 = 21_000;
@@ -117,8 +120,10 @@ impl Sponsor {
 pub struct PipelineSettings {
     /// How often each sponsor's worker looks at the chain (nonce, receipts).
     pub poll_interval: Duration,
-    /// Blocks a receipt must be under (the including block counts as 1) before a row is
-    /// `confirmed`.
+    /// The finality depth: blocks a receipt must be under (the including block counts as 1)
+    /// before a row is `confirmed`, i.e. final. Until then the row is `mined` and its block is
+    /// re-checked; a reorg puts it back in the queue. A chain's `finality_depth` sets it for that
+    /// chain; [`DEFAULT_FINALITY_DEPTH`] (64) by default.
     pub confirmations: u64,
     /// A submitted transaction is sent again (same bytes) after this long without a receipt, in
     /// case the node dropped it.
@@ -154,7 +159,7 @@ impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(100),
-            confirmations: 1,
+            confirmations: DEFAULT_FINALITY_DEPTH,
             rebroadcast_after: Duration::from_secs(3),
             bump_after: Duration::from_secs(30),
             max_fee_cap: None,
@@ -278,6 +283,8 @@ struct Lane {
     gap_fills: Mutex<HashMap<u64, (SignedAttempt, Instant)>>,
     /// Rows the node refused with an unknown error: how often, since when.
     refusals: Mutex<HashMap<i64, (u32, Instant)>>,
+    /// What the re-checks of mined rows remember between passes.
+    finality: Mutex<finality::Finality>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -344,6 +351,7 @@ impl Pipeline {
                         suspects: Mutex::default(),
                         gap_fills: Mutex::default(),
                         refusals: Mutex::default(),
+                        finality: Mutex::default(),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                     }),

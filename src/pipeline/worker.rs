@@ -129,6 +129,7 @@ struct Tick<'a> {
 /// What the chain looks like this tick.
 struct View {
     chain_nonce: u64,
+    /// The latest block's number: drift evidence is read at it.
     head: u64,
     time: u64,
 }
@@ -155,6 +156,9 @@ impl Tick<'_> {
         if self.p.store.raise_sponsor_nonce(self.lease, chain_nonce).await? {
             tracing::warn!(sponsor = %self.sponsor(), chain_nonce, "nonce drift: the sponsor key was used outside the relayer; next nonce raised");
         }
+        // Mined rows not yet final: re-checked against the chain (throttled, see `finality`);
+        // one reorged out is back among the open rows read next.
+        super::finality::recheck(self.p, self.lane, self.lease).await;
         let rows = self.p.store.open_transactions(self.chain_id(), self.sponsor()).await?;
         if rows.is_empty() {
             return Ok(false);
@@ -166,11 +170,11 @@ impl Tick<'_> {
             .context("no latest block")?;
         let view = View { chain_nonce, head: block.header.number, time: block.header.timestamp };
 
-        // Rows whose nonce the chain has used (or that are mined) are independent of each other:
-        // settled concurrently. Open rows are sent concurrently too, keeping their order for the
+        // Rows whose nonce the chain has used are independent of each other: settled
+        // concurrently. Open rows are sent concurrently too, keeping their order for the
         // answers; a node takes a later nonce into its queue until the earlier one arrives.
         let (done, open): (Vec<QueuedTx>, Vec<QueuedTx>) =
-            rows.into_iter().partition(|r| r.status == TxStatus::Mined || r.sponsor_nonce < view.chain_nonce);
+            rows.into_iter().partition(|r| r.sponsor_nonce < view.chain_nonce);
         for chunk in done.chunks(CONCURRENCY) {
             let settled = futures::future::join_all(chunk.iter().map(|row| self.settle_done(row, &view))).await;
             settled.into_iter().collect::<anyhow::Result<()>>()?;
@@ -197,10 +201,7 @@ impl Tick<'_> {
     }
 
     async fn settle_done(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
-        match row.status {
-            TxStatus::Mined => self.confirm(row, view).await,
-            _ => self.settle_used_nonce(row, view).await,
-        }
+        self.settle_used_nonce(row, view).await
     }
 
     async fn open_step(&self, row: &QueuedTx, view: &View) -> anyhow::Result<(TxStatus, Step)> {
@@ -621,21 +622,6 @@ impl Tick<'_> {
                 None => payload.message.to_string(),
             },
             Err(e) => format!("reverted (replay failed: {e})"),
-        }
-    }
-
-    /// A mined row: confirmed once deep enough, reopened if its block is gone.
-    async fn confirm(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
-        let Some(block) = row.block_number else { return Ok(()) };
-        if view.head + 1 < block + self.p.settings.confirmations {
-            return Ok(());
-        }
-        match self.receipt(row.tx_hash).await? {
-            Some(r) if r.block_hash == row.block_hash => self.p.store.mark_confirmed(self.lease, row.id).await,
-            _ => {
-                tracing::warn!(id = row.id, block, "the block holding the transaction was reorged out: re-sending");
-                self.p.store.unmine(self.lease, row.id).await
-            }
         }
     }
 }

@@ -64,6 +64,7 @@ pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use probes::QueueDepth;
 pub use transactions::{
     AttemptKind, Lease, LeaseLost, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus,
+    UnfinalTx,
 };
 
 /// Handle to the relayer's database; cheap to clone.

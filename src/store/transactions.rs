@@ -136,6 +136,14 @@ pub struct QueuedTx {
     pub latest: SignedAttempt,
 }
 
+/// A mined row not yet final, as the pipeline re-checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnfinalTx {
+    pub id: i64,
+    pub block_number: u64,
+    pub block_hash: B256,
+}
+
 /// How a row ended, as the pipeline records it.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -589,11 +597,12 @@ impl Store {
         Ok(())
     }
 
-    /// The sponsor's rows still pending, submitted or mined-but-unconfirmed, by nonce.
+    /// The sponsor's rows still pending or submitted, by nonce. (Mined rows not yet final are
+    /// re-checked apart, see [`Store::unfinal_transactions`].)
     pub async fn open_transactions(&self, chain_id: u64, sponsor: Address) -> anyhow::Result<Vec<QueuedTx>> {
         let rows = sqlx::query(&format!(
             "{QUEUED_SELECT}
-             WHERE t.chain_id = $1 AND t.sponsor = $2 AND t.status IN ('pending', 'submitted', 'mined')
+             WHERE t.chain_id = $1 AND t.sponsor = $2 AND t.status IN ('pending', 'submitted')
              ORDER BY t.sponsor_nonce"
         ))
         .bind(i64_of(chain_id)?)
@@ -716,35 +725,98 @@ impl Store {
         Ok(())
     }
 
-    /// A mined row is `confirmations` deep.
-    pub async fn mark_confirmed(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
-        let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query(
-            "UPDATE relay_transactions SET status = 'confirmed', updated_at = now() WHERE id = $1 AND status = 'mined'",
+    /// Up to `limit` of the sponsor's mined rows not yet final (status `mined`), lowest block
+    /// first: what the pipeline re-checks against the chain until they are at its finality depth.
+    pub async fn unfinal_transactions(
+        &self,
+        chain_id: u64,
+        sponsor: Address,
+        limit: i64,
+    ) -> anyhow::Result<Vec<UnfinalTx>> {
+        let rows = sqlx::query(
+            "SELECT id, block_number, block_hash FROM relay_transactions
+             WHERE chain_id = $1 AND sponsor = $2 AND status = 'mined'
+               AND block_number IS NOT NULL AND block_hash IS NOT NULL
+             ORDER BY block_number, id LIMIT $3",
         )
-        .bind(id)
-        .execute(&mut *tx)
+        .bind(i64_of(chain_id)?)
+        .bind(sponsor.as_slice())
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await
-        .context("Failed to mark the transaction confirmed")?;
-        tx.commit().await.context("Failed to commit")?;
-        Ok(())
+        .context("Failed to read the sponsor's mined transactions")?;
+        rows.iter()
+            .map(|r| {
+                Ok(UnfinalTx {
+                    id: r.get("id"),
+                    block_number: u64_of(r.get::<i64, _>("block_number"))?,
+                    block_hash: bytes32(r.get::<&[u8], _>("block_hash"))?,
+                })
+            })
+            .collect()
     }
 
-    /// A mined row's block was reorged away: back to submitted (its transaction is re-sent).
-    pub async fn unmine(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
+    /// Mined rows whose block is at the chain's finality depth become `confirmed` (final: never
+    /// re-checked again), each only if it is still recorded in the block that was checked.
+    /// Answers how many rows moved.
+    /// Fenced by `lease`.
+    pub async fn finalize_transactions(&self, lease: &Lease, rows: &[(i64, B256)]) -> anyhow::Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query(
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let hashes: Vec<Vec<u8>> = rows.iter().map(|(_, h)| h.to_vec()).collect();
+        let done = sqlx::query(
+            "UPDATE relay_transactions t SET status = 'confirmed', updated_at = now()
+             FROM UNNEST($1::bigint[], $2::bytea[]) AS f(id, block_hash)
+             WHERE t.id = f.id AND t.status = 'mined' AND t.block_hash = f.block_hash",
+        )
+        .bind(&ids)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await
+        .context("Failed to mark transactions final")?;
+        tx.commit().await.context("Failed to commit")?;
+        Ok(done.rows_affected())
+    }
+
+    /// A mined row's block `block_hash` left the canonical chain before it was final: the row goes
+    /// back to `submitted` (its transaction is looked up again, and re-sent if the node forgot
+    /// it) and its bySig nonce from `mined` back to in flight (`submitted`), in one database
+    /// transaction; the trigger writes `transaction.reorged`. Answers whether the row moved
+    /// (false: it was settled otherwise meanwhile, or is recorded in another block). Fenced by
+    /// `lease`.
+    pub async fn unmine(&self, lease: &Lease, id: i64, block_hash: B256) -> anyhow::Result<bool> {
+        let mut tx = self.begin_fenced(lease).await?;
+        let row = sqlx::query(
             "UPDATE relay_transactions SET status = 'submitted', gas_used = NULL, block_number = NULL,
                 block_hash = NULL, failure = NULL, revert_reason = NULL, mined_at = NULL, last_sent_at = NULL,
                 updated_at = now()
-             WHERE id = $1 AND status = 'mined'",
+             WHERE id = $1 AND status = 'mined' AND block_hash = $2
+             RETURNING chain_id, contract, signer, meta_nonce, meta_nonce_type",
         )
         .bind(id)
-        .execute(&mut *tx)
+        .bind(block_hash.as_slice())
+        .fetch_optional(&mut *tx)
         .await
         .context("Failed to reopen the transaction")?;
-        tx.commit().await.context("Failed to commit")?;
-        Ok(())
+        let Some(row) = row else { return Ok(false) };
+        sqlx::query(
+            "UPDATE meta_nonces SET status = 'submitted', updated_at = now()
+             WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $5 AND nonce = $4
+               AND status = 'mined'",
+        )
+        .bind(row.get::<i64, _>("chain_id"))
+        .bind(row.get::<&[u8], _>("contract"))
+        .bind(row.get::<&[u8], _>("signer"))
+        .bind(row.get::<i64, _>("meta_nonce"))
+        .bind(row.get::<i16, _>("meta_nonce_type"))
+        .execute(&mut *tx)
+        .await
+        .context("Failed to put the nonce back in flight")?;
+        tx.commit().await.context("Failed to commit the reopened transaction")?;
+        Ok(true)
     }
 
     /// Each sponsor's transactions not yet mined (pending or submitted).

@@ -178,8 +178,17 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
     for e in &events {
         let (id, event_type) = (e.id, &e.event_type);
         let data = match (e.data.clone(), e.transaction_id) {
-            (Some(d), _) => d,
-            (None, Some(t)) => transaction_data(state, chain, t).await?,
+            // A transaction event: the transaction's view now, with what the event is about
+            // written over it (the block it was mined in, or the block it was reorged out of),
+            // so a body built after a later change still describes its own event.
+            (at_event, Some(t)) => {
+                let mut data = transaction_data(state, chain, t).await?;
+                if let (Some(Value::Object(fields)), Value::Object(view)) = (at_event, &mut data) {
+                    view.extend(fields);
+                }
+                data
+            }
+            (Some(d), None) => d,
             (None, None) => json!({}),
         };
         let payload = json!({

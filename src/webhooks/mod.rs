@@ -26,6 +26,8 @@ use sha2::Sha256;
 pub const EVENT_TYPES: &[&str] = &[
     "transaction.mined",
     "transaction.failed",
+    "transaction.reorged",
+    "transaction.finalized",
     "stream.created",
     "stream.revoked",
     "payment.completed",
@@ -33,6 +35,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "withdrawal.completed",
     "account.liquidated",
     "sponsor.balance_low",
+    "event.retracted",
 ];
 
 pub use crate::store::webhooks::WebhookEventType;
@@ -53,7 +56,10 @@ pub struct WebhookSettings {
     /// … up to this.
     pub backoff_cap: Duration,
     /// Blocks indexed on top of a contract event's block before it is sent (reorg safety).
-    pub confirmations: u64,
+    /// `None` (the default): the chain's finality depth, so a contract event is sent once final.
+    /// A shallower setting sends sooner; an event whose block an index rollback then orphans is
+    /// retracted (`event.retracted`) and the canonical events are sent.
+    pub confirmations: Option<u64>,
     /// How often sponsors' native balances are checked for `sponsor.balance_low`.
     pub balance_check_interval: Duration,
     /// Deliveries in flight at once in one process (at most one per endpoint, so a slow
@@ -82,7 +88,7 @@ impl Default for WebhookSettings {
             max_attempts: 8,
             backoff_base: Duration::from_secs(10),
             backoff_cap: Duration::from_secs(3600),
-            confirmations: 2,
+            confirmations: None,
             balance_check_interval: Duration::from_secs(60),
             batch_size: 20,
             retention: Duration::from_secs(30 * 86_400),

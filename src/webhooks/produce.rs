@@ -1,11 +1,17 @@
 //! Producing webhook events from what the database (and the chain) already record, without
 //! touching the pipeline or the indexer:
 //!
-//! - `transaction.mined` / `transaction.failed`: a trigger on `relay_transactions` writes the
-//!   outbox row in the same database transaction as the state change (migration 0007).
+//! - `transaction.mined` / `transaction.reorged` / `transaction.finalized` / `transaction.failed`:
+//!   a trigger on `relay_transactions` writes the outbox row in the same database transaction as
+//!   the state change (migrations 0007 and 0017).
 //! - contract events: a cursor per deployment over the index's `idx_events`, reading only blocks
-//!   at least `confirmations` below the index's checkpoint, so an event is sent only once it is
-//!   that deep (a reorg shallower than that never reaches a receiver). Transfers become
+//!   at least `confirmations` below the index's checkpoint (the chain's finality depth unless
+//!   `webhooks.confirmations` is set), so an event is sent only once it is that deep. An index
+//!   rollback moves the cursor back in its own database transaction, withdraws the undelivered
+//!   events of the blocks it orphans and writes `event.retracted` for the ones that may have been
+//!   delivered (`store::webhooks::outbox::follow_rollback`); the canonical events are then
+//!   produced again from the cursor. An event's key carries its block hash, so the orphaned
+//!   event and its canonical replacement at the same height and log index are two events. Transfers become
 //!   `deposit.completed` (minted), `withdrawal.completed` (burnt) or `payment.completed` (between
 //!   accounts; not the relayer fee of a sponsored call nor a liquidation reward);
 //!   `StreamCreated`/`StreamRevoked`/`Liquidated` become `stream.created`/`stream.revoked`/
@@ -116,7 +122,9 @@ fn number(text: Option<String>) -> U256 {
 /// Turns the next confirmed events of `contract` into outbox rows; `true` if there may be more.
 async fn contract_events(state: &Dispatcher, chain: &Chain, contract: &Deployment) -> anyhow::Result<bool> {
     let chain_id = chain.chain_id as i64;
-    let confirmations = state.settings.confirmations;
+    // By default an event is sent once final, when a relayed transaction in its block would be
+    // `confirmed`: the chain's finality depth counts the including block, these blocks on top.
+    let confirmations = state.settings.confirmations.unwrap_or(chain.finality_depth.saturating_sub(1));
     let mut tx = state.store.pool().begin().await?;
     // The lock makes one replica at a time advance this deployment's cursor.
     let (from_block, from_log) = outbox::lock_cursor(&mut tx, chain_id, contract.address).await?;
@@ -198,7 +206,9 @@ async fn contract_events(state: &Dispatcher, chain: &Chain, contract: &Deploymen
         data["transaction_hash"] = json!(r.tx_hash.to_string());
         data["log_index"] = json!(log_index);
         let key = format!("{event_type}:{}:{block_hash}:{log_index}", chain.chain_id);
-        outbox::insert_event(&mut tx, &key, chain_id, event_type, None, data).await?;
+        // With its origin, so a rollback of the index finds it (`outbox::follow_rollback`).
+        let origin = outbox::Origin { contract: contract.address, block_number: r.block_number, block_hash };
+        outbox::insert_event(&mut tx, &key, chain_id, event_type, None, Some(origin), data).await?;
     }
     let (to_block, to_log) = match rows.last() {
         Some(r) if more => (r.block_number, r.log_index),
@@ -235,7 +245,7 @@ async fn sponsor_balances(state: &Dispatcher, chain: &Chain) -> anyhow::Result<(
                 "min_balance": format_units(min, INTERNAL_DECIMALS),
             });
             let key = format!("sponsor.balance_low:{}:{sponsor}:{episode}", chain.chain_id);
-            outbox::insert_event(&mut tx, &key, chain_id, "sponsor.balance_low", Some(sponsor), data).await?;
+            outbox::insert_event(&mut tx, &key, chain_id, "sponsor.balance_low", Some(sponsor), None, data).await?;
             tracing::warn!(sponsor = %sponsor, balance = %balance, "sponsor balance below the threshold");
         }
         tx.commit().await?;

@@ -334,11 +334,12 @@ enum Reorg {
 
 /// Three calls are mined in one block, which a reorg then removes from the chain before they
 /// are final; each must be re-detected (sent again if the node forgot it) and end mined once,
-/// recorded in the block it is in now.
+/// recorded in the block it is in now. At the default finality depth (review T2).
 async fn reorged_out(reorg: Reorg) {
     let stack = Stack::start(&["--no-mining"]).await;
-    // Three confirmations: a mined row stays `mined` (not final) for two more blocks.
-    let relayer = stack.replica(PipelineSettings { confirmations: 3, ..fast_settings() }).await;
+    let settings = fast_settings();
+    assert_eq!(settings.confirmations, streampay_relayer::pipeline::DEFAULT_FINALITY_DEPTH);
+    let relayer = stack.replica(settings.clone()).await;
     let users = stack.users(3);
     stack.fund_wallets(&users, 10, false).await;
     for u in &users {
@@ -370,12 +371,27 @@ async fn reorged_out(reorg: Reorg) {
         }
     }
     assert_eq!(stack.sponsor_chain_nonce().await, 0, "rolled back: nothing of ours on chain");
+    // Seen: every row has left the block reorged out (back in the queue, or already mined again).
+    // A block a round: after a rollback the chain must first be as high as that block again.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT block_hash FROM relay_transactions ORDER BY id")
+            .fetch_all(stack.store.pool())
+            .await
+            .unwrap();
+        if now.iter().zip(&first).all(|(now, before)| now.as_ref() != Some(before)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the reorg was never seen: {:?}", stack.rows().await);
+        stack.mine().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stack.settle(true, Duration::from_secs(30)).await;
     // Wait for the final depth too: confirmed rows are the ones checked against the new chain.
+    let _: Value = stack.provider.raw_request("anvil_mine".into(), (settings.confirmations,)).await.unwrap();
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
     while stack.rows().await.iter().any(|(s, _)| s != "confirmed") {
         assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
-        stack.mine().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stack.assert_exactly_once(&users, 10, 0).await;
@@ -386,4 +402,147 @@ async fn reorged_out(reorg: Reorg) {
     for (before, after) in first.iter().zip(&last) {
         assert_ne!(before, after, "each row records the block it is in now, not the one reorged out");
     }
+}
+
+/// Review S4/T2, at the default settings: a relayed call mined and then buried under three more
+/// blocks (under the old default of one confirmation it was final at once and never looked at
+/// again) is still re-checked until the finality depth. A reorg that drops it puts the row back
+/// in the queue, gives its bySig nonce back (`GET meta/nonce`), and delivers `transaction.reorged`
+/// naming the orphaned block; mined again, the row records its new block and
+/// `transaction.mined` is delivered again with it; at the finality depth the row is `confirmed`
+/// and `transaction.finalized` is delivered.
+#[tokio::test]
+async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened_its_nonce_given_back_and_reported() {
+    use crate::harness::{serve_settings, spawn_app_with, tokens, wallet};
+    use crate::webhooks::{Receiver, register, test_settings};
+    use serde_json::json;
+    use streampay_relayer::{api::Settings, pipeline::DEFAULT_FINALITY_DEPTH, webhooks::WebhookSettings};
+
+    // Default pipeline and finality (the harness's chain takes the pipeline's defaults); webhooks
+    // polled fast, to a local receiver.
+    let webhooks = WebhookSettings { confirmations: WebhookSettings::default().confirmations, ..test_settings() };
+    let app = &spawn_app_with(Settings { webhooks, ..serve_settings() }).await;
+    assert_eq!(app.chain().finality_depth, DEFAULT_FINALITY_DEPTH);
+    assert_eq!(app.chain().pipeline.settings().confirmations, DEFAULT_FINALITY_DEPTH);
+    app.keep(app.start_webhooks());
+    let _indexer = app.start_indexers();
+    let receiver = Receiver::start(&[], 200).await;
+    register(app, &receiver.url, &["transaction.mined", "transaction.reorged", "transaction.finalized"]).await;
+
+    let user = wallet();
+    app.mint(user.address(), tokens(5)).await;
+    let built = app
+        .build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "5", "NonceType": "account"}))
+        .await;
+    let mut body = app.signed_execute_body(&user, &built).await;
+    body["NonceType"] = built["Transaction"]["NonceType"].clone();
+    // From here blocks come only when the test mines them.
+    let _: Value = app.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let resp = app.execute_async(&body).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = resp.json::<Value>().await.unwrap()["TransactionId"].as_i64().unwrap();
+    let mine = |n: u64| async move {
+        let _: Value = app.provider.raw_request("anvil_mine".into(), (n,)).await.unwrap();
+    };
+    let row = || async {
+        let (status, block, hash): (String, Option<i64>, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT status, block_number, block_hash FROM relay_transactions WHERE id = $1")
+                .bind(id)
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        (status, block.map(|b| b as u64), hash.map(|h| alloy::primitives::B256::from_slice(&h).to_string()))
+    };
+    let wait_row = |what: &'static str, pred: fn(&str) -> bool| async move {
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = row().await;
+            if pred(&r.0) {
+                return r;
+            }
+            assert!(tokio::time::Instant::now() < end, "the row never became {what}: {r:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    let meta_nonce = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM meta_nonces WHERE nonce = 0 AND nonce_type = 0")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+    };
+    let nonce_path = format!("/api/v1/USDC/meta/nonce/{}", user.address());
+    // `GET meta/nonce` as of an indexed block at or past `block`.
+    let wait_nonce = |block: u64, chain_nonce: u64, nonce: u64| {
+        let path = nonce_path.clone();
+        async move {
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (status, got) = app.get(&path).await;
+                if status == StatusCode::OK
+                    && got["Block"].as_u64().unwrap() >= block
+                    && got["ChainNonce"] == chain_nonce
+                    && got["Nonce"] == nonce
+                {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < end,
+                    "GET meta/nonce never said ChainNonce {chain_nonce}, Nonce {nonce} at block {block}: {status} {got}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    wait_row("submitted", |s| s == "submitted").await;
+    mine(1).await;
+    let (_, first_block, first_hash) = wait_row("mined", |s| s == "mined").await;
+    let (first_block, first_hash) = (first_block.unwrap(), first_hash.unwrap());
+    let of_row = |v: &Value| v["data"]["transaction_id"] == id;
+    let mined = receiver.wait_for("transaction.mined", 1, |v| v["type"] == "transaction.mined" && of_row(v)).await;
+    assert_eq!(mined[0]["data"]["block_number"], first_block);
+    assert_eq!(mined[0]["data"]["block_hash"], first_hash);
+    assert_eq!(meta_nonce().await, "mined");
+    wait_nonce(first_block, 1, 1).await;
+
+    // Three blocks on top, then all four replaced by empty ones.
+    mine(3).await;
+    let head = app.provider.get_block_number().await.unwrap();
+    assert_eq!(head, first_block + 3);
+    let sponsor_nonce = app.provider.get_transaction_count(app.sponsor).latest().await.unwrap();
+    let no_transactions: Vec<Value> = Vec::new();
+    let _: Value = app.provider.raw_request("anvil_reorg".into(), (4u64, no_transactions)).await.unwrap();
+    assert_eq!(app.provider.get_transaction_count(app.sponsor).latest().await.unwrap(), sponsor_nonce - 1);
+
+    let (_, block, _) = wait_row("submitted again", |s| s == "submitted" || s == "pending").await;
+    assert_eq!(block, None);
+    assert_eq!(meta_nonce().await, "submitted", "the bySig nonce is in flight again, not used");
+    let reorged =
+        receiver.wait_for("transaction.reorged", 1, |v| v["type"] == "transaction.reorged" && of_row(v)).await;
+    assert_eq!(reorged[0]["data"]["reorged_block_number"], first_block);
+    assert_eq!(reorged[0]["data"]["reorged_block_hash"], first_hash);
+    // Not used on chain any more, still in flight: the next nonce to sign is still 1.
+    wait_nonce(head, 0, 1).await;
+
+    // Mined again (the worker sent it again, or the node kept it): a new block, a new event.
+    mine(1).await;
+    let (_, second_block, second_hash) = wait_row("mined again", |s| s == "mined").await;
+    let (second_block, second_hash) = (second_block.unwrap(), second_hash.unwrap());
+    assert_ne!(second_hash, first_hash);
+    let mined = receiver.wait_for("transaction.mined", 2, |v| v["type"] == "transaction.mined" && of_row(v)).await;
+    assert_eq!(mined[1]["data"]["block_number"], second_block);
+    assert_eq!(mined[1]["data"]["block_hash"], second_hash);
+    assert_eq!(meta_nonce().await, "mined");
+    wait_nonce(second_block, 1, 1).await;
+
+    // Final at the finality depth (the including block counts as one).
+    mine(DEFAULT_FINALITY_DEPTH - 1).await;
+    let (_, block, hash) = wait_row("confirmed", |s| s == "confirmed").await;
+    assert_eq!((block, hash), (Some(second_block), Some(second_hash.clone())));
+    let finalized =
+        receiver.wait_for("transaction.finalized", 1, |v| v["type"] == "transaction.finalized" && of_row(v)).await;
+    assert_eq!(finalized[0]["data"]["block_hash"], second_hash);
+    assert_eq!(finalized[0]["data"]["state"], "confirmed");
+    // Executed once.
+    assert_eq!(app.balance_of(user.address()).await, crate::harness::internal(5));
 }

@@ -287,7 +287,7 @@ async fn execute_answers_hash_and_gas_and_records_the_transaction() {
             .fetch_one(app.store.pool())
             .await
             .unwrap();
-    // `confirmed` once the worker has seen it `confirmations` deep (1 by default: at once).
+    // `confirmed` once final, at the chain's finality depth (64 blocks by default).
     assert!(row.0 == "mined" || row.0 == "confirmed", "{}", row.0);
     assert_eq!(row.1 as u64, done["GasUsed"].as_u64().unwrap());
     assert_eq!(row.2, app.sponsor.to_vec());

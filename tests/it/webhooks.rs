@@ -25,14 +25,14 @@ use crate::harness::{TestApp, assert_error, spawn_app_with, tokens, wallet};
 
 /// What the receiver does with the next request.
 #[derive(Debug, Clone, Copy)]
-enum Reply {
+pub(crate) enum Reply {
     Status(u16),
     /// Answers 200 only after this long (longer than the relayer's timeout).
     Hang(Duration),
 }
 
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     headers: HeaderMap,
     body: String,
     at: std::time::Instant,
@@ -48,13 +48,13 @@ struct ReceiverState {
 
 /// A real local HTTP receiver on a random port.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: Arc<ReceiverState>,
 }
 
 impl Receiver {
-    async fn start(plan: &[Reply], otherwise: u16) -> Self {
+    pub(crate) async fn start(plan: &[Reply], otherwise: u16) -> Self {
         let state = Arc::new(ReceiverState::default());
         state.plan.lock().unwrap().extend(plan.iter().copied());
         *state.otherwise.lock().unwrap() = Some(otherwise);
@@ -78,7 +78,7 @@ impl Receiver {
         Self { url: format!("http://{addr}/hook"), state }
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.state.got.lock().unwrap().clone()
     }
 
@@ -91,7 +91,7 @@ impl Receiver {
             .collect()
     }
 
-    async fn wait_for(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let got: Vec<Value> =
@@ -105,14 +105,14 @@ impl Receiver {
     }
 }
 
-fn test_settings() -> WebhookSettings {
+pub(crate) fn test_settings() -> WebhookSettings {
     WebhookSettings {
         poll_interval: Duration::from_millis(40),
         timeout: Duration::from_millis(400),
         max_attempts: 4,
         backoff_base: Duration::from_millis(300),
         backoff_cap: Duration::from_secs(5),
-        confirmations: 0,
+        confirmations: Some(0),
         balance_check_interval: Duration::from_millis(100),
         // The receivers of these tests are on 127.0.0.1.
         allow_private_targets: true,
@@ -141,7 +141,7 @@ async fn spawn_with(settings: Settings) -> TestApp {
 }
 
 /// Registers an endpoint; returns (id, secret).
-async fn register(app: &TestApp, url: &str, events: &[&str]) -> (i64, String) {
+pub(crate) async fn register(app: &TestApp, url: &str, events: &[&str]) -> (i64, String) {
     let (status, body) = app.post("/api/v1/webhooks", &json!({"url": url, "events": events})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let secret = body["secret"].as_str().unwrap().to_string();
@@ -608,7 +608,7 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
 
 #[tokio::test]
 async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations() {
-    let app = app_with(WebhookSettings { confirmations: 2, ..test_settings() }).await;
+    let app = app_with(WebhookSettings { confirmations: Some(2), ..test_settings() }).await;
     let indexer = app.start_indexers();
     let receiver = Receiver::start(&[], 200).await;
     register(&app, &receiver.url, &["stream.created", "account.liquidated", "payment.completed"]).await;
@@ -923,4 +923,92 @@ async fn webhook_endpoints_and_redeliveries_per_key_are_limited() {
     let path = format!("/api/v1/webhooks/{third}/deliveries/{}/redeliver", d["id"]);
     assert_eq!(app.post(&path, &json!({})).await.0, StatusCode::ACCEPTED);
     assert_error(&app.post(&path, &json!({})).await, StatusCode::TOO_MANY_REQUESTS, "redelivery_limit_reached");
+}
+
+/// Review S4/T2, at the default settings (contract events sent once their block is at the
+/// chain's finality depth): a reorg deeper than that orphans the block of an event already
+/// delivered. The index's rollback withdraws it: the receiver gets `event.retracted` naming it
+/// (without subscribing to it), then the canonical event, at the same height and log index but
+/// in the new block (its own key, so it is not mistaken for the orphaned one). The webhook cursor
+/// moves back in the rollback's own transaction: right after a rollback it is at or below the
+/// block rolled back to, and the canonical event is itself withdrawn and retracted.
+#[tokio::test]
+async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_the_canonical_event() {
+    let defaults = WebhookSettings::default();
+    assert_eq!(defaults.confirmations, None, "by default contract events wait for the chain's finality depth");
+    let app = app_with(WebhookSettings { confirmations: defaults.confirmations, ..test_settings() }).await;
+    let depth = app.chain().finality_depth;
+    assert_eq!(depth, streampay_relayer::pipeline::DEFAULT_FINALITY_DEPTH);
+    let indexer = app.start_indexers();
+    let receiver = Receiver::start(&[], 200).await;
+    register(&app, &receiver.url, &["deposit.completed"]).await;
+    let user = wallet();
+    let cs = |a: alloy::primitives::Address| a.to_checksum(None);
+    app.fund(&user, 5).await;
+    let (hash, block): (Vec<u8>, i64) = sqlx::query_as("SELECT tx_hash, block_number FROM relay_transactions")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let (hash, block) = (alloy::primitives::B256::from_slice(&hash), block as u64);
+
+    // Final: the including block and depth − 1 on top of it.
+    mine(&app, depth - 1).await;
+    let first = event(&receiver, "deposit.completed", |d| d["account"] == cs(user.address())).await;
+    assert_eq!(first["data"]["block_number"], block);
+    let orphaned_hash = first["data"]["block_hash"].clone();
+
+    // Every block from the deposit's up is replaced; the new chain carries the same transaction
+    // in its first block, so the canonical event is at the same height and log index.
+    let raw_tx: alloy::primitives::Bytes =
+        app.provider.raw_request("eth_getRawTransactionByHash".into(), (hash,)).await.unwrap();
+    let head = app.provider.get_block_number().await.unwrap();
+    let reorged = head - block + 1;
+    let _: Value = app.provider.raw_request("anvil_reorg".into(), json!([reorged, [[raw_tx, 0]]])).await.unwrap();
+    let new_hash = app.provider.get_block_by_number(block.into()).await.unwrap().unwrap().header.hash;
+    assert_ne!(json!(new_hash.to_string()), orphaned_hash, "the deposit's block was replaced");
+
+    let retraction = event(&receiver, "event.retracted", |d| d["retracted_event_id"] == first["id"]).await;
+    assert_eq!(retraction["data"]["retracted_type"], "deposit.completed");
+    assert_eq!(retraction["data"]["block_number"], block);
+    assert_eq!(retraction["data"]["block_hash"], orphaned_hash);
+    assert_eq!(retraction["data"]["log_index"], first["data"]["log_index"]);
+    let canonical = event(&receiver, "deposit.completed", |d| {
+        d["account"] == cs(user.address()) && d["block_hash"] != orphaned_hash
+    })
+    .await;
+    assert_ne!(canonical["id"], first["id"]);
+    assert_eq!(canonical["data"]["block_hash"], new_hash.to_string());
+    for field in ["block_number", "log_index", "transaction_hash", "amount_raw"] {
+        assert_eq!(canonical["data"][field], first["data"][field], "{field}");
+    }
+    let order: Vec<Value> =
+        receiver.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["id"].clone()).collect();
+    let at = |id: &Value| order.iter().position(|x| x == id).unwrap();
+    assert!(at(&first["id"]) < at(&retraction["id"]) && at(&retraction["id"]) < at(&canonical["id"]), "{order:?}");
+    // Delivered once each: the orphaned event is never sent again.
+    assert_eq!(order.iter().filter(|x| **x == first["id"]).count(), 1, "{order:?}");
+
+    // The cursor moves back in the rollback's own transaction: with the indexer stopped (so
+    // nothing re-ingests), a rollback below the deposit leaves the cursor at or below its block.
+    let aborted = indexer.shutdown(Duration::from_secs(10)).await;
+    assert!(aborted.is_empty(), "the indexer did not stop: {aborted:?}");
+    let scope = streampay_relayer::store::index::Scope { chain_id: app.chain_id, contract: app.contract };
+    let (cursor_before,): (i64,) =
+        sqlx::query_as("SELECT block_number FROM webhook_cursors").fetch_one(app.store.pool()).await.unwrap();
+    assert!(cursor_before >= block as i64, "the cursor was past the deposit: {cursor_before}");
+    let (ancestor, _) = streampay_relayer::store::index::rollback(app.store.pool(), scope, block - 1).await.unwrap();
+    let (cursor, log): (i64, i32) = sqlx::query_as("SELECT block_number, log_index FROM webhook_cursors")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(cursor <= ancestor as i64, "cursor {cursor}:{log} after a rollback to {ancestor}");
+    let canonical_id: i64 = canonical["id"].as_str().unwrap().trim_start_matches("evt_").parse().unwrap();
+    let (orphaned, key): (bool, String) =
+        sqlx::query_as("SELECT orphaned_at IS NOT NULL, event_key FROM webhook_events WHERE id = $1")
+            .bind(canonical_id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert!(orphaned && key.contains(":orphaned:"), "{key}");
+    event(&receiver, "event.retracted", |d| d["retracted_event_id"] == canonical["id"]).await;
 }

@@ -7,7 +7,9 @@ use super::model::{Key, Value};
 use super::{Scope, bytes32, derived::write_values, load_checkpoint, note_local_commit, notify};
 
 /// Undoes every block above `ancestor`: restores the derived rows from the undo journal,
-/// deletes the orphaned events, hashes and journal entries, and moves the checkpoint back.
+/// deletes the orphaned events, hashes and journal entries, moves the checkpoint back, and makes
+/// the webhooks follow (cursor back, orphaned events withdrawn or retracted), all in one
+/// database transaction.
 /// Returns the block actually rolled back to (at or below `ancestor`) and the events removed.
 pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Result<(u64, u64)> {
     let mut tx = pool.begin().await?;
@@ -87,6 +89,20 @@ pub async fn rollback(pool: &PgPool, scope: Scope, ancestor: u64) -> anyhow::Res
     .bind(timestamp)
     .execute(&mut *tx)
     .await?;
+    // The webhooks follow in the same transaction: their cursor can never be past the index's
+    // checkpoint, nor an orphaned event left to deliver.
+    let followed =
+        crate::store::webhooks::outbox::follow_rollback(&mut tx, scope.chain(), scope.contract, ancestor as i64)
+            .await?;
+    if followed.orphaned > 0 {
+        tracing::warn!(
+            contract = %scope.contract,
+            ancestor,
+            orphaned = followed.orphaned,
+            retracted = followed.retracted,
+            "webhook events of orphaned blocks withdrawn or retracted"
+        );
+    }
     notify(&mut tx, scope, ancestor).await?;
     tx.commit().await?;
     note_local_commit();

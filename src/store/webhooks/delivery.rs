@@ -38,6 +38,8 @@ pub struct PendingEvent {
     pub sponsor: Option<Vec<u8>>,
     pub transaction_id: Option<i64>,
     pub data: Option<Value>,
+    /// `event.retracted`: the event it retracts.
+    pub retracts: Option<i64>,
     /// Unix seconds.
     pub created: i64,
 }
@@ -92,7 +94,7 @@ pub async fn relayed_transaction(pool: &PgPool, id: i64) -> anyhow::Result<Optio
 /// another replica holds) until the end of the caller's transaction.
 pub async fn lock_pending_events(conn: &mut PgConnection, chain_id: i64) -> anyhow::Result<Vec<PendingEvent>> {
     let rows = sqlx::query(
-        "SELECT id, type, api_key_id, sponsor, transaction_id, data,
+        "SELECT id, type, api_key_id, sponsor, transaction_id, data, retracts,
                 extract(epoch FROM created_at)::BIGINT AS created
          FROM webhook_events WHERE NOT fanned_out AND chain_id = $1
          ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
@@ -109,6 +111,7 @@ pub async fn lock_pending_events(conn: &mut PgConnection, chain_id: i64) -> anyh
             sponsor: e.get("sponsor"),
             transaction_id: e.get("transaction_id"),
             data: e.get("data"),
+            retracts: e.get("retracts"),
             created: e.get("created"),
         })
         .collect())
@@ -128,12 +131,31 @@ pub async fn mark_fanned_out(conn: &mut PgConnection, id: i64, data: &Value, pay
 /// Creates a delivery, due now, for every live endpoint subscribed to the event's type that
 /// existed when the event was written, whose key family has a live key, and (for
 /// `transaction.*`) that belongs to the relaying key's family, or (for a sponsor's event) whose
-/// key may use the sponsor.
+/// key may use the sponsor. `transaction.reorged` also goes to endpoints subscribed to
+/// `transaction.mined` (what they were told is no longer true). An `event.retracted` goes to
+/// the live endpoints that may have received the event it retracts (a delivery of it with an
+/// attempt made), subscribed or not.
 pub async fn create_deliveries(conn: &mut PgConnection, event: &PendingEvent) -> anyhow::Result<()> {
+    if let Some(original) = event.retracts {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, next_attempt_at)
+                 SELECT DISTINCT ep.id, $1, 'pending', now()
+                 FROM webhook_deliveries d JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
+                 WHERE d.event_id = $2 AND (d.attempts > 0 OR d.state = 'succeeded')
+                   AND ep.deleted_at IS NULL AND api_key_family_live(ep.api_key_id)
+                 ON CONFLICT DO NOTHING",
+        )
+        .bind(event.id)
+        .bind(original)
+        .execute(conn)
+        .await?;
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, next_attempt_at)
              SELECT ep.id, $1, 'pending', now() FROM webhook_endpoints ep
-             WHERE ep.deleted_at IS NULL AND $2 = ANY(ep.events)
+             WHERE ep.deleted_at IS NULL
+               AND ($2 = ANY(ep.events) OR ($2 = 'transaction.reorged' AND 'transaction.mined' = ANY(ep.events)))
                AND ep.created_at <= (SELECT created_at FROM webhook_events WHERE id = $1)
                AND api_key_family_live(ep.api_key_id)
                AND ($3::BIGINT IS NULL OR ep.api_key_id IN (SELECT api_key_family($4)))

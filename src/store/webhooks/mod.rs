@@ -25,6 +25,12 @@ pub enum WebhookEventType {
     TransactionMined,
     #[serde(rename = "transaction.failed")]
     TransactionFailed,
+    /// A mined transaction's block left the chain before it was final; it is back in the queue.
+    #[serde(rename = "transaction.reorged")]
+    TransactionReorged,
+    /// A mined transaction is final (its block is at the chain's finality depth).
+    #[serde(rename = "transaction.finalized")]
+    TransactionFinalized,
     #[serde(rename = "stream.created")]
     StreamCreated,
     #[serde(rename = "stream.revoked")]
@@ -39,6 +45,10 @@ pub enum WebhookEventType {
     AccountLiquidated,
     #[serde(rename = "sponsor.balance_low")]
     SponsorBalanceLow,
+    /// A contract event already sent came from a block an index rollback orphaned: forget it.
+    /// Sent to every endpoint that may have received the event, subscribed or not.
+    #[serde(rename = "event.retracted")]
+    EventRetracted,
 }
 
 /// A registered endpoint (its secret is only ever shown by the create answer).

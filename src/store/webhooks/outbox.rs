@@ -1,7 +1,8 @@
 //! The producer's side of the outbox: per-deployment cursors over the index's events, the
-//! sponsor-balance alert episodes, the event rows themselves, and pruning. Each step's statements
-//! run on the caller's transaction (`&mut PgConnection`), which holds the row locks that let one
-//! replica at a time advance a cursor or an alert. Every statement is checked at compile time.
+//! sponsor-balance alert episodes, the event rows themselves, what an index rollback does to them
+//! ([`follow_rollback`]), and pruning. Each step's statements run on the caller's transaction
+//! (`&mut PgConnection`), which holds the row locks that let one replica at a time advance a
+//! cursor or an alert. Every statement is checked at compile time.
 
 use std::time::Duration;
 
@@ -165,6 +166,14 @@ pub async fn advance_cursor(
     Ok(())
 }
 
+/// Where a contract event came from: its deployment and block.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub contract: Address,
+    pub block_number: i64,
+    pub block_hash: B256,
+}
+
 /// Writes an outbox event unless one with the same key exists.
 pub async fn insert_event(
     conn: &mut PgConnection,
@@ -172,22 +181,114 @@ pub async fn insert_event(
     chain_id: i64,
     event_type: &str,
     sponsor: Option<Address>,
+    origin: Option<Origin>,
     data: serde_json::Value,
 ) -> anyhow::Result<()> {
     sqlx::query!(
         // The data goes as JSON text: the crate's sqlx has no JSON type mapping for the macros.
-        "INSERT INTO webhook_events (event_key, chain_id, type, sponsor, data) VALUES ($1, $2, $3, $4, $5::text::jsonb)
+        "INSERT INTO webhook_events (event_key, chain_id, type, sponsor, data, contract, block_number, block_hash)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8)
          ON CONFLICT (event_key) DO NOTHING",
         key,
         chain_id,
         event_type,
         sponsor.as_ref().map(|s| s.as_slice()),
         data.to_string(),
+        origin.as_ref().map(|o| o.contract.as_slice()),
+        origin.map(|o| o.block_number),
+        origin.as_ref().map(|o| o.block_hash.as_slice()),
     )
     .execute(conn)
     .await
     .map_err(|e| anyhow::Error::new(e).context("Failed to write a webhook event"))?;
     Ok(())
+}
+
+/// What [`follow_rollback`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Followed {
+    /// Events of orphaned blocks (none of them is sent from now on).
+    pub orphaned: u64,
+    /// Retractions written for those some endpoint may have received.
+    pub retracted: u64,
+}
+
+/// Makes the webhooks follow a rollback of the deployment's index to block `ancestor`, on the
+/// rollback's own transaction: the cursor moves back to the end of `ancestor` (if it was past
+/// it), so the canonical events of the blocks above are produced; the events already written for
+/// those blocks are orphaned (their key freed, their pending deliveries withdrawn, never sent),
+/// and each one some endpoint may have received (a delivery with an attempt made) gets an
+/// `event.retracted` event, fanned out to exactly those endpoints.
+///
+/// The cursor is locked first: a producer step in flight for this deployment finishes (and its
+/// events are orphaned here) or starts after the rollback (from the moved cursor).
+pub async fn follow_rollback(
+    conn: &mut PgConnection,
+    chain_id: i64,
+    contract: Address,
+    ancestor: i64,
+) -> anyhow::Result<Followed> {
+    sqlx::query!(
+        "UPDATE webhook_cursors SET block_number = $3, log_index = 2147483647
+         WHERE chain_id = $1 AND contract = $2 AND block_number > $3",
+        chain_id,
+        contract.as_slice(),
+        ancestor,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("Failed to move the webhook cursor back"))?;
+    // Not fanned out yet: withdrawn (marked fanned out, with no delivery). The key gets the id
+    // appended, so the same event can be produced again should its block come back.
+    let orphans: Vec<i64> = sqlx::query_scalar!(
+        "UPDATE webhook_events SET orphaned_at = now(), fanned_out = true, event_key = event_key || ':orphaned:' || id
+         WHERE chain_id = $1 AND contract = $2 AND block_number > $3 AND orphaned_at IS NULL
+         RETURNING id",
+        chain_id,
+        contract.as_slice(),
+        ancestor,
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("Failed to orphan webhook events"))?;
+    if orphans.is_empty() {
+        return Ok(Followed::default());
+    }
+    // A delivery with an attempt made (in flight, failed, or answered) may have reached its
+    // endpoint: that endpoint is told to forget the event.
+    let retracted = sqlx::query!(
+        r#"INSERT INTO webhook_events (event_key, chain_id, type, data, retracts)
+           SELECT 'event.retracted:' || ev.id, ev.chain_id, 'event.retracted',
+                  jsonb_build_object('retracted_event_id', 'evt_' || ev.id, 'retracted_type', ev.type,
+                                     'contract', ev.data -> 'contract',
+                                     'contract_address', ev.data -> 'contract_address',
+                                     'block_number', ev.block_number,
+                                     'block_hash', ev.data -> 'block_hash',
+                                     'transaction_hash', ev.data -> 'transaction_hash',
+                                     'log_index', ev.data -> 'log_index'),
+                  ev.id
+           FROM webhook_events ev
+           WHERE ev.id = ANY($1)
+             AND EXISTS (SELECT 1 FROM webhook_deliveries d
+                         WHERE d.event_id = ev.id AND (d.attempts > 0 OR d.state = 'succeeded'))
+           ORDER BY ev.id
+           ON CONFLICT (event_key) DO NOTHING"#,
+        &orphans,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("Failed to write event retractions"))?
+    .rows_affected();
+    sqlx::query!(
+        "UPDATE webhook_deliveries SET state = 'canceled', next_attempt_at = NULL, completed_at = now(),
+             updated_at = now(), last_error = 'withdrawn: the block of the event left the chain'
+         WHERE event_id = ANY($1) AND state = 'pending'",
+        &orphans,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| anyhow::Error::new(e).context("Failed to withdraw deliveries"))?;
+    Ok(Followed { orphaned: orphans.len() as u64, retracted })
 }
 
 /// The sponsor's alert state `(low, episode)`, created as `(false, 0)` if missing, locked until
