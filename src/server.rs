@@ -148,12 +148,13 @@ pub mod stage {
     pub const KEEPER: &str = "keeper";
     pub const WEBHOOKS: &str = "webhooks";
     pub const PIPELINE: &str = "pipeline";
+    pub const PRICING: &str = "pricing";
     pub const INDEXER: &str = "indexer";
     pub const HOUSEKEEPING: &str = "housekeeping";
 }
 
 /// Starts every background task of `state` under `supervisor`, in stopping order: the keeper of
-/// each chain (when enabled), the webhook dispatcher (when enabled), each chain's pipeline, one
+/// each chain (when enabled), the webhook dispatcher (when enabled), each chain's pipeline and pricing, one
 /// indexer per deployment, and housekeeping.
 pub fn start(state: &AppState, supervisor: &Supervisor) -> anyhow::Result<()> {
     if state.settings.keeper.enabled {
@@ -163,6 +164,7 @@ pub fn start(state: &AppState, supervisor: &Supervisor) -> anyhow::Result<()> {
         start_webhooks(state, supervisor);
     }
     start_pipelines(state, supervisor);
+    start_pricing(state, supervisor);
     start_indexers(state, supervisor);
     start_housekeeping(state.store.clone(), supervisor);
     Ok(())
@@ -173,6 +175,18 @@ pub fn start_pipelines(state: &AppState, supervisor: &Supervisor) {
     for chain in &state.chains {
         let pipeline = chain.pipeline.clone();
         supervisor.spawn(stage::PIPELINE, format!("pipeline {}", chain.name), move |stop| pipeline.clone().run(stop));
+    }
+}
+
+/// Each chain's fee estimate and receipt pricing ([`crate::pricing`]): requests and the budget
+/// lock read what it publishes, so none waits on the node for it.
+pub fn start_pricing(state: &AppState, supervisor: &Supervisor) {
+    for chain in &state.chains {
+        let pricing = chain.pricing.clone();
+        supervisor.spawn(stage::PRICING, format!("pricing {}", chain.name), move |stop| {
+            let pricing = pricing.clone();
+            async move { pricing.run(stop).await }
+        });
     }
 }
 

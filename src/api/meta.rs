@@ -384,6 +384,10 @@ pub async fn execute(
             return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
         }
     };
+    if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed)) {
+        // Its receipt's price is recorded by the background pricing, now rather than next tick.
+        contract.chain.pricing.wake();
+    }
     // Read-your-writes: a 200 means every read endpoint already reflects the call.
     if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed))
         && !state.await_indexed(contract, record.block_number.unwrap_or_default()).await

@@ -175,27 +175,23 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Mined rows without a recorded effective gas price, as `(id, hash, block hash)`: the sponsor's
-    /// since UTC midnight, or the key's with `reference`. At most `limit`.
+    /// Mined rows of `chain_id` without a recorded effective gas price for their current block, as
+    /// `(id, hash, block hash)`, newest first, except the ids in `skip`. At most `limit`.
     pub async fn unpriced_transactions(
         &self,
         chain_id: u64,
-        sponsor: Option<Address>,
-        reference: Option<(i64, &str)>,
+        skip: &[i64],
         limit: i64,
     ) -> anyhow::Result<Vec<(i64, B256, B256)>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "SELECT id, tx_hash, block_hash FROM relay_transactions t
              WHERE t.chain_id = $1 AND t.gas_used IS NOT NULL AND t.block_hash IS NOT NULL
                AND t.priced_block_hash IS DISTINCT FROM t.block_hash
-               AND ($2::bytea IS NULL OR (t.sponsor = $2 AND t.mined_at >= {UTC_MIDNIGHT}))
-               AND ($3::bigint IS NULL OR (t.api_key_id = $3 AND t.reference = $4))
-             ORDER BY id LIMIT $5"
-        ))
+               AND NOT (t.id = ANY($2))
+             ORDER BY id DESC LIMIT $3",
+        )
         .bind(chain_id as i64)
-        .bind(sponsor.map(|a| a.to_vec()))
-        .bind(reference.map(|(k, _)| k))
-        .bind(reference.map(|(_, r)| r))
+        .bind(skip)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
