@@ -282,7 +282,7 @@ impl Modify for KeyAuth {
         let extra = [
             ("401", "`key_revoked`, `key_expired`"),
             ("403", "`insufficient_scope`, `ip_not_allowed`"),
-            ("429", "`rate_limited`: retry after the Retry-After header's seconds"),
+            ("429", "`rate_limited`, `too_many_invalid_keys`: retry after the Retry-After header's seconds"),
         ];
         for (path, item) in doc.paths.paths.iter_mut() {
             let ops = [

@@ -103,6 +103,7 @@ error_codes! {
     KeyNotFound = ("key_not_found", NOT_FOUND, "No API key with this id (or it was deleted)."),
     KeyNotActive = ("key_not_active", CONFLICT, "The API key is revoked, expired or already rotated."),
     RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "The API key exceeded its requests per minute; retry after `Retry-After` seconds."),
+    TooManyInvalidKeys = ("too_many_invalid_keys", TOO_MANY_REQUESTS, "This client address presented too many unknown, revoked or expired API keys (`[server] invalid_key_limit_per_minute`); its keys are not looked up until `Retry-After` seconds have passed."),
     NotFound = ("not_found", NOT_FOUND, "No endpoint at this path."),
     MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "The path exists but not with this method."),
     TransactionNotFound = ("transaction_not_found", NOT_FOUND, "No such transaction for this API key."),
