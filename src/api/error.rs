@@ -118,6 +118,7 @@ error_codes! {
     IdempotencyKeyReused = ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "This Idempotency-Key was used for a different request."),
     DeadlineExpired = ("deadline_expired", UNPROCESSABLE_ENTITY, "The signed deadline has passed."),
     SignatureMismatch = ("signature_mismatch", UNPROCESSABLE_ENTITY, "The signature is not the signer's for this call."),
+    SignatureCheckGasExceeded = ("signature_check_gas_exceeded", UNPROCESSABLE_ENTITY, "The signer is a contract wallet whose ERC-1271 isValidSignature did not complete within the relayer's gas cap (200,000 gas for the call), or failed other than by reverting."),
     PermitSignatureMismatch = ("permit_signature_mismatch", UNPROCESSABLE_ENTITY, "The permit signature is not the signer's."),
     PermitUnsupported = ("permit_unsupported", UNPROCESSABLE_ENTITY, "The token does not support EIP-2612 permits."),
     SponsorMismatch = ("sponsor_mismatch", UNPROCESSABLE_ENTITY, "The signed traits allow another relayer than the chosen sponsor."),
