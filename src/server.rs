@@ -116,8 +116,11 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
             admin_jwt_secret: config.admin_jwt_secret.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             key_cache: config.key_cache,
+            invalid_keys: api::auth::InvalidKeyLimiter::per_minute(config.invalid_key_limit_per_minute),
             ..Default::default()
         },
+        request_timeout: config.request_timeout(),
+        max_concurrent_requests: config.max_concurrent_requests,
         webhooks: config.webhooks.clone(),
         metrics_token: config.metrics_token.clone(),
         keeper: config.keeper.clone(),

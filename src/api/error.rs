@@ -137,6 +137,8 @@ error_codes! {
     SponsorDailyBudgetExceeded = ("sponsor_daily_budget_exceeded", TOO_MANY_REQUESTS, "The sponsor's daily budget (UTC) is spent or reserved; retry tomorrow or use another sponsor."),
     KeyBudgetExceeded = ("key_budget_exceeded", TOO_MANY_REQUESTS, "This API key's daily budget on the sponsor (UTC) is spent or reserved."),
     ChainUnavailable = ("chain_unavailable", SERVICE_UNAVAILABLE, "The chain node did not answer; retry later."),
+    RequestTimeout = ("request_timeout", SERVICE_UNAVAILABLE, "The request did not complete within the relayer's request timeout (`[server] request_timeout_secs`); retry later. An execute that timed out may still have been queued."),
+    ServerBusy = ("server_busy", SERVICE_UNAVAILABLE, "The relayer is already serving its most concurrent requests (`[server] max_concurrent_requests`); retry after `Retry-After` seconds."),
     DatabaseUnavailable = ("database_unavailable", SERVICE_UNAVAILABLE, "The relayer's database did not answer (restarting, overloaded); retry later."),
     IndexNotReady = ("index_not_ready", SERVICE_UNAVAILABLE, "The event index has not reached this deployment yet; retry shortly."),
     Internal = ("internal", INTERNAL_SERVER_ERROR, "A bug or an unavailable dependency; details are in the relayer's logs."),

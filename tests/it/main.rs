@@ -14,6 +14,7 @@ mod keeper;
 mod key_cache;
 mod keys;
 mod layout;
+mod limits;
 mod logs;
 mod meta;
 mod metrics;
