@@ -269,8 +269,14 @@ const STAGE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`start_housekeeping`] prunes.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
+/// How long a settled bySig nonce row (`mined`, `failed`) is kept (see
+/// [`Store::prune_meta_nonces`] for the rows always kept).
+pub const META_NONCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
 /// Prunes, every [`HOUSEKEEPING_EVERY`] from start-up: `Idempotency-Key` entries past their TTL
-/// ([`api::idempotency::TTL`]). Webhook events and their delivery logs are pruned by the webhook
+/// ([`api::idempotency::TTL`]), and settled `meta_nonces` rows older than
+/// [`META_NONCE_RETENTION`] (never a claim in flight, never a signer's highest mined nonce).
+/// Webhook events and their delivery logs are pruned by the webhook
 /// producer after `webhooks.retention_days`. Every replica runs it; the deletes are idempotent.
 pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
     supervisor.spawn(stage::HOUSEKEEPING, "housekeeping", move |stop| {
@@ -286,6 +292,11 @@ pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(entries = n, "pruned expired idempotency keys"),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "idempotency key pruning failed"),
+                }
+                match store.prune_meta_nonces(META_NONCE_RETENTION).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned settled meta-transaction nonces"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "meta nonce pruning failed"),
                 }
             }
         }
