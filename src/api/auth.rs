@@ -543,6 +543,22 @@ mod tests {
     }
 
     #[test]
+    fn refused_keys_are_budgeted_per_address_and_ipv6_per_64() {
+        let l = InvalidKeyLimiter::per_minute(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for _ in 0..2 {
+            assert!(l.check(ip("2001:db8::1")).is_ok());
+            assert!(l.refused(ip("2001:db8::1")).is_ok());
+        }
+        // Spent: this address and its /64 neighbour are refused before any lookup, for ~30 s.
+        let wait = l.refused(ip("2001:db8::1")).unwrap_err();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(l.check(ip("2001:db8::ffff")).is_err());
+        assert!(l.check(ip("2001:db8:0:1::1")).is_ok(), "another /64");
+        assert!(l.check(ip("192.0.2.1")).is_ok() && l.refused(ip("192.0.2.1")).is_ok());
+    }
+
+    #[test]
     fn rate_limiter_allows_a_burst_then_says_when() {
         let l = RateLimiters::default();
         assert!(l.check(1, 2).is_ok() && l.check(1, 2).is_ok());
