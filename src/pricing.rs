@@ -7,8 +7,9 @@
 //! to hundreds of `eth_getTransactionReceipt` calls, and many requests cost the node nothing.
 //!
 //! [`Pricing::run`] refreshes every [`REFRESH_EVERY`] (sooner when [`Pricing::wake`] is called, as
-//! `execute` does when its call was mined): one fee estimate, then up to [`RECEIPTS_PER_PASS`]
-//! receipts of mined rows without a price, newest first. Until a row is priced, spend counts it at
+//! `execute` does when its call was mined, but never more often than every [`MIN_PASS_GAP`]): one
+//! fee estimate, then up to [`RECEIPTS_PER_PASS`] receipts of mined rows without a price, newest
+//! first. Until a row is priced, spend counts it at
 //! its signed max fee, an upper bound, so budgets err on the safe side. A row whose receipt is not
 //! (or no longer) in its recorded block is left to the pipeline and not asked about again for
 //! [`RETRY_UNRESOLVED_AFTER`].
@@ -40,8 +41,13 @@ pub const MAX_AGE: Duration = Duration::from_secs(30);
 /// start-up, when there is none yet).
 pub const FRESH_WAIT: Duration = Duration::from_secs(5);
 
-/// Receipts looked up per pass at most.
-pub const RECEIPTS_PER_PASS: i64 = 200;
+/// Receipts looked up per pass at most. Newest first, so today's spend is priced before older
+/// history (after an upgrade, rows mined before it are priced at this pace, in the background).
+pub const RECEIPTS_PER_PASS: i64 = 100;
+
+/// Passes start at least this far apart, however often [`Pricing::wake`] is called: the node
+/// sees at most `RECEIPTS_PER_PASS` receipt calls per this interval.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(250);
 
 /// A row whose receipt did not match its block is skipped this long.
 pub const RETRY_UNRESOLVED_AFTER: Duration = Duration::from_secs(60);
@@ -97,6 +103,7 @@ impl Pricing {
     pub async fn run(&self, stop: CancellationToken) -> anyhow::Result<()> {
         let mut unresolved: HashMap<i64, Instant> = HashMap::new();
         loop {
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.refresh_fees().await {
                 tracing::warn!(chain_id = self.chain_id, error = format!("{e:#}"), "fee estimate failed");
             }
@@ -106,7 +113,11 @@ impl Pricing {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+                _ = tokio::time::sleep_until(started + REFRESH_EVERY) => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(started + MIN_PASS_GAP) => {}
             }
         }
     }
