@@ -81,6 +81,8 @@ async fn sponsors_count_in_flight_transactions_and_reserve_their_cost() {
     let app = spawn_app_with_block_time(3).await;
     let alice = wallet();
     app.fund(&alice, 10).await;
+    // The deposit's receipt priced first: `before` must not drop from its upper bound meanwhile.
+    app.wait_priced().await;
     let before = sponsor_view(&app, &app.api_key).await;
     let body = built_pay(&app, &alice, "1").await;
     // No block until the view below is taken: one landing right after the 202 would settle the
