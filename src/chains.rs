@@ -12,6 +12,7 @@ use crate::{
     chain::Deployment,
     indexer::IndexReader,
     pipeline::{Pipeline, Sponsors},
+    pricing::Pricing,
     store::Store,
 };
 
@@ -30,6 +31,9 @@ pub struct Chain {
     pub pipeline: Arc<Pipeline>,
     /// The read model every read endpoint answers from for this chain.
     pub index: IndexReader,
+    /// The fee estimate and receipt prices, refreshed in the background (run by the wiring's
+    /// supervisor); requests only read them.
+    pub pricing: Arc<Pricing>,
 }
 
 /// What [`Chain::new`] is built from.
@@ -44,11 +48,13 @@ pub struct ChainParts {
 }
 
 impl Chain {
-    /// Builds the chain's pipeline (not yet running) and read model (`read_cache`: with the
+    /// Builds the chain's pipeline and pricing (neither running yet) and read model (`read_cache`: with the
     /// notification-invalidated cache, see [`IndexReader::with_cache`]; its listener starts
     /// here, so this must run inside the Tokio runtime).
     pub fn new(parts: ChainParts, store: &Store, read_cache: bool) -> Arc<Self> {
         let pipeline = Pipeline::new(&parts.sponsors, store.clone(), parts.provider.clone());
+        let pricing =
+            Pricing::new(parts.chain_id, parts.provider.clone(), store.clone(), pipeline.settings().max_fee_cap);
         let pool = store.pool().clone();
         let index = if read_cache {
             IndexReader::with_cache(pool, parts.chain_id)
@@ -64,6 +70,7 @@ impl Chain {
             sponsors: parts.sponsors,
             pipeline,
             index,
+            pricing,
         })
     }
 

@@ -20,6 +20,7 @@
 //! | domain | [`webhooks`] | signed event deliveries to registered endpoints for every chain: outbox, fan-out, retries with backoff |
 //! | domain | [`chains`] | the chains one process serves: per chain its provider (RPC failover, timeouts), deployments, sponsors, pipeline and read model |
 //! | domain | [`pipeline`] | the persistent per-sponsor queue: nonces allocated in Postgres, one worker per sponsor that broadcasts, tracks receipts, bumps fees and repairs nonce drift; fault table |
+//! | domain | [`pricing`] | per chain, in the background: the fee estimate new transactions are checked against and the receipts' effective gas prices of mined rows (requests only read them) |
 //! | domain | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback); the read model |
 //! | domain | [`views`] | how records are shown outside (EIP-55 addresses, legacy statuses, the transaction view), shared by the API and webhooks |
 //! | domain | [`store`] | every SQL statement (sqlx), by aggregate: API keys, meta-transaction nonces, transactions, history, admission, idempotency, the index (with its plain data: events, block headers, derived keys and values), webhooks, the keeper's reads, probes; of the other modules it names only [`chain`] |
@@ -43,6 +44,7 @@ pub mod indexer;
 pub mod keeper;
 pub mod observability;
 pub mod pipeline;
+pub mod pricing;
 pub mod secret;
 pub mod server;
 pub mod store;

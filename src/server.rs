@@ -116,8 +116,11 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
             admin_jwt_secret: config.admin_jwt_secret.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             key_cache: config.key_cache,
+            invalid_keys: api::auth::InvalidKeyLimiter::per_minute(config.invalid_key_limit_per_minute),
             ..Default::default()
         },
+        request_timeout: config.request_timeout(),
+        max_concurrent_requests: config.max_concurrent_requests,
         webhooks: config.webhooks.clone(),
         metrics_token: config.metrics_token.clone(),
         keeper: config.keeper.clone(),
@@ -148,12 +151,13 @@ pub mod stage {
     pub const KEEPER: &str = "keeper";
     pub const WEBHOOKS: &str = "webhooks";
     pub const PIPELINE: &str = "pipeline";
+    pub const PRICING: &str = "pricing";
     pub const INDEXER: &str = "indexer";
     pub const HOUSEKEEPING: &str = "housekeeping";
 }
 
 /// Starts every background task of `state` under `supervisor`, in stopping order: the keeper of
-/// each chain (when enabled), the webhook dispatcher (when enabled), each chain's pipeline, one
+/// each chain (when enabled), the webhook dispatcher (when enabled), each chain's pipeline and pricing, one
 /// indexer per deployment, and housekeeping.
 pub fn start(state: &AppState, supervisor: &Supervisor) -> anyhow::Result<()> {
     if state.settings.keeper.enabled {
@@ -163,6 +167,7 @@ pub fn start(state: &AppState, supervisor: &Supervisor) -> anyhow::Result<()> {
         start_webhooks(state, supervisor);
     }
     start_pipelines(state, supervisor);
+    start_pricing(state, supervisor);
     start_indexers(state, supervisor);
     start_housekeeping(state.store.clone(), supervisor);
     Ok(())
@@ -173,6 +178,18 @@ pub fn start_pipelines(state: &AppState, supervisor: &Supervisor) {
     for chain in &state.chains {
         let pipeline = chain.pipeline.clone();
         supervisor.spawn(stage::PIPELINE, format!("pipeline {}", chain.name), move |stop| pipeline.clone().run(stop));
+    }
+}
+
+/// Each chain's fee estimate and receipt pricing ([`crate::pricing`]): requests and the budget
+/// lock read what it publishes, so none waits on the node for it.
+pub fn start_pricing(state: &AppState, supervisor: &Supervisor) {
+    for chain in &state.chains {
+        let pricing = chain.pricing.clone();
+        supervisor.spawn(stage::PRICING, format!("pricing {}", chain.name), move |stop| {
+            let pricing = pricing.clone();
+            async move { pricing.run(stop).await }
+        });
     }
 }
 
@@ -252,8 +269,14 @@ const STAGE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`start_housekeeping`] prunes.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 
+/// How long a settled bySig nonce row (`mined`, `failed`) is kept (see
+/// [`Store::prune_meta_nonces`] for the rows always kept).
+pub const META_NONCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
 /// Prunes, every [`HOUSEKEEPING_EVERY`] from start-up: `Idempotency-Key` entries past their TTL
-/// ([`api::idempotency::TTL`]). Webhook events and their delivery logs are pruned by the webhook
+/// ([`api::idempotency::TTL`]), and settled `meta_nonces` rows older than
+/// [`META_NONCE_RETENTION`] (never a claim in flight, never a signer's highest mined nonce).
+/// Webhook events and their delivery logs are pruned by the webhook
 /// producer after `webhooks.retention_days`. Every replica runs it; the deletes are idempotent.
 pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
     supervisor.spawn(stage::HOUSEKEEPING, "housekeeping", move |stop| {
@@ -269,6 +292,11 @@ pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(entries = n, "pruned expired idempotency keys"),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "idempotency key pruning failed"),
+                }
+                match store.prune_meta_nonces(META_NONCE_RETENTION).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned settled meta-transaction nonces"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "meta nonce pruning failed"),
                 }
             }
         }

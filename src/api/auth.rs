@@ -113,6 +113,10 @@ pub struct AuthSettings {
     /// Keep authenticated keys in memory, dropped by `NOTIFY` on any key change
     /// ([`super::key_cache`]; `[server] key_cache`). Off in `Default`; `serve` turns it on.
     pub key_cache: bool,
+    /// Refused keys (unknown, revoked, expired) one client address may present per minute
+    /// before it is answered 429 `too_many_invalid_keys` without any database lookup
+    /// (`[server] invalid_key_limit_per_minute`).
+    pub invalid_keys: InvalidKeyLimiter,
 }
 
 impl fmt::Debug for AuthSettings {
@@ -153,6 +157,97 @@ impl RateLimiters {
             entry.1.clone()
         };
         limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// Default of `[server] invalid_key_limit_per_minute`: enough for a client fixing a typo or a
+/// deploy racing a rotation, far too few to search for keys or to load the database.
+pub const DEFAULT_INVALID_KEYS_PER_MINUTE: u32 = 30;
+
+/// Per client address (an IPv6 client by its /64, which one host usually has whole), a GCRA
+/// budget of refused API keys: `N` per minute allows a burst of `N`, then one per `60/N` s. Once
+/// an address has used it up, every request it makes with a key not already cached as valid is
+/// refused 429 `too_many_invalid_keys` before the key is looked up, until the budget has room
+/// again. Valid keys never spend it. Per process, like the per-key limits.
+#[derive(Clone)]
+pub struct InvalidKeyLimiter(Arc<InvalidKeys>);
+
+struct InvalidKeys {
+    per_minute: u32,
+    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses that used the budget up, and until when.
+    blocked: Mutex<HashMap<IpAddr, std::time::Instant>>,
+}
+
+impl Default for InvalidKeyLimiter {
+    fn default() -> Self {
+        Self::per_minute(DEFAULT_INVALID_KEYS_PER_MINUTE)
+    }
+}
+
+impl fmt::Debug for InvalidKeyLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InvalidKeyLimiter({}/min)", self.0.per_minute)
+    }
+}
+
+impl InvalidKeyLimiter {
+    /// A limiter allowing `per_minute` refused keys per address (at least 1).
+    pub fn per_minute(per_minute: u32) -> Self {
+        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self(Arc::new(InvalidKeys {
+            per_minute: rate.get(),
+            limiter: RateLimiter::keyed(Quota::per_minute(rate)),
+            blocked: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The address a budget is kept for: IPv4 as is, IPv6 by its /64.
+    fn bucket(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        }
+    }
+
+    /// `Err(wait)` while `ip` has no budget left.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let blocked = self.0.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        match blocked.get(&Self::bucket(ip)) {
+            Some(until) => match until.checked_duration_since(std::time::Instant::now()) {
+                Some(wait) if !wait.is_zero() => Err(wait),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Spends one refused key of `ip`'s budget; `Err(wait)` when there was none left.
+    pub fn refused(&self, ip: IpAddr) -> Result<(), Duration> {
+        let bucket = Self::bucket(ip);
+        let Err(not_until) = self.0.limiter.check_key(&bucket) else { return Ok(()) };
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let mut blocked = self.0.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        if blocked.len() >= 100_000 {
+            let now = std::time::Instant::now();
+            blocked.retain(|_, until| *until > now);
+            self.0.limiter.retain_recent();
+        }
+        blocked.insert(bucket, std::time::Instant::now() + wait);
+        Err(wait)
+    }
+}
+
+fn too_many_invalid_keys(wait: Duration) -> Rejection {
+    Rejection {
+        error: AppError::new(
+            ErrorCode::TooManyInvalidKeys,
+            "this client address presented too many unknown, revoked or expired API keys; retry after the Retry-After delay",
+        ),
+        retry_after: Some(wait),
     }
 }
 
@@ -249,11 +344,30 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
         .ok_or_else(|| AppError::new(ErrorCode::MissingApiKey, "send your API key in the X-API-Key header"))?
         .to_str()
         .map_err(|_| AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid"))?;
-    let lookup = match state.key_cache() {
-        Some(cache) => cache.lookup(&state.store, presented.trim()).await,
-        None => state.store.lookup_api_key(presented.trim()).await,
+    let presented = presented.trim();
+    // Who is asking, for the refused-key budget: the client behind trusted proxies, else the
+    // peer itself (one that cannot be told shares the unspecified address's budget).
+    let client = client_ip(&state.settings.auth.trusted_proxies, parts)
+        .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical()))
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let limiter = &state.settings.auth.invalid_keys;
+    let cached = state.key_cache().and_then(|c| c.cached(presented));
+    let lookup = match cached {
+        Some(hit) => hit,
+        None => {
+            // Before any database work: an address out of refused keys is not looked up for.
+            limiter.check(client).map_err(too_many_invalid_keys)?;
+            match state.key_cache() {
+                Some(cache) => cache.lookup(&state.store, presented).await,
+                None => state.store.lookup_api_key(presented).await,
+            }
+            .map_err(AppError::from)?
+        }
     };
-    let key = match lookup.map_err(AppError::from)? {
+    if !matches!(lookup, KeyLookup::Active(_)) {
+        limiter.refused(client).map_err(too_many_invalid_keys)?;
+    }
+    let key = match lookup {
         KeyLookup::Active(key) => key,
         KeyLookup::Unknown => return Err(AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid").into()),
         KeyLookup::Revoked { rotated: false } => {
@@ -426,6 +540,22 @@ mod tests {
         assert_eq!(verify_admin_token("s3cret-s3cret-s3cret-s3cret-s3cret", &token).unwrap().sub, "t");
         assert!(verify_admin_token("another-secret-another-secret-xx", &token).is_err());
         assert!(mint_admin_token("x", Duration::from_secs(3601), "t").is_err());
+    }
+
+    #[test]
+    fn refused_keys_are_budgeted_per_address_and_ipv6_per_64() {
+        let l = InvalidKeyLimiter::per_minute(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for _ in 0..2 {
+            assert!(l.check(ip("2001:db8::1")).is_ok());
+            assert!(l.refused(ip("2001:db8::1")).is_ok());
+        }
+        // Spent: this address and its /64 neighbour are refused before any lookup, for ~30 s.
+        let wait = l.refused(ip("2001:db8::1")).unwrap_err();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(l.check(ip("2001:db8::ffff")).is_err());
+        assert!(l.check(ip("2001:db8:0:1::1")).is_ok(), "another /64");
+        assert!(l.check(ip("192.0.2.1")).is_ok() && l.refused(ip("192.0.2.1")).is_ok());
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::redeliver,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
-    modifiers(&Security, &Idempotency, &KeyAuth, &References),
+    modifiers(&Security, &Idempotency, &KeyAuth, &References, &ServerLimits),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -282,7 +282,7 @@ impl Modify for KeyAuth {
         let extra = [
             ("401", "`key_revoked`, `key_expired`"),
             ("403", "`insufficient_scope`, `ip_not_allowed`"),
-            ("429", "`rate_limited`: retry after the Retry-After header's seconds"),
+            ("429", "`rate_limited`, `too_many_invalid_keys`: retry after the Retry-After header's seconds"),
         ];
         for (path, item) in doc.paths.paths.iter_mut() {
             let ops = [
@@ -405,6 +405,43 @@ impl Modify for References {
                             )
                             .build();
                         op.responses.responses.insert("400".to_string(), RefOr::T(r));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every operation can be answered 503 `request_timeout` or `server_busy` by the limits in front
+/// of all routes (`[server] request_timeout_secs`, `max_concurrent_requests`).
+struct ServerLimits;
+
+impl Modify for ServerLimits {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        use openapi::{ContentBuilder, Ref, ResponseBuilder, header::HeaderBuilder};
+        const CODES: &str = "`request_timeout`, `server_busy` (with Retry-After)";
+        for item in doc.paths.paths.values_mut() {
+            let ops =
+                [item.get.as_mut(), item.post.as_mut(), item.put.as_mut(), item.patch.as_mut(), item.delete.as_mut()];
+            for op in ops.into_iter().flatten() {
+                match op.responses.responses.get_mut("503") {
+                    Some(RefOr::T(r)) => r.description = format!("{}; {CODES}", r.description),
+                    _ => {
+                        let r = ResponseBuilder::new()
+                            .description(CODES)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                            )
+                            .header(
+                                "Retry-After",
+                                HeaderBuilder::new()
+                                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                                    .description(Some("Seconds to wait after `server_busy`"))
+                                    .build(),
+                            )
+                            .build();
+                        op.responses.responses.insert("503".to_string(), RefOr::T(r));
                     }
                 }
             }

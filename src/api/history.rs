@@ -371,9 +371,6 @@ pub async fn summary(
         None => return Err(AppError::missing("reference")),
         Some(r) => validate_reference(r)?,
     };
-    for chain in &state.chains {
-        super::sponsors::refresh_prices(&state, chain, None, Some((key.0.id, &reference))).await?;
-    }
     let s = state.store.reference_summary(key.0.id, &reference).await?;
     Ok(Json(ReferenceSummaryView {
         amounts: s.amounts.iter().map(|(op, a)| AmountView::new(op, *a)).collect(),
@@ -394,7 +391,9 @@ pub struct ReferenceSummaryView {
     /// Count per state.
     pub by_status: std::collections::BTreeMap<String, u64>,
     pub count: u64,
-    /// Σ gas used × effective gas price, wei: what the sponsors paid.
+    /// Σ gas used × effective gas price, wei: what the sponsors paid. A transaction mined in the
+    /// last second or so may still count at its signed max fee (an upper bound) until the
+    /// relayer has read its receipt's price in the background.
     pub gas_cost_wei: String,
     /// Σ gas used by the mined transactions.
     pub gas_used: u64,

@@ -223,7 +223,7 @@ pub struct PermitRequest {
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`, `signer_banned`, `key_banned`", body = crate::api::error::ErrorBody),
         (status = 409, description = "`nonce_already_used`, `nonce_gap`, `nonce_in_flight`", body = crate::api::error::ErrorBody),
-        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`deadline_expired`, `signature_mismatch`, `signature_check_gas_exceeded`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`", body = crate::api::error::ErrorBody),
         (status = 429, description = "`sponsor_daily_budget_exceeded`, `key_budget_exceeded`, `key_daily_budget_exceeded`, `signer_daily_budget_exceeded`, `call_cooling_down`, `signer_throttled`, `key_throttled`", body = crate::api::error::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
@@ -384,6 +384,10 @@ pub async fn execute(
             return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
         }
     };
+    if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed)) {
+        // Its receipt's price is recorded by the background pricing, now rather than next tick.
+        contract.chain.pricing.wake();
+    }
     // Read-your-writes: a 200 means every read endpoint already reflects the call.
     if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed))
         && !state.await_indexed(contract, record.block_number.unwrap_or_default()).await
@@ -475,6 +479,10 @@ async fn signed_transaction(
             // Report the first candidate's signer: it is the traits the build endpoints hand out.
             Err(e @ SignatureError::Mismatch { .. }) => {
                 mismatch.get_or_insert(e);
+            }
+            // Not tried again with the next candidate: each try would burn the cap again.
+            Err(e @ SignatureError::GasCapExceeded { .. }) => {
+                return Err(AppError::new(ErrorCode::SignatureCheckGasExceeded, e.to_string()));
             }
             Err(SignatureError::Rpc(e)) => return Err(AppError::chain(e)),
         }

@@ -90,7 +90,20 @@ pub struct Settings {
     /// How long `execute` waits, after the receipt, for the index to reach the call's block
     /// before answering 200 (read-your-writes); past it the answer is a 202.
     pub read_your_writes_timeout: Duration,
+    /// A request still running this long is answered 503 `request_timeout`
+    /// (`[server] request_timeout_secs`).
+    pub request_timeout: Duration,
+    /// Requests served at once; one more is answered 503 `server_busy`
+    /// (`[server] max_concurrent_requests`).
+    pub max_concurrent_requests: usize,
 }
+
+/// Default of `[server] request_timeout_secs`: above a synchronous execute's longest wait (the
+/// receipt's 60 s, then up to 15 s for the index), so only a request stuck on a dependency hits it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default of `[server] max_concurrent_requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -105,6 +118,8 @@ impl Default for Settings {
             keeper: crate::keeper::KeeperSettings::default(),
             admission: admission::AdmissionSettings::default(),
             read_your_writes_timeout: Duration::from_secs(15),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 }
@@ -290,8 +305,54 @@ fn both<S: Clone + Send + Sync + 'static>(router: Router<S>, path: &str, method:
     router.route(trimmed, method.clone()).route(&format!("{trimmed}/"), method)
 }
 
+/// The request timeout and concurrency limit in front of every route (review S11).
+#[derive(Clone)]
+struct Limits {
+    timeout: Duration,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Answers 503 `server_busy` (with `Retry-After: 1`) when `max_concurrent_requests` are already
+/// being served (shedding, not queueing: a queue would only add latency to an overload), and 503
+/// `request_timeout` when the handler has not answered within `request_timeout`. The handler is
+/// then dropped, as when its client disconnects (see [`meta`]: nothing half-queued is left).
+async fn limits(
+    axum::extract::State(limits): axum::extract::State<Limits>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(_slot) = limits.slots.clone().try_acquire_owned() else {
+        let mut resp = AppError::new(
+            ErrorCode::ServerBusy,
+            "the relayer is serving as many requests as it is configured to; retry in a second",
+        )
+        .into_response();
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    };
+    match tokio::time::timeout(limits.timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(timeout_secs = limits.timeout.as_secs_f64(), "request timed out");
+            AppError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request did not complete within {} s; retry later (an execute may have been queued: look it up by its signer's nonce or in GET /api/v1/transactions)",
+                    limits.timeout.as_secs_f64()
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
 /// The whole HTTP API, ready to serve (tests call it directly).
 pub fn app(state: AppState) -> Router {
+    let limiter = Limits {
+        timeout: state.settings.request_timeout,
+        slots: Arc::new(tokio::sync::Semaphore::new(state.settings.max_concurrent_requests.max(1))),
+    };
     crate::observability::install();
     let mut v1 = Router::new();
     v1 = both(v1, "/contracts", get(info::contracts));
@@ -337,6 +398,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
         .method_not_allowed_fallback(discovery::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(limiter, limits))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::HeaderName::from_static("x-api-version"),
             HeaderValue::from_static(API_VERSION),

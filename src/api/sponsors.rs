@@ -9,8 +9,8 @@
 //!   policy must not strand a transaction that holds the sponsor's queue up).
 //!
 //! Spend is Σ gas used × effective gas price of the sponsor's transactions mined since UTC midnight
-//! (read from their receipts once, then stored; the signed max fee, an upper bound, while a receipt
-//! cannot be read) plus Σ gas limit × max fee of its transactions still in flight (what they may
+//! (read from their receipts once, in the background by [`crate::pricing`], then stored; the signed
+//! max fee, an upper bound, until then) plus Σ gas limit × max fee of its transactions still in flight (what they may
 //! yet cost). All wei, as decimal strings.
 
 use std::{
@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     chains::Chain,
-    pipeline::{Fees, Sponsor, fees},
+    pipeline::{Fees, Sponsor},
     store::SponsorPolicy,
 };
 
@@ -76,7 +76,9 @@ pub struct SponsorView {
     pub in_flight: u64,
     /// The same as `SpendToday`, for this API key's calls only.
     pub key_spend_today: String,
-    /// Σ gas used × effective gas price of transactions mined today.
+    /// Σ gas used × effective gas price of transactions mined today (a transaction mined in the
+    /// last second or so may still count at its signed max fee, an upper bound, until its
+    /// receipt's price is read in the background).
     pub mined_spend_today: String,
     pub native_balance: String,
     pub policy: Option<SponsorPolicyView>,
@@ -116,40 +118,10 @@ pub struct FeeQuote {
     pub sponsor: String,
 }
 
-/// The fees a new transaction would be signed with now (the pipeline's estimate under its cap).
+/// The fees a new transaction would be signed with now (the pipeline's estimate under its cap),
+/// as the chain's background pricing last estimated them: no RPC call (see [`crate::pricing`]).
 pub(super) async fn current_fees(chain: &Chain) -> Result<Fees, AppError> {
-    let est = chain.provider.estimate_eip1559_fees().await.map_err(AppError::chain)?;
-    let cap = chain.pipeline.settings().max_fee_cap;
-    Ok(fees::initial(
-        Fees { max_fee_per_gas: est.max_fee_per_gas, max_priority_fee_per_gas: est.max_priority_fee_per_gas },
-        cap,
-    ))
-}
-
-/// Records the receipts' effective gas prices of mined rows that lack one (the sponsor's since UTC
-/// midnight, or the key's with a reference), so spend is exact. A node that does not answer
-/// leaves the upper bound (max fee) in place for now.
-pub(super) async fn refresh_prices(
-    state: &AppState,
-    chain: &Chain,
-    sponsor: Option<Address>,
-    reference: Option<(i64, &str)>,
-) -> Result<(), AppError> {
-    let rows = state.store.unpriced_transactions(chain.chain_id, sponsor, reference, 200).await?;
-    for (id, hash, block_hash) in rows {
-        match chain.provider.get_transaction_receipt(hash).await {
-            Ok(Some(r)) if r.block_hash == Some(block_hash) => {
-                state.store.set_effective_gas_price(id, hash, block_hash, r.effective_gas_price).await?
-            }
-            // Not (or no longer) in that block: the pipeline will update the row.
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "no receipt for the effective gas price; spend uses the max fee");
-                break;
-            }
-        }
-    }
-    Ok(())
+    chain.pricing.fees().await.map_err(AppError::chain)
 }
 
 /// `GET /api/v1/sponsors`.
@@ -174,7 +146,6 @@ pub async fn list(State(state): State<AppState>, key: ApiKey) -> Result<Json<Spo
                 continue;
             }
             let balance = chain.provider.get_balance(*address).await.map_err(AppError::chain)?;
-            refresh_prices(&state, chain, Some(*address), None).await?;
             let spend = state.store.sponsor_spend(chain.chain_id, *address, None).await?;
             let key_spend = state.store.sponsor_spend(chain.chain_id, *address, Some(key.0.id)).await?;
             let policy = state.store.sponsor_policy(chain.chain_id, *address).await?;
@@ -249,9 +220,6 @@ pub async fn quote(
     let fees = current_fees(chain).await?;
     let cost = U256::from(gas) * U256::from(fees.max_fee_per_gas);
     let policy = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await?;
-    if policy.as_ref().is_some_and(|p| p.daily_budget.is_some() || p.per_key_daily_budget.is_some()) {
-        refresh_prices(&state, chain, Some(sponsor.address()), None).await?;
-    }
     let verdict = match &policy {
         Some(p) => check(&state, chain, &key, &sponsor, p, fees.max_fee_per_gas, cost).await.err(),
         None => None,
@@ -345,15 +313,14 @@ pub async fn enforce_policy(
     let Some(policy) = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await? else {
         return Ok(None);
     };
+    // Read before the lock, and from the background pricing's cache: the lock is held for
+    // database reads only, never for a round trip to the node.
+    let fees = current_fees(chain).await?;
     let guard = if policy.daily_budget.is_some() || policy.per_key_daily_budget.is_some() {
         Some(budget_lock(sponsor.address()).lock_owned().await)
     } else {
         None
     };
-    if guard.is_some() {
-        refresh_prices(state, chain, Some(sponsor.address()), None).await?;
-    }
-    let fees = current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     check(state, chain, key, sponsor, &policy, fees.max_fee_per_gas, cost).await?;
     Ok(guard)

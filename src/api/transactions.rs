@@ -1,4 +1,5 @@
-//! `GET /api/v1/transactions/{id}`: the outcome of an execute, e.g. after a 202.
+//! `GET /api/v1/transactions/{id}`: the outcome of an execute, e.g. after a 202. A key sees the
+//! transactions of its whole rotation family (the keys it replaced and that replaced it).
 
 use axum::{
     Json,
@@ -27,7 +28,9 @@ pub async fn get(
 ) -> Result<Json<TransactionDetail>, AppError> {
     let not_found = || AppError::new(ErrorCode::TransactionNotFound, format!("no transaction {id:?} for this API key"));
     let numeric: i64 = id.parse().map_err(|_| not_found())?;
-    let t = state.store.get_transaction(numeric, key.0.id).await?.ok_or_else(not_found)?;
+    // Any key of the family sees it: a rotated key's successor keeps its history (migration 0016).
+    let owner = state.store.transaction_key_in_family(numeric, key.0.id).await?.ok_or_else(not_found)?;
+    let t = state.store.get_transaction(numeric, owner).await?.ok_or_else(not_found)?;
     let deployment = state.contract_at(t.chain_id, t.contract);
     let (reference, operations) = state.store.transaction_reference(numeric, key.0.id).await?.unwrap_or_default();
     // Read-your-writes: "mined" only once the index (every read endpoint) has reached its block.

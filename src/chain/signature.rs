@@ -2,6 +2,10 @@
 //! (`StreamPay._isValidSignature`): an ECDSA signature that recovers to the signer is accepted
 //! whatever code the signer has (EIP-7702 delegated EOAs), otherwise ERC-1271 (`isValidSignature`
 //! via `eth_call`) for accounts with code.
+//!
+//! The ERC-1271 `eth_call` gets [`ERC1271_GAS_CAP`] gas, not the node's RPC gas cap (often tens
+//! of millions): a hostile wallet that burns gas in `isValidSignature` then costs the node a
+//! bounded amount per request and is refused ([`SignatureError::GasCapExceeded`]).
 
 use alloy::{
     primitives::{Address, B256, Bytes, Signature, U256},
@@ -10,6 +14,12 @@ use alloy::{
 use anyhow::Context;
 
 use super::bindings::{ERC1271_MAGIC, IERC1271};
+
+/// Gas of the whole `isValidSignature` `eth_call` (intrinsic gas and calldata included). Wallets
+/// in use check a signature in a few thousand (a single owner) to some tens of thousands of gas
+/// (a Safe with several owners); a wallet that needs more is refused with
+/// `signature_check_gas_exceeded` even though the contract itself would accept it.
+pub const ERC1271_GAS_CAP: u64 = 200_000;
 
 /// secp256k1 order / 2: OpenZeppelin's ECDSA refuses signatures with a larger `s`.
 const HALF_ORDER: U256 =
@@ -23,6 +33,12 @@ pub enum SignatureError {
     /// Well-formed, but not `signer`'s signature over this digest.
     #[error("the signature is not {signer}'s signature of this call{}", recovered.map(|r| format!(" (it was signed by {r})")).unwrap_or_default())]
     Mismatch { signer: Address, recovered: Option<Address> },
+    /// The signer's wallet contract did not finish `isValidSignature` within
+    /// [`ERC1271_GAS_CAP`] (or failed other than by reverting).
+    #[error(
+        "the wallet contract {signer} did not complete its ERC-1271 isValidSignature check within {ERC1271_GAS_CAP} gas"
+    )]
+    GasCapExceeded { signer: Address },
     #[error(transparent)]
     Rpc(#[from] anyhow::Error),
 }
@@ -61,11 +77,13 @@ pub async fn verify(
     let code = provider.get_code_at(signer).await.with_context(|| format!("Failed to read the code of {signer}"))?;
     if !code.is_empty() {
         let wallet = IERC1271::new(signer, provider);
-        // A reverting or non-conforming wallet is a refusal, as in SignatureChecker.
-        let answer = wallet.isValidSignature(digest, Bytes::copy_from_slice(signature)).call().await;
+        let answer =
+            wallet.isValidSignature(digest, Bytes::copy_from_slice(signature)).gas(ERC1271_GAS_CAP).call().await;
         return match answer {
             Ok(magic) if magic.0 == ERC1271_MAGIC => Ok(Bytes::copy_from_slice(signature)),
-            _ => Err(SignatureError::Mismatch { signer, recovered: None }),
+            Err(e) => Err(erc1271_failure(signer, e)),
+            // A non-conforming answer is a refusal, as in SignatureChecker.
+            Ok(_) => Err(SignatureError::Mismatch { signer, recovered: None }),
         };
     }
     let sig = parse_ecdsa(signature)?;
@@ -74,6 +92,32 @@ pub async fn verify(
         return Err(SignatureError::Mismatch { signer, recovered: Some(recovered) });
     }
     Ok(Bytes::from(sig.as_bytes().to_vec()))
+}
+
+/// Why an `isValidSignature` call failed: a revert is a refusal, as in SignatureChecker; the node
+/// refusing the call otherwise (out of gas under the cap, or an invalid opcode) is
+/// [`SignatureError::GasCapExceeded`]; a node that did not answer is [`SignatureError::Rpc`].
+fn erc1271_failure(signer: Address, e: alloy::contract::Error) -> SignatureError {
+    use alloy::transports::RpcError;
+    if e.as_revert_data().is_some() {
+        return SignatureError::Mismatch { signer, recovered: None };
+    }
+    match e {
+        alloy::contract::Error::TransportError(RpcError::ErrorResp(payload)) => {
+            // Code 3 is a revert with data (EIP-1474); geth answers -32000 "execution reverted"
+            // for a revert without data.
+            if payload.code == 3 || payload.message.contains("revert") {
+                SignatureError::Mismatch { signer, recovered: None }
+            } else {
+                SignatureError::GasCapExceeded { signer }
+            }
+        }
+        alloy::contract::Error::TransportError(e @ RpcError::Transport(_)) => {
+            SignatureError::Rpc(anyhow::Error::new(e).context(format!("Failed to call isValidSignature on {signer}")))
+        }
+        // Undecodable answers (too short, not a bytes4): not a conforming wallet.
+        _ => SignatureError::Mismatch { signer, recovered: None },
+    }
 }
 
 #[cfg(test)]

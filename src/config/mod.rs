@@ -79,6 +79,17 @@ pub struct Config {
     /// `server.key_cache` / `STREAMPAY_KEY_CACHE` (`true`/`false`, default true): keep
     /// authenticated API keys in memory, dropped by Postgres `NOTIFY` on every key change.
     pub key_cache: bool,
+    /// `server.invalid_key_limit_per_minute` / `STREAMPAY_INVALID_KEY_LIMIT_PER_MINUTE` (default
+    /// 30, at least 1): unknown, revoked or expired API keys one client address may present per
+    /// minute before its keys are refused 429 `too_many_invalid_keys` without a lookup.
+    pub invalid_key_limit_per_minute: u32,
+    /// `server.request_timeout_secs` / `STREAMPAY_REQUEST_TIMEOUT_SECS` (default 120, at least
+    /// `chain.receipt_timeout_secs`): a request still running this long is answered 503
+    /// `request_timeout`.
+    pub request_timeout_secs: u64,
+    /// `server.max_concurrent_requests` / `STREAMPAY_MAX_CONCURRENT_REQUESTS` (default 1024, at
+    /// least 1): requests served at once; one more is answered 503 `server_busy` at once.
+    pub max_concurrent_requests: usize,
     /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
     pub webhooks: crate::webhooks::WebhookSettings,
     /// `metrics.token` / `STREAMPAY_METRICS_TOKEN`: when set, `GET /metrics` needs
@@ -110,6 +121,9 @@ impl Default for Config {
             admin_jwt_secret: None,
             trusted_proxies: Vec::new(),
             key_cache: true,
+            invalid_key_limit_per_minute: crate::api::auth::DEFAULT_INVALID_KEYS_PER_MINUTE,
+            request_timeout_secs: crate::api::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+            max_concurrent_requests: crate::api::DEFAULT_MAX_CONCURRENT_REQUESTS,
             webhooks: crate::webhooks::WebhookSettings::default(),
             metrics_token: None,
             keeper: crate::keeper::KeeperSettings::default(),
@@ -145,6 +159,9 @@ struct ServerSection {
     listen: Option<SocketAddr>,
     trusted_proxies: Option<Vec<String>>,
     key_cache: Option<bool>,
+    invalid_key_limit_per_minute: Option<u32>,
+    request_timeout_secs: Option<u64>,
+    max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -443,6 +460,12 @@ impl Config {
             admin_jwt_secret: t.admin.jwt_secret.or(d.admin_jwt_secret),
             trusted_proxies,
             key_cache: t.server.key_cache.unwrap_or(d.key_cache),
+            invalid_key_limit_per_minute: t
+                .server
+                .invalid_key_limit_per_minute
+                .unwrap_or(d.invalid_key_limit_per_minute),
+            request_timeout_secs: t.server.request_timeout_secs.unwrap_or(d.request_timeout_secs),
+            max_concurrent_requests: t.server.max_concurrent_requests.unwrap_or(d.max_concurrent_requests),
             webhooks,
             // An empty token in the file leaves /metrics open, as an unset one does.
             metrics_token: t.metrics.token.filter(|s| !s.expose().is_empty()).or(d.metrics_token),
@@ -497,6 +520,22 @@ impl Config {
                 at.name("chain.meta_deadline_secs")
             );
         }
+        for (key, zero) in [
+            ("server.invalid_key_limit_per_minute", self.invalid_key_limit_per_minute == 0),
+            ("server.request_timeout_secs", self.request_timeout_secs == 0),
+            ("server.max_concurrent_requests", self.max_concurrent_requests == 0),
+        ] {
+            if zero {
+                bail!("{} must be at least 1", at.name(key));
+            }
+        }
+        if self.request_timeout_secs < self.receipt_timeout_secs {
+            bail!(
+                "{} must be at least {}: a synchronous execute waits that long for its receipt",
+                at.name("server.request_timeout_secs"),
+                at.name("chain.receipt_timeout_secs")
+            );
+        }
         if self.pipeline.lease_ttl <= self.pipeline.poll_interval {
             bail!(
                 "{} must be longer than {}: the worker renews its lease once per poll",
@@ -505,6 +544,10 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
 
     pub fn receipt_timeout(&self) -> Duration {

@@ -66,7 +66,8 @@ fn wei(s: &str) -> anyhow::Result<U256> {
 
 impl Store {
     /// Admission's check-and-reserve, atomic across processes: under the transaction-level
-    /// advisory locks of `api_key_id` and then `signer` (always in this order), reads the record
+    /// advisory locks of `api_key_id`'s family (the keys rotation made of one, migration 0016:
+    /// they share one record and budget) and then `signer` (always in this order), reads the record
     /// (reservations included in the spend), lets `decide` judge it, and if it agrees reserves
     /// `cost` wei, all in one short transaction.
     #[allow(clippy::too_many_arguments)]
@@ -84,11 +85,16 @@ impl Store {
         let _first = local_lock(&keys[0]).lock_owned().await;
         let _second = local_lock(&keys[1]).lock_owned().await;
         let mut tx = self.pool.begin().await.context("Failed to begin the admission transaction")?;
+        // The database lock is the key's family's (migration 0016): a key and the key that
+        // replaced it by rotation share one budget and one record.
         sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))",
+            "SELECT pg_advisory_xact_lock(hashtextextended(
+                        'admission:family:' || (SELECT family_id FROM api_keys WHERE id = $3)::text, 0)),
+                    pg_advisory_xact_lock(hashtextextended($2, 0))",
         )
         .bind(&keys[0])
         .bind(&keys[1])
+        .bind(api_key_id)
         .execute(&mut *tx)
         .await
         .context("Failed to take the admission locks")?;
@@ -137,14 +143,15 @@ async fn admission_record(
     window_secs: u64,
 ) -> anyhow::Result<AdmissionRecord> {
     let row = sqlx::query(
-        "WITH today AS (
+        "WITH family AS (SELECT api_key_family($2) AS id),
+             today AS (
                 SELECT t.api_key_id, t.signer,
                        coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric AS wei
                 FROM relay_transactions t
                 JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
                               ORDER BY id DESC LIMIT 1) l ON true
                 WHERE t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
-                  AND ((t.chain_id = $1 AND t.signer = $3) OR t.api_key_id = $2))
+                  AND ((t.chain_id = $1 AND t.signer = $3) OR t.api_key_id IN (SELECT id FROM family)))
              SELECT
                 (SELECT extract(epoch FROM now() - max(coalesce(mined_at, updated_at)))::float8
                    FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted'),
@@ -152,17 +159,18 @@ async fn admission_record(
                    WHERE chain_id = $1 AND signer = $3 AND failure = 'reverted'
                      AND mined_at > now() - make_interval(secs => $5)),
                 (SELECT count(*) FROM relay_transactions
-                   WHERE api_key_id = $2 AND failure = 'reverted' AND mined_at > now() - make_interval(secs => $5)),
+                   WHERE api_key_id IN (SELECT id FROM family) AND failure = 'reverted'
+                     AND mined_at > now() - make_interval(secs => $5)),
                 (SELECT extract(epoch FROM now() - max(created_at))::float8
                    FROM relay_transactions WHERE chain_id = $1 AND signer = $3),
                 (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE api_key_id = $2),
+                   FROM relay_transactions WHERE api_key_id IN (SELECT id FROM family)),
                 (SELECT (coalesce((SELECT sum(wei) FROM today WHERE signer = $3), 0)
                        + coalesce((SELECT sum(wei) FROM admission_reservations
                                    WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text),
-                (SELECT (coalesce((SELECT sum(wei) FROM today WHERE api_key_id = $2), 0)
+                (SELECT (coalesce((SELECT sum(wei) FROM today WHERE api_key_id IN (SELECT id FROM family)), 0)
                        + coalesce((SELECT sum(wei) FROM admission_reservations
-                                   WHERE api_key_id = $2 AND expires_at > now()), 0))::text)",
+                                   WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text)",
     )
     .bind(i64_of(chain_id)?)
     .bind(api_key_id)

@@ -158,14 +158,16 @@ pub(super) async fn write_meta(tx: &mut Transaction<'_, Postgres>, id: i64, meta
 }
 
 impl Store {
-    /// The reference and operations of the key's transaction `id` (for `GET /transactions/{id}`).
+    /// The reference and operations of transaction `id` if a key of `api_key_id`'s family relayed
+    /// it (for `GET /transactions/{id}`).
     pub async fn transaction_reference(
         &self,
         id: i64,
         api_key_id: i64,
     ) -> anyhow::Result<Option<(Option<String>, Vec<String>)>> {
         let row = sqlx::query(
-            "SELECT reference, coalesce(operations, '{}') FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
+            "SELECT reference, coalesce(operations, '{}') FROM relay_transactions
+             WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2))",
         )
         .bind(id)
         .bind(api_key_id)
@@ -175,27 +177,23 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Mined rows without a recorded effective gas price, as `(id, hash, block hash)`: the sponsor's
-    /// since UTC midnight, or the key's with `reference`. At most `limit`.
+    /// Mined rows of `chain_id` without a recorded effective gas price for their current block, as
+    /// `(id, hash, block hash)`, newest first, except the ids in `skip`. At most `limit`.
     pub async fn unpriced_transactions(
         &self,
         chain_id: u64,
-        sponsor: Option<Address>,
-        reference: Option<(i64, &str)>,
+        skip: &[i64],
         limit: i64,
     ) -> anyhow::Result<Vec<(i64, B256, B256)>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "SELECT id, tx_hash, block_hash FROM relay_transactions t
              WHERE t.chain_id = $1 AND t.gas_used IS NOT NULL AND t.block_hash IS NOT NULL
                AND t.priced_block_hash IS DISTINCT FROM t.block_hash
-               AND ($2::bytea IS NULL OR (t.sponsor = $2 AND t.mined_at >= {UTC_MIDNIGHT}))
-               AND ($3::bigint IS NULL OR (t.api_key_id = $3 AND t.reference = $4))
-             ORDER BY id LIMIT $5"
-        ))
+               AND NOT (t.id = ANY($2))
+             ORDER BY id DESC LIMIT $3",
+        )
         .bind(chain_id as i64)
-        .bind(sponsor.map(|a| a.to_vec()))
-        .bind(reference.map(|(k, _)| k))
-        .bind(reference.map(|(_, r)| r))
+        .bind(skip)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -226,6 +224,18 @@ impl Store {
         Ok(())
     }
 
+    /// The key that relayed transaction `id`, if it is of `api_key_id`'s family.
+    pub async fn transaction_key_in_family(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT api_key_id FROM relay_transactions WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2))",
+        )
+        .bind(id)
+        .bind(api_key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to find the transaction's key")
+    }
+
     /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC); `None` if Postgres
     /// cannot read it (the caller has checked the RFC 3339 shape).
     pub async fn parse_timestamp(&self, s: &str) -> anyhow::Result<Option<String>> {
@@ -238,7 +248,8 @@ impl Store {
         }
     }
 
-    /// The key's transactions matching `f`, newest first, at most `limit`.
+    /// The transactions of `api_key_id`'s family (a key keeps the history of the keys it replaced
+    /// by rotation, migration 0016) matching `f`, newest first, at most `limit`.
     pub async fn list_history(
         &self,
         api_key_id: i64,
@@ -255,7 +266,7 @@ impl Store {
                     coalesce((SELECT array_agg(m.amount::text ORDER BY m.position) FROM relay_transaction_amounts m
                               WHERE m.transaction_id = t.id), '{{}}') AS amount_values
              FROM relay_transactions t
-             WHERE t.api_key_id = $1
+             WHERE t.api_key_id IN (SELECT api_key_family($1))
                AND (cardinality($2::text[]) = 0 OR t.status = ANY($2))
                AND ($3::bytea IS NULL OR t.signer = $3)
                AND ($4::bytea IS NULL OR t.sponsor = $4)
@@ -316,10 +327,11 @@ impl Store {
             .collect()
     }
 
-    /// Totals of the key's transactions carrying `reference`.
+    /// Totals of the transactions of `api_key_id`'s family carrying `reference`.
     pub async fn reference_summary(&self, api_key_id: i64, reference: &str) -> anyhow::Result<ReferenceSummary> {
         let by_status = sqlx::query(
-            "SELECT status, count(*) FROM relay_transactions WHERE api_key_id = $1 AND reference = $2
+            "SELECT status, count(*) FROM relay_transactions
+             WHERE api_key_id IN (SELECT api_key_family($1)) AND reference = $2
              GROUP BY status ORDER BY status",
         )
         .bind(api_key_id)
@@ -335,7 +347,7 @@ impl Store {
             "SELECT coalesce(sum(t.gas_used), 0)::text, coalesce(sum({GAS_COST}), 0)::text
              FROM relay_transactions t
              LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
-             WHERE t.api_key_id = $1 AND t.reference = $2 AND t.gas_used IS NOT NULL",
+             WHERE t.api_key_id IN (SELECT api_key_family($1)) AND t.reference = $2 AND t.gas_used IS NOT NULL",
         ))
         .bind(api_key_id)
         .bind(reference)
@@ -345,7 +357,8 @@ impl Store {
         let amounts = sqlx::query(
             "SELECT m.operation, sum(m.amount)::text FROM relay_transaction_amounts m
              JOIN relay_transactions t ON t.id = m.transaction_id
-             WHERE t.api_key_id = $1 AND t.reference = $2 AND t.status IN ('mined', 'confirmed')
+             WHERE t.api_key_id IN (SELECT api_key_family($1)) AND t.reference = $2
+               AND t.status IN ('mined', 'confirmed')
              GROUP BY m.operation ORDER BY m.operation",
         )
         .bind(api_key_id)
@@ -366,7 +379,8 @@ impl Store {
         })
     }
 
-    /// What `sponsor` spent since UTC midnight (all keys, or only `api_key_id`'s calls).
+    /// What `sponsor` spent since UTC midnight (all keys, or only the calls of `api_key_id`'s
+    /// family: the key and the keys it replaced or that replaced it by rotation).
     pub async fn sponsor_spend(
         &self,
         chain_id: u64,
@@ -384,7 +398,8 @@ impl Store {
              LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
              JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
                            ORDER BY id DESC LIMIT 1) l ON true
-             WHERE t.chain_id = $1 AND t.sponsor = $2 AND ($3::bigint IS NULL OR t.api_key_id = $3)
+             WHERE t.chain_id = $1 AND t.sponsor = $2
+               AND ($3::bigint IS NULL OR t.api_key_id IN (SELECT api_key_family($3)))
                AND (t.status IN ('pending', 'submitted') OR t.mined_at >= {UTC_MIDNIGHT})"
         );
         let row = sqlx::query(&sql)

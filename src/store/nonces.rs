@@ -234,6 +234,43 @@ async fn finish_nonce_on(
     Ok(())
 }
 
+/// Rows deleted per statement by [`Store::prune_meta_nonces`], so no delete holds its locks long.
+const PRUNE_BATCH: i64 = 10_000;
+
+impl Store {
+    /// Deletes settled nonce rows (`mined`, `failed`, and `built` from before migration 0012) not
+    /// updated for `retention`, and answers how many. Never a claim in flight (`submitted`: it
+    /// holds its nonce and counts for `meta/nonce`), and never the highest `mined` nonce of a
+    /// signer, contract and nonce type, which is what [`Store::highest_mined_nonce`] answers.
+    /// A deleted `mined` row is one the chain has long since reflected: `execute` checks every
+    /// nonce against the chain before it claims one.
+    pub async fn prune_meta_nonces(&self, retention: std::time::Duration) -> anyhow::Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM meta_nonces WHERE (chain_id, contract, signer, nonce_type, nonce) IN (
+                    SELECT m.chain_id, m.contract, m.signer, m.nonce_type, m.nonce FROM meta_nonces m
+                    WHERE m.status <> 'submitted' AND m.updated_at < now() - make_interval(secs => $1)
+                      AND NOT (m.status = 'mined' AND m.nonce = (
+                          SELECT max(h.nonce) FROM meta_nonces h
+                          WHERE h.chain_id = m.chain_id AND h.contract = m.contract AND h.signer = m.signer
+                            AND h.nonce_type = m.nonce_type AND h.status = 'mined'))
+                    LIMIT $2)",
+            )
+            .bind(retention.as_secs_f64())
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
+            .await
+            .context("Failed to prune settled nonces")?
+            .rows_affected();
+            total += done;
+            if done < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::NonceStatus;

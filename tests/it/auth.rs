@@ -2,9 +2,10 @@
 //! allowlists, rate limits, rotation, the admin API) is in `keys`.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
+use streampay_relayer::{api::auth::InvalidKeyLimiter, store::parse_cidr};
 
-use crate::harness::{assert_error, spawn_app, wallet};
+use crate::harness::{assert_error, serve_settings, spawn_app, spawn_app_with, wallet};
 
 #[tokio::test]
 async fn requests_without_a_key_are_401_missing_api_key() {
@@ -77,4 +78,55 @@ async fn the_default_sponsor_is_the_keys_first() {
     let app = spawn_app().await;
     let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": wallet().address(), "Amount": "1"})).await;
     assert_eq!(built["Sponsor"], json!(app.sponsor.to_checksum(None)));
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_keys_from_one_address_is_429_too_many_invalid_keys_without_a_lookup() {
+    let mut settings = serve_settings();
+    // Clients told apart by X-Forwarded-For from the local proxy.
+    settings.auth.trusted_proxies = vec![parse_cidr("127.0.0.1/32").unwrap()];
+    settings.auth.invalid_keys = InvalidKeyLimiter::per_minute(5);
+    let app = spawn_app_with(settings).await;
+    let call = |key: String, client: &'static str| {
+        let req = app.http.get(app.url("/api/v1/contracts")).header("X-API-Key", key).header("X-Forwarded-For", client);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (status, retry_after, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let random = || format!("sk_test_{}", alloy::hex::encode(wallet().to_bytes()));
+    let (attacker, neighbour) = ("203.0.113.7", "203.0.113.8");
+    // A valid key used from the attacker's address beforehand (now cached, once the key cache
+    // listens for changes).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.state.key_cache().expect("serve's key cache").active() {
+        assert!(tokio::time::Instant::now() < deadline, "the key cache never started listening");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(call(app.api_key.clone(), attacker).await.0, StatusCode::OK);
+    for _ in 0..5 {
+        let (status, _, body) = call(random(), attacker).await;
+        assert_error(&(status, body), StatusCode::UNAUTHORIZED, "invalid_api_key");
+    }
+    let (status, retry_after, body) = call(random(), attacker).await;
+    assert_error(&(status, body), StatusCode::TOO_MANY_REQUESTS, "too_many_invalid_keys");
+    let wait: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=12).contains(&wait), "one refused key per 12 s: {wait}");
+    // A repeated bad key is refused the same way (the negative cache answers, the budget counts it).
+    let (status, _, body) = call(format!("sp_test_{}", "0".repeat(64)), attacker).await;
+    assert_error(&(status, body), StatusCode::TOO_MANY_REQUESTS, "too_many_invalid_keys");
+    // The address's valid, cached key still works; another address is not affected.
+    assert_eq!(call(app.api_key.clone(), attacker).await.0, StatusCode::OK);
+    let (status, _, body) = call(random(), neighbour).await;
+    assert_error(&(status, body), StatusCode::UNAUTHORIZED, "invalid_api_key");
+
+    // No lookup is made for the blocked address: with the database gone, it still gets its 429,
+    // where a lookup answers 503.
+    app.state.store.pool().close().await;
+    let (status, _, body) = call(random(), neighbour).await;
+    assert_error(&(status, body), StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    let (status, _, body) = call(random(), attacker).await;
+    assert_error(&(status, body), StatusCode::TOO_MANY_REQUESTS, "too_many_invalid_keys");
 }

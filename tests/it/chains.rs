@@ -112,8 +112,9 @@ async fn one_process_serves_two_chains_each_with_its_own_deployments_sponsors_an
     .expect("two chains");
     let supervisor = Supervisor::new();
     server::start_pipelines(&state, &supervisor);
+    server::start_pricing(&state, &supervisor);
     server::start_indexers(&state, &supervisor);
-    assert_eq!(supervisor.running(), vec![("pipeline", 2), ("indexer", 2)]);
+    assert_eq!(supervisor.running(), vec![("pipeline", 2), ("pricing", 2), ("indexer", 2)]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let app = api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

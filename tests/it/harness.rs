@@ -111,7 +111,7 @@ pub struct TestApp {
     pub admin: DynProvider,
     pub store: Store,
     pub state: AppState,
-    /// Runs the app's pipeline (stopped when the app is dropped); tests start the other
+    /// Runs the app's pipeline (stopped when the app is dropped; fee pricing runs in `kept`); tests start the other
     /// background tasks they need ([`TestApp::start_indexers`], [`TestApp::start_webhooks`]).
     _pipelines: Supervisor,
     /// Background tasks kept for the app's whole life ([`TestApp::keep`]).
@@ -205,6 +205,9 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
     // are started by the tests that need them).
     let pipelines = Supervisor::new();
     server::start_pipelines(&state, &pipelines);
+    // Fee pricing too (execute and the fee endpoints read its estimate), for the app's whole life.
+    let pricing = Supervisor::new();
+    server::start_pricing(&state, &pricing);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let app = api::app(state.clone());
@@ -227,7 +230,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
         store,
         state,
         _pipelines: pipelines,
-        kept: Mutex::default(),
+        kept: Mutex::new(vec![pricing]),
         rpc_url: anvil.endpoint(),
         db_url,
         sponsor_key,
@@ -279,6 +282,7 @@ impl TestApp {
         .expect("state");
         let supervisor = Supervisor::new();
         server::start_pipelines(&state, &supervisor);
+        server::start_pricing(&state, &supervisor);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -288,6 +292,34 @@ impl TestApp {
             axum::serve(listener, app).await.expect("serve")
         });
         format!("http://{addr}")
+    }
+
+    /// Another app instance on the same database, reaching the chain through `rpc_url` (a proxy,
+    /// say), with none of its background tasks started: the caller starts what it needs on the
+    /// answered state. Answers its base URL and state.
+    pub async fn instance_via(&self, rpc_url: &str, settings: Settings) -> (String, AppState) {
+        let anvil = self.anvil.as_ref().expect("the chain is running");
+        let sponsors: Vec<PrivateKeySigner> = vec![anvil.keys()[1].clone().into(), anvil.keys()[2].clone().into()];
+        let store = Store::connect(&self.db_url, 5).await.expect("connect to the test database");
+        let chain = self.chain();
+        let state = server::build_state(
+            store,
+            vec![ChainParts {
+                name: None,
+                chain_id: self.chain_id,
+                provider: chain::connect(rpc_url).expect("provider"),
+                finality_depth: chain.finality_depth,
+                deployments: chain.deployments.clone(),
+                sponsors: Sponsors::from_signers(sponsors, self.chain_id),
+            }],
+            settings,
+        )
+        .expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let app = api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        (format!("http://{addr}"), state)
     }
 
     /// Deposits `n` tokens for `user` with the user's own transactions (impersonated on Anvil),
@@ -306,6 +338,20 @@ impl TestApp {
         let r =
             self.streampay().deposit(tokens(n), false).from(user).send().await.unwrap().get_receipt().await.unwrap();
         assert!(r.status(), "direct deposit");
+    }
+
+    /// Waits (at most 20 s) until the background pricing has read the effective gas price of
+    /// every mined transaction, so spend and cost figures are exact rather than upper bounds.
+    pub async fn wait_priced(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = self.store.unpriced_transactions(self.chain_id, &[], 1).await.expect("unpriced rows");
+            if left.is_empty() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "transactions still unpriced after 20 s: {left:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops the app's pipeline (its workers give their sponsor leases up).

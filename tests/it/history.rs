@@ -157,6 +157,7 @@ async fn history_summary_totals_count_gas_and_exact_amounts_of_a_reference() {
     let b = pay_with_reference(&app, &alice, "0.000000000000000007", Some("invoice 42/ü")).await;
     pay_with_reference(&app, &alice, "9", Some("other")).await;
 
+    app.wait_priced().await;
     let (status, s) = app.get("/api/v1/transactions/summary?reference=invoice%2042%2F%C3%BC").await;
     assert_eq!(status, StatusCode::OK, "{s}");
     assert_eq!(s["Reference"], "invoice 42/ü");

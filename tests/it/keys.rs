@@ -654,3 +654,132 @@ async fn an_unparsable_or_missing_x_forwarded_for_from_a_trusted_proxy_denies_an
         assert_eq!(s, StatusCode::OK, "{xff}: {b}");
     }
 }
+
+/// Σ over the calls of keys `ids` since UTC midnight of gas used (gas limit in flight) × the
+/// latest attempt's max fee: what admission counts against a key's daily budget.
+async fn admission_spend(app: &TestApp, ids: &[i64]) -> alloy::primitives::U256 {
+    let text: String = sqlx::query_scalar(
+        "SELECT coalesce(sum(coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric), 0)::text
+         FROM relay_transactions t
+         JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+                       ORDER BY id DESC LIMIT 1) l ON true
+         WHERE t.api_key_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_keys_history_and_budgets_carry_over_to_the_key_that_replaced_it() {
+    use alloy::primitives::U256;
+    use streampay_relayer::store::SponsorPolicy;
+    let app = spawn().await;
+    let alice = wallet();
+    app.fund(&alice, 10).await;
+    let pay = |amount: &'static str| {
+        let app = &app;
+        let alice = &alice;
+        async move {
+            let to = wallet().address();
+            let built = app
+                .build("/api/v1/USDC/payments/", &json!({"From": alice.address(), "To": to, "Amount": amount}))
+                .await;
+            app.signed_execute_body(alice, &built).await
+        }
+    };
+    let body = pay("1").await;
+    let (status, paid, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/USDC/meta/execute",
+        &[("X-API-Key", &app.api_key), ("Reference", "order-7")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    app.wait_priced().await;
+    let (_, history) = app.get("/api/v1/transactions").await;
+    assert_eq!(history["Transactions"].as_array().unwrap().len(), 2, "{history}");
+    let (_, sponsors) = app.get("/api/v1/sponsors").await;
+    let key_spend = sponsors["Sponsors"][0]["KeySpendToday"].clone();
+
+    // Rotated with a grace period, so both keys are live at once.
+    let (status, rotated) = admin(
+        &app,
+        Method::POST,
+        &format!("/api/v1/admin/keys/{}/rotate", app.api_key_id),
+        Some(&json!({"grace_seconds": 600})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    let new_key = rotated["key"].as_str().unwrap().to_string();
+    let new_id = rotated["id"].as_i64().unwrap();
+
+    // History: the list, one transaction, a reference's summary.
+    let (status, seen) = app.get_with_key("/api/v1/transactions", Some(&new_key)).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    // The same transactions (their `State` may have moved on to confirmed meanwhile).
+    let ids = |page: &Value| -> Vec<(Value, Value)> {
+        page["Transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["Id"].clone(), t["TransactionHash"].clone()))
+            .collect()
+    };
+    assert_eq!(ids(&seen), ids(&history));
+    let id = paid["TransactionId"].as_i64().unwrap();
+    let (status, one) = app.get_with_key(&format!("/api/v1/transactions/{id}"), Some(&new_key)).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["Reference"], "order-7");
+    let (_, summary) = app.get_with_key("/api/v1/transactions/summary?reference=order-7", Some(&new_key)).await;
+    assert_eq!(summary["Count"], 1, "{summary}");
+    // A key outside the family still sees none of it.
+    let stranger = app.store.create_api_key("stranger", &[app.sponsor], true).await.unwrap();
+    let (_, none) = app.get_with_key("/api/v1/transactions", Some(&stranger.key)).await;
+    assert_eq!(none["Transactions"], json!([]));
+    assert_error(
+        &app.get_with_key(&format!("/api/v1/transactions/{id}"), Some(&stranger.key)).await,
+        StatusCode::NOT_FOUND,
+        "transaction_not_found",
+    );
+
+    // The sponsor policy's per-key budget: the new key has already spent what the old one did.
+    let (_, sponsors) = app.get_with_key("/api/v1/sponsors", Some(&new_key)).await;
+    assert_eq!(sponsors["Sponsors"][0]["KeySpendToday"], key_spend);
+    let spent: U256 = key_spend.as_str().unwrap().parse().unwrap();
+    let policy = SponsorPolicy { per_key_daily_budget: Some(spent + U256::from(1u64)), ..Default::default() };
+    app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&policy)).await.unwrap();
+    let next = pay("1").await;
+    assert_error(
+        &app.post_with_key("/api/v1/USDC/meta/execute", Some(&new_key), &next).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "key_budget_exceeded",
+    );
+    app.store.set_sponsor_policy(app.chain_id, app.sponsor, None).await.unwrap();
+
+    // Admission's per-key daily budget: room for half a call beyond what the old key spent.
+    let old_spend = admission_spend(&app, &[app.api_key_id]).await;
+    let gas = paid["GasUsed"].as_u64().unwrap();
+    let (_, quote) = app.get("/api/v1/USDC/fees?operation=pay").await;
+    let one_call =
+        U256::from(gas + gas / 4 + 10_000) * quote["MaxFeePerGas"].as_str().unwrap().parse::<U256>().unwrap();
+    let mut tight = settings(AuthSettings::with_admin_secret(SECRET));
+    tight.admission.key_daily_budget_wei = Some(old_spend + one_call / U256::from(2u64));
+    let base = app.instance_with(tight).await;
+    let resp = app
+        .http
+        .post(format!("{base}/api/v1/USDC/meta/execute"))
+        .header("X-API-Key", &new_key)
+        .json(&next)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(&(status, body), StatusCode::TOO_MANY_REQUESTS, "key_daily_budget_exceeded");
+    assert_eq!(admission_spend(&app, &[new_id]).await, U256::ZERO, "the new key itself has relayed nothing");
+}

@@ -19,6 +19,7 @@ const DOMAIN: &[&str] = &[
     "store",
     "indexer",
     "pipeline",
+    "pricing",
     "webhooks",
     "keeper",
     "observability",

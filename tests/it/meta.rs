@@ -384,6 +384,55 @@ async fn contract_wallets_sign_through_erc1271() {
     assert_eq!(app.balance_of(refusing).await, internal(2));
 }
 
+/// Runtime code of an ERC-1271 wallet that loops `rounds` times (26 gas each) before answering
+/// the magic value: a valid signature, however expensive.
+fn erc1271_costly_wallet_code(rounds: u32) -> Bytes {
+    assert!(rounds > 0 && rounds < 1 << 24);
+    // PUSH3 rounds; loop: JUMPDEST; PUSH1 1; SWAP1; SUB; DUP1; PUSH1 4; JUMPI; POP; then as above.
+    let mut code = vec![0x62];
+    code.extend_from_slice(&rounds.to_be_bytes()[1..]);
+    code.extend_from_slice(&[0x5b, 0x60, 0x01, 0x90, 0x03, 0x80, 0x60, 0x04, 0x57, 0x50]);
+    code.extend_from_slice(&erc1271_wallet_code([0x16, 0x26, 0xba, 0x7e]));
+    code.into()
+}
+
+#[tokio::test]
+async fn a_contract_wallet_that_burns_gas_in_is_valid_signature_is_422_signature_check_gas_exceeded() {
+    let app = spawn_app().await;
+    let (user, to) = (wallet(), wallet().address());
+    // About 312,000 gas, then "valid"; and a wallet that loops until the gas is gone.
+    let (costly, endless) = (wallet().address(), wallet().address());
+    set_code(&app, costly, erc1271_costly_wallet_code(12_000)).await;
+    set_code(&app, endless, Bytes::from_static(&[0x5b, 0x60, 0x00, 0x56])).await;
+    app.fund(&user, 10).await;
+    for wallet_addr in [costly, endless] {
+        let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet_addr, "2")).await;
+        app.execute_ok(&user, &built).await;
+    }
+    for signer in [costly, endless] {
+        let built = app.build("/api/v1/USDC/payments/", &pay_body(signer, to, "1")).await;
+        let t = &built["Transaction"];
+        let body = json!({"From": signer, "Signature": "0xc0ffee", "Data": t["Data"], "Nonce": t["Nonce"],
+                          "Deadline": t["Deadline"]});
+        let started = std::time::Instant::now();
+        let resp = app.post("/api/v1/USDC/meta/execute", &body).await;
+        assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "signature_check_gas_exceeded");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "refused only after {:?}", started.elapsed());
+        assert_eq!(app.balance_of(signer).await, internal(2), "nothing was relayed for {signer}");
+    }
+    // A cheap wallet under the cap is still checked as before (contract_wallets_sign_through_erc1271).
+    let cheap = wallet().address();
+    set_code(&app, cheap, erc1271_costly_wallet_code(1_000)).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), cheap, "2")).await;
+    app.execute_ok(&user, &built).await;
+    let built = app.build("/api/v1/USDC/payments/", &pay_body(cheap, to, "1")).await;
+    let t = &built["Transaction"];
+    let body = json!({"From": cheap, "Signature": "0xc0ffee", "Data": t["Data"], "Nonce": t["Nonce"],
+                      "Deadline": t["Deadline"]});
+    let (status, resp) = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+}
+
 #[tokio::test]
 async fn prefer_respond_async_answers_202_and_the_transaction_can_be_polled() {
     let app = spawn_app().await;

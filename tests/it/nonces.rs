@@ -181,3 +181,63 @@ async fn a_used_unique_nonce_is_409_nonce_already_used() {
     assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::CONFLICT, "nonce_already_used");
     assert_eq!(app.balance_of(user.address()).await, internal(4), "executed once");
 }
+
+/// `(nonce type, nonce, status)` of every row the relayer keeps about `who`'s nonces.
+async fn nonce_table(app: &TestApp, who: Address) -> Vec<(i16, i64, String)> {
+    sqlx::query_as("SELECT nonce_type, nonce, status FROM meta_nonces WHERE signer = $1 ORDER BY nonce_type, nonce")
+        .bind(who.as_slice())
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pruning_drops_old_settled_nonces_and_never_changes_the_nonce_answer() {
+    use streampay_relayer::{
+        chain::traits::NonceType,
+        store::{NonceScope, NonceStatus},
+    };
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    for _ in 0..2 {
+        let built = app.build("/api/v1/USDC/payments/", &pay_account(user.address(), wallet().address(), "1")).await;
+        app.execute_ok(&user, &built).await;
+    }
+    // A claim in flight (account nonce 2) and a failed one (7).
+    let scope = NonceScope {
+        chain_id: app.chain_id,
+        contract: app.contract,
+        signer: user.address(),
+        nonce_type: NonceType::Account,
+    };
+    let deadline = app.chain_time().await + 3600;
+    app.store.claim_nonce(scope, 2, deadline).await.unwrap();
+    app.store.claim_nonce(scope, 7, deadline).await.unwrap();
+    app.store.finish_nonce(scope, 7, NonceStatus::Failed).await.unwrap();
+    let path = format!("/api/v1/USDC/meta/nonce/{}", user.address());
+    let (status, before) = app.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!((before["Nonce"].clone(), before["ChainNonce"].clone()), (json!(3), json!(2)), "{before}");
+    let rows = nonce_table(&app, user.address()).await;
+    let unique: Vec<_> = rows.iter().filter(|r| r.0 == 2).cloned().collect();
+    assert_eq!(unique.len(), 1, "the deposit's unique nonce: {rows:?}");
+
+    // Nothing is old enough yet.
+    let week = Duration::from_secs(7 * 86_400);
+    assert_eq!(app.store.prune_meta_nonces(week).await.unwrap(), 0);
+    // A week and a day later: settled rows go, except each type's highest mined nonce; the claim
+    // in flight stays.
+    sqlx::query("UPDATE meta_nonces SET updated_at = now() - interval '8 days'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(app.store.prune_meta_nonces(week).await.unwrap(), 2);
+    let mut expected = vec![(0, 1, "mined".to_string()), (0, 2, "submitted".to_string())];
+    expected.extend(unique);
+    assert_eq!(nonce_table(&app, user.address()).await, expected);
+    let (status, after) = app.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after, before, "pruning changed the nonce answer");
+    assert_eq!(app.store.prune_meta_nonces(week).await.unwrap(), 0, "pruning is idempotent");
+}

@@ -212,6 +212,7 @@ impl Stack {
         .unwrap();
         let supervisor = Supervisor::new();
         server::start_pipelines(&state, &supervisor);
+        server::start_pricing(&state, &supervisor);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let app = api::app(state.clone());

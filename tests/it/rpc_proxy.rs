@@ -1,70 +1,83 @@
-//! A JSON-RPC proxy in front of Anvil whose answers a test can rewrite: a node that refuses
-//! broadcasts with messages of its own, or that hides receipts for a while (a lagging backend
-//! behind a load balancer). Every request it does not rewrite goes to Anvil unchanged.
+//! A JSON-RPC proxy in front of a test's Anvil: counts the methods it forwards, can stall (hold
+//! every request without answering) on demand, as an overloaded node does, and can answer
+//! requests itself by a rule (a node refusing broadcasts with messages of its own, a lagging
+//! backend hiding receipts). Every request no rule answers goes to Anvil unchanged.
 
 use std::{
-    sync::{Arc, Mutex},
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use alloy::providers::DynProvider;
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{Router, body::Bytes, extract::State, routing::post};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+
+#[derive(Clone)]
+pub struct RpcProxy {
+    /// The URL to give the relayer.
+    pub url: String,
+    upstream: String,
+    http: reqwest::Client,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+    stall: Arc<AtomicBool>,
+    /// Requests held by a stall right now.
+    stalled: Arc<AtomicUsize>,
+    rule: Arc<Mutex<Option<Rule>>>,
+}
 
 /// Given a request, the answer to give instead of Anvil's (`{"result": …}` or `{"error": …}`),
 /// or `None` to forward it.
 pub type Rule = Arc<dyn Fn(&Value) -> Option<Value> + Send + Sync>;
 
-#[derive(Clone)]
-pub struct RpcProxy {
-    pub url: String,
-    rule: Arc<Mutex<Option<Rule>>>,
-}
-
-#[derive(Clone)]
-struct Inner {
-    upstream: String,
-    http: reqwest::Client,
-    rule: Arc<Mutex<Option<Rule>>>,
-}
-
-async fn forward(State(p): State<Inner>, Json(request): Json<Value>) -> Json<Value> {
-    if request.is_object() {
-        let rule = p.rule.lock().unwrap().clone();
-        if let Some(answer) = rule.and_then(|r| r(&request)) {
-            let mut body = json!({ "jsonrpc": "2.0", "id": request["id"].clone() });
-            for (k, v) in answer.as_object().expect("a rule answers an object") {
-                body[k] = v.clone();
-            }
-            return Json(body);
-        }
-    }
-    let answer = p
-        .http
-        .post(&p.upstream)
-        .json(&request)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .expect("anvil answers the proxy")
-        .json()
-        .await
-        .expect("anvil answers JSON");
-    Json(answer)
-}
-
 impl RpcProxy {
-    pub async fn start(upstream: &str) -> Self {
-        let rule: Arc<Mutex<Option<Rule>>> = Arc::default();
-        let inner = Inner { upstream: upstream.to_string(), http: reqwest::Client::new(), rule: rule.clone() };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let router = Router::new().route("/", post(forward)).with_state(inner);
-        tokio::spawn(axum::serve(listener, router).into_future());
-        Self { url, rule }
+    pub async fn start(app: &TestApp) -> Self {
+        Self::start_at(&app.rpc_url).await
     }
 
-    /// Rewrites answers with `rule` from now on.
+    /// A proxy in front of the node at `upstream`.
+    pub async fn start_at(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = RpcProxy {
+            url: format!("http://{}/", listener.local_addr().unwrap()),
+            upstream: upstream.to_string(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            counts: Arc::default(),
+            stall: Arc::default(),
+            stalled: Arc::default(),
+            rule: Arc::default(),
+        };
+        let router = Router::new().route("/", post(forward)).with_state(proxy.clone());
+        tokio::spawn(axum::serve(listener, router).into_future());
+        proxy
+    }
+
+    /// How many calls of each of `methods` were forwarded since the last [`RpcProxy::reset`].
+    pub fn calls_of(&self, methods: &[&str]) -> HashMap<String, u64> {
+        let counts = self.counts.lock().unwrap();
+        counts.iter().filter(|(m, _)| methods.contains(&m.as_str())).map(|(m, n)| (m.clone(), *n)).collect()
+    }
+
+    pub fn reset(&self) {
+        self.counts.lock().unwrap().clear();
+    }
+
+    /// From now on every request is held (for up to a minute) instead of answered.
+    pub fn stall(&self, on: bool) {
+        self.stall.store(on, Ordering::SeqCst);
+    }
+
+    /// Requests held right now.
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Answers requests by `rule` from now on.
     pub fn set(&self, rule: impl Fn(&Value) -> Option<Value> + Send + Sync + 'static) {
         *self.rule.lock().unwrap() = Some(Arc::new(rule));
     }
@@ -74,8 +87,50 @@ impl RpcProxy {
         *self.rule.lock().unwrap() = None;
     }
 
-    /// A provider reaching Anvil through this proxy, built as the relayer builds its own.
-    pub fn provider(&self) -> DynProvider {
+    /// A provider reaching the node through this proxy, built as the relayer builds its own.
+    pub fn provider(&self) -> alloy::providers::DynProvider {
         streampay_relayer::chain::connect_many(&[&self.url], Duration::from_secs(10)).unwrap()
     }
+}
+
+async fn forward(State(p): State<RpcProxy>, body: Bytes) -> (StatusCode, String) {
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        let rule = p.rule.lock().unwrap().clone();
+        if v.is_object()
+            && let Some(answer) = rule.and_then(|r| r(&v))
+        {
+            let mut body = json!({ "jsonrpc": "2.0", "id": v["id"].clone() });
+            for (k, val) in answer.as_object().expect("a rule answers an object") {
+                body[k] = val.clone();
+            }
+            return (StatusCode::OK, body.to_string());
+        }
+        let calls = match v {
+            Value::Array(calls) => calls,
+            one => vec![one],
+        };
+        let mut counts = p.counts.lock().unwrap();
+        for c in calls {
+            if let Some(m) = c["method"].as_str() {
+                *counts.entry(m.to_string()).or_default() += 1;
+            }
+        }
+    }
+    if p.stall.load(Ordering::SeqCst) {
+        p.stalled.fetch_add(1, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while p.stall.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p.stalled.fetch_sub(1, Ordering::SeqCst);
+    }
+    let resp = p
+        .http
+        .post(&p.upstream)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("anvil answers the proxy");
+    (resp.status(), resp.text().await.unwrap_or_default())
 }

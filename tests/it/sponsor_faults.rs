@@ -188,7 +188,7 @@ async fn a_nonce_no_row_holds_is_filled_and_the_queue_behind_it_moves() {
 #[tokio::test]
 async fn an_unknown_node_error_is_retried_and_never_cancels_the_call() {
     let stack = Stack::start(&[]).await;
-    let proxy = RpcProxy::start(stack.anvil_url().as_str()).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
     let refusals = Arc::new(AtomicU32::new(0));
     let counted = refusals.clone();
     // The node refuses the first broadcasts with an error no table lists (a provider's own).
@@ -218,7 +218,7 @@ async fn the_fee_cap_holds_on_a_first_send_while_the_base_fee_is_above_it() {
     let stack = Stack::start(&["--no-mining"]).await;
     let market = stack.provider.estimate_eip1559_fees().await.unwrap();
     let cap = market.max_fee_per_gas * 2;
-    let proxy = RpcProxy::start(stack.anvil_url().as_str()).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
     let sends = Arc::new(AtomicU32::new(0));
     let counted = sends.clone();
     proxy.set(move |req: &Value| {
@@ -267,7 +267,7 @@ async fn the_fee_cap_holds_on_a_first_send_while_the_base_fee_is_above_it() {
 #[tokio::test]
 async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_replaced() {
     let stack = Stack::start(&[]).await;
-    let proxy = RpcProxy::start(stack.anvil_url().as_str()).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
     let hidden = Arc::new(AtomicU32::new(0));
     let bysig_reads = Arc::new(AtomicU32::new(0));
     let (h, b) = (hidden.clone(), bysig_reads.clone());

@@ -56,6 +56,8 @@ async fn sponsors_report_balance_in_flight_and_spend_today() {
     let body = built_pay(&app, &alice, "1").await;
     let (_, pay) = app.post("/api/v1/USDC/meta/execute", &body).await;
 
+    // Receipts are priced in the background: until then a mined call counts at its max fee.
+    app.wait_priced().await;
     let after = sponsor_view(&app, &app.api_key).await;
     let expected = paid(&app, &[&deposit, &pay]).await;
     assert_eq!(u256(&after["MinedSpendToday"]), expected);
@@ -79,6 +81,8 @@ async fn sponsors_count_in_flight_transactions_and_reserve_their_cost() {
     let app = spawn_app_with_block_time(3).await;
     let alice = wallet();
     app.fund(&alice, 10).await;
+    // The deposit's receipt priced first: `before` must not drop from its upper bound meanwhile.
+    app.wait_priced().await;
     let before = sponsor_view(&app, &app.api_key).await;
     let body = built_pay(&app, &alice, "1").await;
     // No block until the view below is taken: one landing right after the 202 would settle the
@@ -174,6 +178,7 @@ async fn policy_daily_budget_refuses_calls_beyond_the_sponsors_spend() {
     let app = spawn_app().await;
     let alice = wallet();
     app.fund(&alice, 10).await;
+    app.wait_priced().await;
     let spent = u256(&sponsor_view(&app, &app.api_key).await["SpendToday"]);
     assert!(spent > U256::ZERO);
     // Exactly what was spent: any further call goes over.
@@ -204,6 +209,7 @@ async fn policy_per_key_budget_limits_one_key_not_the_others() {
     let (alice, bob) = (wallet(), wallet());
     app.fund(&alice, 10).await;
     app.fund(&bob, 10).await;
+    app.wait_priced().await;
     let spent_a = u256(&sponsor_view(&app, &app.api_key).await["KeySpendToday"]);
     let policy = SponsorPolicy { per_key_daily_budget: Some(spent_a + U256::from(1u64)), ..Default::default() };
     app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&policy)).await.unwrap();
@@ -220,6 +226,7 @@ async fn policy_per_key_budget_limits_one_key_not_the_others() {
     let body_b = built_pay(&app, &bob, "1").await;
     let (status, done) = app.post_with_key("/api/v1/USDC/meta/execute", Some(&other.key), &body_b).await;
     assert_eq!(status, StatusCode::OK, "{done}");
+    app.wait_priced().await;
     let seen = sponsor_view(&app, &other.key).await;
     assert_eq!(u256(&seen["KeySpendToday"]), paid(&app, &[&done]).await);
     assert_eq!(seen["Policy"]["PerKeyDailyBudget"], json!((spent_a + U256::from(1u64)).to_string()));
@@ -237,6 +244,7 @@ async fn policy_daily_budget_admits_one_of_two_simultaneous_calls_when_only_one_
     let (_, quote) = app.get("/api/v1/USDC/fees?operation=pay").await;
     let gas = first["GasUsed"].as_u64().unwrap();
     let one = U256::from(gas + gas / 4 + 10_000) * u256(&quote["MaxFeePerGas"]);
+    app.wait_priced().await;
     let spent = u256(&sponsor_view(&app, &app.api_key).await["SpendToday"]);
     let policy =
         SponsorPolicy { daily_budget: Some(spent + one * U256::from(3u64) / U256::from(2u64)), ..Default::default() };
