@@ -360,6 +360,15 @@ impl TestApp {
         assert!(aborted.is_empty(), "the pipeline did not stop: {aborted:?}");
     }
 
+    /// Stops the background tasks kept for the app (its fee pricing among them), so a test can
+    /// run its own in their place.
+    pub async fn stop_kept(&self) {
+        let kept: Vec<Supervisor> = self.kept.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for tasks in kept {
+            assert!(tasks.shutdown(Duration::from_secs(10)).await.is_empty(), "a kept task did not stop");
+        }
+    }
+
     /// Keeps `tasks` running as long as the app lives.
     pub fn keep(&self, tasks: Supervisor) {
         self.kept.lock().unwrap_or_else(|e| e.into_inner()).push(tasks);

@@ -33,6 +33,9 @@ async fn requests_and_the_budget_check_make_no_pricing_calls_and_spend_still_mat
     let app = spawn_app().await;
     let alice = wallet();
     app.fund(&alice, 10).await;
+    // Only the instance under test prices (through the proxy): the app's own pricing task, which
+    // reaches Anvil directly, would price its rows too.
+    app.stop_kept().await;
     let proxy = RpcProxy::start(&app).await;
     let (base, state) = app.instance_via(&proxy.url, serve_settings()).await;
     let pricing = Supervisor::new();
@@ -40,6 +43,9 @@ async fn requests_and_the_budget_check_make_no_pricing_calls_and_spend_still_mat
     let (status, quote) = get(&app, &base, "/api/v1/USDC/fees?operation=pay").await;
     assert_eq!(status, StatusCode::OK, "{quote}");
 
+    // The pricing task stopped (before the price is forgotten, so it cannot price the row again
+    // first): whatever the requests below cost the node is theirs alone.
+    assert!(pricing.shutdown(Duration::from_secs(10)).await.is_empty());
     // The deposit's price forgotten (as if just mined), and a budget it already exhausts at its
     // upper bound: the refused execute below runs the whole budget check under the lock.
     sqlx::query("UPDATE relay_transactions SET priced_block_hash = NULL").execute(app.store.pool()).await.unwrap();
@@ -50,8 +56,6 @@ async fn requests_and_the_budget_check_make_no_pricing_calls_and_spend_still_mat
         .await;
     let body = app.signed_execute_body(&alice, &built).await;
 
-    // The pricing task stopped: whatever the requests below cost the node is theirs alone.
-    assert!(pricing.shutdown(Duration::from_secs(10)).await.is_empty());
     proxy.reset();
     for _ in 0..5 {
         let (status, view) = get(&app, &base, "/api/v1/sponsors").await;
