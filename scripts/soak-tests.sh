@@ -44,6 +44,8 @@ for i in $(seq 1 "$N"); do
   # is the last field. TIMEOUT, SIGSEGV, SIGABRT, ABORT and LEAK-FAIL count as failures too.
   mapfile -t failed < <(grep -E '^ *(FAIL|TIMEOUT|SIG[A-Z]+|ABORT|LEAK-FAIL) \[' "$log" | awk '{print $1" "$NF}' | sort -u)
   echo "run $i: exit $rc, ${secs} s, ${summary:-no summary line}"
+  # Why: each panic's location and message (the log itself goes with the clone).
+  if [[ ${#failed[@]} -gt 0 ]]; then grep -A1 -E 'panicked at' "$log" | grep -vE '^--$|stack backtrace' | sed 's/^ */      /' | head -20; fi
   for f in "${failed[@]}"; do
     echo "    $f"
     name="${f#* }"
