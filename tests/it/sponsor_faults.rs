@@ -315,3 +315,42 @@ async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_
         .unwrap();
     assert!(ours.contains(&hash), "recorded with its own hash");
 }
+
+#[tokio::test]
+async fn a_node_that_never_answers_ends_ticks_not_the_worker_and_the_call_goes_once_it_answers() {
+    let stack = Stack::start(&[]).await;
+    // The worker is held off while the call is queued.
+    sqlx::query(
+        "INSERT INTO sponsor_accounts (chain_id, address, next_nonce, lease_owner, lease_until)
+         VALUES ($1, $2, 0, 'ghost', now() + interval '1 hour')",
+    )
+    .bind(stack.chain_id as i64)
+    .bind(stack.sponsor().as_slice())
+    .execute(stack.store.pool())
+    .await
+    .unwrap();
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
+    let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
+    let user = stack.users(1).remove(0);
+    stack.fund_wallets(std::slice::from_ref(&user), 10, true).await;
+    let body = stack.signed_deposit(&relayer.base, &user, 10).await;
+    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, ASYNC).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+    // The node stops answering (it holds every request), and the worker may start.
+    proxy.stall(true);
+    proxy.reset();
+    sqlx::query("UPDATE sponsor_accounts SET lease_until = now() - interval '1 second'")
+        .execute(stack.store.pool())
+        .await
+        .unwrap();
+    // Each tick ends at its deadline (a third of the 2 s lease) and the next asks again: three
+    // reads of the sponsor's nonce come long before one RPC timeout (10 s) could end a tick.
+    wait_for("three ticks, each ended by its deadline", 8, || async {
+        proxy.calls_of(&["eth_getTransactionCount"]).values().sum::<u64>() >= 3
+    })
+    .await;
+    assert_eq!(stack.sponsor_chain_nonce().await, 0, "nothing went out while the node was silent");
+    proxy.stall(false);
+    stack.settle(false, Duration::from_secs(60)).await;
+    stack.assert_exactly_once(std::slice::from_ref(&user), 10, 0).await;
+}
