@@ -293,8 +293,19 @@ impl Stack {
         let pending: Vec<_> = futures::stream::iter(sends).buffered(32).collect().await;
         // Sent concurrently, the mints can reach the node out of nonce order. Automine mines each
         // on arrival, and a mint waiting for an earlier nonce becomes ready only when that one is
-        // mined, with no block left to take it: one more block takes whatever is still pending.
-        self.mine().await;
+        // mined, with no block left to take it. Blocks are mined until the deployer's mined count
+        // covers every mint: one block is not always enough, since at 100,000 gas each a block
+        // (30M gas) holds at most 300 of them (a 1,000-wallet setup once left mints pending).
+        let target = first + to.len() as u64;
+        let end = tokio::time::Instant::now() + crate::harness::BULK_RECEIPTS_TIMEOUT;
+        loop {
+            let mined = self.provider.get_transaction_count(self.deployer).latest().await.expect("deployer nonce");
+            if mined >= target {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "mints still pending: {mined} of {target} mined");
+            self.mine().await;
+        }
         let receipts = futures::future::join_all(
             pending.into_iter().map(|p| p.expect("mint").mined_within(crate::harness::BULK_RECEIPTS_TIMEOUT)),
         )
