@@ -216,8 +216,17 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 expires_in_seconds: expires_in.map(|e| parse_duration("--expires-in", &e)).transpose()?,
                 allowed_cidrs: Some(allowed_cidrs),
                 rate_limit_per_minute: rate_limit,
+                // Publishable keys and web origins are made through the admin API, which knows
+                // the deployments a key may be limited to.
+                kind: None,
+                allowed_origins: None,
+                allowed_contracts: None,
+                allowed_operations: None,
+                signer_rate_limit_per_minute: None,
+                daily_budget: None,
+                signer_daily_budget: None,
             };
-            let spec = key_spec(req, &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let spec = key_spec(req, &[], &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
             let key = store.create_key(&spec).await?;
             print_created("created", &view(&store, key.id).await?, &key.key);
         }

@@ -117,6 +117,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
             trusted_proxies: config.trusted_proxies.clone(),
             key_cache: config.key_cache,
             invalid_keys: api::auth::InvalidKeyLimiter::per_minute(config.invalid_key_limit_per_minute),
+            cors: api::cors::CorsSettings { public_origins: config.cors_public_origins.clone(), ..Default::default() },
             ..Default::default()
         },
         request_timeout: config.request_timeout(),
@@ -273,9 +274,14 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 /// [`Store::prune_meta_nonces`] for the rows always kept).
 pub const META_NONCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
+/// How long an expired client token's row is kept (so a late request is told `client_token_expired`
+/// rather than `invalid_client_token`).
+pub const CLIENT_TOKEN_RETENTION: Duration = Duration::from_secs(86_400);
+
 /// Prunes, every [`HOUSEKEEPING_EVERY`] from start-up: `Idempotency-Key` entries past their TTL
-/// ([`api::idempotency::TTL`]), and settled `meta_nonces` rows older than
-/// [`META_NONCE_RETENTION`] (never a claim in flight, never a signer's highest mined nonce).
+/// ([`api::idempotency::TTL`]), settled `meta_nonces` rows older than
+/// [`META_NONCE_RETENTION`] (never a claim in flight, never a signer's highest mined nonce), and
+/// client tokens expired for [`CLIENT_TOKEN_RETENTION`].
 /// Webhook events and their delivery logs are pruned by the webhook
 /// producer after `webhooks.retention_days`. Every replica runs it; the deletes are idempotent.
 pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
@@ -297,6 +303,11 @@ pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(rows = n, "pruned settled meta-transaction nonces"),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "meta nonce pruning failed"),
+                }
+                match store.prune_client_tokens(CLIENT_TOKEN_RETENTION).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(tokens = n, "pruned expired client tokens"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "client token pruning failed"),
                 }
             }
         }

@@ -13,7 +13,13 @@ use utoipa::ToSchema;
 
 use super::ErrorCode;
 use super::{AppError, AppState, checksum, error::ErrorBody, extract::ApiJson, parse_address};
-use crate::store::{Environment, KeyChange, KeyInfo, KeySpec, NewApiKey, Scope, parse_cidr};
+use crate::{
+    amount::{format_units, parse_amount},
+    store::{
+        Environment, KeyBounds, KeyChange, KeyInfo, KeyKind, KeySpec, NewApiKey, Scope, parse_cidr, parse_operation,
+        parse_origin,
+    },
+};
 
 /// Largest `rate_limit_per_minute`.
 pub const MAX_RATE_LIMIT: u32 = 1_000_000;
@@ -23,6 +29,8 @@ pub const MAX_EXPIRY_SECS: u64 = 10 * 365 * 24 * 3600;
 pub const MAX_GRACE_SECS: u64 = 7 * 24 * 3600;
 /// Most entries in `allowed_cidrs`.
 pub const MAX_CIDRS: usize = 100;
+/// Most entries in `allowed_origins`, `allowed_contracts`.
+pub const MAX_LIST: usize = 100;
 /// Scopes of a key created without `scopes`.
 pub const DEFAULT_SCOPES: [Scope; 2] = [Scope::Read, Scope::Relay];
 
@@ -39,7 +47,8 @@ pub struct CreateKeyRequest {
     /// Any of `read`, `relay`, `webhooks`, `admin`; default `["read", "relay"]`.
     #[schema(example = json!(["read", "relay"]))]
     pub scopes: Option<Vec<String>>,
-    /// Sponsors the key may use, the default first; default: every sponsor of this relayer.
+    /// Sponsors the key may use, the default first; default: every sponsor of this relayer (for
+    /// a publishable key, its first sponsor only).
     pub sponsors: Option<Vec<String>>,
     /// The key stops working this many seconds from now; default: never.
     #[schema(example = 2592000)]
@@ -48,9 +57,36 @@ pub struct CreateKeyRequest {
     /// default: anywhere.
     #[schema(example = json!(["203.0.113.0/24"]))]
     pub allowed_cidrs: Option<Vec<String>>,
-    /// Requests per minute (per relayer process); default: unlimited.
+    /// Requests per minute (per relayer process); default: unlimited. Required for a
+    /// publishable key.
     #[schema(example = 600)]
     pub rate_limit_per_minute: Option<u32>,
+    /// `secret` (default; an `sk_` key, kept on servers) or `publishable` (a `pk_` key, safe in a
+    /// web page: only the `relay` scope, and every bound below is required; see docs/keys.md).
+    #[schema(example = "secret")]
+    pub kind: Option<String>,
+    /// Web origins whose pages may call the API with this key (CORS), e.g.
+    /// `https://app.example`; default: none.
+    #[schema(example = json!(["https://app.example"]))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Deployment names the key may use (`USDC`); default: any. Required for a publishable key.
+    #[schema(example = json!(["USDC"]))]
+    pub allowed_contracts: Option<Vec<String>>,
+    /// Operations the key may build and relay: `deposit`, `withdraw`, `pay`, `subscribe`,
+    /// `unsubscribe`; default: any. Required for a publishable key.
+    #[schema(example = json!(["deposit", "subscribe"]))]
+    pub allowed_operations: Option<Vec<String>>,
+    /// Relayed calls per signer per minute (per relayer process). Required for a publishable key.
+    #[schema(example = 10)]
+    pub signer_rate_limit_per_minute: Option<u32>,
+    /// Gas the key may spend per UTC day, in the native coin (`"0.05"`), tightening the
+    /// relayer's `[admission] key_daily_budget`. Required for a publishable key.
+    #[schema(example = "0.05")]
+    pub daily_budget: Option<String>,
+    /// Gas one signer may spend through this key per UTC day, in the native coin. Required for a
+    /// publishable key.
+    #[schema(example = "0.005")]
+    pub signer_daily_budget: Option<String>,
 }
 
 /// `POST /api/v1/admin/keys/{id}/rotate` request (the body is optional).
@@ -90,6 +126,18 @@ pub struct KeyView {
     pub rotated_at: Option<String>,
     /// The key this one replaced.
     pub rotated_from: Option<i64>,
+    /// `secret` or `publishable`.
+    #[schema(example = "secret")]
+    pub kind: String,
+    pub allowed_origins: Vec<String>,
+    /// Empty: any.
+    pub allowed_contracts: Vec<String>,
+    /// Empty: any.
+    pub allowed_operations: Vec<String>,
+    pub signer_rate_limit_per_minute: Option<u32>,
+    /// Native coin per UTC day.
+    pub daily_budget: Option<String>,
+    pub signer_daily_budget: Option<String>,
 }
 
 impl From<KeyInfo> for KeyView {
@@ -109,6 +157,13 @@ impl From<KeyInfo> for KeyView {
             revoked_at: k.revoked_at,
             rotated_at: k.rotated_at,
             rotated_from: k.rotated_from,
+            kind: k.kind.as_str().to_string(),
+            allowed_origins: k.bounds.allowed_origins,
+            allowed_contracts: k.bounds.allowed_contracts,
+            allowed_operations: k.bounds.allowed_operations,
+            signer_rate_limit_per_minute: k.bounds.signer_rate_limit_per_minute,
+            daily_budget: k.bounds.daily_budget_wei.map(|w| format_units(w, 18)),
+            signer_daily_budget: k.bounds.signer_daily_budget_wei.map(|w| format_units(w, 18)),
         }
     }
 }
@@ -151,7 +206,11 @@ async fn created(state: &AppState, new: NewApiKey) -> Result<CreatedKey, AppErro
 }
 
 /// Checks a create request into a [`KeySpec`]; every mistake is a typed 400.
-pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Address]) -> Result<KeySpec, AppError> {
+pub fn key_spec(
+    req: CreateKeyRequest,
+    default_sponsors: &[alloy::primitives::Address],
+    known_contracts: &[String],
+) -> Result<KeySpec, AppError> {
     let name = req.name.as_deref().map(str::trim).unwrap_or_default();
     if name.is_empty() {
         return Err(AppError::missing("name"));
@@ -166,7 +225,9 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
         None => Environment::Test,
         Some(e) => e.parse().map_err(|e: String| AppError::new(ErrorCode::InvalidEnvironment, e))?,
     };
+    let publishable = req.kind.as_deref().is_some_and(|k| k.trim() == "publishable");
     let scopes = match req.scopes {
+        None if publishable => vec![Scope::Relay],
         None => DEFAULT_SCOPES.to_vec(),
         Some(list) if list.is_empty() => {
             return Err(AppError::new(ErrorCode::InvalidScope, "scopes: name at least one scope"));
@@ -178,6 +239,8 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
             .map_err(|e| AppError::new(ErrorCode::InvalidScope, format!("scopes: {e}")))?,
     };
     let sponsors = match req.sponsors {
+        // A page's key spends one sponsor's gas unless the operator lists more.
+        None if publishable => default_sponsors.iter().take(1).copied().collect(),
         None => default_sponsors.to_vec(),
         Some(list) => list.iter().map(|s| parse_address("sponsors", s)).collect::<Result<Vec<_>, _>>()?,
     };
@@ -202,13 +265,87 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
         .map(|c| parse_cidr(c))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AppError::new(ErrorCode::InvalidCidr, format!("allowed_cidrs: {e}")))?;
-    if let Some(r) = req.rate_limit_per_minute
-        && (r == 0 || r > MAX_RATE_LIMIT)
+    for (field, rate) in [
+        ("rate_limit_per_minute", req.rate_limit_per_minute),
+        ("signer_rate_limit_per_minute", req.signer_rate_limit_per_minute),
+    ] {
+        if let Some(r) = rate
+            && (r == 0 || r > MAX_RATE_LIMIT)
+        {
+            return Err(AppError::new(ErrorCode::InvalidRateLimit, format!("{field}: from 1 to {MAX_RATE_LIMIT}")));
+        }
+    }
+    let kind = match req.kind.as_deref() {
+        None => KeyKind::Secret,
+        Some(k) => k.parse().map_err(|e: String| AppError::new(ErrorCode::InvalidKeyKind, e))?,
+    };
+    let list = |field: &str, items: Option<Vec<String>>| -> Result<Vec<String>, AppError> {
+        let items = items.unwrap_or_default();
+        if items.len() > MAX_LIST {
+            return Err(AppError::new(ErrorCode::InvalidKeyKind, format!("{field}: at most {MAX_LIST} entries")));
+        }
+        Ok(items)
+    };
+    let mut allowed_origins = list("allowed_origins", req.allowed_origins)?
+        .iter()
+        .map(|o| parse_origin(o))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AppError::new(ErrorCode::InvalidOrigin, format!("allowed_origins: {e}")))?;
+    allowed_origins.dedup();
+    let allowed_contracts = list("allowed_contracts", req.allowed_contracts)?
+        .into_iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>();
+    if let Some(unknown) = allowed_contracts.iter().find(|c| !known_contracts.iter().any(|k| k.eq_ignore_ascii_case(c)))
     {
         return Err(AppError::new(
-            ErrorCode::InvalidRateLimit,
-            format!("rate_limit_per_minute: from 1 to {MAX_RATE_LIMIT}"),
+            ErrorCode::UnknownContract,
+            format!("allowed_contracts: no contract named {unknown:?}; known: {}", known_contracts.join(", ")),
         ));
+    }
+    let mut allowed_operations = list("allowed_operations", req.allowed_operations)?
+        .iter()
+        .map(|o| parse_operation(o).map(str::to_string))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AppError::new(ErrorCode::InvalidOperation, format!("allowed_operations: {e}")))?;
+    allowed_operations.sort_unstable();
+    allowed_operations.dedup();
+    let budget = |field: &str, value: Option<String>| {
+        value
+            .map(|v| {
+                parse_amount(&v, 18)
+                    .map(|a| a.base_units)
+                    .map_err(|e| AppError::new(ErrorCode::InvalidBudget, format!("{field}: {e}")))
+            })
+            .transpose()
+    };
+    let bounds = KeyBounds {
+        allowed_origins,
+        allowed_contracts,
+        allowed_operations,
+        signer_rate_limit_per_minute: req.signer_rate_limit_per_minute,
+        daily_budget_wei: budget("daily_budget", req.daily_budget)?,
+        signer_daily_budget_wei: budget("signer_daily_budget", req.signer_daily_budget)?,
+    };
+    if kind == KeyKind::Publishable {
+        let missing = [
+            ("scopes: only `relay`", scopes != [Scope::Relay]),
+            ("allowed_origins", bounds.allowed_origins.is_empty()),
+            ("allowed_contracts", bounds.allowed_contracts.is_empty()),
+            ("allowed_operations", bounds.allowed_operations.is_empty()),
+            ("rate_limit_per_minute", req.rate_limit_per_minute.is_none()),
+            ("signer_rate_limit_per_minute", bounds.signer_rate_limit_per_minute.is_none()),
+            ("daily_budget", bounds.daily_budget_wei.is_none()),
+            ("signer_daily_budget", bounds.signer_daily_budget_wei.is_none()),
+        ];
+        let missing: Vec<&str> = missing.iter().filter(|(_, m)| *m).map(|(f, _)| *f).collect();
+        if !missing.is_empty() {
+            return Err(AppError::new(
+                ErrorCode::InvalidKeyKind,
+                format!("a publishable key is safe in a web page only with every bound; set {}", missing.join(", ")),
+            ));
+        }
     }
     Ok(KeySpec {
         name: name.to_string(),
@@ -218,6 +355,8 @@ pub fn key_spec(req: CreateKeyRequest, default_sponsors: &[alloy::primitives::Ad
         expires_in_secs,
         allowed_cidrs,
         rate_limit_per_minute: req.rate_limit_per_minute,
+        kind,
+        bounds,
     })
 }
 
@@ -235,7 +374,8 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), AppError> {
-    let spec = key_spec(req, &state.sponsor_addresses())?;
+    let known: Vec<String> = state.contracts().map(|c| c.name.clone()).collect();
+    let spec = key_spec(req, &state.sponsor_addresses(), &known)?;
     let new = state.store.create_key(&spec).await?;
     state.keys_changed();
     tracing::info!(key_id = new.id, name = %spec.name, "API key created");

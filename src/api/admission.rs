@@ -59,6 +59,24 @@ pub struct AdmissionSettings {
     pub ban_after_reverts: u32,
 }
 
+impl AdmissionSettings {
+    /// These settings with a key's own daily budgets where they are tighter.
+    pub fn for_key(&self, bounds: &crate::store::KeyBounds) -> std::borrow::Cow<'_, Self> {
+        let tighter = |ours: Option<U256>, key: Option<U256>| match (ours, key) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if bounds.daily_budget_wei.is_none() && bounds.signer_daily_budget_wei.is_none() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(Self {
+            key_daily_budget_wei: tighter(self.key_daily_budget_wei, bounds.daily_budget_wei),
+            signer_daily_budget_wei: tighter(self.signer_daily_budget_wei, bounds.signer_daily_budget_wei),
+            ..self.clone()
+        })
+    }
+}
+
 impl Default for AdmissionSettings {
     fn default() -> Self {
         // Generous caps, about twice the measured cost of each operation (BENCHMARKS.md: a

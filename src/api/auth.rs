@@ -12,11 +12,16 @@
 //! | any other `GET`/`HEAD` under `/api/v1` | a key with `read` |
 //! | any method on `/api/v1/{contract}/fees…`, `/api/v1/{contract}/recipients…` (quotes, checks) | a key with `read` |
 //! | any other method under `/api/v1` | a key with `relay` |
+//! | `GET /api/v1/auth/token/validate` | a client token (`Authorization: Bearer ct_…`), checked without spending anything |
 //! | anything else outside `/api/v1` | nothing |
 //!
 //! A key must also be active (not revoked, expired or deleted), be used from an allowed network
-//! ([`client_ip`]) and stay within its rate limit. The authenticated key is handed to handlers as
-//! a request extension that [`super::extract::ApiKey`] picks up.
+//! ([`client_ip`]) and a listed web origin ([`origin_rule`]), and stay within its rate limit.
+//! Where a `relay` key goes, a client token its key minted (`Authorization: Bearer ct_…`) goes
+//! too. Publishable keys and client tokens only reach the routes that build or relay the
+//! operations they list ([`restricted_route`]). The authenticated key is handed to handlers as a
+//! request extension that [`super::extract::ApiKey`] picks up; CORS headers for its origin are
+//! added to the answer ([`super::cors`]).
 
 use std::{
     collections::HashMap,
@@ -45,7 +50,7 @@ use super::ErrorCode;
 use super::{AppError, AppState, extract::ApiKey};
 use crate::{
     secret::Secret,
-    store::{ApiKeyRecord, KeyLookup, Scope},
+    store::{ApiKeyRecord, KeyKind, KeyLookup, Scope, TokenLookup},
 };
 
 /// Longest lifetime an admin token may have; longer ones are refused even if correctly signed.
@@ -65,7 +70,12 @@ pub enum Access {
     Key(Scope),
     /// An admin JWT, or a key with [`Scope::Admin`].
     Admin,
+    /// A client token, checked without counting against any limit.
+    ClientToken,
 }
+
+/// Where a client token is validated.
+pub const TOKEN_VALIDATE_PATH: &str = "/api/v1/auth/token/validate";
 
 fn under(path: &str, prefix: &str) -> bool {
     path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
@@ -84,6 +94,9 @@ pub fn access_for(method: &Method, path: &str) -> Access {
     }
     if under(path, "/api/v1/admin") {
         return Access::Admin;
+    }
+    if path == TOKEN_VALIDATE_PATH {
+        return Access::ClientToken;
     }
     if under(path, "/api/v1/webhooks") {
         return Access::Key(Scope::Webhooks);
@@ -117,6 +130,10 @@ pub struct AuthSettings {
     /// before it is answered 429 `too_many_invalid_keys` without any database lookup
     /// (`[server] invalid_key_limit_per_minute`).
     pub invalid_keys: InvalidKeyLimiter,
+    /// Per key and signer, relayed calls per minute (a key's `signer_rate_limit_per_minute`).
+    pub signer_limiters: SignerLimiters,
+    /// CORS: the public endpoints' origins and the keys' origins for preflights.
+    pub cors: super::cors::CorsSettings,
 }
 
 impl fmt::Debug for AuthSettings {
@@ -151,6 +168,32 @@ impl RateLimiters {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let entry =
                 map.entry(id).or_insert_with(|| (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate)))));
+            if entry.0 != per_minute {
+                *entry = (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate))));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// In-memory GCRA limiters per (key, signer) for this process, as [`RateLimiters`] per key.
+#[derive(Clone, Default)]
+pub struct SignerLimiters(Arc<Mutex<HashMap<(i64, alloy::primitives::Address), Limiter>>>);
+
+impl SignerLimiters {
+    /// `Err(wait)` when `signer` has used up `per_minute` under key `id`.
+    pub fn check(&self, id: i64, signer: alloy::primitives::Address, per_minute: u32) -> Result<(), Duration> {
+        let Some(rate) = NonZeroU32::new(per_minute) else { return Ok(()) };
+        let limiter = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= 100_000 {
+                // Full limiters only refuse for a minute at most: forgetting them all is safe.
+                map.clear();
+            }
+            let entry = map
+                .entry((id, signer))
+                .or_insert_with(|| (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate)))));
             if entry.0 != per_minute {
                 *entry = (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate))));
             }
@@ -242,25 +285,34 @@ impl InvalidKeyLimiter {
 }
 
 fn too_many_invalid_keys(wait: Duration) -> Rejection {
-    Rejection {
-        error: AppError::new(
+    Rejection::retry(
+        AppError::new(
             ErrorCode::TooManyInvalidKeys,
             "this client address presented too many unknown, revoked or expired API keys; retry after the Retry-After delay",
         ),
-        retry_after: Some(wait),
-    }
+        wait,
+    )
 }
 
-/// A refused request: an error, and for `rate_limited` when to retry.
+/// A refused request: an error, for `rate_limited` when to retry, and once the key is known and
+/// the request came from one of its web origins, that origin (so the page can read the error).
 #[derive(Debug)]
 pub struct Rejection {
     pub error: AppError,
     pub retry_after: Option<Duration>,
+    pub cors: Option<HeaderValue>,
 }
 
 impl From<AppError> for Rejection {
     fn from(error: AppError) -> Self {
-        Self { error, retry_after: None }
+        Self { error, retry_after: None, cors: None }
+    }
+}
+
+impl Rejection {
+    /// A 429 with `Retry-After`.
+    pub fn retry(error: AppError, wait: Duration) -> Self {
+        Self { error, retry_after: Some(wait), cors: None }
     }
 }
 
@@ -271,6 +323,9 @@ impl IntoResponse for Rejection {
             // Whole seconds, rounded up: retrying at the announced time must succeed.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if let Some(origin) = self.cors {
+            super::cors::decorate(&mut resp, origin);
         }
         resp
     }
@@ -284,25 +339,53 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         // idempotency layer (next) would keep the whole answer to replay it.
         parts.headers.remove("idempotency-key");
     }
-    match authorize(&state, &parts).await {
-        Ok(Some(key)) => {
-            parts.extensions.insert(ApiKey(key));
+    let cors = match authorize(&state, &parts).await {
+        Ok(Authorized::Key(key, cors)) => {
+            parts.extensions.insert(ApiKey(*key));
+            cors
         }
-        Ok(None) => {}
+        Ok(Authorized::Public) => state.settings.auth.cors.public_allow(full_path(&parts), &parts.headers),
+        Ok(Authorized::Admin) => None,
         Err(rejection) => return rejection.into_response(),
+    };
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    if let Some(origin) = cors {
+        super::cors::decorate(&mut resp, origin);
     }
-    next.run(Request::from_parts(parts, body)).await
+    resp
+}
+
+/// Who a request was let in as.
+pub enum Authorized {
+    /// A public route.
+    Public,
+    /// An admin token.
+    Admin,
+    /// A key (or a client token, then with its grant), and the origin to answer CORS headers for.
+    Key(Box<ApiKeyRecord>, Option<HeaderValue>),
 }
 
 fn full_path(parts: &Parts) -> &str {
     parts.extensions.get::<OriginalUri>().map(|u| u.0.path()).unwrap_or_else(|| parts.uri.path())
 }
 
-/// Checks a request against its route's rule; `Some(key)` when it was made with an API key.
-pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Option<ApiKeyRecord>, Rejection> {
+/// Checks a request against its route's rule.
+pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Authorized, Rejection> {
     match access_for(&parts.method, full_path(parts)) {
-        Access::Public => Ok(None),
-        Access::Key(scope) => key_with_scope(state, parts, Some(scope)).await.map(Some),
+        Access::Public => Ok(Authorized::Public),
+        Access::Key(scope) => {
+            authenticate(state, parts, Some(scope), true).await.map(|(key, cors)| Authorized::Key(Box::new(key), cors))
+        }
+        Access::ClientToken => {
+            if parts.headers.contains_key("x-api-key") {
+                return Err(AppError::new(
+                    ErrorCode::InvalidClientToken,
+                    "send the client token as `Authorization: Bearer ct_…`, not an API key",
+                )
+                .into());
+            }
+            authenticate(state, parts, None, false).await.map(|(key, cors)| Authorized::Key(Box::new(key), cors))
+        }
         Access::Admin => {
             if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
                 let token = value
@@ -318,10 +401,12 @@ pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Option<ApiKeyR
                     .as_ref()
                     .ok_or_else(|| invalid_admin_token("admin tokens are not enabled on this relayer"))?;
                 verify_admin_token(secret.expose(), token).map_err(invalid_admin_token)?;
-                return Ok(None);
+                return Ok(Authorized::Admin);
             }
             if parts.headers.contains_key("x-api-key") {
-                return key_with_scope(state, parts, Some(Scope::Admin)).await.map(Some);
+                return authenticate(state, parts, Some(Scope::Admin), true)
+                    .await
+                    .map(|(key, cors)| Authorized::Key(Box::new(key), cors));
             }
             Err(AppError::new(
                 ErrorCode::MissingAdminToken,
@@ -338,47 +423,95 @@ fn invalid_admin_token(why: impl fmt::Display) -> Rejection {
 
 /// Authenticates `X-API-Key`, then checks the network, `scope` (if any) and the rate limit.
 pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope>) -> Result<ApiKeyRecord, Rejection> {
-    let presented = parts
+    authenticate(state, parts, scope, true).await.map(|(key, _)| key)
+}
+
+/// The credential of a request: `X-API-Key`, else a client token in `Authorization: Bearer`.
+enum Credential<'a> {
+    Key(&'a str),
+    Token(&'a str),
+}
+
+fn credential(parts: &Parts) -> Result<Credential<'_>, Rejection> {
+    if let Some(value) = parts.headers.get("x-api-key") {
+        let key = value.to_str().map_err(|_| AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid"))?;
+        return Ok(Credential::Key(key.trim()));
+    }
+    let bearer = parts
         .headers
-        .get("x-api-key")
-        .ok_or_else(|| AppError::new(ErrorCode::MissingApiKey, "send your API key in the X-API-Key header"))?
-        .to_str()
-        .map_err(|_| AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid"))?;
-    let presented = presented.trim();
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match bearer {
+        Some(token) if token.starts_with("ct_") => Ok(Credential::Token(token)),
+        // Another bearer (an admin token, say) is no credential here.
+        _ => Err(AppError::new(
+            ErrorCode::MissingApiKey,
+            "send your API key in the X-API-Key header (or a client token as `Authorization: Bearer ct_…`)",
+        )
+        .into()),
+    }
+}
+
+/// Authenticates the request's key or client token, then checks the network, the web origin,
+/// `scope` (if any), what a publishable key or token may reach, and (when `limits`) the key's
+/// rate limit. Answers the key and the origin to send CORS headers for.
+async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    scope: Option<Scope>,
+    limits: bool,
+) -> Result<(ApiKeyRecord, Option<HeaderValue>), Rejection> {
+    let presented = credential(parts)?;
     // Who is asking, for the refused-key budget: the client behind trusted proxies, else the
     // peer itself (one that cannot be told shares the unspecified address's budget).
     let client = client_ip(&state.settings.auth.trusted_proxies, parts)
         .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical()))
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     let limiter = &state.settings.auth.invalid_keys;
-    let cached = state.key_cache().and_then(|c| c.cached(presented));
-    let lookup = match cached {
-        Some(hit) => hit,
-        None => {
-            // Before any database work: an address out of refused keys is not looked up for.
-            limiter.check(client).map_err(too_many_invalid_keys)?;
-            match state.key_cache() {
-                Some(cache) => cache.lookup(&state.store, presented).await,
-                None => state.store.lookup_api_key(presented).await,
+    let key = match presented {
+        Credential::Key(presented) => {
+            let cached = state.key_cache().and_then(|c| c.cached(presented));
+            let lookup = match cached {
+                Some(hit) => hit,
+                None => {
+                    // Before any database work: an address out of refused keys is not looked up for.
+                    limiter.check(client).map_err(too_many_invalid_keys)?;
+                    match state.key_cache() {
+                        Some(cache) => cache.lookup(&state.store, presented).await,
+                        None => state.store.lookup_api_key(presented).await,
+                    }
+                    .map_err(AppError::from)?
+                }
+            };
+            if !matches!(lookup, KeyLookup::Active(_)) {
+                limiter.refused(client).map_err(too_many_invalid_keys)?;
             }
-            .map_err(AppError::from)?
+            active_key(lookup, "")?
         }
-    };
-    if !matches!(lookup, KeyLookup::Active(_)) {
-        limiter.refused(client).map_err(too_many_invalid_keys)?;
-    }
-    let key = match lookup {
-        KeyLookup::Active(key) => key,
-        KeyLookup::Unknown => return Err(AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid").into()),
-        KeyLookup::Revoked { rotated: false } => {
-            return Err(AppError::new(ErrorCode::KeyRevoked, "this API key was revoked").into());
+        Credential::Token(token) => {
+            limiter.check(client).map_err(too_many_invalid_keys)?;
+            match state.store.lookup_client_token(token).await.map_err(AppError::from)? {
+                TokenLookup::Found { key, grant } => {
+                    let mut key = active_key(key, "the key that minted this client token: ")?;
+                    key.grant = Some(grant);
+                    key
+                }
+                TokenLookup::Unknown => {
+                    limiter.refused(client).map_err(too_many_invalid_keys)?;
+                    return Err(AppError::new(ErrorCode::InvalidClientToken, "the client token is not valid").into());
+                }
+                TokenLookup::Expired => {
+                    limiter.refused(client).map_err(too_many_invalid_keys)?;
+                    return Err(AppError::new(
+                        ErrorCode::ClientTokenExpired,
+                        "the client token has expired; ask your server for a new one",
+                    )
+                    .into());
+                }
+            }
         }
-        KeyLookup::Revoked { rotated: true } => {
-            return Err(
-                AppError::new(ErrorCode::KeyRevoked, "this API key was rotated; use the key that replaced it").into()
-            );
-        }
-        KeyLookup::Expired => return Err(AppError::new(ErrorCode::KeyExpired, "this API key has expired").into()),
     };
     if !key.allowed_cidrs.is_empty() {
         let ip = client_ip(&state.settings.auth.trusted_proxies, parts);
@@ -389,29 +522,135 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
             );
         }
     }
+    let cors = origin_rule(&key, parts)?;
+    let refuse = |error: AppError| Rejection { error, retry_after: None, cors: cors.clone() };
     if let Some(scope) = scope
         && !key.scopes.contains(&scope)
     {
-        return Err(AppError::new(
+        return Err(refuse(AppError::new(
             ErrorCode::InsufficientScope,
             format!("this API key lacks the `{scope}` scope this endpoint needs"),
-        )
-        .into());
+        )));
     }
-    if let Some(per_minute) = key.rate_limit_per_minute
+    if key.restricted() && scope.is_some() {
+        restricted_route(&parts.method, full_path(parts), &key).map_err(refuse)?;
+    }
+    if limits
+        && let Some(per_minute) = key.rate_limit_per_minute
         && let Err(wait) = state.settings.auth.limiters.check(key.id, per_minute)
     {
         return Err(Rejection {
-            error: AppError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "this API key is limited to {per_minute} requests per minute; retry after the Retry-After delay"
+            cors,
+            ..Rejection::retry(
+                AppError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "this API key is limited to {per_minute} requests per minute; retry after the Retry-After delay"
+                    ),
                 ),
-            ),
-            retry_after: Some(wait),
+                wait,
+            )
         });
     }
-    Ok(key)
+    Ok((key, cors))
+}
+
+/// The key of a lookup if it is active; why not otherwise (`whose` prefixes the message).
+fn active_key(lookup: KeyLookup, whose: &str) -> Result<ApiKeyRecord, Rejection> {
+    Err(match lookup {
+        KeyLookup::Active(key) => return Ok(key),
+        KeyLookup::Unknown => AppError::new(ErrorCode::InvalidApiKey, format!("{whose}the API key is not valid")),
+        KeyLookup::Revoked { rotated: false } => {
+            AppError::new(ErrorCode::KeyRevoked, format!("{whose}this API key was revoked"))
+        }
+        KeyLookup::Revoked { rotated: true } => AppError::new(
+            ErrorCode::KeyRevoked,
+            format!("{whose}this API key was rotated; use the key that replaced it"),
+        ),
+        KeyLookup::Expired => AppError::new(ErrorCode::KeyExpired, format!("{whose}this API key has expired")),
+    }
+    .into())
+}
+
+/// The web origin rule of a key (docs/keys.md): a request whose `Origin` the key lists gets CORS
+/// headers for it. A publishable key works only from its origins (a request without `Origin`
+/// or from another one is refused), as does any key that lists origins and is sent from another
+/// web page. A secret key without origins answers servers as before, without CORS headers, so a
+/// browser will not hand its answers to a page.
+pub fn origin_rule(key: &ApiKeyRecord, parts: &Parts) -> Result<Option<HeaderValue>, Rejection> {
+    let refuse = |why: String| -> Result<Option<HeaderValue>, Rejection> {
+        Err(AppError::new(ErrorCode::OriginNotAllowed, why).into())
+    };
+    match parts.headers.get(header::ORIGIN) {
+        None if key.kind == KeyKind::Publishable => {
+            refuse("a publishable key works only from the web origins it lists; this request sent no Origin".into())
+        }
+        None => Ok(None),
+        Some(origin) => {
+            let text = origin.to_str().unwrap_or_default();
+            if key.bounds.allows_origin(text) {
+                Ok(Some(origin.clone()))
+            } else if key.kind == KeyKind::Publishable || !key.bounds.allowed_origins.is_empty() {
+                refuse(format!("this API key may not be used from the web origin {text:?}"))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Whether a publishable key or client token can reach `method path` at all (`path` may be an
+/// OpenAPI template).
+pub fn restricted_operation(method: &Method, path: &str) -> bool {
+    let key = ApiKeyRecord {
+        id: 0,
+        name: String::new(),
+        sponsors: Vec::new(),
+        scopes: Vec::new(),
+        allowed_cidrs: Vec::new(),
+        rate_limit_per_minute: None,
+        kind: KeyKind::Publishable,
+        bounds: Default::default(),
+        grant: None,
+    };
+    restricted_route(method, path, &key).is_ok()
+}
+
+/// What a publishable key or a client token may reach: the routes that build a listed operation
+/// on a listed deployment, and `meta/execute` there (whose handler checks the call's operations).
+pub fn restricted_route(method: &Method, path: &str, key: &ApiKeyRecord) -> Result<(), AppError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
+    let refused = || {
+        AppError::new(
+            ErrorCode::OperationNotAllowed,
+            format!("a publishable key or client token may only build and execute user calls, not {method} {path}"),
+        )
+    };
+    let Some((contract, rest)) = segments.split_first() else { return Err(refused()) };
+    let operation = match (method.as_str(), rest) {
+        ("POST", ["meta", "execute"]) => None,
+        ("POST", ["payments", "deposit"]) => Some("deposit"),
+        ("POST", ["payments", "withdraw"]) => Some("withdraw"),
+        ("POST", ["payments"] | ["batch", "payments"]) => Some("pay"),
+        ("POST", ["subscriptions"] | ["batch", "subscriptions"]) => Some("subscribe"),
+        ("DELETE", ["subscriptions", _]) => Some("unsubscribe"),
+        _ => return Err(refused()),
+    };
+    if !key.bounds.allows_contract(contract) {
+        return Err(AppError::new(
+            ErrorCode::ContractNotAllowed,
+            format!("this API key may not use the contract {contract:?}"),
+        ));
+    }
+    if let Some(op) = operation
+        && !key.allows_operation(op)
+    {
+        return Err(AppError::new(
+            ErrorCode::OperationNotAllowed,
+            format!("this credential may not build or relay `{op}`"),
+        ));
+    }
+    Ok(())
 }
 
 /// The client's address: the TCP peer, or — when the peer is a trusted proxy — the nearest

@@ -94,6 +94,7 @@ pub async fn subscriptions(
 ) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
+    key.check_signer(from)?;
     let items = body.subscriptions.as_deref().ok_or_else(|| AppError::missing("Subscriptions"))?;
     check_size("Subscriptions", items.len())?;
     let subs = items
@@ -178,6 +179,7 @@ pub async fn payments(
 ) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
+    key.check_signer(from)?;
     let items = body.payments.as_deref().ok_or_else(|| AppError::missing("Payments"))?;
     check_size("Payments", items.len())?;
     let mut calls = Vec::with_capacity(items.len());

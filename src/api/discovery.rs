@@ -168,6 +168,8 @@ pub fn document() -> openapi::OpenApi {
         super::admin::revoke,
         super::admin::rotate,
         super::admin::delete,
+        super::tokens::create,
+        super::tokens::validate,
         super::webhooks::create,
         super::webhooks::list,
         super::webhooks::get,
@@ -187,6 +189,7 @@ pub fn document() -> openapi::OpenApi {
         (name = "Batch", description = "Atomic multicalls signed once"),
         (name = "Transactions", description = "What the relayer sent"),
         (name = "Admin", description = "API key lifecycle (docs/keys.md)"),
+        (name = "Client tokens", description = "Short-lived tokens a server mints for one end user's web page (docs/keys.md)"),
         (name = "Sponsors", description = "Sponsor accounts, spend, policies and fee quotes"),
         (name = "Webhooks", description = "Signed event deliveries to your endpoints (see docs/webhooks.md)"),
     )
@@ -215,6 +218,19 @@ impl Modify for Security {
                     .scheme(openapi::security::HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some("A short-lived HS256 admin token from `streampay admin token` (at most 1 hour)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "client_token",
+            SecurityScheme::Http(
+                openapi::security::HttpBuilder::new()
+                    .scheme(openapi::security::HttpAuthScheme::Bearer)
+                    .bearer_format("ct_…")
+                    .description(Some(
+                        "A client token from POST /api/v1/auth/token (at most 600 seconds), bound to one signer and \
+                         a list of operations; it reaches the routes that build and execute those operations",
+                    ))
                     .build(),
             ),
         );
@@ -306,8 +322,13 @@ impl Modify for KeyAuth {
                 };
                 match access_for(&method, path) {
                     Access::Key(scope) => {
-                        op.security = Some(vec![SecurityRequirement::new("api_key", [scope.as_str()])]);
+                        let mut alternatives = vec![SecurityRequirement::new("api_key", [scope.as_str()])];
+                        if super::auth::restricted_operation(&method, path) {
+                            alternatives.push(SecurityRequirement::new("client_token", Vec::<String>::new()));
+                        }
+                        op.security = Some(alternatives);
                     }
+                    Access::ClientToken => {}
                     Access::Admin => admin_ignores_idempotency(op),
                     Access::Public => {}
                 }

@@ -20,6 +20,19 @@ use crate::{chains::Chain, pipeline::Sponsor, store::ApiKeyRecord};
 #[derive(Debug, Clone)]
 pub struct ApiKey(pub ApiKeyRecord);
 
+impl ApiKey {
+    /// Refuses a call for `from` when the credential is a client token bound to another signer.
+    pub fn check_signer(&self, from: Address) -> Result<(), AppError> {
+        match &self.0.grant {
+            Some(grant) if grant.signer != from => Err(AppError::new(
+                ErrorCode::SignerNotAllowed,
+                format!("this client token is for {}, not {from}", grant.signer),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for ApiKey {
     type Rejection = super::auth::Rejection;
 

@@ -95,11 +95,20 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     if req.extensions().get::<ApiKey>().is_none() {
         return next.run(req).await;
     }
-    let Some(api_key) = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string())
-    else {
+    // Entries belong to the credential: the key, or a client token (so one end user's token can
+    // never replay another's answer under the same server key).
+    let credential =
+        req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string()).or_else(|| {
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(|t| t.trim().to_string())
+        });
+    let Some(credential) = credential else {
         return next.run(req).await;
     };
-    let api_key_hash = hash_api_key(&api_key);
+    let api_key_hash = hash_api_key(&credential);
 
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {

@@ -49,7 +49,7 @@ use crate::{
     },
     chains::Chain,
     pipeline::Sponsor,
-    store::{Claim, NewTransaction, NonceScope, TxStatus},
+    store::{Claim, NewTransaction, NonceScope, TxStatus, operation_of},
 };
 
 /// The nonce to sign next for `account`.
@@ -242,6 +242,7 @@ pub async fn execute(
 
     // --- shape of the request
     let from = parse_address("From", required("From", &body.from)?)?;
+    key.check_signer(from)?;
     let signature = parse_hex("Signature", required("Signature", &body.signature)?, ErrorCode::InvalidSignature)?;
     let data = parse_hex("Data", required("Data", &body.data)?, ErrorCode::InvalidData)?;
     let nonce = parse_u64("Nonce", &body.nonce)?;
@@ -267,6 +268,14 @@ pub async fn execute(
         CallError::EmptyBatch => AppError::new(ErrorCode::EmptyBatch, e.to_string()),
         CallError::Malformed | CallError::NotAllowed(_) => AppError::new(ErrorCode::CallNotAllowed, e.to_string()),
     })?;
+    if key.0.restricted()
+        && let Some(op) = checked.operations.iter().map(|f| operation_of(f)).find(|op| !key.0.allows_operation(op))
+    {
+        return Err(AppError::new(
+            ErrorCode::OperationNotAllowed,
+            format!("this credential may not relay `{op}` (the call does {})", checked.operations.join(", ")),
+        ));
+    }
     let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
     // --- time, against the chain
@@ -282,6 +291,22 @@ pub async fn execute(
     // nothing stored: no request can free, cancel or re-target a call someone else built.
     let signed = signed_transaction(contract, from, &candidates, &data, &signature, &body, now).await?;
     let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
+    // A signer's own budget of calls under this key, counted once the signature shows the call
+    // is the signer's (a stranger naming the signer in `From` cannot spend it).
+    if let Some(per_minute) = key.0.bounds.signer_rate_limit_per_minute
+        && let Err(wait) = state.settings.auth.signer_limiters.check(key.0.id, from, per_minute)
+    {
+        return Ok(super::auth::Rejection::retry(
+            AppError::new(
+                ErrorCode::SignerRateLimited,
+                format!(
+                    "{from} may relay {per_minute} calls per minute with this key; retry after the Retry-After delay"
+                ),
+            ),
+            wait,
+        )
+        .into_response());
+    }
     if pool.len() > 1 {
         contract.chain.sponsors.note_pick(sponsor.address());
     }
@@ -619,7 +644,7 @@ async fn admit(
     gas: u64,
     applicant: admission::Applicant,
 ) -> Result<(u64, crate::store::Reservation, super::sponsors::BudgetGuard), AppError> {
-    let settings = &state.settings.admission;
+    let settings = &state.settings.admission.for_key(&key.0.bounds);
     settings.check_gas(operations, gas)?;
     let gas_limit = gas_limit_for(gas);
     let fees = super::sponsors::current_fees(chain).await?;

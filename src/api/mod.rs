@@ -14,6 +14,7 @@
 //! - [`sponsors`]: `GET /api/v1/sponsors`, `GET /{contract}/fees`, sponsor policies
 //! - [`resolve`]: `GET /{contract}/recipients/resolve`
 //! - [`webhooks`]: `/api/v1/webhooks…`: endpoints, delivery log, redelivery
+//! - [`tokens`]: `/api/v1/auth/token…`: client tokens for web pages; [`cors`]: which pages may read answers
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
 
 mod admin;
@@ -21,6 +22,7 @@ pub mod admission;
 pub mod auth;
 mod batch;
 mod build;
+pub mod cors;
 pub mod discovery;
 mod error;
 mod extract;
@@ -35,6 +37,7 @@ mod payments;
 mod resolve;
 mod sponsors;
 mod subscriptions;
+mod tokens;
 mod transactions;
 mod webhooks;
 
@@ -286,6 +289,7 @@ impl AppState {
     /// Drops this process's cached keys at once after a key change made here (other processes
     /// hear the change's `NOTIFY`).
     pub fn keys_changed(&self) {
+        self.settings.auth.cors.origins.invalidate();
         if let Some(cache) = &self.keys {
             crate::store::notify::Invalidate::invalidate(&**cache);
         }
@@ -382,6 +386,8 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/admin/keys/{id}", delete(admin::delete));
     v1 = both(v1, "/admin/keys/{id}/revoke", post(admin::revoke));
     v1 = both(v1, "/admin/keys/{id}/rotate", post(admin::rotate));
+    v1 = both(v1, "/auth/token", post(tokens::create));
+    v1 = both(v1, "/auth/token/validate", get(tokens::validate));
 
     Router::new()
         .route("/", get(info::root))
@@ -398,6 +404,8 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::layer))
         .method_not_allowed_fallback(discovery::method_not_allowed)
+        // Preflights carry no credentials and match no route: answered before routing.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::preflight))
         .layer(axum::middleware::from_fn_with_state(limiter, limits))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::HeaderName::from_static("x-api-version"),

@@ -70,6 +70,7 @@ pub async fn pay(
 ) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
+    key.check_signer(from)?;
     let to = parse_recipient("To", required("To", &body.to)?)?;
     let amount = amount::parse_amount(required("Amount", &body.amount)?, INTERNAL_DECIMALS)
         .map_err(|e| AppError::amount("Amount", e))?;
@@ -140,6 +141,7 @@ pub async fn deposit(
 ) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
+    key.check_signer(from)?;
     let amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
         .map_err(|e| AppError::amount("Amount", e))?;
     let is_permit2 = body.is_permit2.unwrap_or(false);
@@ -211,6 +213,7 @@ pub async fn withdraw(
 ) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("From", required("From", &body.from)?)?;
+    key.check_signer(from)?;
     let token_amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
         .map_err(|e| AppError::amount("Amount", e))?;
     let internal = amount::parse_amount(&token_amount.units.to_string(), INTERNAL_DECIMALS)

@@ -130,6 +130,7 @@ pub async fn create(
 ) -> Result<Json<BuildResponse>, AppError> {
     let contract = state.contract(&contract)?;
     let from = parse_address("from", required("from", &body.from)?)?;
+    key.check_signer(from)?;
     let sub = Subscribe::parse("", from, &body.author, &body.subscription_rate, &body.project_id)?;
     let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
     let extras = BuildExtras { subscription: sub.details(), ..Default::default() };
@@ -187,6 +188,7 @@ pub async fn cancel(
     let contract = state.contract(&contract)?;
     let author = parse_address("author", &author)?;
     let from = parse_address("From", required("From", &query.from)?)?;
+    key.check_signer(from)?;
     let sponsor = state.sponsor_for(contract.chain, &key, query.sponsor.as_deref())?;
     let data = StreamPay::unsubscribeCall { author }.abi_encode().into();
     let extras = BuildExtras {

@@ -90,6 +90,11 @@ pub struct Config {
     /// `server.max_concurrent_requests` / `STREAMPAY_MAX_CONCURRENT_REQUESTS` (default 1024, at
     /// least 1): requests served at once; one more is answered 503 `server_busy` at once.
     pub max_concurrent_requests: usize,
+    /// `server.cors_public_origins` / `STREAMPAY_CORS_PUBLIC_ORIGINS` (comma-separated; default
+    /// `*`): web origins whose pages may read the public routes (`/`, `/health`,
+    /// `/openapi.json`, `/api/v1/meta`); `*` is any page, an empty list none. Keyed routes follow
+    /// each key's `allowed_origins`.
+    pub cors_public_origins: Vec<String>,
     /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
     pub webhooks: crate::webhooks::WebhookSettings,
     /// `metrics.token` / `STREAMPAY_METRICS_TOKEN`: when set, `GET /metrics` needs
@@ -124,6 +129,7 @@ impl Default for Config {
             invalid_key_limit_per_minute: crate::api::auth::DEFAULT_INVALID_KEYS_PER_MINUTE,
             request_timeout_secs: crate::api::DEFAULT_REQUEST_TIMEOUT.as_secs(),
             max_concurrent_requests: crate::api::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            cors_public_origins: vec!["*".into()],
             webhooks: crate::webhooks::WebhookSettings::default(),
             metrics_token: None,
             keeper: crate::keeper::KeeperSettings::default(),
@@ -162,6 +168,7 @@ struct ServerSection {
     invalid_key_limit_per_minute: Option<u32>,
     request_timeout_secs: Option<u64>,
     max_concurrent_requests: Option<usize>,
+    cors_public_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +371,19 @@ impl Config {
             }
         };
 
+        let cors_public_origins = match &t.server.cors_public_origins {
+            None => d.cors_public_origins.clone(),
+            Some(list) => {
+                let name = at.name("server.cors_public_origins");
+                list.iter()
+                    .map(|o| match o.trim() {
+                        "*" => Ok("*".to_string()),
+                        o => crate::store::parse_origin(o).map_err(|e| anyhow::anyhow!("{name}: {e}")),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+        };
+
         let dp = &d.pipeline;
         let p = &t.pipeline;
         let pipeline = crate::pipeline::PipelineSettings {
@@ -466,6 +486,7 @@ impl Config {
                 .unwrap_or(d.invalid_key_limit_per_minute),
             request_timeout_secs: t.server.request_timeout_secs.unwrap_or(d.request_timeout_secs),
             max_concurrent_requests: t.server.max_concurrent_requests.unwrap_or(d.max_concurrent_requests),
+            cors_public_origins,
             webhooks,
             // An empty token in the file leaves /metrics open, as an unset one does.
             metrics_token: t.metrics.token.filter(|s| !s.expose().is_empty()).or(d.metrics_token),

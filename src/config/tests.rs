@@ -106,6 +106,7 @@ fn every_variable_sets_a_key_the_tree_knows() {
         (_, env::Kind::Number) => "7",
         (_, env::Kind::Bool) => "true",
         ("server.trusted_proxies", _) => "10.0.0.0/8, ::1",
+        ("server.cors_public_origins", _) => "https://docs.example, http://localhost:5173",
         ("server.listen", _) => "127.0.0.1:9999",
         ("log.format", _) => "text",
         ("admin.jwt_secret", _) => "0123456789abcdef0123456789abcdef",
@@ -116,6 +117,7 @@ fn every_variable_sets_a_key_the_tree_knows() {
     let vars: Vec<(&str, &str)> = env::VARS.iter().map(|(n, k, kind)| (*n, sample(k, *kind))).collect();
     let c = load("", &vars).unwrap();
     assert_eq!(c.listen.port(), 9999);
+    assert_eq!(c.cors_public_origins, ["https://docs.example", "http://localhost:5173"]);
     assert_eq!(c.database_max_connections, 7);
     assert_eq!(c.pipeline.lease_ttl, Duration::from_secs(7));
     assert_eq!(c.webhooks.max_attempts, 7);

@@ -11,7 +11,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use anyhow::Context;
 use ipnet::IpNet;
 use rand::RngCore;
@@ -89,6 +89,117 @@ impl FromStr for Environment {
     }
 }
 
+/// Where a key may live: `secret` keys (`sk_…`) on servers, `publishable` keys (`pk_…`) in web
+/// pages, bounded by their [`KeyBounds`] (docs/keys.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyKind {
+    #[default]
+    Secret,
+    Publishable,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "secret",
+            KeyKind::Publishable => "publishable",
+        }
+    }
+
+    /// The first letters of a key of this kind: `sk` or `pk`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "sk",
+            KeyKind::Publishable => "pk",
+        }
+    }
+}
+
+impl FromStr for KeyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "secret" => Ok(KeyKind::Secret),
+            "publishable" => Ok(KeyKind::Publishable),
+            other => Err(format!("{other:?} is not a key kind (secret, publishable)")),
+        }
+    }
+}
+
+/// The user operations a publishable key or a client token may be limited to. A relayed call's
+/// functions map onto them with [`operation_of`].
+pub const OPERATIONS: [&str; 5] = ["deposit", "withdraw", "pay", "subscribe", "unsubscribe"];
+
+/// The operation a contract function (as [`crate::chain::calls`] names it) belongs to.
+pub fn operation_of(function: &str) -> &str {
+    match function {
+        "depositFor" => "deposit",
+        "withdrawTo" => "withdraw",
+        "subscribeWithMaxFee" => "subscribe",
+        other => other,
+    }
+}
+
+/// Parses an operation name of [`OPERATIONS`].
+pub fn parse_operation(s: &str) -> Result<&'static str, String> {
+    OPERATIONS
+        .into_iter()
+        .find(|op| op.eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| format!("{s:?} is not an operation ({})", OPERATIONS.join(", ")))
+}
+
+/// Parses a web origin as browsers send it in `Origin`: `https://app.example` or
+/// `http://localhost:5173` (scheme, host, port unless it is the scheme's default; no path,
+/// query, fragment or credentials). Returned in the form browsers send, so a header compares
+/// equal as a string.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a web origin like https://app.example or http://localhost:5173");
+    let url = reqwest::Url::parse(s).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.path() != "/"
+        || s.ends_with('/')
+    {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+/// What bounds a key beyond its scopes. All empty or `None` for an ordinary secret key; a
+/// publishable key must have every one (migration 0032 holds the database to it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyBounds {
+    /// Web origins whose browsers may call the API with this key (CORS); empty: none.
+    pub allowed_origins: Vec<String>,
+    /// Deployment names the key may use; empty: any.
+    pub allowed_contracts: Vec<String>,
+    /// Operations of [`OPERATIONS`] the key may build and relay; empty: any.
+    pub allowed_operations: Vec<String>,
+    /// Relayed calls per signer per minute (per relayer process).
+    pub signer_rate_limit_per_minute: Option<u32>,
+    /// Wei per UTC day for the key, tightening `[admission] key_daily_budget`.
+    pub daily_budget_wei: Option<U256>,
+    /// Wei per UTC day per signer, tightening `[admission] signer_daily_budget`.
+    pub signer_daily_budget_wei: Option<U256>,
+}
+
+impl KeyBounds {
+    /// Whether `origin` (as sent in `Origin`) is on the key's list.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == origin)
+    }
+
+    /// Whether deployment `name` may be used (any case).
+    pub fn allows_contract(&self, name: &str) -> bool {
+        self.allowed_contracts.is_empty() || self.allowed_contracts.iter().any(|c| c.eq_ignore_ascii_case(name))
+    }
+}
+
 /// Parses an allowlist entry: a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address (one host).
 /// Host bits must be zero, so `10.0.0.1/8` (probably a typo) is refused rather than widened.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -120,6 +231,8 @@ pub struct KeySpec {
     /// Empty: any client address.
     pub allowed_cidrs: Vec<IpNet>,
     pub rate_limit_per_minute: Option<u32>,
+    pub kind: KeyKind,
+    pub bounds: KeyBounds,
 }
 
 impl KeySpec {
@@ -133,6 +246,8 @@ impl KeySpec {
             expires_in_secs: None,
             allowed_cidrs: Vec::new(),
             rate_limit_per_minute: None,
+            kind: KeyKind::Secret,
+            bounds: KeyBounds::default(),
         }
     }
 }
@@ -155,9 +270,43 @@ pub struct ApiKeyRecord {
     /// Empty: any client address.
     pub allowed_cidrs: Vec<IpNet>,
     pub rate_limit_per_minute: Option<u32>,
+    pub kind: KeyKind,
+    pub bounds: KeyBounds,
+    /// Set when the request came with a client token minted by this key: what the token allows.
+    pub grant: Option<TokenGrant>,
 }
 
-/// Why a presented key is not usable (each is a distinct 401).
+impl ApiKeyRecord {
+    /// Whether this credential may only build and relay listed operations: a publishable key, or
+    /// a client token.
+    pub fn restricted(&self) -> bool {
+        self.kind == KeyKind::Publishable || self.grant.is_some()
+    }
+
+    /// Whether it may build and relay `operation` (of [`OPERATIONS`]).
+    pub fn allows_operation(&self, operation: &str) -> bool {
+        let listed = |list: &[String]| list.is_empty() || list.iter().any(|o| o == operation);
+        listed(&self.bounds.allowed_operations) && self.grant.as_ref().is_none_or(|g| listed(&g.operations))
+    }
+}
+
+/// What a client token allows (`store::tokens`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub token_id: i64,
+    /// The only signer whose calls the token may build and relay.
+    pub signer: Address,
+    /// Operations of [`OPERATIONS`]; never empty.
+    pub operations: Vec<String>,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+    /// Seconds left, by the database's clock.
+    pub expires_in: u64,
+}
+
+/// Why a presented key is not usable (each is a distinct 401). A short-lived value: its size
+/// does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyLookup {
     Active(ApiKeyRecord),
@@ -190,6 +339,8 @@ pub struct KeyInfo {
     pub rotated_from: Option<i64>,
     /// `active`, `revoked` or `expired`.
     pub status: String,
+    pub kind: KeyKind,
+    pub bounds: KeyBounds,
 }
 
 /// What happened to a key an operation named.
@@ -206,10 +357,37 @@ pub fn hash_api_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn new_secret(environment: Environment) -> String {
+fn new_secret(kind: KeyKind, environment: Environment) -> String {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    format!("sk_{}_{}", environment.as_str(), alloy::hex::encode(secret))
+    format!("{}_{}_{}", kind.prefix(), environment.as_str(), alloy::hex::encode(secret))
+}
+
+/// The columns of [`KeyBounds`] and the kind, as every key query selects them.
+const BOUNDS_COLUMNS: &str = "kind, allowed_origins, allowed_contracts, allowed_operations,
+     signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei";
+
+fn wei_column(row: &PgRow, column: &str) -> anyhow::Result<Option<U256>> {
+    row.get::<Option<String>, _>(column)
+        .map(|v| U256::from_str_radix(&v, 10).with_context(|| format!("corrupt {column} {v:?}")))
+        .transpose()
+}
+
+fn kind_and_bounds(row: &PgRow) -> anyhow::Result<(KeyKind, KeyBounds)> {
+    let kind = row.get::<String, _>("kind").parse().map_err(anyhow::Error::msg)?;
+    let bounds = KeyBounds {
+        allowed_origins: row.get("allowed_origins"),
+        allowed_contracts: row.get("allowed_contracts"),
+        allowed_operations: row.get("allowed_operations"),
+        signer_rate_limit_per_minute: row
+            .get::<Option<i32>, _>("signer_rate_limit_per_minute")
+            .map(u32::try_from)
+            .transpose()
+            .context("negative signer rate limit")?,
+        daily_budget_wei: wei_column(row, "daily_budget_wei")?,
+        signer_daily_budget_wei: wei_column(row, "signer_daily_budget_wei")?,
+    };
+    Ok((kind, bounds))
 }
 
 /// Timestamps leave Postgres as RFC 3339 strings (the crate does not pull a date library in).
@@ -217,7 +395,7 @@ const TS: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
 
 fn info_columns() -> String {
     format!(
-        "id, name, key_prefix, environment, scopes, allowed_cidrs, rate_limit_per_minute, rotated_from,
+        "id, name, key_prefix, environment, scopes, allowed_cidrs, rate_limit_per_minute, rotated_from, {BOUNDS_COLUMNS},
          to_char(created_at AT TIME ZONE 'UTC', {TS}) AS created_at,
          to_char(expires_at AT TIME ZONE 'UTC', {TS}) AS expires_at,
          to_char(revoked_at AT TIME ZONE 'UTC', {TS}) AS revoked_at,
@@ -228,8 +406,9 @@ fn info_columns() -> String {
     )
 }
 
-fn info_from_row(row: &PgRow, sponsors: Vec<Address>) -> KeyInfo {
-    KeyInfo {
+fn info_from_row(row: &PgRow, sponsors: Vec<Address>) -> anyhow::Result<KeyInfo> {
+    let (kind, bounds) = kind_and_bounds(row)?;
+    Ok(KeyInfo {
         id: row.get("id"),
         name: row.get("name"),
         prefix: row.get("key_prefix"),
@@ -244,7 +423,9 @@ fn info_from_row(row: &PgRow, sponsors: Vec<Address>) -> KeyInfo {
         rotated_at: row.get("rotated_at"),
         rotated_from: row.get("rotated_from"),
         status: row.get("status"),
-    }
+        kind,
+        bounds,
+    })
 }
 
 impl Store {
@@ -279,13 +460,13 @@ impl Store {
     /// [`Store::lookup_api_key`] by the key's hash, with how long an active key stays valid
     /// (`None`: no expiry), by the database's clock.
     pub async fn lookup_api_key_hash(&self, hash: &[u8; 32]) -> anyhow::Result<(KeyLookup, Option<Duration>)> {
-        let row = sqlx::query(
-            "SELECT id, name, scopes, allowed_cidrs, rate_limit_per_minute, deleted_at IS NOT NULL AS deleted,
+        let row = sqlx::query(&format!(
+            "SELECT id, name, scopes, allowed_cidrs, rate_limit_per_minute, {BOUNDS_COLUMNS}, deleted_at IS NOT NULL AS deleted,
                     revoked_at IS NOT NULL AS revoked, rotated_at IS NOT NULL AS rotated,
                     (expires_at IS NOT NULL AND expires_at <= now()) AS expired,
                     floor(extract(epoch FROM expires_at - now()) * 1000)::bigint AS ms_left
-             FROM api_keys WHERE key_hash = $1",
-        )
+             FROM api_keys WHERE key_hash = $1"
+        ))
         .bind(&hash[..])
         .fetch_optional(&self.pool)
         .await
@@ -314,6 +495,7 @@ impl Store {
             }
         }
         let rate: Option<i32> = row.get("rate_limit_per_minute");
+        let (kind, bounds) = kind_and_bounds(&row)?;
         let record = ApiKeyRecord {
             id,
             name: row.get("name"),
@@ -321,6 +503,9 @@ impl Store {
             scopes,
             allowed_cidrs,
             rate_limit_per_minute: rate.and_then(|r| u32::try_from(r).ok()),
+            kind,
+            bounds,
+            grant: None,
         };
         Ok((KeyLookup::Active(record), valid_for))
     }
@@ -346,7 +531,7 @@ impl Store {
         let mut keys = Vec::with_capacity(rows.len());
         for row in &rows {
             let sponsors = self.key_sponsors(row.get("id")).await?;
-            keys.push(info_from_row(row, sponsors));
+            keys.push(info_from_row(row, sponsors)?);
         }
         Ok(keys)
     }
@@ -360,7 +545,7 @@ impl Store {
             .context("Failed to load the API key")?;
         let Some(row) = row else { return Ok(None) };
         let sponsors = self.key_sponsors(id).await?;
-        Ok(Some(info_from_row(&row, sponsors)))
+        Ok(Some(info_from_row(&row, sponsors)?))
     }
 
     /// Revokes a key by id; returns whether it existed and was active.
@@ -402,12 +587,12 @@ impl Store {
     /// `grace_secs > 0`, keeps working until then (so clients can switch over without downtime).
     pub async fn rotate_key(&self, id: i64, grace_secs: u64) -> anyhow::Result<KeyChange<NewApiKey>> {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        let row = sqlx::query(
-            "SELECT name, environment, scopes, allowed_cidrs, rate_limit_per_minute,
+        let row = sqlx::query(&format!(
+            "SELECT name, environment, scopes, allowed_cidrs, rate_limit_per_minute, {BOUNDS_COLUMNS},
                     revoked_at IS NOT NULL AS revoked, rotated_at IS NOT NULL AS rotated,
                     (expires_at IS NOT NULL AND expires_at <= now()) AS expired
-             FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-        )
+             FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
+        ))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
@@ -422,6 +607,7 @@ impl Store {
         if row.get::<bool, _>("rotated") {
             return Ok(KeyChange::NotActive("the key was already rotated"));
         }
+        let (kind, bounds) = kind_and_bounds(&row)?;
         let sponsors: Vec<Address> =
             sqlx::query("SELECT sponsor FROM api_key_sponsors WHERE api_key_id = $1 ORDER BY position")
                 .bind(id)
@@ -449,6 +635,8 @@ impl Store {
                 .map(u32::try_from)
                 .transpose()
                 .context("negative rate limit")?,
+            kind,
+            bounds,
         };
         let created = insert_key(&mut tx, &spec, Some(id)).await?;
         // The same instant, not "the same seconds from now" (which rounding would shift).
@@ -482,7 +670,7 @@ async fn insert_key(
 ) -> anyhow::Result<NewApiKey> {
     anyhow::ensure!(!spec.sponsors.is_empty(), "an API key needs at least one sponsor");
     anyhow::ensure!(!spec.scopes.is_empty(), "an API key needs at least one scope");
-    let key = new_secret(spec.environment);
+    let key = new_secret(spec.kind, spec.environment);
     // `sk_test_` + 8 hex characters: enough to tell keys apart, far too little to guess one.
     let prefix: String = key.chars().take(16).collect();
     let mut scopes: Vec<&str> = spec.scopes.iter().map(|s| s.as_str()).collect();
@@ -490,10 +678,13 @@ async fn insert_key(
     scopes.dedup();
     let cidrs: Vec<String> = spec.allowed_cidrs.iter().map(|c| c.to_string()).collect();
     let expires_in = spec.expires_in_secs.map(|s| s as f64);
+    let b = &spec.bounds;
     let id: i64 = sqlx::query(
         "INSERT INTO api_keys (name, key_hash, key_prefix, environment, scopes, allowed_cidrs, rate_limit_per_minute,
-                               expires_at, rotated_from)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9) RETURNING id",
+                               expires_at, rotated_from, kind, allowed_origins, allowed_contracts, allowed_operations,
+                               signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13, $14, $15, $16)
+         RETURNING id",
     )
     .bind(&spec.name)
     .bind(&hash_api_key(&key)[..])
@@ -504,6 +695,13 @@ async fn insert_key(
     .bind(spec.rate_limit_per_minute.map(|r| r as i32))
     .bind(expires_in)
     .bind(rotated_from)
+    .bind(spec.kind.as_str())
+    .bind(&b.allowed_origins)
+    .bind(&b.allowed_contracts)
+    .bind(&b.allowed_operations)
+    .bind(b.signer_rate_limit_per_minute.map(|r| r as i32))
+    .bind(b.daily_budget_wei.map(|w| w.to_string()))
+    .bind(b.signer_daily_budget_wei.map(|w| w.to_string()))
     .fetch_one(&mut **tx)
     .await
     .context("Failed to insert the API key")?

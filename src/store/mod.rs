@@ -46,6 +46,7 @@ mod keys;
 mod nonces;
 pub mod notify;
 mod probes;
+mod tokens;
 mod transactions;
 pub mod webhooks;
 
@@ -58,10 +59,12 @@ pub use admission::{AdmissionRecord, Reservation};
 pub use history::{HistoryFilter, HistoryRow, ReferenceSummary, Spend, SponsorPolicy, TxMeta};
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use keys::{
-    ApiKeyRecord, Environment, KeyChange, KeyInfo, KeyLookup, KeySpec, NewApiKey, Scope, hash_api_key, parse_cidr,
+    ApiKeyRecord, Environment, KeyBounds, KeyChange, KeyInfo, KeyKind, KeyLookup, KeySpec, NewApiKey, OPERATIONS,
+    Scope, TokenGrant, hash_api_key, operation_of, parse_cidr, parse_operation, parse_origin,
 };
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use probes::QueueDepth;
+pub use tokens::{NewClientToken, TokenLookup};
 pub use transactions::{
     AttemptKind, Lease, LeaseLost, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus,
     UnfinalTx,

@@ -536,7 +536,13 @@ fn the_document_states_each_operations_scope_and_the_auth_errors() {
     let doc = serde_json::to_value(streampay_relayer::api::discovery::document()).unwrap();
     let op = |method: &str, path: &str| doc["paths"][path][method].clone();
     assert_eq!(op("get", "/api/v1/contracts")["security"], json!([{"api_key": ["read"]}]));
-    assert_eq!(op("post", "/api/v1/{contract}/payments/deposit")["security"], json!([{"api_key": ["relay"]}]));
+    // Routes that build or relay a user operation also take a client token.
+    assert_eq!(
+        op("post", "/api/v1/{contract}/payments/deposit")["security"],
+        json!([{"api_key": ["relay"]}, {"client_token": []}])
+    );
+    assert_eq!(op("post", "/api/v1/auth/token")["security"], json!([{"api_key": ["relay"]}]));
+    assert_eq!(op("get", "/api/v1/auth/token/validate")["security"], json!([{"client_token": []}]));
     assert_eq!(op("post", "/api/v1/admin/keys")["security"], json!([{"admin_jwt": []}, {"api_key": ["admin"]}]));
     assert!(op("get", "/api/v1/meta").get("security").is_none(), "public");
     let responses = op("get", "/api/v1/contracts")["responses"].clone();

@@ -3,6 +3,7 @@
 mod admission;
 mod auth;
 mod batch;
+mod browser;
 mod chains;
 mod faults;
 mod harness;
