@@ -6,6 +6,7 @@ import {
   createTestClient,
   createWalletClient,
   getAddress,
+  hashTypedData,
   http,
   parseAbi,
   type Address,
@@ -13,7 +14,7 @@ import {
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { foundry } from "viem/chains";
-import { StreamPayClient, type RelayResult } from "@streampay/relayer-client";
+import { StreamPayClient, asTypedDataDocument, withBigIntegers, type RelayResult } from "@streampay/relayer-client";
 
 function required(name: string): string {
   const value = process.env[name];
@@ -94,6 +95,9 @@ export async function assertRelayed(result: RelayResult, signer: string): Promis
   assert.equal(result.status, "mined");
   assert.equal(getAddress(result.from), getAddress(signer));
   assert.ok(Number.isSafeInteger(result.transactionId) && result.transactionId > 0, "a transaction id");
+  // What was signed hashes to the digest the relayer announced.
+  const signed = withBigIntegers(asTypedDataDocument(result.built.Transaction.TypedData, "TypedData"));
+  assert.equal(hashTypedData(signed as Parameters<typeof hashTypedData>[0]), result.built.Transaction.Digest);
 
   const view = await client.transaction(result.transactionId);
   assert.equal(view.Status, "mined");
