@@ -128,11 +128,16 @@ const sameAddress = (a: unknown, b: unknown): boolean =>
 
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
       clearTimeout(timer);
-      reject(signal.reason);
-    });
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 
 export class StreamPayClient {
@@ -412,7 +417,7 @@ export class StreamPayClient {
     let gasUsed = execution.GasUsed ?? null;
     if ("Status" in execution) {
       // 202: sent but not mined within the relayer's receipt timeout; follow it.
-      const view = await this.#waitMined(execution.TransactionId, args.waitTimeoutMs ?? 120_000, args.signal);
+      const view = await this.waitForTransaction(execution.TransactionId, { timeoutMs: args.waitTimeoutMs, signal: args.signal });
       blockNumber = view.BlockNumber ?? null;
       gasUsed = view.GasUsed ?? null;
     }
@@ -429,10 +434,20 @@ export class StreamPayClient {
     };
   }
 
-  async #waitMined(id: number, timeoutMs: number, signal?: AbortSignal): Promise<TransactionView> {
+  /**
+   * Polls `GET /api/v1/transactions/{id}` (every `intervalMs`, 1 000 by default) until the
+   * relayer calls the transaction mined (its reads then reflect it) and answers its view; throws
+   * if it reverted or is still not mined after `timeoutMs` (120 000 by default). For execute's
+   * 202 answers.
+   */
+  async waitForTransaction(
+    id: number | string,
+    options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {},
+  ): Promise<TransactionView> {
+    const timeoutMs = options.timeoutMs ?? 120_000;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const view = await this.transaction(id, { signal });
+      const view = await this.transaction(id, { signal: options.signal });
       if (view.Status === "mined") return view;
       if (view.Status === "reverted") {
         throw new StreamPayError(`transaction ${id} (${view.TransactionHash}) reverted: ${view.RevertReason ?? view.Failure ?? "no reason"}`);
@@ -440,7 +455,7 @@ export class StreamPayClient {
       if (Date.now() >= deadline) {
         throw new StreamPayError(`transaction ${id} (${view.TransactionHash}) is still ${view.Status} after ${timeoutMs} ms`);
       }
-      await sleep(1000, signal);
+      await sleep(options.intervalMs ?? 1000, options.signal);
     }
   }
 }

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import { Wallet } from "ethers";
 import { createWalletClient, formatUnits, getAddress, http } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { StreamPayApiError, StreamPayClient, type StreamPaySigner } from "@streampay/relayer-client";
+import { StreamPayApiError, StreamPayClient, asTypedDataDocument, type StreamPaySigner } from "@streampay/relayer-client";
 import { viemSigner } from "@streampay/relayer-client/viem";
 import { ethersSigner } from "@streampay/relayer-client/ethers";
 import {
@@ -16,6 +16,7 @@ import {
   env,
   ethBalance,
   mintTokens,
+  publicClient,
   testClient,
   tokenBalance,
 } from "./helpers.js";
@@ -186,6 +187,42 @@ test("subscribe, stream, unsubscribe (signed through a viem WalletClient); balan
   assert.equal(nonce.Nonce, 0);
   assert.ok(BigInt(nonce.Block) >= BigInt(unsub.blockNumber ?? 0));
   assert.equal(await ethBalance(subscriber.address), 0n);
+});
+
+test("low-level build, sign and execute with Prefer: respond-async (202), then waitForTransaction", async () => {
+  const owner = await freshViemWallet(5n);
+  const signer = viemSigner(owner);
+  await assertRelayed(await client.deposit({ signer, amount: "5" }), owner.address);
+
+  const built = await client.buildWithdraw({ From: owner.address, Amount: "2" });
+  assert.equal(built.Amount, "2");
+  assert.equal(built.TokenAmountRaw, "2000000");
+  const tx = built.Transaction;
+  const signature = await signer.signTypedData(asTypedDataDocument(tx.TypedData, "TypedData"));
+  const accepted = await client.execute(
+    {
+      From: tx.From,
+      Signature: signature,
+      Data: tx.Data,
+      Nonce: String(tx.Nonce),
+      Deadline: String(tx.Deadline),
+      Traits: tx.Traits,
+      NonceType: tx.NonceType,
+      Sponsor: built.Sponsor,
+    },
+    { async: true },
+  );
+  assert.ok("Status" in accepted, "a 202 ExecuteAccepted answer");
+  assert.equal(accepted.Status, `/api/v1/transactions/${accepted.TransactionId}`);
+  assert.match(accepted.TransactionHash, /^0x[0-9a-f]{64}$/);
+
+  const view = await client.waitForTransaction(accepted.TransactionId, { timeoutMs: 60_000, intervalMs: 200 });
+  assert.equal(view.Status, "mined");
+  assert.equal(view.TransactionHash, accepted.TransactionHash);
+  const receipt = await publicClient.getTransactionReceipt({ hash: accepted.TransactionHash as `0x${string}` });
+  assert.equal(receipt.status, "success");
+  assert.equal(await balanceOf(owner.address), "3");
+  assert.equal(await tokenBalance(owner.address), 2_000_000n);
 });
 
 test("typed errors: a bad amount is 400 invalid_amount, and nothing is signed", async () => {
