@@ -1,0 +1,47 @@
+export { StreamPayClient } from "./client.js";
+export type {
+  Amount,
+  BalanceView,
+  BatchPaymentsRequest,
+  BuildResponse,
+  CallOptions,
+  ContractList,
+  DepositRequest,
+  ExecuteAccepted,
+  ExecuteOptions,
+  ExecuteRequest,
+  ExecuteResponse,
+  MetaTransaction,
+  NonceView,
+  PayRequest,
+  QueryParams,
+  RelayOptions,
+  RelayResult,
+  RequestBody,
+  ResponseBody,
+  StreamPayClientOptions,
+  SubscribeRequest,
+  SubscriptionList,
+  TransactionView,
+  UnsubscribeQuery,
+  WithdrawRequest,
+} from "./client.js";
+export {
+  StreamPayApiError,
+  StreamPayError,
+  StreamPayMismatchError,
+  StreamPayProtocolError,
+  isErrorCode,
+  parseRetryAfter,
+  type ErrorCode,
+} from "./errors.js";
+export {
+  asTypedDataDocument,
+  withBigIntegers,
+  withoutDomainType,
+  type Hex,
+  type StreamPaySigner,
+  type TypedDataDocument,
+  type TypedDataField,
+} from "./signer.js";
+export { errorCodeValues, type components, type paths } from "./openapi.js";
