@@ -178,7 +178,7 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::redeliver,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
-    modifiers(&Security, &Idempotency, &KeyAuth, &References, &ServerLimits),
+    modifiers(&Security, &Idempotency, &KeyAuth, &References, &ServerLimits, &OperationIds),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -197,6 +197,58 @@ pub fn document() -> openapi::OpenApi {
 struct ApiDoc;
 
 struct Security;
+
+/// Every operation's `operationId`, unique as the OpenAPI specification requires (the handlers'
+/// function names repeat across modules: `list`, `get`, `create`, `delete`): the method, then the
+/// path's segments after `/api/v1` in camel case, a parameter as `By<Name>`, the deployment
+/// parameter `{contract}` left out (`GET /api/v1/{contract}/payments/balance/{address}` is
+/// `getPaymentsBalanceByAddress`). Generated clients name their calls by it.
+struct OperationIds;
+
+/// The `operationId` of `method path`.
+pub fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
+    let mut words = 0;
+    for segment in rest.split('/').filter(|s| !s.is_empty() && *s != "{contract}") {
+        let (prefix, word) = match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(param) => ("By", param),
+            None => ("", segment),
+        };
+        id.push_str(prefix);
+        for part in word.split(['_', '-']).filter(|p| !p.is_empty()) {
+            let mut chars = part.chars();
+            if let Some(first) = chars.next() {
+                id.extend(first.to_uppercase());
+                id.push_str(chars.as_str());
+            }
+        }
+        words += 1;
+    }
+    if words == 0 {
+        id.push_str(if rest == "/" || rest.is_empty() { "Root" } else { "Index" });
+    }
+    id
+}
+
+impl Modify for OperationIds {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                ("get", item.get.as_mut()),
+                ("post", item.post.as_mut()),
+                ("put", item.put.as_mut()),
+                ("patch", item.patch.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ];
+            for (method, op) in ops {
+                if let Some(op) = op {
+                    op.operation_id = Some(operation_id(method, path));
+                }
+            }
+        }
+    }
+}
 
 impl Modify for Security {
     fn modify(&self, doc: &mut openapi::OpenApi) {

@@ -532,6 +532,26 @@ async fn the_cli_creates_lists_rotates_revokes_deletes_and_mints_admin_tokens() 
 }
 
 #[test]
+fn every_operation_id_is_unique_and_says_what_it_does() {
+    let doc = serde_json::to_value(streampay_relayer::api::discovery::document()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(id) = op.get("operationId").and_then(Value::as_str) else { continue };
+            if let Some(other) = seen.insert(id.to_string(), format!("{method} {path}")) {
+                panic!("operationId {id} names both {other} and {method} {path}");
+            }
+        }
+    }
+    assert!(seen.len() > 30, "{seen:?}");
+    let id = |method: &str, path: &str| doc["paths"][path][method]["operationId"].clone();
+    assert_eq!(id("get", "/api/v1/{contract}/payments/balance/{address}"), "getPaymentsBalanceByAddress");
+    assert_eq!(id("get", "/api/v1/webhooks/{id}"), "getWebhooksById");
+    assert_eq!(id("post", "/api/v1/auth/token"), "postAuthToken");
+    assert_eq!(id("get", "/"), "getRoot");
+}
+
+#[test]
 fn the_document_states_each_operations_scope_and_the_auth_errors() {
     let doc = serde_json::to_value(streampay_relayer::api::discovery::document()).unwrap();
     let op = |method: &str, path: &str| doc["paths"][path][method].clone();
