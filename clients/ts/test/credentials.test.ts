@@ -53,8 +53,9 @@ test("a client token minted with the dev key validates, and deposits for its sig
   assert.equal(await tokenBalance(user.address), 7n * TOKEN);
   assert.equal(await ethBalance(user.address), 0n);
 
-  // The token is for deposits only: no reads, no other operation.
+  // The token is for deposits only: no reads (not even of its own transaction), no other operation.
   await expectApiError(page.balance(user.address), 403, "operation_not_allowed");
+  await expectApiError(page.transaction(result.transactionId), 403, "operation_not_allowed");
   await expectApiError(page.withdraw({ signer: viemSigner(user), amount: "1" }), 403, "operation_not_allowed");
   // A token cannot mint tokens; an API key is not a token.
   await expectApiError(page.mintClientToken({ signer: user.address }), 403, "operation_not_allowed");
@@ -114,5 +115,7 @@ test("a publishable key refuses a call without an Origin it lists, and works wit
   assert.equal(getAddress(receipt.from), getAddress(result.sponsor));
   assert.equal(receipt.to && getAddress(receipt.to), (await contracts()).streamPay);
   assert.equal(await tokenBalance(user.address), 3n * TOKEN);
+  // A publishable key reads nothing, not even its own transaction (so it cannot follow a 202).
+  await expectApiError(asPage.transaction(result.transactionId), 403, "insufficient_scope");
   assert.equal((await client.balance(user.address)).Balance, "2");
 });
