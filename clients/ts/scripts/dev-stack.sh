@@ -48,7 +48,7 @@ check_ports() {
   local port
   for port in "$@"; do
     if port_in_use "$port"; then
-      echo "port $port is already in use; stop what listens there or set STREAMPAY_TS_*_PORT" >&2
+      echo "port $port is already in use; stop what listens there or choose other ports (STREAMPAY_TS_*_PORT, STREAMPAY_BROWSER_*_PORT)" >&2
       exit 1
     fi
   done
