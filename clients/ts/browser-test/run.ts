@@ -227,6 +227,15 @@ async function main(): Promise<void> {
     // b. Another origin, same key and wallet: the browser refuses, nothing moves.
     const b = await visit(browser, OTHER, { ...common, wallet: alice.key, apiKey: pk });
     const cors = assertRefusedByBrowser(b, OTHER, "preflight");
+    // What the browser was told: the relayer refuses that origin's preflight, with no CORS header.
+    const preflight = await fetch(`${env.url}/api/v1/${env.contract}/payments/deposit`, {
+      method: "OPTIONS",
+      headers: { Origin: OTHER, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key,content-type" },
+      signal: AbortSignal.timeout(15_000),
+    });
+    assert.equal(preflight.status, 403);
+    assert.equal(preflight.headers.get("access-control-allow-origin"), null);
+    assert.equal(((await preflight.json()) as { error: { code: string } }).error.code, "origin_not_allowed");
     assert.equal(await relayerBalance(alice.address), "2", "nothing deposited from the other origin");
     assert.equal(await tokenBalance(alice.address), 8n * TOKEN);
     say(`b. ${OTHER}, publishable key: ${b.text}; balance still 2. The browser: ${cors[0]}`);
