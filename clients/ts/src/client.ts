@@ -41,14 +41,17 @@ export type SubscriptionList = ResponseBody<"/api/v1/{contract}/subscriptions/{a
 export type NonceView = ResponseBody<"/api/v1/{contract}/meta/nonce/{account}", "get">;
 export type TransactionView = ResponseBody<"/api/v1/transactions/{id}", "get">;
 export type ContractList = ResponseBody<"/api/v1/contracts", "get">;
+export type ClientTokenRequest = RequestBody<"/api/v1/auth/token", "post">;
+/** `POST /api/v1/auth/token` answer: `Token` (`ct_…`), `TokenType`, `Signer`, `Operations`, `ExpiresAt`, `ExpiresIn`. */
+export type MintedClientToken = ResponseBody<"/api/v1/auth/token", "post", 201>;
+/** `GET /api/v1/auth/token/validate` answer: `Valid`, `Signer`, `Operations`, `ExpiresAt`, `ExpiresIn`. */
+export type ValidatedClientToken = ResponseBody<"/api/v1/auth/token/validate", "get">;
 
 // ---------------------------------------------------------------------------------------------
 
-export interface StreamPayClientOptions {
+interface CommonClientOptions {
   /** The relayer, e.g. `https://relayer.example` or `http://127.0.0.1:8080`. */
   baseUrl: string;
-  /** An API key (`sk_test_…` / `sk_live_…`), sent as `X-API-Key`. */
-  apiKey: string;
   /** The deployment name from `GET /api/v1/contracts`, e.g. `"USDC"`. */
   contract: string;
   /** Another `fetch` (tests, proxies); default: the global one. */
@@ -58,8 +61,43 @@ export interface StreamPayClientOptions {
    * relayer's request timeout, 120 s by default).
    */
   timeoutMs?: number;
-  /** Headers added to every request. */
+  /** Headers added to every request (they cannot replace the credential's header). */
   headers?: Record<string, string>;
+}
+
+/**
+ * How the client authenticates: exactly one of
+ * - `apiKey`: a secret key (`sk_test_…` / `sk_live_…`, on a server only) or a publishable key
+ *   (`pk_test_…` / `pk_live_…`, in a web page of an origin the key lists), sent as `X-API-Key`;
+ * - `clientToken`: a client token (`ct_…`) that a server minted with its secret key for one end
+ *   user (`mintClientToken`), sent as `Authorization: Bearer ct_…`.
+ */
+export type StreamPayClientOptions = CommonClientOptions &
+  (
+    | {
+        /** An API key (`sk_…` or `pk_…`), sent as `X-API-Key`. */
+        apiKey: string;
+        clientToken?: undefined;
+      }
+    | {
+        /** A client token (`ct_…`), sent as `Authorization: Bearer`. */
+        clientToken: string;
+        apiKey?: undefined;
+      }
+  );
+
+/** `mintClientToken`'s arguments. */
+export interface MintClientTokenOptions {
+  /** The end user: their address, or their signer. The token builds and relays calls for it only. */
+  signer: string | Pick<StreamPaySigner, "getAddress">;
+  /**
+   * What the token may build and relay (`"deposit"`, `"withdraw"`, `"pay"`, `"subscribe"`,
+   * `"unsubscribe"`); default: every operation the key allows.
+   */
+  operations?: NonNullable<ClientTokenRequest["Operations"]>;
+  /** Seconds the token lives, 1 to 600 (the relayer's default and maximum: 600). */
+  expiresIn?: number;
+  signal?: AbortSignal;
 }
 
 /** Per-call options of the low-level calls. */
@@ -143,18 +181,31 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 export class StreamPayClient {
   readonly baseUrl: string;
   readonly contract: string;
-  readonly #apiKey: string;
+  readonly #auth: Record<string, string>;
   readonly #fetch: typeof fetch;
   readonly #timeoutMs: number;
   readonly #headers: Record<string, string>;
 
   constructor(options: StreamPayClientOptions) {
     if (!options.baseUrl) throw new TypeError("StreamPayClient: baseUrl is required");
-    if (!options.apiKey) throw new TypeError("StreamPayClient: apiKey is required");
     if (!options.contract) throw new TypeError("StreamPayClient: contract is required");
+    const { apiKey, clientToken } = options;
+    if (apiKey !== undefined && clientToken !== undefined) {
+      throw new TypeError("StreamPayClient: pass either apiKey or clientToken, not both");
+    }
+    if (apiKey) {
+      if (apiKey.startsWith("ct_")) throw new TypeError("StreamPayClient: a ct_ token is a clientToken, not an apiKey");
+      this.#auth = { "X-API-Key": apiKey };
+    } else if (clientToken) {
+      if (/^(sk|pk|sp)_/.test(clientToken)) {
+        throw new TypeError("StreamPayClient: an sk_/pk_ key is an apiKey, not a clientToken");
+      }
+      this.#auth = { Authorization: `Bearer ${clientToken}` };
+    } else {
+      throw new TypeError("StreamPayClient: apiKey or clientToken is required");
+    }
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
     this.contract = options.contract;
-    this.#apiKey = options.apiKey;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.#timeoutMs = options.timeoutMs ?? 130_000;
     this.#headers = { ...options.headers };
@@ -177,7 +228,7 @@ export class StreamPayClient {
     for (const [k, v] of Object.entries(init.query ?? {})) {
       if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
     }
-    const headers: Record<string, string> = { Accept: "application/json", ...this.#headers, "X-API-Key": this.#apiKey };
+    const headers: Record<string, string> = { Accept: "application/json", ...this.#headers, ...this.#auth };
     for (const [k, v] of Object.entries(init.headers ?? {})) if (v !== undefined) headers[k] = v;
     let body: string | undefined;
     if (init.body !== undefined) {
@@ -283,6 +334,28 @@ export class StreamPayClient {
   async execute(body: ExecuteRequest, options: ExecuteOptions = {}): Promise<ExecuteResponse | ExecuteAccepted> {
     const headers = { ...this.#optionHeaders(options), Prefer: options.async ? "respond-async" : undefined };
     return (await this.request<ExecuteResponse | ExecuteAccepted>("POST", this.#contractPath("/meta/execute"), { body, headers, signal: options.signal })).data;
+  }
+
+  /**
+   * `POST /api/v1/auth/token`, on your server with a secret key: mints a client token for one end
+   * user (their signer address, the operations, at most 10 minutes). Hand `Token` to that user's
+   * page, which makes its own client with `{ clientToken }`. The key's `allowed_origins`,
+   * contracts and limits apply to the token's requests.
+   */
+  async mintClientToken(args: MintClientTokenOptions): Promise<MintedClientToken> {
+    const signer = typeof args.signer === "string" ? args.signer : await args.signer.getAddress();
+    const body: ClientTokenRequest = { Signer: signer, Operations: args.operations, ExpiresIn: args.expiresIn };
+    return (await this.request<MintedClientToken>("POST", "/api/v1/auth/token", { body, signal: args.signal })).data;
+  }
+
+  /**
+   * `GET /api/v1/auth/token/validate`: whether this client's token is usable, and for what and
+   * until when (spends nothing). Throws `StreamPayApiError` (`invalid_client_token`,
+   * `client_token_expired`, ...) when it is not; for a client made with an API key the relayer
+   * answers `invalid_client_token`.
+   */
+  async validateClientToken(options: CallOptions = {}): Promise<ValidatedClientToken> {
+    return (await this.request<ValidatedClientToken>("GET", "/api/v1/auth/token/validate", { signal: options.signal })).data;
   }
 
   /** `GET /{contract}/payments/balance/{address}`: the live balance (token units, exact). */

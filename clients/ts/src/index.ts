@@ -5,6 +5,7 @@ export type {
   BatchPaymentsRequest,
   BuildResponse,
   CallOptions,
+  ClientTokenRequest,
   ContractList,
   DepositRequest,
   ExecuteAccepted,
@@ -12,6 +13,8 @@ export type {
   ExecuteRequest,
   ExecuteResponse,
   MetaTransaction,
+  MintClientTokenOptions,
+  MintedClientToken,
   NonceView,
   PayRequest,
   QueryParams,
@@ -24,6 +27,7 @@ export type {
   SubscriptionList,
   TransactionView,
   UnsubscribeQuery,
+  ValidatedClientToken,
   WithdrawRequest,
 } from "./client.js";
 export {

@@ -531,6 +531,200 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mints a client token for one end user (secret keys only; the key's origins, contracts and
+         *     limits apply to the token's requests).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
+                    "Idempotency-Key"?: string;
+                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TokenRequest"];
+                };
+            };
+            responses: {
+                /** @description Minted; `Token` is shown only now */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["MintedToken"];
+                    };
+                };
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_operation`, `invalid_token_ttl`, `invalid_idempotency_key`, `invalid_reference` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `missing_api_key`, `invalid_api_key`, `key_revoked`, `key_expired` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `client_token_required`: a publishable key or a token cannot mint tokens; `operation_not_allowed`: an operation the key does not allow, `insufficient_scope`, `ip_not_allowed` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `idempotency_key_in_progress` */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `idempotency_key_reused` */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `rate_limited`, `too_many_invalid_keys`: retry after the Retry-After header's seconds */
+                429: {
+                    headers: {
+                        /** @description Seconds until the key may call again */
+                        "Retry-After"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `request_timeout`, `server_busy` (with Retry-After) */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait after `server_busy` */
+                        "Retry-After"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/token/validate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Checks a client token (sent as `Authorization: Bearer ct_…`) without spending anything: no
+         *     rate limit or budget counts it.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Usable; what it allows and until when */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ValidatedToken"];
+                    };
+                };
+                /** @description `missing_api_key`, `invalid_client_token`, `client_token_expired`, `key_revoked`, `key_expired`, `invalid_api_key` (the key that minted it) */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `client_token_required`, `origin_not_allowed`, `ip_not_allowed`, `insufficient_scope`, `ip_not_allowed` */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `rate_limited`, `too_many_invalid_keys`: retry after the Retry-After header's seconds */
+                429: {
+                    headers: {
+                        /** @description Seconds until the key may call again */
+                        "Retry-After"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `request_timeout`, `server_busy` (with Retry-After) */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait after `server_busy` */
+                        "Retry-After"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/contracts": {
         parameters: {
             query?: never;
@@ -3518,7 +3712,10 @@ export interface components {
              *     ]
              */
             scopes?: string[] | null;
-            /** @description Sponsors the key may use, the default first; default: every sponsor of this relayer. */
+            /**
+             * @description Sponsors the key may use, the default first; default: every sponsor of this relayer (for
+             *     a publishable key, its first sponsor only).
+             */
             sponsors?: string[] | null;
             /**
              * Format: int64
@@ -3536,10 +3733,59 @@ export interface components {
             allowed_cidrs?: string[] | null;
             /**
              * Format: int32
-             * @description Requests per minute (per relayer process); default: unlimited.
+             * @description Requests per minute (per relayer process); default: unlimited. Required for a
+             *     publishable key.
              * @example 600
              */
             rate_limit_per_minute?: number | null;
+            /**
+             * @description `secret` (default; an `sk_` key, kept on servers) or `publishable` (a `pk_` key, safe in a
+             *     web page: only the `relay` scope, and every bound below is required; see docs/keys.md).
+             * @example secret
+             */
+            kind?: string | null;
+            /**
+             * @description Web origins whose pages may call the API with this key (CORS), e.g.
+             *     `https://app.example`; default: none.
+             * @example [
+             *       "https://app.example"
+             *     ]
+             */
+            allowed_origins?: string[] | null;
+            /**
+             * @description Deployment names the key may use (`USDC`); default: any. Required for a publishable key.
+             * @example [
+             *       "USDC"
+             *     ]
+             */
+            allowed_contracts?: string[] | null;
+            /**
+             * @description Operations the key may build and relay: `deposit`, `withdraw`, `pay`, `subscribe`,
+             *     `unsubscribe`; default: any. Required for a publishable key.
+             * @example [
+             *       "deposit",
+             *       "subscribe"
+             *     ]
+             */
+            allowed_operations?: string[] | null;
+            /**
+             * Format: int32
+             * @description Relayed calls per signer per minute (per relayer process). Required for a publishable key.
+             * @example 10
+             */
+            signer_rate_limit_per_minute?: number | null;
+            /**
+             * @description Gas the key may spend per UTC day, in the native coin (`"0.05"`), tightening the
+             *     relayer's `[admission] key_daily_budget`. Required for a publishable key.
+             * @example 0.05
+             */
+            daily_budget?: string | null;
+            /**
+             * @description Gas one signer may spend through this key per UTC day, in the native coin. Required for a
+             *     publishable key.
+             * @example 0.005
+             */
+            signer_daily_budget?: string | null;
         };
         CreateSubscription: {
             from?: string | null;
@@ -3730,6 +3976,19 @@ export interface components {
          *     | `invalid_admin_token` | 401 | The admin token is malformed, badly signed, expired, too long-lived, or admin tokens are not enabled. |
          *     | `insufficient_scope` | 403 | The API key lacks the scope this endpoint needs. |
          *     | `ip_not_allowed` | 403 | The API key may not be used from the client's address. |
+         *     | `origin_not_allowed` | 403 | The request's web origin (`Origin`) is not one the key lists, or a publishable key was sent without `Origin`; for a preflight, no key lists the origin. |
+         *     | `operation_not_allowed` | 403 | A publishable key or client token may only build and execute the user operations it lists; this route or call is outside them. |
+         *     | `contract_not_allowed` | 403 | The publishable key may not use this deployment. |
+         *     | `signer_not_allowed` | 403 | The client token is bound to another signer than the call's `From`. |
+         *     | `signer_rate_limited` | 429 | The signer has relayed as many calls this minute as the key allows (`signer_rate_limit_per_minute`); retry after `Retry-After` seconds. |
+         *     | `invalid_client_token` | 401 | The client token is unknown, malformed, or was not sent as `Authorization: Bearer ct_…`. |
+         *     | `client_token_expired` | 401 | The client token has expired (tokens live at most 600 seconds); mint a new one. |
+         *     | `client_token_required` | 403 | Only a secret key mints client tokens, and only a client token can be validated. |
+         *     | `invalid_origin` | 400 | An `allowed_origins` entry is not a web origin like `https://app.example` (scheme, host, optional port; no path). |
+         *     | `invalid_operation` | 400 | Not an operation: `deposit`, `withdraw`, `pay`, `subscribe`, `unsubscribe`. |
+         *     | `invalid_key_kind` | 400 | `kind` is `secret` or `publishable`, and a publishable key needs every bound it must carry (origins, contracts, operations, both rate limits, both daily budgets) and only the `relay` scope. |
+         *     | `invalid_budget` | 400 | A daily budget is not a positive decimal amount of the native coin (at most 18 decimals). |
+         *     | `invalid_token_ttl` | 400 | `ExpiresIn` is from 1 to 600 seconds. |
          *     | `sponsor_not_allowed` | 403 | The API key may not use this sponsor. |
          *     | `signer_banned` | 403 | Too many of this signer's relayed calls reverted on chain recently; none is relayed until they age out. |
          *     | `key_banned` | 403 | Too many of this API key's relayed calls reverted on chain recently; none is relayed until they age out. |
@@ -3777,7 +4036,7 @@ export interface components {
          *     | `internal` | 500 | A bug or an unavailable dependency; details are in the relayer's logs. |
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "index_not_ready" | "internal";
+        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "index_not_ready" | "internal";
         ErrorDetail: {
             /** @description A stable code from the `ErrorCode` schema. */
             code: components["schemas"]["ErrorCode"];
@@ -3986,6 +4245,21 @@ export interface components {
              * @description The key this one replaced.
              */
             rotated_from?: number | null;
+            /**
+             * @description `secret` or `publishable`.
+             * @example secret
+             */
+            kind: string;
+            allowed_origins: string[];
+            /** @description Empty: any. */
+            allowed_contracts: string[];
+            /** @description Empty: any. */
+            allowed_operations: string[];
+            /** Format: int32 */
+            signer_rate_limit_per_minute?: number | null;
+            /** @description Native coin per UTC day. */
+            daily_budget?: string | null;
+            signer_daily_budget?: string | null;
         };
         /** @description The `Transaction` object of a build response. */
         MetaTransaction: {
@@ -4006,6 +4280,16 @@ export interface components {
             /** @description EIP-712 document for eth_signTypedData_v4 (primaryType "SignedCall"). */
             TypedData: Record<string, never>;
             PermitTypedData?: Record<string, never> | null;
+        };
+        /** @description `POST /api/v1/auth/token` answer: the token is shown this once. */
+        MintedToken: components["schemas"]["TokenView"] & {
+            /**
+             * @description Send as `Authorization: Bearer <Token>`.
+             * @example ct_5f2c…
+             */
+            Token: string;
+            /** @example Bearer */
+            TokenType: string;
         };
         /** @description `GET /{contract}/meta/nonce/{account}`. */
         NonceView: {
@@ -4236,6 +4520,46 @@ export interface components {
          * @enum {string}
          */
         Subsystem: "database" | "rpc" | "indexer_lag" | "sponsor_balance_low";
+        /** @description `POST /api/v1/auth/token` request. */
+        TokenRequest: {
+            /**
+             * @description The end user's address: the only `From` the token may build and relay calls for.
+             * @example 0x70997970C51812dc3A010C7d01b50e0d17dc79C8
+             */
+            Signer?: string | null;
+            /**
+             * @description Operations the token allows (`deposit`, `withdraw`, `pay`, `subscribe`, `unsubscribe`);
+             *     default: those the key allows.
+             * @example [
+             *       "deposit",
+             *       "subscribe"
+             *     ]
+             */
+            Operations?: string[] | null;
+            /**
+             * Format: int64
+             * @description Seconds the token lives, 1 to 600; default 600.
+             * @example 600
+             */
+            ExpiresIn?: number | null;
+        };
+        /** @description A client token's grant. */
+        TokenView: {
+            /** @description Checksummed. */
+            Signer: string;
+            Operations: string[];
+            /**
+             * @description RFC 3339 UTC.
+             * @example 2026-12-03T10:10:00Z
+             */
+            ExpiresAt: string;
+            /**
+             * Format: int64
+             * @description Seconds left.
+             * @example 600
+             */
+            ExpiresIn: number;
+        };
         /**
          * @description One transaction of `GET /api/v1/transactions` (fields in the order of their keys, as the
          *     answer has always been serialized).
@@ -4321,6 +4645,11 @@ export interface components {
             Status: string;
             TransactionHash: string;
         };
+        /** @description `GET /api/v1/auth/token/validate` answer. */
+        ValidatedToken: components["schemas"]["TokenView"] & {
+            /** @description Always true: an unusable token is answered 401. */
+            Valid: boolean;
+        };
         /**
          * @description The body of every delivery (what your endpoint receives), signed as described in the
          *     `WebhookEventType` schema.
@@ -4382,7 +4711,7 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "index_not_ready", "internal"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "index_not_ready", "internal"];
 export const statusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Status"]> = ["ok", "degraded", "down"];
 export const subsystemValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Subsystem"]> = ["database", "rpc", "indexer_lag", "sponsor_balance_low"];
 export const webhookEventTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookEventType"]> = ["transaction.mined", "transaction.failed", "transaction.reorged", "transaction.finalized", "stream.created", "stream.revoked", "payment.completed", "deposit.completed", "withdrawal.completed", "account.liquidated", "sponsor.balance_low", "event.retracted"];

@@ -101,3 +101,28 @@ test("answers outside the OpenAPI document are StreamPayProtocolError, documente
   assert.equal(busy.code, "server_busy");
   assert.equal(busy.retryAfter, 1);
 });
+
+test("exactly one credential: an API key goes in X-API-Key, a client token in Authorization: Bearer", async () => {
+  const seen: Headers[] = [];
+  const recording: typeof fetch = async (_url, init) => {
+    seen.push(new Headers(init?.headers));
+    return new Response('{"Address":"0x0","Balance":"0"}', { status: 200, headers: { "Content-Type": "application/json" } });
+  };
+  const base = { baseUrl: "http://relayer.invalid", contract: "USDC", fetch: recording };
+  const addr = "0x891a063Ad708F4F2Ef86e09e75f3cA374F24D657";
+
+  await new StreamPayClient({ ...base, apiKey: "pk_test_abc" }).balance(addr);
+  await new StreamPayClient({ ...base, clientToken: "ct_abc", headers: { "X-Extra": "1" } }).balance(addr);
+  assert.equal(seen[0]?.get("X-API-Key"), "pk_test_abc");
+  assert.equal(seen[1]?.get("Authorization"), "Bearer ct_abc");
+  assert.equal(seen[1]?.get("X-API-Key"), null);
+  assert.equal(seen[1]?.get("X-Extra"), "1");
+
+  // Neither, both, or one in the other's place: refused before any request.
+  assert.throws(() => new StreamPayClient({ ...base } as never), /apiKey or clientToken is required/);
+  assert.throws(() => new StreamPayClient({ ...base, apiKey: "", clientToken: "" } as never), TypeError);
+  assert.throws(() => new StreamPayClient({ ...base, apiKey: "sk_test_x", clientToken: "ct_x" } as never), /not both/);
+  assert.throws(() => new StreamPayClient({ ...base, apiKey: "ct_x" }), /clientToken, not an apiKey/);
+  assert.throws(() => new StreamPayClient({ ...base, clientToken: "sk_test_x" }), /apiKey, not a clientToken/);
+  assert.equal(seen.length, 2);
+});
