@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the committed abi/ artifacts are current, the Foundry suite (unit, fuzz,
 # invariant), the committed sqlx query data (.sqlx/) matches the queries and a migrated database,
-# and the Rust suite (integration tests start their own Anvil and Postgres).
+# the Rust suite (integration tests start their own Anvil and Postgres), the TypeScript client
+# against the dev stack (`streampay dev` on its own ports), and the browser test of a dapp page.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,4 +26,14 @@ if [[ -f Cargo.toml ]]; then
 
   echo "== cargo nextest"
   cargo nextest run --workspace --no-fail-fast
+
+  # The TypeScript client (clients/ts) against the whole dev stack this binary brings up, then a
+  # real browser (headless Chromium from Debian) using it from an allowed and a refused origin.
+  cargo build --quiet --bin streampay
+  STREAMPAY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/streampay"
+  echo "== TypeScript client against the dev stack"
+  bash clients/ts/scripts/test-against-dev.sh "$STREAMPAY_BIN"
+  echo "== browser: a dapp page on two origins (headless Chromium)"
+  bash scripts/install-chromium.sh
+  STREAMPAY_TS_BUILT=1 bash clients/ts/scripts/test-browser.sh "$STREAMPAY_BIN"
 fi

@@ -57,6 +57,12 @@ check_ports() {
 npm_ci_and_build() {
   export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
   cd "$TS_DIR"
+  # A caller that already installed and built this tree (scripts/test.sh runs the client tests,
+  # then the browser test) says so, and the second script skips the minute it would take again.
+  if [[ "${STREAMPAY_TS_BUILT:-}" == 1 && -d node_modules && -d dist ]]; then
+    say "npm ci and build: done by the caller (STREAMPAY_TS_BUILT=1)"
+    return
+  fi
   say "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
   say "build and type-check"
