@@ -151,49 +151,30 @@ impl AuthSettings {
     }
 }
 
-/// In-memory GCRA limiters, one per key, for this process: `N` per minute allows a burst of `N`
-/// then one request every `60/N` seconds. With several relayer processes each enforces the limit
-/// on its own.
+/// In-memory GCRA limiters, one per `K` (a key's id; a key and signer for
+/// [`SignerLimiters`]), for this process: `N` per minute allows a burst of `N` then one request
+/// every `60/N` seconds. With several relayer processes each enforces the limit on its own.
 #[derive(Clone, Default)]
-pub struct RateLimiters(Arc<Mutex<HashMap<i64, Limiter>>>);
+pub struct RateLimiters<K = i64>(Arc<Mutex<HashMap<K, Limiter>>>);
 
-/// A key's limiter and the per-minute rate it was made for.
+/// Relayed calls per (key, signer) (a key's `signer_rate_limit_per_minute`).
+pub type SignerLimiters = RateLimiters<(i64, alloy::primitives::Address)>;
+
+/// A limiter and the per-minute rate it was made for.
 type Limiter = (u32, Arc<DefaultDirectRateLimiter>);
 
-impl RateLimiters {
-    /// `Err(wait)` when key `id` has used up `per_minute`.
-    pub fn check(&self, id: i64, per_minute: u32) -> Result<(), Duration> {
+impl<K: std::hash::Hash + Eq> RateLimiters<K> {
+    /// `Err(wait)` when `key` has used up `per_minute`.
+    pub fn check(&self, key: K, per_minute: u32) -> Result<(), Duration> {
         let Some(rate) = NonZeroU32::new(per_minute) else { return Ok(()) };
         let limiter = {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let entry =
-                map.entry(id).or_insert_with(|| (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate)))));
-            if entry.0 != per_minute {
-                *entry = (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate))));
-            }
-            entry.1.clone()
-        };
-        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-}
-
-/// In-memory GCRA limiters per (key, signer) for this process, as [`RateLimiters`] per key.
-#[derive(Clone, Default)]
-pub struct SignerLimiters(Arc<Mutex<HashMap<(i64, alloy::primitives::Address), Limiter>>>);
-
-impl SignerLimiters {
-    /// `Err(wait)` when `signer` has used up `per_minute` under key `id`.
-    pub fn check(&self, id: i64, signer: alloy::primitives::Address, per_minute: u32) -> Result<(), Duration> {
-        let Some(rate) = NonZeroU32::new(per_minute) else { return Ok(()) };
-        let limiter = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= 100_000 {
-                // Full limiters only refuse for a minute at most: forgetting them all is safe.
+            if map.len() >= 100_000 && !map.contains_key(&key) {
+                // A spent limiter refuses for a minute at most: forgetting them all is safe.
                 map.clear();
             }
-            let entry = map
-                .entry((id, signer))
-                .or_insert_with(|| (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate)))));
+            let entry =
+                map.entry(key).or_insert_with(|| (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate)))));
             if entry.0 != per_minute {
                 *entry = (per_minute, Arc::new(RateLimiter::direct(Quota::per_minute(rate))));
             }
@@ -387,12 +368,8 @@ pub async fn authorize(state: &AppState, parts: &Parts) -> Result<Authorized, Re
             authenticate(state, parts, None, false).await.map(|(key, cors)| Authorized::Key(Box::new(key), cors))
         }
         Access::Admin => {
-            if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-                let token = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                    .map(str::trim)
+            if parts.headers.contains_key(header::AUTHORIZATION) {
+                let token = bearer(&parts.headers)
                     .ok_or_else(|| invalid_admin_token("send `Authorization: Bearer <token>`"))?;
                 let secret = state
                     .settings
@@ -426,6 +403,12 @@ pub async fn key_with_scope(state: &AppState, parts: &Parts, scope: Option<Scope
     authenticate(state, parts, scope, true).await.map(|(key, _)| key)
 }
 
+/// The token of an `Authorization: Bearer <token>` header, trimmed.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+}
+
 /// The credential of a request: `X-API-Key`, else a client token in `Authorization: Bearer`.
 enum Credential<'a> {
     Key(&'a str),
@@ -437,13 +420,7 @@ fn credential(parts: &Parts) -> Result<Credential<'_>, Rejection> {
         let key = value.to_str().map_err(|_| AppError::new(ErrorCode::InvalidApiKey, "the API key is not valid"))?;
         return Ok(Credential::Key(key.trim()));
     }
-    let bearer = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match bearer {
+    match bearer(&parts.headers) {
         Some(token) if token.starts_with("ct_") => Ok(Credential::Token(token)),
         // Another bearer (an admin token, say) is no credential here.
         _ => Err(AppError::new(
@@ -599,34 +576,12 @@ pub fn origin_rule(key: &ApiKeyRecord, parts: &Parts) -> Result<Option<HeaderVal
     }
 }
 
-/// Whether a publishable key or client token can reach `method path` at all (`path` may be an
-/// OpenAPI template).
-pub fn restricted_operation(method: &Method, path: &str) -> bool {
-    let key = ApiKeyRecord {
-        id: 0,
-        name: String::new(),
-        sponsors: Vec::new(),
-        scopes: Vec::new(),
-        allowed_cidrs: Vec::new(),
-        rate_limit_per_minute: None,
-        kind: KeyKind::Publishable,
-        bounds: Default::default(),
-        grant: None,
-    };
-    restricted_route(method, path, &key).is_ok()
-}
-
-/// What a publishable key or a client token may reach: the routes that build a listed operation
-/// on a listed deployment, and `meta/execute` there (whose handler checks the call's operations).
-pub fn restricted_route(method: &Method, path: &str, key: &ApiKeyRecord) -> Result<(), AppError> {
+/// The deployment segment and the operation (`None` for `meta/execute`) of a route a publishable
+/// key or client token may reach: those that build a user operation, and `meta/execute`;
+/// `None` for any other route. `path` may be an OpenAPI template.
+pub fn restricted_operation<'p>(method: &Method, path: &'p str) -> Option<(&'p str, Option<&'static str>)> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(3).collect();
-    let refused = || {
-        AppError::new(
-            ErrorCode::OperationNotAllowed,
-            format!("a publishable key or client token may only build and execute user calls, not {method} {path}"),
-        )
-    };
-    let Some((contract, rest)) = segments.split_first() else { return Err(refused()) };
+    let (contract, rest) = segments.split_first()?;
     let operation = match (method.as_str(), rest) {
         ("POST", ["meta", "execute"]) => None,
         ("POST", ["payments", "deposit"]) => Some("deposit"),
@@ -634,7 +589,19 @@ pub fn restricted_route(method: &Method, path: &str, key: &ApiKeyRecord) -> Resu
         ("POST", ["payments"] | ["batch", "payments"]) => Some("pay"),
         ("POST", ["subscriptions"] | ["batch", "subscriptions"]) => Some("subscribe"),
         ("DELETE", ["subscriptions", _]) => Some("unsubscribe"),
-        _ => return Err(refused()),
+        _ => return None,
+    };
+    Some((contract, operation))
+}
+
+/// What a publishable key or a client token may reach: [`restricted_operation`]'s routes, for a
+/// deployment and an operation it lists (`meta/execute`'s handler checks the call's operations).
+pub fn restricted_route(method: &Method, path: &str, key: &ApiKeyRecord) -> Result<(), AppError> {
+    let Some((contract, operation)) = restricted_operation(method, path) else {
+        return Err(AppError::new(
+            ErrorCode::OperationNotAllowed,
+            format!("a publishable key or client token may only build and execute user calls, not {method} {path}"),
+        ));
     };
     if !key.bounds.allows_contract(contract) {
         return Err(AppError::new(

@@ -375,7 +375,7 @@ impl Modify for KeyAuth {
                 match access_for(&method, path) {
                     Access::Key(scope) => {
                         let mut alternatives = vec![SecurityRequirement::new("api_key", [scope.as_str()])];
-                        if super::auth::restricted_operation(&method, path) {
+                        if super::auth::restricted_operation(&method, path).is_some() {
                             alternatives.push(SecurityRequirement::new("client_token", Vec::<String>::new()));
                         }
                         op.security = Some(alternatives);

@@ -97,14 +97,13 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     // Entries belong to the credential: the key, or a client token (so one end user's token can
     // never replay another's answer under the same server key).
-    let credential =
-        req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string()).or_else(|| {
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .map(|t| t.trim().to_string())
-        });
+    let credential = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .or_else(|| super::auth::bearer(req.headers()))
+        .map(str::to_string);
     let Some(credential) = credential else {
         return next.run(req).await;
     };

@@ -294,7 +294,7 @@ pub async fn execute(
     // A signer's own budget of calls under this key, counted once the signature shows the call
     // is the signer's (a stranger naming the signer in `From` cannot spend it).
     if let Some(per_minute) = key.0.bounds.signer_rate_limit_per_minute
-        && let Err(wait) = state.settings.auth.signer_limiters.check(key.0.id, from, per_minute)
+        && let Err(wait) = state.settings.auth.signer_limiters.check((key.0.id, from), per_minute)
     {
         return Ok(super::auth::Rejection::retry(
             AppError::new(
