@@ -50,6 +50,17 @@ else
   start_block=0
 fi
 
+# Permit2 at its canonical address (the runtime code scripts/bootstrap.sh extracted), so Permit2
+# deposits work on the dev chain as on a real one. Only where the address has no code yet.
+PERMIT2_CODE="$ROOT/.tools/sol/permit2/Permit2.runtime.hex"
+if [[ "$("$CAST" code "$PERMIT2" --rpc-url "$RPC_URL")" == "0x" ]]; then
+  if [[ -f "$PERMIT2_CODE" ]]; then
+    "$CAST" rpc --rpc-url "$RPC_URL" anvil_setCode "$PERMIT2" "$(tr -d '\n' < "$PERMIT2_CODE")" >/dev/null
+  else
+    echo "no $PERMIT2_CODE (run scripts/bootstrap.sh): the dev chain has no Permit2" >&2
+  fi
+fi
+
 mkdir -p "$(dirname "$OUT")"
 cat > "$OUT" <<JSON
 {

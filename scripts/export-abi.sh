@@ -3,7 +3,7 @@
 # contracts the Rust side binds. With --check, fails instead if the committed files are stale.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONTRACTS=(StreamPay MockToken)
+CONTRACTS=(StreamPay MockToken MockPlainToken)
 bash "$ROOT/scripts/bootstrap.sh"
 (cd "$ROOT/contracts" && "$ROOT/.tools/bin/forge" build --skip test --skip script >/dev/null)
 

@@ -4,12 +4,18 @@
 //! index (every table is keyed by chain id). Deployment names are unique across all chains, so
 //! the API's `{contract}` path segment names one deployment on one chain.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
-use alloy::{primitives::Address, providers::DynProvider};
+use alloy::{
+    primitives::Address,
+    providers::{DynProvider, Provider},
+};
 
 use crate::{
-    chain::Deployment,
+    chain::{Deployment, PERMIT2},
     indexer::IndexReader,
     pipeline::{Pipeline, Sponsors},
     pricing::Pricing,
@@ -34,6 +40,8 @@ pub struct Chain {
     /// The fee estimate and receipt prices, refreshed in the background (run by the wiring's
     /// supervisor); requests only read them.
     pub pricing: Arc<Pricing>,
+    /// Set once Permit2 has been seen deployed (code at [`PERMIT2`]); code is never removed.
+    permit2_seen: AtomicBool,
 }
 
 /// What [`Chain::new`] is built from.
@@ -71,7 +79,22 @@ impl Chain {
             pipeline,
             index,
             pricing,
+            permit2_seen: AtomicBool::new(false),
         })
+    }
+
+    /// Whether Uniswap Permit2 is deployed on this chain (code at its canonical address), so
+    /// that Permit2 deposits can succeed. Asked of the node until it says yes.
+    pub async fn has_permit2(&self) -> Result<bool, alloy::transports::TransportError> {
+        if self.permit2_seen.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let code = self.provider.get_code_at(PERMIT2).await?;
+        let seen = !code.is_empty();
+        if seen {
+            self.permit2_seen.store(true, Ordering::Relaxed);
+        }
+        Ok(seen)
     }
 
     /// The deployment named `name` (any case).

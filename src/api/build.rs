@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::{Address, Bytes, U160, U256, aliases::U48};
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
@@ -18,8 +18,8 @@ use super::ErrorCode;
 use super::{AppError, AppState, Contract, checksum};
 use crate::{
     chain::{
-        self, IPermitToken, StreamPay,
-        eip712::{self, Domain, PermitValues},
+        self, IErc20Allowance, IPermit2, IPermitToken, StreamPay,
+        eip712::{self, Domain, Permit2Values, PermitValues},
         traits::{NonceType, Traits, random_unique_nonce},
     },
     pipeline::Sponsor,
@@ -54,6 +54,15 @@ pub struct MetaTransaction {
     pub permit_typed_data: Option<Value>,
 }
 
+/// Which permit a deposit's `PermitTypedData` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermitFor {
+    /// The token's EIP-2612 `Permit` for the deployment, for this many token base units.
+    Eip2612(U256),
+    /// A Permit2 `PermitSingle` for the deployment, for this many token base units.
+    Permit2(U256),
+}
+
 fn ser_checksum<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&checksum(*a))
 }
@@ -65,8 +74,8 @@ pub struct BuildRequest<'a> {
     pub sponsor: Arc<Sponsor>,
     /// Calldata the signer's call runs (a user operation or a multicall of them).
     pub data: Bytes,
-    /// For deposits: the EIP-2612 permit value in token base units.
-    pub permit_value: Option<U256>,
+    /// For deposits: the permit to sign beside the call, for a value in token base units.
+    pub permit_value: Option<PermitFor>,
     /// Human summary, e.g. "Subscribe 0x… to 0x… at 10 per month".
     pub summary: String,
     /// Endpoint-specific extra response fields (exact amounts and rates).
@@ -156,7 +165,8 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Build
     let typed_data = eip712::signed_call_typed_data(&domain, req.from, traits, &req.data);
 
     let permit_typed_data = match req.permit_value {
-        Some(value) => Some(permit_document(contract, req.from, value, deadline).await?),
+        Some(PermitFor::Eip2612(value)) => Some(permit_document(contract, req.from, value, deadline).await?),
+        Some(PermitFor::Permit2(value)) => Some(permit2_document(contract, req.from, value, deadline).await?),
         None => None,
     };
     let transaction = MetaTransaction {
@@ -277,6 +287,79 @@ async fn permit_document(
     let (domain, nonce) = permit_domain_and_nonce(contract, owner).await?;
     let values = PermitValues { owner, spender: contract.address, value, nonce, deadline: U256::from(deadline) };
     Ok(eip712::permit_typed_data(&domain, &values))
+}
+
+/// The Permit2 `PermitSingle` typed data letting the deployment pull `value` base units of its
+/// token from `owner` through Permit2, until `deadline`. Checks what the deposit needs besides
+/// the signature: Permit2 on the chain (422 `permit2_unavailable`) and the owner's ERC-20
+/// approval of Permit2 for at least `value` (422 `permit2_not_approved`).
+async fn permit2_document(
+    contract: Contract<'_>,
+    owner: Address,
+    value: U256,
+    deadline: u64,
+) -> Result<Value, AppError> {
+    let values = permit2_values(contract, owner, value, deadline).await?;
+    let approved = IErc20Allowance::new(contract.token, &contract.chain.provider)
+        .allowance(owner, chain::PERMIT2)
+        .call()
+        .await
+        .map_err(AppError::chain)?;
+    if approved < value {
+        return Err(AppError::new(
+            ErrorCode::Permit2NotApproved,
+            format!(
+                "{owner} has approved Permit2 ({}) for {approved} base units of the token, less than {value}: \
+                 send approve(Permit2, amount) on the token {} once, then build again",
+                chain::PERMIT2,
+                checksum(contract.token)
+            ),
+        ));
+    }
+    Ok(eip712::permit2_typed_data(contract.chain.chain_id, &values))
+}
+
+/// The `PermitSingle` for `value` base units from `owner` to the deployment, with the nonce
+/// Permit2 expects next for (owner, token, deployment); expiration and signature deadline are
+/// both `deadline`. 422 `permit2_unavailable` where Permit2 has no code, `invalid_amount` for a
+/// value over uint160 or a deadline over uint48.
+pub async fn permit2_values(
+    contract: Contract<'_>,
+    owner: Address,
+    value: U256,
+    deadline: u64,
+) -> Result<Permit2Values, AppError> {
+    if !contract.chain.has_permit2().await.map_err(AppError::chain)? {
+        return Err(AppError::new(
+            ErrorCode::Permit2Unavailable,
+            format!("Permit2 is not deployed at {} on chain {}", chain::PERMIT2, contract.chain.chain_id),
+        ));
+    }
+    if value.bit_len() > 160 {
+        return Err(AppError::new(
+            ErrorCode::InvalidAmount,
+            format!("{value} base units do not fit Permit2's uint160"),
+        ));
+    }
+    let amount = U160::from(value);
+    if deadline >> 48 != 0 {
+        return Err(AppError::new(ErrorCode::InvalidDeadline, format!("deadline {deadline} does not fit uint48")));
+    }
+    let expiration = U48::from(deadline);
+    let current = IPermit2::new(chain::PERMIT2, &contract.chain.provider)
+        .allowance(owner, contract.token, contract.address)
+        .call()
+        .await
+        .map_err(AppError::chain)?;
+    Ok(Permit2Values {
+        owner,
+        token: contract.token,
+        amount,
+        expiration,
+        nonce: current.nonce,
+        spender: contract.address,
+        sig_deadline: U256::from(deadline),
+    })
 }
 
 /// The token's EIP-712 domain and `owner`'s permit nonce. The domain comes from EIP-5267

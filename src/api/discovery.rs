@@ -75,13 +75,22 @@ pub struct ApiMeta {
     pub docs: &'static str,
 }
 
-/// `GET /api/v1/meta`: what this API is and can do. Public.
+/// `GET /api/v1/meta`: what this API is and can do. Public. `permit2_deposit` is listed only
+/// where a served chain has Permit2 deployed (asked of the node until it has).
 #[utoipa::path(get, path = "/api/v1/meta", tag = "Discovery",
     responses((status = 200, description = "API version, capabilities, chain id and links", body = ApiMeta)))]
 pub async fn meta(State(state): State<AppState>) -> Json<ApiMeta> {
+    let mut permit2 = false;
+    for chain in &state.chains {
+        // A node that does not answer: not advertised this time, asked again next time.
+        if chain.has_permit2().await.unwrap_or(false) {
+            permit2 = true;
+            break;
+        }
+    }
     Json(ApiMeta {
         api_version: API_VERSION,
-        capabilities: CAPABILITIES.to_vec(),
+        capabilities: CAPABILITIES.iter().copied().filter(|c| permit2 || *c != "permit2_deposit").collect(),
         chain_id: state.chains.first().map(|c| c.chain_id).unwrap_or_default(),
         chain_ids: state.chains.iter().map(|c| c.chain_id).collect(),
         contracts: state.contracts().map(|c| c.name.clone()).collect(),

@@ -134,6 +134,8 @@ error_codes! {
     SignatureCheckGasExceeded = ("signature_check_gas_exceeded", UNPROCESSABLE_ENTITY, "The signer is a contract wallet whose ERC-1271 isValidSignature did not complete within the relayer's gas cap (200,000 gas for the call), or failed other than by reverting."),
     PermitSignatureMismatch = ("permit_signature_mismatch", UNPROCESSABLE_ENTITY, "The permit signature is not the signer's."),
     PermitUnsupported = ("permit_unsupported", UNPROCESSABLE_ENTITY, "The token does not support EIP-2612 permits."),
+    Permit2Unavailable = ("permit2_unavailable", UNPROCESSABLE_ENTITY, "Permit2 is not deployed at its canonical address on this chain."),
+    Permit2NotApproved = ("permit2_not_approved", UNPROCESSABLE_ENTITY, "The owner has not approved Permit2 on the token for the amount; send approve(Permit2, amount) on the token once."),
     SponsorMismatch = ("sponsor_mismatch", UNPROCESSABLE_ENTITY, "The signed traits allow another relayer than the chosen sponsor."),
     SponsorUnavailable = ("sponsor_unavailable", UNPROCESSABLE_ENTITY, "The sponsor is allowed for the key but not configured on this relayer."),
     NonceOutOfRange = ("nonce_out_of_range", UNPROCESSABLE_ENTITY, "The account nonce exceeds 2^64."),

@@ -33,13 +33,13 @@ use utoipa::ToSchema;
 use super::ErrorCode;
 use super::{
     AppError, AppState, Contract, admission,
-    build::permit_domain_and_nonce,
+    build::{self, permit_domain_and_nonce},
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_hex, parse_u64, required},
 };
 use crate::{
     chain::{
-        self, StreamPay,
+        self, IPermit2, PERMIT2, StreamPay,
         bindings::IStreamPay,
         calls::{self, CallError},
         eip712::{self, Domain, PermitValues},
@@ -522,6 +522,7 @@ async fn signed_transaction(
 
     // --- optional EIP-2612 permit, applied in the same transaction
     let permit = match &body.permit {
+        Some(p) if pulls_through_permit2(data) => Some(permit2_bytes(contract, from, p, now).await?),
         Some(p) => Some(permit_bytes(contract, from, p, now).await?),
         None => None,
     };
@@ -708,9 +709,23 @@ fn traits_candidates(
     Ok(candidates)
 }
 
-/// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
-/// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
-async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest, now: u64) -> Result<Bytes, AppError> {
+/// Whether the signed call deposits through Permit2 (`deposit`/`depositFor` with `isPermit2`,
+/// alone or in a multicall): its permit is then Permit2's `PermitSingle`.
+fn pulls_through_permit2(data: &[u8]) -> bool {
+    if let Ok(c) = StreamPay::depositCall::abi_decode(data) {
+        return c.isPermit2;
+    }
+    if let Ok(c) = StreamPay::depositForCall::abi_decode(data) {
+        return c.isPermit2;
+    }
+    if let Ok(c) = StreamPay::multicallCall::abi_decode(data) {
+        return c.data.iter().any(|d| pulls_through_permit2(d));
+    }
+    false
+}
+
+/// The permit's value, deadline and ECDSA signature, checked for shape.
+fn permit_fields(p: &PermitRequest, now: u64) -> Result<(U256, u64, alloy::signers::Signature), AppError> {
     let value = match &p.value {
         Some(Value::String(s)) => crate::amount::parse_uint(s.trim()),
         Some(Value::Number(n)) => n.as_u64().map(U256::from),
@@ -727,6 +742,40 @@ async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest,
     let raw = parse_hex("Permit.Signature", sig_hex, ErrorCode::InvalidSignature)?;
     let sig = signature::parse_ecdsa(&raw)
         .map_err(|e| AppError::new(ErrorCode::InvalidSignature, format!("Permit.Signature: {e}")))?;
+    Ok((value, deadline, sig))
+}
+
+/// Checks a Permit2 permit and encodes it for `permitAndCall`: Permit2's address followed by the
+/// ABI-encoded `permit(owner, PermitSingle, signature)` arguments. `Permit.Value` is the
+/// PermitSingle's `details.amount`, `Permit.Deadline` its `sigDeadline` and `details.expiration`
+/// (as the deposit endpoint builds it); the nonce is the one Permit2 expects now.
+async fn permit2_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest, now: u64) -> Result<Bytes, AppError> {
+    let (value, deadline, sig) = permit_fields(p, now)?;
+    let values = build::permit2_values(contract, owner, value, deadline).await?;
+    let digest = eip712::permit2_digest(contract.chain.chain_id, &values);
+    let recovered =
+        signature::recover(digest, &sig).map_err(|e| AppError::new(ErrorCode::InvalidSignature, e.to_string()))?;
+    if recovered != owner {
+        return Err(AppError::new(
+            ErrorCode::PermitSignatureMismatch,
+            format!(
+                "the permit is not {owner}'s signature of Permit2 PermitSingle(amount {value}, nonce {}, deadline {deadline})",
+                values.nonce
+            ),
+        ));
+    }
+    let call =
+        IPermit2::permitCall { owner, permitSingle: values.permit_single(), signature: sig.as_bytes().to_vec().into() }
+            .abi_encode();
+    let mut out = PERMIT2.to_vec();
+    out.extend_from_slice(&call[4..]);
+    Ok(out.into())
+}
+
+/// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
+/// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
+async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest, now: u64) -> Result<Bytes, AppError> {
+    let (value, deadline, sig) = permit_fields(p, now)?;
     let (domain, token_nonce) = permit_domain_and_nonce(contract, owner).await?;
     let values =
         PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };

@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use super::build::{BuildExtras, BuildResponse};
 
 use super::{
-    AppError, AppState,
-    build::{self, BuildRequest, NonceChoice},
+    AppError, AppState, ErrorCode,
+    build::{self, BuildRequest, NonceChoice, PermitFor},
     checksum,
     extract::{ApiJson, ApiKey, parse_address, parse_recipient, required},
 };
@@ -104,6 +104,8 @@ pub struct DepositRequest {
     from: Option<String>,
     #[serde(alias = "amount")]
     amount: Option<String>,
+    /// Pull through Uniswap Permit2 (PermitTypedData is then Permit2's PermitSingle). Default:
+    /// false where the token has EIP-2612, true where it has not and Permit2 is deployed.
     #[serde(alias = "isPermit2")]
     is_permit2: Option<bool>,
     #[serde(alias = "sponsor")]
@@ -117,18 +119,20 @@ pub struct DepositRequest {
     nonce: Option<Value>,
 }
 
-/// `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus, for plain
-/// ERC-20 pulls, the EIP-2612 permit that lets a wallet without native coin approve it.
+/// `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus the permit that
+/// lets a wallet without native coin approve the pull: the token's EIP-2612 `Permit`, or with
+/// `IsPermit2` (the default for a token without EIP-2612 where Permit2 is deployed) Permit2's
+/// `PermitSingle`, which needs the owner's one-time ERC-20 approval of Permit2.
 #[utoipa::path(post, path = "/api/v1/{contract}/payments/deposit", tag = "Payments",
     params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)")),
     request_body = DepositRequest,
     responses(
-        (status = 200, description = "Built deposit(amount, isPermit2) plus PermitTypedData to sign", body = BuildResponse),
+        (status = 200, description = "Built deposit(amount, isPermit2) plus PermitTypedData to sign: the token's EIP-2612 Permit, or Permit2's PermitSingle when IsPermit2", body = BuildResponse),
         (status = 400, description = "`invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = crate::api::error::ErrorBody),
         (status = 403, description = "`sponsor_not_allowed`", body = crate::api::error::ErrorBody),
         (status = 409, description = "`nonce_already_used`: with NonceType account, a Nonce below the current one", body = crate::api::error::ErrorBody),
-        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported`", body = crate::api::error::ErrorBody),
+        (status = 422, description = "`sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported` (the token has no EIP-2612 and the chain no Permit2), `permit2_unavailable` (IsPermit2 where Permit2 is not deployed), `permit2_not_approved` (IsPermit2 without the owner's ERC-20 approval of Permit2 for the amount)", body = crate::api::error::ErrorBody),
         (status = 503, description = "`chain_unavailable`", body = crate::api::error::ErrorBody),
     ),
     security(("api_key" = [])))]
@@ -144,8 +148,18 @@ pub async fn deposit(
     key.check_signer(from)?;
     let amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
         .map_err(|e| AppError::amount("Amount", e))?;
-    let is_permit2 = body.is_permit2.unwrap_or(false);
     let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
+    let is_permit2 = match body.is_permit2 {
+        Some(asked) => asked,
+        // Not said: EIP-2612 where the token has it, else Permit2 where the chain has it.
+        None => match build::permit_domain_and_nonce(contract, from).await {
+            Ok(_) => false,
+            Err(e @ AppError::Client { code: ErrorCode::PermitUnsupported, .. }) => {
+                if contract.chain.has_permit2().await.map_err(AppError::chain)? { true } else { return Err(e) }
+            }
+            Err(e) => return Err(e),
+        },
+    };
     let data: Bytes = StreamPay::depositCall { amount: amount.base_units, isPermit2: is_permit2 }.abi_encode().into();
     let extras = BuildExtras {
         amount: Some(amount.units.to_string()),
@@ -160,8 +174,12 @@ pub async fn deposit(
             from,
             sponsor,
             data,
-            // A Permit2 allowance is signed against Permit2's own domain; only EIP-2612 here.
-            permit_value: (!is_permit2).then_some(amount.base_units),
+            // Through Permit2: its PermitSingle for the deployment; else the token's own permit.
+            permit_value: Some(if is_permit2 {
+                PermitFor::Permit2(amount.base_units)
+            } else {
+                PermitFor::Eip2612(amount.base_units)
+            }),
             summary: format!("Deposit {} tokens from {from}", amount.units),
             extras,
             nonce: NonceChoice::parse(body.nonce_type.as_deref(), &body.nonce)?,

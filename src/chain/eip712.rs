@@ -1,5 +1,6 @@
 //! EIP-712 documents and digests: the `SignedCall` a user signs for `bySig`, and the EIP-2612
-//! `Permit` that lets a user with no native coin approve a deposit.
+//! `Permit` that lets a user with no native coin approve a deposit, and Uniswap Permit2's
+//! `PermitSingle` for tokens pulled through Permit2.
 //!
 //! The JSON documents are what wallets sign as-is (`eth_signTypedData_v4`, ethers, viem): every
 //! uint256 is a decimal string (JSON numbers cannot hold them), addresses are checksummed, and
@@ -13,6 +14,8 @@ use alloy::{
     sol_types::{Eip712Domain, SolStruct},
 };
 use serde_json::{Value, json};
+
+use super::bindings::{IPermit2, PERMIT2};
 
 sol! {
     /// StreamPay's signed call: `SignedCall(address signer,uint256 traits,bytes data)`. 1inch
@@ -144,6 +147,78 @@ pub fn permit_typed_data(token_domain: &Domain, p: &PermitValues) -> Value {
     })
 }
 
+/// A Permit2 `PermitSingle`'s values: `owner` lets `spender` pull up to `amount` of `token`
+/// through Permit2 until `expiration`; the signature is good until `sig_deadline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit2Values {
+    pub owner: Address,
+    pub token: Address,
+    pub amount: alloy::primitives::U160,
+    pub expiration: alloy::primitives::aliases::U48,
+    pub nonce: alloy::primitives::aliases::U48,
+    pub spender: Address,
+    pub sig_deadline: U256,
+}
+
+impl Permit2Values {
+    pub fn permit_single(&self) -> IPermit2::PermitSingle {
+        IPermit2::PermitSingle {
+            details: IPermit2::PermitDetails {
+                token: self.token,
+                amount: self.amount,
+                expiration: self.expiration,
+                nonce: self.nonce,
+            },
+            spender: self.spender,
+            sigDeadline: self.sig_deadline,
+        }
+    }
+}
+
+/// Permit2's EIP-712 domain: name "Permit2", no version, the chain, Permit2's address.
+pub fn permit2_domain(chain_id: u64) -> Eip712Domain {
+    Eip712Domain::new(Some("Permit2".into()), None, Some(U256::from(chain_id)), Some(PERMIT2), None)
+}
+
+pub fn permit2_digest(chain_id: u64, p: &Permit2Values) -> B256 {
+    p.permit_single().eip712_signing_hash(&permit2_domain(chain_id))
+}
+
+pub fn permit2_typed_data(chain_id: u64, p: &Permit2Values) -> Value {
+    json!({
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "PermitSingle": [
+                {"name": "details", "type": "PermitDetails"},
+                {"name": "spender", "type": "address"},
+                {"name": "sigDeadline", "type": "uint256"},
+            ],
+            "PermitDetails": [
+                {"name": "token", "type": "address"},
+                {"name": "amount", "type": "uint160"},
+                {"name": "expiration", "type": "uint48"},
+                {"name": "nonce", "type": "uint48"},
+            ],
+        },
+        "primaryType": "PermitSingle",
+        "domain": {"name": "Permit2", "chainId": chain_id, "verifyingContract": PERMIT2.to_checksum(None)},
+        "message": {
+            "details": {
+                "token": p.token.to_checksum(None),
+                "amount": p.amount.to_string(),
+                "expiration": p.expiration.to_string(),
+                "nonce": p.nonce.to_string(),
+            },
+            "spender": p.spender.to_checksum(None),
+            "sigDeadline": p.sig_deadline.to_string(),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +269,26 @@ mod tests {
         };
         let doc: TypedData = serde_json::from_value(permit_typed_data(&domain, &p)).unwrap();
         assert_eq!(doc.eip712_signing_hash().unwrap(), permit_digest(&domain, &p));
+    }
+
+    #[test]
+    fn permit2_document_hashes_to_the_digest_and_the_type_is_permit2s() {
+        let p = Permit2Values {
+            owner: address!("0x70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+            token: address!("0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+            amount: alloy::primitives::U160::from(12_500_000u64),
+            expiration: alloy::primitives::aliases::U48::from(1_900_000_000u64),
+            nonce: alloy::primitives::aliases::U48::from(3u64),
+            spender: address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"),
+            sig_deadline: U256::from(1_900_000_000u64),
+        };
+        let doc: TypedData = serde_json::from_value(permit2_typed_data(31337, &p)).unwrap();
+        assert_eq!(doc.eip712_signing_hash().unwrap(), permit2_digest(31337, &p));
+        // Permit2's PermitHash library hashes exactly these type strings.
+        assert_eq!(
+            IPermit2::PermitSingle::eip712_encode_type(),
+            "PermitSingle(PermitDetails details,address spender,uint256 sigDeadline)PermitDetails(address token,uint160 amount,uint48 expiration,uint48 nonce)"
+        );
+        assert_ne!(permit2_digest(1, &p), permit2_digest(31337, &p), "the chain is part of the domain");
     }
 }

@@ -22,7 +22,7 @@ use alloy::{
 };
 use anyhow::Context;
 
-pub use bindings::{IPermitToken, MockToken, StreamPay};
+pub use bindings::{IErc20Allowance, IPermit2, IPermitToken, MockToken, PERMIT2, StreamPay};
 pub use deployment::Deployment;
 
 /// What stands in for the RPC URL in every message, answer and log line. Providers put their

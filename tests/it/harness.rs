@@ -466,9 +466,15 @@ impl TestApp {
         });
         if t.get("PermitTypedData").is_some() {
             let p = &t["PermitTypedData"];
+            // EIP-2612 Permit, or Permit2's PermitSingle (amount and deadline nested otherwise).
+            let (value, deadline) = if p["primaryType"] == "PermitSingle" {
+                (&p["message"]["details"]["amount"], &p["message"]["sigDeadline"])
+            } else {
+                (&p["message"]["value"], &p["message"]["deadline"])
+            };
             body["Permit"] = json!({
-                "Value": p["message"]["value"],
-                "Deadline": p["message"]["deadline"],
+                "Value": value,
+                "Deadline": deadline,
                 "Signature": sign_document(signer, p).await,
             });
         }
@@ -559,6 +565,19 @@ impl TestApp {
     pub async fn advance(&self, secs: u64) {
         let _: Value = self.provider.raw_request("evm_increaseTime".into(), (secs,)).await.expect("evm_increaseTime");
         let _: Value = self.provider.raw_request("evm_mine".into(), ()).await.expect("evm_mine");
+    }
+
+    /// Puts Uniswap Permit2 at its canonical address, as `anvil/deploy.sh` does on the dev chain
+    /// (the runtime code `scripts/bootstrap.sh` extracted).
+    pub async fn deploy_permit2(&self) {
+        let path = repo_root().join(".tools/sol/permit2/Permit2.runtime.hex");
+        let code = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/bootstrap.sh)", path.display()));
+        let _: Value = self
+            .provider
+            .raw_request("anvil_setCode".into(), (PERMIT2, code.trim()))
+            .await
+            .expect("anvil_setCode Permit2");
     }
 
     pub async fn native_balance(&self, who: Address) -> U256 {

@@ -22,6 +22,7 @@ mod metrics;
 mod nonces;
 mod openapi_drift;
 mod payments;
+mod permit2;
 mod pipeline;
 mod pipeline_stack;
 mod platform_discovery;

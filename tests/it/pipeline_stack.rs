@@ -300,7 +300,10 @@ impl Stack {
                 Ok(p) => hashes.push(*p.tx_hash()),
                 Err(e) => {
                     send_errors.push(format!("nonce {}: {e}", first + i as u64));
-                    let p = calls[i].send().await.unwrap_or_else(|e| panic!("mint with nonce {} could not be sent: {e}", first + i as u64));
+                    let p = calls[i]
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("mint with nonce {} could not be sent: {e}", first + i as u64));
                     hashes.push(*p.tx_hash());
                 }
             }
@@ -324,10 +327,10 @@ impl Stack {
                 tokio::time::Instant::now() < end,
                 "mints still pending: {mined} of {target} mined; send errors: {send_errors:?}"
             );
-            if last == Some(mined) {
-                if let Err(e) = calls[(mined - first) as usize].send().await {
-                    send_errors.push(format!("resend of nonce {mined}: {e}"));
-                }
+            if last == Some(mined)
+                && let Err(e) = calls[(mined - first) as usize].send().await
+            {
+                send_errors.push(format!("resend of nonce {mined}: {e}"));
             }
             last = Some(mined);
             self.mine().await;
@@ -337,7 +340,9 @@ impl Stack {
             .collect::<Vec<_>>()
             .await;
         for (i, r) in receipts.into_iter().enumerate() {
-            let r = r.expect("mint receipt").unwrap_or_else(|| panic!("no receipt for the mint with nonce {}", first + i as u64));
+            let r = r
+                .expect("mint receipt")
+                .unwrap_or_else(|| panic!("no receipt for the mint with nonce {}", first + i as u64));
             assert!(r.status(), "mint succeeded");
         }
     }

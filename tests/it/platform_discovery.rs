@@ -257,7 +257,11 @@ fn every_error_code_in_the_catalog_is_used_and_well_formed() {
     for code in ErrorCode::ALL {
         let s = code.as_str();
         assert!(seen.insert(s), "`{s}` twice");
-        assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "`{s}` is not snake_case");
+        assert!(
+            s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "`{s}` is not snake_case"
+        );
         let status = code.status().as_u16();
         assert!((400..600).contains(&status), "`{s}`: {status}");
         assert!(!code.description().is_empty(), "`{s}` undescribed");

@@ -161,6 +161,9 @@ function requireAmount(value: unknown, field: string): string {
   return value;
 }
 
+/** Uniswap Permit2's address: the same on every chain it is deployed to. */
+export const PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3";
+
 const sameAddress = (a: unknown, b: unknown): boolean =>
   typeof a === "string" && typeof b === "string" && a.toLowerCase() === b.toLowerCase();
 
@@ -381,11 +384,19 @@ export class StreamPayClient {
   // ------------------------------------------------------------------------------------------
   // High-level calls: build, sign with `signer`, execute, and answer once mined.
 
-  /** A gasless deposit of `amount` tokens: the call and its EIP-2612 permit, both signed. */
-  async deposit(args: RelayOptions & { amount: Amount }): Promise<RelayResult> {
+  /**
+   * A gasless deposit of `amount` tokens: the call and its permit, both signed. The permit is the
+   * token's EIP-2612 one, or with `permit2: true` (the relayer's default for a token without
+   * EIP-2612) Uniswap Permit2's `PermitSingle`, which needs the signer's one-time ERC-20
+   * `approve(PERMIT2, amount)` on the token.
+   */
+  async deposit(args: RelayOptions & { amount: Amount; permit2?: boolean }): Promise<RelayResult> {
     const amount = requireAmount(args.amount, "amount");
     return this.#relay(args, (from) =>
-      this.buildDeposit({ From: from, Amount: amount, Sponsor: args.sponsor }, this.#callOptions(args)),
+      this.buildDeposit(
+        { From: from, Amount: amount, Sponsor: args.sponsor, ...(args.permit2 === undefined ? {} : { IsPermit2: args.permit2 }) },
+        this.#callOptions(args),
+      ),
     );
   }
 
@@ -460,14 +471,27 @@ export class StreamPayClient {
     if (tx.PermitTypedData) {
       const permitDoc = asTypedDataDocument(tx.PermitTypedData, "Transaction.PermitTypedData");
       const p = permitDoc.message;
-      if (!sameAddress(p["owner"], from) || !sameAddress(p["spender"], tx.To)) {
-        throw new StreamPayMismatchError("PermitTypedData does not let the contract spend the signer's tokens");
+      if (permitDoc.primaryType === "PermitSingle") {
+        // Permit2: the signer (the owner) lets the contract pull `details.amount` through Permit2.
+        const details = (p["details"] ?? {}) as Record<string, unknown>;
+        if (!sameAddress(permitDoc.domain["verifyingContract"], PERMIT2) || !sameAddress(p["spender"], tx.To)) {
+          throw new StreamPayMismatchError("PermitTypedData is not a Permit2 permit for the contract");
+        }
+        permit = {
+          Value: String(details["amount"]),
+          Deadline: String(p["sigDeadline"]),
+          Signature: await args.signer.signTypedData(permitDoc),
+        };
+      } else {
+        if (!sameAddress(p["owner"], from) || !sameAddress(p["spender"], tx.To)) {
+          throw new StreamPayMismatchError("PermitTypedData does not let the contract spend the signer's tokens");
+        }
+        permit = {
+          Value: String(p["value"]),
+          Deadline: String(p["deadline"]),
+          Signature: await args.signer.signTypedData(permitDoc),
+        };
       }
-      permit = {
-        Value: String(p["value"]),
-        Deadline: String(p["deadline"]),
-        Signature: await args.signer.signTypedData(permitDoc),
-      };
     }
 
     const execution = await this.execute(

@@ -1,4 +1,4 @@
-export { StreamPayClient } from "./client.js";
+export { PERMIT2, StreamPayClient } from "./client.js";
 export type {
   Amount,
   BalanceView,

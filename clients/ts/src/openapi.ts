@@ -808,7 +808,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/v1/meta`: what this API is and can do. Public. */
+        /**
+         * `GET /api/v1/meta`: what this API is and can do. Public. `permit2_deposit` is listed only
+         *     where a served chain has Permit2 deployed (asked of the node until it has).
+         */
         get: {
             parameters: {
                 query?: never;
@@ -2636,8 +2639,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus, for plain
-         *     ERC-20 pulls, the EIP-2612 permit that lets a wallet without native coin approve it.
+         * `POST /{contract}/payments/deposit`: builds `deposit(amount, isPermit2)` plus the permit that
+         *     lets a wallet without native coin approve the pull: the token's EIP-2612 `Permit`, or with
+         *     `IsPermit2` (the default for a token without EIP-2612 where Permit2 is deployed) Permit2's
+         *     `PermitSingle`, which needs the owner's one-time ERC-20 approval of Permit2.
          */
         post: {
             parameters: {
@@ -2660,7 +2665,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Built deposit(amount, isPermit2) plus PermitTypedData to sign */
+                /** @description Built deposit(amount, isPermit2) plus PermitTypedData to sign: the token's EIP-2612 Permit, or Permit2's PermitSingle when IsPermit2 */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -2705,7 +2710,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported`, `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported` (the token has no EIP-2612 and the chain no Permit2), `permit2_unavailable` (IsPermit2 where Permit2 is not deployed), `permit2_not_approved` (IsPermit2 without the owner's ERC-20 approval of Permit2 for the amount), `idempotency_key_reused` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -3893,6 +3898,10 @@ export interface components {
         DepositRequest: {
             From?: string | null;
             Amount?: string | null;
+            /**
+             * @description Pull through Uniswap Permit2 (PermitTypedData is then Permit2's PermitSingle). Default:
+             *     false where the token has EIP-2612, true where it has not and Permit2 is deployed.
+             */
             IsPermit2?: boolean | null;
             Sponsor?: string | null;
             /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
@@ -4013,6 +4022,8 @@ export interface components {
          *     | `signature_check_gas_exceeded` | 422 | The signer is a contract wallet whose ERC-1271 isValidSignature did not complete within the relayer's gas cap (200,000 gas for the call), or failed other than by reverting. |
          *     | `permit_signature_mismatch` | 422 | The permit signature is not the signer's. |
          *     | `permit_unsupported` | 422 | The token does not support EIP-2612 permits. |
+         *     | `permit2_unavailable` | 422 | Permit2 is not deployed at its canonical address on this chain. |
+         *     | `permit2_not_approved` | 422 | The owner has not approved Permit2 on the token for the amount; send approve(Permit2, amount) on the token once. |
          *     | `sponsor_mismatch` | 422 | The signed traits allow another relayer than the chosen sponsor. |
          *     | `sponsor_unavailable` | 422 | The sponsor is allowed for the key but not configured on this relayer. |
          *     | `nonce_out_of_range` | 422 | The account nonce exceeds 2^64. |
@@ -4036,7 +4047,7 @@ export interface components {
          *     | `internal` | 500 | A bug or an unavailable dependency; details are in the relayer's logs. |
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "index_not_ready" | "internal";
+        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "permit2_unavailable" | "permit2_not_approved" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "index_not_ready" | "internal";
         ErrorDetail: {
             /** @description A stable code from the `ErrorCode` schema. */
             code: components["schemas"]["ErrorCode"];
@@ -4711,7 +4722,7 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "index_not_ready", "internal"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "permit2_unavailable", "permit2_not_approved", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "index_not_ready", "internal"];
 export const statusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Status"]> = ["ok", "degraded", "down"];
 export const subsystemValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Subsystem"]> = ["database", "rpc", "indexer_lag", "sponsor_balance_low"];
 export const webhookEventTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookEventType"]> = ["transaction.mined", "transaction.failed", "transaction.reorged", "transaction.finalized", "stream.created", "stream.revoked", "payment.completed", "deposit.completed", "withdrawal.completed", "account.liquidated", "sponsor.balance_low", "event.retracted"];

@@ -3,9 +3,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Wallet } from "ethers";
-import { createWalletClient, formatUnits, getAddress, http } from "viem";
+import { createWalletClient, formatUnits, getAddress, http, parseAbi } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { StreamPayApiError, StreamPayClient, asTypedDataDocument, type StreamPaySigner } from "@streampay/relayer-client";
+import { PERMIT2, StreamPayApiError, StreamPayClient, asTypedDataDocument, type StreamPaySigner } from "@streampay/relayer-client";
 import { viemSigner } from "@streampay/relayer-client/viem";
 import { ethersSigner } from "@streampay/relayer-client/ethers";
 import {
@@ -13,6 +13,7 @@ import {
   blockTime,
   chain,
   client,
+  contracts,
   env,
   ethBalance,
   mintTokens,
@@ -88,6 +89,34 @@ test("gasless deposit with an EIP-2612 permit, signed by ethers", async () => {
   assert.equal(await balanceOf(wallet.address), "12.345678");
   assert.equal(await tokenBalance(wallet.address), 37_654_322n);
   assert.equal(await ethBalance(wallet.address), 0n);
+});
+
+test("gasless deposit through Permit2 (the dev chain has it), after the owner's one approval, signed by ethers", async () => {
+  const wallet = Wallet.createRandom();
+  await mintTokens(wallet.address, 10n * TOKEN);
+  // The one on-chain step of the owner: approve Permit2 on the token, paying its own gas.
+  await testClient.setBalance({ address: getAddress(wallet.address), value: 10n ** 18n });
+  const owner = createWalletClient({ chain, transport: http(env.rpcUrl), account: privateKeyToAccount(wallet.privateKey as `0x${string}`) });
+  const { token } = await contracts();
+  const approval = await owner.writeContract({
+    address: token,
+    abi: parseAbi(["function approve(address spender, uint256 amount) returns (bool)"]),
+    functionName: "approve",
+    args: [PERMIT2, 10n * TOKEN],
+  });
+  assert.equal((await publicClient.waitForTransactionReceipt({ hash: approval, timeout: 30_000 })).status, "success");
+  const gasMoney = await ethBalance(wallet.address);
+
+  const meta = (await (await fetch(`${env.url}/api/v1/meta`)).json()) as { capabilities: string[] };
+  assert.ok(meta.capabilities.includes("permit2_deposit"), `capabilities: ${meta.capabilities.join(", ")}`);
+  const result = await client.deposit({ signer: ethersSigner(wallet), amount: "4.5", permit2: true });
+
+  await assertRelayed(result, wallet.address);
+  assert.equal(result.built.IsPermit2, true);
+  assert.equal((result.built.Transaction.PermitTypedData as { primaryType?: string }).primaryType, "PermitSingle");
+  assert.equal(await balanceOf(wallet.address), "4.5");
+  assert.equal(await tokenBalance(wallet.address), 5_500_000n);
+  assert.equal(await ethBalance(wallet.address), gasMoney, "the deposit itself cost the owner no gas");
 });
 
 test("a one-off payment and a batch payment move exact amounts", async () => {
