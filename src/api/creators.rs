@@ -173,11 +173,12 @@ pub struct CreatorSnapshot {
     pub signed_balance_raw: String,
     /// The author's outgoing rate per second (18-decimal base units; `accountInfo().outgoingRate`).
     pub outgoing_rate: String,
-    /// `IncomingRate − OutgoingRate` per second, signed (18-decimal base units).
+    /// `IncomeRate − OutgoingRate` per second, signed (18-decimal base units).
     #[schema(example = "-385802469135")]
     pub net_rate: String,
-    /// The block and chain time the balance was computed at (the index's head).
+    /// The block the balance was computed at (the index's head).
     pub block_number: u64,
+    /// That block's chain time (Unix seconds): extrapolate from it.
     pub block_timestamp: u64,
     /// Decimals of every base-unit amount here (StreamPay's internal 18).
     #[schema(example = 18)]
@@ -399,7 +400,7 @@ pub async fn page(
     resp.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
         ),
     );
     Ok(resp)

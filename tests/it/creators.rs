@@ -162,6 +162,14 @@ async fn author_events_send_a_snapshot_then_each_relayed_change_matching_the_cha
     assert_eq!(started["IncomeRate"], built["RatePerSecond"]);
     assert_eq!(started["NetRate"], built["RatePerSecond"]);
     assert_matches_chain(&app, author.address(), &started).await;
+    // The event's payload is what the document publishes for the stream.
+    let (_, doc) = app.get_with_key("/openapi.json", None).await;
+    let op = &doc["paths"]["/api/v1/{contract}/authors/{author}/events"]["get"];
+    let schema = &op["responses"]["200"]["content"]["text/event-stream"]["schema"];
+    assert!(schema.is_object(), "no text/event-stream schema: {op}");
+    let mut drift = Vec::new();
+    crate::openapi_drift::check(&doc, schema, &started, "$", &mut drift);
+    assert!(drift.is_empty(), "the snapshot drifted from its schema:\n{}", drift.join("\n"));
 
     // Time passes (a block with nothing of the author's), then a payment arrives: the next
     // snapshot is the payment's, and its balance is exactly the previous one extrapolated by the
