@@ -101,6 +101,8 @@ impl std::fmt::Debug for EventHub {
 
 impl EventHub {
     pub fn new(pool: PgPool, readers: Vec<IndexReader>, max: usize) -> Arc<Self> {
+        // A semaphore holds at most `MAX_PERMITS`; any configured value above is "unbounded" anyway.
+        let max = max.min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             slots: Arc::new(Semaphore::new(max)),
             max,
@@ -225,6 +227,8 @@ async fn read(state: &AppState, chain_id: u64, contract: Address, author: Addres
         if incoming.head == account.head || attempt >= CONSISTENT_READ_ATTEMPTS {
             break (incoming, account);
         }
+        // One of them may have come from this process's cache before its notification arrived.
+        c.chain.index.invalidate_cache();
     };
     let net = I256::from_raw(account.income_rate) - I256::from_raw(account.outgoing_rate);
     let fingerprint = Fingerprint {
