@@ -260,6 +260,8 @@ async fn event_streams_beyond_the_cap_are_503_too_many_event_streams() {
     assert_eq!(full.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()), Some("5".into()));
     assert_error(&error_of(full).await, StatusCode::SERVICE_UNAVAILABLE, "too_many_event_streams");
     assert_eq!(app.state.events.open(), 1);
+    let scraped = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(scraped.lines().any(|l| l == "streampay_event_streams_open 1"), "no open-streams gauge of 1:\n{scraped}");
 
     // A client that goes away frees its place (the server notices at its next write at the
     // latest: a keep-alive every 15 s).
