@@ -324,3 +324,26 @@ async fn many_event_streams_share_one_database_listener() {
     assert_eq!(app.state.events.open(), 5);
     assert_eq!(listeners().await, with_one, "more streams, no more database listeners");
 }
+
+#[tokio::test]
+async fn a_quiet_event_stream_sends_keep_alive_comments() {
+    let app = spawn_app().await;
+    app.sync_index().await;
+    let mut events = EventStream::open(&app, wallet().address()).await;
+    events.snapshot().await;
+    // Nothing of this author's changes: within the keep-alive interval (plus slack) a comment line
+    // (`:`) arrives, so proxies do not close the idle connection.
+    let limit = streampay_relayer::api::creators::KEEP_ALIVE + Duration::from_secs(10);
+    let comment = tokio::time::timeout(limit, async {
+        loop {
+            if let Some(line) = events.buf.lines().find(|l| l.starts_with(':')) {
+                return line.to_string();
+            }
+            let chunk = events.resp.chunk().await.expect("reading").expect("the stream ended");
+            events.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no keep-alive comment within {limit:?}: {:?}", events.buf));
+    assert!(comment.starts_with(':'), "{comment}");
+}
