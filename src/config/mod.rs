@@ -96,7 +96,7 @@ pub struct Config {
     pub max_event_streams: usize,
     /// `server.cors_public_origins` / `STREAMPAY_CORS_PUBLIC_ORIGINS` (comma-separated; default
     /// `*`): web origins whose pages may read the public routes (`/`, `/health`,
-    /// `/openapi.json`, `/api/v1/meta`); `*` is any page, an empty list none. Keyed routes follow
+    /// `/openapi.json`, `/api/v1/meta`, the creator event streams); `*` is any page, an empty list none. Keyed routes follow
     /// each key's `allowed_origins`.
     pub cors_public_origins: Vec<String>,
     /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
