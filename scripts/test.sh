@@ -2,7 +2,8 @@
 # Runs every test: the committed abi/ artifacts are current, the Foundry suite (unit, fuzz,
 # invariant), the committed sqlx query data (.sqlx/) matches the queries and a migrated database,
 # the Rust suite (integration tests start their own Anvil and Postgres), the TypeScript client
-# against the dev stack (`streampay dev` on its own ports), and the browser test of a dapp page.
+# against the dev stack (`streampay dev` on its own ports), the browser test of a dapp page, and
+# the creator page in a browser.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -36,4 +37,6 @@ if [[ -f Cargo.toml ]]; then
   echo "== browser: a dapp page on two origins (headless Chromium)"
   bash scripts/install-chromium.sh
   STREAMPAY_TS_BUILT=1 bash clients/ts/scripts/test-browser.sh "$STREAMPAY_BIN"
+  echo "== browser: the creator page, live (headless Chromium)"
+  STREAMPAY_TS_BUILT=1 bash clients/ts/scripts/test-creator-page.sh "$STREAMPAY_BIN"
 fi

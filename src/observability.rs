@@ -50,6 +50,8 @@ pub const KEEPER_UNPROFITABLE: &str = "streampay_keeper_unprofitable_total";
 pub const KEEPER_WATCHED: &str = "streampay_keeper_watched_accounts";
 /// Keeper passes that failed, by `contract`.
 pub const KEEPER_ERRORS: &str = "streampay_keeper_errors_total";
+/// Creator event streams this process has open (`api::creators`), set at scrape time.
+pub const EVENT_STREAMS_OPEN: &str = "streampay_event_streams_open";
 
 /// Histogram buckets (seconds) of every `*_seconds` series: 1 ms to 2 minutes.
 const BUCKETS: &[f64] =
@@ -92,6 +94,7 @@ fn describe() {
     );
     describe_gauge!(KEEPER_WATCHED, "Accounts with a net outflow the keeper watches");
     describe_counter!(KEEPER_ERRORS, "Keeper passes that failed");
+    describe_gauge!(EVENT_STREAMS_OPEN, "Creator event streams this process has open");
 }
 
 /// The route label of a request: its matched route template without a trailing slash

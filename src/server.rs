@@ -122,6 +122,7 @@ pub async fn state_from_config(config: &Config) -> anyhow::Result<AppState> {
         },
         request_timeout: config.request_timeout(),
         max_concurrent_requests: config.max_concurrent_requests,
+        max_event_streams: config.max_event_streams,
         webhooks: config.webhooks.clone(),
         metrics_token: config.metrics_token.clone(),
         keeper: config.keeper.clone(),
@@ -252,9 +253,16 @@ pub fn start_keepers(state: &AppState, supervisor: &Supervisor) -> anyhow::Resul
 pub async fn serve_on(listener: TcpListener, state: AppState) -> anyhow::Result<()> {
     let supervisor = Supervisor::new();
     start(&state, &supervisor)?;
+    // Open event streams never end by themselves: end them when the signal comes, or the
+    // graceful shutdown would wait for their clients forever.
+    let events = state.events.clone();
+    let stop = async move {
+        shutdown_signal().await;
+        events.close();
+    };
     // With the peer address: API keys with a CIDR allowlist need it.
     let served = axum::serve(listener, api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await
         .context("HTTP server failed");
     let aborted = supervisor.shutdown(STAGE_STOP_TIMEOUT).await;

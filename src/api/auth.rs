@@ -7,6 +7,7 @@
 //! | route | needs |
 //! |---|---|
 //! | `/`, `/health`, `/openapi.json`, `/docs`, `/changelog`, `/metrics`, `/api/v1/meta` | nothing |
+//! | `GET /api/v1/{contract}/authors/{author}/events` (public chain state; capped, see [`super::creators`]) | nothing |
 //! | `/api/v1/admin/…` | an admin JWT (`Authorization: Bearer`) or a key with `admin` |
 //! | `/api/v1/webhooks/…` | a key with `webhooks` |
 //! | any other `GET`/`HEAD` under `/api/v1` | a key with `read` |
@@ -90,6 +91,9 @@ pub fn access_for(method: &Method, path: &str) -> Access {
         p => p,
     };
     if PUBLIC.contains(&path) || !under(path, "/api/v1") {
+        return Access::Public;
+    }
+    if (*method == Method::GET || *method == Method::HEAD) && super::creators::is_events_path(path) {
         return Access::Public;
     }
     if under(path, "/api/v1/admin") {

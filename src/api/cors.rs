@@ -4,7 +4,8 @@
 //!   answered with `Access-Control-Allow-Origin` for that origin ([`super::auth::origin_rule`]
 //!   decides, in the auth layer); any other origin gets no CORS header, so the browser keeps the
 //!   answer from the page.
-//! - **Public routes** (`/`, `/health`, `/openapi.json`, `/api/v1/meta`): the origins of
+//! - **Public routes** (`/`, `/health`, `/openapi.json`, `/api/v1/meta`, the event streams
+//!   `/api/v1/{contract}/authors/{author}/events`): the origins of
 //!   `[server] cors_public_origins` (default `*`, any page).
 //! - **Preflights** (`OPTIONS` with `Access-Control-Request-Method`) carry no credentials, so
 //!   they are answered for an origin that some usable key lists ([`OriginCache`]), or for a
@@ -63,7 +64,7 @@ impl CorsSettings {
             "" => "/",
             p => p,
         };
-        if !PUBLIC_PATHS.contains(&path) {
+        if !PUBLIC_PATHS.contains(&path) && !super::creators::is_events_path(path) {
             return None;
         }
         let origin = headers.get(header::ORIGIN)?;

@@ -50,6 +50,7 @@ pub const CAPABILITIES: &[&str] = &[
     "metrics",
     "request_ids",
     "liquidation_keeper",
+    "creator_events",
 ];
 
 /// `GET /api/v1/meta`.
@@ -164,6 +165,8 @@ pub fn document() -> openapi::OpenApi {
         super::subscriptions::list,
         super::subscriptions::incoming,
         super::subscriptions::cancel,
+        super::creators::events,
+        super::creators::page,
         super::payments::pay,
         super::payments::deposit,
         super::payments::withdraw,
@@ -186,7 +189,7 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::deliveries,
         super::webhooks::redeliver,
     ),
-    components(schemas(ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
+    components(schemas(super::creators::CreatorSnapshot, ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
     modifiers(&Security, &Idempotency, &KeyAuth, &References, &ServerLimits, &OperationIds),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
@@ -200,6 +203,7 @@ pub fn document() -> openapi::OpenApi {
         (name = "Admin", description = "API key lifecycle (docs/keys.md)"),
         (name = "Client tokens", description = "Short-lived tokens a server mints for one end user's web page (docs/keys.md)"),
         (name = "Sponsors", description = "Sponsor accounts, spend, policies and fee quotes"),
+        (name = "Creators", description = "What an author receives, live: server-sent events and the creator page (docs/creators.md)"),
         (name = "Webhooks", description = "Signed event deliveries to your endpoints (see docs/webhooks.md)"),
     )
 )]

@@ -155,6 +155,7 @@ error_codes! {
     RequestTimeout = ("request_timeout", SERVICE_UNAVAILABLE, "The request did not complete within the relayer's request timeout (`[server] request_timeout_secs`); retry later. An execute that timed out may still have been queued."),
     ServerBusy = ("server_busy", SERVICE_UNAVAILABLE, "The relayer is already serving its most concurrent requests (`[server] max_concurrent_requests`); retry after `Retry-After` seconds."),
     DatabaseUnavailable = ("database_unavailable", SERVICE_UNAVAILABLE, "The relayer's database did not answer (restarting, overloaded); retry later."),
+    TooManyEventStreams = ("too_many_event_streams", SERVICE_UNAVAILABLE, "This relayer process already serves its most open event streams (`[server] max_event_streams`; 0 turns them off); retry after `Retry-After` seconds."),
     IndexNotReady = ("index_not_ready", SERVICE_UNAVAILABLE, "The event index has not reached this deployment yet; retry shortly."),
     Internal = ("internal", INTERNAL_SERVER_ERROR, "A bug or an unavailable dependency; details are in the relayer's logs."),
 }

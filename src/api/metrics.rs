@@ -60,6 +60,8 @@ const GAUGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// replica). A database that does not answer leaves the previous values and is logged, never
 /// fails a scrape.
 async fn refresh_gauges(state: &AppState) {
+    // This process's own count, unlike the gauges below (read from the shared Postgres).
+    metrics::gauge!(observability::EVENT_STREAMS_OPEN).set(state.events.open() as f64);
     for chain in &state.chains {
         match tokio::time::timeout(GAUGE_TIMEOUT, refresh(state, chain)).await {
             Ok(Ok(())) => {}

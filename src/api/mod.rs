@@ -13,6 +13,8 @@
 //! - [`history`]: `Reference`, `GET /api/v1/transactions` and its `summary`
 //! - [`sponsors`]: `GET /api/v1/sponsors`, `GET /{contract}/fees`, sponsor policies
 //! - [`resolve`]: `GET /{contract}/recipients/resolve`
+//! - [`creators`]: `GET /api/v1/{contract}/authors/{author}/events` (server-sent events) and the
+//!   creator page `GET /creators/{contract}/{author}`, both public, capped
 //! - [`webhooks`]: `/api/v1/webhooks…`: endpoints, delivery log, redelivery
 //! - [`tokens`]: `/api/v1/auth/token…`: client tokens for web pages; [`cors`]: which pages may read answers
 //! - [`extract`]: the authenticated key and edge parsing; [`error`]: the one error type
@@ -23,6 +25,7 @@ pub mod auth;
 mod batch;
 mod build;
 pub mod cors;
+pub mod creators;
 pub mod discovery;
 mod error;
 mod extract;
@@ -56,6 +59,7 @@ use tower_http::{
 };
 
 pub use admin::{CreateKeyRequest, KeyView, MAX_GRACE_SECS, key_spec};
+pub use creators::DEFAULT_MAX_EVENT_STREAMS;
 pub use error::{AppError, ErrorCode};
 pub use extract::parse_address;
 
@@ -99,6 +103,9 @@ pub struct Settings {
     /// Requests served at once; one more is answered 503 `server_busy`
     /// (`[server] max_concurrent_requests`).
     pub max_concurrent_requests: usize,
+    /// Open event streams (`/authors/{author}/events`) served at once; one more is answered 503
+    /// `too_many_event_streams` (`[server] max_event_streams`; 0: none).
+    pub max_event_streams: usize,
 }
 
 /// Default of `[server] request_timeout_secs`: above a synchronous execute's longest wait (the
@@ -123,6 +130,7 @@ impl Default for Settings {
             read_your_writes_timeout: Duration::from_secs(15),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }
@@ -143,6 +151,8 @@ pub struct AppState {
     /// The indexed head per (chain, deployment) as last read by a read-your-writes wait, and
     /// when: many waiting executes share one database read per few milliseconds.
     indexed_heads: Arc<tokio::sync::Mutex<IndexedHeads>>,
+    /// The event streams' fan-out of index commits and their cap ([`creators`]).
+    pub events: Arc<creators::EventHub>,
 }
 
 /// `(chain id, deployment) -> (indexed head, when it was read)`.
@@ -174,6 +184,11 @@ impl AppState {
     /// when `settings.auth.key_cache` is on, so this must run inside the Tokio runtime.
     pub fn new(inner: Inner) -> Self {
         let keys = inner.settings.auth.key_cache.then(|| key_cache::KeyCache::start(inner.store.pool().clone()));
+        let events = creators::EventHub::new(
+            inner.store.pool().clone(),
+            inner.chains.iter().map(|c| c.index.clone()).collect(),
+            inner.settings.max_event_streams,
+        );
         Self {
             inner: Arc::new(inner),
             keys,
@@ -181,6 +196,7 @@ impl AppState {
             index_wake: Arc::new(tokio::sync::Notify::new()),
             catching_up: Arc::new(tokio::sync::Mutex::new(())),
             indexed_heads: Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::new())),
+            events,
         }
     }
 
@@ -374,6 +390,7 @@ pub fn app(state: AppState) -> Router {
     v1 = both(v1, "/{contract}/subscriptions", post(subscriptions::create));
     v1 = both(v1, "/{contract}/subscriptions/{address}", get(subscriptions::list).delete(subscriptions::cancel));
     v1 = both(v1, "/{contract}/authors/{author}/streams", get(subscriptions::incoming));
+    v1 = both(v1, "/{contract}/authors/{author}/events", get(creators::events));
     v1 = both(v1, "/{contract}/payments", post(payments::pay));
     v1 = both(v1, "/{contract}/payments/deposit", post(payments::deposit));
     v1 = both(v1, "/{contract}/payments/withdraw", post(payments::withdraw));
@@ -395,6 +412,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(discovery::openapi_json))
         .route("/docs", get(discovery::docs))
         .route("/changelog", get(discovery::changelog))
+        .route("/creators/{contract}/{author}", get(creators::page))
         .nest("/api/v1", v1.layer(axum::middleware::from_fn(history::check_reference)))
         .route("/metrics", get(metrics::metrics))
         .fallback(info::not_found)

@@ -299,6 +299,14 @@ pub async fn incoming(
     let Some(view) = contract.chain.index.incoming_streams(contract.address, author).await? else {
         return Err(index_not_ready());
     };
+    Ok(Json(incoming_list(author, &view)))
+}
+
+/// The answer of `GET …/authors/{author}/streams` (also the body of a creator `snapshot` event).
+pub(crate) fn incoming_list(
+    author: alloy::primitives::Address,
+    view: &crate::indexer::IncomingStreams,
+) -> IncomingStreamList {
     let streams = view
         .streams
         .iter()
@@ -312,13 +320,13 @@ pub async fn incoming(
             since_timestamp: s.since_timestamp,
         })
         .collect();
-    Ok(Json(IncomingStreamList {
+    IncomingStreamList {
         author: checksum(author),
         streams,
         streams_income_rate: view.streams_income_rate.to_string(),
         income_rate: view.income_rate.to_string(),
         indexed_block: view.head.block_number,
-    }))
+    }
 }
 
 /// `GET /{contract}/authors/{author}/streams`: what a creator receives.

@@ -37,6 +37,7 @@ pub(super) const VARS: &[(&str, &str, Kind)] = &[
     ("STREAMPAY_INVALID_KEY_LIMIT_PER_MINUTE", "server.invalid_key_limit_per_minute", Kind::Number),
     ("STREAMPAY_REQUEST_TIMEOUT_SECS", "server.request_timeout_secs", Kind::Number),
     ("STREAMPAY_MAX_CONCURRENT_REQUESTS", "server.max_concurrent_requests", Kind::Number),
+    ("STREAMPAY_MAX_EVENT_STREAMS", "server.max_event_streams", Kind::Number),
     ("STREAMPAY_CORS_PUBLIC_ORIGINS", "server.cors_public_origins", Kind::List),
     ("STREAMPAY_DATABASE_URL", "database.url", Kind::Text),
     ("DATABASE_URL", "database.url", Kind::Text),

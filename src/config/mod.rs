@@ -90,9 +90,13 @@ pub struct Config {
     /// `server.max_concurrent_requests` / `STREAMPAY_MAX_CONCURRENT_REQUESTS` (default 1024, at
     /// least 1): requests served at once; one more is answered 503 `server_busy` at once.
     pub max_concurrent_requests: usize,
+    /// `server.max_event_streams` / `STREAMPAY_MAX_EVENT_STREAMS` (default 1000; 0 turns the
+    /// endpoint off): open server-sent event streams (`GET /api/v1/{contract}/authors/{author}/events`,
+    /// public) this process serves at once; one more is answered 503 `too_many_event_streams`.
+    pub max_event_streams: usize,
     /// `server.cors_public_origins` / `STREAMPAY_CORS_PUBLIC_ORIGINS` (comma-separated; default
     /// `*`): web origins whose pages may read the public routes (`/`, `/health`,
-    /// `/openapi.json`, `/api/v1/meta`); `*` is any page, an empty list none. Keyed routes follow
+    /// `/openapi.json`, `/api/v1/meta`, the creator event streams); `*` is any page, an empty list none. Keyed routes follow
     /// each key's `allowed_origins`.
     pub cors_public_origins: Vec<String>,
     /// `[webhooks]` / `STREAMPAY_WEBHOOKS_*`: the webhook dispatcher's tunables.
@@ -129,6 +133,7 @@ impl Default for Config {
             invalid_key_limit_per_minute: crate::api::auth::DEFAULT_INVALID_KEYS_PER_MINUTE,
             request_timeout_secs: crate::api::DEFAULT_REQUEST_TIMEOUT.as_secs(),
             max_concurrent_requests: crate::api::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_event_streams: crate::api::DEFAULT_MAX_EVENT_STREAMS,
             cors_public_origins: vec!["*".into()],
             webhooks: crate::webhooks::WebhookSettings::default(),
             metrics_token: None,
@@ -168,6 +173,7 @@ struct ServerSection {
     invalid_key_limit_per_minute: Option<u32>,
     request_timeout_secs: Option<u64>,
     max_concurrent_requests: Option<usize>,
+    max_event_streams: Option<usize>,
     cors_public_origins: Option<Vec<String>>,
 }
 
@@ -486,6 +492,7 @@ impl Config {
                 .unwrap_or(d.invalid_key_limit_per_minute),
             request_timeout_secs: t.server.request_timeout_secs.unwrap_or(d.request_timeout_secs),
             max_concurrent_requests: t.server.max_concurrent_requests.unwrap_or(d.max_concurrent_requests),
+            max_event_streams: t.server.max_event_streams.unwrap_or(d.max_event_streams),
             cors_public_origins,
             webhooks,
             // An empty token in the file leaves /metrics open, as an unset one does.

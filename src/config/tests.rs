@@ -119,6 +119,7 @@ fn every_variable_sets_a_key_the_tree_knows() {
     assert_eq!(c.listen.port(), 9999);
     assert_eq!(c.cors_public_origins, ["https://docs.example", "http://localhost:5173"]);
     assert_eq!(c.database_max_connections, 7);
+    assert_eq!(c.max_event_streams, 7);
     assert_eq!(c.pipeline.lease_ttl, Duration::from_secs(7));
     assert_eq!(c.webhooks.max_attempts, 7);
     assert_eq!(c.indexer.pipeline_depth, 7);

@@ -208,6 +208,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
          \x20             STREAMPAY_ADMIN_JWT_SECRET=$(cat .dev/admin-jwt-secret) streampay admin token)\n\
          \x20 contract   {name} = {addr} (token {token_addr}, {dec} decimals) on {rpc}\n\
          \x20 demo user  {demo_addr} holds {bal} tokens and no ETH; its private key is in .dev/demo-wallet.key\n\
+         \x20 creators   {base}/creators/{name}/{demo_addr}   (the demo user's live creator page)\n\
          \x20 postgres   {db}\n\n\
          Try:\n\
          \x20 curl -s {base}/api/v1/contracts -H 'X-API-Key: {key}'\n\

@@ -5,6 +5,7 @@ mod auth;
 mod batch;
 mod browser;
 mod chains;
+mod creators;
 mod faults;
 mod harness;
 mod history;

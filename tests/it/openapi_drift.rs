@@ -42,7 +42,7 @@ fn type_matches(schema: &Value, value: &Value) -> bool {
 }
 
 /// Checks `value` against `schema`; the drift found, as `path: problem` lines.
-fn check(doc: &Value, schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+pub(crate) fn check(doc: &Value, schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
     let schema = resolve(doc, schema);
     if schema.get("allOf").is_some() {
         // The object's properties are the union of its (possibly nested) parts'; each part

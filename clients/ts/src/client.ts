@@ -46,6 +46,11 @@ export type ClientTokenRequest = RequestBody<"/api/v1/auth/token", "post">;
 export type MintedClientToken = ResponseBody<"/api/v1/auth/token", "post", 201>;
 /** `GET /api/v1/auth/token/validate` answer: `Valid`, `Signer`, `Operations`, `ExpiresAt`, `ExpiresIn`. */
 export type ValidatedClientToken = ResponseBody<"/api/v1/auth/token/validate", "get">;
+/**
+ * The data of one `snapshot` event of `GET /api/v1/{contract}/authors/{author}/events` (see
+ * `authorEventsUrl`): the author's incoming streams, balance at a block, and net rate.
+ */
+export type CreatorSnapshot = Schemas["CreatorSnapshot"];
 
 // ---------------------------------------------------------------------------------------------
 
@@ -288,6 +293,22 @@ export class StreamPayClient {
 
   // ------------------------------------------------------------------------------------------
   // Low-level calls: one per endpoint, bodies and answers exactly as the OpenAPI document says.
+
+  /**
+   * The URL of `author`'s live event stream, `GET /api/v1/{contract}/authors/{author}/events`
+   * (server-sent events; public, so no credential: open it with `new EventSource(url)`). Each
+   * `snapshot` event's data is a JSON `CreatorSnapshot`; the balance between snapshots is
+   * `BigInt(SignedBalanceRaw) + BigInt(NetRate) * (now - BlockTimestamp)`, floored at zero. The
+   * relayer's page for it is `creatorPageUrl(author)`.
+   */
+  authorEventsUrl(author: string): string {
+    return this.baseUrl + this.#contractPath(`/authors/${encodeURIComponent(author)}/events`);
+  }
+
+  /** The relayer's live creator page for `author`: `GET /creators/{contract}/{author}` (public HTML). */
+  creatorPageUrl(author: string): string {
+    return `${this.baseUrl}/creators/${encodeURIComponent(this.contract)}/${encodeURIComponent(author)}`;
+  }
 
   /** `GET /api/v1/contracts`. */
   async contracts(options: CallOptions = {}): Promise<ContractList> {

@@ -7,6 +7,7 @@ export type {
   CallOptions,
   ClientTokenRequest,
   ContractList,
+  CreatorSnapshot,
   DepositRequest,
   ExecuteAccepted,
   ExecuteOptions,

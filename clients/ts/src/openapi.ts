@@ -1779,6 +1779,71 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/{contract}/authors/{author}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /api/v1/{contract}/authors/{author}/events`: the author's incoming streams and balance,
+         *     live. Public (see the module docs).
+         * @description Server-sent events (`text/event-stream`; browsers read it with `EventSource`). The first event is `event: snapshot` whose `data:` is a `CreatorSnapshot` (JSON) at the index's head; another `snapshot` follows whenever an index commit changes the author's streams or account (a stream started or stopped, a payment, deposit, withdrawal or liquidation). Between snapshots the balance is `SignedBalanceRaw + NetRate × (now − BlockTimestamp)`, floored at zero (18-decimal base units, exact: never use floating point). Comment lines keep the stream alive every 15 s. If the index cannot be read the stream sends `event: stream_error` (data: an `ErrorBody`) and ends; clients reconnect (`retry:` 3000 ms).
+         *
+         *     Public and read-only, like the chain state it shows: no key (an `EventSource` cannot send one). Each process serves at most `[server] max_event_streams` streams at once (default 1000; 0 turns them off); one more is answered 503 `too_many_event_streams` with `Retry-After`. CORS as the other public routes (`[server] cors_public_origins`).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Deployment name from GET /api/v1/contracts (any case) */
+                    contract: string;
+                    /** @description Author (creator) address */
+                    author: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description An event stream: `snapshot` events, each a CreatorSnapshot */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/event-stream": components["schemas"]["CreatorSnapshot"];
+                    };
+                };
+                /** @description `invalid_address`, `unknown_contract` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `too_many_event_streams` (with Retry-After), `index_not_ready`, `database_unavailable`; `request_timeout`, `server_busy` (with Retry-After) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/{contract}/authors/{author}/streams": {
         parameters: {
             query?: never;
@@ -3299,6 +3364,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/creators/{contract}/{author}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /creators/{contract}/{author}`: the creator page. Public; self-contained (no CDN).
+         * @description A web page for one author: every incoming stream (subscriber, rate per month, since when), the total income rate per month, and a balance that ticks every second, kept current without reload by `GET /api/v1/{contract}/authors/{author}/events`. One HTML document with its script and styles inline; it loads nothing from anywhere else. Public.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Deployment name from GET /api/v1/contracts (any case) */
+                    contract: string;
+                    /** @description Author (creator) address */
+                    author: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The creator page (HTML) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/html": unknown;
+                    };
+                };
+                /** @description `invalid_address`, `unknown_contract` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `request_timeout`, `server_busy` (with Retry-After) */
+                503: {
+                    headers: {
+                        /** @description Seconds to wait after `server_busy` */
+                        "Retry-After"?: number;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/docs": {
         parameters: {
             query?: never;
@@ -3842,6 +3971,57 @@ export interface components {
              */
             secret: string;
         };
+        /**
+         * @description One `snapshot` event: what `GET …/authors/{author}/streams` answers, plus the author's balance
+         *     and net rate at a block. A client shows `SignedBalanceRaw + NetRate × (now − BlockTimestamp)`,
+         *     floored at zero, in 18-decimal base units: exact until the next snapshot, because between
+         *     commits an account's balance changes only by its rates.
+         */
+        CreatorSnapshot: components["schemas"]["IncomingStreamList"] & {
+            /** @description The deployment's name (`{contract}`). */
+            Contract: string;
+            /**
+             * @description `balanceOf(author)` at `BlockNumber` in token units (18 decimals), floored at zero.
+             * @example 12.5
+             */
+            Balance: string;
+            /** @description The same in 18-decimal base units. */
+            BalanceRaw: string;
+            /**
+             * @description `signedBalanceOf(author)` at `BlockNumber` (negative when outflow exceeded the balance):
+             *     what to extrapolate from.
+             */
+            SignedBalanceRaw: string;
+            /** @description The author's outgoing rate per second (18-decimal base units; `accountInfo().outgoingRate`). */
+            OutgoingRate: string;
+            /**
+             * @description `IncomeRate − OutgoingRate` per second, signed (18-decimal base units).
+             * @example -385802469135
+             */
+            NetRate: string;
+            /**
+             * Format: int64
+             * @description The block the balance was computed at (the index's head).
+             */
+            BlockNumber: number;
+            /**
+             * Format: int64
+             * @description That block's chain time (Unix seconds): extrapolate from it.
+             */
+            BlockTimestamp: number;
+            /**
+             * Format: int32
+             * @description Decimals of every base-unit amount here (StreamPay's internal 18).
+             * @example 18
+             */
+            Decimals: number;
+            /**
+             * Format: int32
+             * @description Decimals of the deployment's token, for display.
+             * @example 6
+             */
+            TokenDecimals: number;
+        };
         /** @description `DELETE /api/v1/admin/keys/{id}`. */
         DeletedKey: {
             /** Format: int64 */
@@ -4043,11 +4223,12 @@ export interface components {
          *     | `request_timeout` | 503 | The request did not complete within the relayer's request timeout (`[server] request_timeout_secs`); retry later. An execute that timed out may still have been queued. |
          *     | `server_busy` | 503 | The relayer is already serving its most concurrent requests (`[server] max_concurrent_requests`); retry after `Retry-After` seconds. |
          *     | `database_unavailable` | 503 | The relayer's database did not answer (restarting, overloaded); retry later. |
+         *     | `too_many_event_streams` | 503 | This relayer process already serves its most open event streams (`[server] max_event_streams`; 0 turns them off); retry after `Retry-After` seconds. |
          *     | `index_not_ready` | 503 | The event index has not reached this deployment yet; retry shortly. |
          *     | `internal` | 500 | A bug or an unavailable dependency; details are in the relayer's logs. |
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "permit2_unavailable" | "permit2_not_approved" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "index_not_ready" | "internal";
+        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "permit2_unavailable" | "permit2_not_approved" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "too_many_event_streams" | "index_not_ready" | "internal";
         ErrorDetail: {
             /** @description A stable code from the `ErrorCode` schema. */
             code: components["schemas"]["ErrorCode"];
@@ -4722,7 +4903,7 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "permit2_unavailable", "permit2_not_approved", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "index_not_ready", "internal"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "permit2_unavailable", "permit2_not_approved", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "too_many_event_streams", "index_not_ready", "internal"];
 export const statusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Status"]> = ["ok", "degraded", "down"];
 export const subsystemValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Subsystem"]> = ["database", "rpc", "indexer_lag", "sponsor_balance_low"];
 export const webhookEventTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookEventType"]> = ["transaction.mined", "transaction.failed", "transaction.reorged", "transaction.finalized", "stream.created", "stream.revoked", "payment.completed", "deposit.completed", "withdrawal.completed", "account.liquidated", "sponsor.balance_low", "event.retracted"];

@@ -126,3 +126,11 @@ test("exactly one credential: an API key goes in X-API-Key, a client token in Au
   assert.throws(() => new StreamPayClient({ ...base, clientToken: "sk_test_x" }), /apiKey, not a clientToken/);
   assert.equal(seen.length, 2);
 });
+
+test("authorEventsUrl and creatorPageUrl name the public creator routes, path segments encoded", () => {
+  const c = new StreamPayClient({ baseUrl: "http://relayer.example:8080/", apiKey: "sk_test_x", contract: "USDC" });
+  const author = "0x51F32cC8eC992E0f66576217Af64d49cc36F1f98";
+  assert.equal(c.authorEventsUrl(author), `http://relayer.example:8080/api/v1/USDC/authors/${author}/events`);
+  assert.equal(c.creatorPageUrl(author), `http://relayer.example:8080/creators/USDC/${author}`);
+  assert.equal(c.authorEventsUrl("a/b"), "http://relayer.example:8080/api/v1/USDC/authors/a%2Fb/events");
+});
