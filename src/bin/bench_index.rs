@@ -32,7 +32,7 @@ use futures::{StreamExt, stream};
 use sqlx::PgPool;
 use streampay_relayer::{
     chain::{MockToken, StreamPay},
-    dev::postgres::{PgCluster, free_port},
+    dev::postgres::PgCluster,
     indexer::{IndexReader, Indexer, IndexerConfig, RpcLogSource, events::decode_logs},
     store::{
         Store,
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("generated {} events in {} blocks in {:.1?}", all_logs.len(), head, t.elapsed());
 
     let dir = std::env::temp_dir().join(format!("streampay-bench-{}", std::process::id()));
-    let cluster = PgCluster::start(&dir, free_port()?, true)?;
+    let cluster = PgCluster::start_on_free_port(&dir, true)?;
 
     // ------------------------------------------- baseline (one COPY) and cold backfill, alternated
     // The machine is shared (2 cores), so each side runs `--rounds` times into a fresh database,

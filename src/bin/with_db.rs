@@ -13,10 +13,7 @@
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
-use streampay_relayer::{
-    dev::postgres::{PgCluster, free_port},
-    store::Store,
-};
+use streampay_relayer::{dev::postgres::PgCluster, store::Store};
 
 fn main() -> ExitCode {
     match run() {
@@ -32,7 +29,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     let program = args.next().context("usage: with_db <command> [args...]")?;
     let dir = std::env::temp_dir().join(format!("streampay-with-db-{}", std::process::id()));
-    let cluster = PgCluster::start(&dir, free_port()?, true)?;
+    let cluster = PgCluster::start_on_free_port(&dir, true)?;
     let url = cluster.url("streampay");
     tokio::runtime::Runtime::new()?.block_on(async {
         cluster.ensure_database("streampay").await?;

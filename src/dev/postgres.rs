@@ -104,6 +104,23 @@ impl PgCluster {
         Ok(cluster)
     }
 
+    /// Like [`PgCluster::start`] on a free port, trying another port (up to five) when the one
+    /// picked was taken before the server could bind it: between finding a free port and the
+    /// server binding it, another process (a parallel test's node or server) may take it.
+    pub fn start_on_free_port(dir: &Path, ephemeral: bool) -> anyhow::Result<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port()?;
+            match Self::start(dir, port, ephemeral) {
+                Err(e) if attempt < 5 && format!("{e:#}").contains("Address already in use") => {
+                    tracing::warn!(port, attempt, "Postgres port taken before the server bound it; trying another");
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn launch(&self) -> anyhow::Result<()> {
         let sock = self.dir.join("sock");
         let mut options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, sock.display());
@@ -119,8 +136,14 @@ impl PgCluster {
             .arg("-l")
             .arg(self.dir.join("postgres.log"))
             .args(["-w", "-t", "60", "start"]);
-        run(pg_ctl, "pg_ctl start")
-            .with_context(|| format!("see {} for the server log", self.dir.join("postgres.log").display()))
+        run(pg_ctl, "pg_ctl start").with_context(|| {
+            // The log's end, since an ephemeral cluster's directory is removed with it.
+            let log = self.dir.join("postgres.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("server log {}:\n{}", log.display(), tail.join("\n"))
+        })
     }
 
     /// Stops the server cleanly (fast shutdown: sessions are cut, committed work is kept), for
@@ -187,5 +210,24 @@ impl Drop for PgCluster {
             let _ = self.stop();
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A port taken by someone else is reported with the server's own words (the log's end), which
+    // `start_on_free_port` recognises to try another port; with a free port it starts.
+    #[test]
+    fn a_taken_port_is_reported_from_the_server_log_and_another_port_is_tried() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("streampay-pg-port-test-{}", std::process::id()));
+        let err = PgCluster::start(&dir, port, true).err().expect("the port is taken");
+        assert!(format!("{err:#}").contains("Address already in use"), "{err:#}");
+        let cluster = PgCluster::start_on_free_port(&dir, true).expect("a free port");
+        assert_ne!(cluster.port(), port);
+        assert!(cluster.is_running());
     }
 }

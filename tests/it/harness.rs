@@ -78,8 +78,7 @@ fn cluster() -> Arc<PgCluster> {
         return c;
     }
     let dir = std::env::temp_dir().join(format!("streampay-it-pg-{}-{}", std::process::id(), rand_suffix()));
-    let port = free_port().expect("free port");
-    let c = Arc::new(PgCluster::start(&dir, port, true).expect("start the test Postgres cluster"));
+    let c = Arc::new(PgCluster::start_on_free_port(&dir, true).expect("start the test Postgres cluster"));
     *slot = Arc::downgrade(&c);
     c
 }

@@ -117,10 +117,12 @@ impl Stack {
         let contract = deploy(&provider, sp_deploy.send().await.expect("deploy StreamPay"), automine).await;
         let chain_id = anvil.chain_id();
 
-        let port = free_port().expect("port");
         let pg_dir = dir.join("pg");
         let cluster = Arc::new(
-            tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, port, true)).await.unwrap().expect("pg"),
+            tokio::task::spawn_blocking(move || PgCluster::start_on_free_port(&pg_dir, true))
+                .await
+                .unwrap()
+                .expect("pg"),
         );
         cluster.ensure_database("relay").await.expect("db");
         let db_url = cluster.url("relay");
