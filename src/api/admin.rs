@@ -37,69 +37,87 @@ pub const DEFAULT_SCOPES: [Scope; 2] = [Scope::Read, Scope::Relay];
 /// `POST /api/v1/admin/keys` request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreateKeyRequest {
     /// To recognise the key by (1–100 characters).
     #[schema(example = "checkout backend")]
+    #[serde(alias = "name")]
     pub name: Option<String>,
     /// `test` (default; an `sk_test_` key) or `live` (`sk_live_`).
     #[schema(example = "test")]
+    #[serde(alias = "environment")]
     pub environment: Option<String>,
     /// Any of `read`, `relay`, `webhooks`, `admin`; default `["read", "relay"]`.
     #[schema(example = json!(["read", "relay"]))]
+    #[serde(alias = "scopes")]
     pub scopes: Option<Vec<String>>,
     /// Sponsors the key may use, the default first; default: every sponsor of this relayer (for
     /// a publishable key, its first sponsor only).
+    #[serde(alias = "sponsors")]
     pub sponsors: Option<Vec<String>>,
     /// The key stops working this many seconds from now; default: never.
     #[schema(example = 2592000)]
+    #[serde(alias = "expires_in_seconds")]
     pub expires_in_seconds: Option<u64>,
     /// Networks the key may be used from (`10.0.0.0/8`, `2001:db8::/32`, or one address);
     /// default: anywhere.
     #[schema(example = json!(["203.0.113.0/24"]))]
+    #[serde(alias = "allowed_cidrs")]
     pub allowed_cidrs: Option<Vec<String>>,
     /// Requests per minute (per relayer process); default: unlimited. Required for a
     /// publishable key.
     #[schema(example = 600)]
+    #[serde(alias = "rate_limit_per_minute")]
     pub rate_limit_per_minute: Option<u32>,
     /// `secret` (default; an `sk_` key, kept on servers) or `publishable` (a `pk_` key, safe in a
     /// web page: only the `relay` scope, and every bound below is required; see docs/keys.md).
     #[schema(example = "secret")]
+    #[serde(alias = "kind")]
     pub kind: Option<String>,
     /// Web origins whose pages may call the API with this key (CORS), e.g.
     /// `https://app.example`; default: none.
     #[schema(example = json!(["https://app.example"]))]
+    #[serde(alias = "allowed_origins")]
     pub allowed_origins: Option<Vec<String>>,
     /// Deployment names the key may use (`USDC`); default: any. Required for a publishable key.
     #[schema(example = json!(["USDC"]))]
+    #[serde(alias = "allowed_contracts")]
     pub allowed_contracts: Option<Vec<String>>,
     /// Operations the key may build and relay: `deposit`, `withdraw`, `pay`, `subscribe`,
     /// `unsubscribe`; default: any. Required for a publishable key.
     #[schema(example = json!(["deposit", "subscribe"]))]
+    #[serde(alias = "allowed_operations")]
     pub allowed_operations: Option<Vec<String>>,
     /// Relayed calls per signer per minute (per relayer process). Required for a publishable key.
     #[schema(example = 10)]
+    #[serde(alias = "signer_rate_limit_per_minute")]
     pub signer_rate_limit_per_minute: Option<u32>,
     /// Gas the key may spend per UTC day, in the native coin (`"0.05"`), tightening the
     /// relayer's `[admission] key_daily_budget`. Required for a publishable key.
     #[schema(example = "0.05")]
+    #[serde(alias = "daily_budget")]
     pub daily_budget: Option<String>,
     /// Gas one signer may spend through this key per UTC day, in the native coin. Required for a
     /// publishable key.
     #[schema(example = "0.005")]
+    #[serde(alias = "signer_daily_budget")]
     pub signer_daily_budget: Option<String>,
 }
 
 /// `POST /api/v1/admin/keys/{id}/rotate` request (the body is optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct RotateKeyRequest {
     /// Seconds the old key keeps working (at most 7 days); default 0: revoked at once.
     #[schema(example = 3600)]
+    #[serde(alias = "grace_seconds")]
     pub grace_seconds: Option<u64>,
 }
 
 /// A key's metadata; never its secret.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct KeyView {
     pub id: i64,
     pub name: String,
@@ -170,6 +188,7 @@ impl From<KeyInfo> for KeyView {
 
 /// A key just created or rotated: `key` is shown this once and never again.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreatedKey {
     /// The secret. Store it now: only its hash is kept.
     #[schema(example = "sk_test_1a2b3c4d…")]
@@ -180,6 +199,7 @@ pub struct CreatedKey {
 
 /// `GET /api/v1/admin/keys`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct KeyList {
     /// Every key not deleted, oldest first.
     pub keys: Vec<KeyView>,
@@ -187,6 +207,7 @@ pub struct KeyList {
 
 /// `DELETE /api/v1/admin/keys/{id}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct DeletedKey {
     pub id: i64,
     pub deleted: bool,
@@ -251,23 +272,23 @@ pub fn key_spec(
         Some(s) if s == 0 || s > MAX_EXPIRY_SECS => {
             return Err(AppError::new(
                 ErrorCode::InvalidExpiry,
-                format!("expires_in_seconds: from 1 to {MAX_EXPIRY_SECS}"),
+                format!("ExpiresInSeconds: from 1 to {MAX_EXPIRY_SECS}"),
             ));
         }
         other => other,
     };
     let cidrs = req.allowed_cidrs.unwrap_or_default();
     if cidrs.len() > MAX_CIDRS {
-        return Err(AppError::new(ErrorCode::InvalidCidr, format!("allowed_cidrs: at most {MAX_CIDRS} entries")));
+        return Err(AppError::new(ErrorCode::InvalidCidr, format!("AllowedCidrs: at most {MAX_CIDRS} entries")));
     }
     let allowed_cidrs = cidrs
         .iter()
         .map(|c| parse_cidr(c))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AppError::new(ErrorCode::InvalidCidr, format!("allowed_cidrs: {e}")))?;
+        .map_err(|e| AppError::new(ErrorCode::InvalidCidr, format!("AllowedCidrs: {e}")))?;
     for (field, rate) in [
-        ("rate_limit_per_minute", req.rate_limit_per_minute),
-        ("signer_rate_limit_per_minute", req.signer_rate_limit_per_minute),
+        ("RateLimitPerMinute", req.rate_limit_per_minute),
+        ("SignerRateLimitPerMinute", req.signer_rate_limit_per_minute),
     ] {
         if let Some(r) = rate
             && (r == 0 || r > MAX_RATE_LIMIT)
@@ -286,13 +307,13 @@ pub fn key_spec(
         }
         Ok(items)
     };
-    let mut allowed_origins = list("allowed_origins", req.allowed_origins)?
+    let mut allowed_origins = list("AllowedOrigins", req.allowed_origins)?
         .iter()
         .map(|o| parse_origin(o))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AppError::new(ErrorCode::InvalidOrigin, format!("allowed_origins: {e}")))?;
+        .map_err(|e| AppError::new(ErrorCode::InvalidOrigin, format!("AllowedOrigins: {e}")))?;
     allowed_origins.dedup();
-    let allowed_contracts = list("allowed_contracts", req.allowed_contracts)?
+    let allowed_contracts = list("AllowedContracts", req.allowed_contracts)?
         .into_iter()
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
@@ -301,14 +322,14 @@ pub fn key_spec(
     {
         return Err(AppError::new(
             ErrorCode::UnknownContract,
-            format!("allowed_contracts: no contract named {unknown:?}; known: {}", known_contracts.join(", ")),
+            format!("AllowedContracts: no contract named {unknown:?}; known: {}", known_contracts.join(", ")),
         ));
     }
-    let mut allowed_operations = list("allowed_operations", req.allowed_operations)?
+    let mut allowed_operations = list("AllowedOperations", req.allowed_operations)?
         .iter()
         .map(|o| parse_operation(o).map(str::to_string))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AppError::new(ErrorCode::InvalidOperation, format!("allowed_operations: {e}")))?;
+        .map_err(|e| AppError::new(ErrorCode::InvalidOperation, format!("AllowedOperations: {e}")))?;
     allowed_operations.sort_unstable();
     allowed_operations.dedup();
     let budget = |field: &str, value: Option<String>| {
@@ -325,19 +346,19 @@ pub fn key_spec(
         allowed_contracts,
         allowed_operations,
         signer_rate_limit_per_minute: req.signer_rate_limit_per_minute,
-        daily_budget_wei: budget("daily_budget", req.daily_budget)?,
-        signer_daily_budget_wei: budget("signer_daily_budget", req.signer_daily_budget)?,
+        daily_budget_wei: budget("DailyBudget", req.daily_budget)?,
+        signer_daily_budget_wei: budget("SignerDailyBudget", req.signer_daily_budget)?,
     };
     if kind == KeyKind::Publishable {
         let missing = [
             ("scopes: only `relay`", scopes != [Scope::Relay]),
-            ("allowed_origins", bounds.allowed_origins.is_empty()),
-            ("allowed_contracts", bounds.allowed_contracts.is_empty()),
-            ("allowed_operations", bounds.allowed_operations.is_empty()),
-            ("rate_limit_per_minute", req.rate_limit_per_minute.is_none()),
-            ("signer_rate_limit_per_minute", bounds.signer_rate_limit_per_minute.is_none()),
-            ("daily_budget", bounds.daily_budget_wei.is_none()),
-            ("signer_daily_budget", bounds.signer_daily_budget_wei.is_none()),
+            ("AllowedOrigins", bounds.allowed_origins.is_empty()),
+            ("AllowedContracts", bounds.allowed_contracts.is_empty()),
+            ("AllowedOperations", bounds.allowed_operations.is_empty()),
+            ("RateLimitPerMinute", req.rate_limit_per_minute.is_none()),
+            ("SignerRateLimitPerMinute", bounds.signer_rate_limit_per_minute.is_none()),
+            ("DailyBudget", bounds.daily_budget_wei.is_none()),
+            ("SignerDailyBudget", bounds.signer_daily_budget_wei.is_none()),
         ];
         let missing: Vec<&str> = missing.iter().filter(|(_, m)| *m).map(|(f, _)| *f).collect();
         if !missing.is_empty() {
@@ -425,7 +446,7 @@ pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Re
     params(("id" = i64, Path, description = "Key id")),
     request_body(content = RotateKeyRequest, description = "Optional"),
     responses(
-        (status = 201, description = "The new key; `key` is shown only now and `rotated_from` names the old one", body = CreatedKey),
+        (status = 201, description = "The new key; `Key` is shown only now and `RotatedFrom` names the old one", body = CreatedKey),
         (status = 400, description = "`invalid_json`, `invalid_grace_period`", body = ErrorBody),
         (status = 401, description = "`missing_admin_token`, `invalid_admin_token`, `invalid_api_key`, `key_revoked`, `key_expired`", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`, `ip_not_allowed`", body = ErrorBody),
@@ -446,7 +467,7 @@ pub async fn rotate(
     };
     let grace = req.grace_seconds.unwrap_or(0);
     if grace > MAX_GRACE_SECS {
-        return Err(AppError::new(ErrorCode::InvalidGracePeriod, format!("grace_seconds: from 0 to {MAX_GRACE_SECS}")));
+        return Err(AppError::new(ErrorCode::InvalidGracePeriod, format!("GraceSeconds: from 0 to {MAX_GRACE_SECS}")));
     }
     let changed = state.store.rotate_key(id, grace).await?;
     state.keys_changed();

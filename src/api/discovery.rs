@@ -55,6 +55,7 @@ pub const CAPABILITIES: &[&str] = &[
 
 /// `GET /api/v1/meta`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct ApiMeta {
     /// Dated version of the API, also sent as `X-Api-Version` on every response.
     #[schema(example = "2026-11-21")]

@@ -72,6 +72,7 @@ pub enum Subsystem {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct Health {
     pub status: Status,
     /// Empty when `status` is `ok`.
@@ -88,6 +89,7 @@ pub struct Health {
 
 /// The checks of one chain.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct ChainCheck {
     pub name: String,
     pub chain_id: u64,
@@ -97,6 +99,7 @@ pub struct ChainCheck {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct Checks {
     pub database: Probe,
     pub rpc: RpcProbe,
@@ -106,6 +109,7 @@ pub struct Checks {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct Probe {
     pub ok: bool,
     pub latency_ms: u64,
@@ -114,6 +118,7 @@ pub struct Probe {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct RpcProbe {
     pub ok: bool,
     pub latency_ms: u64,
@@ -124,6 +129,7 @@ pub struct RpcProbe {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct IndexerCheck {
     pub contract: String,
     pub chain_id: u64,
@@ -137,6 +143,7 @@ pub struct IndexerCheck {
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct SponsorCheck {
     pub address: String,
     pub chain_id: u64,

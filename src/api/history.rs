@@ -6,7 +6,7 @@
 //! - `GET /api/v1/transactions`: the key's transactions, newest first, filtered, with keyset
 //!   pagination over the row id (a page never repeats or skips a row however many are inserted
 //!   meanwhile; new rows only appear on the first page).
-//! - `GET /api/v1/transactions/summary?reference=`: count, gas and amounts of one reference.
+//! - `GET /api/v1/transactions/summary?Reference=`: count, gas and amounts of one reference.
 
 use alloy::primitives::U256;
 use axum::{
@@ -89,15 +89,25 @@ pub async fn check_reference(req: Request, next: Next) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ListQuery {
+    #[serde(alias = "status")]
     status: Option<String>,
+    #[serde(alias = "signer")]
     signer: Option<String>,
+    #[serde(alias = "sponsor")]
     sponsor: Option<String>,
+    #[serde(alias = "reference")]
     reference: Option<String>,
+    #[serde(alias = "contract")]
     contract: Option<String>,
+    #[serde(alias = "from")]
     from: Option<String>,
+    #[serde(alias = "to")]
     to: Option<String>,
+    #[serde(alias = "limit")]
     limit: Option<String>,
+    #[serde(alias = "cursor")]
     cursor: Option<String>,
 }
 
@@ -172,15 +182,15 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 /// `GET /api/v1/transactions`.
 #[utoipa::path(get, path = "/api/v1/transactions", tag = "Transactions",
     params(
-        ("status" = Option<String>, Query, description = "Comma-separated states: pending, submitted, mined, confirmed, failed, replaced, expired"),
-        ("signer" = Option<String>, Query, description = "The meta-transaction's signer (From)"),
-        ("sponsor" = Option<String>, Query, description = "The sponsor that sent it"),
-        ("reference" = Option<String>, Query, description = "The Reference given to execute (exact match)"),
-        ("contract" = Option<String>, Query, description = "Deployment name or contract address"),
-        ("from" = Option<String>, Query, description = "RFC 3339; created at or after"),
-        ("to" = Option<String>, Query, description = "RFC 3339; created before"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "NextCursor of the previous page (opaque)"),
+        ("Status" = Option<String>, Query, description = "Comma-separated states: pending, submitted, mined, confirmed, failed, replaced, expired"),
+        ("Signer" = Option<String>, Query, description = "The meta-transaction's signer (From)"),
+        ("Sponsor" = Option<String>, Query, description = "The sponsor that sent it"),
+        ("Reference" = Option<String>, Query, description = "The Reference given to execute (exact match)"),
+        ("Contract" = Option<String>, Query, description = "Deployment name or contract address"),
+        ("From" = Option<String>, Query, description = "RFC 3339; created at or after"),
+        ("To" = Option<String>, Query, description = "RFC 3339; created before"),
+        ("Limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
+        ("Cursor" = Option<String>, Query, description = "NextCursor of the previous page (opaque)"),
     ),
     responses(
         (status = 200, description = "The key's transactions, newest first", body = TransactionPage),
@@ -348,13 +358,15 @@ impl TransactionListItem {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct SummaryQuery {
+    #[serde(alias = "reference")]
     reference: Option<String>,
 }
 
-/// `GET /api/v1/transactions/summary?reference=`.
+/// `GET /api/v1/transactions/summary?Reference=`.
 #[utoipa::path(get, path = "/api/v1/transactions/summary", tag = "Transactions",
-    params(("reference" = String, Query, description = "The Reference given to execute")),
+    params(("Reference" = String, Query, description = "The Reference given to execute")),
     responses(
         (status = 200, description = "Count, gas and amounts of the key's transactions with this reference", body = ReferenceSummaryView),
         (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::error::ErrorBody),

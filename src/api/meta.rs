@@ -214,7 +214,7 @@ pub struct PermitRequest {
 #[utoipa::path(post, path = "/api/v1/{contract}/meta/execute", tag = "Meta-transactions",
     params(("contract" = String, Path, description = "Deployment name"),
            ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent"),
-           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?reference=")),
+           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?Reference=")),
     request_body = ExecuteRequest,
     responses(
         (status = 200, description = "Mined", body = ExecuteResponse),

@@ -1,4 +1,4 @@
-//! `GET /api/v1/{contract}/recipients/resolve?identifier=`: what a client should know before
+//! `GET /api/v1/{contract}/recipients/resolve?Identifier=`: what a client should know before
 //! sending money to an address: whether it is one, its EIP-55 form, whether StreamPay knows it
 //! (an internal balance or streams, from the Postgres index; from the chain's views while the
 //! index has no checkpoint) and whether it is a contract (`eth_getCode`).
@@ -25,7 +25,9 @@ use crate::{
 };
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ResolveQuery {
+    #[serde(alias = "identifier")]
     identifier: Option<String>,
 }
 
@@ -33,7 +35,7 @@ pub struct ResolveQuery {
 #[utoipa::path(get, path = "/api/v1/{contract}/recipients/resolve", tag = "Payments",
     params(
         ("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"),
-        ("identifier" = String, Query, description = "The recipient as typed: a 0x address (any case; mixed case must be a valid EIP-55 checksum)"),
+        ("Identifier" = String, Query, description = "The recipient as typed: a 0x address (any case; mixed case must be a valid EIP-55 checksum)"),
     ),
     responses(
         (status = 200, description = "Whether the identifier is a valid recipient and what StreamPay knows about it", body = RecipientResolution),

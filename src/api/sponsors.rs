@@ -2,7 +2,7 @@
 //!
 //! - `GET /api/v1/sponsors`: the sponsors the key may use, with native balance, in-flight count,
 //!   spend since UTC midnight and policy.
-//! - `GET /api/v1/{contract}/fees?operation=`: estimated gas and cost of an operation before it
+//! - `GET /api/v1/{contract}/fees?Operation=`: estimated gas and cost of an operation before it
 //!   is built, and which sponsor would pay.
 //! - [`enforce_policy`]: what `meta/execute` checks before queueing a call. Only *new* calls are
 //!   checked: the pipeline's fee bumps and cancellations of accepted transactions never are (a
@@ -173,17 +173,20 @@ const DEFAULT_GAS: &[(&str, u64)] =
     &[("deposit", 140_000), ("withdraw", 105_000), ("pay", 90_000), ("subscribe", 185_000), ("unsubscribe", 105_000)];
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct FeesQuery {
+    #[serde(alias = "operation")]
     operation: Option<String>,
+    #[serde(alias = "sponsor")]
     sponsor: Option<String>,
 }
 
-/// `GET /api/v1/{contract}/fees?operation=`.
+/// `GET /api/v1/{contract}/fees?Operation=`.
 #[utoipa::path(get, path = "/api/v1/{contract}/fees", tag = "Sponsors",
     params(
         ("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"),
-        ("operation" = String, Query, description = "deposit, withdraw, pay, subscribe or unsubscribe"),
-        ("sponsor" = Option<String>, Query, description = "Sponsor to quote for (default: the key's first)"),
+        ("Operation" = String, Query, description = "deposit, withdraw, pay, subscribe or unsubscribe"),
+        ("Sponsor" = Option<String>, Query, description = "Sponsor to quote for (default: the key's first)"),
     ),
     responses(
         (status = 200, description = "Estimated gas and cost in wei", body = FeeQuote),

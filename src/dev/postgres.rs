@@ -224,7 +224,7 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("streampay-pg-port-test-{}", std::process::id()));
-        let err = PgCluster::start(&dir, port, true).err().expect("the port is taken");
+        let err = PgCluster::start(&dir, port, true).expect_err("the port is taken");
         assert!(format!("{err:#}").contains("Address already in use"), "{err:#}");
         let cluster = PgCluster::start_on_free_port(&dir, true).expect("a free port");
         assert_ne!(cluster.port(), port);

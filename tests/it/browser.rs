@@ -77,7 +77,7 @@ async fn admin_create(app: &TestApp, body: Value) -> (StatusCode, Value) {
 async fn created_key(app: &TestApp, body: Value) -> (i64, String) {
     let (status, created) = admin_create(app, body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    (created["id"].as_i64().unwrap(), created["key"].as_str().unwrap().to_string())
+    (created["Id"].as_i64().unwrap(), created["Key"].as_str().unwrap().to_string())
 }
 
 async fn revoke(app: &TestApp, id: i64) {
@@ -188,9 +188,9 @@ async fn preflights_and_answers_carry_cors_headers_only_for_listed_origins() {
 /// A publishable key as a shop's page would hold it: deposits on USDC only, from the shop.
 fn publishable(name: &str, daily_budget: &str) -> Value {
     json!({
-        "name": name, "kind": "publishable", "allowed_origins": [SHOP], "allowed_contracts": ["USDC"],
-        "allowed_operations": ["deposit"], "rate_limit_per_minute": 100, "signer_rate_limit_per_minute": 1,
-        "daily_budget": daily_budget, "signer_daily_budget": "0.5",
+        "Name": name, "Kind": "publishable", "AllowedOrigins": [SHOP], "AllowedContracts": ["USDC"],
+        "AllowedOperations": ["deposit"], "RateLimitPerMinute": 100, "SignerRateLimitPerMinute": 1,
+        "DailyBudget": daily_budget, "SignerDailyBudget": "0.5",
     })
 }
 
@@ -201,20 +201,20 @@ async fn a_publishable_key_builds_and_relays_only_what_it_lists() {
     let (status, body) =
         admin_create(&app, json!({"name": "page", "kind": "publishable", "allowed_origins": [SHOP]})).await;
     assert_error(&(status, body.clone()), StatusCode::BAD_REQUEST, "invalid_key_kind");
-    assert!(body["error"]["message"].as_str().unwrap().contains("signer_daily_budget"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("SignerDailyBudget"), "{body}");
     let mut with_read = publishable("page", "1");
-    with_read["scopes"] = json!(["read", "relay"]);
+    with_read["Scopes"] = json!(["read", "relay"]);
     assert_error(&admin_create(&app, with_read).await, StatusCode::BAD_REQUEST, "invalid_key_kind");
     let mut unknown = publishable("page", "1");
-    unknown["allowed_contracts"] = json!(["DAI"]);
+    unknown["AllowedContracts"] = json!(["DAI"]);
     assert_error(&admin_create(&app, unknown).await, StatusCode::BAD_REQUEST, "unknown_contract");
 
     let (status, created) = admin_create(&app, publishable("page", "1")).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let pk = created["key"].as_str().unwrap().to_string();
+    let pk = created["Key"].as_str().unwrap().to_string();
     assert!(pk.starts_with("pk_test_"), "{pk}");
-    assert_eq!((created["kind"].as_str(), created["scopes"].clone()), (Some("publishable"), json!(["relay"])));
-    assert_eq!(created["sponsors"].as_array().unwrap().len(), 1, "one sponsor unless listed: {created}");
+    assert_eq!((created["Kind"].as_str(), created["Scopes"].clone()), (Some("publishable"), json!(["relay"])));
+    assert_eq!(created["Sponsors"].as_array().unwrap().len(), 1, "one sponsor unless listed: {created}");
     let page = [("X-API-Key", pk.as_str()), ("Origin", SHOP)];
 
     let user = wallet();

@@ -185,11 +185,11 @@ async fn one_process_serves_two_chains_each_with_its_own_deployments_sponsors_an
 
     // /health and GET / show both chains.
     let (_, health) = call(http.get(format!("{base}/health"))).await;
-    let chains: Vec<(u64, bool)> = health["chains"]
+    let chains: Vec<(u64, bool)> = health["Chains"]
         .as_array()
         .expect("chains in /health")
         .iter()
-        .map(|c| (c["chain_id"].as_u64().unwrap(), c["rpc"]["ok"].as_bool().unwrap()))
+        .map(|c| (c["ChainId"].as_u64().unwrap(), c["Rpc"]["Ok"].as_bool().unwrap()))
         .collect();
     assert_eq!(chains, vec![(a.chain_id, true), (31_338, true)], "{health}");
     let (_, root) = call(http.get(format!("{base}/"))).await;
@@ -201,9 +201,9 @@ async fn one_process_serves_two_chains_each_with_its_own_deployments_sponsors_an
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, health) = call(http.get(format!("{base}/health"))).await;
-        if health["status"] == "degraded" {
+        if health["Status"] == "degraded" {
             assert_eq!(status, StatusCode::OK);
-            assert_eq!(health["chains"][1]["rpc"]["ok"], json!(false), "{health}");
+            assert_eq!(health["Chains"][1]["Rpc"]["Ok"], json!(false), "{health}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "/health never saw chain B down: {health}");
@@ -285,9 +285,9 @@ async fn streampay_serve_with_two_chains_in_its_configuration_relays_on_both() {
     // Both chains healthy in the process's /health.
     let (status, health) = call(http.get(format!("{}/health", serve.base))).await;
     assert_eq!(status, StatusCode::OK, "{health}");
-    let names: Vec<&str> = health["chains"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = health["Chains"].as_array().unwrap().iter().map(|c| c["Name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alpha", "beta"], "{health}");
-    assert!(health["chains"].as_array().unwrap().iter().all(|c| c["rpc"]["ok"] == true), "{health}");
+    assert!(health["Chains"].as_array().unwrap().iter().all(|c| c["Rpc"]["Ok"] == true), "{health}");
     // Nothing the process logged names either chain's node URL with its port.
     let lines = serve.lines();
     assert!(!lines.iter().any(|l| l.contains(&dead)), "a node URL reached the log");

@@ -22,8 +22,8 @@ async fn health_is_ok_when_database_and_rpc_answer() {
     let app = spawn_app().await;
     let (status, body) = app.get_with_key("/health", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["status"], "ok", "{body}");
-    assert_eq!(body["degraded_subsystems"], json!([]));
+    assert_eq!(body["Status"], "ok", "{body}");
+    assert_eq!(body["DegradedSubsystems"], json!([]));
 }
 
 #[tokio::test]

@@ -86,7 +86,7 @@ async fn key_kind_by_endpoint_matrix() {
     let (old_id, rotated_old) = key(&app, spec(&app, &rw)).await;
     let (status, rotated) = admin(&app, Method::POST, &format!("/api/v1/admin/keys/{old_id}/rotate"), None).await;
     assert_eq!(status, StatusCode::CREATED, "{rotated}");
-    let rotated_new = rotated["key"].as_str().unwrap().to_string();
+    let rotated_new = rotated["Key"].as_str().unwrap().to_string();
     let (_, wrong_cidr) =
         key(&app, KeySpec { allowed_cidrs: vec![parse_cidr("10.0.0.0/8").unwrap()], ..spec(&app, &rw) }).await;
     let (_, right_cidr) =
@@ -157,42 +157,42 @@ async fn admin_lifecycle_create_list_rotate_revoke_delete() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let secret = created["key"].as_str().unwrap().to_string();
+    let secret = created["Key"].as_str().unwrap().to_string();
     assert!(secret.starts_with("sk_test_") && secret.len() == 8 + 64, "{secret}");
-    assert_eq!(created["prefix"], secret[..16]);
-    assert_eq!(created["scopes"], json!(["read"]));
-    assert_eq!(created["environment"], "test");
-    assert_eq!(created["allowed_cidrs"], json!(["127.0.0.1/32"]));
-    assert_eq!(created["rate_limit_per_minute"], 100);
-    assert_eq!(created["status"], "active");
+    assert_eq!(created["Prefix"], secret[..16]);
+    assert_eq!(created["Scopes"], json!(["read"]));
+    assert_eq!(created["Environment"], "test");
+    assert_eq!(created["AllowedCidrs"], json!(["127.0.0.1/32"]));
+    assert_eq!(created["RateLimitPerMinute"], 100);
+    assert_eq!(created["Status"], "active");
     // Omitted sponsors: every sponsor of this relayer.
-    assert_eq!(created["sponsors"].as_array().unwrap().len(), 2);
-    assert!(created["expires_at"].as_str().unwrap().ends_with('Z'));
-    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["Sponsors"].as_array().unwrap().len(), 2);
+    assert!(created["ExpiresAt"].as_str().unwrap().ends_with('Z'));
+    let id = created["Id"].as_i64().unwrap();
     assert_eq!(app.get_with_key("/api/v1/contracts", Some(&secret)).await.0, StatusCode::OK);
 
     let (status, live) =
         admin(&app, Method::POST, "/api/v1/admin/keys", Some(&json!({"name": "prod", "environment": "live"}))).await;
     assert_eq!(status, StatusCode::CREATED, "{live}");
-    assert!(live["key"].as_str().unwrap().starts_with("sk_live_"));
-    assert_eq!(live["scopes"], json!(["read", "relay"]), "default scopes");
+    assert!(live["Key"].as_str().unwrap().starts_with("sk_live_"));
+    assert_eq!(live["Scopes"], json!(["read", "relay"]), "default scopes");
 
     // The listing carries metadata, never a secret.
     let (status, list) = admin(&app, Method::GET, "/api/v1/admin/keys", None).await;
     assert_eq!(status, StatusCode::OK);
     let text = list.to_string();
     assert!(!text.contains(&secret[8..]) && !text.contains("\"key\""), "{text}");
-    let ids: Vec<i64> = list["keys"].as_array().unwrap().iter().map(|k| k["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, vec![app.api_key_id, id, live["id"].as_i64().unwrap()]);
+    let ids: Vec<i64> = list["Keys"].as_array().unwrap().iter().map(|k| k["Id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![app.api_key_id, id, live["Id"].as_i64().unwrap()]);
 
     // Rotation with a grace period: both work until the old one expires.
     let (status, rotated) =
         admin(&app, Method::POST, &format!("/api/v1/admin/keys/{id}/rotate"), Some(&json!({"grace_seconds": 600})))
             .await;
     assert_eq!(status, StatusCode::CREATED, "{rotated}");
-    let new_secret = rotated["key"].as_str().unwrap();
+    let new_secret = rotated["Key"].as_str().unwrap();
     assert_ne!(new_secret, secret);
-    assert_eq!(rotated["rotated_from"], id);
+    assert_eq!(rotated["RotatedFrom"], id);
     for field in ["name", "scopes", "environment", "allowed_cidrs", "rate_limit_per_minute", "sponsors", "expires_at"] {
         assert_eq!(rotated[field], created[field], "rotation keeps {field}");
     }
@@ -206,9 +206,9 @@ async fn admin_lifecycle_create_list_rotate_revoke_delete() {
 
     // Revoke: stops at once, stays listed as revoked; revoking again changes nothing.
     let (status, revoked) = admin(&app, Method::POST, &format!("/api/v1/admin/keys/{id}/revoke"), None).await;
-    assert_eq!((status, revoked["status"].as_str()), (StatusCode::OK, Some("revoked")), "{revoked}");
+    assert_eq!((status, revoked["Status"].as_str()), (StatusCode::OK, Some("revoked")), "{revoked}");
     let again = admin(&app, Method::POST, &format!("/api/v1/admin/keys/{id}/revoke/"), None).await;
-    assert_eq!(again.1["revoked_at"], revoked["revoked_at"]);
+    assert_eq!(again.1["RevokedAt"], revoked["RevokedAt"]);
     assert_error(&app.get_with_key("/api/v1/contracts", Some(&secret)).await, StatusCode::UNAUTHORIZED, "key_revoked");
     assert_error(
         &admin(&app, Method::POST, &format!("/api/v1/admin/keys/{id}/rotate"), None).await,
@@ -218,9 +218,9 @@ async fn admin_lifecycle_create_list_rotate_revoke_delete() {
 
     // Delete: gone from the API, the row kept.
     let (status, body) = admin(&app, Method::DELETE, &format!("/api/v1/admin/keys/{id}"), None).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"id": id, "deleted": true})));
+    assert_eq!((status, body), (StatusCode::OK, json!({"Id": id, "Deleted": true})));
     let (_, list) = admin(&app, Method::GET, "/api/v1/admin/keys", None).await;
-    assert!(list["keys"].as_array().unwrap().iter().all(|k| k["id"] != id));
+    assert!(list["Keys"].as_array().unwrap().iter().all(|k| k["Id"] != id));
     assert_error(
         &app.get_with_key("/api/v1/contracts", Some(&secret)).await,
         StatusCode::UNAUTHORIZED,
@@ -278,7 +278,7 @@ async fn admin_create_rejects_bad_input_with_typed_400s() {
         assert_error(&admin(&app, Method::POST, &rotate, Some(&body)).await, StatusCode::BAD_REQUEST, code);
     }
     let (_, list) = admin(&app, Method::GET, "/api/v1/admin/keys", None).await;
-    assert_eq!(list["keys"].as_array().unwrap().len(), 2, "nothing was created or rotated: {list}");
+    assert_eq!(list["Keys"].as_array().unwrap().len(), 2, "nothing was created or rotated: {list}");
 }
 
 #[tokio::test]
@@ -382,14 +382,14 @@ async fn an_admin_scoped_key_manages_keys_and_an_admin_token_needs_no_key() {
     let (status, created) =
         app.post("/api/v1/admin/keys", &json!({"name": "by-key", "scopes": ["read", "webhooks"]})).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["scopes"], json!(["read", "webhooks"]));
+    assert_eq!(created["Scopes"], json!(["read", "webhooks"]));
     // Idempotency-Key is ignored here: replaying would mean storing the secret.
     let h = [("X-API-Key", app.api_key.as_str()), ("Idempotency-Key", "same")];
     let body = json!({"name": "twice"});
     let (s1, first, _) = call(&app, Method::POST, "/api/v1/admin/keys", &h, Some(&body)).await;
     let (s2, second, _) = call(&app, Method::POST, "/api/v1/admin/keys", &h, Some(&body)).await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
-    assert_ne!(first["key"], second["key"]);
+    assert_ne!(first["Key"], second["Key"]);
     let stored: (i64,) =
         sqlx::query_as("SELECT count(*) FROM idempotency_keys").fetch_one(app.store.pool()).await.unwrap();
     assert_eq!(stored.0, 0, "no admin answer (holding a secret) is stored");
@@ -498,7 +498,7 @@ async fn the_cli_creates_lists_rotates_revokes_deletes_and_mints_admin_tokens() 
     let listed: Vec<Value> =
         out.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(listed.len(), 2, "{out}");
-    assert!(listed[1]["expires_at"].is_string() && !out.contains(&first[8..]));
+    assert!(listed[1]["ExpiresAt"].is_string() && !out.contains(&first[8..]));
 
     let (ok, out) = cli(&app, &["keys", "rotate", &rec.id.to_string()], &[]).await;
     assert!(ok, "{out}");
@@ -590,14 +590,14 @@ async fn keys_stop_at_their_expiry_and_rotated_keys_at_the_end_of_the_grace_peri
     let create = json!({"name": "short", "expires_in_seconds": 2});
     let (status, short) = admin(&app, Method::POST, "/api/v1/admin/keys", Some(&create)).await;
     assert_eq!(status, StatusCode::CREATED, "{short}");
-    let short_key = short["key"].as_str().unwrap().to_string();
+    let short_key = short["Key"].as_str().unwrap().to_string();
     let (status, long) = admin(&app, Method::POST, "/api/v1/admin/keys", Some(&json!({"name": "long"}))).await;
     assert_eq!(status, StatusCode::CREATED, "{long}");
-    let old_key = long["key"].as_str().unwrap().to_string();
-    let rotate = format!("/api/v1/admin/keys/{}/rotate", long["id"]);
+    let old_key = long["Key"].as_str().unwrap().to_string();
+    let rotate = format!("/api/v1/admin/keys/{}/rotate", long["Id"]);
     let (status, rotated) = admin(&app, Method::POST, &rotate, Some(&json!({"grace_seconds": 2}))).await;
     assert_eq!(status, StatusCode::CREATED, "{rotated}");
-    let new_key = rotated["key"].as_str().unwrap().to_string();
+    let new_key = rotated["Key"].as_str().unwrap().to_string();
     for k in [&short_key, &old_key, &new_key] {
         assert_eq!(app.get_with_key("/api/v1/contracts", Some(k)).await.0, StatusCode::OK);
     }
@@ -612,10 +612,10 @@ async fn keys_stop_at_their_expiry_and_rotated_keys_at_the_end_of_the_grace_peri
     );
     let (_, list) = admin(&app, Method::GET, "/api/v1/admin/keys", None).await;
     let status_of =
-        |id: &Value| list["keys"].as_array().unwrap().iter().find(|k| &k["id"] == id).unwrap()["status"].clone();
-    assert_eq!(status_of(&short["id"]), "expired");
-    assert_eq!(status_of(&long["id"]), "expired");
-    assert_eq!(status_of(&rotated["id"]), "active");
+        |id: &Value| list["Keys"].as_array().unwrap().iter().find(|k| &k["Id"] == id).unwrap()["Status"].clone();
+    assert_eq!(status_of(&short["Id"]), "expired");
+    assert_eq!(status_of(&long["Id"]), "expired");
+    assert_eq!(status_of(&rotated["Id"]), "active");
 }
 
 /// The webhooks routes take the `webhooks` scope over HTTP (the rule table is unit-tested).
@@ -741,8 +741,8 @@ async fn a_rotated_keys_history_and_budgets_carry_over_to_the_key_that_replaced_
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{rotated}");
-    let new_key = rotated["key"].as_str().unwrap().to_string();
-    let new_id = rotated["id"].as_i64().unwrap();
+    let new_key = rotated["Key"].as_str().unwrap().to_string();
+    let new_id = rotated["Id"].as_i64().unwrap();
 
     // History: the list, one transaction, a reference's summary.
     let (status, seen) = app.get_with_key("/api/v1/transactions", Some(&new_key)).await;
@@ -808,4 +808,68 @@ async fn a_rotated_keys_history_and_budgets_carry_over_to_the_key_that_replaced_
     let body: Value = resp.json().await.unwrap();
     assert_error(&(status, body), StatusCode::TOO_MANY_REQUESTS, "key_daily_budget_exceeded");
     assert_eq!(admission_spend(&app, &[new_id]).await, U256::ZERO, "the new key itself has relayed nothing");
+}
+
+/// Every object key at every level is PascalCase (the error envelope aside).
+fn assert_pascal_case(v: &Value, at: &str) {
+    match v {
+        Value::Object(map) => {
+            for (k, inner) in map {
+                assert!(
+                    k.starts_with(|c: char| c.is_ascii_uppercase()) && !k.contains('_'),
+                    "{at}.{k} is not PascalCase"
+                );
+                assert_pascal_case(inner, &format!("{at}.{k}"));
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| assert_pascal_case(i, &format!("{at}[]"))),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn health_meta_and_the_keys_api_answer_pascal_case_and_requests_accept_both_spellings() {
+    let app = spawn().await;
+    let (status, health) = app.get_with_key("/health", None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_pascal_case(&health, "health");
+    let (_, meta) = app.get_with_key("/api/v1/meta", None).await;
+    assert_pascal_case(&meta, "meta");
+
+    let admin = |method: Method, path: &str, body: Option<Value>| {
+        let (app, path) = (&app, path.to_string());
+        async move { admin(app, method, &path, body.as_ref()).await }
+    };
+    // The documented PascalCase body, and the old snake_case one.
+    let (status, created) = admin(
+        Method::POST,
+        "/api/v1/admin/keys",
+        Some(json!({"Name": "pascal", "Scopes": ["read"], "RateLimitPerMinute": 60, "AllowedCidrs": ["127.0.0.1"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_pascal_case(&created, "created");
+    assert_eq!((created["Name"].as_str(), created["RateLimitPerMinute"].as_i64()), (Some("pascal"), Some(60)));
+    let (status, old) = admin(
+        Method::POST,
+        "/api/v1/admin/keys",
+        Some(json!({"name": "snake", "scopes": ["read"], "rate_limit_per_minute": 30})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{old}");
+    assert_eq!((old["Name"].as_str(), old["RateLimitPerMinute"].as_i64()), (Some("snake"), Some(30)));
+    let (_, list) = admin(Method::GET, "/api/v1/admin/keys", None).await;
+    assert_pascal_case(&list, "list");
+    let rotate = format!("/api/v1/admin/keys/{}/rotate", created["Id"]);
+    let (status, rotated) = admin(Method::POST, &rotate, Some(json!({"GraceSeconds": 60}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    assert_pascal_case(&rotated, "rotated");
+
+    // Query parameters: PascalCase, and the old lowercase names.
+    for q in ["Limit=1&Status=mined", "limit=1&status=mined"] {
+        let (status, page) = app.get(&format!("/api/v1/transactions?{q}")).await;
+        assert_eq!(status, StatusCode::OK, "{q}: {page}");
+    }
+    let (status, body) = app.get("/api/v1/transactions?Limit=0").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_limit")), "{body}");
 }

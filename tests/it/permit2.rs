@@ -17,7 +17,7 @@ use crate::harness::{Mined, TestApp, assert_error, internal, sign_document, spaw
 async fn capabilities(app: &TestApp) -> Vec<String> {
     let (status, body) = app.get_with_key("/api/v1/meta", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
+    body["Capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
 }
 
 /// The user's one on-chain step: approve Permit2 on the token (paying its own gas).

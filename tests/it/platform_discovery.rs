@@ -89,16 +89,16 @@ async fn meta_reports_dated_version_capabilities_and_chain_id_without_a_key() {
     let app = spawn_app().await;
     let (status, body) = app.get_with_key("/api/v1/meta", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let version = body["api_version"].as_str().unwrap();
+    let version = body["ApiVersion"].as_str().unwrap();
     assert_eq!(version, API_VERSION);
     let parts: Vec<&str> = version.split('-').collect();
     assert!(parts.len() == 3 && parts[0].len() == 4 && parts.iter().all(|p| p.parse::<u32>().is_ok()), "{version}");
-    assert_eq!(body["chain_id"], app.chain_id);
-    let caps: Vec<&str> = body["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(body["ChainId"], app.chain_id);
+    let caps: Vec<&str> = body["Capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     assert!(caps.contains(&"meta_transactions") && caps.contains(&"openapi"), "{caps:?}");
-    assert_eq!(body["contracts"], serde_json::json!(["USDC"]));
+    assert_eq!(body["Contracts"], serde_json::json!(["USDC"]));
     // The links it gives resolve.
-    for link in ["changelog", "openapi", "docs"] {
+    for link in ["Changelog", "Openapi", "Docs"] {
         let url = body[link].as_str().unwrap();
         let resp = app.http.get(app.url(url)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{link} -> {url}");

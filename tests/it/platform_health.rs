@@ -37,7 +37,7 @@ async fn health_probes_at_most_once_a_second_however_often_it_is_asked() {
     // After it, a fresh probe sees the node gone.
     let (status, fresh) = health(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{fresh}");
-    assert_eq!(fresh["checks"]["rpc"]["ok"], false);
+    assert_eq!(fresh["Checks"]["Rpc"]["Ok"], false);
 }
 
 /// An admin connection to the cluster's `postgres` database, and this test's database name.
@@ -53,18 +53,18 @@ async fn health_reports_every_check_when_all_is_well() {
     let app = spawn_app().await;
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "ok");
-    assert_eq!(body["degraded_subsystems"], json!([]));
-    let checks = &body["checks"];
-    assert_eq!(checks["database"]["ok"], true);
-    assert_eq!(checks["rpc"]["ok"], true);
-    assert!(checks["rpc"]["block_number"].as_u64().is_some());
+    assert_eq!(body["Status"], "ok");
+    assert_eq!(body["DegradedSubsystems"], json!([]));
+    let checks = &body["Checks"];
+    assert_eq!(checks["Database"]["Ok"], true);
+    assert_eq!(checks["Rpc"]["Ok"], true);
+    assert!(checks["Rpc"]["BlockNumber"].as_u64().is_some());
     // The indexer does not run in this test: reported, not counted as a fault.
-    assert_eq!(checks["indexer"][0]["contract"], "USDC");
-    assert_eq!(checks["indexer"][0]["status"], "not_started");
-    let sponsors = checks["sponsors"].as_array().unwrap();
+    assert_eq!(checks["Indexer"][0]["Contract"], "USDC");
+    assert_eq!(checks["Indexer"][0]["Status"], "not_started");
+    let sponsors = checks["Sponsors"].as_array().unwrap();
     assert_eq!(sponsors.len(), 2, "every configured sponsor");
-    assert!(sponsors.iter().all(|s| s["low"] == false), "{sponsors:?}");
+    assert!(sponsors.iter().all(|s| s["Low"] == false), "{sponsors:?}");
 }
 
 #[tokio::test]
@@ -74,12 +74,12 @@ async fn health_is_down_503_when_the_rpc_node_stops() {
     let started = std::time::Instant::now();
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["status"], "down");
-    let subsystems = body["degraded_subsystems"].as_array().unwrap();
+    assert_eq!(body["Status"], "down");
+    let subsystems = body["DegradedSubsystems"].as_array().unwrap();
     assert!(subsystems.contains(&json!("rpc")), "{body}");
     assert!(!subsystems.contains(&json!("database")), "{body}");
-    assert_eq!(body["checks"]["rpc"]["ok"], false);
-    assert!(body["checks"]["rpc"]["error"].as_str().is_some());
+    assert_eq!(body["Checks"]["Rpc"]["Ok"], false);
+    assert!(body["Checks"]["Rpc"]["Error"].as_str().is_some());
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "health must not hang on a dead node");
     assert!(resp_has_version(&app).await);
 }
@@ -104,16 +104,16 @@ async fn health_is_down_503_while_the_database_refuses_connections_and_recovers_
 
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["status"], "down");
-    assert_eq!(body["degraded_subsystems"], json!(["database"]), "{body}");
-    assert_eq!(body["checks"]["database"]["ok"], false);
-    assert_eq!(body["checks"]["indexer"][0]["status"], "unknown");
-    assert_eq!(body["checks"]["rpc"]["ok"], true);
+    assert_eq!(body["Status"], "down");
+    assert_eq!(body["DegradedSubsystems"], json!(["database"]), "{body}");
+    assert_eq!(body["Checks"]["Database"]["Ok"], false);
+    assert_eq!(body["Checks"]["Indexer"][0]["Status"], "unknown");
+    assert_eq!(body["Checks"]["Rpc"]["Ok"], true);
 
     sqlx::query(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")).execute(&mut admin).await.unwrap();
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::OK, "recovers once the database is back: {body}");
-    assert_eq!(body["status"], "ok");
+    assert_eq!(body["Status"], "ok");
 }
 
 #[tokio::test]
@@ -124,15 +124,15 @@ async fn health_is_degraded_when_a_sponsor_runs_low_on_native_coin() {
     let _: Value = app.provider.raw_request("anvil_setBalance".into(), (app.sponsor, low)).await.unwrap();
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::OK, "degraded still serves: {body}");
-    assert_eq!(body["status"], "degraded");
-    assert_eq!(body["degraded_subsystems"], json!(["sponsor_balance_low"]));
-    let sponsors = body["checks"]["sponsors"].as_array().unwrap();
-    let me = sponsors.iter().find(|s| s["address"] == json!(app.sponsor.to_checksum(None))).unwrap();
-    assert_eq!(me["low"], true);
-    assert_eq!(me["balance_wei"], low.to_string());
-    assert_eq!(me["balance"], "0.01");
-    let other = sponsors.iter().find(|s| s["address"] == json!(app.other_sponsor.to_checksum(None))).unwrap();
-    assert_eq!(other["low"], false);
+    assert_eq!(body["Status"], "degraded");
+    assert_eq!(body["DegradedSubsystems"], json!(["sponsor_balance_low"]));
+    let sponsors = body["Checks"]["Sponsors"].as_array().unwrap();
+    let me = sponsors.iter().find(|s| s["Address"] == json!(app.sponsor.to_checksum(None))).unwrap();
+    assert_eq!(me["Low"], true);
+    assert_eq!(me["BalanceWei"], low.to_string());
+    assert_eq!(me["Balance"], "0.01");
+    let other = sponsors.iter().find(|s| s["Address"] == json!(app.other_sponsor.to_checksum(None))).unwrap();
+    assert_eq!(other["Low"], false);
 }
 
 #[tokio::test]
@@ -152,39 +152,39 @@ async fn health_is_degraded_when_the_index_trails_the_chain_beyond_the_threshold
     .await
     .unwrap();
     let (_, body) = health(&app).await;
-    assert_eq!(body["status"], "ok", "{body}");
-    assert_eq!(body["checks"]["indexer"][0]["status"], "ok");
-    assert_eq!(body["checks"]["indexer"][0]["lag_blocks"], 0);
+    assert_eq!(body["Status"], "ok", "{body}");
+    assert_eq!(body["Checks"]["Indexer"][0]["Status"], "ok");
+    assert_eq!(body["Checks"]["Indexer"][0]["LagBlocks"], 0);
 
     // The chain moves 101 blocks on while the indexer stands still (default threshold: 100).
     let _: Value = app.provider.raw_request("anvil_mine".into(), (101u64,)).await.unwrap();
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "degraded");
-    assert_eq!(body["degraded_subsystems"], json!(["indexer_lag"]));
-    let ix = &body["checks"]["indexer"][0];
-    assert_eq!(ix["status"], "lagging");
-    assert_eq!(ix["indexed_block"], head);
-    assert_eq!(ix["lag_blocks"], 101);
-    assert_eq!(ix["max_lag_blocks"], 100);
+    assert_eq!(body["Status"], "degraded");
+    assert_eq!(body["DegradedSubsystems"], json!(["indexer_lag"]));
+    let ix = &body["Checks"]["Indexer"][0];
+    assert_eq!(ix["Status"], "lagging");
+    assert_eq!(ix["IndexedBlock"], head);
+    assert_eq!(ix["LagBlocks"], 101);
+    assert_eq!(ix["MaxLagBlocks"], 100);
 }
 
 #[tokio::test]
 async fn health_counts_a_deployment_never_indexed_past_the_threshold_as_lag() {
     let app = spawn_app().await;
     let (_, body) = health(&app).await;
-    let ix = &body["checks"]["indexer"][0];
-    assert_eq!(ix["status"], "not_started", "{body}");
-    let first = ix["lag_blocks"].as_u64().expect("lag counted from the start block");
+    let ix = &body["Checks"]["Indexer"][0];
+    assert_eq!(ix["Status"], "not_started", "{body}");
+    let first = ix["LagBlocks"].as_u64().expect("lag counted from the start block");
     assert!(first <= 100, "{body}");
     // No indexer runs while the chain moves past the threshold.
     let _: Value = app.provider.raw_request("anvil_mine".into(), (101u64,)).await.unwrap();
     let (status, body) = health(&app).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "degraded");
-    assert_eq!(body["degraded_subsystems"], json!(["indexer_lag"]));
-    let ix = &body["checks"]["indexer"][0];
-    assert_eq!(ix["status"], "lagging");
-    assert_eq!(ix["lag_blocks"], first + 101);
-    assert_eq!(ix["indexed_block"], Value::Null);
+    assert_eq!(body["Status"], "degraded");
+    assert_eq!(body["DegradedSubsystems"], json!(["indexer_lag"]));
+    let ix = &body["Checks"]["Indexer"][0];
+    assert_eq!(ix["Status"], "lagging");
+    assert_eq!(ix["LagBlocks"], first + 101);
+    assert_eq!(ix["IndexedBlock"], Value::Null);
 }

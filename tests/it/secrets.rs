@@ -208,7 +208,7 @@ async fn the_rpc_url_never_reaches_an_answer_or_a_log_line() {
         assert!(tokio::time::Instant::now() < deadline, "/health never saw the node gone: {health}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(health["checks"]["rpc"]["ok"], false, "{health}");
+    assert_eq!(health["Checks"]["Rpc"]["Ok"], false, "{health}");
     let (status, refused) = seen.request(&app, http.post(url("/api/v1/USDC/meta/execute")).json(&later)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
     let (status, _) = seen

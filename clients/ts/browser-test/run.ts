@@ -84,9 +84,9 @@ const close = (server: Server) => new Promise<void>((resolve) => server.close(()
 // The relayer, as the dapp's server and the test see it (the dev key).
 
 async function createKey(body: Record<string, unknown>): Promise<string> {
-  const created = await client.request<{ key: string }>("POST", "/api/v1/admin/keys", { body });
+  const created = await client.request<{ Key: string }>("POST", "/api/v1/admin/keys", { body });
   assert.equal(created.status, 201);
-  return created.data.key;
+  return created.data.Key;
 }
 
 /** The balance as the relayer reads it, with the dev key, by a plain fetch (not the client under test). */
@@ -193,18 +193,18 @@ async function main(): Promise<void> {
   let browser: Browser | undefined;
   try {
     const pk = await createKey({
-      name: "browser test page",
-      kind: "publishable",
-      allowed_origins: [ALLOWED],
-      allowed_contracts: [env.contract],
-      allowed_operations: ["deposit"],
-      rate_limit_per_minute: 100,
-      signer_rate_limit_per_minute: 10,
-      daily_budget: "1",
-      signer_daily_budget: "0.5",
+      Name: "browser test page",
+      Kind: "publishable",
+      AllowedOrigins: [ALLOWED],
+      AllowedContracts: [env.contract],
+      AllowedOperations: ["deposit"],
+      RateLimitPerMinute: 100,
+      SignerRateLimitPerMinute: 10,
+      DailyBudget: "1",
+      SignerDailyBudget: "0.5",
     });
     assert.match(pk, /^pk_test_/);
-    const backend = await createKey({ name: "browser test backend", allowed_origins: [ALLOWED], scopes: ["read", "relay"] });
+    const backend = await createKey({ Name: "browser test backend", AllowedOrigins: [ALLOWED], Scopes: ["read", "relay"] });
     assert.match(backend, /^sk_test_/);
     say(`keys: publishable ${pk.slice(0, 16)}… and secret ${backend.slice(0, 16)}…, both for ${ALLOWED} only`);
 

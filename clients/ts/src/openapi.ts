@@ -447,7 +447,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description The new key; `key` is shown only now and `rotated_from` names the old one */
+                /** @description The new key; `Key` is shown only now and `RotatedFrom` names the old one */
                 201: {
                     headers: {
                         [name: string]: unknown;
@@ -937,23 +937,23 @@ export interface paths {
             parameters: {
                 query?: {
                     /** @description Comma-separated states: pending, submitted, mined, confirmed, failed, replaced, expired */
-                    status?: string;
+                    Status?: string;
                     /** @description The meta-transaction's signer (From) */
-                    signer?: string;
+                    Signer?: string;
                     /** @description The sponsor that sent it */
-                    sponsor?: string;
+                    Sponsor?: string;
                     /** @description The Reference given to execute (exact match) */
-                    reference?: string;
+                    Reference?: string;
                     /** @description Deployment name or contract address */
-                    contract?: string;
+                    Contract?: string;
                     /** @description RFC 3339; created at or after */
-                    from?: string;
+                    From?: string;
                     /** @description RFC 3339; created before */
-                    to?: string;
+                    To?: string;
                     /** @description Page size, 1 to 100 (default 50) */
-                    limit?: number;
+                    Limit?: number;
                     /** @description NextCursor of the previous page (opaque) */
-                    cursor?: string;
+                    Cursor?: string;
                 };
                 header?: never;
                 path?: never;
@@ -1036,12 +1036,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/v1/transactions/summary?reference=`. */
+        /** `GET /api/v1/transactions/summary?Reference=`. */
         get: {
             parameters: {
                 query: {
                     /** @description The Reference given to execute */
-                    reference: string;
+                    Reference: string;
                 };
                 header?: never;
                 path?: never;
@@ -2168,14 +2168,14 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/v1/{contract}/fees?operation=`. */
+        /** `GET /api/v1/{contract}/fees?Operation=`. */
         get: {
             parameters: {
                 query: {
                     /** @description deposit, withdraw, pay, subscribe or unsubscribe */
-                    operation: string;
+                    Operation: string;
                     /** @description Sponsor to quote for (default: the key's first) */
-                    sponsor?: string;
+                    Sponsor?: string;
                 };
                 header?: never;
                 path: {
@@ -2280,7 +2280,7 @@ export interface paths {
                 header?: {
                     /** @description `respond-async`: answer 202 once sent */
                     Prefer?: string | null;
-                    /** @description Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?reference= */
+                    /** @description Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?Reference= */
                     Reference?: string | null;
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
@@ -2937,7 +2937,7 @@ export interface paths {
             parameters: {
                 query: {
                     /** @description The recipient as typed: a 0x address (any case; mixed case must be a valid EIP-55 checksum) */
-                    identifier: string;
+                    Identifier: string;
                 };
                 header?: never;
                 path: {
@@ -3657,27 +3657,27 @@ export interface components {
              * @description Dated version of the API, also sent as `X-Api-Version` on every response.
              * @example 2026-11-21
              */
-            api_version: string;
+            ApiVersion: string;
             /** @description Features this relayer serves. */
-            capabilities: string[];
+            Capabilities: string[];
             /**
              * Format: int64
              * @description The first chain served (a one-chain relayer's chain).
              */
-            chain_id: number;
+            ChainId: number;
             /** @description Every chain this relayer serves. */
-            chain_ids: number[];
+            ChainIds: number[];
             /** @description Deployment names usable as `{contract}`. */
-            contracts: string[];
+            Contracts: string[];
             /**
              * @description Dated changelog; lines marked "Action required" need integrators to act.
              * @example /changelog
              */
-            changelog: string;
+            Changelog: string;
             /** @example /openapi.json */
-            openapi: string;
+            Openapi: string;
             /** @example /docs */
-            docs: string;
+            Docs: string;
         };
         /** @description One HTTP attempt of a delivery. */
         Attempt: {
@@ -3776,12 +3776,12 @@ export interface components {
         };
         /** @description The checks of one chain. */
         ChainCheck: {
-            name: string;
+            Name: string;
             /** Format: int64 */
-            chain_id: number;
-            rpc: components["schemas"]["RpcProbe"];
-            indexer: components["schemas"]["IndexerCheck"][];
-            sponsors: components["schemas"]["SponsorCheck"][];
+            ChainId: number;
+            Rpc: components["schemas"]["RpcProbe"];
+            Indexer: components["schemas"]["IndexerCheck"][];
+            Sponsors: components["schemas"]["SponsorCheck"][];
         };
         /** @description A chain this relayer serves. */
         ChainSummary: {
@@ -3796,11 +3796,11 @@ export interface components {
             FinalityDepth: number;
         };
         Checks: {
-            database: components["schemas"]["Probe"];
-            rpc: components["schemas"]["RpcProbe"];
+            Database: components["schemas"]["Probe"];
+            Rpc: components["schemas"]["RpcProbe"];
             /** @description One entry per deployment. */
-            indexer: components["schemas"]["IndexerCheck"][];
-            sponsors: components["schemas"]["SponsorCheck"][];
+            Indexer: components["schemas"]["IndexerCheck"][];
+            Sponsors: components["schemas"]["SponsorCheck"][];
         };
         ContractStatus: {
             Address: string;
@@ -3832,12 +3832,12 @@ export interface components {
              * @description To recognise the key by (1–100 characters).
              * @example checkout backend
              */
-            name?: string | null;
+            Name?: string | null;
             /**
              * @description `test` (default; an `sk_test_` key) or `live` (`sk_live_`).
              * @example test
              */
-            environment?: string | null;
+            Environment?: string | null;
             /**
              * @description Any of `read`, `relay`, `webhooks`, `admin`; default `["read", "relay"]`.
              * @example [
@@ -3845,18 +3845,18 @@ export interface components {
              *       "relay"
              *     ]
              */
-            scopes?: string[] | null;
+            Scopes?: string[] | null;
             /**
              * @description Sponsors the key may use, the default first; default: every sponsor of this relayer (for
              *     a publishable key, its first sponsor only).
              */
-            sponsors?: string[] | null;
+            Sponsors?: string[] | null;
             /**
              * Format: int64
              * @description The key stops working this many seconds from now; default: never.
              * @example 2592000
              */
-            expires_in_seconds?: number | null;
+            ExpiresInSeconds?: number | null;
             /**
              * @description Networks the key may be used from (`10.0.0.0/8`, `2001:db8::/32`, or one address);
              *     default: anywhere.
@@ -3864,20 +3864,20 @@ export interface components {
              *       "203.0.113.0/24"
              *     ]
              */
-            allowed_cidrs?: string[] | null;
+            AllowedCidrs?: string[] | null;
             /**
              * Format: int32
              * @description Requests per minute (per relayer process); default: unlimited. Required for a
              *     publishable key.
              * @example 600
              */
-            rate_limit_per_minute?: number | null;
+            RateLimitPerMinute?: number | null;
             /**
              * @description `secret` (default; an `sk_` key, kept on servers) or `publishable` (a `pk_` key, safe in a
              *     web page: only the `relay` scope, and every bound below is required; see docs/keys.md).
              * @example secret
              */
-            kind?: string | null;
+            Kind?: string | null;
             /**
              * @description Web origins whose pages may call the API with this key (CORS), e.g.
              *     `https://app.example`; default: none.
@@ -3885,14 +3885,14 @@ export interface components {
              *       "https://app.example"
              *     ]
              */
-            allowed_origins?: string[] | null;
+            AllowedOrigins?: string[] | null;
             /**
              * @description Deployment names the key may use (`USDC`); default: any. Required for a publishable key.
              * @example [
              *       "USDC"
              *     ]
              */
-            allowed_contracts?: string[] | null;
+            AllowedContracts?: string[] | null;
             /**
              * @description Operations the key may build and relay: `deposit`, `withdraw`, `pay`, `subscribe`,
              *     `unsubscribe`; default: any. Required for a publishable key.
@@ -3901,25 +3901,25 @@ export interface components {
              *       "subscribe"
              *     ]
              */
-            allowed_operations?: string[] | null;
+            AllowedOperations?: string[] | null;
             /**
              * Format: int32
              * @description Relayed calls per signer per minute (per relayer process). Required for a publishable key.
              * @example 10
              */
-            signer_rate_limit_per_minute?: number | null;
+            SignerRateLimitPerMinute?: number | null;
             /**
              * @description Gas the key may spend per UTC day, in the native coin (`"0.05"`), tightening the
              *     relayer's `[admission] key_daily_budget`. Required for a publishable key.
              * @example 0.05
              */
-            daily_budget?: string | null;
+            DailyBudget?: string | null;
             /**
              * @description Gas one signer may spend through this key per UTC day, in the native coin. Required for a
              *     publishable key.
              * @example 0.005
              */
-            signer_daily_budget?: string | null;
+            SignerDailyBudget?: string | null;
         };
         CreateSubscription: {
             from?: string | null;
@@ -3961,7 +3961,7 @@ export interface components {
              * @description The secret. Store it now: only its hash is kept.
              * @example sk_test_1a2b3c4d…
              */
-            key: string;
+            Key: string;
         };
         /** @description `POST /api/v1/webhooks` answer: the endpoint and its signing secret, shown only here. */
         CreatedWebhook: components["schemas"]["Endpoint"] & {
@@ -4025,8 +4025,8 @@ export interface components {
         /** @description `DELETE /api/v1/admin/keys/{id}`. */
         DeletedKey: {
             /** Format: int64 */
-            id: number;
-            deleted: boolean;
+            Id: number;
+            Deleted: boolean;
         };
         DeletedWebhook: {
             /** Format: int64 */
@@ -4321,20 +4321,20 @@ export interface components {
             Sponsor: string;
         };
         Health: {
-            status: components["schemas"]["Status"];
+            Status: components["schemas"]["Status"];
             /** @description Empty when `status` is `ok`. */
-            degraded_subsystems: components["schemas"]["Subsystem"][];
+            DegradedSubsystems: components["schemas"]["Subsystem"][];
             /** Format: int64 */
-            chain_id: number;
+            ChainId: number;
             /** @example 2026-11-21 */
-            api_version: string;
+            ApiVersion: string;
             /**
              * @description The first chain's node in `rpc`; every chain's deployments and sponsors in `indexer` and
              *     `sponsors`.
              */
-            checks: components["schemas"]["Checks"];
+            Checks: components["schemas"]["Checks"];
             /** @description Each chain's own checks. */
-            chains: components["schemas"]["ChainCheck"][];
+            Chains: components["schemas"]["ChainCheck"][];
         };
         /** @description `GET /{contract}/authors/{author}/streams`: what a creator receives. */
         IncomingStreamList: {
@@ -4372,86 +4372,86 @@ export interface components {
             SinceTimestamp: number;
         };
         IndexerCheck: {
-            contract: string;
+            Contract: string;
             /** Format: int64 */
-            chain_id: number;
+            ChainId: number;
             /**
              * @description `ok`, `lagging`, `not_started` (no checkpoint yet) or `unknown` (database or RPC down).
              * @example ok
              */
-            status: string;
+            Status: string;
             /** Format: int64 */
-            indexed_block?: number | null;
+            IndexedBlock?: number | null;
             /** Format: int64 */
-            chain_head?: number | null;
+            ChainHead?: number | null;
             /** Format: int64 */
-            lag_blocks?: number | null;
+            LagBlocks?: number | null;
             /** Format: int64 */
-            max_lag_blocks: number;
+            MaxLagBlocks: number;
         };
         /** @description `GET /api/v1/admin/keys`. */
         KeyList: {
             /** @description Every key not deleted, oldest first. */
-            keys: components["schemas"]["KeyView"][];
+            Keys: components["schemas"]["KeyView"][];
         };
         /** @description A key's metadata; never its secret. */
         KeyView: {
             /** Format: int64 */
-            id: number;
-            name: string;
+            Id: number;
+            Name: string;
             /**
              * @description The key's first characters, to tell keys apart.
              * @example sk_test_1a2b3c4d
              */
-            prefix: string;
+            Prefix: string;
             /** @description `test` or `live`. */
-            environment: string;
+            Environment: string;
             /**
              * @example [
              *       "read",
              *       "relay"
              *     ]
              */
-            scopes: string[];
+            Scopes: string[];
             /** @description Checksummed addresses, the default first. */
-            sponsors: string[];
-            allowed_cidrs: string[];
+            Sponsors: string[];
+            AllowedCidrs: string[];
             /** Format: int32 */
-            rate_limit_per_minute?: number | null;
+            RateLimitPerMinute?: number | null;
             /**
              * @description `active`, `revoked` or `expired`.
              * @example active
              */
-            status: string;
+            Status: string;
             /**
              * @description RFC 3339 UTC.
              * @example 2026-11-21T09:00:00Z
              */
-            created_at: string;
-            expires_at?: string | null;
-            revoked_at?: string | null;
+            CreatedAt: string;
+            ExpiresAt?: string | null;
+            RevokedAt?: string | null;
             /** @description When this key was replaced by a rotation. */
-            rotated_at?: string | null;
+            RotatedAt?: string | null;
             /**
              * Format: int64
              * @description The key this one replaced.
              */
-            rotated_from?: number | null;
+            RotatedFrom?: number | null;
             /**
              * @description `secret` or `publishable`.
              * @example secret
              */
-            kind: string;
-            allowed_origins: string[];
+            Kind: string;
+            AllowedOrigins: string[];
             /** @description Empty: any. */
-            allowed_contracts: string[];
+            AllowedContracts: string[];
             /** @description Empty: any. */
-            allowed_operations: string[];
+            AllowedOperations: string[];
             /** Format: int32 */
-            signer_rate_limit_per_minute?: number | null;
+            SignerRateLimitPerMinute?: number | null;
             /** @description Native coin per UTC day. */
-            daily_budget?: string | null;
-            signer_daily_budget?: string | null;
+            DailyBudget?: string | null;
+            SignerDailyBudget?: string | null;
         };
         /** @description The `Transaction` object of a build response. */
         MetaTransaction: {
@@ -4537,11 +4537,11 @@ export interface components {
             Signature: string;
         };
         Probe: {
-            ok: boolean;
+            Ok: boolean;
             /** Format: int64 */
-            latency_ms: number;
+            LatencyMs: number;
             /** @description Why it failed (no secrets: connection strings are never included). */
-            error?: string | null;
+            Error?: string | null;
         };
         /**
          * @description `GET /api/v1/{contract}/recipients/resolve`. For an identifier that is not an address, the
@@ -4602,30 +4602,30 @@ export interface components {
              * @description Seconds the old key keeps working (at most 7 days); default 0: revoked at once.
              * @example 3600
              */
-            grace_seconds?: number | null;
+            GraceSeconds?: number | null;
         };
         RpcProbe: {
-            ok: boolean;
+            Ok: boolean;
             /** Format: int64 */
-            latency_ms: number;
+            LatencyMs: number;
             /** @description What failed, in a fixed wording (the node's own error is logged, redacted, not served). */
-            error?: string | null;
+            Error?: string | null;
             /**
              * Format: int64
              * @description The chain head, when the node answered.
              */
-            block_number?: number | null;
+            BlockNumber?: number | null;
         };
         SponsorCheck: {
-            address: string;
+            Address: string;
             /** Format: int64 */
-            chain_id: number;
+            ChainId: number;
             /** @description Native balance in wei; null when the node did not answer. */
-            balance_wei?: string | null;
+            BalanceWei?: string | null;
             /** @description The same in whole native coin. */
-            balance?: string | null;
-            min_balance_wei: string;
-            low: boolean;
+            Balance?: string | null;
+            MinBalanceWei: string;
+            Low: boolean;
         };
         /** @description `GET /api/v1/sponsors`. */
         SponsorList: {

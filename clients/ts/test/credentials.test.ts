@@ -82,31 +82,31 @@ test("unusable client tokens are typed errors", async () => {
 
 test("a publishable key refuses a call without an Origin it lists, and works with one (Node may send Origin)", async () => {
   const body: RequestBody<"/api/v1/admin/keys", "post"> = {
-    name: "ts-client publishable test",
-    kind: "publishable",
-    allowed_origins: [PAGE_ORIGIN],
-    allowed_contracts: [env.contract],
-    allowed_operations: ["deposit"],
-    rate_limit_per_minute: 100,
-    signer_rate_limit_per_minute: 10,
-    daily_budget: "1",
-    signer_daily_budget: "0.5",
+    Name: "ts-client publishable test",
+    Kind: "publishable",
+    AllowedOrigins: [PAGE_ORIGIN],
+    AllowedContracts: [env.contract],
+    AllowedOperations: ["deposit"],
+    RateLimitPerMinute: 100,
+    SignerRateLimitPerMinute: 10,
+    DailyBudget: "1",
+    SignerDailyBudget: "0.5",
   };
-  const created = await client.request<{ key: string; kind: string }>("POST", "/api/v1/admin/keys", { body });
+  const created = await client.request<{ Key: string; Kind: string }>("POST", "/api/v1/admin/keys", { body });
   assert.equal(created.status, 201);
-  assert.match(created.data.key, /^pk_test_/);
-  assert.equal(created.data.kind, "publishable");
+  assert.match(created.data.Key, /^pk_test_/);
+  assert.equal(created.data.Kind, "publishable");
 
   const user = await freshWallet(5n);
   const signer = viemSigner(user);
-  const noOrigin = new StreamPayClient({ baseUrl: env.url, apiKey: created.data.key, contract: env.contract });
+  const noOrigin = new StreamPayClient({ baseUrl: env.url, apiKey: created.data.Key, contract: env.contract });
   await expectApiError(noOrigin.deposit({ signer, amount: "1" }), 403, "origin_not_allowed");
-  const elsewhere = new StreamPayClient({ baseUrl: env.url, apiKey: created.data.key, contract: env.contract, headers: { Origin: "http://127.0.0.1:18092" } });
+  const elsewhere = new StreamPayClient({ baseUrl: env.url, apiKey: created.data.Key, contract: env.contract, headers: { Origin: "http://127.0.0.1:18092" } });
   await expectApiError(elsewhere.deposit({ signer, amount: "1" }), 403, "origin_not_allowed");
   assert.equal((await client.balance(user.address)).Balance, "0");
 
   // A browser sends its page's Origin itself (and cannot fake it); Node can, so this works here.
-  const asPage = new StreamPayClient({ baseUrl: env.url, apiKey: created.data.key, contract: env.contract, headers: { Origin: PAGE_ORIGIN } });
+  const asPage = new StreamPayClient({ baseUrl: env.url, apiKey: created.data.Key, contract: env.contract, headers: { Origin: PAGE_ORIGIN } });
   const result = await asPage.deposit({ signer, amount: "2" });
   // The transaction is the publishable key's (the dev key cannot look it up): check the chain.
   assert.equal(result.status, "mined");

@@ -107,8 +107,8 @@ test("gasless deposit through Permit2 (the dev chain has it), after the owner's 
   assert.equal((await publicClient.waitForTransactionReceipt({ hash: approval, timeout: 30_000 })).status, "success");
   const gasMoney = await ethBalance(wallet.address);
 
-  const meta = (await (await fetch(`${env.url}/api/v1/meta`)).json()) as { capabilities: string[] };
-  assert.ok(meta.capabilities.includes("permit2_deposit"), `capabilities: ${meta.capabilities.join(", ")}`);
+  const meta = (await (await fetch(`${env.url}/api/v1/meta`)).json()) as { Capabilities: string[] };
+  assert.ok(meta.Capabilities.includes("permit2_deposit"), `Capabilities: ${meta.Capabilities.join(", ")}`);
   const result = await client.deposit({ signer: ethersSigner(wallet), amount: "4.5", permit2: true });
 
   await assertRelayed(result, wallet.address);
@@ -312,12 +312,12 @@ test("typed errors: a rate-limited key is 429 rate_limited with retryAfter", asy
   const res = await fetch(`${env.url}/api/v1/admin/keys`, {
     method: "POST",
     headers: { Authorization: `Bearer ${env.adminToken}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ name: "ts-client rate limit test", scopes: ["read"], rate_limit_per_minute: 1 }),
+    body: JSON.stringify({ Name: "ts-client rate limit test", Scopes: ["read"], RateLimitPerMinute: 1 }),
     signal: AbortSignal.timeout(30_000),
   });
   assert.equal(res.status, 201, await res.clone().text());
-  const { key } = (await res.json()) as { key: string };
-  const limited = new StreamPayClient({ baseUrl: env.url, apiKey: key, contract: env.contract });
+  const { Key } = (await res.json()) as { Key: string };
+  const limited = new StreamPayClient({ baseUrl: env.url, apiKey: Key, contract: env.contract });
   const address = randomAddress();
   assert.equal((await limited.balance(address)).Balance, "0");
   const e = await expectApiError(limited.balance(address), 429, "rate_limited");
