@@ -142,11 +142,11 @@ async fn spawn_with(settings: Settings) -> TestApp {
 
 /// Registers an endpoint; returns (id, secret).
 pub(crate) async fn register(app: &TestApp, url: &str, events: &[&str]) -> (i64, String) {
-    let (status, body) = app.post("/api/v1/webhooks", &json!({"url": url, "events": events})).await;
+    let (status, body) = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": events})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let secret = body["secret"].as_str().unwrap().to_string();
+    let secret = body["Secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"));
-    (body["id"].as_i64().unwrap(), secret)
+    (body["Id"].as_i64().unwrap(), secret)
 }
 
 fn now_unix() -> u64 {
@@ -170,7 +170,7 @@ fn assert_signed(r: &Received, secret: &str) {
 async fn deliveries(app: &TestApp, id: i64) -> Vec<Value> {
     let (status, body) = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["data"].as_array().unwrap().clone()
+    body["Data"].as_array().unwrap().clone()
 }
 
 /// Waits until some delivery of endpoint `id` satisfies `pred`.
@@ -193,7 +193,7 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     let app = app_with(test_settings()).await;
     let ok_url = "https://example.com/hooks";
     for url in ["not a url", "ftp://example.com/x", "http://user:pw@example.com/", "", "https://"] {
-        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        let resp = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": ["transaction.mined"]})).await;
         if url.is_empty() {
             assert_error(&resp, StatusCode::BAD_REQUEST, "missing_field");
         } else {
@@ -202,54 +202,54 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     }
     let long = format!("https://example.com/{}", "a".repeat(2100));
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": long, "events": ["transaction.mined"]})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": long, "Events": ["transaction.mined"]})).await,
         StatusCode::BAD_REQUEST,
         "invalid_webhook_url",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": ["transaction.mined", "transaction.exploded"]}))
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": ["transaction.mined", "transaction.exploded"]}))
             .await,
         StatusCode::BAD_REQUEST,
         "unknown_event",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": []})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": []})).await,
         StatusCode::BAD_REQUEST,
         "missing_field",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url})).await,
         StatusCode::BAD_REQUEST,
         "missing_field",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": "transaction.mined"})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": "transaction.mined"})).await,
         StatusCode::BAD_REQUEST,
         "invalid_json",
     );
     assert_error(
-        &app.post_with_key("/api/v1/webhooks", None, &json!({"url": ok_url, "events": ["transaction.mined"]})).await,
+        &app.post_with_key("/api/v1/webhooks", None, &json!({"Url": ok_url, "Events": ["transaction.mined"]})).await,
         StatusCode::UNAUTHORIZED,
         "missing_api_key",
     );
 
     // Registered: the secret is shown once; the list never shows it. Duplicate events collapse.
     let (status, created) = app
-        .post("/api/v1/webhooks", &json!({"url": ok_url, "events": ["payment.completed", "payment.completed"]}))
+        .post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": ["payment.completed", "payment.completed"]}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["events"], json!(["payment.completed"]));
-    assert_eq!(created["url"], ok_url);
-    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["Events"], json!(["payment.completed"]));
+    assert_eq!(created["Url"], ok_url);
+    let id = created["Id"].as_i64().unwrap();
     let (status, one) = app.get(&format!("/api/v1/webhooks/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{one}");
-    assert_eq!(one["events"], json!(["payment.completed"]));
-    assert!(one.get("secret").is_none(), "{one}");
+    assert_eq!(one["Events"], json!(["payment.completed"]));
+    assert!(one.get("Secret").is_none(), "{one}");
     assert_error(&app.get("/api/v1/webhooks/999999").await, StatusCode::NOT_FOUND, "webhook_not_found");
     let (_, list) = app.get("/api/v1/webhooks").await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
-    assert_eq!(list["data"][0]["id"], id);
-    assert!(list["data"][0].get("secret").is_none(), "{list}");
+    assert_eq!(list["Data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["Data"][0]["Id"], id);
+    assert!(list["Data"][0].get("Secret").is_none(), "{list}");
 
     // Unknown ids.
     for path in ["/api/v1/webhooks/999999/deliveries", "/api/v1/webhooks/abc/deliveries"] {
@@ -276,7 +276,7 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     let other = app.store.create_api_key("other", &[app.sponsor], true).await.unwrap();
     let (status, list) = app.get_with_key("/api/v1/webhooks", Some(&other.key)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list["data"], json!([]));
+    assert_eq!(list["Data"], json!([]));
     let resp = app.http.delete(app.url(&format!("/api/v1/webhooks/{id}"))).header("X-API-Key", &other.key).send().await;
     let resp = resp.unwrap();
     let resp = (resp.status(), resp.json::<Value>().await.unwrap());
@@ -289,9 +289,9 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     // Deleted: gone from the list, a second delete is a 404.
     let (status, body) = app.delete(&format!("/api/v1/webhooks/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({"id": id, "deleted": true}));
+    assert_eq!(body, json!({"Id": id, "Deleted": true}));
     let (_, list) = app.get("/api/v1/webhooks").await;
-    assert_eq!(list["data"], json!([]));
+    assert_eq!(list["Data"], json!([]));
     assert_error(&app.delete(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
     assert_error(&app.get(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
 }
@@ -303,15 +303,15 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     let schemas = &doc["components"]["schemas"];
     assert_eq!(schemas["WebhookEventType"]["enum"], json!(webhooks::EVENT_TYPES));
     assert_eq!(
-        schemas["CreateWebhook"]["properties"]["events"]["items"]["$ref"],
+        schemas["CreateWebhook"]["properties"]["Events"]["items"]["$ref"],
         "#/components/schemas/WebhookEventType"
     );
-    assert_eq!(schemas["Endpoint"]["properties"]["events"]["items"]["$ref"], "#/components/schemas/WebhookEventType");
+    assert_eq!(schemas["Endpoint"]["properties"]["Events"]["items"]["$ref"], "#/components/schemas/WebhookEventType");
     let mut required: Vec<&str> =
         schemas["CreateWebhook"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     required.sort();
-    assert_eq!(required, ["events", "url"]);
-    for field in ["attempt", "status_code", "error", "duration_ms", "next_attempt_at"] {
+    assert_eq!(required, ["Events", "Url"]);
+    for field in ["Attempt", "StatusCode", "Error", "DurationMs", "NextAttemptAt"] {
         assert!(schemas["Attempt"]["properties"].get(field).is_some(), "Attempt.{field} undocumented");
     }
     let op = |method: &str, path: &str| doc["paths"][path][method].clone();
@@ -356,11 +356,11 @@ async fn webhook_private_targets_are_refused_unless_allowed() {
         "http://[::a00:7]/hook",
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
     ] {
-        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        let resp = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": ["transaction.mined"]})).await;
         assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
     }
     let (status, body) = app
-        .post("/api/v1/webhooks", &json!({"url": "https://example.com/hook", "events": ["transaction.mined"]}))
+        .post("/api/v1/webhooks", &json!({"Url": "https://example.com/hook", "Events": ["transaction.mined"]}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
@@ -404,7 +404,7 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
         .post_with_key(
             "/api/v1/webhooks",
             Some(&other.key),
-            &json!({"url": foreign.url, "events": ["transaction.mined"]}),
+            &json!({"Url": foreign.url, "Events": ["transaction.mined"]}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -415,21 +415,21 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "5"})).await;
     let executed = app.execute_ok(&user, &built).await;
 
-    let d = wait_delivery(&app, flaky_id, "succeeded", |d| d["state"] == "succeeded").await;
-    assert_eq!(d["event_type"], "transaction.mined");
-    assert_eq!(d["attempts"], 3, "{d:#}");
-    let log = d["attempt_log"].as_array().unwrap();
+    let d = wait_delivery(&app, flaky_id, "succeeded", |d| d["State"] == "succeeded").await;
+    assert_eq!(d["EventType"], "transaction.mined");
+    assert_eq!(d["Attempts"], 3, "{d:#}");
+    let log = d["AttemptLog"].as_array().unwrap();
     assert_eq!(log.len(), 3, "{d:#}");
-    assert_eq!(log[0]["status_code"], 500);
-    assert!(log[0]["error"].as_str().unwrap().contains("500"), "{d:#}");
-    assert!(log[0]["next_attempt_at"].is_string());
-    assert_eq!(log[1]["status_code"], Value::Null);
-    assert!(log[1]["error"].as_str().unwrap().contains("timeout"), "{d:#}");
-    assert!(log[1]["duration_ms"].as_i64().unwrap() >= 400, "{d:#}");
-    assert_eq!(log[2]["status_code"], 200);
-    assert_eq!(log[2]["error"], Value::Null);
-    assert_eq!(log[2]["next_attempt_at"], Value::Null, "no retry after a 2xx");
-    assert_eq!(d["last_status_code"], 200);
+    assert_eq!(log[0]["StatusCode"], 500);
+    assert!(log[0]["Error"].as_str().unwrap().contains("500"), "{d:#}");
+    assert!(log[0]["NextAttemptAt"].is_string());
+    assert_eq!(log[1]["StatusCode"], Value::Null);
+    assert!(log[1]["Error"].as_str().unwrap().contains("timeout"), "{d:#}");
+    assert!(log[1]["DurationMs"].as_i64().unwrap() >= 400, "{d:#}");
+    assert_eq!(log[2]["StatusCode"], 200);
+    assert_eq!(log[2]["Error"], Value::Null);
+    assert_eq!(log[2]["NextAttemptAt"], Value::Null, "no retry after a 2xx");
+    assert_eq!(d["LastStatusCode"], 200);
 
     // The backoff as the database recorded it: each attempt starts no earlier than
     // base × 2^(n−1) after the previous one ended.
@@ -437,7 +437,7 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
         "SELECT (extract(epoch FROM a.attempted_at) * 1000)::FLOAT8, a.duration_ms FROM webhook_attempts a
          WHERE a.delivery_id = $1 ORDER BY a.attempt",
     )
-    .bind(d["id"].as_i64().unwrap())
+    .bind(d["Id"].as_i64().unwrap())
     .fetch_all(app.store.pool())
     .await
     .unwrap();
@@ -473,23 +473,23 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     assert_eq!(flaky.got().len(), 3, "delivered again after a 2xx");
 
     // The broken endpoint got exactly max_attempts, then the delivery failed.
-    let failed = wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
-    assert_eq!(failed["attempts"], settings.max_attempts);
-    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), settings.max_attempts as usize);
-    assert!(failed["attempt_log"].as_array().unwrap().iter().all(|a| a["status_code"] == 503));
+    let failed = wait_delivery(&app, broken_id, "failed", |d| d["State"] == "failed").await;
+    assert_eq!(failed["Attempts"], settings.max_attempts);
+    assert_eq!(failed["AttemptLog"].as_array().unwrap().len(), settings.max_attempts as usize);
+    assert!(failed["AttemptLog"].as_array().unwrap().iter().all(|a| a["StatusCode"] == 503));
     assert_eq!(broken.got().len(), settings.max_attempts as usize);
     assert!(foreign.got().is_empty(), "another key's endpoint received this key's transaction");
 
     // Redelivery on demand: a new delivery of the same event, freshly signed.
     let (status, re) =
-        app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["id"]), &json!({})).await;
+        app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["Id"]), &json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{re}");
-    assert_ne!(re["id"], d["id"]);
-    assert_eq!(re["redelivery_of"], d["id"]);
-    assert_eq!(re["event_id"], d["event_id"]);
-    assert_eq!(re["state"], "pending");
-    let re_id = re["id"].clone();
-    wait_delivery(&app, flaky_id, "redelivered", |x| x["id"] == re_id && x["state"] == "succeeded").await;
+    assert_ne!(re["Id"], d["Id"]);
+    assert_eq!(re["RedeliveryOf"], d["Id"]);
+    assert_eq!(re["EventId"], d["EventId"]);
+    assert_eq!(re["State"], "pending");
+    let re_id = re["Id"].clone();
+    wait_delivery(&app, flaky_id, "redelivered", |x| x["Id"] == re_id && x["State"] == "succeeded").await;
     let got = flaky.got();
     assert_eq!(got.len(), 4);
     assert_signed(&got[3], &secret);
@@ -497,22 +497,22 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     assert_eq!(got[3].headers["webhook-id"], got[0].headers["webhook-id"], "receivers dedupe on Webhook-Id");
     let all = deliveries(&app, flaky_id).await;
     assert_eq!(all.len(), 2, "{all:#?}");
-    assert_eq!(all[0]["id"], re_id, "newest first");
+    assert_eq!(all[0]["Id"], re_id, "newest first");
 
     // Paging.
     let (_, page) = app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1")).await;
-    assert_eq!(page["data"].as_array().unwrap().len(), 1);
-    assert_eq!(page["next_before"], re_id);
+    assert_eq!(page["Data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["NextBefore"], re_id);
     let (_, page2) =
-        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["next_before"])).await;
-    assert_eq!(page2["data"][0]["id"], d["id"]);
+        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["NextBefore"])).await;
+    assert_eq!(page2["Data"][0]["Id"], d["Id"]);
 
     // A deleted endpoint receives nothing more.
     app.delete(&format!("/api/v1/webhooks/{flaky_id}")).await;
     app.fund(&user, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(flaky.got().len(), 4, "a deleted endpoint was delivered to");
-    let resp = app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["id"]), &json!({})).await;
+    let resp = app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["Id"]), &json!({})).await;
     assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
 }
 
@@ -707,12 +707,12 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
         let pool = pool.clone();
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
     };
-    assert_eq!(deliveries(&app, broken_id).await[0]["state"], "pending");
+    assert_eq!(deliveries(&app, broken_id).await[0]["State"], "pending");
     let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
     assert_eq!(pruned, 1, "only the other sponsor's alert (no deliveries) goes");
     assert_eq!(count("SELECT count(*) FROM webhook_events").await, 1);
     // … and removes it with its deliveries and log once they have all ended.
-    wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
+    wait_delivery(&app, broken_id, "failed", |d| d["State"] == "failed").await;
     let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
     assert_eq!(pruned, 1);
     assert_eq!(count("SELECT count(*) FROM webhook_events").await, 0);
@@ -747,7 +747,7 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
     let user = wallet();
     app.fund(&user, 3).await;
     // The first attempt failed; the dispatcher dies before the retry.
-    let d = wait_delivery(&app, id, "a failed first attempt", |d| d["attempts"] == 1 && d["state"] == "pending").await;
+    let d = wait_delivery(&app, id, "a failed first attempt", |d| d["Attempts"] == 1 && d["State"] == "pending").await;
     // Killed: no time to finish what it was doing.
     first.shutdown(Duration::ZERO).await;
     own_pool.close().await;
@@ -758,8 +758,8 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
 
     // A new process picks both up: the retry and the new event, each delivered once.
     let _second = app.start_webhooks();
-    let did = d["id"].clone();
-    wait_delivery(&app, id, "the retry", |x| x["id"] == did && x["state"] == "succeeded").await;
+    let did = d["Id"].clone();
+    wait_delivery(&app, id, "the retry", |x| x["Id"] == did && x["State"] == "succeeded").await;
     receiver.wait_for("two transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = receiver.got();
@@ -821,9 +821,9 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
 }
 
 async fn register_with_key(app: &TestApp, key: &str, url: &str, events: &[&str]) -> i64 {
-    let (status, body) = app.post_with_key("/api/v1/webhooks", Some(key), &json!({"url": url, "events": events})).await;
+    let (status, body) = app.post_with_key("/api/v1/webhooks", Some(key), &json!({"Url": url, "Events": events})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_i64().unwrap()
+    body["Id"].as_i64().unwrap()
 }
 
 #[tokio::test]
@@ -885,7 +885,7 @@ async fn endpoints_of_a_revoked_key_receive_nothing_and_a_rotation_keeps_its_end
     // The new key sees (and manages) the endpoint registered by the key it replaced.
     let (status, list) = app.get_with_key("/api/v1/webhooks", Some(&new.key)).await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    let ids: Vec<i64> = list["data"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = list["Data"].as_array().unwrap().iter().map(|e| e["Id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![kept_endpoint], "{list}");
 
     let user = wallet();
@@ -910,7 +910,7 @@ async fn webhook_endpoints_and_redeliveries_per_key_are_limited() {
     let (first, _) = register(&app, &receiver.url, &["transaction.mined"]).await;
     register(&app, &receiver.url, &["deposit.completed"]).await;
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": receiver.url, "events": ["payment.completed"]})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": receiver.url, "Events": ["payment.completed"]})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "webhook_limit_reached",
     );
@@ -919,8 +919,8 @@ async fn webhook_endpoints_and_redeliveries_per_key_are_limited() {
     let (third, _) = register(&app, &receiver.url, &["transaction.mined"]).await;
 
     app.fund(&wallet(), 1).await;
-    let d = wait_delivery(&app, third, "a delivery", |d| d["state"] == "succeeded").await;
-    let path = format!("/api/v1/webhooks/{third}/deliveries/{}/redeliver", d["id"]);
+    let d = wait_delivery(&app, third, "a delivery", |d| d["State"] == "succeeded").await;
+    let path = format!("/api/v1/webhooks/{third}/deliveries/{}/redeliver", d["Id"]);
     assert_eq!(app.post(&path, &json!({})).await.0, StatusCode::ACCEPTED);
     assert_error(&app.post(&path, &json!({})).await, StatusCode::TOO_MANY_REQUESTS, "redelivery_limit_reached");
 }
