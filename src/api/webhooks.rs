@@ -53,21 +53,24 @@ pub struct CreatedWebhook {
 }
 
 /// The body of every delivery (what your endpoint receives), signed as described in the
-/// `WebhookEventType` schema.
+/// `WebhookEventType` schema. Built by `webhooks::deliver::fan_out`; events sent before the
+/// 2026-12-03 release keep their snake_case body on redelivery (docs/webhooks.md).
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct WebhookEvent {
     /// Stable event id, also the `Webhook-Id` header: the same on every retry and redelivery.
     #[schema(example = "evt_42")]
     pub id: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "Type")]
     pub event_type: crate::webhooks::WebhookEventType,
     /// Unix seconds at which the event was recorded.
     pub created: i64,
     #[schema(example = "2026-11-21")]
     pub api_version: String,
     pub chain_id: u64,
-    /// The event's fields (docs/webhooks.md lists them per type); amounts are exact decimal strings.
-    #[schema(value_type = Object)]
+    /// The event's fields, PascalCase (docs/webhooks.md lists them per type); amounts are exact
+    /// decimal strings.
+    #[schema(value_type = Object, example = json!({"Contract": "USDC", "From": "0x…", "To": "0x…", "Amount": "2.5", "AmountRaw": "2500000000000000000"}))]
     pub data: serde_json::Value,
 }
 

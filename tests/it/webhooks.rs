@@ -87,7 +87,7 @@ impl Receiver {
         self.got()
             .iter()
             .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
-            .filter(|v| v["type"] == event_type)
+            .filter(|v| v["Type"] == event_type)
             .collect()
     }
 
@@ -164,7 +164,7 @@ fn assert_signed(r: &Received, secret: &str) {
     let expected = webhooks::signature(secret, t.parse().unwrap(), r.body.as_bytes());
     assert_eq!(v1, alloy::hex::encode(expected));
     let body: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(r.headers["webhook-id"].to_str().unwrap(), body["id"].as_str().unwrap());
+    assert_eq!(r.headers["webhook-id"].to_str().unwrap(), body["Id"].as_str().unwrap());
 }
 
 async fn deliveries(app: &TestApp, id: i64) -> Vec<Value> {
@@ -320,7 +320,7 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     assert!(bad.contains("invalid_webhook_url") && bad.contains("unknown_event"), "{bad}");
     assert!(post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].is_string());
     assert_eq!(post["security"], json!([{"api_key": ["webhooks"]}]), "the webhooks scope");
-    for field in ["id", "type", "created", "api_version", "chain_id", "data"] {
+    for field in ["Id", "Type", "Created", "ApiVersion", "ChainId", "Data"] {
         assert!(schemas["WebhookEvent"]["properties"].get(field).is_some(), "WebhookEvent.{field} undocumented");
     }
     for (method, path) in [
@@ -459,14 +459,14 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     let event: Value = serde_json::from_str(&got[0].body).unwrap();
     let mut keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["api_version", "chain_id", "created", "data", "id", "type"], "the documented WebhookEvent");
-    assert_eq!(event["type"], "transaction.mined");
-    assert_eq!(event["chain_id"], app.chain_id);
-    assert_eq!(event["data"]["transaction_id"], executed["TransactionId"]);
-    assert_eq!(event["data"]["transaction_hash"], executed["TransactionHash"]);
-    assert_eq!(event["data"]["from"], user.address().to_checksum(None));
-    assert_eq!(event["data"]["sponsor"], app.sponsor.to_checksum(None));
-    assert_eq!(event["data"]["contract"], "USDC");
+    assert_eq!(keys, ["ApiVersion", "ChainId", "Created", "Data", "Id", "Type"], "the documented WebhookEvent");
+    assert_eq!(event["Type"], "transaction.mined");
+    assert_eq!(event["ChainId"], app.chain_id);
+    assert_eq!(event["Data"]["TransactionId"], executed["TransactionId"]);
+    assert_eq!(event["Data"]["TransactionHash"], executed["TransactionHash"]);
+    assert_eq!(event["Data"]["From"], user.address().to_checksum(None));
+    assert_eq!(event["Data"]["Sponsor"], app.sponsor.to_checksum(None));
+    assert_eq!(event["Data"]["Contract"], "USDC");
 
     // 2xx stops retries: nothing more arrives.
     tokio::time::sleep(settings.backoff(3) + Duration::from_millis(300)).await;
@@ -519,7 +519,7 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
 /// Waits for the event of `event_type` whose data matches `pred`.
 async fn event(r: &Receiver, event_type: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let t = event_type.to_string();
-    let mut got = r.wait_for(event_type, 1, move |v| v["type"] == t.as_str() && pred(&v["data"])).await;
+    let mut got = r.wait_for(event_type, 1, move |v| v["Type"] == t.as_str() && pred(&v["Data"])).await;
     got.remove(0)
 }
 
@@ -537,11 +537,11 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
 
     // Deposit 100 (gasless, permit).
     app.fund(&user, 100).await;
-    let dep = event(&receiver, "deposit.completed", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(dep["data"]["amount"], "100");
-    assert_eq!(dep["data"]["amount_raw"], "100000000000000000000");
-    assert_eq!(dep["data"]["contract"], "USDC");
-    event(&receiver, "transaction.mined", |d| d["from"] == cs(user.address())).await;
+    let dep = event(&receiver, "deposit.completed", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(dep["Data"]["Amount"], "100");
+    assert_eq!(dep["Data"]["AmountRaw"], "100000000000000000000");
+    assert_eq!(dep["Data"]["Contract"], "USDC");
+    event(&receiver, "transaction.mined", |d| d["From"] == cs(user.address())).await;
 
     // Subscribe at 30 per month.
     let built = app
@@ -551,26 +551,26 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
         )
         .await;
     let sub = app.execute_ok(&user, &built).await;
-    let created = event(&receiver, "stream.created", |d| d["author"] == cs(author.address())).await;
-    assert_eq!(created["data"]["subscriber"], cs(user.address()));
-    assert_eq!(created["data"]["outgoing_rate"], built["RatePerSecond"]);
-    assert_eq!(created["data"]["transaction_hash"], sub["TransactionHash"]);
+    let created = event(&receiver, "stream.created", |d| d["Author"] == cs(author.address())).await;
+    assert_eq!(created["Data"]["Subscriber"], cs(user.address()));
+    assert_eq!(created["Data"]["OutgoingRate"], built["RatePerSecond"]);
+    assert_eq!(created["Data"]["TransactionHash"], sub["TransactionHash"]);
 
     // Pay 2.5.
     let built = app
         .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "2.5"}))
         .await;
     app.execute_ok(&user, &built).await;
-    let paid = event(&receiver, "payment.completed", |d| d["to"] == cs(friend.address())).await;
-    assert_eq!(paid["data"]["from"], cs(user.address()));
-    assert_eq!(paid["data"]["amount"], "2.5");
-    assert_eq!(paid["data"]["amount_raw"], "2500000000000000000");
+    let paid = event(&receiver, "payment.completed", |d| d["To"] == cs(friend.address())).await;
+    assert_eq!(paid["Data"]["From"], cs(user.address()));
+    assert_eq!(paid["Data"]["Amount"], "2.5");
+    assert_eq!(paid["Data"]["AmountRaw"], "2500000000000000000");
 
     // Withdraw 10.
     let built = app.build("/api/v1/USDC/payments/withdraw", &json!({"From": user.address(), "Amount": "10"})).await;
     app.execute_ok(&user, &built).await;
-    let w = event(&receiver, "withdrawal.completed", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(w["data"]["amount"], "10");
+    let w = event(&receiver, "withdrawal.completed", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(w["Data"]["Amount"], "10");
 
     // Unsubscribe.
     let (status, built) = app
@@ -583,11 +583,11 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
         .await;
     assert_eq!(status, StatusCode::OK, "{built}");
     app.execute_ok(&user, &built).await;
-    let revoked = event(&receiver, "stream.revoked", |d| d["author"] == cs(author.address())).await;
-    assert_eq!(revoked["data"]["subscriber"], cs(user.address()));
+    let revoked = event(&receiver, "stream.revoked", |d| d["Author"] == cs(author.address())).await;
+    assert_eq!(revoked["Data"]["Subscriber"], cs(user.address()));
 
     // One event per fact: five relayed calls, one payment, and every delivery signed.
-    receiver.wait_for("5 transaction.mined", 5, |v| v["type"] == "transaction.mined").await;
+    receiver.wait_for("5 transaction.mined", 5, |v| v["Type"] == "transaction.mined").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.events("transaction.mined").len(), 5);
     assert_eq!(receiver.events("payment.completed").len(), 1, "{:#?}", receiver.events("payment.completed"));
@@ -634,8 +634,8 @@ async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations(
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(receiver.events("stream.created").is_empty(), "sent before 2 confirmations");
     mine(&app, 1).await;
-    let created = event(&receiver, "stream.created", |d| d["author"] == cs(author.address())).await;
-    assert_eq!(created["data"]["block_number"], block);
+    let created = event(&receiver, "stream.created", |d| d["Author"] == cs(author.address())).await;
+    assert_eq!(created["Data"]["BlockNumber"], block);
 
     // 36 hours later 2.5 are left, less than a day of outflow: a keeper liquidates it.
     app.advance(36 * 3600).await;
@@ -644,10 +644,10 @@ async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations(
         StreamPay::new(app.contract, &app.admin).liquidate(user.address()).send().await.unwrap().mined().await;
     assert!(receipt.status());
     mine(&app, 2).await;
-    let liq = event(&receiver, "account.liquidated", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(liq["data"]["liquidator"], cs(keeper));
-    assert_eq!(liq["data"]["streams_stopped"], "1");
-    let reward = U256::from_str_radix(liq["data"]["reward_raw"].as_str().unwrap(), 10).unwrap();
+    let liq = event(&receiver, "account.liquidated", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(liq["Data"]["Liquidator"], cs(keeper));
+    assert_eq!(liq["Data"]["StreamsStopped"], "1");
+    let reward = U256::from_str_radix(liq["Data"]["RewardRaw"].as_str().unwrap(), 10).unwrap();
     assert!(reward > U256::ZERO);
     assert_eq!(app.balance_of(keeper).await, reward, "the reward reported is what the keeper got");
     // The reward is a Transfer, but not a payment.
@@ -682,11 +682,11 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
     let (broken_id, _) = register(&app, &broken.url, &["sponsor.balance_low"]).await;
     // Endpoints receive events written after they were registered.
     let _webhooks = app.start_webhooks();
-    let low = receiver.wait_for("sponsor.balance_low", 1, |v| v["type"] == "sponsor.balance_low").await;
-    let data = &low[0]["data"];
-    assert_eq!(data["sponsor"], app.sponsor.to_checksum(None));
-    assert_eq!(data["balance_wei"], app.native_balance(app.sponsor).await.to_string());
-    assert_eq!(data["min_balance_wei"], U256::MAX.to_string());
+    let low = receiver.wait_for("sponsor.balance_low", 1, |v| v["Type"] == "sponsor.balance_low").await;
+    let data = &low[0]["Data"];
+    assert_eq!(data["Sponsor"], app.sponsor.to_checksum(None));
+    assert_eq!(data["BalanceWei"], app.native_balance(app.sponsor).await.to_string());
+    assert_eq!(data["MinBalanceWei"], U256::MAX.to_string());
     // Checked every 100 ms: still one alert (the episode lasts), and none for the sponsor this key
     // may not use.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -760,7 +760,7 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
     let _second = app.start_webhooks();
     let did = d["Id"].clone();
     wait_delivery(&app, id, "the retry", |x| x["Id"] == did && x["State"] == "succeeded").await;
-    receiver.wait_for("two transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    receiver.wait_for("two transaction.mined", 3, |v| v["Type"] == "transaction.mined").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = receiver.got();
     assert_eq!(got.len(), 3, "one failed attempt, its retry, the event written while down");
@@ -776,7 +776,7 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
     let (_, secret) = register(&app, &receiver.url, &["transaction.failed", "transaction.mined"]).await;
     let (user, friend) = (wallet(), wallet());
     app.fund(&user, 10).await;
-    receiver.wait_for("the deposit mined", 1, |v| v["type"] == "transaction.mined").await;
+    receiver.wait_for("the deposit mined", 1, |v| v["Type"] == "transaction.mined").await;
 
     // Both land in one block: the relayed payment, simulated fine and sent first, then the user's
     // own withdrawal of everything with a higher tip, so mined before it: the payment reverts.
@@ -809,10 +809,10 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
     raw("evm_setAutomine", json!([true])).await;
     assert!(own.mined().await.status(), "the user's own withdrawal");
 
-    let failed = event(&receiver, "transaction.failed", |d| d["transaction_id"] == accepted["TransactionId"]).await;
-    assert_eq!(failed["data"]["state"], "failed");
-    assert_eq!(failed["data"]["from"], user.address().to_checksum(None));
-    assert!(failed["data"]["failure"].is_string(), "{failed:#}");
+    let failed = event(&receiver, "transaction.failed", |d| d["TransactionId"] == accepted["TransactionId"]).await;
+    assert_eq!(failed["Data"]["State"], "failed");
+    assert_eq!(failed["Data"]["From"], user.address().to_checksum(None));
+    assert!(failed["Data"]["Failure"].is_string(), "{failed:#}");
     let got = receiver.got();
     let r = got.iter().find(|r| r.body.contains("transaction.failed")).unwrap();
     assert_signed(r, &secret);
@@ -841,11 +841,11 @@ async fn a_slow_webhook_endpoint_delays_only_its_own_deliveries() {
         app.fund(&user, 1).await;
         mined_at.push(std::time::Instant::now());
     }
-    healthy.wait_for("three transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    healthy.wait_for("three transaction.mined", 3, |v| v["Type"] == "transaction.mined").await;
     let got: Vec<Received> = healthy
         .got()
         .into_iter()
-        .filter(|r| serde_json::from_str::<Value>(&r.body).unwrap()["type"] == "transaction.mined")
+        .filter(|r| serde_json::from_str::<Value>(&r.body).unwrap()["Type"] == "transaction.mined")
         .collect();
     let tarpit_first = tarpit.got().first().map(|r| r.at).expect("the tarpit got the first event");
     for (i, (r, mined)) in got.iter().zip(&mined_at).enumerate().skip(1) {
@@ -891,8 +891,8 @@ async fn endpoints_of_a_revoked_key_receive_nothing_and_a_rotation_keeps_its_end
     let user = wallet();
     app.fund(&user, 2).await;
     // Once the control endpoint has the event, its fan-out is done: the others were decided too.
-    control.wait_for("deposit.completed", 1, |v| v["type"] == "deposit.completed").await;
-    rotated.wait_for("deposit.completed after the rotation", 1, |v| v["type"] == "deposit.completed").await;
+    control.wait_for("deposit.completed", 1, |v| v["Type"] == "deposit.completed").await;
+    rotated.wait_for("deposit.completed after the rotation", 1, |v| v["Type"] == "deposit.completed").await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1")
         .bind(gone_endpoint)
         .fetch_one(app.store.pool())
@@ -953,9 +953,9 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
 
     // Final: the including block and depth − 1 on top of it.
     mine(&app, depth - 1).await;
-    let first = event(&receiver, "deposit.completed", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(first["data"]["block_number"], block);
-    let orphaned_hash = first["data"]["block_hash"].clone();
+    let first = event(&receiver, "deposit.completed", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(first["Data"]["BlockNumber"], block);
+    let orphaned_hash = first["Data"]["BlockHash"].clone();
 
     // Every block from the deposit's up is replaced; the new chain carries the same transaction
     // in its first block, so the canonical event is at the same height and log index.
@@ -967,26 +967,26 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
     let new_hash = app.provider.get_block_by_number(block.into()).await.unwrap().unwrap().header.hash;
     assert_ne!(json!(new_hash.to_string()), orphaned_hash, "the deposit's block was replaced");
 
-    let retraction = event(&receiver, "event.retracted", |d| d["retracted_event_id"] == first["id"]).await;
-    assert_eq!(retraction["data"]["retracted_type"], "deposit.completed");
-    assert_eq!(retraction["data"]["block_number"], block);
-    assert_eq!(retraction["data"]["block_hash"], orphaned_hash);
-    assert_eq!(retraction["data"]["log_index"], first["data"]["log_index"]);
+    let retraction = event(&receiver, "event.retracted", |d| d["RetractedEventId"] == first["Id"]).await;
+    assert_eq!(retraction["Data"]["RetractedType"], "deposit.completed");
+    assert_eq!(retraction["Data"]["BlockNumber"], block);
+    assert_eq!(retraction["Data"]["BlockHash"], orphaned_hash);
+    assert_eq!(retraction["Data"]["LogIndex"], first["Data"]["LogIndex"]);
     let canonical = event(&receiver, "deposit.completed", |d| {
-        d["account"] == cs(user.address()) && d["block_hash"] != orphaned_hash
+        d["Account"] == cs(user.address()) && d["BlockHash"] != orphaned_hash
     })
     .await;
-    assert_ne!(canonical["id"], first["id"]);
-    assert_eq!(canonical["data"]["block_hash"], new_hash.to_string());
-    for field in ["block_number", "log_index", "transaction_hash", "amount_raw"] {
-        assert_eq!(canonical["data"][field], first["data"][field], "{field}");
+    assert_ne!(canonical["Id"], first["Id"]);
+    assert_eq!(canonical["Data"]["BlockHash"], new_hash.to_string());
+    for field in ["BlockNumber", "LogIndex", "TransactionHash", "AmountRaw"] {
+        assert_eq!(canonical["Data"][field], first["Data"][field], "{field}");
     }
     let order: Vec<Value> =
-        receiver.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["id"].clone()).collect();
+        receiver.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["Id"].clone()).collect();
     let at = |id: &Value| order.iter().position(|x| x == id).unwrap();
-    assert!(at(&first["id"]) < at(&retraction["id"]) && at(&retraction["id"]) < at(&canonical["id"]), "{order:?}");
+    assert!(at(&first["Id"]) < at(&retraction["Id"]) && at(&retraction["Id"]) < at(&canonical["Id"]), "{order:?}");
     // Delivered once each: the orphaned event is never sent again.
-    assert_eq!(order.iter().filter(|x| **x == first["id"]).count(), 1, "{order:?}");
+    assert_eq!(order.iter().filter(|x| **x == first["Id"]).count(), 1, "{order:?}");
 
     // The cursor moves back in the rollback's own transaction: with the indexer stopped (so
     // nothing re-ingests), a rollback below the deposit leaves the cursor at or below its block.
@@ -1002,7 +1002,7 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
         .await
         .unwrap();
     assert!(cursor <= ancestor as i64, "cursor {cursor}:{log} after a rollback to {ancestor}");
-    let canonical_id: i64 = canonical["id"].as_str().unwrap().trim_start_matches("evt_").parse().unwrap();
+    let canonical_id: i64 = canonical["Id"].as_str().unwrap().trim_start_matches("evt_").parse().unwrap();
     let (orphaned, key): (bool, String) =
         sqlx::query_as("SELECT orphaned_at IS NOT NULL, event_key FROM webhook_events WHERE id = $1")
             .bind(canonical_id)
@@ -1010,5 +1010,5 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
             .await
             .unwrap();
     assert!(orphaned && key.contains(":orphaned:"), "{key}");
-    event(&receiver, "event.retracted", |d| d["retracted_event_id"] == canonical["id"]).await;
+    event(&receiver, "event.retracted", |d| d["RetractedEventId"] == canonical["Id"]).await;
 }
