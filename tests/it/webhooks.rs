@@ -91,11 +91,14 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits until `n` received bodies satisfy `pred`. Every body received is checked to name
+    /// all its fields in PascalCase (issue 15.1), so every test that waits for an event checks it.
     pub(crate) async fn wait_for(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let got: Vec<Value> =
-                self.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()).filter(&pred).collect();
+            let all: Vec<Value> = self.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()).collect();
+            all.iter().for_each(|body| assert_pascal_case("a delivered event", body));
+            let got: Vec<Value> = all.into_iter().filter(&pred).collect();
             if got.len() >= n {
                 return got;
             }
@@ -103,6 +106,37 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// The keys of `v` at every level (`$.Data.BlockHash`, `$.Data[0].Id`) that are not PascalCase:
+/// an ASCII capital first, then letters and digits only. The error envelope's `error`, `code` and
+/// `message` are the exception.
+fn non_pascal_keys(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                let at = format!("{path}.{k}");
+                let envelope = matches!(at.as_str(), "$.error" | "$.error.code" | "$.error.message");
+                let pascal =
+                    k.starts_with(|c: char| c.is_ascii_uppercase()) && k.chars().all(|c| c.is_ascii_alphanumeric());
+                if !pascal && !envelope {
+                    out.push(at.clone());
+                }
+                non_pascal_keys(v, &at, out);
+            }
+        }
+        Value::Array(items) => {
+            items.iter().enumerate().for_each(|(i, v)| non_pascal_keys(v, &format!("{path}[{i}]"), out))
+        }
+        _ => {}
+    }
+}
+
+#[track_caller]
+pub(crate) fn assert_pascal_case(what: &str, v: &Value) {
+    let mut bad = Vec::new();
+    non_pascal_keys(v, "$", &mut bad);
+    assert!(bad.is_empty(), "{what}: keys not in PascalCase: {bad:?}\n{v:#}");
 }
 
 pub(crate) fn test_settings() -> WebhookSettings {
@@ -514,6 +548,101 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     assert_eq!(flaky.got().len(), 4, "a deleted endpoint was delivered to");
     let resp = app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["Id"]), &json!({})).await;
     assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+}
+
+/// Issue 15.1, one naming convention: the webhooks API answers and the events delivered name every
+/// field in PascalCase, at every level (only the error envelope keeps `error`, `code`, `message`);
+/// the snake_case request body of the first version is still accepted. The answers also match
+/// the schemas `/openapi.json` publishes for them.
+#[tokio::test]
+async fn webhook_answers_and_deliveries_name_every_field_in_pascal_case() {
+    // The walk itself finds snake_case keys at any depth, and spares the error envelope only.
+    let mut bad = Vec::new();
+    non_pascal_keys(
+        &json!({"Data": [{"Id": 1, "created_at": "x"}], "Ok": {"block_hash": "0x"}, "error": {"code": "c"}}),
+        "$",
+        &mut bad,
+    );
+    assert_eq!(bad, ["$.Data[0].created_at", "$.Ok.block_hash"]);
+    let mut bad = Vec::new();
+    non_pascal_keys(&json!({"Data": {"error": {"code": "c", "message": "m"}}}), "$", &mut bad);
+    assert_eq!(bad, ["$.Data.error", "$.Data.error.code", "$.Data.error.message"]);
+
+    let app = app_with(test_settings()).await;
+    let _indexer = app.start_indexers();
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let documented = |method: &str, path: &str, status: StatusCode, body: &Value| {
+        assert_pascal_case(&format!("{method} {path}"), body);
+        let schema = &doc["paths"][path][method]["responses"][status.as_str()]["content"]["application/json"]["schema"];
+        let mut drift = Vec::new();
+        crate::openapi_drift::check(&doc, schema, body, "$", &mut drift);
+        assert!(drift.is_empty(), "{method} {path} {status} drifted from its schema: {drift:?}\n{body:#}");
+    };
+    // Fails the first attempt: the delivery log then holds a failed attempt and a retry.
+    let receiver = Receiver::start(&[Reply::Status(500)], 200).await;
+
+    // The snake_case body of the first version, still accepted.
+    let (status, created) = app
+        .post("/api/v1/webhooks", &json!({"url": receiver.url, "events": ["transaction.mined", "deposit.completed"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["Url"], receiver.url.as_str());
+    assert_eq!(created["Events"], json!(["transaction.mined", "deposit.completed"]));
+    assert!(created["Secret"].as_str().unwrap().starts_with("whsec_"), "{created}");
+    assert!(created["CreatedAt"].is_string(), "{created}");
+    documented("post", "/api/v1/webhooks", status, &created);
+    let id = created["Id"].as_i64().unwrap();
+    // Its errors name the PascalCase fields.
+    let (status, missing) = app.post("/api/v1/webhooks", &json!({"events": ["transaction.mined"]})).await;
+    assert_error(&(status, missing.clone()), StatusCode::BAD_REQUEST, "missing_field");
+    assert!(missing["error"]["message"].as_str().unwrap().contains("Url"), "{missing}");
+    assert_pascal_case("an error", &missing);
+
+    // A relayed deposit: a transaction event (the transaction's view and the trigger's facts)
+    // and a contract event (from the index).
+    app.fund(&wallet(), 1).await;
+    let mined = receiver.wait_for("transaction.mined", 1, |v| v["Type"] == "transaction.mined").await;
+    let deposit = receiver.wait_for("deposit.completed", 1, |v| v["Type"] == "deposit.completed").await;
+    for event in [&mined[0], &deposit[0]] {
+        assert_pascal_case("a delivered event", event);
+        let mut keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["ApiVersion", "ChainId", "Created", "Data", "Id", "Type"], "{event:#}");
+        assert_eq!(event["ApiVersion"], streampay_relayer::API_VERSION);
+    }
+    for key in ["TransactionId", "TransactionHash", "BlockNumber", "BlockHash", "GasUsed", "ContractAddress", "From"] {
+        assert!(!mined[0]["Data"][key].is_null(), "transaction.mined lacks Data.{key}: {:#}", mined[0]);
+    }
+    assert_eq!(mined[0]["Data"]["State"], "mined", "values keep their vocabulary");
+    for key in ["Account", "Amount", "AmountRaw", "BlockTimestamp", "LogIndex", "TransactionHash", "Contract"] {
+        assert!(!deposit[0]["Data"][key].is_null(), "deposit.completed lacks Data.{key}: {:#}", deposit[0]);
+    }
+
+    // Every answer of the webhooks API.
+    let failed_then_sent =
+        wait_delivery(&app, id, "a retried delivery", |d| d["State"] == "succeeded" && d["Attempts"] == 2).await;
+    assert!(failed_then_sent["AttemptLog"][0]["Error"].is_string(), "{failed_then_sent:#}");
+    let (status, one) = app.get(&format!("/api/v1/webhooks/{id}")).await;
+    documented("get", "/api/v1/webhooks/{id}", status, &one);
+    let (status, list) = app.get("/api/v1/webhooks").await;
+    documented("get", "/api/v1/webhooks", status, &list);
+    let (status, page) = app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=1")).await;
+    assert!(page["NextBefore"].is_i64(), "{page:#}");
+    documented("get", "/api/v1/webhooks/{id}/deliveries", status, &page);
+    let (status, all) = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
+    assert!(all["Data"].as_array().unwrap().iter().any(|d| d["AttemptLog"].as_array().unwrap().len() == 2), "{all:#}");
+    documented("get", "/api/v1/webhooks/{id}/deliveries", status, &all);
+    let (status, re) =
+        app.post(&format!("/api/v1/webhooks/{id}/deliveries/{}/redeliver", failed_then_sent["Id"]), &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{re}");
+    assert_eq!(re["RedeliveryOf"], failed_then_sent["Id"]);
+    documented("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", status, &re);
+    let (status, deleted) = app.delete(&format!("/api/v1/webhooks/{id}")).await;
+    assert_eq!(deleted, json!({"Id": id, "Deleted": true}));
+    documented("delete", "/api/v1/webhooks/{id}", status, &deleted);
+    let (status, gone) = app.get(&format!("/api/v1/webhooks/{id}")).await;
+    assert_error(&(status, gone.clone()), StatusCode::NOT_FOUND, "webhook_not_found");
+    documented("get", "/api/v1/webhooks/{id}", status, &gone);
 }
 
 /// Waits for the event of `event_type` whose data matches `pred`.
