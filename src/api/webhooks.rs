@@ -92,16 +92,20 @@ pub struct DeletedWebhook {
 pub struct DeliveryList {
     /// Newest first.
     pub data: Vec<Delivery>,
-    /// Pass as the `before` query parameter for the next (older) page; null on the last page.
+    /// Pass as `Before` for the next (older) page; null on the last page.
     pub next_before: Option<i64>,
 }
 
+/// The delivery log's query (`limit` and `before`, the first version's names, are still accepted).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(rename_all = "PascalCase")]
 pub struct DeliveryQuery {
     /// Page size, 1–100 (default 50).
+    #[serde(alias = "limit")]
     pub limit: Option<i64>,
     /// Only deliveries with a smaller id (the previous page's `NextBefore`).
+    #[serde(alias = "before")]
     pub before: Option<i64>,
 }
 
@@ -254,7 +258,7 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveryList>, AppError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
-        return Err(AppError::new(ErrorCode::InvalidQuery, "limit: expected 1 to 100"));
+        return Err(AppError::new(ErrorCode::InvalidQuery, "Limit: expected 1 to 100"));
     }
     let n = endpoint_id(&id)?;
     store::get_endpoint(state.store.pool(), key.0.id, n).await?.ok_or_else(|| not_found(&id))?;

@@ -296,12 +296,12 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
         "webhook_delivery_not_found",
     );
     assert_error(
-        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=0")).await,
+        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?Limit=0")).await,
         StatusCode::BAD_REQUEST,
         "invalid_query",
     );
     assert_error(
-        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=lots")).await,
+        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?Limit=lots")).await,
         StatusCode::BAD_REQUEST,
         "invalid_query",
     );
@@ -368,6 +368,9 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
         assert_eq!(o["tags"], json!(["Webhooks"]), "{method} {path}");
         assert!(o["responses"]["401"].is_object(), "{method} {path}");
     }
+    let log = op("get", "/api/v1/webhooks/{id}/deliveries");
+    let params: Vec<&str> = log["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(params.contains(&"Limit") && params.contains(&"Before"), "{params:?}");
     let redeliver = op("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver");
     assert!(redeliver["responses"]["404"]["description"].as_str().unwrap().contains("webhook_delivery_not_found"));
     assert!(redeliver["responses"]["202"].is_object());
@@ -534,12 +537,16 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     assert_eq!(all[0]["Id"], re_id, "newest first");
 
     // Paging.
-    let (_, page) = app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1")).await;
+    let (_, page) = app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?Limit=1")).await;
     assert_eq!(page["Data"].as_array().unwrap().len(), 1);
     assert_eq!(page["NextBefore"], re_id);
     let (_, page2) =
-        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["NextBefore"])).await;
+        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?Limit=1&Before={}", page["NextBefore"])).await;
     assert_eq!(page2["Data"][0]["Id"], d["Id"]);
+    // The first version's parameter names still page the same way.
+    let (_, old) =
+        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["NextBefore"])).await;
+    assert_eq!(old, page2);
 
     // A deleted endpoint receives nothing more.
     app.delete(&format!("/api/v1/webhooks/{flaky_id}")).await;
