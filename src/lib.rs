@@ -30,7 +30,7 @@
 //! | base | [`amount`], [`secret`] | exact decimal amounts parsed at the edge; values never printed |
 
 /// Dated version of the HTTP API and of webhook payloads, sent as `X-Api-Version` on every
-/// response and as `api_version` in every webhook event.
+/// response and as `ApiVersion` in every webhook event.
 pub const API_VERSION: &str = "2026-11-21";
 
 pub mod amount;

@@ -50,11 +50,12 @@ pub struct TransactionFacts {
     pub revert_reason: Option<String>,
 }
 
-/// A relayed transaction as the outside sees it. Serialized as is, it is the `data` of a
-/// `transaction.*` webhook event (snake_case keys); the API's answers copy its fields under
-/// their own (PascalCase) keys, and add `Status`, `ChainId` and `SponsorNonce` from the fields
-/// the event does not carry.
+/// A relayed transaction as the outside sees it. Serialized as is, it is the `Data` of a
+/// `transaction.*` webhook event (PascalCase keys, `TransactionId` for the id); the API's answers
+/// copy its fields under their own keys (`Id` for the id), and add `Status`, `ChainId` and
+/// `SponsorNonce` from the fields the event does not carry.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct TransactionView {
     pub transaction_id: i64,
     /// The deployment's name; null when this relayer no longer serves it.
@@ -158,20 +159,20 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "block_number",
-                "contract",
-                "contract_address",
-                "failure",
-                "from",
-                "gas_used",
-                "nonce",
-                "revert_reason",
-                "sponsor",
-                "state",
-                "transaction_hash",
-                "transaction_id"
+                "BlockNumber",
+                "Contract",
+                "ContractAddress",
+                "Failure",
+                "From",
+                "GasUsed",
+                "Nonce",
+                "RevertReason",
+                "Sponsor",
+                "State",
+                "TransactionHash",
+                "TransactionId"
             ]
         );
-        assert_eq!(json["transaction_hash"], format!("0x{}", "11".repeat(32)));
+        assert_eq!(json["TransactionHash"], format!("0x{}", "11".repeat(32)));
     }
 }

@@ -12,7 +12,7 @@
 //! execute cannot send twice anyway, its bySig nonce is claimed), 401, 408, every 409 and 429,
 //! and the 422s that depend on the moment ([`RETRY_LATER_422`]). A stored answer never holds a
 //! secret: a webhook endpoint's signing secret is blanked before the answer is kept (the replay
-//! says `secret: null`; the secret is shown once). Entries expire after [`TTL`]: a key may then
+//! says `Secret: null`; the secret is shown once). Entries expire after [`TTL`]: a key may then
 //! be used again, and [`crate::store::Store::prune_idempotency`] deletes them hourly.
 
 use axum::{
@@ -64,11 +64,18 @@ pub fn is_final(status: StatusCode, body: &[u8]) -> bool {
     }
 }
 
-/// The answer as it may be stored: a webhook endpoint's signing secret (`whsec_…`) is blanked.
+/// The answer as it may be stored: a webhook endpoint's signing secret (`whsec_…`, `Secret` in the
+/// create answer; `secret` before the 2026-12-03 release) is blanked.
 fn without_secrets(body: &[u8]) -> Vec<u8> {
+    let is_secret =
+        |v: &serde_json::Value, key: &str| v.get(key).and_then(|s| s.as_str()).is_some_and(|s| s.starts_with("whsec_"));
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(mut v) if v.get("secret").and_then(|s| s.as_str()).is_some_and(|s| s.starts_with("whsec_")) => {
-            v["secret"] = serde_json::Value::Null;
+        Ok(mut v) if ["Secret", "secret"].iter().any(|k| is_secret(&v, k)) => {
+            for key in ["Secret", "secret"] {
+                if is_secret(&v, key) {
+                    v[key] = serde_json::Value::Null;
+                }
+            }
             serde_json::to_vec(&v).unwrap_or_default()
         }
         _ => body.to_vec(),
@@ -224,10 +231,14 @@ mod tests {
 
     #[test]
     fn a_webhook_secret_is_never_stored() {
+        let body = br#"{"Id":1,"Url":"https://x.example/h","Secret":"whsec_00ff"}"#;
+        let kept: serde_json::Value = serde_json::from_slice(&without_secrets(body)).unwrap();
+        assert_eq!(kept["Secret"], serde_json::Value::Null);
+        assert_eq!(kept["Id"], 1);
+        // The snake_case answer of the first version.
         let body = br#"{"id":1,"url":"https://x.example/h","secret":"whsec_00ff"}"#;
         let kept: serde_json::Value = serde_json::from_slice(&without_secrets(body)).unwrap();
         assert_eq!(kept["secret"], serde_json::Value::Null);
-        assert_eq!(kept["id"], 1);
         assert_eq!(without_secrets(br#"{"Balance":"1"}"#), br#"{"Balance":"1"}"#.to_vec());
     }
 }

@@ -25,20 +25,25 @@ use crate::{
 const MAX_URL_LEN: usize = 2048;
 
 /// `POST /api/v1/webhooks` request. Every delivery is a POST of a `WebhookEvent` signed with
-/// `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; `Webhook-Id` (= `id`)
-/// is the same on every retry and redelivery (docs/webhooks.md).
+/// `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; `Webhook-Id` (= `Id`)
+/// is the same on every retry and redelivery (docs/webhooks.md). The snake_case names of the
+/// first version (`url`, `events`) are still accepted.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreateWebhook {
     /// `http` or `https` URL receiving the POSTs.
+    #[serde(alias = "url")]
     #[schema(value_type = String, example = "https://example.com/streampay/webhooks")]
     pub url: Option<String>,
     /// Event types to receive, at least one.
+    #[serde(alias = "events")]
     #[schema(value_type = Vec<crate::webhooks::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
     pub events: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/webhooks` answer: the endpoint and its signing secret, shown only here.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreatedWebhook {
     #[serde(flatten)]
     pub endpoint: Endpoint,
@@ -48,49 +53,59 @@ pub struct CreatedWebhook {
 }
 
 /// The body of every delivery (what your endpoint receives), signed as described in the
-/// `WebhookEventType` schema.
+/// `WebhookEventType` schema. Built by `webhooks::deliver::fan_out`; events sent before the
+/// 2026-12-03 release keep their snake_case body on redelivery (docs/webhooks.md).
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct WebhookEvent {
     /// Stable event id, also the `Webhook-Id` header: the same on every retry and redelivery.
     #[schema(example = "evt_42")]
     pub id: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "Type")]
     pub event_type: crate::webhooks::WebhookEventType,
     /// Unix seconds at which the event was recorded.
     pub created: i64,
     #[schema(example = "2026-11-21")]
     pub api_version: String,
     pub chain_id: u64,
-    /// The event's fields (docs/webhooks.md lists them per type); amounts are exact decimal strings.
-    #[schema(value_type = Object)]
+    /// The event's fields, PascalCase (docs/webhooks.md lists them per type); amounts are exact
+    /// decimal strings.
+    #[schema(value_type = Object, example = json!({"Contract": "USDC", "From": "0x…", "To": "0x…", "Amount": "2.5", "AmountRaw": "2500000000000000000"}))]
     pub data: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct WebhookList {
     pub data: Vec<Endpoint>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct DeletedWebhook {
     pub id: i64,
     pub deleted: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct DeliveryList {
     /// Newest first.
     pub data: Vec<Delivery>,
-    /// Pass as `before` for the next (older) page; null on the last page.
+    /// Pass as `Before` for the next (older) page; null on the last page.
     pub next_before: Option<i64>,
 }
 
+/// The delivery log's query (`limit` and `before`, the first version's names, are still accepted).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(rename_all = "PascalCase")]
 pub struct DeliveryQuery {
     /// Page size, 1–100 (default 50).
+    #[serde(alias = "limit")]
     pub limit: Option<i64>,
-    /// Only deliveries with a smaller id (the previous page's `next_before`).
+    /// Only deliveries with a smaller id (the previous page's `NextBefore`).
+    #[serde(alias = "before")]
     pub before: Option<i64>,
 }
 
@@ -99,7 +114,7 @@ fn not_found(id: &str) -> AppError {
 }
 
 fn validate_url(url: &str, allow_private: bool) -> Result<String, AppError> {
-    let bad = |why: &str| AppError::new(ErrorCode::InvalidWebhookUrl, format!("url: {why}"));
+    let bad = |why: &str| AppError::new(ErrorCode::InvalidWebhookUrl, format!("Url: {why}"));
     let url = url.trim();
     if url.len() > MAX_URL_LEN {
         return Err(bad("longer than 2048 characters"));
@@ -122,7 +137,7 @@ fn validate_url(url: &str, allow_private: bool) -> Result<String, AppError> {
 
 fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
     if events.is_empty() {
-        return Err(AppError::missing("events"));
+        return Err(AppError::missing("Events"));
     }
     let mut out: Vec<String> = Vec::new();
     for e in events {
@@ -130,7 +145,7 @@ fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
         if !EVENT_TYPES.contains(&e) {
             return Err(AppError::new(
                 ErrorCode::UnknownEvent,
-                format!("events: {e:?} is not an event type; known: {}", EVENT_TYPES.join(", ")),
+                format!("Events: {e:?} is not an event type; known: {}", EVENT_TYPES.join(", ")),
             ));
         }
         if !out.iter().any(|o| o == e) {
@@ -145,7 +160,7 @@ fn validate_events(events: &[String]) -> Result<Vec<String>, AppError> {
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "Webhooks",
     request_body = CreateWebhook,
     responses(
-        (status = 201, description = "Registered; `secret` is shown only here", body = CreatedWebhook),
+        (status = 201, description = "Registered; `Secret` is shown only here", body = CreatedWebhook),
         (status = 400, description = "`invalid_json`, `missing_field`, `invalid_webhook_url` (also a loopback or private address, unless private targets are allowed), `unknown_event`", body = ErrorBody),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
         (status = 422, description = "`webhook_limit_reached`: the key has as many live endpoints as webhooks.max_endpoints_per_key allows", body = ErrorBody),
@@ -156,7 +171,7 @@ pub async fn create(
     key: ApiKey,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), AppError> {
-    let url = validate_url(super::extract::required("url", &body.url)?, state.settings.webhooks.allow_private_targets)?;
+    let url = validate_url(super::extract::required("Url", &body.url)?, state.settings.webhooks.allow_private_targets)?;
     let events = validate_events(body.events.as_deref().unwrap_or_default())?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -243,7 +258,7 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveryList>, AppError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
-        return Err(AppError::new(ErrorCode::InvalidQuery, "limit: expected 1 to 100"));
+        return Err(AppError::new(ErrorCode::InvalidQuery, "Limit: expected 1 to 100"));
     }
     let n = endpoint_id(&id)?;
     store::get_endpoint(state.store.pool(), key.0.id, n).await?.ok_or_else(|| not_found(&id))?;

@@ -150,7 +150,7 @@ async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow:
         .await
         .context("Failed to read the relayed transaction of a webhook event")?;
     // A row deleted since (never by the relayer itself) must not block the outbox.
-    let Some(r) = r else { return Ok(json!({ "transaction_id": id })) };
+    let Some(r) = r else { return Ok(json!({ "TransactionId": id })) };
     let facts = TransactionFacts {
         id: r.id,
         chain_id: r.chain_id,
@@ -177,7 +177,7 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
         .context("Failed to read the webhook outbox")?;
     for e in &events {
         let (id, event_type) = (e.id, &e.event_type);
-        let data = match (e.data.clone(), e.transaction_id) {
+        let data = match (e.data.clone().map(pascal_case_keys), e.transaction_id) {
             // A transaction event: the transaction's view now, with what the event is about
             // written over it (the block it was mined in, or the block it was reorged out of),
             // so a body built after a later change still describes its own event.
@@ -191,13 +191,15 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
             (Some(d), None) => d,
             (None, None) => json!({}),
         };
+        // The `WebhookEvent` schema. Stored once: every attempt and redelivery sends these bytes
+        // (so an event fanned out before the 2026-12-03 release keeps its snake_case body).
         let payload = json!({
-            "id": format!("evt_{id}"),
-            "type": event_type,
-            "created": e.created,
-            "api_version": API_VERSION,
-            "chain_id": chain.chain_id,
-            "data": data,
+            "Id": format!("evt_{id}"),
+            "Type": event_type,
+            "Created": e.created,
+            "ApiVersion": API_VERSION,
+            "ChainId": chain.chain_id,
+            "Data": data,
         })
         .to_string();
         delivery::mark_fanned_out(&mut tx, id, &data, &payload).await?;
@@ -205,6 +207,31 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
     }
     tx.commit().await?;
     Ok(events.len())
+}
+
+/// An event's stored `data` with its top-level keys in PascalCase, as every body carries them.
+/// The trigger on `relay_transactions` (migrations 0007 and 0017) writes the facts of the moment
+/// under snake_case keys (`block_hash`, `reorged_block_number`, …), as every producer did before
+/// the 2026-12-03 release (events still in the outbox at an upgrade); keys already in PascalCase
+/// are kept as they are.
+fn pascal_case_keys(data: Value) -> Value {
+    match data {
+        Value::Object(fields) => Value::Object(fields.into_iter().map(|(k, v)| (pascal_case(&k), v)).collect()),
+        other => other,
+    }
+}
+
+/// `reorged_block_hash` → `ReorgedBlockHash`; `BlockHash` stays `BlockHash`.
+fn pascal_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for word in key.split('_') {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
 }
 
 /// What one attempt came to.
@@ -326,4 +353,34 @@ fn root(e: &reqwest::Error) -> String {
         s = next;
     }
     s.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_keys_become_pascal_case_and_pascal_case_keys_stay() {
+        let stored = json!({
+            "reorged_block_number": 7,
+            "block_hash": "0x01",
+            "state": "mined",
+            "TransactionId": 3,
+            "ContractAddress": "0xAb",
+            "nested": {"inner_key": 1}
+        });
+        assert_eq!(
+            pascal_case_keys(stored),
+            json!({
+                "ReorgedBlockNumber": 7,
+                "BlockHash": "0x01",
+                "State": "mined",
+                "TransactionId": 3,
+                "ContractAddress": "0xAb",
+                // Values are never rewritten.
+                "Nested": {"inner_key": 1}
+            })
+        );
+        assert_eq!(pascal_case_keys(json!(null)), json!(null));
+    }
 }

@@ -155,8 +155,8 @@ async fn contract_events(state: &Dispatcher, chain: &Chain, contract: &Deploymen
         let (v1, v2) = (number(r.v1.clone()), number(r.v2.clone()));
         let (kind, next_kind) = (r.kind, r.next_kind);
         let (event_type, mut data) = match kind {
-            EventKind::Transfer if a1.is_zero() => ("deposit.completed", json!({"account": checksum(a2)})),
-            EventKind::Transfer if a2.is_zero() => ("withdrawal.completed", json!({"account": checksum(a1)})),
+            EventKind::Transfer if a1.is_zero() => ("deposit.completed", json!({"Account": checksum(a2)})),
+            EventKind::Transfer if a2.is_zero() => ("withdrawal.completed", json!({"Account": checksum(a1)})),
             // A Transfer right before SponsoredCallCharged or Liquidated is the relayer's fee or
             // the liquidator's reward, not a payment.
             EventKind::Transfer
@@ -164,29 +164,29 @@ async fn contract_events(state: &Dispatcher, chain: &Chain, contract: &Deploymen
             {
                 continue;
             }
-            EventKind::Transfer => ("payment.completed", json!({"from": checksum(a1), "to": checksum(a2)})),
+            EventKind::Transfer => ("payment.completed", json!({"From": checksum(a1), "To": checksum(a2)})),
             EventKind::StreamCreated | EventKind::StreamRevoked => {
                 let rates = Rates::decode(v1);
                 (
                     if kind == EventKind::StreamCreated { "stream.created" } else { "stream.revoked" },
                     json!({
-                        "subscriber": checksum(a1),
-                        "author": checksum(a2),
-                        "encoded_rates": v1.to_string(),
-                        "income_rate": rates.income.to_string(),
-                        "outgoing_rate": rates.outgoing.to_string(),
-                        "project_id": rates.project_id.to_string(),
+                        "Subscriber": checksum(a1),
+                        "Author": checksum(a2),
+                        "EncodedRates": v1.to_string(),
+                        "IncomeRate": rates.income.to_string(),
+                        "OutgoingRate": rates.outgoing.to_string(),
+                        "ProjectId": rates.project_id.to_string(),
                     }),
                 )
             }
             EventKind::Liquidated => (
                 "account.liquidated",
                 json!({
-                    "account": checksum(a1),
-                    "liquidator": checksum(a2),
-                    "reward": format_units(v1, INTERNAL_DECIMALS),
-                    "reward_raw": v1.to_string(),
-                    "streams_stopped": v2.to_string(),
+                    "Account": checksum(a1),
+                    "Liquidator": checksum(a2),
+                    "Reward": format_units(v1, INTERNAL_DECIMALS),
+                    "RewardRaw": v1.to_string(),
+                    "StreamsStopped": v2.to_string(),
                 }),
             ),
             _ => continue,
@@ -195,16 +195,16 @@ async fn contract_events(state: &Dispatcher, chain: &Chain, contract: &Deploymen
             continue;
         }
         if kind == EventKind::Transfer {
-            data["amount"] = json!(format_units(v1, INTERNAL_DECIMALS));
-            data["amount_raw"] = json!(v1.to_string());
+            data["Amount"] = json!(format_units(v1, INTERNAL_DECIMALS));
+            data["AmountRaw"] = json!(v1.to_string());
         }
-        data["contract"] = json!(contract.name);
-        data["contract_address"] = json!(checksum(contract.address));
-        data["block_number"] = json!(r.block_number);
-        data["block_hash"] = json!(block_hash.to_string());
-        data["block_timestamp"] = json!(r.block_timestamp);
-        data["transaction_hash"] = json!(r.tx_hash.to_string());
-        data["log_index"] = json!(log_index);
+        data["Contract"] = json!(contract.name);
+        data["ContractAddress"] = json!(checksum(contract.address));
+        data["BlockNumber"] = json!(r.block_number);
+        data["BlockHash"] = json!(block_hash.to_string());
+        data["BlockTimestamp"] = json!(r.block_timestamp);
+        data["TransactionHash"] = json!(r.tx_hash.to_string());
+        data["LogIndex"] = json!(log_index);
         let key = format!("{event_type}:{}:{block_hash}:{log_index}", chain.chain_id);
         // With its origin, so a rollback of the index finds it (`outbox::follow_rollback`).
         let origin = outbox::Origin { contract: contract.address, block_number: r.block_number, block_hash };
@@ -238,11 +238,11 @@ async fn sponsor_balances(state: &Dispatcher, chain: &Chain) -> anyhow::Result<(
         outbox::set_sponsor_alert(&mut tx, chain_id, sponsor, low, episode).await?;
         if low {
             let data = json!({
-                "sponsor": checksum(sponsor),
-                "balance_wei": balance.to_string(),
-                "balance": format_units(balance, INTERNAL_DECIMALS),
-                "min_balance_wei": min.to_string(),
-                "min_balance": format_units(min, INTERNAL_DECIMALS),
+                "Sponsor": checksum(sponsor),
+                "BalanceWei": balance.to_string(),
+                "Balance": format_units(balance, INTERNAL_DECIMALS),
+                "MinBalanceWei": min.to_string(),
+                "MinBalance": format_units(min, INTERNAL_DECIMALS),
             });
             let key = format!("sponsor.balance_low:{}:{sponsor}:{episode}", chain.chain_id);
             outbox::insert_event(&mut tx, &key, chain_id, "sponsor.balance_low", Some(sponsor), None, data).await?;

@@ -498,10 +498,10 @@ async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened
     mine(1).await;
     let (_, first_block, first_hash) = wait_row("mined", |s| s == "mined").await;
     let (first_block, first_hash) = (first_block.unwrap(), first_hash.unwrap());
-    let of_row = |v: &Value| v["data"]["transaction_id"] == id;
-    let mined = receiver.wait_for("transaction.mined", 1, |v| v["type"] == "transaction.mined" && of_row(v)).await;
-    assert_eq!(mined[0]["data"]["block_number"], first_block);
-    assert_eq!(mined[0]["data"]["block_hash"], first_hash);
+    let of_row = |v: &Value| v["Data"]["TransactionId"] == id;
+    let mined = receiver.wait_for("transaction.mined", 1, |v| v["Type"] == "transaction.mined" && of_row(v)).await;
+    assert_eq!(mined[0]["Data"]["BlockNumber"], first_block);
+    assert_eq!(mined[0]["Data"]["BlockHash"], first_hash);
     assert_eq!(meta_nonce().await, "mined");
     wait_nonce(first_block, 1, 1).await;
 
@@ -518,9 +518,9 @@ async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened
     assert_eq!(block, None);
     assert_eq!(meta_nonce().await, "submitted", "the bySig nonce is in flight again, not used");
     let reorged =
-        receiver.wait_for("transaction.reorged", 1, |v| v["type"] == "transaction.reorged" && of_row(v)).await;
-    assert_eq!(reorged[0]["data"]["reorged_block_number"], first_block);
-    assert_eq!(reorged[0]["data"]["reorged_block_hash"], first_hash);
+        receiver.wait_for("transaction.reorged", 1, |v| v["Type"] == "transaction.reorged" && of_row(v)).await;
+    assert_eq!(reorged[0]["Data"]["ReorgedBlockNumber"], first_block);
+    assert_eq!(reorged[0]["Data"]["ReorgedBlockHash"], first_hash);
     // Not used on chain any more, still in flight: the next nonce to sign is still 1.
     wait_nonce(head, 0, 1).await;
 
@@ -529,9 +529,9 @@ async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened
     let (_, second_block, second_hash) = wait_row("mined again", |s| s == "mined").await;
     let (second_block, second_hash) = (second_block.unwrap(), second_hash.unwrap());
     assert_ne!(second_hash, first_hash);
-    let mined = receiver.wait_for("transaction.mined", 2, |v| v["type"] == "transaction.mined" && of_row(v)).await;
-    assert_eq!(mined[1]["data"]["block_number"], second_block);
-    assert_eq!(mined[1]["data"]["block_hash"], second_hash);
+    let mined = receiver.wait_for("transaction.mined", 2, |v| v["Type"] == "transaction.mined" && of_row(v)).await;
+    assert_eq!(mined[1]["Data"]["BlockNumber"], second_block);
+    assert_eq!(mined[1]["Data"]["BlockHash"], second_hash);
     assert_eq!(meta_nonce().await, "mined");
     wait_nonce(second_block, 1, 1).await;
 
@@ -540,9 +540,9 @@ async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened
     let (_, block, hash) = wait_row("confirmed", |s| s == "confirmed").await;
     assert_eq!((block, hash), (Some(second_block), Some(second_hash.clone())));
     let finalized =
-        receiver.wait_for("transaction.finalized", 1, |v| v["type"] == "transaction.finalized" && of_row(v)).await;
-    assert_eq!(finalized[0]["data"]["block_hash"], second_hash);
-    assert_eq!(finalized[0]["data"]["state"], "confirmed");
+        receiver.wait_for("transaction.finalized", 1, |v| v["Type"] == "transaction.finalized" && of_row(v)).await;
+    assert_eq!(finalized[0]["Data"]["BlockHash"], second_hash);
+    assert_eq!(finalized[0]["Data"]["State"], "confirmed");
     // Executed once.
     assert_eq!(app.balance_of(user.address()).await, crate::harness::internal(5));
 }

@@ -157,10 +157,10 @@ async fn a_retry_later_answer_is_not_replayed_and_the_retry_runs() {
 #[tokio::test]
 async fn a_webhook_secret_is_shown_once_and_never_stored_for_replay() {
     let app = spawn_app().await;
-    let body = json!({"url": "https://hooks.example.com/streampay", "events": ["transaction.mined"]});
+    let body = json!({"Url": "https://hooks.example.com/streampay", "Events": ["transaction.mined"]});
     let (status, first, _) = post_with_key(&app, "/api/v1/webhooks", &body, "hook-1").await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    assert!(first["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{first}");
+    assert!(first["Secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{first}");
     let stored: Vec<u8> = sqlx::query_scalar("SELECT body FROM idempotency_keys WHERE idempotency_key = 'hook-1'")
         .fetch_one(app.store.pool())
         .await
@@ -169,8 +169,8 @@ async fn a_webhook_secret_is_shown_once_and_never_stored_for_replay() {
     let (status, replay, replayed) = post_with_key(&app, "/api/v1/webhooks", &body, "hook-1").await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(replayed);
-    assert_eq!(replay["id"], first["id"], "the same endpoint, not a second one");
-    assert_eq!(replay["secret"], Value::Null, "{replay}");
+    assert_eq!(replay["Id"], first["Id"], "the same endpoint, not a second one");
+    assert_eq!(replay["Secret"], Value::Null, "{replay}");
 }
 
 #[tokio::test]

@@ -87,15 +87,18 @@ impl Receiver {
         self.got()
             .iter()
             .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
-            .filter(|v| v["type"] == event_type)
+            .filter(|v| v["Type"] == event_type)
             .collect()
     }
 
+    /// Waits until `n` received bodies satisfy `pred`. Every body received is checked to name
+    /// all its fields in PascalCase (issue 15.1), so every test that waits for an event checks it.
     pub(crate) async fn wait_for(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let got: Vec<Value> =
-                self.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()).filter(&pred).collect();
+            let all: Vec<Value> = self.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()).collect();
+            all.iter().for_each(|body| assert_pascal_case("a delivered event", body));
+            let got: Vec<Value> = all.into_iter().filter(&pred).collect();
             if got.len() >= n {
                 return got;
             }
@@ -103,6 +106,37 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// The keys of `v` at every level (`$.Data.BlockHash`, `$.Data[0].Id`) that are not PascalCase:
+/// an ASCII capital first, then letters and digits only. The error envelope's `error`, `code` and
+/// `message` are the exception.
+fn non_pascal_keys(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                let at = format!("{path}.{k}");
+                let envelope = matches!(at.as_str(), "$.error" | "$.error.code" | "$.error.message");
+                let pascal =
+                    k.starts_with(|c: char| c.is_ascii_uppercase()) && k.chars().all(|c| c.is_ascii_alphanumeric());
+                if !pascal && !envelope {
+                    out.push(at.clone());
+                }
+                non_pascal_keys(v, &at, out);
+            }
+        }
+        Value::Array(items) => {
+            items.iter().enumerate().for_each(|(i, v)| non_pascal_keys(v, &format!("{path}[{i}]"), out))
+        }
+        _ => {}
+    }
+}
+
+#[track_caller]
+pub(crate) fn assert_pascal_case(what: &str, v: &Value) {
+    let mut bad = Vec::new();
+    non_pascal_keys(v, "$", &mut bad);
+    assert!(bad.is_empty(), "{what}: keys not in PascalCase: {bad:?}\n{v:#}");
 }
 
 pub(crate) fn test_settings() -> WebhookSettings {
@@ -142,11 +176,11 @@ async fn spawn_with(settings: Settings) -> TestApp {
 
 /// Registers an endpoint; returns (id, secret).
 pub(crate) async fn register(app: &TestApp, url: &str, events: &[&str]) -> (i64, String) {
-    let (status, body) = app.post("/api/v1/webhooks", &json!({"url": url, "events": events})).await;
+    let (status, body) = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": events})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let secret = body["secret"].as_str().unwrap().to_string();
+    let secret = body["Secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"));
-    (body["id"].as_i64().unwrap(), secret)
+    (body["Id"].as_i64().unwrap(), secret)
 }
 
 fn now_unix() -> u64 {
@@ -164,13 +198,13 @@ fn assert_signed(r: &Received, secret: &str) {
     let expected = webhooks::signature(secret, t.parse().unwrap(), r.body.as_bytes());
     assert_eq!(v1, alloy::hex::encode(expected));
     let body: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(r.headers["webhook-id"].to_str().unwrap(), body["id"].as_str().unwrap());
+    assert_eq!(r.headers["webhook-id"].to_str().unwrap(), body["Id"].as_str().unwrap());
 }
 
 async fn deliveries(app: &TestApp, id: i64) -> Vec<Value> {
     let (status, body) = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["data"].as_array().unwrap().clone()
+    body["Data"].as_array().unwrap().clone()
 }
 
 /// Waits until some delivery of endpoint `id` satisfies `pred`.
@@ -193,7 +227,7 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     let app = app_with(test_settings()).await;
     let ok_url = "https://example.com/hooks";
     for url in ["not a url", "ftp://example.com/x", "http://user:pw@example.com/", "", "https://"] {
-        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        let resp = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": ["transaction.mined"]})).await;
         if url.is_empty() {
             assert_error(&resp, StatusCode::BAD_REQUEST, "missing_field");
         } else {
@@ -202,54 +236,54 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     }
     let long = format!("https://example.com/{}", "a".repeat(2100));
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": long, "events": ["transaction.mined"]})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": long, "Events": ["transaction.mined"]})).await,
         StatusCode::BAD_REQUEST,
         "invalid_webhook_url",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": ["transaction.mined", "transaction.exploded"]}))
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": ["transaction.mined", "transaction.exploded"]}))
             .await,
         StatusCode::BAD_REQUEST,
         "unknown_event",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": []})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": []})).await,
         StatusCode::BAD_REQUEST,
         "missing_field",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url})).await,
         StatusCode::BAD_REQUEST,
         "missing_field",
     );
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": ok_url, "events": "transaction.mined"})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": "transaction.mined"})).await,
         StatusCode::BAD_REQUEST,
         "invalid_json",
     );
     assert_error(
-        &app.post_with_key("/api/v1/webhooks", None, &json!({"url": ok_url, "events": ["transaction.mined"]})).await,
+        &app.post_with_key("/api/v1/webhooks", None, &json!({"Url": ok_url, "Events": ["transaction.mined"]})).await,
         StatusCode::UNAUTHORIZED,
         "missing_api_key",
     );
 
     // Registered: the secret is shown once; the list never shows it. Duplicate events collapse.
     let (status, created) = app
-        .post("/api/v1/webhooks", &json!({"url": ok_url, "events": ["payment.completed", "payment.completed"]}))
+        .post("/api/v1/webhooks", &json!({"Url": ok_url, "Events": ["payment.completed", "payment.completed"]}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["events"], json!(["payment.completed"]));
-    assert_eq!(created["url"], ok_url);
-    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["Events"], json!(["payment.completed"]));
+    assert_eq!(created["Url"], ok_url);
+    let id = created["Id"].as_i64().unwrap();
     let (status, one) = app.get(&format!("/api/v1/webhooks/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{one}");
-    assert_eq!(one["events"], json!(["payment.completed"]));
-    assert!(one.get("secret").is_none(), "{one}");
+    assert_eq!(one["Events"], json!(["payment.completed"]));
+    assert!(one.get("Secret").is_none(), "{one}");
     assert_error(&app.get("/api/v1/webhooks/999999").await, StatusCode::NOT_FOUND, "webhook_not_found");
     let (_, list) = app.get("/api/v1/webhooks").await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
-    assert_eq!(list["data"][0]["id"], id);
-    assert!(list["data"][0].get("secret").is_none(), "{list}");
+    assert_eq!(list["Data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["Data"][0]["Id"], id);
+    assert!(list["Data"][0].get("Secret").is_none(), "{list}");
 
     // Unknown ids.
     for path in ["/api/v1/webhooks/999999/deliveries", "/api/v1/webhooks/abc/deliveries"] {
@@ -262,12 +296,12 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
         "webhook_delivery_not_found",
     );
     assert_error(
-        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=0")).await,
+        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?Limit=0")).await,
         StatusCode::BAD_REQUEST,
         "invalid_query",
     );
     assert_error(
-        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=lots")).await,
+        &app.get(&format!("/api/v1/webhooks/{id}/deliveries?Limit=lots")).await,
         StatusCode::BAD_REQUEST,
         "invalid_query",
     );
@@ -276,7 +310,7 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     let other = app.store.create_api_key("other", &[app.sponsor], true).await.unwrap();
     let (status, list) = app.get_with_key("/api/v1/webhooks", Some(&other.key)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list["data"], json!([]));
+    assert_eq!(list["Data"], json!([]));
     let resp = app.http.delete(app.url(&format!("/api/v1/webhooks/{id}"))).header("X-API-Key", &other.key).send().await;
     let resp = resp.unwrap();
     let resp = (resp.status(), resp.json::<Value>().await.unwrap());
@@ -289,9 +323,9 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
     // Deleted: gone from the list, a second delete is a 404.
     let (status, body) = app.delete(&format!("/api/v1/webhooks/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({"id": id, "deleted": true}));
+    assert_eq!(body, json!({"Id": id, "Deleted": true}));
     let (_, list) = app.get("/api/v1/webhooks").await;
-    assert_eq!(list["data"], json!([]));
+    assert_eq!(list["Data"], json!([]));
     assert_error(&app.delete(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
     assert_error(&app.get(&format!("/api/v1/webhooks/{id}")).await, StatusCode::NOT_FOUND, "webhook_not_found");
 }
@@ -303,15 +337,15 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     let schemas = &doc["components"]["schemas"];
     assert_eq!(schemas["WebhookEventType"]["enum"], json!(webhooks::EVENT_TYPES));
     assert_eq!(
-        schemas["CreateWebhook"]["properties"]["events"]["items"]["$ref"],
+        schemas["CreateWebhook"]["properties"]["Events"]["items"]["$ref"],
         "#/components/schemas/WebhookEventType"
     );
-    assert_eq!(schemas["Endpoint"]["properties"]["events"]["items"]["$ref"], "#/components/schemas/WebhookEventType");
+    assert_eq!(schemas["Endpoint"]["properties"]["Events"]["items"]["$ref"], "#/components/schemas/WebhookEventType");
     let mut required: Vec<&str> =
         schemas["CreateWebhook"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     required.sort();
-    assert_eq!(required, ["events", "url"]);
-    for field in ["attempt", "status_code", "error", "duration_ms", "next_attempt_at"] {
+    assert_eq!(required, ["Events", "Url"]);
+    for field in ["Attempt", "StatusCode", "Error", "DurationMs", "NextAttemptAt"] {
         assert!(schemas["Attempt"]["properties"].get(field).is_some(), "Attempt.{field} undocumented");
     }
     let op = |method: &str, path: &str| doc["paths"][path][method].clone();
@@ -320,7 +354,7 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     assert!(bad.contains("invalid_webhook_url") && bad.contains("unknown_event"), "{bad}");
     assert!(post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].is_string());
     assert_eq!(post["security"], json!([{"api_key": ["webhooks"]}]), "the webhooks scope");
-    for field in ["id", "type", "created", "api_version", "chain_id", "data"] {
+    for field in ["Id", "Type", "Created", "ApiVersion", "ChainId", "Data"] {
         assert!(schemas["WebhookEvent"]["properties"].get(field).is_some(), "WebhookEvent.{field} undocumented");
     }
     for (method, path) in [
@@ -334,6 +368,9 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
         assert_eq!(o["tags"], json!(["Webhooks"]), "{method} {path}");
         assert!(o["responses"]["401"].is_object(), "{method} {path}");
     }
+    let log = op("get", "/api/v1/webhooks/{id}/deliveries");
+    let params: Vec<&str> = log["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(params.contains(&"Limit") && params.contains(&"Before"), "{params:?}");
     let redeliver = op("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver");
     assert!(redeliver["responses"]["404"]["description"].as_str().unwrap().contains("webhook_delivery_not_found"));
     assert!(redeliver["responses"]["202"].is_object());
@@ -356,11 +393,11 @@ async fn webhook_private_targets_are_refused_unless_allowed() {
         "http://[::a00:7]/hook",
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
     ] {
-        let resp = app.post("/api/v1/webhooks", &json!({"url": url, "events": ["transaction.mined"]})).await;
+        let resp = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": ["transaction.mined"]})).await;
         assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
     }
     let (status, body) = app
-        .post("/api/v1/webhooks", &json!({"url": "https://example.com/hook", "events": ["transaction.mined"]}))
+        .post("/api/v1/webhooks", &json!({"Url": "https://example.com/hook", "Events": ["transaction.mined"]}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
@@ -404,7 +441,7 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
         .post_with_key(
             "/api/v1/webhooks",
             Some(&other.key),
-            &json!({"url": foreign.url, "events": ["transaction.mined"]}),
+            &json!({"Url": foreign.url, "Events": ["transaction.mined"]}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -415,21 +452,21 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": user.address(), "Amount": "5"})).await;
     let executed = app.execute_ok(&user, &built).await;
 
-    let d = wait_delivery(&app, flaky_id, "succeeded", |d| d["state"] == "succeeded").await;
-    assert_eq!(d["event_type"], "transaction.mined");
-    assert_eq!(d["attempts"], 3, "{d:#}");
-    let log = d["attempt_log"].as_array().unwrap();
+    let d = wait_delivery(&app, flaky_id, "succeeded", |d| d["State"] == "succeeded").await;
+    assert_eq!(d["EventType"], "transaction.mined");
+    assert_eq!(d["Attempts"], 3, "{d:#}");
+    let log = d["AttemptLog"].as_array().unwrap();
     assert_eq!(log.len(), 3, "{d:#}");
-    assert_eq!(log[0]["status_code"], 500);
-    assert!(log[0]["error"].as_str().unwrap().contains("500"), "{d:#}");
-    assert!(log[0]["next_attempt_at"].is_string());
-    assert_eq!(log[1]["status_code"], Value::Null);
-    assert!(log[1]["error"].as_str().unwrap().contains("timeout"), "{d:#}");
-    assert!(log[1]["duration_ms"].as_i64().unwrap() >= 400, "{d:#}");
-    assert_eq!(log[2]["status_code"], 200);
-    assert_eq!(log[2]["error"], Value::Null);
-    assert_eq!(log[2]["next_attempt_at"], Value::Null, "no retry after a 2xx");
-    assert_eq!(d["last_status_code"], 200);
+    assert_eq!(log[0]["StatusCode"], 500);
+    assert!(log[0]["Error"].as_str().unwrap().contains("500"), "{d:#}");
+    assert!(log[0]["NextAttemptAt"].is_string());
+    assert_eq!(log[1]["StatusCode"], Value::Null);
+    assert!(log[1]["Error"].as_str().unwrap().contains("timeout"), "{d:#}");
+    assert!(log[1]["DurationMs"].as_i64().unwrap() >= 400, "{d:#}");
+    assert_eq!(log[2]["StatusCode"], 200);
+    assert_eq!(log[2]["Error"], Value::Null);
+    assert_eq!(log[2]["NextAttemptAt"], Value::Null, "no retry after a 2xx");
+    assert_eq!(d["LastStatusCode"], 200);
 
     // The backoff as the database recorded it: each attempt starts no earlier than
     // base × 2^(n−1) after the previous one ended.
@@ -437,7 +474,7 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
         "SELECT (extract(epoch FROM a.attempted_at) * 1000)::FLOAT8, a.duration_ms FROM webhook_attempts a
          WHERE a.delivery_id = $1 ORDER BY a.attempt",
     )
-    .bind(d["id"].as_i64().unwrap())
+    .bind(d["Id"].as_i64().unwrap())
     .fetch_all(app.store.pool())
     .await
     .unwrap();
@@ -459,37 +496,37 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     let event: Value = serde_json::from_str(&got[0].body).unwrap();
     let mut keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["api_version", "chain_id", "created", "data", "id", "type"], "the documented WebhookEvent");
-    assert_eq!(event["type"], "transaction.mined");
-    assert_eq!(event["chain_id"], app.chain_id);
-    assert_eq!(event["data"]["transaction_id"], executed["TransactionId"]);
-    assert_eq!(event["data"]["transaction_hash"], executed["TransactionHash"]);
-    assert_eq!(event["data"]["from"], user.address().to_checksum(None));
-    assert_eq!(event["data"]["sponsor"], app.sponsor.to_checksum(None));
-    assert_eq!(event["data"]["contract"], "USDC");
+    assert_eq!(keys, ["ApiVersion", "ChainId", "Created", "Data", "Id", "Type"], "the documented WebhookEvent");
+    assert_eq!(event["Type"], "transaction.mined");
+    assert_eq!(event["ChainId"], app.chain_id);
+    assert_eq!(event["Data"]["TransactionId"], executed["TransactionId"]);
+    assert_eq!(event["Data"]["TransactionHash"], executed["TransactionHash"]);
+    assert_eq!(event["Data"]["From"], user.address().to_checksum(None));
+    assert_eq!(event["Data"]["Sponsor"], app.sponsor.to_checksum(None));
+    assert_eq!(event["Data"]["Contract"], "USDC");
 
     // 2xx stops retries: nothing more arrives.
     tokio::time::sleep(settings.backoff(3) + Duration::from_millis(300)).await;
     assert_eq!(flaky.got().len(), 3, "delivered again after a 2xx");
 
     // The broken endpoint got exactly max_attempts, then the delivery failed.
-    let failed = wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
-    assert_eq!(failed["attempts"], settings.max_attempts);
-    assert_eq!(failed["attempt_log"].as_array().unwrap().len(), settings.max_attempts as usize);
-    assert!(failed["attempt_log"].as_array().unwrap().iter().all(|a| a["status_code"] == 503));
+    let failed = wait_delivery(&app, broken_id, "failed", |d| d["State"] == "failed").await;
+    assert_eq!(failed["Attempts"], settings.max_attempts);
+    assert_eq!(failed["AttemptLog"].as_array().unwrap().len(), settings.max_attempts as usize);
+    assert!(failed["AttemptLog"].as_array().unwrap().iter().all(|a| a["StatusCode"] == 503));
     assert_eq!(broken.got().len(), settings.max_attempts as usize);
     assert!(foreign.got().is_empty(), "another key's endpoint received this key's transaction");
 
     // Redelivery on demand: a new delivery of the same event, freshly signed.
     let (status, re) =
-        app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["id"]), &json!({})).await;
+        app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["Id"]), &json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{re}");
-    assert_ne!(re["id"], d["id"]);
-    assert_eq!(re["redelivery_of"], d["id"]);
-    assert_eq!(re["event_id"], d["event_id"]);
-    assert_eq!(re["state"], "pending");
-    let re_id = re["id"].clone();
-    wait_delivery(&app, flaky_id, "redelivered", |x| x["id"] == re_id && x["state"] == "succeeded").await;
+    assert_ne!(re["Id"], d["Id"]);
+    assert_eq!(re["RedeliveryOf"], d["Id"]);
+    assert_eq!(re["EventId"], d["EventId"]);
+    assert_eq!(re["State"], "pending");
+    let re_id = re["Id"].clone();
+    wait_delivery(&app, flaky_id, "redelivered", |x| x["Id"] == re_id && x["State"] == "succeeded").await;
     let got = flaky.got();
     assert_eq!(got.len(), 4);
     assert_signed(&got[3], &secret);
@@ -497,29 +534,128 @@ async fn webhook_deliveries_are_signed_retried_with_backoff_until_2xx_and_redeli
     assert_eq!(got[3].headers["webhook-id"], got[0].headers["webhook-id"], "receivers dedupe on Webhook-Id");
     let all = deliveries(&app, flaky_id).await;
     assert_eq!(all.len(), 2, "{all:#?}");
-    assert_eq!(all[0]["id"], re_id, "newest first");
+    assert_eq!(all[0]["Id"], re_id, "newest first");
 
     // Paging.
-    let (_, page) = app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1")).await;
-    assert_eq!(page["data"].as_array().unwrap().len(), 1);
-    assert_eq!(page["next_before"], re_id);
+    let (_, page) = app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?Limit=1")).await;
+    assert_eq!(page["Data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["NextBefore"], re_id);
     let (_, page2) =
-        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["next_before"])).await;
-    assert_eq!(page2["data"][0]["id"], d["id"]);
+        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?Limit=1&Before={}", page["NextBefore"])).await;
+    assert_eq!(page2["Data"][0]["Id"], d["Id"]);
+    // The first version's parameter names still page the same way.
+    let (_, old) =
+        app.get(&format!("/api/v1/webhooks/{flaky_id}/deliveries?limit=1&before={}", page["NextBefore"])).await;
+    assert_eq!(old, page2);
 
     // A deleted endpoint receives nothing more.
     app.delete(&format!("/api/v1/webhooks/{flaky_id}")).await;
     app.fund(&user, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(flaky.got().len(), 4, "a deleted endpoint was delivered to");
-    let resp = app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["id"]), &json!({})).await;
+    let resp = app.post(&format!("/api/v1/webhooks/{flaky_id}/deliveries/{}/redeliver", d["Id"]), &json!({})).await;
     assert_error(&resp, StatusCode::NOT_FOUND, "webhook_not_found");
+}
+
+/// Issue 15.1, one naming convention: the webhooks API answers and the events delivered name every
+/// field in PascalCase, at every level (only the error envelope keeps `error`, `code`, `message`);
+/// the snake_case request body of the first version is still accepted. The answers also match
+/// the schemas `/openapi.json` publishes for them.
+#[tokio::test]
+async fn webhook_answers_and_deliveries_name_every_field_in_pascal_case() {
+    // The walk itself finds snake_case keys at any depth, and spares the error envelope only.
+    let mut bad = Vec::new();
+    non_pascal_keys(
+        &json!({"Data": [{"Id": 1, "created_at": "x"}], "Ok": {"block_hash": "0x"}, "error": {"code": "c"}}),
+        "$",
+        &mut bad,
+    );
+    assert_eq!(bad, ["$.Data[0].created_at", "$.Ok.block_hash"]);
+    let mut bad = Vec::new();
+    non_pascal_keys(&json!({"Data": {"error": {"code": "c", "message": "m"}}}), "$", &mut bad);
+    assert_eq!(bad, ["$.Data.error", "$.Data.error.code", "$.Data.error.message"]);
+
+    let app = app_with(test_settings()).await;
+    let _indexer = app.start_indexers();
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let documented = |method: &str, path: &str, status: StatusCode, body: &Value| {
+        assert_pascal_case(&format!("{method} {path}"), body);
+        let schema = &doc["paths"][path][method]["responses"][status.as_str()]["content"]["application/json"]["schema"];
+        let mut drift = Vec::new();
+        crate::openapi_drift::check(&doc, schema, body, "$", &mut drift);
+        assert!(drift.is_empty(), "{method} {path} {status} drifted from its schema: {drift:?}\n{body:#}");
+    };
+    // Fails the first attempt: the delivery log then holds a failed attempt and a retry.
+    let receiver = Receiver::start(&[Reply::Status(500)], 200).await;
+
+    // The snake_case body of the first version, still accepted.
+    let (status, created) = app
+        .post("/api/v1/webhooks", &json!({"url": receiver.url, "events": ["transaction.mined", "deposit.completed"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["Url"], receiver.url.as_str());
+    assert_eq!(created["Events"], json!(["transaction.mined", "deposit.completed"]));
+    assert!(created["Secret"].as_str().unwrap().starts_with("whsec_"), "{created}");
+    assert!(created["CreatedAt"].is_string(), "{created}");
+    documented("post", "/api/v1/webhooks", status, &created);
+    let id = created["Id"].as_i64().unwrap();
+    // Its errors name the PascalCase fields.
+    let (status, missing) = app.post("/api/v1/webhooks", &json!({"events": ["transaction.mined"]})).await;
+    assert_error(&(status, missing.clone()), StatusCode::BAD_REQUEST, "missing_field");
+    assert!(missing["error"]["message"].as_str().unwrap().contains("Url"), "{missing}");
+    assert_pascal_case("an error", &missing);
+
+    // A relayed deposit: a transaction event (the transaction's view and the trigger's facts)
+    // and a contract event (from the index).
+    app.fund(&wallet(), 1).await;
+    let mined = receiver.wait_for("transaction.mined", 1, |v| v["Type"] == "transaction.mined").await;
+    let deposit = receiver.wait_for("deposit.completed", 1, |v| v["Type"] == "deposit.completed").await;
+    for event in [&mined[0], &deposit[0]] {
+        assert_pascal_case("a delivered event", event);
+        let mut keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["ApiVersion", "ChainId", "Created", "Data", "Id", "Type"], "{event:#}");
+        assert_eq!(event["ApiVersion"], streampay_relayer::API_VERSION);
+    }
+    for key in ["TransactionId", "TransactionHash", "BlockNumber", "BlockHash", "GasUsed", "ContractAddress", "From"] {
+        assert!(!mined[0]["Data"][key].is_null(), "transaction.mined lacks Data.{key}: {:#}", mined[0]);
+    }
+    assert_eq!(mined[0]["Data"]["State"], "mined", "values keep their vocabulary");
+    for key in ["Account", "Amount", "AmountRaw", "BlockTimestamp", "LogIndex", "TransactionHash", "Contract"] {
+        assert!(!deposit[0]["Data"][key].is_null(), "deposit.completed lacks Data.{key}: {:#}", deposit[0]);
+    }
+
+    // Every answer of the webhooks API.
+    let failed_then_sent =
+        wait_delivery(&app, id, "a retried delivery", |d| d["State"] == "succeeded" && d["Attempts"] == 2).await;
+    assert!(failed_then_sent["AttemptLog"][0]["Error"].is_string(), "{failed_then_sent:#}");
+    let (status, one) = app.get(&format!("/api/v1/webhooks/{id}")).await;
+    documented("get", "/api/v1/webhooks/{id}", status, &one);
+    let (status, list) = app.get("/api/v1/webhooks").await;
+    documented("get", "/api/v1/webhooks", status, &list);
+    let (status, page) = app.get(&format!("/api/v1/webhooks/{id}/deliveries?limit=1")).await;
+    assert!(page["NextBefore"].is_i64(), "{page:#}");
+    documented("get", "/api/v1/webhooks/{id}/deliveries", status, &page);
+    let (status, all) = app.get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
+    assert!(all["Data"].as_array().unwrap().iter().any(|d| d["AttemptLog"].as_array().unwrap().len() == 2), "{all:#}");
+    documented("get", "/api/v1/webhooks/{id}/deliveries", status, &all);
+    let (status, re) =
+        app.post(&format!("/api/v1/webhooks/{id}/deliveries/{}/redeliver", failed_then_sent["Id"]), &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{re}");
+    assert_eq!(re["RedeliveryOf"], failed_then_sent["Id"]);
+    documented("post", "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", status, &re);
+    let (status, deleted) = app.delete(&format!("/api/v1/webhooks/{id}")).await;
+    assert_eq!(deleted, json!({"Id": id, "Deleted": true}));
+    documented("delete", "/api/v1/webhooks/{id}", status, &deleted);
+    let (status, gone) = app.get(&format!("/api/v1/webhooks/{id}")).await;
+    assert_error(&(status, gone.clone()), StatusCode::NOT_FOUND, "webhook_not_found");
+    documented("get", "/api/v1/webhooks/{id}", status, &gone);
 }
 
 /// Waits for the event of `event_type` whose data matches `pred`.
 async fn event(r: &Receiver, event_type: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let t = event_type.to_string();
-    let mut got = r.wait_for(event_type, 1, move |v| v["type"] == t.as_str() && pred(&v["data"])).await;
+    let mut got = r.wait_for(event_type, 1, move |v| v["Type"] == t.as_str() && pred(&v["Data"])).await;
     got.remove(0)
 }
 
@@ -537,11 +673,11 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
 
     // Deposit 100 (gasless, permit).
     app.fund(&user, 100).await;
-    let dep = event(&receiver, "deposit.completed", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(dep["data"]["amount"], "100");
-    assert_eq!(dep["data"]["amount_raw"], "100000000000000000000");
-    assert_eq!(dep["data"]["contract"], "USDC");
-    event(&receiver, "transaction.mined", |d| d["from"] == cs(user.address())).await;
+    let dep = event(&receiver, "deposit.completed", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(dep["Data"]["Amount"], "100");
+    assert_eq!(dep["Data"]["AmountRaw"], "100000000000000000000");
+    assert_eq!(dep["Data"]["Contract"], "USDC");
+    event(&receiver, "transaction.mined", |d| d["From"] == cs(user.address())).await;
 
     // Subscribe at 30 per month.
     let built = app
@@ -551,26 +687,26 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
         )
         .await;
     let sub = app.execute_ok(&user, &built).await;
-    let created = event(&receiver, "stream.created", |d| d["author"] == cs(author.address())).await;
-    assert_eq!(created["data"]["subscriber"], cs(user.address()));
-    assert_eq!(created["data"]["outgoing_rate"], built["RatePerSecond"]);
-    assert_eq!(created["data"]["transaction_hash"], sub["TransactionHash"]);
+    let created = event(&receiver, "stream.created", |d| d["Author"] == cs(author.address())).await;
+    assert_eq!(created["Data"]["Subscriber"], cs(user.address()));
+    assert_eq!(created["Data"]["OutgoingRate"], built["RatePerSecond"]);
+    assert_eq!(created["Data"]["TransactionHash"], sub["TransactionHash"]);
 
     // Pay 2.5.
     let built = app
         .build("/api/v1/USDC/payments/", &json!({"From": user.address(), "To": friend.address(), "Amount": "2.5"}))
         .await;
     app.execute_ok(&user, &built).await;
-    let paid = event(&receiver, "payment.completed", |d| d["to"] == cs(friend.address())).await;
-    assert_eq!(paid["data"]["from"], cs(user.address()));
-    assert_eq!(paid["data"]["amount"], "2.5");
-    assert_eq!(paid["data"]["amount_raw"], "2500000000000000000");
+    let paid = event(&receiver, "payment.completed", |d| d["To"] == cs(friend.address())).await;
+    assert_eq!(paid["Data"]["From"], cs(user.address()));
+    assert_eq!(paid["Data"]["Amount"], "2.5");
+    assert_eq!(paid["Data"]["AmountRaw"], "2500000000000000000");
 
     // Withdraw 10.
     let built = app.build("/api/v1/USDC/payments/withdraw", &json!({"From": user.address(), "Amount": "10"})).await;
     app.execute_ok(&user, &built).await;
-    let w = event(&receiver, "withdrawal.completed", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(w["data"]["amount"], "10");
+    let w = event(&receiver, "withdrawal.completed", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(w["Data"]["Amount"], "10");
 
     // Unsubscribe.
     let (status, built) = app
@@ -583,11 +719,11 @@ async fn webhook_events_follow_a_real_relayed_deposit_subscribe_payment_withdraw
         .await;
     assert_eq!(status, StatusCode::OK, "{built}");
     app.execute_ok(&user, &built).await;
-    let revoked = event(&receiver, "stream.revoked", |d| d["author"] == cs(author.address())).await;
-    assert_eq!(revoked["data"]["subscriber"], cs(user.address()));
+    let revoked = event(&receiver, "stream.revoked", |d| d["Author"] == cs(author.address())).await;
+    assert_eq!(revoked["Data"]["Subscriber"], cs(user.address()));
 
     // One event per fact: five relayed calls, one payment, and every delivery signed.
-    receiver.wait_for("5 transaction.mined", 5, |v| v["type"] == "transaction.mined").await;
+    receiver.wait_for("5 transaction.mined", 5, |v| v["Type"] == "transaction.mined").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.events("transaction.mined").len(), 5);
     assert_eq!(receiver.events("payment.completed").len(), 1, "{:#?}", receiver.events("payment.completed"));
@@ -634,8 +770,8 @@ async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations(
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(receiver.events("stream.created").is_empty(), "sent before 2 confirmations");
     mine(&app, 1).await;
-    let created = event(&receiver, "stream.created", |d| d["author"] == cs(author.address())).await;
-    assert_eq!(created["data"]["block_number"], block);
+    let created = event(&receiver, "stream.created", |d| d["Author"] == cs(author.address())).await;
+    assert_eq!(created["Data"]["BlockNumber"], block);
 
     // 36 hours later 2.5 are left, less than a day of outflow: a keeper liquidates it.
     app.advance(36 * 3600).await;
@@ -644,10 +780,10 @@ async fn webhook_contract_events_wait_for_confirmations_and_report_liquidations(
         StreamPay::new(app.contract, &app.admin).liquidate(user.address()).send().await.unwrap().mined().await;
     assert!(receipt.status());
     mine(&app, 2).await;
-    let liq = event(&receiver, "account.liquidated", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(liq["data"]["liquidator"], cs(keeper));
-    assert_eq!(liq["data"]["streams_stopped"], "1");
-    let reward = U256::from_str_radix(liq["data"]["reward_raw"].as_str().unwrap(), 10).unwrap();
+    let liq = event(&receiver, "account.liquidated", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(liq["Data"]["Liquidator"], cs(keeper));
+    assert_eq!(liq["Data"]["StreamsStopped"], "1");
+    let reward = U256::from_str_radix(liq["Data"]["RewardRaw"].as_str().unwrap(), 10).unwrap();
     assert!(reward > U256::ZERO);
     assert_eq!(app.balance_of(keeper).await, reward, "the reward reported is what the keeper got");
     // The reward is a Transfer, but not a payment.
@@ -682,11 +818,11 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
     let (broken_id, _) = register(&app, &broken.url, &["sponsor.balance_low"]).await;
     // Endpoints receive events written after they were registered.
     let _webhooks = app.start_webhooks();
-    let low = receiver.wait_for("sponsor.balance_low", 1, |v| v["type"] == "sponsor.balance_low").await;
-    let data = &low[0]["data"];
-    assert_eq!(data["sponsor"], app.sponsor.to_checksum(None));
-    assert_eq!(data["balance_wei"], app.native_balance(app.sponsor).await.to_string());
-    assert_eq!(data["min_balance_wei"], U256::MAX.to_string());
+    let low = receiver.wait_for("sponsor.balance_low", 1, |v| v["Type"] == "sponsor.balance_low").await;
+    let data = &low[0]["Data"];
+    assert_eq!(data["Sponsor"], app.sponsor.to_checksum(None));
+    assert_eq!(data["BalanceWei"], app.native_balance(app.sponsor).await.to_string());
+    assert_eq!(data["MinBalanceWei"], U256::MAX.to_string());
     // Checked every 100 ms: still one alert (the episode lasts), and none for the sponsor this key
     // may not use.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -707,12 +843,12 @@ async fn webhook_sponsor_balance_low_fires_once_for_keys_allowed_to_use_the_spon
         let pool = pool.clone();
         async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
     };
-    assert_eq!(deliveries(&app, broken_id).await[0]["state"], "pending");
+    assert_eq!(deliveries(&app, broken_id).await[0]["State"], "pending");
     let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
     assert_eq!(pruned, 1, "only the other sponsor's alert (no deliveries) goes");
     assert_eq!(count("SELECT count(*) FROM webhook_events").await, 1);
     // … and removes it with its deliveries and log once they have all ended.
-    wait_delivery(&app, broken_id, "failed", |d| d["state"] == "failed").await;
+    wait_delivery(&app, broken_id, "failed", |d| d["State"] == "failed").await;
     let pruned = webhooks::produce::prune(app.store.pool(), Duration::ZERO).await.unwrap();
     assert_eq!(pruned, 1);
     assert_eq!(count("SELECT count(*) FROM webhook_events").await, 0);
@@ -747,7 +883,7 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
     let user = wallet();
     app.fund(&user, 3).await;
     // The first attempt failed; the dispatcher dies before the retry.
-    let d = wait_delivery(&app, id, "a failed first attempt", |d| d["attempts"] == 1 && d["state"] == "pending").await;
+    let d = wait_delivery(&app, id, "a failed first attempt", |d| d["Attempts"] == 1 && d["State"] == "pending").await;
     // Killed: no time to finish what it was doing.
     first.shutdown(Duration::ZERO).await;
     own_pool.close().await;
@@ -758,9 +894,9 @@ async fn webhook_dispatcher_stopped_mid_retry_resumes_from_the_database() {
 
     // A new process picks both up: the retry and the new event, each delivered once.
     let _second = app.start_webhooks();
-    let did = d["id"].clone();
-    wait_delivery(&app, id, "the retry", |x| x["id"] == did && x["state"] == "succeeded").await;
-    receiver.wait_for("two transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    let did = d["Id"].clone();
+    wait_delivery(&app, id, "the retry", |x| x["Id"] == did && x["State"] == "succeeded").await;
+    receiver.wait_for("two transaction.mined", 3, |v| v["Type"] == "transaction.mined").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = receiver.got();
     assert_eq!(got.len(), 3, "one failed attempt, its retry, the event written while down");
@@ -776,7 +912,7 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
     let (_, secret) = register(&app, &receiver.url, &["transaction.failed", "transaction.mined"]).await;
     let (user, friend) = (wallet(), wallet());
     app.fund(&user, 10).await;
-    receiver.wait_for("the deposit mined", 1, |v| v["type"] == "transaction.mined").await;
+    receiver.wait_for("the deposit mined", 1, |v| v["Type"] == "transaction.mined").await;
 
     // Both land in one block: the relayed payment, simulated fine and sent first, then the user's
     // own withdrawal of everything with a higher tip, so mined before it: the payment reverts.
@@ -809,10 +945,10 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
     raw("evm_setAutomine", json!([true])).await;
     assert!(own.mined().await.status(), "the user's own withdrawal");
 
-    let failed = event(&receiver, "transaction.failed", |d| d["transaction_id"] == accepted["TransactionId"]).await;
-    assert_eq!(failed["data"]["state"], "failed");
-    assert_eq!(failed["data"]["from"], user.address().to_checksum(None));
-    assert!(failed["data"]["failure"].is_string(), "{failed:#}");
+    let failed = event(&receiver, "transaction.failed", |d| d["TransactionId"] == accepted["TransactionId"]).await;
+    assert_eq!(failed["Data"]["State"], "failed");
+    assert_eq!(failed["Data"]["From"], user.address().to_checksum(None));
+    assert!(failed["Data"]["Failure"].is_string(), "{failed:#}");
     let got = receiver.got();
     let r = got.iter().find(|r| r.body.contains("transaction.failed")).unwrap();
     assert_signed(r, &secret);
@@ -821,9 +957,9 @@ async fn webhook_transaction_failed_for_a_relayed_call_that_reverts_on_chain() {
 }
 
 async fn register_with_key(app: &TestApp, key: &str, url: &str, events: &[&str]) -> i64 {
-    let (status, body) = app.post_with_key("/api/v1/webhooks", Some(key), &json!({"url": url, "events": events})).await;
+    let (status, body) = app.post_with_key("/api/v1/webhooks", Some(key), &json!({"Url": url, "Events": events})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_i64().unwrap()
+    body["Id"].as_i64().unwrap()
 }
 
 #[tokio::test]
@@ -841,11 +977,11 @@ async fn a_slow_webhook_endpoint_delays_only_its_own_deliveries() {
         app.fund(&user, 1).await;
         mined_at.push(std::time::Instant::now());
     }
-    healthy.wait_for("three transaction.mined", 3, |v| v["type"] == "transaction.mined").await;
+    healthy.wait_for("three transaction.mined", 3, |v| v["Type"] == "transaction.mined").await;
     let got: Vec<Received> = healthy
         .got()
         .into_iter()
-        .filter(|r| serde_json::from_str::<Value>(&r.body).unwrap()["type"] == "transaction.mined")
+        .filter(|r| serde_json::from_str::<Value>(&r.body).unwrap()["Type"] == "transaction.mined")
         .collect();
     let tarpit_first = tarpit.got().first().map(|r| r.at).expect("the tarpit got the first event");
     for (i, (r, mined)) in got.iter().zip(&mined_at).enumerate().skip(1) {
@@ -885,14 +1021,14 @@ async fn endpoints_of_a_revoked_key_receive_nothing_and_a_rotation_keeps_its_end
     // The new key sees (and manages) the endpoint registered by the key it replaced.
     let (status, list) = app.get_with_key("/api/v1/webhooks", Some(&new.key)).await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    let ids: Vec<i64> = list["data"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = list["Data"].as_array().unwrap().iter().map(|e| e["Id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![kept_endpoint], "{list}");
 
     let user = wallet();
     app.fund(&user, 2).await;
     // Once the control endpoint has the event, its fan-out is done: the others were decided too.
-    control.wait_for("deposit.completed", 1, |v| v["type"] == "deposit.completed").await;
-    rotated.wait_for("deposit.completed after the rotation", 1, |v| v["type"] == "deposit.completed").await;
+    control.wait_for("deposit.completed", 1, |v| v["Type"] == "deposit.completed").await;
+    rotated.wait_for("deposit.completed after the rotation", 1, |v| v["Type"] == "deposit.completed").await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1")
         .bind(gone_endpoint)
         .fetch_one(app.store.pool())
@@ -910,7 +1046,7 @@ async fn webhook_endpoints_and_redeliveries_per_key_are_limited() {
     let (first, _) = register(&app, &receiver.url, &["transaction.mined"]).await;
     register(&app, &receiver.url, &["deposit.completed"]).await;
     assert_error(
-        &app.post("/api/v1/webhooks", &json!({"url": receiver.url, "events": ["payment.completed"]})).await,
+        &app.post("/api/v1/webhooks", &json!({"Url": receiver.url, "Events": ["payment.completed"]})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "webhook_limit_reached",
     );
@@ -919,8 +1055,8 @@ async fn webhook_endpoints_and_redeliveries_per_key_are_limited() {
     let (third, _) = register(&app, &receiver.url, &["transaction.mined"]).await;
 
     app.fund(&wallet(), 1).await;
-    let d = wait_delivery(&app, third, "a delivery", |d| d["state"] == "succeeded").await;
-    let path = format!("/api/v1/webhooks/{third}/deliveries/{}/redeliver", d["id"]);
+    let d = wait_delivery(&app, third, "a delivery", |d| d["State"] == "succeeded").await;
+    let path = format!("/api/v1/webhooks/{third}/deliveries/{}/redeliver", d["Id"]);
     assert_eq!(app.post(&path, &json!({})).await.0, StatusCode::ACCEPTED);
     assert_error(&app.post(&path, &json!({})).await, StatusCode::TOO_MANY_REQUESTS, "redelivery_limit_reached");
 }
@@ -953,9 +1089,9 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
 
     // Final: the including block and depth − 1 on top of it.
     mine(&app, depth - 1).await;
-    let first = event(&receiver, "deposit.completed", |d| d["account"] == cs(user.address())).await;
-    assert_eq!(first["data"]["block_number"], block);
-    let orphaned_hash = first["data"]["block_hash"].clone();
+    let first = event(&receiver, "deposit.completed", |d| d["Account"] == cs(user.address())).await;
+    assert_eq!(first["Data"]["BlockNumber"], block);
+    let orphaned_hash = first["Data"]["BlockHash"].clone();
 
     // Every block from the deposit's up is replaced; the new chain carries the same transaction
     // in its first block, so the canonical event is at the same height and log index.
@@ -967,26 +1103,26 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
     let new_hash = app.provider.get_block_by_number(block.into()).await.unwrap().unwrap().header.hash;
     assert_ne!(json!(new_hash.to_string()), orphaned_hash, "the deposit's block was replaced");
 
-    let retraction = event(&receiver, "event.retracted", |d| d["retracted_event_id"] == first["id"]).await;
-    assert_eq!(retraction["data"]["retracted_type"], "deposit.completed");
-    assert_eq!(retraction["data"]["block_number"], block);
-    assert_eq!(retraction["data"]["block_hash"], orphaned_hash);
-    assert_eq!(retraction["data"]["log_index"], first["data"]["log_index"]);
+    let retraction = event(&receiver, "event.retracted", |d| d["RetractedEventId"] == first["Id"]).await;
+    assert_eq!(retraction["Data"]["RetractedType"], "deposit.completed");
+    assert_eq!(retraction["Data"]["BlockNumber"], block);
+    assert_eq!(retraction["Data"]["BlockHash"], orphaned_hash);
+    assert_eq!(retraction["Data"]["LogIndex"], first["Data"]["LogIndex"]);
     let canonical = event(&receiver, "deposit.completed", |d| {
-        d["account"] == cs(user.address()) && d["block_hash"] != orphaned_hash
+        d["Account"] == cs(user.address()) && d["BlockHash"] != orphaned_hash
     })
     .await;
-    assert_ne!(canonical["id"], first["id"]);
-    assert_eq!(canonical["data"]["block_hash"], new_hash.to_string());
-    for field in ["block_number", "log_index", "transaction_hash", "amount_raw"] {
-        assert_eq!(canonical["data"][field], first["data"][field], "{field}");
+    assert_ne!(canonical["Id"], first["Id"]);
+    assert_eq!(canonical["Data"]["BlockHash"], new_hash.to_string());
+    for field in ["BlockNumber", "LogIndex", "TransactionHash", "AmountRaw"] {
+        assert_eq!(canonical["Data"][field], first["Data"][field], "{field}");
     }
     let order: Vec<Value> =
-        receiver.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["id"].clone()).collect();
+        receiver.got().iter().map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["Id"].clone()).collect();
     let at = |id: &Value| order.iter().position(|x| x == id).unwrap();
-    assert!(at(&first["id"]) < at(&retraction["id"]) && at(&retraction["id"]) < at(&canonical["id"]), "{order:?}");
+    assert!(at(&first["Id"]) < at(&retraction["Id"]) && at(&retraction["Id"]) < at(&canonical["Id"]), "{order:?}");
     // Delivered once each: the orphaned event is never sent again.
-    assert_eq!(order.iter().filter(|x| **x == first["id"]).count(), 1, "{order:?}");
+    assert_eq!(order.iter().filter(|x| **x == first["Id"]).count(), 1, "{order:?}");
 
     // The cursor moves back in the rollback's own transaction: with the indexer stopped (so
     // nothing re-ingests), a rollback below the deposit leaves the cursor at or below its block.
@@ -1002,7 +1138,7 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
         .await
         .unwrap();
     assert!(cursor <= ancestor as i64, "cursor {cursor}:{log} after a rollback to {ancestor}");
-    let canonical_id: i64 = canonical["id"].as_str().unwrap().trim_start_matches("evt_").parse().unwrap();
+    let canonical_id: i64 = canonical["Id"].as_str().unwrap().trim_start_matches("evt_").parse().unwrap();
     let (orphaned, key): (bool, String) =
         sqlx::query_as("SELECT orphaned_at IS NOT NULL, event_key FROM webhook_events WHERE id = $1")
             .bind(canonical_id)
@@ -1010,5 +1146,5 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
             .await
             .unwrap();
     assert!(orphaned && key.contains(":orphaned:"), "{key}");
-    event(&receiver, "event.retracted", |d| d["retracted_event_id"] == canonical["id"]).await;
+    event(&receiver, "event.retracted", |d| d["RetractedEventId"] == canonical["Id"]).await;
 }

@@ -1295,7 +1295,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Registered; `secret` is shown only here */
+                /** @description Registered; `Secret` is shown only here */
                 201: {
                     headers: {
                         [name: string]: unknown;
@@ -1566,9 +1566,9 @@ export interface paths {
             parameters: {
                 query?: {
                     /** @description Page size, 1–100 (default 50). */
-                    limit?: number;
-                    /** @description Only deliveries with a smaller id (the previous page's `next_before`). */
-                    before?: number;
+                    Limit?: number;
+                    /** @description Only deliveries with a smaller id (the previous page's `NextBefore`). */
+                    Before?: number;
                 };
                 header?: never;
                 path: {
@@ -3685,19 +3685,19 @@ export interface components {
              * Format: int32
              * @description 1 for the first.
              */
-            attempt: number;
+            Attempt: number;
             /**
              * Format: int32
              * @description The endpoint's HTTP status; null when it did not answer (timeout, connection error).
              */
-            status_code?: number | null;
+            StatusCode?: number | null;
             /** @description Why the attempt failed, if it did. */
-            error?: string | null;
+            Error?: string | null;
             /** Format: int64 */
-            duration_ms: number;
-            attempted_at: string;
+            DurationMs: number;
+            AttemptedAt: string;
             /** @description When the next attempt was scheduled; null after a 2xx or the last attempt. */
-            next_attempt_at?: string | null;
+            NextAttemptAt?: string | null;
         };
         /** @description `GET /{contract}/payments/balance/{address}`. */
         BalanceView: {
@@ -3937,15 +3937,16 @@ export interface components {
         };
         /**
          * @description `POST /api/v1/webhooks` request. Every delivery is a POST of a `WebhookEvent` signed with
-         *     `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; `Webhook-Id` (= `id`)
-         *     is the same on every retry and redelivery (docs/webhooks.md).
+         *     `StreamPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`; `Webhook-Id` (= `Id`)
+         *     is the same on every retry and redelivery (docs/webhooks.md). The snake_case names of the
+         *     first version (`url`, `events`) are still accepted.
          */
         CreateWebhook: {
             /**
              * @description `http` or `https` URL receiving the POSTs.
              * @example https://example.com/streampay/webhooks
              */
-            url: string;
+            Url: string;
             /**
              * @description Event types to receive, at least one.
              * @example [
@@ -3953,7 +3954,7 @@ export interface components {
              *       "payment.completed"
              *     ]
              */
-            events: components["schemas"]["WebhookEventType"][];
+            Events: components["schemas"]["WebhookEventType"][];
         };
         /** @description A key just created or rotated: `key` is shown this once and never again. */
         CreatedKey: components["schemas"]["KeyView"] & {
@@ -3969,7 +3970,7 @@ export interface components {
              * @description Verifies `StreamPay-Signature`; store it now, it is never shown again.
              * @example whsec_5f0c…
              */
-            secret: string;
+            Secret: string;
         };
         /**
          * @description One `snapshot` event: what `GET …/authors/{author}/streams` answers, plus the author's balance
@@ -4030,50 +4031,50 @@ export interface components {
         };
         DeletedWebhook: {
             /** Format: int64 */
-            id: number;
-            deleted: boolean;
+            Id: number;
+            Deleted: boolean;
         };
         /** @description A delivery of one event to one endpoint, with every attempt. */
         Delivery: {
             /** Format: int64 */
-            id: number;
+            Id: number;
             /**
-             * @description The event's id (`Webhook-Id` header, `id` in the body): the same on every attempt and
+             * @description The event's id (`Webhook-Id` header, `Id` in the body): the same on every attempt and
              *     redelivery, so receivers can dedupe on it.
              * @example evt_42
              */
-            event_id: string;
-            event_type: components["schemas"]["WebhookEventType"];
+            EventId: string;
+            EventType: components["schemas"]["WebhookEventType"];
             /**
-             * @description `pending` (an attempt is due at `next_attempt_at`), `succeeded` (2xx), `failed` (attempts
+             * @description `pending` (an attempt is due at `NextAttemptAt`), `succeeded` (2xx), `failed` (attempts
              *     exhausted), `canceled` (endpoint deleted).
              * @example succeeded
              */
-            state: string;
+            State: string;
             /** Format: int32 */
-            attempts: number;
-            next_attempt_at?: string | null;
+            Attempts: number;
+            NextAttemptAt?: string | null;
             /** Format: int32 */
-            last_status_code?: number | null;
-            last_error?: string | null;
+            LastStatusCode?: number | null;
+            LastError?: string | null;
             /**
              * Format: int64
              * @description The delivery this one repeats (redelivery on demand), if any.
              */
-            redelivery_of?: number | null;
-            created_at: string;
-            completed_at?: string | null;
+            RedeliveryOf?: number | null;
+            CreatedAt: string;
+            CompletedAt?: string | null;
             /** @description Oldest first. */
-            attempt_log: components["schemas"]["Attempt"][];
+            AttemptLog: components["schemas"]["Attempt"][];
         };
         DeliveryList: {
             /** @description Newest first. */
-            data: components["schemas"]["Delivery"][];
+            Data: components["schemas"]["Delivery"][];
             /**
              * Format: int64
-             * @description Pass as `before` for the next (older) page; null on the last page.
+             * @description Pass as `Before` for the next (older) page; null on the last page.
              */
-            next_before?: number | null;
+            NextBefore?: number | null;
         };
         DepositRequest: {
             From?: string | null;
@@ -4098,9 +4099,9 @@ export interface components {
              * Format: int64
              * @description Endpoint id, `{id}` in the paths.
              */
-            id: number;
+            Id: number;
             /** @example https://example.com/streampay/webhooks */
-            url: string;
+            Url: string;
             /**
              * @description Event types it receives.
              * @example [
@@ -4108,9 +4109,9 @@ export interface components {
              *       "payment.completed"
              *     ]
              */
-            events: components["schemas"]["WebhookEventType"][];
+            Events: components["schemas"]["WebhookEventType"][];
             /** @example 2026-11-21T07:30:00.000Z */
-            created_at: string;
+            CreatedAt: string;
         };
         /** @description Every error: `{"error": {"code", "message"}}`. */
         ErrorBody: {
@@ -4844,26 +4845,30 @@ export interface components {
         };
         /**
          * @description The body of every delivery (what your endpoint receives), signed as described in the
-         *     `WebhookEventType` schema.
+         *     `WebhookEventType` schema. Built by `webhooks::deliver::fan_out`; events sent before the
+         *     2026-12-03 release keep their snake_case body on redelivery (docs/webhooks.md).
          */
         WebhookEvent: {
             /**
              * @description Stable event id, also the `Webhook-Id` header: the same on every retry and redelivery.
              * @example evt_42
              */
-            id: string;
-            type: components["schemas"]["WebhookEventType"];
+            Id: string;
+            Type: components["schemas"]["WebhookEventType"];
             /**
              * Format: int64
              * @description Unix seconds at which the event was recorded.
              */
-            created: number;
+            Created: number;
             /** @example 2026-11-21 */
-            api_version: string;
+            ApiVersion: string;
             /** Format: int64 */
-            chain_id: number;
-            /** @description The event's fields (docs/webhooks.md lists them per type); amounts are exact decimal strings. */
-            data: Record<string, never>;
+            ChainId: number;
+            /**
+             * @description The event's fields, PascalCase (docs/webhooks.md lists them per type); amounts are exact
+             *     decimal strings.
+             */
+            Data: Record<string, never>;
         };
         /**
          * @description The event types as an OpenAPI schema (the API takes and returns them as plain strings, one of
@@ -4872,7 +4877,7 @@ export interface components {
          */
         WebhookEventType: "transaction.mined" | "transaction.failed" | "transaction.reorged" | "transaction.finalized" | "stream.created" | "stream.revoked" | "payment.completed" | "deposit.completed" | "withdrawal.completed" | "account.liquidated" | "sponsor.balance_low" | "event.retracted";
         WebhookList: {
-            data: components["schemas"]["Endpoint"][];
+            Data: components["schemas"]["Endpoint"][];
         };
         WithdrawRequest: {
             From?: string | null;

@@ -53,6 +53,7 @@ pub enum WebhookEventType {
 
 /// A registered endpoint (its secret is only ever shown by the create answer).
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct Endpoint {
     /// Endpoint id, `{id}` in the paths.
     pub id: i64,
@@ -67,6 +68,7 @@ pub struct Endpoint {
 
 /// One HTTP attempt of a delivery.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct Attempt {
     /// 1 for the first.
     pub attempt: i32,
@@ -82,15 +84,16 @@ pub struct Attempt {
 
 /// A delivery of one event to one endpoint, with every attempt.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
 pub struct Delivery {
     pub id: i64,
-    /// The event's id (`Webhook-Id` header, `id` in the body): the same on every attempt and
+    /// The event's id (`Webhook-Id` header, `Id` in the body): the same on every attempt and
     /// redelivery, so receivers can dedupe on it.
     #[schema(example = "evt_42")]
     pub event_id: String,
     #[schema(value_type = WebhookEventType)]
     pub event_type: String,
-    /// `pending` (an attempt is due at `next_attempt_at`), `succeeded` (2xx), `failed` (attempts
+    /// `pending` (an attempt is due at `NextAttemptAt`), `succeeded` (2xx), `failed` (attempts
     /// exhausted), `canceled` (endpoint deleted).
     #[schema(example = "succeeded")]
     pub state: String,

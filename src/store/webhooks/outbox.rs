@@ -255,17 +255,20 @@ pub async fn follow_rollback(
         return Ok(Followed::default());
     }
     // A delivery with an attempt made (in flight, failed, or answered) may have reached its
-    // endpoint: that endpoint is told to forget the event.
+    // endpoint: that endpoint is told to forget the event. An event written before the 2026-12-03
+    // release has snake_case keys in its data; the retraction has PascalCase ones either way.
     let retracted = sqlx::query!(
         r#"INSERT INTO webhook_events (event_key, chain_id, type, data, retracts)
            SELECT 'event.retracted:' || ev.id, ev.chain_id, 'event.retracted',
-                  jsonb_build_object('retracted_event_id', 'evt_' || ev.id, 'retracted_type', ev.type,
-                                     'contract', ev.data -> 'contract',
-                                     'contract_address', ev.data -> 'contract_address',
-                                     'block_number', ev.block_number,
-                                     'block_hash', ev.data -> 'block_hash',
-                                     'transaction_hash', ev.data -> 'transaction_hash',
-                                     'log_index', ev.data -> 'log_index'),
+                  jsonb_build_object('RetractedEventId', 'evt_' || ev.id, 'RetractedType', ev.type,
+                                     'Contract', coalesce(ev.data -> 'Contract', ev.data -> 'contract'),
+                                     'ContractAddress',
+                                     coalesce(ev.data -> 'ContractAddress', ev.data -> 'contract_address'),
+                                     'BlockNumber', ev.block_number,
+                                     'BlockHash', coalesce(ev.data -> 'BlockHash', ev.data -> 'block_hash'),
+                                     'TransactionHash',
+                                     coalesce(ev.data -> 'TransactionHash', ev.data -> 'transaction_hash'),
+                                     'LogIndex', coalesce(ev.data -> 'LogIndex', ev.data -> 'log_index')),
                   ev.id
            FROM webhook_events ev
            WHERE ev.id = ANY($1)
