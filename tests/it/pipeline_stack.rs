@@ -291,32 +291,36 @@ impl Stack {
                     .max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
             })
             .collect();
+        // Automine off while the mints go out: sent concurrently, they reach the node out of nonce
+        // order, and with automine mining a block per arrival a CI run once had a mint stay in the
+        // pool ("already imported") while blocks were mined without it, stuck at 399 of 1,002
+        // for 150 s. Into a pool that only fills, order does not matter; blocks are mined below.
+        // The hash of each mint is known whether or not its send got through: a mint with a given
+        // nonce signs to the same bytes every time.
+        let automine: bool =
+            self.provider.raw_request("anvil_getAutomine".into(), ()).await.expect("anvil_getAutomine");
+        let _: Value = self.provider.raw_request("evm_setAutomine".into(), (false,)).await.expect("evm_setAutomine");
         let sends = calls.iter().map(|c| c.send());
         let sent: Vec<_> = futures::stream::iter(sends).buffered(32).collect().await;
-        // The hash of each mint is known whether or not its first send got through: a mint with a
-        // given nonce signs to the same bytes every time.
         let mut hashes = Vec::with_capacity(calls.len());
         let mut send_errors = Vec::new();
         for (i, r) in sent.into_iter().enumerate() {
-            match r {
-                Ok(p) => hashes.push(*p.tx_hash()),
+            let pending = match r {
+                Ok(p) => p,
                 Err(e) => {
                     send_errors.push(format!("nonce {}: {e}", first + i as u64));
-                    let p = calls[i]
+                    calls[i]
                         .send()
                         .await
-                        .unwrap_or_else(|e| panic!("mint with nonce {} could not be sent: {e}", first + i as u64));
-                    hashes.push(*p.tx_hash());
+                        .unwrap_or_else(|e| panic!("mint with nonce {} could not be sent: {e}", first + i as u64))
                 }
-            }
+            };
+            hashes.push(*pending.tx_hash());
         }
-        // Sent concurrently, the mints can reach the node out of nonce order. Automine mines each
-        // on arrival, and a mint waiting for an earlier nonce becomes ready only when that one is
-        // mined, with no block left to take it. Blocks are mined until the deployer's mined count
-        // covers every mint: one block is not always enough, since at 100,000 gas each a block
-        // (30M gas) holds at most 300 of them (a 1,000-wallet setup once left mints pending).
-        // A node may also drop a queued mint (a CI run stalled at 292 of 1,002 for 150 s): when a
-        // block adds nothing, the mint with the next nonce is sent again.
+        // Without automine (or with a block full), mints wait in the pool: blocks are mined until
+        // the deployer's mined count covers every mint (at 100,000 gas each a 30M-gas block holds
+        // at most 300). When a block adds nothing, the mint with the next nonce is sent again (a
+        // CI run once stalled at 292 of 1,002 with mints sent concurrently).
         let target = first + to.len() as u64;
         let end = tokio::time::Instant::now() + crate::harness::BULK_RECEIPTS_TIMEOUT;
         let mut last = None;
@@ -337,6 +341,7 @@ impl Stack {
             last = Some(mined);
             self.mine().await;
         }
+        let _: Value = self.provider.raw_request("evm_setAutomine".into(), (automine,)).await.expect("evm_setAutomine");
         let receipts = futures::stream::iter(hashes.iter().map(|h| self.provider.get_transaction_receipt(*h)))
             .buffered(32)
             .collect::<Vec<_>>()

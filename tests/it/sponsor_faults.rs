@@ -293,6 +293,9 @@ async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_
     // Mined on chain (automine), its receipt hidden: the worker waits out the drift grace and
     // then reads the signed call's nonce, which is used.
     wait_for("the transaction is mined", 30, || async { stack.sponsor_chain_nonce().await == 1 }).await;
+    // The worker has asked for the receipt and been told there is none (under load it may not
+    // have yet: the other reads counted below come from any eth_call, not only the worker's).
+    wait_for("the worker asks for the hidden receipt", 30, || async { hidden.load(Ordering::SeqCst) > 0 }).await;
     let calls_then = bysig_reads.load(Ordering::SeqCst);
     // (or decides without the receipt, which the next assertion then shows)
     wait_for("the worker reads the signed call's nonce (drift decision)", 30, || async {
