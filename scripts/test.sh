@@ -2,8 +2,8 @@
 # Runs every test: the committed abi/ artifacts are current, the Foundry suite (unit, fuzz,
 # invariant), the committed sqlx query data (.sqlx/) matches the queries and a migrated database,
 # the Rust suite (integration tests start their own Anvil and Postgres), the TypeScript client
-# against the dev stack (`streampay dev` on its own ports), the browser test of a dapp page, and
-# the creator page in a browser.
+# against the dev stack (`streampay dev` on its own ports), an OpenAPI fuzzer (schemathesis) against
+# the dev stack, the browser test of a dapp page, and the creator page in a browser.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -34,6 +34,8 @@ if [[ -f Cargo.toml ]]; then
   STREAMPAY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/streampay"
   echo "== TypeScript client against the dev stack"
   bash clients/ts/scripts/test-against-dev.sh "$STREAMPAY_BIN"
+  echo "== OpenAPI fuzzing (schemathesis, every check) against the dev stack"
+  bash scripts/fuzz-openapi.sh "$STREAMPAY_BIN"
   echo "== browser: a dapp page on two origins (headless Chromium)"
   bash scripts/install-chromium.sh
   STREAMPAY_TS_BUILT=1 bash clients/ts/scripts/test-browser.sh "$STREAMPAY_BIN"

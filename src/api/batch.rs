@@ -46,17 +46,21 @@ fn multicall(items: Vec<Bytes>) -> Bytes {
 #[serde(rename_all = "PascalCase")]
 pub struct BatchSubscriptions {
     #[serde(alias = "from")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     #[serde(alias = "subscriptions")]
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 100)]
     subscriptions: Option<Vec<SubscriptionItem>>,
     #[serde(alias = "sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
     #[serde(alias = "nonceType", alias = "nonce_type")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
     #[serde(alias = "nonce")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<crate::api::schema::Uint64>)]
     nonce: Option<Value>,
 }
 
@@ -64,10 +68,13 @@ pub struct BatchSubscriptions {
 #[serde(rename_all = "PascalCase")]
 pub struct SubscriptionItem {
     #[serde(alias = "author")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     author: Option<String>,
     #[serde(alias = "subscription_rate")]
+    #[schema(value_type = crate::api::schema::Amount, required = true)]
     subscription_rate: Option<String>,
     #[serde(alias = "project_id")]
+    #[schema(value_type = Option<crate::api::schema::ProjectId>)]
     project_id: Option<String>,
 }
 
@@ -133,17 +140,21 @@ pub async fn subscriptions(
 #[serde(rename_all = "PascalCase")]
 pub struct BatchPayments {
     #[serde(alias = "from")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     #[serde(alias = "payments")]
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 100)]
     payments: Option<Vec<PaymentItem>>,
     #[serde(alias = "sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
     #[serde(alias = "nonceType", alias = "nonce_type")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
     #[serde(alias = "nonce")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<crate::api::schema::Uint64>)]
     nonce: Option<Value>,
 }
 
@@ -151,8 +162,10 @@ pub struct BatchPayments {
 #[serde(rename_all = "PascalCase")]
 pub struct PaymentItem {
     #[serde(alias = "to")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     to: Option<String>,
     #[serde(alias = "amount")]
+    #[schema(value_type = crate::api::schema::Amount, required = true)]
     amount: Option<String>,
 }
 

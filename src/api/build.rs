@@ -39,6 +39,7 @@ pub struct MetaTransaction {
     pub from: Address,
     pub nonce: u64,
     /// "unique" (the default: unordered, blocks nothing) or "account" (ordered).
+    #[schema(value_type = crate::api::schema::NonceType)]
     pub nonce_type: &'static str,
     pub deadline: u64,
     /// uint256 as a decimal string.
@@ -98,8 +99,7 @@ impl NonceChoice {
     /// Parses the optional request fields `NonceType` ("unique" | "account") and `Nonce` (only
     /// with "account"): 400 `invalid_nonce_type` / `invalid_nonce`.
     pub fn parse(nonce_type: Option<&str>, nonce: &Option<Value>) -> Result<Self, AppError> {
-        let kind = nonce_type.map(str::trim).filter(|s| !s.is_empty());
-        match kind.map(str::to_ascii_lowercase).as_deref() {
+        match nonce_type {
             None | Some("unique") => {
                 if nonce.as_ref().is_some_and(|v| !v.is_null()) {
                     return Err(AppError::new(
@@ -337,7 +337,7 @@ pub async fn permit2_values(
     }
     if value.bit_len() > 160 {
         return Err(AppError::new(
-            ErrorCode::InvalidAmount,
+            ErrorCode::AmountOutOfRange,
             format!("{value} base units do not fit Permit2's uint160"),
         ));
     }

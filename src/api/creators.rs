@@ -317,6 +317,46 @@ impl Watcher {
     }
 }
 
+/// One server-sent event of `GET /api/v1/{contract}/authors/{author}/events`, as an
+/// `EventSource` hands it over (the document's schema for the `text/event-stream` answer).
+pub struct CreatorEvent;
+
+impl utoipa::PartialSchema for CreatorEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some("JSON: a `CreatorSnapshot` for `snapshot`, an `ErrorBody` for `stream_error`"));
+        ObjectBuilder::new()
+            .description(Some("One event: its type, its JSON data, and for a snapshot the indexed block as `id`"))
+            .property(
+                "event",
+                ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["snapshot", "stream_error"])),
+            )
+            .required("event")
+            .property("data", data)
+            .required("data")
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$"))
+                    .description(Some("The snapshot's BlockNumber")),
+            )
+            .property(
+                "retry",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .description(Some("Milliseconds a client waits before it reconnects (3000)")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for CreatorEvent {}
+
 /// `GET /api/v1/{contract}/authors/{author}/events`: the author's incoming streams and balance,
 /// live. Public (see the module docs).
 #[utoipa::path(get, path = "/api/v1/{contract}/authors/{author}/events", tag = "Creators",
@@ -332,9 +372,9 @@ impl Watcher {
         Each process serves at most `[server] max_event_streams` streams at once (default 1000; 0 turns \
         them off); one more is answered 503 `too_many_event_streams` with `Retry-After`. CORS as the \
         other public routes (`[server] cors_public_origins`).",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = crate::api::schema::Address, Path, description = "Author (creator) address")),
     responses(
-        (status = 200, description = "An event stream: `snapshot` events, each a CreatorSnapshot", content_type = "text/event-stream", body = CreatorSnapshot),
+        (status = 200, description = "An event stream: `snapshot` events, each carrying a CreatorSnapshot, and at most one `stream_error` at its end", content_type = "text/event-stream", body = CreatorEvent),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = ErrorBody),
         (status = 503, description = "`too_many_event_streams` (with Retry-After), `index_not_ready`, `database_unavailable`", body = ErrorBody),
     ))]
@@ -388,7 +428,7 @@ pub async fn events(
         when), the total income rate per month, and a balance that ticks every second, kept current without \
         reload by `GET /api/v1/{contract}/authors/{author}/events`. One HTML document with its script and \
         styles inline; it loads nothing from anywhere else. Public.",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = crate::api::schema::Address, Path, description = "Author (creator) address")),
     responses(
         (status = 200, description = "The creator page (HTML)", content_type = "text/html"),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = ErrorBody),

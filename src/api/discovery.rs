@@ -190,8 +190,8 @@ pub fn document() -> openapi::OpenApi {
         super::webhooks::deliveries,
         super::webhooks::redeliver,
     ),
-    components(schemas(super::creators::CreatorSnapshot, ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
-    modifiers(&Security, &Idempotency, &KeyAuth, &References, &ServerLimits, &OperationIds),
+    components(schemas(super::creators::CreatorEvent, super::schema::Address, super::schema::OptionalAddress, super::schema::Amount, super::schema::HexBytes, super::schema::Signature, super::schema::EcdsaSignature, super::schema::NonceType, super::schema::Uint64, super::schema::Deadline, super::schema::Uint256Value, super::schema::Traits, super::schema::ProjectId, super::schema::Reference, super::schema::OptionalTime, super::schema::Operation, super::creators::CreatorSnapshot, ErrorBody, ErrorDetail, ErrorCode, crate::webhooks::WebhookEventType, super::webhooks::WebhookEvent)),
+    modifiers(&Security, &Idempotency, &KeyAuth, &References, &ServerLimits, &CodesByStatus, &OperationIds),
     tags(
         (name = "Discovery", description = "Version, capabilities, this document"),
         (name = "Status", description = "Service information and health"),
@@ -329,7 +329,12 @@ impl Modify for Idempotency {
                         "Same key + same request replays the first answer (`Idempotent-Replayed: true`) and \
                          runs nothing again; same key + another request is `idempotency_key_reused`.",
                     ))
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(super::schema::IDEMPOTENCY_KEY_PATTERN))
+                            .description(Some("1 to 255 visible ASCII characters")),
+                    ))
                     .build(),
             );
             for (status, codes) in extra {
@@ -472,11 +477,11 @@ impl Modify for References {
                             .parameter_in(ParameterIn::Header)
                             .required(Required::False)
                             .description(Some(
-                                "Optional label, 1 to 255 characters. Checked on every mutating call; the value \
-                                 sent to `meta/execute` is stored with the transaction (filter and summarise \
-                                 by it under `/api/v1/transactions`).",
+                                "Optional label. Checked on every mutating call; the value sent to \
+                                 `meta/execute` is stored with the transaction (filter and summarise by it \
+                                 under `/api/v1/transactions`).",
                             ))
-                            .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+                            .schema(Some(Ref::from_schema_name("Reference")))
                             .build(),
                     );
                 }
@@ -533,5 +538,133 @@ impl Modify for ServerLimits {
                 }
             }
         }
+    }
+}
+
+/// Files every error code an operation documents under the status the code really has
+/// ([`ErrorCode::status`]), whatever response a handler's annotation listed it under, and adds
+/// the 422 refusals that go with a field's 400: an operation that can answer `invalid_address`
+/// can also answer `address_refused` (a well-formed address it cannot take), one that can answer
+/// `invalid_amount` also `amount_out_of_range`. So a client reading the document finds each code
+/// where it will meet it.
+struct CodesByStatus;
+
+/// The parts of a response description, one per code: "`a`, `b` (why), `c`: note" gives
+/// `[("a", "`a`"), ("b", "`b` (why)"), ("c", "`c`: note")]`; text before the first code has no code.
+fn code_parts(description: &str) -> Vec<(Option<ErrorCode>, String)> {
+    let mut parts: Vec<(Option<ErrorCode>, String)> = Vec::new();
+    for (i, piece) in description.split(", `").enumerate() {
+        let piece = if i == 0 { piece.to_string() } else { format!("`{piece}") };
+        let code = piece
+            .strip_prefix('`')
+            .and_then(|rest| rest.split_once('`'))
+            .and_then(|(name, _)| ErrorCode::ALL.iter().copied().find(|c| c.as_str() == name));
+        match (code, parts.last_mut()) {
+            // A ", `" inside one code's note (not a known code) stays with it.
+            (None, Some(last)) if i > 0 => last.1 = format!("{}, {piece}", last.1),
+            _ => parts.push((code, piece)),
+        }
+    }
+    parts
+}
+
+impl Modify for CodesByStatus {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        use openapi::{ContentBuilder, Ref, ResponseBuilder};
+        const COMPANIONS: [(ErrorCode, ErrorCode); 2] =
+            [(ErrorCode::InvalidAddress, ErrorCode::AddressRefused), (ErrorCode::InvalidAmount, ErrorCode::AmountOutOfRange)];
+        for item in doc.paths.paths.values_mut() {
+            let ops =
+                [item.get.as_mut(), item.post.as_mut(), item.put.as_mut(), item.patch.as_mut(), item.delete.as_mut()];
+            for op in ops.into_iter().flatten() {
+                // (status, part) for every part that has to move, and the companions to add.
+                let mut moved: Vec<(String, String)> = Vec::new();
+                let mut listed: Vec<ErrorCode> = Vec::new();
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let RefOr::T(r) = response else { continue };
+                    let mut keep = Vec::new();
+                    for (code, part) in code_parts(&r.description) {
+                        match code {
+                            Some(c) if c.status().as_str() != status => {
+                                listed.push(c);
+                                moved.push((c.status().as_str().to_string(), part));
+                            }
+                            Some(c) => {
+                                listed.push(c);
+                                keep.push(part);
+                            }
+                            None => keep.push(part),
+                        }
+                    }
+                    r.description = keep.join(", ");
+                }
+                for (field_code, companion) in COMPANIONS {
+                    if listed.contains(&field_code) && !listed.contains(&companion) {
+                        moved.push((companion.status().as_str().to_string(), format!("`{}`", companion.as_str())));
+                    }
+                }
+                for (status, part) in moved {
+                    match op.responses.responses.get_mut(&status) {
+                        Some(RefOr::T(r)) if r.description.is_empty() => r.description = part,
+                        Some(RefOr::T(r)) => r.description = format!("{}, {part}", r.description),
+                        _ => {
+                            let r = ResponseBuilder::new()
+                                .description(part)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                                )
+                                .build();
+                            op.responses.responses.insert(status, RefOr::T(r));
+                        }
+                    }
+                }
+                // A response whose every code moved away is gone.
+                op.responses.responses.retain(|_, r| !matches!(r, RefOr::T(r) if r.description.is_empty()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_code_sits_under_its_own_status_with_its_companions() {
+        let doc = document();
+        let mut seen = 0;
+        for (path, item) in &doc.paths.paths {
+            let ops = [&item.get, &item.post, &item.put, &item.patch, &item.delete];
+            for op in ops.into_iter().flatten() {
+                let mut codes = Vec::new();
+                for (status, response) in &op.responses.responses {
+                    let RefOr::T(r) = response else { continue };
+                    for (code, part) in code_parts(&r.description) {
+                        if let Some(c) = code {
+                            assert_eq!(c.status().as_str(), status, "{path}: {part} is documented under {status}");
+                            codes.push(c);
+                            seen += 1;
+                        }
+                    }
+                }
+                if codes.contains(&ErrorCode::InvalidAddress) {
+                    assert!(codes.contains(&ErrorCode::AddressRefused), "{path} lacks address_refused");
+                }
+                if codes.contains(&ErrorCode::InvalidAmount) {
+                    assert!(codes.contains(&ErrorCode::AmountOutOfRange), "{path} lacks amount_out_of_range");
+                }
+            }
+        }
+        assert!(seen > 100, "only {seen} codes found in the document's responses");
+    }
+
+    #[test]
+    fn a_description_splits_into_one_part_per_code() {
+        let parts = code_parts("`invalid_json`, `permit_unsupported` (no EIP-2612, no Permit2), `nonce_gap`: a note, with a comma");
+        let codes: Vec<_> = parts.iter().map(|(c, _)| c.map(|c| c.as_str())).collect();
+        assert_eq!(codes, [Some("invalid_json"), Some("permit_unsupported"), Some("nonce_gap")]);
+        assert_eq!(parts[2].1, "`nonce_gap`: a note, with a comma");
+        assert_eq!(code_parts("Mined")[0], (None, "Mined".to_string()));
     }
 }

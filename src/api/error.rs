@@ -56,24 +56,26 @@ error_codes! {
     InvalidJson = ("invalid_json", BAD_REQUEST, "The body is not JSON of the expected shape, or lacks Content-Type: application/json."),
     InvalidQuery = ("invalid_query", BAD_REQUEST, "A query parameter is malformed."),
     MissingField = ("missing_field", BAD_REQUEST, "A required field is missing or empty."),
-    InvalidAddress = ("invalid_address", BAD_REQUEST, "Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self)."),
-    InvalidAmount = ("invalid_amount", BAD_REQUEST, "Not a positive decimal amount with at most the allowed decimals."),
+    InvalidAddress = ("invalid_address", BAD_REQUEST, "Not a 0x-prefixed 20-byte address (0x and 40 hex digits)."),
+    InvalidAmount = ("invalid_amount", BAD_REQUEST, "Not a plain decimal number like `12.5` (no sign, exponent or separators)."),
+    AddressRefused = ("address_refused", UNPROCESSABLE_ENTITY, "A well-formed address this field cannot take: mixed case with a wrong EIP-55 checksum (a typo, most likely), the zero address as a recipient, or yourself as the author."),
+    AmountOutOfRange = ("amount_out_of_range", UNPROCESSABLE_ENTITY, "A well-formed amount this call cannot take: zero, more decimals than the token has, too large for the contract, or a rate below one base unit per second."),
     InvalidNumber = ("invalid_number", BAD_REQUEST, "Expected a non-negative integer."),
     InvalidProjectId = ("invalid_project_id", BAD_REQUEST, "project_id is not a non-negative integer."),
     InvalidData = ("invalid_data", BAD_REQUEST, "Data is not 0x-prefixed hex."),
-    InvalidSignature = ("invalid_signature", BAD_REQUEST, "The signature is malformed."),
-    InvalidTraits = ("invalid_traits", BAD_REQUEST, "Traits is not a valid bySig traits word."),
+    InvalidSignature = ("invalid_signature", UNPROCESSABLE_ENTITY, "The signature is not hex, or not a well-formed ECDSA signature (65 bytes, a valid v and a low s) where one is required."),
+    InvalidTraits = ("invalid_traits", UNPROCESSABLE_ENTITY, "Traits is not a valid bySig traits word."),
     InvalidNonceType = ("invalid_nonce_type", BAD_REQUEST, "NonceType is not `unique` (the default) or `account`."),
-    InvalidNonce = ("invalid_nonce", BAD_REQUEST, "A build's Nonce may only be chosen with NonceType `account`."),
+    InvalidNonce = ("invalid_nonce", UNPROCESSABLE_ENTITY, "A build's Nonce may only be chosen with NonceType `account`."),
     InvalidDeadline = ("invalid_deadline", BAD_REQUEST, "Deadline does not fit the 40-bit traits field."),
     InvalidIdempotencyKey = ("invalid_idempotency_key", BAD_REQUEST, "Idempotency-Key is not 1 to 255 visible ASCII characters."),
-    CallNotAllowed = ("call_not_allowed", BAD_REQUEST, "Data is not an allowed StreamPay user operation."),
-    NonCanonicalCalldata = ("non_canonical_calldata", BAD_REQUEST, "Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes)."),
+    CallNotAllowed = ("call_not_allowed", UNPROCESSABLE_ENTITY, "Data is not an allowed StreamPay user operation."),
+    NonCanonicalCalldata = ("non_canonical_calldata", UNPROCESSABLE_ENTITY, "Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes)."),
     CalldataTooLarge = ("calldata_too_large", BAD_REQUEST, "Data is larger than the relayer's cap (`[admission] max_calldata_bytes`)."),
-    EmptyBatch = ("empty_batch", BAD_REQUEST, "A batch holds no items."),
-    BatchTooLarge = ("batch_too_large", BAD_REQUEST, "A batch holds more than 100 items."),
-    UnknownContract = ("unknown_contract", BAD_REQUEST, "No deployment has this name (see GET /api/v1/contracts)."),
-    InvalidWebhookUrl = ("invalid_webhook_url", BAD_REQUEST, "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address."),
+    EmptyBatch = ("empty_batch", UNPROCESSABLE_ENTITY, "A batch holds no items."),
+    BatchTooLarge = ("batch_too_large", UNPROCESSABLE_ENTITY, "A batch holds more than 100 items."),
+    UnknownContract = ("unknown_contract", NOT_FOUND, "No deployment has this name (see GET /api/v1/contracts)."),
+    InvalidWebhookUrl = ("invalid_webhook_url", UNPROCESSABLE_ENTITY, "The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address."),
     UnknownEvent = ("unknown_event", BAD_REQUEST, "A webhook event type is not one of the `WebhookEventType` schema."),
     UnknownOperation = ("unknown_operation", BAD_REQUEST, "The fee quote's operation is not one this relayer builds."),
     InvalidKeyName = ("invalid_key_name", BAD_REQUEST, "An API key name must be 1 to 100 characters."),
@@ -83,7 +85,8 @@ error_codes! {
     InvalidCidr = ("invalid_cidr", BAD_REQUEST, "An allowlist entry is not a CIDR block or IP address, or has host bits set."),
     InvalidRateLimit = ("invalid_rate_limit", BAD_REQUEST, "rate_limit_per_minute is out of range."),
     InvalidGracePeriod = ("invalid_grace_period", BAD_REQUEST, "grace_seconds is out of range."),
-    InvalidReference = ("invalid_reference", BAD_REQUEST, "Reference is not 1 to 255 characters without control characters, or header and body differ."),
+    InvalidReference = ("invalid_reference", BAD_REQUEST, "Reference is not 1 to 255 characters without control characters."),
+    ReferenceMismatch = ("reference_mismatch", UNPROCESSABLE_ENTITY, "The Reference header and the body's Reference are both valid but differ; send one, or the same in both."),
     InvalidStatus = ("invalid_status", BAD_REQUEST, "A status filter is not a transaction state."),
     InvalidTime = ("invalid_time", BAD_REQUEST, "A time filter is not an RFC 3339 timestamp."),
     InvalidLimit = ("invalid_limit", BAD_REQUEST, "limit is not an integer from 1 to 100."),
@@ -259,7 +262,16 @@ impl AppError {
 
     /// `field` held a bad amount.
     pub fn amount(field: &str, err: AmountError) -> Self {
-        Self::new(ErrorCode::InvalidAmount, format!("{field}: {err}"))
+        let code = match err {
+            // Not the document's decimal grammar.
+            AmountError::Malformed(_) | AmountError::Negative => ErrorCode::InvalidAmount,
+            // The grammar's, but a value this call cannot take.
+            AmountError::Zero
+            | AmountError::TooManyDecimals { .. }
+            | AmountError::TooLarge
+            | AmountError::RateTooSmall { .. } => ErrorCode::AmountOutOfRange,
+        };
+        Self::new(code, format!("{field}: {err}"))
     }
 
     pub fn missing(field: &str) -> Self {

@@ -93,7 +93,7 @@ impl AppState {
     /// The sponsor a request will use: the one it names (which its key must allow), the key's
     /// only sponsor, or the least busy of its sponsors ([`crate::pipeline::Sponsors::by_load`]).
     pub fn sponsor_for(&self, chain: &Chain, key: &ApiKey, requested: Option<&str>) -> Result<Arc<Sponsor>, AppError> {
-        let requested = requested.map(str::trim).filter(|s| !s.is_empty());
+        let requested = requested.filter(|s| !s.is_empty());
         let address = match requested {
             Some(s) => {
                 let a = parse_address("Sponsor", s)?;
@@ -146,7 +146,7 @@ pub fn parse_address(field: &str, value: &str) -> Result<Address, AppError> {
     let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed {
         return Address::parse_checksummed(format!("0x{hex}"), None).map_err(|_| {
-            AppError::new(ErrorCode::InvalidAddress, format!("{field}: {value:?} has an invalid EIP-55 checksum"))
+            AppError::new(ErrorCode::AddressRefused, format!("{field}: {value:?} has an invalid EIP-55 checksum"))
         });
     }
     hex.parse().map_err(|_| invalid())
@@ -157,7 +157,7 @@ pub fn parse_recipient(field: &str, value: &str) -> Result<Address, AppError> {
     let a = parse_address(field, value)?;
     if a.is_zero() {
         return Err(AppError::new(
-            ErrorCode::InvalidAddress,
+            ErrorCode::AddressRefused,
             format!("{field}: the zero address cannot receive funds"),
         ));
     }
@@ -172,14 +172,34 @@ pub fn parse_hex(field: &str, value: &str, code: ErrorCode) -> Result<Bytes, App
         .ok_or_else(|| AppError::new(code, format!("{field}: expected 0x-prefixed hex")))
 }
 
+/// Serde: an optional non-negative integer that JSON may write as `600` or `600.0` (one number
+/// type; JSON Schema calls both integers), up to 2^53 when written with a fraction.
+pub fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(_)) => integral(&v)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a non-negative integer, got {v}"))),
+        Some(v) => Err(serde::de::Error::custom(format!("expected a non-negative integer, got {v}"))),
+    }
+}
+
+/// A JSON number that is a non-negative integer: `7`, or `7.0` while a double holds it exactly.
+fn integral(v: &Value) -> Option<u64> {
+    let n = v.as_number()?;
+    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f)).map(|f| f as u64))
+}
+
 /// A non-negative integer given as a JSON number or a decimal string.
 pub fn parse_u64(field: &str, value: &Option<Value>) -> Result<u64, AppError> {
     let bad = || AppError::new(ErrorCode::InvalidNumber, format!("{field}: expected a non-negative integer"));
     match value {
         None | Some(Value::Null) => Err(AppError::missing(field)),
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(bad),
+        // JSON has one number type: `7.0` is the integer 7 (JSON Schema agrees).
+        Some(v @ Value::Number(_)) => integral(v).ok_or_else(bad),
         Some(Value::String(s)) => {
-            crate::amount::parse_uint(s.trim()).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad)
+            crate::amount::parse_uint(s).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad)
         }
         Some(_) => Err(bad()),
     }

@@ -71,7 +71,7 @@ pub fn execute_reference(headers: &HeaderMap, body: Option<&str>) -> Result<Opti
     let body = body.map(validate_reference).transpose()?;
     match (header, body) {
         (Some(h), Some(b)) if h != b => Err(AppError::new(
-            ErrorCode::InvalidReference,
+            ErrorCode::ReferenceMismatch,
             "the Reference header and the Reference field differ; send one",
         )),
         (h, b) => Ok(h.or(b)),
@@ -118,12 +118,31 @@ fn encode_cursor(id: i64) -> String {
 
 fn decode_cursor(s: &str) -> Result<i64, AppError> {
     let bad = || AppError::new(ErrorCode::InvalidCursor, "cursor: pass NextCursor of a previous page unchanged");
-    let raw = alloy::hex::decode(s.trim()).map_err(|_| bad())?;
+    let raw = alloy::hex::decode(s).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     text.strip_prefix("id:").and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0).ok_or_else(bad)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`: the RFC 3339 shape (Postgres then checks the values).
+/// Splits `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, the RFC 3339 shape, into the local date and
+/// time and the offset in minutes (Postgres then checks the date and time; it takes offsets only
+/// up to 15:59 itself, RFC 3339 has them up to 23:59).
+fn split_rfc3339(s: &str) -> Option<(&str, i32)> {
+    if !is_rfc3339_shape(s) {
+        return None;
+    }
+    if let Some(local) = s.strip_suffix(['Z', 'z']) {
+        return Some((local, 0));
+    }
+    let (local, offset) = s.split_at(s.len() - 6);
+    let (sign, hm) = offset.split_at(1);
+    let (h, m) = (hm[..2].parse::<i32>().ok()?, hm[3..].parse::<i32>().ok()?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    Some((local, if sign == "-" { -(h * 60 + m) } else { h * 60 + m }))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`: the RFC 3339 shape.
 fn is_rfc3339_shape(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
@@ -167,30 +186,31 @@ async fn parse_time(state: &AppState, field: &str, value: &str) -> Result<String
             format!("{field}: {value:?} is not an RFC 3339 time like 2026-11-21T07:30:00Z"),
         )
     };
-    if !is_rfc3339_shape(value.trim()) {
-        return Err(bad());
-    }
-    state.store.parse_timestamp(value.trim()).await?.ok_or_else(bad)
+    let (local, offset_minutes) = split_rfc3339(value).ok_or_else(bad)?;
+    // RFC 3339 allows a lower-case `t`; Postgres reads only `T`.
+    state.store.parse_timestamp(&local.replace('t', "T"), offset_minutes).await?.ok_or_else(bad)
 }
 
 const STATUSES: &[&str] = &["pending", "submitted", "mined", "confirmed", "failed", "replaced", "expired"];
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    v.as_deref().filter(|s| !s.is_empty())
 }
 
 /// `GET /api/v1/transactions`.
 #[utoipa::path(get, path = "/api/v1/transactions", tag = "Transactions",
     params(
-        ("Status" = Option<String>, Query, description = "Comma-separated states: pending, submitted, mined, confirmed, failed, replaced, expired"),
-        ("Signer" = Option<String>, Query, description = "The meta-transaction's signer (From)"),
-        ("Sponsor" = Option<String>, Query, description = "The sponsor that sent it"),
-        ("Reference" = Option<String>, Query, description = "The Reference given to execute (exact match)"),
-        ("Contract" = Option<String>, Query, description = "Deployment name or contract address"),
-        ("From" = Option<String>, Query, description = "RFC 3339; created at or after"),
-        ("To" = Option<String>, Query, description = "RFC 3339; created before"),
-        ("Limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 50)"),
-        ("Cursor" = Option<String>, Query, description = "NextCursor of the previous page (opaque)"),
+        ("Status" = Option<String>, Query, description = "Comma-separated states, in lower case: pending, submitted, mined, confirmed, failed, replaced, expired (empty: all)",
+            pattern = "^((pending|submitted|mined|confirmed|failed|replaced|expired)(,(pending|submitted|mined|confirmed|failed|replaced|expired))*)?$"),
+        ("Signer" = Option<String>, Query, description = "The meta-transaction's signer (From); empty: any", pattern = "^(0[xX][0-9a-fA-F]{40})?$"),
+        ("Sponsor" = Option<String>, Query, description = "The sponsor that sent it; empty: any", pattern = "^(0[xX][0-9a-fA-F]{40})?$"),
+        ("Reference" = Option<crate::api::schema::Reference>, Query, description = "The Reference given to execute (exact match, surrounding white space ignored)"),
+        ("Contract" = Option<String>, Query, description = "Deployment name (404 `unknown_contract` if this relayer serves none of that name) or contract address; empty: any"),
+        ("From" = Option<crate::api::schema::OptionalTime>, Query, description = "Created at or after this time"),
+        ("To" = Option<crate::api::schema::OptionalTime>, Query, description = "Created before this time"),
+        ("Limit" = Option<u32>, Query, description = "Page size (default 50)", minimum = 1, maximum = 100),
+        ("Cursor" = Option<String>, Query, description = "NextCursor of the previous page, unchanged (hex of `id:` and a positive id); empty: the first page",
+            pattern = "^(69643[aA](30)*3[1-9](3[0-9]){0,17})?$"),
     ),
     responses(
         (status = 200, description = "The key's transactions, newest first", body = TransactionPage),
@@ -206,15 +226,14 @@ pub async fn list(
 ) -> Result<Json<TransactionPage>, AppError> {
     let mut f = HistoryFilter::default();
     if let Some(s) = non_empty(&q.status) {
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let p = part.to_ascii_lowercase();
-            if !STATUSES.contains(&p.as_str()) {
+        for part in s.split(',') {
+            if !STATUSES.contains(&part) {
                 return Err(AppError::new(
                     ErrorCode::InvalidStatus,
                     format!("status: {part:?} is not one of {}", STATUSES.join(", ")),
                 ));
             }
-            f.statuses.push(p);
+            f.statuses.push(part.to_string());
         }
     }
     f.signer = non_empty(&q.signer).map(|s| parse_address("signer", s)).transpose()?;
@@ -366,7 +385,7 @@ pub struct SummaryQuery {
 
 /// `GET /api/v1/transactions/summary?Reference=`.
 #[utoipa::path(get, path = "/api/v1/transactions/summary", tag = "Transactions",
-    params(("Reference" = String, Query, description = "The Reference given to execute")),
+    params(("Reference" = crate::api::schema::Reference, Query, description = "The Reference given to execute (surrounding white space ignored)")),
     responses(
         (status = 200, description = "Count, gas and amounts of the key's transactions with this reference", body = ReferenceSummaryView),
         (status = 400, description = "`missing_field`, `invalid_reference`, `invalid_query`", body = crate::api::error::ErrorBody),

@@ -87,8 +87,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let Some(key) = req.headers().get("idempotency-key") else { return next.run(req).await };
-    let key = match key.to_str().map(str::trim) {
-        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
+    let key = match key.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => k.to_string(),
         _ => {
             return AppError::new(
                 ErrorCode::InvalidIdempotencyKey,

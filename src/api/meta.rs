@@ -63,7 +63,7 @@ use crate::{
 /// executed elsewhere) and past account nonces in flight. 503 `index_not_ready` before the
 /// deployment's first checkpoint. `execute` always checks against the chain itself.
 #[utoipa::path(get, path = "/api/v1/{contract}/meta/nonce/{account}", tag = "Meta-transactions",
-    params(("contract" = String, Path, description = "Deployment name"), ("account" = String, Path, description = "Signer address")),
+    params(("contract" = String, Path, description = "Deployment name"), ("account" = crate::api::schema::Address, Path, description = "Signer address")),
     responses(
         (status = 200, description = "Next nonce", body = NonceView),
         (status = 400, description = "`unknown_contract`, `invalid_address`", body = crate::api::error::ErrorBody),
@@ -157,33 +157,36 @@ async fn chain_nonce(contract: Contract<'_>, account: Address) -> Result<u64, Ap
 #[serde(rename_all = "PascalCase")]
 pub struct ExecuteRequest {
     #[serde(alias = "from")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     /// 65-byte ECDSA signature (or ERC-1271 bytes) over `Transaction.TypedData`.
     #[serde(alias = "signature")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::Signature, required = true)]
     signature: Option<String>,
     /// `Transaction.Data`.
     #[serde(alias = "data")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::HexBytes, required = true)]
     data: Option<String>,
     /// `Transaction.Nonce` (number or decimal string).
     #[serde(alias = "nonce")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::Uint64, required = true)]
     nonce: Option<Value>,
     #[serde(alias = "sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// `Transaction.Deadline` (number or decimal string).
     #[serde(alias = "deadline")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::Deadline, required = true)]
     deadline: Option<Value>,
     /// Optional: the exact `Transaction.Traits`. Without it the traits are rebuilt from Nonce,
     /// Deadline and the sponsor (or "any relayer").
     #[serde(alias = "traits")]
+    #[schema(value_type = Option<crate::api::schema::Traits>)]
     traits: Option<String>,
     /// Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
     /// Traits) both are tried against the signature.
     #[serde(alias = "nonceType", alias = "nonce_type")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// Deposits: the signed EIP-2612 permit, applied in the same transaction.
     #[serde(alias = "permit")]
@@ -191,6 +194,7 @@ pub struct ExecuteRequest {
     /// Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
     /// header (both must agree when both are sent).
     #[serde(alias = "reference")]
+    #[schema(value_type = Option<crate::api::schema::Reference>)]
     reference: Option<String>,
 }
 
@@ -199,13 +203,13 @@ pub struct ExecuteRequest {
 pub struct PermitRequest {
     /// Token base units, as in `PermitTypedData.message.value`.
     #[serde(alias = "value")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::Uint256Value, required = true)]
     value: Option<Value>,
     #[serde(alias = "deadline")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::Uint64, required = true)]
     deadline: Option<Value>,
     #[serde(alias = "signature")]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = crate::api::schema::EcdsaSignature, required = true)]
     signature: Option<String>,
 }
 
@@ -213,8 +217,8 @@ pub struct PermitRequest {
 /// 202 with `Prefer: respond-async`.
 #[utoipa::path(post, path = "/api/v1/{contract}/meta/execute", tag = "Meta-transactions",
     params(("contract" = String, Path, description = "Deployment name"),
-           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent"),
-           ("Reference" = Option<String>, Header, description = "Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?Reference=")),
+           ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 once sent, not once mined (any other preference is ignored)"),
+           ("Reference" = Option<crate::api::schema::Reference>, Header, description = "Label stored with the transaction (or the body's `Reference`; both must agree); see GET /api/v1/transactions?Reference=")),
     request_body = ExecuteRequest,
     responses(
         (status = 200, description = "Mined", body = ExecuteResponse),
@@ -252,7 +256,7 @@ pub async fn execute(
     }
     // The sponsor named, else the key's sponsors least busy first: the signature decides which
     // of them the call may use.
-    let named = body.sponsor.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let named = body.sponsor.as_deref().filter(|s| !s.is_empty());
     let pool: Vec<Arc<Sponsor>> = match named {
         None if key.0.sponsors.len() > 1 => match contract.chain.sponsors.by_load(&key.0.sponsors) {
             pool if pool.is_empty() => vec![state.sponsor_for(contract.chain, &key, None)?],
@@ -669,7 +673,7 @@ fn traits_candidates(
     deadline: u64,
     pool: &[Arc<Sponsor>],
 ) -> Result<Vec<(U256, Arc<Sponsor>)>, AppError> {
-    if let Some(raw) = body.traits.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(raw) = body.traits.as_deref().filter(|s| !s.is_empty()) {
         let word = crate::amount::parse_uint(raw)
             .or_else(|| raw.strip_prefix("0x").and_then(|h| U256::from_str_radix(h, 16).ok()))
             .ok_or_else(|| AppError::new(ErrorCode::InvalidTraits, "Traits: expected a uint256"))?;
@@ -727,8 +731,8 @@ fn pulls_through_permit2(data: &[u8]) -> bool {
 /// The permit's value, deadline and ECDSA signature, checked for shape.
 fn permit_fields(p: &PermitRequest, now: u64) -> Result<(U256, u64, alloy::signers::Signature), AppError> {
     let value = match &p.value {
-        Some(Value::String(s)) => crate::amount::parse_uint(s.trim()),
-        Some(Value::Number(n)) => n.as_u64().map(U256::from),
+        Some(Value::String(s)) => crate::amount::parse_uint(s),
+        Some(v @ Value::Number(_)) => parse_u64("Permit.Value", &Some(v.clone())).ok().map(U256::from),
         _ => None,
     }
     .ok_or_else(|| {

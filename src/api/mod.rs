@@ -38,6 +38,7 @@ mod meta;
 mod metrics;
 mod payments;
 mod resolve;
+pub mod schema;
 mod sponsors;
 mod subscriptions;
 mod tokens;

@@ -31,19 +31,24 @@ use crate::{
 #[serde(rename_all = "PascalCase")]
 pub struct PayRequest {
     #[serde(alias = "from")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     #[serde(alias = "to")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     to: Option<String>,
     #[serde(alias = "amount")]
+    #[schema(value_type = crate::api::schema::Amount, required = true)]
     amount: Option<String>,
     #[serde(alias = "sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
     #[serde(alias = "nonceType", alias = "nonce_type")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
     #[serde(alias = "nonce")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<crate::api::schema::Uint64>)]
     nonce: Option<Value>,
 }
 
@@ -101,21 +106,25 @@ pub async fn pay(
 #[serde(rename_all = "PascalCase")]
 pub struct DepositRequest {
     #[serde(alias = "from")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     #[serde(alias = "amount")]
+    #[schema(value_type = crate::api::schema::Amount, required = true)]
     amount: Option<String>,
     /// Pull through Uniswap Permit2 (PermitTypedData is then Permit2's PermitSingle). Default:
     /// false where the token has EIP-2612, true where it has not and Permit2 is deployed.
     #[serde(alias = "isPermit2")]
     is_permit2: Option<bool>,
     #[serde(alias = "sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
     #[serde(alias = "nonceType", alias = "nonce_type")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
     #[serde(alias = "nonce")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<crate::api::schema::Uint64>)]
     nonce: Option<Value>,
 }
 
@@ -192,19 +201,24 @@ pub async fn deposit(
 #[serde(rename_all = "PascalCase")]
 pub struct WithdrawRequest {
     #[serde(alias = "from")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     #[serde(alias = "amount")]
+    #[schema(value_type = crate::api::schema::Amount, required = true)]
     amount: Option<String>,
     #[serde(alias = "to")]
+    #[schema(value_type = Option<crate::api::schema::Address>)]
     to: Option<String>,
     #[serde(alias = "sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
     #[serde(alias = "nonceType", alias = "nonce_type")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// With `NonceType` "account" only: the account nonce to sign (default: the current one).
     #[serde(alias = "nonce")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<crate::api::schema::Uint64>)]
     nonce: Option<Value>,
 }
 
@@ -271,7 +285,7 @@ pub async fn withdraw(
 
 /// `GET /{contract}/payments/balance/{address}`: the live balance (floored at zero).
 #[utoipa::path(get, path = "/api/v1/{contract}/payments/balance/{address}", tag = "Payments",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Account address")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = crate::api::schema::Address, Path, description = "Account address")),
     responses(
         (status = 200, description = "Live balance", body = BalanceView),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),

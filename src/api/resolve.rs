@@ -35,7 +35,7 @@ pub struct ResolveQuery {
 #[utoipa::path(get, path = "/api/v1/{contract}/recipients/resolve", tag = "Payments",
     params(
         ("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"),
-        ("Identifier" = String, Query, description = "The recipient as typed: a 0x address (any case; mixed case must be a valid EIP-55 checksum)"),
+        ("Identifier" = String, Query, description = "The recipient as typed (surrounding white space ignored): any text; the answer says whether it is a 0x address (any case; mixed case must be a valid EIP-55 checksum) and why not", pattern = "\\S"),
     ),
     responses(
         (status = 200, description = "Whether the identifier is a valid recipient and what StreamPay knows about it", body = RecipientResolution),

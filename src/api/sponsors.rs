@@ -185,8 +185,8 @@ pub struct FeesQuery {
 #[utoipa::path(get, path = "/api/v1/{contract}/fees", tag = "Sponsors",
     params(
         ("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"),
-        ("Operation" = String, Query, description = "deposit, withdraw, pay, subscribe or unsubscribe"),
-        ("Sponsor" = Option<String>, Query, description = "Sponsor to quote for (default: the key's first)"),
+        ("Operation" = String, Query, description = "The operation to quote, in lower case", pattern = "^(deposit|withdraw|pay|subscribe|unsubscribe)$"),
+        ("Sponsor" = Option<String>, Query, description = "Sponsor to quote for (empty or absent: the key's first)", pattern = "^(0[xX][0-9a-fA-F]{40})?$"),
     ),
     responses(
         (status = 200, description = "Estimated gas and cost in wei", body = FeeQuote),
@@ -208,11 +208,10 @@ pub async fn quote(
     let op = q
         .operation
         .as_deref()
-        .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| AppError::missing("operation"))?;
     let (operation, default_gas) =
-        DEFAULT_GAS.iter().find(|(name, _)| name.eq_ignore_ascii_case(op)).copied().ok_or_else(|| {
+        DEFAULT_GAS.iter().find(|(name, _)| *name == op).copied().ok_or_else(|| {
             let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
             AppError::new(ErrorCode::UnknownOperation, format!("operation {op:?} is not one of {}", known.join(", ")))
         })?;

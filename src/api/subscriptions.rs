@@ -29,21 +29,27 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateSubscription {
     #[serde(alias = "From")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     from: Option<String>,
     #[serde(alias = "Author")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     author: Option<String>,
     #[serde(alias = "SubscriptionRate")]
+    #[schema(value_type = crate::api::schema::Amount, required = true)]
     subscription_rate: Option<String>,
     #[serde(alias = "ProjectId")]
+    #[schema(value_type = Option<crate::api::schema::ProjectId>)]
     project_id: Option<String>,
     #[serde(alias = "Sponsor")]
+    #[schema(value_type = Option<crate::api::schema::OptionalAddress>)]
     sponsor: Option<String>,
     /// "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce).
     #[serde(alias = "NonceType", alias = "nonceType")]
+    #[schema(value_type = Option<crate::api::schema::NonceType>)]
     nonce_type: Option<String>,
     /// With `nonce_type` "account" only: the account nonce to sign (default: the current one).
     #[serde(alias = "Nonce")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<crate::api::schema::Uint64>)]
     nonce: Option<Value>,
 }
 
@@ -66,14 +72,14 @@ impl Subscribe {
         let author = parse_recipient(&author_field, required(&author_field, author)?)?;
         if author == from {
             return Err(AppError::new(
-                ErrorCode::InvalidAddress,
+                ErrorCode::AddressRefused,
                 format!("{author_field}: cannot subscribe to yourself"),
             ));
         }
         let rate_field = format!("{prefix}subscription_rate");
         let rate =
             amount::parse_monthly_rate(required(&rate_field, rate)?).map_err(|e| AppError::amount(&rate_field, e))?;
-        let project_id = match project_id.as_deref().map(str::trim) {
+        let project_id = match project_id.as_deref() {
             None | Some("") => U256::ZERO,
             Some(p) => amount::parse_uint(p).ok_or_else(|| {
                 AppError::new(
@@ -167,7 +173,7 @@ pub struct CancelQuery {
 
 /// `DELETE /{contract}/subscriptions/{author}?From=&Sponsor=`: builds `unsubscribe(author)`.
 #[utoipa::path(delete, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "The author to stop paying"), ("From" = String, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (default: the key's first)"), ("NonceType" = Option<String>, Query, description = "`unique` (default: unordered, blocks nothing) or `account` (ordered)"), ("Nonce" = Option<u64>, Query, description = "With NonceType `account` only: the account nonce to sign")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = crate::api::schema::Address, Path, description = "The author to stop paying"), ("From" = crate::api::schema::Address, Query, description = "The subscriber (signer)"), ("Sponsor" = Option<String>, Query, description = "Sponsor to pay the gas (empty or absent: the key's least busy)", pattern = "^(0[xX][0-9a-fA-F]{40})?$"), ("NonceType" = Option<crate::api::schema::NonceType>, Query), ("Nonce" = Option<String>, Query, description = "With NonceType `account` only: the account nonce to sign (default: the current one); a decimal integer below 2^64", pattern = "^[0-9]{1,19}$")),
     responses(
         (status = 200, description = "Built unsubscribe(author) to sign", body = BuildResponse),
         (status = 400, description = "`invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`", body = crate::api::error::ErrorBody),
@@ -213,7 +219,7 @@ pub async fn cancel(
 
 /// `GET /{contract}/subscriptions/{address}`: the address's outgoing streams.
 #[utoipa::path(get, path = "/api/v1/{contract}/subscriptions/{address}", tag = "Subscriptions",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = String, Path, description = "Subscriber address")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("address" = crate::api::schema::Address, Path, description = "Subscriber address")),
     responses(
         (status = 200, description = "The address's outgoing streams", body = SubscriptionList),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),
@@ -280,7 +286,7 @@ pub(crate) fn index_not_ready() -> AppError {
 /// `GET /{contract}/authors/{author}/streams`: the streams an author receives (the creators'
 /// view), with per-stream rates and the author's total income rate, from the Postgres index.
 #[utoipa::path(get, path = "/api/v1/{contract}/authors/{author}/streams", tag = "Subscriptions",
-    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = String, Path, description = "Author (creator) address")),
+    params(("contract" = String, Path, description = "Deployment name from GET /api/v1/contracts (any case)"), ("author" = crate::api::schema::Address, Path, description = "Author (creator) address")),
     responses(
         (status = 200, description = "The author's incoming streams", body = IncomingStreamList),
         (status = 400, description = "`invalid_address`, `unknown_contract`", body = crate::api::error::ErrorBody),

@@ -25,14 +25,15 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(600);
 #[serde(deny_unknown_fields, rename_all = "PascalCase")]
 pub struct TokenRequest {
     /// The end user's address: the only `From` the token may build and relay calls for.
-    #[schema(example = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", pattern = "^0x[0-9a-fA-F]{40}$")]
+    #[schema(value_type = crate::api::schema::Address, required = true)]
     pub signer: Option<String>,
     /// Operations the token allows (`deposit`, `withdraw`, `pay`, `subscribe`, `unsubscribe`);
     /// default: those the key allows.
-    #[schema(example = json!(["deposit", "subscribe"]))]
+    #[schema(value_type = Option<Vec<crate::api::schema::Operation>>, min_items = 1, example = json!(["deposit", "subscribe"]))]
     pub operations: Option<Vec<String>>,
     /// Seconds the token lives, 1 to 600; default 600.
     #[schema(example = 600, minimum = 1, maximum = 600)]
+    #[serde(default, deserialize_with = "crate::api::extract::integral_u64")]
     pub expires_in: Option<u64>,
 }
 

@@ -33,11 +33,11 @@ const MAX_URL_LEN: usize = 2048;
 pub struct CreateWebhook {
     /// `http` or `https` URL receiving the POSTs.
     #[serde(alias = "url")]
-    #[schema(value_type = String, example = "https://example.com/streampay/webhooks")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2048, example = "https://example.com/streampay/webhooks")]
     pub url: Option<String>,
     /// Event types to receive, at least one.
     #[serde(alias = "events")]
-    #[schema(value_type = Vec<crate::webhooks::WebhookEventType>, example = json!(["transaction.mined", "payment.completed"]))]
+    #[schema(value_type = Vec<crate::webhooks::WebhookEventType>, required = true, min_items = 1, example = json!(["transaction.mined", "payment.completed"]))]
     pub events: Option<Vec<String>>,
 }
 
@@ -47,8 +47,10 @@ pub struct CreateWebhook {
 pub struct CreatedWebhook {
     #[serde(flatten)]
     pub endpoint: Endpoint,
-    /// Verifies `StreamPay-Signature`; store it now, it is never shown again.
-    #[schema(example = "whsec_5f0c…")]
+    /// Verifies `StreamPay-Signature`; store it now, it is never shown again: an idempotent
+    /// replay of this answer (same `Idempotency-Key`) has `null` here, as the secret is never
+    /// stored with the replay.
+    #[schema(example = "whsec_5f0c…", value_type = Option<String>)]
     pub secret: String,
 }
 
@@ -101,8 +103,9 @@ pub struct DeliveryList {
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "PascalCase")]
 pub struct DeliveryQuery {
-    /// Page size, 1–100 (default 50).
+    /// Page size (default 50).
     #[serde(alias = "limit")]
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Only deliveries with a smaller id (the previous page's `NextBefore`).
     #[serde(alias = "before")]
@@ -204,7 +207,7 @@ fn endpoint_id(id: &str) -> Result<i64, AppError> {
 
 /// One endpoint of this API key (never its secret).
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "Webhooks",
-    params(("id" = String, Path, description = "Endpoint id")),
+    params(("id" = i64, Path, description = "Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one")),
     responses(
         (status = 200, description = "The endpoint", body = Endpoint),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
@@ -222,7 +225,7 @@ pub async fn get(
 
 /// Deletes an endpoint: nothing more is sent to it; its pending deliveries are canceled.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "Webhooks",
-    params(("id" = String, Path, description = "Endpoint id")),
+    params(("id" = i64, Path, description = "Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one")),
     responses(
         (status = 200, description = "Deleted", body = DeletedWebhook),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),
@@ -242,7 +245,7 @@ pub async fn delete(
 /// The delivery log of an endpoint: every delivery with every attempt (status code, error,
 /// duration, next attempt), newest first.
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "Webhooks",
-    params(("id" = String, Path, description = "Endpoint id"), DeliveryQuery),
+    params(("id" = i64, Path, description = "Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one"), DeliveryQuery),
     responses(
         (status = 200, description = "Deliveries, newest first", body = DeliveryList),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
@@ -270,7 +273,7 @@ pub async fn deliveries(
 /// Sends an event again: a new delivery of the same event (same `Webhook-Id`, same body,
 /// freshly signed), due now, with its own attempts and retries.
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "Webhooks",
-    params(("id" = String, Path, description = "Endpoint id"), ("delivery_id" = String, Path, description = "A delivery of that endpoint")),
+    params(("id" = i64, Path, description = "Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one"), ("delivery_id" = i64, Path, description = "A delivery of that endpoint (`Id` in its delivery log)")),
     responses(
         (status = 202, description = "Queued: the new delivery", body = Delivery),
         (status = 401, description = "`missing_api_key`, `invalid_api_key`", body = ErrorBody),

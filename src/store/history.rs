@@ -238,9 +238,12 @@ impl Store {
 
     /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC); `None` if Postgres
     /// cannot read it (the caller has checked the RFC 3339 shape).
-    pub async fn parse_timestamp(&self, s: &str) -> anyhow::Result<Option<String>> {
-        let sql = format!("SELECT {} FROM (SELECT $1::timestamptz AS t) x", rfc3339("t"));
-        match sqlx::query(&sql).bind(s).fetch_one(&self.pool).await {
+    pub async fn parse_timestamp(&self, local: &str, offset_minutes: i32) -> anyhow::Result<Option<String>> {
+        let sql = format!(
+            "SELECT {} FROM (SELECT ($1::timestamp AT TIME ZONE 'UTC') - make_interval(mins => $2) AS t) x",
+            rfc3339("t")
+        );
+        match sqlx::query(&sql).bind(local).bind(offset_minutes).fetch_one(&self.pool).await {
             Ok(row) => Ok(Some(row.get(0))),
             // Class 22: data exception (bad date, out of range).
             Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => Ok(None),

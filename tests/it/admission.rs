@@ -60,14 +60,14 @@ async fn padded_calldata_is_refused_even_when_signed() {
         let mut padded = data.to_vec();
         padded.extend_from_slice(&junk);
         let body = signed_with_data(&app, &user, &built, &padded).await;
-        assert_error(&app.post(EXECUTE, &body).await, StatusCode::BAD_REQUEST, "non_canonical_calldata");
+        assert_error(&app.post(EXECUTE, &body).await, StatusCode::UNPROCESSABLE_ENTITY, "non_canonical_calldata");
     }
     // Dirty high bytes in the address word.
     let mut dirty = data.to_vec();
     dirty[5] = 0x77;
     let body = signed_with_data(&app, &user, &built, &dirty).await;
     let resp = app.post(EXECUTE, &body).await;
-    assert_eq!(resp.0, StatusCode::BAD_REQUEST, "{}", resp.1);
+    assert_eq!(resp.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", resp.1);
     // Over the size cap: refused before anything else.
     let mut huge = data.to_vec();
     huge.resize(40 * 1024, 0xff);

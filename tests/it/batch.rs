@@ -60,17 +60,17 @@ async fn batch_subscriptions_create_every_stream() {
 }
 
 #[tokio::test]
-async fn batches_over_100_items_are_400_batch_too_large() {
+async fn batches_over_100_items_are_422_batch_too_large() {
     let app = spawn_app().await;
     let to = wallet().address();
     let payments: Vec<Value> = (0..101).map(|_| json!({"To": to, "Amount": "1"})).collect();
     let resp =
         app.post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": payments})).await;
-    assert_error(&resp, StatusCode::BAD_REQUEST, "batch_too_large");
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "batch_too_large");
     let subs: Vec<Value> = (0..101).map(|_| json!({"Author": to, "SubscriptionRate": "1"})).collect();
     let resp =
         app.post("/api/v1/USDC/batch/subscriptions", &json!({"From": wallet().address(), "Subscriptions": subs})).await;
-    assert_error(&resp, StatusCode::BAD_REQUEST, "batch_too_large");
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "batch_too_large");
     // Exactly 100 is fine.
     let payments: Vec<Value> = (0..100).map(|_| json!({"To": to, "Amount": "1"})).collect();
     let resp =
@@ -79,10 +79,10 @@ async fn batches_over_100_items_are_400_batch_too_large() {
 }
 
 #[tokio::test]
-async fn empty_batches_are_400_empty_batch() {
+async fn empty_batches_are_422_empty_batch() {
     let app = spawn_app().await;
     let resp = app.post("/api/v1/USDC/batch/payments", &json!({"From": wallet().address(), "Payments": []})).await;
-    assert_error(&resp, StatusCode::BAD_REQUEST, "empty_batch");
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "empty_batch");
 }
 
 #[tokio::test]

@@ -207,7 +207,7 @@ async fn a_publishable_key_builds_and_relays_only_what_it_lists() {
     assert_error(&admin_create(&app, with_read).await, StatusCode::BAD_REQUEST, "invalid_key_kind");
     let mut unknown = publishable("page", "1");
     unknown["AllowedContracts"] = json!(["DAI"]);
-    assert_error(&admin_create(&app, unknown).await, StatusCode::BAD_REQUEST, "unknown_contract");
+    assert_error(&admin_create(&app, unknown).await, StatusCode::NOT_FOUND, "unknown_contract");
 
     let (status, created) = admin_create(&app, publishable("page", "1")).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");

@@ -165,8 +165,12 @@ async fn author_events_send_a_snapshot_then_each_relayed_change_matching_the_cha
     // The event's payload is what the document publishes for the stream.
     let (_, doc) = app.get_with_key("/openapi.json", None).await;
     let op = &doc["paths"]["/api/v1/{contract}/authors/{author}/events"]["get"];
-    let schema = &op["responses"]["200"]["content"]["text/event-stream"]["schema"];
-    assert!(schema.is_object(), "no text/event-stream schema: {op}");
+    let event = &op["responses"]["200"]["content"]["text/event-stream"]["schema"];
+    assert_eq!(event["$ref"], "#/components/schemas/CreatorEvent", "the stream's events: {op}");
+    let event = &doc["components"]["schemas"]["CreatorEvent"];
+    assert_eq!(event["properties"]["event"]["enum"], json!(["snapshot", "stream_error"]));
+    assert_eq!(event["properties"]["data"]["contentMediaType"], "application/json");
+    let schema = &json!({"$ref": "#/components/schemas/CreatorSnapshot"});
     let mut drift = Vec::new();
     crate::openapi_drift::check(&doc, schema, &started, "$", &mut drift);
     assert!(drift.is_empty(), "the snapshot drifted from its schema:\n{}", drift.join("\n"));
@@ -205,7 +209,7 @@ async fn author_events_send_a_snapshot_then_each_relayed_change_matching_the_cha
 }
 
 #[tokio::test]
-async fn author_events_and_the_creator_page_refuse_bad_input_with_400_codes() {
+async fn author_events_and_the_creator_page_refuse_bad_input_with_typed_codes() {
     let app = spawn_app().await;
     let author = wallet().address();
     for base in ["/api/v1/USDC/authors/{}/events", "/creators/USDC/{}"] {
@@ -222,10 +226,10 @@ async fn author_events_and_the_creator_page_refuse_bad_input_with_400_codes() {
         };
         if wrong_case.chars().any(|c| c.is_ascii_uppercase()) && wrong_case.chars().any(|c| c.is_ascii_lowercase()) {
             let bad = open(&app, &base.replace("{}", &wrong_case)).await;
-            assert_error(&error_of(bad).await, StatusCode::BAD_REQUEST, "invalid_address");
+            assert_error(&error_of(bad).await, StatusCode::UNPROCESSABLE_ENTITY, "address_refused");
         }
         let unknown = open(&app, &base.replace("USDC", "NOPE").replace("{}", &author.to_string())).await;
-        assert_error(&error_of(unknown).await, StatusCode::BAD_REQUEST, "unknown_contract");
+        assert_error(&error_of(unknown).await, StatusCode::NOT_FOUND, "unknown_contract");
     }
 
     // Before the index has reached the deployment there is nothing to stream yet.

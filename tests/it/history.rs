@@ -222,7 +222,7 @@ async fn history_rejects_bad_references_limits_cursors_times_and_statuses() {
     let long: &'static str = Box::leak("r".repeat(256).into_boxed_str());
     assert_error(&exec(long, None).await, StatusCode::BAD_REQUEST, "invalid_reference");
     assert_error(&exec("  ", None).await, StatusCode::BAD_REQUEST, "invalid_reference");
-    assert_error(&exec("a", Some("b")).await, StatusCode::BAD_REQUEST, "invalid_reference");
+    assert_error(&exec("a", Some("b")).await, StatusCode::UNPROCESSABLE_ENTITY, "reference_mismatch");
     let too_long: &'static str = Box::leak("é".repeat(256).into_boxed_str());
     assert_error(&exec("ok", Some(too_long)).await, StatusCode::BAD_REQUEST, "invalid_reference");
     // Build endpoints check the header too.
@@ -266,7 +266,7 @@ async fn history_rejects_bad_references_limits_cursors_times_and_statuses() {
     }
     assert_error(&app.get("/api/v1/transactions?status=lost").await, StatusCode::BAD_REQUEST, "invalid_status");
     assert_error(&app.get("/api/v1/transactions?signer=0x12").await, StatusCode::BAD_REQUEST, "invalid_address");
-    assert_error(&app.get("/api/v1/transactions?contract=DAI").await, StatusCode::BAD_REQUEST, "unknown_contract");
+    assert_error(&app.get("/api/v1/transactions?contract=DAI").await, StatusCode::NOT_FOUND, "unknown_contract");
     assert_error(&app.get_with_key("/api/v1/transactions", None).await, StatusCode::UNAUTHORIZED, "missing_api_key");
 }
 

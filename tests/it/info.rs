@@ -45,16 +45,16 @@ async fn contract_names_match_case_insensitively() {
 }
 
 #[tokio::test]
-async fn unknown_contract_is_400_unknown_contract() {
+async fn unknown_contract_is_404_unknown_contract() {
     let app = spawn_app().await;
     let who = crate::harness::wallet().address();
     assert_error(
         &app.get(&format!("/api/v1/DAI/payments/balance/{who}")).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "unknown_contract",
     );
     let body = json!({"From": who, "To": who, "Amount": "1"});
-    assert_error(&app.post("/api/v1/DAI/payments/", &body).await, StatusCode::BAD_REQUEST, "unknown_contract");
+    assert_error(&app.post("/api/v1/DAI/payments/", &body).await, StatusCode::NOT_FOUND, "unknown_contract");
 }
 
 #[tokio::test]

@@ -572,7 +572,7 @@ fn the_document_states_each_operations_scope_and_the_auth_errors() {
     assert!(responses["401"]["description"].as_str().unwrap().contains("`key_expired`"));
     assert_eq!(doc["components"]["securitySchemes"]["admin_jwt"]["scheme"], "bearer");
     let create = op("post", "/api/v1/admin/keys");
-    assert!(create["responses"].get("422").is_none() && !create.to_string().contains("idempotency_key_reused"));
+    assert!(!create.to_string().contains("idempotency_key_reused"), "{create}");
     for (method, path) in [
         ("get", "/api/v1/admin/keys"),
         ("post", "/api/v1/admin/keys"),

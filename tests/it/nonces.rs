@@ -61,7 +61,7 @@ async fn builds_use_unique_nonces_by_default_and_account_nonces_on_request() {
     assert_error(&app.post("/api/v1/USDC/payments/", &bad).await, StatusCode::BAD_REQUEST, "invalid_nonce_type");
     let mut bad = pay(user.address(), wallet().address(), "1");
     bad["Nonce"] = json!(7);
-    assert_error(&app.post("/api/v1/USDC/payments/", &bad).await, StatusCode::BAD_REQUEST, "invalid_nonce");
+    assert_error(&app.post("/api/v1/USDC/payments/", &bad).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_nonce");
 }
 
 #[tokio::test]

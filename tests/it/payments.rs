@@ -71,28 +71,31 @@ async fn trailing_slash_is_optional() {
 }
 
 #[tokio::test]
-async fn bad_amounts_are_400_invalid_amount() {
+async fn bad_amounts_are_400_invalid_amount_or_422_amount_out_of_range() {
     let app = spawn_app().await;
     let (from, to) = (wallet().address(), wallet().address());
     for amount in ["-1", "0", "0.000", "abc", "1e3", "", "1.0000000000000000001"] {
         let resp = app.post("/api/v1/USDC/payments/", &json!({"From": from, "To": to, "Amount": amount})).await;
         if amount.is_empty() {
             assert_error(&resp, StatusCode::BAD_REQUEST, "missing_field");
+        } else if ["0", "0.000", "1.0000000000000000001"].contains(&amount) {
+            // The decimal grammar's, but zero or finer than 18 decimals.
+            assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range");
         } else {
             assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
         }
     }
     // Deposits are in token units: a 6-decimal token takes at most 6 decimals.
     let resp = app.post("/api/v1/USDC/payments/deposit", &json!({"From": from, "Amount": "1.0000001"})).await;
-    assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range");
     assert!(resp.1["error"]["message"].as_str().unwrap().contains("6 decimal"), "{}", resp.1);
     // Withdrawals leave in whole token base units, so the same limit applies.
     let resp = app.post("/api/v1/USDC/payments/withdraw", &json!({"From": from, "Amount": "0.0000001"})).await;
-    assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range");
 }
 
 #[tokio::test]
-async fn bad_addresses_are_400_invalid_address() {
+async fn bad_addresses_are_400_invalid_address_or_422_address_refused() {
     let app = spawn_app().await;
     let from = wallet().address();
     let good = from.to_checksum(None);
@@ -110,7 +113,12 @@ async fn bad_addresses_are_400_invalid_address() {
         "0x0000000000000000000000000000000000000000",
     ] {
         let resp = app.post("/api/v1/USDC/payments/", &json!({"From": from, "To": to, "Amount": "1"})).await;
-        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_address");
+        // Well-formed but unusable (a checksum typo, the zero address): 422; not an address: 400.
+        if to.len() == 42 && to[2..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "address_refused");
+        } else {
+            assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_address");
+        }
     }
     assert_error(&app.get("/api/v1/USDC/payments/balance/0x12").await, StatusCode::BAD_REQUEST, "invalid_address");
     // All-lowercase addresses carry no checksum and are fine.

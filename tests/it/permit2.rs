@@ -115,7 +115,7 @@ async fn a_permit2_permit_with_a_deadline_past_uint48_is_refused() {
     body["Permit"]["Deadline"] = built["Transaction"]["PermitTypedData"]["message"]["sigDeadline"].clone();
     body["Permit"]["Value"] = json!((U256::from(1u64) << 160usize).to_string());
     let resp = app.post("/api/v1/USDC/meta/execute", &body).await;
-    assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range");
 }
 
 /// Replaces the deployment's token code with MockPlainToken's (no EIP-2612; the same storage

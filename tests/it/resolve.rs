@@ -126,7 +126,7 @@ async fn resolve_reports_validity_checksum_balance_streams_and_code() {
     );
     assert_error(
         &app.get(&format!("/api/v1/DAI/recipients/resolve?identifier={good}")).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "unknown_contract",
     );
     assert_error(

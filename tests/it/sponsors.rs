@@ -112,7 +112,9 @@ async fn fees_quote_gas_cost_and_sponsor_from_defaults_then_history() {
     assert!(u256(&q["MaxFeePerGas"]) >= u256(&q["MaxPriorityFeePerGas"]));
     assert_eq!(q["Sponsor"], json!(app.sponsor.to_checksum(None)));
     assert_eq!(q["PolicyBlocks"], Value::Null);
-    let (status, d) = app.get("/api/v1/usdc/fees/?operation=Deposit").await;
+    // Operations are named in lower case, as the document's pattern says.
+    assert_error(&app.get("/api/v1/USDC/fees?operation=Deposit").await, StatusCode::BAD_REQUEST, "unknown_operation");
+    let (status, d) = app.get("/api/v1/usdc/fees/?operation=deposit").await;
     assert_eq!(status, StatusCode::OK, "{d}");
     assert_eq!(d["Operation"], "deposit");
 
@@ -129,7 +131,7 @@ async fn fees_quote_gas_cost_and_sponsor_from_defaults_then_history() {
 
     assert_error(&app.get("/api/v1/USDC/fees").await, StatusCode::BAD_REQUEST, "missing_field");
     assert_error(&app.get("/api/v1/USDC/fees?operation=liquidate").await, StatusCode::BAD_REQUEST, "unknown_operation");
-    assert_error(&app.get("/api/v1/DAI/fees?operation=pay").await, StatusCode::BAD_REQUEST, "unknown_contract");
+    assert_error(&app.get("/api/v1/DAI/fees?operation=pay").await, StatusCode::NOT_FOUND, "unknown_contract");
     assert_error(
         &app.get(&format!("/api/v1/USDC/fees?operation=pay&sponsor={}", app.other_sponsor)).await,
         StatusCode::FORBIDDEN,

@@ -76,7 +76,7 @@ async fn cancel_without_from_is_400_missing_field() {
 }
 
 #[tokio::test]
-async fn bad_rates_are_400_invalid_amount() {
+async fn bad_rates_are_400_invalid_amount_or_422_amount_out_of_range() {
     let app = spawn_app().await;
     let (from, author) = (wallet().address(), wallet().address());
     // Below 1 wei/s, 19 decimals, negative, zero, overflowing uint96, malformed.
@@ -84,19 +84,27 @@ async fn bad_rates_are_400_invalid_amount() {
         let resp = app
             .post("/api/v1/USDC/subscriptions/", &json!({"from": from, "author": author, "subscription_rate": rate}))
             .await;
-        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
+        if ["-10", "ten"].contains(&rate) {
+            assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_amount");
+        } else {
+            assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "amount_out_of_range");
+        }
     }
 }
 
 #[tokio::test]
-async fn subscribing_to_yourself_or_nobody_is_400_invalid_address() {
+async fn subscribing_to_yourself_or_nobody_is_422_address_refused() {
     let app = spawn_app().await;
     let from = wallet().address();
     for author in [from.to_string(), "0x0000000000000000000000000000000000000000".into(), "0x12".into()] {
         let resp = app
             .post("/api/v1/USDC/subscriptions/", &json!({"from": from, "author": author, "subscription_rate": "1"}))
             .await;
-        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_address");
+        if author == "0x12" {
+            assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_address");
+        } else {
+            assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "address_refused");
+        }
     }
 }
 

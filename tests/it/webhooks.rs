@@ -231,13 +231,13 @@ async fn webhook_endpoints_refuse_bad_input_and_belong_to_their_key() {
         if url.is_empty() {
             assert_error(&resp, StatusCode::BAD_REQUEST, "missing_field");
         } else {
-            assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
+            assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook_url");
         }
     }
     let long = format!("https://example.com/{}", "a".repeat(2100));
     assert_error(
         &app.post("/api/v1/webhooks", &json!({"Url": long, "Events": ["transaction.mined"]})).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_webhook_url",
     );
     assert_error(
@@ -351,7 +351,9 @@ async fn webhook_endpoints_are_documented_in_openapi_with_schemas_and_error_code
     let op = |method: &str, path: &str| doc["paths"][path][method].clone();
     let post = op("post", "/api/v1/webhooks");
     let bad = post["responses"]["400"]["description"].as_str().unwrap();
-    assert!(bad.contains("invalid_webhook_url") && bad.contains("unknown_event"), "{bad}");
+    assert!(bad.contains("unknown_event"), "{bad}");
+    let refused = post["responses"]["422"]["description"].as_str().unwrap();
+    assert!(refused.contains("invalid_webhook_url"), "{refused}");
     assert!(post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].is_string());
     assert_eq!(post["security"], json!([{"api_key": ["webhooks"]}]), "the webhooks scope");
     for field in ["Id", "Type", "Created", "ApiVersion", "ChainId", "Data"] {
@@ -394,7 +396,7 @@ async fn webhook_private_targets_are_refused_unless_allowed() {
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
     ] {
         let resp = app.post("/api/v1/webhooks", &json!({"Url": url, "Events": ["transaction.mined"]})).await;
-        assert_error(&resp, StatusCode::BAD_REQUEST, "invalid_webhook_url");
+        assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook_url");
     }
     let (status, body) = app
         .post("/api/v1/webhooks", &json!({"Url": "https://example.com/hook", "Events": ["transaction.mined"]}))

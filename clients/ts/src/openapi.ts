@@ -126,8 +126,8 @@ export interface paths {
                 header?: {
                     /** @description Ignored on admin endpoints: their answers can hold a secret, which is never stored. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path?: never;
                 cookie?: never;
@@ -167,6 +167,15 @@ export interface paths {
                 };
                 /** @description `insufficient_scope`, `ip_not_allowed` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -222,8 +231,8 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Key id */
@@ -326,8 +335,8 @@ export interface paths {
                 header?: {
                     /** @description Ignored on admin endpoints: their answers can hold a secret, which is never stored. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Key id */
@@ -431,8 +440,8 @@ export interface paths {
                 header?: {
                     /** @description Ignored on admin endpoints: their answers can hold a secret, which is never stored. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Key id */
@@ -550,8 +559,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path?: never;
                 cookie?: never;
@@ -607,7 +616,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `idempotency_key_reused` */
+                /** @description `idempotency_key_reused`, `address_refused` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -936,23 +945,23 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description Comma-separated states: pending, submitted, mined, confirmed, failed, replaced, expired */
+                    /** @description Comma-separated states, in lower case: pending, submitted, mined, confirmed, failed, replaced, expired (empty: all) */
                     Status?: string;
-                    /** @description The meta-transaction's signer (From) */
+                    /** @description The meta-transaction's signer (From); empty: any */
                     Signer?: string;
-                    /** @description The sponsor that sent it */
+                    /** @description The sponsor that sent it; empty: any */
                     Sponsor?: string;
-                    /** @description The Reference given to execute (exact match) */
-                    Reference?: string;
-                    /** @description Deployment name or contract address */
+                    /** @description The Reference given to execute (exact match, surrounding white space ignored) */
+                    Reference?: components["schemas"]["Reference"];
+                    /** @description Deployment name (404 `unknown_contract` if this relayer serves none of that name) or contract address; empty: any */
                     Contract?: string;
-                    /** @description RFC 3339; created at or after */
-                    From?: string;
-                    /** @description RFC 3339; created before */
-                    To?: string;
-                    /** @description Page size, 1 to 100 (default 50) */
+                    /** @description Created at or after this time */
+                    From?: components["schemas"]["OptionalTime"];
+                    /** @description Created before this time */
+                    To?: components["schemas"]["OptionalTime"];
+                    /** @description Page size (default 50) */
                     Limit?: number;
-                    /** @description NextCursor of the previous page (opaque) */
+                    /** @description NextCursor of the previous page, unchanged (hex of `id:` and a positive id); empty: the first page */
                     Cursor?: string;
                 };
                 header?: never;
@@ -970,7 +979,7 @@ export interface paths {
                         "application/json": components["schemas"]["TransactionPage"];
                     };
                 };
-                /** @description `invalid_status`, `invalid_address`, `invalid_reference`, `unknown_contract`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query` */
+                /** @description `invalid_status`, `invalid_address`, `invalid_reference`, `invalid_time`, `invalid_limit`, `invalid_cursor`, `invalid_query` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -990,6 +999,24 @@ export interface paths {
                 };
                 /** @description `insufficient_scope`, `ip_not_allowed` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1040,8 +1067,8 @@ export interface paths {
         get: {
             parameters: {
                 query: {
-                    /** @description The Reference given to execute */
-                    Reference: string;
+                    /** @description The Reference given to execute (surrounding white space ignored) */
+                    Reference: components["schemas"]["Reference"];
                 };
                 header?: never;
                 path?: never;
@@ -1283,8 +1310,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path?: never;
                 cookie?: never;
@@ -1304,7 +1331,7 @@ export interface paths {
                         "application/json": components["schemas"]["CreatedWebhook"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_webhook_url` (also a loopback or private address, unless private targets are allowed), `unknown_event`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `unknown_event`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1340,7 +1367,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `webhook_limit_reached`: the key has as many live endpoints as webhooks.max_endpoints_per_key allows, `idempotency_key_reused` */
+                /** @description `webhook_limit_reached`: the key has as many live endpoints as webhooks.max_endpoints_per_key allows, `idempotency_key_reused`, `invalid_webhook_url` (also a loopback or private address, unless private targets are allowed) */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -1392,8 +1419,8 @@ export interface paths {
                 query?: never;
                 header?: never;
                 path: {
-                    /** @description Endpoint id */
-                    id: string;
+                    /** @description Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one */
+                    id: number;
                 };
                 cookie?: never;
             };
@@ -1466,12 +1493,12 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
-                    /** @description Endpoint id */
-                    id: string;
+                    /** @description Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one */
+                    id: number;
                 };
                 cookie?: never;
             };
@@ -1565,15 +1592,15 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description Page size, 1–100 (default 50). */
+                    /** @description Page size (default 50). */
                     Limit?: number;
                     /** @description Only deliveries with a smaller id (the previous page's `NextBefore`). */
                     Before?: number;
                 };
                 header?: never;
                 path: {
-                    /** @description Endpoint id */
-                    id: string;
+                    /** @description Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one */
+                    id: number;
                 };
                 cookie?: never;
             };
@@ -1675,14 +1702,14 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
-                    /** @description Endpoint id */
-                    id: string;
-                    /** @description A delivery of that endpoint */
-                    delivery_id: string;
+                    /** @description Endpoint id (`Id` of the endpoint); another key's endpoint is 404 like a missing one */
+                    id: number;
+                    /** @description A delivery of that endpoint (`Id` in its delivery log) */
+                    delivery_id: number;
                 };
                 cookie?: never;
             };
@@ -1801,23 +1828,41 @@ export interface paths {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
                     contract: string;
                     /** @description Author (creator) address */
-                    author: string;
+                    author: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
             requestBody?: never;
             responses: {
-                /** @description An event stream: `snapshot` events, each a CreatorSnapshot */
+                /** @description An event stream: `snapshot` events, each carrying a CreatorSnapshot, and at most one `stream_error` at its end */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "text/event-stream": components["schemas"]["CreatorSnapshot"];
+                        "text/event-stream": components["schemas"]["CreatorEvent"];
                     };
                 };
-                /** @description `invalid_address`, `unknown_contract` */
+                /** @description `invalid_address` */
                 400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1863,7 +1908,7 @@ export interface paths {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
                     contract: string;
                     /** @description Author (creator) address */
-                    author: string;
+                    author: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
@@ -1878,7 +1923,7 @@ export interface paths {
                         "application/json": components["schemas"]["IncomingStreamList"];
                     };
                 };
-                /** @description `invalid_address`, `unknown_contract` */
+                /** @description `invalid_address` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1898,6 +1943,24 @@ export interface paths {
                 };
                 /** @description `insufficient_scope`, `ip_not_allowed` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1951,8 +2014,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
@@ -1975,7 +2038,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `invalid_nonce_type`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2002,6 +2065,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -2011,7 +2083,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused`, `empty_batch`, `batch_too_large`, `invalid_nonce`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2064,8 +2136,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
@@ -2088,7 +2160,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `empty_batch`, `batch_too_large`, `invalid_nonce_type`, `invalid_nonce`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `invalid_project_id`, `invalid_nonce_type`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2115,6 +2187,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -2124,7 +2205,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused`, `empty_batch`, `batch_too_large`, `invalid_nonce`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2172,9 +2253,9 @@ export interface paths {
         get: {
             parameters: {
                 query: {
-                    /** @description deposit, withdraw, pay, subscribe or unsubscribe */
+                    /** @description The operation to quote, in lower case */
                     Operation: string;
-                    /** @description Sponsor to quote for (default: the key's first) */
+                    /** @description Sponsor to quote for (empty or absent: the key's first) */
                     Sponsor?: string;
                 };
                 header?: never;
@@ -2195,7 +2276,7 @@ export interface paths {
                         "application/json": components["schemas"]["FeeQuote"];
                     };
                 };
-                /** @description `unknown_contract`, `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query` */
+                /** @description `missing_field`, `unknown_operation`, `invalid_address`, `invalid_query` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2222,7 +2303,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable` */
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `sponsor_unavailable`, `address_refused` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2278,10 +2368,10 @@ export interface paths {
             parameters: {
                 query?: never;
                 header?: {
-                    /** @description `respond-async`: answer 202 once sent */
+                    /** @description `respond-async`: answer 202 once sent, not once mined (any other preference is ignored) */
                     Prefer?: string | null;
-                    /** @description Label (1 to 255 characters) stored with the transaction; see GET /api/v1/transactions?Reference= */
-                    Reference?: string | null;
+                    /** @description Label stored with the transaction (or the body's `Reference`; both must agree); see GET /api/v1/transactions?Reference= */
+                    Reference?: null | components["schemas"]["Reference"];
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
                 };
@@ -2315,7 +2405,7 @@ export interface paths {
                         "application/json": components["schemas"]["ExecuteAccepted"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_signature`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_traits`, `invalid_nonce_type`, `invalid_amount`, `call_not_allowed`, `non_canonical_calldata`, `calldata_too_large`, `empty_batch`, `batch_too_large`, `unknown_contract`, `invalid_reference`, `invalid_idempotency_key` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_data`, `invalid_number`, `invalid_deadline`, `invalid_nonce_type`, `invalid_amount`, `calldata_too_large`, `invalid_reference`, `invalid_idempotency_key` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2342,6 +2432,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`, `nonce_gap`, `nonce_in_flight`, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -2351,7 +2450,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `deadline_expired`, `signature_mismatch`, `signature_check_gas_exceeded`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`, `idempotency_key_reused` */
+                /** @description `deadline_expired`, `signature_mismatch`, `signature_check_gas_exceeded`, `permit_signature_mismatch`, `sponsor_mismatch`, `sponsor_unavailable`, `simulation_reverted`, `transaction_reverted`, `transaction_failed`, `nonce_out_of_range`, `sponsor_fee_cap_exceeded`, `gas_cap_exceeded`, `idempotency_key_reused`, `invalid_signature`, `invalid_traits`, `call_not_allowed`, `non_canonical_calldata`, `empty_batch`, `batch_too_large`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2412,7 +2511,7 @@ export interface paths {
                     /** @description Deployment name */
                     contract: string;
                     /** @description Signer address */
-                    account: string;
+                    account: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
@@ -2427,7 +2526,7 @@ export interface paths {
                         "application/json": components["schemas"]["NonceView"];
                     };
                 };
-                /** @description `unknown_contract`, `invalid_address` */
+                /** @description `invalid_address` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2454,7 +2553,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `nonce_out_of_range` */
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `nonce_out_of_range`, `address_refused` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2509,8 +2617,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
@@ -2533,7 +2641,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `invalid_nonce_type`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2560,6 +2668,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -2569,7 +2686,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused`, `invalid_nonce`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2622,7 +2739,7 @@ export interface paths {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
                     contract: string;
                     /** @description Account address */
-                    address: string;
+                    address: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
@@ -2637,7 +2754,7 @@ export interface paths {
                         "application/json": components["schemas"]["BalanceView"];
                     };
                 };
-                /** @description `invalid_address`, `unknown_contract` */
+                /** @description `invalid_address` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2657,6 +2774,24 @@ export interface paths {
                 };
                 /** @description `insufficient_scope`, `ip_not_allowed` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2715,8 +2850,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
@@ -2739,7 +2874,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `invalid_nonce_type`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2766,6 +2901,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -2775,7 +2919,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported` (the token has no EIP-2612 and the chain no Permit2), `permit2_unavailable` (IsPermit2 where Permit2 is not deployed), `permit2_not_approved` (IsPermit2 without the owner's ERC-20 approval of Permit2 for the amount), `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `permit_unsupported` (the token has no EIP-2612 and the chain no Permit2), `permit2_unavailable` (IsPermit2 where Permit2 is not deployed), `permit2_not_approved` (IsPermit2 without the owner's ERC-20 approval of Permit2 for the amount), `idempotency_key_reused`, `invalid_nonce`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2828,8 +2972,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
@@ -2852,7 +2996,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `invalid_nonce_type`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2879,6 +3023,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -2888,7 +3041,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused`, `invalid_nonce`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2936,7 +3089,7 @@ export interface paths {
         get: {
             parameters: {
                 query: {
-                    /** @description The recipient as typed: a 0x address (any case; mixed case must be a valid EIP-55 checksum) */
+                    /** @description The recipient as typed (surrounding white space ignored): any text; the answer says whether it is a 0x address (any case; mixed case must be a valid EIP-55 checksum) and why not */
                     Identifier: string;
                 };
                 header?: never;
@@ -2957,7 +3110,7 @@ export interface paths {
                         "application/json": components["schemas"]["RecipientResolution"];
                     };
                 };
-                /** @description `unknown_contract`, `missing_field`, `invalid_query` */
+                /** @description `missing_field`, `invalid_query` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2977,6 +3130,15 @@ export interface paths {
                 };
                 /** @description `insufficient_scope`, `ip_not_allowed` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3030,8 +3192,8 @@ export interface paths {
                 header?: {
                     /** @description Same key + same request replays the first answer (`Idempotent-Replayed: true`) and runs nothing again; same key + another request is `idempotency_key_reused`. */
                     "Idempotency-Key"?: string;
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
@@ -3054,7 +3216,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `unknown_contract`, `invalid_project_id`, `invalid_nonce_type`, `invalid_nonce`, `invalid_idempotency_key`, `invalid_reference` */
+                /** @description `invalid_json`, `missing_field`, `invalid_address`, `invalid_amount`, `invalid_project_id`, `invalid_nonce_type`, `invalid_idempotency_key`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3081,6 +3243,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one, `idempotency_key_in_progress` */
                 409: {
                     headers: {
@@ -3090,7 +3261,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `idempotency_key_reused`, `invalid_nonce`, `address_refused`, `amount_out_of_range` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -3143,7 +3314,7 @@ export interface paths {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
                     contract: string;
                     /** @description Subscriber address */
-                    address: string;
+                    address: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
@@ -3158,7 +3329,7 @@ export interface paths {
                         "application/json": components["schemas"]["SubscriptionList"];
                     };
                 };
-                /** @description `invalid_address`, `unknown_contract` */
+                /** @description `invalid_address` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3178,6 +3349,24 @@ export interface paths {
                 };
                 /** @description `insufficient_scope`, `ip_not_allowed` */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3214,23 +3403,22 @@ export interface paths {
             parameters: {
                 query: {
                     /** @description The subscriber (signer) */
-                    From: string;
-                    /** @description Sponsor to pay the gas (default: the key's first) */
+                    From: components["schemas"]["Address"];
+                    /** @description Sponsor to pay the gas (empty or absent: the key's least busy) */
                     Sponsor?: string;
-                    /** @description `unique` (default: unordered, blocks nothing) or `account` (ordered) */
-                    NonceType?: string;
-                    /** @description With NonceType `account` only: the account nonce to sign */
-                    Nonce?: number;
+                    NonceType?: components["schemas"]["NonceType"];
+                    /** @description With NonceType `account` only: the account nonce to sign (default: the current one); a decimal integer below 2^64 */
+                    Nonce?: string;
                 };
                 header?: {
-                    /** @description Optional label, 1 to 255 characters. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
-                    Reference?: string;
+                    /** @description Optional label. Checked on every mutating call; the value sent to `meta/execute` is stored with the transaction (filter and summarise by it under `/api/v1/transactions`). */
+                    Reference?: components["schemas"]["Reference"];
                 };
                 path: {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
                     contract: string;
                     /** @description The author to stop paying */
-                    address: string;
+                    address: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
@@ -3245,7 +3433,7 @@ export interface paths {
                         "application/json": components["schemas"]["BuildResponse"];
                     };
                 };
-                /** @description `invalid_query`, `missing_field`, `invalid_address`, `unknown_contract`, `invalid_nonce_type`, `invalid_nonce`, `invalid_reference` */
+                /** @description `invalid_query`, `missing_field`, `invalid_address`, `invalid_nonce_type`, `invalid_reference` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3272,6 +3460,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `nonce_already_used`: with NonceType account, a Nonce below the current one */
                 409: {
                     headers: {
@@ -3281,7 +3478,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `sponsor_unavailable`, `nonce_out_of_range` */
+                /** @description `sponsor_unavailable`, `nonce_out_of_range`, `invalid_nonce`, `address_refused` */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -3383,7 +3580,7 @@ export interface paths {
                     /** @description Deployment name from GET /api/v1/contracts (any case) */
                     contract: string;
                     /** @description Author (creator) address */
-                    author: string;
+                    author: components["schemas"]["Address"];
                 };
                 cookie?: never;
             };
@@ -3398,8 +3595,26 @@ export interface paths {
                         "text/html": unknown;
                     };
                 };
-                /** @description `invalid_address`, `unknown_contract` */
+                /** @description `invalid_address` */
                 400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unknown_contract` */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `address_refused` */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3630,6 +3845,16 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description A 20-byte address: `0x` and 40 hex digits, in lower case, upper case or EIP-55 mixed case. Mixed case with a wrong checksum is refused (422 `address_refused`), as is the zero address where money would be sent.
+         * @example 0x70997970C51812dc3A010C7d01b50e0d17dc79C8
+         */
+        Address: string;
+        /**
+         * @description An exact decimal amount in token units (`12.5`; no sign, exponent or separators). Zero, more decimals than the token has, or a value too large for the contract is refused (422 `amount_out_of_range`).
+         * @example 12.5
+         */
+        Amount: string;
         /** @description An amount a relayed call moved, in StreamPay's internal 18-decimal units. */
         AmountView: {
             /** @description Token units, exact (`"12.5"`). */
@@ -3716,28 +3941,18 @@ export interface components {
             Decimals: number;
         };
         BatchPayments: {
-            From?: string | null;
-            Payments?: components["schemas"]["PaymentItem"][] | null;
-            Sponsor?: string | null;
-            /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
-            NonceType?: string | null;
-            /**
-             * Format: int64
-             * @description With `NonceType` "account" only: the account nonce to sign (default: the current one).
-             */
-            Nonce?: number | null;
+            From: components["schemas"]["Address"];
+            Payments: components["schemas"]["PaymentItem"][];
+            Sponsor?: null | components["schemas"]["OptionalAddress"];
+            NonceType?: null | components["schemas"]["NonceType"];
+            Nonce?: null | components["schemas"]["Uint64"];
         };
         BatchSubscriptions: {
-            From?: string | null;
-            Subscriptions?: components["schemas"]["SubscriptionItem"][] | null;
-            Sponsor?: string | null;
-            /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
-            NonceType?: string | null;
-            /**
-             * Format: int64
-             * @description With `NonceType` "account" only: the account nonce to sign (default: the current one).
-             */
-            Nonce?: number | null;
+            From: components["schemas"]["Address"];
+            Subscriptions: components["schemas"]["SubscriptionItem"][];
+            Sponsor?: null | components["schemas"]["OptionalAddress"];
+            NonceType?: null | components["schemas"]["NonceType"];
+            Nonce?: null | components["schemas"]["Uint64"];
         };
         /**
          * @description The figures a build endpoint adds to its answer; each is absent (not null) where the endpoint
@@ -3922,18 +4137,13 @@ export interface components {
             SignerDailyBudget?: string | null;
         };
         CreateSubscription: {
-            from?: string | null;
-            author?: string | null;
-            subscription_rate?: string | null;
-            project_id?: string | null;
-            sponsor?: string | null;
-            /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
-            nonce_type?: string | null;
-            /**
-             * Format: int64
-             * @description With `nonce_type` "account" only: the account nonce to sign (default: the current one).
-             */
-            nonce?: number | null;
+            from: components["schemas"]["Address"];
+            author: components["schemas"]["Address"];
+            subscription_rate: components["schemas"]["Amount"];
+            project_id?: null | components["schemas"]["ProjectId"];
+            sponsor?: null | components["schemas"]["OptionalAddress"];
+            nonce_type?: null | components["schemas"]["NonceType"];
+            nonce?: null | components["schemas"]["Uint64"];
         };
         /**
          * @description `POST /api/v1/webhooks` request. Every delivery is a POST of a `WebhookEvent` signed with
@@ -3967,10 +4177,23 @@ export interface components {
         /** @description `POST /api/v1/webhooks` answer: the endpoint and its signing secret, shown only here. */
         CreatedWebhook: components["schemas"]["Endpoint"] & {
             /**
-             * @description Verifies `StreamPay-Signature`; store it now, it is never shown again.
+             * @description Verifies `StreamPay-Signature`; store it now, it is never shown again: an idempotent
+             *     replay of this answer (same `Idempotency-Key`) has `null` here, as the secret is never
+             *     stored with the replay.
              * @example whsec_5f0c…
              */
-            Secret: string;
+            Secret?: string | null;
+        };
+        /** @description One event: its type, its JSON data, and for a snapshot the indexed block as `id` */
+        CreatorEvent: {
+            /** @enum {string} */
+            event: "snapshot" | "stream_error";
+            /** @description JSON: a `CreatorSnapshot` for `snapshot`, an `ErrorBody` for `stream_error` */
+            data: string;
+            /** @description The snapshot's BlockNumber */
+            id?: string;
+            /** @description Milliseconds a client waits before it reconnects (3000) */
+            retry?: number;
         };
         /**
          * @description One `snapshot` event: what `GET …/authors/{author}/streams` answers, plus the author's balance
@@ -4023,6 +4246,8 @@ export interface components {
              */
             TokenDecimals: number;
         };
+        /** @description Unix seconds (JSON number or decimal string) that fit the 40-bit traits field; a deadline in the past is refused (422 `deadline_expired`). */
+        Deadline: number | string;
         /** @description `DELETE /api/v1/admin/keys/{id}`. */
         DeletedKey: {
             /** Format: int64 */
@@ -4077,22 +4302,22 @@ export interface components {
             NextBefore?: number | null;
         };
         DepositRequest: {
-            From?: string | null;
-            Amount?: string | null;
+            From: components["schemas"]["Address"];
+            Amount: components["schemas"]["Amount"];
             /**
              * @description Pull through Uniswap Permit2 (PermitTypedData is then Permit2's PermitSingle). Default:
              *     false where the token has EIP-2612, true where it has not and Permit2 is deployed.
              */
             IsPermit2?: boolean | null;
-            Sponsor?: string | null;
-            /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
-            NonceType?: string | null;
-            /**
-             * Format: int64
-             * @description With `NonceType` "account" only: the account nonce to sign (default: the current one).
-             */
-            Nonce?: number | null;
+            Sponsor?: null | components["schemas"]["OptionalAddress"];
+            NonceType?: null | components["schemas"]["NonceType"];
+            Nonce?: null | components["schemas"]["Uint64"];
         };
+        /**
+         * @description A 65-byte ECDSA signature (r, s, v) as `0x` and 130 hex digits.
+         * @example 0x
+         */
+        EcdsaSignature: string;
         /** @description A registered endpoint (its secret is only ever shown by the create answer). */
         Endpoint: {
             /**
@@ -4125,24 +4350,26 @@ export interface components {
          *     | `invalid_json` | 400 | The body is not JSON of the expected shape, or lacks Content-Type: application/json. |
          *     | `invalid_query` | 400 | A query parameter is malformed. |
          *     | `missing_field` | 400 | A required field is missing or empty. |
-         *     | `invalid_address` | 400 | Not a 0x-prefixed 20-byte address, a bad EIP-55 checksum, or a forbidden address (zero, self). |
-         *     | `invalid_amount` | 400 | Not a positive decimal amount with at most the allowed decimals. |
+         *     | `invalid_address` | 400 | Not a 0x-prefixed 20-byte address (0x and 40 hex digits). |
+         *     | `invalid_amount` | 400 | Not a plain decimal number like `12.5` (no sign, exponent or separators). |
+         *     | `address_refused` | 422 | A well-formed address this field cannot take: mixed case with a wrong EIP-55 checksum (a typo, most likely), the zero address as a recipient, or yourself as the author. |
+         *     | `amount_out_of_range` | 422 | A well-formed amount this call cannot take: zero, more decimals than the token has, too large for the contract, or a rate below one base unit per second. |
          *     | `invalid_number` | 400 | Expected a non-negative integer. |
          *     | `invalid_project_id` | 400 | project_id is not a non-negative integer. |
          *     | `invalid_data` | 400 | Data is not 0x-prefixed hex. |
-         *     | `invalid_signature` | 400 | The signature is malformed. |
-         *     | `invalid_traits` | 400 | Traits is not a valid bySig traits word. |
+         *     | `invalid_signature` | 422 | The signature is not hex, or not a well-formed ECDSA signature (65 bytes, a valid v and a low s) where one is required. |
+         *     | `invalid_traits` | 422 | Traits is not a valid bySig traits word. |
          *     | `invalid_nonce_type` | 400 | NonceType is not `unique` (the default) or `account`. |
-         *     | `invalid_nonce` | 400 | A build's Nonce may only be chosen with NonceType `account`. |
+         *     | `invalid_nonce` | 422 | A build's Nonce may only be chosen with NonceType `account`. |
          *     | `invalid_deadline` | 400 | Deadline does not fit the 40-bit traits field. |
          *     | `invalid_idempotency_key` | 400 | Idempotency-Key is not 1 to 255 visible ASCII characters. |
-         *     | `call_not_allowed` | 400 | Data is not an allowed StreamPay user operation. |
-         *     | `non_canonical_calldata` | 400 | Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes). |
+         *     | `call_not_allowed` | 422 | Data is not an allowed StreamPay user operation. |
+         *     | `non_canonical_calldata` | 422 | Data decodes but is not the canonical ABI encoding of its call (extra or non-zero padding bytes). |
          *     | `calldata_too_large` | 400 | Data is larger than the relayer's cap (`[admission] max_calldata_bytes`). |
-         *     | `empty_batch` | 400 | A batch holds no items. |
-         *     | `batch_too_large` | 400 | A batch holds more than 100 items. |
-         *     | `unknown_contract` | 400 | No deployment has this name (see GET /api/v1/contracts). |
-         *     | `invalid_webhook_url` | 400 | The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address. |
+         *     | `empty_batch` | 422 | A batch holds no items. |
+         *     | `batch_too_large` | 422 | A batch holds more than 100 items. |
+         *     | `unknown_contract` | 404 | No deployment has this name (see GET /api/v1/contracts). |
+         *     | `invalid_webhook_url` | 422 | The webhook url is not an http(s) URL with a host and no credentials, is over 2048 characters, or points at a non-public address. |
          *     | `unknown_event` | 400 | A webhook event type is not one of the `WebhookEventType` schema. |
          *     | `unknown_operation` | 400 | The fee quote's operation is not one this relayer builds. |
          *     | `invalid_key_name` | 400 | An API key name must be 1 to 100 characters. |
@@ -4152,7 +4379,8 @@ export interface components {
          *     | `invalid_cidr` | 400 | An allowlist entry is not a CIDR block or IP address, or has host bits set. |
          *     | `invalid_rate_limit` | 400 | rate_limit_per_minute is out of range. |
          *     | `invalid_grace_period` | 400 | grace_seconds is out of range. |
-         *     | `invalid_reference` | 400 | Reference is not 1 to 255 characters without control characters, or header and body differ. |
+         *     | `invalid_reference` | 400 | Reference is not 1 to 255 characters without control characters. |
+         *     | `reference_mismatch` | 422 | The Reference header and the body's Reference are both valid but differ; send one, or the same in both. |
          *     | `invalid_status` | 400 | A status filter is not a transaction state. |
          *     | `invalid_time` | 400 | A time filter is not an RFC 3339 timestamp. |
          *     | `invalid_limit` | 400 | limit is not an integer from 1 to 100. |
@@ -4229,7 +4457,7 @@ export interface components {
          *     | `internal` | 500 | A bug or an unavailable dependency; details are in the relayer's logs. |
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "permit2_unavailable" | "permit2_not_approved" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "too_many_event_streams" | "index_not_ready" | "internal";
+        ErrorCode: "invalid_json" | "invalid_query" | "missing_field" | "invalid_address" | "invalid_amount" | "address_refused" | "amount_out_of_range" | "invalid_number" | "invalid_project_id" | "invalid_data" | "invalid_signature" | "invalid_traits" | "invalid_nonce_type" | "invalid_nonce" | "invalid_deadline" | "invalid_idempotency_key" | "call_not_allowed" | "non_canonical_calldata" | "calldata_too_large" | "empty_batch" | "batch_too_large" | "unknown_contract" | "invalid_webhook_url" | "unknown_event" | "unknown_operation" | "invalid_key_name" | "invalid_environment" | "invalid_scope" | "invalid_expiry" | "invalid_cidr" | "invalid_rate_limit" | "invalid_grace_period" | "invalid_reference" | "reference_mismatch" | "invalid_status" | "invalid_time" | "invalid_limit" | "invalid_cursor" | "invalid_metrics_token" | "missing_api_key" | "invalid_api_key" | "key_revoked" | "key_expired" | "missing_admin_token" | "invalid_admin_token" | "insufficient_scope" | "ip_not_allowed" | "origin_not_allowed" | "operation_not_allowed" | "contract_not_allowed" | "signer_not_allowed" | "signer_rate_limited" | "invalid_client_token" | "client_token_expired" | "client_token_required" | "invalid_origin" | "invalid_operation" | "invalid_key_kind" | "invalid_budget" | "invalid_token_ttl" | "sponsor_not_allowed" | "signer_banned" | "key_banned" | "key_not_found" | "key_not_active" | "rate_limited" | "too_many_invalid_keys" | "not_found" | "method_not_allowed" | "transaction_not_found" | "webhook_not_found" | "webhook_delivery_not_found" | "webhook_limit_reached" | "redelivery_limit_reached" | "nonce_already_used" | "nonce_gap" | "nonce_in_flight" | "idempotency_key_in_progress" | "idempotency_key_reused" | "deadline_expired" | "signature_mismatch" | "signature_check_gas_exceeded" | "permit_signature_mismatch" | "permit_unsupported" | "permit2_unavailable" | "permit2_not_approved" | "sponsor_mismatch" | "sponsor_unavailable" | "nonce_out_of_range" | "simulation_reverted" | "transaction_reverted" | "transaction_failed" | "sponsor_fee_cap_exceeded" | "gas_cap_exceeded" | "call_cooling_down" | "signer_throttled" | "key_throttled" | "key_daily_budget_exceeded" | "signer_daily_budget_exceeded" | "sponsor_daily_budget_exceeded" | "key_budget_exceeded" | "chain_unavailable" | "request_timeout" | "server_busy" | "database_unavailable" | "too_many_event_streams" | "index_not_ready" | "internal";
         ErrorDetail: {
             /** @description A stable code from the `ErrorCode` schema. */
             code: components["schemas"]["ErrorCode"];
@@ -4259,32 +4487,20 @@ export interface components {
          *     missing one is a `missing_field` naming it; the document marks the required ones.
          */
         ExecuteRequest: {
-            From: string;
+            From: components["schemas"]["Address"];
             /** @description 65-byte ECDSA signature (or ERC-1271 bytes) over `Transaction.TypedData`. */
-            Signature: string;
+            Signature: components["schemas"]["Signature"];
             /** @description `Transaction.Data`. */
-            Data: string;
+            Data: components["schemas"]["HexBytes"];
             /** @description `Transaction.Nonce` (number or decimal string). */
-            Nonce: string;
-            Sponsor?: string | null;
+            Nonce: components["schemas"]["Uint64"];
+            Sponsor?: null | components["schemas"]["OptionalAddress"];
             /** @description `Transaction.Deadline` (number or decimal string). */
-            Deadline: string;
-            /**
-             * @description Optional: the exact `Transaction.Traits`. Without it the traits are rebuilt from Nonce,
-             *     Deadline and the sponsor (or "any relayer").
-             */
-            Traits?: string | null;
-            /**
-             * @description Optional: `Transaction.NonceType` (`unique` or `account`); without it (and without
-             *     Traits) both are tried against the signature.
-             */
-            NonceType?: string | null;
+            Deadline: components["schemas"]["Deadline"];
+            Traits?: null | components["schemas"]["Traits"];
+            NonceType?: null | components["schemas"]["NonceType"];
             Permit?: null | components["schemas"]["PermitRequest"];
-            /**
-             * @description Optional label (1 to 255 characters) stored with the transaction; or the `Reference`
-             *     header (both must agree when both are sent).
-             */
-            Reference?: string | null;
+            Reference?: null | components["schemas"]["Reference"];
         };
         /** @description `POST /{contract}/meta/execute`: mined. */
         ExecuteResponse: {
@@ -4337,6 +4553,11 @@ export interface components {
             /** @description Each chain's own checks. */
             Chains: components["schemas"]["ChainCheck"][];
         };
+        /**
+         * @description Bytes as `0x` and an even number of hex digits.
+         * @example 0x
+         */
+        HexBytes: string;
         /** @description `GET /{contract}/authors/{author}/streams`: what a creator receives. */
         IncomingStreamList: {
             Author: string;
@@ -4463,7 +4684,7 @@ export interface components {
             /** Format: int64 */
             Nonce: number;
             /** @description "unique" (the default: unordered, blocks nothing) or "account" (ordered). */
-            NonceType: string;
+            NonceType: components["schemas"]["NonceType"];
             /** Format: int64 */
             Deadline: number;
             /** @description uint256 as a decimal string. */
@@ -4484,6 +4705,11 @@ export interface components {
             /** @example Bearer */
             TokenType: string;
         };
+        /**
+         * @description `unique` (the default: an unordered nonce the relayer draws, blocks nothing) or `account` (the signer's ordered nonce).
+         * @enum {string}
+         */
+        NonceType: "unique" | "account";
         /** @description `GET /{contract}/meta/nonce/{account}`. */
         NonceView: {
             Account: string;
@@ -4506,18 +4732,25 @@ export interface components {
              */
             Block: number;
         };
+        /**
+         * @description A user operation the relayer builds.
+         * @enum {string}
+         */
+        Operation: "deposit" | "withdraw" | "pay" | "subscribe" | "unsubscribe";
+        /**
+         * @description An address as in `Address`, or empty for the default (the API key's least busy sponsor).
+         * @example 0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC
+         */
+        OptionalAddress: string;
+        /** @description An RFC 3339 time (`2026-11-21T07:30:00Z`, any offset up to ±23:59); empty means no bound. */
+        OptionalTime: string;
         PayRequest: {
-            From?: string | null;
-            To?: string | null;
-            Amount?: string | null;
-            Sponsor?: string | null;
-            /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
-            NonceType?: string | null;
-            /**
-             * Format: int64
-             * @description With `NonceType` "account" only: the account nonce to sign (default: the current one).
-             */
-            Nonce?: number | null;
+            From: components["schemas"]["Address"];
+            To: components["schemas"]["Address"];
+            Amount: components["schemas"]["Amount"];
+            Sponsor?: null | components["schemas"]["OptionalAddress"];
+            NonceType?: null | components["schemas"]["NonceType"];
+            Nonce?: null | components["schemas"]["Uint64"];
         };
         /** @description One payment of a batch/payments build. */
         PaymentFigures: {
@@ -4528,14 +4761,14 @@ export interface components {
             AmountRaw: string;
         };
         PaymentItem: {
-            To?: string | null;
-            Amount?: string | null;
+            To: components["schemas"]["Address"];
+            Amount: components["schemas"]["Amount"];
         };
         PermitRequest: {
             /** @description Token base units, as in `PermitTypedData.message.value`. */
-            Value: string;
-            Deadline: string;
-            Signature: string;
+            Value: components["schemas"]["Uint256Value"];
+            Deadline: components["schemas"]["Uint64"];
+            Signature: components["schemas"]["EcdsaSignature"];
         };
         Probe: {
             Ok: boolean;
@@ -4544,6 +4777,11 @@ export interface components {
             /** @description Why it failed (no secrets: connection strings are never included). */
             Error?: string | null;
         };
+        /**
+         * @description A non-negative integer below 2^256 as a decimal string; empty or absent means 0.
+         * @example 0
+         */
+        ProjectId: string;
         /**
          * @description `GET /api/v1/{contract}/recipients/resolve`. For an identifier that is not an address, the
          *     facts are null and `Balance`, `BalanceRaw` and `Source` are absent. (Fields in the order of
@@ -4573,6 +4811,11 @@ export interface components {
             /** @description A well-formed address that can receive funds (not zero, not the contract). */
             Valid: boolean;
         };
+        /**
+         * @description A label of 1 to 255 characters without control characters, stored with the transaction.
+         * @example order-1234
+         */
+        Reference: string;
         /** @description `GET /api/v1/transactions/summary` (fields in the order of their keys). */
         ReferenceSummaryView: {
             /** @description Σ amount per operation, of mined transactions. */
@@ -4617,6 +4860,11 @@ export interface components {
              */
             BlockNumber?: number | null;
         };
+        /**
+         * @description A signature as `0x` and hex: 65 bytes (r, s, v) from an EOA, or the bytes an ERC-1271 wallet checks.
+         * @example 0x1b
+         */
+        Signature: string;
         SponsorCheck: {
             Address: string;
             /** Format: int64 */
@@ -4688,9 +4936,9 @@ export interface components {
             ProjectId?: string | null;
         };
         SubscriptionItem: {
-            Author?: string | null;
-            SubscriptionRate?: string | null;
-            ProjectId?: string | null;
+            Author: components["schemas"]["Address"];
+            SubscriptionRate: components["schemas"]["Amount"];
+            ProjectId?: null | components["schemas"]["ProjectId"];
         };
         /** @description `GET /{contract}/subscriptions/{address}`. */
         SubscriptionList: {
@@ -4715,11 +4963,8 @@ export interface components {
         Subsystem: "database" | "rpc" | "indexer_lag" | "sponsor_balance_low";
         /** @description `POST /api/v1/auth/token` request. */
         TokenRequest: {
-            /**
-             * @description The end user's address: the only `From` the token may build and relay calls for.
-             * @example 0x70997970C51812dc3A010C7d01b50e0d17dc79C8
-             */
-            Signer?: string | null;
+            /** @description The end user's address: the only `From` the token may build and relay calls for. */
+            Signer: components["schemas"]["Address"];
             /**
              * @description Operations the token allows (`deposit`, `withdraw`, `pay`, `subscribe`, `unsubscribe`);
              *     default: those the key allows.
@@ -4728,7 +4973,7 @@ export interface components {
              *       "subscribe"
              *     ]
              */
-            Operations?: string[] | null;
+            Operations?: components["schemas"]["Operation"][] | null;
             /**
              * Format: int64
              * @description Seconds the token lives, 1 to 600; default 600.
@@ -4753,6 +4998,11 @@ export interface components {
              */
             ExpiresIn: number;
         };
+        /**
+         * @description The exact bySig traits word (a uint256) as a decimal string; empty or absent: rebuilt from Nonce, Deadline, NonceType and the sponsor.
+         * @example 0
+         */
+        Traits: string;
         /**
          * @description One transaction of `GET /api/v1/transactions` (fields in the order of their keys, as the
          *     answer has always been serialized).
@@ -4838,6 +5088,10 @@ export interface components {
             Status: string;
             TransactionHash: string;
         };
+        /** @description Token base units: a JSON integer below 2^64, or a decimal string below 2^256. */
+        Uint256Value: number | string;
+        /** @description A non-negative integer (JSON number or decimal string) below 2^64. */
+        Uint64: number | string;
         /** @description `GET /api/v1/auth/token/validate` answer. */
         ValidatedToken: components["schemas"]["TokenView"] & {
             /** @description Always true: an unusable token is answered 401. */
@@ -4880,17 +5134,12 @@ export interface components {
             Data: components["schemas"]["Endpoint"][];
         };
         WithdrawRequest: {
-            From?: string | null;
-            Amount?: string | null;
-            To?: string | null;
-            Sponsor?: string | null;
-            /** @description "unique" (the default: unordered, blocks nothing) or "account" (the signer's ordered nonce). */
-            NonceType?: string | null;
-            /**
-             * Format: int64
-             * @description With `NonceType` "account" only: the account nonce to sign (default: the current one).
-             */
-            Nonce?: number | null;
+            From: components["schemas"]["Address"];
+            Amount: components["schemas"]["Amount"];
+            To?: null | components["schemas"]["Address"];
+            Sponsor?: null | components["schemas"]["OptionalAddress"];
+            NonceType?: null | components["schemas"]["NonceType"];
+            Nonce?: null | components["schemas"]["Uint64"];
         };
     };
     responses: never;
@@ -4908,7 +5157,10 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "permit2_unavailable", "permit2_not_approved", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "too_many_event_streams", "index_not_ready", "internal"];
+export const creatorEventEventValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CreatorEvent"]["event"]> = ["snapshot", "stream_error"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["invalid_json", "invalid_query", "missing_field", "invalid_address", "invalid_amount", "address_refused", "amount_out_of_range", "invalid_number", "invalid_project_id", "invalid_data", "invalid_signature", "invalid_traits", "invalid_nonce_type", "invalid_nonce", "invalid_deadline", "invalid_idempotency_key", "call_not_allowed", "non_canonical_calldata", "calldata_too_large", "empty_batch", "batch_too_large", "unknown_contract", "invalid_webhook_url", "unknown_event", "unknown_operation", "invalid_key_name", "invalid_environment", "invalid_scope", "invalid_expiry", "invalid_cidr", "invalid_rate_limit", "invalid_grace_period", "invalid_reference", "reference_mismatch", "invalid_status", "invalid_time", "invalid_limit", "invalid_cursor", "invalid_metrics_token", "missing_api_key", "invalid_api_key", "key_revoked", "key_expired", "missing_admin_token", "invalid_admin_token", "insufficient_scope", "ip_not_allowed", "origin_not_allowed", "operation_not_allowed", "contract_not_allowed", "signer_not_allowed", "signer_rate_limited", "invalid_client_token", "client_token_expired", "client_token_required", "invalid_origin", "invalid_operation", "invalid_key_kind", "invalid_budget", "invalid_token_ttl", "sponsor_not_allowed", "signer_banned", "key_banned", "key_not_found", "key_not_active", "rate_limited", "too_many_invalid_keys", "not_found", "method_not_allowed", "transaction_not_found", "webhook_not_found", "webhook_delivery_not_found", "webhook_limit_reached", "redelivery_limit_reached", "nonce_already_used", "nonce_gap", "nonce_in_flight", "idempotency_key_in_progress", "idempotency_key_reused", "deadline_expired", "signature_mismatch", "signature_check_gas_exceeded", "permit_signature_mismatch", "permit_unsupported", "permit2_unavailable", "permit2_not_approved", "sponsor_mismatch", "sponsor_unavailable", "nonce_out_of_range", "simulation_reverted", "transaction_reverted", "transaction_failed", "sponsor_fee_cap_exceeded", "gas_cap_exceeded", "call_cooling_down", "signer_throttled", "key_throttled", "key_daily_budget_exceeded", "signer_daily_budget_exceeded", "sponsor_daily_budget_exceeded", "key_budget_exceeded", "chain_unavailable", "request_timeout", "server_busy", "database_unavailable", "too_many_event_streams", "index_not_ready", "internal"];
+export const nonceTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["NonceType"]> = ["unique", "account"];
+export const operationValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Operation"]> = ["deposit", "withdraw", "pay", "subscribe", "unsubscribe"];
 export const statusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Status"]> = ["ok", "degraded", "down"];
 export const subsystemValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Subsystem"]> = ["database", "rpc", "indexer_lag", "sponsor_balance_low"];
 export const webhookEventTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookEventType"]> = ["transaction.mined", "transaction.failed", "transaction.reorged", "transaction.finalized", "stream.created", "stream.revoked", "payment.completed", "deposit.completed", "withdrawal.completed", "account.liquidated", "sponsor.balance_low", "event.retracted"];

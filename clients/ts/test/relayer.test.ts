@@ -254,7 +254,7 @@ test("low-level build, sign and execute with Prefer: respond-async (202), then w
   assert.equal(await tokenBalance(owner.address), 2_000_000n);
 });
 
-test("typed errors: a bad amount is 400 invalid_amount, and nothing is signed", async () => {
+test("typed errors: a malformed amount is 400 invalid_amount, one the token cannot hold 422 amount_out_of_range; nothing is signed", async () => {
   let signed = 0;
   const base = viemSigner(privateKeyToAccount(env.demoKey));
   const counting: StreamPaySigner = {
@@ -264,7 +264,7 @@ test("typed errors: a bad amount is 400 invalid_amount, and nothing is signed", 
       return base.signTypedData(doc);
     },
   };
-  await expectApiError(client.deposit({ signer: counting, amount: "1.2345678" }), 400, "invalid_amount"); // 7 decimals
+  await expectApiError(client.deposit({ signer: counting, amount: "1.2345678" }), 422, "amount_out_of_range"); // 7 decimals
   await expectApiError(client.deposit({ signer: counting, amount: "abc" }), 400, "invalid_amount");
   await expectApiError(client.pay({ signer: counting, to: randomAddress(), amount: "-1" }), 400, "invalid_amount");
   assert.equal(signed, 0);
@@ -280,9 +280,9 @@ test("typed errors: a wrong API key is 401 invalid_api_key", async () => {
   assert.match(e.request, /^GET \/api\/v1\/.+\/payments\/balance\/0x/);
 });
 
-test("typed errors: an unknown contract is 400 unknown_contract", async () => {
+test("typed errors: an unknown contract is 404 unknown_contract", async () => {
   const other = new StreamPayClient({ baseUrl: env.url, apiKey: env.apiKey, contract: "NO_SUCH_CONTRACT" });
-  await expectApiError(other.balance(randomAddress()), 400, "unknown_contract");
+  await expectApiError(other.balance(randomAddress()), 404, "unknown_contract");
 });
 
 test("typed errors: a signature by another key is 422 signature_mismatch", async () => {
