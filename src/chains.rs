@@ -6,7 +6,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use alloy::{
@@ -21,6 +21,13 @@ use crate::{
     pricing::Pricing,
     store::Store,
 };
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// How long [`Chain::advertises_permit2`] believes that Permit2 is not deployed.
+pub const PERMIT2_ABSENT_TTL_SECS: u64 = 60;
 
 /// One chain and everything this process does on it.
 #[derive(Debug)]
@@ -42,6 +49,9 @@ pub struct Chain {
     pub pricing: Arc<Pricing>,
     /// Set once Permit2 has been seen deployed (code at [`PERMIT2`]); code is never removed.
     permit2_seen: AtomicBool,
+    /// Until when (Unix seconds) a "no code at Permit2's address" answer is believed: the public
+    /// `/api/v1/meta` asks this on every call, and must not cost a node round trip each time.
+    permit2_absent_until: AtomicU64,
 }
 
 /// What [`Chain::new`] is built from.
@@ -80,19 +90,41 @@ impl Chain {
             index,
             pricing,
             permit2_seen: AtomicBool::new(false),
+            permit2_absent_until: AtomicU64::new(0),
         })
     }
 
     /// Whether Uniswap Permit2 is deployed on this chain (code at its canonical address), so
-    /// that Permit2 deposits can succeed. Asked of the node until it says yes.
+    /// that Permit2 deposits can succeed. A yes is kept; a no is asked again next time (the
+    /// build and execute paths, which call the node anyway).
     pub async fn has_permit2(&self) -> Result<bool, alloy::transports::TransportError> {
         if self.permit2_seen.load(Ordering::Relaxed) {
             return Ok(true);
         }
+        self.ask_permit2().await
+    }
+
+    /// [`Self::has_permit2`] for the public `/api/v1/meta`, which anyone may call at any rate:
+    /// a no is believed for [`PERMIT2_ABSENT_TTL_SECS`], so the node is asked at most once a
+    /// minute (a yes found by a build in between shows at once).
+    pub async fn advertises_permit2(&self) -> Result<bool, alloy::transports::TransportError> {
+        if self.permit2_seen.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        if unix_now() < self.permit2_absent_until.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        self.ask_permit2().await
+    }
+
+    async fn ask_permit2(&self) -> Result<bool, alloy::transports::TransportError> {
+        let now = unix_now();
         let code = self.provider.get_code_at(PERMIT2).await?;
         let seen = !code.is_empty();
         if seen {
             self.permit2_seen.store(true, Ordering::Relaxed);
+        } else {
+            self.permit2_absent_until.store(now + PERMIT2_ABSENT_TTL_SECS, Ordering::Relaxed);
         }
         Ok(seen)
     }

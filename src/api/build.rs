@@ -56,10 +56,11 @@ pub struct MetaTransaction {
 }
 
 /// Which permit a deposit's `PermitTypedData` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PermitFor {
-    /// The token's EIP-2612 `Permit` for the deployment, for this many token base units.
-    Eip2612(U256),
+    /// The token's EIP-2612 `Permit` for the deployment, for this many token base units; with
+    /// the token's domain and the owner's permit nonce when the caller has read them already.
+    Eip2612(U256, Option<(Domain, U256)>),
     /// A Permit2 `PermitSingle` for the deployment, for this many token base units.
     Permit2(U256),
 }
@@ -165,7 +166,9 @@ pub async fn build(state: &AppState, req: BuildRequest<'_>) -> Result<Json<Build
     let typed_data = eip712::signed_call_typed_data(&domain, req.from, traits, &req.data);
 
     let permit_typed_data = match req.permit_value {
-        Some(PermitFor::Eip2612(value)) => Some(permit_document(contract, req.from, value, deadline).await?),
+        Some(PermitFor::Eip2612(value, known)) => {
+            Some(permit_document(contract, req.from, value, deadline, known).await?)
+        }
         Some(PermitFor::Permit2(value)) => Some(permit2_document(contract, req.from, value, deadline).await?),
         None => None,
     };
@@ -283,8 +286,12 @@ async fn permit_document(
     owner: Address,
     value: U256,
     deadline: u64,
+    known: Option<(Domain, U256)>,
 ) -> Result<Value, AppError> {
-    let (domain, nonce) = permit_domain_and_nonce(contract, owner).await?;
+    let (domain, nonce) = match known {
+        Some(known) => known,
+        None => permit_domain_and_nonce(contract, owner).await?,
+    };
     let values = PermitValues { owner, spender: contract.address, value, nonce, deadline: U256::from(deadline) };
     Ok(eip712::permit_typed_data(&domain, &values))
 }

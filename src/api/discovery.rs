@@ -78,14 +78,14 @@ pub struct ApiMeta {
 }
 
 /// `GET /api/v1/meta`: what this API is and can do. Public. `permit2_deposit` is listed only
-/// where a served chain has Permit2 deployed (asked of the node until it has).
+/// where a served chain has Permit2 deployed (a "not deployed" answer is kept for a minute).
 #[utoipa::path(get, path = "/api/v1/meta", tag = "Discovery",
     responses((status = 200, description = "API version, capabilities, chain id and links", body = ApiMeta)))]
 pub async fn meta(State(state): State<AppState>) -> Json<ApiMeta> {
     let mut permit2 = false;
     for chain in &state.chains {
         // A node that does not answer: not advertised this time, asked again next time.
-        if chain.has_permit2().await.unwrap_or(false) {
+        if chain.advertises_permit2().await.unwrap_or(false) {
             permit2 = true;
             break;
         }
@@ -571,8 +571,10 @@ fn code_parts(description: &str) -> Vec<(Option<ErrorCode>, String)> {
 impl Modify for CodesByStatus {
     fn modify(&self, doc: &mut openapi::OpenApi) {
         use openapi::{ContentBuilder, Ref, ResponseBuilder};
-        const COMPANIONS: [(ErrorCode, ErrorCode); 2] =
-            [(ErrorCode::InvalidAddress, ErrorCode::AddressRefused), (ErrorCode::InvalidAmount, ErrorCode::AmountOutOfRange)];
+        const COMPANIONS: [(ErrorCode, ErrorCode); 2] = [
+            (ErrorCode::InvalidAddress, ErrorCode::AddressRefused),
+            (ErrorCode::InvalidAmount, ErrorCode::AmountOutOfRange),
+        ];
         for item in doc.paths.paths.values_mut() {
             let ops =
                 [item.get.as_mut(), item.post.as_mut(), item.put.as_mut(), item.patch.as_mut(), item.delete.as_mut()];
@@ -661,7 +663,9 @@ mod tests {
 
     #[test]
     fn a_description_splits_into_one_part_per_code() {
-        let parts = code_parts("`invalid_json`, `permit_unsupported` (no EIP-2612, no Permit2), `nonce_gap`: a note, with a comma");
+        let parts = code_parts(
+            "`invalid_json`, `permit_unsupported` (no EIP-2612, no Permit2), `nonce_gap`: a note, with a comma",
+        );
         let codes: Vec<_> = parts.iter().map(|(c, _)| c.map(|c| c.as_str())).collect();
         assert_eq!(codes, [Some("invalid_json"), Some("permit_unsupported"), Some("nonce_gap")]);
         assert_eq!(parts[2].1, "`nonce_gap`: a note, with a comma");

@@ -188,7 +188,9 @@ pub fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64
 /// A JSON number that is a non-negative integer: `7`, or `7.0` while a double holds it exactly.
 fn integral(v: &Value) -> Option<u64> {
     let n = v.as_number()?;
-    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f)).map(|f| f as u64))
+    n.as_u64().or_else(|| {
+        n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f)).map(|f| f as u64)
+    })
 }
 
 /// A non-negative integer given as a JSON number or a decimal string.
@@ -198,9 +200,7 @@ pub fn parse_u64(field: &str, value: &Option<Value>) -> Result<u64, AppError> {
         None | Some(Value::Null) => Err(AppError::missing(field)),
         // JSON has one number type: `7.0` is the integer 7 (JSON Schema agrees).
         Some(v @ Value::Number(_)) => integral(v).ok_or_else(bad),
-        Some(Value::String(s)) => {
-            crate::amount::parse_uint(s).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad)
-        }
+        Some(Value::String(s)) => crate::amount::parse_uint(s).and_then(|u| u64::try_from(u).ok()).ok_or_else(bad),
         Some(_) => Err(bad()),
     }
 }

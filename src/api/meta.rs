@@ -757,23 +757,34 @@ async fn permit2_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest
     let (value, deadline, sig) = permit_fields(p, now)?;
     let values = build::permit2_values(contract, owner, value, deadline).await?;
     let digest = eip712::permit2_digest(contract.chain.chain_id, &values);
-    let recovered =
-        signature::recover(digest, &sig).map_err(|e| AppError::new(ErrorCode::InvalidSignature, e.to_string()))?;
-    if recovered != owner {
-        return Err(AppError::new(
-            ErrorCode::PermitSignatureMismatch,
-            format!(
-                "the permit is not {owner}'s signature of Permit2 PermitSingle(amount {value}, nonce {}, deadline {deadline})",
-                values.nonce
-            ),
-        ));
-    }
+    check_permit_signer(digest, &sig, owner, || {
+        format!("Permit2 PermitSingle(amount {value}, nonce {}, deadline {deadline})", values.nonce)
+    })?;
     let call =
         IPermit2::permitCall { owner, permitSingle: values.permit_single(), signature: sig.as_bytes().to_vec().into() }
             .abi_encode();
     let mut out = PERMIT2.to_vec();
     out.extend_from_slice(&call[4..]);
     Ok(out.into())
+}
+
+/// 422 `permit_signature_mismatch` unless `sig` over `digest` recovers to `owner`; `what` names
+/// the signed message for the error.
+fn check_permit_signer(
+    digest: B256,
+    sig: &alloy::signers::Signature,
+    owner: Address,
+    what: impl FnOnce() -> String,
+) -> Result<(), AppError> {
+    let recovered =
+        signature::recover(digest, sig).map_err(|e| AppError::new(ErrorCode::InvalidSignature, e.to_string()))?;
+    if recovered != owner {
+        return Err(AppError::new(
+            ErrorCode::PermitSignatureMismatch,
+            format!("the permit is not {owner}'s signature of {}", what()),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
@@ -784,16 +795,9 @@ async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest,
     let values =
         PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
     let digest = eip712::permit_digest(&domain, &values);
-    let recovered =
-        signature::recover(digest, &sig).map_err(|e| AppError::new(ErrorCode::InvalidSignature, e.to_string()))?;
-    if recovered != owner {
-        return Err(AppError::new(
-            ErrorCode::PermitSignatureMismatch,
-            format!(
-                "the permit is not {owner}'s signature of Permit(value {value}, nonce {token_nonce}, deadline {deadline})"
-            ),
-        ));
-    }
+    check_permit_signer(digest, &sig, owner, || {
+        format!("Permit(value {value}, nonce {token_nonce}, deadline {deadline})")
+    })?;
     let v = U256::from(if sig.v() { 28u8 } else { 27u8 });
     let args = (owner, contract.address, value, U256::from(deadline), v, B256::from(sig.r()), B256::from(sig.s()))
         .abi_encode_params();

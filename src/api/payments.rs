@@ -158,13 +158,14 @@ pub async fn deposit(
     let amount = amount::parse_amount(required("Amount", &body.amount)?, contract.token_decimals.into())
         .map_err(|e| AppError::amount("Amount", e))?;
     let sponsor = state.sponsor_for(contract.chain, &key, body.sponsor.as_deref())?;
-    let is_permit2 = match body.is_permit2 {
-        Some(asked) => asked,
-        // Not said: EIP-2612 where the token has it, else Permit2 where the chain has it.
+    // Not said: EIP-2612 where the token has it (its domain and the owner's nonce, read here,
+    // go on into the permit), else Permit2 where the chain has it.
+    let (is_permit2, known) = match body.is_permit2 {
+        Some(asked) => (asked, None),
         None => match build::permit_domain_and_nonce(contract, from).await {
-            Ok(_) => false,
+            Ok(known) => (false, Some(known)),
             Err(e @ AppError::Client { code: ErrorCode::PermitUnsupported, .. }) => {
-                if contract.chain.has_permit2().await.map_err(AppError::chain)? { true } else { return Err(e) }
+                if contract.chain.has_permit2().await.map_err(AppError::chain)? { (true, None) } else { return Err(e) }
             }
             Err(e) => return Err(e),
         },
@@ -187,7 +188,7 @@ pub async fn deposit(
             permit_value: Some(if is_permit2 {
                 PermitFor::Permit2(amount.base_units)
             } else {
-                PermitFor::Eip2612(amount.base_units)
+                PermitFor::Eip2612(amount.base_units, known)
             }),
             summary: format!("Deposit {} tokens from {from}", amount.units),
             extras,

@@ -205,16 +205,11 @@ pub async fn quote(
     ApiQuery(q): ApiQuery<FeesQuery>,
 ) -> Result<Json<FeeQuote>, AppError> {
     let contract = state.contract(&contract)?;
-    let op = q
-        .operation
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| AppError::missing("operation"))?;
-    let (operation, default_gas) =
-        DEFAULT_GAS.iter().find(|(name, _)| *name == op).copied().ok_or_else(|| {
-            let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
-            AppError::new(ErrorCode::UnknownOperation, format!("operation {op:?} is not one of {}", known.join(", ")))
-        })?;
+    let op = q.operation.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| AppError::missing("operation"))?;
+    let (operation, default_gas) = DEFAULT_GAS.iter().find(|(name, _)| *name == op).copied().ok_or_else(|| {
+        let known: Vec<&str> = DEFAULT_GAS.iter().map(|(n, _)| *n).collect();
+        AppError::new(ErrorCode::UnknownOperation, format!("operation {op:?} is not one of {}", known.join(", ")))
+    })?;
     let sponsor = state.sponsor_for(contract.chain, &key, q.sponsor.as_deref())?;
     let chain = contract.chain;
     let history = state.store.recent_operation_gas(chain.chain_id, contract.address, operation).await?;

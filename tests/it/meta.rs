@@ -188,7 +188,11 @@ async fn execute_rejects_malformed_signatures_with_400() {
     let mut body = app.signed_execute_body(&user, &built).await;
     for bad in ["0x1234", "nothex", "0x"] {
         body["Signature"] = json!(bad);
-        assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature");
+        assert_error(
+            &app.post("/api/v1/USDC/meta/execute", &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_signature",
+        );
     }
 }
 
@@ -222,7 +226,11 @@ async fn execute_refuses_calls_that_are_not_user_operations_with_422() {
         let doc = eip712::signed_call_typed_data(&domain, user.address(), traits, &data);
         let body = json!({"From": user.address(), "Signature": sign_document(&user, &doc).await, "Data": data,
                           "Nonce": 0, "Deadline": now + 600});
-        assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "call_not_allowed");
+        assert_error(
+            &app.post("/api/v1/USDC/meta/execute", &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "call_not_allowed",
+        );
     }
 }
 
@@ -235,7 +243,11 @@ async fn execute_refuses_a_batch_over_100_calls_with_422() {
     let data: Bytes = StreamPay::multicallCall { data: vec![pay; 101] }.abi_encode().into();
     let body = json!({"From": user.address(), "Signature": format!("0x{}", "11".repeat(65)), "Data": data,
                       "Nonce": 0, "Deadline": now + 600});
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "batch_too_large");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "batch_too_large",
+    );
 }
 
 #[tokio::test]
@@ -512,11 +524,19 @@ async fn traits_must_match_the_request_and_allow_the_sponsor() {
     let built = app.build("/api/v1/USDC/payments/", &pay_body(user.address(), wallet().address(), "1")).await;
     let mut body = app.signed_execute_body(&user, &built).await;
     body["Traits"] = json!("not a number");
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_traits");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_traits",
+    );
     // Traits of another nonce than the request's.
     let other = Traits::account(7, body["Deadline"].as_u64().unwrap(), Some(app.sponsor)).encode();
     body["Traits"] = json!(other.to_string());
-    assert_error(&app.post("/api/v1/USDC/meta/execute", &body).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_traits");
+    assert_error(
+        &app.post("/api/v1/USDC/meta/execute", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_traits",
+    );
     // A call bound to another relayer cannot be relayed by this sponsor.
     let bound =
         Traits::account(body["Nonce"].as_u64().unwrap(), body["Deadline"].as_u64().unwrap(), Some(app.other_sponsor))

@@ -50,6 +50,11 @@ async fn a_deposit_through_permit2_is_gasless_after_one_approval_and_needs_permi
     assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "permit2_unavailable");
 
     app.deploy_permit2().await;
+    // `/api/v1/meta` is public: it believes "no Permit2" for a minute rather than ask the node on
+    // every call, while a build asks at once (and what it finds shows in `/meta` too).
+    assert!(!capabilities(&app).await.iter().any(|c| c == "permit2_deposit"), "a minute's cache");
+    let resp = app.post("/api/v1/USDC/payments/deposit", &deposit_body(&user, "7.5")).await;
+    assert_error(&resp, StatusCode::UNPROCESSABLE_ENTITY, "permit2_not_approved");
     assert!(capabilities(&app).await.iter().any(|c| c == "permit2_deposit"));
     // Off mainnet the canonical code derives its domain from the chain and its own address.
     let separator = IPermit2::new(PERMIT2, &app.provider).DOMAIN_SEPARATOR().call().await.expect("DOMAIN_SEPARATOR");
