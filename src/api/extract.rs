@@ -128,8 +128,10 @@ impl AppState {
 }
 
 /// A required string field.
+/// A required string field, taken as sent (a value with surrounding spaces is not the value
+/// without them; the document's patterns say so).
 pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, AppError> {
-    match value.as_deref().map(str::trim) {
+    match value.as_deref() {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(AppError::missing(field)),
     }

@@ -38,16 +38,18 @@ pub const DEFAULT_LIMIT: u32 = 50;
 
 /// Checks a reference: 1–255 characters, no control characters.
 pub fn validate_reference(value: &str) -> Result<String, AppError> {
+    // Control characters anywhere (before trimming: trimming would take a trailing newline).
+    if value.chars().any(char::is_control) {
+        return Err(AppError::new(ErrorCode::InvalidReference, "Reference must not contain control characters"));
+    }
+    // The length as sent; the stored value is trimmed (and must keep at least one character).
     let v = value.trim();
-    let n = v.chars().count();
-    if n == 0 || n > MAX_REFERENCE_CHARS {
+    let n = value.chars().count();
+    if v.is_empty() || n > MAX_REFERENCE_CHARS {
         return Err(AppError::new(
             ErrorCode::InvalidReference,
-            format!("Reference must be 1 to {MAX_REFERENCE_CHARS} characters (got {n})"),
+            format!("Reference must be 1 to {MAX_REFERENCE_CHARS} characters, not only white space (got {n})"),
         ));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(AppError::new(ErrorCode::InvalidReference, "Reference must not contain control characters"));
     }
     Ok(v.to_string())
 }
