@@ -127,7 +127,6 @@ impl AppState {
     }
 }
 
-/// A required string field.
 /// A required string field, taken as sent (a value with surrounding spaces is not the value
 /// without them; the document's patterns say so).
 pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, AppError> {

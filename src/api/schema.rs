@@ -113,7 +113,11 @@ named_schema! {
         .description(Some("A user operation the relayer builds."))
         .into();
     /// An unsigned 64-bit integer.
-    Uint64 => uint(u64::MAX, 19, "A non-negative integer (JSON number or decimal string) below 2^64.");
+    Uint64 => uint(
+        u64::MAX,
+        19,
+        "A non-negative integer: a JSON number below 2^64, or a decimal string of 1 to 19 digits.",
+    );
     /// A signed call's deadline.
     Deadline => uint(
         (1 << 40) - 1,

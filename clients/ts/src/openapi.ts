@@ -819,7 +819,7 @@ export interface paths {
         };
         /**
          * `GET /api/v1/meta`: what this API is and can do. Public. `permit2_deposit` is listed only
-         *     where a served chain has Permit2 deployed (asked of the node until it has).
+         *     where a served chain has Permit2 deployed (a "not deployed" answer is kept for a minute).
          */
         get: {
             parameters: {
@@ -5090,7 +5090,7 @@ export interface components {
         };
         /** @description Token base units: a JSON integer below 2^64, or a decimal string below 2^256. */
         Uint256Value: number | string;
-        /** @description A non-negative integer (JSON number or decimal string) below 2^64. */
+        /** @description A non-negative integer: a JSON number below 2^64, or a decimal string of 1 to 19 digits. */
         Uint64: number | string;
         /** @description `GET /api/v1/auth/token/validate` answer. */
         ValidatedToken: components["schemas"]["TokenView"] & {
