@@ -28,7 +28,6 @@ use super::{API_VERSION, AppState, checksum};
 use crate::{
     amount::{INTERNAL_DECIMALS, format_units},
     chains::Chain,
-    indexer::IndexReader,
 };
 
 /// Thresholds of `/health`.
@@ -267,11 +266,10 @@ async fn probe_chain(state: &AppState, chain: &Chain) -> ChainCheck {
         let a = *a;
         async move { (a, timed(t, provider.get_balance(a).into_future()).await.0.ok()) }
     }));
-    let reader = IndexReader::new(state.store.pool().clone(), chain.chain_id);
-    let lags = futures::future::join_all(chain.deployments.iter().map(|c| {
-        let reader = &reader;
-        async move { (c, timed(t, reader.lag(c.address)).await.0) }
-    }));
+    let reader = &chain.index;
+    let lags = futures::future::join_all(
+        chain.deployments.iter().map(|c| async move { (c, timed(t, reader.lag(c.address)).await.0) }),
+    );
     let ((rpc, rpc_ms), sponsors, lags) = tokio::join!(rpc, sponsors, lags);
 
     // A fixed text, never the transport's: this answer is public, and a node's errors name

@@ -631,12 +631,6 @@ async fn simulate(provider: &DynProvider, request: TransactionRequest) -> Result
     provider.estimate_gas(request).await.map_err(simulation_error)
 }
 
-/// The gas limit to sign for a call that simulated at `gas`: headroom for state moving between
-/// the estimate and inclusion (streams settle per second).
-fn gas_limit_for(gas: u64) -> u64 {
-    gas + gas / 4 + 10_000
-}
-
 /// Admission of a call that simulated at `gas`: the gas cap of its operations, then (under the
 /// key's and signer's admission locks) cool-down, reputation and daily budgets at the current
 /// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
@@ -651,7 +645,7 @@ async fn admit(
 ) -> Result<(u64, crate::store::Reservation, super::sponsors::BudgetGuard), AppError> {
     let settings = &state.settings.admission.for_key(&key.0.bounds);
     settings.check_gas(operations, gas)?;
-    let gas_limit = gas_limit_for(gas);
+    let gas_limit = crate::chain::gas_limit_for(gas, crate::chain::RELAY_GAS_MARGIN);
     let fees = super::sponsors::current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     let reservation = admission::admit(&state.store, settings, applicant, cost).await?;

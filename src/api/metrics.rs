@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::ErrorCode;
 use super::{AppError, AppState};
-use crate::{chains::Chain, indexer::IndexReader, observability, store::TxStatus};
+use crate::{chains::Chain, observability, store::TxStatus};
 
 /// `GET /metrics`: request latency by route, pipeline stage latency, queue depth, indexer lag,
 /// RPC latency and errors, keeper activity. See `docs/metrics.md`.
@@ -88,7 +88,7 @@ async fn refresh(state: &AppState, chain: &Chain) -> anyhow::Result<()> {
     // Lag against the node's head now, not only the head the indexer last saw: a stalled
     // indexer shows as growing lag. Without an answer from the node the last value stays.
     let head = alloy::providers::Provider::get_block_number(&chain.provider).await.ok();
-    let reader = IndexReader::new(state.store.pool().clone(), chain.chain_id);
+    let reader = &chain.index;
     for c in &chain.deployments {
         if let Some(lag) = reader.lag(c.address).await? {
             let labels = [("chain_id", chain_id.clone()), ("contract", c.name.clone())];

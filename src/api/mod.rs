@@ -66,7 +66,7 @@ pub use extract::parse_address;
 
 pub use crate::chain::Deployment;
 pub(crate) use crate::views::checksum;
-use crate::{chains::Chain, indexer::IndexReader, store::Store};
+use crate::{chains::Chain, store::Store};
 
 /// The request id header: taken from the caller when present, else a new UUID; echoed on every
 /// response and recorded in the request's log span.
@@ -290,8 +290,7 @@ impl AppState {
         {
             return Ok(Some(*head));
         }
-        let head =
-            IndexReader::new(self.store.pool().clone(), chain.chain_id).head(contract).await?.map(|h| h.block_number);
+        let head = chain.index.head(contract).await?.map(|h| h.block_number);
         if let Some(h) = head {
             heads.insert((chain.chain_id, contract), (h, tokio::time::Instant::now()));
         }
@@ -308,7 +307,7 @@ impl AppState {
     pub fn keys_changed(&self) {
         self.settings.auth.cors.origins.invalidate();
         if let Some(cache) = &self.keys {
-            crate::store::notify::Invalidate::invalidate(&**cache);
+            cache.invalidate();
         }
     }
 }

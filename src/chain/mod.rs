@@ -25,6 +25,20 @@ use anyhow::Context;
 pub use bindings::{IErc20Allowance, IPermit2, IPermitToken, MockToken, PERMIT2, StreamPay};
 pub use deployment::Deployment;
 
+/// Fixed gas margin of a relayed user call (see [`gas_limit_for`]).
+pub const RELAY_GAS_MARGIN: u64 = 10_000;
+
+/// Fixed gas margin of a keeper liquidation, larger than a relayed call's: a liquidation settles
+/// every stream of the account, and how many there are can grow between estimate and inclusion.
+pub const LIQUIDATION_GAS_MARGIN: u64 = 20_000;
+
+/// The gas limit to sign for a call whose estimate was `gas`: a quarter more for state moving
+/// between the estimate and inclusion (streams settle per second), plus a fixed `margin`
+/// ([`RELAY_GAS_MARGIN`] or [`LIQUIDATION_GAS_MARGIN`]).
+pub fn gas_limit_for(gas: u64, margin: u64) -> u64 {
+    gas.saturating_add(gas / 4).saturating_add(margin)
+}
+
 /// What stands in for the RPC URL in every message, answer and log line. Providers put their
 /// API key in the URL (path, query or user info), so no part of it is ever shown, not even the
 /// host.

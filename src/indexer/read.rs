@@ -10,20 +10,16 @@
 //! older than the latest commit it was told about; without a live listener it is bypassed.
 //! Between blocks every replica answers repeated reads from memory.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use alloy::primitives::{Address, I256, U256};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::store::index::{self as db, read::StreamsOf};
+use crate::store::{
+    index::{self as db, read::StreamsOf},
+    notify::{Invalidate, NotifyCache},
+};
 
 /// The indexed head of one deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,57 +108,10 @@ enum Cached {
     Nonce(U256),
 }
 
-/// Answers valid until the next notification; see the module docs.
-#[derive(Debug, Default)]
-struct ReadCache {
-    generation: AtomicU64,
-    healthy: AtomicBool,
-    entries: RwLock<HashMap<CacheKey, (u64, Cached)>>,
-}
+/// Answers valid until the next notification or local commit; see the module docs.
+type ReadCache = NotifyCache<CacheKey, Cached>;
 
 const CACHE_MAX_ENTRIES: usize = 200_000;
-
-impl ReadCache {
-    /// The generation answers are cached under: notifications received plus commits made here
-    /// ([`db::local_commits`]), so a read after a local commit never sees an older cached answer.
-    fn current(&self) -> u64 {
-        self.generation.load(Ordering::Acquire).wrapping_add(db::local_commits())
-    }
-
-    fn get(&self, key: &CacheKey) -> Option<Cached> {
-        if !self.healthy.load(Ordering::Acquire) {
-            return None;
-        }
-        let generation = self.current();
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key).filter(|(g, _)| *g == generation).map(|(_, v)| v.clone())
-    }
-
-    fn put(&self, key: CacheKey, read_at: u64, value: Cached) {
-        if !self.healthy.load(Ordering::Acquire) || self.current() != read_at {
-            return; // something was committed while we read: the answer may already be stale
-        }
-        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= CACHE_MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(key, (read_at, value));
-    }
-
-    fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-impl crate::store::notify::Invalidate for ReadCache {
-    fn invalidate(&self) {
-        ReadCache::invalidate(self);
-    }
-    fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Release);
-    }
-}
 
 /// Queries over the index of one chain; cheap to clone.
 #[derive(Debug, Clone)]
@@ -181,8 +130,9 @@ impl IndexReader {
     /// A reader with the notification-invalidated cache (spawns its listener task; must be
     /// called inside a Tokio runtime).
     pub fn with_cache(pool: PgPool, chain_id: u64) -> Self {
-        let cache = Arc::new(ReadCache::default());
-        tokio::spawn(crate::store::notify::listen(pool.clone(), NOTIFY_CHANNEL, Arc::downgrade(&cache)));
+        // The generation also counts commits made here ([`db::local_commits`]), so a read after
+        // a local commit never sees an older cached answer.
+        let cache = ReadCache::start(pool.clone(), NOTIFY_CHANNEL, CACHE_MAX_ENTRIES, db::local_commits);
         Self { pool, chain_id, cache: Some(cache) }
     }
 
@@ -190,25 +140,28 @@ impl IndexReader {
     /// another process committed, before its notification arrived).
     pub fn invalidate_cache(&self) {
         if let Some(c) = &self.cache {
-            c.invalidate();
+            Invalidate::invalidate(&**c);
         }
     }
 
     /// Whether the cache is active (its listener is connected).
     pub fn cache_active(&self) -> bool {
-        self.cache.as_ref().is_some_and(|c| c.healthy.load(Ordering::Acquire))
+        self.cache.as_ref().is_some_and(|c| c.healthy())
     }
 
     fn lookup(&self, key: &CacheKey) -> (Option<Cached>, u64) {
         match &self.cache {
-            Some(c) => (c.get(key), c.current()),
+            Some(c) => {
+                let at = c.current();
+                (c.get(key, at), at)
+            }
             None => (None, 0),
         }
     }
 
     fn store(&self, key: CacheKey, read_at: u64, value: Cached) {
         if let Some(c) = &self.cache {
-            c.put(key, read_at, value);
+            c.put(key, read_at, None, value);
         }
     }
 

@@ -327,7 +327,7 @@ impl Keeper {
                 }
             };
             // Profitability and the keeper's own budget (review S5): dust is never liquidated.
-            let gas_limit = gas + gas / 4 + 20_000;
+            let gas_limit = crate::chain::gas_limit_for(gas, crate::chain::LIQUIDATION_GAS_MARGIN);
             let max_fee =
                 self.chain.provider.estimate_eip1559_fees().await.context("Failed to estimate fees")?.max_fee_per_gas;
             let cost_wei = U256::from(gas_limit) * U256::from(max_fee);
