@@ -309,18 +309,20 @@ async fn lag_is_reported_against_the_chain_head() {
 #[tokio::test]
 async fn reorg_that_removes_a_subscription_rolls_the_stream_back() {
     let app = spawn_app().await;
-    let (user, author) = (wallet(), wallet());
-    app.fund(&user, 100).await;
+    // Subscribed with the user's own transaction, not relayed: the relayer's pipeline would send
+    // a relayed call again once a reorg drops it (as it should), and could get it mined again
+    // before the index is read below.
+    let ((user, p), author) = (funded_wallet(&app).await, wallet());
+    deposit_direct(&app, &p, user.address(), 100).await;
     let ix = indexer(&app, test_config());
     ix.sync_to_head().await.unwrap();
 
-    let built = app
-        .build(
-            "/api/v1/USDC/subscriptions",
-            &json!({"from": user.address(), "author": author.address(), "subscription_rate": "30"}),
-        )
-        .await;
-    app.execute_ok(&user, &built).await;
+    send_ok(StreamPay::new(app.contract, &p).subscribe(
+        author.address(),
+        alloy::primitives::Uint::from(1_000_000_000u64),
+        U256::ZERO,
+    ))
+    .await;
     app.advance(600).await;
     ix.sync_to_head().await.unwrap();
     let r = reader(&app);
