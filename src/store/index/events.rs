@@ -140,7 +140,8 @@ pub(super) async fn insert_events_dedup(
     )
     .fetch_all(&mut **tx)
     .await?;
-    let inserted: std::collections::HashSet<(Vec<u8>, i32)> = rows.into_iter().map(|r| (r.block_hash, r.log_index)).collect();
+    let inserted: std::collections::HashSet<(Vec<u8>, i32)> =
+        rows.into_iter().map(|r| (r.block_hash, r.log_index)).collect();
     Ok(events.iter().filter(|e| inserted.contains(&(e.block_hash.to_vec(), e.log_index as i32))).cloned().collect())
 }
 

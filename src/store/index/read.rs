@@ -230,8 +230,7 @@ pub async fn streams(
     let Some(first) = rows.first() else { return Ok(None) };
     let head = Head { block_number: u64_of(first.block_number)?, block_timestamp: u64_of(first.block_timestamp)? };
     let income = first.account_income_rate.as_deref().map(u256).transpose()?.unwrap_or_default();
-    let streams =
-        rows.iter().filter(|r| r.subscriber.is_some()).map(stream_row).collect::<anyhow::Result<Vec<_>>>()?;
+    let streams = rows.iter().filter(|r| r.subscriber.is_some()).map(stream_row).collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Some((head, income, streams)))
 }
 
