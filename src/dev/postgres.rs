@@ -192,11 +192,13 @@ impl PgCluster {
         anyhow::ensure!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "bad database name {name}");
         let mut conn =
             PgConnection::connect(&self.url("postgres")).await.context("Failed to connect to the cluster")?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(name)
-            .fetch_optional(&mut conn)
-            .await
-            .context("Failed to list databases")?;
+        // Checked at compile time like the store's statements (against the migrated database of
+        // `with_db`, whose catalog has `pg_database` like any other).
+        let exists: Option<i32> =
+            sqlx::query_scalar!(r#"SELECT 1 AS "one!" FROM pg_database WHERE datname = $1"#, name)
+                .fetch_optional(&mut conn)
+                .await
+                .context("Failed to list databases")?;
         if exists.is_none() {
             conn.execute(format!("CREATE DATABASE {name}").as_str()).await.context("Failed to create the database")?;
         }

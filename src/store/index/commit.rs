@@ -1,5 +1,6 @@
 //! One database transaction per batch: its events, the derived rows they change, the undo
-//! journal, the recent block hashes and the checkpoint.
+//! journal, the recent block hashes and the checkpoint. Every statement is checked at compile
+//! time (the events' COPY aside: see [`events`](super::events)).
 
 use std::collections::BTreeSet;
 
@@ -113,13 +114,13 @@ pub async fn commit(
     let final_block = if batch.reorgable {
         // Never inside a journaled batch: its entries are needed until all its blocks are final.
         let candidate = to.saturating_sub(window);
-        let spanning: Option<i64> = sqlx::query_scalar(
-            "SELECT min(block_number) - 1 FROM idx_undo WHERE chain_id = $1 AND contract = $2 \
-             AND block_number <= $3 AND batch_to > $3",
+        let spanning = sqlx::query_scalar!(
+            r#"SELECT min(block_number) - 1 AS "spanning?" FROM idx_undo WHERE chain_id = $1 AND contract = $2
+               AND block_number <= $3 AND batch_to > $3"#,
+            scope.chain(),
+            scope.addr(),
+            candidate as i64
         )
-        .bind(scope.chain())
-        .bind(scope.addr())
-        .bind(candidate as i64)
         .fetch_one(&mut *tx)
         .await?;
         // (a negative bound, below block 0, constrains nothing)
@@ -128,30 +129,34 @@ pub async fn commit(
         to
     };
     if final_block > cp.final_block {
-        sqlx::query("DELETE FROM idx_undo WHERE chain_id = $1 AND contract = $2 AND block_number <= $3")
-            .bind(scope.chain())
-            .bind(scope.addr())
-            .bind(final_block as i64)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3")
-            .bind(scope.chain())
-            .bind(scope.addr())
-            .bind(final_block as i64)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM idx_undo WHERE chain_id = $1 AND contract = $2 AND block_number <= $3",
+            scope.chain(),
+            scope.addr(),
+            final_block as i64
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "DELETE FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3",
+            scope.chain(),
+            scope.addr(),
+            final_block as i64
+        )
+        .execute(&mut *tx)
+        .await?;
     }
-    sqlx::query(
-        "UPDATE idx_checkpoints SET block_number = $3, block_hash = $4, block_timestamp = $5, final_block = $6, \
-         chain_head = GREATEST($7, $3), updated_at = now() WHERE chain_id = $1 AND contract = $2",
+    sqlx::query!(
+        "UPDATE idx_checkpoints SET block_number = $3, block_hash = $4, block_timestamp = $5, final_block = $6,
+         chain_head = GREATEST($7::int8, $3::int8), updated_at = now() WHERE chain_id = $1 AND contract = $2",
+        scope.chain(),
+        scope.addr(),
+        to as i64,
+        batch.to.hash.as_slice(),
+        batch.to.timestamp as i64,
+        final_block as i64,
+        batch.chain_head as i64
     )
-    .bind(scope.chain())
-    .bind(scope.addr())
-    .bind(to as i64)
-    .bind(batch.to.hash.as_slice())
-    .bind(batch.to.timestamp as i64)
-    .bind(final_block as i64)
-    .bind(batch.chain_head as i64)
     .execute(&mut *tx)
     .await?;
     notify(&mut tx, scope, to).await?;

@@ -1,10 +1,12 @@
 //! The derived tables: accounts, stream lists, nonces, unique nonces, projects and per-user fees.
+//! Each kind of row is loaded, deleted or inserted by one statement per batch, its values bound
+//! as arrays (`UNNEST`). Every statement is checked at compile time.
 
 use std::collections::BTreeSet;
 
 use alloy::primitives::Address;
 use anyhow::{Context, bail};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use crate::store::decode::u64_of;
 
@@ -47,44 +49,47 @@ pub(super) async fn load_keys(
     }
     let (chain, contract) = (scope.chain(), scope.addr());
     if !accounts.is_empty() {
-        let rows = sqlx::query(
-            "SELECT account, balance::text, income_rate::text, outgoing_rate::text, updated FROM idx_accounts \
-             WHERE chain_id = $1 AND contract = $2 AND account = ANY($3)",
+        let rows = sqlx::query!(
+            r#"SELECT account, balance::text AS "balance!", income_rate::text AS "income_rate!",
+                      outgoing_rate::text AS "outgoing_rate!", updated
+               FROM idx_accounts WHERE chain_id = $1 AND contract = $2 AND account = ANY($3)"#,
+            chain,
+            contract,
+            &accounts
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&accounts)
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
             let state = AccountState {
-                balance: i256(r.get(1))?,
-                income_rate: u256(r.get(2))?,
-                outgoing_rate: u256(r.get(3))?,
-                updated: u64_of(r.get::<i64, _>(4))?,
+                balance: i256(&r.balance)?,
+                income_rate: u256(&r.income_rate)?,
+                outgoing_rate: u256(&r.outgoing_rate)?,
+                updated: u64_of(r.updated)?,
             };
-            cache.insert_loaded(Key::Account(address(r.get(0))?), Some(Value::Account(state)));
+            cache.insert_loaded(Key::Account(address(&r.account)?), Some(Value::Account(state)));
         }
     }
     if !subscribers.is_empty() {
-        let rows = sqlx::query(
-            "SELECT subscriber, author, income_rate::text, outgoing_rate::text, project_id, since_block, since_timestamp \
-             FROM idx_streams WHERE chain_id = $1 AND contract = $2 AND subscriber = ANY($3) ORDER BY subscriber, position",
+        let rows = sqlx::query!(
+            r#"SELECT subscriber, author, income_rate::text AS "income_rate!", outgoing_rate::text AS "outgoing_rate!",
+                      project_id, since_block, since_timestamp
+               FROM idx_streams WHERE chain_id = $1 AND contract = $2 AND subscriber = ANY($3)
+               ORDER BY subscriber, position"#,
+            chain,
+            contract,
+            &subscribers
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&subscribers)
         .fetch_all(&mut **tx)
         .await?;
         let mut lists: std::collections::BTreeMap<Address, Vec<StreamState>> = Default::default();
         for r in rows {
-            lists.entry(address(r.get(0))?).or_default().push(StreamState {
-                author: address(r.get(1))?,
-                income_rate: u256(r.get(2))?,
-                outgoing_rate: u256(r.get(3))?,
-                project_id: u64_of(r.get::<i64, _>(4))?,
-                since_block: u64_of(r.get::<i64, _>(5))?,
-                since_timestamp: u64_of(r.get::<i64, _>(6))?,
+            lists.entry(address(&r.subscriber)?).or_default().push(StreamState {
+                author: address(&r.author)?,
+                income_rate: u256(&r.income_rate)?,
+                outgoing_rate: u256(&r.outgoing_rate)?,
+                project_id: u64_of(r.project_id)?,
+                since_block: u64_of(r.since_block)?,
+                since_timestamp: u64_of(r.since_timestamp)?,
             });
         }
         for (user, list) in lists {
@@ -92,82 +97,78 @@ pub(super) async fn load_keys(
         }
     }
     if !nonces.0.is_empty() {
-        let rows = sqlx::query(
-            "SELECT n.signer, n.nonce_type, n.selector, n.next_nonce::text FROM idx_nonces n \
-             JOIN UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector) \
-             USING (signer, nonce_type, selector) WHERE n.chain_id = $1 AND n.contract = $2",
+        let rows = sqlx::query!(
+            r#"SELECT n.signer, n.nonce_type, n.selector, n.next_nonce::text AS "next_nonce!" FROM idx_nonces n
+               JOIN UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector)
+               USING (signer, nonce_type, selector) WHERE n.chain_id = $1 AND n.contract = $2"#,
+            chain,
+            contract,
+            &nonces.0,
+            &nonces.1,
+            &nonces.2
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&nonces.0)
-        .bind(&nonces.1)
-        .bind(&nonces.2)
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
-            let sel: &[u8] = r.get(2);
             let key = Key::Nonce {
-                signer: address(r.get(0))?,
-                nonce_type: r.get::<i16, _>(1) as u8,
-                selector: sel.try_into().context("bad selector")?,
+                signer: address(&r.signer)?,
+                nonce_type: r.nonce_type as u8,
+                selector: r.selector.as_slice().try_into().context("bad selector")?,
             };
-            cache.insert_loaded(key, Some(Value::Nonce(u256(r.get(3))?)));
+            cache.insert_loaded(key, Some(Value::Nonce(u256(&r.next_nonce)?)));
         }
     }
     if !uniques.0.is_empty() {
-        let rows = sqlx::query(
-            "SELECT n.signer, n.nonce::text FROM idx_unique_nonces n \
-             JOIN UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce) USING (signer, nonce) \
-             WHERE n.chain_id = $1 AND n.contract = $2",
+        let rows = sqlx::query!(
+            r#"SELECT n.signer, n.nonce::text AS "nonce!" FROM idx_unique_nonces n
+               JOIN UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce) USING (signer, nonce)
+               WHERE n.chain_id = $1 AND n.contract = $2"#,
+            chain,
+            contract,
+            &uniques.0,
+            &uniques.1
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&uniques.0)
-        .bind(&uniques.1)
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
-            let key = Key::UniqueNonce { signer: address(r.get(0))?, nonce: u256(r.get(1))? };
+            let key = Key::UniqueNonce { signer: address(&r.signer)?, nonce: u256(&r.nonce)? };
             cache.insert_loaded(key, Some(Value::UniqueNonce));
         }
     }
     if !projects.is_empty() {
-        let rows = sqlx::query(
-            "SELECT project_id, owner, default_fee, claimed_block FROM idx_projects \
+        let rows = sqlx::query!(
+            "SELECT project_id, owner, default_fee, claimed_block FROM idx_projects
              WHERE chain_id = $1 AND contract = $2 AND project_id = ANY($3)",
+            chain,
+            contract,
+            &projects
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&projects)
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
             let p = ProjectState {
-                owner: address(r.get(1))?,
-                default_fee: u16::try_from(r.get::<i32, _>(2)).context("fee out of range")?,
-                claimed_block: u64_of(r.get::<i64, _>(3))?,
+                owner: address(&r.owner)?,
+                default_fee: u16::try_from(r.default_fee).context("fee out of range")?,
+                claimed_block: u64_of(r.claimed_block)?,
             };
-            cache.insert_loaded(Key::Project(u64_of(r.get::<i64, _>(0))?), Some(Value::Project(p)));
+            cache.insert_loaded(Key::Project(u64_of(r.project_id)?), Some(Value::Project(p)));
         }
     }
     if !fees.0.is_empty() {
-        let rows = sqlx::query(
-            "SELECT f.project_id, f.author, f.fee FROM idx_project_user_fees f \
-             JOIN UNNEST($3::int8[], $4::bytea[]) AS k(project_id, author) USING (project_id, author) \
+        let rows = sqlx::query!(
+            "SELECT f.project_id, f.author, f.fee FROM idx_project_user_fees f
+             JOIN UNNEST($3::int8[], $4::bytea[]) AS k(project_id, author) USING (project_id, author)
              WHERE f.chain_id = $1 AND f.contract = $2",
+            chain,
+            contract,
+            &fees.0,
+            &fees.1
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&fees.0)
-        .bind(&fees.1)
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
-            let key = Key::UserFee { project_id: u64_of(r.get::<i64, _>(0))?, author: address(r.get(1))? };
-            cache.insert_loaded(
-                key,
-                Some(Value::UserFee(u16::try_from(r.get::<i32, _>(2)).context("fee out of range")?)),
-            );
+            let key = Key::UserFee { project_id: u64_of(r.project_id)?, author: address(&r.author)? };
+            cache.insert_loaded(key, Some(Value::UserFee(u16::try_from(r.fee).context("fee out of range")?)));
         }
     }
     Ok(())
@@ -272,153 +273,159 @@ pub(super) async fn write_values(
     }
 
     if !acc.0.is_empty() {
-        sqlx::query(
-            "INSERT INTO idx_accounts (chain_id, contract, account, balance, income_rate, outgoing_rate, updated) \
-             SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::text[]::numeric[], $5::text[]::numeric[], \
-             $6::text[]::numeric[], $7::int8[]) \
-             ON CONFLICT (chain_id, contract, account) DO UPDATE SET balance = EXCLUDED.balance, \
+        sqlx::query!(
+            "INSERT INTO idx_accounts (chain_id, contract, account, balance, income_rate, outgoing_rate, updated)
+             SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::text[]::numeric[], $5::text[]::numeric[],
+             $6::text[]::numeric[], $7::int8[])
+             ON CONFLICT (chain_id, contract, account) DO UPDATE SET balance = EXCLUDED.balance,
              income_rate = EXCLUDED.income_rate, outgoing_rate = EXCLUDED.outgoing_rate, updated = EXCLUDED.updated",
+            chain,
+            contract,
+            &acc.0,
+            &acc.1,
+            &acc.2,
+            &acc.3,
+            &acc.4
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(acc.0)
-        .bind(acc.1)
-        .bind(acc.2)
-        .bind(acc.3)
-        .bind(acc.4)
         .execute(&mut **tx)
         .await?;
     }
     if !acc_gone.is_empty() {
-        sqlx::query("DELETE FROM idx_accounts WHERE chain_id = $1 AND contract = $2 AND account = ANY($3)")
-            .bind(chain)
-            .bind(contract)
-            .bind(acc_gone)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM idx_accounts WHERE chain_id = $1 AND contract = $2 AND account = ANY($3)",
+            chain,
+            contract,
+            &acc_gone
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     if !subs.is_empty() {
-        sqlx::query("DELETE FROM idx_streams WHERE chain_id = $1 AND contract = $2 AND subscriber = ANY($3)")
-            .bind(chain)
-            .bind(contract)
-            .bind(subs)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM idx_streams WHERE chain_id = $1 AND contract = $2 AND subscriber = ANY($3)",
+            chain,
+            contract,
+            &subs
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     if !streams.0.is_empty() {
-        sqlx::query(
-            "INSERT INTO idx_streams (chain_id, contract, subscriber, author, position, income_rate, outgoing_rate, \
-             project_id, encoded_rates, since_block, since_timestamp) \
-             SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::bytea[], $5::int4[], $6::text[]::numeric[], \
+        sqlx::query!(
+            "INSERT INTO idx_streams (chain_id, contract, subscriber, author, position, income_rate, outgoing_rate,
+             project_id, encoded_rates, since_block, since_timestamp)
+             SELECT $1, $2, * FROM UNNEST($3::bytea[], $4::bytea[], $5::int4[], $6::text[]::numeric[],
              $7::text[]::numeric[], $8::int8[], $9::text[]::numeric[], $10::int8[], $11::int8[])",
+            chain,
+            contract,
+            &streams.0,
+            &streams.1,
+            &streams.2,
+            &streams.3,
+            &streams.4,
+            &streams.5,
+            &streams.6,
+            &streams.7,
+            &streams.8
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(streams.0)
-        .bind(streams.1)
-        .bind(streams.2)
-        .bind(streams.3)
-        .bind(streams.4)
-        .bind(streams.5)
-        .bind(streams.6)
-        .bind(streams.7)
-        .bind(streams.8)
         .execute(&mut **tx)
         .await?;
     }
     if !nonce_keys.0.is_empty() {
-        sqlx::query(
-            "DELETE FROM idx_nonces n USING UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector) \
-             WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce_type = k.nonce_type \
+        sqlx::query!(
+            "DELETE FROM idx_nonces n USING UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector)
+             WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce_type = k.nonce_type
              AND n.selector = k.selector",
+            chain,
+            contract,
+            &nonce_keys.0,
+            &nonce_keys.1,
+            &nonce_keys.2
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&nonce_keys.0)
-        .bind(&nonce_keys.1)
-        .bind(&nonce_keys.2)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO idx_nonces (chain_id, contract, signer, nonce_type, selector, next_nonce) \
-             SELECT $1, $2, k.signer, k.nonce_type, k.selector, k.next::numeric \
-             FROM UNNEST($3::bytea[], $4::int2[], $5::bytea[], $6::text[]) AS k(signer, nonce_type, selector, next) \
+        sqlx::query!(
+            "INSERT INTO idx_nonces (chain_id, contract, signer, nonce_type, selector, next_nonce)
+             SELECT $1, $2, k.signer, k.nonce_type, k.selector, k.next::numeric
+             FROM UNNEST($3::bytea[], $4::int2[], $5::bytea[], $6::text[]) AS k(signer, nonce_type, selector, next)
              WHERE k.next IS NOT NULL",
+            chain,
+            contract,
+            &nonce_keys.0,
+            &nonce_keys.1,
+            &nonce_keys.2,
+            &nonce_keys.3 as &[Option<String>]
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(nonce_keys.0)
-        .bind(nonce_keys.1)
-        .bind(nonce_keys.2)
-        .bind(nonce_keys.3)
         .execute(&mut **tx)
         .await?;
     }
     if !unique_keys.0.is_empty() {
-        sqlx::query(
-            "DELETE FROM idx_unique_nonces n USING UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce) \
+        sqlx::query!(
+            "DELETE FROM idx_unique_nonces n USING UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce)
              WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce = k.nonce",
+            chain,
+            contract,
+            &unique_keys.0,
+            &unique_keys.1
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&unique_keys.0)
-        .bind(&unique_keys.1)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO idx_unique_nonces (chain_id, contract, signer, nonce) \
-             SELECT $1, $2, k.signer, k.nonce::numeric FROM UNNEST($3::bytea[], $4::text[], $5::bool[]) \
+        sqlx::query!(
+            "INSERT INTO idx_unique_nonces (chain_id, contract, signer, nonce)
+             SELECT $1, $2, k.signer, k.nonce::numeric FROM UNNEST($3::bytea[], $4::text[], $5::bool[])
              AS k(signer, nonce, present) WHERE k.present",
+            chain,
+            contract,
+            &unique_keys.0,
+            &unique_keys.1,
+            &unique_keys.2
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(unique_keys.0)
-        .bind(unique_keys.1)
-        .bind(unique_keys.2)
         .execute(&mut **tx)
         .await?;
     }
     if !project_keys.0.is_empty() {
-        sqlx::query("DELETE FROM idx_projects WHERE chain_id = $1 AND contract = $2 AND project_id = ANY($3)")
-            .bind(chain)
-            .bind(contract)
-            .bind(&project_keys.0)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO idx_projects (chain_id, contract, project_id, owner, default_fee, claimed_block) \
-             SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int4[], $6::int8[]) AS k(p, o, f, b) \
-             WHERE k.o IS NOT NULL",
+        sqlx::query!(
+            "DELETE FROM idx_projects WHERE chain_id = $1 AND contract = $2 AND project_id = ANY($3)",
+            chain,
+            contract,
+            &project_keys.0
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(project_keys.0)
-        .bind(project_keys.1)
-        .bind(project_keys.2)
-        .bind(project_keys.3)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO idx_projects (chain_id, contract, project_id, owner, default_fee, claimed_block)
+             SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int4[], $6::int8[]) AS k(p, o, f, b)
+             WHERE k.o IS NOT NULL",
+            chain,
+            contract,
+            &project_keys.0,
+            &project_keys.1 as &[Option<Vec<u8>>],
+            &project_keys.2,
+            &project_keys.3
+        )
         .execute(&mut **tx)
         .await?;
     }
     if !fee_keys.0.is_empty() {
-        sqlx::query(
-            "DELETE FROM idx_project_user_fees f USING UNNEST($3::int8[], $4::bytea[]) AS k(project_id, author) \
+        sqlx::query!(
+            "DELETE FROM idx_project_user_fees f USING UNNEST($3::int8[], $4::bytea[]) AS k(project_id, author)
              WHERE f.chain_id = $1 AND f.contract = $2 AND f.project_id = k.project_id AND f.author = k.author",
+            chain,
+            contract,
+            &fee_keys.0,
+            &fee_keys.1
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(&fee_keys.0)
-        .bind(&fee_keys.1)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO idx_project_user_fees (chain_id, contract, project_id, author, fee) \
+        sqlx::query!(
+            "INSERT INTO idx_project_user_fees (chain_id, contract, project_id, author, fee)
              SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int4[]) AS k(p, a, f) WHERE k.f IS NOT NULL",
+            chain,
+            contract,
+            &fee_keys.0,
+            &fee_keys.1,
+            &fee_keys.2 as &[Option<i32>]
         )
-        .bind(chain)
-        .bind(contract)
-        .bind(fee_keys.0)
-        .bind(fee_keys.1)
-        .bind(fee_keys.2)
         .execute(&mut **tx)
         .await?;
     }

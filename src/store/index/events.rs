@@ -1,9 +1,10 @@
 //! `idx_events`: COPY (the fast path) and the deduplicating insert (when a COPY met an
-//! already-stored log).
+//! already-stored log). Every statement is checked at compile time except the COPYs, which
+//! sqlx's macros cannot express (`COPY ... FROM STDIN` is a protocol exchange, not a query).
 
 use std::fmt::Write as _;
 
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::Scope;
 use super::model::IndexedEvent;
@@ -58,6 +59,8 @@ pub fn copy_text(scope: Scope, events: &[IndexedEvent]) -> String {
     out
 }
 
+/// The columns of `idx_events` in [`copy_text`]'s order. The COPY statements use it; the
+/// deduplicating insert (a checked statement, hence a literal) writes the same list out.
 pub const EVENT_COLUMNS: &str = "chain_id, contract, block_number, block_hash, block_timestamp, tx_hash, tx_index, \
                                  log_index, kind, a1, a2, v1, v2, selector";
 
@@ -113,30 +116,32 @@ pub(super) async fn insert_events_dedup(
         more.3.push(c.v2.map(|v| v.to_string()));
         more.4.push(c.selector.map(|s| s.to_vec()));
     }
-    let rows = sqlx::query(&format!(
-        "INSERT INTO idx_events ({EVENT_COLUMNS}) \
-         SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int8[], $6::bytea[], $7::int4[], $8::int4[], \
-         $9::int2[], $10::bytea[], $11::bytea[], $12::text[]::numeric[], $13::text[]::numeric[], $14::bytea[]) \
-         ON CONFLICT (chain_id, block_hash, log_index) DO NOTHING RETURNING block_hash, log_index"
-    ))
-    .bind(scope.chain())
-    .bind(scope.addr())
-    .bind(cols.0)
-    .bind(cols.1)
-    .bind(cols.2)
-    .bind(cols.3)
-    .bind(cols.4)
-    .bind(cols.5)
-    .bind(cols.6)
-    .bind(more.0)
-    .bind(more.1)
-    .bind(more.2)
-    .bind(more.3)
-    .bind(more.4)
+    // The column list is EVENT_COLUMNS, written out: a checked statement is a literal.
+    let rows = sqlx::query!(
+        "INSERT INTO idx_events (chain_id, contract, block_number, block_hash, block_timestamp, tx_hash, tx_index,
+                                 log_index, kind, a1, a2, v1, v2, selector)
+         SELECT $1, $2, * FROM UNNEST($3::int8[], $4::bytea[], $5::int8[], $6::bytea[], $7::int4[], $8::int4[],
+         $9::int2[], $10::bytea[], $11::bytea[], $12::text[]::numeric[], $13::text[]::numeric[], $14::bytea[])
+         ON CONFLICT (chain_id, block_hash, log_index) DO NOTHING RETURNING block_hash, log_index",
+        scope.chain(),
+        scope.addr(),
+        &cols.0,
+        &cols.1,
+        &cols.2,
+        &cols.3,
+        &cols.4,
+        &cols.5,
+        &cols.6,
+        &more.0 as &[Option<Vec<u8>>],
+        &more.1 as &[Option<Vec<u8>>],
+        &more.2 as &[Option<String>],
+        &more.3 as &[Option<String>],
+        &more.4 as &[Option<Vec<u8>>]
+    )
     .fetch_all(&mut **tx)
     .await?;
     let inserted: std::collections::HashSet<(Vec<u8>, i32)> =
-        rows.iter().map(|r| (r.get::<Vec<u8>, _>(0), r.get::<i32, _>(1))).collect();
+        rows.into_iter().map(|r| (r.block_hash, r.log_index)).collect();
     Ok(events.iter().filter(|e| inserted.contains(&(e.block_hash.to_vec(), e.log_index as i32))).cloned().collect())
 }
 
@@ -154,5 +159,20 @@ pub async fn copy_committed(pool: &PgPool, text: String) -> anyhow::Result<u64> 
 
 /// Rows in `idx_events`, every deployment together.
 pub async fn count_all(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM idx_events").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM idx_events"#).fetch_one(pool).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EVENT_COLUMNS;
+
+    // The deduplicating insert writes EVENT_COLUMNS out (a checked statement is a literal): both
+    // must list the same columns in the same order, or the insert and the COPY store different rows.
+    #[test]
+    fn the_deduplicating_insert_lists_the_copy_columns() {
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let source = words(include_str!("events.rs"));
+        let insert = format!("INSERT INTO idx_events ({})", words(EVENT_COLUMNS));
+        assert!(source.contains(&insert), "the insert's column list differs from EVENT_COLUMNS");
+    }
 }

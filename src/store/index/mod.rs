@@ -95,11 +95,15 @@ pub fn i256(s: &str) -> anyhow::Result<I256> {
 
 /// Tells readers' caches (delivered at commit) that the index moved.
 pub(super) async fn notify(tx: &mut Transaction<'_, Postgres>, scope: Scope, block: u64) -> anyhow::Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(format!("{}:{}:{block}", scope.chain_id, scope.contract))
-        .execute(&mut **tx)
-        .await?;
+    // pg_notify returns void, which has no Rust type: called in FROM, it yields one row of no
+    // columns.
+    sqlx::query!(
+        "SELECT FROM pg_notify($1, $2)",
+        NOTIFY_CHANNEL,
+        format!("{}:{}:{block}", scope.chain_id, scope.contract)
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

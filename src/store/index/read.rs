@@ -1,10 +1,12 @@
 //! The reads behind the read model ([`crate::indexer::read`]). Each is a single statement, hence
-//! one snapshot: the checkpoint and the rows always belong to the same commit.
+//! one snapshot: the checkpoint and the rows always belong to the same commit. Every statement
+//! is checked at compile time.
 
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
-use sqlx::{PgPool, Row};
+use anyhow::Context;
+use sqlx::PgPool;
 
 use crate::store::decode::u64_of;
 
@@ -52,13 +54,14 @@ pub struct CheckpointAge {
 
 /// The indexed head, `None` before the first checkpoint.
 pub async fn head(pool: &PgPool, chain_id: u64, contract: Address) -> anyhow::Result<Option<Head>> {
-    let row =
-        sqlx::query("SELECT block_number, block_timestamp FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2")
-            .bind(chain_id as i64)
-            .bind(contract.as_slice())
-            .fetch_optional(pool)
-            .await?;
-    row.map(|r| Ok(Head { block_number: u64_of(r.get::<i64, _>(0))?, block_timestamp: u64_of(r.get::<i64, _>(1))? }))
+    let row = sqlx::query!(
+        "SELECT block_number, block_timestamp FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2",
+        chain_id as i64,
+        contract.as_slice()
+    )
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| Ok(Head { block_number: u64_of(r.block_number)?, block_timestamp: u64_of(r.block_timestamp)? }))
         .transpose()
 }
 
@@ -70,25 +73,27 @@ pub async fn account(
     contract: Address,
     account: Address,
 ) -> anyhow::Result<Option<(Head, Option<AccountState>)>> {
-    let row = sqlx::query(
-        "SELECT c.block_number, c.block_timestamp, a.balance::text, a.income_rate::text, a.outgoing_rate::text, a.updated \
-         FROM idx_checkpoints c LEFT JOIN idx_accounts a \
-           ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3 \
-         WHERE c.chain_id = $1 AND c.contract = $2",
+    let row = sqlx::query!(
+        r#"SELECT c.block_number, c.block_timestamp, a.balance::text AS "balance?", a.income_rate::text AS "income_rate?",
+                  a.outgoing_rate::text AS "outgoing_rate?", a.updated AS "updated?"
+           FROM idx_checkpoints c LEFT JOIN idx_accounts a
+             ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3
+           WHERE c.chain_id = $1 AND c.contract = $2"#,
+        chain_id as i64,
+        contract.as_slice(),
+        account.as_slice()
     )
-    .bind(chain_id as i64)
-    .bind(contract.as_slice())
-    .bind(account.as_slice())
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let head = Head { block_number: u64_of(r.get::<i64, _>(0))?, block_timestamp: u64_of(r.get::<i64, _>(1))? };
-    let state = match r.get::<Option<&str>, _>(2) {
+    let head = Head { block_number: u64_of(r.block_number)?, block_timestamp: u64_of(r.block_timestamp)? };
+    let state = match r.balance.as_deref() {
+        // The joined row's columns are NOT NULL: present together with `balance`.
         Some(balance) => Some(AccountState {
             balance: i256(balance)?,
-            income_rate: u256(r.get(3))?,
-            outgoing_rate: u256(r.get(4))?,
-            updated: u64_of(r.get::<i64, _>(5))?,
+            income_rate: u256(r.income_rate.as_deref().context("account row without income_rate")?)?,
+            outgoing_rate: u256(r.outgoing_rate.as_deref().context("account row without outgoing_rate")?)?,
+            updated: u64_of(r.updated.context("account row without updated")?)?,
         }),
         None => None,
     };
@@ -102,13 +107,13 @@ pub async fn account_nonce(
     contract: Address,
     signer: Address,
 ) -> anyhow::Result<Option<U256>> {
-    let n: Option<String> = sqlx::query_scalar(
-        "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
-         AND nonce_type = 0 AND selector = '\\x00000000'::bytea",
+    let n = sqlx::query_scalar!(
+        r#"SELECT next_nonce::text AS "next_nonce!" FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3
+           AND nonce_type = 0 AND selector = '\x00000000'::bytea"#,
+        chain_id as i64,
+        contract.as_slice(),
+        signer.as_slice()
     )
-    .bind(chain_id as i64)
-    .bind(contract.as_slice())
-    .bind(signer.as_slice())
     .fetch_optional(pool)
     .await?;
     n.as_deref().map(u256).transpose()
@@ -122,14 +127,14 @@ pub async fn selector_nonce(
     signer: Address,
     selector: [u8; 4],
 ) -> anyhow::Result<Option<U256>> {
-    let n: Option<String> = sqlx::query_scalar(
-        "SELECT next_nonce::text FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3 \
-         AND nonce_type = 1 AND selector = $4",
+    let n = sqlx::query_scalar!(
+        r#"SELECT next_nonce::text AS "next_nonce!" FROM idx_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3
+           AND nonce_type = 1 AND selector = $4"#,
+        chain_id as i64,
+        contract.as_slice(),
+        signer.as_slice(),
+        selector.as_slice()
     )
-    .bind(chain_id as i64)
-    .bind(contract.as_slice())
-    .bind(signer.as_slice())
-    .bind(selector.as_slice())
     .fetch_optional(pool)
     .await?;
     n.as_deref().map(u256).transpose()
@@ -138,22 +143,38 @@ pub async fn selector_nonce(
 /// The checkpoint's block, the chain head last seen and the time since the last write; `None`
 /// before the first run.
 pub async fn checkpoint_age(pool: &PgPool, chain_id: u64, contract: Address) -> anyhow::Result<Option<CheckpointAge>> {
-    let row = sqlx::query(
-        "SELECT block_number, chain_head, EXTRACT(EPOCH FROM (now() - updated_at))::float8 FROM idx_checkpoints \
-         WHERE chain_id = $1 AND contract = $2",
+    let row = sqlx::query!(
+        r#"SELECT block_number, chain_head, EXTRACT(EPOCH FROM (now() - updated_at))::float8 AS "age!" FROM idx_checkpoints
+           WHERE chain_id = $1 AND contract = $2"#,
+        chain_id as i64,
+        contract.as_slice()
     )
-    .bind(chain_id as i64)
-    .bind(contract.as_slice())
     .fetch_optional(pool)
     .await?;
     row.map(|r| {
         Ok(CheckpointAge {
-            indexed_block: u64_of(r.get::<i64, _>(0))?,
-            chain_head: u64_of(r.get::<i64, _>(1))?,
-            since_update: Duration::from_secs_f64(r.get::<f64, _>(2).max(0.0)),
+            indexed_block: u64_of(r.block_number)?,
+            chain_head: u64_of(r.chain_head)?,
+            since_update: Duration::from_secs_f64(r.age.max(0.0)),
         })
     })
     .transpose()
+}
+
+/// A row of [`streams`]' statement: the checkpoint, the income rate of `who` (NULL: no account
+/// row) and one stream (all NULL: no stream, the checkpoint alone).
+struct StreamsJoinRow {
+    block_number: i64,
+    block_timestamp: i64,
+    account_income_rate: Option<String>,
+    subscriber: Option<Vec<u8>>,
+    author: Option<Vec<u8>>,
+    encoded_rates: Option<String>,
+    income_rate: Option<String>,
+    outgoing_rate: Option<String>,
+    project_id: Option<i64>,
+    since_block: Option<i64>,
+    since_timestamp: Option<i64>,
 }
 
 /// One statement (one snapshot): the checkpoint, the income rate of `who`, and the streams
@@ -165,40 +186,67 @@ pub async fn streams(
     side: StreamsOf,
     who: Address,
 ) -> anyhow::Result<Option<(Head, U256, Vec<StreamRow>)>> {
-    let (column, order) = match side {
-        StreamsOf::Subscriber => ("subscriber", "s.position"),
-        StreamsOf::Author => ("author", "s.since_block, s.subscriber"),
+    // Two statements differing only in the joined side and the order.
+    let rows = match side {
+        StreamsOf::Subscriber => {
+            sqlx::query_as!(
+                StreamsJoinRow,
+                r#"SELECT c.block_number, c.block_timestamp, a.income_rate::text AS "account_income_rate?",
+                          s.subscriber AS "subscriber?", s.author AS "author?", s.encoded_rates::text AS "encoded_rates?",
+                          s.income_rate::text AS "income_rate?", s.outgoing_rate::text AS "outgoing_rate?",
+                          s.project_id AS "project_id?", s.since_block AS "since_block?",
+                          s.since_timestamp AS "since_timestamp?"
+                   FROM idx_checkpoints c
+                   LEFT JOIN idx_accounts a ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3
+                   LEFT JOIN idx_streams s ON s.chain_id = c.chain_id AND s.contract = c.contract AND s.subscriber = $3
+                   WHERE c.chain_id = $1 AND c.contract = $2 ORDER BY s.position"#,
+                chain_id as i64,
+                contract.as_slice(),
+                who.as_slice()
+            )
+            .fetch_all(pool)
+            .await?
+        }
+        StreamsOf::Author => {
+            sqlx::query_as!(
+                StreamsJoinRow,
+                r#"SELECT c.block_number, c.block_timestamp, a.income_rate::text AS "account_income_rate?",
+                          s.subscriber AS "subscriber?", s.author AS "author?", s.encoded_rates::text AS "encoded_rates?",
+                          s.income_rate::text AS "income_rate?", s.outgoing_rate::text AS "outgoing_rate?",
+                          s.project_id AS "project_id?", s.since_block AS "since_block?",
+                          s.since_timestamp AS "since_timestamp?"
+                   FROM idx_checkpoints c
+                   LEFT JOIN idx_accounts a ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3
+                   LEFT JOIN idx_streams s ON s.chain_id = c.chain_id AND s.contract = c.contract AND s.author = $3
+                   WHERE c.chain_id = $1 AND c.contract = $2 ORDER BY s.since_block, s.subscriber"#,
+                chain_id as i64,
+                contract.as_slice(),
+                who.as_slice()
+            )
+            .fetch_all(pool)
+            .await?
+        }
     };
-    let sql = format!(
-        "SELECT c.block_number, c.block_timestamp, a.income_rate::text, s.subscriber, s.author, s.encoded_rates::text, \
-         s.income_rate::text, s.outgoing_rate::text, s.project_id, s.since_block, s.since_timestamp \
-         FROM idx_checkpoints c \
-         LEFT JOIN idx_accounts a ON a.chain_id = c.chain_id AND a.contract = c.contract AND a.account = $3 \
-         LEFT JOIN idx_streams s ON s.chain_id = c.chain_id AND s.contract = c.contract AND s.{column} = $3 \
-         WHERE c.chain_id = $1 AND c.contract = $2 ORDER BY {order}"
-    );
-    let rows =
-        sqlx::query(&sql).bind(chain_id as i64).bind(contract.as_slice()).bind(who.as_slice()).fetch_all(pool).await?;
     let Some(first) = rows.first() else { return Ok(None) };
-    let head = Head { block_number: u64_of(first.get::<i64, _>(0))?, block_timestamp: u64_of(first.get::<i64, _>(1))? };
-    let income = first.get::<Option<&str>, _>(2).map(u256).transpose()?.unwrap_or_default();
-    let streams = rows
-        .iter()
-        .filter(|r| r.get::<Option<&[u8]>, _>(3).is_some())
-        .map(stream_row)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let head = Head { block_number: u64_of(first.block_number)?, block_timestamp: u64_of(first.block_timestamp)? };
+    let income = first.account_income_rate.as_deref().map(u256).transpose()?.unwrap_or_default();
+    let streams = rows.iter().filter(|r| r.subscriber.is_some()).map(stream_row).collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Some((head, income, streams)))
 }
 
-fn stream_row(r: &sqlx::postgres::PgRow) -> anyhow::Result<StreamRow> {
+/// A joined stream (its subscriber present); its other columns are NOT NULL in `idx_streams`.
+fn stream_row(r: &StreamsJoinRow) -> anyhow::Result<StreamRow> {
+    fn col<'a, T: ?Sized>(v: Option<&'a T>, name: &str) -> anyhow::Result<&'a T> {
+        v.with_context(|| format!("stream row without {name}"))
+    }
     Ok(StreamRow {
-        subscriber: address(r.get(3))?,
-        author: address(r.get(4))?,
-        encoded_rates: u256(r.get(5))?,
-        income_rate: u256(r.get(6))?,
-        outgoing_rate: u256(r.get(7))?,
-        project_id: u64_of(r.get::<i64, _>(8))?,
-        since_block: u64_of(r.get::<i64, _>(9))?,
-        since_timestamp: u64_of(r.get::<i64, _>(10))?,
+        subscriber: address(col(r.subscriber.as_deref(), "subscriber")?)?,
+        author: address(col(r.author.as_deref(), "author")?)?,
+        encoded_rates: u256(col(r.encoded_rates.as_deref(), "encoded_rates")?)?,
+        income_rate: u256(col(r.income_rate.as_deref(), "income_rate")?)?,
+        outgoing_rate: u256(col(r.outgoing_rate.as_deref(), "outgoing_rate")?)?,
+        project_id: u64_of(*col(r.project_id.as_ref(), "project_id")?)?,
+        since_block: u64_of(*col(r.since_block.as_ref(), "since_block")?)?,
+        since_timestamp: u64_of(*col(r.since_timestamp.as_ref(), "since_timestamp")?)?,
     })
 }
