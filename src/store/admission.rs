@@ -1,6 +1,6 @@
 //! What admission (`api::admission`) reads: the signer's and the API key's record, from the
 //! relayed transactions themselves, and the advisory locks that make check-then-queue atomic
-//! across processes.
+//! across processes. Every statement is checked at compile time.
 
 use std::{
     collections::HashMap,
@@ -9,7 +9,7 @@ use std::{
 
 use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::{Store, decode::u64_of};
 
@@ -86,16 +86,17 @@ impl Store {
         let _second = local_lock(&keys[1]).lock_owned().await;
         let mut tx = self.pool.begin().await.context("Failed to begin the admission transaction")?;
         // The database lock is the key's family's (migration 0016): a key and the key that
-        // replaced it by rotation share one budget and one record.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(
-                        'admission:family:' || (SELECT family_id FROM api_keys WHERE id = $3)::text, 0)),
-                    pg_advisory_xact_lock(hashtextextended($2, 0))",
+        // replaced it by rotation share one budget and one record. pg_advisory_xact_lock returns
+        // void, which has no Rust type: the locks are taken, in this order, in a subquery.
+        sqlx::query_scalar!(
+            r#"SELECT true AS "locked!" FROM (
+                SELECT pg_advisory_xact_lock(hashtextextended(
+                           'admission:family:' || (SELECT family_id FROM api_keys WHERE id = $2)::text, 0)),
+                       pg_advisory_xact_lock(hashtextextended($1, 0))) AS locks"#,
+            &keys[1],
+            api_key_id,
         )
-        .bind(&keys[0])
-        .bind(&keys[1])
-        .bind(api_key_id)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .context("Failed to take the admission locks")?;
         let record = admission_record(&mut tx, chain_id, api_key_id, signer, digest, window_secs).await?;
@@ -103,15 +104,15 @@ impl Store {
             tx.rollback().await.context("Failed to end the admission transaction")?;
             return Ok(Err(e));
         }
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = sqlx::query_scalar!(
             "INSERT INTO admission_reservations (chain_id, api_key_id, signer, wei, expires_at)
-             VALUES ($1, $2, $3, $4::numeric, now() + make_interval(secs => $5)) RETURNING id",
+             VALUES ($1, $2, $3, $4::text::numeric, now() + make_interval(secs => $5)) RETURNING id",
+            i64_of(chain_id)?,
+            api_key_id,
+            signer.as_slice(),
+            cost.to_string(),
+            RESERVATION_TTL_SECS,
         )
-        .bind(i64_of(chain_id)?)
-        .bind(api_key_id)
-        .bind(signer.as_slice())
-        .bind(cost.to_string())
-        .bind(RESERVATION_TTL_SECS)
         .fetch_one(&mut *tx)
         .await
         .context("Failed to reserve the call's cost")?;
@@ -122,11 +123,12 @@ impl Store {
     /// Drops a reservation (the call is queued and its row counts now, or it was not queued).
     /// Expired reservations are swept at the same time.
     pub async fn release_reservation(&self, r: Reservation) {
-        let done =
-            sqlx::query("DELETE FROM admission_reservations WHERE id = $1 OR expires_at < now() - interval '1 hour'")
-                .bind(r.0)
-                .execute(&self.pool)
-                .await;
+        let done = sqlx::query!(
+            "DELETE FROM admission_reservations WHERE id = $1 OR expires_at < now() - interval '1 hour'",
+            r.0,
+        )
+        .execute(&self.pool)
+        .await;
         if let Err(e) = done {
             tracing::warn!(error = format!("{e:#}"), "an admission reservation was not released; it expires by itself");
         }
@@ -142,8 +144,8 @@ async fn admission_record(
     digest: B256,
     window_secs: u64,
 ) -> anyhow::Result<AdmissionRecord> {
-    let row = sqlx::query(
-        "WITH family AS (SELECT api_key_family($2) AS id),
+    let row = sqlx::query!(
+        r#"WITH family AS (SELECT api_key_family($2) AS id),
              today AS (
                 SELECT t.api_key_id, t.signer,
                        coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric AS wei
@@ -154,39 +156,42 @@ async fn admission_record(
                   AND ((t.chain_id = $1 AND t.signer = $3) OR t.api_key_id IN (SELECT id FROM family)))
              SELECT
                 (SELECT extract(epoch FROM now() - max(coalesce(mined_at, updated_at)))::float8
-                   FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted'),
+                   FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted')
+                   AS digest_reverted_secs_ago,
                 (SELECT count(*) FROM relay_transactions
                    WHERE chain_id = $1 AND signer = $3 AND failure = 'reverted'
-                     AND mined_at > now() - make_interval(secs => $5)),
+                     AND mined_at > now() - make_interval(secs => $5)) AS "signer_reverts!",
                 (SELECT count(*) FROM relay_transactions
                    WHERE api_key_id IN (SELECT id FROM family) AND failure = 'reverted'
-                     AND mined_at > now() - make_interval(secs => $5)),
+                     AND mined_at > now() - make_interval(secs => $5)) AS "key_reverts!",
                 (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE chain_id = $1 AND signer = $3),
+                   FROM relay_transactions WHERE chain_id = $1 AND signer = $3) AS signer_last_secs_ago,
                 (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE api_key_id IN (SELECT id FROM family)),
+                   FROM relay_transactions WHERE api_key_id IN (SELECT id FROM family)) AS key_last_secs_ago,
                 (SELECT (coalesce((SELECT sum(wei) FROM today WHERE signer = $3), 0)
                        + coalesce((SELECT sum(wei) FROM admission_reservations
-                                   WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text),
+                                   WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text)
+                   AS "signer_spent_wei!",
                 (SELECT (coalesce((SELECT sum(wei) FROM today WHERE api_key_id IN (SELECT id FROM family)), 0)
                        + coalesce((SELECT sum(wei) FROM admission_reservations
-                                   WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text)",
+                                   WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text)
+                   AS "key_spent_wei!""#,
+        i64_of(chain_id)?,
+        api_key_id,
+        signer.as_slice(),
+        digest.as_slice(),
+        window_secs as f64,
     )
-    .bind(i64_of(chain_id)?)
-    .bind(api_key_id)
-    .bind(signer.as_slice())
-    .bind(digest.as_slice())
-    .bind(window_secs as f64)
     .fetch_one(&mut **tx)
     .await
     .context("Failed to read the admission record")?;
     Ok(AdmissionRecord {
-        digest_reverted_secs_ago: secs(row.get(0)),
-        signer_reverts: u64_of(row.get::<i64, _>(1))?,
-        key_reverts: u64_of(row.get::<i64, _>(2))?,
-        signer_last_secs_ago: secs(row.get(3)),
-        key_last_secs_ago: secs(row.get(4)),
-        signer_spent_wei: wei(row.get(5))?,
-        key_spent_wei: wei(row.get(6))?,
+        digest_reverted_secs_ago: secs(row.digest_reverted_secs_ago),
+        signer_reverts: u64_of(row.signer_reverts)?,
+        key_reverts: u64_of(row.key_reverts)?,
+        signer_last_secs_ago: secs(row.signer_last_secs_ago),
+        key_last_secs_ago: secs(row.key_last_secs_ago),
+        signer_spent_wei: wei(&row.signer_spent_wei)?,
+        key_spent_wei: wei(&row.key_spent_wei)?,
     })
 }

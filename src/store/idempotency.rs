@@ -2,10 +2,10 @@
 //!
 //! The entry is claimed (inserted without an answer) *before* the request runs, so two
 //! concurrent retries cannot both run it: the second sees the claim and is told to come back.
-//! A claim left behind by a crash stops counting at `locked_until`.
+//! A claim left behind by a crash stops counting at `locked_until`. Every statement is checked
+//! at compile time.
 
 use anyhow::Context;
-use sqlx::Row;
 
 use super::Store;
 
@@ -41,8 +41,8 @@ impl Store {
     ) -> anyhow::Result<IdempotencyBegin> {
         // Claim a new key, take over one whose first request died (same body only), or start
         // afresh on one whose entry has expired (any body: the old answer is forgotten).
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (api_key_hash, idempotency_key, request_hash, locked_until)
+        let claimed = sqlx::query_scalar!(
+            r#"INSERT INTO idempotency_keys (api_key_hash, idempotency_key, request_hash, locked_until)
              VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8))
              ON CONFLICT (api_key_hash, idempotency_key) DO UPDATE
                 SET locked_until = EXCLUDED.locked_until, request_hash = EXCLUDED.request_hash,
@@ -50,25 +50,25 @@ impl Store {
                 WHERE idempotency_keys.created_at < now() - make_interval(secs => $5::float8)
                    OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until < now()
                        AND idempotency_keys.request_hash = EXCLUDED.request_hash)
-             RETURNING 1",
+             RETURNING 1 AS "claimed!""#,
+            &api_key_hash[..],
+            key,
+            &request_hash[..],
+            lock_secs as f64,
+            ttl.as_secs_f64(),
         )
-        .bind(&api_key_hash[..])
-        .bind(key)
-        .bind(&request_hash[..])
-        .bind(lock_secs as f64)
-        .bind(ttl.as_secs_f64())
         .fetch_optional(&self.pool)
         .await
         .context("Failed to claim the idempotency key")?;
         if claimed.is_some() {
             return Ok(IdempotencyBegin::Claimed);
         }
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "SELECT request_hash, status, content_type, body FROM idempotency_keys
              WHERE api_key_hash = $1 AND idempotency_key = $2",
+            &api_key_hash[..],
+            key,
         )
-        .bind(&api_key_hash[..])
-        .bind(key)
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the idempotency key")?;
@@ -76,14 +76,14 @@ impl Store {
             // Deleted between the two statements (its request failed): the caller retries.
             return Ok(IdempotencyBegin::InProgress);
         };
-        if row.get::<Vec<u8>, _>("request_hash") != request_hash[..] {
+        if row.request_hash != request_hash[..] {
             return Ok(IdempotencyBegin::Mismatch);
         }
-        Ok(match row.get::<Option<i32>, _>("status") {
+        Ok(match row.status {
             Some(status) => IdempotencyBegin::Replay(StoredResponse {
                 status: u16::try_from(status).context("stored HTTP status out of range")?,
-                content_type: row.get("content_type"),
-                body: row.get::<Option<Vec<u8>>, _>("body").unwrap_or_default(),
+                content_type: row.content_type,
+                body: row.body.unwrap_or_default(),
             }),
             None => IdempotencyBegin::InProgress,
         })
@@ -96,15 +96,15 @@ impl Store {
         key: &str,
         response: &StoredResponse,
     ) -> anyhow::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5
              WHERE api_key_hash = $1 AND idempotency_key = $2",
+            &api_key_hash[..],
+            key,
+            i32::from(response.status),
+            response.content_type.as_deref(),
+            &response.body,
         )
-        .bind(&api_key_hash[..])
-        .bind(key)
-        .bind(i32::from(response.status))
-        .bind(response.content_type.as_deref())
-        .bind(&response.body)
         .execute(&self.pool)
         .await
         .context("Failed to store the idempotent answer")?;
@@ -113,23 +113,26 @@ impl Store {
 
     /// Deletes entries older than `ttl` (their keys may be used afresh); answers how many.
     pub async fn prune_idempotency(&self, ttl: std::time::Duration) -> anyhow::Result<u64> {
-        let done =
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::float8)")
-                .bind(ttl.as_secs_f64())
-                .execute(&self.pool)
-                .await
-                .context("Failed to prune idempotency keys")?;
+        let done = sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1::float8)",
+            ttl.as_secs_f64(),
+        )
+        .execute(&self.pool)
+        .await
+        .context("Failed to prune idempotency keys")?;
         Ok(done.rows_affected())
     }
 
     /// Forgets a claim whose request failed in a way worth retrying (a 5xx), so the retry runs.
     pub async fn abandon_idempotency(&self, api_key_hash: &[u8; 32], key: &str) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE api_key_hash = $1 AND idempotency_key = $2 AND status IS NULL")
-            .bind(&api_key_hash[..])
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .context("Failed to release the idempotency key")?;
+        sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE api_key_hash = $1 AND idempotency_key = $2 AND status IS NULL",
+            &api_key_hash[..],
+            key,
+        )
+        .execute(&self.pool)
+        .await
+        .context("Failed to release the idempotency key")?;
         Ok(())
     }
 }

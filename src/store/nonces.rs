@@ -5,10 +5,10 @@
 //! client asked to execute: the claim makes two concurrent executes of one signed call answer
 //! one 409, and `mined` rows let `meta/nonce` count a receipt the index has not caught up with.
 //! Each nonce type is its own space (account nonce 5 and unique nonce 5 are different nonces).
+//! Every statement is checked at compile time.
 
 use alloy::primitives::Address;
 use anyhow::Context;
-use sqlx::Row;
 
 use super::{
     Store,
@@ -80,7 +80,7 @@ fn type_i16(t: NonceType) -> i16 {
 impl Store {
     /// Marks `nonce` as in flight. Two executes of one nonce race here and only one wins.
     pub async fn claim_nonce(&self, scope: NonceScope, nonce: u64, deadline: u64) -> anyhow::Result<Claim> {
-        let row = sqlx::query(
+        let row = sqlx::query_scalar!(
             "INSERT INTO meta_nonces (chain_id, contract, signer, nonce_type, nonce, status, deadline)
              VALUES ($1, $2, $3, $7, $4, 'submitted', $5)
              ON CONFLICT (chain_id, contract, signer, nonce_type, nonce) DO UPDATE
@@ -95,14 +95,14 @@ impl Store {
                                          AND t.signer = meta_nonces.signer AND t.meta_nonce = meta_nonces.nonce
                                          AND t.meta_nonce_type = meta_nonces.nonce_type))
              RETURNING nonce",
+            as_i64(scope.chain_id)?,
+            scope.contract.as_slice(),
+            scope.signer.as_slice(),
+            as_i64(nonce)?,
+            as_i64(deadline)?,
+            ORPHANED_CLAIM_SECS,
+            type_i16(scope.nonce_type),
         )
-        .bind(as_i64(scope.chain_id)?)
-        .bind(scope.contract.as_slice())
-        .bind(scope.signer.as_slice())
-        .bind(as_i64(nonce)?)
-        .bind(as_i64(deadline)?)
-        .bind(ORPHANED_CLAIM_SECS)
-        .bind(type_i16(scope.nonce_type))
         .fetch_optional(&self.pool)
         .await
         .context("Failed to claim the nonce")?;
@@ -113,19 +113,19 @@ impl Store {
     /// whose call did get queued after all (a commit that succeeded although its answer was lost)
     /// is kept.
     pub async fn release_nonce(&self, scope: NonceScope, nonce: u64) -> anyhow::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "DELETE FROM meta_nonces
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $5 AND nonce = $4
                AND status = 'submitted'
                AND NOT EXISTS (SELECT 1 FROM relay_transactions t
                                WHERE t.chain_id = $1 AND t.contract = $2 AND t.signer = $3 AND t.meta_nonce = $4
                                  AND t.meta_nonce_type = $5)",
+            as_i64(scope.chain_id)?,
+            scope.contract.as_slice(),
+            scope.signer.as_slice(),
+            as_i64(nonce)?,
+            type_i16(scope.nonce_type),
         )
-        .bind(as_i64(scope.chain_id)?)
-        .bind(scope.contract.as_slice())
-        .bind(scope.signer.as_slice())
-        .bind(as_i64(nonce)?)
-        .bind(type_i16(scope.nonce_type))
         .execute(&self.pool)
         .await
         .context("Failed to release the nonce")?;
@@ -143,14 +143,14 @@ impl Store {
     /// The highest nonce of `scope`'s type this relayer saw mined, if any: for account nonces
     /// the chain's `bySigAccountNonces` is past it even while the index trails the receipt.
     pub async fn highest_mined_nonce(&self, scope: NonceScope) -> anyhow::Result<Option<u64>> {
-        let highest: Option<i64> = sqlx::query_scalar(
+        let highest: Option<i64> = sqlx::query_scalar!(
             "SELECT max(nonce) FROM meta_nonces
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $4 AND status = 'mined'",
+            as_i64(scope.chain_id)?,
+            scope.contract.as_slice(),
+            scope.signer.as_slice(),
+            type_i16(scope.nonce_type),
         )
-        .bind(as_i64(scope.chain_id)?)
-        .bind(scope.contract.as_slice())
-        .bind(scope.signer.as_slice())
-        .bind(type_i16(scope.nonce_type))
         .fetch_one(&self.pool)
         .await
         .context("Failed to read the signer's mined nonces")?;
@@ -161,35 +161,35 @@ impl Store {
     pub async fn in_flight_nonces(&self, scope: NonceScope, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
         // A client may send any u64 as a nonce; nothing beyond i64 is ever stored.
         let to = to.min(i64::MAX as u64);
-        let rows = sqlx::query(
+        let rows = sqlx::query_scalar!(
             "SELECT nonce FROM meta_nonces
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $6 AND nonce >= $4 AND nonce < $5
                AND status = 'submitted' ORDER BY nonce",
+            as_i64(scope.chain_id)?,
+            scope.contract.as_slice(),
+            scope.signer.as_slice(),
+            as_i64(from.min(i64::MAX as u64))?,
+            as_i64(to)?,
+            type_i16(scope.nonce_type),
         )
-        .bind(as_i64(scope.chain_id)?)
-        .bind(scope.contract.as_slice())
-        .bind(scope.signer.as_slice())
-        .bind(as_i64(from.min(i64::MAX as u64))?)
-        .bind(as_i64(to)?)
-        .bind(type_i16(scope.nonce_type))
         .fetch_all(&self.pool)
         .await
         .context("Failed to read in-flight nonces")?;
-        rows.into_iter().map(|r| u64_of(r.get::<i64, _>(0))).collect()
+        rows.into_iter().map(u64_of).collect()
     }
 
     /// The next account nonce to sign after `chain_nonce`: past the account nonces in flight
     /// (claimed by an execute, not mined yet). Built calls count for nothing.
     pub async fn next_account_nonce(&self, scope: NonceScope, chain_nonce: u64) -> anyhow::Result<u64> {
-        let highest: Option<i64> = sqlx::query_scalar(
+        let highest: Option<i64> = sqlx::query_scalar!(
             "SELECT max(nonce) FROM meta_nonces
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = 0 AND nonce >= $4
                AND status = 'submitted'",
+            as_i64(scope.chain_id)?,
+            scope.contract.as_slice(),
+            scope.signer.as_slice(),
+            as_i64(chain_nonce.min(i64::MAX as u64))?,
         )
-        .bind(as_i64(scope.chain_id)?)
-        .bind(scope.contract.as_slice())
-        .bind(scope.signer.as_slice())
-        .bind(as_i64(chain_nonce.min(i64::MAX as u64))?)
         .fetch_one(&self.pool)
         .await
         .context("Failed to read the signer's in-flight nonces")?;
@@ -218,16 +218,16 @@ async fn finish_nonce_on(
     status: NonceStatus,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(status != NonceStatus::Submitted, "a nonce is finished as mined or failed");
-    sqlx::query(
+    sqlx::query!(
         "UPDATE meta_nonces SET status = $5, updated_at = now()
          WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $6 AND nonce = $4",
+        as_i64(scope.chain_id)?,
+        scope.contract.as_slice(),
+        scope.signer.as_slice(),
+        as_i64(nonce)?,
+        status.as_str(),
+        type_i16(scope.nonce_type),
     )
-    .bind(as_i64(scope.chain_id)?)
-    .bind(scope.contract.as_slice())
-    .bind(scope.signer.as_slice())
-    .bind(as_i64(nonce)?)
-    .bind(status.as_str())
-    .bind(type_i16(scope.nonce_type))
     .execute(&mut *conn)
     .await
     .context("Failed to update the nonce status")?;
@@ -247,7 +247,7 @@ impl Store {
     pub async fn prune_meta_nonces(&self, retention: std::time::Duration) -> anyhow::Result<u64> {
         let mut total = 0;
         loop {
-            let done = sqlx::query(
+            let done = sqlx::query!(
                 "DELETE FROM meta_nonces WHERE (chain_id, contract, signer, nonce_type, nonce) IN (
                     SELECT m.chain_id, m.contract, m.signer, m.nonce_type, m.nonce FROM meta_nonces m
                     WHERE m.status <> 'submitted' AND m.updated_at < now() - make_interval(secs => $1)
@@ -256,9 +256,9 @@ impl Store {
                           WHERE h.chain_id = m.chain_id AND h.contract = m.contract AND h.signer = m.signer
                             AND h.nonce_type = m.nonce_type AND h.status = 'mined'))
                     LIMIT $2)",
+                retention.as_secs_f64(),
+                PRUNE_BATCH,
             )
-            .bind(retention.as_secs_f64())
-            .bind(PRUNE_BATCH)
             .execute(&self.pool)
             .await
             .context("Failed to prune settled nonces")?

@@ -5,10 +5,11 @@
 //! never hand out one nonce, and a nonce is never handed out without a row that will fill it.
 //! Every signed transaction is committed to `tx_attempts` *before* it is broadcast, so after a
 //! crash at any point the hashes to look for are on record and the exact bytes can be re-sent.
+//! Every statement is checked at compile time.
 
 use alloy::primitives::{Address, B256, Bytes};
 use anyhow::Context;
-use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
+use sqlx::{Postgres, Transaction};
 
 use super::{
     Store,
@@ -195,50 +196,55 @@ fn i64_of(v: u64) -> anyhow::Result<i64> {
     i64::try_from(v).context("value beyond the database's BIGINT range")
 }
 
-fn addr(row: &PgRow, col: &str) -> anyhow::Result<Address> {
-    address(row.get::<&[u8], _>(col)).with_context(|| format!("bad {col}"))
+/// A queued row joined with its latest attempt, as [`Store::open_transactions`] reads it.
+struct QueuedRow {
+    id: i64,
+    contract: Vec<u8>,
+    signer: Vec<u8>,
+    meta_nonce: i64,
+    meta_nonce_type: i16,
+    deadline: i64,
+    sponsor_nonce: i64,
+    status: String,
+    calldata: Vec<u8>,
+    gas_limit: i64,
+    block_number: Option<i64>,
+    block_hash: Option<Vec<u8>>,
+    tx_hash: Vec<u8>,
+    attempt_age: Option<f64>,
+    sent_age: Option<f64>,
+    a_hash: Vec<u8>,
+    a_raw: Vec<u8>,
+    a_kind: String,
+    a_max_fee: i64,
+    a_prio_fee: i64,
 }
 
-fn attempt_from(row: &PgRow) -> anyhow::Result<SignedAttempt> {
-    Ok(SignedAttempt {
-        hash: bytes32(row.get::<&[u8], _>("a_hash"))?,
-        raw: row.get::<Vec<u8>, _>("a_raw").into(),
-        kind: if row.get::<String, _>("a_kind") == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call },
-        max_fee_per_gas: u128_of(row.get::<i64, _>("a_max_fee"))?,
-        max_priority_fee_per_gas: u128_of(row.get::<i64, _>("a_prio_fee"))?,
-    })
-}
-
-/// Columns of a queued row joined with its latest attempt.
-const QUEUED_SELECT: &str = "
-    SELECT t.id, t.contract, t.signer, t.meta_nonce, t.meta_nonce_type, coalesce(t.deadline, 0) AS deadline, t.sponsor_nonce,
-           t.status, t.calldata, coalesce(t.gas_limit, 0) AS gas_limit, t.block_number, t.block_hash, t.tx_hash,
-           extract(epoch FROM now() - a.created_at)::float8 AS attempt_age,
-           extract(epoch FROM now() - t.last_sent_at)::float8 AS sent_age,
-           a.tx_hash AS a_hash, a.raw_tx AS a_raw, a.kind AS a_kind,
-           a.max_fee_per_gas AS a_max_fee, a.max_priority_fee_per_gas AS a_prio_fee
-    FROM relay_transactions t
-    JOIN LATERAL (SELECT * FROM tx_attempts WHERE transaction_id = t.id ORDER BY id DESC LIMIT 1) a ON true";
-
-fn queued_from(row: &PgRow) -> anyhow::Result<QueuedTx> {
+fn queued_from(row: QueuedRow) -> anyhow::Result<QueuedTx> {
     Ok(QueuedTx {
-        id: row.get("id"),
-        contract: addr(row, "contract")?,
-        signer: addr(row, "signer")?,
-        meta_nonce: u64_of(row.get::<i64, _>("meta_nonce"))?,
-        meta_nonce_type: crate::chain::traits::NonceType::from_i16(row.get::<i16, _>("meta_nonce_type"))
+        id: row.id,
+        contract: address(&row.contract).context("bad contract")?,
+        signer: address(&row.signer).context("bad signer")?,
+        meta_nonce: u64_of(row.meta_nonce)?,
+        meta_nonce_type: crate::chain::traits::NonceType::from_i16(row.meta_nonce_type)
             .unwrap_or(crate::chain::traits::NonceType::Account),
-        deadline: u64_of(row.get::<i64, _>("deadline"))?,
-        sponsor_nonce: u64_of(row.get::<i64, _>("sponsor_nonce"))?,
-        status: TxStatus::parse(row.get::<&str, _>("status"))?,
-        calldata: row.get::<Vec<u8>, _>("calldata").into(),
-        gas_limit: u64_of(row.get::<i64, _>("gas_limit"))?,
-        block_number: opt_u64(row.get::<Option<i64>, _>("block_number"))?,
-        block_hash: row.get::<Option<&[u8]>, _>("block_hash").map(bytes32).transpose()?,
-        tx_hash: bytes32(row.get::<&[u8], _>("tx_hash"))?,
-        attempt_age_secs: row.get::<Option<f64>, _>("attempt_age").unwrap_or_default(),
-        sent_age_secs: row.get("sent_age"),
-        latest: attempt_from(row)?,
+        deadline: u64_of(row.deadline)?,
+        sponsor_nonce: u64_of(row.sponsor_nonce)?,
+        status: TxStatus::parse(&row.status)?,
+        calldata: row.calldata.into(),
+        gas_limit: u64_of(row.gas_limit)?,
+        block_number: opt_u64(row.block_number)?,
+        block_hash: row.block_hash.as_deref().map(bytes32).transpose()?,
+        tx_hash: bytes32(&row.tx_hash)?,
+        attempt_age_secs: row.attempt_age.unwrap_or_default(),
+        sent_age_secs: row.sent_age,
+        latest: SignedAttempt {
+            hash: bytes32(&row.a_hash)?,
+            raw: row.a_raw.into(),
+            kind: if row.a_kind == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call },
+            max_fee_per_gas: u128_of(row.a_max_fee)?,
+            max_priority_fee_per_gas: u128_of(row.a_prio_fee)?,
+        },
     })
 }
 
@@ -248,24 +254,22 @@ async fn insert_attempt(
     nonce: u64,
     a: &SignedAttempt,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tx_attempts
             (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas, max_priority_fee_per_gas)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        id,
+        i64_of(nonce)?,
+        a.hash.as_slice(),
+        a.raw.as_ref(),
+        a.kind.as_str(),
+        i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?,
+        i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?,
     )
-    .bind(id)
-    .bind(i64_of(nonce)?)
-    .bind(a.hash.as_slice())
-    .bind(a.raw.as_ref())
-    .bind(a.kind.as_str())
-    .bind(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?)
-    .bind(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?)
     .execute(&mut **tx)
     .await
     .context("Failed to record the signed transaction")?;
-    sqlx::query("UPDATE relay_transactions SET tx_hash = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(a.hash.as_slice())
+    sqlx::query!("UPDATE relay_transactions SET tx_hash = $2, updated_at = now() WHERE id = $1", id, a.hash.as_slice())
         .execute(&mut **tx)
         .await
         .context("Failed to point the row at its latest transaction")?;
@@ -287,7 +291,7 @@ struct BatchColumns {
     gas_limit: Vec<i64>,
     deadline: Vec<i64>,
     raw: Vec<Vec<u8>>,
-    kind: Vec<&'static str>,
+    kind: Vec<String>,
     max_fee: Vec<i64>,
     prio_fee: Vec<i64>,
 }
@@ -302,19 +306,19 @@ async fn take_next_nonce(
 ) -> anyhow::Result<u64> {
     // The counter never goes below what the chain has already used (someone else may have
     // used the key: the nonces up to the chain's count are gone).
-    let row = sqlx::query(
-        "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3 + 1)
+    let taken = sqlx::query_scalar!(
+        r#"INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3::bigint + 1)
          ON CONFLICT (chain_id, address) DO UPDATE
-            SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3) + 1, updated_at = now()
-         RETURNING next_nonce - 1",
+            SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3::bigint) + 1, updated_at = now()
+         RETURNING next_nonce - 1 AS "taken!""#,
+        i64_of(chain_id)?,
+        sponsor.as_slice(),
+        i64_of(chain_nonce)?,
     )
-    .bind(i64_of(chain_id)?)
-    .bind(sponsor.as_slice())
-    .bind(i64_of(chain_nonce)?)
     .fetch_one(&mut **tx)
     .await
     .context("Failed to take the sponsor's next nonce")?;
-    u64_of(row.get::<i64, _>(0))
+    u64_of(taken)
 }
 
 /// A sponsor worker's right to write its sponsor's queue: the lease it took with
@@ -339,17 +343,30 @@ pub struct LeaseLost(pub Address);
 /// a share lock for writes of rows, an exclusive one (`exclusive`) for a write that then takes
 /// the sponsor's next nonce (two share holders both upgrading would deadlock).
 async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease, exclusive: bool) -> anyhow::Result<()> {
-    let lock = if exclusive { "FOR UPDATE" } else { "FOR SHARE" };
-    let held: Option<i32> = sqlx::query_scalar(&format!(
-        "SELECT 1 FROM sponsor_accounts
-         WHERE chain_id = $1 AND address = $2 AND lease_owner = $3 AND lease_until > clock_timestamp()
-         {lock}"
-    ))
-    .bind(i64_of(lease.chain_id)?)
-    .bind(lease.sponsor.as_slice())
-    .bind(&lease.owner)
-    .fetch_optional(&mut **tx)
-    .await
+    let chain_id = i64_of(lease.chain_id)?;
+    let held = if exclusive {
+        sqlx::query_scalar!(
+            r#"SELECT 1 AS "held!" FROM sponsor_accounts
+             WHERE chain_id = $1 AND address = $2 AND lease_owner = $3 AND lease_until > clock_timestamp()
+             FOR UPDATE"#,
+            chain_id,
+            lease.sponsor.as_slice(),
+            &lease.owner,
+        )
+        .fetch_optional(&mut **tx)
+        .await
+    } else {
+        sqlx::query_scalar!(
+            r#"SELECT 1 AS "held!" FROM sponsor_accounts
+             WHERE chain_id = $1 AND address = $2 AND lease_owner = $3 AND lease_until > clock_timestamp()
+             FOR SHARE"#,
+            chain_id,
+            lease.sponsor.as_slice(),
+            &lease.owner,
+        )
+        .fetch_optional(&mut **tx)
+        .await
+    }
     .context("Failed to check the sponsor lease")?;
     if held.is_none() {
         return Err(LeaseLost(lease.sponsor).into());
@@ -384,20 +401,20 @@ impl Store {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
         // The upsert takes the row lock that serialises every allocation for this sponsor
         // until commit: kept to three statements (nonces, rows + attempts, commit).
-        let row = sqlx::query(
-            "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3 + $4)
+        let base = sqlx::query_scalar!(
+            r#"INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3::bigint + $4::bigint)
              ON CONFLICT (chain_id, address) DO UPDATE
-                SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3) + $4, updated_at = now()
-             RETURNING next_nonce - $4",
+                SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3::bigint) + $4::bigint, updated_at = now()
+             RETURNING next_nonce - $4::bigint AS "base!""#,
+            i64_of(first.chain_id)?,
+            first.sponsor.as_slice(),
+            i64_of(chain_nonce)?,
+            i64_of(k)?,
         )
-        .bind(i64_of(first.chain_id)?)
-        .bind(first.sponsor.as_slice())
-        .bind(i64_of(chain_nonce)?)
-        .bind(i64_of(k)?)
         .fetch_one(&mut *tx)
         .await
         .context("Failed to take the sponsor's next nonces")?;
-        let base = u64_of(row.get::<i64, _>(0))?;
+        let base = u64_of(base)?;
         let signed =
             batch.iter().enumerate().map(|(i, _)| sign(i, base + i as u64)).collect::<anyhow::Result<Vec<_>>>()?;
 
@@ -415,11 +432,11 @@ impl Store {
             cols.gas_limit.push(i64_of(t.gas_limit)?);
             cols.deadline.push(i64_of(t.deadline)?);
             cols.raw.push(a.raw.to_vec());
-            cols.kind.push(a.kind.as_str());
+            cols.kind.push(a.kind.as_str().to_string());
             cols.max_fee.push(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?);
             cols.prio_fee.push(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?);
         }
-        let ids: Vec<(i64, i64)> = sqlx::query_as(
+        let ids = sqlx::query!(
             "WITH items AS (
                 SELECT * FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
                                      $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
@@ -431,7 +448,8 @@ impl Store {
                 INSERT INTO relay_transactions
                     (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
                      status, gas_limit, deadline, meta_nonce_type, call_digest)
-                SELECT $1, contract, NULLIF(api_key_id, 0), signer, meta_nonce, $15, sponsor_nonce, tx_hash, calldata,
+                SELECT $1::bigint, contract, NULLIF(api_key_id, 0), signer, meta_nonce, $15::bytea, sponsor_nonce,
+                       tx_hash, calldata,
                        'pending', gas_limit, deadline, meta_nonce_type, call_digest
                 FROM items
                 RETURNING id, tx_hash)
@@ -440,29 +458,32 @@ impl Store {
              SELECT t.id, i.sponsor_nonce, i.tx_hash, i.raw_tx, i.kind, i.max_fee, i.prio_fee
              FROM t JOIN items i USING (tx_hash)
              RETURNING transaction_id, sponsor_nonce",
+            i64_of(first.chain_id)?,
+            &cols.contract,
+            &cols.api_key_id,
+            &cols.signer,
+            &cols.meta_nonce,
+            &cols.sponsor_nonce,
+            &cols.hash,
+            &cols.calldata,
+            &cols.gas_limit,
+            &cols.deadline,
+            &cols.raw,
+            &cols.kind,
+            &cols.max_fee,
+            &cols.prio_fee,
+            first.sponsor.as_slice(),
+            &cols.meta_nonce_type,
+            // Nullable elements (keeper rows have no digest): `as _` skips the macro's check,
+            // which knows only arrays of non-null values.
+            &cols.call_digest as _,
         )
-        .bind(i64_of(first.chain_id)?)
-        .bind(&cols.contract)
-        .bind(&cols.api_key_id)
-        .bind(&cols.signer)
-        .bind(&cols.meta_nonce)
-        .bind(&cols.sponsor_nonce)
-        .bind(&cols.hash)
-        .bind(&cols.calldata)
-        .bind(&cols.gas_limit)
-        .bind(&cols.deadline)
-        .bind(&cols.raw)
-        .bind(&cols.kind)
-        .bind(&cols.max_fee)
-        .bind(&cols.prio_fee)
-        .bind(first.sponsor.as_slice())
-        .bind(&cols.meta_nonce_type)
-        .bind(&cols.call_digest)
         .fetch_all(&mut *tx)
         .await
         .context("Failed to queue the transactions")?;
         anyhow::ensure!(ids.len() == batch.len(), "queued {} rows of {}", ids.len(), batch.len());
-        let by_nonce: std::collections::HashMap<i64, i64> = ids.into_iter().map(|(id, n)| (n, id)).collect();
+        let by_nonce: std::collections::HashMap<i64, i64> =
+            ids.into_iter().map(|r| (r.sponsor_nonce, r.transaction_id)).collect();
         // Reference, operations and amounts for the history, in the same transaction.
         for (i, t) in batch.iter().enumerate() {
             if let Some(meta) = &t.history {
@@ -495,12 +516,12 @@ impl Store {
         fence(&mut tx, lease, true).await?;
         let nonce = take_next_nonce(&mut tx, lease.chain_id, lease.sponsor, chain_nonce).await?;
         let signed = sign(nonce)?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE relay_transactions SET sponsor_nonce = $2, status = 'pending', last_sent_at = NULL,
                 block_number = NULL, block_hash = NULL, updated_at = now() WHERE id = $1",
+            id,
+            i64_of(nonce)?,
         )
-        .bind(id)
-        .bind(i64_of(nonce)?)
         .execute(&mut *tx)
         .await
         .context("Failed to move the transaction to a new nonce")?;
@@ -521,15 +542,15 @@ impl Store {
     /// Raises the sponsor's counter to the chain's count (the key was used elsewhere). Only while
     /// `lease` is held (one statement: the lease is checked on the row it updates).
     pub async fn raise_sponsor_nonce(&self, lease: &Lease, chain_nonce: u64) -> anyhow::Result<bool> {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE sponsor_accounts SET next_nonce = $3, updated_at = now()
              WHERE chain_id = $1 AND address = $2 AND next_nonce < $3
                AND lease_owner = $4 AND lease_until > clock_timestamp()",
+            i64_of(lease.chain_id)?,
+            lease.sponsor.as_slice(),
+            i64_of(chain_nonce)?,
+            &lease.owner,
         )
-        .bind(i64_of(lease.chain_id)?)
-        .bind(lease.sponsor.as_slice())
-        .bind(i64_of(chain_nonce)?)
-        .bind(&lease.owner)
         .execute(&self.pool)
         .await
         .context("Failed to raise the sponsor's nonce")?;
@@ -543,13 +564,13 @@ impl Store {
         sponsor: Address,
         chain_nonce: u64,
     ) -> anyhow::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
+            i64_of(chain_id)?,
+            sponsor.as_slice(),
+            i64_of(chain_nonce)?,
         )
-        .bind(i64_of(chain_id)?)
-        .bind(sponsor.as_slice())
-        .bind(i64_of(chain_nonce)?)
         .execute(&self.pool)
         .await
         .context("Failed to create the sponsor account row")?;
@@ -565,17 +586,17 @@ impl Store {
         owner: &str,
         ttl_ms: u64,
     ) -> anyhow::Result<bool> {
-        let row = sqlx::query(
-            "UPDATE sponsor_accounts
+        let row = sqlx::query_scalar!(
+            r#"UPDATE sponsor_accounts
              SET lease_owner = $3, lease_until = now() + make_interval(secs => $4::float8 / 1000)
              WHERE chain_id = $1 AND address = $2
                AND (lease_owner = $3 OR lease_until IS NULL OR lease_until < now())
-             RETURNING 1",
+             RETURNING 1 AS "taken!""#,
+            i64_of(chain_id)?,
+            sponsor.as_slice(),
+            owner,
+            ttl_ms as f64,
         )
-        .bind(i64_of(chain_id)?)
-        .bind(sponsor.as_slice())
-        .bind(owner)
-        .bind(ttl_ms as f64)
         .fetch_optional(&self.pool)
         .await
         .context("Failed to take the sponsor lease")?;
@@ -584,13 +605,13 @@ impl Store {
 
     /// Gives the lease up (clean shutdown), so another process takes over at once.
     pub async fn release_sponsor_lease(&self, chain_id: u64, sponsor: Address, owner: &str) -> anyhow::Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE sponsor_accounts SET lease_owner = NULL, lease_until = NULL
              WHERE chain_id = $1 AND address = $2 AND lease_owner = $3",
+            i64_of(chain_id)?,
+            sponsor.as_slice(),
+            owner,
         )
-        .bind(i64_of(chain_id)?)
-        .bind(sponsor.as_slice())
-        .bind(owner)
         .execute(&self.pool)
         .await
         .context("Failed to release the sponsor lease")?;
@@ -600,30 +621,39 @@ impl Store {
     /// The sponsor's rows still pending or submitted, by nonce. (Mined rows not yet final are
     /// re-checked apart, see [`Store::unfinal_transactions`].)
     pub async fn open_transactions(&self, chain_id: u64, sponsor: Address) -> anyhow::Result<Vec<QueuedTx>> {
-        let rows = sqlx::query(&format!(
-            "{QUEUED_SELECT}
-             WHERE t.chain_id = $1 AND t.sponsor = $2 AND t.status IN ('pending', 'submitted')
-             ORDER BY t.sponsor_nonce"
-        ))
-        .bind(i64_of(chain_id)?)
-        .bind(sponsor.as_slice())
+        // Each row joined with its latest attempt.
+        let rows = sqlx::query_as!(
+            QueuedRow,
+            r#"SELECT t.id, t.contract, t.signer, t.meta_nonce, t.meta_nonce_type,
+                      coalesce(t.deadline, 0) AS "deadline!", t.sponsor_nonce, t.status, t.calldata,
+                      coalesce(t.gas_limit, 0) AS "gas_limit!", t.block_number, t.block_hash, t.tx_hash,
+                      extract(epoch FROM now() - a.created_at)::float8 AS attempt_age,
+                      extract(epoch FROM now() - t.last_sent_at)::float8 AS sent_age,
+                      a.tx_hash AS "a_hash!", a.raw_tx AS "a_raw!", a.kind AS "a_kind!",
+                      a.max_fee_per_gas AS "a_max_fee!", a.max_priority_fee_per_gas AS "a_prio_fee!"
+               FROM relay_transactions t
+               JOIN LATERAL (SELECT * FROM tx_attempts WHERE transaction_id = t.id ORDER BY id DESC LIMIT 1) a ON true
+               WHERE t.chain_id = $1 AND t.sponsor = $2 AND t.status IN ('pending', 'submitted')
+               ORDER BY t.sponsor_nonce"#,
+            i64_of(chain_id)?,
+            sponsor.as_slice(),
+        )
         .fetch_all(&self.pool)
         .await
         .context("Failed to read the sponsor's queue")?;
-        rows.iter().map(queued_from).collect()
+        rows.into_iter().map(queued_from).collect()
     }
 
     /// Every transaction hash ever signed for row `id`, newest first, with its kind.
     pub async fn attempt_hashes(&self, id: i64) -> anyhow::Result<Vec<(B256, AttemptKind)>> {
-        let rows = sqlx::query("SELECT tx_hash, kind FROM tx_attempts WHERE transaction_id = $1 ORDER BY id DESC")
-            .bind(id)
+        let rows = sqlx::query!("SELECT tx_hash, kind FROM tx_attempts WHERE transaction_id = $1 ORDER BY id DESC", id)
             .fetch_all(&self.pool)
             .await
             .context("Failed to read the transaction's hashes")?;
         rows.iter()
             .map(|r| {
-                let kind = if r.get::<&str, _>("kind") == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call };
-                Ok((bytes32(r.get::<&[u8], _>("tx_hash"))?, kind))
+                let kind = if r.kind == "cancel" { AttemptKind::Cancel } else { AttemptKind::Call };
+                Ok((bytes32(&r.tx_hash)?, kind))
             })
             .collect()
     }
@@ -631,12 +661,12 @@ impl Store {
     /// The node accepted the row's latest transaction. Fenced by `lease`.
     pub async fn mark_submitted(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE relay_transactions SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
                 last_sent_at = now(), last_error = NULL, updated_at = now()
              WHERE id = $1",
+            id,
         )
-        .bind(id)
         .execute(&mut *tx)
         .await
         .context("Failed to mark the transaction submitted")?;
@@ -648,9 +678,7 @@ impl Store {
     /// `lease`.
     pub async fn note_error(&self, lease: &Lease, id: i64, error: &str) -> anyhow::Result<()> {
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query("UPDATE relay_transactions SET last_error = $2, updated_at = now() WHERE id = $1")
-            .bind(id)
-            .bind(error)
+        sqlx::query!("UPDATE relay_transactions SET last_error = $2, updated_at = now() WHERE id = $1", id, error)
             .execute(&mut *tx)
             .await
             .context("Failed to note the error")?;
@@ -702,20 +730,20 @@ impl Store {
             Outcome::Expired => ("expired", None, None, None, None, Some("expired"), None),
         };
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE relay_transactions SET status = $2, tx_hash = coalesce($3, tx_hash), gas_used = $4,
                 block_number = $5, block_hash = $6, failure = $7, revert_reason = $8,
                 mined_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() END, updated_at = now()
              WHERE id = $1",
+            id,
+            status,
+            hash.map(|h| h.to_vec()),
+            gas.map(|g| g as i64),
+            block.map(|b| b as i64),
+            block_hash.map(|h| h.to_vec()),
+            failure,
+            reason,
         )
-        .bind(id)
-        .bind(status)
-        .bind(hash.map(|h| h.to_vec()))
-        .bind(gas.map(|g| g as i64))
-        .bind(block.map(|b| b as i64))
-        .bind(block_hash.map(|h| h.to_vec()))
-        .bind(failure)
-        .bind(reason)
         .execute(&mut *tx)
         .await
         .context("Failed to record the outcome")?;
@@ -733,25 +761,21 @@ impl Store {
         sponsor: Address,
         limit: i64,
     ) -> anyhow::Result<Vec<UnfinalTx>> {
-        let rows = sqlx::query(
-            "SELECT id, block_number, block_hash FROM relay_transactions
+        let rows = sqlx::query!(
+            r#"SELECT id, block_number AS "block_number!", block_hash AS "block_hash!" FROM relay_transactions
              WHERE chain_id = $1 AND sponsor = $2 AND status = 'mined'
                AND block_number IS NOT NULL AND block_hash IS NOT NULL
-             ORDER BY block_number, id LIMIT $3",
+             ORDER BY block_number, id LIMIT $3"#,
+            i64_of(chain_id)?,
+            sponsor.as_slice(),
+            limit,
         )
-        .bind(i64_of(chain_id)?)
-        .bind(sponsor.as_slice())
-        .bind(limit)
         .fetch_all(&self.pool)
         .await
         .context("Failed to read the sponsor's mined transactions")?;
         rows.iter()
             .map(|r| {
-                Ok(UnfinalTx {
-                    id: r.get("id"),
-                    block_number: u64_of(r.get::<i64, _>("block_number"))?,
-                    block_hash: bytes32(r.get::<&[u8], _>("block_hash"))?,
-                })
+                Ok(UnfinalTx { id: r.id, block_number: u64_of(r.block_number)?, block_hash: bytes32(&r.block_hash)? })
             })
             .collect()
     }
@@ -767,13 +791,13 @@ impl Store {
         let mut tx = self.begin_fenced(lease).await?;
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
         let hashes: Vec<Vec<u8>> = rows.iter().map(|(_, h)| h.to_vec()).collect();
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE relay_transactions t SET status = 'confirmed', updated_at = now()
              FROM UNNEST($1::bigint[], $2::bytea[]) AS f(id, block_hash)
              WHERE t.id = f.id AND t.status = 'mined' AND t.block_hash = f.block_hash",
+            &ids,
+            &hashes,
         )
-        .bind(&ids)
-        .bind(&hashes)
         .execute(&mut *tx)
         .await
         .context("Failed to mark transactions final")?;
@@ -789,29 +813,29 @@ impl Store {
     /// `lease`.
     pub async fn unmine(&self, lease: &Lease, id: i64, block_hash: B256) -> anyhow::Result<bool> {
         let mut tx = self.begin_fenced(lease).await?;
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "UPDATE relay_transactions SET status = 'submitted', gas_used = NULL, block_number = NULL,
                 block_hash = NULL, failure = NULL, revert_reason = NULL, mined_at = NULL, last_sent_at = NULL,
                 updated_at = now()
              WHERE id = $1 AND status = 'mined' AND block_hash = $2
              RETURNING chain_id, contract, signer, meta_nonce, meta_nonce_type",
+            id,
+            block_hash.as_slice(),
         )
-        .bind(id)
-        .bind(block_hash.as_slice())
         .fetch_optional(&mut *tx)
         .await
         .context("Failed to reopen the transaction")?;
         let Some(row) = row else { return Ok(false) };
-        sqlx::query(
+        sqlx::query!(
             "UPDATE meta_nonces SET status = 'submitted', updated_at = now()
              WHERE chain_id = $1 AND contract = $2 AND signer = $3 AND nonce_type = $5 AND nonce = $4
                AND status = 'mined'",
+            row.chain_id,
+            row.contract,
+            row.signer,
+            row.meta_nonce,
+            row.meta_nonce_type,
         )
-        .bind(row.get::<i64, _>("chain_id"))
-        .bind(row.get::<&[u8], _>("contract"))
-        .bind(row.get::<&[u8], _>("signer"))
-        .bind(row.get::<i64, _>("meta_nonce"))
-        .bind(row.get::<i16, _>("meta_nonce_type"))
         .execute(&mut *tx)
         .await
         .context("Failed to put the nonce back in flight")?;
@@ -826,24 +850,24 @@ impl Store {
         sponsors: &[Address],
     ) -> anyhow::Result<std::collections::HashMap<Address, u64>> {
         let list: Vec<Vec<u8>> = sponsors.iter().map(|a| a.to_vec()).collect();
-        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT sponsor, count(*) FROM relay_transactions
-             WHERE chain_id = $1 AND sponsor = ANY($2) AND status IN ('pending', 'submitted') GROUP BY sponsor",
+        let rows = sqlx::query!(
+            r#"SELECT sponsor, count(*) AS "count!" FROM relay_transactions
+             WHERE chain_id = $1 AND sponsor = ANY($2) AND status IN ('pending', 'submitted') GROUP BY sponsor"#,
+            i64_of(chain_id)?,
+            &list,
         )
-        .bind(i64_of(chain_id)?)
-        .bind(&list)
         .fetch_all(&self.pool)
         .await
         .context("Failed to count the sponsors' open transactions")?;
-        rows.into_iter().map(|(a, n)| Ok((address(&a)?, u64_of(n)?))).collect()
+        rows.into_iter().map(|r| Ok((address(&r.sponsor)?, u64_of(r.count)?))).collect()
     }
 
     /// Which of rows `ids` are settled (no longer pending or submitted).
     pub async fn settled_among(&self, ids: &[i64]) -> anyhow::Result<Vec<i64>> {
-        let rows = sqlx::query_scalar(
+        let rows = sqlx::query_scalar!(
             "SELECT id FROM relay_transactions WHERE id = ANY($1) AND status NOT IN ('pending', 'submitted')",
+            ids,
         )
-        .bind(ids)
         .fetch_all(&self.pool)
         .await
         .context("Failed to read which transactions are settled")?;
@@ -852,12 +876,11 @@ impl Store {
 
     /// Status of row `id` (for waiters).
     pub async fn transaction_status(&self, id: i64) -> anyhow::Result<Option<TxStatus>> {
-        let row = sqlx::query("SELECT status FROM relay_transactions WHERE id = $1")
-            .bind(id)
+        let status = sqlx::query_scalar!("SELECT status FROM relay_transactions WHERE id = $1", id)
             .fetch_optional(&self.pool)
             .await
             .context("Failed to read the transaction status")?;
-        row.map(|r| TxStatus::parse(r.get::<&str, _>(0))).transpose()
+        status.map(|s| TxStatus::parse(&s)).transpose()
     }
 }
 
@@ -897,42 +920,40 @@ impl TransactionRecord {
 impl Store {
     /// The transaction `id`, if the key `api_key_id` relayed it (keys never see each other's).
     pub async fn get_transaction(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<TransactionRecord>> {
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
                     block_number, failure, revert_reason, last_error
              FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
+            id,
+            api_key_id,
         )
-        .bind(id)
-        .bind(api_key_id)
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the transaction")?;
         let Some(r) = row else { return Ok(None) };
-        let hashes = sqlx::query("SELECT tx_hash FROM tx_attempts WHERE transaction_id = $1 ORDER BY id")
-            .bind(id)
+        let hashes = sqlx::query_scalar!("SELECT tx_hash FROM tx_attempts WHERE transaction_id = $1 ORDER BY id", id)
             .fetch_all(&self.pool)
             .await
             .context("Failed to read the transaction's hashes")?
             .iter()
-            .map(|h| bytes32(h.get::<&[u8], _>(0)))
+            .map(|h| bytes32(h))
             .collect::<anyhow::Result<_>>()?;
-        let status: String = r.get("status");
-        TxStatus::parse(&status)?;
+        TxStatus::parse(&r.status)?;
         Ok(Some(TransactionRecord {
-            id: r.get("id"),
-            chain_id: u64_of(r.get::<i64, _>("chain_id"))?,
-            contract: addr(&r, "contract")?,
-            signer: addr(&r, "signer")?,
-            meta_nonce: u64_of(r.get::<i64, _>("meta_nonce"))?,
-            sponsor: addr(&r, "sponsor")?,
-            sponsor_nonce: u64_of(r.get::<i64, _>("sponsor_nonce"))?,
-            tx_hash: bytes32(r.get::<&[u8], _>("tx_hash"))?,
-            status,
-            gas_used: opt_u64(r.get::<Option<i64>, _>("gas_used"))?,
-            block_number: opt_u64(r.get::<Option<i64>, _>("block_number"))?,
-            failure: r.get("failure"),
-            revert_reason: r.get("revert_reason"),
-            last_error: r.get("last_error"),
+            id: r.id,
+            chain_id: u64_of(r.chain_id)?,
+            contract: address(&r.contract).context("bad contract")?,
+            signer: address(&r.signer).context("bad signer")?,
+            meta_nonce: u64_of(r.meta_nonce)?,
+            sponsor: address(&r.sponsor).context("bad sponsor")?,
+            sponsor_nonce: u64_of(r.sponsor_nonce)?,
+            tx_hash: bytes32(&r.tx_hash)?,
+            status: r.status,
+            gas_used: opt_u64(r.gas_used)?,
+            block_number: opt_u64(r.block_number)?,
+            failure: r.failure,
+            revert_reason: r.revert_reason,
+            last_error: r.last_error,
             hashes,
         }))
     }
