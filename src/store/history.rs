@@ -3,11 +3,11 @@
 //! Reads `relay_transactions` (the pipeline's queue) and writes only the history columns of
 //! migration 0006 (`reference`, `operations`, `relay_transaction_amounts`) and the policies of
 //! migration 0008. Money is NUMERIC in the database and [`U256`] here; it crosses the boundary as
-//! decimal text, so nothing ever rounds.
+//! decimal text, so nothing ever rounds. Every statement is checked at compile time.
 
 use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
-use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
+use sqlx::{Postgres, Transaction};
 
 use super::{
     Store, TxStatus,
@@ -105,10 +105,6 @@ pub struct SponsorPolicy {
     pub per_key_daily_budget: Option<U256>,
 }
 
-fn addr(row: &PgRow, col: &str) -> anyhow::Result<Address> {
-    address(row.get::<&[u8], _>(col)).with_context(|| format!("bad {col}"))
-}
-
 fn numeric(text: &str) -> anyhow::Result<U256> {
     text.parse::<U256>().with_context(|| format!("NUMERIC {text:?} is not a uint256"))
 }
@@ -117,39 +113,28 @@ fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
     v.as_deref().map(numeric).transpose()
 }
 
-/// What a mined row `t` cost its sponsor, in wei: gas used × the receipt's effective gas price
-/// when recorded for its current block, else × the signed max fee of the mined attempt `a` (an
-/// upper bound).
-const GAS_COST: &str = "t.gas_used::numeric * CASE WHEN t.priced_block_hash = t.block_hash
-    THEN t.effective_gas_price ELSE a.max_fee_per_gas::numeric END";
-
-/// Start of the current UTC day, as SQL.
-const UTC_MIDNIGHT: &str = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
-
-/// RFC 3339 in UTC with microseconds, as SQL over a timestamptz column.
-fn rfc3339(col: &str) -> String {
-    format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-}
 
 /// Records what row `id` does (its reference, operations and amounts) inside the transaction that
 /// queues it, so a queued call never lacks its label.
 pub(super) async fn write_meta(tx: &mut Transaction<'_, Postgres>, id: i64, meta: &TxMeta) -> anyhow::Result<()> {
-    sqlx::query("UPDATE relay_transactions SET reference = $2, operations = $3 WHERE id = $1")
-        .bind(id)
-        .bind(meta.reference.as_deref())
-        .bind(&meta.operations)
-        .execute(&mut **tx)
-        .await
-        .context("Failed to record the transaction's reference")?;
+    sqlx::query!(
+        "UPDATE relay_transactions SET reference = $2, operations = $3 WHERE id = $1",
+        id,
+        meta.reference.as_deref(),
+        meta.operations.as_slice(),
+    )
+    .execute(&mut **tx)
+    .await
+    .context("Failed to record the transaction's reference")?;
     for (position, operation, amount) in &meta.amounts {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
-             VALUES ($1, $2, $3, $4::numeric)",
+             VALUES ($1, $2, $3, $4::text::numeric)",
+            id,
+            i32::try_from(*position).context("position beyond INT")?,
+            operation.as_str(),
+            amount.to_string(),
         )
-        .bind(id)
-        .bind(i32::try_from(*position).context("position beyond INT")?)
-        .bind(operation)
-        .bind(amount.to_string())
         .execute(&mut **tx)
         .await
         .context("Failed to record the transaction's amounts")?;
@@ -165,16 +150,16 @@ impl Store {
         id: i64,
         api_key_id: i64,
     ) -> anyhow::Result<Option<(Option<String>, Vec<String>)>> {
-        let row = sqlx::query(
-            "SELECT reference, coalesce(operations, '{}') FROM relay_transactions
-             WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2))",
+        let row = sqlx::query!(
+            r#"SELECT reference, coalesce(operations, '{}') AS "operations!" FROM relay_transactions
+               WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2))"#,
+            id,
+            api_key_id,
         )
-        .bind(id)
-        .bind(api_key_id)
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the transaction's reference")?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row.map(|r| (r.reference, r.operations)))
     }
 
     /// Mined rows of `chain_id` without a recorded effective gas price for their current block, as
@@ -185,20 +170,20 @@ impl Store {
         skip: &[i64],
         limit: i64,
     ) -> anyhow::Result<Vec<(i64, B256, B256)>> {
-        let rows = sqlx::query(
-            "SELECT id, tx_hash, block_hash FROM relay_transactions t
-             WHERE t.chain_id = $1 AND t.gas_used IS NOT NULL AND t.block_hash IS NOT NULL
-               AND t.priced_block_hash IS DISTINCT FROM t.block_hash
-               AND NOT (t.id = ANY($2))
-             ORDER BY id DESC LIMIT $3",
+        let rows = sqlx::query!(
+            r#"SELECT id, tx_hash, block_hash AS "block_hash!" FROM relay_transactions t
+               WHERE t.chain_id = $1 AND t.gas_used IS NOT NULL AND t.block_hash IS NOT NULL
+                 AND t.priced_block_hash IS DISTINCT FROM t.block_hash
+                 AND NOT (t.id = ANY($2))
+               ORDER BY id DESC LIMIT $3"#,
+            chain_id as i64,
+            skip,
+            limit,
         )
-        .bind(chain_id as i64)
-        .bind(skip)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await
         .context("Failed to find unpriced transactions")?;
-        rows.iter().map(|r| Ok((r.get(0), bytes32(r.get::<&[u8], _>(1))?, bytes32(r.get::<&[u8], _>(2))?))).collect()
+        rows.iter().map(|r| Ok((r.id, bytes32(&r.tx_hash)?, bytes32(&r.block_hash)?))).collect()
     }
 
     /// Records the effective gas price of row `id`'s receipt in `block_hash`, if the row is still
@@ -210,14 +195,14 @@ impl Store {
         block_hash: B256,
         price: u128,
     ) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE relay_transactions SET effective_gas_price = $4::numeric, priced_block_hash = $3
+        sqlx::query!(
+            "UPDATE relay_transactions SET effective_gas_price = $4::text::numeric, priced_block_hash = $3
              WHERE id = $1 AND tx_hash = $2 AND block_hash = $3",
+            id,
+            hash.as_slice(),
+            block_hash.as_slice(),
+            price.to_string(),
         )
-        .bind(id)
-        .bind(hash.as_slice())
-        .bind(block_hash.as_slice())
-        .bind(price.to_string())
         .execute(&self.pool)
         .await
         .context("Failed to record the effective gas price")?;
@@ -226,25 +211,31 @@ impl Store {
 
     /// The key that relayed transaction `id`, if it is of `api_key_id`'s family.
     pub async fn transaction_key_in_family(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT api_key_id FROM relay_transactions WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2))",
+        // A row without a key is in no family, so a row found has one.
+        sqlx::query_scalar!(
+            r#"SELECT api_key_id AS "api_key_id!" FROM relay_transactions
+               WHERE id = $1 AND api_key_id IN (SELECT api_key_family($2))"#,
+            id,
+            api_key_id,
         )
-        .bind(id)
-        .bind(api_key_id)
         .fetch_optional(&self.pool)
         .await
         .context("Failed to find the transaction's key")
     }
 
-    /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC); `None` if Postgres
-    /// cannot read it (the caller has checked the RFC 3339 shape).
+    /// Validates `s` as a timestamp and returns it normalised (RFC 3339, UTC, microseconds);
+    /// `None` if Postgres cannot read it (the caller has checked the RFC 3339 shape).
     pub async fn parse_timestamp(&self, local: &str, offset_minutes: i32) -> anyhow::Result<Option<String>> {
-        let sql = format!(
-            "SELECT {} FROM (SELECT ($1::timestamp AT TIME ZONE 'UTC') - make_interval(mins => $2) AS t) x",
-            rfc3339("t")
-        );
-        match sqlx::query(&sql).bind(local).bind(offset_minutes).fetch_one(&self.pool).await {
-            Ok(row) => Ok(Some(row.get(0))),
+        let parsed = sqlx::query_scalar!(
+            r#"SELECT rfc3339_utc(t, 6) AS "t!"
+               FROM (SELECT ($1::text::timestamp AT TIME ZONE 'UTC') - make_interval(mins => $2) AS t) x"#,
+            local,
+            offset_minutes,
+        )
+        .fetch_one(&self.pool)
+        .await;
+        match parsed {
+            Ok(t) => Ok(Some(t)),
             // Class 22: data exception (bad date, out of range).
             Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => Ok(None),
             Err(e) => Err(e).context("Failed to parse the timestamp"),
@@ -259,71 +250,69 @@ impl Store {
         f: &HistoryFilter,
         limit: u32,
     ) -> anyhow::Result<Vec<HistoryRow>> {
-        let sql = format!(
-            "SELECT t.id, t.chain_id, t.contract, t.signer, t.meta_nonce, t.sponsor, t.sponsor_nonce, t.tx_hash,
-                    t.status, t.gas_used, t.block_number, t.failure, t.reference,
-                    coalesce(t.operations, '{{}}') AS operations,
-                    {} AS created, {} AS mined,
-                    coalesce((SELECT array_agg(m.operation ORDER BY m.position) FROM relay_transaction_amounts m
-                              WHERE m.transaction_id = t.id), '{{}}') AS amount_ops,
-                    coalesce((SELECT array_agg(m.amount::text ORDER BY m.position) FROM relay_transaction_amounts m
-                              WHERE m.transaction_id = t.id), '{{}}') AS amount_values
-             FROM relay_transactions t
-             WHERE t.api_key_id IN (SELECT api_key_family($1))
-               AND (cardinality($2::text[]) = 0 OR t.status = ANY($2))
-               AND ($3::bytea IS NULL OR t.signer = $3)
-               AND ($4::bytea IS NULL OR t.sponsor = $4)
-               AND ($5::text IS NULL OR t.reference = $5)
-               AND ($6::bytea IS NULL OR t.contract = $6)
-               AND ($7::timestamptz IS NULL OR t.created_at >= $7::timestamptz)
-               AND ($8::timestamptz IS NULL OR t.created_at < $8::timestamptz)
-               AND ($9::bigint IS NULL OR t.id < $9)
-             ORDER BY t.id DESC
-             LIMIT $10",
-            rfc3339("t.created_at"),
-            rfc3339("t.mined_at"),
-        );
-        let rows = sqlx::query(&sql)
-            .bind(api_key_id)
-            .bind(&f.statuses)
-            .bind(f.signer.map(|a| a.to_vec()))
-            .bind(f.sponsor.map(|a| a.to_vec()))
-            .bind(f.reference.as_deref())
-            .bind(f.contract.map(|a| a.to_vec()))
-            .bind(f.from.as_deref())
-            .bind(f.to.as_deref())
-            .bind(f.before_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .context("Failed to list transactions")?;
-        rows.iter()
+        let rows = sqlx::query!(
+            r#"SELECT t.id, t.chain_id, t.contract, t.signer, t.meta_nonce, t.sponsor, t.sponsor_nonce, t.tx_hash,
+                      t.status, t.gas_used, t.block_number, t.failure, t.reference,
+                      coalesce(t.operations, '{}') AS "operations!",
+                      rfc3339_utc(t.created_at, 6) AS "created!", rfc3339_utc(t.mined_at, 6) AS "mined?",
+                      coalesce((SELECT array_agg(m.operation ORDER BY m.position) FROM relay_transaction_amounts m
+                                WHERE m.transaction_id = t.id), '{}') AS "amount_ops!",
+                      coalesce((SELECT array_agg(m.amount::text ORDER BY m.position) FROM relay_transaction_amounts m
+                                WHERE m.transaction_id = t.id), '{}') AS "amount_values!"
+               FROM relay_transactions t
+               WHERE t.api_key_id IN (SELECT api_key_family($1))
+                 AND (cardinality($2::text[]) = 0 OR t.status = ANY($2))
+                 AND ($3::bytea IS NULL OR t.signer = $3)
+                 AND ($4::bytea IS NULL OR t.sponsor = $4)
+                 AND ($5::text IS NULL OR t.reference = $5)
+                 AND ($6::bytea IS NULL OR t.contract = $6)
+                 AND ($7::text IS NULL OR t.created_at >= $7::text::timestamptz)
+                 AND ($8::text IS NULL OR t.created_at < $8::text::timestamptz)
+                 AND ($9::bigint IS NULL OR t.id < $9)
+               ORDER BY t.id DESC
+               LIMIT $10"#,
+            api_key_id,
+            f.statuses.as_slice(),
+            f.signer.as_ref().map(|a| a.as_slice()),
+            f.sponsor.as_ref().map(|a| a.as_slice()),
+            f.reference.as_deref(),
+            f.contract.as_ref().map(|a| a.as_slice()),
+            f.from.as_deref(),
+            f.to.as_deref(),
+            f.before_id,
+            i64::from(limit),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to list transactions")?;
+        rows.into_iter()
             .map(|r| {
-                let ops: Vec<String> = r.get("amount_ops");
-                let values: Vec<String> = r.get("amount_values");
-                let amounts =
-                    ops.into_iter().zip(values).map(|(o, v)| Ok((o, numeric(&v)?))).collect::<anyhow::Result<_>>()?;
+                let amounts = r
+                    .amount_ops
+                    .into_iter()
+                    .zip(r.amount_values)
+                    .map(|(o, v)| Ok((o, numeric(&v)?)))
+                    .collect::<anyhow::Result<_>>()?;
                 Ok(HistoryRow {
-                    id: r.get("id"),
-                    chain_id: u64_of(r.get::<i64, _>("chain_id"))?,
-                    contract: addr(r, "contract")?,
-                    signer: addr(r, "signer")?,
-                    meta_nonce: u64_of(r.get::<i64, _>("meta_nonce"))?,
-                    sponsor: addr(r, "sponsor")?,
-                    sponsor_nonce: u64_of(r.get::<i64, _>("sponsor_nonce"))?,
-                    tx_hash: bytes32(r.get::<&[u8], _>("tx_hash"))?,
+                    id: r.id,
+                    chain_id: u64_of(r.chain_id)?,
+                    contract: address(&r.contract).context("bad contract")?,
+                    signer: address(&r.signer).context("bad signer")?,
+                    meta_nonce: u64_of(r.meta_nonce)?,
+                    sponsor: address(&r.sponsor).context("bad sponsor")?,
+                    sponsor_nonce: u64_of(r.sponsor_nonce)?,
+                    tx_hash: bytes32(&r.tx_hash)?,
                     status: {
-                        let status: String = r.get("status");
-                        TxStatus::parse(&status)?;
-                        status
+                        TxStatus::parse(&r.status)?;
+                        r.status
                     },
-                    gas_used: opt_u64(r.get::<Option<i64>, _>("gas_used"))?,
-                    block_number: opt_u64(r.get::<Option<i64>, _>("block_number"))?,
-                    failure: r.get("failure"),
-                    reference: r.get("reference"),
-                    operations: r.get("operations"),
-                    created_at: r.get("created"),
-                    mined_at: r.get("mined"),
+                    gas_used: opt_u64(r.gas_used)?,
+                    block_number: opt_u64(r.block_number)?,
+                    failure: r.failure,
+                    reference: r.reference,
+                    operations: r.operations,
+                    created_at: r.created,
+                    mined_at: r.mined,
                     amounts,
                 })
             })
@@ -332,109 +321,117 @@ impl Store {
 
     /// Totals of the transactions of `api_key_id`'s family carrying `reference`.
     pub async fn reference_summary(&self, api_key_id: i64, reference: &str) -> anyhow::Result<ReferenceSummary> {
-        let by_status = sqlx::query(
-            "SELECT status, count(*) FROM relay_transactions
-             WHERE api_key_id IN (SELECT api_key_family($1)) AND reference = $2
-             GROUP BY status ORDER BY status",
+        let by_status = sqlx::query!(
+            r#"SELECT status, count(*) AS "count!" FROM relay_transactions
+               WHERE api_key_id IN (SELECT api_key_family($1)) AND reference = $2
+               GROUP BY status ORDER BY status"#,
+            api_key_id,
+            reference,
         )
-        .bind(api_key_id)
-        .bind(reference)
         .fetch_all(&self.pool)
         .await
         .context("Failed to count the reference's transactions")?;
-        let by_status: Vec<(String, u64)> = by_status
-            .iter()
-            .map(|r| Ok((r.get::<String, _>(0), u64_of(r.get::<i64, _>(1))?)))
-            .collect::<anyhow::Result<_>>()?;
-        let totals = sqlx::query(&format!(
-            "SELECT coalesce(sum(t.gas_used), 0)::text, coalesce(sum({GAS_COST}), 0)::text
-             FROM relay_transactions t
-             LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
-             WHERE t.api_key_id IN (SELECT api_key_family($1)) AND t.reference = $2 AND t.gas_used IS NOT NULL",
-        ))
-        .bind(api_key_id)
-        .bind(reference)
+        let by_status: Vec<(String, u64)> =
+            by_status.into_iter().map(|r| Ok((r.status, u64_of(r.count)?))).collect::<anyhow::Result<_>>()?;
+        let totals = sqlx::query!(
+            r#"SELECT coalesce(sum(t.gas_used), 0)::text AS "gas_used!",
+                      coalesce(sum(relay_gas_cost_wei(t.gas_used, t.effective_gas_price, t.priced_block_hash,
+                                                      t.block_hash, a.max_fee_per_gas)), 0)::text AS "gas_cost!"
+               FROM relay_transactions t
+               LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
+               WHERE t.api_key_id IN (SELECT api_key_family($1)) AND t.reference = $2 AND t.gas_used IS NOT NULL"#,
+            api_key_id,
+            reference,
+        )
         .fetch_one(&self.pool)
         .await
         .context("Failed to total the reference's gas")?;
-        let amounts = sqlx::query(
-            "SELECT m.operation, sum(m.amount)::text FROM relay_transaction_amounts m
-             JOIN relay_transactions t ON t.id = m.transaction_id
-             WHERE t.api_key_id IN (SELECT api_key_family($1)) AND t.reference = $2
-               AND t.status IN ('mined', 'confirmed')
-             GROUP BY m.operation ORDER BY m.operation",
+        let amounts = sqlx::query!(
+            r#"SELECT m.operation, sum(m.amount)::text AS "amount!" FROM relay_transaction_amounts m
+               JOIN relay_transactions t ON t.id = m.transaction_id
+               WHERE t.api_key_id IN (SELECT api_key_family($1)) AND t.reference = $2
+                 AND t.status IN ('mined', 'confirmed')
+               GROUP BY m.operation ORDER BY m.operation"#,
+            api_key_id,
+            reference,
         )
-        .bind(api_key_id)
-        .bind(reference)
         .fetch_all(&self.pool)
         .await
         .context("Failed to total the reference's amounts")?;
-        let gas_used: String = totals.get(0);
         Ok(ReferenceSummary {
             count: by_status.iter().map(|(_, n)| n).sum(),
             by_status,
-            gas_used: gas_used.parse().context("gas total beyond u64")?,
-            gas_cost_wei: numeric(totals.get(1))?,
+            gas_used: totals.gas_used.parse().context("gas total beyond u64")?,
+            gas_cost_wei: numeric(&totals.gas_cost)?,
             amounts: amounts
-                .iter()
-                .map(|r| Ok((r.get::<String, _>(0), numeric(r.get(1))?)))
+                .into_iter()
+                .map(|r| Ok((r.operation, numeric(&r.amount)?)))
                 .collect::<anyhow::Result<_>>()?,
         })
     }
 
     /// What `sponsor` spent since UTC midnight (all keys, or only the calls of `api_key_id`'s
-    /// family: the key and the keys it replaced or that replaced it by rotation).
+    /// family: the key and the keys it replaced or that replaced it by rotation). A mined row
+    /// costs `relay_gas_cost_wei` (migration 0035): gas used × the receipt's effective gas price
+    /// when recorded for its current block, else × the signed max fee of the mined attempt (an
+    /// upper bound).
     pub async fn sponsor_spend(
         &self,
         chain_id: u64,
         sponsor: Address,
         api_key_id: Option<i64>,
     ) -> anyhow::Result<Spend> {
-        let sql = format!(
-            "SELECT
-               coalesce(sum({GAS_COST})
-                        FILTER (WHERE t.gas_used IS NOT NULL AND t.mined_at >= {UTC_MIDNIGHT}), 0)::text,
-               coalesce(sum(coalesce(t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric)
-                        FILTER (WHERE t.status IN ('pending', 'submitted')), 0)::text,
-               count(*) FILTER (WHERE t.status IN ('pending', 'submitted'))
-             FROM relay_transactions t
-             LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
-             JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
-                           ORDER BY id DESC LIMIT 1) l ON true
-             WHERE t.chain_id = $1 AND t.sponsor = $2
-               AND ($3::bigint IS NULL OR t.api_key_id IN (SELECT api_key_family($3)))
-               AND (t.status IN ('pending', 'submitted') OR t.mined_at >= {UTC_MIDNIGHT})"
-        );
-        let row = sqlx::query(&sql)
-            .bind(chain_id as i64)
-            .bind(sponsor.as_slice())
-            .bind(api_key_id)
-            .fetch_one(&self.pool)
-            .await
-            .context("Failed to total the sponsor's spend")?;
+        // `(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')` is the start of the
+        // current UTC day.
+        let row = sqlx::query!(
+            r#"SELECT
+                 coalesce(sum(relay_gas_cost_wei(t.gas_used, t.effective_gas_price, t.priced_block_hash,
+                                                 t.block_hash, a.max_fee_per_gas))
+                          FILTER (WHERE t.gas_used IS NOT NULL
+                                    AND t.mined_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')),
+                          0)::text AS "mined!",
+                 coalesce(sum(coalesce(t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric)
+                          FILTER (WHERE t.status IN ('pending', 'submitted')), 0)::text AS "reserved!",
+                 count(*) FILTER (WHERE t.status IN ('pending', 'submitted')) AS "in_flight!"
+               FROM relay_transactions t
+               LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
+               JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+                             ORDER BY id DESC LIMIT 1) l ON true
+               WHERE t.chain_id = $1 AND t.sponsor = $2
+                 AND ($3::bigint IS NULL OR t.api_key_id IN (SELECT api_key_family($3)))
+                 AND (t.status IN ('pending', 'submitted')
+                      OR t.mined_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))"#,
+            chain_id as i64,
+            sponsor.as_slice(),
+            api_key_id,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to total the sponsor's spend")?;
         Ok(Spend {
-            mined_wei: numeric(row.get(0))?,
-            reserved_wei: numeric(row.get(1))?,
-            in_flight: u64_of(row.get::<i64, _>(2))?,
+            mined_wei: numeric(&row.mined)?,
+            reserved_wei: numeric(&row.reserved)?,
+            in_flight: u64_of(row.in_flight)?,
         })
     }
 
     /// The policy of `sponsor`, if one is set.
     pub async fn sponsor_policy(&self, chain_id: u64, sponsor: Address) -> anyhow::Result<Option<SponsorPolicy>> {
-        let row = sqlx::query(
-            "SELECT max_fee_per_gas::text, daily_budget::text, per_key_daily_budget::text
-             FROM sponsor_policies WHERE chain_id = $1 AND sponsor = $2",
+        let row = sqlx::query!(
+            r#"SELECT max_fee_per_gas::text AS "max_fee_per_gas?", daily_budget::text AS "daily_budget?",
+                      per_key_daily_budget::text AS "per_key_daily_budget?"
+               FROM sponsor_policies WHERE chain_id = $1 AND sponsor = $2"#,
+            chain_id as i64,
+            sponsor.as_slice(),
         )
-        .bind(chain_id as i64)
-        .bind(sponsor.as_slice())
         .fetch_optional(&self.pool)
         .await
         .context("Failed to read the sponsor policy")?;
         row.map(|r| {
             Ok(SponsorPolicy {
-                max_fee_per_gas: opt_numeric(r.get(0))?,
-                daily_budget: opt_numeric(r.get(1))?,
-                per_key_daily_budget: opt_numeric(r.get(2))?,
+                max_fee_per_gas: opt_numeric(r.max_fee_per_gas)?,
+                daily_budget: opt_numeric(r.daily_budget)?,
+                per_key_daily_budget: opt_numeric(r.per_key_daily_budget)?,
             })
         })
         .transpose()
@@ -448,27 +445,29 @@ impl Store {
         policy: Option<&SponsorPolicy>,
     ) -> anyhow::Result<()> {
         let Some(p) = policy else {
-            sqlx::query("DELETE FROM sponsor_policies WHERE chain_id = $1 AND sponsor = $2")
-                .bind(chain_id as i64)
-                .bind(sponsor.as_slice())
-                .execute(&self.pool)
-                .await
-                .context("Failed to remove the sponsor policy")?;
+            sqlx::query!(
+                "DELETE FROM sponsor_policies WHERE chain_id = $1 AND sponsor = $2",
+                chain_id as i64,
+                sponsor.as_slice(),
+            )
+            .execute(&self.pool)
+            .await
+            .context("Failed to remove the sponsor policy")?;
             return Ok(());
         };
         let text = |v: Option<U256>| v.map(|v| v.to_string());
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO sponsor_policies (chain_id, sponsor, max_fee_per_gas, daily_budget, per_key_daily_budget)
-             VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric)
+             VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)
              ON CONFLICT (chain_id, sponsor) DO UPDATE SET max_fee_per_gas = EXCLUDED.max_fee_per_gas,
                 daily_budget = EXCLUDED.daily_budget, per_key_daily_budget = EXCLUDED.per_key_daily_budget,
                 updated_at = now()",
+            chain_id as i64,
+            sponsor.as_slice(),
+            text(p.max_fee_per_gas),
+            text(p.daily_budget),
+            text(p.per_key_daily_budget),
         )
-        .bind(chain_id as i64)
-        .bind(sponsor.as_slice())
-        .bind(text(p.max_fee_per_gas))
-        .bind(text(p.daily_budget))
-        .bind(text(p.per_key_daily_budget))
         .execute(&self.pool)
         .await
         .context("Failed to write the sponsor policy")?;
@@ -483,22 +482,21 @@ impl Store {
         policies: &[(Address, SponsorPolicy)],
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        sqlx::query("DELETE FROM sponsor_policies WHERE chain_id = $1")
-            .bind(chain_id as i64)
+        sqlx::query!("DELETE FROM sponsor_policies WHERE chain_id = $1", chain_id as i64)
             .execute(&mut *tx)
             .await
             .context("Failed to clear the sponsor policies")?;
         for (sponsor, p) in policies {
             let text = |v: Option<U256>| v.map(|v| v.to_string());
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO sponsor_policies (chain_id, sponsor, max_fee_per_gas, daily_budget, per_key_daily_budget)
-                 VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric)",
+                 VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5::text::numeric)",
+                chain_id as i64,
+                sponsor.as_slice(),
+                text(p.max_fee_per_gas),
+                text(p.daily_budget),
+                text(p.per_key_daily_budget),
             )
-            .bind(chain_id as i64)
-            .bind(sponsor.as_slice())
-            .bind(text(p.max_fee_per_gas))
-            .bind(text(p.daily_budget))
-            .bind(text(p.per_key_daily_budget))
             .execute(&mut *tx)
             .await
             .context("Failed to write a sponsor policy")?;
@@ -515,19 +513,19 @@ impl Store {
         contract: Address,
         operation: &str,
     ) -> anyhow::Result<Option<u64>> {
-        let row = sqlx::query(
-            "SELECT max(gas_used) FROM (
-                SELECT gas_used FROM relay_transactions
-                WHERE chain_id = $1 AND contract = $2 AND operations = ARRAY[$3::text]
-                  AND status IN ('mined', 'confirmed') AND gas_used IS NOT NULL
-                ORDER BY id DESC LIMIT 20) recent",
+        let gas = sqlx::query_scalar!(
+            r#"SELECT max(gas_used) AS "gas?" FROM (
+                  SELECT gas_used FROM relay_transactions
+                  WHERE chain_id = $1 AND contract = $2 AND operations = ARRAY[$3::text]
+                    AND status IN ('mined', 'confirmed') AND gas_used IS NOT NULL
+                  ORDER BY id DESC LIMIT 20) recent"#,
+            chain_id as i64,
+            contract.as_slice(),
+            operation,
         )
-        .bind(chain_id as i64)
-        .bind(contract.as_slice())
-        .bind(operation)
         .fetch_one(&self.pool)
         .await
         .context("Failed to read recent gas")?;
-        opt_u64(row.get::<Option<i64>, _>(0))
+        opt_u64(gas)
     }
 }

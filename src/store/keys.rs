@@ -8,6 +8,8 @@
 //! Lifecycle: active → revoked (kept and listed, for audit) or rotated (a new key with the same
 //! settings; the old one revoked, or expiring after a grace period) → deleted (soft: hidden from
 //! the API, the row kept for the transactions that point at it).
+//!
+//! Every statement is checked at compile time.
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -16,7 +18,7 @@ use anyhow::Context;
 use ipnet::IpNet;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, postgres::PgRow};
+use sqlx::PgExecutor;
 
 use super::{Store, decode::address};
 
@@ -363,69 +365,65 @@ fn new_secret(kind: KeyKind, environment: Environment) -> String {
     format!("{}_{}_{}", kind.prefix(), environment.as_str(), alloy::hex::encode(secret))
 }
 
-/// The columns of [`KeyBounds`] and the kind, as every key query selects them.
-const BOUNDS_COLUMNS: &str = "kind, allowed_origins, allowed_contracts, allowed_operations,
-     signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei";
-
-fn wei_column(row: &PgRow, column: &str) -> anyhow::Result<Option<U256>> {
-    row.get::<Option<String>, _>(column)
-        .map(|v| U256::from_str_radix(&v, 10).with_context(|| format!("corrupt {column} {v:?}")))
-        .transpose()
+/// The kind and the [`KeyBounds`] columns of a key row, as every key query selects them (`kind,
+/// allowed_origins, allowed_contracts, allowed_operations, signer_rate_limit_per_minute,
+/// daily_budget_wei, signer_daily_budget_wei`).
+struct BoundsColumns {
+    kind: String,
+    allowed_origins: Vec<String>,
+    allowed_contracts: Vec<String>,
+    allowed_operations: Vec<String>,
+    signer_rate_limit_per_minute: Option<i32>,
+    daily_budget_wei: Option<String>,
+    signer_daily_budget_wei: Option<String>,
 }
 
-fn kind_and_bounds(row: &PgRow) -> anyhow::Result<(KeyKind, KeyBounds)> {
-    let kind = row.get::<String, _>("kind").parse().map_err(anyhow::Error::msg)?;
+/// The [`BoundsColumns`] of `$row`, a record of any key query (each statement has its own record
+/// type), moved out of it.
+macro_rules! bounds_columns {
+    ($row:ident) => {
+        BoundsColumns {
+            kind: $row.kind,
+            allowed_origins: $row.allowed_origins,
+            allowed_contracts: $row.allowed_contracts,
+            allowed_operations: $row.allowed_operations,
+            signer_rate_limit_per_minute: $row.signer_rate_limit_per_minute,
+            daily_budget_wei: $row.daily_budget_wei,
+            signer_daily_budget_wei: $row.signer_daily_budget_wei,
+        }
+    };
+}
+
+fn wei_column(value: Option<String>, column: &str) -> anyhow::Result<Option<U256>> {
+    value.map(|v| U256::from_str_radix(&v, 10).with_context(|| format!("corrupt {column} {v:?}"))).transpose()
+}
+
+fn kind_and_bounds(c: BoundsColumns) -> anyhow::Result<(KeyKind, KeyBounds)> {
+    let kind = c.kind.parse().map_err(anyhow::Error::msg)?;
     let bounds = KeyBounds {
-        allowed_origins: row.get("allowed_origins"),
-        allowed_contracts: row.get("allowed_contracts"),
-        allowed_operations: row.get("allowed_operations"),
-        signer_rate_limit_per_minute: row
-            .get::<Option<i32>, _>("signer_rate_limit_per_minute")
+        allowed_origins: c.allowed_origins,
+        allowed_contracts: c.allowed_contracts,
+        allowed_operations: c.allowed_operations,
+        signer_rate_limit_per_minute: c
+            .signer_rate_limit_per_minute
             .map(u32::try_from)
             .transpose()
             .context("negative signer rate limit")?,
-        daily_budget_wei: wei_column(row, "daily_budget_wei")?,
-        signer_daily_budget_wei: wei_column(row, "signer_daily_budget_wei")?,
+        daily_budget_wei: wei_column(c.daily_budget_wei, "daily_budget_wei")?,
+        signer_daily_budget_wei: wei_column(c.signer_daily_budget_wei, "signer_daily_budget_wei")?,
     };
     Ok((kind, bounds))
 }
 
-/// Timestamps leave Postgres as RFC 3339 strings (the crate does not pull a date library in).
-const TS: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
-
-fn info_columns() -> String {
-    format!(
-        "id, name, key_prefix, environment, scopes, allowed_cidrs, rate_limit_per_minute, rotated_from, {BOUNDS_COLUMNS},
-         to_char(created_at AT TIME ZONE 'UTC', {TS}) AS created_at,
-         to_char(expires_at AT TIME ZONE 'UTC', {TS}) AS expires_at,
-         to_char(revoked_at AT TIME ZONE 'UTC', {TS}) AS revoked_at,
-         to_char(rotated_at AT TIME ZONE 'UTC', {TS}) AS rotated_at,
-         CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-              WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired'
-              ELSE 'active' END AS status"
-    )
-}
-
-fn info_from_row(row: &PgRow, sponsors: Vec<Address>) -> anyhow::Result<KeyInfo> {
-    let (kind, bounds) = kind_and_bounds(row)?;
-    Ok(KeyInfo {
-        id: row.get("id"),
-        name: row.get("name"),
-        prefix: row.get("key_prefix"),
-        environment: row.get("environment"),
-        scopes: row.get("scopes"),
-        sponsors,
-        allowed_cidrs: row.get("allowed_cidrs"),
-        rate_limit_per_minute: row.get("rate_limit_per_minute"),
-        created_at: row.get("created_at"),
-        expires_at: row.get("expires_at"),
-        revoked_at: row.get("revoked_at"),
-        rotated_at: row.get("rotated_at"),
-        rotated_from: row.get("rotated_from"),
-        status: row.get("status"),
-        kind,
-        bounds,
-    })
+/// The sponsors of key `id`, in order (the default first).
+async fn key_sponsors(db: impl PgExecutor<'_>, id: i64) -> anyhow::Result<Vec<Address>> {
+    sqlx::query_scalar!("SELECT sponsor FROM api_key_sponsors WHERE api_key_id = $1 ORDER BY position", id)
+        .fetch_all(db)
+        .await
+        .context("Failed to load the API key's sponsors")?
+        .iter()
+        .map(|s| address(s))
+        .collect()
 }
 
 impl Store {
@@ -460,49 +458,50 @@ impl Store {
     /// [`Store::lookup_api_key`] by the key's hash, with how long an active key stays valid
     /// (`None`: no expiry), by the database's clock.
     pub async fn lookup_api_key_hash(&self, hash: &[u8; 32]) -> anyhow::Result<(KeyLookup, Option<Duration>)> {
-        let row = sqlx::query(&format!(
-            "SELECT id, name, scopes, allowed_cidrs, rate_limit_per_minute, {BOUNDS_COLUMNS}, deleted_at IS NOT NULL AS deleted,
-                    revoked_at IS NOT NULL AS revoked, rotated_at IS NOT NULL AS rotated,
-                    (expires_at IS NOT NULL AND expires_at <= now()) AS expired,
-                    floor(extract(epoch FROM expires_at - now()) * 1000)::bigint AS ms_left
-             FROM api_keys WHERE key_hash = $1"
-        ))
-        .bind(&hash[..])
+        let row = sqlx::query!(
+            r#"SELECT id, name, scopes, allowed_cidrs, rate_limit_per_minute,
+                      kind, allowed_origins, allowed_contracts, allowed_operations,
+                      signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei,
+                      deleted_at IS NOT NULL AS "deleted!",
+                      revoked_at IS NOT NULL AS "revoked!", rotated_at IS NOT NULL AS "rotated!",
+                      (expires_at IS NOT NULL AND expires_at <= now()) AS "expired!",
+                      floor(extract(epoch FROM expires_at - now()) * 1000)::bigint AS "ms_left?"
+               FROM api_keys WHERE key_hash = $1"#,
+            &hash[..],
+        )
         .fetch_optional(&self.pool)
         .await
         .context("Failed to look up the API key")?;
         let Some(row) = row else { return Ok((KeyLookup::Unknown, None)) };
-        if row.get::<bool, _>("deleted") {
+        if row.deleted {
             return Ok((KeyLookup::Unknown, None));
         }
-        if row.get::<bool, _>("revoked") {
-            return Ok((KeyLookup::Revoked { rotated: row.get("rotated") }, None));
+        if row.revoked {
+            return Ok((KeyLookup::Revoked { rotated: row.rotated }, None));
         }
-        if row.get::<bool, _>("expired") {
+        if row.expired {
             return Ok((KeyLookup::Expired, None));
         }
-        let valid_for = row.get::<Option<i64>, _>("ms_left").map(|ms| Duration::from_millis(ms.max(0) as u64));
-        let id: i64 = row.get("id");
-        let scopes = row.get::<Vec<String>, _>("scopes").iter().filter_map(|s| s.parse().ok()).collect();
+        let valid_for = row.ms_left.map(|ms| Duration::from_millis(ms.max(0) as u64));
+        let id = row.id;
+        let scopes = row.scopes.iter().filter_map(|s| s.parse().ok()).collect();
         // Stored entries were validated on the way in; one that no longer parses denies rather
         // than widens (an unparsable allowlist must not mean "anywhere").
-        let cidrs: Vec<String> = row.get("allowed_cidrs");
-        let mut allowed_cidrs = Vec::with_capacity(cidrs.len());
-        for c in &cidrs {
+        let mut allowed_cidrs = Vec::with_capacity(row.allowed_cidrs.len());
+        for c in &row.allowed_cidrs {
             match parse_cidr(c) {
                 Ok(n) => allowed_cidrs.push(n),
                 Err(e) => anyhow::bail!("API key #{id} has a corrupt allowlist entry: {e}"),
             }
         }
-        let rate: Option<i32> = row.get("rate_limit_per_minute");
-        let (kind, bounds) = kind_and_bounds(&row)?;
+        let (kind, bounds) = kind_and_bounds(bounds_columns!(row))?;
         let record = ApiKeyRecord {
             id,
-            name: row.get("name"),
-            sponsors: self.key_sponsors(id).await?,
+            name: row.name,
+            sponsors: key_sponsors(&self.pool, id).await?,
             scopes,
             allowed_cidrs,
-            rate_limit_per_minute: rate.and_then(|r| u32::try_from(r).ok()),
+            rate_limit_per_minute: row.rate_limit_per_minute.and_then(|r| u32::try_from(r).ok()),
             kind,
             bounds,
             grant: None,
@@ -510,50 +509,68 @@ impl Store {
         Ok((KeyLookup::Active(record), valid_for))
     }
 
-    async fn key_sponsors(&self, id: i64) -> anyhow::Result<Vec<Address>> {
-        sqlx::query("SELECT sponsor FROM api_key_sponsors WHERE api_key_id = $1 ORDER BY position")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .context("Failed to load the API key's sponsors")?
-            .into_iter()
-            .map(|r| address(r.get::<&[u8], _>("sponsor")))
-            .collect()
-    }
-
     /// Every key not deleted, oldest first (metadata only).
     pub async fn list_keys(&self) -> anyhow::Result<Vec<KeyInfo>> {
-        let rows =
-            sqlx::query(&format!("SELECT {} FROM api_keys WHERE deleted_at IS NULL ORDER BY id", info_columns()))
-                .fetch_all(&self.pool)
-                .await
-                .context("Failed to list API keys")?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let sponsors = self.key_sponsors(row.get("id")).await?;
-            keys.push(info_from_row(row, sponsors)?);
-        }
-        Ok(keys)
+        self.key_infos(None, "Failed to list API keys").await
     }
 
     /// One key's metadata; `None` if unknown or deleted.
     pub async fn key_info(&self, id: i64) -> anyhow::Result<Option<KeyInfo>> {
-        let row = sqlx::query(&format!("SELECT {} FROM api_keys WHERE id = $1 AND deleted_at IS NULL", info_columns()))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .context("Failed to load the API key")?;
-        let Some(row) = row else { return Ok(None) };
-        let sponsors = self.key_sponsors(id).await?;
-        Ok(Some(info_from_row(&row, sponsors)?))
+        Ok(self.key_infos(Some(id), "Failed to load the API key").await?.pop())
+    }
+
+    /// The metadata of every key not deleted, oldest first, or only of key `id`; `failed` is the
+    /// error's context if the read fails.
+    async fn key_infos(&self, id: Option<i64>, failed: &'static str) -> anyhow::Result<Vec<KeyInfo>> {
+        let rows = sqlx::query!(
+            r#"SELECT id, name, key_prefix, environment, scopes, allowed_cidrs, rate_limit_per_minute, rotated_from,
+                      kind, allowed_origins, allowed_contracts, allowed_operations,
+                      signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei,
+                      rfc3339_utc(created_at, 0) AS "created_at!",
+                      rfc3339_utc(expires_at, 0) AS "expires_at?",
+                      rfc3339_utc(revoked_at, 0) AS "revoked_at?",
+                      rfc3339_utc(rotated_at, 0) AS "rotated_at?",
+                      CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired'
+                           ELSE 'active' END AS "status!"
+               FROM api_keys WHERE deleted_at IS NULL AND ($1::bigint IS NULL OR id = $1) ORDER BY id"#,
+            id,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context(failed)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            let sponsors = key_sponsors(&self.pool, row.id).await?;
+            let (kind, bounds) = kind_and_bounds(bounds_columns!(row))?;
+            keys.push(KeyInfo {
+                id: row.id,
+                name: row.name,
+                prefix: row.key_prefix,
+                environment: row.environment,
+                scopes: row.scopes,
+                sponsors,
+                allowed_cidrs: row.allowed_cidrs,
+                rate_limit_per_minute: row.rate_limit_per_minute,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+                revoked_at: row.revoked_at,
+                rotated_at: row.rotated_at,
+                rotated_from: row.rotated_from,
+                status: row.status,
+                kind,
+                bounds,
+            });
+        }
+        Ok(keys)
     }
 
     /// Revokes a key by id; returns whether it existed and was active.
     pub async fn revoke_api_key(&self, id: i64) -> anyhow::Result<bool> {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL AND deleted_at IS NULL",
+            id,
         )
-        .bind(id)
         .execute(&self.pool)
         .await
         .context("Failed to revoke the API key")?;
@@ -571,11 +588,11 @@ impl Store {
 
     /// Soft-deletes a key: it stops working and leaves the listings.
     pub async fn delete_key(&self, id: i64) -> anyhow::Result<bool> {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE api_keys SET deleted_at = now(), revoked_at = coalesce(revoked_at, now())
              WHERE id = $1 AND deleted_at IS NULL",
+            id,
         )
-        .bind(id)
         .execute(&self.pool)
         .await
         .context("Failed to delete the API key")?;
@@ -587,51 +604,45 @@ impl Store {
     /// `grace_secs > 0`, keeps working until then (so clients can switch over without downtime).
     pub async fn rotate_key(&self, id: i64, grace_secs: u64) -> anyhow::Result<KeyChange<NewApiKey>> {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        let row = sqlx::query(&format!(
-            "SELECT name, environment, scopes, allowed_cidrs, rate_limit_per_minute, {BOUNDS_COLUMNS},
-                    revoked_at IS NOT NULL AS revoked, rotated_at IS NOT NULL AS rotated,
-                    (expires_at IS NOT NULL AND expires_at <= now()) AS expired
-             FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
-        ))
-        .bind(id)
+        let row = sqlx::query!(
+            r#"SELECT name, environment, scopes, allowed_cidrs, rate_limit_per_minute,
+                      kind, allowed_origins, allowed_contracts, allowed_operations,
+                      signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei,
+                      revoked_at IS NOT NULL AS "revoked!", rotated_at IS NOT NULL AS "rotated!",
+                      (expires_at IS NOT NULL AND expires_at <= now()) AS "expired!"
+               FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"#,
+            id,
+        )
         .fetch_optional(&mut *tx)
         .await
         .context("Failed to load the API key")?;
         let Some(row) = row else { return Ok(KeyChange::NotFound) };
-        if row.get::<bool, _>("revoked") {
+        if row.revoked {
             return Ok(KeyChange::NotActive("the key is revoked"));
         }
-        if row.get::<bool, _>("expired") {
+        if row.expired {
             return Ok(KeyChange::NotActive("the key has expired"));
         }
-        if row.get::<bool, _>("rotated") {
+        if row.rotated {
             return Ok(KeyChange::NotActive("the key was already rotated"));
         }
-        let (kind, bounds) = kind_and_bounds(&row)?;
-        let sponsors: Vec<Address> =
-            sqlx::query("SELECT sponsor FROM api_key_sponsors WHERE api_key_id = $1 ORDER BY position")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await
-                .context("Failed to load the API key's sponsors")?
-                .into_iter()
-                .map(|r| address(r.get::<&[u8], _>("sponsor")))
-                .collect::<anyhow::Result<_>>()?;
+        let (kind, bounds) = kind_and_bounds(bounds_columns!(row))?;
+        let sponsors = key_sponsors(&mut *tx, id).await?;
         let spec = KeySpec {
-            name: row.get("name"),
-            environment: row.get::<String, _>("environment").parse().map_err(anyhow::Error::msg)?,
+            name: row.name,
+            environment: row.environment.parse().map_err(anyhow::Error::msg)?,
             sponsors,
-            scopes: row.get::<Vec<String>, _>("scopes").iter().filter_map(|s| s.parse().ok()).collect(),
+            scopes: row.scopes.iter().filter_map(|s| s.parse().ok()).collect(),
             // Copied exactly below.
             expires_in_secs: None,
             allowed_cidrs: row
-                .get::<Vec<String>, _>("allowed_cidrs")
+                .allowed_cidrs
                 .iter()
                 .map(|c| parse_cidr(c))
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?,
             rate_limit_per_minute: row
-                .get::<Option<i32>, _>("rate_limit_per_minute")
+                .rate_limit_per_minute
                 .map(u32::try_from)
                 .transpose()
                 .context("negative rate limit")?,
@@ -640,24 +651,30 @@ impl Store {
         };
         let created = insert_key(&mut tx, &spec, Some(id)).await?;
         // The same instant, not "the same seconds from now" (which rounding would shift).
-        sqlx::query("UPDATE api_keys SET expires_at = (SELECT expires_at FROM api_keys WHERE id = $2) WHERE id = $1")
-            .bind(created.id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .context("Failed to copy the API key's expiry")?;
-        let retire = if grace_secs == 0 {
-            sqlx::query("UPDATE api_keys SET rotated_at = now(), revoked_at = now() WHERE id = $1").bind(id)
+        sqlx::query!(
+            "UPDATE api_keys SET expires_at = (SELECT expires_at FROM api_keys WHERE id = $2) WHERE id = $1",
+            created.id,
+            id,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to copy the API key's expiry")?;
+        let retired = if grace_secs == 0 {
+            sqlx::query!("UPDATE api_keys SET rotated_at = now(), revoked_at = now() WHERE id = $1", id)
+                .execute(&mut *tx)
+                .await
         } else {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE api_keys SET rotated_at = now(),
                      expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => $2))
                  WHERE id = $1",
+                id,
+                grace_secs as f64,
             )
-            .bind(id)
-            .bind(grace_secs as f64)
+            .execute(&mut *tx)
+            .await
         };
-        retire.execute(&mut *tx).await.context("Failed to retire the rotated API key")?;
+        retired.context("Failed to retire the rotated API key")?;
         tx.commit().await.context("Failed to commit the rotation")?;
         Ok(KeyChange::Done(created))
     }
@@ -673,47 +690,46 @@ async fn insert_key(
     let key = new_secret(spec.kind, spec.environment);
     // `sk_test_` + 8 hex characters: enough to tell keys apart, far too little to guess one.
     let prefix: String = key.chars().take(16).collect();
-    let mut scopes: Vec<&str> = spec.scopes.iter().map(|s| s.as_str()).collect();
+    let mut scopes: Vec<String> = spec.scopes.iter().map(|s| s.as_str().to_string()).collect();
     scopes.sort_unstable();
     scopes.dedup();
     let cidrs: Vec<String> = spec.allowed_cidrs.iter().map(|c| c.to_string()).collect();
     let expires_in = spec.expires_in_secs.map(|s| s as f64);
     let b = &spec.bounds;
-    let id: i64 = sqlx::query(
+    let id = sqlx::query_scalar!(
         "INSERT INTO api_keys (name, key_hash, key_prefix, environment, scopes, allowed_cidrs, rate_limit_per_minute,
                                expires_at, rotated_from, kind, allowed_origins, allowed_contracts, allowed_operations,
                                signer_rate_limit_per_minute, daily_budget_wei, signer_daily_budget_wei)
          VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13, $14, $15, $16)
          RETURNING id",
+        spec.name,
+        &hash_api_key(&key)[..],
+        prefix,
+        spec.environment.as_str(),
+        &scopes,
+        &cidrs,
+        spec.rate_limit_per_minute.map(|r| r as i32),
+        expires_in,
+        rotated_from,
+        spec.kind.as_str(),
+        &b.allowed_origins,
+        &b.allowed_contracts,
+        &b.allowed_operations,
+        b.signer_rate_limit_per_minute.map(|r| r as i32),
+        b.daily_budget_wei.map(|w| w.to_string()),
+        b.signer_daily_budget_wei.map(|w| w.to_string()),
     )
-    .bind(&spec.name)
-    .bind(&hash_api_key(&key)[..])
-    .bind(&prefix)
-    .bind(spec.environment.as_str())
-    .bind(&scopes)
-    .bind(&cidrs)
-    .bind(spec.rate_limit_per_minute.map(|r| r as i32))
-    .bind(expires_in)
-    .bind(rotated_from)
-    .bind(spec.kind.as_str())
-    .bind(&b.allowed_origins)
-    .bind(&b.allowed_contracts)
-    .bind(&b.allowed_operations)
-    .bind(b.signer_rate_limit_per_minute.map(|r| r as i32))
-    .bind(b.daily_budget_wei.map(|w| w.to_string()))
-    .bind(b.signer_daily_budget_wei.map(|w| w.to_string()))
     .fetch_one(&mut **tx)
     .await
-    .context("Failed to insert the API key")?
-    .get(0);
+    .context("Failed to insert the API key")?;
     for (position, sponsor) in spec.sponsors.iter().enumerate() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO api_key_sponsors (api_key_id, sponsor, position) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
+            id,
+            sponsor.as_slice(),
+            position as i32,
         )
-        .bind(id)
-        .bind(sponsor.as_slice())
-        .bind(position as i32)
         .execute(&mut **tx)
         .await
         .context("Failed to tie the API key to its sponsors")?;
