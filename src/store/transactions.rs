@@ -906,17 +906,6 @@ pub struct TransactionRecord {
     pub hashes: Vec<B256>,
 }
 
-impl TransactionRecord {
-    /// The status vocabulary of the first API version: `submitted`, `mined` or `reverted`.
-    pub fn legacy_status(&self) -> &'static str {
-        match self.status.as_str() {
-            "pending" | "submitted" => "submitted",
-            "mined" | "confirmed" => "mined",
-            _ => "reverted",
-        }
-    }
-}
-
 impl Store {
     /// The transaction `id`, if the key `api_key_id` relayed it (keys never see each other's).
     pub async fn get_transaction(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<TransactionRecord>> {
