@@ -23,7 +23,7 @@
 //! | domain | [`pricing`] | per chain, in the background: the fee estimate new transactions are checked against and the receipts' effective gas prices of mined rows (requests only read them) |
 //! | domain | [`indexer`] | mirrors every contract event into Postgres (backfill, head following, reorg rollback); the read model |
 //! | domain | [`views`] | how records are shown outside (EIP-55 addresses, legacy statuses, the transaction view), shared by the API and webhooks |
-//! | domain | [`store`] | every SQL statement (sqlx), by aggregate: API keys, meta-transaction nonces, transactions, history, admission, idempotency, the index (with its plain data: events, block headers, derived keys and values), webhooks, the keeper's reads, probes; of the other modules it names only [`chain`] |
+//! | domain | [`store`] | every SQL statement, each checked at compile time (sqlx macros, `.sqlx/`), by aggregate: API keys, meta-transaction nonces, transactions, history, admission, idempotency, the index (with its plain data: events, block headers, derived keys and values), webhooks, the keeper's reads, probes; of the other modules it names only [`chain`] |
 //! | base | [`chain`] | contract bindings from `abi/`, the RPC provider, EIP-712 documents and digests, `bySig` traits, signature checks, revert decoding, [`chain::Deployment`] |
 //! | base | [`observability`] | Prometheus metrics (`GET /metrics`): HTTP, pipeline stages, RPC, keeper; the recorder |
 //! | base | [`supervisor`] | background tasks in named stages: restart with back-off, ordered shutdown |

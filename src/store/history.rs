@@ -113,7 +113,6 @@ fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
     v.as_deref().map(numeric).transpose()
 }
 
-
 /// Records what row `id` does (its reference, operations and amounts) inside the transaction that
 /// queues it, so a queued call never lacks its label.
 pub(super) async fn write_meta(tx: &mut Transaction<'_, Postgres>, id: i64, meta: &TxMeta) -> anyhow::Result<()> {
