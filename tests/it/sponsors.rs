@@ -248,8 +248,12 @@ async fn policy_daily_budget_admits_one_of_two_simultaneous_calls_when_only_one_
     let one = U256::from(gas + gas / 4 + 10_000) * u256(&quote["MaxFeePerGas"]);
     app.wait_priced().await;
     let spent = u256(&sponsor_view(&app, &app.api_key).await["SpendToday"]);
-    let policy =
-        SponsorPolicy { daily_budget: Some(spent + one * U256::from(3u64) / U256::from(2u64)), ..Default::default() };
+    // Room for one reservation plus half a pay: whichever call is checked second sees the first
+    // either reserved (`one`) or already mined and priced (about the first pay's cost, far more
+    // than half of it), and is refused either way. (Half a reservation of room let a second call
+    // through once the first was mined and priced below half a reservation; that failed CI.)
+    let half_a_pay = paid(&app, &[&first]).await / U256::from(2u64);
+    let policy = SponsorPolicy { daily_budget: Some(spent + one + half_a_pay), ..Default::default() };
     app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&policy)).await.unwrap();
 
     // Sent together: whichever is checked second sees the first's reservation (or its mined gas).
