@@ -34,9 +34,19 @@ use crate::{
 };
 use postgres::PgCluster;
 
-/// Anvil's well-known dev account #1 (public test mnemonic): the dev sponsor. Account #0 deploys
-/// the contracts, so the two never compete for nonces.
-const DEV_SPONSOR_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+/// Anvil's well-known dev accounts #1, #2, #4 and #5 (public test mnemonic): the dev sponsor pool.
+/// Account #0 deploys the contracts and mints the demo wallet's tokens, and account #3 mints in
+/// the TypeScript tests, so none of them competes with a sponsor for nonces. The dev API key may
+/// use every sponsor, so builds spread over the pool (least busy first).
+const DEV_SPONSOR_KEYS: [&str; 4] = [
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+];
+/// Anvil's well-known dev account #0: deploys the contracts (anvil/deploy.sh) and mints the demo
+/// wallet's tokens.
+const DEV_DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// Tokens minted to the demo wallet, in whole tokens.
 const DEMO_TOKENS: u64 = 1_000;
 
@@ -137,7 +147,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         database_url: Some(Secret::new(database_url.clone())),
         chains: vec![crate::config::ChainConfig {
             rpc_urls: vec![Secret::new(rpc_url.clone())],
-            sponsor_keys: vec![Secret::new(DEV_SPONSOR_KEY)],
+            sponsor_keys: DEV_SPONSOR_KEYS.iter().map(|k| Secret::new(*k)).collect(),
             // The dev chain mines a block per transaction and never reorgs: final at once.
             finality_depth: Some(1),
             ..crate::config::ChainConfig::single(deployment_file)
@@ -168,10 +178,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Result<()> {
     let state = server::state_from_config(config).await?;
     let rpc_url = config.chains.first().and_then(|c| c.rpc_urls.first()).map(Secret::expose).unwrap_or_default();
-    let sponsor: PrivateKeySigner = DEV_SPONSOR_KEY.parse().context("dev sponsor key")?;
+    let sponsors = DEV_SPONSOR_KEYS
+        .iter()
+        .map(|k| k.parse::<PrivateKeySigner>().map(|s| s.address()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("dev sponsor key")?;
+    let minter: PrivateKeySigner = DEV_DEPLOYER_KEY.parse().context("dev deployer key")?;
     let store: &Store = &state.store;
-    // Every scope (read, relay, webhooks, admin), so the whole API can be tried with it.
-    let key = store.create_api_key("dev", &[sponsor.address()], true).await?;
+    // Every scope (read, relay, webhooks, admin) and the whole sponsor pool, so the whole API can
+    // be tried with it.
+    let key = store.create_api_key("dev", &sponsors, true).await?;
     let admin_token = crate::api::auth::mint_admin_token(
         config.admin_jwt_secret.as_ref().map(Secret::expose).unwrap_or_default(),
         crate::api::auth::MAX_ADMIN_TOKEN_TTL,
@@ -181,7 +197,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
     let contract = state.contracts().next().context("no deployment")?.deployment.clone();
     let demo = demo_wallet(&root.join(".dev/demo-wallet.key"))?;
     let wallet_provider =
-        ProviderBuilder::new().wallet(sponsor.clone()).connect_http(rpc_url.parse().context("rpc url")?);
+        ProviderBuilder::new().wallet(minter).connect_http(rpc_url.parse().context("rpc url")?);
     let token = MockToken::new(contract.token, &wallet_provider);
     let unit = U256::from(10u64).pow(U256::from(contract.token_decimals));
     let held = token.balanceOf(demo.address()).call().await.context("Failed to read the demo balance")?;
@@ -201,7 +217,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
     let demo_addr = demo.address();
     println!(
         "\nStreamPay dev stack is up\n\
-         \x20 API        {base}   (key scope: sponsor {sponsor})\n\
+         \x20 API        {base}   (key scope: sponsors {sponsors})\n\
          \x20 API key    {key}   (all scopes; shown once; `streampay keys create` makes more)\n\
          \x20 admin      {admin_token}\n\
          \x20            (admin token for /api/v1/admin/keys, valid 1h; more with\n\
@@ -215,7 +231,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
          \x20 curl -s {base}/api/v1/admin/keys -H 'Authorization: Bearer {admin_token}'\n\
          \x20 curl -s -X POST {base}/api/v1/{name}/payments/deposit -H 'X-API-Key: {key}' \\\n\
          \x20      -H 'Content-Type: application/json' -d '{{\"From\":\"{demo_addr}\",\"Amount\":\"100\"}}'\n",
-        sponsor = sponsor.address(),
+        sponsors = sponsors.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
         key = key.key,
         name = contract.name,
         addr = contract.address,
