@@ -18,7 +18,11 @@
 //!   open loop of synchronous executes at half the preceding ceiling's closed-loop rate, and an
 //!   open loop of accepted executes (`Prefer: respond-async` → 202) at the same rate, then a
 //!   bounded wait until every accepted call is mined. `/metrics` is scraped before and after, and
-//!   the deltas divided by the relays give RPCs per relay by method.
+//!   the deltas divided by the relays give RPCs per relay by method; `pg_stat_statements`
+//!   (preloaded in the bench's cluster) gives the relayer role's Postgres statements per relay.
+//! - The relayer is given a pool of `--sponsors` keys (default 4: Anvil's accounts 1, 2, 4, 5; 0
+//!   deploys, 3 is the ceiling's) and the calls are built round-robin over them, as a key with
+//!   several sponsors spreads its builds.
 //! - Rounds alternate `C R C R …` (`--rounds`, after a discarded warm-up of each); medians and the
 //!   spread (min–max) are printed, and p99s only from pooled samples of at least 2,000.
 //! - **Chain-bound variant** (`--chain-n`, 0 to skip): the same Anvil switched to interval mining
@@ -27,12 +31,12 @@
 //!   with synchronous executes at half the capacity (`--chain-sync-n` requests).
 //! - **Exactly once**, asserted (the bench panics otherwise): every request answered once with a
 //!   200 (202 on the accept path); every ceiling transaction included exactly once and successful;
-//!   the relayer sponsor's nonce rose by exactly the relays of each round and the ceiling key's by
+//!   the pool's nonces rose by exactly the relays of each round and the ceiling key's by
 //!   exactly its transactions; `relay_transactions` rows mined == relays; every user's StreamPay
 //!   balance is exactly its one deposit and its token balance zero.
 //!
 //! Run: `cargo bench --bench relay -- [--n 1000] [--concurrency 32] [--rounds 3] [--open-n 667]
-//! [--chain-n 600] [--chain-sync-n 2000]` (needs `.tools/bin/anvil` and the PostgreSQL binaries;
+//! [--chain-n 600] [--chain-sync-n 2000] [--sponsors 4]` (needs `.tools/bin/anvil` and the PostgreSQL binaries;
 //! starts and removes its own).
 
 use std::{
@@ -81,13 +85,24 @@ struct Args {
     open_n: usize,
     chain_n: usize,
     chain_sync_n: usize,
+    /// Sponsor keys the relayer is given (its pool); calls are built round-robin over them.
+    sponsors: usize,
     argv: String,
 }
 
 fn args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut a =
-        Args { n: 1000, concurrency: 32, rounds: 3, open_n: 0, chain_n: 600, chain_sync_n: 2000, argv: argv.join(" ") };
+        Args {
+        n: 1000,
+        concurrency: 32,
+        rounds: 3,
+        open_n: 0,
+        chain_n: 600,
+        chain_sync_n: 2000,
+        sponsors: 4,
+        argv: argv.join(" "),
+    };
     for w in argv.chunks(2) {
         let v = || w.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} N", w[0]));
         match w[0].as_str() {
@@ -97,9 +112,11 @@ fn args() -> Args {
             "--open-n" => a.open_n = v(),
             "--chain-n" => a.chain_n = v(),
             "--chain-sync-n" => a.chain_sync_n = v(),
+            "--sponsors" => a.sponsors = v(),
             other => panic!("unknown argument {other}"),
         }
     }
+    assert!((1..=8).contains(&a.sponsors), "--sponsors takes 1 to 8 (Anvil's accounts other than 0 and 3)");
     if a.open_n == 0 {
         // Enough that the pooled open-loop samples of all rounds reach 2,000.
         a.open_n = 2000usize.div_ceil(a.rounds.max(1));
@@ -445,17 +462,17 @@ async fn relayer_paced(http: &HttpClient, calls: &[Signed], rate: f64, respond_a
 /// Included rate of `from`'s transactions in the watcher's log since `start`, in steady state:
 /// the calls of the blocks after the first and before the last one, over the time from the first
 /// block to the one before the last (a partly filled first or last block does not count).
-fn included_rate(log: &[(Instant, Address, B256)], from: Address, start: Instant) -> (usize, f64, Vec<usize>) {
+fn included_rate(log: &[(Instant, Address, B256)], from: &[Address], start: Instant) -> (usize, f64, Vec<usize>) {
     let mut blocks: BTreeMap<Instant, usize> = BTreeMap::new();
     for (at, f, _) in log {
-        if *f == from && *at >= start {
+        if from.contains(f) && *at >= start {
             *blocks.entry(*at).or_insert(0) += 1;
         }
     }
     let n: usize = blocks.values().sum();
     let b: Vec<(Instant, usize)> = blocks.into_iter().collect();
     let k = b.len();
-    assert!(k >= 3, "the {n} calls of {from} landed in {k} blocks: run longer for a rate");
+    assert!(k >= 3, "the {n} calls of {from:?} landed in {k} blocks: run longer for a rate");
     let inner: usize = b[1..k - 1].iter().map(|e| e.1).sum();
     (n, inner as f64 / (b[k - 2].0 - b[0].0).as_secs_f64(), b.iter().map(|e| e.1).collect())
 }
@@ -533,6 +550,16 @@ fn rpc_deltas(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> BT
     out
 }
 
+/// Statements the relayer's role (`postgres`) has run, from pg_stat_statements.
+async fn pg_statements(store: &Store) -> f64 {
+    let n: Option<i64> =
+        sqlx::query_scalar("SELECT sum(calls)::bigint FROM pg_stat_statements WHERE userid = 'postgres'::regrole")
+            .fetch_one(store.pool())
+            .await
+            .expect("read pg_stat_statements");
+    n.unwrap_or(0) as f64
+}
+
 async fn mined_rows(store: &Store) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM relay_transactions WHERE status IN ('mined', 'confirmed')")
         .fetch_one(store.pool())
@@ -600,7 +627,10 @@ async fn main() -> anyhow::Result<()> {
     let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url()).erased();
     let token = *MockToken::deploy(&admin, "Mock USD Coin".into(), "mUSDC".into()).await?.address();
     let contract = *StreamPay::deploy(&admin, token, PERMIT2, U256::from(86_400u64)).await?.address();
-    let relayer_key: PrivateKeySigner = anvil.keys()[1].clone().into();
+    // The relayer's sponsor pool: Anvil's accounts 1, 2, 4, 5, … (0 deploys, 3 is the ceiling's).
+    let relayer_keys: Vec<PrivateKeySigner> =
+        [1, 2, 4, 5, 6, 7, 8, 9].into_iter().take(args.sponsors).map(|i| anvil.keys()[i].clone().into()).collect();
+    let relayer_addresses: Vec<Address> = relayer_keys.iter().map(|k| k.address()).collect();
     // A key the relayer is never given.
     let ceiling_key: PrivateKeySigner = anvil.keys()[3].clone().into();
 
@@ -612,7 +642,16 @@ async fn main() -> anyhow::Result<()> {
     let db_url = cluster.url("relay");
     let store = Store::connect(&db_url, 4).await?;
     store.migrate().await?;
-    let key = store.create_api_key("bench", &[relayer_key.address()], true).await?;
+    // Postgres statements per relay: pg_stat_statements (preloaded, so the server restarts once),
+    // counted for the relayer's role only; the bench itself reads as the role `bench`.
+    sqlx::query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'").execute(store.pool()).await?;
+    sqlx::query("CREATE ROLE bench LOGIN SUPERUSER").execute(store.pool()).await?;
+    store.pool().close().await;
+    cluster.stop_clean()?;
+    cluster.start_again()?;
+    let store = Store::connect(&db_url.replacen("postgres://postgres@", "postgres://bench@", 1), 4).await?;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(store.pool()).await?;
+    let key = store.create_api_key("bench", &relayer_addresses, true).await?;
 
     let deployments = dir.join("deployment.json");
     std::fs::write(
@@ -630,7 +669,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let cmd = {
         let (dir, db_url, deployments): (PathBuf, String, PathBuf) = (dir.clone(), db_url.clone(), deployments.clone());
-        let sponsor = format!("0x{}", alloy::hex::encode(relayer_key.to_bytes()));
+        let sponsor = relayer_keys
+            .iter()
+            .map(|k| format!("0x{}", alloy::hex::encode(k.to_bytes())))
+            .collect::<Vec<_>>()
+            .join(",");
         move || {
             let mut c = Command::new(env!("CARGO_BIN_EXE_streampay"));
             c.arg("serve")
@@ -702,8 +745,8 @@ async fn main() -> anyhow::Result<()> {
     let mut at = 0;
     for (ceiling, count) in &plan {
         let over = ceiling.then(|| ceiling_key.address());
-        let g: Vec<Signed> = stream::iter(&users[at..at + count])
-            .map(|u| build_signed(&http, u, relayer_key.address(), over))
+        let g: Vec<Signed> = stream::iter(users[at..at + count].iter().enumerate())
+            .map(|(i, u)| build_signed(&http, u, relayer_addresses[i % relayer_addresses.len()], over))
             .buffered(8)
             .collect()
             .await;
@@ -730,12 +773,22 @@ async fn main() -> anyhow::Result<()> {
     let mut next = || groups.next().expect("plan");
 
     let mut relays: i64 = 0;
-    let mut relayer_nonce = provider.get_transaction_count(relayer_key.address()).await?;
-    let relayer_address = relayer_key.address();
-    let check_relayer_nonce = |p: DynProvider, before: u64, count: usize| async move {
-        let now = p.get_transaction_count(relayer_address).await.expect("nonce");
-        assert_eq!(now - before, count as u64, "relayer sponsor nonce rose by {}, relays {count}", now - before);
-        now
+    // The sum of the pool's nonces: each relay is one sponsor transaction.
+    let pool_nonce = |p: DynProvider, pool: Vec<Address>| async move {
+        let mut sum = 0;
+        for a in pool {
+            sum += p.get_transaction_count(a).await.expect("nonce");
+        }
+        sum
+    };
+    let mut relayer_nonce = pool_nonce(provider.clone(), relayer_addresses.clone()).await;
+    let check_relayer_nonce = |p: DynProvider, before: u64, count: usize| {
+        let pool = relayer_addresses.clone();
+        async move {
+            let now = pool_nonce(p, pool).await;
+            assert_eq!(now - before, count as u64, "relayer sponsor nonces rose by {}, relays {count}", now - before);
+            now
+        }
     };
 
     // --- warm-up (discarded)
@@ -757,6 +810,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut c_closed, mut c_max, mut r_closed, mut r_open, mut r_accept) = (vec![], vec![], vec![], vec![], vec![]);
     let mut rpc: Vec<BTreeMap<String, f64>> = Vec::new();
     let mut rpc_relays = 0usize;
+    let mut pg: Vec<f64> = Vec::new();
     for round in 1..=args.rounds {
         eprintln!("round {round}: ceiling");
         let watcher = Watcher::start(provider.clone()).await;
@@ -771,6 +825,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("round {round}: relayer (open loops at {half:.1}/s)");
         relayer.start().await;
         let m0 = http.metrics().await;
+        let pg0 = pg_statements(&store).await;
         let (g1, g2, g3) = (next().0, next().0, next().0);
         let closed = relayer_closed(&http, &g1, args.concurrency).await;
         let open = relayer_paced(&http, &g2, half, false).await;
@@ -779,6 +834,7 @@ async fn main() -> anyhow::Result<()> {
         relays += count as i64;
         wait_mined(&store, relays, "accepted executes").await;
         let m1 = http.metrics().await;
+        pg.push(pg_statements(&store).await - pg0);
         relayer_nonce = check_relayer_nonce(provider.clone(), relayer_nonce, count).await;
         relayer.stop();
         eprintln!("  closed {:.1}/s, open {:.1}/s, accept {:.1}/s", closed.rate, open.rate, accept.rate);
@@ -819,7 +875,7 @@ async fn main() -> anyhow::Result<()> {
         let watcher = Watcher::start(provider.clone()).await;
         let start = Instant::now();
         let c = ceiling_paced(&provider, &watcher, next().1.unwrap(), 1.2 * capacity).await;
-        let c_inc = included_rate(&watcher.finish().await, ceiling_key.address(), start);
+        let c_inc = included_rate(&watcher.finish().await, &[ceiling_key.address()], start);
         assert_eq!(c_inc.0, cn, "chain-bound ceiling: included calls != sent");
 
         eprintln!("chain-bound: relayer at {:.0}/s, then sync at {:.0}/s", 1.2 * capacity, 0.5 * capacity);
@@ -829,7 +885,7 @@ async fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         let g = next().0;
         let r = relayer_paced(&http, &g, 1.2 * capacity, false).await;
-        let r_inc = included_rate(&watcher.finish().await, relayer_key.address(), start);
+        let r_inc = included_rate(&watcher.finish().await, &relayer_addresses, start);
         assert_eq!(r_inc.0, cn, "chain-bound relayer: included calls != relays");
         relays += g.len() as i64;
         wait_mined(&store, relays, "chain-bound relays").await;
@@ -965,7 +1021,17 @@ async fn main() -> anyhow::Result<()> {
         "- EVM runs: **{:.2}** per relay, approximated as the count of `eth_estimateGas` + `eth_call` RPCs (an `eth_estimateGas` itself runs the EVM several times inside Anvil)",
         per(evm)
     );
-    println!("- Postgres round trips: not measured (no metric)");
+    let pg_rounds: Vec<String> = pg
+        .iter()
+        .zip(&r_closed)
+        .zip(r_open.iter().zip(&r_accept))
+        .map(|((p, a), (b, d))| format!("{:.2}", p / (a.n + b.n + d.n) as f64))
+        .collect();
+    println!(
+        "- Postgres statements: **{:.2}** per relay (rounds: {}), from `pg_stat_statements` for the relayer's role (BEGIN and COMMIT count; with sqlx's cached prepared statements each is one round trip)",
+        per(pg.iter().sum()),
+        pg_rounds.join(", ")
+    );
     println!();
     if let Some((gas, limit, c, (c_n, c_rate, c_blocks), r, (r_n, r_rate, r_blocks), sync)) = &chain {
         println!(
@@ -1001,7 +1067,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("Relayer peak RSS (VmHWM, max over its runs): {peak_rss:.1} MiB.");
     println!(
-        "Exactly once (asserted): {relays} relays each answered once (200, or 202 on the accept path) and mined once ({relays} rows mined, the sponsor's nonce rose by exactly the relays of each round); {} ceiling transactions each included once and successful; all {} users hold exactly one deposit.",
+        "Exactly once (asserted): {relays} relays each answered once (200, or 202 on the accept path) and mined once ({relays} rows mined, the pool's nonces rose by exactly the relays of each round); {} ceiling transactions each included once and successful; all {} users hold exactly one deposit.",
         ceiling_nonce - ceiling_start_nonce,
         users.len()
     );
