@@ -1,8 +1,9 @@
 //! Transaction history, references, sponsor spend and sponsor policies (SPEC §4).
 //!
 //! Reads `relay_transactions` (the pipeline's queue) and writes only the history columns of
-//! migration 0006 (`reference`, `operations`, `relay_transaction_amounts`) and the policies of
-//! migration 0008. Money is NUMERIC in the database and [`U256`] here; it crosses the boundary as
+//! migration 0006 (`reference`, `operations`, `relay_transaction_amounts`: laid out here by
+//! [`MetaColumns`], written with the rows by [`Store::enqueue_transactions`]), the effective gas
+//! price, and the policies of migration 0008. Money is NUMERIC in the database and [`U256`] here; it crosses the boundary as
 //! decimal text, so nothing ever rounds. Every statement is checked at compile time.
 
 use alloy::primitives::{Address, B256, U256};
