@@ -68,6 +68,15 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the server found by [`pg_bin`] ships the `pg_stat_statements` module (Debian's
+/// `/usr/lib/postgresql/<major>/lib`, next to its `bin`; a `postgres` on PATH may be a link
+/// there).
+fn pg_stat_statements_available() -> bool {
+    let server = pg_bin("postgres");
+    let server = std::fs::canonicalize(&server).unwrap_or(server);
+    server.parent().and_then(Path::parent).is_some_and(|root| root.join("lib/pg_stat_statements.so").is_file())
+}
+
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("Failed to find a free port")?;
@@ -126,6 +135,12 @@ impl PgCluster {
         let mut options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, sock.display());
         if self.ephemeral {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        if pg_stat_statements_available() {
+            // Counts every top-level statement (see [`PgCluster::statement_counts`]): what the
+            // relay benchmark reads to count round trips. Left out where the server has no such
+            // module (a server would refuse to start).
+            options.push_str(" -c shared_preload_libraries=pg_stat_statements");
         }
         let mut pg_ctl = pg_command("pg_ctl");
         pg_ctl
@@ -206,6 +221,68 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// The top-level statements run in database `db` since the last
+    /// [`PgCluster::reset_statement_counts`] (or the server's start), as `(calls, query)`, most
+    /// called first, from `pg_stat_statements`; `None` when the server runs without it. BEGIN and
+    /// COMMIT count as statements; statements run by triggers and functions do not. Each
+    /// counted call is one round trip of its client (sqlx sends each execution of a prepared
+    /// statement as one exchange; the first preparation of a statement on a connection is
+    /// another, not counted). These reads are not counted themselves.
+    ///
+    /// For the relay benchmark; not checked at compile time like the store's statements (the
+    /// migrated database has no `pg_stat_statements` view).
+    pub async fn statement_counts(&self, db: &str) -> anyhow::Result<Option<Vec<(i64, String)>>> {
+        use sqlx::{Connection, PgConnection};
+        let mut conn = PgConnection::connect(&self.url(db)).await.context("Failed to connect to the database")?;
+        if !self.ensure_statement_view(&mut conn).await? {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT s.calls, s.query FROM pg_stat_statements s
+             WHERE s.toplevel AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND s.query NOT LIKE '%pg_stat_statements%'
+             ORDER BY s.calls DESC, s.query",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .context("Failed to read pg_stat_statements")?;
+        Ok(Some(rows))
+    }
+
+    /// Starts [`PgCluster::statement_counts`] of every database from zero; false when the server
+    /// runs without `pg_stat_statements`.
+    pub async fn reset_statement_counts(&self, db: &str) -> anyhow::Result<bool> {
+        use sqlx::{Connection, PgConnection};
+        let mut conn = PgConnection::connect(&self.url(db)).await.context("Failed to connect to the database")?;
+        if !self.ensure_statement_view(&mut conn).await? {
+            return Ok(false);
+        }
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut conn)
+            .await
+            .context("Failed to reset pg_stat_statements")?;
+        Ok(true)
+    }
+
+    /// Creates the `pg_stat_statements` view in `conn`'s database if the module is loaded;
+    /// answers whether it is.
+    async fn ensure_statement_view(&self, conn: &mut sqlx::PgConnection) -> anyhow::Result<bool> {
+        use sqlx::Executor;
+        let loaded: String = sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+            .fetch_one(&mut *conn)
+            .await
+            .context("Failed to read shared_preload_libraries")?;
+        if !loaded.split(',').any(|l| l.trim() == "pg_stat_statements") {
+            return Ok(false);
+        }
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .context("Failed to create the pg_stat_statements extension")?;
+        Ok(true)
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.ephemeral {
@@ -231,5 +308,27 @@ mod tests {
         let cluster = PgCluster::start_on_free_port(&dir, true).expect("a free port");
         assert_ne!(cluster.port(), port);
         assert!(cluster.is_running());
+    }
+
+    // The benchmark's round-trip count: every top-level statement of a database, by text.
+    #[tokio::test]
+    async fn the_cluster_counts_each_statement_a_database_runs() {
+        use sqlx::{Connection, Executor};
+        if !pg_stat_statements_available() {
+            eprintln!("skipped: this server has no pg_stat_statements module");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("streampay-pg-stat-test-{}", std::process::id()));
+        let cluster = PgCluster::start_on_free_port(&dir, true).expect("a cluster");
+        cluster.ensure_database("counted").await.unwrap();
+        assert!(cluster.reset_statement_counts("counted").await.unwrap());
+        let mut conn = sqlx::PgConnection::connect(&cluster.url("counted")).await.unwrap();
+        conn.execute("CREATE TABLE t (x INT)").await.unwrap();
+        for x in 0..3 {
+            sqlx::query("INSERT INTO t VALUES ($1)").bind(x).execute(&mut conn).await.unwrap();
+        }
+        let counts = cluster.statement_counts("counted").await.unwrap().expect("loaded");
+        assert_eq!(counts.iter().find(|(_, q)| q.starts_with("INSERT INTO t")).map(|(n, _)| *n), Some(3), "{counts:?}");
+        assert!(counts.iter().any(|(n, q)| *n == 1 && q.starts_with("CREATE TABLE t")), "{counts:?}");
     }
 }

@@ -1,13 +1,13 @@
 //! Transaction history, references, sponsor spend and sponsor policies (SPEC §4).
 //!
 //! Reads `relay_transactions` (the pipeline's queue) and writes only the history columns of
-//! migration 0006 (`reference`, `operations`, `relay_transaction_amounts`) and the policies of
-//! migration 0008. Money is NUMERIC in the database and [`U256`] here; it crosses the boundary as
+//! migration 0006 (`reference`, `operations`, `relay_transaction_amounts`: laid out here by
+//! [`MetaColumns`], written with the rows by [`Store::enqueue_transactions`]), the effective gas
+//! price, and the policies of migration 0008. Money is NUMERIC in the database and [`U256`] here; it crosses the boundary as
 //! decimal text, so nothing ever rounds. Every statement is checked at compile time.
 
 use alloy::primitives::{Address, B256, U256};
 use anyhow::Context;
-use sqlx::{Postgres, Transaction};
 
 use super::{
     Store, TxStatus,
@@ -113,32 +113,48 @@ fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
     v.as_deref().map(numeric).transpose()
 }
 
-/// Records what row `id` does (its reference, operations and amounts) inside the transaction that
-/// queues it, so a queued call never lacks its label.
-pub(super) async fn write_meta(tx: &mut Transaction<'_, Postgres>, id: i64, meta: &TxMeta) -> anyhow::Result<()> {
-    sqlx::query!(
-        "UPDATE relay_transactions SET reference = $2, operations = $3 WHERE id = $1",
-        id,
-        meta.reference.as_deref(),
-        meta.operations.as_slice(),
-    )
-    .execute(&mut **tx)
-    .await
-    .context("Failed to record the transaction's reference")?;
-    for (position, operation, amount) in &meta.amounts {
-        sqlx::query!(
-            "INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
-             VALUES ($1, $2, $3, $4::text::numeric)",
-            id,
-            i32::try_from(*position).context("position beyond INT")?,
-            operation.as_str(),
-            amount.to_string(),
-        )
-        .execute(&mut **tx)
-        .await
-        .context("Failed to record the transaction's amounts")?;
+/// The history columns of a batch being queued (reference, operations and amounts of each row),
+/// flattened into arrays for `UNNEST` so that [`Store::enqueue_transactions`] writes them in the
+/// statement that inserts the rows, in the transaction that queues them: a queued call never
+/// lacks its label, and the batch costs the same round trips whatever its size.
+///
+/// Rows are numbered from 1 in batch order (the `WITH ORDINALITY` of the batch's `UNNEST`);
+/// operations and amounts name their row by that number and keep their own order.
+#[derive(Debug, Default)]
+pub(super) struct MetaColumns {
+    /// Per row: whether it has history at all (keeper rows do not: NULL operations).
+    pub has_meta: Vec<bool>,
+    /// Per row.
+    pub reference: Vec<Option<String>>,
+    /// Per operation, in execution order: its row and name.
+    pub op_row: Vec<i64>,
+    pub op_name: Vec<String>,
+    /// Per amount: its row, position, operation and value (decimal text, internal units).
+    pub amount_row: Vec<i64>,
+    pub amount_position: Vec<i32>,
+    pub amount_operation: Vec<String>,
+    pub amount_value: Vec<String>,
+}
+
+impl MetaColumns {
+    /// Appends row number `row` (1-based, the next in the batch) and its history, if any.
+    pub fn push(&mut self, row: i64, meta: Option<&TxMeta>) -> anyhow::Result<()> {
+        anyhow::ensure!(row == self.has_meta.len() as i64 + 1, "history rows out of order");
+        self.has_meta.push(meta.is_some());
+        self.reference.push(meta.and_then(|m| m.reference.clone()));
+        let Some(meta) = meta else { return Ok(()) };
+        for op in &meta.operations {
+            self.op_row.push(row);
+            self.op_name.push(op.clone());
+        }
+        for (position, operation, amount) in &meta.amounts {
+            self.amount_row.push(row);
+            self.amount_position.push(i32::try_from(*position).context("position beyond INT")?);
+            self.amount_operation.push(operation.clone());
+            self.amount_value.push(amount.to_string());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Store {

@@ -400,7 +400,7 @@ impl Store {
         let k = batch.len() as u64;
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
         // The upsert takes the row lock that serialises every allocation for this sponsor
-        // until commit: kept to three statements (nonces, rows + attempts, commit).
+        // until commit: kept to three statements (nonces, rows + history + attempts, commit).
         let base = sqlx::query_scalar!(
             r#"INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3::bigint + $4::bigint)
              ON CONFLICT (chain_id, address) DO UPDATE
@@ -419,6 +419,7 @@ impl Store {
             batch.iter().enumerate().map(|(i, _)| sign(i, base + i as u64)).collect::<anyhow::Result<Vec<_>>>()?;
 
         let mut cols = BatchColumns::default();
+        let mut meta = super::history::MetaColumns::default();
         for (i, (t, a)) in batch.iter().zip(&signed).enumerate() {
             cols.contract.push(t.contract.to_vec());
             cols.api_key_id.push(t.api_key_id);
@@ -435,29 +436,56 @@ impl Store {
             cols.kind.push(a.kind.as_str().to_string());
             cols.max_fee.push(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?);
             cols.prio_fee.push(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?);
+            // Row numbers from 1, as `WITH ORDINALITY` numbers `items`.
+            meta.push(i as i64 + 1, t.history.as_ref())?;
         }
+        // One statement writes every row with its reference and operations (one tuple version
+        // each: nothing updates them afterwards), its first attempt, and every amount of the
+        // batch; with BEGIN, the nonces and COMMIT a batch costs four round trips whatever its
+        // size. Operations and amounts name their row by its number in `items` (`idx`); the
+        // inserted rows are matched back to `items` by their sponsor nonce, unique in the batch.
+        // The amounts counted back check that none was dropped by a join.
         let ids = sqlx::query!(
-            "WITH items AS (
+            r#"WITH items AS (
                 SELECT * FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
                                      $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
                                      $12::text[], $13::bigint[], $14::bigint[], $16::smallint[],
-                                     $17::bytea[])
+                                     $17::bytea[], $18::bool[], $19::text[])
+                    WITH ORDINALITY
                     AS i(contract, api_key_id, signer, meta_nonce, sponsor_nonce, tx_hash, calldata, gas_limit,
-                         deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type, call_digest)),
+                         deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type, call_digest, has_meta,
+                         reference, idx)),
+             ops AS (
+                SELECT o.idx, array_agg(o.operation ORDER BY o.n) AS operations
+                FROM UNNEST($20::bigint[], $21::text[]) WITH ORDINALITY AS o(idx, operation, n)
+                GROUP BY o.idx),
              t AS (
                 INSERT INTO relay_transactions
                     (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
-                     status, gas_limit, deadline, meta_nonce_type, call_digest)
-                SELECT $1::bigint, contract, NULLIF(api_key_id, 0), signer, meta_nonce, $15::bytea, sponsor_nonce,
-                       tx_hash, calldata,
-                       'pending', gas_limit, deadline, meta_nonce_type, call_digest
-                FROM items
-                RETURNING id, tx_hash)
-             INSERT INTO tx_attempts
-                (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas, max_priority_fee_per_gas)
-             SELECT t.id, i.sponsor_nonce, i.tx_hash, i.raw_tx, i.kind, i.max_fee, i.prio_fee
-             FROM t JOIN items i USING (tx_hash)
-             RETURNING transaction_id, sponsor_nonce",
+                     status, gas_limit, deadline, meta_nonce_type, call_digest, reference, operations)
+                SELECT $1::bigint, i.contract, NULLIF(i.api_key_id, 0), i.signer, i.meta_nonce, $15::bytea,
+                       i.sponsor_nonce, i.tx_hash, i.calldata,
+                       'pending', i.gas_limit, i.deadline, i.meta_nonce_type, i.call_digest, i.reference,
+                       CASE WHEN i.has_meta THEN coalesce(ops.operations, '{}') END
+                FROM items i LEFT JOIN ops ON ops.idx = i.idx
+                ORDER BY i.idx
+                RETURNING id, sponsor_nonce),
+             amounts AS (
+                INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
+                SELECT t.id, m.position, m.operation, m.amount::numeric
+                FROM UNNEST($22::bigint[], $23::int[], $24::text[], $25::text[]) AS m(idx, position, operation, amount)
+                JOIN items i ON i.idx = m.idx
+                JOIN t ON t.sponsor_nonce = i.sponsor_nonce
+                RETURNING 1),
+             attempts AS (
+                INSERT INTO tx_attempts
+                    (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas, max_priority_fee_per_gas)
+                SELECT t.id, i.sponsor_nonce, i.tx_hash, i.raw_tx, i.kind, i.max_fee, i.prio_fee
+                FROM t JOIN items i ON i.sponsor_nonce = t.sponsor_nonce
+                RETURNING transaction_id, sponsor_nonce)
+             SELECT transaction_id AS "transaction_id!", sponsor_nonce AS "sponsor_nonce!",
+                    (SELECT count(*) FROM amounts) AS "amounts!"
+             FROM attempts"#,
             i64_of(first.chain_id)?,
             &cols.contract,
             &cols.api_key_id,
@@ -474,23 +502,30 @@ impl Store {
             &cols.prio_fee,
             first.sponsor.as_slice(),
             &cols.meta_nonce_type,
-            // Nullable elements (keeper rows have no digest): `as _` skips the macro's check,
-            // which knows only arrays of non-null values.
+            // Nullable elements (keeper rows have no digest, most calls no reference): `as _`
+            // skips the macro's check, which knows only arrays of non-null values.
             &cols.call_digest as _,
+            &meta.has_meta,
+            &meta.reference as _,
+            &meta.op_row,
+            &meta.op_name,
+            &meta.amount_row,
+            &meta.amount_position,
+            &meta.amount_operation,
+            &meta.amount_value,
         )
         .fetch_all(&mut *tx)
         .await
         .context("Failed to queue the transactions")?;
         anyhow::ensure!(ids.len() == batch.len(), "queued {} rows of {}", ids.len(), batch.len());
+        let amounts = ids.first().map_or(0, |r| r.amounts);
+        anyhow::ensure!(
+            amounts == meta.amount_row.len() as i64,
+            "recorded {amounts} amounts of {}",
+            meta.amount_row.len()
+        );
         let by_nonce: std::collections::HashMap<i64, i64> =
             ids.into_iter().map(|r| (r.sponsor_nonce, r.transaction_id)).collect();
-        // Reference, operations and amounts for the history, in the same transaction.
-        for (i, t) in batch.iter().enumerate() {
-            if let Some(meta) = &t.history {
-                let id = *by_nonce.get(&((base + i as u64) as i64)).context("a queued row is missing")?;
-                super::history::write_meta(&mut tx, id, meta).await?;
-            }
-        }
         tx.commit().await.context("Failed to commit the queued transactions")?;
         signed
             .into_iter()

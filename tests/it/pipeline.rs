@@ -267,3 +267,252 @@ async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
         sqlx::query_scalar("SELECT count(*) FROM tx_attempts").fetch_one(app.store.pool()).await.unwrap();
     assert_eq!(attempts, 3, "one attempt per row");
 }
+
+/// Expected history of a row: `(reference, operations, amounts as (position, operation, value))`,
+/// `None` operations for a row written without history.
+type ExpectedMeta = (Option<String>, Option<Vec<String>>, Vec<(i32, String, String)>);
+
+/// The history columns of row `id` as stored: reference, operations, amounts by position.
+async fn stored_meta(app: &crate::harness::TestApp, id: i64) -> ExpectedMeta {
+    let (reference, operations): (Option<String>, Option<Vec<String>>) =
+        sqlx::query_as("SELECT reference, operations FROM relay_transactions WHERE id = $1")
+            .bind(id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    let amounts: Vec<(i32, String, String)> = sqlx::query_as(
+        "SELECT position, operation, amount::text FROM relay_transaction_amounts WHERE transaction_id = $1
+         ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    (reference, operations, amounts)
+}
+
+#[tokio::test]
+async fn one_batch_writes_each_rows_own_reference_operations_and_amounts() {
+    // 50 rows of one batch, with ragged history: none at all, a reference only, operations
+    // without amounts, amounts at scattered positions, amounts up to uint256's maximum. The
+    // batch writes them all in one statement; each row must get exactly its own.
+    use alloy::primitives::{B256, Bytes};
+    use streampay_relayer::store::{AttemptKind, NewTransaction, SignedAttempt, TxMeta};
+    let app = spawn_app().await;
+    // Nobody sends these rows (their signed bytes are fakes): the rows stay as queued.
+    app.stop_pipelines().await;
+    let meta = |i: usize| -> Option<TxMeta> {
+        let ops = |n: usize, op: &str| (0..n).map(|_| op.to_string()).collect::<Vec<_>>();
+        match i % 5 {
+            0 => None,
+            1 => Some(TxMeta {
+                reference: Some(format!("order-{i}")),
+                operations: ops(i % 4 + 1, "pay"),
+                amounts: (0..i % 4 + 1).map(|j| (j, "pay".to_string(), U256::from(i * 1000 + j))).collect(),
+            }),
+            2 => Some(TxMeta { reference: None, operations: ops(2, "subscribe"), amounts: vec![] }),
+            3 => Some(TxMeta { reference: Some(format!("label {i}")), operations: vec![], amounts: vec![] }),
+            _ => Some(TxMeta {
+                reference: None,
+                operations: vec!["subscribe".into(), "deposit".into(), "subscribe".into(), "withdraw".into()],
+                amounts: vec![(1, "deposit".into(), U256::MAX - U256::from(i)), (3, "withdraw".into(), U256::from(i))],
+            }),
+        }
+    };
+    let batch: Vec<NewTransaction> = (0..50)
+        .map(|i| NewTransaction {
+            chain_id: app.chain_id,
+            contract: app.contract,
+            api_key_id: app.api_key_id,
+            signer: wallet().address(),
+            meta_nonce: i as u64,
+            meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
+            call_digest: None,
+            deadline: 1,
+            sponsor: app.sponsor,
+            calldata: Bytes::from(vec![1, 2, 3]),
+            gas_limit: 100_000,
+            history: meta(i),
+        })
+        .collect();
+    let queued = app
+        .store
+        .enqueue_transactions(&batch, 1_000, |i, _| {
+            Ok(SignedAttempt {
+                hash: B256::from(U256::from(i + 1)),
+                raw: Bytes::from(vec![9]),
+                kind: AttemptKind::Call,
+                max_fee_per_gas: 2,
+                max_priority_fee_per_gas: 1,
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 50);
+    let ids: Vec<i64> = queued.iter().map(|(id, _, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "rows numbered in batch (nonce) order: {ids:?}");
+    for (i, (id, nonce, signed)) in queued.iter().enumerate() {
+        assert_eq!(*nonce, 1_000 + i as u64);
+        let row: (i64, Vec<u8>, Vec<u8>) =
+            sqlx::query_as("SELECT sponsor_nonce, signer, tx_hash FROM relay_transactions WHERE id = $1")
+                .bind(id)
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(row, (*nonce as i64, batch[i].signer.to_vec(), signed.hash.to_vec()), "row {i}");
+        let want: ExpectedMeta = match meta(i) {
+            None => (None, None, vec![]),
+            Some(m) => (
+                m.reference,
+                Some(m.operations),
+                m.amounts.into_iter().map(|(p, o, a)| (p as i32, o, a.to_string())).collect(),
+            ),
+        };
+        assert_eq!(stored_meta(&app, *id).await, want, "row {i}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_executes_queued_in_one_batch_keep_each_calls_reference_operations_and_amounts() {
+    // 50 executes arrive together while the sponsor's nonce row is locked, so the pipeline queues
+    // them in one or few batches (group commit). Deposits, multi-payment and subscription
+    // batches, with and without a reference: each row and the history must show exactly its own.
+    let app = spawn_app().await;
+    const N: usize = 50;
+    let users: Vec<_> = (0..N).map(|_| wallet()).collect();
+    app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(20)).await;
+    // Users 0..15 pay (i % 3 != 2) or subscribe (i % 3 == 2) from a deposited balance; the
+    // others deposit.
+    let funded = 15;
+    let deposits = futures::future::join_all(users[..funded].iter().map(|u| async {
+        let built = app.build("/api/v1/USDC/payments/deposit", &json!({"From": u.address(), "Amount": "10"})).await;
+        app.execute_ok(u, &built).await;
+    }));
+    deposits.await;
+    let mut bodies = Vec::new();
+    // Per call: reference, operations, and amounts as `(operation, amount)` as the API shows them.
+    type Submitted = (Option<String>, Vec<String>, Vec<(String, String)>);
+    let mut expected: Vec<Submitted> = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let (path, body, ops, amounts): (&str, serde_json::Value, Vec<String>, Vec<(String, String)>) = if i >= funded {
+            let amount = format!("{}.{}3", 1 + i % 5, i);
+            (
+                "/api/v1/USDC/payments/deposit",
+                json!({"From": u.address(), "Amount": amount}),
+                vec!["deposit".into()],
+                vec![("deposit".into(), amount)],
+            )
+        } else if i % 3 != 2 {
+            let amounts: Vec<String> = (0..i % 3 + 2).map(|j| format!("{}.{}7", j + 1, i)).collect();
+            let payments: Vec<_> = amounts.iter().map(|a| json!({"To": wallet().address(), "Amount": a})).collect();
+            (
+                "/api/v1/USDC/batch/payments",
+                json!({"From": u.address(), "Payments": payments}),
+                amounts.iter().map(|_| "pay".to_string()).collect(),
+                amounts.iter().map(|a| ("pay".to_string(), a.clone())).collect(),
+            )
+        } else {
+            (
+                "/api/v1/USDC/batch/subscriptions",
+                json!({"From": u.address(), "Subscriptions": [
+                    {"Author": wallet().address(), "SubscriptionRate": "1"},
+                    {"Author": wallet().address(), "SubscriptionRate": "2"},
+                ]}),
+                vec!["subscribe".into(), "subscribe".into()],
+                vec![],
+            )
+        };
+        let built = app.build(path, &body).await;
+        let mut exec = app.signed_execute_body(u, &built).await;
+        let reference = (i % 2 == 1).then(|| format!("batch-ref-{i}"));
+        if let Some(r) = &reference {
+            exec["Reference"] = json!(r);
+        }
+        bodies.push(exec);
+        expected.push((reference, ops, amounts));
+    }
+
+    // Hold the sponsor's nonce row: the first enqueue waits on it, every other call waits for the
+    // lane and joins the next batch. On connections of the test's own, not the app's pool (five
+    // connections, which the 50 executes need).
+    use sqlx::Connection;
+    let mut locker = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    let locked: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM sponsor_accounts WHERE chain_id = $1 AND address = $2 FOR UPDATE")
+            .bind(app.chain_id as i64)
+            .bind(app.sponsor.as_slice())
+            .fetch_optional(&mut *lock)
+            .await
+            .unwrap();
+    assert_eq!(locked, Some(1), "the sponsor's row exists (the funding deposits used it)");
+    let executes = futures::future::join_all(bodies.iter().map(|b| async {
+        let resp = app.execute_async(b).await;
+        let status = resp.status();
+        let out: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+        out
+    }));
+    let release_when_all_admitted = async {
+        // An admitted call holds its reservation until it is queued: 50 reservations are 50
+        // calls past admission, at (or a policy read before) the enqueue.
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let admitted: i64 = sqlx::query_scalar("SELECT count(*) FROM admission_reservations")
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+            if admitted == N as i64 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "only {admitted} of {N} executes reached the queue");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        lock.rollback().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(executes, release_when_all_admitted);
+
+    // Queued together: some batch holds several of them (rows of one transaction share its
+    // `now()`), so the rows really went through one multi-row statement.
+    let ids: Vec<i64> = answers
+        .iter()
+        .map(|a| a["TransactionId"].as_i64().unwrap_or_else(|| panic!("no transaction id: {a}")))
+        .collect();
+    let largest: i64 = sqlx::query_scalar(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM relay_transactions WHERE id = ANY($1) GROUP BY created_at) b",
+    )
+    .bind(&ids)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert!(largest >= 2, "the executes were queued one per transaction (largest batch {largest})");
+
+    let (status, page) = app.get("/api/v1/transactions?limit=100").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed = page["Transactions"].as_array().unwrap();
+    for (i, (&id, (reference, ops, amounts))) in ids.iter().zip(&expected).enumerate() {
+        let (stored_ref, stored_ops, stored_amounts) = stored_meta(&app, id).await;
+        assert_eq!(&stored_ref, reference, "call {i}");
+        assert_eq!(stored_ops.as_ref(), Some(ops), "call {i}");
+        assert_eq!(
+            stored_amounts.iter().map(|(_, o, _)| o.clone()).collect::<Vec<_>>(),
+            amounts.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>(),
+            "call {i}"
+        );
+        let row = listed
+            .iter()
+            .find(|t| t["Id"].as_i64() == Some(id))
+            .unwrap_or_else(|| panic!("call {i} (row {id}) missing from the history"));
+        assert_eq!(row["From"], json!(users[i].address().to_checksum(None)), "call {i}");
+        assert_eq!(row["Reference"], json!(reference), "call {i}");
+        assert_eq!(row["Operations"], json!(ops), "call {i}");
+        let shown: Vec<(String, String)> = row["Amounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["Operation"].as_str().unwrap().to_string(), a["Amount"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(&shown, amounts, "call {i}");
+    }
+}
