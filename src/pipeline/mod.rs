@@ -285,6 +285,9 @@ struct Lane {
     refusals: Mutex<HashMap<i64, (u32, Instant)>>,
     /// What the re-checks of mined rows remember between passes.
     finality: Mutex<finality::Finality>,
+    /// The highest block whose receipts the worker has matched against the queue (see
+    /// `worker::Tick::included`): the next look starts above it.
+    receipts_seen: Mutex<Option<u64>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -352,6 +355,7 @@ impl Pipeline {
                         gap_fills: Mutex::default(),
                         refusals: Mutex::default(),
                         finality: Mutex::default(),
+                        receipts_seen: Mutex::default(),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                     }),
