@@ -285,6 +285,9 @@ struct Lane {
     refusals: Mutex<HashMap<i64, (u32, Instant)>>,
     /// What the re-checks of mined rows remember between passes.
     finality: Mutex<finality::Finality>,
+    /// The highest block whose receipts the worker has matched against the queue (see
+    /// `worker::Tick::included`): the next look starts above it.
+    receipts_seen: Mutex<Option<u64>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -352,6 +355,7 @@ impl Pipeline {
                         gap_fills: Mutex::default(),
                         refusals: Mutex::default(),
                         finality: Mutex::default(),
+                        receipts_seen: Mutex::default(),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                     }),
@@ -515,8 +519,8 @@ impl Pipeline {
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
     /// answers the last status seen (`Pending` if none could be read: the database may be
-    /// restarting). Woken at once by this process's worker, or by the one query a poller makes
-    /// each `poll_interval` for every row waited on here that another replica is sending.
+    /// restarting). Woken at once by this process's worker, or by the notification of a row
+    /// another replica settled (with a slow poll as a fallback, see `poll_waiters`).
     pub async fn wait_settled(&self, id: i64, timeout: Duration) -> Option<TxStatus> {
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
@@ -544,23 +548,72 @@ impl Pipeline {
     }
 }
 
-/// Wakes the waiters of rows another replica settled: one query per `poll_interval` for all of
-/// them (none while nobody waits).
+/// How often the waiters' rows are read while the settled-rows listener is connected: only a
+/// fallback for a notification lost on its way (every settle notifies, see migration 0037).
+const WAITERS_FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+/// Wakes the waiters of rows another replica settled: a `LISTEN` on the `streampay_settled`
+/// channel (each row that settles notifies it with its id), plus one query for all the rows
+/// waited on here every [`WAITERS_FALLBACK_POLL`], or every `poll_interval` while the listener is
+/// not connected (none while nobody waits). Waiters of rows this process settles are woken by
+/// its worker directly.
 async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>, stop: CancellationToken) {
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut next_poll = tokio::time::Instant::now();
+    let mut next_connect = tokio::time::Instant::now();
     while !stop.is_cancelled() {
         let Some(p) = pipeline.upgrade() else { return };
-        let poll = p.settings.poll_interval;
-        let ids: Vec<i64> = p.waiters.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
-        if !ids.is_empty() {
-            match p.store.settled_among(&ids).await {
-                Ok(settled) => settled.into_iter().for_each(|id| p.notify_settled(id)),
-                Err(e) => tracing::debug!(error = format!("{e:#}"), "waiters poll failed"),
+        let now = tokio::time::Instant::now();
+        if listener.is_none() && now >= next_connect {
+            match p.store.listen_settled().await {
+                Ok(l) => {
+                    listener = Some(l);
+                    // Rows settled while it was not listening are found by the poll, now.
+                    next_poll = now;
+                }
+                Err(e) => {
+                    tracing::debug!(error = format!("{e:#}"), "settled-rows listener cannot connect; polling");
+                    next_connect = now + WAITERS_FALLBACK_POLL;
+                }
             }
         }
+        if tokio::time::Instant::now() >= next_poll {
+            let ids: Vec<i64> = p.waiters.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+            if !ids.is_empty() {
+                match p.store.settled_among(&ids).await {
+                    Ok(settled) => settled.into_iter().for_each(|id| p.notify_settled(id)),
+                    Err(e) => tracing::debug!(error = format!("{e:#}"), "waiters poll failed"),
+                }
+            }
+            let every = if listener.is_some() { WAITERS_FALLBACK_POLL } else { p.settings.poll_interval };
+            next_poll = tokio::time::Instant::now() + every;
+        }
+        let poll_at =
+            if listener.is_some() { next_poll } else { next_poll.min(next_connect.max(tokio::time::Instant::now())) };
+        let weak = std::sync::Arc::downgrade(&p);
         drop(p);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(poll) => {}
+        match listener.as_mut() {
+            Some(l) => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(poll_at) => {}
+                n = l.try_recv() => match n {
+                    Ok(Some(n)) => {
+                        if let (Ok(id), Some(p)) = (n.payload().parse::<i64>(), weak.upgrade()) {
+                            p.notify_settled(id);
+                        }
+                    }
+                    // The connection was lost: notifications may have been missed. Reconnect,
+                    // and poll meanwhile.
+                    Ok(None) | Err(_) => {
+                        listener = None;
+                        next_poll = tokio::time::Instant::now();
+                    }
+                },
+            },
+            None => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(poll_at) => {}
+            },
         }
     }
 }

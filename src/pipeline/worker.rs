@@ -27,6 +27,7 @@ use alloy::{
     transports::RpcError,
 };
 use anyhow::Context;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -36,11 +37,23 @@ use super::{
 };
 use crate::{
     chain::{StreamPay, revert::decode_revert, traits::NonceType},
-    store::{AttemptKind, Lease, LeaseLost, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus},
+    store::{
+        AttemptKind, Lease, LeaseLost, MinedRow, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus,
+    },
 };
 
-/// RPC calls a worker has in flight at once.
+/// RPC calls a worker has in flight at once (receipt lookups, block receipts, gap fills).
 const CONCURRENCY: usize = 16;
+
+/// Sends a worker has in flight at once.
+const SEND_CONCURRENCY: usize = 64;
+
+/// Most blocks whose receipts one tick reads (the newest; rows mined in older ones are looked
+/// up one by one).
+const MAX_RECEIPT_BLOCKS: u64 = 64;
+
+/// Blocks whose receipts the first look (after a start or a takeover) reads, up to the head.
+const RECEIPT_BLOCKS_AT_START: u64 = 16;
 
 pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: CancellationToken) {
     let mut initialised = false;
@@ -81,7 +94,13 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
         }
         let ttl = p.settings.lease_ttl.as_millis() as u64;
         match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {
-            Ok(true) => leased = true,
+            Ok(true) => {
+                if !leased {
+                    // Taken over (or first taken): the blocks another process read are not ours.
+                    *lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                leased = true
+            }
             Ok(false) => {
                 leased = false;
                 continue;
@@ -168,36 +187,208 @@ impl Tick<'_> {
             .await
             .context("Failed to read the latest block")?
             .context("no latest block")?;
-        let view = View { chain_nonce, head: block.header.number, time: block.header.timestamp };
+        let mut view = View { chain_nonce, head: block.header.number, time: block.header.timestamp };
 
+        // Inclusion per block: the receipts of the blocks mined since the last look, read once
+        // per block, settle every row they show mined without a receipt lookup per row. A row a
+        // receipt shows mined has had its nonce used, whatever the count read above said.
+        let included = self.included(&rows, &view).await?;
+        if let Some(n) = rows.iter().filter(|r| included.contains_key(&r.id)).map(|r| r.sponsor_nonce).max() {
+            view.chain_nonce = view.chain_nonce.max(n + 1);
+        }
         // Rows whose nonce the chain has used are independent of each other: settled
-        // concurrently. Open rows are sent concurrently too, keeping their order for the
-        // answers; a node takes a later nonce into its queue until the earlier one arrives.
-        let (done, open): (Vec<QueuedTx>, Vec<QueuedTx>) =
-            rows.into_iter().partition(|r| r.sponsor_nonce < view.chain_nonce);
-        for chunk in done.chunks(CONCURRENCY) {
-            let settled = futures::future::join_all(chunk.iter().map(|row| self.settle_done(row, &view))).await;
-            settled.into_iter().collect::<anyhow::Result<()>>()?;
-        }
-        // A nonce below every open row that the chain has not used and no row holds (a row moved
-        // twice by a stale process, a row lost by hand) would hold every later nonce back for
-        // ever: fill it with a cancellation.
-        if let Some(lowest) = open.first().map(|r| r.sponsor_nonce)
-            && lowest > view.chain_nonce
-        {
-            self.fill_gap(view.chain_nonce, lowest).await?;
-        }
-        let mut steps = Vec::with_capacity(open.len());
-        for chunk in open.chunks(CONCURRENCY) {
-            steps.extend(futures::future::join_all(chunk.iter().map(|row| self.open_step(row, &view))).await);
-        }
-        let mut sent_new = false;
-        for step in steps {
-            if step? == (TxStatus::Pending, Step::Sent) {
-                sent_new = true;
+        // concurrently, from the block receipts above or (rows they did not show: after a
+        // restart, a reorg, a block not read) by looking their hashes up one by one. Open rows
+        // are sent meanwhile, not after: a node takes a later nonce into its queue until the
+        // earlier one arrives, and first sends start in nonce order.
+        let mut matched = Vec::with_capacity(included.len());
+        let mut done = Vec::new();
+        let mut open = Vec::new();
+        let mut included = included;
+        for row in rows {
+            if let Some((kind, receipt)) = included.remove(&row.id) {
+                matched.push((row, kind, receipt));
+            } else if row.sponsor_nonce < view.chain_nonce {
+                done.push(row);
+            } else {
+                open.push(row);
             }
         }
-        Ok(sent_new)
+        let view = &view;
+        let settle = async {
+            let from_blocks = self.settle_included(&matched, view);
+            // Futures collected first: a lazy `map` over borrowed rows makes the worker's future
+            // fail the `Send` check of `tokio::spawn` (a higher-ranked lifetime).
+            let settles: Vec<_> = done.iter().map(|row| self.settle_done(row, view)).collect();
+            let one_by_one = futures::stream::iter(settles).buffer_unordered(CONCURRENCY).collect::<Vec<_>>();
+            let (from_blocks, one_by_one) = tokio::join!(from_blocks, one_by_one);
+            from_blocks?;
+            one_by_one.into_iter().collect::<anyhow::Result<()>>()
+        };
+        let send = async {
+            // A nonce below every open row that the chain has not used and no row holds (a row
+            // moved twice by a stale process, a row lost by hand) would hold every later nonce
+            // back for ever: fill it with a cancellation.
+            if let Some(lowest) = open.first().map(|r| r.sponsor_nonce)
+                && lowest > view.chain_nonce
+            {
+                self.fill_gap(view.chain_nonce, lowest).await?;
+            }
+            // `buffered` starts the sends in nonce order and keeps SEND_CONCURRENCY in flight,
+            // with no barrier between groups of them.
+            let sends: Vec<_> = open.iter().map(|row| self.open_step(row, view)).collect();
+            let steps = futures::stream::iter(sends).buffered(SEND_CONCURRENCY).collect::<Vec<_>>().await;
+            let mut sent_new = false;
+            for step in steps {
+                if step? == (TxStatus::Pending, Step::Sent) {
+                    sent_new = true;
+                }
+            }
+            anyhow::Ok(sent_new)
+        };
+        let (settled, sent_new) = tokio::join!(settle, send);
+        settled?;
+        sent_new
+    }
+
+    /// The rows among `rows` that the receipts of the blocks mined since the last look show
+    /// mined, with the receipt to record: only where the receipt is the one
+    /// [`Tick::best_receipt`] would pick (a successful call, which no other attempt of the row
+    /// can beat; or any receipt of a row whose attempts all share one nonce, of which the chain
+    /// mines one). Others are left to the lookup one by one. A block whose receipts cannot be
+    /// read ends the look there (its rows are looked up one by one, or at the next look).
+    async fn included(
+        &self,
+        rows: &[QueuedTx],
+        view: &View,
+    ) -> anyhow::Result<std::collections::HashMap<i64, (AttemptKind, TransactionReceipt)>> {
+        use std::collections::HashMap;
+        let mut found = HashMap::new();
+        // Only rows that may have been mined: sent, or at a nonce the chain has used.
+        let candidates: Vec<&QueuedTx> =
+            rows.iter().filter(|r| r.status == TxStatus::Submitted || r.sponsor_nonce < view.chain_nonce).collect();
+        if candidates.is_empty() {
+            return Ok(found);
+        }
+        let from = {
+            let seen = *self.lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner());
+            match seen {
+                Some(s) if s < view.head => s + 1,
+                Some(s) if s == view.head => return Ok(found),
+                // The chain got shorter (a rollback): look at the head again.
+                Some(_) => view.head,
+                None => view.head.saturating_sub(RECEIPT_BLOCKS_AT_START - 1),
+            }
+        }
+        .max(view.head.saturating_sub(MAX_RECEIPT_BLOCKS - 1));
+        let provider = &self.p.provider;
+        let reads: Vec<_> = (from..=view.head).map(|n| provider.get_block_receipts(BlockId::number(n))).collect();
+        let blocks = futures::stream::iter(reads).buffered(CONCURRENCY).collect::<Vec<_>>().await;
+        let mut ours: HashMap<B256, TransactionReceipt> = HashMap::new();
+        let mut seen = None;
+        for (n, block) in (from..=view.head).zip(blocks) {
+            match block {
+                Ok(Some(receipts)) => {
+                    ours.extend(
+                        receipts.into_iter().filter(|r| r.from == self.sponsor()).map(|r| (r.transaction_hash, r)),
+                    );
+                    seen = Some(n);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(block = n, error = %e, "block receipts unavailable; receipts are looked up one by one");
+                    break;
+                }
+            }
+        }
+        if let Some(n) = seen {
+            *self.lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+        }
+        if ours.is_empty() {
+            return Ok(found);
+        }
+        let success = |kind: AttemptKind, r: &TransactionReceipt| kind == AttemptKind::Call && r.status();
+        // Most rows are mined by their latest transaction, a successful call: no read needed.
+        let mut unsure = Vec::new();
+        for row in candidates {
+            match ours.get(&row.latest.hash) {
+                Some(r) if success(row.latest.kind, r) => {
+                    found.insert(row.id, (row.latest.kind, r.clone()));
+                }
+                _ => unsure.push(row.id),
+            }
+        }
+        let claimed = found.len();
+        if unsure.is_empty() || claimed == ours.len() {
+            return Ok(found);
+        }
+        let attempts = self.p.store.attempts_of(&unsure).await?;
+        for id in unsure {
+            let Some(attempts) = attempts.get(&id) else { continue };
+            let one_nonce = attempts.windows(2).all(|w| w[0].sponsor_nonce == w[1].sponsor_nonce);
+            let mut first = None;
+            for a in attempts {
+                let Some(r) = ours.get(&a.hash) else { continue };
+                if success(a.kind, r) {
+                    first = Some((a.kind, r));
+                    break;
+                }
+                first.get_or_insert((a.kind, r));
+            }
+            match first {
+                Some((kind, r)) if success(kind, r) || one_nonce => {
+                    found.insert(id, (kind, r.clone()));
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records the rows [`Tick::included`] found: every mined call in one write, the rest
+    /// (reverted calls, cancellations) one by one.
+    async fn settle_included(
+        &self,
+        matched: &[(QueuedTx, AttemptKind, TransactionReceipt)],
+        view: &View,
+    ) -> anyhow::Result<()> {
+        if matched.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut suspects = self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner());
+            for (row, _, _) in matched {
+                suspects.remove(&row.id);
+            }
+        }
+        let (mined, others): (Vec<_>, Vec<_>) =
+            matched.iter().partition(|(_, kind, r)| *kind == AttemptKind::Call && r.status());
+        let rows: Vec<MinedRow> = mined
+            .iter()
+            .map(|(row, _, r)| MinedRow {
+                id: row.id,
+                hash: r.transaction_hash,
+                gas_used: r.gas_used,
+                block_number: r.block_number.unwrap_or_default(),
+                block_hash: r.block_hash.unwrap_or_default(),
+                scope: row_scope(self.chain_id(), row),
+                meta_nonce: row.meta_nonce,
+            })
+            .collect();
+        let batch = async {
+            self.p.store.settle_mined(self.lease, &rows).await?;
+            for (row, _, _) in &mined {
+                crate::observability::pipeline_stage("receipt", row.attempt_age_secs);
+                crate::observability::pipeline_settled("mined");
+                self.p.notify_settled(row.id);
+            }
+            anyhow::Ok(())
+        };
+        let records: Vec<_> = others.iter().map(|(row, kind, r)| self.record_receipt(row, *kind, r, view)).collect();
+        let singles = futures::stream::iter(records).buffer_unordered(CONCURRENCY).collect::<Vec<_>>();
+        let (batch, singles) = tokio::join!(batch, singles);
+        batch?;
+        singles.into_iter().collect()
     }
 
     async fn settle_done(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {

@@ -46,6 +46,7 @@ mod keys;
 mod nonces;
 pub mod notify;
 mod probes;
+mod settle;
 mod tokens;
 mod transactions;
 pub mod webhooks;
@@ -64,6 +65,7 @@ pub use keys::{
 };
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use probes::QueueDepth;
+pub use settle::{AttemptRef, MinedRow, SETTLED_CHANNEL};
 pub use tokens::{NewClientToken, TokenLookup};
 pub use transactions::{
     AttemptKind, Lease, LeaseLost, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus,

@@ -376,7 +376,7 @@ async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease, exclusive: boo
 
 impl Store {
     /// Begins a transaction fenced by `lease` (see [`Lease`]).
-    async fn begin_fenced(&self, lease: &Lease) -> anyhow::Result<Transaction<'static, Postgres>> {
+    pub(super) async fn begin_fenced(&self, lease: &Lease) -> anyhow::Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
         fence(&mut tx, lease, false).await?;
         Ok(tx)

@@ -2,7 +2,10 @@
 //! request executed exactly once and the sponsor's nonces gap-free
 //! ([`Stack::assert_exactly_once`]).
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use alloy::{
     network::{EthereumWallet, TransactionBuilder},
@@ -17,6 +20,7 @@ use streampay_relayer::pipeline::PipelineSettings;
 
 use crate::harness::Mined;
 use crate::pipeline_stack::{Stack, fast_settings};
+use crate::rpc_proxy::RpcProxy;
 
 const EXECUTE: &str = "/api/v1/USDC/meta/execute";
 const ASYNC: &[(&str, &str)] = &[("Prefer", "respond-async")];
@@ -158,6 +162,110 @@ async fn a_relayer_killed_mid_flight_resumes_without_losing_or_doubling() {
     let _third = stack.spawn_serve(&[]).await;
     stack.settle(true, Duration::from_secs(40)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_lease_owner_resumes_after_a_takeover_and_sends_nothing() {
+    let stack = Stack::start(&[]).await;
+    let users = stack.users(9);
+    stack.fund_wallets(&users, 10, true).await;
+    // Replica A reaches the node through a proxy that records every transaction it broadcasts.
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
+    let sent_by_a: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = sent_by_a.clone();
+    proxy.set(move |req| {
+        if req["method"] == "eth_sendRawTransaction" {
+            recorder.lock().unwrap().push(req["params"][0].as_str().unwrap_or_default().to_lowercase());
+        }
+        None
+    });
+    let mut a = stack.spawn_serve_via(&proxy.url, &[]).await;
+    let owner_a = wait_lease_owner(&stack, |o| o.is_some()).await.unwrap();
+    // A relays three calls, each answered with its receipt.
+    for u in &users[..3] {
+        let body = stack.signed_deposit(&a.base, u, 10).await;
+        let (status, resp) = stack.post(&a.base, EXECUTE, &body, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+    }
+    assert!(sent_by_a.lock().unwrap().len() >= 3, "A sent its calls");
+
+    // A freezes (SIGSTOP: a stop-the-world pause, a VM migration) holding the lease, past it.
+    signal(&a, libc::SIGSTOP);
+    let expired = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let over: bool = sqlx::query_scalar("SELECT coalesce(lease_until < now(), true) FROM sponsor_accounts")
+            .fetch_one(stack.store.pool())
+            .await
+            .unwrap();
+        if over {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < expired, "A's lease never ran out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B takes the sponsor over and relays three calls.
+    let b = stack.spawn_serve(&[]).await;
+    let owner_b = wait_lease_owner(&stack, |o| o.is_some_and(|o| o != owner_a)).await.unwrap();
+    let bodies = futures::future::join_all(users[3..6].iter().map(|u| stack.signed_deposit(&b.base, u, 10))).await;
+    let answers = futures::future::join_all(bodies.iter().map(|body| stack.post(&b.base, EXECUTE, body, &[]))).await;
+    for (status, resp) in answers {
+        assert_mined_answer(status, &resp);
+    }
+
+    // A resumes. Whatever its worker was doing when it froze, it finds its lease gone: the calls
+    // queued through A's API from now on (which wake A's worker at once) are sent by B, and A's
+    // waiters learn of them from B's settles.
+    let before_resume: std::collections::HashSet<String> = sent_by_a.lock().unwrap().iter().cloned().collect();
+    signal(&a, libc::SIGCONT);
+    let bodies = futures::future::join_all(users[6..].iter().map(|u| stack.signed_deposit(&a.base, u, 10))).await;
+    let answers = futures::future::join_all(bodies.iter().map(|body| stack.post(&a.base, EXECUTE, body, &[]))).await;
+    for (status, resp) in answers {
+        assert_mined_answer(status, &resp);
+    }
+    stack.settle(false, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+    // Nothing new went out from A after it resumed: at most the same bytes again of a call it
+    // had sent before it froze (a send already under way), never a call queued since.
+    let after: Vec<String> =
+        sent_by_a.lock().unwrap().iter().filter(|raw| !before_resume.contains(*raw)).cloned().collect();
+    assert!(after.is_empty(), "A broadcast {} new transaction(s) after it lost the lease", after.len());
+    assert_eq!(lease_owner_now(&stack).await.as_deref(), Some(owner_b.as_str()), "B still holds the lease");
+    a.kill();
+}
+
+/// An execute answered once its call was mined: 200 with the receipt, or (while the frozen
+/// process still holds the indexer's lock, so the index cannot catch up) 202 saying it is mined.
+fn assert_mined_answer(status: StatusCode, resp: &Value) {
+    let mined = status == StatusCode::OK
+        || (status == StatusCode::ACCEPTED && resp["Message"].as_str().is_some_and(|m| m.starts_with("Mined")));
+    assert!(mined, "{status}: {resp}");
+}
+
+fn signal(p: &crate::pipeline_stack::ServeProcess, sig: libc::c_int) {
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let r = unsafe { libc::kill(p.child.id() as libc::pid_t, sig) };
+    assert_eq!(r, 0, "kill({sig}) failed");
+}
+
+async fn lease_owner_now(stack: &Stack) -> Option<String> {
+    sqlx::query_scalar("SELECT lease_owner FROM sponsor_accounts")
+        .fetch_optional(stack.store.pool())
+        .await
+        .unwrap()
+        .flatten()
+}
+
+/// Waits (bounded) until the sponsor's lease owner satisfies `pred`; answers it.
+async fn wait_lease_owner(stack: &Stack, pred: impl Fn(Option<&str>) -> bool) -> Option<String> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let owner = lease_owner_now(stack).await;
+        if pred(owner.as_deref()) {
+            return owner;
+        }
+        assert!(tokio::time::Instant::now() < end, "lease owner stayed {owner:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn ghost_lease(stack: &Stack, until: &str) {

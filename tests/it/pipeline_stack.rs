@@ -228,11 +228,18 @@ impl Stack {
 
     /// `streampay serve` as a child process on this stack.
     pub async fn spawn_serve(&self, extra_env: &[(&str, &str)]) -> ServeProcess {
+        self.spawn_serve_via(&self.anvil_url.clone(), extra_env).await
+    }
+
+    /// `streampay serve` as a child process on this stack, reaching the node at `rpc_url` (a
+    /// proxy in front of this stack's Anvil, say).
+    pub async fn spawn_serve_via(&self, rpc_url: &str, extra_env: &[(&str, &str)]) -> ServeProcess {
         std::fs::create_dir_all(&self.dir).unwrap();
-        let deployments = self.dir.join("deployment.json");
+        // One file per process: another process's may name another node.
+        let deployments = self.dir.join(format!("deployment-{}.json", free_port().unwrap()));
         std::fs::write(
             &deployments,
-            json!({"chainId": self.chain_id, "rpcUrl": self.anvil_url, "deployments": [{
+            json!({"chainId": self.chain_id, "rpcUrl": rpc_url, "deployments": [{
                 "name": "USDC", "address": self.contract, "token": self.token, "tokenDecimals": 6, "startBlock": 0
             }]})
             .to_string(),

@@ -104,6 +104,16 @@ async fn a_stale_lease_owner_cannot_write_the_sponsor_queue() {
         stack.store.settle_transaction(&stale, id, &Outcome::Expired, (scope, 0, NonceStatus::Failed)).await,
         "settle_transaction",
     );
+    let mined = streampay_relayer::store::MinedRow {
+        id,
+        hash: attempt.hash,
+        gas_used: 1,
+        block_number: 1,
+        block_hash: attempt.hash,
+        scope,
+        meta_nonce: 0,
+    };
+    lost(stack.store.settle_mined(&stale, &[mined]).await, "settle_mined");
     let requeued = stack.store.requeue_transaction(&stale, id, 0, |_| Ok(attempt.clone())).await;
     lost(requeued.map(|_| ()), "requeue_transaction");
     assert!(!stack.store.raise_sponsor_nonce(&stale, 1_000).await.unwrap(), "raise_sponsor_nonce");
@@ -271,10 +281,10 @@ async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_
     let hidden = Arc::new(AtomicU32::new(0));
     let bysig_reads = Arc::new(AtomicU32::new(0));
     let (h, b) = (hidden.clone(), bysig_reads.clone());
-    // The backend serving receipts lags: it has none of them; calls and counts come from an
-    // up-to-date one.
+    // The backend serving receipts lags: it has none of them (one by one or a block's at once);
+    // calls and counts come from an up-to-date one.
     proxy.set(move |req: &Value| {
-        if req["method"] == "eth_getTransactionReceipt" {
+        if req["method"] == "eth_getTransactionReceipt" || req["method"] == "eth_getBlockReceipts" {
             h.fetch_add(1, Ordering::SeqCst);
             return Some(json!({ "result": null }));
         }
