@@ -15,10 +15,9 @@ use std::sync::Arc;
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
-    providers::{DynProvider, Provider},
+    providers::DynProvider,
     rpc::types::TransactionRequest,
-    sol_types::{SolCall, SolValue},
-    transports::{RpcError, TransportError},
+    sol_types::{SolCall, SolError, SolValue},
 };
 use axum::{
     Json,
@@ -45,6 +44,7 @@ use crate::{
         eip712::{self, Domain, PermitValues},
         revert::decode_revert,
         signature::{self, SignatureError},
+        simulate::CallOutcome,
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
     chains::Chain,
@@ -625,13 +625,17 @@ fn wants_async(headers: &HeaderMap) -> bool {
     })
 }
 
-/// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
-/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas used.
+/// One EVM run of the exact transaction at `latest` ([`chain::simulate`]): answers the gas it
+/// used, or the refusal its revert data words for the client.
 async fn simulate(provider: &DynProvider, request: TransactionRequest) -> Result<u64, AppError> {
-    provider.estimate_gas(request).await.map_err(simulation_error)
+    let (_, outcome) = chain::simulate::simulate(provider, Vec::new(), request).await.map_err(AppError::chain)?;
+    match outcome {
+        CallOutcome::Success { gas_used, .. } => Ok(gas_used),
+        CallOutcome::Failed { data, message } => Err(reverted(&data, &message)),
+    }
 }
 
-/// Admission of a call that simulated at `gas`: the gas cap of its operations, then (under the
+/// Admission of a call whose simulated run used `gas`: the gas cap of its operations, then (under the
 /// key's and signer's admission locks) cool-down, reputation and daily budgets at the current
 /// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
 async fn admit(
@@ -645,7 +649,7 @@ async fn admit(
 ) -> Result<(u64, crate::store::Reservation, super::sponsors::BudgetGuard), AppError> {
     let settings = &state.settings.admission.for_key(&key.0.bounds);
     settings.check_gas(operations, gas)?;
-    let gas_limit = crate::chain::gas_limit_for(gas, crate::chain::RELAY_GAS_MARGIN);
+    let gas_limit = crate::chain::gas_limit_for_used(gas, crate::chain::RELAY_GAS_MARGIN);
     let fees = super::sponsors::current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
@@ -800,20 +804,20 @@ async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest,
     Ok(out.into())
 }
 
-/// A failed `eth_call`/`eth_estimateGas`: a revert is the client's (422, decoded into the
-/// contract's custom error); anything else is the node's.
-fn simulation_error(err: TransportError) -> AppError {
-    if let RpcError::ErrorResp(payload) = &err {
-        if let Some(data) = payload.as_revert_data() {
-            let decoded = decode_revert(&data);
-            return AppError::new(
-                ErrorCode::SimulationReverted,
-                format!("the call would revert with {}", decoded.display),
-            );
-        }
-        if payload.message.to_lowercase().contains("revert") {
-            return AppError::new(ErrorCode::SimulationReverted, format!("the call would revert: {}", payload.message));
-        }
+/// A simulated call that failed: the client's call is refused (422), its revert data decoded into
+/// the contract's custom error. The deadline passing is `deadline_expired`, as when it is seen
+/// before simulating. A call that fails without revert data (a revert without a reason,
+/// or a halt such as running out of the block's gas) is refused the same way.
+fn reverted(data: &[u8], message: &str) -> AppError {
+    if data.is_empty() {
+        return AppError::new(ErrorCode::SimulationReverted, format!("the call would revert: {message}"));
     }
-    AppError::chain(err)
+    if let Ok(e) = StreamPay::StreamPayDeadlineExceeded::abi_decode(data) {
+        return AppError::new(
+            ErrorCode::DeadlineExpired,
+            format!("the call's deadline {} has passed (chain time {}); build it again", e.deadline, e.timestamp),
+        );
+    }
+    let decoded = decode_revert(data);
+    AppError::new(ErrorCode::SimulationReverted, format!("the call would revert with {}", decoded.display))
 }
