@@ -282,8 +282,9 @@ pub async fn execute(
     }
     let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
-    // --- time, against the chain
-    let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
+    // --- time, against the chain's head (cached for a moment; the simulation checks the
+    // deadline on chain again and answers the same)
+    let now = contract.chain.head.now(provider).await.map_err(AppError::chain)?;
     if deadline < now {
         return Err(AppError::new(
             ErrorCode::DeadlineExpired,
@@ -806,7 +807,7 @@ async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest,
 
 /// A simulated call that failed: the client's call is refused (422), its revert data decoded into
 /// the contract's custom error. The deadline passing is `deadline_expired`, as when it is seen
-/// before simulating. A call that fails without revert data (a revert without a reason,
+/// before simulating (against a head cached for a moment, [`crate::chain::HeadClock`]). A call that fails without revert data (a revert without a reason,
 /// or a halt such as running out of the block's gas) is refused the same way.
 fn reverted(data: &[u8], message: &str) -> AppError {
     if data.is_empty() {

@@ -330,6 +330,54 @@ pub async fn chain_time(provider: &DynProvider) -> anyhow::Result<u64> {
     Ok(block.header.timestamp)
 }
 
+/// How long [`HeadClock`] serves the latest block's timestamp before asking the node again.
+pub const HEAD_CLOCK_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// The chain's clock for deadline pre-checks: [`chain_time`], asked of the node at most once per
+/// [`HEAD_CLOCK_MAX_AGE`]; concurrent callers that find it stale share one request. A deadline
+/// that passed within that age is caught by the chain itself when the call is simulated
+/// (`StreamPayDeadlineExceeded`), with the same answer.
+#[derive(Debug)]
+pub struct HeadClock {
+    max_age: Duration,
+    /// The timestamp and when it was asked for (before the request was sent).
+    seen: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// Held while asking the node: single flight.
+    asking: tokio::sync::Mutex<()>,
+}
+
+impl Default for HeadClock {
+    fn default() -> Self {
+        Self::new(HEAD_CLOCK_MAX_AGE)
+    }
+}
+
+impl HeadClock {
+    pub fn new(max_age: Duration) -> Self {
+        Self { max_age, seen: std::sync::Mutex::new(None), asking: tokio::sync::Mutex::new(()) }
+    }
+
+    fn fresh(&self) -> Option<u64> {
+        let seen = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.filter(|(at, _)| at.elapsed() < self.max_age).map(|(_, t)| t)
+    }
+
+    /// The latest block's timestamp, at most [`HEAD_CLOCK_MAX_AGE`] old.
+    pub async fn now(&self, provider: &DynProvider) -> anyhow::Result<u64> {
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let _asking = self.asking.lock().await;
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let asked = std::time::Instant::now();
+        let t = chain_time(provider).await?;
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, t));
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
