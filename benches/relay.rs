@@ -1015,10 +1015,12 @@ async fn main() -> anyhow::Result<()> {
     for (m, v) in top.iter().take(8) {
         println!("  - `{m}`: {:.2}", per(**v));
     }
-    let evm =
-        total_rpc.get("eth_estimateGas").copied().unwrap_or(0.0) + total_rpc.get("eth_call").copied().unwrap_or(0.0);
+    let evm = ["eth_estimateGas", "eth_call", "eth_simulateV1"]
+        .iter()
+        .map(|m| total_rpc.get(*m).copied().unwrap_or(0.0))
+        .sum::<f64>();
     println!(
-        "- EVM runs: **{:.2}** per relay, approximated as the count of `eth_estimateGas` + `eth_call` RPCs (an `eth_estimateGas` itself runs the EVM several times inside Anvil)",
+        "- EVM runs: **{:.2}** per relay, approximated as the count of `eth_estimateGas` + `eth_call` + `eth_simulateV1` RPCs (an `eth_estimateGas` itself runs the EVM several times inside Anvil; an `eth_simulateV1` runs the transaction once, plus one or two `view` reads)",
         per(evm)
     );
     let pg_rounds: Vec<String> = pg

@@ -15,7 +15,7 @@ use alloy::{
 };
 
 use crate::{
-    chain::{Deployment, PERMIT2},
+    chain::{Deployment, HeadClock, PERMIT2},
     indexer::IndexReader,
     pipeline::{Pipeline, Sponsors},
     pricing::Pricing,
@@ -47,6 +47,8 @@ pub struct Chain {
     /// The fee estimate and receipt prices, refreshed in the background (run by the wiring's
     /// supervisor); requests only read them.
     pub pricing: Arc<Pricing>,
+    /// The latest block's timestamp, cached briefly: `execute`'s deadline pre-check.
+    pub head: HeadClock,
     /// Set once Permit2 has been seen deployed (code at [`PERMIT2`]); code is never removed.
     permit2_seen: AtomicBool,
     /// Until when (Unix seconds) a "no code at Permit2's address" answer is believed: the public
@@ -89,6 +91,7 @@ impl Chain {
             pipeline,
             index,
             pricing,
+            head: HeadClock::default(),
             permit2_seen: AtomicBool::new(false),
             permit2_absent_until: AtomicU64::new(0),
         })

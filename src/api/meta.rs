@@ -4,9 +4,13 @@
 //! `execute` checks everything that would make the sponsor pay for a failure before sending:
 //! the call is a StreamPay user operation, the deadline has not passed, the nonce is the next
 //! one, the signature is the signer's (ECDSA or ERC-1271), the optional permit is the signer's,
-//! and an `eth_call` of the exact transaction succeeds. Only then is a nonce claimed (so two
-//! concurrent executes of one call cannot both send) and the transaction queued: its sponsor
-//! nonce allocated and the transaction signed in one database transaction (see [`crate::pipeline`]).
+//! and one EVM run of the exact transaction at `latest` succeeds. The chain's reads behind
+//! those checks (the bySig nonce, the permit's token nonce) run in that same simulation
+//! (`eth_simulateV1`, [`chain::simulate`]): with the head's time cached ([`chain::HeadClock`]),
+//! accepting a call costs the node one request, and the checks answer in the same order as
+//! before. Only then is a nonce claimed (so two concurrent executes of one call cannot both
+//! send) and the transaction queued: its sponsor nonce allocated and the transaction signed in
+//! one database transaction (see [`crate::pipeline`]).
 //! The answer waits for the sponsor's worker to see it mined, or is a 202 with the queued
 //! transaction's id (`Prefer: respond-async`, or no receipt within the timeout).
 
@@ -15,10 +19,8 @@ use std::sync::Arc;
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
-    providers::{DynProvider, Provider},
     rpc::types::TransactionRequest,
-    sol_types::{SolCall, SolValue},
-    transports::{RpcError, TransportError},
+    sol_types::{SolCall, SolError, SolValue},
 };
 use axum::{
     Json,
@@ -39,12 +41,13 @@ use super::{
 };
 use crate::{
     chain::{
-        self, IPermit2, PERMIT2, StreamPay,
+        self, IPermit2, IPermitToken, PERMIT2, StreamPay,
         bindings::IStreamPay,
         calls::{self, CallError},
         eip712::{self, Domain, PermitValues},
         revert::decode_revert,
         signature::{self, SignatureError},
+        simulate::CallOutcome,
         traits::{MAX_DEADLINE, NonceType, Traits},
     },
     chains::Chain,
@@ -140,15 +143,6 @@ pub struct ExecuteAccepted {
     pub transaction_id: i64,
     /// `/api/v1/transactions/{id}`.
     pub status: String,
-}
-
-async fn chain_nonce(contract: Contract<'_>, account: Address) -> Result<u64, AppError> {
-    let n = StreamPay::new(contract.address, &contract.chain.provider)
-        .bySigAccountNonces(account)
-        .call()
-        .await
-        .map_err(AppError::chain)?;
-    u64::try_from(n).map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))
 }
 
 /// `POST /{contract}/meta/execute` request. Every field is optional to the parser so that a
@@ -282,8 +276,9 @@ pub async fn execute(
     }
     let candidates = traits_candidates(&body, nonce, deadline, &pool)?;
 
-    // --- time, against the chain
-    let now = chain::chain_time(provider).await.map_err(AppError::chain)?;
+    // --- time, against the chain's head (cached for a moment; the simulation checks the
+    // deadline on chain again and answers the same)
+    let now = contract.chain.head.now(provider).await.map_err(AppError::chain)?;
     if deadline < now {
         return Err(AppError::new(
             ErrorCode::DeadlineExpired,
@@ -295,48 +290,80 @@ pub async fn execute(
     // nothing stored: no request can free, cancel or re-target a call someone else built.
     let signed = signed_transaction(contract, from, &candidates, &data, &signature, &body, now).await?;
     let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
+    let scope = NonceScope { chain_id: contract.chain.chain_id, contract: contract.address, signer: from, nonce_type };
     // A signer's own budget of calls under this key, counted once the signature shows the call
-    // is the signer's (a stranger naming the signer in `From` cannot spend it).
-    if let Some(per_minute) = key.0.bounds.signer_rate_limit_per_minute
-        && let Err(wait) = state.settings.auth.signer_limiters.check((key.0.id, from), per_minute)
-    {
-        return Ok(super::auth::Rejection::retry(
-            AppError::new(
-                ErrorCode::SignerRateLimited,
-                format!(
-                    "{from} may relay {per_minute} calls per minute with this key; retry after the Retry-After delay"
+    // is the signer's (a stranger naming the signer in `From` cannot spend it) and its permit
+    // too: with a permit left to check after the simulation, the budget is counted after it.
+    let throttled = || -> Option<Response> {
+        let per_minute = key.0.bounds.signer_rate_limit_per_minute?;
+        let wait = state.settings.auth.signer_limiters.check((key.0.id, from), per_minute).err()?;
+        Some(
+            super::auth::Rejection::retry(
+                AppError::new(
+                    ErrorCode::SignerRateLimited,
+                    format!(
+                        "{from} may relay {per_minute} calls per minute with this key; retry after the Retry-After delay"
+                    ),
                 ),
-            ),
-            wait,
+                wait,
+            )
+            .into_response(),
         )
-        .into_response());
+    };
+    if signed.permit.is_none()
+        && let Some(refused) = throttled()
+    {
+        return Ok(refused);
+    }
+
+    // --- one simulation at `latest`: the reads that word a refusal (the permit's token nonce,
+    // the bySig nonce), then the exact transaction, all on the same state in one request.
+    let mut reads = Vec::with_capacity(2);
+    if signed.permit.is_some() {
+        reads.push(read(sponsor.address(), contract.token, IPermitToken::noncesCall { owner: from }.abi_encode()));
+    }
+    reads.push(read(sponsor.address(), contract.address, nonce_read(scope, nonce)));
+    let request =
+        TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
+    let (reads, simulated) = chain::simulate::simulate(provider, reads, request).await.map_err(AppError::chain)?;
+    let mut reads = reads.into_iter();
+    // The deadline, on chain: answered as the pre-check above would have (nothing is stored).
+    if let CallOutcome::Failed { data, message } = &simulated
+        && StreamPay::StreamPayDeadlineExceeded::abi_decode(data).is_ok()
+    {
+        return Err(reverted(data, message));
+    }
+    if let Some(permit) = &signed.permit {
+        permit.check(permit_nonce(reads.next())?)?;
+        if let Some(refused) = throttled() {
+            return Ok(refused);
+        }
     }
     if pool.len() > 1 {
         contract.chain.sponsors.note_pick(sponsor.address());
     }
 
-    // --- the nonce, against the chain, in the space of its type
-    let scope = NonceScope { chain_id: contract.chain.chain_id, contract: contract.address, signer: from, nonce_type };
-    check_nonce_on_chain(&state, contract, scope, nonce).await?;
+    // --- the nonce, against the chain (as simulated), in the space of its type
+    check_nonce_on_chain(&state, scope, nonce, reads.next()).await?;
 
     // --- claim the nonce, so a concurrent execute of the same call gets a clean 409
-    // instead of racing this one through simulation.
+    // instead of both being sent.
     if state.store.claim_nonce(scope, nonce, deadline).await? == Claim::Busy {
         return Err(AppError::new(
             ErrorCode::NonceInFlight,
             format!("nonce {nonce} of {from} is already being executed"),
         ));
     }
-    let request =
-        TransactionRequest::default().with_from(sponsor.address()).with_to(contract.address).with_input(outer.clone());
     let pipeline = &contract.chain.pipeline;
     let applicant =
         admission::Applicant { chain_id: contract.chain.chain_id, api_key_id: key.0.id, signer: from, digest };
-    let simulated = match simulate(&contract.chain.provider, request).await {
+    let simulated = match simulated {
         // Admission and sponsor policies apply to new calls only, never to the pipeline's
         // bumps/cancellations.
-        Ok(gas) => admit(&state, contract.chain, &key, &sponsor, &checked.operations, gas, applicant).await,
-        Err(e) => Err(e),
+        CallOutcome::Success { gas_used, .. } => {
+            admit(&state, contract.chain, &key, &sponsor, &checked.operations, gas_used, applicant).await
+        }
+        CallOutcome::Failed { data, message } => Err(reverted(&data, &message)),
     };
     // The admission reservation and the policy's budget guard are held until the call is queued
     // (its row then counts), then released.
@@ -479,6 +506,9 @@ struct SignedCall {
     nonce_type: NonceType,
     /// The EIP-712 digest the signer signed: identifies the signed call.
     digest: B256,
+    /// An EIP-2612 permit whose signature is checked against the token nonce read in the
+    /// simulation (the token's domain was known); `None` without a permit, or once checked.
+    permit: Option<PermitCheck>,
 }
 
 /// Verifies the signature (and the optional permit) and encodes the transaction the sponsor
@@ -525,10 +555,13 @@ async fn signed_transaction(
     };
 
     // --- optional EIP-2612 permit, applied in the same transaction
-    let permit = match &body.permit {
-        Some(p) if pulls_through_permit2(data) => Some(permit2_bytes(contract, from, p, now).await?),
-        Some(p) => Some(permit_bytes(contract, from, p, now).await?),
-        None => None,
+    let (permit, check) = match &body.permit {
+        Some(p) if pulls_through_permit2(data) => (Some(permit2_bytes(contract, from, p, now).await?), None),
+        Some(p) => {
+            let (bytes, check) = permit_bytes(contract, from, p, now).await?;
+            (Some(bytes), check)
+        }
+        None => (None, None),
     };
 
     // --- the transaction the sponsor will send
@@ -544,25 +577,48 @@ async fn signed_transaction(
         None => by_sig,
     };
     let nonce_type = Traits::decode(traits).map_or(NonceType::Account, |t| t.nonce_type);
-    Ok(SignedCall { outer, sponsor, nonce_type, digest })
+    Ok(SignedCall { outer, sponsor, nonce_type, digest, permit: check })
 }
 
-/// Checks `nonce` against the chain for its type: an account nonce must be the signer's current
-/// one (409 `nonce_already_used` below it, `nonce_gap` above it); a unique nonce must be unused
-/// (409 `nonce_already_used`).
+/// The bySig nonce read for `scope`: `bySigUniqueNonces(signer, nonce)` or
+/// `bySigAccountNonces(signer)`.
+fn nonce_read(scope: NonceScope, nonce: u64) -> Vec<u8> {
+    if scope.nonce_type == NonceType::Unique {
+        StreamPay::bySigUniqueNoncesCall::new((scope.signer, U256::from(nonce))).abi_encode()
+    } else {
+        StreamPay::bySigAccountNoncesCall::new((scope.signer,)).abi_encode()
+    }
+}
+
+/// A `view` call to simulate before the transaction.
+fn read(from: Address, to: Address, input: Vec<u8>) -> TransactionRequest {
+    TransactionRequest::default().with_from(from).with_to(to).with_input(Bytes::from(input))
+}
+
+/// The output of a simulated read the contract always answers; a failure is the node's.
+fn read_output(outcome: Option<CallOutcome>, what: &str) -> Result<Bytes, AppError> {
+    match outcome {
+        Some(CallOutcome::Success { output, .. }) => Ok(output),
+        Some(CallOutcome::Failed { message, .. }) => {
+            Err(AppError::chain(anyhow::anyhow!("reading {what} failed in the simulation: {message}")))
+        }
+        None => Err(AppError::chain(anyhow::anyhow!("the simulation did not answer {what}"))),
+    }
+}
+
+/// Checks `nonce` against the chain (`read`: [`nonce_read`] as simulated) for its type: an
+/// account nonce must be the signer's current one (409 `nonce_already_used` below it,
+/// `nonce_gap` above it); a unique nonce must be unused (409 `nonce_already_used`).
 async fn check_nonce_on_chain(
     state: &AppState,
-    contract: Contract<'_>,
     scope: NonceScope,
     nonce: u64,
+    read: Option<CallOutcome>,
 ) -> Result<(), AppError> {
     let from = scope.signer;
+    let output = read_output(read, "the bySig nonce")?;
     if scope.nonce_type == NonceType::Unique {
-        let used = StreamPay::new(contract.address, &contract.chain.provider)
-            .bySigUniqueNonces(from, U256::from(nonce))
-            .call()
-            .await
-            .map_err(AppError::chain)?;
+        let used = StreamPay::bySigUniqueNoncesCall::abi_decode_returns(&output).map_err(AppError::chain)?;
         if used {
             return Err(AppError::new(
                 ErrorCode::NonceAlreadyUsed,
@@ -571,7 +627,9 @@ async fn check_nonce_on_chain(
         }
         return Ok(());
     }
-    let expected = chain_nonce(contract, from).await?;
+    let expected = StreamPay::bySigAccountNoncesCall::abi_decode_returns(&output).map_err(AppError::chain)?;
+    let expected = u64::try_from(expected)
+        .map_err(|_| AppError::new(ErrorCode::NonceOutOfRange, "the account nonce exceeds 2^64"))?;
     if nonce < expected {
         return Err(AppError::new(
             ErrorCode::NonceAlreadyUsed,
@@ -588,6 +646,21 @@ async fn check_nonce_on_chain(
         return Err(AppError::new(ErrorCode::NonceGap, format!("nonce {nonce} is not next for {from}: {detail}")));
     }
     Ok(())
+}
+
+/// The permit's token nonce as simulated: a token that does not answer `nonces(owner)` does not
+/// support EIP-2612 (as [`build::permit_domain_and_nonce`] answers).
+fn permit_nonce(read: Option<CallOutcome>) -> Result<U256, AppError> {
+    let unsupported = |why: String| {
+        AppError::new(ErrorCode::PermitUnsupported, format!("the token does not support EIP-2612 permits: {why}"))
+    };
+    match read {
+        Some(CallOutcome::Success { output, .. }) => {
+            IPermitToken::noncesCall::abi_decode_returns(&output).map_err(|e| unsupported(e.to_string()))
+        }
+        Some(CallOutcome::Failed { message, .. }) => Err(unsupported(message)),
+        None => Err(AppError::chain(anyhow::anyhow!("the simulation did not answer the token nonce"))),
+    }
 }
 
 /// Gives the claim on `nonce` back after a failure that left nothing queued. If the database is
@@ -625,13 +698,7 @@ fn wants_async(headers: &HeaderMap) -> bool {
     })
 }
 
-/// `eth_estimateGas` of the exact transaction: it executes the call, so a revert fails it with
-/// the revert data (decoded for the client) exactly as an `eth_call` would; answers the gas used.
-async fn simulate(provider: &DynProvider, request: TransactionRequest) -> Result<u64, AppError> {
-    provider.estimate_gas(request).await.map_err(simulation_error)
-}
-
-/// Admission of a call that simulated at `gas`: the gas cap of its operations, then (under the
+/// Admission of a call whose simulated run used `gas`: the gas cap of its operations, then (under the
 /// key's and signer's admission locks) cool-down, reputation and daily budgets at the current
 /// max fee, then the sponsor's policy. Returns the gas limit and the locks to hold until queued.
 async fn admit(
@@ -645,7 +712,7 @@ async fn admit(
 ) -> Result<(u64, crate::store::Reservation, super::sponsors::BudgetGuard), AppError> {
     let settings = &state.settings.admission.for_key(&key.0.bounds);
     settings.check_gas(operations, gas)?;
-    let gas_limit = crate::chain::gas_limit_for(gas, crate::chain::RELAY_GAS_MARGIN);
+    let gas_limit = crate::chain::gas_limit_for_used(gas, crate::chain::RELAY_GAS_MARGIN);
     let fees = super::sponsors::current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
     let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
@@ -781,39 +848,75 @@ fn check_permit_signer(
     Ok(())
 }
 
-/// Checks the permit and encodes it for `permitAndCall`: the token's address followed by the
-/// ABI-encoded EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments.
-async fn permit_bytes(contract: Contract<'_>, owner: Address, p: &PermitRequest, now: u64) -> Result<Bytes, AppError> {
+/// An EIP-2612 permit to check once its token nonce is known (read in the simulation).
+struct PermitCheck {
+    owner: Address,
+    spender: Address,
+    value: U256,
+    deadline: u64,
+    sig: alloy::signers::Signature,
+    domain: Domain,
+}
+
+impl PermitCheck {
+    /// 422 `permit_signature_mismatch` unless the permit is the owner's signature at `nonce`.
+    fn check(&self, nonce: U256) -> Result<(), AppError> {
+        let (owner, value, deadline) = (self.owner, self.value, self.deadline);
+        let values = PermitValues { owner, spender: self.spender, value, nonce, deadline: U256::from(deadline) };
+        let digest = eip712::permit_digest(&self.domain, &values);
+        check_permit_signer(digest, &self.sig, owner, || {
+            format!("Permit(value {value}, nonce {nonce}, deadline {deadline})")
+        })
+    }
+}
+
+/// Encodes the permit for `permitAndCall`: the token's address followed by the ABI-encoded
+/// EIP-2612 `permit(owner, spender, value, deadline, v, r, s)` arguments. Its signature is checked
+/// here when the token's EIP-712 domain is not known yet (read with the token nonce, then kept);
+/// else the check is returned, to run against the token nonce read in the simulation.
+async fn permit_bytes(
+    contract: Contract<'_>,
+    owner: Address,
+    p: &PermitRequest,
+    now: u64,
+) -> Result<(Bytes, Option<PermitCheck>), AppError> {
     let (value, deadline, sig) = permit_fields(p, now)?;
-    let (domain, token_nonce) = permit_domain_and_nonce(contract, owner).await?;
-    let values =
-        PermitValues { owner, spender: contract.address, value, nonce: token_nonce, deadline: U256::from(deadline) };
-    let digest = eip712::permit_digest(&domain, &values);
-    check_permit_signer(digest, &sig, owner, || {
-        format!("Permit(value {value}, nonce {token_nonce}, deadline {deadline})")
-    })?;
     let v = U256::from(if sig.v() { 28u8 } else { 27u8 });
     let args = (owner, contract.address, value, U256::from(deadline), v, B256::from(sig.r()), B256::from(sig.s()))
         .abi_encode_params();
     let mut out = contract.token.to_vec();
     out.extend_from_slice(&args);
-    Ok(out.into())
+    let (domain, token_nonce) = match contract.chain.sponsors.cached_permit_domain(contract.token) {
+        Some(domain) => (domain, None),
+        None => {
+            let (domain, nonce) = permit_domain_and_nonce(contract, owner).await?;
+            (domain, Some(nonce))
+        }
+    };
+    let check = PermitCheck { owner, spender: contract.address, value, deadline, sig, domain };
+    match token_nonce {
+        Some(nonce) => {
+            check.check(nonce)?;
+            Ok((out.into(), None))
+        }
+        None => Ok((out.into(), Some(check))),
+    }
 }
 
-/// A failed `eth_call`/`eth_estimateGas`: a revert is the client's (422, decoded into the
-/// contract's custom error); anything else is the node's.
-fn simulation_error(err: TransportError) -> AppError {
-    if let RpcError::ErrorResp(payload) = &err {
-        if let Some(data) = payload.as_revert_data() {
-            let decoded = decode_revert(&data);
-            return AppError::new(
-                ErrorCode::SimulationReverted,
-                format!("the call would revert with {}", decoded.display),
-            );
-        }
-        if payload.message.to_lowercase().contains("revert") {
-            return AppError::new(ErrorCode::SimulationReverted, format!("the call would revert: {}", payload.message));
-        }
+/// A simulated call that failed: the client's call is refused (422), its revert data decoded into
+/// the contract's custom error. The deadline passing is `deadline_expired`, as when it is seen
+/// before simulating (against a head cached for a moment, [`crate::chain::HeadClock`]). A call that fails without revert data (a revert without a reason,
+/// or a halt such as running out of the block's gas) is refused the same way.
+fn reverted(data: &[u8], message: &str) -> AppError {
+    if data.is_empty() {
+        return AppError::new(ErrorCode::SimulationReverted, format!("the call would revert: {message}"));
     }
-    AppError::chain(err)
+    if let Ok(e) = StreamPay::StreamPayDeadlineExceeded::abi_decode(data) {
+        return AppError::new(
+            ErrorCode::DeadlineExpired,
+            format!("the call's deadline {} has passed (chain time {}); build it again", e.deadline, e.timestamp),
+        );
+    }
+    let decoded = decode_revert(data);
+    AppError::new(ErrorCode::SimulationReverted, format!("the call would revert with {}", decoded.display))
 }

@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod eip712;
 pub mod revert;
 pub mod signature;
+pub mod simulate;
 pub mod traits;
 
 use std::{
@@ -37,6 +38,24 @@ pub const LIQUIDATION_GAS_MARGIN: u64 = 20_000;
 /// ([`RELAY_GAS_MARGIN`] or [`LIQUIDATION_GAS_MARGIN`]).
 pub fn gas_limit_for(gas: u64, margin: u64) -> u64 {
     gas.saturating_add(gas / 4).saturating_add(margin)
+}
+
+/// The gas limit to sign for a call that used `gas_used` in one simulated run
+/// ([`simulate::simulate`]): [`gas_limit_for`] of `gas_used + gas_used / 8`.
+///
+/// A run's gas used is not the gas limit the call needs (what `eth_estimateGas` answers):
+/// - it is after refunds, and the run needs the gas before them: EIP-3529 caps a refund at a
+///   fifth of the gas before it, so the run needed at most `5/4 · gas_used`;
+/// - every call forwards at most 63/64 of the gas left (EIP-150), so a call nested `d` deep needs
+///   up to `(64/63)^d` of what it uses; StreamPay nests at most 5 (`permitAndCall` → `bySig` →
+///   the action → `multicall` → the token → Permit2): 8.3 %.
+///
+/// Together at most `1.354 · gas_used`; `1.25 · (gas_used + gas_used / 8) = 1.406 · gas_used`
+/// covers it, plus the fixed `margin`, with room left for the state moving before inclusion. In
+/// practice (Anvil, this contract) the needed limit is 1.00–1.16 times the gas used (the most for
+/// a permit deposit, whose allowance set and spent in one transaction is refunded).
+pub fn gas_limit_for_used(gas_used: u64, margin: u64) -> u64 {
+    gas_limit_for(gas_used.saturating_add(gas_used / 8), margin)
 }
 
 /// What stands in for the RPC URL in every message, answer and log line. Providers put their
@@ -78,6 +97,7 @@ const ONE_NODE_AT_A_TIME: &[&str] = &[
     "eth_sendRawTransaction",
     "eth_sendRawTransactionSync",
     "eth_sendTransactionSync",
+    "eth_simulateV1",
 ];
 
 /// A provider over one or more RPC URLs of the same chain, without fillers (the pipeline sets
@@ -310,9 +330,68 @@ pub async fn chain_time(provider: &DynProvider) -> anyhow::Result<u64> {
     Ok(block.header.timestamp)
 }
 
+/// How long [`HeadClock`] serves the latest block's timestamp before asking the node again.
+pub const HEAD_CLOCK_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// The chain's clock for deadline pre-checks: [`chain_time`], asked of the node at most once per
+/// [`HEAD_CLOCK_MAX_AGE`]; concurrent callers that find it stale share one request. A deadline
+/// that passed within that age is caught by the chain itself when the call is simulated
+/// (`StreamPayDeadlineExceeded`), with the same answer.
+#[derive(Debug)]
+pub struct HeadClock {
+    max_age: Duration,
+    /// The timestamp and when it was asked for (before the request was sent).
+    seen: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// Held while asking the node: single flight.
+    asking: tokio::sync::Mutex<()>,
+}
+
+impl Default for HeadClock {
+    fn default() -> Self {
+        Self::new(HEAD_CLOCK_MAX_AGE)
+    }
+}
+
+impl HeadClock {
+    pub fn new(max_age: Duration) -> Self {
+        Self { max_age, seen: std::sync::Mutex::new(None), asking: tokio::sync::Mutex::new(()) }
+    }
+
+    fn fresh(&self) -> Option<u64> {
+        let seen = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.filter(|(at, _)| at.elapsed() < self.max_age).map(|(_, t)| t)
+    }
+
+    /// The latest block's timestamp, at most [`HEAD_CLOCK_MAX_AGE`] old.
+    pub async fn now(&self, provider: &DynProvider) -> anyhow::Result<u64> {
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let _asking = self.asking.lock().await;
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let asked = std::time::Instant::now();
+        let t = chain_time(provider).await?;
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, t));
+        Ok(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simulated_runs_gas_limit_covers_refunds_and_the_63_64_rule() {
+        for used in [21_000u64, 87_785, 171_571, 3_000_000] {
+            let worst = (used as f64) * 1.25 * (64.0f64 / 63.0).powi(5);
+            assert!(gas_limit_for_used(used, 0) as f64 >= worst, "{used}");
+            assert!(gas_limit_for_used(used, RELAY_GAS_MARGIN) >= gas_limit_for(used, RELAY_GAS_MARGIN));
+        }
+        // The Anvil estimate of a permit deposit that used 171,571 gas, with today's headroom.
+        assert!(gas_limit_for_used(171_571, RELAY_GAS_MARGIN) >= gas_limit_for(198_285, 0));
+    }
 
     #[test]
     fn every_spelling_of_the_rpc_url_is_redacted() {

@@ -174,6 +174,9 @@ async fn metrics_expose_http_pipeline_rpc_queue_and_indexer_series_after_real_tr
     let sends = [("method", "eth_sendRawTransaction")];
     assert!(grew(&before, &m, "streampay_rpc_request_duration_seconds_count", &sends) >= 1.0);
     assert!(grew(&before, &m, "streampay_rpc_request_duration_seconds_count", &[("method", "eth_call")]) >= 1.0);
+    // The execute's one simulation (the relay benchmark counts these as EVM runs).
+    let simulations = [("method", "eth_simulateV1")];
+    assert!(grew(&before, &m, "streampay_rpc_request_duration_seconds_count", &simulations) >= 1.0);
     let errors = [("method", "streampay_no_such_method"), ("kind", "rpc")];
     assert_eq!(value(&m, "streampay_rpc_errors_total", &errors), 1.0);
     assert!(
