@@ -154,13 +154,22 @@ pub struct Applicant {
 
 /// Checks cool-down, reputation and budgets for a call that may cost up to `cost` wei and
 /// reserves that cost, atomically across processes (see [`Store::admit_and_reserve`]). Release
-/// the reservation once the call is queued (its row then counts) or was not.
+/// the reservation once the call is queued (its row then counts) or was not. With no daily
+/// budget for the key or the signer there is nothing to reserve: the cool-down and reputation
+/// are read in one statement, without the advisory locks ([`Store::admission_reputation`]).
 pub async fn admit(
     store: &Store,
     settings: &AdmissionSettings,
     who: Applicant,
     cost: U256,
 ) -> Result<Reservation, AppError> {
+    if settings.key_daily_budget_wei.is_none() && settings.signer_daily_budget_wei.is_none() {
+        let (record, none) = store
+            .admission_reputation(who.chain_id, who.api_key_id, who.signer, who.digest, settings.reputation_window_secs)
+            .await?;
+        check(settings, &record, cost)?;
+        return Ok(none);
+    }
     store
         .admit_and_reserve(
             who.chain_id,

@@ -288,6 +288,10 @@ struct Lane {
     /// The highest block whose receipts the worker has matched against the queue (see
     /// `worker::Tick::included`): the next look starts above it.
     receipts_seen: Mutex<Option<u64>>,
+    /// A lower bound of the sponsor's `next_nonce` in the database (which never goes down):
+    /// raised by every batch this process queues and every raise of its worker. While the
+    /// chain's count is not above it there is nothing to raise, and the worker skips the write.
+    nonce_floor: AtomicU64,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -356,6 +360,7 @@ impl Pipeline {
                         refusals: Mutex::default(),
                         finality: Mutex::default(),
                         receipts_seen: Mutex::default(),
+                        nonce_floor: AtomicU64::new(0),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                     }),
@@ -510,6 +515,9 @@ impl Pipeline {
                 lane.sponsor.sign_call(nonce, items[i].contract, items[i].calldata.clone(), items[i].gas_limit, fees[i])
             })
             .await?;
+        if let Some(top) = rows.iter().map(|r| r.1).max() {
+            lane.nonce_floor.fetch_max(top + 1, Ordering::Relaxed);
+        }
         lane.wake.notify_one();
         Ok(rows
             .into_iter()

@@ -55,14 +55,39 @@ const MAX_RECEIPT_BLOCKS: u64 = 64;
 /// Blocks whose receipts the first look (after a start or a takeover) reads, up to the head.
 const RECEIPT_BLOCKS_AT_START: u64 = 16;
 
+/// What one tick found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// No open or unfinal row: the next tick may wait longer (see [`idle_wait`]).
+    Idle,
+    /// Rows were handled; `sent_new`: a new transaction went out (the next tick comes at once:
+    /// an automining node has its receipt already).
+    Busy { sent_new: bool },
+}
+
+/// How long a worker with nothing open waits for a wake-up before it looks again: ten polls, at
+/// most a second and a quarter of the lease (so the holder keeps it), never less than a poll.
+/// Calls this process queues wake it at once; only rows queued by another process, and nonce
+/// drift while idle, wait this long to be seen.
+fn idle_wait(settings: &super::PipelineSettings) -> std::time::Duration {
+    let poll = settings.poll_interval;
+    (poll * 10).min(std::time::Duration::from_secs(1)).min(settings.lease_ttl / 4).max(poll)
+}
+
 pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: CancellationToken) {
     let mut initialised = false;
     let mut hurry = false;
+    let mut idle = false;
     let mut leased = false;
+    // When the lease was last taken or renewed (the moment before asking): renewed once a
+    // quarter of it has passed, not every tick. A tick started within that quarter ends (its
+    // deadline is a third of the lease) before the lease can run out, and every write is fenced
+    // by the lease in the database anyway.
+    let mut lease_taken: Option<std::time::Instant> = None;
     loop {
         let Some(p) = pipeline.upgrade() else { return };
         if !hurry {
-            let poll = p.settings.poll_interval;
+            let poll = if idle { idle_wait(&p.settings) } else { p.settings.poll_interval };
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = lane.wake.notified() => {}
@@ -93,29 +118,37 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             }
         }
         let ttl = p.settings.lease_ttl.as_millis() as u64;
-        match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {
-            Ok(true) => {
-                if !leased {
-                    // Taken over (or first taken): the blocks another process read are not ours.
-                    *lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let fresh = leased && lease_taken.is_some_and(|t| t.elapsed() < p.settings.lease_ttl / 4);
+        if !fresh {
+            let asked = std::time::Instant::now();
+            match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {
+                Ok(true) => {
+                    if !leased {
+                        // Taken over (or first taken): the blocks another process read are not ours.
+                        *lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                    leased = true;
+                    lease_taken = Some(asked);
                 }
-                leased = true
-            }
-            Ok(false) => {
-                leased = false;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "sponsor lease check failed");
-                continue;
+                Ok(false) => {
+                    leased = false;
+                    continue;
+                }
+                Err(e) => {
+                    leased = false;
+                    tracing::warn!(error = format!("{e:#}"), "sponsor lease check failed");
+                    continue;
+                }
             }
         }
         let lease = Lease { chain_id: p.chain_id(&lane), sponsor: lane.sponsor.address, owner: p.owner.clone() };
         let tick = Tick { p: &p, lane: &lane, lease: &lease };
         // A tick ends well inside the lease it runs under: a node that stops answering, or a slow
         // database, cannot carry it past the lease (its writes are fenced anyway).
+        idle = false;
         match tokio::time::timeout(p.settings.tick_timeout(), tick.run()).await {
-            Ok(Ok(sent_new)) => hurry = sent_new,
+            Ok(Ok(Pass::Busy { sent_new })) => hurry = sent_new,
+            Ok(Ok(Pass::Idle)) => idle = true,
             Ok(Err(e)) if e.is::<LeaseLost>() => {
                 leased = false;
                 tracing::warn!(sponsor = %lane.sponsor.address, "the sponsor lease ran out mid-tick; nothing more was written");
@@ -162,9 +195,8 @@ impl Tick<'_> {
         self.lane.sponsor.chain_id
     }
 
-    /// One pass over the sponsor's open rows; answers whether a new transaction went out (so
-    /// the next pass comes at once: an automining node has its receipt already).
-    async fn run(&self) -> anyhow::Result<bool> {
+    /// One pass over the sponsor's open rows.
+    async fn run(&self) -> anyhow::Result<Pass> {
         let provider = &self.p.provider;
         let chain_nonce = provider
             .get_transaction_count(self.sponsor())
@@ -172,7 +204,11 @@ impl Tick<'_> {
             .await
             .context("Failed to read the sponsor's nonce")?;
         self.lane.chain_nonce.store(chain_nonce + 1, Ordering::Relaxed);
-        if self.p.store.raise_sponsor_nonce(self.lease, chain_nonce).await? {
+        // Only a count above every nonce known to be allocated can be above `next_nonce`.
+        if chain_nonce > self.lane.nonce_floor.load(Ordering::Relaxed)
+            && self.p.store.raise_sponsor_nonce(self.lease, chain_nonce).await?
+        {
+            self.lane.nonce_floor.fetch_max(chain_nonce, Ordering::Relaxed);
             tracing::warn!(sponsor = %self.sponsor(), chain_nonce, "nonce drift: the sponsor key was used outside the relayer; next nonce raised");
         }
         // Mined rows not yet final: re-checked against the chain (throttled, see `finality`);
@@ -180,7 +216,7 @@ impl Tick<'_> {
         super::finality::recheck(self.p, self.lane, self.lease).await;
         let rows = self.p.store.open_transactions(self.chain_id(), self.sponsor()).await?;
         if rows.is_empty() {
-            return Ok(false);
+            return Ok(Pass::Idle);
         }
         let block = provider
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
@@ -248,7 +284,7 @@ impl Tick<'_> {
         };
         let (settled, sent_new) = tokio::join!(settle, send);
         settled?;
-        sent_new
+        Ok(Pass::Busy { sent_new: sent_new? })
     }
 
     /// The rows among `rows` that the receipts of the blocks mined since the last look show

@@ -32,9 +32,15 @@ pub struct AdmissionRecord {
 
 /// An admitted call's reservation of its worst-case cost; [`Store::release_reservation`] once
 /// the call is queued (or was not): until then, or until it expires, it counts against the
-/// key's and the signer's budgets in every process.
+/// key's and the signer's budgets in every process. None when no budget applies
+/// ([`Store::admission_reputation`]): nothing was reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation(i64);
+pub struct Reservation(Option<i64>);
+
+impl Reservation {
+    /// Nothing reserved.
+    pub const NONE: Reservation = Reservation(None);
+}
 
 /// A reservation left behind by a process that died before queuing stops counting after this.
 const RESERVATION_TTL_SECS: f64 = 120.0;
@@ -117,15 +123,66 @@ impl Store {
         .await
         .context("Failed to reserve the call's cost")?;
         tx.commit().await.context("Failed to commit the admission")?;
-        Ok(Ok(Reservation(id)))
+        Ok(Ok(Reservation(Some(id))))
+    }
+
+    /// The record admission checks when no daily budget applies to the key or the signer: the
+    /// cool-down and reputation figures only (the spend fields are zero), in one read with no
+    /// transaction, no lock and nothing reserved ([`Reservation::NONE`]). Without a budget a
+    /// reservation counts against nothing, and the spend since midnight, a sum over the day's
+    /// rows of the key, is the costliest part of the full record.
+    pub async fn admission_reputation(
+        &self,
+        chain_id: u64,
+        api_key_id: i64,
+        signer: Address,
+        digest: B256,
+        window_secs: u64,
+    ) -> anyhow::Result<(AdmissionRecord, Reservation)> {
+        let row = sqlx::query!(
+            r#"WITH family AS (SELECT api_key_family($2) AS id)
+             SELECT
+                (SELECT extract(epoch FROM now() - max(coalesce(mined_at, updated_at)))::float8
+                   FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted')
+                   AS digest_reverted_secs_ago,
+                (SELECT count(*) FROM relay_transactions
+                   WHERE chain_id = $1 AND signer = $3 AND failure = 'reverted'
+                     AND mined_at > now() - make_interval(secs => $5)) AS "signer_reverts!",
+                (SELECT count(*) FROM relay_transactions
+                   WHERE api_key_id IN (SELECT id FROM family) AND failure = 'reverted'
+                     AND mined_at > now() - make_interval(secs => $5)) AS "key_reverts!",
+                (SELECT extract(epoch FROM now() - max(created_at))::float8
+                   FROM relay_transactions WHERE chain_id = $1 AND signer = $3) AS signer_last_secs_ago,
+                (SELECT extract(epoch FROM now() - max(created_at))::float8
+                   FROM relay_transactions WHERE api_key_id IN (SELECT id FROM family)) AS key_last_secs_ago"#,
+            i64_of(chain_id)?,
+            api_key_id,
+            signer.as_slice(),
+            digest.as_slice(),
+            window_secs as f64,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to read the admission record")?;
+        let record = AdmissionRecord {
+            digest_reverted_secs_ago: secs(row.digest_reverted_secs_ago),
+            signer_reverts: u64_of(row.signer_reverts)?,
+            key_reverts: u64_of(row.key_reverts)?,
+            signer_last_secs_ago: secs(row.signer_last_secs_ago),
+            key_last_secs_ago: secs(row.key_last_secs_ago),
+            signer_spent_wei: U256::ZERO,
+            key_spent_wei: U256::ZERO,
+        };
+        Ok((record, Reservation::NONE))
     }
 
     /// Drops a reservation (the call is queued and its row counts now, or it was not queued).
     /// Expired reservations are swept at the same time.
     pub async fn release_reservation(&self, r: Reservation) {
+        let Some(id) = r.0 else { return };
         let done = sqlx::query!(
             "DELETE FROM admission_reservations WHERE id = $1 OR expires_at < now() - interval '1 hour'",
-            r.0,
+            id,
         )
         .execute(&self.pool)
         .await;
