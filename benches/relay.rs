@@ -501,6 +501,10 @@ impl Relayer {
         }
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     fn stop(&mut self) {
         let mut child = self.child.take().expect("relayer not running");
         self.peak_rss_mib = self.peak_rss_mib.max(peak_rss_mib(child.id()));
@@ -523,6 +527,79 @@ impl Drop for Relayer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// CPU seconds (user + system) a process has used, with its exited and reaped children, from
+/// `/proc/<pid>/stat` (0 when it is gone).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The fields after the command name: state (field 3) is index 0; utime, stime, cutime,
+    // cstime are fields 14 to 17.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11..15).map(|v| v.iter().map(|t| t.parse::<u64>().unwrap_or(0)).sum()).unwrap_or(0);
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds of a Postgres cluster: the postmaster (with the backends it has reaped) and every
+/// live backend.
+fn pg_cpu_secs(data: &std::path::Path) -> f64 {
+    let Some(postmaster) = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return 0.0;
+    };
+    let mut total = cpu_secs(postmaster);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rfind(')').and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(postmaster) {
+            total += cpu_secs(pid);
+        }
+    }
+    total
+}
+
+/// CPU seconds so far of: the relayer (while running), Postgres, Anvil and this bench.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    relayer: f64,
+    postgres: f64,
+    anvil: f64,
+    bench: f64,
+}
+
+impl Cpu {
+    fn minus(self, o: Cpu) -> Cpu {
+        Cpu {
+            relayer: self.relayer - o.relayer,
+            postgres: self.postgres - o.postgres,
+            anvil: self.anvil - o.anvil,
+            bench: self.bench - o.bench,
+        }
+    }
+    fn plus(self, o: Cpu) -> Cpu {
+        Cpu {
+            relayer: self.relayer + o.relayer,
+            postgres: self.postgres + o.postgres,
+            anvil: self.anvil + o.anvil,
+            bench: self.bench + o.bench,
+        }
+    }
+    /// Milliseconds per call, by process.
+    fn per_call(self, calls: usize) -> String {
+        let ms = |v: f64| v * 1000.0 / calls.max(1) as f64;
+        format!(
+            "relayer {:.2}, Postgres {:.2}, Anvil {:.2}, load generator {:.2}; total {:.2}",
+            ms(self.relayer),
+            ms(self.postgres),
+            ms(self.anvil),
+            ms(self.bench),
+            ms(self.relayer + self.postgres + self.anvil + self.bench)
+        )
     }
 }
 
@@ -550,14 +627,31 @@ fn rpc_deltas(before: &HashMap<String, f64>, after: &HashMap<String, f64>) -> BT
     out
 }
 
-/// Statements the relayer's role (`postgres`) has run, from pg_stat_statements.
-async fn pg_statements(store: &Store) -> f64 {
-    let n: Option<i64> =
-        sqlx::query_scalar("SELECT sum(calls)::bigint FROM pg_stat_statements WHERE userid = 'postgres'::regrole")
-            .fetch_one(store.pool())
-            .await
-            .expect("read pg_stat_statements");
-    n.unwrap_or(0) as f64
+/// Statements the relayer's role (`postgres`) has run, by statement: (calls, execution ms), from
+/// pg_stat_statements.
+async fn pg_statements(store: &Store) -> BTreeMap<String, (f64, f64)> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT query, sum(calls)::bigint, sum(total_exec_time)::float8 FROM pg_stat_statements
+          WHERE userid = 'postgres'::regrole GROUP BY query",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("read pg_stat_statements");
+    rows.into_iter().map(|(q, n, ms)| (q.split_whitespace().collect::<Vec<_>>().join(" "), (n as f64, ms))).collect()
+}
+
+fn deltas(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> BTreeMap<String, (f64, f64)> {
+    after
+        .iter()
+        .map(|(k, (n, ms))| {
+            let (n0, ms0) = before.get(k).copied().unwrap_or_default();
+            (k.clone(), (n - n0, ms - ms0))
+        })
+        .filter(|(_, (n, _))| *n > 0.0)
+        .collect()
 }
 
 async fn mined_rows(store: &Store) -> i64 {
@@ -637,6 +731,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("streampay-bench-relay-{}", std::process::id()));
     let port = free_port()?;
     let pg_dir = dir.join("pg");
+    let pg_data = pg_dir.join("data");
     let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&pg_dir, port, true)).await??;
     cluster.ensure_database("relay").await?;
     let db_url = cluster.url("relay");
@@ -810,13 +905,24 @@ async fn main() -> anyhow::Result<()> {
     let (mut c_closed, mut c_max, mut r_closed, mut r_open, mut r_accept) = (vec![], vec![], vec![], vec![], vec![]);
     let mut rpc: Vec<BTreeMap<String, f64>> = Vec::new();
     let mut rpc_relays = 0usize;
-    let mut pg: Vec<f64> = Vec::new();
+    let mut pg: Vec<BTreeMap<String, (f64, f64)>> = Vec::new();
+    let anvil_pid = anvil.child().id();
+    let cpu_now = |relayer: Option<u32>| Cpu {
+        relayer: relayer.map(cpu_secs).unwrap_or(0.0),
+        postgres: pg_cpu_secs(&pg_data),
+        anvil: cpu_secs(anvil_pid),
+        bench: cpu_secs(std::process::id()),
+    };
+    let (mut cpu_c, mut cpu_r, mut cpu_c_n) = (Cpu::default(), Cpu::default(), 0usize);
     for round in 1..=args.rounds {
         eprintln!("round {round}: ceiling");
+        let c0 = cpu_now(None);
         let watcher = Watcher::start(provider.clone()).await;
         let closed = ceiling_closed(&provider, &watcher, next().1.unwrap(), args.concurrency).await;
         let max = ceiling_max(&provider, &watcher, next().1.unwrap()).await;
         watcher.finish().await;
+        cpu_c = cpu_c.plus(cpu_now(None).minus(c0));
+        cpu_c_n += closed.n + max.n;
         let half = closed.rate / 2.0;
         eprintln!("  closed {:.1}/s, max {:.1}/s", closed.rate, max.rate);
         c_closed.push(closed);
@@ -826,6 +932,7 @@ async fn main() -> anyhow::Result<()> {
         relayer.start().await;
         let m0 = http.metrics().await;
         let pg0 = pg_statements(&store).await;
+        let c0 = cpu_now(relayer.pid());
         let (g1, g2, g3) = (next().0, next().0, next().0);
         let closed = relayer_closed(&http, &g1, args.concurrency).await;
         let open = relayer_paced(&http, &g2, half, false).await;
@@ -834,7 +941,8 @@ async fn main() -> anyhow::Result<()> {
         relays += count as i64;
         wait_mined(&store, relays, "accepted executes").await;
         let m1 = http.metrics().await;
-        pg.push(pg_statements(&store).await - pg0);
+        cpu_r = cpu_r.plus(cpu_now(relayer.pid()).minus(c0));
+        pg.push(deltas(&pg0, &pg_statements(&store).await));
         relayer_nonce = check_relayer_nonce(provider.clone(), relayer_nonce, count).await;
         relayer.stop();
         eprintln!("  closed {:.1}/s, open {:.1}/s, accept {:.1}/s", closed.rate, open.rate, accept.rate);
@@ -1027,13 +1135,28 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .zip(&r_closed)
         .zip(r_open.iter().zip(&r_accept))
-        .map(|((p, a), (b, d))| format!("{:.2}", p / (a.n + b.n + d.n) as f64))
+        .map(|((p, a), (b, d))| format!("{:.2}", p.values().map(|v| v.0).sum::<f64>() / (a.n + b.n + d.n) as f64))
         .collect();
+    let mut total_pg: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for r in &pg {
+        for (q, (n, ms)) in r {
+            let e = total_pg.entry(q.clone()).or_default();
+            e.0 += n;
+            e.1 += ms;
+        }
+    }
     println!(
-        "- Postgres statements: **{:.2}** per relay (rounds: {}), from `pg_stat_statements` for the relayer's role (BEGIN and COMMIT count; with sqlx's cached prepared statements each is one round trip)",
-        per(pg.iter().sum()),
-        pg_rounds.join(", ")
+        "- Postgres statements: **{:.2}** per relay (rounds: {}), {:.2} ms of execution per relay, from `pg_stat_statements` for the relayer's role (BEGIN and COMMIT count; with sqlx's cached prepared statements each is one round trip). The costliest (statements per relay, execution ms per relay):",
+        per(total_pg.values().map(|v| v.0).sum()),
+        pg_rounds.join(", "),
+        per(total_pg.values().map(|v| v.1).sum())
     );
+    let mut top: Vec<(&String, &(f64, f64))> = total_pg.iter().collect();
+    top.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    for (q, (n, ms)) in top.iter().take(10) {
+        let q: String = q.chars().take(90).collect();
+        println!("  - {:.2}, {:.3} ms: `{}…`", per(*n), per(*ms), q.replace('`', "'"));
+    }
     println!();
     if let Some((gas, limit, c, (c_n, c_rate, c_blocks), r, (r_n, r_rate, r_blocks), sync)) = &chain {
         println!(
@@ -1067,6 +1190,12 @@ async fn main() -> anyhow::Result<()> {
         println!("Calls per block, ceiling: {c_blocks:?}; relayer: {r_blocks:?}.");
         println!();
     }
+    println!(
+        "CPU milliseconds per call, by process (utime + stime from `/proc`, over the measured automine rounds): ceiling {}; relayer rounds {}.",
+        cpu_c.per_call(cpu_c_n),
+        cpu_r.per_call(rpc_relays)
+    );
+    println!();
     println!("Relayer peak RSS (VmHWM, max over its runs): {peak_rss:.1} MiB.");
     println!(
         "Exactly once (asserted): {relays} relays each answered once (200, or 202 on the accept path) and mined once ({relays} rows mined, the pool's nonces rose by exactly the relays of each round); {} ceiling transactions each included once and successful; all {} users hold exactly one deposit.",
