@@ -210,6 +210,46 @@ async fn repeated_offenders_are_refused_403() {
     assert_eq!(app.balance_of(user.address()).await, internal(10));
 }
 
+/// With no daily budget for the key or the signer, admission takes its one-statement path (no
+/// advisory locks, nothing reserved): cool-down, ban per signer and per key still hold, and an
+/// unaffected key still relays.
+#[tokio::test]
+async fn without_budgets_cool_down_and_bans_still_hold() {
+    let admission = AdmissionSettings {
+        throttle_after_reverts: 100,
+        ban_after_reverts: 2,
+        key_daily_budget_wei: None,
+        signer_daily_budget_wei: None,
+        ..AdmissionSettings::default()
+    };
+    let app = spawn_app_with(settings(admission)).await;
+    let (user, bystander, stranger) = (wallet(), wallet(), wallet());
+    app.fund(&user, 20).await;
+    app.fund(&bystander, 10).await;
+    app.fund(&stranger, 10).await;
+    let key = app.api_key.clone();
+    let signed = revert_on_chain(&app, &key, &user, "16", 5).await; // 15 left
+    deposit_directly(&app, user.address(), 10).await; // 25: the same call would now succeed
+    assert_error(&app.post(EXECUTE, &signed).await, StatusCode::TOO_MANY_REQUESTS, "call_cooling_down");
+    // One revert: still admitted (not banned, throttling off).
+    revert_on_chain(&app, &key, &user, "22", 5).await; // 20 left
+    let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&user, &next).await, StatusCode::FORBIDDEN, "signer_banned");
+    let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(&bystander, &b).await, StatusCode::FORBIDDEN, "key_banned");
+    assert_eq!(app.balance_of(user.address()).await, internal(20));
+    assert_eq!(app.balance_of(bystander.address()).await, internal(10));
+    // Another key's users are not affected.
+    let clean = app.store.create_api_key("clean", &[app.sponsor], true).await.unwrap();
+    let (_, built) = app
+        .post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(stranger.address(), wallet().address(), "1"))
+        .await;
+    let body = app.signed_execute_body(&stranger, &built).await;
+    let (status, resp) = app.post_with_key(EXECUTE, Some(&clean.key), &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(app.balance_of(stranger.address()).await, internal(9));
+}
+
 #[tokio::test]
 async fn a_key_over_its_daily_budget_is_429_key_daily_budget_exceeded() {
     let app = spawn_app_with(settings(AdmissionSettings {
