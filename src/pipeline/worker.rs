@@ -78,11 +78,10 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
     let mut initialised = false;
     let mut hurry = false;
     let mut idle = false;
-    let mut leased = false;
-    // When the lease was last taken or renewed (the moment before asking): renewed once a
-    // quarter of it has passed, not every tick. A tick started within that quarter ends (its
-    // deadline is a third of the lease) before the lease can run out, and every write is fenced
-    // by the lease in the database anyway.
+    // When the lease was last taken or renewed (the moment before asking); `None` while this
+    // process does not hold it. Renewed once a quarter of it has passed, not every tick: a tick
+    // started within that quarter ends (its deadline is a third of the lease) before the lease
+    // can run out, and every write is fenced by the lease in the database anyway.
     let mut lease_taken: Option<std::time::Instant> = None;
     loop {
         let Some(p) = pipeline.upgrade() else { return };
@@ -97,7 +96,7 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
         if stop.is_cancelled() {
             // Between two ticks: nothing is half-sent. Give the lease up so another replica
             // takes the queue over now rather than when the lease runs out.
-            if leased
+            if lease_taken.is_some()
                 && let Err(e) = p.store.release_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner).await
             {
                 tracing::warn!(sponsor = %lane.sponsor.address, error = format!("{e:#}"), "sponsor lease release failed");
@@ -118,24 +117,23 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             }
         }
         let ttl = p.settings.lease_ttl.as_millis() as u64;
-        let fresh = leased && lease_taken.is_some_and(|t| t.elapsed() < p.settings.lease_ttl / 4);
+        let fresh = lease_taken.is_some_and(|t| t.elapsed() < p.settings.lease_ttl / 4);
         if !fresh {
             let asked = std::time::Instant::now();
             match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {
                 Ok(true) => {
-                    if !leased {
+                    if lease_taken.is_none() {
                         // Taken over (or first taken): the blocks another process read are not ours.
                         *lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     }
-                    leased = true;
                     lease_taken = Some(asked);
                 }
                 Ok(false) => {
-                    leased = false;
+                    lease_taken = None;
                     continue;
                 }
                 Err(e) => {
-                    leased = false;
+                    lease_taken = None;
                     tracing::warn!(error = format!("{e:#}"), "sponsor lease check failed");
                     continue;
                 }
@@ -150,7 +148,7 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             Ok(Ok(Pass::Busy { sent_new })) => hurry = sent_new,
             Ok(Ok(Pass::Idle)) => idle = true,
             Ok(Err(e)) if e.is::<LeaseLost>() => {
-                leased = false;
+                lease_taken = None;
                 tracing::warn!(sponsor = %lane.sponsor.address, "the sponsor lease ran out mid-tick; nothing more was written");
             }
             Ok(Err(e)) => {

@@ -140,21 +140,9 @@ impl Store {
         window_secs: u64,
     ) -> anyhow::Result<(AdmissionRecord, Reservation)> {
         let row = sqlx::query!(
-            r#"WITH family AS (SELECT api_key_family($2) AS id)
-             SELECT
-                (SELECT extract(epoch FROM now() - max(coalesce(mined_at, updated_at)))::float8
-                   FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted')
-                   AS digest_reverted_secs_ago,
-                (SELECT count(*) FROM relay_transactions
-                   WHERE chain_id = $1 AND signer = $3 AND failure = 'reverted'
-                     AND mined_at > now() - make_interval(secs => $5)) AS "signer_reverts!",
-                (SELECT count(*) FROM relay_transactions
-                   WHERE api_key_id IN (SELECT id FROM family) AND failure = 'reverted'
-                     AND mined_at > now() - make_interval(secs => $5)) AS "key_reverts!",
-                (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE chain_id = $1 AND signer = $3) AS signer_last_secs_ago,
-                (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE api_key_id IN (SELECT id FROM family)) AS key_last_secs_ago"#,
+            r#"SELECT digest_reverted_secs_ago, signer_reverts AS "signer_reverts!",
+                      key_reverts AS "key_reverts!", signer_last_secs_ago, key_last_secs_ago
+                 FROM admission_reputation($1, $2, $3, $4, $5)"#,
             i64_of(chain_id)?,
             api_key_id,
             signer.as_slice(),
@@ -212,19 +200,8 @@ async fn admission_record(
                 WHERE t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
                   AND ((t.chain_id = $1 AND t.signer = $3) OR t.api_key_id IN (SELECT id FROM family)))
              SELECT
-                (SELECT extract(epoch FROM now() - max(coalesce(mined_at, updated_at)))::float8
-                   FROM relay_transactions WHERE chain_id = $1 AND call_digest = $4 AND failure = 'reverted')
-                   AS digest_reverted_secs_ago,
-                (SELECT count(*) FROM relay_transactions
-                   WHERE chain_id = $1 AND signer = $3 AND failure = 'reverted'
-                     AND mined_at > now() - make_interval(secs => $5)) AS "signer_reverts!",
-                (SELECT count(*) FROM relay_transactions
-                   WHERE api_key_id IN (SELECT id FROM family) AND failure = 'reverted'
-                     AND mined_at > now() - make_interval(secs => $5)) AS "key_reverts!",
-                (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE chain_id = $1 AND signer = $3) AS signer_last_secs_ago,
-                (SELECT extract(epoch FROM now() - max(created_at))::float8
-                   FROM relay_transactions WHERE api_key_id IN (SELECT id FROM family)) AS key_last_secs_ago,
+                r.digest_reverted_secs_ago, r.signer_reverts AS "signer_reverts!", r.key_reverts AS "key_reverts!",
+                r.signer_last_secs_ago, r.key_last_secs_ago,
                 (SELECT (coalesce((SELECT sum(wei) FROM today WHERE signer = $3), 0)
                        + coalesce((SELECT sum(wei) FROM admission_reservations
                                    WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text)
@@ -232,7 +209,8 @@ async fn admission_record(
                 (SELECT (coalesce((SELECT sum(wei) FROM today WHERE api_key_id IN (SELECT id FROM family)), 0)
                        + coalesce((SELECT sum(wei) FROM admission_reservations
                                    WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text)
-                   AS "key_spent_wei!""#,
+                   AS "key_spent_wei!"
+             FROM admission_reputation($1, $2, $3, $4, $5) r"#,
         i64_of(chain_id)?,
         api_key_id,
         signer.as_slice(),

@@ -150,6 +150,17 @@ async fn revert_on_chain(app: &TestApp, key: &str, user: &PrivateKeySigner, amou
     body
 }
 
+/// A pay by `user` through a fresh key is relayed (200): another key's record does not count.
+async fn another_key_still_relays(app: &TestApp, user: &PrivateKeySigner) {
+    let clean = app.store.create_api_key("clean", &[app.sponsor], true).await.unwrap();
+    let (_, built) = app
+        .post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(user.address(), wallet().address(), "1"))
+        .await;
+    let body = app.signed_execute_body(user, &built).await;
+    let (status, resp) = app.post_with_key(EXECUTE, Some(&clean.key), &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+}
+
 async fn deposit_directly(app: &TestApp, user: Address, n: u64) {
     app.deposit_directly(user, n).await;
 }
@@ -179,14 +190,7 @@ async fn a_call_that_reverts_on_chain_cools_down_and_its_sender_and_key_are_thro
     // The key that relayed it is throttled too, for everyone using it.
     let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
     assert_error(&app.execute(&bystander, &b).await, StatusCode::TOO_MANY_REQUESTS, "key_throttled");
-    // Another key's users are not affected.
-    let clean = app.store.create_api_key("clean", &[app.sponsor], true).await.unwrap();
-    let (_, built) = app
-        .post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(stranger.address(), wallet().address(), "1"))
-        .await;
-    let body = app.signed_execute_body(&stranger, &built).await;
-    let (status, resp) = app.post_with_key(EXECUTE, Some(&clean.key), &body).await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
+    another_key_still_relays(&app, &stranger).await;
     // The refused calls reached nothing.
     assert_eq!(app.balance_of(bystander.address()).await, internal(10));
 }
@@ -239,14 +243,7 @@ async fn without_budgets_cool_down_and_bans_still_hold() {
     assert_error(&app.execute(&bystander, &b).await, StatusCode::FORBIDDEN, "key_banned");
     assert_eq!(app.balance_of(user.address()).await, internal(20));
     assert_eq!(app.balance_of(bystander.address()).await, internal(10));
-    // Another key's users are not affected.
-    let clean = app.store.create_api_key("clean", &[app.sponsor], true).await.unwrap();
-    let (_, built) = app
-        .post_with_key("/api/v1/USDC/payments/", Some(&clean.key), &pay(stranger.address(), wallet().address(), "1"))
-        .await;
-    let body = app.signed_execute_body(&stranger, &built).await;
-    let (status, resp) = app.post_with_key(EXECUTE, Some(&clean.key), &body).await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
+    another_key_still_relays(&app, &stranger).await;
     assert_eq!(app.balance_of(stranger.address()).await, internal(9));
 }
 
