@@ -92,8 +92,7 @@ struct Args {
 
 fn args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut a =
-        Args {
+    let mut a = Args {
         n: 1000,
         concurrency: 32,
         rounds: 3,
@@ -640,10 +639,7 @@ async fn pg_statements(store: &Store) -> BTreeMap<String, (f64, f64)> {
     rows.into_iter().map(|(q, n, ms)| (q.split_whitespace().collect::<Vec<_>>().join(" "), (n as f64, ms))).collect()
 }
 
-fn deltas(
-    before: &BTreeMap<String, (f64, f64)>,
-    after: &BTreeMap<String, (f64, f64)>,
-) -> BTreeMap<String, (f64, f64)> {
+fn deltas(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>) -> BTreeMap<String, (f64, f64)> {
     after
         .iter()
         .map(|(k, (n, ms))| {

@@ -196,8 +196,7 @@ async fn serve_dev(root: &Path, config: &Config, args: &DevArgs) -> anyhow::Resu
 
     let contract = state.contracts().next().context("no deployment")?.deployment.clone();
     let demo = demo_wallet(&root.join(".dev/demo-wallet.key"))?;
-    let wallet_provider =
-        ProviderBuilder::new().wallet(minter).connect_http(rpc_url.parse().context("rpc url")?);
+    let wallet_provider = ProviderBuilder::new().wallet(minter).connect_http(rpc_url.parse().context("rpc url")?);
     let token = MockToken::new(contract.token, &wallet_provider);
     let unit = U256::from(10u64).pow(U256::from(contract.token_decimals));
     let held = token.balanceOf(demo.address()).call().await.context("Failed to read the demo balance")?;
