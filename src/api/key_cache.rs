@@ -1,7 +1,9 @@
 //! Authenticated API keys kept in memory, so a request does not cost two database queries
 //! before its handler runs. Exact, not eventually consistent: every change to `api_keys` or
 //! `api_key_sponsors` notifies [`KEYS_CHANNEL`] in its transaction (migration 0011) and clears
-//! every process's cache; while the listener is disconnected the cache is bypassed. Active keys
+//! every process's cache, and a revocation, deletion or rotation this process commits clears its
+//! own cache at once, before that notification arrives ([`crate::store::local_key_writes`]);
+//! while the listener is disconnected the cache is bypassed. Active keys
 //! are kept no longer than their remaining validity (expiry, or a rotation's grace period, by
 //! the database's clock) and never longer than [`MAX_AGE`]. Refusals (unknown, revoked, expired)
 //! are kept too, for [`NEGATIVE_MAX_AGE`], so a client repeating a bad key costs no query; with
@@ -38,12 +40,7 @@ pub struct KeyCache(Arc<NotifyCache<[u8; 32], KeyLookup>>);
 impl KeyCache {
     /// A cache with its listener (must be called inside the Tokio runtime).
     pub fn start(pool: PgPool) -> Arc<Self> {
-        Arc::new(Self(NotifyCache::start(
-            pool,
-            KEYS_CHANNEL,
-            MAX_ENTRIES,
-            NotifyCache::<[u8; 32], KeyLookup>::no_local_writes,
-        )))
+        Arc::new(Self(NotifyCache::start(pool, KEYS_CHANNEL, MAX_ENTRIES, crate::store::local_key_writes)))
     }
 
     /// Whether answers may come from memory (the listener is connected).

@@ -11,7 +11,12 @@
 //!
 //! Every statement is checked at compile time.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use alloy::primitives::{Address, U256};
 use anyhow::Context;
@@ -21,6 +26,17 @@ use sha2::{Digest, Sha256};
 use sqlx::PgExecutor;
 
 use super::{Store, decode::address};
+
+/// Key revocations, deletions and rotations this process has committed.
+static KEY_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// How many key revocations, deletions and rotations this process has committed: part of the
+/// key cache's generation (`api::key_cache`), so a key this process revoked stops working here
+/// at once, before the database's notification of the change arrives (other processes wait for
+/// that notification).
+pub fn local_key_writes() -> u64 {
+    KEY_WRITES.load(Ordering::Acquire)
+}
 
 /// What a key may call (see `api::auth` for which routes need which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -574,6 +590,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .context("Failed to revoke the API key")?;
+        KEY_WRITES.fetch_add(1, Ordering::AcqRel);
         Ok(done.rows_affected() == 1)
     }
 
@@ -596,6 +613,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .context("Failed to delete the API key")?;
+        KEY_WRITES.fetch_add(1, Ordering::AcqRel);
         Ok(done.rows_affected() == 1)
     }
 
@@ -676,6 +694,7 @@ impl Store {
         };
         retired.context("Failed to retire the rotated API key")?;
         tx.commit().await.context("Failed to commit the rotation")?;
+        KEY_WRITES.fetch_add(1, Ordering::AcqRel);
         Ok(KeyChange::Done(created))
     }
 }

@@ -61,7 +61,7 @@ pub use history::{HistoryFilter, HistoryRow, ReferenceSummary, Spend, SponsorPol
 pub use idempotency::{IdempotencyBegin, StoredResponse};
 pub use keys::{
     ApiKeyRecord, Environment, KeyBounds, KeyChange, KeyInfo, KeyKind, KeyLookup, KeySpec, NewApiKey, OPERATIONS,
-    Scope, TokenGrant, hash_api_key, operation_of, parse_cidr, parse_operation, parse_origin,
+    Scope, TokenGrant, hash_api_key, local_key_writes, operation_of, parse_cidr, parse_operation, parse_origin,
 };
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use probes::QueueDepth;
