@@ -172,6 +172,7 @@ pub fn start(state: &AppState, supervisor: &Supervisor) -> anyhow::Result<()> {
     start_pricing(state, supervisor);
     start_indexers(state, supervisor);
     start_housekeeping(state.store.clone(), supervisor);
+    start_spend_roll_up(state.store.clone(), supervisor);
     Ok(())
 }
 
@@ -316,6 +317,34 @@ pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(tokens = n, "pruned expired client tokens"),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "client token pruning failed"),
+                }
+            }
+        }
+    });
+}
+
+/// How often [`start_spend_roll_up`] folds admission's spend deltas into the daily totals.
+const SPEND_ROLL_UP_EVERY: Duration = Duration::from_secs(1);
+
+/// Folds admission's spend deltas into the daily totals every [`SPEND_ROLL_UP_EVERY`] (see
+/// [`Store::roll_up_spend`]), so the deltas admission sums stay a second's worth. Every replica
+/// runs it; one at a time folds, the others skip.
+pub fn start_spend_roll_up(store: Store, supervisor: &Supervisor) {
+    supervisor.spawn(stage::HOUSEKEEPING, "admission spend roll-up", move |stop| {
+        let store = store.clone();
+        async move {
+            let mut every = tokio::time::interval(SPEND_ROLL_UP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = every.tick() => {}
+                }
+                if let Err(e) = store.roll_up_spend().await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "admission spend roll-up failed; admission still counts the deltas"
+                    );
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! What admission (`api::admission`) reads: the signer's and the API key's record, from the
-//! relayed transactions themselves, and the advisory locks that make check-then-queue atomic
-//! across processes. Every statement is checked at compile time.
+//! relayed transactions themselves and the daily spend ledger their triggers keep (migration
+//! 0040), and the advisory locks that make check-then-queue atomic across processes. Every statement is checked at compile time.
 
 use std::{
     collections::HashMap,
@@ -164,6 +164,18 @@ impl Store {
         Ok((record, Reservation::NONE))
     }
 
+    /// Folds the spend deltas the triggers of migration 0040 recorded into the daily totals
+    /// admission reads (and drops totals older than yesterday); answers how many it folded, 0 if
+    /// another replica is folding them right now. Admission's figure is the same before and
+    /// after: it reads the totals and the deltas not folded yet.
+    pub async fn roll_up_spend(&self) -> anyhow::Result<u64> {
+        let folded = sqlx::query_scalar!(r#"SELECT admission_spend_roll_up() AS "folded!""#)
+            .fetch_one(&self.pool)
+            .await
+            .context("Failed to roll the admission spend up")?;
+        u64_of(folded)
+    }
+
     /// Drops a reservation (the call is queued and its row counts now, or it was not queued).
     /// Expired reservations are swept at the same time.
     pub async fn release_reservation(&self, r: Reservation) {
@@ -190,27 +202,17 @@ async fn admission_record(
     window_secs: u64,
 ) -> anyhow::Result<AdmissionRecord> {
     let row = sqlx::query!(
-        r#"WITH family AS (SELECT api_key_family($2) AS id),
-             today AS (
-                SELECT t.api_key_id, t.signer,
-                       coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric AS wei
-                FROM relay_transactions t
-                JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
-                              ORDER BY id DESC LIMIT 1) l ON true
-                WHERE t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
-                  AND ((t.chain_id = $1 AND t.signer = $3) OR t.api_key_id IN (SELECT id FROM family)))
+        r#"WITH family AS (SELECT api_key_family($2) AS id)
              SELECT
                 r.digest_reverted_secs_ago, r.signer_reverts AS "signer_reverts!", r.key_reverts AS "key_reverts!",
                 r.signer_last_secs_ago, r.key_last_secs_ago,
-                (SELECT (coalesce((SELECT sum(wei) FROM today WHERE signer = $3), 0)
-                       + coalesce((SELECT sum(wei) FROM admission_reservations
-                                   WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text)
+                (s.signer_wei + coalesce((SELECT sum(wei) FROM admission_reservations
+                                          WHERE chain_id = $1 AND signer = $3 AND expires_at > now()), 0))::text
                    AS "signer_spent_wei!",
-                (SELECT (coalesce((SELECT sum(wei) FROM today WHERE api_key_id IN (SELECT id FROM family)), 0)
-                       + coalesce((SELECT sum(wei) FROM admission_reservations
-                                   WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text)
+                (s.key_wei + coalesce((SELECT sum(wei) FROM admission_reservations
+                                       WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text
                    AS "key_spent_wei!"
-             FROM admission_reputation($1, $2, $3, $4, $5) r"#,
+             FROM admission_reputation($1, $2, $3, $4, $5) r, admission_spend_today($1, $3, $2) s"#,
         i64_of(chain_id)?,
         api_key_id,
         signer.as_slice(),

@@ -335,3 +335,97 @@ async fn daily_budgets_hold_across_two_app_instances_on_one_database() {
     // The chain agrees: exactly the admitted payments left the balance.
     assert_eq!(app.balance_of(user.address()).await, internal(10) - internal(ok as u64));
 }
+
+/// Today's spend of `signer` and of the app's key family, as admission reads it (the ledger of
+/// migration 0040: totals plus deltas not rolled up yet), and as the sum over the day's rows it
+/// replaced (gas used, or the limit while in flight, at the latest attempt's max fee).
+async fn spend_both_ways(
+    conn: &mut sqlx::PgConnection,
+    app: &TestApp,
+    signer: Address,
+) -> ((String, String), (String, String)) {
+    let ledger: (String, String) =
+        sqlx::query_as("SELECT signer_wei::text, key_wei::text FROM admission_spend_today($1, $2, $3)")
+            .bind(app.chain_id as i64)
+            .bind(signer.as_slice())
+            .bind(app.api_key_id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    let rows: (String, String) = sqlx::query_as(
+        "WITH today AS (
+            SELECT t.chain_id, t.signer, t.api_key_id,
+                   coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric AS wei
+            FROM relay_transactions t
+            JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+                          ORDER BY id DESC LIMIT 1) l ON true
+            WHERE t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))
+         SELECT coalesce((SELECT sum(wei) FROM today WHERE chain_id = $1 AND signer = $2), 0)::text,
+                coalesce((SELECT sum(wei) FROM today WHERE api_key_id IN (SELECT api_key_family($3))), 0)::text",
+    )
+    .bind(app.chain_id as i64)
+    .bind(signer.as_slice())
+    .bind(app.api_key_id)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    (ledger, rows)
+}
+
+/// Admission's daily spend comes from a ledger its triggers keep instead of a sum over the day's
+/// rows: the two agree through queueing, mining, a fee bump, a reorg and roll-ups, for the signer
+/// and for the key.
+#[tokio::test]
+async fn the_daily_spend_ledger_equals_the_sum_over_the_days_rows() {
+    let app = spawn_app().await;
+    let (user, other) = (wallet(), wallet());
+    app.fund(&user, 10).await;
+    app.fund(&other, 10).await;
+    let mut ids = Vec::new();
+    for u in [&user, &user, &other] {
+        let built = app.build("/api/v1/USDC/payments/", &pay(u.address(), wallet().address(), "1")).await;
+        ids.push(app.execute_ok(u, &built).await["TransactionId"].as_i64().unwrap());
+    }
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    let (ledger, rows) = spend_both_ways(&mut conn, &app, user.address()).await;
+    assert_eq!(ledger, rows);
+    assert_ne!(rows.0, "0", "the user's relays cost something");
+    assert_ne!(rows.1, rows.0, "the key also paid for the other signer's relays");
+
+    // A fee bump and a reorg, as the worker writes them, in a transaction rolled back at the end
+    // (the worker never sees them).
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    sqlx::query(
+        "INSERT INTO tx_attempts (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas,
+                                  max_priority_fee_per_gas)
+         SELECT id, sponsor_nonce, decode(md5(random()::text) || md5(random()::text), 'hex'), '\\x00', 'call',
+                (SELECT max(max_fee_per_gas) * 2 + 7 FROM tx_attempts WHERE transaction_id = $1), 1
+         FROM relay_transactions WHERE id = $1",
+    )
+    .bind(ids[0])
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let (ledger, rows) = spend_both_ways(&mut tx, &app, user.address()).await;
+    assert_eq!(ledger, rows, "after a fee bump");
+    sqlx::query("UPDATE relay_transactions SET gas_used = NULL WHERE id = $1")
+        .bind(ids[1])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let (ledger, rows) = spend_both_ways(&mut tx, &app, user.address()).await;
+    assert_eq!(ledger, rows, "after a reorg put a row back in flight");
+    sqlx::query("SELECT admission_spend_roll_up()").execute(&mut *tx).await.unwrap();
+    let (ledger, rows) = spend_both_ways(&mut tx, &app, user.address()).await;
+    assert_eq!(ledger, rows, "after a roll-up");
+    tx.rollback().await.unwrap();
+
+    // Folded by the app's roll-up (or this one), then more relays on top of the totals.
+    app.store.roll_up_spend().await.unwrap();
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM admission_spend_deltas").fetch_one(&mut *conn).await.unwrap();
+    let built = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    app.execute_ok(&user, &built).await;
+    let (ledger, rows) = spend_both_ways(&mut conn, &app, user.address()).await;
+    assert_eq!(ledger, rows, "after roll-ups and another relay ({pending} deltas were left after one)");
+}

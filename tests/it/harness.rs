@@ -207,6 +207,8 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
     // Fee pricing too (execute and the fee endpoints read its estimate), for the app's whole life.
     let pricing = Supervisor::new();
     server::start_pricing(&state, &pricing);
+    // Admission's spend roll-up too, as every `serve` runs it.
+    server::start_spend_roll_up(state.store.clone(), &pricing);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let app = api::app(state.clone());
@@ -282,6 +284,7 @@ impl TestApp {
         let supervisor = Supervisor::new();
         server::start_pipelines(&state, &supervisor);
         server::start_pricing(&state, &supervisor);
+        server::start_spend_roll_up(state.store.clone(), &supervisor);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let app = api::app(state).into_make_service_with_connect_info::<SocketAddr>();
