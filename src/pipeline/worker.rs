@@ -14,7 +14,7 @@
 //!   (`expired`).
 
 use std::{
-    sync::{Arc, Weak, atomic::Ordering},
+    sync::{Arc, Mutex, Weak, atomic::Ordering},
     time::Instant,
 };
 
@@ -140,7 +140,7 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             }
         }
         let lease = Lease { chain_id: p.chain_id(&lane), sponsor: lane.sponsor.address, owner: p.owner.clone() };
-        let tick = Tick { p: &p, lane: &lane, lease: &lease };
+        let tick = Tick { p: &p, lane: &lane, lease: &lease, sent: Mutex::default() };
         // A tick ends well inside the lease it runs under: a node that stops answering, or a slow
         // database, cannot carry it past the lease (its writes are fenced anyway).
         idle = false;
@@ -174,6 +174,10 @@ struct Tick<'a> {
     lane: &'a Lane,
     /// Fences every write of the tick.
     lease: &'a Lease,
+    /// Rows whose latest transaction the node took this pass, marked `submitted` in one write
+    /// once the pass's sends are done. A crash before that write leaves them `pending`, and the
+    /// next owner sends the same bytes again (the node answers "already known"), as before.
+    sent: Mutex<Vec<i64>>,
 }
 
 /// What the chain looks like this tick.
@@ -272,6 +276,9 @@ impl Tick<'_> {
             // with no barrier between groups of them.
             let sends: Vec<_> = open.iter().map(|row| self.open_step(row, view)).collect();
             let steps = futures::stream::iter(sends).buffered(SEND_CONCURRENCY).collect::<Vec<_>>().await;
+            // Every row the node took, marked in one write (also when a later step failed).
+            let sent = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()));
+            self.p.store.mark_submitted(self.lease, &sent).await?;
             let mut sent_new = false;
             for step in steps {
                 if step? == (TxStatus::Pending, Step::Sent) {
@@ -520,7 +527,7 @@ impl Tick<'_> {
                     crate::observability::pipeline_stage("queue_wait", row.attempt_age_secs);
                 }
                 self.forget_refusals(row.id);
-                self.p.store.mark_submitted(self.lease, row.id).await?;
+                self.note_sent(row.id);
                 return Ok(Sent::Done(Step::Sent));
             }
             Err(e) => e,
@@ -541,7 +548,7 @@ impl Tick<'_> {
         match fault {
             SendFault::AlreadyKnown => {
                 self.forget_refusals(row.id);
-                self.p.store.mark_submitted(self.lease, row.id).await?;
+                self.note_sent(row.id);
                 Ok(Sent::Done(Step::Sent))
             }
             SendFault::NonceTooLow => {
@@ -576,6 +583,10 @@ impl Tick<'_> {
                 Ok(Sent::Replace(AttemptKind::Cancel))
             }
         }
+    }
+
+    fn note_sent(&self, id: i64) {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).push(id);
     }
 
     /// Counts an unknown refusal of row `id`; true once there have been

@@ -693,14 +693,18 @@ impl Store {
             .collect()
     }
 
-    /// The node accepted the row's latest transaction. Fenced by `lease`.
-    pub async fn mark_submitted(&self, lease: &Lease, id: i64) -> anyhow::Result<()> {
+    /// The node accepted the latest transaction of each of rows `ids`: one write for all the rows
+    /// a worker's pass sent. Fenced by `lease`.
+    pub async fn mark_submitted(&self, lease: &Lease, ids: &[i64]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin_fenced(lease).await?;
         sqlx::query!(
             "UPDATE relay_transactions SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
                 last_sent_at = now(), last_error = NULL, updated_at = now()
-             WHERE id = $1",
-            id,
+             WHERE id = ANY($1)",
+            ids,
         )
         .execute(&mut *tx)
         .await

@@ -85,7 +85,7 @@ async fn a_stale_lease_owner_cannot_write_the_sponsor_queue() {
         assert!(e.is::<LeaseLost>(), "{what}: {e:#}");
     };
     lost(stack.store.note_error(&stale, id, "stale").await, "note_error");
-    lost(stack.store.mark_submitted(&stale, id).await, "mark_submitted");
+    lost(stack.store.mark_submitted(&stale, &[id]).await, "mark_submitted");
     let attempt = SignedAttempt {
         hash: alloy::primitives::B256::repeat_byte(7),
         raw: vec![1, 2, 3].into(),
