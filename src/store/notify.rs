@@ -24,8 +24,17 @@ pub trait Invalidate: Send + Sync + 'static {
     fn set_healthy(&self, healthy: bool);
 }
 
-/// Listens on `channel` for as long as `target` exists, reconnecting after errors.
+/// A pool of one connection with `pool`'s connect options, for a `LISTEN`: a listener holds its
+/// connection for as long as it listens, so it must not take one the API, the workers or the
+/// indexer need from the shared pool. The pool also reconnects it.
+pub fn listener_pool(pool: &PgPool) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with((*pool.connect_options()).clone())
+}
+
+/// Listens on `channel` for as long as `target` exists, reconnecting after errors, on a
+/// connection of its own ([`listener_pool`]).
 pub async fn listen<T: Invalidate>(pool: PgPool, channel: &'static str, target: Weak<T>) {
+    let pool = listener_pool(&pool);
     loop {
         let Some(c) = target.upgrade() else { return };
         c.set_healthy(false);

@@ -133,13 +133,10 @@ impl Store {
         Ok(())
     }
 
-    /// A connection listening on [`SETTLED_CHANNEL`]: its own, outside the store's pool (a
-    /// pool of one with the same connect options, which also reconnects it), so listening never
-    /// takes a connection the API, the workers or the indexer need.
+    /// A connection listening on [`SETTLED_CHANNEL`]: its own, outside the store's pool
+    /// ([`super::notify::listener_pool`]).
     pub async fn listen_settled(&self) -> anyhow::Result<sqlx::postgres::PgListener> {
-        let own = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let own = super::notify::listener_pool(&self.pool);
         let mut listener = sqlx::postgres::PgListener::connect_with(&own)
             .await
             .context("Failed to connect the settled-rows listener")?;
