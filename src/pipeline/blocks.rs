@@ -3,8 +3,8 @@
 //! Every worker needs the latest block each pass and the receipts of every block mined since
 //! its last look; read per worker, each block's receipts would be read once per sponsor. Here the
 //! latest block is read at most once per [`Blocks::latest`]'s short max age, and each block's
-//! receipts once while they are kept (the newest [`KEEP_BLOCKS`] numbers, for at most
-//! [`RECEIPTS_MAX_AGE`]). Both are single flight: callers that find nothing usable while a read is
+//! receipts once while they are kept (for [`RECEIPTS_MAX_AGE`], the newest [`KEEP_BLOCKS`]
+//! numbers at most). Both are single flight: callers that find nothing usable while a read is
 //! in flight wait for it and share its answer. Errors and "no such block" are not kept.
 //!
 //! Kept receipts are served only while they agree with the newest head read: not above it, and
@@ -155,6 +155,13 @@ impl Blocks {
     {
         let slot = {
             let mut slots = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+            if !slots.contains_key(&n) {
+                // Receipts no longer served are not held either (a busy chain's blocks are large).
+                // A slot being read (locked) or not read yet is left alone.
+                slots.retain(|_, s| {
+                    s.try_lock().map_or(true, |k| k.as_ref().is_none_or(|k| k.at.elapsed() < RECEIPTS_MAX_AGE))
+                });
+            }
             let slot = slots.entry(n).or_default().clone();
             while slots.len() > KEEP_BLOCKS {
                 slots.pop_first();
@@ -271,6 +278,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(100)).await;
         blocks.receipts_with(5, read).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+        // Expired receipts are dropped when another block is read.
+        tokio::time::advance(RECEIPTS_MAX_AGE).await;
+        blocks.receipts_with(6, read).await.unwrap();
+        assert_eq!(blocks.receipts.lock().unwrap().keys().copied().collect::<Vec<_>>(), vec![6]);
     }
 
     #[tokio::test(start_paused = true)]
