@@ -87,7 +87,9 @@ async fn pass(p: &Pipeline, lane: &Lane, lease: &Lease) -> anyhow::Result<()> {
         f.verified.clear();
         return Ok(());
     }
-    let head = header(p, BlockNumberOrTag::Latest).await?.context("the node has no latest block")?;
+    // The head the workers share (read at most `poll_interval / 2` ago).
+    let head = p.blocks.latest(&p.provider, None).await?;
+    let head = (head.number, head.hash);
     // Taken out for the pass: a pass that fails leaves nothing verified (the next checks all).
     let (tip, mut verified) = {
         let mut f = lane.finality.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,6 +5,7 @@
 //! - [`Pipeline`]: `enqueue` (the API's side) and one worker task per sponsor
 //!   ([`worker`]) that broadcasts, tracks receipts, bumps fees and repairs nonces.
 //! - [`fault`]: the table that classifies a node's refusal; [`fees`]: EIP-1559 pricing and bumps.
+//! - `blocks`: the latest block and blocks' receipts, read once per chain for every worker.
 //! - `finality`: mined rows re-checked against the chain until they are final (`confirmed`).
 //!
 //! The queue lives in Postgres (`relay_transactions`, `tx_attempts`, `sponsor_accounts`). An
@@ -13,6 +14,7 @@
 //! row and sends the same bytes, or finds a receipt for one of its recorded hashes. Only the
 //! process holding a sponsor's lease broadcasts for it; any process may enqueue.
 
+mod blocks;
 pub mod fault;
 pub mod fees;
 mod finality;
@@ -333,6 +335,8 @@ pub struct Pipeline {
     tickets: AtomicU64,
     /// The sponsors' load as the pool sees it ([`Sponsors::by_load`]).
     load: Arc<Mutex<Load>>,
+    /// The latest block and blocks' receipts, read once for every sponsor's worker.
+    blocks: blocks::Blocks,
 }
 
 impl Pipeline {
@@ -377,6 +381,7 @@ impl Pipeline {
             waiters: Mutex::default(),
             tickets: AtomicU64::new(0),
             load: sponsors.load.clone(),
+            blocks: blocks::Blocks::new(sponsors.settings.poll_interval),
         })
     }
 

@@ -83,6 +83,9 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
     // started within that quarter ends (its deadline is a third of the lease) before the lease
     // can run out, and every write is fenced by the lease in the database anyway.
     let mut lease_taken: Option<std::time::Instant> = None;
+    // After a tick that sent a new transaction: the next one reads a head asked for after that
+    // tick ended (an automining node has mined it), not one shared from before.
+    let mut head_after: Option<tokio::time::Instant> = None;
     loop {
         let Some(p) = pipeline.upgrade() else { return };
         if !hurry {
@@ -140,12 +143,15 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             }
         }
         let lease = Lease { chain_id: p.chain_id(&lane), sponsor: lane.sponsor.address, owner: p.owner.clone() };
-        let tick = Tick { p: &p, lane: &lane, lease: &lease, sent: Mutex::default() };
+        let tick = Tick { p: &p, lane: &lane, lease: &lease, sent: Mutex::default(), head_after: head_after.take() };
         // A tick ends well inside the lease it runs under: a node that stops answering, or a slow
         // database, cannot carry it past the lease (its writes are fenced anyway).
         idle = false;
         match tokio::time::timeout(p.settings.tick_timeout(), tick.run()).await {
-            Ok(Ok(Pass::Busy { sent_new })) => hurry = sent_new,
+            Ok(Ok(Pass::Busy { sent_new })) => {
+                hurry = sent_new;
+                head_after = sent_new.then(tokio::time::Instant::now);
+            }
             Ok(Ok(Pass::Idle)) => idle = true,
             Ok(Err(e)) if e.is::<LeaseLost>() => {
                 lease_taken = None;
@@ -178,6 +184,8 @@ struct Tick<'a> {
     /// once the pass's sends are done. A crash before that write leaves them `pending`, and the
     /// next owner sends the same bytes again (the node answers "already known"), as before.
     sent: Mutex<Vec<i64>>,
+    /// The latest block must have been asked for after this (see [`super::blocks::Blocks::latest`]).
+    head_after: Option<tokio::time::Instant>,
 }
 
 /// What the chain looks like this tick.
@@ -220,12 +228,12 @@ impl Tick<'_> {
         if rows.is_empty() {
             return Ok(Pass::Idle);
         }
-        let block = provider
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-            .await
-            .context("Failed to read the latest block")?
-            .context("no latest block")?;
-        let mut view = View { chain_nonce, head: block.header.number, time: block.header.timestamp };
+        // Shared with the other sponsors' workers (read at most `poll_interval / 2` ago): possibly
+        // a little behind the count read above. A row whose nonce the count shows used but whose
+        // block is above this head is looked up by its hashes; drift evidence is read at this head
+        // (a count there that does not show the nonce used makes the row wait).
+        let head = self.p.blocks.latest(provider, self.head_after).await?;
+        let mut view = View { chain_nonce, head: head.number, time: head.timestamp };
 
         // Inclusion per block: the receipts of the blocks mined since the last look, read once
         // per block, settle every row they show mined without a receipt lookup per row. A row a
@@ -322,8 +330,9 @@ impl Tick<'_> {
             }
         }
         .max(view.head.saturating_sub(MAX_RECEIPT_BLOCKS - 1));
+        // Each block's receipts are read once for every sponsor's worker (see `blocks`).
         let provider = &self.p.provider;
-        let reads: Vec<_> = (from..=view.head).map(|n| provider.get_block_receipts(BlockId::number(n))).collect();
+        let reads: Vec<_> = (from..=view.head).map(|n| self.p.blocks.receipts(provider, n)).collect();
         let blocks = futures::stream::iter(reads).buffered(CONCURRENCY).collect::<Vec<_>>().await;
         let mut ours: HashMap<B256, TransactionReceipt> = HashMap::new();
         let mut seen = None;
@@ -331,13 +340,17 @@ impl Tick<'_> {
             match block {
                 Ok(Some(receipts)) => {
                     ours.extend(
-                        receipts.into_iter().filter(|r| r.from == self.sponsor()).map(|r| (r.transaction_hash, r)),
+                        receipts.iter().filter(|r| r.from == self.sponsor()).map(|r| (r.transaction_hash, r.clone())),
                     );
                     seen = Some(n);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(block = n, error = %e, "block receipts unavailable; receipts are looked up one by one");
+                    tracing::debug!(
+                        block = n,
+                        error = format!("{e:#}"),
+                        "block receipts unavailable; receipts are looked up one by one"
+                    );
                     break;
                 }
             }
