@@ -17,6 +17,7 @@ use std::{
 };
 
 use alloy::{
+    primitives::B256,
     providers::{DynProvider, Provider, ProviderBuilder},
     rpc::json_rpc::{RequestPacket, ResponsePacket},
     transports::{RpcError, TransportError, TransportErrorKind, TransportFut},
@@ -319,29 +320,49 @@ fn redact_error(err: TransportError, url: &str) -> TransportError {
     }
 }
 
-/// The timestamp of the latest block: "now" for deadlines, so a dev chain whose clock was moved
-/// forward (`evm_increaseTime`) gets deadlines it will actually accept.
-pub async fn chain_time(provider: &DynProvider) -> anyhow::Result<u64> {
+/// The latest block as one read saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub number: u64,
+    pub timestamp: u64,
+    pub hash: B256,
+    pub parent_hash: B256,
+}
+
+/// The node's latest block.
+pub async fn latest_head(provider: &DynProvider) -> anyhow::Result<Head> {
     let block = provider
         .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
         .await
         .context("Failed to read the latest block")?
         .context("The node returned no latest block")?;
-    Ok(block.header.timestamp)
+    Ok(Head {
+        number: block.header.number,
+        timestamp: block.header.timestamp,
+        hash: block.header.hash,
+        parent_hash: block.header.parent_hash,
+    })
 }
 
-/// How long [`HeadClock`] serves the latest block's timestamp before asking the node again.
+/// The timestamp of the latest block: "now" for deadlines, so a dev chain whose clock was moved
+/// forward (`evm_increaseTime`) gets deadlines it will actually accept.
+pub async fn chain_time(provider: &DynProvider) -> anyhow::Result<u64> {
+    Ok(latest_head(provider).await?.timestamp)
+}
+
+/// How long [`HeadClock`] serves the latest block before asking the node again, by default.
 pub const HEAD_CLOCK_MAX_AGE: Duration = Duration::from_millis(250);
 
-/// The chain's clock for deadline pre-checks: [`chain_time`], asked of the node at most once per
-/// [`HEAD_CLOCK_MAX_AGE`]; concurrent callers that find it stale share one request. A deadline
-/// that passed within that age is caught by the chain itself when the call is simulated
-/// (`StreamPayDeadlineExceeded`), with the same answer.
+/// The latest block ([`latest_head`]), asked of the node at most once per max age; concurrent
+/// callers that find it stale share one request. The API's clock for deadline pre-checks (a
+/// deadline that passed within that age is caught by the chain itself when the call is simulated,
+/// `StreamPayDeadlineExceeded`, with the same answer), and the head the pipeline's workers share
+/// (`pipeline::blocks`).
 #[derive(Debug)]
 pub struct HeadClock {
     max_age: Duration,
-    /// The timestamp and when it was asked for (before the request was sent).
-    seen: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// The newest head read and when it was asked for (before the request was sent).
+    seen: std::sync::Mutex<Option<(tokio::time::Instant, Head)>>,
     /// Held while asking the node: single flight.
     asking: tokio::sync::Mutex<()>,
 }
@@ -357,24 +378,43 @@ impl HeadClock {
         Self { max_age, seen: std::sync::Mutex::new(None), asking: tokio::sync::Mutex::new(()) }
     }
 
-    fn fresh(&self) -> Option<u64> {
+    fn fresh(&self, not_before: Option<tokio::time::Instant>) -> Option<Head> {
         let seen = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.filter(|(at, _)| at.elapsed() < self.max_age).map(|(_, t)| t)
+        seen.filter(|(at, _)| at.elapsed() < self.max_age && not_before.is_none_or(|t| *at >= t)).map(|(_, h)| h)
     }
 
-    /// The latest block's timestamp, at most [`HEAD_CLOCK_MAX_AGE`] old.
-    pub async fn now(&self, provider: &DynProvider) -> anyhow::Result<u64> {
-        if let Some(t) = self.fresh() {
-            return Ok(t);
+    /// The newest head read, however old.
+    pub fn last(&self) -> Option<Head> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).map(|(_, h)| h)
+    }
+
+    /// The latest block, asked for at most the max age ago, and not before `not_before`.
+    pub async fn head(&self, provider: &DynProvider, not_before: Option<tokio::time::Instant>) -> anyhow::Result<Head> {
+        self.head_with(not_before, || latest_head(provider)).await
+    }
+
+    /// [`HeadClock::head`] with `read` asking the node.
+    pub async fn head_with<F, Fut>(&self, not_before: Option<tokio::time::Instant>, read: F) -> anyhow::Result<Head>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Head>>,
+    {
+        if let Some(h) = self.fresh(not_before) {
+            return Ok(h);
         }
         let _asking = self.asking.lock().await;
-        if let Some(t) = self.fresh() {
-            return Ok(t);
+        if let Some(h) = self.fresh(not_before) {
+            return Ok(h);
         }
-        let asked = std::time::Instant::now();
-        let t = chain_time(provider).await?;
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, t));
-        Ok(t)
+        let asked = tokio::time::Instant::now();
+        let head = read().await?;
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, head));
+        Ok(head)
+    }
+
+    /// The latest block's timestamp, at most the max age old.
+    pub async fn now(&self, provider: &DynProvider) -> anyhow::Result<u64> {
+        Ok(self.head(provider, None).await?.timestamp)
     }
 }
 

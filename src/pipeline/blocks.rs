@@ -16,13 +16,15 @@
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use alloy::{
-    eips::{BlockId, BlockNumberOrTag},
+    eips::BlockId,
     primitives::B256,
     providers::{DynProvider, Provider},
     rpc::types::TransactionReceipt,
 };
 use anyhow::Context;
 use tokio::time::Instant;
+
+use crate::chain::{Head, HeadClock};
 
 /// Block numbers whose receipts are kept (the newest).
 const KEEP_BLOCKS: usize = 128;
@@ -32,15 +34,6 @@ const RECEIPTS_MAX_AGE: Duration = Duration::from_secs(3);
 
 /// Longest max age of the latest block (see [`Blocks::new`]).
 const HEAD_MAX_AGE_CAP: Duration = Duration::from_millis(50);
-
-/// The latest block as one read saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Head {
-    pub number: u64,
-    pub timestamp: u64,
-    pub hash: B256,
-    pub parent_hash: B256,
-}
 
 /// A block's receipts as read, with the block's hash (`None`: no receipts, nothing to tell).
 #[derive(Debug, Clone)]
@@ -55,11 +48,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Kept>>>;
 
 #[derive(Debug)]
 pub(super) struct Blocks {
-    head_max_age: Duration,
-    /// The newest head read and when it was asked for (before the request was sent).
-    head: std::sync::Mutex<Option<(Instant, Head)>>,
-    /// Held while the latest block is being read: single flight.
-    asking: tokio::sync::Mutex<()>,
+    /// The newest head read, shared by the workers for a short max age.
+    head: HeadClock,
     receipts: std::sync::Mutex<BTreeMap<u64, Slot>>,
 }
 
@@ -67,9 +57,7 @@ impl Blocks {
     /// The latest block is served for `poll_interval / 2`, at most [`HEAD_MAX_AGE_CAP`].
     pub fn new(poll_interval: Duration) -> Self {
         Self {
-            head_max_age: (poll_interval / 2).min(HEAD_MAX_AGE_CAP),
-            head: std::sync::Mutex::new(None),
-            asking: tokio::sync::Mutex::new(()),
+            head: HeadClock::new((poll_interval / 2).min(HEAD_MAX_AGE_CAP)),
             receipts: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -77,43 +65,7 @@ impl Blocks {
     /// The latest block, read at most `poll_interval / 2` (≤ 50 ms) ago, and not before
     /// `not_before` (a worker that has just sent a transaction asks for a head read after it).
     pub async fn latest(&self, provider: &DynProvider, not_before: Option<Instant>) -> anyhow::Result<Head> {
-        self.latest_with(not_before, || async {
-            let block = provider
-                .get_block_by_number(BlockNumberOrTag::Latest)
-                .await
-                .context("Failed to read the latest block")?
-                .context("no latest block")?;
-            Ok(Head {
-                number: block.header.number,
-                timestamp: block.header.timestamp,
-                hash: block.header.hash,
-                parent_hash: block.header.parent_hash,
-            })
-        })
-        .await
-    }
-
-    fn fresh_head(&self, not_before: Option<Instant>) -> Option<Head> {
-        let head = *self.head.lock().unwrap_or_else(|e| e.into_inner());
-        head.filter(|(at, _)| at.elapsed() < self.head_max_age && not_before.is_none_or(|t| *at >= t)).map(|(_, h)| h)
-    }
-
-    async fn latest_with<F, Fut>(&self, not_before: Option<Instant>, read: F) -> anyhow::Result<Head>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = anyhow::Result<Head>>,
-    {
-        if let Some(h) = self.fresh_head(not_before) {
-            return Ok(h);
-        }
-        let _asking = self.asking.lock().await;
-        if let Some(h) = self.fresh_head(not_before) {
-            return Ok(h);
-        }
-        let asked = Instant::now();
-        let head = read().await?;
-        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, head));
-        Ok(head)
+        self.head.head(provider, not_before).await
     }
 
     /// Block `n`'s receipts, read once for every worker while they are kept. `None`: the node
@@ -134,8 +86,7 @@ impl Blocks {
 
     /// Whether receipts of block `n` with hash `hash` agree with the newest head read.
     fn agrees(&self, n: u64, hash: Option<B256>) -> bool {
-        let head = self.head.lock().unwrap_or_else(|e| e.into_inner()).map(|(_, h)| h);
-        match head {
+        match self.head.last() {
             None => true,
             Some(h) if n > h.number => false,
             Some(h) if n == h.number => hash == Some(h.hash),
@@ -229,26 +180,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
             Ok(head(7, 7, 6))
         };
-        let all = futures::future::join_all((0..8).map(|_| blocks.latest_with(None, read))).await;
+        let all = futures::future::join_all((0..8).map(|_| blocks.head.head_with(None, read))).await;
         assert!(all.iter().all(|h| h.as_ref().unwrap().number == 7));
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         // Still fresh: served.
-        blocks.latest_with(None, read).await.unwrap();
+        blocks.head.head_with(None, read).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         // Asked before `not_before`: read again.
-        blocks.latest_with(Some(Instant::now()), read).await.unwrap();
+        blocks.head.head_with(Some(Instant::now()), read).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         // Older than poll_interval / 2 = 50 ms: read again.
         tokio::time::advance(Duration::from_millis(50)).await;
-        blocks.latest_with(None, read).await.unwrap();
+        blocks.head.head_with(None, read).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_error_is_not_kept() {
         let blocks = Blocks::new(Duration::from_millis(100));
-        assert!(blocks.latest_with(None, || async { anyhow::bail!("down") }).await.is_err());
-        assert_eq!(blocks.latest_with(None, || async { Ok(head(3, 3, 2)) }).await.unwrap().number, 3);
+        assert!(blocks.head.head_with(None, || async { anyhow::bail!("down") }).await.is_err());
+        assert_eq!(blocks.head.head_with(None, || async { Ok(head(3, 3, 2)) }).await.unwrap().number, 3);
         let err = blocks.receipts_with(3, || async { anyhow::bail!("down") }).await;
         assert!(err.is_err());
         let none = blocks.receipts_with(3, || async { Ok(None) }).await.unwrap();
@@ -295,24 +246,24 @@ mod tests {
                 Ok(Some(vec![receipt(10, hash)]))
             }
         };
-        blocks.latest_with(None, || async { Ok(head(10, 0xa, 9)) }).await.unwrap();
+        blocks.head.head_with(None, || async { Ok(head(10, 0xa, 9)) }).await.unwrap();
         blocks.receipts_with(10, read(0xa)).await.unwrap();
         blocks.receipts_with(10, read(0xa)).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         // A new block 10 (a rollback, then another block at that height).
         tokio::time::advance(Duration::from_millis(50)).await;
-        blocks.latest_with(None, || async { Ok(head(10, 0xb, 9)) }).await.unwrap();
+        blocks.head.head_with(None, || async { Ok(head(10, 0xb, 9)) }).await.unwrap();
         let r = blocks.receipts_with(10, read(0xb)).await.unwrap().unwrap();
         assert_eq!(r[0].block_hash, Some(B256::repeat_byte(0xb)));
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         // Block 11 on top of another block 10: block 10's receipts are read again.
         tokio::time::advance(Duration::from_millis(50)).await;
-        blocks.latest_with(None, || async { Ok(head(11, 0xc, 0xd)) }).await.unwrap();
+        blocks.head.head_with(None, || async { Ok(head(11, 0xc, 0xd)) }).await.unwrap();
         blocks.receipts_with(10, read(0xd)).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 3);
         // The chain got shorter than a kept block: not served.
         tokio::time::advance(Duration::from_millis(50)).await;
-        blocks.latest_with(None, || async { Ok(head(9, 0x9, 8)) }).await.unwrap();
+        blocks.head.head_with(None, || async { Ok(head(9, 0x9, 8)) }).await.unwrap();
         blocks.receipts_with(10, read(0xe)).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 4);
     }

@@ -207,11 +207,17 @@ async fn repeated_offenders_are_refused_403() {
     revert_on_chain(&app, &key, &user, "16", 5).await; // 15 left
     // One revert: still admitted (not banned, throttling off).
     revert_on_chain(&app, &key, &user, "14", 5).await; // 10 left
-    let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
-    assert_error(&app.execute(&user, &next).await, StatusCode::FORBIDDEN, "signer_banned");
-    let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
-    assert_error(&app.execute(&bystander, &b).await, StatusCode::FORBIDDEN, "key_banned");
+    assert_signer_and_key_banned(&app, &user, &bystander).await;
     assert_eq!(app.balance_of(user.address()).await, internal(10));
+}
+
+/// `user`'s next call is refused as its signer's (`signer_banned`), and `bystander`'s, a clean
+/// signer on the same key, as the key's (`key_banned`).
+async fn assert_signer_and_key_banned(app: &TestApp, user: &PrivateKeySigner, bystander: &PrivateKeySigner) {
+    let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(user, &next).await, StatusCode::FORBIDDEN, "signer_banned");
+    let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
+    assert_error(&app.execute(bystander, &b).await, StatusCode::FORBIDDEN, "key_banned");
 }
 
 /// With no daily budget for the key or the signer, admission takes its one-statement path (no
@@ -237,10 +243,7 @@ async fn without_budgets_cool_down_and_bans_still_hold() {
     assert_error(&app.post(EXECUTE, &signed).await, StatusCode::TOO_MANY_REQUESTS, "call_cooling_down");
     // One revert: still admitted (not banned, throttling off).
     revert_on_chain(&app, &key, &user, "22", 5).await; // 20 left
-    let next = app.build("/api/v1/USDC/payments/", &pay(user.address(), wallet().address(), "1")).await;
-    assert_error(&app.execute(&user, &next).await, StatusCode::FORBIDDEN, "signer_banned");
-    let b = app.build("/api/v1/USDC/payments/", &pay(bystander.address(), wallet().address(), "1")).await;
-    assert_error(&app.execute(&bystander, &b).await, StatusCode::FORBIDDEN, "key_banned");
+    assert_signer_and_key_banned(&app, &user, &bystander).await;
     assert_eq!(app.balance_of(user.address()).await, internal(20));
     assert_eq!(app.balance_of(bystander.address()).await, internal(10));
     another_key_still_relays(&app, &stranger).await;
