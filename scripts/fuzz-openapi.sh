@@ -6,7 +6,7 @@
 #
 #   bash scripts/fuzz-openapi.sh [path-to-streampay-binary]
 #
-# Ports: API 38080, Anvil 38545, Postgres 54359 (STREAMPAY_FUZZ_*_PORT). Admin routes are left
+# Ports: API 28080, Anvil 28545, Postgres 28432 (STREAMPAY_FUZZ_*_PORT). Admin routes are left
 # out: the run's key could otherwise revoke or rotate itself. The configuration (which statuses a
 # valid request may get, the deployment name to use) is scripts/schemathesis.toml. Examples per
 # operation: STREAMPAY_FUZZ_EXAMPLES (default 50). Schemathesis lives in .tools/schemathesis (a
@@ -14,9 +14,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCHEMATHESIS_VERSION=4.32.5
-export STREAMPAY_TS_API_PORT="${STREAMPAY_FUZZ_API_PORT:-38080}"
-export STREAMPAY_TS_ANVIL_PORT="${STREAMPAY_FUZZ_ANVIL_PORT:-38545}"
-export STREAMPAY_TS_PG_PORT="${STREAMPAY_FUZZ_PG_PORT:-54359}"
+export STREAMPAY_TS_API_PORT="${STREAMPAY_FUZZ_API_PORT:-28080}"
+export STREAMPAY_TS_ANVIL_PORT="${STREAMPAY_FUZZ_ANVIL_PORT:-28545}"
+export STREAMPAY_TS_PG_PORT="${STREAMPAY_FUZZ_PG_PORT:-28432}"
 source "$ROOT/clients/ts/scripts/dev-stack.sh"
 
 VENV="$ROOT/.tools/schemathesis"

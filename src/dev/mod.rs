@@ -59,7 +59,7 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 8545)]
     pub anvil_port: u16,
     /// Port of the local Postgres cluster.
-    #[arg(long, default_value_t = 54329)]
+    #[arg(long, default_value_t = 25432)]
     pub pg_port: u16,
     /// Start from a fresh chain and a fresh database (drops the dumped Anvil state and .dev/postgres).
     #[arg(long)]

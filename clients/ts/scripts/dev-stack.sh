@@ -8,15 +8,18 @@
 #   start_dev_stack                # start, wait until ready; sets KEY, ADMIN, DEMO; stops on exit
 #   with_stack_env CMD ARGS...     # run CMD with STREAMPAY_URL, STREAMPAY_API_KEY, ... set
 #
-# Ports: API 18080, Anvil 18545, Postgres 54339 (STREAMPAY_TS_API_PORT, STREAMPAY_TS_ANVIL_PORT,
-# STREAMPAY_TS_PG_PORT); readiness within STREAMPAY_TS_READY_SECS (120). Like every
-# `streampay dev --fresh`, this starts the repository's .dev/ state over.
+# Ports: API 18080, Anvil 18545, Postgres 18432 (STREAMPAY_TS_API_PORT, STREAMPAY_TS_ANVIL_PORT,
+# STREAMPAY_TS_PG_PORT). Fixed ports stay below 32768, outside Linux's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 by default): a port in that range can be taken by
+# any outgoing connection's local end just before the API binds it. Readiness within
+# STREAMPAY_TS_READY_SECS (120). Like every `streampay dev --fresh`, this starts the repository's
+# .dev/ state over.
 
 TS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT="$(cd "$TS_DIR/../.." && pwd)"
 API_PORT="${STREAMPAY_TS_API_PORT:-18080}"
 ANVIL_PORT="${STREAMPAY_TS_ANVIL_PORT:-18545}"
-PG_PORT="${STREAMPAY_TS_PG_PORT:-54339}"
+PG_PORT="${STREAMPAY_TS_PG_PORT:-18432}"
 READY_SECS="${STREAMPAY_TS_READY_SECS:-120}"
 CONTRACT="${STREAMPAY_CONTRACT:-USDC}"
 BASE="http://127.0.0.1:$API_PORT"

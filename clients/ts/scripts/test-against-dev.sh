@@ -5,7 +5,7 @@
 #
 # 1. npm ci, build (tsc) and type-check the package and its tests;
 # 2. start `streampay dev --fresh` from the repository root, in the background, on ports that do
-#    not collide with a developer's own dev stack (API 18080, Anvil 18545, Postgres 54339;
+#    not collide with a developer's own dev stack (API 18080, Anvil 18545, Postgres 18432;
 #    override with STREAMPAY_TS_API_PORT, STREAMPAY_TS_ANVIL_PORT, STREAMPAY_TS_PG_PORT);
 # 3. wait (at most STREAMPAY_TS_READY_SECS, 120 s) until it serves reads;
 # 4. check that the committed OpenAPI snapshot and generated types match the live /openapi.json;

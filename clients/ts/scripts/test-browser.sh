@@ -7,7 +7,7 @@
 #
 # 1. check that Chromium is at /usr/bin/chromium (STREAMPAY_CHROMIUM; scripts/install-chromium.sh
 #    at the repository root installs it) and that the stack's ports and the page's are free
-#    (API 18080, Anvil 18545, Postgres 54339, pages 18091 and 18092; STREAMPAY_TS_*_PORT,
+#    (API 18080, Anvil 18545, Postgres 18432, pages 18091 and 18092; STREAMPAY_TS_*_PORT,
 #    STREAMPAY_BROWSER_ALLOWED_PORT, STREAMPAY_BROWSER_OTHER_PORT);
 # 2. npm ci, build and type-check;
 # 3. start `streampay dev --fresh` (as test-against-dev.sh does: scripts/dev-stack.sh) and wait

@@ -6,7 +6,7 @@
 #
 # 1. check that Chromium is at /usr/bin/chromium (STREAMPAY_CHROMIUM; scripts/install-chromium.sh
 #    at the repository root installs it) and that the stack's ports are free (API 18080, Anvil
-#    18545, Postgres 54339; STREAMPAY_TS_*_PORT);
+#    18545, Postgres 18432; STREAMPAY_TS_*_PORT);
 # 2. npm ci, build and type-check (skipped with STREAMPAY_TS_BUILT=1 when the caller did it);
 # 3. start `streampay dev --fresh` (scripts/dev-stack.sh) and wait at most 120 s until it is ready;
 # 4. run browser-test/creator.ts (at most 300 s; each thing the page should show within 60 s);
