@@ -226,6 +226,8 @@ struct PipelineSection {
     max_fee_cap_wei: Option<u64>,
     unjam_above_cap: Option<bool>,
     lease_ttl_secs: Option<u64>,
+    bundle_max_calls: Option<u64>,
+    bundle_max_gas: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -400,6 +402,8 @@ impl Config {
             max_fee_cap: p.max_fee_cap_wei.map_or(dp.max_fee_cap, |v| (v > 0).then_some(u128::from(v))),
             unjam_above_cap: p.unjam_above_cap.unwrap_or(dp.unjam_above_cap),
             lease_ttl: p.lease_ttl_secs.map_or(dp.lease_ttl, |v| Duration::from_secs(v.max(1))),
+            bundle_max_calls: p.bundle_max_calls.map_or(dp.bundle_max_calls, |v| v.max(1) as usize),
+            bundle_max_gas: p.bundle_max_gas.unwrap_or(dp.bundle_max_gas),
         };
 
         let mut indexer = d.indexer.clone();

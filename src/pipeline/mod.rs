@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     secret::Secret,
-    store::{AttemptKind, NewTransaction, SignedAttempt, Store, TxStatus},
+    store::{AttemptKind, BundleTx, NewTransaction, SignedAttempt, Store, TxStatus},
 };
 pub use fees::Fees;
 pub use finality::DEFAULT_FINALITY_DEPTH;
@@ -141,6 +141,13 @@ pub struct PipelineSettings {
     pub unjam_above_cap: bool,
     /// How long a process's lease on a sponsor's queue lasts without renewal.
     pub lease_ttl: Duration,
+    /// Most users' calls sent in one transaction (the contract's `bundle`): calls to one
+    /// contract queued together for one sponsor go out as one bundle (docs/throughput.md §3).
+    /// 1: every call is sent alone.
+    pub bundle_max_calls: usize,
+    /// Most gas one bundle may be signed for (the sum of its calls' gas limits): keep it well
+    /// under the chain's block gas limit.
+    pub bundle_max_gas: u64,
 }
 
 impl PipelineSettings {
@@ -167,6 +174,8 @@ impl Default for PipelineSettings {
             max_fee_cap: None,
             unjam_above_cap: false,
             lease_ttl: Duration::from_secs(10),
+            bundle_max_calls: 16,
+            bundle_max_gas: 8_000_000,
         }
     }
 }
@@ -514,20 +523,28 @@ impl Pipeline {
         fees: &[Fees],
         chain_nonce: u64,
     ) -> anyhow::Result<Vec<Queued>> {
+        let slots = bundle_slots(items, self.settings.bundle_max_calls, self.settings.bundle_max_gas);
         let rows = self
             .store
-            .enqueue_transactions(items, chain_nonce, |i, nonce| {
-                lane.sponsor.sign_call(nonce, items[i].contract, items[i].calldata.clone(), items[i].gas_limit, fees[i])
+            .enqueue_transactions(items, &slots, chain_nonce, |s, nonce| {
+                let calls = &slots[s];
+                let first = &items[calls[0]];
+                // A bundle is priced at the highest of its calls' fees (they were read moments apart).
+                let fees = calls.iter().map(|i| fees[*i]).max_by_key(|f| f.max_fee_per_gas).unwrap_or(fees[calls[0]]);
+                if calls.len() == 1 {
+                    let signed = lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?;
+                    return Ok((signed, None));
+                }
+                let bundle = bundle_tx(items, calls);
+                let signed = lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
+                Ok((signed, Some(bundle)))
             })
             .await?;
         if let Some(top) = rows.iter().map(|r| r.1).max() {
             lane.nonce_floor.fetch_max(top + 1, Ordering::Relaxed);
         }
         lane.wake.notify_one();
-        Ok(rows
-            .into_iter()
-            .map(|(id, sponsor_nonce, signed)| Queued { id, sponsor_nonce, hash: signed.hash })
-            .collect())
+        Ok(rows.into_iter().map(|(id, sponsor_nonce, hash)| Queued { id, sponsor_nonce, hash }).collect())
     }
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
@@ -652,5 +669,46 @@ async fn count_load(pipeline: std::sync::Weak<Pipeline>, stop: CancellationToken
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Splits a batch queued together for one sponsor into the transactions it goes out in: users'
+/// signed calls (those with a call digest) to one contract, in queue order, share a bundle of at
+/// most `max_calls` calls and `max_gas` gas; anything else (keeper calls) goes alone, and so
+/// does a bundle that would hold one call.
+pub(crate) fn bundle_slots(items: &[NewTransaction], max_calls: usize, max_gas: u64) -> Vec<Vec<usize>> {
+    let mut slots: Vec<Vec<usize>> = Vec::new();
+    // The open bundle of each contract: (slot, gas so far).
+    let mut open: HashMap<Address, (usize, u64)> = HashMap::new();
+    for (i, t) in items.iter().enumerate() {
+        if max_calls < 2 || t.call_digest.is_none() {
+            slots.push(vec![i]);
+            continue;
+        }
+        match open.get_mut(&t.contract) {
+            Some((s, gas)) if slots[*s].len() < max_calls && gas.saturating_add(t.gas_limit) <= max_gas => {
+                slots[*s].push(i);
+                *gas += t.gas_limit;
+            }
+            _ => {
+                slots.push(vec![i]);
+                open.insert(t.contract, (slots.len() - 1, t.gas_limit));
+            }
+        }
+    }
+    slots
+}
+
+/// What the leader of a bundle of `calls` (indexes into `items`) sends: `bundle(calls)` to their
+/// contract, for the sum of their gas limits (each includes the 21,000 a transaction of its own
+/// would pay, more than a call's share of the bundle's overhead), by their earliest deadline.
+fn bundle_tx(items: &[NewTransaction], calls: &[usize]) -> BundleTx {
+    use alloy::sol_types::SolCall;
+    let data = crate::chain::StreamPay::bundleCall { calls: calls.iter().map(|i| items[*i].calldata.clone()).collect() }
+        .abi_encode();
+    BundleTx {
+        calldata: data.into(),
+        gas_limit: calls.iter().map(|i| items[*i].gas_limit).sum(),
+        deadline: calls.iter().map(|i| items[*i].deadline).filter(|d| *d > 0).min().unwrap_or(0),
     }
 }

@@ -38,7 +38,8 @@ use super::{
 use crate::{
     chain::{StreamPay, revert::decode_revert, traits::NonceType},
     store::{
-        AttemptKind, Lease, LeaseLost, MinedRow, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt, TxStatus,
+        AttemptKind, BundleRow, Lease, LeaseLost, MinedRow, NonceScope, NonceStatus, Outcome, QueuedTx, SignedAttempt,
+        TxStatus,
     },
 };
 
@@ -415,8 +416,10 @@ impl Tick<'_> {
                 suspects.remove(&row.id);
             }
         }
-        let (mined, others): (Vec<_>, Vec<_>) =
-            matched.iter().partition(|(_, kind, r)| *kind == AttemptKind::Call && r.status());
+        // A bundle's rows are settled from its logs (see `record_bundle`), with the others.
+        let (mined, others): (Vec<_>, Vec<_>) = matched
+            .iter()
+            .partition(|(row, kind, r)| *kind == AttemptKind::Call && r.status() && row.bundle_size.is_none());
         let rows: Vec<MinedRow> = mined
             .iter()
             .map(|(row, _, r)| MinedRow {
@@ -653,9 +656,12 @@ impl Tick<'_> {
             return Ok(());
         }
         // The key was used outside the relayer (or our receipt is still hidden). Did the signed
-        // call run by block N?
+        // call run by block N? (A bundle's calls are not asked one by one: the bundle moves to a
+        // new nonce, where a call that ran elsewhere fails alone on its used nonce.)
         let streampay = StreamPay::new(row.contract, &self.p.provider);
-        let used = if row.meta_nonce_type == NonceType::Unique {
+        let used = if row.bundle_size.is_some() {
+            false
+        } else if row.meta_nonce_type == NonceType::Unique {
             streampay
                 .bySigUniqueNonces(row.signer, alloy::primitives::U256::from(row.meta_nonce))
                 .call()
@@ -818,6 +824,9 @@ impl Tick<'_> {
         r: &TransactionReceipt,
         view: &View,
     ) -> anyhow::Result<()> {
+        if row.bundle_size.is_some() {
+            return self.record_bundle(row, kind, r, view).await;
+        }
         let scope = row_scope(self.chain_id(), row);
         crate::observability::pipeline_stage("receipt", row.attempt_age_secs);
         let (hash, gas_used, block_number) = (r.transaction_hash, r.gas_used, r.block_number.unwrap_or_default());
@@ -850,9 +859,119 @@ impl Tick<'_> {
         status: NonceStatus,
         outcome: &Outcome,
     ) -> anyhow::Result<()> {
+        if row.bundle_size.is_some() {
+            // Every call of the bundle ends the same way (its transaction never ran).
+            let members = self.p.store.bundle_rows(row.id).await?;
+            let others: Vec<_> = members
+                .iter()
+                .map(|m| (m.id, outcome.clone(), (member_scope(self.chain_id(), m), m.meta_nonce, status)))
+                .collect();
+            return self.settle_bundle(row, &members, &[], &others).await;
+        }
         self.p.store.settle_transaction(self.lease, row.id, outcome, (scope, row.meta_nonce, status)).await?;
         crate::observability::pipeline_settled(outcome.label());
         self.p.notify_settled(row.id);
+        Ok(())
+    }
+
+    /// Records the receipt of a bundle led by `row`: each call's outcome is its
+    /// `BundleCallResult` log (a whole bundle that reverted, or a cancellation at its nonce, ends
+    /// every call the same way), and each call is charged a share of the transaction's gas in
+    /// proportion to its gas limit. Every row of the bundle is written in one transaction.
+    async fn record_bundle(
+        &self,
+        row: &QueuedTx,
+        kind: AttemptKind,
+        r: &TransactionReceipt,
+        view: &View,
+    ) -> anyhow::Result<()> {
+        let members = self.p.store.bundle_rows(row.id).await?;
+        anyhow::ensure!(
+            Some(members.len()) == row.bundle_size && members.first().is_some_and(|m| m.id == row.id),
+            "bundle {} has {} rows on record, {:?} expected",
+            row.id,
+            members.len(),
+            row.bundle_size
+        );
+        let (hash, gas_used, block_number) = (r.transaction_hash, r.gas_used, r.block_number.unwrap_or_default());
+        let block_hash = r.block_hash.unwrap_or_default();
+        let shares = gas_shares(gas_used, &members);
+        let mut mined = Vec::new();
+        let mut others = Vec::new();
+        match kind {
+            AttemptKind::Call if r.status() => {
+                let results = bundle_results(r, row.contract);
+                for (m, gas_used) in members.iter().zip(&shares) {
+                    let scope = member_scope(self.chain_id(), m);
+                    match results.get(&m.index) {
+                        Some((true, _)) => mined.push(MinedRow {
+                            id: m.id,
+                            hash,
+                            gas_used: *gas_used,
+                            block_number,
+                            block_hash,
+                            scope,
+                            meta_nonce: m.meta_nonce,
+                        }),
+                        Some((false, data)) => {
+                            let reason = decode_revert(data).display;
+                            let outcome = Outcome::Reverted { hash, gas_used: *gas_used, block_number, block_hash, reason };
+                            others.push((m.id, outcome, (scope, m.meta_nonce, NonceStatus::Failed)));
+                        }
+                        None => anyhow::bail!("the receipt of bundle {hash} has no result for call {}", m.index),
+                    }
+                }
+            }
+            AttemptKind::Call => {
+                let reason = self.revert_reason(row, block_number).await;
+                for (m, gas_used) in members.iter().zip(&shares) {
+                    let outcome =
+                        Outcome::Reverted { hash, gas_used: *gas_used, block_number, block_hash, reason: reason.clone() };
+                    others.push((m.id, outcome, (member_scope(self.chain_id(), m), m.meta_nonce, NonceStatus::Failed)));
+                }
+            }
+            AttemptKind::Cancel => {
+                let expired = row.deadline > 0 && view.time > row.deadline;
+                let error = if expired {
+                    "the earliest deadline of the bundle holding the call passed before it was mined; its nonce was filled by a cancellation"
+                } else {
+                    "the node refused the bundle holding the call; its nonce was filled by a cancellation"
+                };
+                for (m, gas_used) in members.iter().zip(&shares) {
+                    let outcome = Outcome::Cancelled {
+                        hash,
+                        gas_used: *gas_used,
+                        block_number,
+                        block_hash,
+                        error: error.to_string(),
+                        expired,
+                    };
+                    others.push((m.id, outcome, (member_scope(self.chain_id(), m), m.meta_nonce, NonceStatus::Failed)));
+                }
+            }
+        }
+        crate::observability::pipeline_stage("receipt", row.attempt_age_secs);
+        self.settle_bundle(row, &members, &mined, &others).await
+    }
+
+    async fn settle_bundle(
+        &self,
+        row: &QueuedTx,
+        members: &[BundleRow],
+        mined: &[MinedRow],
+        others: &[(i64, Outcome, (NonceScope, u64, NonceStatus))],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(mined.len() + others.len() == members.len(), "bundle {}: every call settles once", row.id);
+        self.p.store.settle_rows(self.lease, mined, others).await?;
+        for _ in mined {
+            crate::observability::pipeline_settled("mined");
+        }
+        for (_, outcome, _) in others {
+            crate::observability::pipeline_settled(outcome.label());
+        }
+        for m in members {
+            self.p.notify_settled(m.id);
+        }
         Ok(())
     }
 
@@ -898,6 +1017,40 @@ enum Step {
     Waiting,
     /// The node refused it for now (the next pass tries again).
     Blocked,
+}
+
+/// The nonce space of a bundle row's signed call.
+fn member_scope(chain_id: u64, m: &BundleRow) -> NonceScope {
+    NonceScope { chain_id, contract: m.contract, signer: m.signer, nonce_type: m.meta_nonce_type }
+}
+
+/// Each call's share of a bundle's `gas_used`, in proportion to its gas limit; the shares add up
+/// to `gas_used` exactly (what rounding leaves goes to the first call, the leader).
+fn gas_shares(gas_used: u64, members: &[BundleRow]) -> Vec<u64> {
+    let total: u128 = members.iter().map(|m| u128::from(m.gas_limit)).sum::<u128>().max(1);
+    let mut shares: Vec<u64> =
+        members.iter().map(|m| (u128::from(gas_used) * u128::from(m.gas_limit) / total) as u64).collect();
+    let rest = gas_used - shares.iter().sum::<u64>();
+    if let Some(first) = shares.first_mut() {
+        *first += rest;
+    }
+    shares
+}
+
+/// The `BundleCallResult(index, success, revertData)` logs `contract` wrote in receipt `r`, by
+/// index.
+fn bundle_results(
+    r: &TransactionReceipt,
+    contract: Address,
+) -> std::collections::HashMap<u64, (bool, alloy::primitives::Bytes)> {
+    use alloy::sol_types::SolEvent;
+    r.inner
+        .logs()
+        .iter()
+        .filter(|l| l.address() == contract)
+        .filter_map(|l| StreamPay::BundleCallResult::decode_log_data(l.data()).ok())
+        .filter_map(|e| u64::try_from(e.index).ok().map(|i| (i, (e.success, e.revertData))))
+        .collect()
 }
 
 /// The nonce space of a queued row's signed call.

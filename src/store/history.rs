@@ -410,7 +410,7 @@ impl Store {
                  count(*) FILTER (WHERE t.status IN ('pending', 'submitted')) AS "in_flight!"
                FROM relay_transactions t
                LEFT JOIN tx_attempts a ON a.tx_hash = t.tx_hash
-               JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+               JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = coalesce(t.bundle_id, t.id)
                              ORDER BY id DESC LIMIT 1) l ON true
                WHERE t.chain_id = $1 AND t.sponsor = $2
                  AND ($3::bigint IS NULL OR t.api_key_id IN (SELECT api_key_family($3)))

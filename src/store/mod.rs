@@ -68,8 +68,8 @@ pub use probes::QueueDepth;
 pub use settle::{AttemptRef, MinedRow, SETTLED_CHANNEL};
 pub use tokens::{NewClientToken, TokenLookup};
 pub use transactions::{
-    AttemptKind, Lease, LeaseLost, NewTransaction, Outcome, QueuedTx, SignedAttempt, TransactionRecord, TxStatus,
-    UnfinalTx,
+    AttemptKind, BundleRow, BundleTx, Lease, LeaseLost, NewTransaction, Outcome, QueuedTx, SignedAttempt,
+    TransactionRecord, TxStatus, UnfinalTx,
 };
 
 /// Handle to the relayer's database; cheap to clone.

@@ -75,60 +75,8 @@ impl Store {
         if mined.is_empty() {
             return Ok(());
         }
-        let mut ids = Vec::with_capacity(mined.len());
-        let mut hashes = Vec::with_capacity(mined.len());
-        let mut gas = Vec::with_capacity(mined.len());
-        let mut blocks = Vec::with_capacity(mined.len());
-        let mut block_hashes = Vec::with_capacity(mined.len());
-        let mut chain_ids = Vec::with_capacity(mined.len());
-        let mut contracts = Vec::with_capacity(mined.len());
-        let mut signers = Vec::with_capacity(mined.len());
-        let mut types = Vec::with_capacity(mined.len());
-        let mut nonces = Vec::with_capacity(mined.len());
-        for m in mined {
-            ids.push(m.id);
-            hashes.push(m.hash.to_vec());
-            gas.push(i64_of(m.gas_used)?);
-            blocks.push(i64_of(m.block_number)?);
-            block_hashes.push(m.block_hash.to_vec());
-            chain_ids.push(i64_of(m.scope.chain_id)?);
-            contracts.push(m.scope.contract.to_vec());
-            signers.push(m.scope.signer.to_vec());
-            types.push(m.scope.nonce_type as u8 as i16);
-            nonces.push(i64_of(m.meta_nonce)?);
-        }
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query!(
-            "UPDATE relay_transactions t SET status = 'mined', tx_hash = m.tx_hash, gas_used = m.gas_used,
-                block_number = m.block_number, block_hash = m.block_hash, failure = NULL, revert_reason = NULL,
-                mined_at = now(), updated_at = now()
-             FROM UNNEST($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[])
-                AS m(id, tx_hash, gas_used, block_number, block_hash)
-             WHERE t.id = m.id",
-            &ids,
-            &hashes,
-            &gas,
-            &blocks,
-            &block_hashes,
-        )
-        .execute(&mut *tx)
-        .await
-        .context("Failed to record the outcomes")?;
-        sqlx::query!(
-            "UPDATE meta_nonces n SET status = 'mined', updated_at = now()
-             FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::smallint[], $5::bigint[])
-                AS m(chain_id, contract, signer, nonce_type, nonce)
-             WHERE n.chain_id = m.chain_id AND n.contract = m.contract AND n.signer = m.signer
-               AND n.nonce_type = m.nonce_type AND n.nonce = m.nonce",
-            &chain_ids,
-            &contracts,
-            &signers,
-            &types,
-            &nonces,
-        )
-        .execute(&mut *tx)
-        .await
-        .context("Failed to update the nonce statuses")?;
+        settle_mined_in(&mut tx, mined).await?;
         tx.commit().await.context("Failed to commit the outcomes")?;
         Ok(())
     }
@@ -143,4 +91,68 @@ impl Store {
         listener.listen(SETTLED_CHANNEL).await.context("Failed to listen for settled rows")?;
         Ok(listener)
     }
+}
+
+/// The writes of [`Store::settle_mined`], in `tx`.
+pub(super) async fn settle_mined_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    mined: &[MinedRow],
+) -> anyhow::Result<()> {
+    if mined.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(mined.len());
+    let mut hashes = Vec::with_capacity(mined.len());
+    let mut gas = Vec::with_capacity(mined.len());
+    let mut blocks = Vec::with_capacity(mined.len());
+    let mut block_hashes = Vec::with_capacity(mined.len());
+    let mut chain_ids = Vec::with_capacity(mined.len());
+    let mut contracts = Vec::with_capacity(mined.len());
+    let mut signers = Vec::with_capacity(mined.len());
+    let mut types = Vec::with_capacity(mined.len());
+    let mut nonces = Vec::with_capacity(mined.len());
+    for m in mined {
+        ids.push(m.id);
+        hashes.push(m.hash.to_vec());
+        gas.push(i64_of(m.gas_used)?);
+        blocks.push(i64_of(m.block_number)?);
+        block_hashes.push(m.block_hash.to_vec());
+        chain_ids.push(i64_of(m.scope.chain_id)?);
+        contracts.push(m.scope.contract.to_vec());
+        signers.push(m.scope.signer.to_vec());
+        types.push(m.scope.nonce_type as u8 as i16);
+        nonces.push(i64_of(m.meta_nonce)?);
+    }
+    sqlx::query!(
+        "UPDATE relay_transactions t SET status = 'mined', tx_hash = m.tx_hash, gas_used = m.gas_used,
+                block_number = m.block_number, block_hash = m.block_hash, failure = NULL, revert_reason = NULL,
+                mined_at = now(), updated_at = now()
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[])
+                AS m(id, tx_hash, gas_used, block_number, block_hash)
+             WHERE t.id = m.id",
+        &ids,
+        &hashes,
+        &gas,
+        &blocks,
+        &block_hashes,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("Failed to record the outcomes")?;
+    sqlx::query!(
+        "UPDATE meta_nonces n SET status = 'mined', updated_at = now()
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::smallint[], $5::bigint[])
+                AS m(chain_id, contract, signer, nonce_type, nonce)
+             WHERE n.chain_id = m.chain_id AND n.contract = m.contract AND n.signer = m.signer
+               AND n.nonce_type = m.nonce_type AND n.nonce = m.nonce",
+        &chain_ids,
+        &contracts,
+        &signers,
+        &types,
+        &nonces,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("Failed to update the nonce statuses")?;
+    Ok(())
 }

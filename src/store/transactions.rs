@@ -135,6 +135,23 @@ pub struct QueuedTx {
     pub sent_age_secs: Option<f64>,
     /// The latest signed transaction.
     pub latest: SignedAttempt,
+    /// The number of calls of the bundle this row leads (its `calldata`, `gas_limit` and
+    /// `deadline` are then the bundle's); `None` for a call sent alone.
+    pub bundle_size: Option<usize>,
+}
+
+/// A row of a bundle, as the worker settles it from the bundle's receipt.
+#[derive(Debug, Clone)]
+pub struct BundleRow {
+    pub id: i64,
+    /// Its position in the bundle: the index of its `BundleCallResult`.
+    pub index: u64,
+    pub contract: Address,
+    pub signer: Address,
+    pub meta_nonce: u64,
+    pub meta_nonce_type: crate::chain::traits::NonceType,
+    pub calldata: Bytes,
+    pub gas_limit: u64,
 }
 
 /// A mined row not yet final, as the pipeline re-checks it.
@@ -218,6 +235,7 @@ struct QueuedRow {
     a_kind: String,
     a_max_fee: i64,
     a_prio_fee: i64,
+    bundle_size: Option<i32>,
 }
 
 fn queued_from(row: QueuedRow) -> anyhow::Result<QueuedTx> {
@@ -238,6 +256,7 @@ fn queued_from(row: QueuedRow) -> anyhow::Result<QueuedTx> {
         tx_hash: bytes32(&row.tx_hash)?,
         attempt_age_secs: row.attempt_age.unwrap_or_default(),
         sent_age_secs: row.sent_age,
+        bundle_size: row.bundle_size.map(|n| n as usize),
         latest: SignedAttempt {
             hash: bytes32(&row.a_hash)?,
             raw: row.a_raw.into(),
@@ -269,10 +288,78 @@ async fn insert_attempt(
     .execute(&mut **tx)
     .await
     .context("Failed to record the signed transaction")?;
-    sqlx::query!("UPDATE relay_transactions SET tx_hash = $2, updated_at = now() WHERE id = $1", id, a.hash.as_slice())
-        .execute(&mut **tx)
-        .await
-        .context("Failed to point the row at its latest transaction")?;
+    // The rows of a bundle (if `id` leads one) point at it too.
+    sqlx::query!(
+        "UPDATE relay_transactions SET tx_hash = $2, updated_at = now() WHERE id = $1 OR bundle_id = $1",
+        id,
+        a.hash.as_slice()
+    )
+    .execute(&mut **tx)
+    .await
+    .context("Failed to point the row at its latest transaction")?;
+    Ok(())
+}
+
+/// The writes of [`Store::settle_transaction`], in `tx`.
+async fn settle_in(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    outcome: &Outcome,
+    nonce: (super::NonceScope, u64, super::NonceStatus),
+) -> anyhow::Result<()> {
+    let (status, hash, gas, block, block_hash, failure, reason): (
+        &str,
+        Option<B256>,
+        Option<u64>,
+        Option<u64>,
+        Option<B256>,
+        Option<&str>,
+        Option<&str>,
+    ) = match outcome {
+        Outcome::Mined { hash, gas_used, block_number, block_hash } => {
+            ("mined", Some(*hash), Some(*gas_used), Some(*block_number), Some(*block_hash), None, None)
+        }
+        Outcome::Reverted { hash, gas_used, block_number, block_hash, reason } => (
+            "failed",
+            Some(*hash),
+            Some(*gas_used),
+            Some(*block_number),
+            Some(*block_hash),
+            Some("reverted"),
+            Some(reason),
+        ),
+        Outcome::Cancelled { hash, gas_used, block_number, block_hash, error, expired } => (
+            if *expired { "expired" } else { "failed" },
+            Some(*hash),
+            Some(*gas_used),
+            Some(*block_number),
+            Some(*block_hash),
+            Some(if *expired { "expired" } else { "rejected" }),
+            Some(error),
+        ),
+        Outcome::Rejected { error } => ("failed", None, None, None, None, Some("rejected"), Some(error.as_str())),
+        Outcome::Replaced => ("replaced", None, None, None, None, Some("replaced"), None),
+        Outcome::Expired => ("expired", None, None, None, None, Some("expired"), None),
+    };
+    sqlx::query!(
+        "UPDATE relay_transactions SET status = $2, tx_hash = coalesce($3, tx_hash), gas_used = $4,
+                block_number = $5, block_hash = $6, failure = $7, revert_reason = $8,
+                mined_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() END, updated_at = now()
+             WHERE id = $1",
+        id,
+        status,
+        hash.map(|h| h.to_vec()),
+        gas.map(|g| g as i64),
+        block.map(|b| b as i64),
+        block_hash.map(|h| h.to_vec()),
+        failure,
+        reason,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("Failed to record the outcome")?;
+    let (scope, meta_nonce, nonce_status) = nonce;
+    super::nonces::finish_nonce_in(tx, scope, meta_nonce, nonce_status).await?;
     Ok(())
 }
 
@@ -294,6 +381,26 @@ struct BatchColumns {
     kind: Vec<String>,
     max_fee: Vec<i64>,
     prio_fee: Vec<i64>,
+    bundle_index: Vec<i32>,
+}
+
+/// The bundles of a batch insert, named by their leader's row number (from 1).
+#[derive(Default)]
+struct BundleColumns {
+    leader_idx: Vec<i64>,
+    calldata: Vec<Vec<u8>>,
+    gas_limit: Vec<i64>,
+    deadline: Vec<i64>,
+    size: Vec<i32>,
+}
+
+/// What a bundle's leader sends: `bundle(calls)` and the gas limit of the whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleTx {
+    pub calldata: Bytes,
+    pub gas_limit: u64,
+    /// The earliest deadline of its calls (0: none).
+    pub deadline: u64,
 }
 
 /// Takes the sponsor's next nonce: locks its counter (until the transaction ends), advances it
@@ -382,22 +489,38 @@ impl Store {
         Ok(tx)
     }
 
-    /// Queues `batch` (all for one sponsor): takes the sponsor's next `batch.len()` nonces (the
-    /// first at least `chain_nonce`), has `sign(i, nonce)` sign item `i` at its nonce, and writes
-    /// every row and its attempt, all in one transaction: either all are queued or none.
-    /// Returns `(row id, nonce, signed)` per item, in order.
+    /// Queues `batch` (all for one sponsor) at the sponsor's next `slots.len()` nonces (the first
+    /// at least `chain_nonce`): slot `s` holds the calls `slots[s]` (indexes into `batch`), one
+    /// call sent alone or, with two or more, a bundle. `sign(s, nonce)` signs slot `s` at its
+    /// nonce (and, for a bundle, answers what it sends). Every row, attempt and bundle is written
+    /// in one transaction: either all are queued or none. Returns `(row id, nonce, hash)` per item
+    /// of `batch`, in order.
     pub async fn enqueue_transactions(
         &self,
         batch: &[NewTransaction],
+        slots: &[Vec<usize>],
         chain_nonce: u64,
-        sign: impl Fn(usize, u64) -> anyhow::Result<SignedAttempt>,
-    ) -> anyhow::Result<Vec<(i64, u64, SignedAttempt)>> {
+        sign: impl Fn(usize, u64) -> anyhow::Result<(SignedAttempt, Option<BundleTx>)>,
+    ) -> anyhow::Result<Vec<(i64, u64, B256)>> {
         let Some(first) = batch.first() else { return Ok(Vec::new()) };
         anyhow::ensure!(
             batch.iter().all(|t| t.sponsor == first.sponsor && t.chain_id == first.chain_id),
             "one batch, one sponsor"
         );
-        let k = batch.len() as u64;
+        {
+            let mut seen = vec![false; batch.len()];
+            for i in slots.iter().flatten() {
+                anyhow::ensure!(
+                    *i < batch.len() && !std::mem::replace(&mut seen[*i], true),
+                    "slots must cover the batch once"
+                );
+            }
+            anyhow::ensure!(
+                seen.iter().all(|s| *s) && slots.iter().all(|s| !s.is_empty()),
+                "slots must cover the batch once"
+            );
+        }
+        let k = slots.len() as u64;
         let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
         // The upsert takes the row lock that serialises every allocation for this sponsor
         // until commit: kept to three statements (nonces, rows + history + attempts, commit).
@@ -415,77 +538,117 @@ impl Store {
         .await
         .context("Failed to take the sponsor's next nonces")?;
         let base = u64_of(base)?;
-        let signed =
-            batch.iter().enumerate().map(|(i, _)| sign(i, base + i as u64)).collect::<anyhow::Result<Vec<_>>>()?;
+        let signed = (0..slots.len()).map(|s| sign(s, base + s as u64)).collect::<anyhow::Result<Vec<_>>>()?;
 
+        // Per item: its slot, and its position in the slot's bundle (-1: sent alone).
+        let mut place = vec![(0usize, -1i32); batch.len()];
+        let mut bundles = BundleColumns::default();
+        for (s, items) in slots.iter().enumerate() {
+            match (&signed[s].1, items.len()) {
+                (None, 1) => place[items[0]] = (s, -1),
+                (Some(b), n) if n >= 2 => {
+                    for (pos, i) in items.iter().enumerate() {
+                        place[*i] = (s, pos as i32);
+                    }
+                    bundles.leader_idx.push(items[0] as i64 + 1);
+                    bundles.calldata.push(b.calldata.to_vec());
+                    bundles.gas_limit.push(i64_of(b.gas_limit)?);
+                    bundles.deadline.push(i64_of(b.deadline)?);
+                    bundles.size.push(n as i32);
+                }
+                _ => anyhow::bail!("slot {s}: a bundle needs two calls or more, and a call sent alone no bundle"),
+            }
+        }
         let mut cols = BatchColumns::default();
         let mut meta = super::history::MetaColumns::default();
-        for (i, (t, a)) in batch.iter().zip(&signed).enumerate() {
+        for (i, t) in batch.iter().enumerate() {
+            let (s, pos) = place[i];
+            let a = &signed[s].0;
             cols.contract.push(t.contract.to_vec());
             cols.api_key_id.push(t.api_key_id);
             cols.signer.push(t.signer.to_vec());
             cols.meta_nonce.push(i64_of(t.meta_nonce)?);
             cols.meta_nonce_type.push(t.meta_nonce_type as u8 as i16);
             cols.call_digest.push(t.call_digest.map(|d| d.to_vec()));
-            cols.sponsor_nonce.push(i64_of(base + i as u64)?);
+            cols.sponsor_nonce.push(i64_of(base + s as u64)?);
             cols.hash.push(a.hash.to_vec());
             cols.calldata.push(t.calldata.to_vec());
             cols.gas_limit.push(i64_of(t.gas_limit)?);
             cols.deadline.push(i64_of(t.deadline)?);
-            cols.raw.push(a.raw.to_vec());
+            // The signed bytes are kept once, with the leader's attempt.
+            cols.raw.push(if pos <= 0 { a.raw.to_vec() } else { Vec::new() });
             cols.kind.push(a.kind.as_str().to_string());
             cols.max_fee.push(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?);
             cols.prio_fee.push(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?);
+            cols.bundle_index.push(pos);
             // Row numbers from 1, as `WITH ORDINALITY` numbers `items`.
             meta.push(i as i64 + 1, t.history.as_ref())?;
         }
         // One statement writes every row with its reference and operations (one tuple version
-        // each: nothing updates them afterwards), its first attempt, and every amount of the
-        // batch; with BEGIN, the nonces and COMMIT a batch costs four round trips whatever its
-        // size. Operations and amounts name their row by its number in `items` (`idx`); the
-        // inserted rows are matched back to `items` by their sponsor nonce, unique in the batch.
-        // The amounts counted back check that none was dropped by a join.
+        // each: nothing updates them afterwards), the first attempt of each transaction, each
+        // bundle, and every amount of the batch; with BEGIN, the nonces and COMMIT a batch costs
+        // four round trips whatever its size. Row ids are drawn first, so that the rows of a
+        // bundle name their leader (position 0) as they are written; operations, amounts and
+        // bundles name their row by its number in `items` (`idx`). What was written is counted
+        // back: nothing may be dropped by a join.
         let ids = sqlx::query!(
-            r#"WITH items AS (
-                SELECT * FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
+            r#"WITH items AS MATERIALIZED (
+                SELECT i.*, nextval(pg_get_serial_sequence('relay_transactions', 'id')) AS id
+                FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
                                      $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
                                      $12::text[], $13::bigint[], $14::bigint[], $16::smallint[],
-                                     $17::bytea[], $18::bool[], $19::text[])
+                                     $17::bytea[], $18::bool[], $19::text[], $26::int[])
                     WITH ORDINALITY
                     AS i(contract, api_key_id, signer, meta_nonce, sponsor_nonce, tx_hash, calldata, gas_limit,
                          deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type, call_digest, has_meta,
-                         reference, idx)),
+                         reference, bundle_index, idx)),
+             leaders AS (SELECT sponsor_nonce, id FROM items WHERE bundle_index = 0),
              ops AS (
                 SELECT o.idx, array_agg(o.operation ORDER BY o.n) AS operations
                 FROM UNNEST($20::bigint[], $21::text[]) WITH ORDINALITY AS o(idx, operation, n)
                 GROUP BY o.idx),
              t AS (
                 INSERT INTO relay_transactions
-                    (chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
-                     status, gas_limit, deadline, meta_nonce_type, call_digest, reference, operations)
-                SELECT $1::bigint, i.contract, NULLIF(i.api_key_id, 0), i.signer, i.meta_nonce, $15::bytea,
+                    (id, chain_id, contract, api_key_id, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, calldata,
+                     status, gas_limit, deadline, meta_nonce_type, call_digest, reference, operations,
+                     bundle_id, bundle_index)
+                SELECT i.id, $1::bigint, i.contract, NULLIF(i.api_key_id, 0), i.signer, i.meta_nonce, $15::bytea,
                        i.sponsor_nonce, i.tx_hash, i.calldata,
                        'pending', i.gas_limit, i.deadline, i.meta_nonce_type, i.call_digest, i.reference,
-                       CASE WHEN i.has_meta THEN coalesce(ops.operations, '{}') END
+                       CASE WHEN i.has_meta THEN coalesce(ops.operations, '{}') END,
+                       l.id, NULLIF(i.bundle_index, -1)
                 FROM items i LEFT JOIN ops ON ops.idx = i.idx
+                     LEFT JOIN leaders l ON i.bundle_index >= 0 AND l.sponsor_nonce = i.sponsor_nonce
                 ORDER BY i.idx
-                RETURNING id, sponsor_nonce),
+                RETURNING id),
              amounts AS (
                 INSERT INTO relay_transaction_amounts (transaction_id, position, operation, amount)
-                SELECT t.id, m.position, m.operation, m.amount::numeric
+                SELECT i.id, m.position, m.operation, m.amount::numeric
                 FROM UNNEST($22::bigint[], $23::int[], $24::text[], $25::text[]) AS m(idx, position, operation, amount)
                 JOIN items i ON i.idx = m.idx
-                JOIN t ON t.sponsor_nonce = i.sponsor_nonce
+                JOIN t ON t.id = i.id
                 RETURNING 1),
              attempts AS (
                 INSERT INTO tx_attempts
                     (transaction_id, sponsor_nonce, tx_hash, raw_tx, kind, max_fee_per_gas, max_priority_fee_per_gas)
-                SELECT t.id, i.sponsor_nonce, i.tx_hash, i.raw_tx, i.kind, i.max_fee, i.prio_fee
-                FROM t JOIN items i ON i.sponsor_nonce = t.sponsor_nonce
-                RETURNING transaction_id, sponsor_nonce)
-             SELECT transaction_id AS "transaction_id!", sponsor_nonce AS "sponsor_nonce!",
+                SELECT i.id, i.sponsor_nonce, i.tx_hash, i.raw_tx, i.kind, i.max_fee, i.prio_fee
+                FROM items i JOIN t ON t.id = i.id
+                WHERE i.bundle_index <= 0
+                RETURNING 1),
+             bundles AS (
+                INSERT INTO relay_bundles (leader_id, calldata, gas_limit, deadline, size)
+                SELECT i.id, b.calldata, b.gas_limit, b.deadline, b.size
+                FROM UNNEST($27::bigint[], $28::bytea[], $29::bigint[], $30::bigint[], $31::int[])
+                    AS b(idx, calldata, gas_limit, deadline, size)
+                JOIN items i ON i.idx = b.idx
+                JOIN t ON t.id = i.id
+                RETURNING 1)
+             SELECT i.id AS "id!", i.sponsor_nonce AS "sponsor_nonce!",
+                    (SELECT count(*) FROM t) AS "rows!",
+                    (SELECT count(*) FROM attempts) AS "attempts!",
+                    (SELECT count(*) FROM bundles) AS "bundles!",
                     (SELECT count(*) FROM amounts) AS "amounts!"
-             FROM attempts"#,
+             FROM items i ORDER BY i.idx"#,
             i64_of(first.chain_id)?,
             &cols.contract,
             &cols.api_key_id,
@@ -513,28 +676,36 @@ impl Store {
             &meta.amount_position,
             &meta.amount_operation,
             &meta.amount_value,
+            &cols.bundle_index,
+            &bundles.leader_idx,
+            &bundles.calldata,
+            &bundles.gas_limit,
+            &bundles.deadline,
+            &bundles.size,
         )
         .fetch_all(&mut *tx)
         .await
         .context("Failed to queue the transactions")?;
         anyhow::ensure!(ids.len() == batch.len(), "queued {} rows of {}", ids.len(), batch.len());
-        let amounts = ids.first().map_or(0, |r| r.amounts);
+        let counts = ids.first().map(|r| (r.rows, r.attempts, r.bundles, r.amounts)).unwrap_or_default();
         anyhow::ensure!(
-            amounts == meta.amount_row.len() as i64,
-            "recorded {amounts} amounts of {}",
+            counts
+                == (
+                    batch.len() as i64,
+                    slots.len() as i64,
+                    bundles.leader_idx.len() as i64,
+                    meta.amount_row.len() as i64
+                ),
+            "wrote (rows, attempts, bundles, amounts) = {counts:?} for {} rows, {} slots, {} bundles, {} amounts",
+            batch.len(),
+            slots.len(),
+            bundles.leader_idx.len(),
             meta.amount_row.len()
         );
-        let by_nonce: std::collections::HashMap<i64, i64> =
-            ids.into_iter().map(|r| (r.sponsor_nonce, r.transaction_id)).collect();
         tx.commit().await.context("Failed to commit the queued transactions")?;
-        signed
-            .into_iter()
+        ids.into_iter()
             .enumerate()
-            .map(|(i, a)| {
-                let nonce = base + i as u64;
-                let id = *by_nonce.get(&(nonce as i64)).context("a queued row is missing")?;
-                Ok((id, nonce, a))
-            })
+            .map(|(i, r)| Ok((r.id, u64_of(r.sponsor_nonce)?, signed[place[i].0].0.hash)))
             .collect()
     }
 
@@ -553,7 +724,7 @@ impl Store {
         let signed = sign(nonce)?;
         sqlx::query!(
             "UPDATE relay_transactions SET sponsor_nonce = $2, status = 'pending', last_sent_at = NULL,
-                block_number = NULL, block_hash = NULL, updated_at = now() WHERE id = $1",
+                block_number = NULL, block_hash = NULL, updated_at = now() WHERE id = $1 OR bundle_id = $1",
             id,
             i64_of(nonce)?,
         )
@@ -656,19 +827,24 @@ impl Store {
     /// The sponsor's rows still pending or submitted, by nonce. (Mined rows not yet final are
     /// re-checked apart, see [`Store::unfinal_transactions`].)
     pub async fn open_transactions(&self, chain_id: u64, sponsor: Address) -> anyhow::Result<Vec<QueuedTx>> {
-        // Each row joined with its latest attempt.
+        // Each row joined with its latest attempt; of a bundle only its leader, with what the
+        // bundle sends (its other rows follow the leader, see `settle_rows`).
         let rows = sqlx::query_as!(
             QueuedRow,
             r#"SELECT t.id, t.contract, t.signer, t.meta_nonce, t.meta_nonce_type,
-                      coalesce(t.deadline, 0) AS "deadline!", t.sponsor_nonce, t.status, t.calldata,
-                      coalesce(t.gas_limit, 0) AS "gas_limit!", t.block_number, t.block_hash, t.tx_hash,
+                      coalesce(b.deadline, t.deadline, 0) AS "deadline!", t.sponsor_nonce, t.status,
+                      coalesce(b.calldata, t.calldata) AS "calldata!",
+                      coalesce(b.gas_limit, t.gas_limit, 0) AS "gas_limit!", t.block_number, t.block_hash, t.tx_hash,
                       extract(epoch FROM now() - a.created_at)::float8 AS attempt_age,
                       extract(epoch FROM now() - t.last_sent_at)::float8 AS sent_age,
                       a.tx_hash AS "a_hash!", a.raw_tx AS "a_raw!", a.kind AS "a_kind!",
-                      a.max_fee_per_gas AS "a_max_fee!", a.max_priority_fee_per_gas AS "a_prio_fee!"
+                      a.max_fee_per_gas AS "a_max_fee!", a.max_priority_fee_per_gas AS "a_prio_fee!",
+                      b.size AS "bundle_size?"
                FROM relay_transactions t
                JOIN LATERAL (SELECT * FROM tx_attempts WHERE transaction_id = t.id ORDER BY id DESC LIMIT 1) a ON true
+               LEFT JOIN relay_bundles b ON b.leader_id = t.id
                WHERE t.chain_id = $1 AND t.sponsor = $2 AND t.status IN ('pending', 'submitted')
+                 AND (t.bundle_id IS NULL OR t.bundle_id = t.id)
                ORDER BY t.sponsor_nonce"#,
             i64_of(chain_id)?,
             sponsor.as_slice(),
@@ -677,6 +853,34 @@ impl Store {
         .await
         .context("Failed to read the sponsor's queue")?;
         rows.into_iter().map(queued_from).collect()
+    }
+
+    /// The rows of the bundle led by row `leader`, by position (the leader first).
+    pub async fn bundle_rows(&self, leader: i64) -> anyhow::Result<Vec<BundleRow>> {
+        let rows = sqlx::query!(
+            r#"SELECT id, bundle_index AS "bundle_index!", contract, signer, meta_nonce, meta_nonce_type, calldata,
+                      coalesce(gas_limit, 0) AS "gas_limit!"
+               FROM relay_transactions WHERE bundle_id = $1 ORDER BY bundle_index"#,
+            leader,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to read the bundle's rows")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(BundleRow {
+                    id: r.id,
+                    index: u64_of(r.bundle_index as i64)?,
+                    contract: address(&r.contract).context("bad contract")?,
+                    signer: address(&r.signer).context("bad signer")?,
+                    meta_nonce: u64_of(r.meta_nonce)?,
+                    meta_nonce_type: crate::chain::traits::NonceType::from_i16(r.meta_nonce_type)
+                        .unwrap_or(crate::chain::traits::NonceType::Account),
+                    calldata: r.calldata.into(),
+                    gas_limit: u64_of(r.gas_limit)?,
+                })
+            })
+            .collect()
     }
 
     /// Every transaction hash ever signed for row `id`, newest first, with its kind.
@@ -703,7 +907,7 @@ impl Store {
         sqlx::query!(
             "UPDATE relay_transactions SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
                 last_sent_at = now(), last_error = NULL, updated_at = now()
-             WHERE id = ANY($1)",
+             WHERE id = ANY($1) OR bundle_id = ANY($1)",
             ids,
         )
         .execute(&mut *tx)
@@ -717,10 +921,14 @@ impl Store {
     /// `lease`.
     pub async fn note_error(&self, lease: &Lease, id: i64, error: &str) -> anyhow::Result<()> {
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query!("UPDATE relay_transactions SET last_error = $2, updated_at = now() WHERE id = $1", id, error)
-            .execute(&mut *tx)
-            .await
-            .context("Failed to note the error")?;
+        sqlx::query!(
+            "UPDATE relay_transactions SET last_error = $2, updated_at = now() WHERE id = $1 OR bundle_id = $1",
+            id,
+            error
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to note the error")?;
         tx.commit().await.context("Failed to commit")?;
         Ok(())
     }
@@ -734,61 +942,27 @@ impl Store {
         outcome: &Outcome,
         nonce: (super::NonceScope, u64, super::NonceStatus),
     ) -> anyhow::Result<()> {
-        let (status, hash, gas, block, block_hash, failure, reason): (
-            &str,
-            Option<B256>,
-            Option<u64>,
-            Option<u64>,
-            Option<B256>,
-            Option<&str>,
-            Option<&str>,
-        ) = match outcome {
-            Outcome::Mined { hash, gas_used, block_number, block_hash } => {
-                ("mined", Some(*hash), Some(*gas_used), Some(*block_number), Some(*block_hash), None, None)
-            }
-            Outcome::Reverted { hash, gas_used, block_number, block_hash, reason } => (
-                "failed",
-                Some(*hash),
-                Some(*gas_used),
-                Some(*block_number),
-                Some(*block_hash),
-                Some("reverted"),
-                Some(reason),
-            ),
-            Outcome::Cancelled { hash, gas_used, block_number, block_hash, error, expired } => (
-                if *expired { "expired" } else { "failed" },
-                Some(*hash),
-                Some(*gas_used),
-                Some(*block_number),
-                Some(*block_hash),
-                Some(if *expired { "expired" } else { "rejected" }),
-                Some(error),
-            ),
-            Outcome::Rejected { error } => ("failed", None, None, None, None, Some("rejected"), Some(error.as_str())),
-            Outcome::Replaced => ("replaced", None, None, None, None, Some("replaced"), None),
-            Outcome::Expired => ("expired", None, None, None, None, Some("expired"), None),
-        };
         let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query!(
-            "UPDATE relay_transactions SET status = $2, tx_hash = coalesce($3, tx_hash), gas_used = $4,
-                block_number = $5, block_hash = $6, failure = $7, revert_reason = $8,
-                mined_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() END, updated_at = now()
-             WHERE id = $1",
-            id,
-            status,
-            hash.map(|h| h.to_vec()),
-            gas.map(|g| g as i64),
-            block.map(|b| b as i64),
-            block_hash.map(|h| h.to_vec()),
-            failure,
-            reason,
-        )
-        .execute(&mut *tx)
-        .await
-        .context("Failed to record the outcome")?;
-        let (scope, meta_nonce, nonce_status) = nonce;
-        super::nonces::finish_nonce_in(&mut tx, scope, meta_nonce, nonce_status).await?;
+        settle_in(&mut tx, id, outcome, nonce).await?;
         tx.commit().await.context("Failed to commit the outcome")?;
+        Ok(())
+    }
+
+    /// Records how each row of a bundle ended, all in one transaction fenced by `lease`: `mined`
+    /// as [`Store::settle_mined`] would, each of `others` as [`Store::settle_transaction`] would.
+    /// The leader is among them, so a crash part-way leaves the whole bundle open.
+    pub async fn settle_rows(
+        &self,
+        lease: &Lease,
+        mined: &[super::MinedRow],
+        others: &[(i64, Outcome, (super::NonceScope, u64, super::NonceStatus))],
+    ) -> anyhow::Result<()> {
+        let mut tx = self.begin_fenced(lease).await?;
+        super::settle::settle_mined_in(&mut tx, mined).await?;
+        for (id, outcome, nonce) in others {
+            settle_in(&mut tx, *id, outcome, *nonce).await?;
+        }
+        tx.commit().await.context("Failed to commit the bundle's outcomes")?;
         Ok(())
     }
 
@@ -959,7 +1133,13 @@ impl Store {
         .await
         .context("Failed to read the transaction")?;
         let Some(r) = row else { return Ok(None) };
-        let hashes = sqlx::query_scalar!("SELECT tx_hash FROM tx_attempts WHERE transaction_id = $1 ORDER BY id", id)
+        let hashes = sqlx::query_scalar!(
+            // A bundle's rows show its transactions, signed on its leader's row.
+            "SELECT tx_hash FROM tx_attempts
+             WHERE transaction_id = (SELECT coalesce(bundle_id, id) FROM relay_transactions WHERE id = $1)
+             ORDER BY id",
+            id
+        )
             .fetch_all(&self.pool)
             .await
             .context("Failed to read the transaction's hashes")?

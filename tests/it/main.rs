@@ -3,6 +3,7 @@
 mod admission;
 mod auth;
 mod batch;
+mod bundles;
 mod browser;
 mod chains;
 mod creators;

@@ -248,7 +248,9 @@ async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
     // Two items signed to the same hash: the batch violates a unique key and must leave nothing.
     let clash = app
         .store
-        .enqueue_transactions(&batch, 5, |i, _| Ok(attempt(B256::repeat_byte(if i == 2 { 1 } else { 2 }))))
+        .enqueue_transactions(&batch, &[vec![0], vec![1], vec![2]], 5, |i, _| {
+            Ok((attempt(B256::repeat_byte(if i == 2 { 1 } else { 2 })), None))
+        })
         .await;
     let clash = clash.map(|_| ()).unwrap_err();
     assert!(format!("{clash:#}").contains("queue"), "{clash:#}");
@@ -258,7 +260,9 @@ async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
     // The nonces it took were given back: the next batch starts at the chain's count.
     let queued = app
         .store
-        .enqueue_transactions(&batch, 5, |i, nonce| Ok(attempt(B256::with_last_byte(i as u8 + 10 * nonce as u8))))
+        .enqueue_transactions(&batch, &[vec![0], vec![1], vec![2]], 5, |i, nonce| {
+            Ok((attempt(B256::with_last_byte(i as u8 + 10 * nonce as u8)), None))
+        })
         .await
         .unwrap();
     let nonces: Vec<u64> = queued.iter().map(|(_, n, _)| *n).collect();
@@ -295,9 +299,11 @@ async fn stored_meta(app: &crate::harness::TestApp, id: i64) -> ExpectedMeta {
 async fn one_batch_writes_each_rows_own_reference_operations_and_amounts() {
     // 50 rows of one batch, with ragged history: none at all, a reference only, operations
     // without amounts, amounts at scattered positions, amounts up to uint256's maximum. The
-    // batch writes them all in one statement; each row must get exactly its own.
+    // batch writes them all in one statement; each row must get exactly its own. Rows 10..15 and
+    // 30, 32, 34 go out as two bundles (one nonce, one hash and one attempt each, the rows naming
+    // their leader), the others alone.
     use alloy::primitives::{B256, Bytes};
-    use streampay_relayer::store::{AttemptKind, NewTransaction, SignedAttempt, TxMeta};
+    use streampay_relayer::store::{AttemptKind, BundleTx, NewTransaction, SignedAttempt, TxMeta};
     let app = spawn_app().await;
     // Nobody sends these rows (their signed bytes are fakes): the rows stay as queued.
     app.stop_pipelines().await;
@@ -335,31 +341,80 @@ async fn one_batch_writes_each_rows_own_reference_operations_and_amounts() {
             history: meta(i),
         })
         .collect();
+    let bundles: [Vec<usize>; 2] = [(10..15).collect(), vec![30, 32, 34]];
+    let mut slots: Vec<Vec<usize>> = Vec::new();
+    for i in 0..50 {
+        match bundles.iter().find(|b| b.contains(&i)) {
+            Some(b) if b[0] == i => slots.push(b.clone()),
+            Some(_) => {}
+            None => slots.push(vec![i]),
+        }
+    }
     let queued = app
         .store
-        .enqueue_transactions(&batch, 1_000, |i, _| {
-            Ok(SignedAttempt {
-                hash: B256::from(U256::from(i + 1)),
-                raw: Bytes::from(vec![9]),
+        .enqueue_transactions(&batch, &slots, 1_000, |s, _| {
+            let attempt = SignedAttempt {
+                hash: B256::from(U256::from(s + 1)),
+                raw: Bytes::from(vec![9, s as u8]),
                 kind: AttemptKind::Call,
                 max_fee_per_gas: 2,
                 max_priority_fee_per_gas: 1,
-            })
+            };
+            let bundle = (slots[s].len() > 1).then(|| BundleTx {
+                calldata: Bytes::from(vec![7, s as u8]),
+                gas_limit: 100_000 * slots[s].len() as u64,
+                deadline: 1,
+            });
+            Ok((attempt, bundle))
         })
         .await
         .unwrap();
     assert_eq!(queued.len(), 50);
     let ids: Vec<i64> = queued.iter().map(|(id, _, _)| *id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "rows numbered in batch (nonce) order: {ids:?}");
-    for (i, (id, nonce, signed)) in queued.iter().enumerate() {
-        assert_eq!(*nonce, 1_000 + i as u64);
-        let row: (i64, Vec<u8>, Vec<u8>) =
-            sqlx::query_as("SELECT sponsor_nonce, signer, tx_hash FROM relay_transactions WHERE id = $1")
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "rows numbered in batch order: {ids:?}");
+    let slot_of = |i: usize| slots.iter().position(|s| s.contains(&i)).unwrap();
+    for (i, (id, nonce, hash)) in queued.iter().enumerate() {
+        let s = slot_of(i);
+        assert_eq!(*nonce, 1_000 + s as u64, "row {i}");
+        assert_eq!(*hash, B256::from(U256::from(s + 1)), "row {i}");
+        let row: (i64, Vec<u8>, Vec<u8>, Option<i64>, Option<i32>) = sqlx::query_as(
+            "SELECT sponsor_nonce, signer, tx_hash, bundle_id, bundle_index FROM relay_transactions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        let bundle = (slots[s].len() > 1).then(|| {
+            let leader = queued[slots[s][0]].0;
+            (Some(leader), Some(slots[s].iter().position(|j| *j == i).unwrap() as i32))
+        });
+        let (bundle_id, bundle_index) = bundle.unwrap_or((None, None));
+        assert_eq!(
+            row,
+            (*nonce as i64, batch[i].signer.to_vec(), hash.to_vec(), bundle_id, bundle_index),
+            "row {i}"
+        );
+        // One attempt per transaction: the leader's (or the lone call's) holds the signed bytes.
+        let attempts: Vec<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT tx_hash, raw_tx FROM tx_attempts WHERE transaction_id = $1")
                 .bind(id)
-                .fetch_one(app.store.pool())
+                .fetch_all(app.store.pool())
                 .await
                 .unwrap();
-        assert_eq!(row, (*nonce as i64, batch[i].signer.to_vec(), signed.hash.to_vec()), "row {i}");
+        if bundle_index.is_some_and(|p| p > 0) {
+            assert!(attempts.is_empty(), "row {i} follows its leader: {attempts:?}");
+        } else {
+            assert_eq!(attempts, vec![(hash.to_vec(), vec![9, s as u8])], "row {i}");
+        }
+        if bundle_index == Some(0) {
+            let b: (Vec<u8>, i64, i32) =
+                sqlx::query_as("SELECT calldata, gas_limit, size FROM relay_bundles WHERE leader_id = $1")
+                    .bind(id)
+                    .fetch_one(app.store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(b, (vec![7, s as u8], 100_000 * slots[s].len() as i64, slots[s].len() as i32), "row {i}");
+        }
         let want: ExpectedMeta = match meta(i) {
             None => (None, None, vec![]),
             Some(m) => (

@@ -1,0 +1,151 @@
+//! Bundles: users' calls queued together for one sponsor go out in one transaction through the
+//! contract's `bundle`, each keeping its own row and outcome.
+
+use std::time::Duration;
+
+use alloy::{primitives::U256, providers::Provider};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{spawn_app, tokens, wallet};
+
+/// Polls `GET /transactions/{id}` until the row is settled (at most 30 s).
+async fn settled(app: &crate::harness::TestApp, id: i64) -> Value {
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, t) = app.get(&format!("/api/v1/transactions/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+        if !matches!(t["State"].as_str(), Some("pending" | "submitted")) {
+            return t;
+        }
+        assert!(tokio::time::Instant::now() < end, "transaction {id} not settled in 30 s: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn calls_queued_together_go_out_as_one_bundle_and_a_call_that_fails_fails_alone() {
+    // Six users each pay 4 of the 10 tokens they deposited. Their executes are admitted while the
+    // sponsors' nonce rows are held, so each sponsor queues its share in one batch: one bundle.
+    // Before the bundles go out, user 0 withdraws its deposit on chain itself: its payment, which
+    // passed simulation, now fails inside the bundle; the other calls must stand, each row must
+    // show its own outcome, and the chain's view functions must agree.
+    let app = spawn_app().await;
+    const N: usize = 6;
+    let users: Vec<_> = (0..N).map(|_| wallet()).collect();
+    let recipients: Vec<_> = (0..N).map(|_| wallet().address()).collect();
+    for u in &users {
+        app.deposit_directly(u.address(), 10).await;
+    }
+    app.sync_index().await;
+    let mut bodies = Vec::new();
+    for (u, to) in users.iter().zip(&recipients) {
+        let built = app.build("/api/v1/USDC/payments", &json!({"From": u.address(), "To": to, "Amount": "4"})).await;
+        bodies.push(app.signed_execute_body(u, &built).await);
+    }
+
+    use sqlx::Connection;
+    let mut locker = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    // The workers create their sponsors' rows as they start.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let lock = loop {
+        let mut lock = locker.begin().await.unwrap();
+        let held: Vec<i32> = sqlx::query_scalar("SELECT 1 FROM sponsor_accounts WHERE chain_id = $1 FOR UPDATE")
+            .bind(app.chain_id as i64)
+            .fetch_all(&mut *lock)
+            .await
+            .unwrap();
+        if held.len() >= 2 {
+            break lock;
+        }
+        lock.rollback().await.unwrap();
+        assert!(tokio::time::Instant::now() < end, "the sponsors' rows were not created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let executes = futures::future::join_all(bodies.iter().map(|b| async {
+        let resp = app.execute_async(b).await;
+        let status = resp.status();
+        let out: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+        out["TransactionId"].as_i64().unwrap_or_else(|| panic!("no transaction id: {out}"))
+    }));
+    let drain_then_release = async {
+        let end = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let admitted: i64 = sqlx::query_scalar("SELECT count(*) FROM admission_reservations")
+                .fetch_one(&mut watcher)
+                .await
+                .unwrap();
+            if admitted == N as i64 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "only {admitted} of {N} executes reached the queue");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // All six were simulated and admitted: now user 0 takes its deposit out directly.
+        let r = app
+            .streampay()
+            .withdraw(tokens(10))
+            .from(users[0].address())
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(r.status(), "direct withdrawal");
+        lock.rollback().await.unwrap();
+    };
+    let (ids, ()) = tokio::join!(executes, drain_then_release);
+
+    let mut rows = Vec::new();
+    for id in &ids {
+        rows.push(settled(&app, *id).await);
+    }
+    // Each sponsor's calls shared one transaction.
+    let bundled: Vec<(i64, i64, i32)> = sqlx::query_as(
+        "SELECT id, bundle_id, bundle_index FROM relay_transactions WHERE id = ANY($1) AND bundle_id IS NOT NULL",
+    )
+    .bind(&ids)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert!(bundled.len() >= 4, "at most two calls went out alone: {bundled:?}");
+    let mut by_hash: std::collections::HashMap<String, Vec<&Value>> = Default::default();
+    for r in &rows {
+        by_hash.entry(r["TransactionHash"].as_str().unwrap().to_string()).or_default().push(r);
+    }
+    assert!(by_hash.len() <= 4, "six calls, two sponsors, at most four transactions: {rows:?}");
+
+    // User 0's call failed alone, decoded; every other call was mined.
+    for (i, r) in rows.iter().enumerate() {
+        if i == 0 {
+            assert_eq!(r["State"], "failed", "{r}");
+            assert_eq!(r["Failure"], "reverted", "{r}");
+            let reason = r["RevertReason"].as_str().unwrap_or_default();
+            assert!(!reason.is_empty() && !reason.contains("not reproducible"), "{r}");
+        } else {
+            assert!(matches!(r["State"].as_str(), Some("mined" | "confirmed")), "call {i}: {r}");
+        }
+        assert!(r["Hashes"].as_array().is_some_and(|h| h.len() == 1 && h[0] == r["TransactionHash"]), "call {i}: {r}");
+    }
+    // The chain agrees: paid where mined, nothing moved for user 0 (its bySig nonce unused).
+    for (i, (u, to)) in users.iter().zip(&recipients).enumerate() {
+        let (paid, left, nonce) = if i == 0 { (0, 0, 0) } else { (4, 6, 1) };
+        assert_eq!(app.balance_of(*to).await, tokens(paid), "recipient of call {i}");
+        assert_eq!(app.balance_of(u.address()).await, tokens(left), "user {i}");
+        assert_eq!(
+            app.streampay().bySigAccountNonces(u.address()).call().await.unwrap(),
+            U256::from(nonce),
+            "user {i}'s bySig nonce"
+        );
+    }
+    // Each transaction's gas is shared out exactly among its calls.
+    for (hash, rows) in &by_hash {
+        let receipt = app.provider.get_transaction_receipt(hash.parse().unwrap()).await.unwrap().unwrap();
+        let shared: u64 = rows.iter().map(|r| r["GasUsed"].as_u64().unwrap()).sum();
+        assert_eq!(shared, receipt.gas_used, "transaction {hash}");
+        assert!(receipt.status(), "a bundle stands when one of its calls fails: {hash}");
+    }
+}
