@@ -18,6 +18,10 @@ ALTER TABLE relay_transactions DROP CONSTRAINT relay_transactions_tx_hash_key;
 CREATE UNIQUE INDEX relay_transactions_own_hash ON relay_transactions (tx_hash)
     WHERE bundle_id IS NULL OR bundle_id = id;
 CREATE INDEX relay_transactions_hash ON relay_transactions (tx_hash);
+-- Likewise one transaction per sponsor nonce: the rows of a bundle share the leader's.
+ALTER TABLE relay_transactions DROP CONSTRAINT relay_transactions_sponsor_nonce;
+CREATE UNIQUE INDEX relay_transactions_sponsor_nonce ON relay_transactions (chain_id, sponsor, sponsor_nonce)
+    WHERE bundle_id IS NULL OR bundle_id = id;
 
 -- What the leader sends: `bundle(calls)`, the gas limit of the whole bundle (each row keeps its
 -- own call and its own gas limit, which is what the admission ledger and history count), and the
