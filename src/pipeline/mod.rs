@@ -532,11 +532,13 @@ impl Pipeline {
                 // A bundle is priced at the highest of its calls' fees (they were read moments apart).
                 let fees = calls.iter().map(|i| fees[*i]).max_by_key(|f| f.max_fee_per_gas).unwrap_or(fees[calls[0]]);
                 if calls.len() == 1 {
-                    let signed = lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?;
+                    let signed =
+                        lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?;
                     return Ok((signed, None));
                 }
                 let bundle = bundle_tx(items, calls);
-                let signed = lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
+                let signed =
+                    lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
                 Ok((signed, Some(bundle)))
             })
             .await?;
@@ -704,8 +706,9 @@ pub(crate) fn bundle_slots(items: &[NewTransaction], max_calls: usize, max_gas: 
 /// would pay, more than a call's share of the bundle's overhead), by their earliest deadline.
 fn bundle_tx(items: &[NewTransaction], calls: &[usize]) -> BundleTx {
     use alloy::sol_types::SolCall;
-    let data = crate::chain::StreamPay::bundleCall { calls: calls.iter().map(|i| items[*i].calldata.clone()).collect() }
-        .abi_encode();
+    let data =
+        crate::chain::StreamPay::bundleCall { calls: calls.iter().map(|i| items[*i].calldata.clone()).collect() }
+            .abi_encode();
     BundleTx {
         calldata: data.into(),
         gas_limit: calls.iter().map(|i| items[*i].gas_limit).sum(),

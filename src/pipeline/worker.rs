@@ -915,7 +915,8 @@ impl Tick<'_> {
                         }),
                         Some((false, data)) => {
                             let reason = decode_revert(data).display;
-                            let outcome = Outcome::Reverted { hash, gas_used: *gas_used, block_number, block_hash, reason };
+                            let outcome =
+                                Outcome::Reverted { hash, gas_used: *gas_used, block_number, block_hash, reason };
                             others.push((m.id, outcome, (scope, m.meta_nonce, NonceStatus::Failed)));
                         }
                         None => anyhow::bail!("the receipt of bundle {hash} has no result for call {}", m.index),
@@ -925,8 +926,13 @@ impl Tick<'_> {
             AttemptKind::Call => {
                 let reason = self.revert_reason(row, block_number).await;
                 for (m, gas_used) in members.iter().zip(&shares) {
-                    let outcome =
-                        Outcome::Reverted { hash, gas_used: *gas_used, block_number, block_hash, reason: reason.clone() };
+                    let outcome = Outcome::Reverted {
+                        hash,
+                        gas_used: *gas_used,
+                        block_number,
+                        block_hash,
+                        reason: reason.clone(),
+                    };
                     others.push((m.id, outcome, (member_scope(self.chain_id(), m), m.meta_nonce, NonceStatus::Failed)));
                 }
             }

@@ -300,6 +300,11 @@ async fn insert_attempt(
     Ok(())
 }
 
+/// An outcome as the columns it writes: status, hash, gas used, block number, block hash,
+/// failure, revert reason or error.
+type OutcomeColumns<'a> =
+    (&'a str, Option<B256>, Option<u64>, Option<u64>, Option<B256>, Option<&'a str>, Option<&'a str>);
+
 /// The writes of [`Store::settle_transaction`], in `tx`.
 async fn settle_in(
     tx: &mut Transaction<'_, Postgres>,
@@ -307,15 +312,7 @@ async fn settle_in(
     outcome: &Outcome,
     nonce: (super::NonceScope, u64, super::NonceStatus),
 ) -> anyhow::Result<()> {
-    let (status, hash, gas, block, block_hash, failure, reason): (
-        &str,
-        Option<B256>,
-        Option<u64>,
-        Option<u64>,
-        Option<B256>,
-        Option<&str>,
-        Option<&str>,
-    ) = match outcome {
+    let (status, hash, gas, block, block_hash, failure, reason): OutcomeColumns<'_> = match outcome {
         Outcome::Mined { hash, gas_used, block_number, block_hash } => {
             ("mined", Some(*hash), Some(*gas_used), Some(*block_number), Some(*block_hash), None, None)
         }
@@ -1140,12 +1137,12 @@ impl Store {
              ORDER BY id",
             id
         )
-            .fetch_all(&self.pool)
-            .await
-            .context("Failed to read the transaction's hashes")?
-            .iter()
-            .map(|h| bytes32(h))
-            .collect::<anyhow::Result<_>>()?;
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to read the transaction's hashes")?
+        .iter()
+        .map(|h| bytes32(h))
+        .collect::<anyhow::Result<_>>()?;
         TxStatus::parse(&r.status)?;
         Ok(Some(TransactionRecord {
             id: r.id,

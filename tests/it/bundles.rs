@@ -86,16 +86,8 @@ async fn calls_queued_together_go_out_as_one_bundle_and_a_call_that_fails_fails_
         // All six were simulated and admitted: now user 0 takes its deposit out directly.
         let all = app.balance_of(users[0].address()).await;
         assert_eq!(all, internal(10), "user 0's deposit");
-        let r = app
-            .streampay()
-            .withdraw(all)
-            .from(users[0].address())
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+        let r =
+            app.streampay().withdraw(all).from(users[0].address()).send().await.unwrap().get_receipt().await.unwrap();
         assert!(r.status(), "direct withdrawal");
         lock.rollback().await.unwrap();
     };

@@ -164,6 +164,81 @@ async fn a_relayer_killed_mid_flight_resumes_without_losing_or_doubling() {
     stack.assert_exactly_once(&users, 10, 0).await;
 }
 
+#[tokio::test]
+async fn a_bundle_killed_between_its_commit_and_its_broadcast_is_sent_once() {
+    // While a ghost holds the sponsor's lease (nothing is sent), six executes are admitted while
+    // the sponsor's nonce row is held, so they are queued in one batch: one bundle, committed
+    // (rows, nonce, signed bytes) and never broadcast. The relayer is SIGKILLed; the next one
+    // must send that bundle once, and every call must run exactly once.
+    let stack = Stack::start(&[]).await;
+    let users = stack.users(6);
+    stack.fund_wallets(&users, 10, false).await;
+    let mut first = stack.spawn_serve(&[]).await;
+    // Its worker creates the sponsor's row as it starts; then a ghost takes the lease over.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sponsor_accounts")
+        .fetch_one(stack.store.pool())
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < end, "the sponsor's row was not created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ghost_lease(&stack, "now() + interval '1 hour'").await;
+    let mut bodies = Vec::new();
+    for u in &users {
+        bodies.push(stack.signed_deposit(&first.base, u, 10).await);
+    }
+    use sqlx::Connection;
+    let mut locker = sqlx::PgConnection::connect(&stack.db_url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    let held: Vec<i32> =
+        sqlx::query_scalar("SELECT 1 FROM sponsor_accounts FOR UPDATE").fetch_all(&mut *lock).await.unwrap();
+    assert_eq!(held.len(), 1, "the sponsor's row exists (the ghost lease is on it)");
+    let executes = futures::future::join_all(bodies.iter().map(|b| stack.post(&first.base, EXECUTE, b, ASYNC)));
+    let release = async {
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let admitted: i64 = sqlx::query_scalar("SELECT count(*) FROM admission_reservations")
+                .fetch_one(stack.store.pool())
+                .await
+                .unwrap();
+            if admitted == users.len() as i64 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "only {admitted} executes reached the queue");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        lock.rollback().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(executes, release);
+    assert!(answers.iter().all(|a| a.0 == StatusCode::ACCEPTED), "{answers:?}");
+    let (bundled, pending): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE bundle_id IS NOT NULL), count(*) FILTER (WHERE status = 'pending')
+         FROM relay_transactions",
+    )
+    .fetch_one(stack.store.pool())
+    .await
+    .unwrap();
+    // The first call may have been written alone (its batch was cut before the others arrived).
+    assert!(bundled >= 5 && pending == 6, "a bundle, queued and not sent: {bundled} bundled, {pending} pending");
+    let hashes = || async {
+        sqlx::query_as::<_, (i64, Vec<u8>)>("SELECT id, tx_hash FROM relay_transactions ORDER BY id")
+            .fetch_all(stack.store.pool())
+            .await
+            .unwrap()
+    };
+    let committed = hashes().await;
+    first.kill();
+    ghost_lease(&stack, "now()").await;
+
+    let _second = stack.spawn_serve(&[]).await;
+    stack.settle(false, Duration::from_secs(40)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+    assert_eq!(hashes().await, committed, "the transactions committed before the kill are the ones mined");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_lease_owner_resumes_after_a_takeover_and_sends_nothing() {
     let stack = Stack::start(&[]).await;

@@ -3,8 +3,8 @@
 mod admission;
 mod auth;
 mod batch;
-mod bundles;
 mod browser;
+mod bundles;
 mod chains;
 mod creators;
 mod faults;

@@ -446,11 +446,24 @@ impl Stack {
         let rows = self.rows().await;
         assert_eq!(rows.len(), users.len(), "one row per accepted request: {rows:?}");
         assert!(rows.iter().all(|(s, _)| s == "mined" || s == "confirmed"), "{rows:?}");
-        let mut nonces: Vec<u64> = rows.iter().map(|(_, n)| *n).collect();
-        nonces.sort();
-        nonces.dedup();
-        assert_eq!(nonces.len(), rows.len(), "no nonce used twice: {rows:?}");
-        assert_eq!(self.sponsor_chain_nonce().await, rows.len() as u64 + outside, "no transaction sent twice, no gap");
+        // One nonce per transaction (a call sent alone, or a bundle, whose rows share its
+        // leader's nonce and hash).
+        let (transactions, nonces, astray): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(DISTINCT coalesce(bundle_id, id)), count(DISTINCT sponsor_nonce),
+                    (SELECT count(*) FROM relay_transactions m JOIN relay_transactions l ON l.id = m.bundle_id
+                     WHERE m.sponsor_nonce <> l.sponsor_nonce OR m.tx_hash <> l.tx_hash)
+             FROM relay_transactions",
+        )
+        .fetch_one(self.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(astray, 0, "a bundle's rows share its nonce and hash: {rows:?}");
+        assert_eq!(nonces, transactions, "no nonce used twice: {rows:?}");
+        assert_eq!(
+            self.sponsor_chain_nonce().await,
+            transactions as u64 + outside,
+            "no transaction sent twice, no gap"
+        );
         // Every row's mined hash is on chain from the sponsor at its nonce.
         let hashes: Vec<(Vec<u8>, i64)> = sqlx::query_as("SELECT tx_hash, sponsor_nonce FROM relay_transactions")
             .fetch_all(self.store.pool())
