@@ -31,7 +31,8 @@
 //!   with synchronous executes at half the capacity (`--chain-sync-n` requests).
 //! - **Exactly once**, asserted (the bench panics otherwise): every request answered once with a
 //!   200 (202 on the accept path); every ceiling transaction included exactly once and successful;
-//!   the pool's nonces rose by exactly the relays of each round and the ceiling key's by
+//!   the pool's nonces rose by exactly the relayer's transactions of each round (a call alone or a
+//!   bundle) and the ceiling key's by
 //!   exactly its transactions; `relay_transactions` rows mined == relays; every user's StreamPay
 //!   balance is exactly its one deposit and its token balance zero.
 //!
@@ -872,12 +873,26 @@ async fn main() -> anyhow::Result<()> {
         }
         sum
     };
-    let mut relayer_nonce = pool_nonce(provider.clone(), relayer_addresses.clone()).await;
-    let check_relayer_nonce = |p: DynProvider, before: u64, count: usize| {
+    // The relayer's transactions on record: a call sent alone, or a bundle of several.
+    let transactions = |store: Store| async move {
+        let n: i64 = sqlx::query_scalar("SELECT count(DISTINCT coalesce(bundle_id, id)) FROM relay_transactions")
+            .fetch_one(store.pool())
+            .await
+            .expect("count the relayer's transactions");
+        n as u64
+    };
+    let mut relayer_nonce =
+        (pool_nonce(provider.clone(), relayer_addresses.clone()).await, transactions(store.clone()).await);
+    // Each sponsor transaction on record used one nonce of the pool, and no other transaction did;
+    // a round's `count` relays went out in at most `count` transactions.
+    let check_relayer_nonce = |p: DynProvider, before: (u64, u64), count: usize| {
         let pool = relayer_addresses.clone();
+        let store = store.clone();
         async move {
-            let now = pool_nonce(p, pool).await;
-            assert_eq!(now - before, count as u64, "relayer sponsor nonces rose by {}, relays {count}", now - before);
+            let now = (pool_nonce(p, pool).await, transactions(store).await);
+            let (nonces, txs) = (now.0 - before.0, now.1 - before.1);
+            assert_eq!(nonces, txs, "relayer sponsor nonces rose by {nonces}, transactions on record {txs}");
+            assert!(txs >= 1 && txs <= count as u64, "{count} relays in {txs} transactions");
             now
         }
     };
@@ -1194,7 +1209,7 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("Relayer peak RSS (VmHWM, max over its runs): {peak_rss:.1} MiB.");
     println!(
-        "Exactly once (asserted): {relays} relays each answered once (200, or 202 on the accept path) and mined once ({relays} rows mined, the pool's nonces rose by exactly the relays of each round); {} ceiling transactions each included once and successful; all {} users hold exactly one deposit.",
+        "Exactly once (asserted): {relays} relays each answered once (200, or 202 on the accept path) and mined once ({relays} rows mined, the pool's nonces rose by exactly the relayer's transactions on record of each round); {} ceiling transactions each included once and successful; all {} users hold exactly one deposit.",
         ceiling_nonce - ceiling_start_nonce,
         users.len()
     );

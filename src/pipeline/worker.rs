@@ -900,7 +900,7 @@ impl Tick<'_> {
         let mut others = Vec::new();
         match kind {
             AttemptKind::Call if r.status() => {
-                let results = bundle_results(r, row.contract);
+                let results = bundle_results(r, row.contract)?;
                 for (m, gas_used) in members.iter().zip(&shares) {
                     let scope = member_scope(self.chain_id(), m);
                     match results.get(&m.index) {
@@ -1044,19 +1044,31 @@ fn gas_shares(gas_used: u64, members: &[BundleRow]) -> Vec<u64> {
 }
 
 /// The `BundleCallResult(index, success, revertData)` logs `contract` wrote in receipt `r`, by
-/// index.
+/// index. A bundle's calls cannot hold a bundle of their own (execute takes only the user
+/// operations of `chain::calls`), so each index is written once; a receipt that shows one twice
+/// is refused rather than read one way or the other (the bundle then stays open, and is reported
+/// by the failing ticks).
 fn bundle_results(
     r: &TransactionReceipt,
     contract: Address,
-) -> std::collections::HashMap<u64, (bool, alloy::primitives::Bytes)> {
+) -> anyhow::Result<std::collections::HashMap<u64, (bool, alloy::primitives::Bytes)>> {
     use alloy::sol_types::SolEvent;
-    r.inner
+    let mut out = std::collections::HashMap::new();
+    let events = r
+        .inner
         .logs()
         .iter()
         .filter(|l| l.address() == contract)
-        .filter_map(|l| StreamPay::BundleCallResult::decode_log_data(l.data()).ok())
-        .filter_map(|e| u64::try_from(e.index).ok().map(|i| (i, (e.success, e.revertData))))
-        .collect()
+        .filter_map(|l| StreamPay::BundleCallResult::decode_log_data(l.data()).ok());
+    for e in events {
+        let index = u64::try_from(e.index).context("a bundle call index beyond u64")?;
+        anyhow::ensure!(
+            out.insert(index, (e.success, e.revertData)).is_none(),
+            "the receipt of bundle {} shows call {index} twice",
+            r.transaction_hash
+        );
+    }
+    Ok(out)
 }
 
 /// The nonce space of a queued row's signed call.
