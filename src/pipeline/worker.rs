@@ -656,35 +656,31 @@ impl Tick<'_> {
             return Ok(());
         }
         // The key was used outside the relayer (or our receipt is still hidden). Did the signed
-        // call run by block N? (A bundle's calls are not asked one by one: the bundle moves to a
-        // new nonce, where a call that ran elsewhere fails alone on its used nonce.)
-        let streampay = StreamPay::new(row.contract, &self.p.provider);
-        let used = if row.bundle_size.is_some() {
-            false
-        } else if row.meta_nonce_type == NonceType::Unique {
-            streampay
-                .bySigUniqueNonces(row.signer, alloy::primitives::U256::from(row.meta_nonce))
-                .call()
-                .block(at)
-                .await
-                .context("Failed to read the signer's unique bySig nonce")?
-        } else {
-            streampay
-                .bySigAccountNonces(row.signer)
-                .call()
-                .block(at)
-                .await
-                .context("Failed to read the signer's bySig nonce")?
-                > alloy::primitives::U256::from(row.meta_nonce)
+        // call (each call of a bundle) run by block N, and in which transaction?
+        let calls: Vec<SignedCall> = match row.bundle_size {
+            None => vec![SignedCall::of(row)],
+            Some(_) => self.p.store.bundle_rows(row.id).await?.iter().map(SignedCall::of_member).collect(),
         };
-        if used && let Some(hash) = self.nonce_used_by(row, view.head).await? {
-            let ours = self.p.store.attempt_hashes(row.id).await?.iter().any(|(h, _)| *h == hash);
-            if ours {
-                // Our own transaction ran it: its receipt will show; never call this replaced.
-                tracing::info!(id = row.id, %hash, "the call ran in one of its own transactions; waiting for the receipt");
-                return Ok(());
+        let mut ran = Vec::with_capacity(calls.len());
+        let mut ours: Option<Vec<B256>> = None;
+        for call in &calls {
+            let used = self.call_ran(call, at).await?;
+            if used && let Some(hash) = self.nonce_used_by(call, view.head).await? {
+                if ours.is_none() {
+                    ours = Some(self.p.store.attempt_hashes(row.id).await?.into_iter().map(|(h, _)| h).collect());
+                }
+                if ours.as_ref().is_some_and(|o| o.contains(&hash)) {
+                    // Our own transaction ran it: its receipt will show; never call this replaced.
+                    tracing::info!(id = row.id, call = call.id, %hash, "the call ran in one of its own transactions; waiting for the receipt");
+                    return Ok(());
+                }
             }
+            ran.push(used);
         }
+        if row.bundle_size.is_some() {
+            return self.settle_displaced_bundle(row, &calls, &ran, view).await;
+        }
+        let used = ran[0];
         self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.id);
         let scope = row_scope(self.chain_id(), row);
         if used {
@@ -713,6 +709,94 @@ impl Tick<'_> {
             );
             Ok(())
         }
+    }
+
+    /// Whether `call`'s bySig nonce is used at block `at`.
+    async fn call_ran(&self, call: &SignedCall, at: BlockId) -> anyhow::Result<bool> {
+        let streampay = StreamPay::new(call.contract, &self.p.provider);
+        Ok(if call.nonce_type == NonceType::Unique {
+            streampay
+                .bySigUniqueNonces(call.signer, alloy::primitives::U256::from(call.nonce))
+                .call()
+                .block(at)
+                .await
+                .context("Failed to read the signer's unique bySig nonce")?
+        } else {
+            streampay
+                .bySigAccountNonces(call.signer)
+                .call()
+                .block(at)
+                .await
+                .context("Failed to read the signer's bySig nonce")?
+                > alloy::primitives::U256::from(call.nonce)
+        })
+    }
+
+    /// A bundle whose nonce another transaction used, none of whose calls ran in one of its own
+    /// transactions (see [`Tick::settle_used_nonce`]): a call that ran elsewhere is `replaced`;
+    /// the others move with the bundle to a fresh nonce, unless the bundle was being cancelled
+    /// or its earliest deadline has passed (then they end `rejected` or `expired`). A call that
+    /// ran elsewhere stays in the moved bundle, where it fails alone on its used nonce; its row,
+    /// already settled, is not written again.
+    async fn settle_displaced_bundle(
+        &self,
+        row: &QueuedTx,
+        calls: &[SignedCall],
+        ran: &[bool],
+        view: &View,
+    ) -> anyhow::Result<()> {
+        self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.id);
+        let ending = if row.latest.kind == AttemptKind::Cancel {
+            Some(Outcome::Rejected { error: "the nonce was used by another transaction while cancelling".to_string() })
+        } else if row.deadline > 0 && view.time > row.deadline {
+            Some(Outcome::Expired)
+        } else {
+            None
+        };
+        let mut settled = Vec::new();
+        for (call, ran) in calls.iter().zip(ran) {
+            if call.settled {
+                continue;
+            }
+            let scope = call.scope(self.chain_id());
+            if *ran {
+                tracing::warn!(id = call.id, bundle = row.id, "the signed call was executed by another transaction");
+                settled.push((call.id, Outcome::Replaced, (scope, call.nonce, NonceStatus::Mined)));
+            } else if let Some(outcome) = &ending {
+                settled.push((call.id, outcome.clone(), (scope, call.nonce, NonceStatus::Failed)));
+            }
+        }
+        if ending.is_none() {
+            // The leader's row carries the bundle: it stays open (and is moved) even if its own
+            // call ran elsewhere, and is settled with the bundle's receipt.
+            settled.retain(|(id, _, _)| *id != row.id);
+        }
+        if !settled.is_empty() {
+            self.p.store.settle_rows(self.lease, &[], &settled).await?;
+            for (id, outcome, _) in &settled {
+                crate::observability::pipeline_settled(outcome.label());
+                self.p.notify_settled(*id);
+            }
+        }
+        if ending.is_some() {
+            return Ok(());
+        }
+        let sponsor = &self.lane.sponsor;
+        let estimate = fees::initial(self.p.estimate_fees().await?, self.p.settings.max_fee_cap);
+        let nonce = self
+            .p
+            .store
+            .requeue_transaction(self.lease, row.id, view.chain_nonce, |nonce| {
+                sponsor.sign_call(nonce, row.contract, row.calldata.clone(), row.gas_limit, estimate)
+            })
+            .await?;
+        tracing::warn!(
+            id = row.id,
+            old = row.sponsor_nonce,
+            new = nonce,
+            "nonce drift: nonce used outside the relayer; bundle moved to a new nonce"
+        );
+        Ok(())
     }
 
     /// Sends cancellations at the sponsor's nonces `from..to` (at most [`CONCURRENCY`] of them),
@@ -786,9 +870,9 @@ impl Tick<'_> {
         Ok(first)
     }
 
-    /// The transaction whose `NonceUsed` log, at or below block `to`, used the row's signed
+    /// The transaction whose `NonceUsed` log, at or below block `to`, used the call's signed
     /// meta nonce (searched over the last [`NONCE_LOG_LOOKBACK`] blocks).
-    async fn nonce_used_by(&self, row: &QueuedTx, to: u64) -> anyhow::Result<Option<B256>> {
+    async fn nonce_used_by(&self, row: &SignedCall, to: u64) -> anyhow::Result<Option<B256>> {
         use alloy::{rpc::types::Filter, sol_types::SolEvent};
         let filter = Filter::new()
             .address(row.contract)
@@ -799,8 +883,8 @@ impl Tick<'_> {
         let logs = self.p.provider.get_logs(&filter).await.context("Failed to read NonceUsed logs")?;
         for log in logs {
             let Ok(event) = StreamPay::NonceUsed::decode_log_data(log.data()) else { continue };
-            if event.nonceType == row.meta_nonce_type as u8
-                && event.nonce == alloy::primitives::U256::from(row.meta_nonce)
+            if event.nonceType == row.nonce_type as u8
+                && event.nonce == alloy::primitives::U256::from(row.nonce)
                 && let Some(hash) = log.transaction_hash
             {
                 return Ok(Some(hash));
@@ -864,6 +948,7 @@ impl Tick<'_> {
             let members = self.p.store.bundle_rows(row.id).await?;
             let others: Vec<_> = members
                 .iter()
+                .filter(|m| !m.settled)
                 .map(|m| (m.id, outcome.clone(), (member_scope(self.chain_id(), m), m.meta_nonce, status)))
                 .collect();
             return self.settle_bundle(row, &members, &[], &others).await;
@@ -901,7 +986,7 @@ impl Tick<'_> {
         match kind {
             AttemptKind::Call if r.status() => {
                 let results = bundle_results(r, row.contract)?;
-                for (m, gas_used) in members.iter().zip(&shares) {
+                for (m, gas_used) in members.iter().zip(&shares).filter(|(m, _)| !m.settled) {
                     let scope = member_scope(self.chain_id(), m);
                     match results.get(&m.index) {
                         Some((true, _)) => mined.push(MinedRow {
@@ -925,7 +1010,7 @@ impl Tick<'_> {
             }
             AttemptKind::Call => {
                 let reason = self.revert_reason(row, block_number).await;
-                for (m, gas_used) in members.iter().zip(&shares) {
+                for (m, gas_used) in members.iter().zip(&shares).filter(|(m, _)| !m.settled) {
                     let outcome = Outcome::Reverted {
                         hash,
                         gas_used: *gas_used,
@@ -943,7 +1028,7 @@ impl Tick<'_> {
                 } else {
                     "the node refused the bundle holding the call; its nonce was filled by a cancellation"
                 };
-                for (m, gas_used) in members.iter().zip(&shares) {
+                for (m, gas_used) in members.iter().zip(&shares).filter(|(m, _)| !m.settled) {
                     let outcome = Outcome::Cancelled {
                         hash,
                         gas_used: *gas_used,
@@ -967,7 +1052,8 @@ impl Tick<'_> {
         mined: &[MinedRow],
         others: &[(i64, Outcome, (NonceScope, u64, NonceStatus))],
     ) -> anyhow::Result<()> {
-        anyhow::ensure!(mined.len() + others.len() == members.len(), "bundle {}: every call settles once", row.id);
+        let open = members.iter().filter(|m| !m.settled).count();
+        anyhow::ensure!(mined.len() + others.len() == open, "bundle {}: every open call settles once", row.id);
         self.p.store.settle_rows(self.lease, mined, others).await?;
         for _ in mined {
             crate::observability::pipeline_settled("mined");
@@ -975,7 +1061,7 @@ impl Tick<'_> {
         for (_, outcome, _) in others {
             crate::observability::pipeline_settled(outcome.label());
         }
-        for m in members {
+        for m in members.iter().filter(|m| !m.settled) {
             self.p.notify_settled(m.id);
         }
         Ok(())
@@ -1023,6 +1109,45 @@ enum Step {
     Waiting,
     /// The node refused it for now (the next pass tries again).
     Blocked,
+}
+
+/// A relayed call's signature, as drift detection asks the chain about it.
+struct SignedCall {
+    id: i64,
+    contract: Address,
+    signer: Address,
+    nonce_type: NonceType,
+    nonce: u64,
+    /// Already settled (a bundle's call that ran elsewhere).
+    settled: bool,
+}
+
+impl SignedCall {
+    fn of(row: &QueuedTx) -> Self {
+        Self {
+            id: row.id,
+            contract: row.contract,
+            signer: row.signer,
+            nonce_type: row.meta_nonce_type,
+            nonce: row.meta_nonce,
+            settled: false,
+        }
+    }
+
+    fn of_member(m: &BundleRow) -> Self {
+        Self {
+            id: m.id,
+            contract: m.contract,
+            signer: m.signer,
+            nonce_type: m.meta_nonce_type,
+            nonce: m.meta_nonce,
+            settled: m.settled,
+        }
+    }
+
+    fn scope(&self, chain_id: u64) -> NonceScope {
+        NonceScope { chain_id, contract: self.contract, signer: self.signer, nonce_type: self.nonce_type }
+    }
 }
 
 /// The nonce space of a bundle row's signed call.

@@ -152,6 +152,9 @@ pub struct BundleRow {
     pub meta_nonce_type: crate::chain::traits::NonceType,
     pub calldata: Bytes,
     pub gas_limit: u64,
+    /// Settled before its bundle: its call ran in another transaction (`replaced`). The
+    /// bundle's outcome is not written to it.
+    pub settled: bool,
 }
 
 /// A mined row not yet final, as the pipeline re-checks it.
@@ -288,9 +291,11 @@ async fn insert_attempt(
     .execute(&mut **tx)
     .await
     .context("Failed to record the signed transaction")?;
-    // The rows of a bundle (if `id` leads one) point at it too.
+    // The open rows of a bundle (if `id` leads one) point at it too (not a call of it already
+    // settled as run elsewhere).
     sqlx::query!(
-        "UPDATE relay_transactions SET tx_hash = $2, updated_at = now() WHERE id = $1 OR bundle_id = $1",
+        "UPDATE relay_transactions SET tx_hash = $2, updated_at = now()
+         WHERE id = $1 OR (bundle_id = $1 AND status IN ('pending', 'submitted'))",
         id,
         a.hash.as_slice()
     )
@@ -721,7 +726,8 @@ impl Store {
         let signed = sign(nonce)?;
         sqlx::query!(
             "UPDATE relay_transactions SET sponsor_nonce = $2, status = 'pending', last_sent_at = NULL,
-                block_number = NULL, block_hash = NULL, updated_at = now() WHERE id = $1 OR bundle_id = $1",
+                block_number = NULL, block_hash = NULL, updated_at = now()
+             WHERE id = $1 OR (bundle_id = $1 AND status IN ('pending', 'submitted'))",
             id,
             i64_of(nonce)?,
         )
@@ -856,7 +862,7 @@ impl Store {
     pub async fn bundle_rows(&self, leader: i64) -> anyhow::Result<Vec<BundleRow>> {
         let rows = sqlx::query!(
             r#"SELECT id, bundle_index AS "bundle_index!", contract, signer, meta_nonce, meta_nonce_type, calldata,
-                      coalesce(gas_limit, 0) AS "gas_limit!"
+                      coalesce(gas_limit, 0) AS "gas_limit!", status = 'replaced' AS "replaced!"
                FROM relay_transactions WHERE bundle_id = $1 ORDER BY bundle_index"#,
             leader,
         )
@@ -875,6 +881,7 @@ impl Store {
                         .unwrap_or(crate::chain::traits::NonceType::Account),
                     calldata: r.calldata.into(),
                     gas_limit: u64_of(r.gas_limit)?,
+                    settled: r.replaced,
                 })
             })
             .collect()

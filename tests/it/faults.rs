@@ -239,6 +239,125 @@ async fn a_bundle_killed_between_its_commit_and_its_broadcast_is_sent_once() {
     assert_eq!(hashes().await, committed, "the transactions committed before the kill are the ones mined");
 }
 
+#[tokio::test]
+async fn a_bundle_whose_nonce_is_used_outside_moves_and_its_call_run_elsewhere_is_replaced() {
+    // A blocker call is queued alone (nonce 0), then three calls in one bundle (nonce 1). Someone
+    // with the sponsor key uses both nonces, the second by running the bundle's second call
+    // itself. The blocker and the bundle must move to fresh nonces; the call run elsewhere must
+    // end `replaced` (its row not overwritten when the moved bundle, where it fails alone, is
+    // mined), the other two mined; every deposit made exactly once.
+    let stack = Stack::start(&["--no-mining"]).await;
+    let relayer = stack.replica(fast_settings()).await;
+    let users = stack.users(4);
+    stack.fund_wallets(&users, 10, false).await;
+    let mut bodies = Vec::new();
+    for u in &users {
+        bodies.push(stack.signed_deposit(&relayer.base, u, 10).await);
+    }
+    use sqlx::Connection;
+    let mut locker = sqlx::PgConnection::connect(&stack.db_url).await.unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let lock = loop {
+        let mut lock = locker.begin().await.unwrap();
+        let held: Vec<i32> =
+            sqlx::query_scalar("SELECT 1 FROM sponsor_accounts FOR UPDATE").fetch_all(&mut *lock).await.unwrap();
+        if held.len() == 1 {
+            break lock;
+        }
+        lock.rollback().await.unwrap();
+        assert!(tokio::time::Instant::now() < end, "the sponsor's row was not created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let admitted = |n: i64| {
+        let pool = stack.store.pool().clone();
+        async move {
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let got: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM admission_reservations").fetch_one(&pool).await.unwrap();
+                if got >= n {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < end, "only {got} of {n} executes reached the queue");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let blocker = stack.post(&relayer.base, EXECUTE, &bodies[0], ASYNC);
+    let rest = async {
+        admitted(1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        futures::future::join_all(bodies[1..].iter().map(|b| stack.post(&relayer.base, EXECUTE, b, ASYNC))).await
+    };
+    let release = async {
+        admitted(4).await;
+        lock.rollback().await.unwrap();
+    };
+    let (first, rest, ()) = tokio::join!(blocker, rest, release);
+    assert_eq!(first.0, StatusCode::ACCEPTED, "{first:?}");
+    assert!(rest.iter().all(|a| a.0 == StatusCode::ACCEPTED), "{rest:?}");
+    let ids: Vec<i64> = std::iter::once(&first).chain(&rest).map(|a| a.1["TransactionId"].as_i64().unwrap()).collect();
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
+        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let placed: Vec<(i64, i64, Option<i32>, Vec<u8>)> =
+        sqlx::query_as("SELECT id, sponsor_nonce, bundle_index, calldata FROM relay_transactions ORDER BY id")
+            .fetch_all(stack.store.pool())
+            .await
+            .unwrap();
+    let shape: Vec<(i64, Option<i32>)> = placed.iter().map(|p| (p.1, p.2)).collect();
+    assert_eq!(shape, vec![(0, None), (1, Some(0)), (1, Some(1)), (1, Some(2))], "a lone call, then a bundle of three");
+
+    // Someone with the sponsor key outbids both: a transfer at nonce 0, and the bundle's second
+    // call, run as a transaction of its own, at nonce 1.
+    let outsider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(stack.sponsor_signer.clone()))
+        .connect_http(stack.anvil_url());
+    let fees = stack.provider.estimate_eip1559_fees().await.unwrap();
+    let outbid = |tx: TransactionRequest, nonce: u64, gas: u64| {
+        tx.with_nonce(nonce)
+            .with_gas_limit(gas)
+            .with_max_fee_per_gas(fees.max_fee_per_gas * 10)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas * 10)
+    };
+    let transfer = outbid(TransactionRequest::default().with_to(stack.sponsor()).with_value(U256::from(1)), 0, 21_000);
+    let call =
+        outbid(TransactionRequest::default().with_to(stack.contract).with_input(placed[2].3.clone()), 1, 1_000_000);
+    let a = outsider.send_transaction(transfer).await.expect("outside transfer");
+    let b = outsider.send_transaction(call).await.expect("outside call");
+    stack.mine().await;
+    a.mined().await;
+    let receipt = b.get_receipt().await.unwrap();
+    assert!(receipt.status(), "the signed call ran outside the relayer");
+    stack.settle(true, Duration::from_secs(30)).await;
+
+    for u in &users {
+        assert_eq!(stack.balance_of(u.address()).await, U256::from(10) * U256::from(10u64).pow(U256::from(18)));
+    }
+    let rows: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT id, status, sponsor_nonce FROM relay_transactions ORDER BY id")
+            .fetch_all(stack.store.pool())
+            .await
+            .unwrap();
+    let mut listed: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let mut accepted = ids.clone();
+    listed.sort();
+    accepted.sort();
+    assert_eq!(listed, accepted, "one row per accepted call");
+    for (id, status, nonce) in &rows {
+        if *id == placed[2].0 {
+            assert_eq!(status, "replaced", "the call run elsewhere: {rows:?}");
+        } else {
+            assert!(status == "mined" || status == "confirmed", "{rows:?}");
+            assert!(*nonce >= 2, "moved off the used nonces: {rows:?}");
+        }
+    }
+    // Two nonces used outside, then the blocker and the bundle, moved: no gap, nothing twice.
+    assert_eq!(stack.sponsor_chain_nonce().await, 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_lease_owner_resumes_after_a_takeover_and_sends_nothing() {
     let stack = Stack::start(&[]).await;
