@@ -361,6 +361,65 @@ impl Stack {
         }
     }
 
+    /// Executes `bodies` (`Prefer: respond-async`) through `base` so that `bodies[0]` is queued
+    /// alone and the others together, in one batch (one bundle): the sponsor's nonce row is held
+    /// (on a connection of the test's own) while the first call reaches it and holds the
+    /// sponsor's enqueue lock, the others are admitted behind it, and the row is released once
+    /// all are admitted. Answers each call's row id, in `bodies` order.
+    pub async fn execute_behind_a_blocker(&self, base: &str, bodies: &[Value]) -> Vec<i64> {
+        use sqlx::Connection;
+        let mut locker = sqlx::PgConnection::connect(&self.db_url).await.unwrap();
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        let lock = loop {
+            let mut lock = locker.begin().await.unwrap();
+            let held: Vec<i32> =
+                sqlx::query_scalar("SELECT 1 FROM sponsor_accounts FOR UPDATE").fetch_all(&mut *lock).await.unwrap();
+            if held.len() == 1 {
+                break lock;
+            }
+            lock.rollback().await.unwrap();
+            assert!(tokio::time::Instant::now() < end, "the sponsor's row was not created");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let admitted = |n: usize| async move {
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let got: i64 = sqlx::query_scalar("SELECT count(*) FROM admission_reservations")
+                    .fetch_one(self.store.pool())
+                    .await
+                    .unwrap();
+                if got >= n as i64 {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < end, "only {got} of {n} executes reached the queue");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let async_ = &[("Prefer", "respond-async")];
+        let path = "/api/v1/USDC/meta/execute";
+        let first = self.post(base, path, &bodies[0], async_);
+        let rest = async {
+            admitted(1).await;
+            // The first call was admitted; a moment more and it holds the enqueue lock (one RPC
+            // away). Were it not there yet, the others would share its batch, which the callers'
+            // assertions on the queue would show.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            futures::future::join_all(bodies[1..].iter().map(|b| self.post(base, path, b, async_))).await
+        };
+        let release = async {
+            admitted(bodies.len()).await;
+            lock.rollback().await.unwrap();
+        };
+        let (first, rest, ()) = tokio::join!(first, rest, release);
+        std::iter::once(first)
+            .chain(rest)
+            .map(|(status, out)| {
+                assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+                out["TransactionId"].as_i64().unwrap_or_else(|| panic!("no transaction id: {out}"))
+            })
+            .collect()
+    }
+
     pub async fn post(&self, base: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> (StatusCode, Value) {
         let mut r = self.http.post(format!("{base}{path}")).header("X-API-Key", &self.api_key).json(body);
         for (k, v) in headers {

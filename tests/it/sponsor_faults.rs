@@ -330,6 +330,62 @@ async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_
 }
 
 #[tokio::test]
+async fn a_bundle_whose_receipt_a_lagging_node_hides_is_never_moved_or_replaced() {
+    // As above, for a bundle: a lone call and a bundle of three are mined while the node hides
+    // every receipt. Drift detection must find each bundled call's nonce used by the bundle's
+    // own transaction and wait, rather than move the bundle or call any of its calls replaced.
+    let stack = Stack::start(&[]).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
+    let hidden = Arc::new(AtomicU32::new(0));
+    let bysig_reads = Arc::new(AtomicU32::new(0));
+    let (h, b) = (hidden.clone(), bysig_reads.clone());
+    proxy.set(move |req: &Value| {
+        if req["method"] == "eth_getTransactionReceipt" || req["method"] == "eth_getBlockReceipts" {
+            h.fetch_add(1, Ordering::SeqCst);
+            return Some(json!({ "result": null }));
+        }
+        if req["method"] == "eth_call" {
+            b.fetch_add(1, Ordering::SeqCst);
+        }
+        None
+    });
+    let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
+    let users = stack.users(4);
+    stack.fund_wallets(&users, 10, true).await;
+    let mut bodies = Vec::new();
+    for u in &users {
+        bodies.push(stack.signed_deposit(&relayer.base, u, 10).await);
+    }
+    let ids = stack.execute_behind_a_blocker(&relayer.base, &bodies).await;
+    let bundled: i64 = sqlx::query_scalar("SELECT count(*) FROM relay_transactions WHERE bundle_id IS NOT NULL")
+        .fetch_one(stack.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(bundled, 3, "a lone call and a bundle of three");
+    wait_for("both transactions are mined", 30, || async { stack.sponsor_chain_nonce().await == 2 }).await;
+    wait_for("the worker asks for the hidden receipts", 30, || async { hidden.load(Ordering::SeqCst) > 0 }).await;
+    let calls_then = bysig_reads.load(Ordering::SeqCst);
+    // Past the drift grace the worker reads each call's nonce: four calls, four reads at least.
+    wait_for("the worker reads the signed calls' nonces (drift decision)", 30, || async {
+        bysig_reads.load(Ordering::SeqCst) >= calls_then + 8
+            || futures::future::join_all(ids.iter().map(|id| row(&stack, *id))).await.iter().any(|r| r.0 != "submitted")
+    })
+    .await;
+    for id in &ids {
+        let (status, ..) = row(&stack, *id).await;
+        assert_eq!(status, "submitted", "no decision without the receipt (row {id})");
+    }
+    proxy.clear();
+    stack.settle(false, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+    for id in &ids {
+        let (status, _, _, nonce) = row(&stack, *id).await;
+        assert!(status == "mined" || status == "confirmed", "row {id}: {status}");
+        assert!(nonce < 2, "row {id} was not moved (nonce {nonce})");
+    }
+}
+
+#[tokio::test]
 async fn a_node_that_never_answers_ends_ticks_not_the_worker_and_the_call_goes_once_it_answers() {
     let stack = Stack::start(&[]).await;
     // The worker is held off while the call is queued.
