@@ -1207,6 +1207,36 @@ async fn main() -> anyhow::Result<()> {
         cpu_r.per_call(rpc_relays)
     );
     println!();
+    // Bundles: how the relayed calls went out, and the gas each was charged (its share of its
+    // transaction's gas; a call sent alone is charged its transaction's gas).
+    let sizes: Vec<(i32, i64, f64)> = sqlx::query_as(
+        "SELECT coalesce(b.size, 1), count(*), avg(t.gas_used)::float8
+         FROM relay_transactions t LEFT JOIN relay_bundles b ON b.leader_id = t.bundle_id
+         WHERE t.gas_used IS NOT NULL GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    println!(
+        "Relayed calls by the size of the transaction they went out in (all rounds, warm-up included), with the gas charged per call:"
+    );
+    println!();
+    println!("| calls per transaction | calls | transactions | gas per call (mean) |");
+    println!("|---:|---:|---:|---:|");
+    for (size, calls, gas) in &sizes {
+        println!("| {size} | {calls} | {} | {gas:.0} |", calls / i64::from(*size).max(1));
+    }
+    let (calls, gas): (i64, f64) = sizes.iter().fold((0, 0.0), |(n, g), (_, c, m)| (n + c, g + *c as f64 * m));
+    let alone = sizes.iter().find(|(s, _, _)| *s == 1).map(|(_, _, g)| *g);
+    println!();
+    match alone {
+        Some(a) => println!(
+            "Mean gas per relayed call: {:.0}, {:.0}% below a call sent alone ({a:.0}).",
+            gas / calls.max(1) as f64,
+            100.0 * (1.0 - gas / calls.max(1) as f64 / a)
+        ),
+        None => println!("Mean gas per relayed call: {:.0}; no call went alone.", gas / calls.max(1) as f64),
+    }
+    println!();
     println!("Relayer peak RSS (VmHWM, max over its runs): {peak_rss:.1} MiB.");
     println!(
         "Exactly once (asserted): {relays} relays each answered once (200, or 202 on the accept path) and mined once ({relays} rows mined, the pool's nonces rose by exactly the relayer's transactions on record of each round); {} ceiling transactions each included once and successful; all {} users hold exactly one deposit.",
