@@ -1048,6 +1048,15 @@ async fn main() -> anyhow::Result<()> {
     assert_eq!(checked, users.len());
 
     let peak_rss = relayer.peak_rss_mib;
+    // Bundles: how the relayed calls went out, and the gas each was charged (its share of its
+    // transaction's gas; a call sent alone is charged its transaction's gas).
+    let sizes: Vec<(i32, i64, f64)> = sqlx::query_as(
+        "SELECT coalesce(b.size, 1), count(*), avg(t.gas_used)::float8
+         FROM relay_transactions t LEFT JOIN relay_bundles b ON b.leader_id = t.bundle_id
+         WHERE t.gas_used IS NOT NULL GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?;
     drop(relayer);
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
@@ -1207,15 +1216,6 @@ async fn main() -> anyhow::Result<()> {
         cpu_r.per_call(rpc_relays)
     );
     println!();
-    // Bundles: how the relayed calls went out, and the gas each was charged (its share of its
-    // transaction's gas; a call sent alone is charged its transaction's gas).
-    let sizes: Vec<(i32, i64, f64)> = sqlx::query_as(
-        "SELECT coalesce(b.size, 1), count(*), avg(t.gas_used)::float8
-         FROM relay_transactions t LEFT JOIN relay_bundles b ON b.leader_id = t.bundle_id
-         WHERE t.gas_used IS NOT NULL GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(store.pool())
-    .await?;
     println!(
         "Relayed calls by the size of the transaction they went out in (all rounds, warm-up included), with the gas charged per call:"
     );
