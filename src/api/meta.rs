@@ -290,6 +290,8 @@ pub async fn execute(
     // nothing stored: no request can free, cancel or re-target a call someone else built.
     let signed = signed_transaction(contract, from, &candidates, &data, &signature, &body, now).await?;
     let (outer, sponsor, nonce_type, digest) = (signed.outer, signed.sponsor, signed.nonce_type, signed.digest);
+    // On its way to the sponsor's queue from here: a batch being written waits for it (briefly).
+    let arriving = contract.chain.pipeline.arriving(sponsor.address());
     let scope = NonceScope { chain_id: contract.chain.chain_id, contract: contract.address, signer: from, nonce_type };
     // A signer's own budget of calls under this key, counted once the signature shows the call
     // is the signer's (a stranger naming the signer in `From` cannot spend it) and its permit
@@ -370,24 +372,27 @@ pub async fn execute(
     let queued = match simulated {
         Ok((gas_limit, reservation, _budget_guard)) => {
             let queued = pipeline
-                .enqueue(NewTransaction {
-                    chain_id: contract.chain.chain_id,
-                    contract: contract.address,
-                    api_key_id: key.0.id,
-                    signer: from,
-                    meta_nonce: nonce,
-                    meta_nonce_type: nonce_type,
-                    call_digest: Some(digest),
-                    deadline,
-                    sponsor: sponsor.address(),
-                    calldata: outer,
-                    gas_limit,
-                    history: Some(crate::store::TxMeta {
-                        reference,
-                        operations: checked.operations.iter().map(|o| o.to_string()).collect(),
-                        amounts: super::history::call_amounts(&data, contract.token_decimals),
-                    }),
-                })
+                .enqueue_arriving(
+                    NewTransaction {
+                        chain_id: contract.chain.chain_id,
+                        contract: contract.address,
+                        api_key_id: key.0.id,
+                        signer: from,
+                        meta_nonce: nonce,
+                        meta_nonce_type: nonce_type,
+                        call_digest: Some(digest),
+                        deadline,
+                        sponsor: sponsor.address(),
+                        calldata: outer,
+                        gas_limit,
+                        history: Some(crate::store::TxMeta {
+                            reference,
+                            operations: checked.operations.iter().map(|o| o.to_string()).collect(),
+                            amounts: super::history::call_amounts(&data, contract.token_decimals),
+                        }),
+                    },
+                    arriving,
+                )
                 .await
                 // A database that is down is a 503 of its own; anything else failing here is the node.
                 .map_err(|e| match AppError::from(e) {

@@ -228,6 +228,7 @@ struct PipelineSection {
     lease_ttl_secs: Option<u64>,
     bundle_max_calls: Option<u64>,
     bundle_max_gas: Option<u64>,
+    bundle_linger_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -404,6 +405,7 @@ impl Config {
             lease_ttl: p.lease_ttl_secs.map_or(dp.lease_ttl, |v| Duration::from_secs(v.max(1))),
             bundle_max_calls: p.bundle_max_calls.map_or(dp.bundle_max_calls, |v| v.max(1) as usize),
             bundle_max_gas: p.bundle_max_gas.unwrap_or(dp.bundle_max_gas),
+            bundle_linger: p.bundle_linger_ms.map_or(dp.bundle_linger, Duration::from_millis),
         };
 
         let mut indexer = d.indexer.clone();

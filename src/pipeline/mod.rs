@@ -24,7 +24,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -148,6 +148,9 @@ pub struct PipelineSettings {
     /// Most gas one bundle may be signed for (the sum of its calls' gas limits): keep it well
     /// under the chain's block gas limit.
     pub bundle_max_gas: u64,
+    /// How long the writer of a sponsor's batch waits for executes still on their way to the
+    /// sponsor's queue (simulated, being admitted), so that they share the bundle. Zero: no wait.
+    pub bundle_linger: Duration,
 }
 
 impl PipelineSettings {
@@ -176,6 +179,7 @@ impl Default for PipelineSettings {
             lease_ttl: Duration::from_secs(10),
             bundle_max_calls: 16,
             bundle_max_gas: 8_000_000,
+            bundle_linger: Duration::from_millis(10),
         }
     }
 }
@@ -306,6 +310,27 @@ struct Lane {
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
+    /// Executes for this sponsor past their signature check and not yet waiting in `enqueues`
+    /// (see [`Arriving`]), and the notification each sends as it stops being one.
+    arriving: Arc<AtomicUsize>,
+    arrived: Arc<Notify>,
+}
+
+/// An execute on its way to a sponsor's queue (simulation, admission): while any is, the holder
+/// of the sponsor's enqueue lock waits up to `pipeline.bundle_linger_ms` before writing its
+/// batch, so that calls arriving together share a bundle. Dropped (or handed to
+/// [`Pipeline::enqueue_arriving`]) when the call is refused or waits in the queue.
+#[derive(Debug)]
+pub struct Arriving {
+    count: Arc<AtomicUsize>,
+    arrived: Arc<Notify>,
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.arrived.notify_waiters();
+    }
 }
 
 /// A call waiting in [`Pipeline::enqueue`] for its batch to be written.
@@ -376,6 +401,8 @@ impl Pipeline {
                         nonce_floor: AtomicU64::new(0),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
+                        arriving: Arc::default(),
+                        arrived: Arc::default(),
                     }),
                 )
             })
@@ -467,6 +494,20 @@ impl Pipeline {
     /// the sponsor's nonce row is locked once per batch instead of once per call, and a burst
     /// holds one database connection per sponsor instead of one per call.
     pub async fn enqueue(&self, t: NewTransaction) -> anyhow::Result<Queued> {
+        self.enqueue_arriving(t, None).await
+    }
+
+    /// Counts an execute for `sponsor` as on its way to the queue until the answer is dropped
+    /// (see [`Arriving`]); `None` for a sponsor this pipeline does not send for.
+    pub fn arriving(&self, sponsor: Address) -> Option<Arriving> {
+        let lane = self.lanes.get(&sponsor)?;
+        lane.arriving.fetch_add(1, Ordering::AcqRel);
+        Some(Arriving { count: lane.arriving.clone(), arrived: lane.arrived.clone() })
+    }
+
+    /// [`Pipeline::enqueue`] of a call counted by `arriving`, which stops counting once the call
+    /// waits in the queue.
+    pub async fn enqueue_arriving(&self, t: NewTransaction, arriving: Option<Arriving>) -> anyhow::Result<Queued> {
         let lane = self.lanes.get(&t.sponsor).context("sponsor not configured")?.clone();
         let fees = fees::initial(self.estimate_fees().await?, self.settings.max_fee_cap);
         let chain_nonce = self.chain_nonce(&lane).await?;
@@ -478,6 +519,7 @@ impl Pipeline {
             fees,
             done,
         });
+        drop(arriving);
         loop {
             let _guard = lane.enqueue_lock.lock().await;
             match result.try_recv() {
@@ -489,6 +531,7 @@ impl Pipeline {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
+            self.linger(&lane).await;
             let batch: Vec<WaitingEnqueue> = {
                 let mut waiting = lane.enqueues.lock().unwrap_or_else(|e| e.into_inner());
                 let n = waiting.len().min(MAX_ENQUEUE_BATCH);
@@ -513,6 +556,25 @@ impl Pipeline {
                 }
             }
             // Ours was answered above, or is still waiting (more than a batch was queued).
+        }
+    }
+
+    /// While executes for the lane's sponsor are on their way to its queue, waits for them (at
+    /// most `bundle_linger`) before the batch is taken: they then share its bundle.
+    async fn linger(&self, lane: &Lane) {
+        let linger = self.settings.bundle_linger;
+        if self.settings.bundle_max_calls < 2 || linger.is_zero() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + linger;
+        loop {
+            let arrived = lane.arrived.notified();
+            if lane.arriving.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(until, arrived).await.is_err() {
+                return;
+            }
         }
     }
 
