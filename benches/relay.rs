@@ -275,10 +275,13 @@ impl HttpClient {
 type Waiters = Arc<Mutex<HashMap<B256, oneshot::Sender<(bool, Instant)>>>>;
 
 /// Follows new blocks (2 ms `eth_blockNumber` poll) and fetches each block's receipts once.
+/// A receipt the watcher saw: when its block was seen, its sender, its hash, the calls it carried.
+type Seen = (Instant, Address, B256, usize);
+
 struct Watcher {
     waiters: Waiters,
-    /// Every receipt seen: when its block was seen, its sender, its hash.
-    log: Arc<Mutex<Vec<(Instant, Address, B256)>>>,
+    /// Every receipt seen: when its block was seen, its sender, its hash, the calls it carried.
+    log: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -286,7 +289,7 @@ struct Watcher {
 impl Watcher {
     async fn start(provider: DynProvider) -> Self {
         let waiters: Waiters = Default::default();
-        let log: Arc<Mutex<Vec<(Instant, Address, B256)>>> = Default::default();
+        let log: Arc<Mutex<Vec<Seen>>> = Default::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut last = provider.get_block_number().await.expect("eth_blockNumber");
         let (w, l, s) = (waiters.clone(), log.clone(), stop.clone());
@@ -302,7 +305,15 @@ impl Watcher {
                     let mut log = l.lock().unwrap();
                     let mut waiters = w.lock().unwrap();
                     for r in receipts {
-                        log.push((now, r.from(), r.transaction_hash()));
+                        // A relayer's bundle carries one call per `BundleCallResult` log.
+                        use alloy::sol_types::SolEvent;
+                        let results = r
+                            .inner
+                            .logs()
+                            .iter()
+                            .filter(|l| l.topics().first() == Some(&StreamPay::BundleCallResult::SIGNATURE_HASH))
+                            .count();
+                        log.push((now, r.from(), r.transaction_hash(), results.max(1)));
                         if let Some(tx) = waiters.remove(&r.transaction_hash()) {
                             let _ = tx.send((r.status(), now));
                         }
@@ -320,7 +331,7 @@ impl Watcher {
         rx
     }
 
-    async fn finish(self) -> Vec<(Instant, Address, B256)> {
+    async fn finish(self) -> Vec<Seen> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("watcher");
         std::mem::take(&mut *self.log.lock().unwrap())
@@ -462,11 +473,11 @@ async fn relayer_paced(http: &HttpClient, calls: &[Signed], rate: f64, respond_a
 /// Included rate of `from`'s transactions in the watcher's log since `start`, in steady state:
 /// the calls of the blocks after the first and before the last one, over the time from the first
 /// block to the one before the last (a partly filled first or last block does not count).
-fn included_rate(log: &[(Instant, Address, B256)], from: &[Address], start: Instant) -> (usize, f64, Vec<usize>) {
+fn included_rate(log: &[Seen], from: &[Address], start: Instant) -> (usize, f64, Vec<usize>) {
     let mut blocks: BTreeMap<Instant, usize> = BTreeMap::new();
-    for (at, f, _) in log {
+    for (at, f, _, calls) in log {
         if from.contains(f) && *at >= start {
-            *blocks.entry(*at).or_insert(0) += 1;
+            *blocks.entry(*at).or_insert(0) += calls;
         }
     }
     let n: usize = blocks.values().sum();
