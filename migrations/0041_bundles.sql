@@ -17,7 +17,6 @@ CREATE INDEX relay_transactions_bundle ON relay_transactions (bundle_id) WHERE b
 ALTER TABLE relay_transactions DROP CONSTRAINT relay_transactions_tx_hash_key;
 CREATE UNIQUE INDEX relay_transactions_own_hash ON relay_transactions (tx_hash)
     WHERE bundle_id IS NULL OR bundle_id = id;
-CREATE INDEX relay_transactions_hash ON relay_transactions (tx_hash);
 -- Likewise one transaction per sponsor nonce: the rows of a bundle share the leader's.
 ALTER TABLE relay_transactions DROP CONSTRAINT relay_transactions_sponsor_nonce;
 CREATE UNIQUE INDEX relay_transactions_sponsor_nonce ON relay_transactions (chain_id, sponsor, sponsor_nonce)

@@ -686,29 +686,33 @@ impl Tick<'_> {
         if used {
             tracing::warn!(id = row.id, "the signed call was executed by another transaction");
             self.finish(row, scope, NonceStatus::Mined, &Outcome::Replaced).await
-        } else if row.latest.kind == AttemptKind::Cancel {
-            let error = "the nonce was used by another transaction while cancelling".to_string();
-            self.finish(row, scope, NonceStatus::Failed, &Outcome::Rejected { error }).await
-        } else if row.deadline > 0 && view.time > row.deadline {
-            self.finish(row, scope, NonceStatus::Failed, &Outcome::Expired).await
+        } else if let Some(outcome) = displaced_ending(row, view) {
+            self.finish(row, scope, NonceStatus::Failed, &outcome).await
         } else {
-            let sponsor = &self.lane.sponsor;
-            let estimate = fees::initial(self.p.estimate_fees().await?, self.p.settings.max_fee_cap);
-            let nonce = self
-                .p
-                .store
-                .requeue_transaction(self.lease, row.id, view.chain_nonce, |nonce| {
-                    sponsor.sign_call(nonce, row.contract, row.calldata.clone(), row.gas_limit, estimate)
-                })
-                .await?;
-            tracing::warn!(
-                id = row.id,
-                old = row.sponsor_nonce,
-                new = nonce,
-                "nonce drift: nonce used outside the relayer; call moved to a new nonce"
-            );
-            Ok(())
+            self.move_to_fresh_nonce(row, view).await
         }
+    }
+
+    /// Moves row `row` (a call, or a bundle with the calls it still carries), whose nonce another
+    /// transaction used, to the sponsor's next nonce with a freshly signed transaction.
+    async fn move_to_fresh_nonce(&self, row: &QueuedTx, view: &View) -> anyhow::Result<()> {
+        let sponsor = &self.lane.sponsor;
+        let estimate = fees::initial(self.p.estimate_fees().await?, self.p.settings.max_fee_cap);
+        let nonce = self
+            .p
+            .store
+            .requeue_transaction(self.lease, row.id, view.chain_nonce, |nonce| {
+                sponsor.sign_call(nonce, row.contract, row.calldata.clone(), row.gas_limit, estimate)
+            })
+            .await?;
+        tracing::warn!(
+            id = row.id,
+            old = row.sponsor_nonce,
+            new = nonce,
+            bundle = row.bundle_size,
+            "nonce drift: nonce used outside the relayer; moved to a new nonce"
+        );
+        Ok(())
     }
 
     /// Whether `call`'s bySig nonce is used at block `at`.
@@ -746,13 +750,7 @@ impl Tick<'_> {
         view: &View,
     ) -> anyhow::Result<()> {
         self.lane.suspects.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.id);
-        let ending = if row.latest.kind == AttemptKind::Cancel {
-            Some(Outcome::Rejected { error: "the nonce was used by another transaction while cancelling".to_string() })
-        } else if row.deadline > 0 && view.time > row.deadline {
-            Some(Outcome::Expired)
-        } else {
-            None
-        };
+        let ending = displaced_ending(row, view);
         let mut settled = Vec::new();
         for (call, ran) in calls.iter().zip(ran) {
             if call.settled {
@@ -772,31 +770,12 @@ impl Tick<'_> {
             settled.retain(|(id, _, _)| *id != row.id);
         }
         if !settled.is_empty() {
-            self.p.store.settle_rows(self.lease, &[], &settled).await?;
-            for (id, outcome, _) in &settled {
-                crate::observability::pipeline_settled(outcome.label());
-                self.p.notify_settled(*id);
-            }
+            self.write_settled(&[], &settled).await?;
         }
         if ending.is_some() {
             return Ok(());
         }
-        let sponsor = &self.lane.sponsor;
-        let estimate = fees::initial(self.p.estimate_fees().await?, self.p.settings.max_fee_cap);
-        let nonce = self
-            .p
-            .store
-            .requeue_transaction(self.lease, row.id, view.chain_nonce, |nonce| {
-                sponsor.sign_call(nonce, row.contract, row.calldata.clone(), row.gas_limit, estimate)
-            })
-            .await?;
-        tracing::warn!(
-            id = row.id,
-            old = row.sponsor_nonce,
-            new = nonce,
-            "nonce drift: nonce used outside the relayer; bundle moved to a new nonce"
-        );
-        Ok(())
+        self.move_to_fresh_nonce(row, view).await
     }
 
     /// Sends cancellations at the sponsor's nonces `from..to` (at most [`CONCURRENCY`] of them),
@@ -943,16 +922,6 @@ impl Tick<'_> {
         status: NonceStatus,
         outcome: &Outcome,
     ) -> anyhow::Result<()> {
-        if row.bundle_size.is_some() {
-            // Every call of the bundle ends the same way (its transaction never ran).
-            let members = self.p.store.bundle_rows(row.id).await?;
-            let others: Vec<_> = members
-                .iter()
-                .filter(|m| !m.settled)
-                .map(|m| (m.id, outcome.clone(), (member_scope(self.chain_id(), m), m.meta_nonce, status)))
-                .collect();
-            return self.settle_bundle(row, &members, &[], &others).await;
-        }
         self.p.store.settle_transaction(self.lease, row.id, outcome, (scope, row.meta_nonce, status)).await?;
         crate::observability::pipeline_settled(outcome.label());
         self.p.notify_settled(row.id);
@@ -1054,15 +1023,24 @@ impl Tick<'_> {
     ) -> anyhow::Result<()> {
         let open = members.iter().filter(|m| !m.settled).count();
         anyhow::ensure!(mined.len() + others.len() == open, "bundle {}: every open call settles once", row.id);
+        self.write_settled(mined, others).await
+    }
+
+    /// Writes the outcomes of rows of one bundle in one transaction (see [`crate::store::Store::settle_rows`]),
+    /// then counts them and wakes their waiters.
+    async fn write_settled(
+        &self,
+        mined: &[MinedRow],
+        others: &[(i64, Outcome, (NonceScope, u64, NonceStatus))],
+    ) -> anyhow::Result<()> {
         self.p.store.settle_rows(self.lease, mined, others).await?;
-        for _ in mined {
+        for m in mined {
             crate::observability::pipeline_settled("mined");
-        }
-        for (_, outcome, _) in others {
-            crate::observability::pipeline_settled(outcome.label());
-        }
-        for m in members.iter().filter(|m| !m.settled) {
             self.p.notify_settled(m.id);
+        }
+        for (id, outcome, _) in others {
+            crate::observability::pipeline_settled(outcome.label());
+            self.p.notify_settled(*id);
         }
         Ok(())
     }
@@ -1109,6 +1087,19 @@ enum Step {
     Waiting,
     /// The node refused it for now (the next pass tries again).
     Blocked,
+}
+
+/// How a transaction whose nonce another transaction used ends without moving: `rejected` if
+/// it was being cancelled, `expired` past its deadline (a bundle's: the earliest of its calls');
+/// `None`: it moves to a fresh nonce.
+fn displaced_ending(row: &QueuedTx, view: &View) -> Option<Outcome> {
+    if row.latest.kind == AttemptKind::Cancel {
+        Some(Outcome::Rejected { error: "the nonce was used by another transaction while cancelling".to_string() })
+    } else if row.deadline > 0 && view.time > row.deadline {
+        Some(Outcome::Expired)
+    } else {
+        None
+    }
 }
 
 /// A relayed call's signature, as drift detection asks the chain about it.

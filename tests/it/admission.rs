@@ -342,7 +342,7 @@ async fn daily_budgets_hold_across_two_app_instances_on_one_database() {
 /// Today's spend of `signer` and of the app's key family, as admission reads it (the ledger of
 /// migration 0040: totals plus deltas not rolled up yet), and as the sum over the day's rows it
 /// replaced (gas used, or the limit while in flight, at the latest attempt's max fee).
-async fn spend_both_ways(
+pub(crate) async fn spend_both_ways(
     conn: &mut sqlx::PgConnection,
     app: &TestApp,
     signer: Address,
@@ -360,7 +360,7 @@ async fn spend_both_ways(
             SELECT t.chain_id, t.signer, t.api_key_id,
                    coalesce(t.gas_used, t.gas_limit, 0)::numeric * l.max_fee_per_gas::numeric AS wei
             FROM relay_transactions t
-            JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = t.id
+            JOIN LATERAL (SELECT max_fee_per_gas FROM tx_attempts WHERE transaction_id = coalesce(t.bundle_id, t.id)
                           ORDER BY id DESC LIMIT 1) l ON true
             WHERE t.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'))
          SELECT coalesce((SELECT sum(wei) FROM today WHERE chain_id = $1 AND signer = $2), 0)::text,

@@ -163,4 +163,9 @@ async fn calls_queued_together_go_out_as_one_bundle_and_a_call_that_fails_fails_
             assert!(receipt.status(), "a bundle stands when one of its calls fails: {hash}");
         }
     }
+    // Admission's daily spend (the ledger) prices each bundled call at the bundle's fee, as the
+    // sum over the day's rows does: for a signer in the bundle and for the key.
+    let (ledger, rows) = crate::admission::spend_both_ways(&mut watcher, &app, users[1].address()).await;
+    assert_eq!(ledger, rows, "(signer, key) spend: ledger vs rows");
+    assert!(ledger.0 != "0" && ledger.1 != ledger.0, "a bundled signer's spend is counted: {ledger:?}");
 }

@@ -274,15 +274,14 @@ async fn the_fee_cap_holds_on_a_first_send_while_the_base_fee_is_above_it() {
     assert!(highest as u128 <= cap, "signed above the cap: {highest} > {cap}");
 }
 
-#[tokio::test]
-async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_replaced() {
-    let stack = Stack::start(&[]).await;
+/// A proxy in front of the stack's Anvil whose backend serving receipts lags: it has none of
+/// them (one by one or a block's at once); calls and counts come from an up-to-date one. Answers
+/// the proxy, how many receipt reads it hid, and how many `eth_call`s went through.
+async fn lagging_receipts(stack: &Stack) -> (RpcProxy, Arc<AtomicU32>, Arc<AtomicU32>) {
     let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
     let hidden = Arc::new(AtomicU32::new(0));
     let bysig_reads = Arc::new(AtomicU32::new(0));
     let (h, b) = (hidden.clone(), bysig_reads.clone());
-    // The backend serving receipts lags: it has none of them (one by one or a block's at once);
-    // calls and counts come from an up-to-date one.
     proxy.set(move |req: &Value| {
         if req["method"] == "eth_getTransactionReceipt" || req["method"] == "eth_getBlockReceipts" {
             h.fetch_add(1, Ordering::SeqCst);
@@ -293,6 +292,13 @@ async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_
         }
         None
     });
+    (proxy, hidden, bysig_reads)
+}
+
+#[tokio::test]
+async fn a_receipt_a_lagging_node_hides_during_drift_detection_never_turns_into_replaced() {
+    let stack = Stack::start(&[]).await;
+    let (proxy, hidden, bysig_reads) = lagging_receipts(&stack).await;
     let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
     let user = stack.users(1).remove(0);
     stack.fund_wallets(std::slice::from_ref(&user), 10, true).await;
@@ -335,20 +341,7 @@ async fn a_bundle_whose_receipt_a_lagging_node_hides_is_never_moved_or_replaced(
     // every receipt. Drift detection must find each bundled call's nonce used by the bundle's
     // own transaction and wait, rather than move the bundle or call any of its calls replaced.
     let stack = Stack::start(&[]).await;
-    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
-    let hidden = Arc::new(AtomicU32::new(0));
-    let bysig_reads = Arc::new(AtomicU32::new(0));
-    let (h, b) = (hidden.clone(), bysig_reads.clone());
-    proxy.set(move |req: &Value| {
-        if req["method"] == "eth_getTransactionReceipt" || req["method"] == "eth_getBlockReceipts" {
-            h.fetch_add(1, Ordering::SeqCst);
-            return Some(json!({ "result": null }));
-        }
-        if req["method"] == "eth_call" {
-            b.fetch_add(1, Ordering::SeqCst);
-        }
-        None
-    });
+    let (proxy, hidden, bysig_reads) = lagging_receipts(&stack).await;
     let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
     let users = stack.users(4);
     stack.fund_wallets(&users, 10, true).await;
