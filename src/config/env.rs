@@ -62,6 +62,7 @@ pub(super) const VARS: &[(&str, &str, Kind)] = &[
     ("STREAMPAY_PIPELINE_BUNDLE_MAX_CALLS", "pipeline.bundle_max_calls", Kind::Number),
     ("STREAMPAY_PIPELINE_BUNDLE_MAX_GAS", "pipeline.bundle_max_gas", Kind::Number),
     ("STREAMPAY_PIPELINE_BUNDLE_LINGER_MS", "pipeline.bundle_linger_ms", Kind::Number),
+    ("STREAMPAY_PIPELINE_BUNDLE_HOLD_MS", "pipeline.bundle_hold_ms", Kind::Number),
     ("STREAMPAY_INDEXER_POLL_MS", "indexer.poll_interval_ms", Kind::Number),
     ("STREAMPAY_INDEXER_REORG_WINDOW", "indexer.reorg_window", Kind::Number),
     ("STREAMPAY_INDEXER_INITIAL_RANGE", "indexer.initial_range", Kind::Number),

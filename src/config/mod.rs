@@ -229,6 +229,7 @@ struct PipelineSection {
     bundle_max_calls: Option<u64>,
     bundle_max_gas: Option<u64>,
     bundle_linger_ms: Option<u64>,
+    bundle_hold_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +407,7 @@ impl Config {
             bundle_max_calls: p.bundle_max_calls.map_or(dp.bundle_max_calls, |v| v.max(1) as usize),
             bundle_max_gas: p.bundle_max_gas.unwrap_or(dp.bundle_max_gas),
             bundle_linger: p.bundle_linger_ms.map_or(dp.bundle_linger, Duration::from_millis),
+            bundle_hold: p.bundle_hold_ms.map_or(dp.bundle_hold, Duration::from_millis),
         };
 
         let mut indexer = d.indexer.clone();

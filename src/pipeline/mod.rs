@@ -21,7 +21,7 @@ mod finality;
 mod worker;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -151,6 +151,11 @@ pub struct PipelineSettings {
     /// How long the writer of a sponsor's batch waits for executes still on their way to the
     /// sponsor's queue (simulated, being admitted), so that they share the bundle. Zero: no wait.
     pub bundle_linger: Duration,
+    /// How long the writer of a sponsor's batch waits for the sponsor's previous transaction to
+    /// be mined, so that the calls queued meanwhile share the next bundle: only while that
+    /// transaction is on its way and the sponsor's transactions are usually mined within this
+    /// long (an automining or very fast chain; docs/throughput.md §3). Zero: no wait.
+    pub bundle_hold: Duration,
 }
 
 impl PipelineSettings {
@@ -180,6 +185,7 @@ impl Default for PipelineSettings {
             bundle_max_calls: 16,
             bundle_max_gas: 8_000_000,
             bundle_linger: Duration::from_millis(10),
+            bundle_hold: Duration::from_millis(100),
         }
     }
 }
@@ -314,6 +320,50 @@ struct Lane {
     /// (see [`Arriving`]), and the notification each sends as it stops being one.
     arriving: Arc<AtomicUsize>,
     arrived: Arc<Notify>,
+    /// The sponsor's transactions first sent by this process and not yet seen mined, in nonce
+    /// order: each nonce and when it was sent (see [`Pipeline::hold`]). At most
+    /// [`IN_FLIGHT_KEPT`]; the oldest are forgotten first.
+    in_flight: Mutex<VecDeque<(u64, Instant)>>,
+    /// How long the sponsor's transactions took from their first send until this process saw
+    /// them mined, a moving average in microseconds (0: none seen yet).
+    mined_after_us: AtomicU64,
+    /// Notified whenever this process sees the sponsor's transaction count rise.
+    mined: Notify,
+}
+
+impl Lane {
+    /// Notes the sponsor's transaction count read from the chain (or implied by a receipt):
+    /// sets `chain_nonce`, and once the count passes the transaction in flight, takes its time
+    /// to be mined into the average and wakes a batch waiting for it.
+    fn saw_count(&self, count: u64) {
+        // Stored, not raised: a fresh read of the chain is the truth, also after a reorg.
+        let before = self.chain_nonce.swap(count + 1, Ordering::Relaxed);
+        if before > count {
+            return;
+        }
+        let mut avg = self.mined_after_us.load(Ordering::Relaxed);
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some((_, sent)) = in_flight.front().copied().filter(|(nonce, _)| *nonce < count) {
+                in_flight.pop_front();
+                let took = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u64;
+                avg = if avg == 0 { took } else { (avg * 3 + took) / 4 }.max(1);
+            }
+        }
+        self.mined_after_us.store(avg, Ordering::Relaxed);
+        self.mined.notify_waiters();
+    }
+
+    /// Notes the first send of the sponsor's transaction at `nonce`.
+    fn sent_first(&self, nonce: u64) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.back().is_none_or(|(n, _)| *n < nonce) {
+            if in_flight.len() == IN_FLIGHT_KEPT {
+                in_flight.pop_front();
+            }
+            in_flight.push_back((nonce, Instant::now()));
+        }
+    }
 }
 
 /// An execute on its way to a sponsor's queue (simulation, admission): while any is, the holder
@@ -342,6 +392,12 @@ struct WaitingEnqueue {
     /// `None`: the batch failed; queue it alone.
     done: oneshot::Sender<Option<Queued>>,
 }
+
+/// How many first sends a lane remembers until it sees them mined (see `Lane::in_flight`).
+const IN_FLIGHT_KEPT: usize = 256;
+
+/// How often [`Pipeline::hold`] reads the sponsor's transaction count while it waits.
+const HOLD_POLL: Duration = Duration::from_millis(5);
 
 /// Most calls queued in one database transaction.
 const MAX_ENQUEUE_BATCH: usize = 128;
@@ -403,6 +459,9 @@ impl Pipeline {
                         enqueue_lock: tokio::sync::Mutex::new(()),
                         arriving: Arc::default(),
                         arrived: Arc::default(),
+                        in_flight: Mutex::default(),
+                        mined_after_us: AtomicU64::new(0),
+                        mined: Notify::new(),
                     }),
                 )
             })
@@ -479,7 +538,7 @@ impl Pipeline {
                     .latest()
                     .await
                     .context("Failed to read the sponsor's nonce")?;
-                lane.chain_nonce.fetch_max(n + 1, Ordering::Relaxed);
+                lane.saw_count(n);
                 Ok(n)
             }
             n => Ok(n - 1),
@@ -531,6 +590,7 @@ impl Pipeline {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
+            self.hold(&lane).await;
             self.linger(&lane).await;
             let batch: Vec<WaitingEnqueue> = {
                 let mut waiting = lane.enqueues.lock().unwrap_or_else(|e| e.into_inner());
@@ -556,6 +616,54 @@ impl Pipeline {
                 }
             }
             // Ours was answered above, or is still waiting (more than a batch was queued).
+        }
+    }
+
+    /// While the sponsor's newest transaction is on its way to a block, and its transactions are
+    /// usually mined within `bundle_hold`, waits for it (at most `bundle_hold`) before the batch
+    /// is taken: the calls queued meanwhile then share the next bundle instead of each taking a
+    /// nonce of their own behind it. On a chain whose blocks come slower than that (interval
+    /// mining) it does not wait at all, since a batch held back would miss the next block.
+    /// Reads the sponsor's transaction count every [`HOLD_POLL`] while it waits (the worker may
+    /// see the count first and wake it).
+    async fn hold(&self, lane: &Lane) {
+        let hold = self.settings.bundle_hold;
+        if self.settings.bundle_max_calls < 2 || hold.is_zero() {
+            return;
+        }
+        let mined_after = Duration::from_micros(lane.mined_after_us.load(Ordering::Relaxed));
+        if mined_after > hold {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let until = started + hold;
+        loop {
+            let mined = lane.mined.notified();
+            let newest = lane.in_flight.lock().unwrap_or_else(|e| e.into_inner()).back().copied();
+            // Nothing on its way, or the newest already in a block; or sent so long ago that the
+            // chain is not mining it promptly: waiting longer would not help.
+            let Some((nonce, sent)) = newest else { break };
+            if lane.chain_nonce.load(Ordering::Relaxed) > nonce + 1 || sent.elapsed() > hold {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            if tokio::time::timeout_at((now + HOLD_POLL).min(until), mined).await.is_ok() {
+                continue;
+            }
+            match self.provider.get_transaction_count(lane.sponsor.address).latest().await {
+                Ok(count) => lane.saw_count(count),
+                Err(e) => {
+                    tracing::debug!(error = format!("{e:#}"), "sponsor nonce read failed while holding a batch");
+                    break;
+                }
+            }
+        }
+        let held = started.elapsed();
+        if !held.is_zero() {
+            crate::observability::pipeline_stage("hold", held.as_secs_f64());
         }
     }
 

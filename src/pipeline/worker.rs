@@ -214,7 +214,7 @@ impl Tick<'_> {
             .latest()
             .await
             .context("Failed to read the sponsor's nonce")?;
-        self.lane.chain_nonce.store(chain_nonce + 1, Ordering::Relaxed);
+        self.lane.saw_count(chain_nonce);
         // Only a count above every nonce known to be allocated can be above `next_nonce`.
         if chain_nonce > self.lane.nonce_floor.load(Ordering::Relaxed)
             && self.p.store.raise_sponsor_nonce(self.lease, chain_nonce).await?
@@ -242,6 +242,7 @@ impl Tick<'_> {
         let included = self.included(&rows, &view).await?;
         if let Some(n) = rows.iter().filter(|r| included.contains_key(&r.id)).map(|r| r.sponsor_nonce).max() {
             view.chain_nonce = view.chain_nonce.max(n + 1);
+            self.lane.saw_count(view.chain_nonce);
         }
         // Rows whose nonce the chain has used are independent of each other: settled
         // concurrently, from the block receipts above or (rows they did not show: after a
@@ -541,6 +542,7 @@ impl Tick<'_> {
             Ok(_) => {
                 if row.status == TxStatus::Pending {
                     crate::observability::pipeline_stage("queue_wait", row.attempt_age_secs);
+                    self.lane.sent_first(row.sponsor_nonce);
                 }
                 self.forget_refusals(row.id);
                 self.note_sent(row.id);

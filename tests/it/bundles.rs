@@ -169,3 +169,142 @@ async fn calls_queued_together_go_out_as_one_bundle_and_a_call_that_fails_fails_
     assert_eq!(ledger, rows, "(signer, key) spend: ledger vs rows");
     assert!(ledger.0 != "0" && ledger.1 != ledger.0, "a bundled signer's spend is counted: {ledger:?}");
 }
+
+/// The hold: calls queued while the sponsor's previous transaction is on its way to a block wait
+/// for it (the chain has mined this sponsor's transactions promptly so far) and then go out
+/// together in one bundle, in a later block.
+async fn calls_behind_a_transaction_on_its_way(hold: Duration) -> (Vec<(i64, Option<i64>, Option<i64>)>, usize) {
+    use crate::pipeline_stack::{Stack, fast_settings};
+    use sqlx::Connection;
+    use streampay_relayer::pipeline::PipelineSettings;
+    let stack = Stack::start(&[]).await;
+    let relayer = stack.replica(PipelineSettings { bundle_hold: hold, ..fast_settings() }).await;
+    const N: usize = 5;
+    let users = stack.users(N + 2);
+    stack.fund_wallets(&users, 10, true).await;
+    let mut bodies = Vec::new();
+    for u in &users {
+        bodies.push(stack.signed_deposit(&relayer.base, u, 10).await);
+    }
+    let path = "/api/v1/USDC/meta/execute";
+    // One call mined at once (automine): the relayer learns that this chain mines promptly.
+    let (status, out) = stack.post(&relayer.base, path, &bodies[0], &[]).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    // Then the chain stops mining: the next call is sent and stays on its way.
+    let _: Value = stack.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let async_ = &[("Prefer", "respond-async")];
+    let (status, out) = stack.post(&relayer.base, path, &bodies[1], async_).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.rows().await.iter().filter(|(s, _)| s == "submitted").count() < 1 {
+        assert!(tokio::time::Instant::now() < end, "the second call was not sent: {:?}", stack.rows().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut watcher = sqlx::PgConnection::connect(&stack.db_url).await.unwrap();
+    let posts = futures::future::join_all(bodies[2..].iter().map(|b| stack.post(&relayer.base, path, b, async_)));
+    let mine = async {
+        // Each of the five is either admitted and on its way to the queue, or already queued.
+        let end = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let there: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM admission_reservations) + (SELECT count(*) - 2 FROM relay_transactions)",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if there >= N as i64 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "only {there} of {N} executes reached the queue");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A moment more and each waits in the sponsor's queue (or was queued).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let written: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM relay_transactions").fetch_one(stack.store.pool()).await.unwrap();
+        stack.mine().await;
+        written as usize
+    };
+    let (answers, written) = tokio::join!(posts, mine);
+    for (status, out) in &answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "{out}");
+    }
+    let _: Value = stack.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+    stack.settle(true, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+    let rows: Vec<(i64, Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT id, bundle_id, block_number FROM relay_transactions ORDER BY id")
+            .fetch_all(stack.store.pool())
+            .await
+            .unwrap();
+    (rows, written)
+}
+
+#[tokio::test]
+async fn calls_queued_while_the_sponsors_transaction_is_on_its_way_wait_for_it_and_share_one_bundle() {
+    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::from_secs(10)).await;
+    assert_eq!(written, 2, "the five calls were held until the transaction before them was mined: {rows:?}");
+    let (held, before) = (&rows[2..], &rows[1]);
+    let leader = held[0].1.unwrap_or_else(|| panic!("the five calls were bundled: {rows:?}"));
+    assert!(held.iter().all(|r| r.1 == Some(leader)), "the five calls share one bundle: {rows:?}");
+    assert!(
+        held.iter().all(|r| r.2 > before.2),
+        "the bundle went out after the transaction it waited for was mined, in a later block: {rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_hold_the_same_calls_go_out_at_once_beside_the_transaction_on_its_way() {
+    // The test above, with `pipeline.bundle_hold_ms` 0: its assertions would fail.
+    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::ZERO).await;
+    assert!(written > 2, "with no hold the calls were queued before the block: {rows:?}");
+    assert!(rows[2..].iter().all(|r| r.2 == rows[1].2), "and mined in the same block as it: {rows:?}");
+}
+
+#[tokio::test]
+async fn where_the_chain_mines_slower_than_the_hold_a_call_does_not_wait_for_the_transaction_before_it() {
+    // The chain took 4 s to mine this sponsor's last transaction, longer than the 3 s hold: a
+    // call queued while the next one is on its way must go out at once, not wait for it (it would
+    // only miss the block it could share).
+    use crate::pipeline_stack::{Stack, fast_settings};
+    use streampay_relayer::pipeline::PipelineSettings;
+    let stack = Stack::start(&["--no-mining"]).await;
+    let hold = Duration::from_secs(3);
+    let relayer = stack.replica(PipelineSettings { bundle_hold: hold, ..fast_settings() }).await;
+    let users = stack.users(3);
+    stack.fund_wallets(&users, 10, false).await;
+    let mut bodies = Vec::new();
+    for u in &users {
+        bodies.push(stack.signed_deposit(&relayer.base, u, 10).await);
+    }
+    let path = "/api/v1/USDC/meta/execute";
+    let async_ = &[("Prefer", "respond-async")];
+    let submitted = |n: usize| {
+        let stack = &stack;
+        async move {
+            let end = tokio::time::Instant::now() + Duration::from_secs(20);
+            while stack.rows().await.iter().filter(|(s, _)| s == "submitted").count() < n {
+                assert!(tokio::time::Instant::now() < end, "not sent: {:?}", stack.rows().await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let (status, out) = stack.post(&relayer.base, path, &bodies[0], async_).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    submitted(1).await;
+    // The chain takes 4 s to mine it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stack.settle(true, Duration::from_secs(20)).await;
+    let (status, out) = stack.post(&relayer.base, path, &bodies[1], async_).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    submitted(1).await;
+    let started = tokio::time::Instant::now();
+    let (status, out) = stack.post(&relayer.base, path, &bodies[2], async_).await;
+    let answered = started.elapsed();
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    assert!(answered < hold / 2, "the call was held behind the transaction on its way: answered in {answered:?}");
+    // Both are on their way together, each its own transaction.
+    submitted(2).await;
+    stack.settle(true, Duration::from_secs(20)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+}
