@@ -329,6 +329,9 @@ struct Lane {
     mined_after_us: AtomicU64,
     /// Notified whenever this process sees the sponsor's transaction count rise.
     mined: Notify,
+    /// The highest row id of each of the latest batches this process queued for the sponsor (at
+    /// most [`OWN_BATCHES_KEPT`]): their `streampay_queued` notifications need not wake its worker.
+    own_batches: Mutex<VecDeque<i64>>,
 }
 
 impl Lane {
@@ -392,6 +395,12 @@ struct WaitingEnqueue {
     /// `None`: the batch failed; queue it alone.
     done: oneshot::Sender<Option<Queued>>,
 }
+
+/// How many of its own batches a lane remembers (see `Lane::own_batches`).
+const OWN_BATCHES_KEPT: usize = 64;
+
+/// Most new blocks [`Pipeline::sponsor_mined_since`] looks through (more: a pass is due).
+const MAX_LOOK_BLOCKS: u64 = 16;
 
 /// How many first sends a lane remembers until it sees them mined (see `Lane::in_flight`).
 const IN_FLIGHT_KEPT: usize = 256;
@@ -462,6 +471,7 @@ impl Pipeline {
                         in_flight: Mutex::default(),
                         mined_after_us: AtomicU64::new(0),
                         mined: Notify::new(),
+                        own_batches: Mutex::default(),
                     }),
                 )
             })
@@ -715,6 +725,13 @@ impl Pipeline {
         if let Some(top) = rows.iter().map(|r| r.1).max() {
             lane.nonce_floor.fetch_max(top + 1, Ordering::Relaxed);
         }
+        if let Some(top) = rows.iter().map(|r| r.0).max() {
+            let mut own = lane.own_batches.lock().unwrap_or_else(|e| e.into_inner());
+            if own.len() == OWN_BATCHES_KEPT {
+                own.pop_front();
+            }
+            own.push_back(top);
+        }
         lane.wake.notify_one();
         Ok(rows.into_iter().map(|(id, sponsor_nonce, hash)| Queued { id, sponsor_nonce, hash }).collect())
     }
@@ -741,6 +758,53 @@ impl Pipeline {
         last
     }
 
+    /// Whether a block above `looked` (up to the latest, shared with the other workers) carries
+    /// a transaction from the lane's sponsor; `looked` moves to the latest block. The first look,
+    /// more than [`MAX_LOOK_BLOCKS`] new blocks, or a block whose receipts cannot be read answer
+    /// true (a pass finds out).
+    async fn sponsor_mined_since(&self, lane: &Lane, looked: &mut Option<u64>) -> anyhow::Result<bool> {
+        let head = self.blocks.latest(&self.provider, None).await?;
+        let from = match *looked {
+            Some(l) if l >= head.number => return Ok(false),
+            Some(l) if head.number - l <= MAX_LOOK_BLOCKS => l + 1,
+            _ => {
+                *looked = Some(head.number);
+                return Ok(true);
+            }
+        };
+        for n in from..=head.number {
+            let Some(receipts) = self.blocks.receipts(&self.provider, n).await? else {
+                return Ok(true);
+            };
+            if receipts.iter().any(|r| r.from == lane.sponsor.address) {
+                *looked = Some(head.number);
+                return Ok(true);
+            }
+        }
+        *looked = Some(head.number);
+        Ok(false)
+    }
+
+    /// Wakes the worker of the sponsor a `streampay_queued` notification names
+    /// (`<chain id>:0x<sponsor>:<highest id>`), if it is on this pipeline's chain and the rows
+    /// are not a batch this process wrote (its worker was woken by the write).
+    fn wake_queued(&self, payload: &str) {
+        let mut parts = payload.split(':');
+        let (Some(Ok(chain)), Some(Ok(sponsor)), Some(Ok(top))) = (
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<Address>),
+            parts.next().map(str::parse::<i64>),
+        ) else {
+            return;
+        };
+        if let Some(lane) = self.lanes.get(&sponsor)
+            && lane.sponsor.chain_id == chain
+            && !lane.own_batches.lock().unwrap_or_else(|e| e.into_inner()).contains(&top)
+        {
+            lane.wake.notify_one();
+        }
+    }
+
     fn notify_settled(&self, id: i64) {
         if let Some(waiters) = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
             for w in waiters {
@@ -758,7 +822,9 @@ const WAITERS_FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// channel (each row that settles notifies it with its id), plus one query for all the rows
 /// waited on here every [`WAITERS_FALLBACK_POLL`], or every `poll_interval` while the listener is
 /// not connected (none while nobody waits). Waiters of rows this process settles are woken by
-/// its worker directly.
+/// its worker directly. The same connection listens on `streampay_queued` and wakes the worker
+/// of a sponsor another replica queued calls for (migration 0042); while it is not connected,
+/// the workers find those calls at their next full pass.
 async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>, stop: CancellationToken) {
     let mut listener: Option<sqlx::postgres::PgListener> = None;
     let mut next_poll = tokio::time::Instant::now();
@@ -800,8 +866,12 @@ async fn poll_waiters(pipeline: std::sync::Weak<Pipeline>, stop: CancellationTok
                 _ = tokio::time::sleep_until(poll_at) => {}
                 n = l.try_recv() => match n {
                     Ok(Some(n)) => {
-                        if let (Ok(id), Some(p)) = (n.payload().parse::<i64>(), weak.upgrade()) {
-                            p.notify_settled(id);
+                        if let Some(p) = weak.upgrade() {
+                            if n.channel() == crate::store::QUEUED_CHANNEL {
+                                p.wake_queued(n.payload());
+                            } else if let Ok(id) = n.payload().parse::<i64>() {
+                                p.notify_settled(id);
+                            }
                         }
                     }
                     // The connection was lost: notifications may have been missed. Reconnect,

@@ -66,6 +66,15 @@ enum Pass {
     Busy { sent_new: bool },
 }
 
+/// The longest a busy worker goes without a full pass (the sponsor's count, its open rows):
+/// ten polls, at most an eighth of the lease and half of `rebroadcast_after`, never less than a
+/// poll. In between it passes only when asked or when a new block carries the sponsor's
+/// transaction; re-sends, fee bumps, deadlines and drift are seen at the next full pass.
+fn full_pass_every(settings: &super::PipelineSettings) -> std::time::Duration {
+    let poll = settings.poll_interval;
+    (poll * 10).min(settings.lease_ttl / 8).min(settings.rebroadcast_after / 2).max(poll)
+}
+
 /// How long a worker with nothing open waits for a wake-up before it looks again: ten polls, at
 /// most a second and a quarter of the lease (so the holder keeps it), never less than a poll.
 /// Calls this process queues wake it at once; only rows queued by another process, and nonce
@@ -87,13 +96,18 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
     // After a tick that sent a new transaction: the next one reads a head asked for after that
     // tick ended (an automining node has mined it), not one shared from before.
     let mut head_after: Option<tokio::time::Instant> = None;
+    // When the last pass started, and the newest block already looked at for the sponsor's
+    // transactions between passes (see `Pipeline::sponsor_mined_since`).
+    let mut last_pass: Option<std::time::Instant> = None;
+    let mut looked: Option<u64> = None;
     loop {
         let Some(p) = pipeline.upgrade() else { return };
+        let mut asked = hurry;
         if !hurry {
             let poll = if idle { idle_wait(&p.settings) } else { p.settings.poll_interval };
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = lane.wake.notified() => {}
+                _ = lane.wake.notified() => asked = true,
                 _ = tokio::time::sleep(poll) => {}
             }
         }
@@ -122,6 +136,19 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
         }
         let ttl = p.settings.lease_ttl.as_millis() as u64;
         let fresh = lease_taken.is_some_and(|t| t.elapsed() < p.settings.lease_ttl / 4);
+        // Between the passes something asks for (a call queued here or by another process, a
+        // send just made, nothing open) and the full pass every `full_pass_every`, a busy worker
+        // only looks at the new blocks: a pass is due when one carries a transaction from the
+        // sponsor (a call of ours mined, or the key used elsewhere).
+        if fresh
+            && !asked
+            && !idle
+            && last_pass.is_some_and(|t| t.elapsed() < full_pass_every(&p.settings))
+            && matches!(p.sponsor_mined_since(&lane, &mut looked).await, Ok(false))
+        {
+            continue;
+        }
+        last_pass = Some(std::time::Instant::now());
         if !fresh {
             let asked = std::time::Instant::now();
             match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {

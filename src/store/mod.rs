@@ -65,7 +65,7 @@ pub use keys::{
 };
 pub use nonces::{Claim, NonceScope, NonceStatus};
 pub use probes::QueueDepth;
-pub use settle::{AttemptRef, MinedRow, SETTLED_CHANNEL};
+pub use settle::{AttemptRef, MinedRow, QUEUED_CHANNEL, SETTLED_CHANNEL};
 pub use tokens::{NewClientToken, TokenLookup};
 pub use transactions::{
     AttemptKind, BundleRow, BundleTx, Lease, LeaseLost, NewTransaction, Outcome, QueuedTx, SignedAttempt,

@@ -17,6 +17,10 @@ use super::{
 /// `pending`/`submitted` for any other status).
 pub const SETTLED_CHANNEL: &str = "streampay_settled";
 
+/// The channel migration 0042's trigger notifies, with `<chain id>:0x<sponsor>:<highest id>`,
+/// when calls for that sponsor are queued (rows inserted), by any process.
+pub const QUEUED_CHANNEL: &str = "streampay_queued";
+
 /// One signed transaction of a row, as [`Store::attempts_of`] reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptRef {
@@ -81,14 +85,17 @@ impl Store {
         Ok(())
     }
 
-    /// A connection listening on [`SETTLED_CHANNEL`]: its own, outside the store's pool
-    /// ([`super::notify::listener_pool`]).
+    /// A connection listening on [`SETTLED_CHANNEL`] and [`QUEUED_CHANNEL`]: its own, outside
+    /// the store's pool ([`super::notify::listener_pool`]).
     pub async fn listen_settled(&self) -> anyhow::Result<sqlx::postgres::PgListener> {
         let own = super::notify::listener_pool(&self.pool);
         let mut listener = sqlx::postgres::PgListener::connect_with(&own)
             .await
             .context("Failed to connect the settled-rows listener")?;
-        listener.listen(SETTLED_CHANNEL).await.context("Failed to listen for settled rows")?;
+        listener
+            .listen_all([SETTLED_CHANNEL, QUEUED_CHANNEL])
+            .await
+            .context("Failed to listen for settled and queued rows")?;
         Ok(listener)
     }
 }

@@ -792,3 +792,39 @@ async fn a_call_reorged_out_under_several_blocks_at_default_settings_is_reopened
     // Executed once.
     assert_eq!(app.balance_of(user.address()).await, crate::harness::internal(5));
 }
+
+#[tokio::test]
+async fn a_call_queued_on_a_replica_without_the_lease_is_sent_at_once_by_the_holder() {
+    // Two replicas whose workers look at the queue only every 5 s by themselves. A holds the
+    // sponsor's lease; a call posted to B is queued by B, whose worker cannot send it. A's worker
+    // must be woken by the queued-rows notification and send it at once, not at its next look.
+    let stack = Stack::start(&[]).await;
+    let slow = PipelineSettings {
+        poll_interval: Duration::from_secs(5),
+        lease_ttl: Duration::from_secs(20),
+        rebroadcast_after: Duration::from_secs(20),
+        ..PipelineSettings::default()
+    };
+    let users = stack.users(2);
+    stack.fund_wallets(&users, 10, true).await;
+    let a = stack.replica(slow.clone()).await;
+    let owner_a = wait_lease_owner(&stack, |o| o.is_some()).await.unwrap();
+    let b = stack.replica(slow).await;
+    let path = "/api/v1/USDC/meta/execute";
+    let async_ = &[("Prefer", "respond-async")];
+    // One call through A first: both replicas' workers are past their first look.
+    let body = stack.signed_deposit(&a.base, &users[0], 10).await;
+    let (status, out) = stack.post(&a.base, path, &body, async_).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    stack.settle(false, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = stack.signed_deposit(&b.base, &users[1], 10).await;
+    let (status, out) = stack.post(&b.base, path, &body, async_).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
+    let queued = tokio::time::Instant::now();
+    stack.settle(false, Duration::from_secs(20)).await;
+    let took = queued.elapsed();
+    assert_eq!(lease_owner_now(&stack).await.as_deref(), Some(owner_a.as_str()), "A held the lease throughout");
+    assert!(took < Duration::from_millis(2500), "the holder sent B's call only at its next look: {took:?}");
+    stack.assert_exactly_once(&users, 10, 0).await;
+}
