@@ -51,6 +51,16 @@ pub(super) struct Blocks {
     /// The newest head read, shared by the workers for a short max age.
     head: HeadClock,
     receipts: std::sync::Mutex<BTreeMap<u64, Slot>>,
+    /// How fast the chain makes blocks, as the heads read show it.
+    pace: std::sync::Mutex<Pace>,
+}
+
+/// The chain's pace: the newest head number seen to change and when, and a moving average of
+/// the time per block between such changes (microseconds; 0: not measured yet).
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<(u64, Instant)>,
+    per_block_us: u64,
 }
 
 impl Blocks {
@@ -59,13 +69,42 @@ impl Blocks {
         Self {
             head: HeadClock::new((poll_interval / 2).min(HEAD_MAX_AGE_CAP)),
             receipts: std::sync::Mutex::new(BTreeMap::new()),
+            pace: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The chain's time per block lately (a moving average over the head changes the workers
+    /// saw, an idle stretch counting as one long block); `None` until two changes were seen.
+    pub fn block_interval(&self) -> Option<Duration> {
+        let pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+        (pace.per_block_us > 0).then(|| Duration::from_micros(pace.per_block_us))
+    }
+
+    fn note_head(&self, number: u64) {
+        let now = Instant::now();
+        let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+        match pace.last {
+            Some((n, _)) if number == n => {}
+            Some((n, at)) if number > n => {
+                let per_block = (now - at).as_micros() as u64 / (number - n);
+                pace.per_block_us = match pace.per_block_us {
+                    0 => per_block,
+                    avg => (avg * 3 + per_block) / 4,
+                }
+                .max(1);
+                pace.last = Some((number, now));
+            }
+            // First head, or the chain went back (a reorg, a restarted node): start over from it.
+            _ => pace.last = Some((number, now)),
         }
     }
 
     /// The latest block, read at most `poll_interval / 2` (≤ 50 ms) ago, and not before
     /// `not_before` (a worker that has just sent a transaction asks for a head read after it).
     pub async fn latest(&self, provider: &DynProvider, not_before: Option<Instant>) -> anyhow::Result<Head> {
-        self.head.head(provider, not_before).await
+        let head = self.head.head(provider, not_before).await?;
+        self.note_head(head.number);
+        Ok(head)
     }
 
     /// Block `n`'s receipts, read once for every worker while they are kept. `None`: the node

@@ -151,10 +151,10 @@ pub struct PipelineSettings {
     /// How long the writer of a sponsor's batch waits for executes still on their way to the
     /// sponsor's queue (simulated, being admitted), so that they share the bundle. Zero: no wait.
     pub bundle_linger: Duration,
-    /// How long the writer of a sponsor's batch waits for the sponsor's previous transaction to
-    /// be mined, so that the calls queued meanwhile share the next bundle: only while that
-    /// transaction is on its way and the sponsor's transactions are usually mined within this
-    /// long (an automining or very fast chain; docs/throughput.md §3). Zero: no wait.
+    /// How long after the sponsor's previous transaction was sent the writer of its next batch
+    /// may wait for that transaction to be mined, so that the calls queued meanwhile share the
+    /// next bundle: only while the chain makes a block at least every tenth of this (an
+    /// automining node under load; docs/throughput.md §3). Zero: no wait.
     pub bundle_hold: Duration,
 }
 
@@ -185,7 +185,7 @@ impl Default for PipelineSettings {
             bundle_max_calls: 16,
             bundle_max_gas: 8_000_000,
             bundle_linger: Duration::from_millis(10),
-            bundle_hold: Duration::from_millis(100),
+            bundle_hold: Duration::from_millis(1000),
         }
     }
 }
@@ -320,13 +320,9 @@ struct Lane {
     /// (see [`Arriving`]), and the notification each sends as it stops being one.
     arriving: Arc<AtomicUsize>,
     arrived: Arc<Notify>,
-    /// The sponsor's transactions first sent by this process and not yet seen mined, in nonce
-    /// order: each nonce and when it was sent (see [`Pipeline::hold`]). At most
-    /// [`IN_FLIGHT_KEPT`]; the oldest are forgotten first.
-    in_flight: Mutex<VecDeque<(u64, Instant)>>,
-    /// How long the sponsor's transactions took from their first send until this process saw
-    /// them mined, a moving average in microseconds (0: none seen yet).
-    mined_after_us: AtomicU64,
+    /// The sponsor's newest transaction first sent by this process and not yet seen mined: its
+    /// nonce and when it was sent (see [`Pipeline::hold`]).
+    in_flight: Mutex<Option<(u64, Instant)>>,
     /// Notified whenever this process sees the sponsor's transaction count rise.
     mined: Notify,
     /// The highest row id of each of the latest batches this process queued for the sponsor (at
@@ -336,35 +332,27 @@ struct Lane {
 
 impl Lane {
     /// Notes the sponsor's transaction count read from the chain (or implied by a receipt):
-    /// sets `chain_nonce`, and once the count passes the transaction in flight, takes its time
-    /// to be mined into the average and wakes a batch waiting for it.
+    /// sets `chain_nonce`, and once the count passes the transaction in flight, forgets it and
+    /// wakes a batch waiting for it.
     fn saw_count(&self, count: u64) {
         // Stored, not raised: a fresh read of the chain is the truth, also after a reorg.
         let before = self.chain_nonce.swap(count + 1, Ordering::Relaxed);
         if before > count {
             return;
         }
-        let mut avg = self.mined_after_us.load(Ordering::Relaxed);
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some((_, sent)) = in_flight.front().copied().filter(|(nonce, _)| *nonce < count) {
-                in_flight.pop_front();
-                let took = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u64;
-                avg = if avg == 0 { took } else { (avg * 3 + took) / 4 }.max(1);
-            }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.is_some_and(|(nonce, _)| nonce < count) {
+            *in_flight = None;
         }
-        self.mined_after_us.store(avg, Ordering::Relaxed);
+        drop(in_flight);
         self.mined.notify_waiters();
     }
 
     /// Notes the first send of the sponsor's transaction at `nonce`.
     fn sent_first(&self, nonce: u64) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if in_flight.back().is_none_or(|(n, _)| *n < nonce) {
-            if in_flight.len() == IN_FLIGHT_KEPT {
-                in_flight.pop_front();
-            }
-            in_flight.push_back((nonce, Instant::now()));
+        if in_flight.is_none_or(|(n, _)| n < nonce) {
+            *in_flight = Some((nonce, Instant::now()));
         }
     }
 }
@@ -401,9 +389,6 @@ const OWN_BATCHES_KEPT: usize = 64;
 
 /// Most new blocks [`Pipeline::sponsor_mined_since`] looks through (more: a pass is due).
 const MAX_LOOK_BLOCKS: u64 = 16;
-
-/// How many first sends a lane remembers until it sees them mined (see `Lane::in_flight`).
-const IN_FLIGHT_KEPT: usize = 256;
 
 /// How often [`Pipeline::hold`] reads the sponsor's transaction count while it waits.
 const HOLD_POLL: Duration = Duration::from_millis(5);
@@ -469,7 +454,6 @@ impl Pipeline {
                         arriving: Arc::default(),
                         arrived: Arc::default(),
                         in_flight: Mutex::default(),
-                        mined_after_us: AtomicU64::new(0),
                         mined: Notify::new(),
                         own_batches: Mutex::default(),
                     }),
@@ -629,27 +613,29 @@ impl Pipeline {
         }
     }
 
-    /// While the sponsor's newest transaction is on its way to a block, and its transactions are
-    /// usually mined within `bundle_hold`, waits for it (at most `bundle_hold`) before the batch
-    /// is taken: the calls queued meanwhile then share the next bundle instead of each taking a
-    /// nonce of their own behind it. On a chain whose blocks come slower than that (interval
-    /// mining) it does not wait at all, since a batch held back would miss the next block.
-    /// Reads the sponsor's transaction count every [`HOLD_POLL`] while it waits (the worker may
-    /// see the count first and wake it).
+    /// While the sponsor's newest transaction is on its way to a block, waits for it to be mined
+    /// (at most until `bundle_hold` after it was sent) before the batch is taken: the calls
+    /// queued meanwhile then share the next bundle instead of each taking a nonce of its own
+    /// behind it. Only on a chain that makes a block at least every `bundle_hold / 10` lately
+    /// (an automining node under load, which mines each transaction as it comes, so a call sent
+    /// at once would not share a block anyway): on a chain with an interval between blocks, a call
+    /// sent at once goes into the same next block as the transaction on its way, and holding it
+    /// back would cost it that block. Reads the sponsor's transaction count every [`HOLD_POLL`]
+    /// while it waits (the worker may see the count first and wake it).
     async fn hold(&self, lane: &Lane) {
         let hold = self.settings.bundle_hold;
         if self.settings.bundle_max_calls < 2 || hold.is_zero() {
             return;
         }
-        let mined_after = Duration::from_micros(lane.mined_after_us.load(Ordering::Relaxed));
-        if mined_after > hold {
+        if self.blocks.block_interval().is_none_or(|per_block| per_block * 10 > hold) {
             return;
         }
         let started = tokio::time::Instant::now();
         let until = started + hold;
+        let mut waited = false;
         loop {
             let mined = lane.mined.notified();
-            let newest = lane.in_flight.lock().unwrap_or_else(|e| e.into_inner()).back().copied();
+            let newest = *lane.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             // Nothing on its way, or the newest already in a block; or sent so long ago that the
             // chain is not mining it promptly: waiting longer would not help.
             let Some((nonce, sent)) = newest else { break };
@@ -660,6 +646,7 @@ impl Pipeline {
             if now >= until {
                 break;
             }
+            waited = true;
             if tokio::time::timeout_at((now + HOLD_POLL).min(until), mined).await.is_ok() {
                 continue;
             }
@@ -671,9 +658,8 @@ impl Pipeline {
                 }
             }
         }
-        let held = started.elapsed();
-        if !held.is_zero() {
-            crate::observability::pipeline_stage("hold", held.as_secs_f64());
+        if waited {
+            crate::observability::pipeline_stage("hold", started.elapsed().as_secs_f64());
         }
     }
 
