@@ -392,6 +392,7 @@ pub async fn execute(
                         }),
                     },
                     arriving,
+                    !respond_async,
                 )
                 .await
                 // A database that is down is a 503 of its own; anything else failing here is the node.

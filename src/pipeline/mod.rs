@@ -380,6 +380,9 @@ struct WaitingEnqueue {
     ticket: u64,
     t: NewTransaction,
     fees: Fees,
+    /// Its caller waits for the call to be mined (not for the 202 of a queued call): a batch may
+    /// be held for it (see [`Pipeline::hold`]).
+    patient: bool,
     /// `None`: the batch failed; queue it alone.
     done: oneshot::Sender<Option<Queued>>,
 }
@@ -547,7 +550,7 @@ impl Pipeline {
     /// the sponsor's nonce row is locked once per batch instead of once per call, and a burst
     /// holds one database connection per sponsor instead of one per call.
     pub async fn enqueue(&self, t: NewTransaction) -> anyhow::Result<Queued> {
-        self.enqueue_arriving(t, None).await
+        self.enqueue_arriving(t, None, false).await
     }
 
     /// Counts an execute for `sponsor` as on its way to the queue until the answer is dropped
@@ -559,8 +562,15 @@ impl Pipeline {
     }
 
     /// [`Pipeline::enqueue`] of a call counted by `arriving`, which stops counting once the call
-    /// waits in the queue.
-    pub async fn enqueue_arriving(&self, t: NewTransaction, arriving: Option<Arriving>) -> anyhow::Result<Queued> {
+    /// waits in the queue. `patient`: the caller waits for the call to be mined anyway, so its
+    /// batch may be held for the sponsor's previous transaction ([`Pipeline::hold`]); a caller
+    /// waiting only for the call to be queued (a 202) is never held.
+    pub async fn enqueue_arriving(
+        &self,
+        t: NewTransaction,
+        arriving: Option<Arriving>,
+        patient: bool,
+    ) -> anyhow::Result<Queued> {
         let lane = self.lanes.get(&t.sponsor).context("sponsor not configured")?.clone();
         let fees = fees::initial(self.estimate_fees().await?, self.settings.max_fee_cap);
         let chain_nonce = self.chain_nonce(&lane).await?;
@@ -570,6 +580,7 @@ impl Pipeline {
             ticket,
             t: t.clone(),
             fees,
+            patient,
             done,
         });
         drop(arriving);
@@ -613,8 +624,10 @@ impl Pipeline {
         }
     }
 
-    /// While the sponsor's newest transaction is on its way to a block, waits for it to be mined
-    /// (at most until `bundle_hold` after it was sent) before the batch is taken: the calls
+    /// While the sponsor's newest transaction is on its way to a block, and every call waiting
+    /// to be queued is one whose caller waits for it to be mined anyway (a synchronous execute),
+    /// waits for that transaction to be mined (at most until `bundle_hold` after it was sent)
+    /// before the batch is taken: the calls
     /// queued meanwhile then share the next bundle instead of each taking a nonce of its own
     /// behind it. Only on a chain that makes a block at least every `bundle_hold / 10` lately
     /// (an automining node under load, which mines each transaction as it comes, so a call sent
@@ -640,6 +653,10 @@ impl Pipeline {
             // chain is not mining it promptly: waiting longer would not help.
             let Some((nonce, sent)) = newest else { break };
             if lane.chain_nonce.load(Ordering::Relaxed) > nonce + 1 || sent.elapsed() > hold {
+                break;
+            }
+            // A caller waiting only for its call to be queued is not kept waiting for a block.
+            if lane.enqueues.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|w| !w.patient) {
                 break;
             }
             let now = tokio::time::Instant::now();

@@ -170,10 +170,15 @@ async fn calls_queued_together_go_out_as_one_bundle_and_a_call_that_fails_fails_
     assert!(ledger.0 != "0" && ledger.1 != ledger.0, "a bundled signer's spend is counted: {ledger:?}");
 }
 
-/// The hold: calls queued while the sponsor's previous transaction is on its way to a block wait
-/// for it (the chain has made its blocks quickly so far) and then go out together in one bundle,
-/// in a later block.
-async fn calls_behind_a_transaction_on_its_way(hold: Duration) -> (Vec<(i64, Option<i64>, Option<i64>)>, usize) {
+/// The hold: synchronous calls queued while the sponsor's previous transaction is on its way to a
+/// block wait for it (the chain has made its blocks quickly so far) and then go out together in
+/// one bundle, in a later block. Five calls are posted (`respond_async`: asking for the 202) while
+/// the chain holds that transaction; answers the rows `(id, bundle_id, block_number)` and how many
+/// rows were written before the chain mined it.
+async fn calls_behind_a_transaction_on_its_way(
+    hold: Duration,
+    respond_async: bool,
+) -> (Vec<(i64, Option<i64>, Option<i64>)>, usize) {
     use crate::pipeline_stack::{Stack, fast_settings};
     use sqlx::Connection;
     use streampay_relayer::pipeline::PipelineSettings;
@@ -193,7 +198,7 @@ async fn calls_behind_a_transaction_on_its_way(hold: Duration) -> (Vec<(i64, Opt
     assert_eq!(status, StatusCode::OK, "{out}");
     // Then the chain stops mining: the next call is sent and stays on its way.
     let _: Value = stack.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
-    let async_ = &[("Prefer", "respond-async")];
+    let async_: &[(&str, &str)] = &[("Prefer", "respond-async")];
     let (status, out) = stack.post(&relayer.base, path, &bodies[1], async_).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{out}");
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -202,7 +207,8 @@ async fn calls_behind_a_transaction_on_its_way(hold: Duration) -> (Vec<(i64, Opt
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut watcher = sqlx::PgConnection::connect(&stack.db_url).await.unwrap();
-    let posts = futures::future::join_all(bodies[2..].iter().map(|b| stack.post(&relayer.base, path, b, async_)));
+    let headers = if respond_async { async_ } else { &[] };
+    let posts = futures::future::join_all(bodies[2..].iter().map(|b| stack.post(&relayer.base, path, b, headers)));
     let mine = async {
         // Each of the five is either admitted and on its way to the queue, or already queued.
         let end = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -224,13 +230,25 @@ async fn calls_behind_a_transaction_on_its_way(hold: Duration) -> (Vec<(i64, Opt
         let written: i64 =
             sqlx::query_scalar("SELECT count(*) FROM relay_transactions").fetch_one(stack.store.pool()).await.unwrap();
         stack.mine().await;
+        // The five are queued and sent (held until now, or sent before); then the chain mines again.
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = stack.rows().await;
+            if rows.len() == N + 2 && rows.iter().all(|(s, _)| s != "pending") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "the five were not sent: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _: Value = stack.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+        stack.mine().await;
         written as usize
     };
     let (answers, written) = tokio::join!(posts, mine);
+    let expected = if respond_async { StatusCode::ACCEPTED } else { StatusCode::OK };
     for (status, out) in &answers {
-        assert_eq!(*status, StatusCode::ACCEPTED, "{out}");
+        assert_eq!(*status, expected, "{out}");
     }
-    let _: Value = stack.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
     stack.settle(true, Duration::from_secs(30)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
     let rows: Vec<(i64, Option<i64>, Option<i64>)> =
@@ -243,7 +261,7 @@ async fn calls_behind_a_transaction_on_its_way(hold: Duration) -> (Vec<(i64, Opt
 
 #[tokio::test]
 async fn calls_queued_while_the_sponsors_transaction_is_on_its_way_wait_for_it_and_share_one_bundle() {
-    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::from_secs(30)).await;
+    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::from_secs(30), false).await;
     assert_eq!(written, 2, "the five calls were held until the transaction before them was mined: {rows:?}");
     let (held, before) = (&rows[2..], &rows[1]);
     let leader = held[0].1.unwrap_or_else(|| panic!("the five calls were bundled: {rows:?}"));
@@ -257,9 +275,18 @@ async fn calls_queued_while_the_sponsors_transaction_is_on_its_way_wait_for_it_a
 #[tokio::test]
 async fn without_the_hold_the_same_calls_go_out_at_once_beside_the_transaction_on_its_way() {
     // The test above, with `pipeline.bundle_hold_ms` 0: its assertions would fail.
-    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::ZERO).await;
+    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::ZERO, false).await;
     assert!(written > 2, "with no hold the calls were queued before the block: {rows:?}");
     assert!(rows[2..].iter().all(|r| r.2 == rows[1].2), "and mined in the same block as it: {rows:?}");
+}
+
+#[tokio::test]
+async fn calls_whose_callers_asked_for_the_202_are_not_held() {
+    // The same five calls, each posted with `Prefer: respond-async`: their callers wait only for
+    // the call to be queued, so they are not held for the transaction on its way.
+    let (rows, written) = calls_behind_a_transaction_on_its_way(Duration::from_secs(30), true).await;
+    assert!(written > 2, "the calls were queued at once: {rows:?}");
+    assert!(rows[2..].iter().all(|r| r.2 == rows[1].2), "and mined in the same block as the one before: {rows:?}");
 }
 
 #[tokio::test]
@@ -299,13 +326,19 @@ async fn where_the_chain_makes_blocks_slowly_a_call_does_not_wait_for_the_transa
     let (status, out) = stack.post(&relayer.base, path, &bodies[1], async_).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{out}");
     submitted(1).await;
+    // A synchronous execute (its caller waits for the block anyway, so it could be held).
     let started = tokio::time::Instant::now();
-    let (status, out) = stack.post(&relayer.base, path, &bodies[2], async_).await;
-    let answered = started.elapsed();
-    assert_eq!(status, StatusCode::ACCEPTED, "{out}");
-    assert!(answered < hold / 2, "the call was held behind the transaction on its way: answered in {answered:?}");
-    // Both are on their way together, each its own transaction.
-    submitted(2).await;
+    let post = stack.post(&relayer.base, path, &bodies[2], &[]);
+    let queued_then_mined = async {
+        // Both are on their way together, each its own transaction.
+        submitted(2).await;
+        let queued = started.elapsed();
+        stack.mine().await;
+        queued
+    };
+    let ((status, out), queued) = tokio::join!(post, queued_then_mined);
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert!(queued < hold / 2, "the call was held behind the transaction on its way: sent after {queued:?}");
     stack.settle(true, Duration::from_secs(20)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
 }
