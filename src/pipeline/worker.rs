@@ -102,12 +102,12 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
     let mut looked: Option<u64> = None;
     loop {
         let Some(p) = pipeline.upgrade() else { return };
-        let mut asked = hurry;
+        let mut wanted = hurry;
         if !hurry {
             let poll = if idle { idle_wait(&p.settings) } else { p.settings.poll_interval };
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = lane.wake.notified() => asked = true,
+                _ = lane.wake.notified() => wanted = true,
                 _ = tokio::time::sleep(poll) => {}
             }
         }
@@ -141,7 +141,7 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
         // only looks at the new blocks: a pass is due when one carries a transaction from the
         // sponsor (a call of ours mined, or the key used elsewhere).
         if fresh
-            && !asked
+            && !wanted
             && !idle
             && last_pass.is_some_and(|t| t.elapsed() < full_pass_every(&p.settings))
             && matches!(p.sponsor_mined_since(&lane, &mut looked).await, Ok(false))
