@@ -644,23 +644,20 @@ impl Pipeline {
             return;
         }
         let started = tokio::time::Instant::now();
-        let until = started + hold;
         let mut waited = false;
         loop {
             let mined = lane.mined.notified();
             let newest = *lane.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            // Nothing on its way, or the newest already in a block; or sent so long ago that the
-            // chain is not mining it promptly: waiting longer would not help.
+            // Nothing on its way, or the newest already in a block; or sent `bundle_hold` ago, so
+            // the chain is not mining it promptly: waiting longer would not help.
             let Some((nonce, sent)) = newest else { break };
-            if lane.chain_nonce.load(Ordering::Relaxed) > nonce + 1 || sent.elapsed() > hold {
+            let until = tokio::time::Instant::from_std(sent + hold);
+            let now = tokio::time::Instant::now();
+            if lane.chain_nonce.load(Ordering::Relaxed) > nonce + 1 || now >= until {
                 break;
             }
             // A caller waiting only for its call to be queued is not kept waiting for a block.
             if lane.enqueues.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|w| !w.patient) {
-                break;
-            }
-            let now = tokio::time::Instant::now();
-            if now >= until {
                 break;
             }
             waited = true;

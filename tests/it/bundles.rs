@@ -26,14 +26,18 @@ async fn settled(app: &crate::harness::TestApp, id: i64) -> Value {
 /// Waits (at most 60 s) until `n` executes hold an admission reservation: past admission, at (or
 /// a policy read before) the enqueue.
 async fn admitted(conn: &mut sqlx::PgConnection, n: i64) {
+    reached(conn, "SELECT count(*) FROM admission_reservations", n).await
+}
+
+/// Waits (at most 60 s) until the count `sql` answers reaches `n` executes.
+async fn reached(conn: &mut sqlx::PgConnection, sql: &str, n: i64) {
     let end = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let admitted: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM admission_reservations").fetch_one(&mut *conn).await.unwrap();
-        if admitted >= n {
+        let there: i64 = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap();
+        if there >= n {
             return;
         }
-        assert!(tokio::time::Instant::now() < end, "only {admitted} of {n} executes reached the queue");
+        assert!(tokio::time::Instant::now() < end, "only {there} of {n} executes reached the queue");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -211,20 +215,9 @@ async fn calls_behind_a_transaction_on_its_way(
     let posts = futures::future::join_all(bodies[2..].iter().map(|b| stack.post(&relayer.base, path, b, headers)));
     let mine = async {
         // Each of the five is either admitted and on its way to the queue, or already queued.
-        let end = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let there: i64 = sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM admission_reservations) + (SELECT count(*) - 2 FROM relay_transactions)",
-            )
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-            if there >= N as i64 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < end, "only {there} of {N} executes reached the queue");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let sql =
+            "SELECT (SELECT count(*) FROM admission_reservations) + (SELECT count(*) - 2 FROM relay_transactions)";
+        reached(&mut watcher, sql, N as i64).await;
         // A moment more and each waits in the sponsor's queue (or was queued).
         tokio::time::sleep(Duration::from_millis(300)).await;
         let written: i64 =
