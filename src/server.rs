@@ -202,9 +202,9 @@ pub fn start_pricing(state: &AppState, supervisor: &Supervisor) {
 /// atomic, so stopping at any point loses nothing.
 pub fn start_indexers(state: &AppState, supervisor: &Supervisor) {
     for chain in &state.chains {
-        let source = Arc::new(RpcLogSource::new(chain.provider.clone()));
+        let source = Arc::new(RpcLogSource::new(chain.provider.clone()).with_heads(chain.pipeline.heads()));
         for d in &chain.deployments {
-            let (source, pool, chain_id, address, start, cfg, wake) = (
+            let (source, pool, chain_id, address, start, cfg, wake, heads) = (
                 source.clone(),
                 state.store.pool().clone(),
                 chain.chain_id,
@@ -212,10 +212,12 @@ pub fn start_indexers(state: &AppState, supervisor: &Supervisor) {
                 d.start_block,
                 state.settings.indexer.clone(),
                 state.index_wake(),
+                state.local_heads(),
             );
             supervisor.spawn(stage::INDEXER, format!("indexer {} {}", chain.name, d.name), move |stop| {
                 let indexer = Indexer::new(source.clone(), pool.clone(), chain_id, address, start, cfg.clone())
-                    .with_wake(wake.clone());
+                    .with_wake(wake.clone())
+                    .with_local_heads(heads.clone());
                 async move { indexer.run(stop.cancelled_owned()).await }
             });
         }

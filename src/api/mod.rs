@@ -152,6 +152,9 @@ pub struct AppState {
     /// The indexed head per (chain, deployment) as last read by a read-your-writes wait, and
     /// when: many waiting executes share one database read per few milliseconds.
     indexed_heads: Arc<tokio::sync::Mutex<IndexedHeads>>,
+    /// The heads this process's own indexers reached, told at each step: a read-your-writes wait
+    /// wakes on the step that indexes its block instead of at its next database read.
+    local_heads: Arc<crate::indexer::LocalHeads>,
     /// The event streams' fan-out of index commits and their cap ([`creators`]).
     pub events: Arc<creators::EventHub>,
 }
@@ -197,6 +200,7 @@ impl AppState {
             index_wake: Arc::new(tokio::sync::Notify::new()),
             catching_up: Arc::new(tokio::sync::Mutex::new(())),
             indexed_heads: Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::new())),
+            local_heads: Arc::new(tokio::sync::watch::Sender::new(std::collections::HashMap::new())),
             events,
         }
     }
@@ -204,6 +208,11 @@ impl AppState {
     /// What this process's indexers wait on besides their poll interval.
     pub fn index_wake(&self) -> Arc<tokio::sync::Notify> {
         self.index_wake.clone()
+    }
+
+    /// Where this process's indexers tell the heads they reach.
+    pub fn local_heads(&self) -> Arc<crate::indexer::LocalHeads> {
+        self.local_heads.clone()
     }
 
     /// The chain with id `chain_id`, if this process serves it.
@@ -249,7 +258,15 @@ impl AppState {
         let chain = contract.chain;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(5);
+        let key = (chain.chain_id, contract.address);
+        let mut local = self.local_heads.subscribe();
         loop {
+            // This process's indexer, if it is the one indexing the deployment, tells its steps
+            // at once; otherwise the database says what another replica's indexer reached.
+            if local.borrow_and_update().get(&key).is_some_and(|&h| h >= block) {
+                chain.index.invalidate_cache();
+                return true;
+            }
             match self.indexed_head(chain, contract.address).await {
                 Ok(Some(head)) if head >= block => {
                     chain.index.invalidate_cache();
@@ -276,7 +293,10 @@ impl AppState {
                     tracing::debug!(error = format!("{e:#}"), "read-your-writes catch-up failed; retrying");
                 }
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = local.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
             pause = (pause * 2).min(Duration::from_millis(100));
         }
     }

@@ -34,7 +34,7 @@ use sqlx::PgPool;
 pub use events::{Event, IndexedEvent, Rates};
 pub use read::{AccountView, IncomingStreams, IndexReader, IndexedHead, Lag, StreamView, Subscriptions};
 pub use source::{BlockHeader, LogSource, RawLog, RpcLogSource};
-pub use sync::{Indexer, Step};
+pub use sync::{Indexer, LocalHeads, Step};
 
 /// Tunables of the indexer: the config file's `[indexer]` section ([`IndexerSettings`]), each
 /// key overridden by the `STREAMPAY_INDEXER_*` variable named on its field.

@@ -2,7 +2,14 @@
 //! driven by any provider (or a stub in unit tests), and [`RpcLogSource`], its JSON-RPC
 //! implementation over alloy.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use alloy::{
     eips::BlockNumberOrTag,
@@ -60,14 +67,17 @@ pub trait LogSource: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct RpcLogSource {
     provider: DynProvider,
-    /// Numbers of new heads pushed by an `eth_subscribe("newHeads")` subscription.
+    /// Numbers of new heads pushed by an `eth_subscribe("newHeads")` subscription, or read by
+    /// the pipeline's workers ([`RpcLogSource::with_heads`]).
     heads: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The newest head [`LogSource::head`] read (0: none yet).
+    last_head: Arc<AtomicU64>,
 }
 
 impl RpcLogSource {
     /// Polls `provider` for new blocks.
     pub fn new(provider: DynProvider) -> Self {
-        Self { provider, heads: None }
+        Self { provider, heads: None, last_head: Arc::default() }
     }
 
     /// Connects to `url`. For `ws://` / `wss://` URLs it also subscribes to new heads, so the
@@ -95,7 +105,15 @@ impl RpcLogSource {
             }
             tracing::warn!("newHeads subscription ended; the indexer falls back to polling");
         });
-        Ok(Self { provider, heads: Some(rx) })
+        Ok(Self { provider, heads: Some(rx), last_head: Arc::default() })
+    }
+
+    /// Also wakes on the head numbers `heads` tells (the pipeline's workers read the head
+    /// often; the indexer then starts on a new block as they see it). A websocket subscription
+    /// already made is kept.
+    pub fn with_heads(mut self, heads: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.heads.get_or_insert(heads);
+        self
     }
 
     pub fn provider(&self) -> &DynProvider {
@@ -105,18 +123,26 @@ impl RpcLogSource {
 
 impl LogSource for RpcLogSource {
     async fn wait_for_block(&self, poll: Duration) {
-        match &self.heads {
-            Some(rx) => {
-                let mut rx = rx.clone();
-                rx.mark_unchanged();
-                let _ = tokio::time::timeout(poll, rx.changed()).await;
+        let until = tokio::time::Instant::now() + poll;
+        if let Some(rx) = &self.heads {
+            let mut rx = rx.clone();
+            rx.mark_unchanged();
+            // A head told since this source last read one is not waited for.
+            if *rx.borrow() > self.last_head.load(Ordering::Relaxed) {
+                return;
             }
-            None => tokio::time::sleep(poll).await,
+            if let Ok(Ok(())) = tokio::time::timeout_at(until, rx.changed()).await {
+                return;
+            }
         }
+        // No one tells heads (or the teller is gone): the poll.
+        tokio::time::sleep_until(until).await;
     }
 
     async fn head(&self) -> anyhow::Result<u64> {
-        self.provider.get_block_number().await.context("eth_blockNumber failed")
+        let head = self.provider.get_block_number().await.context("eth_blockNumber failed")?;
+        self.last_head.fetch_max(head, Ordering::Relaxed);
+        Ok(head)
     }
 
     async fn header(&self, number: u64) -> anyhow::Result<Option<BlockHeader>> {

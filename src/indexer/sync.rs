@@ -3,6 +3,7 @@
 //! reorgs by parent hash and rolling back to the common ancestor.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -32,6 +33,10 @@ pub enum Step {
     Retry,
 }
 
+/// The indexed head of each `(chain id, deployment)` this process indexes, as its last commit
+/// left it: a read-your-writes wait watches it instead of polling the database.
+pub type LocalHeads = watch::Sender<HashMap<(u64, Address), u64>>;
+
 /// Indexes one StreamPay deployment into Postgres.
 pub struct Indexer<S: LogSource> {
     source: Arc<S>,
@@ -48,6 +53,8 @@ pub struct Indexer<S: LogSource> {
     status: watch::Sender<IndexerStatus>,
     /// Cuts an idle wait short (a relayed call was mined: read-your-writes).
     wake: Option<Arc<tokio::sync::Notify>>,
+    /// Where each step's indexed head is told to this process (see [`LocalHeads`]).
+    local_heads: Option<Arc<LocalHeads>>,
 }
 
 impl<S: LogSource> Indexer<S> {
@@ -73,12 +80,19 @@ impl<S: LogSource> Indexer<S> {
             successes: AtomicU64::new(0),
             status,
             wake: None,
+            local_heads: None,
         }
     }
 
     /// Wakes the idle loop of [`Indexer::run`] whenever `wake` is notified.
     pub fn with_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
         self.wake = Some(wake);
+        self
+    }
+
+    /// Tells `heads` the indexed head after every step.
+    pub fn with_local_heads(mut self, heads: Arc<LocalHeads>) -> Self {
+        self.local_heads = Some(heads);
         self
     }
 
@@ -202,6 +216,10 @@ impl<S: LogSource> Indexer<S> {
         let mut failures = 0u32;
         let mut last_log = Instant::now();
         loop {
+            // A wake-up that comes while a step runs is kept (a `Notified` hears `notify_waiters`
+            // from its creation on): the step may have read the head before the block the waker
+            // waits for, so the next one starts at once.
+            let woken = self.wake.as_ref().map(|w| w.notified());
             let step = tokio::select! {
                 _ = &mut shutdown => break,
                 s = self.step() => s,
@@ -242,8 +260,8 @@ impl<S: LogSource> Indexer<S> {
                     }
                 };
                 let woken = async {
-                    match &self.wake {
-                        Some(w) if failures == 0 => w.notified().await,
+                    match woken {
+                        Some(w) if failures == 0 => w.await,
                         _ => std::future::pending().await,
                     }
                 };
@@ -268,6 +286,10 @@ impl<S: LogSource> Indexer<S> {
                 s.lag_blocks = head.saturating_sub(cp.block_number);
                 s.updated_at = Some(std::time::SystemTime::now());
             });
+            if let Some(heads) = &self.local_heads {
+                let key = (self.scope.chain_id, self.scope.contract);
+                heads.send_if_modified(|m| m.insert(key, cp.block_number) != Some(cp.block_number));
+            }
         }
     }
 

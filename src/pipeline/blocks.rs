@@ -53,6 +53,8 @@ pub(super) struct Blocks {
     receipts: std::sync::Mutex<BTreeMap<u64, Slot>>,
     /// How fast the chain makes blocks, as the heads read show it.
     pace: std::sync::Mutex<Pace>,
+    /// The newest head number read, told to whoever watches ([`Blocks::heads`]).
+    heads: tokio::sync::watch::Sender<u64>,
 }
 
 /// The chain's pace: the newest head number seen to change and when, and a moving average of
@@ -70,7 +72,14 @@ impl Blocks {
             head: HeadClock::new((poll_interval / 2).min(HEAD_MAX_AGE_CAP)),
             receipts: std::sync::Mutex::new(BTreeMap::new()),
             pace: std::sync::Mutex::default(),
+            heads: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The newest head number the workers read, changed as they see a new block (the indexer
+    /// of the chain wakes on it rather than at its own next poll).
+    pub fn heads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.subscribe()
     }
 
     /// The chain's time per block lately (a moving average over the head changes the workers
@@ -81,6 +90,7 @@ impl Blocks {
     }
 
     fn note_head(&self, number: u64) {
+        self.heads.send_if_modified(|h| std::mem::replace(h, number) != number);
         let now = Instant::now();
         let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
         match pace.last {

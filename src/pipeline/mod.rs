@@ -477,6 +477,11 @@ impl Pipeline {
         })
     }
 
+    /// The newest head number this chain's workers read, as they read it.
+    pub fn heads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.blocks.heads()
+    }
+
     /// Runs the pipeline until `stop` is cancelled: one worker per sponsor (each finishes its
     /// tick, then gives its lease up so another replica takes over at once), the poll that wakes
     /// waiters of rows other replicas settled, and the count of each sponsor's open rows for

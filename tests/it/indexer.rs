@@ -862,6 +862,47 @@ async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
 }
 
 #[tokio::test]
+async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
+    let app = spawn_app().await;
+    let (tell, heads) = tokio::sync::watch::channel(0u64);
+    let source = RpcLogSource::new(app.provider.clone()).with_heads(heads);
+    // A 30 s poll: only a told head can make the index follow within the deadline below.
+    let cfg = IndexerConfig { poll_interval: Duration::from_secs(30), ..test_config() };
+    let ix = indexer_with(&app, source, cfg);
+    let status = ix.status();
+    let task = tokio::spawn(ix.run(std::future::pending()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // The head first, then the status (a `watch::Ref` is never held across an `.await`).
+        let head = app.provider.get_block_number().await.unwrap();
+        let indexed = status.borrow().indexed_block;
+        if indexed >= head {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "initial sync: indexed {indexed} of {head}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // now idle, waiting for a told head
+
+    let (user, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, user.address(), 4).await;
+    let head = app.provider.get_block_number().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(status.borrow().indexed_block < head, "the indexer followed without being told (its poll is 30 s)");
+    tell.send(head).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = reader(&app).balance(app.contract, user.address()).await.unwrap();
+        if seen.as_ref().is_some_and(|v| v.balance == internal(4)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a told head did not wake the indexer: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+}
+
+#[tokio::test]
 async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reingests() {
     let app = spawn_app().await;
     let (alice, p) = funded_wallet(&app).await;
