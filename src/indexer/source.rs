@@ -72,12 +72,14 @@ pub struct RpcLogSource {
     heads: Option<tokio::sync::watch::Receiver<u64>>,
     /// The newest head [`LogSource::head`] read (0: none yet).
     last_head: Arc<AtomicU64>,
+    /// The newest told head [`LogSource::wait_for_block`] did not wait for.
+    skipped_for: Arc<AtomicU64>,
 }
 
 impl RpcLogSource {
     /// Polls `provider` for new blocks.
     pub fn new(provider: DynProvider) -> Self {
-        Self { provider, heads: None, last_head: Arc::default() }
+        Self { provider, heads: None, last_head: Arc::default(), skipped_for: Arc::default() }
     }
 
     /// Connects to `url`. For `ws://` / `wss://` URLs it also subscribes to new heads, so the
@@ -105,7 +107,7 @@ impl RpcLogSource {
             }
             tracing::warn!("newHeads subscription ended; the indexer falls back to polling");
         });
-        Ok(Self { provider, heads: Some(rx), last_head: Arc::default() })
+        Ok(Self { provider, heads: Some(rx), last_head: Arc::default(), skipped_for: Arc::default() })
     }
 
     /// Also wakes on the head numbers `heads` tells (the pipeline's workers read the head
@@ -127,8 +129,13 @@ impl LogSource for RpcLogSource {
         if let Some(rx) = &self.heads {
             let mut rx = rx.clone();
             rx.mark_unchanged();
-            // A head told since this source last read one is not waited for.
-            if *rx.borrow() > self.last_head.load(Ordering::Relaxed) {
+            // A head told above the newest this source read is not waited for, once: a node
+            // behind the one the teller reads (a load balancer) would otherwise be asked again
+            // and again until it catches up.
+            let told = *rx.borrow();
+            if told > self.last_head.load(Ordering::Relaxed)
+                && self.skipped_for.fetch_max(told, Ordering::Relaxed) < told
+            {
                 return;
             }
             if let Ok(Ok(())) = tokio::time::timeout_at(until, rx.changed()).await {

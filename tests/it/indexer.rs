@@ -903,6 +903,32 @@ async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
 }
 
 #[tokio::test]
+async fn a_told_head_the_node_does_not_have_yet_is_not_asked_for_again_and_again() {
+    let app = spawn_app().await;
+    let (tell, heads) = tokio::sync::watch::channel(0u64);
+    let source = RpcLogSource::new(app.provider.clone()).with_heads(heads);
+    let head = source.head().await.unwrap();
+    // The teller reads a node ahead of this source's (a load balancer): the first wait does not
+    // wait, the next ones wait for the poll, however often they are asked.
+    tell.send(head + 5).unwrap();
+    let poll = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    source.wait_for_block(poll).await;
+    assert!(started.elapsed() < Duration::from_millis(200), "a new told head was waited for: {:?}", started.elapsed());
+    for _ in 0..2 {
+        assert_eq!(source.head().await.unwrap(), head, "the node stays behind the teller");
+        let started = std::time::Instant::now();
+        source.wait_for_block(poll).await;
+        assert!(started.elapsed() >= poll, "returned after {:?}, before the poll: a spin", started.elapsed());
+    }
+    // A head told later is again not waited for.
+    tell.send(head + 6).unwrap();
+    let started = std::time::Instant::now();
+    source.wait_for_block(poll).await;
+    assert!(started.elapsed() < Duration::from_millis(200), "a new told head was waited for: {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn reorg_inside_a_multi_block_batch_rolls_back_the_whole_batch_and_reingests() {
     let app = spawn_app().await;
     let (alice, p) = funded_wallet(&app).await;
