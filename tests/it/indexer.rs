@@ -44,6 +44,39 @@ fn reader(app: &TestApp) -> IndexReader {
     IndexReader::new(app.store.pool().clone(), app.chain_id)
 }
 
+/// Waits (at most 10 s) until the indexer whose `status` this is has indexed `chain`'s head.
+async fn wait_synced(
+    status: &tokio::sync::watch::Receiver<streampay_relayer::indexer::IndexerStatus>,
+    chain: &impl Provider,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Read the head first, then the status: a `watch::Ref` held across an `.await` blocks the
+        // indexer's next status update on this same thread (a deadlock, not a slow test).
+        let head = chain.get_block_number().await.unwrap();
+        let indexed = status.borrow().indexed_block;
+        if indexed >= head {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "initial sync: indexed {indexed} of {head}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (at most `within`) until `r` serves `who`'s balance in `contract` as `expected`; the
+/// panic names `what` did not happen.
+async fn wait_balance(r: &IndexReader, contract: Address, who: Address, expected: U256, within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = r.balance(contract, who).await.unwrap();
+        if seen.as_ref().is_some_and(|v| v.balance == expected) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A provider that signs as `signer`, given native coin by `anvil_setBalance`.
 async fn funded_wallet(app: &TestApp) -> (PrivateKeySigner, DynProvider) {
     let signer = wallet();
@@ -832,31 +865,21 @@ async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
     let status = ix.status();
     let task = tokio::spawn(ix.run(std::future::pending()));
     let r = IndexReader::new(app.store.pool().clone(), anvil.chain_id());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        // Read the head first, then the status: a `watch::Ref` held across an `.await` blocks the
-        // indexer's next status update on this same thread (a deadlock, not a slow test).
-        let head = admin.get_block_number().await.unwrap();
-        let indexed = status.borrow().indexed_block;
-        if indexed >= head {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "initial sync: indexed {indexed} of {head}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_synced(&status, &admin).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // now idle, waiting on the subscription
 
     send_ok(StreamPay::new(contract, &admin).deposit(tokens(3), false)).await;
     let started = std::time::Instant::now();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = r.balance(contract, deployer.address()).await.unwrap().unwrap();
-        if v.balance == internal(3) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the new block was not indexed before the next poll");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let within = Duration::from_secs(5);
+    wait_balance(
+        &r,
+        contract,
+        deployer.address(),
+        internal(3),
+        within,
+        "the new block was not indexed before the next poll",
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(5));
     task.abort();
 }
@@ -871,17 +894,7 @@ async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
     let ix = indexer_with(&app, source, cfg);
     let status = ix.status();
     let task = tokio::spawn(ix.run(std::future::pending()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        // The head first, then the status (a `watch::Ref` is never held across an `.await`).
-        let head = app.provider.get_block_number().await.unwrap();
-        let indexed = status.borrow().indexed_block;
-        if indexed >= head {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "initial sync: indexed {indexed} of {head}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_synced(&status, &app.provider).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // now idle, waiting for a told head
 
     let (user, p) = funded_wallet(&app).await;
@@ -890,15 +903,16 @@ async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(status.borrow().indexed_block < head, "the indexer followed without being told (its poll is 30 s)");
     tell.send(head).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = reader(&app).balance(app.contract, user.address()).await.unwrap();
-        if seen.as_ref().is_some_and(|v| v.balance == internal(4)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "a told head did not wake the indexer: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let within = Duration::from_secs(5);
+    wait_balance(
+        &reader(&app),
+        app.contract,
+        user.address(),
+        internal(4),
+        within,
+        "a told head did not wake the indexer",
+    )
+    .await;
     task.abort();
 }
 
@@ -970,15 +984,16 @@ async fn indexer_spawned_for_the_api_follows_its_deployments() {
     let tasks = app.start_indexers();
     let user = wallet();
     app.fund(&user, 7).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = reader(&app).balance(app.contract, user.address()).await.unwrap();
-        if seen.as_ref().is_some_and(|v| v.balance == internal(7)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the API's indexer did not index the deposit: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let within = Duration::from_secs(10);
+    wait_balance(
+        &reader(&app),
+        app.contract,
+        user.address(),
+        internal(7),
+        within,
+        "the API's indexer did not index the deposit",
+    )
+    .await;
     assert_index_matches_chain(&app, &[user.address()]).await;
     drop(tasks);
 }
