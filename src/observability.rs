@@ -43,6 +43,11 @@ pub const RPC_DURATION: &str = "streampay_rpc_request_duration_seconds";
 /// Failed JSON-RPC calls, by `method` and `kind` (`transport`: no answer; `rpc`: an error answer,
 /// reverts of `eth_call`/`eth_estimateGas` included).
 pub const RPC_ERRORS: &str = "streampay_rpc_errors_total";
+/// Counter: batches of calls queued for a sponsor, by where their nonces came from: `leased`
+/// (the lease holder's in-memory count, one statement), `locked` (the database counter under its
+/// row lock), `stale` (a leased batch that found the lease or the counter moved and was queued
+/// `locked` instead).
+pub const SEQUENCER_BATCHES: &str = "streampay_sequencer_batches_total";
 /// Liquidations the keeper queued, by `contract`.
 pub const KEEPER_LIQUIDATIONS: &str = "streampay_keeper_liquidations_total";
 pub const KEEPER_UNPROFITABLE: &str = "streampay_keeper_unprofitable_total";
@@ -87,6 +92,7 @@ fn describe() {
     describe_gauge!(INDEXER_BLOCK, "Highest block the event index has committed");
     describe_histogram!(RPC_DURATION, Unit::Seconds, "JSON-RPC call latency by method");
     describe_counter!(RPC_ERRORS, "Failed JSON-RPC calls by method and kind (transport, rpc)");
+    describe_counter!(SEQUENCER_BATCHES, "Batches queued for a sponsor, by where their nonces came from");
     describe_counter!(KEEPER_LIQUIDATIONS, "Liquidations queued by the keeper");
     describe_counter!(
         KEEPER_UNPROFITABLE,
@@ -144,6 +150,11 @@ pub fn pipeline_stage(stage: &'static str, seconds: f64) {
 /// `replaced`).
 pub fn pipeline_settled(outcome: &'static str) {
     metrics::counter!(PIPELINE_SETTLED, "outcome" => outcome).increment(1);
+}
+
+/// Counts a batch queued for a sponsor (see [`SEQUENCER_BATCHES`]).
+pub fn sequencer_batch(path: &'static str) {
+    metrics::counter!(SEQUENCER_BATCHES, "path" => path).increment(1);
 }
 
 /// Tower layer for the alloy transport: times every JSON-RPC request by method and counts

@@ -12,7 +12,9 @@
 //! accepted call is a row with its sponsor nonce allocated and its transaction signed in one
 //! database transaction, so a crash at any point loses nothing: on start the worker finds the
 //! row and sends the same bytes, or finds a receipt for one of its recorded hashes. Only the
-//! process holding a sponsor's lease broadcasts for it; any process may enqueue.
+//! process holding a sponsor's lease broadcasts for it; any process may enqueue. The holder
+//! counts the sponsor's nonces in memory and writes a batch in one statement fenced by the lease
+//! and the database counter; others take them from the counter under its row lock.
 
 mod blocks;
 pub mod fault;
@@ -24,7 +26,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -313,6 +315,14 @@ struct Lane {
     /// raised by every batch this process queues and every raise of its worker. While the
     /// chain's count is not above it there is nothing to raise, and the worker skips the write.
     nonce_floor: AtomicU64,
+    /// Whether this process's worker holds the sponsor's lease, as of its last take or renewal.
+    leased: AtomicBool,
+    /// The in-memory sequencer: while this process holds the lease, the sponsor's next nonce as
+    /// this process last wrote it (`None`: unknown; the next batch takes its nonces from the
+    /// database counter under its row lock, and sets it). Read and written under `enqueue_lock`.
+    /// Only a hint: a batch queued at it is written only if the lease is still held and the
+    /// counter still reads it (see [`Store::enqueue_leased`]).
+    sequence: Mutex<Option<u64>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -452,6 +462,8 @@ impl Pipeline {
                         finality: Mutex::default(),
                         receipts_seen: Mutex::default(),
                         nonce_floor: AtomicU64::new(0),
+                        leased: AtomicBool::new(false),
+                        sequence: Mutex::default(),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                         arriving: Arc::default(),
@@ -709,26 +721,54 @@ impl Pipeline {
         chain_nonce: u64,
     ) -> anyhow::Result<Vec<Queued>> {
         let slots = bundle_slots(items, self.settings.bundle_max_calls, self.settings.bundle_max_gas);
-        let rows = self
-            .store
-            .enqueue_transactions(items, &slots, chain_nonce, |s, nonce| {
-                let calls = &slots[s];
-                let first = &items[calls[0]];
-                // A bundle is priced at the highest of its calls' fees (they were read moments apart).
-                let fees = calls.iter().map(|i| fees[*i]).max_by_key(|f| f.max_fee_per_gas).unwrap_or(fees[calls[0]]);
-                if calls.len() == 1 {
-                    let signed =
-                        lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?;
-                    return Ok((signed, None));
-                }
-                let bundle = bundle_tx(items, calls);
+        let sign = |s: usize, nonce: u64| {
+            let calls = &slots[s];
+            let first = &items[calls[0]];
+            // A bundle is priced at the highest of its calls' fees (they were read moments apart).
+            let fees = calls.iter().map(|i| fees[*i]).max_by_key(|f| f.max_fee_per_gas).unwrap_or(fees[calls[0]]);
+            if calls.len() == 1 {
                 let signed =
-                    lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
-                Ok((signed, Some(bundle)))
-            })
-            .await?;
+                    lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?;
+                return Ok((signed, None));
+            }
+            let bundle = bundle_tx(items, calls);
+            let signed =
+                lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
+            Ok((signed, Some(bundle)))
+        };
+        // The lease holder counts the sponsor's nonces itself: one statement, fenced by the lease
+        // and by the counter, writes the batch. Where that is unknown, or the chain has used
+        // nonces above it (the key was used elsewhere), or the statement finds the lease or the
+        // counter moved, the nonces come from the counter under its row lock.
+        let counted = if lane.leased.load(Ordering::Acquire) {
+            lane.sequence.lock().unwrap_or_else(|e| e.into_inner()).filter(|next| *next >= chain_nonce)
+        } else {
+            None
+        };
+        let mut rows = None;
+        if let Some(base) = counted {
+            let leased = self.store.enqueue_leased(items, &slots, &self.owner, base, &sign).await;
+            if leased.as_ref().is_ok_and(Option::is_none) {
+                crate::observability::sequencer_batch("stale");
+            }
+            rows = leased.inspect_err(|_| self.forget_sequence(lane))?;
+            if rows.is_some() {
+                crate::observability::sequencer_batch("leased");
+            }
+        }
+        let rows = match rows {
+            Some(rows) => rows,
+            None => {
+                let rows = self.store.enqueue_transactions(items, &slots, chain_nonce, &sign).await;
+                let rows = rows.inspect_err(|_| self.forget_sequence(lane))?;
+                crate::observability::sequencer_batch("locked");
+                rows
+            }
+        };
         if let Some(top) = rows.iter().map(|r| r.1).max() {
             lane.nonce_floor.fetch_max(top + 1, Ordering::Relaxed);
+            let mut sequence = lane.sequence.lock().unwrap_or_else(|e| e.into_inner());
+            *sequence = lane.leased.load(Ordering::Acquire).then_some(top + 1);
         }
         if let Some(top) = rows.iter().map(|r| r.0).max() {
             let mut own = lane.own_batches.lock().unwrap_or_else(|e| e.into_inner());
@@ -739,6 +779,18 @@ impl Pipeline {
         }
         lane.wake.notify_one();
         Ok(rows.into_iter().map(|(id, sponsor_nonce, hash)| Queued { id, sponsor_nonce, hash }).collect())
+    }
+
+    /// Forgets the lane's in-memory next nonce: the next batch reads the database counter.
+    fn forget_sequence(&self, lane: &Lane) {
+        *lane.sequence.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// This process no longer holds the lane's lease (or no longer knows it does): its batches
+    /// take their nonces from the database counter.
+    fn lease_gone(&self, lane: &Lane) {
+        lane.leased.store(false, Ordering::Release);
+        self.forget_sequence(lane);
     }
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;

@@ -114,6 +114,7 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
         if stop.is_cancelled() {
             // Between two ticks: nothing is half-sent. Give the lease up so another replica
             // takes the queue over now rather than when the lease runs out.
+            p.lease_gone(&lane);
             if lease_taken.is_some()
                 && let Err(e) = p.store.release_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner).await
             {
@@ -154,17 +155,22 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             match p.store.acquire_sponsor_lease(p.chain_id(&lane), lane.sponsor.address, &p.owner, ttl).await {
                 Ok(true) => {
                     if lease_taken.is_none() {
-                        // Taken over (or first taken): the blocks another process read are not ours.
+                        // Taken over (or first taken): the blocks another process read are not
+                        // ours, and the nonces it queued are counted from the database again.
                         *lane.receipts_seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        p.forget_sequence(&lane);
                     }
                     lease_taken = Some(asked);
+                    lane.leased.store(true, Ordering::Release);
                 }
                 Ok(false) => {
                     lease_taken = None;
+                    p.lease_gone(&lane);
                     continue;
                 }
                 Err(e) => {
                     lease_taken = None;
+                    p.lease_gone(&lane);
                     tracing::warn!(error = format!("{e:#}"), "sponsor lease check failed");
                     continue;
                 }
@@ -183,6 +189,7 @@ pub(super) async fn run(pipeline: Weak<Pipeline>, lane: Arc<Lane>, stop: Cancell
             Ok(Ok(Pass::Idle)) => idle = true,
             Ok(Err(e)) if e.is::<LeaseLost>() => {
                 lease_taken = None;
+                p.lease_gone(&lane);
                 tracing::warn!(sponsor = %lane.sponsor.address, "the sponsor lease ran out mid-tick; nothing more was written");
             }
             Ok(Err(e)) => {

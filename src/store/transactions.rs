@@ -1,8 +1,12 @@
 //! The per-sponsor transaction queue (`relay_transactions` + `tx_attempts` + `sponsor_accounts`).
 //!
 //! A row is written with its sponsor nonce and its first signed transaction in one database
-//! transaction, under a `FOR UPDATE` lock of the sponsor's `next_nonce`: two relayer processes can
-//! never hand out one nonce, and a nonce is never handed out without a row that will fill it.
+//! transaction that moves the sponsor's counter (`next_nonce`) past it, under the counter's row
+//! lock: either a reservation at its start ([`Store::enqueue_transactions`], any process) or a
+//! compare-and-set in the writing statement, fenced by the sponsor's lease
+//! ([`Store::enqueue_leased`], the lease holder at nonces it counts itself). Two relayer
+//! processes can never hand out one nonce, and a nonce is never handed out without a row that
+//! will fill it.
 //! Every signed transaction is committed to `tx_attempts` *before* it is broadcast, so after a
 //! crash at any point the hashes to look for are on record and the exact bytes can be re-sent.
 //! Every statement is checked at compile time.
@@ -483,6 +487,16 @@ async fn fence(tx: &mut Transaction<'_, Postgres>, lease: &Lease, exclusive: boo
     Ok(())
 }
 
+/// Where a queued batch's sponsor nonces come from.
+enum Reserve<'a> {
+    /// The sponsor's counter, row-locked until the batch commits: the next nonces, the first at
+    /// least the chain's count. Any process may queue this way.
+    Locked { chain_nonce: u64 },
+    /// The lease holder's own count, from `base`: checked against the counter, and the lease,
+    /// in the statement that writes the batch.
+    Leased { owner: &'a str, base: u64 },
+}
+
 impl Store {
     /// Begins a transaction fenced by `lease` (see [`Lease`]).
     pub(super) async fn begin_fenced(&self, lease: &Lease) -> anyhow::Result<Transaction<'static, Postgres>> {
@@ -504,7 +518,35 @@ impl Store {
         chain_nonce: u64,
         sign: impl Fn(usize, u64) -> anyhow::Result<(SignedAttempt, Option<BundleTx>)>,
     ) -> anyhow::Result<Vec<(i64, u64, B256)>> {
-        let Some(first) = batch.first() else { return Ok(Vec::new()) };
+        let queued = self.enqueue_with(batch, slots, Reserve::Locked { chain_nonce }, sign).await?;
+        queued.context("a locked reservation always writes")
+    }
+
+    /// [`Store::enqueue_transactions`] for the holder of the sponsor's lease, at nonces it
+    /// counts itself (the in-memory sequencer, see `pipeline::Lane::sequence`): the batch takes
+    /// the nonces from `base`, and is written in one statement, without a transaction, only if
+    /// `owner` still holds the sponsor's lease and the sponsor's counter still reads `base`
+    /// (nothing else took a nonce meanwhile: another replica's batch, the worker's move of a row
+    /// to a fresh nonce, a raise after drift). `None`: it did not, and nothing was written.
+    pub async fn enqueue_leased(
+        &self,
+        batch: &[NewTransaction],
+        slots: &[Vec<usize>],
+        owner: &str,
+        base: u64,
+        sign: impl Fn(usize, u64) -> anyhow::Result<(SignedAttempt, Option<BundleTx>)>,
+    ) -> anyhow::Result<Option<Vec<(i64, u64, B256)>>> {
+        self.enqueue_with(batch, slots, Reserve::Leased { owner, base }, sign).await
+    }
+
+    async fn enqueue_with(
+        &self,
+        batch: &[NewTransaction],
+        slots: &[Vec<usize>],
+        reserve: Reserve<'_>,
+        sign: impl Fn(usize, u64) -> anyhow::Result<(SignedAttempt, Option<BundleTx>)>,
+    ) -> anyhow::Result<Option<Vec<(i64, u64, B256)>>> {
+        let Some(first) = batch.first() else { return Ok(Some(Vec::new())) };
         anyhow::ensure!(
             batch.iter().all(|t| t.sponsor == first.sponsor && t.chain_id == first.chain_id),
             "one batch, one sponsor"
@@ -523,23 +565,13 @@ impl Store {
             );
         }
         let k = slots.len() as u64;
-        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
-        // The upsert takes the row lock that serialises every allocation for this sponsor
-        // until commit: kept to three statements (nonces, rows + history + attempts, commit).
-        let base = sqlx::query_scalar!(
-            r#"INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3::bigint + $4::bigint)
-             ON CONFLICT (chain_id, address) DO UPDATE
-                SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3::bigint) + $4::bigint, updated_at = now()
-             RETURNING next_nonce - $4::bigint AS "base!""#,
-            i64_of(first.chain_id)?,
-            first.sponsor.as_slice(),
-            i64_of(chain_nonce)?,
-            i64_of(k)?,
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .context("Failed to take the sponsor's next nonces")?;
-        let base = u64_of(base)?;
+        let (mut tx, base, owner) = match reserve {
+            Reserve::Leased { owner, base } => (None, base, Some(owner)),
+            Reserve::Locked { chain_nonce } => {
+                let (tx, base) = self.reserve_locked(first, k, chain_nonce).await?;
+                (Some(tx), base, None)
+            }
+        };
         let signed = (0..slots.len()).map(|s| sign(s, base + s as u64)).collect::<anyhow::Result<Vec<_>>>()?;
 
         // Per item: its slot, and its position in the slot's bundle (-1: sent alone).
@@ -588,13 +620,25 @@ impl Store {
         }
         // One statement writes every row with its reference and operations (one tuple version
         // each: nothing updates them afterwards), the first attempt of each transaction, each
-        // bundle, and every amount of the batch; with BEGIN, the nonces and COMMIT a batch costs
-        // four round trips whatever its size. Row ids are drawn first, so that the rows of a
-        // bundle name their leader (position 0) as they are written; operations, amounts and
-        // bundles name their row by its number in `items` (`idx`). What was written is counted
-        // back: nothing may be dropped by a join.
-        let ids = sqlx::query!(
-            r#"WITH items AS MATERIALIZED (
+        // bundle, and every amount of the batch; with BEGIN, the nonces and COMMIT a locked batch
+        // costs four round trips whatever its size, a leased one this statement alone. Row ids
+        // are drawn first, so that the rows of a bundle name their leader (position 0) as they
+        // are written; operations, amounts and bundles name their row by its number in `items`
+        // (`idx`). What was written is counted back: nothing may be dropped by a join.
+        //
+        // A leased batch (`$32` the owner) first advances the counter from `$33` by `$34`, only
+        // where the lease is this owner's and unexpired and the counter reads `$33`: the
+        // update row-locks the counter for the statement, and re-checks that condition on the
+        // newest version after waiting for a concurrent writer. If it matched nothing, `go` is
+        // empty and so is everything below it.
+        let query = sqlx::query!(
+            r#"WITH claimed AS (
+                UPDATE sponsor_accounts SET next_nonce = $33::bigint + $34::bigint, updated_at = now()
+                WHERE $32::text IS NOT NULL AND chain_id = $1 AND address = $15
+                  AND lease_owner = $32 AND lease_until > clock_timestamp() AND next_nonce = $33
+                RETURNING 1),
+             go AS (SELECT 1 WHERE $32::text IS NULL UNION ALL SELECT 1 FROM claimed),
+             items AS MATERIALIZED (
                 SELECT i.*, nextval(pg_get_serial_sequence('relay_transactions', 'id')) AS id
                 FROM UNNEST($2::bytea[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[],
                                      $7::bytea[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bytea[],
@@ -603,7 +647,8 @@ impl Store {
                     WITH ORDINALITY
                     AS i(contract, api_key_id, signer, meta_nonce, sponsor_nonce, tx_hash, calldata, gas_limit,
                          deadline, raw_tx, kind, max_fee, prio_fee, meta_nonce_type, call_digest, has_meta,
-                         reference, bundle_index, idx)),
+                         reference, bundle_index, idx)
+                WHERE EXISTS (SELECT 1 FROM go)),
              leaders AS (SELECT sponsor_nonce, id FROM items WHERE bundle_index = 0),
              ops AS (
                 SELECT o.idx, array_agg(o.operation ORDER BY o.n) AS operations
@@ -684,10 +729,18 @@ impl Store {
             &bundles.gas_limit,
             &bundles.deadline,
             &bundles.size,
-        )
-        .fetch_all(&mut *tx)
-        .await
+            owner,
+            i64_of(base)?,
+            i64_of(k)?,
+        );
+        let ids = match &mut tx {
+            Some(tx) => query.fetch_all(&mut **tx).await,
+            None => query.fetch_all(&self.pool).await,
+        }
         .context("Failed to queue the transactions")?;
+        if ids.is_empty() && tx.is_none() {
+            return Ok(None);
+        }
         anyhow::ensure!(ids.len() == batch.len(), "queued {} rows of {}", ids.len(), batch.len());
         let counts = ids.first().map(|r| (r.rows, r.attempts, r.bundles, r.amounts)).unwrap_or_default();
         anyhow::ensure!(
@@ -704,11 +757,41 @@ impl Store {
             bundles.leader_idx.len(),
             meta.amount_row.len()
         );
-        tx.commit().await.context("Failed to commit the queued transactions")?;
+        if let Some(tx) = tx {
+            tx.commit().await.context("Failed to commit the queued transactions")?;
+        }
         ids.into_iter()
             .enumerate()
             .map(|(i, r)| Ok((r.id, u64_of(r.sponsor_nonce)?, signed[place[i].0].0.hash)))
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Begins the transaction of a [`Reserve::Locked`] batch: takes the sponsor's next `k`
+    /// nonces (the first at least `chain_nonce`) and answers the first. The upsert row-locks the
+    /// counter, serialising every allocation for this sponsor until the transaction ends; a
+    /// rollback gives the nonces back.
+    async fn reserve_locked(
+        &self,
+        first: &NewTransaction,
+        k: u64,
+        chain_nonce: u64,
+    ) -> anyhow::Result<(Transaction<'static, Postgres>, u64)> {
+        let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+        let base = sqlx::query_scalar!(
+            r#"INSERT INTO sponsor_accounts (chain_id, address, next_nonce) VALUES ($1, $2, $3::bigint + $4::bigint)
+             ON CONFLICT (chain_id, address) DO UPDATE
+                SET next_nonce = GREATEST(sponsor_accounts.next_nonce, $3::bigint) + $4::bigint, updated_at = now()
+             RETURNING next_nonce - $4::bigint AS "base!""#,
+            i64_of(first.chain_id)?,
+            first.sponsor.as_slice(),
+            i64_of(chain_nonce)?,
+            i64_of(k)?,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .context("Failed to take the sponsor's next nonces")?;
+        Ok((tx, u64_of(base)?))
     }
 
     /// Moves row `id`, whose nonce another transaction used, to the sponsor's next nonce with a

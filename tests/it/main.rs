@@ -34,6 +34,7 @@ mod read_your_writes;
 mod resolve;
 mod rpc_proxy;
 mod secrets;
+mod sequencer;
 mod sponsor_faults;
 mod sponsors;
 mod story;
