@@ -164,13 +164,13 @@ async fn the_lease_holder_counts_nonces_itself_and_counts_again_after_another_re
         assert!(tokio::time::Instant::now() < end, "the app's worker never took the sponsor's lease");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let deposit = |i: usize| json!({"From": users[i].address(), "Amount": "10"});
+    let deposit = |user: &alloy::signers::local::PrivateKeySigner| json!({"From": user.address(), "Amount": "10"});
     let mut hashes = Vec::new();
 
     // The holder's first batch reads the counter; the next ones are counted in memory.
-    for i in 0..3 {
-        let built = app.build("/api/v1/USDC/payments/deposit", &deposit(i)).await;
-        hashes.push(app.execute_ok(&users[i], &built).await["TransactionHash"].clone());
+    for user in &users[..3] {
+        let built = app.build("/api/v1/USDC/payments/deposit", &deposit(user)).await;
+        hashes.push(app.execute_ok(user, &built).await["TransactionHash"].clone());
     }
     assert_eq!((batches(&app, "leased").await, batches(&app, "stale").await), (2, 0));
     let locked = batches(&app, "locked").await;
@@ -182,9 +182,9 @@ async fn the_lease_holder_counts_nonces_itself_and_counts_again_after_another_re
     let _: Value = app.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
     let replica = app.instance_with(crate::harness::serve_settings()).await;
     let mut accepted = Vec::new();
-    for i in 3..6 {
-        let built = app.build("/api/v1/USDC/payments/deposit", &deposit(i)).await;
-        let body = app.signed_execute_body(&users[i], &built).await;
+    for (i, user) in users.iter().enumerate().skip(3) {
+        let built = app.build("/api/v1/USDC/payments/deposit", &deposit(user)).await;
+        let body = app.signed_execute_body(user, &built).await;
         let base = if i == 3 { replica.clone() } else { app.url("") };
         let resp = app
             .http
