@@ -35,7 +35,7 @@ use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
     eips::eip2718::Encodable2718,
     network::TxSignerSync,
-    primitives::{Address, Bytes, TxKind, U256},
+    primitives::{Address, B256, Bytes, TxKind, U256},
     providers::{DynProvider, Provider},
     signers::local::PrivateKeySigner,
 };
@@ -323,6 +323,11 @@ struct Lane {
     /// Only a hint: a batch queued at it is written only if the lease is still held and the
     /// counter still reads it (see [`Store::enqueue_leased`]).
     sequence: Mutex<Option<u64>>,
+    /// Rows of batches this process wrote as the lease holder and is sending to the node itself
+    /// (see [`Pipeline::express`]), by leader row id: whether the node has taken them, and
+    /// since when. The worker leaves them to that send, and marks those the node took
+    /// `submitted` instead of sending the same bytes again.
+    express: Mutex<HashMap<i64, (Express, Instant)>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -358,6 +363,20 @@ impl Lane {
         self.mined.notify_waiters();
     }
 
+    /// Where [`Pipeline::express`] is with row `id`'s transaction `hash`; a row the node took is
+    /// forgotten as it is answered (the worker marks it `submitted`).
+    fn express_of(&self, id: i64, hash: B256) -> Option<Express> {
+        let mut express = self.express.lock().unwrap_or_else(|e| e.into_inner());
+        match express.get(&id)?.0 {
+            Express::Sending => Some(Express::Sending),
+            Express::Sent(sent) if sent == hash => {
+                express.remove(&id);
+                Some(Express::Sent(sent))
+            }
+            Express::Sent(_) => None,
+        }
+    }
+
     /// Notes the first send of the sponsor's transaction at `nonce`.
     fn sent_first(&self, nonce: u64) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -365,6 +384,15 @@ impl Lane {
             *in_flight = Some((nonce, Instant::now()));
         }
     }
+}
+
+/// An express send of a row's transaction (see [`Pipeline::express`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Express {
+    /// On its way to the node.
+    Sending,
+    /// The node took the transaction with this hash.
+    Sent(B256),
 }
 
 /// An execute on its way to a sponsor's queue (simulation, admission): while any is, the holder
@@ -396,6 +424,9 @@ struct WaitingEnqueue {
     /// `None`: the batch failed; queue it alone.
     done: oneshot::Sender<Option<Queued>>,
 }
+
+/// Beyond this many express-sent rows remembered (see `Lane::express`), old entries are dropped.
+const EXPRESS_KEPT: usize = 1024;
 
 /// How many of its own batches a lane remembers (see `Lane::own_batches`).
 const OWN_BATCHES_KEPT: usize = 64;
@@ -464,6 +495,7 @@ impl Pipeline {
                         nonce_floor: AtomicU64::new(0),
                         leased: AtomicBool::new(false),
                         sequence: Mutex::default(),
+                        express: Mutex::default(),
                         enqueues: Mutex::default(),
                         enqueue_lock: tokio::sync::Mutex::new(()),
                         arriving: Arc::default(),
@@ -715,26 +747,29 @@ impl Pipeline {
 
     async fn write_batch(
         &self,
-        lane: &Lane,
+        lane: &Arc<Lane>,
         items: &[NewTransaction],
         fees: &[Fees],
         chain_nonce: u64,
     ) -> anyhow::Result<Vec<Queued>> {
         let slots = bundle_slots(items, self.settings.bundle_max_calls, self.settings.bundle_max_gas);
+        // The signed bytes of each slot, by nonce, for the express send of a leased batch.
+        let signed_raw: Mutex<HashMap<u64, Bytes>> = Mutex::default();
         let sign = |s: usize, nonce: u64| {
             let calls = &slots[s];
             let first = &items[calls[0]];
             // A bundle is priced at the highest of its calls' fees (they were read moments apart).
             let fees = calls.iter().map(|i| fees[*i]).max_by_key(|f| f.max_fee_per_gas).unwrap_or(fees[calls[0]]);
-            if calls.len() == 1 {
+            let (signed, bundle) = if calls.len() == 1 {
+                (lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?, None)
+            } else {
+                let bundle = bundle_tx(items, calls);
                 let signed =
-                    lane.sponsor.sign_call(nonce, first.contract, first.calldata.clone(), first.gas_limit, fees)?;
-                return Ok((signed, None));
-            }
-            let bundle = bundle_tx(items, calls);
-            let signed =
-                lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
-            Ok((signed, Some(bundle)))
+                    lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
+                (signed, Some(bundle))
+            };
+            signed_raw.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, signed.raw.clone());
+            Ok((signed, bundle))
         };
         // The lease holder counts the sponsor's nonces itself: one statement, fenced by the lease
         // and by the counter, writes the batch. Where that is unknown, or the chain has used
@@ -752,8 +787,18 @@ impl Pipeline {
                 crate::observability::sequencer_batch("stale");
             }
             rows = leased.inspect_err(|_| self.forget_sequence(lane))?;
-            if rows.is_some() {
+            if let Some(rows) = &rows {
                 crate::observability::sequencer_batch("leased");
+                let mut raw = std::mem::take(&mut *signed_raw.lock().unwrap_or_else(|e| e.into_inner()));
+                let sends = slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(s, calls)| {
+                        let (id, nonce, hash) = rows[calls[0]];
+                        Some((id, nonce, hash, raw.remove(&(base + s as u64))?))
+                    })
+                    .collect();
+                self.express(lane, sends);
             }
         }
         let rows = match rows {
@@ -779,6 +824,61 @@ impl Pipeline {
         }
         lane.wake.notify_one();
         Ok(rows.into_iter().map(|(id, sponsor_nonce, hash)| Queued { id, sponsor_nonce, hash }).collect())
+    }
+
+    /// Sends a batch the lease holder just wrote (`(leader row, nonce, hash, signed bytes)` per
+    /// transaction, in nonce order) to the node at once, in a task of its own, rather than
+    /// waiting for the worker's pass to read the rows back and send them. The rows are noted as
+    /// being sent before the task starts: the worker, woken by the same write, leaves them to it,
+    /// and marks each the node took as `submitted` without sending it again. If the node refuses
+    /// one, the task stops there, forgets that row and the ones after it, and wakes the worker,
+    /// which sends them and acts on the answer as for any row. The bytes are on record before
+    /// they go out, as for every send; and only a batch written under the lease comes here, so a
+    /// process that lost its lease sends nothing new this way either.
+    fn express(&self, lane: &Arc<Lane>, sends: Vec<(i64, u64, B256, Bytes)>) {
+        {
+            let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
+            // Rows the worker never read open (mined before its pass) leave their entry behind:
+            // forgotten after a minute.
+            if express.len() >= EXPRESS_KEPT {
+                express.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+            }
+            for (id, ..) in &sends {
+                express.insert(*id, (Express::Sending, Instant::now()));
+            }
+        }
+        let (lane, provider) = (lane.clone(), self.provider.clone());
+        let written = Instant::now();
+        tokio::spawn(async move {
+            for (i, (id, nonce, hash, raw)) in sends.iter().enumerate() {
+                let started = Instant::now();
+                let sent = provider.send_raw_transaction(raw).await;
+                crate::observability::pipeline_stage("send", started.elapsed().as_secs_f64());
+                let taken = match sent {
+                    Ok(_) => true,
+                    Err(e) => {
+                        let known = fault::classify(&e) == fault::SendFault::AlreadyKnown;
+                        if !known {
+                            tracing::debug!(id, nonce, error = %e, "express send refused; left to the worker");
+                        }
+                        known
+                    }
+                };
+                let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
+                if !taken {
+                    for (id, ..) in &sends[i..] {
+                        express.remove(id);
+                    }
+                    drop(express);
+                    lane.wake.notify_one();
+                    return;
+                }
+                express.insert(*id, (Express::Sent(*hash), Instant::now()));
+                drop(express);
+                crate::observability::pipeline_stage("queue_wait", written.elapsed().as_secs_f64());
+                lane.sent_first(*nonce);
+            }
+        });
     }
 
     /// Forgets the lane's in-memory next nonce: the next batch reads the database counter.

@@ -504,6 +504,16 @@ impl Tick<'_> {
             return Ok(Step::Waiting);
         }
         if row.status == TxStatus::Pending {
+            // Being sent, or sent, by the enqueue that wrote it (`Pipeline::express`): left to
+            // it, or only marked.
+            match self.lane.express_of(row.id, row.latest.hash) {
+                Some(super::Express::Sending) => return Ok(Step::Waiting),
+                Some(super::Express::Sent(_)) => {
+                    self.note_sent(row.id);
+                    return Ok(Step::Sent);
+                }
+                None => {}
+            }
             return self.broadcast(row, &row.latest, unjams).await;
         }
         if row.attempt_age_secs >= s.bump_after.as_secs_f64() {

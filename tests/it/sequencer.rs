@@ -11,9 +11,16 @@ use alloy::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use streampay_relayer::store::{AttemptKind, NewTransaction, SignedAttempt, Store};
+use streampay_relayer::{
+    pipeline::PipelineSettings,
+    store::{AttemptKind, NewTransaction, SignedAttempt, Store},
+};
 
-use crate::harness::{TestApp, internal, spawn_app, tokens, wallet};
+use crate::{
+    harness::{TestApp, internal, spawn_app, tokens, wallet},
+    pipeline_stack::{Stack, fast_settings},
+    rpc_proxy::RpcProxy,
+};
 
 /// The sponsor's counter as the database holds it.
 async fn counter(app: &TestApp) -> u64 {
@@ -239,4 +246,87 @@ async fn the_lease_holder_counts_nonces_itself_and_counts_again_after_another_re
     }
     let count = app.provider.get_transaction_count(app.sponsor).await.unwrap();
     assert_eq!(count, nonces[5] + 1, "no transaction of the sponsor beyond these: {nonces:?}");
+}
+
+const EXECUTE: &str = "/api/v1/USDC/meta/execute";
+const ASYNC: &[(&str, &str)] = &[("Prefer", "respond-async")];
+
+/// Waits (bounded) until a replica holds the stack's sponsor lease.
+async fn wait_for_the_lease(stack: &Stack) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM sponsor_accounts")
+            .fetch_optional(stack.store.pool())
+            .await
+            .unwrap()
+            .flatten();
+        if owner.is_some() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "no replica took the sponsor's lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_lease_holder_sends_a_batch_it_wrote_at_once_without_its_worker() {
+    // The node refuses every read of the sponsor's transaction count, with which each pass of
+    // the sponsor's worker starts: no pass gets as far as sending. A call the lease holder queues
+    // still reaches the chain, sent by the enqueue that wrote it.
+    let stack = Stack::start(&[]).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
+    let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
+    let users = stack.users(2);
+    stack.fund_wallets(&users, 10, true).await;
+    wait_for_the_lease(&stack).await;
+    // The first call reads the counter (and is sent by the worker); the holder counts from there.
+    let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
+    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let body = stack.signed_deposit(&relayer.base, &users[1], 10).await;
+    proxy.set(|req: &Value| {
+        (req["method"] == "eth_getTransactionCount")
+            .then(|| json!({ "error": { "code": -32000, "message": "count reads refused by the test" } }))
+    });
+    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, ASYNC).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    while stack.balance_of(users[1].address()).await.is_zero() {
+        assert!(tokio::time::Instant::now() < end, "the call never reached the chain while the worker could not pass");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The worker passes again: it settles the row, and nothing ran twice.
+    proxy.clear();
+    stack.settle(false, Duration::from_secs(30)).await;
+    stack.assert_exactly_once(&users, 10, 0).await;
+}
+
+#[tokio::test]
+async fn the_worker_does_not_send_again_what_the_lease_holder_sent_at_once() {
+    // On a chain with a block every second, a call sent at once waits in the node's pool for its
+    // block while the worker, woken by the same write, reads the row: it must mark it, not send
+    // the same bytes again. One broadcast per call.
+    let stack = Stack::start(&["--block-time", "1"]).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
+    let settings = PipelineSettings { rebroadcast_after: Duration::from_secs(10), ..fast_settings() };
+    let relayer = stack.replica_via(settings, proxy.provider()).await;
+    let users = stack.users(4);
+    stack.fund_wallets(&users, 10, false).await;
+    wait_for_the_lease(&stack).await;
+    let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
+    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let mut bodies = Vec::new();
+    for user in &users[1..] {
+        bodies.push(stack.signed_deposit(&relayer.base, user, 10).await);
+    }
+    proxy.reset();
+    for body in &bodies {
+        let (status, resp) = stack.post(&relayer.base, EXECUTE, body, ASYNC).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
+    }
+    stack.settle(false, Duration::from_secs(30)).await;
+    let sends = proxy.calls_of(&["eth_sendRawTransaction"]);
+    assert_eq!(sends.get("eth_sendRawTransaction"), Some(&3), "one broadcast per call: {sends:?}");
+    stack.assert_exactly_once(&users, 10, 0).await;
 }
