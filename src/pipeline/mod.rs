@@ -367,13 +367,19 @@ impl Lane {
     /// forgotten as it is answered (the worker marks it `submitted`).
     fn express_of(&self, id: i64, hash: B256) -> Option<Express> {
         let mut express = self.express.lock().unwrap_or_else(|e| e.into_inner());
-        match express.get(&id)?.0 {
-            Express::Sending => Some(Express::Sending),
-            Express::Sent(sent) if sent == hash => {
+        match *express.get(&id)? {
+            // A send that has not answered for this long (a node that holds requests past the
+            // transport's timeout, a task that died): the worker sends it.
+            (Express::Sending, since) if since.elapsed() > EXPRESS_PATIENCE => {
+                express.remove(&id);
+                None
+            }
+            (Express::Sending, _) => Some(Express::Sending),
+            (Express::Sent(sent), _) if sent == hash => {
                 express.remove(&id);
                 Some(Express::Sent(sent))
             }
-            Express::Sent(_) => None,
+            (Express::Sent(_), _) => None,
         }
     }
 
@@ -427,6 +433,9 @@ struct WaitingEnqueue {
 
 /// Beyond this many express-sent rows remembered (see `Lane::express`), old entries are dropped.
 const EXPRESS_KEPT: usize = 1024;
+
+/// How long the worker leaves a row to an express send that has not answered.
+const EXPRESS_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How many of its own batches a lane remembers (see `Lane::own_batches`).
 const OWN_BATCHES_KEPT: usize = 64;
