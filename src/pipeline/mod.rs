@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     secret::Secret,
-    store::{AttemptKind, BundleTx, NewTransaction, SignedAttempt, Store, TxStatus},
+    store::{AttemptKind, BundleTx, Lease, NewTransaction, SignedAttempt, Store, TxStatus},
 };
 pub use fees::Fees;
 pub use finality::DEFAULT_FINALITY_DEPTH;
@@ -856,32 +856,35 @@ impl Pipeline {
                 express.insert(*id, (Express::Sending, Instant::now()));
             }
         }
-        let (lane, provider) = (lane.clone(), self.provider.clone());
+        let (lane, provider, store) = (lane.clone(), self.provider.clone(), self.store.clone());
+        let lease = Lease { chain_id: lane.sponsor.chain_id, sponsor: lane.sponsor.address, owner: self.owner.clone() };
         let written = Instant::now();
         tokio::spawn(async move {
             for (i, (id, nonce, hash, raw)) in sends.iter().enumerate() {
                 let started = Instant::now();
                 let sent = provider.send_raw_transaction(raw).await;
                 crate::observability::pipeline_stage("send", started.elapsed().as_secs_f64());
-                let taken = match sent {
-                    Ok(_) => true,
-                    Err(e) => {
-                        let known = fault::classify(&e) == fault::SendFault::AlreadyKnown;
-                        if !known {
-                            tracing::debug!(id, nonce, error = %e, "express send refused; left to the worker");
-                        }
-                        known
-                    }
+                let refused = match sent {
+                    Err(e) if fault::classify(&e) != fault::SendFault::AlreadyKnown => Some(e.to_string()),
+                    _ => None,
                 };
-                let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
-                if !taken {
-                    for (id, ..) in &sends[i..] {
-                        express.remove(id);
+                if let Some(message) = refused {
+                    tracing::debug!(id, nonce, %message, "express send refused; left to the worker");
+                    {
+                        let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
+                        for (id, ..) in &sends[i..] {
+                            express.remove(id);
+                        }
                     }
-                    drop(express);
+                    // Shown as the row's last error until a send succeeds, as a refusal the
+                    // worker met would be (fenced like the worker's writes).
+                    if let Err(e) = store.note_error(&lease, *id, &message).await {
+                        tracing::debug!(id, error = format!("{e:#}"), "could not record the express send's refusal");
+                    }
                     lane.wake.notify_one();
                     return;
                 }
+                let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
                 express.insert(*id, (Express::Sent(*hash), Instant::now()));
                 drop(express);
                 crate::observability::pipeline_stage("queue_wait", written.elapsed().as_secs_f64());

@@ -291,6 +291,13 @@ impl Tick<'_> {
             if let Some((kind, receipt)) = included.remove(&row.id) {
                 matched.push((row, kind, receipt));
             } else if row.sponsor_nonce < view.chain_nonce {
+                // Sent by the enqueue that wrote it (`Pipeline::express`) and already in a block
+                // this pass has no receipt of: marked `submitted` as it is looked up.
+                if row.status == TxStatus::Pending
+                    && matches!(self.lane.express_of(row.id, row.latest.hash), Some(super::Express::Sent(_)))
+                {
+                    self.note_sent(row.id);
+                }
                 done.push(row);
             } else {
                 open.push(row);
