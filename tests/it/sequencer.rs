@@ -157,20 +157,7 @@ async fn the_lease_holder_counts_nonces_itself_and_counts_again_after_another_re
     let app = spawn_app().await;
     let users: Vec<_> = (0..6).map(|_| wallet()).collect();
     app.mint_many(&users.iter().map(|u| u.address()).collect::<Vec<_>>(), tokens(10)).await;
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM sponsor_accounts WHERE address = $1")
-            .bind(app.sponsor.as_slice())
-            .fetch_optional(app.store.pool())
-            .await
-            .unwrap()
-            .flatten();
-        if owner.is_some() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "the app's worker never took the sponsor's lease");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_the_lease(app.store.pool(), app.sponsor).await;
     let deposit = |user: &alloy::signers::local::PrivateKeySigner| json!({"From": user.address(), "Amount": "10"});
     let mut hashes = Vec::new();
 
@@ -251,19 +238,20 @@ async fn the_lease_holder_counts_nonces_itself_and_counts_again_after_another_re
 const EXECUTE: &str = "/api/v1/USDC/meta/execute";
 const ASYNC: &[(&str, &str)] = &[("Prefer", "respond-async")];
 
-/// Waits (bounded) until a replica holds the stack's sponsor lease.
-async fn wait_for_the_lease(stack: &Stack) {
+/// Waits (bounded) until some process holds `sponsor`'s lease.
+async fn wait_for_the_lease(pool: &sqlx::PgPool, sponsor: Address) {
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM sponsor_accounts")
-            .fetch_optional(stack.store.pool())
+        let owner: Option<String> = sqlx::query_scalar("SELECT lease_owner FROM sponsor_accounts WHERE address = $1")
+            .bind(sponsor.as_slice())
+            .fetch_optional(pool)
             .await
             .unwrap()
             .flatten();
         if owner.is_some() {
             return;
         }
-        assert!(tokio::time::Instant::now() < end, "no replica took the sponsor's lease");
+        assert!(tokio::time::Instant::now() < end, "no process took the sponsor's lease");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -278,7 +266,7 @@ async fn the_lease_holder_sends_a_batch_it_wrote_at_once_without_its_worker() {
     let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
     let users = stack.users(2);
     stack.fund_wallets(&users, 10, true).await;
-    wait_for_the_lease(&stack).await;
+    wait_for_the_lease(stack.store.pool(), stack.sponsor()).await;
     // The first call reads the counter (and is sent by the worker); the holder counts from there.
     let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
     let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
@@ -312,7 +300,7 @@ async fn the_worker_does_not_send_again_what_the_lease_holder_sent_at_once() {
     let relayer = stack.replica_via(settings, proxy.provider()).await;
     let users = stack.users(4);
     stack.fund_wallets(&users, 10, false).await;
-    wait_for_the_lease(&stack).await;
+    wait_for_the_lease(stack.store.pool(), stack.sponsor()).await;
     let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
     let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
