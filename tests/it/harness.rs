@@ -256,6 +256,25 @@ pub fn internal(n: u64) -> U256 {
 }
 
 impl TestApp {
+    /// A call to queue directly in the store for the app's sponsor, by `signer` at `meta_nonce`,
+    /// whose bytes are a fake (nobody must send it), without history.
+    pub fn fake_call(&self, signer: Address, meta_nonce: u64) -> streampay_relayer::store::NewTransaction {
+        streampay_relayer::store::NewTransaction {
+            chain_id: self.chain_id,
+            contract: self.contract,
+            api_key_id: self.api_key_id,
+            signer,
+            meta_nonce,
+            meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
+            call_digest: None,
+            deadline: 1,
+            sponsor: self.sponsor,
+            calldata: alloy::primitives::Bytes::from(vec![1, 2, 3]),
+            gas_limit: 100_000,
+            history: None,
+        }
+    }
+
     /// Stops the Anvil node (the API keeps running against a dead RPC).
     pub fn stop_chain(&mut self) {
         self.anvil.take();

@@ -223,22 +223,9 @@ async fn a_key_with_several_sponsors_sends_each_call_to_the_least_busy_one() {
 #[tokio::test]
 async fn a_batch_of_queued_calls_is_written_whole_or_not_at_all() {
     use alloy::primitives::{B256, Bytes};
-    use streampay_relayer::store::{AttemptKind, NewTransaction, SignedAttempt};
+    use streampay_relayer::store::{AttemptKind, SignedAttempt};
     let app = spawn_app().await;
-    let item = |meta_nonce: u64| NewTransaction {
-        chain_id: app.chain_id,
-        contract: app.contract,
-        api_key_id: app.api_key_id,
-        signer: wallet().address(),
-        meta_nonce,
-        meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
-        call_digest: None,
-        deadline: 1,
-        sponsor: app.sponsor,
-        calldata: Bytes::from(vec![1, 2, 3]),
-        gas_limit: 100_000,
-        history: None,
-    };
+    let item = |meta_nonce: u64| app.fake_call(wallet().address(), meta_nonce);
     let attempt = |hash: B256| SignedAttempt {
         hash,
         raw: Bytes::from(vec![9]),
@@ -327,22 +314,8 @@ async fn one_batch_writes_each_rows_own_reference_operations_and_amounts() {
             }),
         }
     };
-    let batch: Vec<NewTransaction> = (0..50)
-        .map(|i| NewTransaction {
-            chain_id: app.chain_id,
-            contract: app.contract,
-            api_key_id: app.api_key_id,
-            signer: wallet().address(),
-            meta_nonce: i as u64,
-            meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
-            call_digest: None,
-            deadline: 1,
-            sponsor: app.sponsor,
-            calldata: Bytes::from(vec![1, 2, 3]),
-            gas_limit: 100_000,
-            history: meta(i),
-        })
-        .collect();
+    let batch: Vec<NewTransaction> =
+        (0..50).map(|i| NewTransaction { history: meta(i), ..app.fake_call(wallet().address(), i as u64) }).collect();
     let bundles: [Vec<usize>; 2] = [(10..15).collect(), vec![30, 32, 34]];
     let mut slots: Vec<Vec<usize>> = Vec::new();
     for i in 0..50 {

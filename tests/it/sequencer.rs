@@ -18,7 +18,7 @@ use streampay_relayer::{
 
 use crate::{
     harness::{TestApp, internal, spawn_app, tokens, wallet},
-    pipeline_stack::{Stack, fast_settings},
+    pipeline_stack::{Replica, Stack, fast_settings},
     rpc_proxy::RpcProxy,
 };
 
@@ -39,22 +39,8 @@ async fn rows(app: &TestApp) -> i64 {
 
 /// Queues `n` fake calls (nobody sends them) as `owner` at `base`.
 async fn leased(store: &Store, app: &TestApp, owner: &str, base: u64, n: usize) -> Option<Vec<u64>> {
-    let batch: Vec<NewTransaction> = (0..n)
-        .map(|i| NewTransaction {
-            chain_id: app.chain_id,
-            contract: app.contract,
-            api_key_id: app.api_key_id,
-            signer: Address::repeat_byte(7),
-            meta_nonce: base * 100 + i as u64,
-            meta_nonce_type: streampay_relayer::chain::traits::NonceType::Account,
-            call_digest: None,
-            deadline: 1,
-            sponsor: app.sponsor,
-            calldata: Bytes::from(vec![1, 2, 3]),
-            gas_limit: 100_000,
-            history: None,
-        })
-        .collect();
+    let batch: Vec<NewTransaction> =
+        (0..n).map(|i| app.fake_call(Address::repeat_byte(7), base * 100 + i as u64)).collect();
     let slots: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
     let queued = store
         .enqueue_leased(&batch, &slots, owner, base, |_, nonce| {
@@ -256,21 +242,32 @@ async fn wait_for_the_lease(pool: &sqlx::PgPool, sponsor: Address) {
     }
 }
 
+/// A stack (Anvil started with `anvil_args`) and one replica reaching its node through a proxy,
+/// holding the sponsor's lease; `n` funded users, the first of whom has relayed a deposit (the
+/// holder's first batch reads the counter, and it counts from there).
+async fn a_holder_behind_a_proxy(
+    anvil_args: &[&str],
+    settings: PipelineSettings,
+    n: usize,
+) -> (Stack, RpcProxy, Replica, Vec<alloy::signers::local::PrivateKeySigner>) {
+    let stack = Stack::start(anvil_args).await;
+    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
+    let relayer = stack.replica_via(settings, proxy.provider()).await;
+    let users = stack.users(n);
+    stack.fund_wallets(&users, 10, true).await;
+    wait_for_the_lease(stack.store.pool(), stack.sponsor()).await;
+    let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
+    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    (stack, proxy, relayer, users)
+}
+
 #[tokio::test]
 async fn the_lease_holder_sends_a_batch_it_wrote_at_once_without_its_worker() {
     // The node refuses every read of the sponsor's transaction count, with which each pass of
     // the sponsor's worker starts: no pass gets as far as sending. A call the lease holder queues
     // still reaches the chain, sent by the enqueue that wrote it.
-    let stack = Stack::start(&[]).await;
-    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
-    let relayer = stack.replica_via(fast_settings(), proxy.provider()).await;
-    let users = stack.users(2);
-    stack.fund_wallets(&users, 10, true).await;
-    wait_for_the_lease(stack.store.pool(), stack.sponsor()).await;
-    // The first call reads the counter (and is sent by the worker); the holder counts from there.
-    let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
-    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (stack, proxy, relayer, users) = a_holder_behind_a_proxy(&[], fast_settings(), 2).await;
     let body = stack.signed_deposit(&relayer.base, &users[1], 10).await;
     proxy.set(|req: &Value| {
         (req["method"] == "eth_getTransactionCount")
@@ -294,16 +291,8 @@ async fn the_worker_does_not_send_again_what_the_lease_holder_sent_at_once() {
     // On a chain with a block every second, a call sent at once waits in the node's pool for its
     // block while the worker, woken by the same write, reads the row: it must mark it, not send
     // the same bytes again. One broadcast per call.
-    let stack = Stack::start(&["--block-time", "1"]).await;
-    let proxy = RpcProxy::start_at(stack.anvil_url().as_str()).await;
     let settings = PipelineSettings { rebroadcast_after: Duration::from_secs(10), ..fast_settings() };
-    let relayer = stack.replica_via(settings, proxy.provider()).await;
-    let users = stack.users(4);
-    stack.fund_wallets(&users, 10, false).await;
-    wait_for_the_lease(stack.store.pool(), stack.sponsor()).await;
-    let body = stack.signed_deposit(&relayer.base, &users[0], 10).await;
-    let (status, resp) = stack.post(&relayer.base, EXECUTE, &body, &[]).await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (stack, proxy, relayer, users) = a_holder_behind_a_proxy(&["--block-time", "1"], settings, 4).await;
     let mut bodies = Vec::new();
     for user in &users[1..] {
         bodies.push(stack.signed_deposit(&relayer.base, user, 10).await);
