@@ -47,6 +47,17 @@ pub trait LogSource: Send + Sync + 'static {
     /// range (too many results, timeout); the caller shrinks the range and retries.
     fn logs(&self, address: Address, from: u64, to: u64) -> impl Future<Output = anyhow::Result<Vec<RawLog>>> + Send;
 
+    /// Logs of `address` in the one block `block`. By default those of its number; a source that
+    /// can ask for the block by hash does, so a node that does not have that block yet errors
+    /// rather than answering no logs.
+    fn logs_at(
+        &self,
+        address: Address,
+        block: BlockHeader,
+    ) -> impl Future<Output = anyhow::Result<Vec<RawLog>>> + Send {
+        self.logs(address, block.number, block.number)
+    }
+
     /// Resolves when a new block may be there: after `poll` by default; sooner for sources that
     /// are told about new heads (a websocket subscription).
     fn wait_for_block(&self, poll: Duration) -> impl Future<Output = ()> + Send {
@@ -67,9 +78,9 @@ pub trait LogSource: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct RpcLogSource {
     provider: DynProvider,
-    /// Numbers of new heads pushed by an `eth_subscribe("newHeads")` subscription, or read by
-    /// the pipeline's workers ([`RpcLogSource::with_heads`]).
-    heads: Option<tokio::sync::watch::Receiver<u64>>,
+    /// New heads pushed by an `eth_subscribe("newHeads")` subscription, or read by the
+    /// pipeline's workers ([`RpcLogSource::with_heads`]); `None` until the first.
+    heads: Option<tokio::sync::watch::Receiver<Option<BlockHeader>>>,
     /// The newest head [`LogSource::head`] read (0: none yet).
     last_head: Arc<AtomicU64>,
     /// The newest told head [`LogSource::wait_for_block`] did not wait for.
@@ -97,11 +108,17 @@ impl RpcLogSource {
             .context("Failed to connect to the RPC node's websocket")?
             .erased();
         let sub = provider.subscribe_blocks().await.context("eth_subscribe(newHeads) failed")?;
-        let (tx, rx) = tokio::sync::watch::channel(0u64);
+        let (tx, rx) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
             let mut stream = sub.into_stream();
             while let Some(header) = stream.next().await {
-                if tx.send(header.number).is_err() {
+                let told = BlockHeader {
+                    number: header.number,
+                    hash: header.hash,
+                    parent_hash: header.parent_hash,
+                    timestamp: header.timestamp,
+                };
+                if tx.send(Some(told)).is_err() {
                     break; // every source clone is gone
                 }
             }
@@ -110,10 +127,10 @@ impl RpcLogSource {
         Ok(Self { provider, heads: Some(rx), last_head: Arc::default(), skipped_for: Arc::default() })
     }
 
-    /// Also wakes on the head numbers `heads` tells (the pipeline's workers read the head
-    /// often; the indexer then starts on a new block as they see it). A websocket subscription
-    /// already made is kept.
-    pub fn with_heads(mut self, heads: tokio::sync::watch::Receiver<u64>) -> Self {
+    /// Also wakes on the heads `heads` tells (the pipeline's workers read the head often; the
+    /// indexer then starts on a new block as they see it, without asking the node for its number
+    /// or its header again). A websocket subscription already made is kept.
+    pub fn with_heads(mut self, heads: tokio::sync::watch::Receiver<Option<BlockHeader>>) -> Self {
         self.heads.get_or_insert(heads);
         self
     }
@@ -132,7 +149,7 @@ impl LogSource for RpcLogSource {
             // A head told above the newest this source read is not waited for, once: a node
             // behind the one the teller reads (a load balancer) would otherwise be asked again
             // and again until it catches up.
-            let told = *rx.borrow();
+            let told = rx.borrow().map_or(0, |h| h.number);
             if told > self.last_head.load(Ordering::Relaxed)
                 && self.skipped_for.fetch_max(told, Ordering::Relaxed) < told
             {
@@ -147,12 +164,28 @@ impl LogSource for RpcLogSource {
     }
 
     async fn head(&self) -> anyhow::Result<u64> {
+        // A told head right above the newest this source read is the head: the node is not
+        // asked. One further ahead (a teller reading another node, one this source's node may be
+        // behind) is not taken on trust: the node says its own head.
+        if let Some(told) = self.told()
+            && self
+                .last_head
+                .compare_exchange(told.number.wrapping_sub(1), told.number, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Ok(told.number);
+        }
         let head = self.provider.get_block_number().await.context("eth_blockNumber failed")?;
         self.last_head.fetch_max(head, Ordering::Relaxed);
         Ok(head)
     }
 
     async fn header(&self, number: u64) -> anyhow::Result<Option<BlockHeader>> {
+        // The told head's header as the teller read it (the sync loop chains every header to
+        // the checkpoint and asks for its logs by hash, so one that went stale is not indexed).
+        if let Some(told) = self.told().filter(|h| h.number == number) {
+            return Ok(Some(told));
+        }
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
@@ -170,20 +203,42 @@ impl LogSource for RpcLogSource {
         let filter = Filter::new().address(address).from_block(from).to_block(to);
         let logs =
             self.provider.get_logs(&filter).await.with_context(|| format!("eth_getLogs({from}..={to}) failed"))?;
-        logs.into_iter()
-            .filter(|l| !l.removed)
-            .map(|l| {
-                Ok(RawLog {
-                    block_number: l.block_number.context("log without blockNumber")?,
-                    block_hash: l.block_hash.context("log without blockHash")?,
-                    block_timestamp: l.block_timestamp,
-                    tx_hash: l.transaction_hash.unwrap_or_default(),
-                    tx_index: l.transaction_index.unwrap_or_default(),
-                    log_index: l.log_index.context("log without logIndex")?,
-                    topics: l.inner.data.topics().to_vec(),
-                    data: l.inner.data.data.clone(),
-                })
-            })
-            .collect()
+        raw_logs(logs)
     }
+
+    async fn logs_at(&self, address: Address, block: BlockHeader) -> anyhow::Result<Vec<RawLog>> {
+        let filter = Filter::new().address(address).at_block_hash(block.hash);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .with_context(|| format!("eth_getLogs(block {} {}) failed", block.number, block.hash))?;
+        raw_logs(logs)
+    }
+}
+
+impl RpcLogSource {
+    /// The newest head told, if any.
+    fn told(&self) -> Option<BlockHeader> {
+        self.heads.as_ref().and_then(|rx| *rx.borrow())
+    }
+}
+
+/// The logs an `eth_getLogs` answered, as the sync loop takes them (removed ones dropped).
+fn raw_logs(logs: Vec<alloy::rpc::types::Log>) -> anyhow::Result<Vec<RawLog>> {
+    logs.into_iter()
+        .filter(|l| !l.removed)
+        .map(|l| {
+            Ok(RawLog {
+                block_number: l.block_number.context("log without blockNumber")?,
+                block_hash: l.block_hash.context("log without blockHash")?,
+                block_timestamp: l.block_timestamp,
+                tx_hash: l.transaction_hash.unwrap_or_default(),
+                tx_index: l.transaction_index.unwrap_or_default(),
+                log_index: l.log_index.context("log without logIndex")?,
+                topics: l.inner.data.topics().to_vec(),
+                data: l.inner.data.data.clone(),
+            })
+        })
+        .collect()
 }

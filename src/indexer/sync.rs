@@ -5,8 +5,8 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -55,6 +55,13 @@ pub struct Indexer<S: LogSource> {
     wake: Option<Arc<tokio::sync::Notify>>,
     /// Where each step's indexed head is told to this process (see [`LocalHeads`]).
     local_heads: Option<Arc<LocalHeads>>,
+    /// Set once [`Indexer::run`] holds the deployment's lock: no other indexer writes the
+    /// checkpoint after that, so this one's own last write of it ([`Indexer::known`]) is used
+    /// instead of reading it back at every step.
+    sole_writer: AtomicBool,
+    /// The checkpoint as this indexer's last commit or head touch left it (`None`: read it; so
+    /// after a failed commit, a rollback, or before the first step).
+    known: Mutex<Option<store::Checkpoint>>,
 }
 
 impl<S: LogSource> Indexer<S> {
@@ -81,6 +88,8 @@ impl<S: LogSource> Indexer<S> {
             status,
             wake: None,
             local_heads: None,
+            sole_writer: AtomicBool::new(false),
+            known: Mutex::new(None),
         }
     }
 
@@ -139,8 +148,25 @@ impl<S: LogSource> Indexer<S> {
         self.range.load(Ordering::Relaxed)
     }
 
-    /// Creates the checkpoint below the start block on first run.
+    /// The checkpoint this indexer last wrote, while it is the deployment's sole writer.
+    fn known(&self) -> Option<store::Checkpoint> {
+        if !self.sole_writer.load(Ordering::Relaxed) {
+            return None;
+        }
+        *self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_known(&self, cp: Option<store::Checkpoint>) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = cp;
+    }
+
+    /// The checkpoint: the one this indexer last wrote while it is the sole writer (a stale one
+    /// cannot be committed on: the commit re-reads it under a row lock and checks that the batch
+    /// continues it), otherwise read; created below the start block on first run.
     async fn checkpoint(&self) -> anyhow::Result<store::Checkpoint> {
+        if let Some(cp) = self.known() {
+            return Ok(cp);
+        }
         let mut conn = self.pool.acquire().await?;
         if let Some(cp) = store::load_checkpoint(&mut conn, self.scope, false).await? {
             return Ok(cp);
@@ -163,13 +189,18 @@ impl<S: LogSource> Indexer<S> {
             self.backfill(cp, head - self.cfg.reorg_window, head).await?
         } else if head <= cp.block_number {
             let probe = self.source.header(head).await?.context("no header at the head")?;
-            let stored = store::stored_blocks(&self.pool, self.scope, head, head).await?;
             if head == cp.block_number && probe.hash == cp.block_hash {
                 if cp.chain_head != head {
                     store::touch_head(&self.pool, self.scope, head).await?;
+                    self.set_known(Some(store::Checkpoint { chain_head: head, ..cp }));
                 }
                 Step::Idle
-            } else if head < cp.block_number && stored.first().is_some_and(|(_, h)| *h == probe.hash) {
+            } else if head < cp.block_number
+                && store::stored_blocks(&self.pool, self.scope, head, head)
+                    .await?
+                    .first()
+                    .is_some_and(|(_, h)| *h == probe.hash)
+            {
                 // The chain got shorter (a rollback) but kept our block at its new head.
                 self.roll_back(cp.block_number, head).await?
             } else {
@@ -205,6 +236,7 @@ impl<S: LogSource> Indexer<S> {
         let mut lock_conn = self.pool.acquire().await?.detach();
         loop {
             if lock::try_lock(&mut lock_conn, self.scope).await? {
+                self.sole_writer.store(true, Ordering::Relaxed);
                 break;
             }
             tokio::select! {
@@ -277,8 +309,14 @@ impl<S: LogSource> Indexer<S> {
     }
 
     async fn publish(&self, head: u64) {
-        let Ok(mut conn) = self.pool.acquire().await else { return };
-        if let Ok(Some(cp)) = store::load_checkpoint(&mut conn, self.scope, false).await {
+        let cp = match self.known() {
+            Some(cp) => Some(cp),
+            None => match self.pool.acquire().await {
+                Ok(mut conn) => store::load_checkpoint(&mut conn, self.scope, false).await.ok().flatten(),
+                Err(_) => None,
+            },
+        };
+        if let Some(cp) = cp {
             self.status.send_modify(|s| {
                 s.indexed_block = cp.block_number;
                 s.indexed_timestamp = cp.block_timestamp;
@@ -298,13 +336,16 @@ impl<S: LogSource> Indexer<S> {
     async fn commit(&self, batch: &Batch) -> anyhow::Result<store::CommitStats> {
         // Journal once per key for a reorgable batch; far behind the head the blocks are final.
         let cache = || if batch.reorgable { StateCache::per_batch(batch.from) } else { StateCache::new(u64::MAX) };
-        match store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, false, cache()).await {
+        let committed = match store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, false, cache()).await
+        {
             Err(e) if is_unique_violation(&e) => {
                 tracing::warn!(from = batch.from, "logs already stored; re-ingesting without duplicates");
                 store::commit(&self.pool, self.scope, self.cfg.reorg_window, batch, true, cache()).await
             }
             other => other,
-        }
+        };
+        self.set_known(committed.as_ref().ok().map(|stats| stats.checkpoint));
+        committed
     }
 
     /// Indexes `(cp, until]`, blocks far enough behind the head to be final. A fetcher runs
@@ -409,7 +450,18 @@ impl<S: LogSource> Indexer<S> {
             return Ok(Step::Retry);
         }
         let last = *headers.last().expect("not empty");
-        let logs = self.source.logs(self.scope.contract, first.number, last.number).await?;
+        // The newest block's logs are asked for by its hash: a node that does not have the block
+        // (behind the one its header came from) errors rather than answering none.
+        let logs = if first.number == last.number {
+            self.source.logs_at(self.scope.contract, last).await?
+        } else {
+            let (mut older, newest) = tokio::try_join!(
+                self.source.logs(self.scope.contract, first.number, last.number - 1),
+                self.source.logs_at(self.scope.contract, last)
+            )?;
+            older.extend(newest);
+            older
+        };
         let base = first.number;
         for l in &logs {
             let idx = l.block_number.checked_sub(base).map(|i| i as usize);
@@ -445,6 +497,7 @@ impl<S: LogSource> Indexer<S> {
     }
 
     async fn roll_back(&self, from: u64, ancestor: u64) -> anyhow::Result<Step> {
+        self.set_known(None);
         let (ancestor, removed) = store::rollback(&self.pool, self.scope, ancestor).await?;
         tracing::warn!(contract = %self.scope.contract, ancestor, depth = from - ancestor, removed, "rolled back orphaned blocks");
         Ok(Step::Reorg { ancestor, depth: from - ancestor })

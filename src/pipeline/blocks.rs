@@ -24,7 +24,10 @@ use alloy::{
 use anyhow::Context;
 use tokio::time::Instant;
 
-use crate::chain::{Head, HeadClock};
+use crate::{
+    chain::{Head, HeadClock},
+    indexer::BlockHeader,
+};
 
 /// Block numbers whose receipts are kept (the newest).
 const KEEP_BLOCKS: usize = 128;
@@ -53,8 +56,8 @@ pub(super) struct Blocks {
     receipts: std::sync::Mutex<BTreeMap<u64, Slot>>,
     /// How fast the chain makes blocks, as the heads read show it.
     pace: std::sync::Mutex<Pace>,
-    /// The newest head number read, told to whoever watches ([`Blocks::heads`]).
-    heads: tokio::sync::watch::Sender<u64>,
+    /// The newest head read, told to whoever watches ([`Blocks::heads`]).
+    heads: tokio::sync::watch::Sender<Option<BlockHeader>>,
 }
 
 /// The chain's pace: the newest head number seen to change and when, and a moving average of
@@ -72,13 +75,13 @@ impl Blocks {
             head: HeadClock::new((poll_interval / 2).min(HEAD_MAX_AGE_CAP)),
             receipts: std::sync::Mutex::new(BTreeMap::new()),
             pace: std::sync::Mutex::default(),
-            heads: tokio::sync::watch::Sender::new(0),
+            heads: tokio::sync::watch::Sender::new(None),
         }
     }
 
-    /// The newest head number the workers read, changed as they see a new block (the indexer
-    /// of the chain wakes on it rather than at its own next poll).
-    pub fn heads(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// The newest head the workers read, changed as they see a new block (the indexer of the
+    /// chain wakes on it rather than at its own next poll, and takes the block's header from it).
+    pub fn heads(&self) -> tokio::sync::watch::Receiver<Option<BlockHeader>> {
         self.heads.subscribe()
     }
 
@@ -89,8 +92,11 @@ impl Blocks {
         (pace.per_block_us > 0).then(|| Duration::from_micros(pace.per_block_us))
     }
 
-    fn note_head(&self, number: u64) {
-        self.heads.send_if_modified(|h| std::mem::replace(h, number) != number);
+    fn note_head(&self, head: &Head) {
+        let number = head.number;
+        let told = BlockHeader { number, hash: head.hash, parent_hash: head.parent_hash, timestamp: head.timestamp };
+        // Any other head: a newer block, or a rollback or a reorg at the tip.
+        self.heads.send_if_modified(|h| h.replace(told) != Some(told));
         let now = Instant::now();
         let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
         match pace.last {
@@ -113,7 +119,7 @@ impl Blocks {
     /// `not_before` (a worker that has just sent a transaction asks for a head read after it).
     pub async fn latest(&self, provider: &DynProvider, not_before: Option<Instant>) -> anyhow::Result<Head> {
         let head = self.head.head(provider, not_before).await?;
-        self.note_head(head.number);
+        self.note_head(&head);
         Ok(head)
     }
 

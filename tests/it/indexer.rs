@@ -6,9 +6,10 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use alloy::{
     eips::BlockId,
+    eips::BlockNumberOrTag,
     eips::Encodable2718,
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
-    primitives::{Address, Bytes, U256},
+    primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::{Filter, TransactionRequest},
     signers::local::PrivateKeySigner,
@@ -19,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use streampay_relayer::{
     chain::{MockToken, StreamPay},
-    indexer::{IndexReader, Indexer, IndexerConfig, LogSource, RawLog, RpcLogSource, Step},
+    indexer::{BlockHeader, IndexReader, Indexer, IndexerConfig, LogSource, RawLog, RpcLogSource, Step},
 };
 
 use crate::harness::Mined;
@@ -887,7 +888,7 @@ async fn websocket_new_heads_wake_the_indexer_before_its_poll() {
 #[tokio::test]
 async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
     let app = spawn_app().await;
-    let (tell, heads) = tokio::sync::watch::channel(0u64);
+    let (tell, heads) = tokio::sync::watch::channel(None);
     let source = RpcLogSource::new(app.provider.clone()).with_heads(heads);
     // A 30 s poll: only a told head can make the index follow within the deadline below.
     let cfg = IndexerConfig { poll_interval: Duration::from_secs(30), ..test_config() };
@@ -902,7 +903,7 @@ async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
     let head = app.provider.get_block_number().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(status.borrow().indexed_block < head, "the indexer followed without being told (its poll is 30 s)");
-    tell.send(head).unwrap();
+    tell.send(Some(latest_header(&app).await)).unwrap();
     let within = Duration::from_secs(5);
     wait_balance(
         &reader(&app),
@@ -919,12 +920,12 @@ async fn heads_the_pipeline_reads_wake_the_indexer_before_its_poll() {
 #[tokio::test]
 async fn a_told_head_the_node_does_not_have_yet_is_not_asked_for_again_and_again() {
     let app = spawn_app().await;
-    let (tell, heads) = tokio::sync::watch::channel(0u64);
+    let (tell, heads) = tokio::sync::watch::channel(None);
     let source = RpcLogSource::new(app.provider.clone()).with_heads(heads);
     let head = source.head().await.unwrap();
     // The teller reads a node ahead of this source's (a load balancer): the first wait does not
     // wait, the next ones wait for the poll, however often they are asked.
-    tell.send(head + 5).unwrap();
+    tell.send(Some(made_up_header(head + 5, B256::ZERO))).unwrap();
     let poll = Duration::from_millis(300);
     let started = std::time::Instant::now();
     source.wait_for_block(poll).await;
@@ -936,10 +937,62 @@ async fn a_told_head_the_node_does_not_have_yet_is_not_asked_for_again_and_again
         assert!(started.elapsed() >= poll, "returned after {:?}, before the poll: a spin", started.elapsed());
     }
     // A head told later is again not waited for.
-    tell.send(head + 6).unwrap();
+    tell.send(Some(made_up_header(head + 6, B256::ZERO))).unwrap();
     let started = std::time::Instant::now();
     source.wait_for_block(poll).await;
     assert!(started.elapsed() < Duration::from_millis(200), "a new told head was waited for: {:?}", started.elapsed());
+}
+
+/// A header for block `number` with parent `parent` and a hash no node has.
+fn made_up_header(number: u64, parent: B256) -> BlockHeader {
+    BlockHeader { number, hash: B256::repeat_byte(0xab), parent_hash: parent, timestamp: 1 }
+}
+
+#[tokio::test]
+async fn a_told_head_is_indexed_from_its_header_and_a_block_the_node_lacks_is_never_indexed() {
+    let app = spawn_app().await;
+    let (tell, heads) = tokio::sync::watch::channel(None);
+    let ix = indexer_with(&app, RpcLogSource::new(app.provider.clone()).with_heads(heads), test_config());
+    ix.sync_to_head().await.unwrap();
+    let tip = latest_header(&app).await;
+
+    // A block without logs of the contract, told with a hash the node does not have (a teller
+    // that read another node, one fork away): asked for by number, its logs would be "none" and
+    // the made-up hash would become the index's. The step fails instead and indexes nothing.
+    let _ = raw(&app, "evm_mine", json!([])).await;
+    tell.send(Some(made_up_header(tip.number + 1, tip.hash))).unwrap();
+    let stepped = ix.step().await;
+    assert!(stepped.is_err(), "a block the node lacks was indexed: {stepped:?}");
+    assert_eq!(checkpoint(&app).await, (tip.number, tip.hash), "the index moved past its tip");
+
+    // The real header, told: the index takes it as the head and indexes its block.
+    let mined = latest_header(&app).await;
+    tell.send(Some(mined)).unwrap();
+    ix.sync_to_head().await.unwrap();
+    assert_eq!(checkpoint(&app).await, (mined.number, mined.hash), "the told block was not indexed");
+}
+
+/// The chain's latest block, as a worker tells it.
+async fn latest_header(app: &TestApp) -> BlockHeader {
+    let b = app.provider.get_block_by_number(BlockNumberOrTag::Latest).await.unwrap().unwrap();
+    BlockHeader {
+        number: b.header.number,
+        hash: b.header.hash,
+        parent_hash: b.header.parent_hash,
+        timestamp: b.header.timestamp,
+    }
+}
+
+/// The index checkpoint's block number and hash, as stored.
+async fn checkpoint(app: &TestApp) -> (u64, B256) {
+    let (number, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT block_number, block_hash FROM idx_checkpoints WHERE chain_id = $1 AND contract = $2")
+            .bind(app.chain_id as i64)
+            .bind(app.contract.as_slice())
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    (number as u64, B256::from_slice(&hash))
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use crate::store::decode::u64_of;
 use super::model::BlockHeader;
 use super::{Scope, bytes32};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checkpoint {
     pub block_number: u64,
     pub block_hash: B256,

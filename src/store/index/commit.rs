@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use super::model::{BlockHeader, Derivation, IndexedEvent, Key};
 use super::{
     Scope,
-    checkpoint::insert_blocks,
+    checkpoint::{Checkpoint, insert_blocks},
     derived::{load_keys, write_values},
     events::{copy_events, copy_raw, insert_events_dedup},
     load_checkpoint, note_local_commit, notify,
@@ -52,6 +52,8 @@ pub struct CommitStats {
     pub events: usize,
     pub derived_rows: usize,
     pub undo_entries: usize,
+    /// The checkpoint as the batch's transaction left it.
+    pub checkpoint: Checkpoint,
 }
 
 /// Writes a batch atomically. With `dedup` the events go through `INSERT … ON CONFLICT DO
@@ -173,5 +175,12 @@ pub async fn commit(
         total_ms = started.elapsed().as_secs_f64() * 1e3,
         "committed batch"
     );
-    Ok(CommitStats { events: events.len(), derived_rows: dirty.len(), undo_entries: journal.len() })
+    let checkpoint = Checkpoint {
+        block_number: to,
+        block_hash: batch.to.hash,
+        block_timestamp: batch.to.timestamp,
+        final_block,
+        chain_head: batch.chain_head.max(to),
+    };
+    Ok(CommitStats { events: events.len(), derived_rows: dirty.len(), undo_entries: journal.len(), checkpoint })
 }
