@@ -437,8 +437,8 @@ pub async fn execute(
     }
     // The call is queued and will be sent whatever happens next: if the database cannot be read
     // right now, the answer is the 202 of an accepted call, never an error.
-    let status = pipeline.wait_settled(tx_id, state.settings.receipt_timeout).await;
-    let record = match state.store.get_transaction(tx_id, key.0.id).await {
+    pipeline.wait_settled(tx_id, state.settings.receipt_timeout).await;
+    let record = match state.store.transaction_outcome(tx_id, key.0.id).await {
         Ok(Some(record)) => record,
         Ok(None) => return Err(AppError::Internal(anyhow::anyhow!("queued transaction {tx_id} vanished"))),
         Err(e) => {
@@ -446,6 +446,7 @@ pub async fn execute(
             return Ok(accepted("Submitted. Poll Status (or the transaction hash) for the outcome.", queued.hash));
         }
     };
+    let status = TxStatus::parse(&record.status).ok();
     if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed)) {
         // Its receipt's price is recorded by the background pricing, now rather than next tick.
         contract.chain.pricing.wake();

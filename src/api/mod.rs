@@ -109,6 +109,11 @@ pub struct Settings {
     pub max_event_streams: usize,
 }
 
+/// How long a read-your-writes wait relies on this process's indexer alone, when it indexes
+/// the deployment, before it also reads the database and tries a catch-up (as where another
+/// replica indexes it). A step after a new block takes tens of milliseconds.
+const LOCAL_PATIENCE: Duration = Duration::from_millis(200);
+
 /// Default of `[server] request_timeout_secs`: above a synchronous execute's longest wait (the
 /// receipt's 60 s, then up to 15 s for the index), so only a request stuck on a dependency hits it.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -256,48 +261,59 @@ impl AppState {
     /// [`AppState::await_indexed`] with its own bound.
     pub async fn await_indexed_for(&self, contract: Contract<'_>, block: u64, timeout: Duration) -> bool {
         let chain = contract.chain;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now + timeout;
         let mut pause = Duration::from_millis(5);
         let key = (chain.chain_id, contract.address);
         let mut local = self.local_heads.subscribe();
+        // Where this process's indexer indexes the deployment (it has told a step), its next step
+        // is told at once and nothing else can move the index: the database is not read and no
+        // catch-up is tried (it would only find the deployment's lock taken) unless nothing is
+        // told for a while.
+        let mut look_at = if local.borrow().contains_key(&key) { now + LOCAL_PATIENCE } else { now };
+        // The indexer may be waiting for its next poll: it is woken once, and again at each look.
+        self.index_wake.notify_waiters();
         loop {
-            // This process's indexer, if it is the one indexing the deployment, tells its steps
-            // at once; otherwise the database says what another replica's indexer reached.
             if local.borrow_and_update().get(&key).is_some_and(|&h| h >= block) {
                 chain.index.invalidate_cache();
                 return true;
             }
-            match self.indexed_head(chain, contract.address).await {
-                Ok(Some(head)) if head >= block => {
-                    chain.index.invalidate_cache();
-                    return true;
+            let now = tokio::time::Instant::now();
+            if now >= look_at {
+                // Otherwise the database says what another replica's indexer reached.
+                match self.indexed_head(chain, contract.address).await {
+                    Ok(Some(head)) if head >= block => {
+                        chain.index.invalidate_cache();
+                        return true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "reading the indexed head failed"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = format!("{e:#}"), "reading the indexed head failed"),
+                self.index_wake.notify_waiters();
+                if let Ok(_single) = self.catching_up.try_lock() {
+                    let indexer = crate::indexer::Indexer::new(
+                        Arc::new(crate::indexer::RpcLogSource::new(chain.provider.clone())),
+                        self.store.pool().clone(),
+                        chain.chain_id,
+                        contract.address,
+                        contract.start_block,
+                        self.settings.indexer.clone(),
+                    );
+                    if let Err(e) = indexer.catch_up_if_idle().await {
+                        tracing::debug!(error = format!("{e:#}"), "read-your-writes catch-up failed; retrying");
+                    }
+                }
+                look_at = tokio::time::Instant::now() + pause;
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(contract = %contract.name, block, "the index did not reach a relayed call's block in time");
                 return false;
             }
-            self.index_wake.notify_waiters();
-            if let Ok(_single) = self.catching_up.try_lock() {
-                let indexer = crate::indexer::Indexer::new(
-                    Arc::new(crate::indexer::RpcLogSource::new(chain.provider.clone())),
-                    self.store.pool().clone(),
-                    chain.chain_id,
-                    contract.address,
-                    contract.start_block,
-                    self.settings.indexer.clone(),
-                );
-                if let Err(e) = indexer.catch_up_if_idle().await {
-                    tracing::debug!(error = format!("{e:#}"), "read-your-writes catch-up failed; retrying");
-                }
-            }
             tokio::select! {
                 _ = local.changed() => {}
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep_until(look_at.min(deadline)) => {}
             }
-            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     secret::Secret,
-    store::{AttemptKind, BundleTx, Lease, NewTransaction, SignedAttempt, Store, TxStatus},
+    store::{AttemptKind, BundleTx, Lease, NewTransaction, SignedAttempt, Store},
 };
 pub use fees::Fees;
 pub use finality::DEFAULT_FINALITY_DEPTH;
@@ -530,8 +530,8 @@ impl Pipeline {
         })
     }
 
-    /// The newest head number this chain's workers read, as they read it.
-    pub fn heads(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// The newest head this chain's workers read, as they read it (`None` before the first).
+    pub fn heads(&self) -> tokio::sync::watch::Receiver<Option<crate::indexer::BlockHeader>> {
         self.blocks.heads()
     }
 
@@ -906,25 +906,23 @@ impl Pipeline {
     }
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
-    /// answers the last status seen (`Pending` if none could be read: the database may be
-    /// restarting). Woken at once by this process's worker, or by the notification of a row
+    /// the caller reads the row's outcome after it. Woken at once by this process's worker, or by the notification of a row
     /// another replica settled (with a slow poll as a fallback, see `poll_waiters`).
-    pub async fn wait_settled(&self, id: i64, timeout: Duration) -> Option<TxStatus> {
+    pub async fn wait_settled(&self, id: i64, timeout: Duration) {
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
-        let mut last = Some(TxStatus::Pending);
-        match self.store.transaction_status(id).await {
-            Ok(status) => last = status,
-            Err(e) => tracing::debug!(id, error = format!("{e:#}"), "status read failed; still waiting"),
-        }
-        if last.is_some_and(|s| !s.is_settled()) && tokio::time::timeout(timeout, rx).await.is_ok() {
-            match self.store.transaction_status(id).await {
-                Ok(status) => last = status,
-                Err(e) => tracing::debug!(id, error = format!("{e:#}"), "status read failed after settling"),
+        // Settled before the waiter was registered: nothing would wake it.
+        let settled = match self.store.transaction_status(id).await {
+            Ok(status) => status.is_none_or(|s| s.is_settled()),
+            Err(e) => {
+                tracing::debug!(id, error = format!("{e:#}"), "status read failed; still waiting");
+                false
             }
+        };
+        if !settled {
+            let _ = tokio::time::timeout(timeout, rx).await;
         }
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        last
     }
 
     /// Whether a block above `looked` (up to the latest, shared with the other workers) carries

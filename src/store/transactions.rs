@@ -1209,18 +1209,8 @@ pub struct TransactionRecord {
 impl Store {
     /// The transaction `id`, if the key `api_key_id` relayed it (keys never see each other's).
     pub async fn get_transaction(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<TransactionRecord>> {
-        let row = sqlx::query!(
-            "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
-                    block_number, failure, revert_reason, last_error
-             FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
-            id,
-            api_key_id,
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .context("Failed to read the transaction")?;
-        let Some(r) = row else { return Ok(None) };
-        let hashes = sqlx::query_scalar!(
+        let Some(mut record) = self.transaction_outcome(id, api_key_id).await? else { return Ok(None) };
+        record.hashes = sqlx::query_scalar!(
             // A bundle's rows show its transactions, signed on its leader's row.
             "SELECT tx_hash FROM tx_attempts
              WHERE transaction_id = (SELECT coalesce(bundle_id, id) FROM relay_transactions WHERE id = $1)
@@ -1233,6 +1223,23 @@ impl Store {
         .iter()
         .map(|h| bytes32(h))
         .collect::<anyhow::Result<_>>()?;
+        Ok(Some(record))
+    }
+
+    /// [`Store::get_transaction`] in one statement, without the row's `hashes` (left empty): what
+    /// a synchronous execute answers with once the row is settled.
+    pub async fn transaction_outcome(&self, id: i64, api_key_id: i64) -> anyhow::Result<Option<TransactionRecord>> {
+        let row = sqlx::query!(
+            "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
+                    block_number, failure, revert_reason, last_error
+             FROM relay_transactions WHERE id = $1 AND api_key_id = $2",
+            id,
+            api_key_id,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to read the transaction")?;
+        let Some(r) = row else { return Ok(None) };
         TxStatus::parse(&r.status)?;
         Ok(Some(TransactionRecord {
             id: r.id,
@@ -1249,7 +1256,7 @@ impl Store {
             failure: r.failure,
             revert_reason: r.revert_reason,
             last_error: r.last_error,
-            hashes,
+            hashes: Vec::new(),
         }))
     }
 }
