@@ -1,6 +1,7 @@
 //! Fee pricing of one chain, in the background (review S11): the fees a new transaction would be
-//! signed with now, and the effective gas price of every mined relayed transaction, read from its
-//! receipt once and stored.
+//! signed with now, and the effective gas price of every mined relayed transaction the sponsor
+//! workers did not price as they settled it (they record it from the block's receipts with the
+//! row's outcome), read from its receipt once and stored.
 //!
 //! Request handlers and the per-sponsor budget lock only read what this task last published
 //! ([`Pricing::fees`]) and what it stored, so no request ever waits on `eth_feeHistory` or on up
@@ -92,6 +93,11 @@ impl Pricing {
             Ok(Ok(e)) => Ok(e.expect("fresh implies some").fees),
             _ => anyhow::bail!("no fee estimate from the chain node in the last {} s", MAX_AGE.as_secs()),
         }
+    }
+
+    /// When the published fee estimate was made (`None`: none yet).
+    pub fn estimated_at(&self) -> Option<Instant> {
+        self.latest.borrow().map(|e| e.at)
     }
 
     /// Asks [`Pricing::run`] to refresh now (a relayed call was mined).

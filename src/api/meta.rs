@@ -448,7 +448,8 @@ pub async fn execute(
     };
     let status = TxStatus::parse(&record.status).ok();
     if matches!(status, Some(TxStatus::Mined | TxStatus::Confirmed)) {
-        // Its receipt's price is recorded by the background pricing, now rather than next tick.
+        // The fee estimate follows the new block now rather than next tick (the row's own price
+        // was recorded with its outcome).
         contract.chain.pricing.wake();
     }
     // Read-your-writes: a 200 means every read endpoint already reflects the call.

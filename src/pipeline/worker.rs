@@ -470,6 +470,7 @@ impl Tick<'_> {
                 gas_used: r.gas_used,
                 block_number: r.block_number.unwrap_or_default(),
                 block_hash: r.block_hash.unwrap_or_default(),
+                effective_gas_price: r.effective_gas_price,
                 scope: row_scope(self.chain_id(), row),
                 meta_nonce: row.meta_nonce,
             })
@@ -1017,6 +1018,7 @@ impl Tick<'_> {
                             gas_used: *gas_used,
                             block_number,
                             block_hash,
+                            effective_gas_price: r.effective_gas_price,
                             scope,
                             meta_nonce: m.meta_nonce,
                         }),

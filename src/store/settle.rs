@@ -39,6 +39,9 @@ pub struct MinedRow {
     pub gas_used: u64,
     pub block_number: u64,
     pub block_hash: B256,
+    /// The receipt's effective gas price (the row is priced as it is settled; the background
+    /// pricing has nothing left to look up for it).
+    pub effective_gas_price: u128,
     pub scope: NonceScope,
     pub meta_nonce: u64,
 }
@@ -113,6 +116,7 @@ pub(super) async fn settle_mined_in(
     let mut gas = Vec::with_capacity(mined.len());
     let mut blocks = Vec::with_capacity(mined.len());
     let mut block_hashes = Vec::with_capacity(mined.len());
+    let mut prices = Vec::with_capacity(mined.len());
     let mut chain_ids = Vec::with_capacity(mined.len());
     let mut contracts = Vec::with_capacity(mined.len());
     let mut signers = Vec::with_capacity(mined.len());
@@ -124,6 +128,7 @@ pub(super) async fn settle_mined_in(
         gas.push(i64_of(m.gas_used)?);
         blocks.push(i64_of(m.block_number)?);
         block_hashes.push(m.block_hash.to_vec());
+        prices.push(m.effective_gas_price.to_string());
         chain_ids.push(i64_of(m.scope.chain_id)?);
         contracts.push(m.scope.contract.to_vec());
         signers.push(m.scope.signer.to_vec());
@@ -133,15 +138,17 @@ pub(super) async fn settle_mined_in(
     sqlx::query!(
         "UPDATE relay_transactions t SET status = 'mined', tx_hash = m.tx_hash, gas_used = m.gas_used,
                 block_number = m.block_number, block_hash = m.block_hash, failure = NULL, revert_reason = NULL,
+                effective_gas_price = m.price::numeric, priced_block_hash = m.block_hash,
                 mined_at = now(), updated_at = now()
-             FROM UNNEST($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[])
-                AS m(id, tx_hash, gas_used, block_number, block_hash)
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[], $6::text[])
+                AS m(id, tx_hash, gas_used, block_number, block_hash, price)
              WHERE t.id = m.id",
         &ids,
         &hashes,
         &gas,
         &blocks,
         &block_hashes,
+        &prices,
     )
     .execute(&mut **tx)
     .await

@@ -375,6 +375,20 @@ impl TestApp {
         }
     }
 
+    /// Waits (at most 10 s) for a fee estimate made after this call: one that follows every block
+    /// mined so far (a row is priced as it is settled, so [`TestApp::wait_priced`] does not wait
+    /// for a pricing pass).
+    pub async fn wait_fees_refreshed(&self) {
+        let since = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let pricing = &self.chain().pricing;
+        pricing.wake();
+        while pricing.estimated_at().is_none_or(|at| at <= since) {
+            assert!(tokio::time::Instant::now() < deadline, "no fee estimate within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the app's pipeline (its workers give their sponsor leases up).
     pub async fn stop_pipelines(&self) {
         let aborted = self._pipelines.shutdown(Duration::from_secs(10)).await;

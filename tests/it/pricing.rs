@@ -99,3 +99,38 @@ async fn requests_and_the_budget_check_make_no_pricing_calls_and_spend_still_mat
         "the pricing task read the receipt"
     );
 }
+
+#[tokio::test]
+async fn a_call_the_worker_settles_is_priced_with_its_outcome_without_the_pricing_task() {
+    let app = spawn_app().await;
+    let alice = wallet();
+    app.fund(&alice, 10).await;
+    // No pricing task from here on: only the worker that settles the next call can price it.
+    app.stop_kept().await;
+    let built = app
+        .build("/api/v1/USDC/payments/", &json!({"From": alice.address(), "To": wallet().address(), "Amount": "1"}))
+        .await;
+    let done = app.execute_ok(&alice, &built).await;
+    let hash: alloy::primitives::B256 = done["TransactionHash"].as_str().unwrap().parse().unwrap();
+    let receipt = app.provider.get_transaction_receipt(hash).await.unwrap().unwrap();
+    let (price, priced_block): (Option<String>, Option<Vec<u8>>) = sqlx::query_as(
+        "SELECT effective_gas_price::text, priced_block_hash FROM relay_transactions WHERE tx_hash = $1",
+    )
+    .bind(hash.as_slice())
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(price, Some(receipt.effective_gas_price.to_string()), "the 200's row is not priced as the receipt says");
+    assert_eq!(priced_block.as_deref(), receipt.block_hash.as_ref().map(|h| h.as_slice()), "priced for another block");
+    // Spend is the chain's figure at once (the deposit's and the payment's receipts), not the
+    // max-fee upper bound until a pricing pass.
+    assert!(app.store.unpriced_transactions(app.chain_id, &[], 10).await.unwrap().is_empty(), "rows left unpriced");
+    let mut paid = U256::ZERO;
+    for row in app.store.list_history(app.api_key_id, &Default::default(), 10).await.unwrap() {
+        let r = app.provider.get_transaction_receipt(row.tx_hash).await.unwrap().unwrap();
+        paid += U256::from(r.gas_used) * U256::from(r.effective_gas_price);
+    }
+    let (status, view) = app.get("/api/v1/sponsors").await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["Sponsors"][0]["MinedSpendToday"], json!(paid.to_string()), "{view}");
+}

@@ -110,6 +110,7 @@ async fn a_stale_lease_owner_cannot_write_the_sponsor_queue() {
         gas_used: 1,
         block_number: 1,
         block_hash: attempt.hash,
+        effective_gas_price: 1,
         scope,
         meta_nonce: 0,
     };

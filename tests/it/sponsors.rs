@@ -212,6 +212,8 @@ async fn policy_per_key_budget_limits_one_key_not_the_others() {
     app.fund(&alice, 10).await;
     app.fund(&bob, 10).await;
     app.wait_priced().await;
+    // The reservations below at the fees of now, not of before the deposits' blocks.
+    app.wait_fees_refreshed().await;
     let spent_a = u256(&sponsor_view(&app, &app.api_key).await["KeySpendToday"]);
     let policy = SponsorPolicy { per_key_daily_budget: Some(spent_a + U256::from(1u64)), ..Default::default() };
     app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&policy)).await.unwrap();
