@@ -169,6 +169,7 @@ impl<S: LogSource> Indexer<S> {
         }
         let mut conn = self.pool.acquire().await?;
         if let Some(cp) = store::load_checkpoint(&mut conn, self.scope, false).await? {
+            self.set_known(Some(cp));
             return Ok(cp);
         }
         drop(conn);

@@ -906,8 +906,9 @@ impl Pipeline {
     }
 
     /// Waits until row `id` is settled (mined, failed, replaced, expired) or `timeout` passes;
-    /// the caller reads the row's outcome after it. Woken at once by this process's worker, or by the notification of a row
-    /// another replica settled (with a slow poll as a fallback, see `poll_waiters`).
+    /// the caller reads the row's outcome after it. Woken at once by this process's worker, or
+    /// by the notification of a row another replica settled (with a slow poll as a fallback, see
+    /// `poll_waiters`).
     pub async fn wait_settled(&self, id: i64, timeout: Duration) {
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
