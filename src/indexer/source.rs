@@ -138,6 +138,11 @@ impl RpcLogSource {
     pub fn provider(&self) -> &DynProvider {
         &self.provider
     }
+
+    /// The newest head told, if any.
+    fn told(&self) -> Option<BlockHeader> {
+        self.heads.as_ref().and_then(|rx| *rx.borrow())
+    }
 }
 
 impl LogSource for RpcLogSource {
@@ -214,13 +219,6 @@ impl LogSource for RpcLogSource {
             .await
             .with_context(|| format!("eth_getLogs(block {} {}) failed", block.number, block.hash))?;
         raw_logs(logs)
-    }
-}
-
-impl RpcLogSource {
-    /// The newest head told, if any.
-    fn told(&self) -> Option<BlockHeader> {
-        self.heads.as_ref().and_then(|rx| *rx.borrow())
     }
 }
 

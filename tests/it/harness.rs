@@ -486,6 +486,12 @@ impl TestApp {
         resp
     }
 
+    /// Builds a payment of `amount` tokens from `from` to a fresh wallet.
+    pub async fn build_pay(&self, from: &PrivateKeySigner, amount: &str) -> Value {
+        let body = json!({"From": from.address(), "To": wallet().address(), "Amount": amount});
+        self.build("/api/v1/USDC/payments/", &body).await
+    }
+
     /// Signs a build response's TypedData as `signer` (exactly the document served, like
     /// eth_signTypedData_v4) and the execute body to relay it.
     pub async fn signed_execute_body(&self, signer: &PrivateKeySigner, built: &Value) -> Value {

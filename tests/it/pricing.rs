@@ -51,9 +51,7 @@ async fn requests_and_the_budget_check_make_no_pricing_calls_and_spend_still_mat
     sqlx::query("UPDATE relay_transactions SET priced_block_hash = NULL").execute(app.store.pool()).await.unwrap();
     let policy = SponsorPolicy { daily_budget: Some(U256::from(1u64)), ..Default::default() };
     app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&policy)).await.unwrap();
-    let built = app
-        .build("/api/v1/USDC/payments/", &json!({"From": alice.address(), "To": wallet().address(), "Amount": "1"}))
-        .await;
+    let built = app.build_pay(&alice, "1").await;
     let body = app.signed_execute_body(&alice, &built).await;
 
     proxy.reset();
@@ -107,9 +105,7 @@ async fn a_call_the_worker_settles_is_priced_with_its_outcome_without_the_pricin
     app.fund(&alice, 10).await;
     // No pricing task from here on: only the worker that settles the next call can price it.
     app.stop_kept().await;
-    let built = app
-        .build("/api/v1/USDC/payments/", &json!({"From": alice.address(), "To": wallet().address(), "Amount": "1"}))
-        .await;
+    let built = app.build_pay(&alice, "1").await;
     let done = app.execute_ok(&alice, &built).await;
     let hash: alloy::primitives::B256 = done["TransactionHash"].as_str().unwrap().parse().unwrap();
     let receipt = app.provider.get_transaction_receipt(hash).await.unwrap().unwrap();

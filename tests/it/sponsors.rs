@@ -30,9 +30,7 @@ async fn sponsor_view(app: &TestApp, key: &str) -> Value {
 }
 
 async fn built_pay(app: &TestApp, from: &PrivateKeySigner, amount: &str) -> Value {
-    let built = app
-        .build("/api/v1/USDC/payments/", &json!({"From": from.address(), "To": wallet().address(), "Amount": amount}))
-        .await;
+    let built = app.build_pay(from, amount).await;
     app.signed_execute_body(from, &built).await
 }
 
