@@ -4,7 +4,10 @@
 use alloy::{primitives::U256, providers::Provider, signers::local::PrivateKeySigner};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use streampay_relayer::store::SponsorPolicy;
+use streampay_relayer::{
+    chain::{RELAY_GAS_MARGIN, gas_limit_for_used},
+    store::SponsorPolicy,
+};
 
 use crate::harness::{TestApp, assert_error, spawn_app, spawn_app_with_block_time, wallet};
 
@@ -242,10 +245,12 @@ async fn policy_daily_budget_admits_one_of_two_simultaneous_calls_when_only_one_
     app.fund(&bob, 10).await;
     let body = built_pay(&app, &alice, "1").await;
     let (_, first) = app.post("/api/v1/USDC/meta/execute", &body).await;
-    // What one more pay reserves: its gas limit (the estimate + 25% + 10,000) at today's max fee.
+    // What one more pay reserves: its gas limit (the relayer's, from a run's gas used) at the max
+    // fee of now, after the first pay's block, which is what the calls below are admitted at.
+    app.wait_fees_refreshed().await;
     let (_, quote) = app.get("/api/v1/USDC/fees?operation=pay").await;
     let gas = first["GasUsed"].as_u64().unwrap();
-    let one = U256::from(gas + gas / 4 + 10_000) * u256(&quote["MaxFeePerGas"]);
+    let one = U256::from(gas_limit_for_used(gas, RELAY_GAS_MARGIN)) * u256(&quote["MaxFeePerGas"]);
     app.wait_priced().await;
     let spent = u256(&sponsor_view(&app, &app.api_key).await["SpendToday"]);
     // Room for one reservation plus half a pay: whichever call is checked second sees the first
