@@ -1188,6 +1188,12 @@ async fn main() -> anyhow::Result<()> {
         let q: String = q.chars().take(90).collect();
         println!("  - {:.2}, {:.3} ms: `{}…`", per(*n), per(*ms), q.replace('`', "'"));
     }
+    println!("  The most frequent (statements per relay, execution ms per relay):");
+    top.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    for (q, (n, ms)) in top.iter().take(20) {
+        let q: String = q.chars().take(90).collect();
+        println!("  - {:.2}, {:.3} ms: `{}…`", per(*n), per(*ms), q.replace('`', "'"));
+    }
     println!();
     if let Some((gas, limit, c, (c_n, c_rate, c_blocks), r, (r_n, r_rate, r_blocks), sync)) = &chain {
         println!(

@@ -30,7 +30,7 @@ use super::{Dispatcher, WebhookSettings};
 use crate::{
     API_VERSION,
     chains::Chain,
-    store::webhooks::delivery::{self, Due},
+    store::webhooks::delivery::{self, Due, RelayedTransaction},
     views::{TransactionFacts, TransactionView},
 };
 
@@ -144,11 +144,8 @@ pub fn private_target(url: &reqwest::Url) -> Option<String> {
     (name == "localhost" || name.ends_with(".localhost")).then(|| format!("{host} is this machine"))
 }
 
-/// The `data` of a `transaction.*` event, from its relay_transactions row.
-async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow::Result<Value> {
-    let r = delivery::relayed_transaction(state.store.pool(), id)
-        .await
-        .context("Failed to read the relayed transaction of a webhook event")?;
+/// The `data` of a `transaction.*` event `id`, from its relay_transactions row `r`.
+fn transaction_data(chain: &Chain, id: i64, r: Option<&RelayedTransaction>) -> anyhow::Result<Value> {
     // A row deleted since (never by the relayer itself) must not block the outbox.
     let Some(r) = r else { return Ok(json!({ "TransactionId": id })) };
     let facts = TransactionFacts {
@@ -160,29 +157,39 @@ async fn transaction_data(state: &Dispatcher, chain: &Chain, id: i64) -> anyhow:
         sponsor: r.sponsor,
         sponsor_nonce: r.sponsor_nonce,
         tx_hash: r.tx_hash,
-        state: r.status,
+        state: r.status.clone(),
         gas_used: r.gas_used,
         block_number: r.block_number,
-        failure: r.failure,
-        revert_reason: r.revert_reason,
+        failure: r.failure.clone(),
+        revert_reason: r.revert_reason.clone(),
     };
     Ok(serde_json::to_value(TransactionView::new(&chain.deployments, facts))?)
 }
 
-/// Creates the deliveries of up to 100 events; returns how many events it handled.
+/// Creates the deliveries of up to 100 events; returns how many events it handled. Five
+/// statements whatever the number of events: BEGIN, the events with their transaction rows,
+/// their bodies, their deliveries, COMMIT (none but the read and its transaction when the outbox
+/// is empty).
 pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize> {
     let mut tx = state.store.pool().begin().await?;
     let events = delivery::lock_pending_events(&mut tx, chain.chain_id as i64)
         .await
         .context("Failed to read the webhook outbox")?;
-    for e in &events {
+    if events.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let (mut ids, mut bodies, mut payloads) =
+        (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
+    for (e, transaction) in &events {
         let (id, event_type) = (e.id, &e.event_type);
         let data = match (e.data.clone().map(pascal_case_keys), e.transaction_id) {
             // A transaction event: the transaction's view now, with what the event is about
             // written over it (the block it was mined in, or the block it was reorged out of),
             // so a body built after a later change still describes its own event.
             (at_event, Some(t)) => {
-                let mut data = transaction_data(state, chain, t).await?;
+                let mut data = transaction_data(chain, t, transaction.as_ref())
+                    .context("Failed to build a transaction event's data")?;
                 if let (Some(Value::Object(fields)), Value::Object(view)) = (at_event, &mut data) {
                     view.extend(fields);
                 }
@@ -202,9 +209,12 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
             "Data": data,
         })
         .to_string();
-        delivery::mark_fanned_out(&mut tx, id, &data, &payload).await?;
-        delivery::create_deliveries(&mut tx, e).await.context("Failed to create deliveries")?;
+        ids.push(id);
+        bodies.push(data);
+        payloads.push(payload);
     }
+    delivery::mark_fanned_out(&mut tx, &ids, &bodies, &payloads).await.context("Failed to store the events' bodies")?;
+    delivery::create_deliveries(&mut tx, &ids).await.context("Failed to create deliveries")?;
     tx.commit().await?;
     Ok(events.len())
 }

@@ -1150,3 +1150,88 @@ async fn webhook_contract_events_follow_index_rollbacks_with_a_retraction_then_t
     assert!(orphaned && key.contains(":orphaned:"), "{key}");
     event(&receiver, "event.retracted", |d| d["RetractedEventId"] == canonical["Id"]).await;
 }
+
+#[tokio::test]
+async fn a_backlog_of_events_fans_out_in_one_pass_to_exactly_the_endpoints_each_concerns_in_event_order() {
+    // The dispatcher starts only once the outbox holds a backlog: relayed calls' `transaction.mined`
+    // and two sponsors' `sponsor.balance_low`, interleaved. One fan-out pass builds them all.
+    let app = spawn_app_with(settings(test_settings())).await;
+    let mine = Receiver::start(&[], 200).await;
+    let theirs = Receiver::start(&[], 200).await;
+    let both = ["transaction.mined", "sponsor.balance_low"];
+    register(&app, &mine.url, &both).await;
+    // Another key, which may use the other sponsor only: none of this key's transactions and only
+    // the other sponsor's alert are its endpoint's.
+    let other = app.store.create_api_key("other", &[app.other_sponsor], true).await.unwrap();
+    let their_endpoint = register_with_key(&app, &other.key, &theirs.url, &both).await;
+    let (pool, chain_id) = (app.store.pool().clone(), app.chain_id as i64);
+    let alert = |sponsor: alloy::primitives::Address| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            streampay_relayer::store::webhooks::outbox::insert_event(
+                &mut conn,
+                &format!("test-alert:{sponsor}"),
+                chain_id,
+                "sponsor.balance_low",
+                Some(sponsor),
+                None,
+                json!({ "Sponsor": sponsor.to_checksum(None) }),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let user = wallet();
+    app.fund(&user, 1).await;
+    app.fund(&user, 1).await;
+    alert(app.sponsor).await;
+    alert(app.other_sponsor).await;
+    app.fund(&user, 1).await;
+    let pending: Vec<(i64, String, Option<i64>)> =
+        sqlx::query_as("SELECT id, type, transaction_id FROM webhook_events WHERE NOT fanned_out ORDER BY id")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+    let mined: Vec<&(i64, String, Option<i64>)> = pending.iter().filter(|e| e.1 == "transaction.mined").collect();
+    assert_eq!(mined.len(), 3, "the backlog: {pending:?}");
+
+    let _webhooks = app.start_webhooks();
+    let got = mine.wait_for("3 transaction.mined and 1 sponsor.balance_low", 4, |_| true).await;
+    let got_theirs = theirs.wait_for("the other sponsor's alert", 1, |_| true).await;
+    // In event order: the endpoint's deliveries were written in the order of their events.
+    let ids: Vec<i64> = got.iter().map(|v| v["Id"].as_str().unwrap()["evt_".len()..].parse().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "deliveries out of event order: {got:#?}");
+    let types: Vec<&str> = got.iter().map(|v| v["Type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["transaction.mined", "transaction.mined", "sponsor.balance_low", "transaction.mined"]);
+    assert_eq!(got[2]["Data"]["Sponsor"], app.sponsor.to_checksum(None));
+    // Each transaction event's body is its own transaction's, as stored.
+    for (body, event) in got.iter().filter(|v| v["Type"] == "transaction.mined").zip(&mined) {
+        assert_eq!(body["Id"], format!("evt_{}", event.0));
+        let id = event.2.expect("a transaction event names its transaction");
+        let (hash, block): (Vec<u8>, i64) =
+            sqlx::query_as("SELECT tx_hash, block_number FROM relay_transactions WHERE id = $1")
+                .bind(id)
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(body["Data"]["TransactionId"], id, "{body}");
+        assert_eq!(body["Data"]["TransactionHash"], format!("0x{}", alloy::hex::encode(hash)), "{body}");
+        assert_eq!(body["Data"]["BlockNumber"], block, "{body}");
+        assert_eq!(body["Data"]["State"], "mined", "{body}");
+    }
+    assert_eq!(got_theirs.len(), 1, "{got_theirs:#?}");
+    assert_eq!(got_theirs[0]["Data"]["Sponsor"], app.other_sponsor.to_checksum(None));
+    // The other key's endpoint has that delivery and nothing else; everything was fanned out.
+    let (theirs_rows, left): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1),
+                (SELECT count(*) FROM webhook_events WHERE NOT fanned_out)",
+    )
+    .bind(their_endpoint)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((theirs_rows, left), (1, 0));
+}

@@ -60,118 +60,143 @@ pub struct Due {
     pub payload: String,
 }
 
-/// The transaction row `id`, `None` if it is gone.
-pub async fn relayed_transaction(pool: &PgPool, id: i64) -> anyhow::Result<Option<RelayedTransaction>> {
-    let r = sqlx::query!(
-        "SELECT id, chain_id, contract, signer, meta_nonce, sponsor, sponsor_nonce, tx_hash, status, gas_used,
-                block_number, failure, revert_reason
-         FROM relay_transactions WHERE id = $1",
-        id,
-    )
-    .fetch_optional(pool)
-    .await?;
-    r.map(|r| {
-        Ok(RelayedTransaction {
-            id: r.id,
-            chain_id: u64_of(r.chain_id)?,
-            contract: address(&r.contract)?,
-            signer: address(&r.signer)?,
-            meta_nonce: u64_of(r.meta_nonce)?,
-            sponsor: address(&r.sponsor)?,
-            sponsor_nonce: u64_of(r.sponsor_nonce)?,
-            tx_hash: bytes32(&r.tx_hash)?,
-            status: r.status,
-            gas_used: opt_u64(r.gas_used)?,
-            block_number: opt_u64(r.block_number)?,
-            failure: r.failure,
-            revert_reason: r.revert_reason,
-        })
-    })
-    .transpose()
-}
-
 /// Up to 100 events of `chain_id` not yet fanned out, oldest first, locked (skipping those
-/// another replica holds) until the end of the caller's transaction.
-pub async fn lock_pending_events(conn: &mut PgConnection, chain_id: i64) -> anyhow::Result<Vec<PendingEvent>> {
+/// another replica holds) until the end of the caller's transaction; a `transaction.*` event
+/// comes with its `relay_transactions` row as it is now (`None` if the row is gone), read in the
+/// same statement.
+pub async fn lock_pending_events(
+    conn: &mut PgConnection,
+    chain_id: i64,
+) -> anyhow::Result<Vec<(PendingEvent, Option<RelayedTransaction>)>> {
     let rows = sqlx::query!(
         // The data comes as JSONB decoded by serde_json (the macros have no JSON type mapping of
-        // their own, hence the override).
-        r#"SELECT id, type AS event_type, api_key_id, sponsor, transaction_id, data AS "data: Value", retracts,
-                  extract(epoch FROM created_at)::BIGINT AS "created!"
-           FROM webhook_events WHERE NOT fanned_out AND chain_id = $1
-           ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"#,
+        // their own, hence the override). Only the events are locked: the transaction row is
+        // read as it is.
+        r#"SELECT e.id, e.type AS event_type, e.api_key_id, e.sponsor, e.transaction_id, e.data AS "data: Value",
+                  e.retracts, extract(epoch FROM e.created_at)::BIGINT AS "created!",
+                  t.id AS "t_id?", t.chain_id AS "t_chain_id?", t.contract AS "t_contract?", t.signer AS "t_signer?",
+                  t.meta_nonce AS "t_meta_nonce?", t.sponsor AS "t_sponsor?", t.sponsor_nonce AS "t_sponsor_nonce?",
+                  t.tx_hash AS "t_tx_hash?", t.status AS "t_status?", t.gas_used AS "t_gas_used?",
+                  t.block_number AS "t_block_number?", t.failure AS "t_failure?", t.revert_reason AS "t_revert_reason?"
+           FROM webhook_events e LEFT JOIN relay_transactions t ON t.id = e.transaction_id
+           WHERE NOT e.fanned_out AND e.chain_id = $1
+           ORDER BY e.id LIMIT 100 FOR UPDATE OF e SKIP LOCKED"#,
         chain_id,
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|e| PendingEvent {
-            id: e.id,
-            event_type: e.event_type,
-            api_key_id: e.api_key_id,
-            sponsor: e.sponsor,
-            transaction_id: e.transaction_id,
-            data: e.data,
-            retracts: e.retracts,
-            created: e.created,
+    rows.into_iter()
+        .map(|r| {
+            let event = PendingEvent {
+                id: r.id,
+                event_type: r.event_type,
+                api_key_id: r.api_key_id,
+                sponsor: r.sponsor,
+                transaction_id: r.transaction_id,
+                data: r.data,
+                retracts: r.retracts,
+                created: r.created,
+            };
+            let transaction = match (
+                r.t_id,
+                r.t_chain_id,
+                r.t_contract,
+                r.t_signer,
+                r.t_meta_nonce,
+                r.t_sponsor,
+                r.t_sponsor_nonce,
+                r.t_tx_hash,
+                r.t_status,
+            ) {
+                (
+                    Some(id),
+                    Some(chain_id),
+                    Some(contract),
+                    Some(signer),
+                    Some(meta_nonce),
+                    Some(sponsor),
+                    Some(sponsor_nonce),
+                    Some(tx_hash),
+                    Some(status),
+                ) => Some(RelayedTransaction {
+                    id,
+                    chain_id: u64_of(chain_id)?,
+                    contract: address(&contract)?,
+                    signer: address(&signer)?,
+                    meta_nonce: u64_of(meta_nonce)?,
+                    sponsor: address(&sponsor)?,
+                    sponsor_nonce: u64_of(sponsor_nonce)?,
+                    tx_hash: bytes32(&tx_hash)?,
+                    status,
+                    gas_used: opt_u64(r.t_gas_used)?,
+                    block_number: opt_u64(r.t_block_number)?,
+                    failure: r.t_failure,
+                    revert_reason: r.t_revert_reason,
+                }),
+                _ => None,
+            };
+            Ok((event, transaction))
         })
-        .collect())
+        .collect()
 }
 
-/// Stores the event's final data and body and marks it fanned out.
-pub async fn mark_fanned_out(conn: &mut PgConnection, id: i64, data: &Value, payload: &str) -> anyhow::Result<()> {
+/// Stores each event's final data and body and marks it fanned out, in one statement: `ids`,
+/// `data` and `payloads` are parallel.
+pub async fn mark_fanned_out(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    data: &[Value],
+    payloads: &[String],
+) -> anyhow::Result<()> {
+    let data: Vec<String> = data.iter().map(Value::to_string).collect();
     sqlx::query!(
         // The data goes as JSON text: the crate's sqlx has no JSON type mapping for the macros.
-        "UPDATE webhook_events SET data = $2::text::jsonb, payload = $3, fanned_out = true WHERE id = $1",
-        id,
-        data.to_string(),
-        payload,
+        "UPDATE webhook_events e SET data = k.data::jsonb, payload = k.payload, fanned_out = true
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS k(id, data, payload)
+         WHERE e.id = k.id",
+        ids,
+        &data,
+        payloads,
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Creates a delivery, due now, for every live endpoint subscribed to the event's type that
-/// existed when the event was written, whose key family has a live key, and (for
-/// `transaction.*`) that belongs to the relaying key's family, or (for a sponsor's event) whose
-/// key may use the sponsor. `transaction.reorged` also goes to endpoints subscribed to
-/// `transaction.mined` (what they were told is no longer true). An `event.retracted` goes to
-/// the live endpoints that may have received the event it retracts (a delivery of it with an
-/// attempt made), subscribed or not.
-pub async fn create_deliveries(conn: &mut PgConnection, event: &PendingEvent) -> anyhow::Result<()> {
-    if let Some(original) = event.retracts {
-        sqlx::query!(
-            "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, next_attempt_at)
-                 SELECT DISTINCT ep.id, $1::BIGINT, 'pending', now()
-                 FROM webhook_deliveries d JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
-                 WHERE d.event_id = $2 AND (d.attempts > 0 OR d.state = 'succeeded')
-                   AND ep.deleted_at IS NULL AND api_key_family_live(ep.api_key_id)
-                 ON CONFLICT DO NOTHING",
-            event.id,
-            original,
-        )
-        .execute(conn)
-        .await?;
-        return Ok(());
-    }
+/// Creates, in one statement, the deliveries of the events `ids`, each due now, in the order of
+/// the events (a delivery's id orders an endpoint's deliveries due at the same moment):
+/// - for an event: one for every live endpoint subscribed to its type that existed when the
+///   event was written, whose key family has a live key, and (for `transaction.*`) that belongs
+///   to the relaying key's family, or (for a sponsor's event) whose key may use the sponsor.
+///   `transaction.reorged` also goes to endpoints subscribed to `transaction.mined` (what they
+///   were told is no longer true);
+/// - for an `event.retracted`: one for every live endpoint that may have received the event it
+///   retracts (a delivery of it with an attempt made), subscribed or not.
+pub async fn create_deliveries(conn: &mut PgConnection, ids: &[i64]) -> anyhow::Result<()> {
     sqlx::query!(
         "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, next_attempt_at)
-             SELECT ep.id, $1, 'pending', now() FROM webhook_endpoints ep
-             WHERE ep.deleted_at IS NULL
-               AND ($2 = ANY(ep.events) OR ($2 = 'transaction.reorged' AND 'transaction.mined' = ANY(ep.events)))
-               AND ep.created_at <= (SELECT created_at FROM webhook_events WHERE id = $1)
+         SELECT endpoint_id, event_id, 'pending', now() FROM (
+             SELECT ep.id AS endpoint_id, ev.id AS event_id
+             FROM webhook_events ev JOIN webhook_endpoints ep
+               ON ep.deleted_at IS NULL
+              AND (ev.type = ANY(ep.events) OR (ev.type = 'transaction.reorged' AND 'transaction.mined' = ANY(ep.events)))
+              AND ep.created_at <= ev.created_at
+             WHERE ev.id = ANY($1) AND ev.retracts IS NULL
                AND api_key_family_live(ep.api_key_id)
-               AND ($3::BIGINT IS NULL OR ep.api_key_id IN (SELECT api_key_family($4)))
-               AND ($5::BYTEA IS NULL OR EXISTS (
-                   SELECT 1 FROM api_key_sponsors s WHERE s.api_key_id = ep.api_key_id AND s.sponsor = $5))
-             ON CONFLICT DO NOTHING",
-        event.id,
-        event.event_type,
-        event.transaction_id,
-        event.api_key_id,
-        event.sponsor.as_deref(),
+               AND (ev.transaction_id IS NULL OR ep.api_key_id IN (SELECT api_key_family(ev.api_key_id)))
+               AND (ev.sponsor IS NULL OR EXISTS (
+                   SELECT 1 FROM api_key_sponsors s WHERE s.api_key_id = ep.api_key_id AND s.sponsor = ev.sponsor))
+             UNION
+             SELECT ep.id, ev.id
+             FROM webhook_events ev
+             JOIN webhook_deliveries d ON d.event_id = ev.retracts
+             JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
+             WHERE ev.id = ANY($1) AND (d.attempts > 0 OR d.state = 'succeeded')
+               AND ep.deleted_at IS NULL AND api_key_family_live(ep.api_key_id)
+         ) due
+         ORDER BY event_id, endpoint_id
+         ON CONFLICT DO NOTHING",
+        ids,
     )
     .execute(conn)
     .await?;
