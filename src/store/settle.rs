@@ -1,5 +1,5 @@
 //! The pipeline's batched settle path: the attempts of many rows in one read, many mined rows
-//! recorded in one fenced transaction, and the `streampay_settled` notifications that wake
+//! recorded in one fenced statement, and the `streampay_settled` notifications that wake
 //! waiters in other processes (migration 0037's trigger sends one per row that settles).
 //! Every statement is checked at compile time.
 
@@ -75,17 +75,15 @@ impl Store {
     }
 
     /// Records rows `mined` as mined and their signed calls' meta nonces as mined, in one
-    /// transaction fenced by `lease` and two statements, whatever their number. Row for row the
-    /// same writes as [`Store::settle_transaction`] with [`super::Outcome::Mined`] (the webhook
-    /// trigger still fires per row).
+    /// statement fenced by `lease`, whatever their number (see [`settle_mined_in`]). Row for row
+    /// the same writes as [`Store::settle_transaction`] with [`super::Outcome::Mined`] (the
+    /// webhook trigger still fires per row).
     pub async fn settle_mined(&self, lease: &Lease, mined: &[MinedRow]) -> anyhow::Result<()> {
         if mined.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_fenced(lease).await?;
-        settle_mined_in(&mut tx, mined).await?;
-        tx.commit().await.context("Failed to commit the outcomes")?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.context("Failed to get a connection")?;
+        settle_mined_in(&mut conn, lease, mined).await
     }
 
     /// A connection listening on [`SETTLED_CHANNEL`] and [`QUEUED_CHANNEL`]: its own, outside
@@ -103,9 +101,14 @@ impl Store {
     }
 }
 
-/// The writes of [`Store::settle_mined`], in `tx`.
+/// The writes of [`Store::settle_mined`] on `conn` (in a transaction of the caller's, or alone):
+/// one statement that first takes a share lock on the sponsor's row where `lease` is still held
+/// (as every fenced write does, so a takeover waits for it to commit), and writes nothing, and
+/// fails with [`super::LeaseLost`], where it is not. The lock is taken before any row is
+/// written: both updates are gated on it.
 pub(super) async fn settle_mined_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    conn: &mut sqlx::PgConnection,
+    lease: &Lease,
     mined: &[MinedRow],
 ) -> anyhow::Result<()> {
     if mined.is_empty() {
@@ -135,38 +138,48 @@ pub(super) async fn settle_mined_in(
         types.push(m.scope.nonce_type as u8 as i16);
         nonces.push(i64_of(m.meta_nonce)?);
     }
-    sqlx::query!(
-        "UPDATE relay_transactions t SET status = 'mined', tx_hash = m.tx_hash, gas_used = m.gas_used,
-                block_number = m.block_number, block_hash = m.block_hash, failure = NULL, revert_reason = NULL,
-                effective_gas_price = m.price::numeric, priced_block_hash = m.block_hash,
-                mined_at = now(), updated_at = now()
-             FROM UNNEST($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[], $6::text[])
-                AS m(id, tx_hash, gas_used, block_number, block_hash, price)
-             WHERE t.id = m.id",
+    let held = sqlx::query_scalar!(
+        r#"WITH held AS MATERIALIZED (
+               SELECT 1 FROM sponsor_accounts
+               WHERE chain_id = $12 AND address = $13 AND lease_owner = $14 AND lease_until > clock_timestamp()
+               FOR SHARE),
+           settled AS (
+               UPDATE relay_transactions t SET status = 'mined', tx_hash = m.tx_hash, gas_used = m.gas_used,
+                      block_number = m.block_number, block_hash = m.block_hash, failure = NULL, revert_reason = NULL,
+                      effective_gas_price = m.price::numeric, priced_block_hash = m.block_hash,
+                      mined_at = now(), updated_at = now()
+               FROM UNNEST($1::bigint[], $2::bytea[], $3::bigint[], $4::bigint[], $5::bytea[], $6::text[])
+                  AS m(id, tx_hash, gas_used, block_number, block_hash, price)
+               WHERE t.id = m.id AND EXISTS (SELECT 1 FROM held)
+               RETURNING 1),
+           nonces AS (
+               UPDATE meta_nonces n SET status = 'mined', updated_at = now()
+               FROM UNNEST($7::bigint[], $8::bytea[], $9::bytea[], $10::smallint[], $11::bigint[])
+                  AS m(chain_id, contract, signer, nonce_type, nonce)
+               WHERE n.chain_id = m.chain_id AND n.contract = m.contract AND n.signer = m.signer
+                 AND n.nonce_type = m.nonce_type AND n.nonce = m.nonce AND EXISTS (SELECT 1 FROM held)
+               RETURNING 1)
+           SELECT EXISTS (SELECT 1 FROM held) AS "held!""#,
         &ids,
         &hashes,
         &gas,
         &blocks,
         &block_hashes,
         &prices,
-    )
-    .execute(&mut **tx)
-    .await
-    .context("Failed to record the outcomes")?;
-    sqlx::query!(
-        "UPDATE meta_nonces n SET status = 'mined', updated_at = now()
-             FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::smallint[], $5::bigint[])
-                AS m(chain_id, contract, signer, nonce_type, nonce)
-             WHERE n.chain_id = m.chain_id AND n.contract = m.contract AND n.signer = m.signer
-               AND n.nonce_type = m.nonce_type AND n.nonce = m.nonce",
         &chain_ids,
         &contracts,
         &signers,
         &types,
         &nonces,
+        i64_of(lease.chain_id)?,
+        lease.sponsor.as_slice(),
+        &lease.owner,
     )
-    .execute(&mut **tx)
+    .fetch_one(&mut *conn)
     .await
-    .context("Failed to update the nonce statuses")?;
+    .context("Failed to record the outcomes")?;
+    if !held {
+        return Err(super::LeaseLost(lease.sponsor).into());
+    }
     Ok(())
 }

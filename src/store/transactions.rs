@@ -984,23 +984,37 @@ impl Store {
             .collect()
     }
 
-    /// The node accepted the latest transaction of each of rows `ids`: one write for all the rows
-    /// a worker's pass sent. Fenced by `lease`.
+    /// The node accepted the latest transaction of each of rows `ids`: one statement for all the
+    /// rows a worker's pass sent, fenced by `lease` in the statement itself (the share lock of
+    /// the sponsor's row where the lease is still held gates the update; see
+    /// [`super::settle::settle_mined_in`]).
     pub async fn mark_submitted(&self, lease: &Lease, ids: &[i64]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_fenced(lease).await?;
-        sqlx::query!(
-            "UPDATE relay_transactions SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
-                last_sent_at = now(), last_error = NULL, updated_at = now()
-             WHERE id = ANY($1) OR bundle_id = ANY($1)",
+        let held = sqlx::query_scalar!(
+            r#"WITH held AS MATERIALIZED (
+                   SELECT 1 FROM sponsor_accounts
+                   WHERE chain_id = $2 AND address = $3 AND lease_owner = $4 AND lease_until > clock_timestamp()
+                   FOR SHARE),
+               sent AS (
+                   UPDATE relay_transactions
+                   SET status = CASE WHEN status = 'pending' THEN 'submitted' ELSE status END,
+                       last_sent_at = now(), last_error = NULL, updated_at = now()
+                   WHERE (id = ANY($1) OR bundle_id = ANY($1)) AND EXISTS (SELECT 1 FROM held)
+                   RETURNING 1)
+               SELECT EXISTS (SELECT 1 FROM held) AS "held!""#,
             ids,
+            i64_of(lease.chain_id)?,
+            lease.sponsor.as_slice(),
+            &lease.owner,
         )
-        .execute(&mut *tx)
+        .fetch_one(&self.pool)
         .await
         .context("Failed to mark the transaction submitted")?;
-        tx.commit().await.context("Failed to commit")?;
+        if !held {
+            return Err(LeaseLost(lease.sponsor).into());
+        }
         Ok(())
     }
 
@@ -1045,7 +1059,7 @@ impl Store {
         others: &[(i64, Outcome, (super::NonceScope, u64, super::NonceStatus))],
     ) -> anyhow::Result<()> {
         let mut tx = self.begin_fenced(lease).await?;
-        super::settle::settle_mined_in(&mut tx, mined).await?;
+        super::settle::settle_mined_in(&mut tx, lease, mined).await?;
         for (id, outcome, nonce) in others {
             settle_in(&mut tx, *id, outcome, *nonce).await?;
         }
