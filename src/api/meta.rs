@@ -367,8 +367,8 @@ pub async fn execute(
         }
         CallOutcome::Failed { data, message } => Err(reverted(&data, &message)),
     };
-    // The admission reservation and the policy's budget guard are held until the call is queued
-    // (its row then counts), then released.
+    // The admission reservation goes with the call: the statement that queues it deletes it (the
+    // row counts from then on). The policy's budget guard is held until the call is queued.
     let queued = match simulated {
         Ok((gas_limit, reservation, _budget_guard)) => {
             let queued = pipeline
@@ -390,6 +390,7 @@ pub async fn execute(
                             operations: checked.operations.iter().map(|o| o.to_string()).collect(),
                             amounts: super::history::call_amounts(&data, contract.token_decimals),
                         }),
+                        reservation,
                     },
                     arriving,
                     !respond_async,
@@ -400,7 +401,11 @@ pub async fn execute(
                     AppError::Internal(e) => AppError::chain(e),
                     unavailable => unavailable,
                 });
-            state.store.release_reservation(reservation).await;
+            if queued.is_err() {
+                // Not queued (or not known to be: a reservation left behind only counts until it
+                // expires).
+                state.store.release_reservation(reservation).await;
+            }
             queued
         }
         Err(e) => Err(e),

@@ -364,6 +364,7 @@ impl Keeper {
                     // Streams are stopped in a loop: leave room for state changes since the estimate.
                     gas_limit,
                     history: None,
+                    reservation: crate::store::Reservation::NONE,
                 })
                 .await
                 .context("Failed to queue the liquidation")?;

@@ -30,8 +30,9 @@ pub struct AdmissionRecord {
     pub key_spent_wei: U256,
 }
 
-/// An admitted call's reservation of its worst-case cost; [`Store::release_reservation`] once
-/// the call is queued (or was not): until then, or until it expires, it counts against the
+/// An admitted call's reservation of its worst-case cost, carried by the call to the statement
+/// that queues it ([`super::NewTransaction::reservation`]), which deletes it; if the call is not
+/// queued, [`Store::release_reservation`]. Until then, or until it expires, it counts against the
 /// key's and the signer's budgets in every process. None when no budget applies
 /// ([`Store::admission_reputation`]): nothing was reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,17 @@ pub struct Reservation(Option<i64>);
 impl Reservation {
     /// Nothing reserved.
     pub const NONE: Reservation = Reservation(None);
+
+    /// The reservation's row, if one was made.
+    pub fn id(self) -> Option<i64> {
+        self.0
+    }
+}
+
+impl Default for Reservation {
+    fn default() -> Self {
+        Self::NONE
+    }
 }
 
 /// A reservation left behind by a process that died before queuing stops counting after this.
@@ -176,8 +188,8 @@ impl Store {
         u64_of(folded)
     }
 
-    /// Drops a reservation (the call is queued and its row counts now, or it was not queued).
-    /// Expired reservations are swept at the same time.
+    /// Drops a reservation of a call that was not queued (a queued call's reservation goes in
+    /// the statement that writes its row). Expired reservations are swept at the same time.
     pub async fn release_reservation(&self, r: Reservation) {
         let Some(id) = r.0 else { return };
         let done = sqlx::query!(

@@ -40,6 +40,10 @@ pub struct NewTransaction {
     pub gas_limit: u64,
     /// Reference, operations and amounts for the history, written with the row.
     pub history: Option<super::TxMeta>,
+    /// The admission reservation of the call's cost ([`super::Reservation::NONE`] if none): the
+    /// statement that writes the row deletes it, so from then on the row counts instead, never
+    /// both and never neither.
+    pub reservation: super::Reservation,
 }
 
 /// A signed transaction, ready to broadcast.
@@ -388,6 +392,7 @@ struct BatchColumns {
     max_fee: Vec<i64>,
     prio_fee: Vec<i64>,
     bundle_index: Vec<i32>,
+    reservations: Vec<i64>,
 }
 
 /// The bundles of a batch insert, named by their leader's row number (from 1).
@@ -615,6 +620,7 @@ impl Store {
             cols.max_fee.push(i64::try_from(a.max_fee_per_gas).context("max fee beyond BIGINT")?);
             cols.prio_fee.push(i64::try_from(a.max_priority_fee_per_gas).context("priority fee beyond BIGINT")?);
             cols.bundle_index.push(pos);
+            cols.reservations.extend(t.reservation.id());
             // Row numbers from 1, as `WITH ORDINALITY` numbers `items`.
             meta.push(i as i64 + 1, t.history.as_ref())?;
         }
@@ -630,7 +636,8 @@ impl Store {
         // where the lease is this owner's and unexpired and the counter reads `$33`: the
         // update row-locks the counter for the statement, and re-checks that condition on the
         // newest version after waiting for a concurrent writer. If it matched nothing, `go` is
-        // empty and so is everything below it.
+        // empty and so is everything below it, the release of the calls' admission reservations
+        // (`$35`) included: they count until their rows do.
         let query = sqlx::query!(
             r#"WITH claimed AS (
                 UPDATE sponsor_accounts SET next_nonce = $33::bigint + $34::bigint, updated_at = now()
@@ -689,7 +696,9 @@ impl Store {
                     AS b(idx, calldata, gas_limit, deadline, size)
                 JOIN items i ON i.idx = b.idx
                 JOIN t ON t.id = i.id
-                RETURNING 1)
+                RETURNING 1),
+             released AS (
+                DELETE FROM admission_reservations WHERE id = ANY($35::bigint[]) AND EXISTS (SELECT 1 FROM go))
              SELECT i.id AS "id!", i.sponsor_nonce AS "sponsor_nonce!",
                     (SELECT count(*) FROM t) AS "rows!",
                     (SELECT count(*) FROM attempts) AS "attempts!",
@@ -732,6 +741,7 @@ impl Store {
             owner,
             i64_of(base)?,
             i64_of(k)?,
+            &cols.reservations,
         );
         let ids = match &mut tx {
             Some(tx) => query.fetch_all(&mut **tx).await,

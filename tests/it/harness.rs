@@ -272,6 +272,7 @@ impl TestApp {
             calldata: alloy::primitives::Bytes::from(vec![1, 2, 3]),
             gas_limit: 100_000,
             history: None,
+            reservation: streampay_relayer::store::Reservation::NONE,
         }
     }
 

@@ -542,3 +542,86 @@ async fn concurrent_executes_queued_in_one_batch_keep_each_calls_reference_opera
         assert_eq!(&shown, amounts, "call {i}");
     }
 }
+
+#[tokio::test]
+async fn a_queued_calls_admission_reservation_goes_in_the_statement_that_writes_its_row() {
+    // A call's reservation counts until its row does, in the statement that writes the row: a
+    // locked batch and a leased one both delete their calls' reservations and no other; a leased
+    // batch that finds the counter moved writes nothing and leaves them counting.
+    use alloy::primitives::{B256, Bytes, U256};
+    use streampay_relayer::store::{AttemptKind, NewTransaction, Reservation, SignedAttempt};
+    let app = spawn_app().await;
+    // Nobody sends these rows (their signed bytes are fakes).
+    app.stop_pipelines().await;
+    let reserve = |i: u8| {
+        let app = &app;
+        async move {
+            app.store
+                .admit_and_reserve(
+                    app.chain_id,
+                    app.api_key_id,
+                    wallet().address(),
+                    B256::repeat_byte(i),
+                    3600,
+                    U256::from(1_000 + u64::from(i)),
+                    |_| Ok::<(), ()>(()),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let reserved = || async {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM admission_reservations ORDER BY id")
+            .fetch_all(app.store.pool())
+            .await
+            .unwrap();
+        ids
+    };
+    let sign = |s: usize, _| {
+        Ok((
+            SignedAttempt {
+                hash: B256::from(U256::from(s + 1 + 100 * usize::from(s > 9))),
+                raw: Bytes::from(vec![9, s as u8]),
+                kind: AttemptKind::Call,
+                max_fee_per_gas: 2,
+                max_priority_fee_per_gas: 1,
+            },
+            None,
+        ))
+    };
+    let (a, b, c) = (reserve(1).await, reserve(2).await, reserve(3).await);
+    let ids = |rs: &[Reservation]| rs.iter().map(|r| r.id().unwrap()).collect::<Vec<_>>();
+    assert_eq!(reserved().await, ids(&[a, b, c]));
+
+    // A locked batch of two calls carrying a and b, and one without a reservation.
+    let batch: Vec<NewTransaction> = [Some(a), Some(b), None]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| NewTransaction {
+            reservation: r.unwrap_or(Reservation::NONE),
+            ..app.fake_call(wallet().address(), i as u64)
+        })
+        .collect();
+    let slots: Vec<Vec<usize>> = (0..batch.len()).map(|i| vec![i]).collect();
+    let queued = app.store.enqueue_transactions(&batch, &slots, 1_000, sign).await.unwrap();
+    assert_eq!(queued.len(), 3);
+    assert_eq!(reserved().await, ids(&[c]), "a's and b's reservations went with their rows, c's stays");
+
+    // A leased batch carrying c: refused while the counter does not read its base (nothing
+    // written, c still counts), then written at the right base (c gone).
+    sqlx::query("UPDATE sponsor_accounts SET lease_owner = 'test', lease_until = now() + interval '1 hour'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let next: i64 =
+        sqlx::query_scalar("SELECT next_nonce FROM sponsor_accounts").fetch_one(app.store.pool()).await.unwrap();
+    let leased = [NewTransaction { reservation: c, ..app.fake_call(wallet().address(), 7) }];
+    let sign_late = |s: usize, _| sign(s + 10, 0);
+    let stale = app.store.enqueue_leased(&leased, &[vec![0]], "test", next as u64 + 1, sign_late).await.unwrap();
+    assert!(stale.is_none(), "a leased batch at a base the counter does not read writes nothing");
+    assert_eq!(reserved().await, ids(&[c]), "c counts until its row does");
+    let written = app.store.enqueue_leased(&leased, &[vec![0]], "test", next as u64, sign_late).await.unwrap();
+    assert_eq!(written.map(|w| w.len()), Some(1));
+    assert_eq!(reserved().await, Vec::<i64>::new(), "c's reservation went with its row");
+}
