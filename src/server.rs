@@ -328,19 +328,30 @@ pub fn start_housekeeping(store: Store, supervisor: &Supervisor) {
 /// How often [`start_spend_roll_up`] folds admission's spend deltas into the daily totals.
 const SPEND_ROLL_UP_EVERY: Duration = Duration::from_secs(1);
 
+/// Every how many roll-ups the reservations that expired long ago are swept.
+const SWEEP_RESERVATIONS_EVERY: u32 = 60;
+
 /// Folds admission's spend deltas into the daily totals every [`SPEND_ROLL_UP_EVERY`] (see
 /// [`Store::roll_up_spend`]), so the deltas admission sums stay a second's worth. Every replica
-/// runs it; one at a time folds, the others skip.
+/// runs it; one at a time folds, the others skip. About once a minute it also sweeps the
+/// admission reservations that expired over an hour ago ([`Store::sweep_expired_reservations`]).
 pub fn start_spend_roll_up(store: Store, supervisor: &Supervisor) {
     supervisor.spawn(stage::HOUSEKEEPING, "admission spend roll-up", move |stop| {
         let store = store.clone();
         async move {
             let mut every = tokio::time::interval(SPEND_ROLL_UP_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = 0u32;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     _ = every.tick() => {}
+                }
+                ticks = ticks.wrapping_add(1);
+                if ticks % SWEEP_RESERVATIONS_EVERY == 0
+                    && let Err(e) = store.sweep_expired_reservations().await
+                {
+                    tracing::warn!(error = format!("{e:#}"), "sweeping expired admission reservations failed");
                 }
                 if let Err(e) = store.roll_up_spend().await {
                     tracing::warn!(

@@ -188,6 +188,17 @@ impl Store {
         u64_of(folded)
     }
 
+    /// Deletes the reservations that expired over an hour ago (left by a process that died
+    /// between admission and the queue; they stopped counting when they expired). Answers how
+    /// many.
+    pub async fn sweep_expired_reservations(&self) -> anyhow::Result<u64> {
+        let done = sqlx::query!("DELETE FROM admission_reservations WHERE expires_at < now() - interval '1 hour'")
+            .execute(&self.pool)
+            .await
+            .context("Failed to sweep expired admission reservations")?;
+        Ok(done.rows_affected())
+    }
+
     /// Drops a reservation of a call that was not queued (a queued call's reservation goes in
     /// the statement that writes its row). Expired reservations are swept at the same time.
     pub async fn release_reservation(&self, r: Reservation) {

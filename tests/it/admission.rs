@@ -432,3 +432,43 @@ async fn the_daily_spend_ledger_equals_the_sum_over_the_days_rows() {
     let (ledger, rows) = spend_both_ways(&mut conn, &app, user.address()).await;
     assert_eq!(ledger, rows, "after roll-ups and another relay ({pending} deltas were left after one)");
 }
+
+#[tokio::test]
+async fn reservations_that_expired_over_an_hour_ago_are_swept_and_live_ones_kept() {
+    let app = spawn_app().await;
+    let reserve = |i: u8| {
+        let app = &app;
+        async move {
+            app.store
+                .admit_and_reserve(
+                    app.chain_id,
+                    app.api_key_id,
+                    wallet().address(),
+                    alloy::primitives::B256::repeat_byte(i),
+                    3600,
+                    alloy::primitives::U256::from(1_000u64),
+                    |_| Ok::<(), ()>(()),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+                .id()
+                .unwrap()
+        }
+    };
+    let (old, recent, live) = (reserve(1).await, reserve(2).await, reserve(3).await);
+    // A process died after admitting these: one expired two hours ago, one a minute ago.
+    for (id, ago) in [(old, "2 hours"), (recent, "1 minute")] {
+        sqlx::query(&format!("UPDATE admission_reservations SET expires_at = now() - interval '{ago}' WHERE id = $1"))
+            .bind(id)
+            .execute(app.store.pool())
+            .await
+            .unwrap();
+    }
+    assert_eq!(app.store.sweep_expired_reservations().await.unwrap(), 1);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM admission_reservations ORDER BY id")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, [recent, live]);
+}
