@@ -1132,3 +1132,69 @@ async fn authors_incoming_streams_come_from_the_index_and_match_the_chain() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_address");
 }
+
+#[tokio::test]
+async fn the_final_block_follows_the_window_never_splits_a_batch_and_what_is_below_it_is_pruned() {
+    // A window of 3 blocks. First a batch of several blocks (one undo journal for all of them),
+    // then blocks one at a time: the final block is the head less the window, except that it
+    // stays below the batch's journal until the whole batch is out of the window; undo entries at
+    // or below it and block hashes below it are gone, the final block's own hash is kept.
+    const WINDOW: u64 = 3;
+    let app = spawn_app().await;
+    let (alice, p) = funded_wallet(&app).await;
+    deposit_direct(&app, &p, alice.address(), 100).await;
+    let ix = indexer(&app, IndexerConfig { reorg_window: WINDOW, ..test_config() });
+    ix.sync_to_head().await.unwrap();
+    let pay = || async {
+        send_ok(StreamPay::new(app.contract, signing(&app, &alice)).pay(wallet().address(), internal(1))).await
+    };
+    for _ in 0..4 {
+        pay().await;
+    }
+    ix.sync_to_head().await.unwrap();
+    let batch_to = app.provider.get_block_number().await.unwrap();
+    // The journal of the batch that ends at the head: its lowest block is what holds the final
+    // block back while the batch straddles the window's edge.
+    let (batch_from, others): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT min(block_number) FILTER (WHERE batch_to = $1), count(*) FILTER (WHERE batch_to IS DISTINCT FROM $1)
+         FROM idx_undo",
+    )
+    .bind(batch_to as i64)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    let batch_from = batch_from.expect("a journaled batch ends at the head") as u64;
+    assert!(
+        batch_from < batch_to,
+        "the batch spans several blocks: {batch_from}..={batch_to} ({others} other entries)"
+    );
+    let mut last_final = 0u64;
+    for _ in 0..7 {
+        pay().await;
+        ix.sync_to_head().await.unwrap();
+        let (head, _) = checkpoint(&app).await;
+        let (final_block, undo_floor, blocks_floor, final_hash_kept): (i64, Option<i64>, Option<i64>, bool) =
+            sqlx::query_as(
+                "SELECT c.final_block,
+                        (SELECT min(block_number) FROM idx_undo u WHERE u.chain_id = c.chain_id AND u.contract = c.contract),
+                        (SELECT min(number) FROM idx_blocks b WHERE b.chain_id = c.chain_id AND b.contract = c.contract),
+                        EXISTS (SELECT 1 FROM idx_blocks b WHERE b.chain_id = c.chain_id AND b.contract = c.contract
+                                AND b.number = c.final_block)
+                 FROM idx_checkpoints c WHERE c.chain_id = $1 AND c.contract = $2",
+            )
+            .bind(app.chain_id as i64)
+            .bind(app.contract.as_slice())
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        let candidate = head - WINDOW;
+        let expected = if (batch_from..batch_to).contains(&candidate) { batch_from - 1 } else { candidate };
+        let expected = expected.max(last_final);
+        assert_eq!(final_block as u64, expected, "head {head}: batch {batch_from}..={batch_to}");
+        assert!(undo_floor.is_none_or(|u| u as u64 > expected), "head {head}: undo entry at {undo_floor:?}");
+        assert_eq!(blocks_floor, Some(expected as i64), "head {head}: block hashes kept from the final block on");
+        assert!(final_hash_kept, "head {head}");
+        last_final = expected;
+    }
+    assert!(last_final >= batch_to, "the batch left the window during the test (final {last_final})");
+}

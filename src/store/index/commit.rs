@@ -13,7 +13,7 @@ use super::{
     checkpoint::{Checkpoint, insert_blocks},
     derived::{load_keys, write_values},
     events::{copy_events, copy_raw, insert_events_dedup},
-    load_checkpoint, note_local_commit, notify,
+    load_checkpoint, note_local_commit,
     undo::write_undo,
 };
 
@@ -111,57 +111,46 @@ pub async fn commit(
     let derive_ms = t_derive.elapsed().as_secs_f64() * 1e3;
 
     // Blocks further than the window below the head can no longer be reorged: forget their
-    // undo entries and hashes, keeping the hash of the new floor itself.
+    // undo entries and hashes, keeping the hash of the new floor itself. One statement: the new
+    // final block (never inside a journaled batch, whose entries are needed until all its blocks
+    // are final; a bound below block 0 constrains nothing; never lower than it was), the two
+    // deletes where it moved, the checkpoint, and the readers' notification (`pg_notify` is
+    // called in FROM: it returns void, which has no Rust type).
     let to = batch.to.number;
-    let final_block = if batch.reorgable {
-        // Never inside a journaled batch: its entries are needed until all its blocks are final.
-        let candidate = to.saturating_sub(window);
-        let spanning = sqlx::query_scalar!(
-            r#"SELECT min(block_number) - 1 AS "spanning?" FROM idx_undo WHERE chain_id = $1 AND contract = $2
-               AND block_number <= $3 AND batch_to > $3"#,
-            scope.chain(),
-            scope.addr(),
-            candidate as i64
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        // (a negative bound, below block 0, constrains nothing)
-        cp.final_block.max(spanning.and_then(|s| u64::try_from(s).ok()).map_or(candidate, |s| candidate.min(s)))
-    } else {
-        to
-    };
-    if final_block > cp.final_block {
-        sqlx::query!(
-            "DELETE FROM idx_undo WHERE chain_id = $1 AND contract = $2 AND block_number <= $3",
-            scope.chain(),
-            scope.addr(),
-            final_block as i64
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "DELETE FROM idx_blocks WHERE chain_id = $1 AND contract = $2 AND number < $3",
-            scope.chain(),
-            scope.addr(),
-            final_block as i64
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query!(
-        "UPDATE idx_checkpoints SET block_number = $3, block_hash = $4, block_timestamp = $5, final_block = $6,
-         chain_head = GREATEST($7::int8, $3::int8), updated_at = now() WHERE chain_id = $1 AND contract = $2",
+    let candidate = if batch.reorgable { to.saturating_sub(window) } else { to };
+    let final_block = sqlx::query_scalar!(
+        r#"WITH spanning AS (
+               SELECT min(block_number) - 1 AS s FROM idx_undo WHERE chain_id = $1 AND contract = $2
+               AND block_number <= $6 AND batch_to > $6 AND $7::bool),
+           fin AS (
+               SELECT GREATEST($8::int8, CASE WHEN s IS NULL OR s < 0 THEN $6::int8 ELSE LEAST($6::int8, s) END) AS f
+               FROM spanning),
+           undo AS (
+               DELETE FROM idx_undo WHERE chain_id = $1 AND contract = $2
+               AND block_number <= (SELECT f FROM fin) AND (SELECT f FROM fin) > $8::int8),
+           blocks AS (
+               DELETE FROM idx_blocks WHERE chain_id = $1 AND contract = $2
+               AND number < (SELECT f FROM fin) AND (SELECT f FROM fin) > $8::int8),
+           moved AS (
+               UPDATE idx_checkpoints SET block_number = $3, block_hash = $4, block_timestamp = $5,
+                      final_block = (SELECT f FROM fin), chain_head = GREATEST($9::int8, $3::int8), updated_at = now()
+               WHERE chain_id = $1 AND contract = $2 RETURNING 1)
+           SELECT fin.f AS "final_block!" FROM fin, pg_notify($10, $11)"#,
         scope.chain(),
         scope.addr(),
         to as i64,
         batch.to.hash.as_slice(),
         batch.to.timestamp as i64,
-        final_block as i64,
-        batch.chain_head as i64
+        candidate as i64,
+        batch.reorgable,
+        cp.final_block as i64,
+        batch.chain_head as i64,
+        super::NOTIFY_CHANNEL,
+        format!("{}:{}:{to}", scope.chain_id, scope.contract),
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    notify(&mut tx, scope, to).await?;
+    let final_block = u64::try_from(final_block).context("final block below 0")?;
     tx.commit().await?;
     note_local_commit();
     tracing::debug!(
