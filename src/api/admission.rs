@@ -30,7 +30,7 @@ use alloy::primitives::{Address, B256, U256};
 
 use super::AppError;
 use super::ErrorCode;
-use crate::store::{AdmissionRecord, Reservation, Store};
+use crate::store::{AdmissionRecord, Reservation, SponsorPolicy, Store};
 
 /// Limits of `[admission]` (defaults are on; see `streampay.example.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,12 +149,16 @@ pub struct Applicant {
     pub chain_id: u64,
     pub api_key_id: i64,
     pub signer: Address,
+    /// The sponsor the call would go out from (its policy is read with the record).
+    pub sponsor: Address,
     pub digest: B256,
 }
 
 /// Checks cool-down, reputation and budgets for a call that may cost up to `cost` wei and
-/// reserves that cost, atomically across processes (see [`Store::admit_and_reserve`]). Release
-/// the reservation once the call is queued (its row then counts) or was not. With no daily
+/// reserves that cost, atomically across processes (see [`Store::admit_and_reserve`]); answers
+/// the reservation and the sponsor's policy (read in the same statement as the record). The
+/// reservation goes with the call to the queue ([`crate::store::NewTransaction::reservation`]),
+/// or is released if the call is not queued. With no daily
 /// budget for the key or the signer there is nothing to reserve: the cool-down and reputation
 /// are read in one statement, without the advisory locks ([`Store::admission_reputation`]).
 pub async fn admit(
@@ -162,25 +166,38 @@ pub async fn admit(
     settings: &AdmissionSettings,
     who: Applicant,
     cost: U256,
-) -> Result<Reservation, AppError> {
+) -> Result<(Reservation, Option<SponsorPolicy>), AppError> {
     if settings.key_daily_budget_wei.is_none() && settings.signer_daily_budget_wei.is_none() {
         let (record, none) = store
-            .admission_reputation(who.chain_id, who.api_key_id, who.signer, who.digest, settings.reputation_window_secs)
+            .admission_reputation(
+                who.chain_id,
+                who.api_key_id,
+                who.signer,
+                who.sponsor,
+                who.digest,
+                settings.reputation_window_secs,
+            )
             .await?;
         check(settings, &record, cost)?;
-        return Ok(none);
+        return Ok((none, record.sponsor_policy));
     }
-    store
+    let mut policy = None;
+    let reservation = store
         .admit_and_reserve(
             who.chain_id,
             who.api_key_id,
             who.signer,
+            who.sponsor,
             who.digest,
             settings.reputation_window_secs,
             cost,
-            |r| check(settings, r, cost),
+            |r| {
+                policy = r.sponsor_policy;
+                check(settings, r, cost)
+            },
         )
-        .await?
+        .await??;
+    Ok((reservation, policy))
 }
 
 fn check(settings: &AdmissionSettings, r: &AdmissionRecord, cost: U256) -> Result<(), AppError> {

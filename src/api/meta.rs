@@ -357,8 +357,13 @@ pub async fn execute(
         ));
     }
     let pipeline = &contract.chain.pipeline;
-    let applicant =
-        admission::Applicant { chain_id: contract.chain.chain_id, api_key_id: key.0.id, signer: from, digest };
+    let applicant = admission::Applicant {
+        chain_id: contract.chain.chain_id,
+        api_key_id: key.0.id,
+        signer: from,
+        sponsor: sponsor.address(),
+        digest,
+    };
     let simulated = match simulated {
         // Admission and sponsor policies apply to new calls only, never to the pipeline's
         // bumps/cancellations.
@@ -728,8 +733,8 @@ async fn admit(
     let gas_limit = crate::chain::gas_limit_for_used(gas, crate::chain::RELAY_GAS_MARGIN);
     let fees = super::sponsors::current_fees(chain).await?;
     let cost = U256::from(gas_limit) * U256::from(fees.max_fee_per_gas);
-    let reservation = admission::admit(&state.store, settings, applicant, cost).await?;
-    match super::sponsors::enforce_policy(state, chain, key, sponsor, gas_limit).await {
+    let (reservation, policy) = admission::admit(&state.store, settings, applicant, cost).await?;
+    match super::sponsors::enforce_policy(state, chain, key, sponsor, gas_limit, policy).await {
         Ok(guard) => Ok((gas_limit, reservation, guard)),
         Err(e) => {
             state.store.release_reservation(reservation).await;

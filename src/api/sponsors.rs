@@ -297,8 +297,9 @@ fn budget_lock(sponsor: Address) -> Arc<tokio::sync::Mutex<()>> {
 /// Held by `execute` until its call is queued (see [`enforce_policy`]).
 pub type BudgetGuard = Option<tokio::sync::OwnedMutexGuard<()>>;
 
-/// Checks `sponsor`'s policy for a new call of `gas_limit` gas: 422 `sponsor_fee_cap_exceeded`,
-/// 429 `sponsor_daily_budget_exceeded` or `key_budget_exceeded`. Without a policy, nothing to do.
+/// Checks `sponsor`'s `policy` (as admission read it, beside the call's record) for a new call of
+/// `gas_limit` gas: 422 `sponsor_fee_cap_exceeded`, 429 `sponsor_daily_budget_exceeded` or
+/// `key_budget_exceeded`. Without a policy, nothing to do.
 /// With a budget, the returned guard must be held until the call is queued.
 pub async fn enforce_policy(
     state: &AppState,
@@ -306,8 +307,9 @@ pub async fn enforce_policy(
     key: &ApiKey,
     sponsor: &Sponsor,
     gas_limit: u64,
+    policy: Option<SponsorPolicy>,
 ) -> Result<BudgetGuard, AppError> {
-    let Some(policy) = state.store.sponsor_policy(chain.chain_id, sponsor.address()).await? else {
+    let Some(policy) = policy else {
         return Ok(None);
     };
     // Read before the lock, and from the background pricing's cache: the lock is held for

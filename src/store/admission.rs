@@ -28,6 +28,9 @@ pub struct AdmissionRecord {
     /// attempt's max fee, an upper bound of what was paid.
     pub signer_spent_wei: U256,
     pub key_spent_wei: U256,
+    /// The policy of the sponsor the call would go out from, if one is set (read in the same
+    /// statement; checked after admission, see `api::sponsors::enforce_policy`).
+    pub sponsor_policy: Option<super::SponsorPolicy>,
 }
 
 /// An admitted call's reservation of its worst-case cost, carried by the call to the statement
@@ -76,6 +79,24 @@ fn secs(v: Option<f64>) -> Option<u64> {
     v.map(|s| s.max(0.0) as u64)
 }
 
+/// A policy read beside the record: `has` whether the sponsor has one, then its three limits.
+fn policy(
+    has: bool,
+    max_fee_per_gas: Option<String>,
+    daily_budget: Option<String>,
+    per_key_daily_budget: Option<String>,
+) -> anyhow::Result<Option<super::SponsorPolicy>> {
+    use super::history::opt_numeric;
+    if !has {
+        return Ok(None);
+    }
+    Ok(Some(super::SponsorPolicy {
+        max_fee_per_gas: opt_numeric(max_fee_per_gas)?,
+        daily_budget: opt_numeric(daily_budget)?,
+        per_key_daily_budget: opt_numeric(per_key_daily_budget)?,
+    }))
+}
+
 fn wei(s: &str) -> anyhow::Result<U256> {
     // NUMERIC sums of integer products are integers ("123" or "123.000…" never appears, but be strict).
     let int = s.split('.').next().unwrap_or("0");
@@ -86,14 +107,15 @@ impl Store {
     /// Admission's check-and-reserve, atomic across processes: under the transaction-level
     /// advisory locks of `api_key_id`'s family (the keys rotation made of one, migration 0016:
     /// they share one record and budget) and then `signer` (always in this order), reads the record
-    /// (reservations included in the spend), lets `decide` judge it, and if it agrees reserves
-    /// `cost` wei, all in one short transaction.
+    /// (reservations included in the spend, and the policy of `sponsor`), lets `decide` judge
+    /// it, and if it agrees reserves `cost` wei, all in one short transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn admit_and_reserve<E>(
         &self,
         chain_id: u64,
         api_key_id: i64,
         signer: Address,
+        sponsor: Address,
         digest: B256,
         window_secs: u64,
         cost: U256,
@@ -117,7 +139,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .context("Failed to take the admission locks")?;
-        let record = admission_record(&mut tx, chain_id, api_key_id, signer, digest, window_secs).await?;
+        let record = admission_record(&mut tx, chain_id, api_key_id, signer, sponsor, digest, window_secs).await?;
         if let Err(e) = decide(&record) {
             tx.rollback().await.context("Failed to end the admission transaction")?;
             return Ok(Err(e));
@@ -148,18 +170,24 @@ impl Store {
         chain_id: u64,
         api_key_id: i64,
         signer: Address,
+        sponsor: Address,
         digest: B256,
         window_secs: u64,
     ) -> anyhow::Result<(AdmissionRecord, Reservation)> {
         let row = sqlx::query!(
-            r#"SELECT digest_reverted_secs_ago, signer_reverts AS "signer_reverts!",
-                      key_reverts AS "key_reverts!", signer_last_secs_ago, key_last_secs_ago
-                 FROM admission_reputation($1, $2, $3, $4, $5)"#,
+            r#"SELECT r.digest_reverted_secs_ago, r.signer_reverts AS "signer_reverts!",
+                      r.key_reverts AS "key_reverts!", r.signer_last_secs_ago, r.key_last_secs_ago,
+                      p.sponsor IS NOT NULL AS "has_policy!", p.max_fee_per_gas::text AS "policy_max_fee?",
+                      p.daily_budget::text AS "policy_daily_budget?",
+                      p.per_key_daily_budget::text AS "policy_per_key_daily_budget?"
+                 FROM admission_reputation($1, $2, $3, $4, $5) r
+                 LEFT JOIN sponsor_policies p ON p.chain_id = $1 AND p.sponsor = $6"#,
             i64_of(chain_id)?,
             api_key_id,
             signer.as_slice(),
             digest.as_slice(),
             window_secs as f64,
+            sponsor.as_slice(),
         )
         .fetch_one(&self.pool)
         .await
@@ -172,6 +200,12 @@ impl Store {
             key_last_secs_ago: secs(row.key_last_secs_ago),
             signer_spent_wei: U256::ZERO,
             key_spent_wei: U256::ZERO,
+            sponsor_policy: policy(
+                row.has_policy,
+                row.policy_max_fee,
+                row.policy_daily_budget,
+                row.policy_per_key_daily_budget,
+            )?,
         };
         Ok((record, Reservation::NONE))
     }
@@ -221,6 +255,7 @@ async fn admission_record(
     chain_id: u64,
     api_key_id: i64,
     signer: Address,
+    sponsor: Address,
     digest: B256,
     window_secs: u64,
 ) -> anyhow::Result<AdmissionRecord> {
@@ -234,13 +269,18 @@ async fn admission_record(
                    AS "signer_spent_wei!",
                 (s.key_wei + coalesce((SELECT sum(wei) FROM admission_reservations
                                        WHERE api_key_id IN (SELECT id FROM family) AND expires_at > now()), 0))::text
-                   AS "key_spent_wei!"
-             FROM admission_reputation($1, $2, $3, $4, $5) r, admission_spend_today($1, $3, $2) s"#,
+                   AS "key_spent_wei!",
+                p.sponsor IS NOT NULL AS "has_policy!", p.max_fee_per_gas::text AS "policy_max_fee?",
+                p.daily_budget::text AS "policy_daily_budget?",
+                p.per_key_daily_budget::text AS "policy_per_key_daily_budget?"
+             FROM admission_reputation($1, $2, $3, $4, $5) r CROSS JOIN admission_spend_today($1, $3, $2) s
+             LEFT JOIN sponsor_policies p ON p.chain_id = $1 AND p.sponsor = $6"#,
         i64_of(chain_id)?,
         api_key_id,
         signer.as_slice(),
         digest.as_slice(),
         window_secs as f64,
+        sponsor.as_slice(),
     )
     .fetch_one(&mut **tx)
     .await
@@ -253,5 +293,11 @@ async fn admission_record(
         key_last_secs_ago: secs(row.key_last_secs_ago),
         signer_spent_wei: wei(&row.signer_spent_wei)?,
         key_spent_wei: wei(&row.key_spent_wei)?,
+        sponsor_policy: policy(
+            row.has_policy,
+            row.policy_max_fee,
+            row.policy_daily_budget,
+            row.policy_per_key_daily_budget,
+        )?,
     })
 }

@@ -109,7 +109,7 @@ fn numeric(text: &str) -> anyhow::Result<U256> {
     text.parse::<U256>().with_context(|| format!("NUMERIC {text:?} is not a uint256"))
 }
 
-fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
+pub(super) fn opt_numeric(v: Option<String>) -> anyhow::Result<Option<U256>> {
     v.as_deref().map(numeric).transpose()
 }
 

@@ -444,6 +444,7 @@ async fn reservations_that_expired_over_an_hour_ago_are_swept_and_live_ones_kept
                     app.chain_id,
                     app.api_key_id,
                     wallet().address(),
+                    app.sponsor,
                     alloy::primitives::B256::repeat_byte(i),
                     3600,
                     alloy::primitives::U256::from(1_000u64),

@@ -561,6 +561,7 @@ async fn a_queued_calls_admission_reservation_goes_in_the_statement_that_writes_
                     app.chain_id,
                     app.api_key_id,
                     wallet().address(),
+                    app.sponsor,
                     B256::repeat_byte(i),
                     3600,
                     U256::from(1_000 + u64::from(i)),

@@ -342,3 +342,33 @@ async fn policy_never_holds_back_a_transaction_already_accepted() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn policy_fee_cap_applies_when_admission_has_no_daily_budget() {
+    // Without admission budgets the record is read without locks or a reservation; the sponsor's
+    // policy, read with it, still applies.
+    let admission = streampay_relayer::api::admission::AdmissionSettings {
+        key_daily_budget_wei: None,
+        signer_daily_budget_wei: None,
+        ..Default::default()
+    };
+    let app = crate::harness::spawn_app_with(streampay_relayer::api::Settings {
+        admission,
+        ..crate::harness::serve_settings()
+    })
+    .await;
+    let alice = wallet();
+    app.fund(&alice, 10).await;
+    let capped = SponsorPolicy { max_fee_per_gas: Some(U256::from(1u64)), ..Default::default() };
+    app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&capped)).await.unwrap();
+    let body = built_pay(&app, &alice, "1").await;
+    let refused = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "sponsor_fee_cap_exceeded");
+    let reserved: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM admission_reservations").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(reserved, 0, "no budget, no reservation");
+    // The policy removed: the same signed call goes through.
+    app.store.set_sponsor_policy(app.chain_id, app.sponsor, None).await.unwrap();
+    let (status, done) = app.post("/api/v1/USDC/meta/execute", &body).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+}
