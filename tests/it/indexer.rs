@@ -1198,3 +1198,43 @@ async fn the_final_block_follows_the_window_never_splits_a_batch_and_what_is_bel
     }
     assert!(last_final >= batch_to, "the batch left the window during the test (final {last_final})");
 }
+
+#[tokio::test]
+async fn a_unique_nonce_whose_block_is_reorged_out_is_unused_again_in_the_index() {
+    let app = spawn_app().await;
+    let user = wallet();
+    app.fund(&user, 10).await;
+    let ix = indexer(&app, test_config());
+    ix.sync_to_head().await.unwrap();
+    let body = json!({"From": user.address(), "To": wallet().address(), "Amount": "1"});
+    let built = app.build("/api/v1/USDC/payments/", &body).await;
+    assert_eq!(built["Transaction"]["NonceType"], "unique");
+    let nonce = U256::from(built["Transaction"]["Nonce"].as_u64().unwrap());
+    app.execute_ok(&user, &built).await;
+    // Nobody sends the call again once its block is gone.
+    app.stop_pipelines().await;
+    let sp = app.streampay();
+    let indexed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM idx_unique_nonces WHERE chain_id = $1 AND contract = $2 AND signer = $3
+               AND nonce = $4::text::numeric",
+        )
+        .bind(app.chain_id as i64)
+        .bind(app.contract.as_slice())
+        .bind(user.address().as_slice())
+        .bind(nonce.to_string())
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+    };
+    ix.sync_to_head().await.unwrap();
+    assert!(sp.bySigUniqueNonces(user.address(), nonce).call().await.unwrap());
+    assert_eq!(indexed().await, 1, "the index records the unique nonce used");
+
+    // The block that used it is replaced by an empty one.
+    let _ = raw(&app, "anvil_reorg", json!([1, []])).await;
+    assert!(!sp.bySigUniqueNonces(user.address(), nonce).call().await.unwrap(), "unused on chain again");
+    ix.sync_to_head().await.unwrap();
+    assert_eq!(indexed().await, 0, "the rollback gave the unique nonce back in the index");
+    assert_index_matches_chain(&app, &[user.address()]).await;
+}

@@ -331,24 +331,21 @@ pub(super) async fn write_values(
         .execute(&mut **tx)
         .await?;
     }
+    // Nonces and unique nonces: one statement each, the absent keys deleted and the present ones
+    // written (the two sets are disjoint, so neither part sees the other's rows).
     if !nonce_keys.0.is_empty() {
         sqlx::query!(
-            "DELETE FROM idx_nonces n USING UNNEST($3::bytea[], $4::int2[], $5::bytea[]) AS k(signer, nonce_type, selector)
-             WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce_type = k.nonce_type
-             AND n.selector = k.selector",
-            chain,
-            contract,
-            &nonce_keys.0,
-            &nonce_keys.1,
-            &nonce_keys.2
-        )
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query!(
-            "INSERT INTO idx_nonces (chain_id, contract, signer, nonce_type, selector, next_nonce)
-             SELECT $1, $2, k.signer, k.nonce_type, k.selector, k.next::numeric
-             FROM UNNEST($3::bytea[], $4::int2[], $5::bytea[], $6::text[]) AS k(signer, nonce_type, selector, next)
-             WHERE k.next IS NOT NULL",
+            "WITH k AS MATERIALIZED (
+                 SELECT * FROM UNNEST($3::bytea[], $4::int2[], $5::bytea[], $6::text[])
+                 AS k(signer, nonce_type, selector, next)),
+             gone AS (
+                 DELETE FROM idx_nonces n USING k
+                 WHERE k.next IS NULL AND n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer
+                   AND n.nonce_type = k.nonce_type AND n.selector = k.selector)
+             INSERT INTO idx_nonces (chain_id, contract, signer, nonce_type, selector, next_nonce)
+             SELECT $1, $2, k.signer, k.nonce_type, k.selector, k.next::numeric FROM k WHERE k.next IS NOT NULL
+             ON CONFLICT (chain_id, contract, signer, nonce_type, selector)
+             DO UPDATE SET next_nonce = EXCLUDED.next_nonce",
             chain,
             contract,
             &nonce_keys.0,
@@ -361,19 +358,15 @@ pub(super) async fn write_values(
     }
     if !unique_keys.0.is_empty() {
         sqlx::query!(
-            "DELETE FROM idx_unique_nonces n USING UNNEST($3::bytea[], $4::text[]::numeric[]) AS k(signer, nonce)
-             WHERE n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer AND n.nonce = k.nonce",
-            chain,
-            contract,
-            &unique_keys.0,
-            &unique_keys.1
-        )
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query!(
-            "INSERT INTO idx_unique_nonces (chain_id, contract, signer, nonce)
-             SELECT $1, $2, k.signer, k.nonce::numeric FROM UNNEST($3::bytea[], $4::text[], $5::bool[])
-             AS k(signer, nonce, present) WHERE k.present",
+            "WITH k AS MATERIALIZED (
+                 SELECT * FROM UNNEST($3::bytea[], $4::text[]::numeric[], $5::bool[]) AS k(signer, nonce, present)),
+             gone AS (
+                 DELETE FROM idx_unique_nonces n USING k
+                 WHERE NOT k.present AND n.chain_id = $1 AND n.contract = $2 AND n.signer = k.signer
+                   AND n.nonce = k.nonce)
+             INSERT INTO idx_unique_nonces (chain_id, contract, signer, nonce)
+             SELECT $1, $2, k.signer, k.nonce FROM k WHERE k.present
+             ON CONFLICT (chain_id, contract, signer, nonce) DO NOTHING",
             chain,
             contract,
             &unique_keys.0,
