@@ -348,7 +348,7 @@ pub fn start_spend_roll_up(store: Store, supervisor: &Supervisor) {
                     _ = every.tick() => {}
                 }
                 ticks = ticks.wrapping_add(1);
-                if ticks % SWEEP_RESERVATIONS_EVERY == 0
+                if ticks.is_multiple_of(SWEEP_RESERVATIONS_EVERY)
                     && let Err(e) = store.sweep_expired_reservations().await
                 {
                     tracing::warn!(error = format!("{e:#}"), "sweeping expired admission reservations failed");
