@@ -51,12 +51,6 @@ impl Reservation {
     }
 }
 
-impl Default for Reservation {
-    fn default() -> Self {
-        Self::NONE
-    }
-}
-
 /// A reservation left behind by a process that died before queuing stops counting after this.
 const RESERVATION_TTL_SECS: f64 = 120.0;
 

@@ -1068,8 +1068,15 @@ impl Store {
         mined: &[super::MinedRow],
         others: &[(i64, Outcome, (super::NonceScope, u64, super::NonceStatus))],
     ) -> anyhow::Result<()> {
-        let mut tx = self.begin_fenced(lease).await?;
-        super::settle::settle_mined_in(&mut tx, lease, mined).await?;
+        // The settle statement of the mined rows takes the fence itself, before anything is
+        // written; without mined rows the fence is a statement of its own.
+        let mut tx = if mined.is_empty() {
+            self.begin_fenced(lease).await?
+        } else {
+            let mut tx = self.pool.begin().await.context("Failed to begin a transaction")?;
+            super::settle::settle_mined_in(&mut tx, lease, mined).await?;
+            tx
+        };
         for (id, outcome, nonce) in others {
             settle_in(&mut tx, *id, outcome, *nonce).await?;
         }

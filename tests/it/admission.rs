@@ -438,24 +438,7 @@ async fn reservations_that_expired_over_an_hour_ago_are_swept_and_live_ones_kept
     let app = spawn_app().await;
     let reserve = |i: u8| {
         let app = &app;
-        async move {
-            app.store
-                .admit_and_reserve(
-                    app.chain_id,
-                    app.api_key_id,
-                    wallet().address(),
-                    app.sponsor,
-                    alloy::primitives::B256::repeat_byte(i),
-                    3600,
-                    alloy::primitives::U256::from(1_000u64),
-                    |_| Ok::<(), ()>(()),
-                )
-                .await
-                .unwrap()
-                .unwrap()
-                .id()
-                .unwrap()
-        }
+        async move { app.reserve(i, 1_000).await.id().unwrap() }
     };
     let (old, recent, live) = (reserve(1).await, reserve(2).await, reserve(3).await);
     // A process died after admitting these: one expired two hours ago, one a minute ago.

@@ -553,25 +553,6 @@ async fn a_queued_calls_admission_reservation_goes_in_the_statement_that_writes_
     let app = spawn_app().await;
     // Nobody sends these rows (their signed bytes are fakes).
     app.stop_pipelines().await;
-    let reserve = |i: u8| {
-        let app = &app;
-        async move {
-            app.store
-                .admit_and_reserve(
-                    app.chain_id,
-                    app.api_key_id,
-                    wallet().address(),
-                    app.sponsor,
-                    B256::repeat_byte(i),
-                    3600,
-                    U256::from(1_000 + u64::from(i)),
-                    |_| Ok::<(), ()>(()),
-                )
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
     let reserved = || async {
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM admission_reservations ORDER BY id")
             .fetch_all(app.store.pool())
@@ -591,7 +572,7 @@ async fn a_queued_calls_admission_reservation_goes_in_the_statement_that_writes_
             None,
         ))
     };
-    let (a, b, c) = (reserve(1).await, reserve(2).await, reserve(3).await);
+    let (a, b, c) = (app.reserve(1, 1_001).await, app.reserve(2, 1_002).await, app.reserve(3, 1_003).await);
     let ids = |rs: &[Reservation]| rs.iter().map(|r| r.id().unwrap()).collect::<Vec<_>>();
     assert_eq!(reserved().await, ids(&[a, b, c]));
 

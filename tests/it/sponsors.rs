@@ -150,17 +150,23 @@ async fn fees_quote_gas_cost_and_sponsor_from_defaults_then_history() {
     );
 }
 
-#[tokio::test]
-async fn policy_fee_cap_refuses_new_calls_and_releases_the_nonce() {
-    let app = spawn_app().await;
+/// Caps the app's sponsor at 1 wei per gas, then builds a funded user's payment and checks that
+/// its execute is refused with 422 `sponsor_fee_cap_exceeded`; answers the signed call.
+async fn refused_by_a_fee_cap_of_one_wei(app: &TestApp) -> Value {
     let alice = wallet();
     app.fund(&alice, 10).await;
     let capped = SponsorPolicy { max_fee_per_gas: Some(U256::from(1u64)), ..Default::default() };
     app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&capped)).await.unwrap();
-
-    let body = built_pay(&app, &alice, "1").await;
+    let body = built_pay(app, &alice, "1").await;
     let refused = app.post("/api/v1/USDC/meta/execute", &body).await;
     assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "sponsor_fee_cap_exceeded");
+    body
+}
+
+#[tokio::test]
+async fn policy_fee_cap_refuses_new_calls_and_releases_the_nonce() {
+    let app = spawn_app().await;
+    let body = refused_by_a_fee_cap_of_one_wei(&app).await;
     let (_, q) = app.get("/api/v1/USDC/fees?operation=pay").await;
     assert_eq!(q["PolicyBlocks"], "sponsor_fee_cap_exceeded");
     let (_, s) = app.get("/api/v1/sponsors").await;
@@ -357,13 +363,7 @@ async fn policy_fee_cap_applies_when_admission_has_no_daily_budget() {
         ..crate::harness::serve_settings()
     })
     .await;
-    let alice = wallet();
-    app.fund(&alice, 10).await;
-    let capped = SponsorPolicy { max_fee_per_gas: Some(U256::from(1u64)), ..Default::default() };
-    app.store.set_sponsor_policy(app.chain_id, app.sponsor, Some(&capped)).await.unwrap();
-    let body = built_pay(&app, &alice, "1").await;
-    let refused = app.post("/api/v1/USDC/meta/execute", &body).await;
-    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "sponsor_fee_cap_exceeded");
+    let body = refused_by_a_fee_cap_of_one_wei(&app).await;
     let reserved: i64 =
         sqlx::query_scalar("SELECT count(*) FROM admission_reservations").fetch_one(app.store.pool()).await.unwrap();
     assert_eq!(reserved, 0, "no budget, no reservation");
