@@ -323,11 +323,13 @@ struct Lane {
     /// Only a hint: a batch queued at it is written only if the lease is still held and the
     /// counter still reads it (see [`Store::enqueue_leased`]).
     sequence: Mutex<Option<u64>>,
-    /// Rows of batches this process wrote as the lease holder and is sending to the node itself
-    /// (see [`Pipeline::express`]), by leader row id: whether the node has taken them, and
-    /// since when. The worker leaves them to that send, and marks those the node took
-    /// `submitted` instead of sending the same bytes again.
-    express: Mutex<HashMap<i64, (Express, Instant)>>,
+    /// Transactions of batches this process writes as the lease holder and sends to the node
+    /// itself (see [`Pipeline::express`]), by hash: whether the node has taken them, and since
+    /// when. Noted as each is signed, before the statement that writes its row commits, so no
+    /// pass of the worker can read the row without finding it here. The worker leaves them to
+    /// that send, and marks those the node took `submitted` instead of sending the same bytes
+    /// again.
+    express: Mutex<HashMap<B256, (Express, Instant)>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
     enqueue_lock: tokio::sync::Mutex<()>,
@@ -363,23 +365,43 @@ impl Lane {
         self.mined.notify_waiters();
     }
 
-    /// Where [`Pipeline::express`] is with row `id`'s transaction `hash`; a row the node took is
-    /// forgotten as it is answered (the worker marks it `submitted`).
-    fn express_of(&self, id: i64, hash: B256) -> Option<Express> {
+    /// Where [`Pipeline::express`] is with the transaction `hash` (a row's latest); one the node
+    /// took is forgotten as it is answered (the worker marks its row `submitted`).
+    fn express_of(&self, hash: B256) -> Option<Express> {
         let mut express = self.express.lock().unwrap_or_else(|e| e.into_inner());
-        match *express.get(&id)? {
+        match *express.get(&hash)? {
             // A send that has not answered for this long (a node that holds requests past the
             // transport's timeout, a task that died): the worker sends it.
             (Express::Sending, since) if since.elapsed() > EXPRESS_PATIENCE => {
-                express.remove(&id);
+                express.remove(&hash);
                 None
             }
             (Express::Sending, _) => Some(Express::Sending),
-            (Express::Sent(sent), _) if sent == hash => {
-                express.remove(&id);
-                Some(Express::Sent(sent))
+            (Express::Sent, _) => {
+                express.remove(&hash);
+                Some(Express::Sent)
             }
-            (Express::Sent(_), _) => None,
+        }
+    }
+
+    /// Notes the transactions `hashes` as about to be sent by [`Pipeline::express`].
+    fn expressing(&self, hashes: &[B256]) {
+        let mut express = self.express.lock().unwrap_or_else(|e| e.into_inner());
+        // Transactions the worker never read open (mined before its pass) leave their entry
+        // behind: forgotten after a minute.
+        if express.len() >= EXPRESS_KEPT {
+            express.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+        }
+        for hash in hashes {
+            express.insert(*hash, (Express::Sending, Instant::now()));
+        }
+    }
+
+    /// Forgets the transactions `hashes`: the worker sends them.
+    fn not_expressing(&self, hashes: impl IntoIterator<Item = B256>) {
+        let mut express = self.express.lock().unwrap_or_else(|e| e.into_inner());
+        for hash in hashes {
+            express.remove(&hash);
         }
     }
 
@@ -397,8 +419,8 @@ impl Lane {
 enum Express {
     /// On its way to the node.
     Sending,
-    /// The node took the transaction with this hash.
-    Sent(B256),
+    /// The node took it.
+    Sent,
 }
 
 /// An execute on its way to a sponsor's queue (simulation, admission): while any is, the holder
@@ -431,7 +453,8 @@ struct WaitingEnqueue {
     done: oneshot::Sender<Option<Queued>>,
 }
 
-/// Beyond this many express-sent rows remembered (see `Lane::express`), old entries are dropped.
+/// Beyond this many express-sent transactions remembered (see `Lane::express`), old entries are
+/// dropped.
 const EXPRESS_KEPT: usize = 1024;
 
 /// How long the worker leaves a row to an express send that has not answered.
@@ -762,8 +785,8 @@ impl Pipeline {
         chain_nonce: u64,
     ) -> anyhow::Result<Vec<Queued>> {
         let slots = bundle_slots(items, self.settings.bundle_max_calls, self.settings.bundle_max_gas);
-        // The signed bytes of each slot, by nonce, for the express send of a leased batch.
-        let signed_raw: Mutex<HashMap<u64, Bytes>> = Mutex::default();
+        // The hash and signed bytes of each slot, by nonce, for the express send of a leased batch.
+        let signed_raw: Mutex<HashMap<u64, (B256, Bytes)>> = Mutex::default();
         let sign = |s: usize, nonce: u64| {
             let calls = &slots[s];
             let first = &items[calls[0]];
@@ -777,7 +800,7 @@ impl Pipeline {
                     lane.sponsor.sign_call(nonce, first.contract, bundle.calldata.clone(), bundle.gas_limit, fees)?;
                 (signed, Some(bundle))
             };
-            signed_raw.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, signed.raw.clone());
+            signed_raw.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce, (signed.hash, signed.raw.clone()));
             Ok((signed, bundle))
         };
         // The lease holder counts the sponsor's nonces itself: one statement, fenced by the lease
@@ -791,22 +814,42 @@ impl Pipeline {
         };
         let mut rows = None;
         if let Some(base) = counted {
-            let leased = self.store.enqueue_leased(items, &slots, &self.owner, base, &sign).await;
-            if leased.as_ref().is_ok_and(Option::is_none) {
-                crate::observability::sequencer_batch("stale");
+            // Each transaction is noted as being sent by the express send as it is signed, before
+            // the statement commits its row: a pass of the worker woken meanwhile (by a poll, or
+            // by the row's own notification) leaves it to that send.
+            let sign_expressed = |s: usize, nonce: u64| {
+                let signed = sign(s, nonce)?;
+                lane.expressing(&[signed.0.hash]);
+                Ok(signed)
+            };
+            let leased = self.store.enqueue_leased(items, &slots, &self.owner, base, sign_expressed).await;
+            let mut raw = std::mem::take(&mut *signed_raw.lock().unwrap_or_else(|e| e.into_inner()));
+            // Not written: nothing of it is sent here.
+            match &leased {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    crate::observability::sequencer_batch("stale");
+                    lane.not_expressing(raw.values().map(|(hash, _)| *hash));
+                }
+                Err(_) => {
+                    self.forget_sequence(lane);
+                    lane.not_expressing(raw.values().map(|(hash, _)| *hash));
+                }
             }
-            rows = leased.inspect_err(|_| self.forget_sequence(lane))?;
+            rows = leased?;
             if let Some(rows) = &rows {
                 crate::observability::sequencer_batch("leased");
-                let mut raw = std::mem::take(&mut *signed_raw.lock().unwrap_or_else(|e| e.into_inner()));
                 let sends = slots
                     .iter()
                     .enumerate()
                     .filter_map(|(s, calls)| {
                         let (id, nonce, hash) = rows[calls[0]];
-                        Some((id, nonce, hash, raw.remove(&(base + s as u64))?))
+                        let (signed, bytes) = raw.remove(&(base + s as u64))?;
+                        (signed == hash).then_some((id, nonce, hash, bytes))
                     })
                     .collect();
+                // Anything signed and not sent here (none expected) is the worker's to send.
+                lane.not_expressing(raw.into_values().map(|(hash, _)| hash));
                 self.express(lane, sends);
             }
         }
@@ -837,25 +880,15 @@ impl Pipeline {
 
     /// Sends a batch the lease holder just wrote (`(leader row, nonce, hash, signed bytes)` per
     /// transaction, in nonce order) to the node at once, in a task of its own, rather than
-    /// waiting for the worker's pass to read the rows back and send them. The rows are noted as
-    /// being sent before the task starts: the worker, woken by the same write, leaves them to it,
-    /// and marks each the node took as `submitted` without sending it again. If the node refuses
+    /// waiting for the worker's pass to read the rows back and send them. The transactions were
+    /// noted as being sent as they were signed, before their rows were written: the worker, woken
+    /// by the same write, leaves them to this send, and marks each the node took as `submitted`
+    /// without sending it again. If the node refuses
     /// one, the task stops there, forgets that row and the ones after it, and wakes the worker,
     /// which sends them and acts on the answer as for any row. The bytes are on record before
     /// they go out, as for every send; and only a batch written under the lease comes here, so a
     /// process that lost its lease sends nothing new this way either.
     fn express(&self, lane: &Arc<Lane>, sends: Vec<(i64, u64, B256, Bytes)>) {
-        {
-            let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
-            // Rows the worker never read open (mined before its pass) leave their entry behind:
-            // forgotten after a minute.
-            if express.len() >= EXPRESS_KEPT {
-                express.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
-            }
-            for (id, ..) in &sends {
-                express.insert(*id, (Express::Sending, Instant::now()));
-            }
-        }
         let (lane, provider, store) = (lane.clone(), self.provider.clone(), self.store.clone());
         let lease = Lease { chain_id: lane.sponsor.chain_id, sponsor: lane.sponsor.address, owner: self.owner.clone() };
         let written = Instant::now();
@@ -870,12 +903,7 @@ impl Pipeline {
                 };
                 if let Some(message) = refused {
                     tracing::debug!(id, nonce, %message, "express send refused; left to the worker");
-                    {
-                        let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
-                        for (id, ..) in &sends[i..] {
-                            express.remove(id);
-                        }
-                    }
+                    lane.not_expressing(sends[i..].iter().map(|(_, _, hash, _)| *hash));
                     // Shown as the row's last error until a send succeeds, as a refusal the
                     // worker met would be (fenced like the worker's writes).
                     if let Err(e) = store.note_error(&lease, *id, &message).await {
@@ -885,7 +913,7 @@ impl Pipeline {
                     return;
                 }
                 let mut express = lane.express.lock().unwrap_or_else(|e| e.into_inner());
-                express.insert(*id, (Express::Sent(*hash), Instant::now()));
+                express.insert(*hash, (Express::Sent, Instant::now()));
                 drop(express);
                 crate::observability::pipeline_stage("queue_wait", written.elapsed().as_secs_f64());
                 lane.sent_first(*nonce);

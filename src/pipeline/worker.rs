@@ -294,7 +294,7 @@ impl Tick<'_> {
                 // Sent by the enqueue that wrote it (`Pipeline::express`) and already in a block
                 // this pass has no receipt of: marked `submitted` as it is looked up.
                 if row.status == TxStatus::Pending
-                    && matches!(self.lane.express_of(row.id, row.latest.hash), Some(super::Express::Sent(_)))
+                    && self.lane.express_of(row.latest.hash) == Some(super::Express::Sent)
                 {
                     self.note_sent(row.id);
                 }
@@ -514,9 +514,9 @@ impl Tick<'_> {
         if row.status == TxStatus::Pending {
             // Being sent, or sent, by the enqueue that wrote it (`Pipeline::express`): left to
             // it, or only marked.
-            match self.lane.express_of(row.id, row.latest.hash) {
+            match self.lane.express_of(row.latest.hash) {
                 Some(super::Express::Sending) => return Ok(Step::Waiting),
-                Some(super::Express::Sent(_)) => {
+                Some(super::Express::Sent) => {
                     self.note_sent(row.id);
                     return Ok(Step::Sent);
                 }
