@@ -332,7 +332,7 @@ struct Lane {
     express: Mutex<HashMap<B256, (Express, Instant)>>,
     /// Calls waiting to be queued, and the lock whose holder queues them all (group commit).
     enqueues: Mutex<Vec<WaitingEnqueue>>,
-    enqueue_lock: tokio::sync::Mutex<()>,
+    enqueue_lock: Arc<tokio::sync::Mutex<()>>,
     /// Executes for this sponsor past their signature check and not yet waiting in `enqueues`
     /// (see [`Arriving`]), and the notification each sends as it stops being one.
     arriving: Arc<AtomicUsize>,
@@ -529,7 +529,7 @@ impl Pipeline {
                         sequence: Mutex::default(),
                         express: Mutex::default(),
                         enqueues: Mutex::default(),
-                        enqueue_lock: tokio::sync::Mutex::new(()),
+                        enqueue_lock: Arc::default(),
                         arriving: Arc::default(),
                         arrived: Arc::default(),
                         in_flight: Mutex::default(),
@@ -630,7 +630,7 @@ impl Pipeline {
     /// sponsor's enqueue lock writes every call waiting at that moment in one transaction, so
     /// the sponsor's nonce row is locked once per batch instead of once per call, and a burst
     /// holds one database connection per sponsor instead of one per call.
-    pub async fn enqueue(&self, t: NewTransaction) -> anyhow::Result<Queued> {
+    pub async fn enqueue(self: &Arc<Self>, t: NewTransaction) -> anyhow::Result<Queued> {
         self.enqueue_arriving(t, None, false).await
     }
 
@@ -646,8 +646,13 @@ impl Pipeline {
     /// waits in the queue. `patient`: the caller waits for the call to be mined anyway, so its
     /// batch may be held for the sponsor's previous transaction ([`Pipeline::hold`]); a caller
     /// waiting only for the call to be queued (a 202) is never held.
+    ///
+    /// The holder of the enqueue lock writes its batch in a task of its own, which keeps the
+    /// lock until every call of the batch is answered: a caller that goes away meanwhile (a
+    /// client that disconnects, a timeout) cannot leave a batch written whose other calls never
+    /// hear so and queue themselves a second time, nor a batch half done.
     pub async fn enqueue_arriving(
-        &self,
+        self: &Arc<Self>,
         t: NewTransaction,
         arriving: Option<Arriving>,
         patient: bool,
@@ -666,42 +671,51 @@ impl Pipeline {
         });
         drop(arriving);
         loop {
-            let _guard = lane.enqueue_lock.lock().await;
+            let guard = lane.enqueue_lock.clone().lock_owned().await;
+            let (this, lane) = (self.clone(), lane.clone());
             match result.try_recv() {
                 Ok(Some(queued)) => return Ok(queued),
                 // Written in another caller's batch that failed: queued on its own, so the error
                 // is this call's own.
                 Ok(None) | Err(oneshot::error::TryRecvError::Closed) => {
-                    return Ok(self.write_batch(&lane, &[t], &[fees], chain_nonce).await?[0]);
+                    let t = t.clone();
+                    let alone = tokio::spawn(async move {
+                        let _guard = guard;
+                        this.write_batch(&lane, &[t], &[fees], chain_nonce).await
+                    });
+                    return Ok(alone.await.context("the enqueue task failed")??[0]);
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            self.hold(&lane).await;
-            self.linger(&lane).await;
-            let batch: Vec<WaitingEnqueue> = {
-                let mut waiting = lane.enqueues.lock().unwrap_or_else(|e| e.into_inner());
-                let n = waiting.len().min(MAX_ENQUEUE_BATCH);
-                waiting.drain(..n).collect()
-            };
-            let items: Vec<NewTransaction> = batch.iter().map(|w| w.t.clone()).collect();
-            let fees: Vec<Fees> = batch.iter().map(|w| w.fees).collect();
-            match self.write_batch(&lane, &items, &fees, chain_nonce).await {
-                Ok(queued) => {
-                    for (w, q) in batch.into_iter().zip(queued) {
-                        let _ = w.done.send(Some(q));
+            let written = tokio::spawn(async move {
+                let _guard = guard;
+                this.hold(&lane).await;
+                this.linger(&lane).await;
+                let batch: Vec<WaitingEnqueue> = {
+                    let mut waiting = lane.enqueues.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = waiting.len().min(MAX_ENQUEUE_BATCH);
+                    waiting.drain(..n).collect()
+                };
+                let items: Vec<NewTransaction> = batch.iter().map(|w| w.t.clone()).collect();
+                let fees: Vec<Fees> = batch.iter().map(|w| w.fees).collect();
+                match this.write_batch(&lane, &items, &fees, chain_nonce).await {
+                    Ok(queued) => {
+                        for (w, q) in batch.into_iter().zip(queued) {
+                            let _ = w.done.send(Some(q));
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let ours = batch.iter().any(|w| w.ticket == ticket);
+                        for w in batch {
+                            let _ = w.done.send(None);
+                        }
+                        if ours { Err(e) } else { Ok(()) }
                     }
                 }
-                Err(e) => {
-                    let ours = batch.iter().any(|w| w.ticket == ticket);
-                    for w in batch {
-                        let _ = w.done.send(None);
-                    }
-                    if ours {
-                        return Err(e);
-                    }
-                }
-            }
-            // Ours was answered above, or is still waiting (more than a batch was queued).
+            });
+            written.await.context("the enqueue task failed")??;
+            // Ours was answered by that batch, or is still waiting (more than a batch was queued).
         }
     }
 

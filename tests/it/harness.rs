@@ -143,17 +143,22 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    spawn_app_on(Anvil::new(), settings).await
+    spawn_app_on(Anvil::new(), settings, PipelineSettings::default()).await
+}
+
+/// An app whose pipeline runs with `pipeline` instead of the defaults.
+pub async fn spawn_app_with_pipeline(pipeline: PipelineSettings) -> TestApp {
+    spawn_app_on(Anvil::new(), serve_settings(), pipeline).await
 }
 
 /// Anvil mining a block every `secs` seconds instead of one per transaction, so several
 /// transactions can be pending at once.
 pub async fn spawn_app_with_block_time(secs: u64) -> TestApp {
     let anvil = Anvil::new().args(["--block-time", &secs.to_string()]);
-    spawn_app_on(anvil, serve_settings()).await
+    spawn_app_on(anvil, serve_settings(), PipelineSettings::default()).await
 }
 
-async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
+async fn spawn_app_on(anvil: Anvil, settings: Settings, pipeline: PipelineSettings) -> TestApp {
     let anvil = anvil
         .path(repo_root().join(".tools/bin/anvil"))
         .try_spawn()
@@ -187,7 +192,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
             name: None,
             chain_id,
             provider: provider.clone(),
-            finality_depth: PipelineSettings::default().confirmations,
+            finality_depth: pipeline.confirmations,
             deployments: vec![Deployment {
                 name: "USDC".into(),
                 address: contract,
@@ -195,7 +200,7 @@ async fn spawn_app_on(anvil: Anvil, settings: Settings) -> TestApp {
                 token_decimals: TOKEN_DECIMALS,
                 start_block: 0,
             }],
-            sponsors: Sponsors::from_signers(vec![sponsor_signer, other_signer], chain_id),
+            sponsors: Sponsors::from_signers(vec![sponsor_signer, other_signer], chain_id).with_settings(pipeline),
         }],
         settings,
     )

@@ -607,3 +607,116 @@ async fn a_queued_calls_admission_reservation_goes_in_the_statement_that_writes_
     assert_eq!(written.map(|w| w.len()), Some(1));
     assert_eq!(reserved().await, Vec::<i64>::new(), "c's reservation went with its row");
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_while_its_locked_batch_is_written_leaves_every_call_of_it_queued_once() {
+    // Without the lease, a batch is a transaction that takes its nonces under the sponsor row's
+    // lock: a caller dropped inside it used to leave it rolled back (its own call lost) or,
+    // between statements, holding the row lock.
+    the_writer_goes_away(false).await;
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_while_its_leased_batch_is_written_leaves_every_call_of_it_queued_once() {
+    // The lease holder writes a batch in one statement, which the database finishes whether or
+    // not its caller is still there: the other calls of the batch used to hear nothing and queue
+    // themselves a second time.
+    the_writer_goes_away(true).await;
+}
+
+/// The caller holding the sponsor's enqueue lock writes a batch of its own call (a) and another
+/// caller's (b). It goes away (a client that disconnects) while the batch waits for the
+/// sponsor's row, locked by the test. The batch must still be written, once, and b answered
+/// with its row: b must not queue its call a second time. `leased`: the app's worker holds the
+/// sponsor's lease and the batch is the holder's one statement (else the pipeline is stopped and
+/// the batch is a locked transaction).
+async fn the_writer_goes_away(leased: bool) {
+    use alloy::primitives::Address;
+    use std::time::Duration;
+    use streampay_relayer::pipeline::PipelineSettings;
+    // A long linger, so the caller holding the lock waits for the one announced as arriving.
+    let settings = PipelineSettings { bundle_linger: Duration::from_secs(10), ..PipelineSettings::default() };
+    let app = crate::harness::spawn_app_with_pipeline(settings).await;
+    let pipeline = app.chain().pipeline.clone();
+    let owner = || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT lease_owner FROM sponsor_accounts WHERE address = $1")
+            .bind(app.sponsor.as_slice())
+            .fetch_optional(app.store.pool())
+            .await
+            .unwrap()
+            .flatten()
+    };
+    if leased {
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        while owner().await.is_none() {
+            assert!(tokio::time::Instant::now() < end, "the app's worker never took the sponsor's lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        app.stop_pipelines().await;
+    }
+    // A first call makes the sponsor's row; the lease holder counts its nonces from there. (Its
+    // signed bytes, as a's and b's, are fakes: the node refuses them, and the worker cancels
+    // the calls, whose deadline has passed.)
+    pipeline.enqueue(app.fake_call(Address::repeat_byte(0xc3), 0)).await.unwrap();
+    let (signer_a, signer_b) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb2));
+    let mut row_lock = app.store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sponsor_accounts WHERE address = $1 FOR UPDATE")
+        .bind(app.sponsor.as_slice())
+        .fetch_one(&mut *row_lock)
+        .await
+        .unwrap();
+
+    let arriving = pipeline.arriving(app.sponsor).expect("the app's sponsor");
+    let mut a = Box::pin(pipeline.enqueue_arriving(app.fake_call(signer_a, 0), None, false));
+    // a takes the enqueue lock and lingers for the call announced as arriving.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut a).await.is_err(),
+        "a was queued while the row was locked"
+    );
+    let b = tokio::spawn({
+        let (pipeline, call) = (pipeline.clone(), app.fake_call(signer_b, 0));
+        async move { pipeline.enqueue_arriving(call, Some(arriving), false).await }
+    });
+    // b arrives and joins a's batch, which then waits for the row: in the leased statement, or
+    // in the locked transaction's nonce reservation.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND (query LIKE 'WITH claimed%') = $1",
+        )
+        .bind(leased)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the batch never waited for the sponsor's row");
+        tokio::select! {
+            done = &mut a => panic!("a finished while the row was locked: {done:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    // a's caller goes away mid-write; then the row is free.
+    drop(a);
+    row_lock.rollback().await.unwrap();
+
+    let b = tokio::time::timeout(Duration::from_secs(20), b).await.expect("b was never answered").unwrap().unwrap();
+    let rows = |signer: Address| {
+        let pool = app.store.pool().clone();
+        async move {
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM relay_transactions WHERE signer = $1 ORDER BY id")
+                .bind(signer.as_slice())
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            ids
+        }
+    };
+    // a's row: written by the batch, though its caller went away (b's answer came after it).
+    assert_eq!(rows(signer_a).await.len(), 1, "a's call queued once");
+    assert_eq!(rows(signer_b).await, vec![b.id], "b's call queued once, as the row it was answered with");
+    assert_eq!(owner().await.is_some(), leased, "the lease as the case says");
+}
