@@ -228,15 +228,11 @@ impl Store {
     }
 
     /// Drops a reservation of a call that was not queued (a queued call's reservation goes in
-    /// the statement that writes its row). Expired reservations are swept at the same time.
+    /// the statement that writes its row; expired ones are swept by
+    /// [`Store::sweep_expired_reservations`]).
     pub async fn release_reservation(&self, r: Reservation) {
         let Some(id) = r.0 else { return };
-        let done = sqlx::query!(
-            "DELETE FROM admission_reservations WHERE id = $1 OR expires_at < now() - interval '1 hour'",
-            id,
-        )
-        .execute(&self.pool)
-        .await;
+        let done = sqlx::query!("DELETE FROM admission_reservations WHERE id = $1", id,).execute(&self.pool).await;
         if let Err(e) = done {
             tracing::warn!(error = format!("{e:#}"), "an admission reservation was not released; it expires by itself");
         }

@@ -145,7 +145,7 @@ pub fn private_target(url: &reqwest::Url) -> Option<String> {
 }
 
 /// The `data` of a `transaction.*` event `id`, from its relay_transactions row `r`.
-fn transaction_data(chain: &Chain, id: i64, r: Option<&RelayedTransaction>) -> anyhow::Result<Value> {
+fn transaction_data(chain: &Chain, id: i64, r: Option<RelayedTransaction>) -> anyhow::Result<Value> {
     // A row deleted since (never by the relayer itself) must not block the outbox.
     let Some(r) = r else { return Ok(json!({ "TransactionId": id })) };
     let facts = TransactionFacts {
@@ -157,11 +157,11 @@ fn transaction_data(chain: &Chain, id: i64, r: Option<&RelayedTransaction>) -> a
         sponsor: r.sponsor,
         sponsor_nonce: r.sponsor_nonce,
         tx_hash: r.tx_hash,
-        state: r.status.clone(),
+        state: r.status,
         gas_used: r.gas_used,
         block_number: r.block_number,
-        failure: r.failure.clone(),
-        revert_reason: r.revert_reason.clone(),
+        failure: r.failure,
+        revert_reason: r.revert_reason,
     };
     Ok(serde_json::to_value(TransactionView::new(&chain.deployments, facts))?)
 }
@@ -181,15 +181,16 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
     }
     let (mut ids, mut bodies, mut payloads) =
         (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
-    for (e, transaction) in &events {
+    let handled = events.len();
+    for (e, transaction) in events {
         let (id, event_type) = (e.id, &e.event_type);
         let data = match (e.data.clone().map(pascal_case_keys), e.transaction_id) {
             // A transaction event: the transaction's view now, with what the event is about
             // written over it (the block it was mined in, or the block it was reorged out of),
             // so a body built after a later change still describes its own event.
             (at_event, Some(t)) => {
-                let mut data = transaction_data(chain, t, transaction.as_ref())
-                    .context("Failed to build a transaction event's data")?;
+                let mut data =
+                    transaction_data(chain, t, transaction).context("Failed to build a transaction event's data")?;
                 if let (Some(Value::Object(fields)), Value::Object(view)) = (at_event, &mut data) {
                     view.extend(fields);
                 }
@@ -216,7 +217,7 @@ pub async fn fan_out(state: &Dispatcher, chain: &Chain) -> anyhow::Result<usize>
     delivery::mark_fanned_out(&mut tx, &ids, &bodies, &payloads).await.context("Failed to store the events' bodies")?;
     delivery::create_deliveries(&mut tx, &ids).await.context("Failed to create deliveries")?;
     tx.commit().await?;
-    Ok(events.len())
+    Ok(handled)
 }
 
 /// An event's stored `data` with its top-level keys in PascalCase, as every body carries them.

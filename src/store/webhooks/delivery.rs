@@ -97,47 +97,33 @@ pub async fn lock_pending_events(
                 retracts: r.retracts,
                 created: r.created,
             };
-            let transaction = match (
-                r.t_id,
-                r.t_chain_id,
-                r.t_contract,
-                r.t_signer,
-                r.t_meta_nonce,
-                r.t_sponsor,
-                r.t_sponsor_nonce,
-                r.t_tx_hash,
-                r.t_status,
-            ) {
-                (
-                    Some(id),
-                    Some(chain_id),
-                    Some(contract),
-                    Some(signer),
-                    Some(meta_nonce),
-                    Some(sponsor),
-                    Some(sponsor_nonce),
-                    Some(tx_hash),
-                    Some(status),
-                ) => Some(RelayedTransaction {
+            let transaction = match r.t_id {
+                Some(id) => Some(RelayedTransaction {
                     id,
-                    chain_id: u64_of(chain_id)?,
-                    contract: address(&contract)?,
-                    signer: address(&signer)?,
-                    meta_nonce: u64_of(meta_nonce)?,
-                    sponsor: address(&sponsor)?,
-                    sponsor_nonce: u64_of(sponsor_nonce)?,
-                    tx_hash: bytes32(&tx_hash)?,
-                    status,
+                    chain_id: u64_of(joined("chain_id", r.t_chain_id)?)?,
+                    contract: address(&joined("contract", r.t_contract)?)?,
+                    signer: address(&joined("signer", r.t_signer)?)?,
+                    meta_nonce: u64_of(joined("meta_nonce", r.t_meta_nonce)?)?,
+                    sponsor: address(&joined("sponsor", r.t_sponsor)?)?,
+                    sponsor_nonce: u64_of(joined("sponsor_nonce", r.t_sponsor_nonce)?)?,
+                    tx_hash: bytes32(&joined("tx_hash", r.t_tx_hash)?)?,
+                    status: joined("status", r.t_status)?,
                     gas_used: opt_u64(r.t_gas_used)?,
                     block_number: opt_u64(r.t_block_number)?,
                     failure: r.t_failure,
                     revert_reason: r.t_revert_reason,
                 }),
-                _ => None,
+                None => None,
             };
             Ok((event, transaction))
         })
         .collect()
+}
+
+/// A NOT NULL column of a `relay_transactions` row read through a LEFT JOIN: there whenever the
+/// row is.
+fn joined<T>(column: &str, v: Option<T>) -> anyhow::Result<T> {
+    anyhow::Context::with_context(v, || format!("the joined transaction row has no {column}"))
 }
 
 /// Stores each event's final data and body and marks it fanned out, in one statement: `ids`,
