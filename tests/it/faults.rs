@@ -37,11 +37,7 @@ async fn transactions_dropped_by_the_node_are_sent_again_and_mined_once() {
         assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
     }
     // Wait until the node holds all six, then make it forget them.
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
-        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_sent().await;
     // The database's clock before the drop: every row must be sent again after it. (Asserting
     // that a block mined right after the drop is empty would race the worker, which may already
     // have sent a call again; that once failed CI.)
@@ -69,11 +65,7 @@ async fn a_sponsor_nonce_used_outside_the_relayer_is_detected_and_the_call_moved
         let body = stack.signed_deposit(&relayer.base, u, 10).await;
         assert_eq!(stack.post(&relayer.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
     }
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
-        assert!(tokio::time::Instant::now() < end);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_sent().await;
     // Someone with the sponsor key sends their own transaction at nonce 0, outbidding ours.
     let outsider = ProviderBuilder::new()
         .wallet(EthereumWallet::from(stack.sponsor_signer.clone()))
@@ -138,11 +130,7 @@ async fn a_relayer_killed_mid_flight_resumes_without_losing_or_doubling() {
         let body = stack.signed_deposit(&first.base, u, 10).await;
         assert_eq!(stack.post(&first.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
     }
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
-        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_sent().await;
     first.kill();
     stack.mine().await;
 
@@ -160,6 +148,7 @@ async fn a_relayer_killed_mid_flight_resumes_without_losing_or_doubling() {
     ghost_lease(&stack, "now()").await;
 
     let _third = stack.spawn_serve(&[]).await;
+    stack.wait_sent().await;
     stack.settle(true, Duration::from_secs(40)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
 }
@@ -169,8 +158,10 @@ async fn a_bundle_killed_between_its_commit_and_its_broadcast_is_sent_once() {
     // While a ghost holds the sponsor's lease (nothing is sent), six executes are queued: one
     // alone, then five in one bundle, committed (rows, nonce, signed bytes) and never broadcast.
     // The relayer is SIGKILLed; the next one must send that bundle once, and every call must run
-    // exactly once.
-    let stack = Stack::start(&[]).await;
+    // exactly once. Blocks are mined by hand once the node holds every transaction (see
+    // `Stack::wait_sent`): with automine, a block could mine the lone call while the bundle after
+    // it was being taken, and Anvil would then keep the bundle until a fee bump replaced it.
+    let stack = Stack::start(&["--no-mining"]).await;
     let users = stack.users(6);
     stack.fund_wallets(&users, 10, false).await;
     let mut first = stack.spawn_serve(&[]).await;
@@ -210,7 +201,8 @@ async fn a_bundle_killed_between_its_commit_and_its_broadcast_is_sent_once() {
     ghost_lease(&stack, "now()").await;
 
     let _second = stack.spawn_serve(&[]).await;
-    stack.settle(false, Duration::from_secs(40)).await;
+    stack.wait_sent().await;
+    stack.settle(true, Duration::from_secs(40)).await;
     stack.assert_exactly_once(&users, 10, 0).await;
     assert_eq!(hashes().await, committed, "the transactions committed before the kill are the ones mined");
 }
@@ -231,11 +223,7 @@ async fn a_bundle_whose_nonce_is_used_outside_moves_and_its_call_run_elsewhere_i
         bodies.push(stack.signed_deposit(&relayer.base, u, 10).await);
     }
     let ids = stack.execute_behind_a_blocker(&relayer.base, &bodies).await;
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
-        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_sent().await;
     let placed: Vec<(i64, i64, Option<i32>, Vec<u8>)> =
         sqlx::query_as("SELECT id, sponsor_nonce, bundle_index, calldata FROM relay_transactions ORDER BY id")
             .fetch_all(stack.store.pool())
@@ -417,11 +405,7 @@ async fn a_base_fee_spike_is_outbid_with_a_replacement_at_the_same_nonce() {
         assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
         ids.push(resp["TransactionId"].as_i64().unwrap());
     }
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
-        assert!(tokio::time::Instant::now() < end);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_sent().await;
     let signed_fee: i64 =
         sqlx::query_scalar("SELECT max(max_fee_per_gas) FROM tx_attempts").fetch_one(stack.store.pool()).await.unwrap();
     // The next block's base fee jumps to 4× what the transactions offer: they cannot be included.
@@ -592,12 +576,9 @@ async fn reorged_out(reorg: Reorg) {
         let body = stack.signed_deposit(&relayer.base, u, 10).await;
         assert_eq!(stack.post(&relayer.base, EXECUTE, &body, ASYNC).await.0, StatusCode::ACCEPTED);
     }
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stack.rows().await.iter().any(|(s, _)| s != "submitted") {
-        assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_sent().await;
     stack.mine().await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
     while stack.rows().await.iter().any(|(s, _)| s != "mined") {
         assert!(tokio::time::Instant::now() < end, "{:?}", stack.rows().await);
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -479,6 +479,21 @@ impl Stack {
             .collect()
     }
 
+    /// Waits (20 s at most) until the node has taken every row: none is `pending` any more.
+    ///
+    /// A test that mines by hand mines only after this. Anvil's `eth_sendRawTransaction` reads
+    /// the sender's nonce on chain, then puts the transaction in its pool as waiting for the one
+    /// before it. A block that mines that one in between leaves it waiting for a transaction the
+    /// pool will never see again: it is mined only once a replacement at its nonce comes (the
+    /// relayer's fee bump, 30 s on). Automine can mine at any moment.
+    pub async fn wait_sent(&self) {
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.rows().await.iter().any(|(s, _)| s == "pending") {
+            assert!(tokio::time::Instant::now() < end, "rows not sent: {:?}", self.rows().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until no row is pending or submitted, mining a block per round if asked.
     pub async fn settle(&self, mine: bool, timeout: Duration) {
         let end = tokio::time::Instant::now() + timeout;
