@@ -678,7 +678,6 @@ impl Pipeline {
                 // Written in another caller's batch that failed: queued on its own, so the error
                 // is this call's own.
                 Ok(None) | Err(oneshot::error::TryRecvError::Closed) => {
-                    let t = t.clone();
                     let alone = tokio::spawn(async move {
                         let _guard = guard;
                         this.write_batch(&lane, &[t], &[fees], chain_nonce).await

@@ -232,7 +232,7 @@ impl Store {
     /// [`Store::sweep_expired_reservations`]).
     pub async fn release_reservation(&self, r: Reservation) {
         let Some(id) = r.0 else { return };
-        let done = sqlx::query!("DELETE FROM admission_reservations WHERE id = $1", id,).execute(&self.pool).await;
+        let done = sqlx::query!("DELETE FROM admission_reservations WHERE id = $1", id).execute(&self.pool).await;
         if let Err(e) = done {
             tracing::warn!(error = format!("{e:#}"), "an admission reservation was not released; it expires by itself");
         }

@@ -381,9 +381,6 @@ impl TestApp {
         }
     }
 
-    /// Waits (at most 10 s) for a fee estimate made after this call: one that follows every block
-    /// mined so far (a row is priced as it is settled, so [`TestApp::wait_priced`] does not wait
-    /// for a pricing pass).
     /// An admission reservation of `wei` for a fresh signer of the app's key, as an admitted call
     /// of digest `0xii…` leaves it (the admission's checks all pass).
     pub async fn reserve(&self, i: u8, wei: u64) -> streampay_relayer::store::Reservation {
@@ -403,6 +400,9 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Waits (at most 10 s) for a fee estimate made after this call: one that follows every block
+    /// mined so far (a row is priced as it is settled, so [`TestApp::wait_priced`] does not wait
+    /// for a pricing pass).
     pub async fn wait_fees_refreshed(&self) {
         let since = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
